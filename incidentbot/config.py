@@ -1,0 +1,399 @@
+"""Settings: environment variables plus an optional ``incidentbot.yaml``.
+
+Precedence, highest first: ``INCIDENTBOT_*`` environment variables, files in the secrets
+directory, then the YAML file, then the defaults below. Secrets (tokens, signing secrets) are
+only read from the environment or the secrets directory; a YAML file that carries one is refused,
+so a config file can be committed and shared without leaking anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextvars import ContextVar
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from incidentbot.durations import parse_duration
+
+CONFIG_ENV = "INCIDENTBOT_CONFIG"
+DEFAULT_CONFIG_FILE = "incidentbot.yaml"
+SECRET_FIELDS = ("slack_bot_token", "slack_signing_secret", "slack_app_token")
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(lambda d: f"{int(d.total_seconds())}s", return_type=str),
+]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every ``path: message``."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Severity(_Strict):
+    name: str = Field(pattern=r"^SEV[0-9]$", description="SEV1 (worst) .. SEV4")
+    label: str
+    description: str = ""
+    page: bool = False
+    cadence: Duration = Field(description="how often the channel expects a status update")
+    postmortem_required: bool = False
+
+    @field_validator("cadence")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero, e.g. 30m")
+        return value
+
+
+class Status(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z_]*$")
+    label: str
+    description: str = ""
+    terminal: bool = False
+
+
+class Role(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z_]*$")
+    label: str
+    description: str
+
+
+class FieldSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z_]*$")
+    label: str
+    allowed: list[str] | None = None
+    required: bool = False
+
+
+_PLACEHOLDERS = {"number", "slug", "severity", "date"}
+_SLACK_NAME = re.compile(r"^[a-z0-9_-]{1,80}$")
+
+
+class Channels(_Strict):
+    naming: str = "inc-{number}-{slug}"
+    digest: str = "incidents"
+
+    @field_validator("naming")
+    @classmethod
+    def _naming(cls, value: str) -> str:
+        used = set(re.findall(r"{([^{}]*)}", value))
+        unknown = used - _PLACEHOLDERS
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{sorted(unknown)[0]}}}: "
+                f"allowed are {', '.join('{' + p + '}' for p in sorted(_PLACEHOLDERS))}"
+            )
+        if "number" not in used:
+            raise ValueError("must contain {number} so that every incident gets its own channel")
+        static = re.sub(r"{[^{}]*}", "", value)
+        if static and not _SLACK_NAME.match(static):
+            raise ValueError(
+                f"{value!r} has characters Slack refuses in channel names: "
+                "use lower case letters, digits, '-' and '_'"
+            )
+        return value
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        value = value.lstrip("#")
+        if not _SLACK_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a Slack channel name: "
+                "lower case letters, digits, '-' and '_', at most 80 characters"
+            )
+        return value
+
+
+DEFAULT_SEVERITIES = [
+    Severity(
+        name="SEV1",
+        label="Critical",
+        description="Customer-facing outage or funds at risk (validators slashed, RPC down).",
+        page=True,
+        cadence="15m",
+        postmortem_required=True,
+    ),
+    Severity(
+        name="SEV2",
+        label="Major",
+        description="Degraded service for many users (high RPC latency, missed attestations).",
+        page=True,
+        cadence="30m",
+        postmortem_required=True,
+    ),
+    Severity(
+        name="SEV3",
+        label="Minor",
+        description="Limited impact or redundancy lost (one node behind, one backend down).",
+        cadence="2h",
+    ),
+    Severity(
+        name="SEV4",
+        label="Low",
+        description="No user impact yet; worth tracking (disk filling, peers dropping).",
+        cadence="1d",
+    ),
+]
+
+DEFAULT_STATUSES = [
+    Status(name="triage", label="Triage", description="Declared; impact being assessed."),
+    Status(name="investigating", label="Investigating", description="Looking for the cause."),
+    Status(name="identified", label="Identified", description="Cause known; fix under way."),
+    Status(name="monitoring", label="Monitoring", description="Mitigated; watching recovery."),
+    Status(name="resolved", label="Resolved", description="Impact over.", terminal=True),
+    Status(name="closed", label="Closed", description="Follow-up done.", terminal=True),
+]
+
+DEFAULT_ROLES = [
+    Role(
+        name="commander",
+        label="Incident commander",
+        description="You lead the response: decide, delegate, keep the channel focused. "
+        "Hand over explicitly when you step away.",
+    ),
+    Role(
+        name="scribe",
+        label="Scribe",
+        description="You keep the timeline: pin key messages, record decisions and times.",
+    ),
+    Role(
+        name="comms_lead",
+        label="Communications lead",
+        description="You post status updates on cadence and handle stakeholders and users.",
+    ),
+    Role(
+        name="ops_lead",
+        label="Operations lead",
+        description="You run the hands-on work: runbooks, node restarts, failovers.",
+    ),
+]
+
+DEFAULT_FIELDS = [
+    FieldSpec(name="chain", label="Chain"),
+    FieldSpec(name="network", label="Network"),
+    FieldSpec(name="client", label="Client"),
+    FieldSpec(name="component", label="Component"),
+]
+
+# Statuses the lifecycle needs by name; everything else about them is configurable.
+REQUIRED_STATUSES = ("triage", "investigating", "monitoring", "resolved", "closed")
+
+_yaml_data: ContextVar[dict[str, Any]] = ContextVar("incidentbot_yaml", default={})  # noqa: B039
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _yaml_data.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_yaml_data.get())
+
+
+class Settings(BaseSettings):
+    """Everything the bot reads at start-up. See ``docs/configuration.md``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INCIDENTBOT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    log_level: str = "INFO"
+    timezone: str = "UTC"
+    secrets_dir: Path | None = None
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+
+    severities: list[Severity] = Field(default_factory=lambda: list(DEFAULT_SEVERITIES))
+    statuses: list[Status] = Field(default_factory=lambda: list(DEFAULT_STATUSES))
+    roles: list[Role] = Field(default_factory=lambda: list(DEFAULT_ROLES))
+    channels: Channels = Field(default_factory=Channels)
+    fields: list[FieldSpec] = Field(default_factory=lambda: list(DEFAULT_FIELDS))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, file_secret_settings, _YamlSource(settings_cls))
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}, e.g. UTC or Europe/Berlin") from None
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        allowed = ("DEBUG", "INFO", "WARNING", "ERROR")
+        if value.upper() not in allowed:
+            raise ValueError(f"unknown log level {value!r}: allowed are {', '.join(allowed)}")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _policy(self) -> Settings:
+        problems: list[tuple[str, str]] = []
+        for section, items in (
+            ("severities", self.severities),
+            ("statuses", self.statuses),
+            ("roles", self.roles),
+            ("fields", self.fields),
+        ):
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                if item.name in seen:
+                    problems.append((f"{section}[{i}].name", f"duplicate name {item.name!r}"))
+                seen.add(item.name)
+            if not items and section != "fields":
+                problems.append((section, "must list at least one"))
+        names = [s.name for s in self.statuses]
+        for required in REQUIRED_STATUSES:
+            if required not in names:
+                problems.append(("statuses", f"missing status {required!r}, which is required"))
+        for i, status in enumerate(self.statuses):
+            if status.name in ("resolved", "closed") and not status.terminal:
+                problems.append((f"statuses[{i}].terminal", f"{status.name!r} must be terminal"))
+        if "commander" not in [r.name for r in self.roles]:
+            problems.append(("roles", "missing role 'commander', which is required"))
+        if problems:
+            raise ValueError("\n".join(f"{path}: {msg}" for path, msg in problems))
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'incidentbot.db').resolve()}"
+
+    def severity_names(self) -> list[str]:
+        return [s.name for s in self.severities]
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """Every problem as ``path: message``, in the order the file lists them."""
+    problems: list[str] = []
+    for err in exc.errors():
+        msg = str(err.get("msg", "invalid"))
+        msg = msg.removeprefix("Value error, ")
+        loc = _format_loc(tuple(err.get("loc", ())))
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown setting"
+        if err.get("type") == "missing":
+            msg = "is required"
+        if "\n" in msg and not loc:
+            problems.extend(msg.splitlines())
+        else:
+            problems.append(f"{loc}: {msg}" if loc else msg)
+    return problems
+
+
+def _find_config_file(path: str | Path | None) -> Path | None:
+    if path is not None:
+        return Path(path)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.exists() else None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, ["file not found"]) from None
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"{where}not valid YAML: {problem}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["the top level must be a mapping of settings"])
+    leaked = [key for key in SECRET_FIELDS if key in data]
+    if leaked:
+        raise ConfigError(
+            source,
+            [
+                f"{key}: secrets are not read from the config file; set "
+                f"INCIDENTBOT_{key.upper()} or put it in the secrets directory"
+                for key in leaked
+            ],
+        )
+    return data
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load settings from the environment and the config file; raise ConfigError listing all."""
+    config_path = _find_config_file(path)
+    data = read_config_file(config_path) if config_path else {}
+    source = str(config_path) if config_path else "configuration"
+    token = _yaml_data.set(data)
+    try:
+        secrets_dir = os.environ.get("INCIDENTBOT_SECRETS_DIR") or data.get("secrets_dir")
+        kwargs: dict[str, Any] = {}
+        if secrets_dir:
+            if not Path(secrets_dir).is_dir():
+                raise ConfigError(source, [f"secrets_dir: {secrets_dir} is not a directory"])
+            kwargs["_secrets_dir"] = secrets_dir
+        return Settings(**kwargs)
+    except ValidationError as exc:
+        raise ConfigError(source, format_validation_error(exc)) from None
+    finally:
+        _yaml_data.reset(token)

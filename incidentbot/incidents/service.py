@@ -1,0 +1,584 @@
+"""The incident lifecycle: plain functions over a session, each appending its timeline event.
+
+Callers wrap a call in ``incidentbot.db.transaction`` so that the change and its event commit
+together or not at all. Nothing here knows about Slack, PagerDuty or the CLI; actors are plain
+strings such as ``slack:U123`` or ``cli:alice``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from incidentbot import policy
+from incidentbot.clock import utcnow
+from incidentbot.config import Settings
+from incidentbot.durations import ensure_utc
+from incidentbot.errors import DomainError, NotFound
+from incidentbot.incidents.models import (
+    SETTABLE_MILESTONES,
+    Counter,
+    Incident,
+    RoleAssignment,
+    TimelineEvent,
+)
+
+MAX_TITLE = 200
+MAX_NOTE = 4000
+_REF = re.compile(r"^\s*#?(?:inc-?)?(\d+)\s*$", re.IGNORECASE)
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def parse_ref(ref: str | int) -> int:
+    """``INC-12``, ``inc12``, ``#12`` and ``12`` all name incident number 12."""
+    match = _REF.match(str(ref))
+    if not match:
+        raise DomainError(f"{ref!r} is not an incident reference: use INC-<number>, e.g. INC-12")
+    return int(match.group(1))
+
+
+def get(session: Session, ref: str | int, *, for_update: bool = False) -> Incident:
+    number = parse_ref(ref)
+    stmt = select(Incident).where(Incident.number == number)
+    if for_update:
+        stmt = stmt.with_for_update()
+    incident = session.exec(stmt).first()
+    if incident is None:
+        raise NotFound(f"no incident INC-{number}")
+    return incident
+
+
+def get_by_channel(session: Session, channel_id: str) -> Incident | None:
+    return session.exec(select(Incident).where(Incident.channel_id == channel_id)).first()
+
+
+def list_incidents(
+    session: Session, settings: Settings, *, include_terminal: bool = False
+) -> list[Incident]:
+    stmt = select(Incident).order_by(col(Incident.number).desc())
+    if not include_terminal:
+        stmt = stmt.where(col(Incident.status).not_in(policy.terminal_statuses(settings)))
+    return list(session.exec(stmt))
+
+
+def timeline(session: Session, incident: Incident) -> list[TimelineEvent]:
+    stmt = (
+        select(TimelineEvent)
+        .where(TimelineEvent.incident_id == incident.id)
+        .order_by(col(TimelineEvent.occurred_at), col(TimelineEvent.id))
+    )
+    return list(session.exec(stmt))
+
+
+def active_roles(session: Session, incident: Incident) -> list[RoleAssignment]:
+    stmt = (
+        select(RoleAssignment)
+        .where(RoleAssignment.incident_id == incident.id)
+        .where(col(RoleAssignment.ended_at).is_(None))
+        .order_by(col(RoleAssignment.started_at), col(RoleAssignment.id))
+    )
+    return list(session.exec(stmt))
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def record(
+    session: Session,
+    incident: Incident,
+    kind: str,
+    actor: str,
+    summary: str,
+    *,
+    now: datetime,
+    occurred_at: datetime | None = None,
+    data: dict[str, Any] | None = None,
+    source_key: str | None = None,
+) -> TimelineEvent:
+    """Append one timeline event (the only way events are written)."""
+    event = TimelineEvent(
+        incident_id=_id(incident),
+        occurred_at=occurred_at or now,
+        recorded_at=now,
+        kind=kind,
+        actor=actor,
+        summary=summary,
+        data=data or {},
+        source_key=source_key,
+    )
+    session.add(event)
+    return event
+
+
+def _id(incident: Incident) -> int:
+    assert incident.id is not None, "incident must be flushed first"
+    return incident.id
+
+
+def _next_number(session: Session) -> int:
+    # The row lock (PostgreSQL) or the write lock (SQLite) serialises declares; the number is
+    # taken in the declare's own transaction, so a failed declare leaves no gap.
+    value = session.execute(
+        text("UPDATE counter SET value = value + 1 WHERE name = 'incident' RETURNING value")
+    ).scalar_one_or_none()
+    if value is None:
+        session.add(Counter(name="incident", value=1))
+        session.flush()
+        return 1
+    return int(value)
+
+
+def _clean_title(title: str) -> str:
+    cleaned = " ".join(str(title).split())
+    if not cleaned:
+        raise DomainError("the title is empty: say in a few words what is wrong")
+    if len(cleaned) > MAX_TITLE:
+        raise DomainError(f"the title is {len(cleaned)} characters long: at most {MAX_TITLE}")
+    return cleaned
+
+
+def _clean_actor(user: str, what: str) -> str:
+    user = str(user).strip()
+    if not user:
+        raise DomainError(f"{what} is empty: name a person")
+    return user
+
+
+def _check_past(name: str, when: datetime, now: datetime) -> datetime:
+    when = ensure_utc(when)
+    if when > now:
+        raise DomainError(
+            f"{name.replace('_', ' ')} time {when.isoformat()} is in the future: "
+            "it can only be now or earlier"
+        )
+    return when
+
+
+def _require_open(settings: Settings, incident: Incident, doing: str) -> None:
+    if incident.status in policy.terminal_statuses(settings):
+        raise DomainError(f"{incident.ref} is {incident.status}: cannot {doing}; reopen it first")
+
+
+def declare(
+    session: Session,
+    settings: Settings,
+    *,
+    title: str,
+    severity: str,
+    actor: str,
+    description: str | None = None,
+    fields: dict[str, str] | None = None,
+    commander: str | None = None,
+    impact_started_at: datetime | None = None,
+    detected_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> Incident:
+    """Open an incident with the next INC number. A repeated ``idempotency_key`` returns the
+    incident it already opened instead of a second one."""
+    now = now or utcnow()
+    if idempotency_key:
+        existing = session.exec(
+            select(Incident).where(Incident.idempotency_key == idempotency_key)
+        ).first()
+        if existing is not None:
+            return existing
+    clean_title = _clean_title(title)
+    sev = policy.severity(settings, severity)
+    clean_fields = policy.check_fields(settings, fields or {}, declaring=True)
+    actor = _clean_actor(actor, "the declarer")
+    commander = _clean_actor(commander, "the commander") if commander else actor
+    impact = _check_past("impact_started", impact_started_at, now) if impact_started_at else None
+    detected = _check_past("detected", detected_at, now) if detected_at else None
+
+    incident = Incident(
+        number=_next_number(session),
+        title=clean_title,
+        description=(description or "").strip() or None,
+        severity=sev.name,
+        status=settings.statuses[0].name,
+        fields=clean_fields,
+        commander=commander,
+        declared_by=actor,
+        idempotency_key=idempotency_key,
+        created_at=now,
+        updated_at=now,
+        declared_at=now,
+        impact_started_at=impact,
+        detected_at=detected,
+    )
+    session.add(incident)
+    session.flush()
+    data: dict[str, Any] = {"title": clean_title, "severity": sev.name, "fields": clean_fields}
+    if description:
+        data["description"] = incident.description
+    record(
+        session,
+        incident,
+        "incident.declared",
+        actor,
+        f"Declared {incident.ref} ({sev.name}): {clean_title}",
+        now=now,
+        data=data,
+    )
+    for name, when in (("impact_started", impact), ("detected", detected)):
+        if when is not None:
+            record(
+                session,
+                incident,
+                "milestone.set",
+                actor,
+                f"{name.replace('_', ' ').capitalize()} at {when.isoformat()}",
+                now=now,
+                data={"milestone": name, "at": when.isoformat(), "previous": None},
+            )
+    _start_role(session, incident, "commander", commander, actor, now)
+    return incident
+
+
+def _start_role(
+    session: Session, incident: Incident, role: str, user: str, actor: str, now: datetime
+) -> None:
+    session.add(
+        RoleAssignment(
+            incident_id=_id(incident), role=role, user=user, assigned_by=actor, started_at=now
+        )
+    )
+    record(
+        session,
+        incident,
+        "role.assigned",
+        actor,
+        f"{user} is {role}",
+        now=now,
+        data={"role": role, "user": user, "previous": None},
+    )
+
+
+def set_severity(
+    session: Session,
+    settings: Settings,
+    ref: str | int,
+    severity: str,
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> Incident:
+    now = now or utcnow()
+    incident = get(session, ref, for_update=True)
+    sev = policy.severity(settings, severity)
+    if incident.status == "closed":
+        raise DomainError(f"{incident.ref} is closed: cannot change severity; reopen it first")
+    if sev.name == incident.severity:
+        raise DomainError(f"{incident.ref} is already {sev.name}")
+    previous = incident.severity
+    incident.severity = sev.name
+    incident.updated_at = now
+    session.add(incident)
+    names = settings.severity_names()
+    direction = "Raised" if names.index(sev.name) < names.index(previous) else "Lowered"
+    record(
+        session,
+        incident,
+        "severity.changed",
+        actor,
+        f"{direction} severity {previous} → {sev.name}",
+        now=now,
+        data={"from": previous, "to": sev.name},
+    )
+    return incident
+
+
+def set_status(
+    session: Session,
+    settings: Settings,
+    ref: str | int,
+    status: str,
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> Incident:
+    now = now or utcnow()
+    incident = get(session, ref, for_update=True)
+    st = policy.status(settings, status)
+    if st.name == "resolved":
+        raise DomainError("resolving needs a summary: use `resolve <summary>`")
+    if st.name == "closed":
+        raise DomainError("use `close` to close a resolved incident")
+    _require_open(settings, incident, "change its status")
+    if st.name == incident.status:
+        raise DomainError(f"{incident.ref} is already {st.name}")
+    previous = incident.status
+    incident.status = st.name
+    incident.updated_at = now
+    milestones: dict[str, str] = {}
+    if previous == settings.statuses[0].name and incident.acknowledged_at is None:
+        incident.acknowledged_at = now
+        milestones["acknowledged"] = now.isoformat()
+    if st.name == "monitoring" and incident.mitigated_at is None:
+        incident.mitigated_at = now
+        milestones["mitigated"] = now.isoformat()
+    session.add(incident)
+    record(
+        session,
+        incident,
+        "status.changed",
+        actor,
+        f"Status {previous} → {st.name}",
+        now=now,
+        data={"from": previous, "to": st.name, "milestones": milestones},
+    )
+    return incident
+
+
+def set_milestone(
+    session: Session,
+    settings: Settings,
+    ref: str | int,
+    milestone: str,
+    when: datetime,
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> Incident:
+    """Set impact start, detection, acknowledgement or mitigation, possibly in the past."""
+    now = now or utcnow()
+    name = milestone.strip().lower().replace("-", "_").replace(" ", "_")
+    if name not in SETTABLE_MILESTONES:
+        raise DomainError(
+            f"unknown milestone {milestone!r}: allowed are {', '.join(SETTABLE_MILESTONES)}"
+        )
+    incident = get(session, ref, for_update=True)
+    if incident.status == "closed":
+        raise DomainError(f"{incident.ref} is closed: reopen it to change its milestones")
+    when = _check_past(name, when, now)
+    previous = incident.milestone(name)
+    setattr(incident, f"{name}_at", when)
+    incident.updated_at = now
+    session.add(incident)
+    record(
+        session,
+        incident,
+        "milestone.set",
+        actor,
+        f"{name.replace('_', ' ').capitalize()} at {when.isoformat()}",
+        now=now,
+        data={
+            "milestone": name,
+            "at": when.isoformat(),
+            "previous": previous.isoformat() if previous else None,
+        },
+    )
+    return incident
+
+
+def assign_role(
+    session: Session,
+    settings: Settings,
+    ref: str | int,
+    role: str,
+    user: str,
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> Incident:
+    """Give ``role`` to ``user``. Each role has one holder; the previous one hands over."""
+    now = now or utcnow()
+    incident = get(session, ref, for_update=True)
+    r = policy.role(settings, role)
+    user = _clean_actor(user, "the assignee")
+    _require_open(settings, incident, "assign roles")
+    current = [a for a in active_roles(session, incident) if a.role == r.name]
+    if any(a.user == user for a in current):
+        raise DomainError(f"{user} is already {r.name} of {incident.ref}")
+    previous = current[0].user if current else None
+    for assignment in current:
+        assignment.ended_at = now
+        assignment.ended_by = actor
+        session.add(assignment)
+    session.add(
+        RoleAssignment(
+            incident_id=_id(incident), role=r.name, user=user, assigned_by=actor, started_at=now
+        )
+    )
+    if r.name == "commander":
+        incident.commander = user
+    incident.updated_at = now
+    session.add(incident)
+    summary = f"{user} is {r.name}" + (f" (handover from {previous})" if previous else "")
+    record(
+        session,
+        incident,
+        "role.handover" if previous else "role.assigned",
+        actor,
+        summary,
+        now=now,
+        data={"role": r.name, "user": user, "previous": previous},
+    )
+    return incident
+
+
+def unassign_role(
+    session: Session,
+    settings: Settings,
+    ref: str | int,
+    role: str,
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> Incident:
+    now = now or utcnow()
+    incident = get(session, ref, for_update=True)
+    r = policy.role(settings, role)
+    if r.name == "commander":
+        raise DomainError(
+            "an incident always has a commander: assign the role to someone else instead"
+        )
+    current = [a for a in active_roles(session, incident) if a.role == r.name]
+    if not current:
+        raise DomainError(f"nobody is {r.name} of {incident.ref}")
+    for assignment in current:
+        assignment.ended_at = now
+        assignment.ended_by = actor
+        session.add(assignment)
+        record(
+            session,
+            incident,
+            "role.unassigned",
+            actor,
+            f"{assignment.user} is no longer {r.name}",
+            now=now,
+            data={"role": r.name, "user": assignment.user},
+        )
+    incident.updated_at = now
+    session.add(incident)
+    return incident
+
+
+def add_note(
+    session: Session,
+    settings: Settings,
+    ref: str | int,
+    note: str,
+    *,
+    actor: str,
+    now: datetime | None = None,
+    occurred_at: datetime | None = None,
+    kind: str = "note",
+    source_key: str | None = None,
+) -> TimelineEvent:
+    now = now or utcnow()
+    incident = get(session, ref)
+    clean = str(note).strip()
+    if not clean:
+        raise DomainError("the note is empty: write what happened")
+    if len(clean) > MAX_NOTE:
+        raise DomainError(f"the note is {len(clean)} characters long: at most {MAX_NOTE}")
+    return record(
+        session,
+        incident,
+        kind,
+        actor,
+        clean,
+        now=now,
+        occurred_at=occurred_at,
+        source_key=source_key,
+    )
+
+
+def resolve(
+    session: Session,
+    settings: Settings,
+    ref: str | int,
+    summary: str,
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> Incident:
+    now = now or utcnow()
+    incident = get(session, ref, for_update=True)
+    clean = str(summary or "").strip()
+    if incident.status in policy.terminal_statuses(settings):
+        raise DomainError(f"{incident.ref} is already {incident.status}")
+    if not clean:
+        raise DomainError("resolving needs a summary: say what fixed it and what is left")
+    previous = incident.status
+    incident.status = "resolved"
+    incident.resolution_summary = clean
+    incident.resolved_at = now
+    if incident.mitigated_at is None:
+        incident.mitigated_at = now
+    if incident.acknowledged_at is None:
+        incident.acknowledged_at = now
+    incident.updated_at = now
+    session.add(incident)
+    record(
+        session,
+        incident,
+        "incident.resolved",
+        actor,
+        f"Resolved: {clean}",
+        now=now,
+        data={"from": previous, "summary": clean},
+    )
+    return incident
+
+
+def close(
+    session: Session,
+    settings: Settings,
+    ref: str | int,
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> Incident:
+    now = now or utcnow()
+    incident = get(session, ref, for_update=True)
+    if incident.status == "closed":
+        raise DomainError(f"{incident.ref} is already closed")
+    if incident.status != "resolved":
+        raise DomainError(f"{incident.ref} is {incident.status}: resolve it before closing")
+    incident.status = "closed"
+    incident.closed_at = now
+    incident.updated_at = now
+    session.add(incident)
+    record(session, incident, "incident.closed", actor, "Closed", now=now, data={})
+    return incident
+
+
+def reopen(
+    session: Session,
+    settings: Settings,
+    ref: str | int,
+    *,
+    actor: str,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> Incident:
+    now = now or utcnow()
+    incident = get(session, ref, for_update=True)
+    if incident.status not in policy.terminal_statuses(settings):
+        raise DomainError(f"{incident.ref} is {incident.status}, not resolved or closed")
+    previous = incident.status
+    incident.status = "investigating"
+    incident.resolved_at = None
+    incident.closed_at = None
+    incident.updated_at = now
+    session.add(incident)
+    clean_reason = (reason or "").strip()
+    record(
+        session,
+        incident,
+        "incident.reopened",
+        actor,
+        "Reopened" + (f": {clean_reason}" if clean_reason else ""),
+        now=now,
+        data={"from": previous, "reason": clean_reason or None},
+    )
+    return incident

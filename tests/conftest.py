@@ -1,0 +1,105 @@
+"""Shared fixtures: settings, and migrated databases on SQLite and on a real PostgreSQL.
+
+Tests that take ``engine`` run twice, once per back end. PostgreSQL comes from a throwaway
+cluster started once per session; without server binaries those runs are skipped with a
+message, except in CI (``CI`` set), where a missing PostgreSQL fails the suite.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from incidentbot import db
+from incidentbot.config import Settings
+from tests.pgcluster import PgCluster, PgUnavailable
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+_db_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    try:
+        cluster = PgCluster()
+    except PgUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs PostgreSQL: {exc}")
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    try:
+        cluster.start()
+    except Exception as exc:
+        cluster.stop()
+        pytest.fail(f"could not start a throwaway PostgreSQL cluster: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster: PgCluster) -> str:
+    """A migrated database that each test clones (much faster than migrating each time)."""
+    pg_cluster.execute("CREATE DATABASE incidentbot_template")
+    engine = db.make_engine(pg_cluster.url("incidentbot_template"))
+    db.upgrade(engine)
+    engine.dispose()
+    return "incidentbot_template"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "incidentbot.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    db.upgrade(engine)
+    engine.dispose()  # the last connection to close checkpoints the WAL into the file
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, migrated, empty database URL on each back end."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "incidentbot.db"
+        shutil.copyfile(template, target)
+        return f"sqlite:///{target}"
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    template_name: str = request.getfixturevalue("pg_template")
+    name = f"test_{os.getpid()}_{next(_db_counter)}"
+    cluster.execute(f"CREATE DATABASE {name} TEMPLATE {template_name}")
+    return cluster.url(name)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = db.make_engine(database_url)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def backend(engine: Engine) -> str:
+    return engine.dialect.name
+
+
+def count(engine: Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
