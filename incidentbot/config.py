@@ -57,12 +57,21 @@ class _Strict(BaseModel):
 
 
 class Severity(_Strict):
-    name: str = Field(pattern=r"^SEV[0-9]$", description="SEV1 (worst) .. SEV4")
+    name: str = Field(description="SEV1 (worst) .. SEV4")
     label: str
     description: str = ""
     page: bool = False
     cadence: Duration = Field(description="how often the channel expects a status update")
     postmortem_required: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _sev_name(cls, value: str) -> str:
+        if not re.fullmatch(r"SEV[0-9]", value):
+            raise ValueError(
+                f"{value!r} is not a severity name: use SEV followed by a digit, e.g. SEV1"
+            )
+        return value
 
     @field_validator("cadence")
     @classmethod
@@ -242,6 +251,7 @@ class Settings(BaseSettings):
     roles: list[Role] = Field(default_factory=lambda: list(DEFAULT_ROLES))
     channels: Channels = Field(default_factory=Channels)
     fields: list[FieldSpec] = Field(default_factory=lambda: list(DEFAULT_FIELDS))
+    default_severity: str = "SEV3"
 
     @classmethod
     def settings_customise_sources(
@@ -294,6 +304,14 @@ class Settings(BaseSettings):
         for i, status in enumerate(self.statuses):
             if status.name in ("resolved", "closed") and not status.terminal:
                 problems.append((f"statuses[{i}].terminal", f"{status.name!r} must be terminal"))
+        if self.default_severity not in self.severity_names():
+            problems.append(
+                (
+                    "default_severity",
+                    f"{self.default_severity!r} is not a configured severity: "
+                    f"allowed are {', '.join(self.severity_names())}",
+                )
+            )
         if "commander" not in [r.name for r in self.roles]:
             problems.append(("roles", "missing role 'commander', which is required"))
         if problems:
@@ -321,7 +339,7 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:
-    """Every problem as ``path: message``, in the order the file lists them."""
+    """Every problem as ``path: message`` (secrets first, then by setting)."""
     problems: list[str] = []
     for err in exc.errors():
         msg = str(err.get("msg", "invalid"))
@@ -366,17 +384,16 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(source, ["the top level must be a mapping of settings"])
-    leaked = [key for key in SECRET_FIELDS if key in data]
-    if leaked:
-        raise ConfigError(
-            source,
-            [
-                f"{key}: secrets are not read from the config file; set "
-                f"INCIDENTBOT_{key.upper()} or put it in the secrets directory"
-                for key in leaked
-            ],
-        )
     return data
+
+
+def _secret_problems(data: dict[str, Any]) -> list[str]:
+    return [
+        f"{key}: secrets are not read from the config file; set "
+        f"INCIDENTBOT_{key.upper()} or put it in the secrets directory"
+        for key in SECRET_FIELDS
+        if key in data
+    ]
 
 
 def load_settings(path: str | Path | None = None) -> Settings:
@@ -384,6 +401,8 @@ def load_settings(path: str | Path | None = None) -> Settings:
     config_path = _find_config_file(path)
     data = read_config_file(config_path) if config_path else {}
     source = str(config_path) if config_path else "configuration"
+    problems = _secret_problems(data)
+    data = {k: v for k, v in data.items() if k not in SECRET_FIELDS}
     token = _yaml_data.set(data)
     try:
         secrets_dir = os.environ.get("INCIDENTBOT_SECRETS_DIR") or data.get("secrets_dir")
@@ -392,8 +411,11 @@ def load_settings(path: str | Path | None = None) -> Settings:
             if not Path(secrets_dir).is_dir():
                 raise ConfigError(source, [f"secrets_dir: {secrets_dir} is not a directory"])
             kwargs["_secrets_dir"] = secrets_dir
-        return Settings(**kwargs)
+        settings = Settings(**kwargs)
     except ValidationError as exc:
-        raise ConfigError(source, format_validation_error(exc)) from None
+        raise ConfigError(source, problems + format_validation_error(exc)) from None
     finally:
         _yaml_data.reset(token)
+    if problems:
+        raise ConfigError(source, problems)
+    return settings

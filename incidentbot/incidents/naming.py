@@ -13,8 +13,16 @@ from datetime import datetime
 MAX_CHANNEL_NAME = 80
 
 
+# Letters NFKD does not decompose into ASCII.
+_FOLD = str.maketrans({"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "ł": "l", "đ": "d", "þ": "th"})
+
+
 def slugify(text: str) -> str:
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    folded = (
+        unicodedata.normalize("NFKD", text.lower().translate(_FOLD))
+        .encode("ascii", "ignore")
+        .decode("ascii")
+    )
     return re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")
 
 

@@ -116,6 +116,10 @@ def record(
     return event
 
 
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _id(incident: Incident) -> int:
     assert incident.id is not None, "incident must be flushed first"
     return incident.id
@@ -234,7 +238,7 @@ def declare(
                 incident,
                 "milestone.set",
                 actor,
-                f"{name.replace('_', ' ').capitalize()} at {when.isoformat()}",
+                f"{name.replace('_', ' ').capitalize()} at {_stamp(when)}",
                 now=now,
                 data={"milestone": name, "at": when.isoformat(), "previous": None},
             )
@@ -367,7 +371,7 @@ def set_milestone(
         incident,
         "milestone.set",
         actor,
-        f"{name.replace('_', ' ').capitalize()} at {when.isoformat()}",
+        f"{name.replace('_', ' ').capitalize()} at {_stamp(when)}",
         now=now,
         data={
             "milestone": name,

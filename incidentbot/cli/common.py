@@ -1,0 +1,75 @@
+"""What every command shares: loading settings, opening the database, who is acting, output."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+
+import typer
+from rich.console import Console
+from sqlalchemy.engine import Engine
+
+from incidentbot import db
+from incidentbot.config import Settings, load_settings
+
+# Piped output (scripts, tests) gets a wide table instead of Rich's 80-column default.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+class CliError(Exception):
+    """Shown as one line on stderr with a non-zero exit (never a traceback)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class AppState:
+    config_path: str | None = None
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.config_path)
+
+    @cached_property
+    def engine(self) -> Engine:
+        """An engine on a database whose schema is current (else a clear error)."""
+        engine = db.make_engine(self.settings.effective_database_url)
+        db.check_schema(engine)
+        return engine
+
+    @cached_property
+    def raw_engine(self) -> Engine:
+        """An engine that skips the schema check (``db upgrade`` itself uses it)."""
+        return db.make_engine(self.settings.effective_database_url)
+
+
+def state(ctx: typer.Context) -> AppState:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, AppState):
+        obj = AppState()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def actor(as_user: str | None) -> str:
+    """Who is acting: ``--as``, else INCIDENTBOT_ACTOR, else the login name."""
+    name = as_user or os.environ.get("INCIDENTBOT_ACTOR") or _login()
+    name = name.strip()
+    if not name:
+        raise CliError("--as is empty: name who is acting")
+    return name
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+AS_OPTION = typer.Option(None, "--as", help="Who is acting (default: your login name).")

@@ -1,0 +1,62 @@
+# Shared set-up for scripts/demo and scripts/test: a virtualenv with the pinned packages, and
+# the system packages the tests need. Sourced, not run.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PYTHON="${PYTHON:-python3}"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+have_root_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+
+apt_install() {
+  # apt_install PKG...: install Debian packages (as root); quiet, and update the lists once.
+  if ! have_root_apt; then
+    say "missing system packages: $* (install them with apt-get as root)"
+    return 1
+  fi
+  if [ -z "${_APT_UPDATED:-}" ]; then
+    say "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    _APT_UPDATED=1
+  fi
+  say "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_venv() {
+  # ensure_venv [EXTRA]: create .venv and install incidentbot (with the extra) at the pinned
+  # versions; reinstall only when pyproject.toml or constraints.txt changed.
+  local extra="${1:-}"
+  if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    say "incidentbot needs Python 3.11 or newer as '$PYTHON'"
+    return 1
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+      rm -rf "$VENV"
+      apt_install python3-venv && "$PYTHON" -m venv "$VENV"
+    fi
+  fi
+  local stamp want
+  stamp="$VENV/.incidentbot-installed"
+  want="$extra $(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing incidentbot${extra:+[$extra]} and its pinned dependencies"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+      -c "$ROOT/constraints.txt" -e "$ROOT${extra:+[$extra]}"
+    echo "$want" >"$stamp"
+  fi
+}
+
+ensure_test_system_packages() {
+  # PostgreSQL server binaries: the suite starts its own throwaway cluster from them.
+  local missing=()
+  compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || command -v postgres >/dev/null ||
+    missing+=(postgresql)
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt_install "${missing[@]}" || say "continuing without: ${missing[*]} (those tests will be skipped outside CI)"
+  fi
+}

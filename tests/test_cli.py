@@ -1,0 +1,165 @@
+"""The command line as a user runs it: a walk-through, and refusals that change nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from incidentbot import db
+from incidentbot.cli import main
+from tests.conftest import count
+
+
+@pytest.fixture
+def cli(database_url, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INCIDENTBOT_DATABASE_URL", database_url)
+    monkeypatch.setenv("INCIDENTBOT_ACTOR", "alice")
+    monkeypatch.delenv("INCIDENTBOT_CONFIG", raising=False)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_walkthrough_of_an_incident(cli, database_url):
+    code, out, _ = cli("incident", "declare", "RPC p99 latency above 2s on mainnet", "--sev", "2",
+                       "-f", "chain=ethereum", "--impact-started", "20m ago")  # fmt: skip
+    assert code == 0
+    assert "Declared INC-1 (SEV2): RPC p99 latency above 2s on mainnet" in out
+    steps = [
+        (("incident", "sev", "INC-1", "1", "--as", "bob"), "INC-1: severity is now SEV1"),
+        (("incident", "status", "INC-1", "investigating"), "INC-1: status is now investigating"),
+        (("incident", "assign", "INC-1", "comms lead", "carol"), "INC-1: carol is comms_lead"),
+        (("incident", "note", "INC-1", "geth", "on", "rpc-2", "is", "behind"), "note added"),
+        (("incident", "resolve", "INC-1", "failed", "over", "to", "rpc-3"), "INC-1: resolved"),
+        (("incident", "close", "INC-1"), "INC-1: closed"),
+    ]
+    for argv, expected in steps:
+        code, out, err = cli(*argv)
+        assert (code, err) == (0, ""), argv
+        assert expected in out
+
+    code, out, _ = cli("timeline", "INC-1")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    expected_rows = [
+        ("alice", "incident.declared", "Declared INC-1 (SEV2)"),
+        ("alice", "milestone.set", "Impact started at"),
+        ("alice", "role.assigned", "alice is commander"),
+        ("bob", "severity.changed", "Raised severity SEV2 → SEV1"),
+        ("alice", "status.changed", "Status triage → investigating"),
+        ("alice", "role.assigned", "carol is comms_lead"),
+        ("alice", "note", "geth on rpc-2 is behind"),
+        ("alice", "incident.resolved", "Resolved: failed over to rpc-3"),
+        ("alice", "incident.closed", "Closed"),
+    ]
+    assert len(rows) == len(expected_rows)
+    for row, (who, kind, what) in zip(rows, expected_rows, strict=True):
+        cells = [c.strip() for c in row.strip("│").split("│")]
+        assert cells[0].startswith("20")  # a date in every row
+        assert cells[1:3] == [who, kind]
+        assert cells[3].startswith(what)
+
+    code, out, _ = cli("incident", "show", "INC-1")
+    assert "Severity: SEV1   Status: closed" in out and "comms_lead=carol" in out
+    code, out, _ = cli("incident", "list")
+    assert out.strip() == "No open incidents."
+    code, out, _ = cli("incident", "list", "--all")
+    assert "INC-1" in out and "closed" in out
+
+
+INVALID = [
+    (("incident", "declare"), 2, "Missing argument 'title'"),
+    (("incident", "declare", "x", "--sev", "9"),
+     1, "unknown severity '9': allowed are SEV1, SEV2, SEV3, SEV4"),
+    (("incident", "declare", "   "), 1, "the title is empty"),
+    (("incident", "declare", "x", "--field", "chain"), 1, "--field 'chain': use name=value"),
+    (("incident", "declare", "x", "-f", "planet=mars"),
+     1, "unknown field 'planet': allowed are chain, network, client, component"),
+    (("incident", "declare", "x", "--impact-started", "tomorrow"), 1, "invalid time 'tomorrow'"),
+    (("incident", "declare", "x", "--detected", "2099-01-01T00:00Z"), 1, "is in the future"),
+    (("incident", "declare", "x", "--as", " "), 1, "--as is empty: name who is acting"),
+    (("incident", "sev", "INC-1", "SEV0"), 1, "unknown severity 'SEV0'"),
+    (("incident", "sev", "INC-99", "1"), 1, "no incident INC-99"),
+    (("incident", "sev", "banana", "1"), 1, "'banana' is not an incident reference"),
+    (("incident", "sev", "INC-1", "2"), 1, "INC-1 is already SEV2"),
+    (("incident", "status", "INC-1", "done"),
+     1, "unknown status 'done': allowed are triage, investigating, identified, monitoring"),
+    (("incident", "status", "INC-1", "resolved"), 1, "resolving needs a summary"),
+    (("incident", "assign", "INC-1", "janitor", "bob"), 1, "unknown role 'janitor'"),
+    (("incident", "assign", "INC-1", "commander"), 2, "Missing argument 'user'"),
+    (("incident", "unassign", "INC-1", "commander"), 1, "an incident always has a commander"),
+    (("incident", "note", "INC-1"), 2, "Missing argument 'text'"),
+    (("incident", "resolve", "INC-1", " "), 1, "resolving needs a summary"),
+    (("incident", "close", "INC-1"), 1, "INC-1 is triage: resolve it before closing"),
+    (("incident", "reopen", "INC-1"), 1, "INC-1 is triage, not resolved or closed"),
+    (("incident", "milestone", "INC-1", "lunch", "now"), 1, "unknown milestone 'lunch'"),
+    (("incident", "milestone", "INC-1", "detected", "soon"), 1, "invalid time 'soon'"),
+    (("incident", "frobnicate"), 2, "No such command 'frobnicate'"),
+    (("incident", "list", "--bogus"), 2, "No such option: --bogus"),
+    (("timeline", "INC-7"), 1, "no incident INC-7"),
+    (("--config", "missing.yaml", "incident", "list"), 1, "missing.yaml: file not found"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"), INVALID, ids=[" ".join(a) for a, *_ in INVALID]
+)
+def test_invalid_invocations_say_what_is_wrong_and_change_nothing(
+    cli, database_url, argv, code, message
+):
+    assert cli("incident", "declare", "node down", "--sev", "2")[0] == 0
+    engine = db.make_engine(database_url)
+    before = (count(engine, "incident"), count(engine, "timeline_event"))
+
+    got_code, out, err = cli(*argv)
+
+    assert got_code == code
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in out + err
+    assert (count(engine, "incident"), count(engine, "timeline_event")) == before
+    engine.dispose()
+
+
+def test_refuses_to_run_on_a_database_without_schema(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INCIDENTBOT_DATABASE_URL", f"sqlite:///{tmp_path}/fresh.db")
+    assert main(["incident", "list"]) == 1
+    assert "has no incidentbot schema yet: run `incidentbot db upgrade`" in capsys.readouterr().err
+    assert main(["db", "upgrade"]) == 0
+    assert "upgraded from empty to" in capsys.readouterr().out
+    assert main(["db", "upgrade"]) == 0
+    assert "already at revision" in capsys.readouterr().out
+    assert main(["incident", "list"]) == 0
+    assert "No open incidents." in capsys.readouterr().out
+
+
+def test_refuses_a_schema_from_an_unknown_newer_version(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path}/x.db"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'ffff9999'")
+    engine.dispose()
+    monkeypatch.setenv("INCIDENTBOT_DATABASE_URL", url)
+    assert main(["incident", "list"]) == 1
+    assert "newer than this incidentbot" in capsys.readouterr().err
+
+
+def test_unreachable_database_is_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("INCIDENTBOT_DATABASE_URL", "postgresql+psycopg://u:pw@127.0.0.1:1/none")
+    assert main(["incident", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot use the database:") and len(err.splitlines()) == 1
+    assert "pw" not in err
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("incidentbot 0.")
