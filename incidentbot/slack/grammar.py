@@ -1,0 +1,207 @@
+"""The ``/incident`` grammar: one slash command, many subcommands.
+
+``parse`` turns the text Slack sends into a :class:`Command` or a :class:`Usage` (what was wrong
+and the right usage). It never raises: arbitrary text gives one of the two. Slack escapes
+mentions as ``<@U123|name>``, channels as ``<#C123|name>`` and links as ``<https://..|label>``;
+smart quotes, emoji and runs of spaces are normal in what people type.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from incidentbot import policy
+from incidentbot.config import Settings
+from incidentbot.errors import DomainError
+
+_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
+_ANY_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+_SEV = re.compile(r"^sev\s*([0-9])$", re.IGNORECASE)
+_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A refusal: ``error`` says what was wrong (None for plain help), ``usage`` how to say it."""
+
+    error: str | None
+    usage: str
+
+    def text(self) -> str:
+        return f"{self.error}\nUsage: {self.usage}" if self.error else self.usage
+
+
+@dataclass(frozen=True)
+class Spec:
+    usage: str
+    help: str
+    channel_only: bool = False
+
+
+SPECS: dict[str, Spec] = {
+    "declare": Spec(
+        "/incident declare [sev1..sev4] <title>", "declare an incident (no title opens a form)"
+    ),
+    "list": Spec("/incident list", "list open incidents"),
+    "sev": Spec("/incident sev <1-4>", "change the severity", True),
+    "status": Spec("/incident status <status>", "change the status", True),
+    "assign": Spec("/incident assign <role> @user", "give someone a role", True),
+    "unassign": Spec("/incident unassign <role>", "take a role back", True),
+    "roles": Spec("/incident roles", "who holds which role", True),
+    "note": Spec("/incident note <text>", "add a note to the timeline", True),
+    "update": Spec("/incident update <text>", "post a status update here and in the digest", True),
+    "resolve": Spec("/incident resolve <summary>", "resolve the incident", True),
+    "reopen": Spec("/incident reopen", "reopen a resolved incident", True),
+    "timeline": Spec("/incident timeline", "recent timeline events (only to you)", True),
+    "summary": Spec("/incident summary", "state, roles and durations so far", True),
+    "help": Spec("/incident help", "what you can do here"),
+}
+
+ALIASES = {"severity": "sev", "ls": "list", "open": "declare", "new": "declare", "?": "help"}
+
+
+def normalize(text: str) -> str:
+    """Fold smart quotes, non-breaking and repeated spaces; keep everything else as typed."""
+    text = (text or "").translate(_QUOTES).replace("\u00a0", " ")
+    return " ".join(text.split())
+
+
+def mention_user(token: str) -> str | None:
+    match = _MENTION.match(token)
+    return match.group(1) if match else None
+
+
+def _strip_quotes(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1].strip()
+    return text
+
+
+def parse(text: str, *, settings: Settings, in_incident_channel: bool) -> Command | Usage:
+    """Parse the text after ``/incident``."""
+    clean = normalize(text)
+    if not clean:
+        return Command("help")
+    head, _, rest = clean.partition(" ")
+    name = head.lower()
+    name = ALIASES.get(name, name)
+    rest = rest.strip()
+    spec = SPECS.get(name)
+    if spec is None:
+        shown = head if len(head) <= 40 else head[:40] + "…"
+        return Usage(
+            f"Unknown subcommand `{shown}`.",
+            "/incident <subcommand>; try `/incident help` for the list",
+        )
+    if spec.channel_only and not in_incident_channel:
+        return Usage(
+            f"`/incident {name}` only works in an incident's channel.",
+            spec.usage + " (run it in the incident's channel)",
+        )
+    try:
+        return _PARSERS.get(name, _no_args)(name, rest, settings, spec)
+    except DomainError as exc:
+        return Usage(str(exc)[:1].upper() + str(exc)[1:] + ".", spec.usage)
+
+
+def _no_args(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
+    if rest and name != "help":
+        return Usage(f"`{name}` takes no arguments.", spec.usage)
+    return Command(name)
+
+
+def _declare(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
+    severity: str | None = None
+    words = rest.split(" ") if rest else []
+    if words and _SEV.match(words[0]):
+        severity = policy.severity(settings, words[0]).name
+        words = words[1:]
+    elif len(words) >= 2 and words[0].lower() == "sev" and words[1].isdigit():
+        severity = policy.severity(settings, words[1]).name
+        words = words[2:]
+    title = _strip_quotes(" ".join(words).strip())
+    if not title:
+        return Command("declare", {"severity": severity, "title": None})
+    if len(title) > 200:
+        return Usage(f"The title is {len(title)} characters long: at most 200.", spec.usage)
+    return Command("declare", {"severity": severity, "title": title})
+
+
+def _one_word(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
+    if not rest:
+        return Usage(f"`{name}` needs a value.", spec.usage + _choices(name, settings))
+    value = _strip_quotes(rest)
+    if name == "sev":
+        return Command("sev", {"severity": policy.severity(settings, value).name})
+    return Command("status", {"status": policy.status(settings, value).name})
+
+
+def _choices(name: str, settings: Settings) -> str:
+    if name == "sev":
+        return " (" + ", ".join(settings.severity_names()) + ")"
+    return " (" + ", ".join(s.name for s in settings.statuses) + ")"
+
+
+def _assign(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
+    roles = ", ".join(r.name for r in settings.roles)
+    mentions = _ANY_MENTION.findall(rest)
+    role_text = _strip_quotes(_ANY_MENTION.sub(" ", rest).strip())
+    if not role_text:
+        return Usage(f"`{name}` needs a role ({roles}).", spec.usage)
+    if not mentions:
+        return Usage("Mention the person to assign, like @alice.", spec.usage)
+    if len(mentions) > 1:
+        return Usage("Mention exactly one person: each role has one holder.", spec.usage)
+    role = policy.role(settings, role_text)
+    return Command("assign", {"role": role.name, "user": mentions[0]})
+
+
+def _unassign(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
+    role_text = _strip_quotes(_ANY_MENTION.sub(" ", rest).strip())
+    if not role_text:
+        roles = ", ".join(r.name for r in settings.roles)
+        return Usage(f"`{name}` needs a role ({roles}).", spec.usage)
+    return Command("unassign", {"role": policy.role(settings, role_text).name})
+
+
+def _text(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
+    text = _strip_quotes(rest)
+    if not text:
+        what = "a summary of what fixed it" if name == "resolve" else "some text"
+        return Usage(f"`{name}` needs {what}.", spec.usage)
+    if len(text) > 3000:
+        return Usage(f"That is {len(text)} characters: at most 3000.", spec.usage)
+    return Command(name, {"text": text})
+
+
+_PARSERS = {
+    "declare": _declare,
+    "sev": _one_word,
+    "status": _one_word,
+    "assign": _assign,
+    "unassign": _unassign,
+    "note": _text,
+    "update": _text,
+    "resolve": _text,
+}
+
+
+def help_text(*, in_incident_channel: bool) -> str:
+    """What you can do here: channel commands first inside an incident channel."""
+    lines = []
+    if in_incident_channel:
+        lines.append("*In this incident's channel:*")
+        lines += [f"• `{s.usage}`: {s.help}" for s in SPECS.values() if s.channel_only]
+        lines.append("*Anywhere:*")
+    lines += [f"• `{s.usage}`: {s.help}" for s in SPECS.values() if not s.channel_only]
+    if not in_incident_channel:
+        lines.append("_Run `/incident help` in an incident's channel for the commands there._")
+    return "\n".join(lines)
