@@ -1,0 +1,196 @@
+"""The Web API endpoint: ``/api/{method}`` as slack.com serves it.
+
+Order of events for one call, as Slack applies them: read the body (form or JSON), wait the
+configured latency, authenticate, find the method, apply an armed fault, apply the rate limit,
+run the handler under the workspace lock, log the call. Errors are HTTP 200 with
+``{"ok": false, "error": ...}``, except 429 (with ``Retry-After``) and injected 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from incidentbot.sandbox.slack.faults import Fault, FaultPlan, RateLimiter
+from incidentbot.sandbox.slack.log import LoggedRequest, RequestLog
+from incidentbot.sandbox.slack.methods import HANDLERS, Args, load_all
+from incidentbot.sandbox.slack.models import SlackError, User
+from incidentbot.sandbox.slack.workspace import Workspace
+
+load_all()
+logger = logging.getLogger(__name__)
+
+
+class _BadRequest(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class _Parsed:
+    args: dict[str, Any]
+    token: str | None
+    token_source: str | None
+    content_type: str
+
+
+async def _parse(request: Request) -> _Parsed:
+    """Arguments from the query string and the body; the token from header or body."""
+    args: dict[str, Any] = dict(request.query_params)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if raw:
+        if content_type == "application/json":
+            try:
+                body = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise _BadRequest("invalid_json") from None
+            if not isinstance(body, dict):
+                raise _BadRequest("json_not_object")
+            args.update(body)
+        elif content_type in ("application/x-www-form-urlencoded", ""):
+            try:
+                args.update(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+            except UnicodeDecodeError:
+                raise _BadRequest("invalid_charset") from None
+        else:
+            raise _BadRequest("invalid_form_data")
+    token, source = None, None
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        token, source = auth[7:].strip(), "header"
+    body_token = args.pop("token", None)
+    if token is None and body_token and content_type != "application/json":
+        # Slack reads a token from a form body, never from a JSON body.
+        token, source = str(body_token), "body"
+    return _Parsed(args, token, source, content_type or "none")
+
+
+class WebApi:
+    """The ``/api/{method}`` endpoint, wired to one workspace and its fault plan."""
+
+    def __init__(
+        self,
+        workspace: Callable[[], Workspace],
+        faults: FaultPlan,
+        limiter: RateLimiter,
+        log: RequestLog,
+        closing: threading.Event,
+    ) -> None:
+        self.workspace = workspace  # read per call: SlackSandbox.reset swaps the workspace
+        self.faults = faults
+        self.limiter = limiter
+        self.log = log
+        self.closing = closing
+
+    async def _hold(self, seconds: float) -> None:
+        """Sleep, but let the server stop promptly (a held call must not block shutdown)."""
+        deadline = time.monotonic() + seconds
+        while not self.closing.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    @staticmethod
+    def _caller(ws: Workspace, parsed: _Parsed) -> User:
+        if not parsed.token:
+            raise SlackError("not_authed")
+        with ws.lock:
+            user_id = ws.tokens.get(parsed.token)
+            if user_id is None:
+                raise SlackError("invalid_auth")
+            return ws.users[user_id]
+
+    @staticmethod
+    def _run(ws: Workspace, name: str, caller: User, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            with ws.lock:
+                return {"ok": True, **HANDLERS[name](ws, caller, Args(args))}
+        except SlackError as exc:
+            return {"ok": False, "error": exc.code, **exc.extra}
+
+    async def handle(self, request: Request) -> JSONResponse:
+        name = request.path_params["method"]
+        ws = self.workspace()
+        started, t0 = time.time(), time.perf_counter()
+        status, headers, fault_name = 200, {}, None
+        parsed = _Parsed({}, None, None, "none")
+        caller: User | None = None
+        delay = 0.0
+        try:
+            parsed = await _parse(request)
+            delay = self.faults.latency_for(name)
+            if delay:
+                await asyncio.sleep(delay)
+            caller = self._caller(ws, parsed)
+            if name not in HANDLERS:
+                raise SlackError("unknown_method")
+            fault = self.faults.take(name)
+            if fault is not None:
+                fault_name = fault.kind
+                status, headers, body = await self._fault(ws, fault, name, caller, parsed.args)
+            else:
+                retry_after = self.limiter.check(name, _channel_hint(parsed.args))
+                if retry_after:
+                    fault_name = "rate_limit"
+                    status, headers = 429, {"Retry-After": str(retry_after)}
+                    body = {"ok": False, "error": "ratelimited"}
+                else:
+                    body = self._run(ws, name, caller, parsed.args)
+        except _BadRequest as exc:
+            body = {"ok": False, "error": exc.code}
+        except SlackError as exc:
+            body = {"ok": False, "error": exc.code, **exc.extra}
+        except Exception:
+            # A bug in the sandbox: answer like a Slack outage, and keep it visible in the log.
+            logger.exception("slack sandbox failed on %s", name)
+            status, fault_name = 500, "sandbox_error"
+            body = {"ok": False, "error": "fatal_error"}
+        self.log.append(
+            LoggedRequest(
+                seq=0,
+                method=name,
+                http_method=request.method,
+                args=parsed.args,
+                user=caller.id if caller else None,
+                token_source=parsed.token_source,
+                content_type=parsed.content_type,
+                status=status,
+                response=body,
+                started_at=started,
+                duration_s=time.perf_counter() - t0,
+                fault=fault_name,
+                delay_s=delay,
+            )
+        )
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def _fault(
+        self, ws: Workspace, fault: Fault, name: str, caller: User, args: dict[str, Any]
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        if fault.kind == "ratelimited":
+            return (
+                429,
+                {"Retry-After": str(fault.retry_after)},
+                {"ok": False, "error": "ratelimited"},
+            )
+        if fault.kind == "server_error":
+            return fault.status, {}, {"ok": False, "error": "fatal_error"}
+        # timeout: answer only after the client has given up; maybe having done the work.
+        body = self._run(ws, name, caller, args) if fault.applied else None
+        await self._hold(fault.hold_s)
+        return 200, {}, body or {"ok": False, "error": "request_timeout"}
+
+
+def _channel_hint(args: dict[str, Any]) -> str | None:
+    value = args.get("channel")
+    return value if isinstance(value, str) else None

@@ -1,0 +1,182 @@
+"""The Starlette app: the Web API, response_urls, permalinks and the ``/_sandbox`` admin API.
+
+The admin endpoints mirror the Python methods of ``SlackSandbox`` so that a bot or a person in
+another process (curl, the demo) can arm faults, read the request log and print the transcript.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from incidentbot.sandbox.slack import transcript
+from incidentbot.sandbox.slack.api import WebApi
+from incidentbot.sandbox.slack.driver import Ack
+from incidentbot.sandbox.slack.models import SlackError
+
+if TYPE_CHECKING:
+    from incidentbot.sandbox.slack.server import SlackSandbox
+
+
+def ack_summary(ack: Ack) -> dict[str, Any]:
+    """An ack as JSON (the request body is left out: it may be large)."""
+    return {
+        "kind": ack.kind,
+        "status": ack.status,
+        "body": ack.body,
+        "elapsed_s": ack.elapsed_s,
+        "retry_num": ack.retry_num,
+        "timed_out": ack.timed_out,
+        "error": ack.error,
+        "problem": ack.problem,
+        "context": ack.request.context,
+    }
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    return data
+
+
+def build_app(sandbox: SlackSandbox) -> Starlette:
+    """Routes for one sandbox; every handler reads the sandbox's live state."""
+    web_api = WebApi(
+        lambda: sandbox.workspace, sandbox.faults, sandbox.rate_limits, sandbox.log, sandbox.closing
+    )
+
+    async def log(request: Request) -> Response:
+        if request.method == "DELETE":
+            sandbox.log.clear()
+            return JSONResponse({"ok": True})
+        entries = sandbox.requests(request.query_params.get("method"))
+        return JSONResponse({"ok": True, "requests": [e.to_json() for e in entries]})
+
+    async def faults(request: Request) -> Response:
+        if request.method == "DELETE":
+            sandbox.faults.clear()
+            return JSONResponse({"ok": True})
+        if request.method == "POST":
+            data = await _json(request)
+            try:
+                fault = sandbox.fail_next(
+                    data["method"],
+                    kind=data.get("kind", "ratelimited"),
+                    count=int(data.get("count", 1)),
+                    retry_after=int(data.get("retry_after", 1)),
+                    status=int(data.get("status", 500)),
+                    hold_s=float(data.get("hold_s", 31.0)),
+                    applied=bool(data.get("applied", False)),
+                )
+            except (KeyError, ValueError) as exc:
+                return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+            return JSONResponse({"ok": True, "fault": asdict(fault)})
+        return JSONResponse({"ok": True, "faults": [asdict(f) for f in sandbox.faults.pending()]})
+
+    async def latency(request: Request) -> Response:
+        data = await _json(request)
+        sandbox.set_latency(float(data.get("seconds", 0.0)), data.get("methods"))
+        return JSONResponse({"ok": True})
+
+    async def rate_limits(request: Request) -> Response:
+        data = await _json(request)
+        sandbox.enable_rate_limits(bool(data.get("enabled", True)))
+        return JSONResponse({"ok": True, "enabled": sandbox.rate_limits.enabled})
+
+    async def show_transcript(request: Request) -> Response:
+        try:
+            text = sandbox.transcript(request.query_params.get("channel"))
+        except SlackError as exc:
+            return PlainTextResponse(exc.code, status_code=404)
+        return PlainTextResponse(text + "\n")
+
+    async def channels(request: Request) -> Response:
+        with sandbox.workspace.lock:
+            snaps = [asdict(sandbox.snapshot(c)) for c in list(sandbox.workspace.channels)]
+        return JSONResponse({"ok": True, "channels": snaps})
+
+    async def ephemeral(request: Request) -> Response:
+        user = request.query_params.get("user")
+        items = [asdict(e) for e in sandbox.ephemeral(user)]
+        return JSONResponse({"ok": True, "ephemeral": items})
+
+    async def acks(request: Request) -> Response:
+        return JSONResponse({"ok": True, "acks": [ack_summary(a) for a in sandbox.driver.acks]})
+
+    async def workspace(request: Request) -> Response:
+        return JSONResponse({"ok": True, **sandbox.describe()})
+
+    async def reset(request: Request) -> Response:
+        sandbox.reset()
+        return JSONResponse({"ok": True})
+
+    async def command(request: Request) -> Response:
+        data = await _json(request)
+        ack = await anyio.to_thread.run_sync(
+            lambda: sandbox.driver.slash_command(
+                data.get("text", ""),
+                user=data.get("user", "alice"),
+                channel=data.get("channel", "incidents"),
+                command=data.get("command", "/incident"),
+            )
+        )
+        return JSONResponse({"ok": True, "ack": ack_summary(ack)})
+
+    async def event(request: Request) -> Response:
+        data = await _json(request)
+        sent = await anyio.to_thread.run_sync(lambda: sandbox.driver.send_event(data["event"]))
+        return JSONResponse({"ok": True, "acks": [ack_summary(a) for a in sent]})
+
+    async def response_url(request: Request) -> Response:
+        rid = request.url.path.lstrip("/")
+        try:
+            body: Any = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        status, answer = sandbox.response_urls.post(rid, body)
+        return JSONResponse(answer, status_code=status)
+
+    async def permalink(request: Request) -> Response:
+        ws = sandbox.workspace
+        raw = request.path_params["ts"].removeprefix("p")
+        ts = f"{raw[:-6]}.{raw[-6:]}"
+        with ws.lock:
+            channel = ws.channels.get(request.path_params["channel"])
+            msg = channel.message(ts) if channel else None
+            if channel is None or msg is None:
+                return PlainTextResponse("message_not_found", status_code=404)
+            snap = transcript.snapshot(ws, channel)
+        shown = next((m for m in snap.messages if m.ts == ts), None)
+        text = f"{shown.author}: {shown.text}" if shown else msg.text
+        return PlainTextResponse(f"#{channel.name}\n{text}\n")
+
+    routes = [
+        Route("/api/{method}", web_api.handle, methods=["GET", "POST"]),
+        Route("/commands/{rest:path}", response_url, methods=["POST"]),
+        Route("/actions/{rest:path}", response_url, methods=["POST"]),
+        Route("/archives/{channel}/{ts}", permalink, methods=["GET"]),
+        Route("/_sandbox/log", log, methods=["GET", "DELETE"]),
+        Route("/_sandbox/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route("/_sandbox/latency", latency, methods=["POST"]),
+        Route("/_sandbox/rate_limits", rate_limits, methods=["POST"]),
+        Route("/_sandbox/transcript", show_transcript, methods=["GET"]),
+        Route("/_sandbox/channels", channels, methods=["GET"]),
+        Route("/_sandbox/ephemeral", ephemeral, methods=["GET"]),
+        Route("/_sandbox/acks", acks, methods=["GET"]),
+        Route("/_sandbox/workspace", workspace, methods=["GET"]),
+        Route("/_sandbox/reset", reset, methods=["POST"]),
+        Route("/_sandbox/command", command, methods=["POST"]),
+        Route("/_sandbox/event", event, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
