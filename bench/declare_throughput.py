@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from incidentbot import db  # noqa: E402
-from incidentbot.config import Settings  # noqa: E402
-from incidentbot.incidents import service as svc  # noqa: E402
-from tests.pgcluster import PgCluster, PgUnavailable  # noqa: E402
+from incidentbot import db
+from incidentbot.config import Settings
+from incidentbot.incidents import service as svc
+from tests.pgcluster import PgCluster, PgUnavailable
 
 
 def run(url: str, threads: int, total: int) -> tuple[float, list[float]]:

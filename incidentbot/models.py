@@ -7,3 +7,4 @@ from incidentbot.incidents.models import (  # noqa: F401
     RoleAssignment,
     TimelineEvent,
 )
+from incidentbot.ledger.models import Run, Step, TargetLock  # noqa: F401

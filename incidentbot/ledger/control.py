@@ -1,0 +1,157 @@
+"""Requests from outside the worker: cancel a run, decide for a parked one.
+
+Both can come from any process (Slack buttons, the CLI, another replica) at any moment, also
+while a worker is executing the run, so each is a conditional change on the run row: a cancel
+of a run no worker holds ends it at once, otherwise it is flagged for the worker to honour
+before the next step; a decision counts only if the run is still parked, before its deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlmodel import Session, col
+
+from incidentbot.db import db_now
+from incidentbot.errors import DomainError
+from incidentbot.ledger.events import emit, event_for
+from incidentbot.ledger.models import (
+    CANCELLED,
+    ENDED,
+    EXPIRED,
+    NEEDS_ATTENTION,
+    PARKED,
+    PENDING,
+    RUNNING,
+    STEP_STARTED,
+    Run,
+)
+from incidentbot.ledger.redact import redact_text
+from incidentbot.ledger.service import (
+    clean_text,
+    end_run,
+    get_run,
+    get_step,
+    get_steps,
+)
+
+log = logging.getLogger(__name__)
+
+_DECISION = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def cancel(session: Session, run_id: int, *, actor: str, reason: str | None = None) -> str:
+    """Stop a run before its next step and release its lock; returns what happened.
+
+    A run no worker is executing (pending, backing off, parked, needs_attention) is cancelled
+    at once. A running one is flagged; its worker stops before the next step.
+    """
+    actor = clean_text(actor, "the actor", 128)
+    run = get_run(session, run_id, for_update=True)
+    now = db_now(session)
+    if run.status in ENDED:
+        raise DomainError(f"run {run_id} already {run.status}: nothing to cancel")
+    why = f"cancelled by {actor}" + (f": {reason.strip()}" if reason and reason.strip() else "")
+    run.cancel_requested_at = run.cancel_requested_at or now
+    run.cancel_requested_by = run.cancel_requested_by or actor
+    if run.status == RUNNING:
+        run.error = redact_text(why)
+        run.updated_at = now
+        session.add(run)
+        emit(session, event_for(run, "run.cancel_requested", now, data={"actor": actor}))
+        return f"run {run_id}: cancel requested; it stops before its next step"
+    note = ""
+    if run.status == NEEDS_ATTENTION:
+        step = get_step(session, run_id, run.cursor)
+        if step.status == STEP_STARTED:
+            note = f" ({step.label} was left in an unknown state)"
+    end_run(session, run, CANCELLED, now, why + note)
+    released = f"; lock on {run.target!r} released" if run.target else ""
+    return f"run {run_id}: cancelled{note}{released}"
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    accepted: bool
+    run_id: int
+    message: str
+    decision: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+
+
+def decide(
+    session: Session, run_id: int, decision: str, *, by: str, step: int | None = None
+) -> DecisionResult:
+    """Record the decision a parked run waits for. Only the first decision counts.
+
+    The conditional UPDATE (still parked, deadline not passed, and ``step`` — 0-based — is the
+    one waiting, when given) is what makes a double click or two approvers racing safe: the
+    second matches nothing and is reported as ignored, with the decision that did count.
+    """
+    outcome = str(decision).strip().lower()
+    if not _DECISION.match(outcome) or outcome == EXPIRED:
+        raise DomainError(
+            f"invalid decision {decision!r}: use a word such as approved or rejected"
+            + (" (expired is set by the ledger itself)" if outcome == EXPIRED else "")
+        )
+    by = clean_text(by, "the person deciding", 128)
+    get_run(session, run_id)  # NotFound first
+    now = db_now(session)
+    conditions = [
+        col(Run.id) == run_id,
+        col(Run.status) == PARKED,
+        col(Run.wake_at) > now,
+    ]
+    if step is not None:
+        conditions.append(col(Run.cursor) == step)
+    result = session.execute(
+        update(Run)
+        .where(*conditions)
+        .values(status=PENDING, wake_at=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    run = get_run(session, run_id)
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        waiting = get_step(session, run_id, run.cursor)
+        waiting.decision, waiting.decided_by, waiting.decided_at = outcome, by, now
+        session.add(waiting)
+        emit(session, event_for(run, "run.decided", now, waiting, data={"decision": outcome}))
+        log.info("run %s %s: %s by %s", run_id, waiting.label, outcome, by)
+        return DecisionResult(
+            True, run_id, f"run {run_id}: {waiting.label} {outcome} by {by}", outcome, by, now
+        )
+    return _ignored(session, run, outcome, by, step, now)
+
+
+def _ignored(
+    session: Session, run: Run, outcome: str, by: str, step: int | None, now: datetime
+) -> DecisionResult:
+    rid = run.id
+    assert rid is not None
+    steps = get_steps(session, rid)
+    decided = [s for s in steps if s.decision is not None and (step is None or s.idx == step)]
+    prefix = f"run {rid}: {outcome} by {by} ignored"
+    if decided:
+        last = decided[-1]
+        assert last.decided_at is not None
+        return DecisionResult(
+            False,
+            rid,
+            f"{prefix}: {last.label} was already decided: {last.decision} by {last.decided_by} "
+            f"at {last.decided_at:%Y-%m-%d %H:%M:%S} UTC",
+            last.decision,
+            last.decided_by,
+            last.decided_at,
+        )
+    if run.status == PARKED and run.wake_at is not None and run.wake_at <= now:
+        message = f"{prefix}: the deadline passed at {run.wake_at:%Y-%m-%d %H:%M:%S} UTC"
+    elif run.status == PARKED and step is not None:
+        message = f"{prefix}: it waits at step {run.cursor + 1}, not step {step + 1}"
+    else:
+        message = f"{prefix}: the run is {run.status}, not waiting for a decision"
+    return DecisionResult(False, rid, message)

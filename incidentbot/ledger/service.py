@@ -1,0 +1,409 @@
+"""Starting, reading, claiming and fencing runs: plain functions over a session.
+
+Every timestamp here comes from the database clock (:func:`incidentbot.db.db_now`), never from
+the worker's, so that a worker with a skewed clock can neither steal a live lease nor keep a
+dead one. Callers wrap calls in :func:`incidentbot.db.transaction`; events reach subscribers
+after that transaction commits. Requests from outside (cancel, decide) are in ``control.py``,
+the worker's per-step commits in ``transitions.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
+from sqlmodel import Session, col, select
+
+from incidentbot.db import db_now
+from incidentbot.errors import DomainError, NotFound
+from incidentbot.incidents.models import Incident
+from incidentbot.ledger.actions import ActionRegistry, registry
+from incidentbot.ledger.events import emit, event_for
+from incidentbot.ledger.models import (
+    ENDED,
+    EXPIRED,
+    PARKED,
+    PENDING,
+    RUNNING,
+    STEP_PENDING,
+    STEP_SKIPPED,
+    SUCCEEDED,
+    Run,
+    Step,
+    TargetLock,
+)
+from incidentbot.ledger.redact import redact, redact_text
+from incidentbot.ledger.spec import StepSpec, parse_steps, snapshot
+
+log = logging.getLogger(__name__)
+
+
+class LockHeld(DomainError):
+    """The target is locked by another run; the message names it and its incident."""
+
+    def __init__(self, message: str, *, target: str, run_id: int):
+        super().__init__(message)
+        self.target = target
+        self.run_id = run_id
+
+
+class RunNotFound(NotFound):
+    pass
+
+
+class LeaseLost(Exception):
+    """This worker no longer owns the run (lease expired or taken over): stop touching it."""
+
+    def __init__(self, run_id: int, owner: str):
+        super().__init__(f"run {run_id} is no longer held by {owner}")
+        self.run_id = run_id
+        self.owner = owner
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def get_run(
+    session: Session, run_id: int, *, for_update: bool = False, with_spec: bool = True
+) -> Run:
+    """The run, fresh from the database. Workers that cached the parsed spec skip loading it
+    (``with_spec=False``; it still loads on first access)."""
+    stmt = select(Run).where(Run.id == run_id).execution_options(populate_existing=True)
+    if not with_spec:
+        stmt = stmt.options(defer(Run.spec))  # type: ignore[arg-type]
+    if for_update:
+        stmt = stmt.with_for_update()
+    run = session.exec(stmt).first()
+    if run is None:
+        raise RunNotFound(f"no run {run_id}")
+    return run
+
+
+def get_by_key(session: Session, key: str) -> Run | None:
+    return session.exec(select(Run).where(Run.idempotency_key == key)).first()
+
+
+def get_steps(session: Session, run_id: int) -> list[Step]:
+    stmt = (
+        select(Step)
+        .where(Step.run_id == run_id)
+        .order_by(col(Step.idx))
+        .execution_options(populate_existing=True)
+    )
+    return list(session.exec(stmt))
+
+
+def get_step(session: Session, run_id: int, idx: int) -> Step:
+    stmt = (
+        select(Step)
+        .where(Step.run_id == run_id, Step.idx == idx)
+        .execution_options(populate_existing=True)
+    )
+    step = session.exec(stmt).first()
+    if step is None:  # pragma: no cover - rows are written with the run
+        raise RunNotFound(f"run {run_id} has no step {idx + 1}")
+    return step
+
+
+def incident_ref(session: Session, incident_id: int | None) -> str | None:
+    if incident_id is None:
+        return None
+    incident = session.get(Incident, incident_id)
+    return incident.ref if incident else f"incident #{incident_id}"
+
+
+def lock_holder(session: Session, target: str) -> Run | None:
+    lock = session.exec(select(TargetLock).where(TargetLock.target == target)).first()
+    return session.get(Run, lock.run_id) if lock else None
+
+
+# -- starting ----------------------------------------------------------------------------------
+
+
+def start_run(
+    session: Session,
+    *,
+    kind: str,
+    key: str,
+    steps: Sequence[StepSpec | dict[str, Any]],
+    actor: str,
+    target: str | None = None,
+    incident_id: int | None = None,
+    actions: ActionRegistry = registry,
+) -> Run:
+    """Start a run, or return the run already started with ``key``.
+
+    The target lock is taken in this same transaction, so a run exists if and only if it holds
+    its lock. Two processes starting the same key at once both get the one run: the loser of the
+    unique-constraint race rolls back to a savepoint and reads the winner's row.
+    """
+    kind = clean_text(kind, "the run kind", 64)
+    key = clean_text(key, "the idempotency key", 200)
+    actor = clean_text(actor, "the actor", 128)
+    target = clean_text(target, "the target", 200) if target is not None else None
+    resolved = _resolve(parse_steps(steps), actions)
+    for _ in range(3):
+        existing = get_by_key(session, key)
+        if existing is not None:
+            return _same_run(existing, kind, target)
+        if target is not None:
+            holder = lock_holder(session, target)
+            if holder is not None:
+                raise _lock_held(session, target, holder)
+        if incident_id is not None and session.get(Incident, incident_id) is None:
+            raise NotFound(f"no incident with id {incident_id}")
+        try:
+            with session.begin_nested():
+                run = _insert(session, kind, key, resolved, actor, target, incident_id)
+        except IntegrityError:
+            log.debug("start of %s raced another start; re-reading", key)
+            continue
+        emit(session, event_for(run, "run.created", run.created_at, data={"actor": actor}))
+        log.info("run %s started: %s key=%s target=%s", run.id, kind, key, target)
+        return run
+    raise DomainError(f"could not start run {key!r}: it kept racing other starts, try again")
+
+
+def clean_text(value: str, what: str, limit: int) -> str:
+    value = str(value).strip()
+    if not value:
+        raise DomainError(f"{what} is empty")
+    if len(value) > limit:
+        raise DomainError(f"{what} is {len(value)} characters long: at most {limit}")
+    return value
+
+
+def _resolve(steps: list[StepSpec], actions: ActionRegistry) -> list[StepSpec]:
+    out: list[StepSpec] = []
+    for i, step in enumerate(steps, start=1):
+        info = actions.get(step.action)
+        if info is None:
+            known = ", ".join(actions.names())
+            raise DomainError(
+                f"step {i} {step.name!r}: unknown action {step.action!r} (known: {known})"
+            )
+        try:
+            json.dumps(step.input)
+        except (TypeError, ValueError) as exc:
+            raise DomainError(f"step {i} {step.name!r}: input is not JSON: {exc}") from None
+        idempotent = info.idempotent if step.idempotent is None else step.idempotent
+        out.append(step.model_copy(update={"idempotent": idempotent}))
+    return out
+
+
+def _same_run(existing: Run, kind: str, target: str | None) -> Run:
+    if existing.kind != kind or existing.target != target:
+        raise DomainError(
+            f"idempotency key {existing.idempotency_key!r} already started run {existing.id} "
+            f"({existing.kind} on {existing.target or 'no target'}): use a new key"
+        )
+    return existing
+
+
+def _lock_held(session: Session, target: str, holder: Run) -> LockHeld:
+    assert holder.id is not None
+    ref = incident_ref(session, holder.incident_id)
+    for_what = f" for {ref}" if ref else ""
+    since = holder.lock_acquired_at or holder.created_at
+    return LockHeld(
+        f"target {target!r} is locked by run {holder.id} ({holder.kind}, {holder.status})"
+        f"{for_what} since {since:%Y-%m-%d %H:%M:%S} UTC: wait for it to finish or cancel it "
+        f"(incidentbot runs cancel {holder.id})",
+        target=target,
+        run_id=holder.id,
+    )
+
+
+def _insert(
+    session: Session,
+    kind: str,
+    key: str,
+    steps: list[StepSpec],
+    actor: str,
+    target: str | None,
+    incident_id: int | None,
+) -> Run:
+    now = db_now(session)
+    run = Run(
+        kind=kind,
+        idempotency_key=key,
+        spec=snapshot(steps),
+        status=PENDING,
+        incident_id=incident_id,
+        target=target,
+        created_by=actor,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(run)
+    session.flush()
+    assert run.id is not None
+    for i, step in enumerate(steps):
+        session.add(
+            Step(
+                run_id=run.id,
+                idx=i,
+                name=step.name,
+                action=step.action,
+                idempotent=bool(step.idempotent),
+                input=redact(step.input),
+            )
+        )
+    if target is not None:
+        lock = TargetLock(target=target, run_id=run.id, acquired_at=now)
+        session.add(lock)
+        session.flush()
+        # Read the clock again now that the insert went through: on PostgreSQL it may have
+        # waited for the previous holder's release to commit, and the recorded acquire time
+        # must not precede that release.
+        acquired = db_now(session)
+        lock.acquired_at = acquired
+        run.lock_acquired_at = acquired
+    session.flush()
+    return run
+
+
+# -- claiming and fencing ----------------------------------------------------------------------
+
+
+def claim_next(session: Session, owner: str, lease: float) -> Run | None:
+    """Take the oldest run that is due: pending (past any backoff), parked past its deadline,
+    or running on a lease that expired (its worker died). PostgreSQL skips rows another
+    worker is claiming at this instant; SQLite serialises claims with its write lock."""
+    now = db_now(session)
+    due = or_(
+        and_(Run.status == PENDING, or_(col(Run.wake_at).is_(None), col(Run.wake_at) <= now)),
+        and_(Run.status == RUNNING, col(Run.lease_expires_at) <= now),
+        and_(Run.status == PARKED, col(Run.wake_at) <= now),
+    )
+    stmt = (
+        select(Run)
+        .where(due)
+        .order_by(col(Run.id))
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    run = session.exec(stmt).first()
+    if run is None:
+        return None
+    previous_status, previous_owner = run.status, run.owner
+    expired_step: Step | None = None
+    if previous_status == PARKED:
+        step = get_step(session, _id(run), run.cursor)
+        if step.decision is None:
+            step.decision, step.decided_by, step.decided_at = EXPIRED, "ledger", now
+            session.add(step)
+            expired_step = step
+    run.status = RUNNING
+    run.owner = owner
+    run.lease_expires_at = now + timedelta(seconds=lease)
+    run.started_at = run.started_at or now
+    run.updated_at = now
+    run.wake_at = None
+    takeover = previous_status == RUNNING
+    if takeover:
+        run.takeovers += 1
+    session.add(run)
+    session.flush()
+    if expired_step is not None:
+        emit(session, event_for(run, "run.decided", now, expired_step, data={"decision": EXPIRED}))
+    kind = "run.taken_over" if takeover else "run.claimed"
+    emit(session, event_for(run, kind, now, data={"owner": owner, "previous": previous_owner}))
+    if takeover:
+        log.warning(
+            "run %s taken over by %s from %s (lease expired)", run.id, owner, previous_owner
+        )
+    return run
+
+
+def fence(session: Session, run_id: int, owner: str, lease: float) -> datetime:
+    """Prove this worker still holds the run, extending its lease; else raise LeaseLost.
+
+    Every write a worker makes goes through this first, in the same transaction: the UPDATE
+    matches only while ``owner`` holds an unexpired lease, and on PostgreSQL it also locks the
+    row, so a concurrent takeover either happened before (we match nothing) or waits for us.
+    """
+    now = db_now(session)
+    result = session.execute(
+        update(Run)
+        .where(
+            col(Run.id) == run_id,
+            col(Run.owner) == owner,
+            col(Run.status) == RUNNING,
+            col(Run.lease_expires_at) > now,
+        )
+        .values(lease_expires_at=now + timedelta(seconds=lease), updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLost(run_id, owner)
+    return now
+
+
+def renew(session: Session, run_id: int, owner: str, lease: float) -> bool:
+    """Heartbeat: extend the lease if still held."""
+    try:
+        fence(session, run_id, owner, lease)
+    except LeaseLost:
+        return False
+    return True
+
+
+def release(
+    session: Session, run: Run, now: datetime, *, wake_at: datetime | None = None, note: str = ""
+) -> None:
+    """Hand a held run back (shutdown, backoff): any worker may claim it from ``wake_at``."""
+    run.status = PENDING
+    run.owner = None
+    run.lease_expires_at = None
+    run.wake_at = wake_at
+    run.updated_at = now
+    session.add(run)
+    data: dict[str, Any] = {"wake_at": wake_at.isoformat() if wake_at else None}
+    if note:
+        data["note"] = note
+    emit(session, event_for(run, "run.released", now, data=data))
+
+
+def end_run(
+    session: Session, run: Run, status: str, now: datetime, error: str | None = None
+) -> None:
+    """Finish a run. Ending statuses release the target lock in this same transaction;
+    ``needs_attention`` keeps it (the target is in an unknown state)."""
+    run.status = status
+    run.lease_expires_at = None
+    run.wake_at = None
+    run.updated_at = now
+    run.finished_at = now
+    if error is not None:
+        run.error = redact_text(error)
+    if status in ENDED:
+        if run.target is not None:
+            session.execute(
+                TargetLock.__table__.delete().where(  # type: ignore[attr-defined]
+                    TargetLock.__table__.c.run_id == run.id  # type: ignore[attr-defined]
+                )
+            )
+            run.lock_released_at = now
+        if status != SUCCEEDED:
+            session.execute(
+                update(Step)
+                .where(col(Step.run_id) == run.id, col(Step.status) == STEP_PENDING)
+                .values(status=STEP_SKIPPED)
+                .execution_options(synchronize_session=False)
+            )
+    session.add(run)
+    emit(session, event_for(run, f"run.{status}", now, error=run.error))
+    log.info("run %s %s%s", run.id, status, f": {run.error}" if run.error else "")
+
+
+def _id(run: Run) -> int:
+    assert run.id is not None
+    return run.id

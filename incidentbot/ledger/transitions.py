@@ -1,0 +1,297 @@
+"""The two commits around every step attempt, made by the worker that holds the run.
+
+:func:`begin_step` decides what the run does next and, if a step is to run, marks it started
+and commits before the worker touches the outside world. :func:`finish_step` records the
+attempt's result in one commit: the step's outcome, its redacted output, the cursor, and when it
+was the last step or a final failure, the end of the run and the release of its lock. Both are
+fenced: a worker that lost its lease gets :class:`LeaseLost` and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session
+
+from incidentbot.ledger.actions import ActionRegistry, Decision, Verdict
+from incidentbot.ledger.events import emit, event_for
+from incidentbot.ledger.models import (
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    NEEDS_ATTENTION,
+    PARKED,
+    STEP_FAILED,
+    STEP_PENDING,
+    STEP_STARTED,
+    STEP_SUCCEEDED,
+    SUCCEEDED,
+    Run,
+    Step,
+)
+from incidentbot.ledger.redact import redact, redact_text
+from incidentbot.ledger.service import end_run, fence, get_run, get_step, release
+from incidentbot.ledger.spec import MAX_INTERRUPTIONS, RetryPolicy, StepSpec, steps_of
+
+log = logging.getLogger(__name__)
+
+# How long a run whose next action this worker does not know waits before a worker (one with
+# the action, after a rolling deploy) looks at it again.
+UNKNOWN_ACTION_DELAY = 30.0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Everything one attempt needs, read in the transaction that marked the step started."""
+
+    run_id: int
+    run_kind: str
+    incident_id: int | None
+    target: str | None
+    index: int
+    name: str
+    action: str
+    input: dict[str, Any]
+    idempotent: bool
+    attempt: int
+    timeout: float
+    retry: RetryPolicy
+    decision: Decision | None
+    last: bool
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    output: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Failed:
+    verdict: Verdict
+
+
+Outcome = Succeeded | Failed
+
+
+def _at(when: datetime | None) -> str:
+    return f"{when:%Y-%m-%d %H:%M:%S} UTC" if when else "an unknown time"
+
+
+def _unknown(step: Step, run: Run, why: str) -> str:
+    target = f"check {run.target}" if run.target else "check what it does"
+    return (
+        f"{step.label} ({step.action}, not idempotent) {why}: it may or may not have happened. "
+        f"{target.capitalize()}, then resume, skip or abort the run"
+    )
+
+
+def begin_step(
+    session: Session,
+    run_id: int,
+    owner: str,
+    lease: float,
+    actions: ActionRegistry,
+    cache: dict[int, list[StepSpec]] | None = None,
+) -> Attempt | None:
+    """Decide the run's next move; if it is to run a step, mark that step started.
+
+    Returns None when there is nothing to execute now: the run ended, stopped for attention,
+    parked, went back to wait for a retry, or waits for a worker that knows its action.
+    ``cache`` keeps parsed specs across calls (a run's spec never changes).
+    """
+    now = fence(session, run_id, owner, lease)
+    cached = cache.get(run_id) if cache is not None else None
+    run = get_run(session, run_id, with_spec=cached is None)
+    try:
+        specs = cached if cached is not None else steps_of(run.spec)
+    except ValueError as exc:  # written by a newer build: leave it to a worker that reads it
+        _wait_for_another_worker(session, run, now, f"this worker ({owner}) {exc}")
+        return None
+    if cache is not None:
+        cache[run_id] = specs
+    step = get_step(session, run_id, run.cursor) if run.cursor < len(specs) else None
+
+    if run.cancel_requested_at is not None:
+        if step is not None and step.status == STEP_STARTED and not step.idempotent:
+            why = f"was interrupted and a cancel was requested by {run.cancel_requested_by}"
+            _attention(session, run, step, now, _unknown(step, run, why))
+        else:
+            end_run(
+                session, run, CANCELLED, now, run.error or f"cancelled by {run.cancel_requested_by}"
+            )
+        return None
+    if step is None:
+        end_run(session, run, SUCCEEDED, now)
+        return None
+    spec = specs[run.cursor]
+
+    if step.status == STEP_STARTED:
+        if not step.idempotent:
+            why = (
+                f"was started at {_at(step.started_at)} (attempt {step.attempts}) "
+                "and did not finish"
+            )
+            _attention(session, run, step, now, _unknown(step, run, why))
+            return None
+        if step.attempts >= spec.retry.max_attempts + MAX_INTERRUPTIONS:
+            _fail(session, run, step, now, f"{step.label} was interrupted {step.attempts} times")
+            return None
+        log.warning("run %s: re-running idempotent %s after an interruption", run_id, step.label)
+
+    if spec.park is not None and step.decision is None:
+        if step.deadline_at is None:
+            step.deadline_at = now + timedelta(seconds=spec.park.timeout)
+        if step.deadline_at > now:
+            session.add(step)
+            _park(session, run, step, now, spec.park.prompt)
+            return None
+        step.decision, step.decided_by, step.decided_at = EXPIRED, "ledger", now
+        emit(session, event_for(run, "run.decided", now, step, data={"decision": EXPIRED}))
+
+    if step.next_attempt_at is not None and step.next_attempt_at > now:
+        release(session, run, now, wake_at=step.next_attempt_at)
+        return None
+
+    if actions.get(spec.action) is None:
+        note = f"this worker ({owner}) has no action {spec.action!r} for {step.label}"
+        _wait_for_another_worker(session, run, now, note)
+        return None
+
+    if run.error is not None:  # a note from an earlier hand-back; nothing final happened
+        run.error = None
+        session.add(run)
+    step.status = STEP_STARTED
+    step.attempts += 1
+    step.started_at = now
+    step.finished_at = None
+    step.next_attempt_at = None
+    session.add(step)
+    emit(session, event_for(run, "step.started", now, step, data={"owner": owner}))
+    decision = None
+    if step.decision is not None:
+        assert step.decided_at is not None
+        decision = Decision(step.decision, step.decided_by or "", step.decided_at)
+    return Attempt(
+        run_id=run_id,
+        run_kind=run.kind,
+        incident_id=run.incident_id,
+        target=run.target,
+        index=step.idx,
+        name=step.name,
+        action=spec.action,
+        input=dict(spec.input),
+        idempotent=step.idempotent,
+        attempt=step.attempts,
+        timeout=spec.timeout,
+        retry=spec.retry,
+        decision=decision,
+        last=step.idx == len(specs) - 1,
+    )
+
+
+def finish_step(
+    session: Session, attempt: Attempt, owner: str, lease: float, outcome: Outcome
+) -> bool:
+    """Record one attempt's result (and what follows from it) in a single commit.
+
+    Returns True if this worker still holds the run and should go on to the next step."""
+    now = fence(session, attempt.run_id, owner, lease)
+    run = get_run(session, attempt.run_id, with_spec=False)
+    step = get_step(session, attempt.run_id, attempt.index)
+    if isinstance(outcome, Succeeded):
+        step.status = STEP_SUCCEEDED
+        step.output = redact(_jsonable(outcome.output))
+        step.error = None
+        step.finished_at = now
+        session.add(step)
+        run.cursor = step.idx + 1
+        emit(session, event_for(run, "step.succeeded", now, step, data={"output": step.output}))
+        if attempt.last:
+            late = None
+            if run.cancel_requested_at is not None:
+                late = f"{run.error or 'cancel'} arrived after the last step had started"
+            end_run(session, run, SUCCEEDED, now, late)
+            return False
+        session.add(run)
+        return True
+
+    verdict = outcome.verdict
+    message = redact_text(verdict.message)
+    retryable = verdict.kind == "retry" or (verdict.kind == "unknown" and attempt.idempotent)
+    if retryable and step.attempts < attempt.retry.max_attempts:
+        delay = attempt.retry.delay(step.attempts, verdict.retry_after)
+        step.status = STEP_PENDING
+        step.error = f"attempt {step.attempts} failed: {message}"
+        step.next_attempt_at = now + timedelta(seconds=delay)
+        step.finished_at = now
+        session.add(step)
+        data = {"delay": delay, "retry_after": verdict.retry_after, "error": message}
+        emit(session, event_for(run, "step.retrying", now, step, error=message, data=data))
+        log.info("run %s %s: %s; retry in %.2fs", run.id, step.label, step.error, delay)
+        release(session, run, now, wake_at=step.next_attempt_at)
+        return False
+    if verdict.kind == "unknown":
+        _attention(session, run, step, now, _unknown(step, run, f"failed with {message}"))
+        return False
+    if retryable:
+        why = f"{step.label} failed after {step.attempts} attempts: {message}"
+    else:
+        why = f"{step.label} failed: {message}"
+    step.error = message
+    _fail(session, run, step, now, why)
+    return False
+
+
+def release_held(session: Session, run_id: int, owner: str, lease: float) -> None:
+    """Give a held run back between steps (graceful shutdown): no one waits for a lease."""
+    now = fence(session, run_id, owner, lease)
+    release(session, get_run(session, run_id), now, note=f"released by {owner} on shutdown")
+
+
+def _wait_for_another_worker(session: Session, run: Run, now: datetime, note: str) -> None:
+    """Hand the run back for a while: during a rolling deploy another worker runs the build
+    that knows this run; the note says on ``runs show`` why it waits."""
+    note = f"{note}; waiting for a worker that has it"
+    log.warning("run %s: %s", run.id, note)
+    run.error = note
+    release(session, run, now, wake_at=now + timedelta(seconds=UNKNOWN_ACTION_DELAY), note=note)
+
+
+def _park(session: Session, run: Run, step: Step, now: datetime, prompt: str) -> None:
+    run.status = PARKED
+    run.owner = None
+    run.lease_expires_at = None
+    run.wake_at = step.deadline_at
+    run.updated_at = now
+    session.add(run)
+    assert step.deadline_at is not None
+    data = {"prompt": redact_text(prompt), "deadline": step.deadline_at.isoformat()}
+    emit(session, event_for(run, "run.parked", now, step, data=data))
+    log.info("run %s parked at %s until %s", run.id, step.label, _at(step.deadline_at))
+
+
+def _fail(session: Session, run: Run, step: Step, now: datetime, why: str) -> None:
+    step.status = STEP_FAILED
+    step.error = step.error or why
+    step.finished_at = now
+    session.add(step)
+    emit(session, event_for(run, "step.failed", now, step, error=step.error))
+    end_run(session, run, FAILED, now, why)
+
+
+def _attention(session: Session, run: Run, step: Step, now: datetime, why: str) -> None:
+    step.error = redact_text(why)
+    session.add(step)
+    end_run(session, run, NEEDS_ATTENTION, now, why)
+
+
+def _jsonable(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        value = {"result": value}
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,317 @@
+"""Workers: claim runs, execute their steps, keep their leases alive.
+
+A :class:`Worker` is one thread's loop: claim a due run, drive it step by step until it ends,
+parks, backs off or is lost, then claim the next. While it holds a run a heartbeat thread
+renews the lease on the database clock. Each attempt runs in its own daemon thread so that a
+hung call is abandoned at the step timeout instead of holding the run (and the worker) forever.
+:class:`WorkerPool` runs a few workers inside the bot process; ``incidentbot worker`` runs a
+pool in a process of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from incidentbot.db import transaction
+from incidentbot.ledger import events
+from incidentbot.ledger.actions import ActionRegistry, StepContext, Verdict, classify, registry
+from incidentbot.ledger.service import LeaseLost, claim_next, renew
+from incidentbot.ledger.spec import StepSpec
+from incidentbot.ledger.transitions import (
+    Attempt,
+    Failed,
+    Outcome,
+    Succeeded,
+    begin_step,
+    finish_step,
+    release_held,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE = 30.0
+DEFAULT_POLL = 0.5
+
+
+def default_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the lease of whatever run its worker holds, every third of the lease."""
+
+    def __init__(self, worker: Worker):
+        super().__init__(name=f"{worker.owner}-heartbeat", daemon=True)
+        self.worker = worker
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        interval = self.worker.lease / 3
+        while not self.halt.wait(interval):
+            run_id, seq = self.worker.held, self.worker.seq
+            if run_id is None:
+                continue
+            try:
+                with transaction(self.worker.engine) as s:
+                    alive = renew(s, run_id, self.worker.owner, self.worker.lease)
+            except Exception:
+                log.warning("heartbeat for run %s failed; retrying", run_id, exc_info=True)
+                continue
+            # The worker may have finished with the run meanwhile (and even claimed it again):
+            # only a failed renewal of the hold we read counts as a loss.
+            if not alive and self.worker.seq == seq:
+                log.warning("run %s: lease lost by %s", run_id, self.worker.owner)
+                self.worker.lost.set()
+
+
+class Worker:
+    """Executes runs one at a time. Thread-safe to stop from another thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        name: str | None = None,
+        lease: float = DEFAULT_LEASE,
+        poll: float = DEFAULT_POLL,
+        actions: ActionRegistry = registry,
+        stop: threading.Event | None = None,
+        wake: threading.Event | None = None,
+    ):
+        if lease <= 0 or poll <= 0:
+            raise ValueError("lease and poll must be positive")
+        self.engine = engine
+        self.owner = f"{name or default_name()}:{uuid.uuid4().hex[:8]}"
+        self.lease = lease
+        self.poll = poll
+        self.actions = actions
+        self.stop_event = stop or threading.Event()
+        self.wake_event = wake or threading.Event()
+        self.held: int | None = None
+        self.seq = 0  # which hold ``held`` is, so a late heartbeat cannot spoil the next one
+        self.lost = threading.Event()
+        self._heartbeat: _Heartbeat | None = None
+
+    # -- loop ----------------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Claim and drive runs until the stop event is set."""
+        log.info("worker %s started (lease %.1fs)", self.owner, self.lease)
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    worked = self.run_once()
+                except Exception:
+                    # Typically the database is unreachable: any run this worker held is
+                    # taken over once its lease expires; try again after a pause.
+                    log.exception("worker %s: unexpected error; continuing", self.owner)
+                    self.stop_event.wait(max(self.poll, 1.0))
+                    continue
+                if not worked and self.wake_event.wait(self.poll):
+                    self.wake_event.clear()
+        finally:
+            self.close()
+            log.info("worker %s stopped", self.owner)
+
+    def run_once(self) -> bool:
+        """Claim one due run and drive it as far as it goes now; False if none was due."""
+        with transaction(self.engine) as s:
+            run = claim_next(s, self.owner, self.lease)
+            run_id = run.id if run is not None else None
+        if run_id is None:
+            return False
+        self.drive(run_id)
+        return True
+
+    def drive(self, run_id: int) -> None:
+        """Execute steps of a run this worker has claimed until it need not any more."""
+        self._ensure_heartbeat()
+        self.seq += 1
+        self.lost.clear()
+        self.held = run_id
+        specs: dict[int, list[StepSpec]] = {}
+        try:
+            while True:
+                if self.stop_event.is_set():
+                    with transaction(self.engine) as s:
+                        release_held(s, run_id, self.owner, self.lease)
+                    log.info("run %s released by %s on shutdown", run_id, self.owner)
+                    return
+                with transaction(self.engine) as s:
+                    attempt = begin_step(s, run_id, self.owner, self.lease, self.actions, specs)
+                if attempt is None:
+                    return
+                outcome = self.execute(attempt)
+                if outcome is None:
+                    log.warning(
+                        "run %s: lease lost during step %s; abandoning it",
+                        run_id,
+                        attempt.index + 1,
+                    )
+                    return
+                with transaction(self.engine) as s:
+                    carry_on = finish_step(s, attempt, self.owner, self.lease, outcome)
+                if not carry_on:
+                    return
+        except LeaseLost:
+            log.warning("run %s: %s no longer holds it; abandoning", run_id, self.owner)
+        finally:
+            self.held = None
+            self.seq += 1
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    def execute(self, attempt: Attempt) -> Outcome | None:
+        """Run the action in its own thread with the step timeout; None if the lease was lost
+        meanwhile (the result must then not be recorded by this worker)."""
+        info = self.actions.get(attempt.action)
+        ctx = StepContext(
+            run_id=attempt.run_id,
+            run_kind=attempt.run_kind,
+            step_index=attempt.index,
+            step_name=attempt.name,
+            attempt=attempt.attempt,
+            incident_id=attempt.incident_id,
+            target=attempt.target,
+            decision=attempt.decision,
+        )
+        if info is None:  # unregistered between begin_step and now
+            return Failed(Verdict("permanent", f"no action {attempt.action!r}"))
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box["result"] = info.fn(ctx, dict(attempt.input))
+            except BaseException as exc:
+                box["error"] = exc
+            finally:
+                done.set()
+
+        thread = threading.Thread(
+            target=call, name=f"run-{attempt.run_id}-step-{attempt.index + 1}", daemon=True
+        )
+        deadline = time.monotonic() + attempt.timeout
+        thread.start()
+        while not done.wait(max(0.0, min(0.2, deadline - time.monotonic()))):
+            if self.lost.is_set():
+                ctx.stop_event.set()
+                return None
+            if time.monotonic() >= deadline:
+                ctx.stop_event.set()
+                log.warning(
+                    "run %s step %s timed out after %ss", attempt.run_id, attempt.index + 1,
+                    attempt.timeout,
+                )  # fmt: skip
+                return Failed(Verdict("unknown", f"timed out after {attempt.timeout:g}s"))
+        if self.lost.is_set():
+            return None
+        if "error" in box:
+            exc = box["error"]
+            if isinstance(exc, Exception):
+                verdict = classify(exc)
+            else:  # SystemExit and the like, raised inside the action
+                verdict = Verdict("permanent", f"the action raised {type(exc).__name__}")
+            log.info(
+                "run %s step %s attempt %s: %s (%s)", attempt.run_id, attempt.index + 1,
+                attempt.attempt, verdict.message, verdict.kind,
+            )  # fmt: skip
+            return Failed(verdict)
+        return Succeeded(box.get("result") or {})
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _ensure_heartbeat(self) -> None:
+        if self._heartbeat is None or not self._heartbeat.is_alive():
+            self._heartbeat = _Heartbeat(self)
+            self._heartbeat.start()
+
+    def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.halt.set()
+            self._heartbeat = None
+
+
+class WorkerPool:
+    """A few workers in threads of this process (the bot runs one; so does ``incidentbot
+    worker``). On SQLite use one pool per database; on PostgreSQL any number of processes."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        threads: int = 2,
+        lease: float = DEFAULT_LEASE,
+        poll: float = DEFAULT_POLL,
+        name: str | None = None,
+        actions: ActionRegistry = registry,
+    ):
+        if threads < 1:
+            raise ValueError("a pool needs at least one thread")
+        self.stop_event = threading.Event()
+        self.wake_event = threading.Event()
+        base = name or default_name()
+        self.workers = [
+            Worker(
+                engine,
+                name=f"{base}/{i + 1}",
+                lease=lease,
+                poll=poll,
+                actions=actions,
+                stop=self.stop_event,
+                wake=self.wake_event,
+            )
+            for i in range(threads)
+        ]
+        self._threads: list[threading.Thread] = []
+        self._unsubscribe: Any = None
+
+    def start(self) -> WorkerPool:
+        if self._threads:
+            raise RuntimeError("pool already started")
+        # Runs started or decided in this process are picked up at once instead of at the
+        # next poll; other processes' runs wait at most one poll interval.
+        self._unsubscribe = events.subscribe(self._on_event)
+        for worker in self.workers:
+            thread = threading.Thread(target=worker.run_forever, name=worker.owner, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _on_event(self, ev: events.LedgerEvent) -> None:
+        if ev.kind in ("run.created", "run.decided", "run.released"):
+            self.wake()
+
+    def wake(self) -> None:
+        self.wake_event.set()
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Stop claiming; let each worker finish its current step and hand its run back.
+        Returns False if some worker was still inside a step when ``timeout`` ran out (its
+        run is taken over by another worker once the lease expires)."""
+        self.stop_event.set()
+        self.wake()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
+        stopped = not any(t.is_alive() for t in self._threads)
+        if not stopped:
+            log.warning("worker pool stopped with a step still running")
+        return stopped
+
+    def __enter__(self) -> WorkerPool:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
