@@ -141,6 +141,41 @@ class Channels(_Strict):
         return value
 
 
+class SlackSettings(_Strict):
+    """How the bot reaches Slack (the tokens themselves are secrets, set apart)."""
+
+    mode: str = Field(default="http", description="http (Events API over HTTPS) or socket")
+    api_url: str | None = Field(
+        default=None, description="Web API base URL; set only for the local Slack server"
+    )
+    command: str = "/incident"
+    pin_reaction: str = "pushpin"
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        if value not in ("http", "socket"):
+            raise ValueError(f"unknown mode {value!r}: allowed are http, socket")
+        return value
+
+    @field_validator("pin_reaction")
+    @classmethod
+    def _reaction(cls, value: str) -> str:
+        return value.strip(":")
+
+
+class HttpSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class Responders(_Strict):
+    """Who is invited to every incident channel besides the declarer and the commander."""
+
+    users: list[str] = Field(default_factory=list, description="Slack user ids (U...)")
+    groups: list[str] = Field(default_factory=list, description="Slack user group ids (S...)")
+
+
 DEFAULT_SEVERITIES = [
     Severity(
         name="SEV1",
@@ -250,6 +285,10 @@ class Settings(BaseSettings):
     statuses: list[Status] = Field(default_factory=lambda: list(DEFAULT_STATUSES))
     roles: list[Role] = Field(default_factory=lambda: list(DEFAULT_ROLES))
     channels: Channels = Field(default_factory=Channels)
+    responders: Responders = Field(default_factory=Responders)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    workers: int = Field(default=4, ge=1, le=64, description="ledger worker threads in serve")
     fields: list[FieldSpec] = Field(default_factory=lambda: list(DEFAULT_FIELDS))
     default_severity: str = "SEV3"
 

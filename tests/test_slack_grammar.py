@@ -156,7 +156,7 @@ def test_malformed_commands_get_a_message_and_usage(text, in_channel, error, usa
 def test_help_differs_inside_an_incident_channel():
     inside = help_text(in_incident_channel=True)
     outside = help_text(in_incident_channel=False)
-    assert "/incident resolve <summary>" in inside and "/incident resolve" not in outside
+    assert "/incident resolve &lt;summary&gt;" in inside and "/incident resolve" not in outside
     assert "/incident declare" in inside and "/incident declare" in outside
 
 

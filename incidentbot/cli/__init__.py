@@ -19,7 +19,7 @@ try:  # typer >= 0.25 carries its own copy of click
     from typer._click import exceptions as click_exc
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exc  # type: ignore[no-redef]
-from incidentbot.cli import config_cmd, db_cmd, demo_cmd, incident, runs
+from incidentbot.cli import config_cmd, db_cmd, demo_cmd, incident, runs, serve_cmd
 from incidentbot.cli.common import AppState, CliError
 from incidentbot.config import ConfigError, format_validation_error
 from incidentbot.db import SchemaError
@@ -40,6 +40,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(runs.app, name="runs")
 app.command("worker")(runs.worker_cmd)
 app.command("demo")(demo_cmd.demo)
+app.command("serve")(serve_cmd.serve)
 
 
 def _version(value: bool) -> None:

@@ -85,12 +85,25 @@ def demo(
     data_dir: Path = typer.Option(
         None, "--data-dir", help="Keep the demo database here (default: a temporary directory)."
     ),
+    cli: bool = typer.Option(False, "--cli", help="Run the incident from the command line."),
 ) -> None:
-    """Run a scripted incident end to end on a throwaway SQLite database."""
-    from incidentbot.cli import main
-
+    """Run a scripted incident end to end: in Slack (the local Slack-compatible server) or,
+    with --cli, from the command line. Uses a throwaway SQLite database."""
     workdir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="incidentbot-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if not cli:
+        from incidentbot.demo import run_demo
+
+        console.print("incidentbot demo: the bot and a local Slack-compatible server, on SQLite\n")
+        run_demo(workdir, lambda line: console.print(line, markup=False))
+        console.print(f"Demo database: {workdir / 'demo.db'}")
+        return
+    _cli_demo(workdir)
+
+
+def _cli_demo(workdir: Path) -> None:
+    from incidentbot.cli import main
+
     saved = {k: os.environ.get(k) for k in ("INCIDENTBOT_DATABASE_URL", "INCIDENTBOT_CONFIG")}
     os.environ["INCIDENTBOT_DATABASE_URL"] = f"sqlite:///{workdir / 'demo.db'}"
     os.environ.pop("INCIDENTBOT_CONFIG", None)

@@ -54,6 +54,9 @@ class Incident(SQLModel, table=True):
 
     channel_id: str | None = Field(default=None, max_length=64, index=True)
     channel_name: str | None = Field(default=None, max_length=80)
+    # The chat messages kept up to date for this incident (platform message ids).
+    header_ts: str | None = Field(default=None, max_length=64)
+    digest_ts: str | None = Field(default=None, max_length=64)
 
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

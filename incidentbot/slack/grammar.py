@@ -36,7 +36,14 @@ class Usage:
     usage: str
 
     def text(self) -> str:
-        return f"{self.error}\nUsage: {self.usage}" if self.error else self.usage
+        """As Slack shows it: ``<title>`` must be escaped or Slack reads it as a link."""
+        usage = escape(self.usage)
+        return f"{self.error}\nUsage: {usage}" if self.error else usage
+
+
+def escape(text: str) -> str:
+    """Slack's mrkdwn escaping of the three control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 @dataclass(frozen=True)
@@ -199,9 +206,9 @@ def help_text(*, in_incident_channel: bool) -> str:
     lines = []
     if in_incident_channel:
         lines.append("*In this incident's channel:*")
-        lines += [f"• `{s.usage}`: {s.help}" for s in SPECS.values() if s.channel_only]
+        lines += [f"• `{escape(s.usage)}`: {s.help}" for s in SPECS.values() if s.channel_only]
         lines.append("*Anywhere:*")
-    lines += [f"• `{s.usage}`: {s.help}" for s in SPECS.values() if not s.channel_only]
+    lines += [f"• `{escape(s.usage)}`: {s.help}" for s in SPECS.values() if not s.channel_only]
     if not in_incident_channel:
         lines.append("_Run `/incident help` in an incident's channel for the commands there._")
     return "\n".join(lines)

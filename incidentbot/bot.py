@@ -1,0 +1,178 @@
+"""Putting the bot together: database, Slack adapter, ledger workers, Bolt and the web app.
+
+``incidentbot serve``, the demo and the end-to-end tests all build the bot here, so what the
+tests run is what production runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from slack_bolt import App
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+
+from incidentbot import db
+from incidentbot.config import Settings
+from incidentbot.errors import DomainError
+from incidentbot.incidents.flows import ChatActions
+from incidentbot.ledger import events
+from incidentbot.ledger.actions import registry as action_registry
+from incidentbot.ledger.worker import WorkerPool
+from incidentbot.metrics import Metrics
+from incidentbot.slack import blocks
+from incidentbot.slack.app import build_bolt_app
+from incidentbot.slack.chat import SlackChat
+from incidentbot.web.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bot:
+    settings: Settings
+    engine: Engine
+    chat: SlackChat
+    metrics: Metrics
+    bolt: App
+    asgi: Starlette
+    pool: WorkerPool
+    slack_state: str = "not checked"
+    _server: uvicorn.Server | None = field(default=None, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _unsubscribe: Callable[[], None] | None = field(default=None, repr=False)
+    _socket: SocketModeHandler | None = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, settings: Settings, engine: Engine | None = None, *, poll: float = 1.0) -> Bot:
+        """Wire everything; refuses (DomainError) when a secret the mode needs is missing."""
+        token = _secret(settings.slack_bot_token, "INCIDENTBOT_SLACK_BOT_TOKEN")
+        signing = None
+        if settings.slack.mode == "http":
+            signing = _secret(settings.slack_signing_secret, "INCIDENTBOT_SLACK_SIGNING_SECRET")
+        else:
+            _secret(settings.slack_app_token, "INCIDENTBOT_SLACK_APP_TOKEN")
+        if engine is None:
+            engine = db.make_engine(settings.effective_database_url)
+        db.check_schema(engine)
+        metrics = Metrics(engine, settings)
+        chat = SlackChat(
+            token, base_url=settings.slack.api_url, observer=metrics.observe_slack_call
+        )
+        actions = ChatActions(chat, engine, settings, blocks)
+        actions.install(action_registry)
+        client_args: dict[str, Any] = {"token": token}
+        if settings.slack.api_url:
+            client_args["base_url"] = settings.slack.api_url
+        bolt = build_bolt_app(
+            settings,
+            engine,
+            client=WebClient(**client_args),
+            signing_secret=signing,
+            metrics=metrics,
+        )
+        pool = WorkerPool(engine, threads=settings.workers, poll=poll, name="bot")
+        bot = cls(settings, engine, chat, metrics, bolt, asgi=None, pool=pool)  # type: ignore[arg-type]
+        bot._unsubscribe = events.subscribe(actions.on_ledger_event)
+        bot.asgi = create_app(
+            bolt=bolt, engine=engine, metrics=metrics, slack_state=lambda: bot.slack_state
+        )
+        return bot
+
+    def check_slack(self) -> str:
+        try:
+            self.chat.bot_user_id()
+            self.slack_state = "ok"
+        except Exception as exc:
+            self.slack_state = f"error: {exc}"
+        return self.slack_state
+
+    def start_workers(self) -> None:
+        self.pool.start()
+
+    def start_http(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve the web app in a background thread; return its base URL."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        config = uvicorn.Config(
+            self.asgi, log_level="warning", access_log=False, limit_concurrency=1000, backlog=2048
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [sock]},
+            name="incidentbot-http",
+            daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the web server did not start")
+            time.sleep(0.01)
+        bound_host, bound_port = sock.getsockname()[:2]
+        return f"http://{bound_host}:{bound_port}"
+
+    def start_socket_mode(self, *, timeout: float = 10.0) -> None:
+        """Connect to Slack over Socket Mode; returns once the WebSocket is open.
+
+        slack_sdk's built-in client asks ``apps.connections.open`` (with the app-level token)
+        for a URL on the configured Slack API host, connects, and reconnects by itself when
+        Slack asks it to or the connection drops. A refused token is a ``DomainError`` here,
+        at start-up, rather than a reconnect loop in the background.
+        """
+        if self._socket is not None:
+            raise RuntimeError("Socket Mode is already started")
+        app_token = _secret(self.settings.slack_app_token, "INCIDENTBOT_SLACK_APP_TOKEN")
+        handler = SocketModeHandler(self.bolt, app_token)
+        try:
+            handler.connect()
+            deadline = time.monotonic() + timeout
+            while not handler.client.is_connected():
+                if time.monotonic() > deadline:
+                    raise DomainError("Socket Mode: the WebSocket connection did not open")
+                time.sleep(0.02)
+        except SlackApiError as exc:
+            handler.close()
+            code = exc.response.get("error", "unknown_error")
+            raise DomainError(
+                f"Socket Mode: apps.connections.open failed with {code} "
+                "(check INCIDENTBOT_SLACK_APP_TOKEN: an app-level xapp- token with "
+                "connections:write)"
+            ) from None
+        except BaseException:
+            handler.close()
+            raise
+        self._socket = handler
+        self.slack_state = "socket mode connected"
+
+    def stop(self) -> None:
+        """Stop taking work (Socket Mode first, then HTTP), then let the workers finish."""
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._thread is not None:
+                self._thread.join(10)
+        self.pool.stop(timeout=10)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+
+def _secret(value: Any, env: str) -> str:
+    if value is None or not value.get_secret_value():
+        raise DomainError(f"{env} is not set: the bot needs it to talk to Slack")
+    return str(value.get_secret_value())

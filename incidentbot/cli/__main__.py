@@ -1,0 +1,7 @@
+"""``python -m incidentbot.cli``."""
+
+import sys
+
+from incidentbot.cli import main
+
+sys.exit(main())

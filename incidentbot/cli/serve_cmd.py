@@ -1,0 +1,38 @@
+"""``incidentbot serve``: the bot, in HTTP mode or Socket Mode."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import typer
+
+from incidentbot import logs
+from incidentbot.cli.common import console, state
+
+
+def serve(ctx: typer.Context) -> None:
+    """Run the bot: Slack (HTTP or Socket Mode), durable workers, /healthz and /metrics."""
+    from incidentbot.bot import Bot
+
+    st = state(ctx)
+    settings = st.settings
+    logs.configure(settings.log_level)
+    bot = Bot.build(settings, st.engine)
+    console.print(f"Slack: {bot.check_slack()}")
+    bot.start_workers()
+    url = bot.start_http(settings.http.host, settings.http.port)
+    console.print(f"Listening on {url} (/slack/events, /healthz, /metrics)")
+    if settings.slack.mode == "socket":
+        try:
+            bot.start_socket_mode()
+        except BaseException:
+            bot.stop()
+            raise
+        console.print("Connected to Slack in Socket Mode")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    console.print("Stopping: finishing the current steps…")
+    bot.stop()  # closes the Socket Mode connection first

@@ -1,0 +1,108 @@
+"""The Slack demo: the bot and the local Slack-compatible server run a whole incident.
+
+Everything goes over real HTTP: the sandbox sends signed slash commands and events to the bot,
+the bot calls the sandbox's Web API through slack_sdk. At the end it prints what each channel
+shows, as a person in the workspace would see it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlmodel import col, select
+
+from incidentbot import db
+from incidentbot.bot import Bot
+from incidentbot.config import Settings
+from incidentbot.incidents import service as svc
+from incidentbot.ledger.models import SETTLED, Run
+from incidentbot.sandbox.slack.server import SlackSandbox
+
+Say = Callable[[str], None]
+
+
+def _settle(engine: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.transaction(engine) as s:  # type: ignore[arg-type]
+            if not s.exec(select(Run.id).where(col(Run.status).not_in(SETTLED))).first():
+                return
+        time.sleep(0.05)
+    raise RuntimeError("the bot's durable work did not finish in time")
+
+
+def run_demo(workdir: Path, say: Say) -> None:
+    url = f"sqlite:///{workdir / 'demo.db'}"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    sandbox = SlackSandbox().start()
+    settings = Settings(
+        database_url=url,
+        slack_bot_token=sandbox.bot_token,
+        slack_signing_secret=sandbox.signing_secret,
+        slack={"api_url": sandbox.base_url},
+    )
+    bot = Bot.build(settings, engine, poll=0.1)
+    try:
+        sandbox.driver.bot_url = bot.start_http() + "/slack/events"
+        bot.start_workers()
+        _script(bot, sandbox, engine, say)
+    finally:
+        bot.stop()
+        sandbox.stop()
+        engine.dispose()
+
+
+def _script(bot: Bot, sb: SlackSandbox, engine: object, say: Say) -> None:
+    ws = sb.workspace
+
+    def command(user: str, channel: str, text: str) -> None:
+        ack = sb.driver.slash_command(text, user=user, channel=channel)
+        answer = json.loads(ack.body)["text"] if ack.status == 200 and ack.body else ack.body
+        visible = "to everyone" if '"in_channel"' in ack.body else f"only to {user}"
+        say(f"  {user} in #{ws.channel(channel).name}: /incident {text}")
+        say(
+            f"    → acknowledged in {ack.elapsed_s * 1000:.0f} ms, {visible}: "
+            f"{answer.splitlines()[0] if answer else ''}"
+        )
+
+    say("1. alice sees RPC latency alerts and declares an incident from #incidents")
+    command("alice", "incidents", "declare sev2 RPC p99 latency above 2s on mainnet")
+    _settle(engine)
+    with db.transaction(engine) as s:  # type: ignore[arg-type]
+        channel = svc.get(s, "INC-1").channel_name
+    assert channel, "the incident channel was not created"
+    say(f"   The bot created #{channel}, invited alice, pinned the header, announced it.")
+
+    bob, carol = ws.user("bob").id, ws.user("carol").id
+    say("2. Roles, investigation and a worse picture")
+    command("alice", channel, f"assign commander <@{bob}|bob>")
+    command("alice", channel, f"assign scribe <@{carol}|carol>")
+    ws.channel(channel).members.extend([bob, carol])
+    command("bob", channel, "status investigating")
+    msg, _ = sb.driver.post_message("carol", channel, "geth on rpc-2 is 40 blocks behind the head")
+    sb.driver.add_reaction("carol", channel, msg.ts, "pushpin")
+    say("  carol pins her finding with :pushpin: (it goes on the timeline)")
+    command("bob", channel, "sev 1")
+    command("bob", channel, "update Errors on every client. Draining rpc-2, failing over to rpc-3.")
+    command("bob", channel, "status monitoring")
+    command("bob", channel, "resolve Drained rpc-2 and failed over to rpc-3; geth resynced")
+    command("dave", channel, "frobnicate")
+    _settle(engine)
+
+    say("\n3. What the channels show")
+    say(sb.transcript())
+    say("4. The timeline the postmortem will be built from")
+    with db.transaction(engine) as s:  # type: ignore[arg-type]
+        for event in svc.timeline(s, svc.get(s, "INC-1")):
+            who = ws.users[event.actor].name if event.actor in ws.users else event.actor
+            what = re.sub(
+                r"<@(\w+)>|\b(U[A-Z0-9]{6,})\b",
+                lambda m: "@" + ws.user(m.group(1) or m.group(2)).name,
+                event.summary,
+            )
+            say(f"  {event.occurred_at:%H:%M:%S}  {who:<12} {event.kind:<22} {what}")

@@ -1,0 +1,427 @@
+"""Durable side effects of incident changes: the channel, invites, header, digest, updates.
+
+Each effect is a ledger run started in the same transaction as the change that needs it, so a
+crash, a Slack 429 or an outage delays it but never loses it. Every action here is idempotent:
+it looks for what an earlier, interrupted attempt may already have done (a channel carrying the
+incident's marker, a message carrying its block id) before doing it again. Actions read the
+incident's *current* state when they run, so a refresh that runs late still shows the latest.
+
+The chat platform is reached only through the :class:`~incidentbot.ports.Chat` port.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from incidentbot import db
+from incidentbot.clock import utcnow
+from incidentbot.config import Settings
+from incidentbot.incidents import service as svc
+from incidentbot.incidents.models import Incident
+from incidentbot.incidents.naming import channel_name
+from incidentbot.ledger import service as ledger
+from incidentbot.ledger.actions import ActionRegistry, PermanentError, RetryableError, StepContext
+from incidentbot.ledger.actions import registry as default_registry
+from incidentbot.ledger.events import LedgerEvent
+from incidentbot.ledger.redact import redact_text
+from incidentbot.ports import Chat, ExternalError
+
+log = logging.getLogger(__name__)
+
+BOT_ACTOR = "incidentbot"
+MAX_NAME_SUFFIX = 20
+# Slack retries are the ledger's: quick first retries, capped, enough to outlast a short outage.
+CHAT_RETRY = {"max_attempts": 8, "backoff": 0.5, "max_backoff": 30.0}
+CHAT_TIMEOUT = 30.0
+
+# Renders messages for the chat platform: (incident, roles) -> (text, blocks), etc. Supplied by
+# the adapter (Slack Block Kit) so that this module stays platform-neutral.
+Renderer = Any
+
+
+def marker(incident: Incident) -> str:
+    """Put in the channel purpose: proves a channel belongs to this incident."""
+    return f"[{incident.ref}]"
+
+
+def _step(name: str, action: str, **input: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "action": action,
+        "input": input,
+        "idempotent": True,
+        "retry": CHAT_RETRY,
+        "timeout": CHAT_TIMEOUT,
+    }
+
+
+def start_declare_effects(session: Session, incident: Incident, *, declarer: str) -> None:
+    """Queue the channel (create, furnish, invite, header) and the digest announcement.
+
+    Two runs, so the digest does not wait for the channel: workers take them concurrently.
+    """
+    ledger.start_run(
+        session,
+        kind="incident.channel",
+        key=f"{incident.ref}:channel",
+        steps=[
+            _step("Create the incident channel", "chat.open_channel"),
+            _step(
+                "Set topic and purpose, invite, post the header",
+                "chat.furnish_channel",
+                declarer=declarer,
+            ),
+        ],
+        incident_id=incident.id,
+        actor=declarer,
+    )
+    refresh(session, incident, actor=declarer, reason="declared", header=False)
+
+
+def refresh(
+    session: Session,
+    incident: Incident,
+    *,
+    actor: str,
+    reason: str,
+    header: bool = True,
+    digest: bool = True,
+) -> None:
+    """Queue updates of the header and digest messages after a change (in the change's
+    transaction). The key includes the timeline length so each change gets its own run."""
+    n = len(svc.timeline(session, incident))
+    steps = []
+    if header:
+        steps.append(_step("Update the incident header", "chat.header"))
+    if digest:
+        steps.append(_step("Update the digest announcement", "chat.digest"))
+    ledger.start_run(
+        session,
+        kind="incident.refresh",
+        key=f"{incident.ref}:refresh:{n}",
+        steps=steps,
+        incident_id=incident.id,
+        actor=actor,
+    )
+
+
+def post_update(
+    session: Session, settings: Settings, incident: Incident, *, actor: str, text: str
+) -> None:
+    """A status update: recorded now, posted in the channel and the digest channel durably."""
+    event = svc.add_note(session, settings, incident.ref, text, actor=actor, kind="status.update")
+    session.flush()
+    ledger.start_run(
+        session,
+        kind="incident.update",
+        key=f"{incident.ref}:update:{event.id}",
+        steps=[_step("Post the status update", "chat.status_update", event_id=event.id)],
+        incident_id=incident.id,
+        actor=actor,
+    )
+
+
+EFFECTS = {
+    "incident.channel": "create and set up the incident channel",
+    "incident.refresh": "update the incident header and digest",
+    "incident.update": "post the status update",
+}
+
+
+class ChatActions:
+    """The ``chat.*`` ledger actions, bound to a Chat adapter, a database and a renderer."""
+
+    def __init__(self, chat: Chat, engine: Engine, settings: Settings, render: Renderer):
+        self.chat = chat
+        self.engine = engine
+        self.settings = settings
+        self.render = render
+        self._digest_channel_id: str | None = None
+        # Find-then-post of the header and the digest message must not interleave for one
+        # incident, or two workers would both find nothing and both post.
+        self._locks: dict[tuple[str, int], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, what: str, incident: Incident) -> threading.Lock:
+        assert incident.id is not None
+        with self._locks_guard:
+            return self._locks.setdefault((what, incident.id), threading.Lock())
+
+    def install(self, registry: ActionRegistry = default_registry) -> None:
+        for name, fn in (
+            ("chat.open_channel", self.open_channel),
+            ("chat.furnish_channel", self.furnish_channel),
+            ("chat.header", self.header),
+            ("chat.digest", self.digest),
+            ("chat.status_update", self.status_update),
+        ):
+            registry.register(name, _external(fn), idempotent=True, replace=True)
+
+    # -- failures --------------------------------------------------------------------------
+
+    def on_ledger_event(self, ev: LedgerEvent) -> None:
+        """An incident effect that finally failed: on the timeline, to whoever caused it, and
+        in the incident's channel when there is one. (Called after the run's commit.)"""
+        if ev.kind not in ("run.failed", "run.needs_attention") or ev.incident_id is None:
+            return
+        if not ev.run_kind.startswith("incident."):
+            return
+        with db.transaction(self.engine) as s:
+            run = ledger.get_run(s, ev.run_id)
+            inc = s.get(Incident, ev.incident_id)
+            if inc is None:
+                return
+            what = EFFECTS.get(ev.run_kind, ev.run_kind)
+            outcome = "failed" if ev.kind == "run.failed" else "needs attention"
+            summary = f"Could not {what} ({outcome}): {redact_text(ev.error or 'unknown error')}"
+            svc.record(
+                s,
+                inc,
+                "effect.failed",
+                BOT_ACTOR,
+                summary,
+                now=utcnow(),
+                data={"run_id": ev.run_id, "run_kind": ev.run_kind},
+            )
+        text, blocks = self.render.plain(f":warning: {inc.ref}: {summary}")
+        targets = [inc.channel_id] if inc.channel_id else []
+        if _is_slack_user(run.created_by):
+            targets.append(run.created_by)  # a direct message to whoever caused the effect
+        for target in targets:
+            self._best_effort(lambda t=target: self.chat.post(t, text, blocks))
+
+    @staticmethod
+    def _best_effort(call: Callable[[], Any]) -> None:
+        try:
+            call()
+        except Exception as exc:  # reporting a failure must not fail in turn
+            log.warning("could not report an incident effect failure: %s", exc)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _incident(self, ctx: StepContext) -> Incident:
+        with db.transaction(self.engine) as s:
+            inc = s.get(Incident, ctx.incident_id)
+        if inc is None:
+            raise PermanentError(f"incident id {ctx.incident_id} does not exist")
+        return inc
+
+    def _record(self, incident: Incident, kind: str, summary: str, **data: Any) -> None:
+        with db.transaction(self.engine) as s:
+            svc.record(
+                s, s.get(Incident, incident.id), kind, BOT_ACTOR, summary, now=utcnow(), data=data
+            )
+
+    def _save(self, incident: Incident, **values: Any) -> None:
+        with db.transaction(self.engine) as s:
+            row = s.get(Incident, incident.id)
+            for key, value in values.items():
+                setattr(row, key, value)
+            s.add(row)
+
+    def _digest_channel(self) -> str:
+        if self._digest_channel_id is None:
+            name = self.settings.channels.digest
+            found = self.chat.find_channel(name)
+            if found is None:
+                raise PermanentError(f"digest channel #{name} does not exist: create it in Slack")
+            self._digest_channel_id = found.id
+        return self._digest_channel_id
+
+    def _owned_by_other_incident(self, channel_id: str, incident: Incident) -> bool:
+        with db.transaction(self.engine) as s:
+            other = s.exec(select(Incident).where(Incident.channel_id == channel_id)).first()
+        return other is not None and other.id != incident.id
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def open_channel(self, ctx: StepContext, _input: dict[str, Any]) -> dict[str, Any]:
+        """Create the channel, or adopt the one an interrupted attempt already created."""
+        inc = self._incident(ctx)
+        if inc.channel_id:
+            return {"channel_id": inc.channel_id, "channel": inc.channel_name, "adopted": True}
+        pattern = self.settings.channels.naming
+        for n in range(1, MAX_NAME_SUFFIX + 1):
+            name = channel_name(
+                pattern,
+                number=inc.number,
+                title=inc.title,
+                severity=inc.severity,
+                declared_at=inc.declared_at,
+                suffix="" if n == 1 else f"-{n}",
+            )
+            existing = self.chat.find_channel(name)
+            if existing is not None:
+                mine = marker(inc) in existing.purpose or (
+                    not existing.purpose
+                    and not self._owned_by_other_incident(existing.id, inc)
+                    and existing.creator in (None, self._bot_id())
+                )
+                if mine and not existing.archived:
+                    channel = existing
+                    break
+                continue
+            try:
+                channel = self.chat.create_channel(name)
+                break
+            except ExternalError as exc:
+                if exc.code == "name_taken":
+                    continue
+                raise
+        else:
+            raise PermanentError(f"no free channel name after {MAX_NAME_SUFFIX} tries")
+        self._save(inc, channel_id=channel.id, channel_name=channel.name)
+        self._record(
+            inc,
+            "slack.channel_created",
+            f"Channel #{channel.name} created",
+            channel_id=channel.id,
+            channel=channel.name,
+        )
+        return {"channel_id": channel.id, "channel": channel.name}
+
+    def _bot_id(self) -> str | None:
+        bot = getattr(self.chat, "bot_user_id", None)
+        return bot() if callable(bot) else None
+
+    def furnish_channel(self, ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
+        """Topic, purpose, invites and the header, concurrently (none depends on another)."""
+        inc = self._incident(ctx)
+        if not inc.channel_id:
+            raise RetryableError("the channel does not exist yet")
+        channel = inc.channel_id
+        topic = self._topic(inc)
+        purpose = f"{marker(inc)} {inc.title}"[:250]
+        users = self._responders(inc, input.get("declarer"))
+        jobs: dict[str, Callable[[], Any]] = {
+            "topic": lambda: self.chat.set_topic(channel, topic),
+            "purpose": lambda: self.chat.set_purpose(channel, purpose),
+            "invited": lambda: self.chat.invite(channel, users),
+            "header": lambda: self._post_header(inc),
+            # The announcement may have gone out before the channel existed: link it now.
+            "digest": lambda: self._update_digest(inc),
+        }
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            futures = {key: pool.submit(job) for key, job in jobs.items()}
+            results = {key: f.result() for key, f in futures.items()}
+        invited = results["invited"] or []
+        if invited:
+            self._record(
+                inc,
+                "slack.invited",
+                "Invited " + ", ".join(f"<@{u}>" for u in invited),
+                users=invited,
+            )
+        return {"invited": invited, "header_ts": results["header"]}
+
+    def _topic(self, inc: Incident) -> str:
+        sev = next((s for s in self.settings.severities if s.name == inc.severity), None)
+        label = f" {sev.label}" if sev else ""
+        return f"{inc.ref} · {inc.severity}{label} · {inc.status}"
+
+    def _responders(self, inc: Incident, declarer: str | None) -> list[str]:
+        users = [u for u in (declarer, inc.commander) if u and _is_slack_user(u)]
+        users += list(self.settings.responders.users)
+        for group in self.settings.responders.groups:
+            users += self.chat.usergroup_members(group)
+        return list(dict.fromkeys(users))
+
+    def _post_header(self, inc: Incident) -> str:
+        """Post (or update) the header message and pin it; returns its ts."""
+        with self._lock("header", inc):
+            return self._post_header_locked(inc)
+
+    def _post_header_locked(self, inc: Incident) -> str:
+        inc = self._fresh(inc)
+        with db.transaction(self.engine) as s:
+            roles = svc.active_roles(s, inc)
+        text, blocks = self.render.header(inc, roles)
+        assert inc.channel_id is not None
+        ts = inc.header_ts or self.chat.find_message(
+            inc.channel_id, self.render.header_block_id(inc)
+        )
+        if ts:
+            self.chat.update(inc.channel_id, ts, text, blocks)
+        else:
+            ts = self.chat.post(inc.channel_id, text, blocks)
+            self._record(inc, "slack.header_posted", "Incident header posted and pinned", ts=ts)
+        self.chat.pin(inc.channel_id, ts)
+        if inc.header_ts != ts:
+            self._save(inc, header_ts=ts)
+        return ts
+
+    def _fresh(self, inc: Incident) -> Incident:
+        with db.transaction(self.engine) as s:
+            row = s.get(Incident, inc.id)
+        assert row is not None
+        return row
+
+    def header(self, ctx: StepContext, _input: dict[str, Any]) -> dict[str, Any]:
+        inc = self._incident(ctx)
+        if not inc.channel_id:
+            # The declare's own channel run posts the header, with whatever is current then.
+            return {"skipped": "no channel yet"}
+        self.chat.set_topic(inc.channel_id, self._topic(self._fresh(inc)))
+        return {"ts": self._post_header(inc)}
+
+    def digest(self, ctx: StepContext, _input: dict[str, Any]) -> dict[str, Any]:
+        return self._update_digest(self._incident(ctx))
+
+    def _update_digest(self, inc: Incident) -> dict[str, Any]:
+        with self._lock("digest", inc):
+            return self._update_digest_locked(inc)
+
+    def _update_digest_locked(self, inc: Incident) -> dict[str, Any]:
+        inc = self._fresh(inc)
+        channel = self._digest_channel()
+        text, blocks = self.render.digest(inc, inc.channel_id)
+        ts = inc.digest_ts or self.chat.find_message(channel, self.render.digest_block_id(inc))
+        if ts:
+            self.chat.update(channel, ts, text, blocks)
+            return {"ts": ts, "updated": True}
+        ts = self.chat.post(channel, text, blocks)
+        self._save(inc, digest_ts=ts)
+        self._record(
+            inc, "slack.announced", f"Announced in #{self.settings.channels.digest}", ts=ts
+        )
+        return {"ts": ts, "updated": False}
+
+    def status_update(self, ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
+        inc = self._incident(ctx)
+        with db.transaction(self.engine) as s:
+            event = s.get(svc.TimelineEvent, input["event_id"])
+        assert event is not None
+        text, blocks = self.render.status_update(inc, event)
+        block_id = self.render.update_block_id(event)
+        posted = {}
+        targets = [c for c in (inc.channel_id, self._digest_channel()) if c]
+        for channel in targets:
+            ts = self.chat.find_message(channel, block_id) or self.chat.post(channel, text, blocks)
+            posted[channel] = ts
+        return {"posted": posted}
+
+
+def _is_slack_user(user: str) -> bool:
+    return user[:1] in ("U", "W") and user.isalnum() and user.upper() == user
+
+
+def _external(fn: Callable[[StepContext, dict[str, Any]], dict[str, Any]]) -> Any:
+    """Translate the port's ExternalError into the ledger's retry vocabulary."""
+
+    def wrapped(ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return fn(ctx, input)
+        except ExternalError as exc:
+            if exc.retryable:
+                raise RetryableError(str(exc), retry_after=exc.retry_after) from None
+            raise PermanentError(str(exc)) from None
+
+    wrapped.__doc__ = fn.__doc__
+    return wrapped

@@ -1,0 +1,76 @@
+"""Ports: how the core reaches the outside world without importing any vendor's SDK.
+
+Adapters (``incidentbot.slack.chat`` for Slack, the sandbox for tests and the demo) implement
+these protocols; the core's durable flows call them from ledger steps. Errors are reported as
+:class:`ExternalError` so the ledger can tell a retryable failure (a 429, a 5xx, a timeout) from
+one that retrying cannot fix (an invalid argument).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class ExternalError(Exception):
+    """A call to an outside service failed.
+
+    ``code`` is the service's own error name (``ratelimited``, ``name_taken``, ``http_500``),
+    ``retryable`` says whether trying again later may succeed, ``retry_after`` (seconds) is the
+    service's own hint.
+    """
+
+    def __init__(
+        self, code: str, message: str = "", *, retryable: bool, retry_after: float | None = None
+    ):
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    id: str
+    name: str
+    purpose: str = ""
+    archived: bool = False
+    creator: str | None = None
+
+
+class Chat(Protocol):
+    """What incident flows need from a chat platform."""
+
+    def find_channel(self, name: str) -> ChannelInfo | None: ...
+
+    def create_channel(self, name: str) -> ChannelInfo:
+        """Create a public channel; ``ExternalError('name_taken')`` when the name is used."""
+        ...
+
+    def set_topic(self, channel_id: str, topic: str) -> None: ...
+
+    def set_purpose(self, channel_id: str, purpose: str) -> None: ...
+
+    def invite(self, channel_id: str, user_ids: list[str]) -> list[str]:
+        """Invite users; return those newly invited (already members are not an error)."""
+        ...
+
+    def usergroup_members(self, group_id: str) -> list[str]: ...
+
+    def find_message(self, channel_id: str, block_id: str) -> str | None:
+        """The ``ts`` of the bot's own recent message carrying ``block_id``, if any."""
+        ...
+
+    def post(self, channel_id: str, text: str, blocks: list[dict[str, Any]]) -> str: ...
+
+    def update(self, channel_id: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None: ...
+
+    def pin(self, channel_id: str, ts: str) -> None:
+        """Pin a message; already pinned is not an error."""
+        ...
+
+    def post_ephemeral(
+        self, channel_id: str, user_id: str, text: str, blocks: list[dict[str, Any]] | None = None
+    ) -> None: ...
+
+    def permalink(self, channel_id: str, ts: str) -> str | None: ...

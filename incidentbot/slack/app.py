@@ -1,0 +1,175 @@
+"""Bolt wiring: the /incident command, the declare form, and the events we listen to.
+
+Listeners stay thin: they time the request, hand it to :class:`CommandHandler`, acknowledge
+with its reply, and only then make the calls that may wait (opening the form). Events are
+deduplicated by what they describe (a pinned message is recorded once), so Slack's retries
+change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from incidentbot import db
+from incidentbot.config import Settings
+from incidentbot.errors import DomainError
+from incidentbot.incidents import service as svc
+from incidentbot.metrics import Metrics
+from incidentbot.slack.commands import CommandHandler
+from incidentbot.slack.modal import CALLBACK_ID, declare_view, field_errors, read_submission
+
+log = logging.getLogger(__name__)
+
+
+def build_bolt_app(
+    settings: Settings,
+    engine: Engine,
+    *,
+    client: WebClient,
+    signing_secret: str | None,
+    metrics: Metrics,
+) -> App:
+    app = App(
+        client=client,
+        signing_secret=signing_secret,
+        token_verification_enabled=False,
+        request_verification_enabled=signing_secret is not None,
+        # Answer Slack only once a listener has returned: an event is recorded before Slack
+        # hears it was received, so a crash in between means Slack retries, not a lost pin.
+        # Listeners keep the slow part (opening a form) off the answer path themselves.
+        process_before_response=True,
+        ignoring_self_events_enabled=True,
+    )
+    handler = CommandHandler(settings, engine)
+
+    @app.command(settings.slack.command)
+    def on_command(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        started = time.perf_counter()
+        text = body.get("text") or ""
+        sub = (text.split() or ["help"])[0].lower()[:20]
+        reply = handler.handle(
+            user_id=body["user_id"],
+            channel_id=body["channel_id"],
+            text=text,
+            trigger_id=body.get("trigger_id", ""),
+        )
+        ack(**reply.body())
+        elapsed = time.perf_counter() - started
+        metrics.ack.labels("command").observe(elapsed)
+        metrics.commands.labels(sub if sub.isalpha() else "other").observe(elapsed)
+        if reply.open_modal:
+            threading.Thread(
+                target=_open_form, args=(client, body, reply.modal_args), daemon=True
+            ).start()
+
+    def _open_form(client: WebClient, body: dict[str, Any], args: dict[str, Any]) -> None:
+        view = declare_view(settings, declarer=body["user_id"], severity=args.get("severity"))
+        view["private_metadata"] = body["channel_id"]
+        try:
+            client.views_open(trigger_id=body["trigger_id"], view=view)
+        except Exception as exc:  # the form is a convenience; say why it did not open
+            log.warning("views.open failed: %s", exc)
+            client.chat_postEphemeral(
+                channel=body["channel_id"],
+                user=body["user_id"],
+                text="The declare form could not open; use "
+                f"`{settings.slack.command} declare [sev] &lt;title&gt;` instead.",
+            )
+
+    @app.view(CALLBACK_ID)
+    def on_declare_form(
+        ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
+    ) -> None:
+        started = time.perf_counter()
+        user = body["user"]["id"]
+        args = read_submission(settings, view["state"]["values"])
+        try:
+            reply = handler.declare(user, key=f"slack:view:{view['id']}", **args)
+        except DomainError as exc:
+            message = str(exc)
+            ack(response_action="errors", errors=field_errors(settings, message))
+            return
+        ack()
+        metrics.ack.labels("view_submission").observe(time.perf_counter() - started)
+        channel = view.get("private_metadata") or user
+        try:
+            client.chat_postEphemeral(channel=channel, user=user, text=reply.text)
+        except Exception as exc:
+            log.info("could not confirm the declare to %s: %s", user, exc)
+
+    @app.event("reaction_added")
+    def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient) -> None:
+        if event.get("reaction") != settings.slack.pin_reaction:
+            return
+        item = event.get("item") or {}
+        if item.get("type") != "message":
+            return
+        channel, ts = item.get("channel", ""), item.get("ts", "")
+        with db.transaction(engine) as s:
+            incident = svc.get_by_channel(s, channel)
+        if incident is None:
+            return
+        message = _fetch_message(client, channel, ts)
+        if message is None:
+            log.info("pinned message %s/%s is gone; not recorded", channel, ts)
+            return
+        author = message.get("user") or message.get("bot_id") or "unknown"
+        at = datetime.fromtimestamp(float(ts), UTC)
+        try:
+            with db.transaction(engine) as s:
+                svc.add_note(
+                    s,
+                    settings,
+                    incident.ref,
+                    message.get("text") or "(no text)",
+                    actor=author,
+                    occurred_at=at,
+                    kind="slack.pinned",
+                    source_key=f"pin:{channel}:{ts}",
+                )
+        except IntegrityError:
+            log.debug("message %s/%s already on the timeline", channel, ts)
+
+    @app.event("member_joined_channel")
+    def on_join(body: dict[str, Any], event: dict[str, Any]) -> None:
+        with db.transaction(engine) as s:
+            incident = svc.get_by_channel(s, event.get("channel", ""))
+        if incident is None:
+            return
+        user = event.get("user", "")
+        try:
+            with db.transaction(engine) as s:
+                svc.record(
+                    s,
+                    svc.get(s, incident.ref),
+                    "participant.joined",
+                    user,
+                    f"<@{user}> joined the channel",
+                    now=datetime.now(UTC),
+                    source_key=f"event:{body.get('event_id')}",
+                )
+        except IntegrityError:
+            log.debug("event %s already recorded", body.get("event_id"))
+
+    @app.event("message")
+    def on_message(body: dict[str, Any]) -> None:
+        """Messages are read only when pinned; acknowledging here keeps Bolt quiet."""
+
+    return app
+
+
+def _fetch_message(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:
+    data = client.conversations_history(channel=channel, latest=ts, inclusive=True, limit=1)
+    for message in data.get("messages") or []:
+        if message.get("ts") == ts:
+            return dict(message)
+    return None

@@ -1,0 +1,202 @@
+"""Block Kit messages, built with slack_sdk's block models so an invalid block fails here.
+
+Every builder returns ``(text, blocks)``: ``text`` is the notification fallback Slack shows in
+alerts and screen readers, ``blocks`` the JSON-ready list. The header and digest messages carry
+a ``block_id`` naming the incident, which lets the bot find (and not repost) its own message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from incidentbot.durations import format_duration
+from incidentbot.incidents.models import MILESTONES, Incident, RoleAssignment, TimelineEvent
+
+SEV_EMOJI = {
+    "SEV1": ":red_circle:",
+    "SEV2": ":large_orange_circle:",
+    "SEV3": ":large_yellow_circle:",
+    "SEV4": ":white_circle:",
+}
+MAX_SECTION = 2900  # Slack allows 3000 characters in a section's text
+
+
+def header_block_id(incident: Incident) -> str:
+    return f"incident-header-{incident.number}"
+
+
+def digest_block_id(incident: Incident) -> str:
+    return f"incident-digest-{incident.number}"
+
+
+def user_ref(user: str | None) -> str:
+    """``U123`` becomes a mention; a plain name (from the CLI) stays as it is."""
+    if not user:
+        return "nobody"
+    if user.startswith(("U", "W")) and user[1:].isalnum() and user.upper() == user:
+        return f"<@{user}>"
+    return user
+
+
+def _clip(text: str, limit: int = MAX_SECTION) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _render(blocks: Sequence[Block]) -> list[dict[str, Any]]:
+    out = []
+    for block in blocks:
+        block.validate_json()
+        out.append(block.to_dict())
+    return out
+
+
+def _status_line(incident: Incident) -> str:
+    emoji = SEV_EMOJI.get(incident.severity, ":large_blue_circle:")
+    return f"{emoji} *{incident.severity}* · *{incident.status.capitalize()}*"
+
+
+def header(
+    incident: Incident,
+    roles: Sequence[RoleAssignment],
+    *,
+    extra_lines: Sequence[str] = (),
+) -> tuple[str, list[dict[str, Any]]]:
+    """The incident's header message: pinned in its channel, updated in place."""
+    role_text = "\n".join(f"*{a.role.replace('_', ' ')}*: {user_ref(a.user)}" for a in roles)
+    fields = ", ".join(f"{k}: {v}" for k, v in sorted(incident.fields.items()))
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=_clip(f"{incident.ref}: {incident.title}", 150))),
+        SectionBlock(
+            block_id=header_block_id(incident),
+            text=MarkdownTextObject(text=_status_line(incident)),
+            fields=[
+                MarkdownTextObject(text=_clip(role_text or "*commander*: nobody", 1900)),
+                MarkdownTextObject(
+                    text=f"*Declared*: <!date^{int(incident.declared_at.timestamp())}"
+                    f"^{{date_short_pretty}} {{time}}|{incident.declared_at:%Y-%m-%d %H:%M} UTC>"
+                    + (f"\n*Fields*: {_clip(fields, 1500)}" if fields else "")
+                ),
+            ],
+        ),
+    ]
+    if incident.description:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip(incident.description))))
+    if incident.resolution_summary and incident.status in ("resolved", "closed"):
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(text=_clip(f"*Resolution*: {incident.resolution_summary}"))
+            )
+        )
+    for line in extra_lines:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_clip(line, 1900))]))
+    text = f"{incident.ref} ({incident.severity}, {incident.status}): {incident.title}"
+    return text, _render(blocks)
+
+
+def digest(incident: Incident, channel_id: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """The one message per incident in the digest channel, updated in place."""
+    where = f"<#{channel_id}>" if channel_id else "_channel being created_"
+    text = f"{incident.ref} ({incident.severity}): {incident.title}"
+    blocks = [
+        SectionBlock(
+            block_id=digest_block_id(incident),
+            text=MarkdownTextObject(
+                text=_clip(
+                    f"{_status_line(incident)} · *{incident.ref}*: {incident.title}\n"
+                    f"Commander: {user_ref(incident.commander)} · Channel: {where}"
+                )
+            ),
+        )
+    ]
+    return text, _render(blocks)
+
+
+def update_block_id(event: TimelineEvent) -> str:
+    return f"incident-update-{event.id}"
+
+
+def status_update(incident: Incident, event: TimelineEvent) -> tuple[str, list[dict[str, Any]]]:
+    author, update = event.actor, event.summary
+    text = f"{incident.ref} update: {update}"
+    blocks = [
+        SectionBlock(
+            block_id=update_block_id(event),
+            text=MarkdownTextObject(
+                text=_clip(
+                    f":loudspeaker: *{incident.ref} update* ({_status_line(incident)})\n{update}"
+                )
+            ),
+        ),
+        ContextBlock(elements=[MarkdownTextObject(text=f"Posted by {user_ref(author)}")]),
+    ]
+    return text, _render(blocks)
+
+
+def summary(
+    incident: Incident, roles: Sequence[RoleAssignment], now: datetime
+) -> tuple[str, list[dict[str, Any]]]:
+    lines = [_status_line(incident)]
+    lines += [f"*{a.role.replace('_', ' ')}*: {user_ref(a.user)}" for a in roles]
+    durations = []
+    for name in MILESTONES:
+        when = incident.milestone(name)
+        if when is not None:
+            durations.append(
+                f"{name.replace('_', ' ')}: {format_duration(when - incident.declared_at)}"
+                " after declare"
+            )
+    lines.append(f"*Open for*: {format_duration(now - incident.declared_at)}")
+    if incident.impact_started_at:
+        end = incident.resolved_at or now
+        lines.append(f"*Impact so far*: {format_duration(end - incident.impact_started_at)}")
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=_clip(f"{incident.ref}: {incident.title}", 150))),
+        SectionBlock(text=MarkdownTextObject(text=_clip("\n".join(lines)))),
+    ]
+    if durations:
+        blocks.append(
+            ContextBlock(elements=[MarkdownTextObject(text=_clip("; ".join(durations), 1900))])
+        )
+    return f"{incident.ref} summary", _render(blocks)
+
+
+def timeline(
+    incident: Incident, events: Sequence[TimelineEvent], *, limit: int = 20
+) -> tuple[str, list[dict[str, Any]]]:
+    recent = list(events)[-limit:]
+    lines = [
+        f"`{e.occurred_at:%H:%M:%S}` {user_ref(e.actor)} _{e.kind}_: {e.summary}" for e in recent
+    ]
+    blocks: list[Block] = [
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=f"*{incident.ref} timeline* (last {len(recent)} of {len(events)}, UTC)"
+            )
+        ),
+        DividerBlock(),
+    ]
+    chunk: list[str] = []
+    for line in lines:
+        if sum(len(x) + 1 for x in chunk) + len(line) > MAX_SECTION:
+            blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+            chunk = []
+        chunk.append(_clip(line, MAX_SECTION))
+    if chunk:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+    return f"{incident.ref} timeline", _render(blocks[:50])
+
+
+def plain(text: str) -> tuple[str, list[dict[str, Any]]]:
+    return text, _render([SectionBlock(text=MarkdownTextObject(text=_clip(text)))])

@@ -1,0 +1,193 @@
+"""``/incident`` subcommands: parse, check, call the core, say what happened.
+
+Kept apart from Bolt so that it is plain Python: a :class:`Reply` comes back and the Bolt
+listener acknowledges Slack with it. A change and the durable effects it needs (header and
+digest refresh, a status update's posts) commit in one transaction; the reply is only what the
+user sees at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from incidentbot import db
+from incidentbot.clock import utcnow
+from incidentbot.config import Settings
+from incidentbot.errors import DomainError
+from incidentbot.incidents import flows
+from incidentbot.incidents import service as svc
+from incidentbot.incidents.models import Incident
+from incidentbot.slack import blocks
+from incidentbot.slack.grammar import SPECS, Command, Usage, escape, help_text, parse
+
+
+@dataclass
+class Reply:
+    text: str
+    blocks: list[dict[str, Any]] | None = None
+    in_channel: bool = False
+    open_modal: bool = False
+    modal_args: dict[str, Any] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "text": self.text,
+            "response_type": "in_channel" if self.in_channel else "ephemeral",
+        }
+        if self.blocks:
+            out["blocks"] = self.blocks
+        return out
+
+
+class CommandHandler:
+    def __init__(self, settings: Settings, engine: Engine):
+        self.settings = settings
+        self.engine = engine
+
+    def handle(self, *, user_id: str, channel_id: str, text: str, trigger_id: str) -> Reply:
+        with db.transaction(self.engine) as s:
+            incident = svc.get_by_channel(s, channel_id)
+        parsed = parse(text, settings=self.settings, in_incident_channel=incident is not None)
+        if isinstance(parsed, Usage):
+            return Reply(parsed.text())
+        try:
+            return self._dispatch(parsed, user_id, incident, trigger_id)
+        except DomainError as exc:
+            usage = SPECS[parsed.name].usage
+            message = str(exc)
+            return Reply(f"{message[:1].upper()}{message[1:]}.\nUsage: {escape(usage)}")
+
+    def _dispatch(
+        self, cmd: Command, user: str, incident: Incident | None, trigger_id: str
+    ) -> Reply:
+        name, args = cmd.name, cmd.args
+        if name == "help":
+            return Reply(help_text(in_incident_channel=incident is not None))
+        if name == "list":
+            return self._list()
+        if name == "declare":
+            if not args["title"]:
+                return Reply(
+                    "Opening the declare form…",
+                    open_modal=True,
+                    modal_args={"severity": args["severity"]},
+                )
+            return self.declare(
+                user,
+                title=args["title"],
+                severity=args["severity"],
+                key=f"slack:command:{trigger_id}",
+            )
+        assert incident is not None  # the grammar refuses channel-only commands elsewhere
+        return self._in_channel(name, args, user, incident)
+
+    def declare(
+        self,
+        user: str,
+        *,
+        title: str,
+        severity: str | None,
+        key: str,
+        description: str | None = None,
+        fields: dict[str, str] | None = None,
+        commander: str | None = None,
+        impact_started_at: Any = None,
+    ) -> Reply:
+        with db.transaction(self.engine) as s:
+            inc = svc.declare(
+                s,
+                self.settings,
+                title=title,
+                severity=severity or self.settings.default_severity,
+                actor=user,
+                description=description,
+                fields=fields,
+                commander=commander,
+                impact_started_at=impact_started_at,
+                idempotency_key=key,
+            )
+            # Idempotent by key: a repeated declare finds the runs it already started.
+            flows.start_declare_effects(s, inc, declarer=user)
+        return Reply(
+            f":rotating_light: <@{user}> declared *{inc.ref}* ({inc.severity}): {inc.title}\n"
+            "Creating its channel; everyone needed will be invited.",
+            in_channel=True,
+        )
+
+    def _list(self) -> Reply:
+        with db.transaction(self.engine) as s:
+            incidents = svc.list_incidents(s, self.settings)
+        if not incidents:
+            return Reply("No open incidents. :tada:")
+        lines = [
+            f"• *{i.ref}* {i.severity} · {i.status} · {i.title}"
+            + (f" · <#{i.channel_id}>" if i.channel_id else "")
+            for i in incidents[:40]
+        ]
+        return Reply("*Open incidents*\n" + "\n".join(lines))
+
+    def _in_channel(self, name: str, args: dict[str, Any], user: str, inc: Incident) -> Reply:
+        st, ref = self.settings, inc.ref
+        with db.transaction(self.engine) as s:
+            if name == "roles":
+                return self._roles(s, inc)
+            if name == "summary":
+                text, blks = blocks.summary(inc, svc.active_roles(s, inc), utcnow())
+                return Reply(text, blks)
+            if name == "timeline":
+                text, blks = blocks.timeline(inc, svc.timeline(s, inc))
+                return Reply(text, blks)
+            if name == "note":
+                svc.add_note(s, st, ref, args["text"], actor=user)
+                return Reply(f"Noted on the {ref} timeline.")
+            if name == "update":
+                inc = svc.get(s, ref)
+                flows.post_update(s, st, inc, actor=user, text=args["text"])
+                return Reply(f"Posting your update here and in #{st.channels.digest}.")
+            reply = self._change(s, name, args, user, inc)
+            flows.refresh(s, svc.get(s, ref), actor=user, reason=name)
+            return reply
+
+    def _change(
+        self, s: Session, name: str, args: dict[str, Any], user: str, inc: Incident
+    ) -> Reply:
+        st, ref = self.settings, inc.ref
+        who = f"<@{user}>"
+        if name == "sev":
+            old = inc.severity
+            inc = svc.set_severity(s, st, ref, args["severity"], actor=user)
+            return Reply(f"{who} changed severity {old} → *{inc.severity}*", in_channel=True)
+        if name == "status":
+            old = inc.status
+            inc = svc.set_status(s, st, ref, args["status"], actor=user)
+            return Reply(f"{who} changed status {old} → *{inc.status}*", in_channel=True)
+        if name == "assign":
+            inc = svc.assign_role(s, st, ref, args["role"], args["user"], actor=user)
+            role = next(r for r in st.roles if r.name == args["role"])
+            return Reply(
+                f"{who} assigned <@{args['user']}> as *{role.label}*: {role.description}",
+                in_channel=True,
+            )
+        if name == "unassign":
+            svc.unassign_role(s, st, ref, args["role"], actor=user)
+            return Reply(f"{who} unassigned the {args['role'].replace('_', ' ')}", in_channel=True)
+        if name == "resolve":
+            inc = svc.resolve(s, st, ref, args["text"], actor=user)
+            return Reply(
+                f":white_check_mark: {who} resolved *{ref}*: {args['text']}", in_channel=True
+            )
+        if name == "reopen":
+            svc.reopen(s, st, ref, actor=user)
+            return Reply(f":warning: {who} reopened *{ref}*", in_channel=True)
+        raise DomainError(f"`{name}` is not handled here")
+
+    def _roles(self, s: Session, inc: Incident) -> Reply:
+        roles = {a.role: a.user for a in svc.active_roles(s, inc)}
+        lines = [
+            f"• *{r.label}*: {blocks.user_ref(roles.get(r.name))}" for r in self.settings.roles
+        ]
+        return Reply(f"*{inc.ref} roles*\n" + "\n".join(lines))

@@ -1,0 +1,77 @@
+"""The ASGI app: Slack's HTTP endpoint, ``/healthz`` and ``/metrics``.
+
+Bolt's Starlette adapter would run the (synchronous) Bolt app on the event loop, so that one
+slow request stalls every other; here each request is dispatched in the thread pool and the
+loop stays free to accept the next one within Slack's 3 seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from slack_bolt import App
+from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from sqlalchemy import func, text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from incidentbot.ledger.models import PENDING, RUNNING, Run
+from incidentbot.metrics import Metrics
+
+
+def create_app(
+    *,
+    bolt: App | None,
+    engine: Engine,
+    metrics: Metrics,
+    slack_state: Callable[[], str] = lambda: "unknown",
+) -> Starlette:
+    async def slack_events(request: Request) -> Response:
+        if bolt is None:
+            return JSONResponse({"error": "Slack is not configured"}, status_code=503)
+        body = await request.body()
+        bolt_request = to_bolt_request(request, body)
+        bolt_response = await run_in_threadpool(bolt.dispatch, bolt_request)
+        return to_starlette_response(bolt_response)
+
+    async def healthz(_request: Request) -> Response:
+        report = await run_in_threadpool(_health, engine, slack_state)
+        return JSONResponse(report, status_code=200 if report["ok"] else 503)
+
+    async def metrics_endpoint(_request: Request) -> Response:
+        data = await run_in_threadpool(generate_latest, metrics.registry)
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/slack/events", slack_events, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ]
+    )
+
+
+def _health(engine: Engine, slack_state: Callable[[], str]) -> dict[str, Any]:
+    report: dict[str, Any] = {"ok": True}
+    try:
+        with Session(engine) as s:
+            s.execute(text("SELECT 1"))
+            backlog = s.exec(
+                select(func.count()).where(col(Run.status).in_([PENDING, RUNNING]))
+            ).one()
+            oldest = s.exec(select(func.min(Run.created_at)).where(Run.status == PENDING)).one()
+        report["database"] = "ok"
+        report["ledger_backlog"] = int(backlog)
+        report["ledger_oldest_pending"] = oldest.isoformat() if oldest else None
+    except Exception as exc:
+        report["ok"] = False
+        report["database"] = f"error: {type(exc).__name__}"
+    report["slack"] = slack_state()
+    return report

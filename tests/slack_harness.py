@@ -1,0 +1,104 @@
+"""The bot and the local Slack-compatible server, wired together over real sockets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Engine
+
+from incidentbot import db
+from incidentbot.bot import Bot
+from incidentbot.config import Settings
+from incidentbot.incidents import service as svc
+from incidentbot.sandbox.slack.server import SlackSandbox
+
+T = TypeVar("T")
+
+
+@contextmanager
+def running_bot(engine: Engine, **overrides: Any) -> Iterator[tuple[Bot, SlackSandbox]]:
+    sandbox = SlackSandbox().start()
+    settings = Settings(
+        slack_bot_token=sandbox.bot_token,
+        slack_signing_secret=sandbox.signing_secret,
+        slack={"api_url": sandbox.base_url},
+        workers=overrides.pop("workers", 4),
+        **overrides,
+    )
+    bot = Bot.build(settings, engine, poll=0.1)
+    try:
+        sandbox.driver.bot_url = bot.start_http() + "/slack/events"
+        bot.start_workers()
+        yield bot, sandbox
+    finally:
+        bot.stop()
+        sandbox.stop()
+
+
+def wait_for(probe: Callable[[], T | None], *, timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll ``probe`` until it returns something truthy (durable work happens after the ack)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def incident(engine: Engine, ref: str = "INC-1"):  # type: ignore[no-untyped-def]
+    with db.transaction(engine) as s:
+        return svc.get(s, ref)
+
+
+def timeline_kinds(engine: Engine, ref: str = "INC-1") -> list[str]:
+    with db.transaction(engine) as s:
+        return [e.kind for e in svc.timeline(s, svc.get(s, ref))]
+
+
+def channel_of(engine: Engine, ref: str = "INC-1") -> str:
+    """Wait until the incident's channel exists; return its name."""
+
+    def probe() -> str | None:
+        inc = incident(engine, ref)
+        return inc.channel_name if inc.channel_id and inc.header_ts else None
+
+    return wait_for(probe, what=f"{ref}'s channel and header")
+
+
+def settled(engine: Engine) -> None:
+    """Wait until every durable run has ended (succeeded, failed, needs attention)."""
+    from sqlmodel import col, select
+
+    from incidentbot.ledger.models import SETTLED, Run
+
+    def probe() -> bool:
+        with db.transaction(engine) as s:
+            return not s.exec(select(Run.id).where(col(Run.status).not_in(SETTLED))).first()
+
+    wait_for(probe, what="all runs to finish")
+
+
+def assert_spec_conformance(sandbox: SlackSandbox) -> None:
+    """Every request the bot sent was valid against Slack's own API description.
+
+    Without the description beside the repository (``../shared/specs``) this check is skipped
+    with a message, except in CI, where it fails.
+    """
+    import os
+
+    import pytest
+
+    from incidentbot.sandbox.slack.spec import SpecUnavailable, check_request_log, load_spec
+
+    try:
+        spec = load_spec()
+    except SpecUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"request conformance not checked: {exc}")
+    assert check_request_log(sandbox.requests(), spec) == []

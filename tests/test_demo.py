@@ -1,0 +1,23 @@
+"""The README's first command: the demo runs a whole incident and shows it."""
+
+from __future__ import annotations
+
+from incidentbot.cli import main
+
+
+def test_slack_demo_runs_a_whole_incident(tmp_path, capsys):
+    assert main(["demo", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "#inc-1-rpc-p99-latency-above-2s-on-mainnet" in out
+    assert "Topic:   INC-1 · SEV1 Critical · resolved" in out
+    assert "[pinned]" in out and "*Resolution*: Drained rpc-2" in out
+    assert "slack.pinned           geth on rpc-2 is 40 blocks behind the head" in out
+    assert "Unknown subcommand `frobnicate`." in out
+    assert out.count("*INC-1*: RPC p99 latency above 2s on mainnet") == 1  # one digest message
+
+
+def test_cli_demo(tmp_path, capsys):
+    assert main(["demo", "--cli", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "$ incidentbot incident declare" in out
+    assert "Resolved: Drained rpc-2 and failed over to rpc-3; geth resynced" in out
