@@ -100,6 +100,25 @@ def backend(engine: Engine) -> str:
     return engine.dialect.name
 
 
+@pytest.fixture
+def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):  # type: ignore[no-untyped-def]
+    """The CLI in-process on a fresh database: ``code, out, err = cli("incident", ...)``."""
+    from incidentbot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INCIDENTBOT_DATABASE_URL", database_url)
+    monkeypatch.setenv("INCIDENTBOT_ACTOR", "alice")
+    monkeypatch.delenv("INCIDENTBOT_CONFIG", raising=False)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 def count(engine: Engine, table: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())

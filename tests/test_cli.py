@@ -9,22 +9,6 @@ from incidentbot.cli import main
 from tests.conftest import count
 
 
-@pytest.fixture
-def cli(database_url, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("INCIDENTBOT_DATABASE_URL", database_url)
-    monkeypatch.setenv("INCIDENTBOT_ACTOR", "alice")
-    monkeypatch.delenv("INCIDENTBOT_CONFIG", raising=False)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
 def test_walkthrough_of_an_incident(cli, database_url):
     code, out, _ = cli("incident", "declare", "RPC p99 latency above 2s on mainnet", "--sev", "2",
                        "-f", "chain=ethereum", "--impact-started", "20m ago")  # fmt: skip
@@ -163,3 +147,18 @@ def test_unreachable_database_is_one_line(monkeypatch, capsys):
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("incidentbot 0.")
+
+
+def test_refuses_an_out_of_date_schema_and_names_the_command(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = db.make_engine(url)
+    db.upgrade(engine, "0001")
+    engine.dispose()
+    monkeypatch.setenv("INCIDENTBOT_DATABASE_URL", url)
+    assert main(["incident", "list"]) == 1
+    err = capsys.readouterr().err
+    assert f"is at revision 0001, this incidentbot needs {db.head_revision()}" in err
+    assert "run `incidentbot db upgrade`" in err
+    assert main(["db", "upgrade"]) == 0
+    assert f"upgraded from 0001 to {db.head_revision()}" in capsys.readouterr().out
+    assert main(["incident", "list"]) == 0

@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from incidentbot import db, ledger
-from incidentbot.cli import main
 from incidentbot.incidents import service as incidents
 from tests.ledger_harness import wait_status
-
-
-@pytest.fixture
-def cli(database_url, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("INCIDENTBOT_DATABASE_URL", database_url)
-    monkeypatch.setenv("INCIDENTBOT_ACTOR", "alice")
-    monkeypatch.delenv("INCIDENTBOT_CONFIG", raising=False)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def rows(out: str) -> list[list[str]]:
