@@ -39,16 +39,28 @@ ensure_venv() {
       apt_install python3-venv && "$PYTHON" -m venv "$VENV"
     fi
   fi
-  local stamp want
+  local stamp want have digest
   stamp="$VENV/.incidentbot-installed"
-  want="$extra $(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)"
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "installing incidentbot${extra:+[$extra]} and its pinned dependencies"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-      -c "$ROOT/constraints.txt" -e "$ROOT${extra:+[$extra]}"
-    echo "$want" >"$stamp"
+  digest="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)"
+  want="$extra $digest"
+  have="$(cat "$stamp" 2>/dev/null || true)"
+  # An install with the dev extra also serves a plain one.
+  if [ "$have" = "$want" ] || { [ -z "$extra" ] && [ "$have" = "dev $digest" ]; }; then
+    return 0
   fi
+  say "installing incidentbot${extra:+[$extra]} and its pinned dependencies"
+  local log
+  log="$(mktemp)"
+  if ! { "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip &&
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+      -c "$ROOT/constraints.txt" -e "$ROOT${extra:+[$extra]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    say "installing failed"
+    return 1
+  fi
+  rm -f "$log"
+  echo "$want" >"$stamp"
 }
 
 ensure_test_system_packages() {
