@@ -7,7 +7,9 @@ Typical use::
         slack.driver.slash_command("declare sev2 RPC nodes lagging", user="alice")
         print(slack.transcript())
 
-See docs/sandbox.md for the methods served, the admin endpoints and fault injection.
+A Socket Mode bot connects with the app-level token instead (``slack.app_token``); the driver
+then sends the same commands and events over its WebSocket. See docs/sandbox.md for the
+methods served, Socket Mode, the admin endpoints and fault injection.
 """
 
 from incidentbot.sandbox.slack.driver import Ack, BotDriver, SignedRequest, sign
@@ -15,6 +17,7 @@ from incidentbot.sandbox.slack.faults import Fault, FaultPlan, RateLimiter
 from incidentbot.sandbox.slack.log import LoggedRequest, RequestLog
 from incidentbot.sandbox.slack.models import SlackError
 from incidentbot.sandbox.slack.server import SlackSandbox
+from incidentbot.sandbox.slack.socket_mode import Envelope, SocketModeHub
 from incidentbot.sandbox.slack.transcript import ChannelSnapshot, ShownMessage
 from incidentbot.sandbox.slack.workspace import Workspace
 
@@ -22,6 +25,7 @@ __all__ = [
     "Ack",
     "BotDriver",
     "ChannelSnapshot",
+    "Envelope",
     "Fault",
     "FaultPlan",
     "LoggedRequest",
@@ -31,6 +35,7 @@ __all__ = [
     "SignedRequest",
     "SlackError",
     "SlackSandbox",
+    "SocketModeHub",
     "Workspace",
     "sign",
 ]

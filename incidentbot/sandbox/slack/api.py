@@ -4,6 +4,10 @@ Order of events for one call, as Slack applies them: read the body (form or JSON
 configured latency, authenticate, find the method, apply an armed fault, apply the rate limit,
 run the handler under the workspace lock, log the call. Errors are HTTP 200 with
 ``{"ok": false, "error": ...}``, except 429 (with ``Retry-After``) and injected 5xx.
+
+Two kinds of token are told apart as Slack does: bot (and user) tokens call the workspace
+methods, the app-level token (``xapp-…``) calls only the app-level ``apps.connections.open``;
+either one used on the other's methods is ``not_allowed_token_type``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from incidentbot.sandbox.slack.faults import Fault, FaultPlan, RateLimiter
 from incidentbot.sandbox.slack.log import LoggedRequest, RequestLog
 from incidentbot.sandbox.slack.methods import HANDLERS, Args, load_all
 from incidentbot.sandbox.slack.models import SlackError, User
+from incidentbot.sandbox.slack.socket_mode import SocketModeHub
 from incidentbot.sandbox.slack.workspace import Workspace
 
 load_all()
@@ -87,12 +92,18 @@ class WebApi:
         limiter: RateLimiter,
         log: RequestLog,
         closing: threading.Event,
+        socket_mode: SocketModeHub | None = None,
     ) -> None:
         self.workspace = workspace  # read per call: SlackSandbox.reset swaps the workspace
         self.faults = faults
         self.limiter = limiter
         self.log = log
         self.closing = closing
+        self.socket_mode = socket_mode
+        # Methods called with the app-level token; they act on the app, not as a user.
+        self.app_methods: dict[str, Callable[[Args], dict[str, Any]]] = {}
+        if socket_mode is not None:
+            self.app_methods["apps.connections.open"] = lambda _args: socket_mode.open_connection()
 
     async def _hold(self, seconds: float) -> None:
         """Sleep, but let the server stop promptly (a held call must not block shutdown)."""
@@ -100,19 +111,30 @@ class WebApi:
         while not self.closing.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
-    @staticmethod
-    def _caller(ws: Workspace, parsed: _Parsed) -> User:
+    def _caller(self, ws: Workspace, parsed: _Parsed, name: str) -> User | None:
+        """The user a bot/user token acts as; ``None`` for an app-level method."""
         if not parsed.token:
             raise SlackError("not_authed")
+        app_token = self.socket_mode is not None and self.socket_mode.is_app_token(parsed.token)
         with ws.lock:
             user_id = ws.tokens.get(parsed.token)
-            if user_id is None:
-                raise SlackError("invalid_auth")
+        if name in self.app_methods:
+            if app_token:
+                return None
+            raise SlackError("not_allowed_token_type" if user_id else "invalid_auth")
+        if app_token:
+            raise SlackError("not_allowed_token_type")
+        if user_id is None:
+            raise SlackError("invalid_auth")
+        with ws.lock:
             return ws.users[user_id]
 
-    @staticmethod
-    def _run(ws: Workspace, name: str, caller: User, args: dict[str, Any]) -> dict[str, Any]:
+    def _run(
+        self, ws: Workspace, name: str, caller: User | None, args: dict[str, Any]
+    ) -> dict[str, Any]:
         try:
+            if caller is None:
+                return {"ok": True, **self.app_methods[name](Args(args))}
             with ws.lock:
                 return {"ok": True, **HANDLERS[name](ws, caller, Args(args))}
         except SlackError as exc:
@@ -131,8 +153,8 @@ class WebApi:
             delay = self.faults.latency_for(name)
             if delay:
                 await asyncio.sleep(delay)
-            caller = self._caller(ws, parsed)
-            if name not in HANDLERS:
+            caller = self._caller(ws, parsed, name)
+            if caller is not None and name not in HANDLERS:
                 raise SlackError("unknown_method")
             fault = self.faults.take(name)
             if fault is not None:
@@ -175,7 +197,7 @@ class WebApi:
         return JSONResponse(body, status_code=status, headers=headers)
 
     async def _fault(
-        self, ws: Workspace, fault: Fault, name: str, caller: User, args: dict[str, Any]
+        self, ws: Workspace, fault: Fault, name: str, caller: User | None, args: dict[str, Any]
     ) -> tuple[int, dict[str, str], dict[str, Any]]:
         if fault.kind == "ratelimited":
             return (

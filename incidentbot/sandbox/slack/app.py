@@ -1,4 +1,4 @@
-"""The Starlette app: the Web API, response_urls, permalinks and the ``/_sandbox`` admin API.
+"""The Starlette app: the Web API, Socket Mode, response_urls, permalinks and the admin API.
 
 The admin endpoints mirror the Python methods of ``SlackSandbox`` so that a bot or a person in
 another process (curl, the demo) can arm faults, read the request log and print the transcript.
@@ -14,7 +14,7 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from incidentbot.sandbox.slack import transcript
 from incidentbot.sandbox.slack.api import WebApi
@@ -36,6 +36,8 @@ def ack_summary(ack: Ack) -> dict[str, Any]:
         "timed_out": ack.timed_out,
         "error": ack.error,
         "problem": ack.problem,
+        "transport": ack.transport,
+        "envelope_id": ack.envelope_id,
         "context": ack.request.context,
     }
 
@@ -53,7 +55,12 @@ async def _json(request: Request) -> dict[str, Any]:
 def build_app(sandbox: SlackSandbox) -> Starlette:
     """Routes for one sandbox; every handler reads the sandbox's live state."""
     web_api = WebApi(
-        lambda: sandbox.workspace, sandbox.faults, sandbox.rate_limits, sandbox.log, sandbox.closing
+        lambda: sandbox.workspace,
+        sandbox.faults,
+        sandbox.rate_limits,
+        sandbox.log,
+        sandbox.closing,
+        socket_mode=sandbox.socket_mode,
     )
 
     async def log(request: Request) -> Response:
@@ -138,6 +145,39 @@ def build_app(sandbox: SlackSandbox) -> Starlette:
         sent = await anyio.to_thread.run_sync(lambda: sandbox.driver.send_event(data["event"]))
         return JSONResponse({"ok": True, "acks": [ack_summary(a) for a in sent]})
 
+    async def socket(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                sandbox.driver.mode = str((await _json(request))["mode"])
+            except (KeyError, ValueError) as exc:
+                return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+        hub = sandbox.socket_mode
+        return JSONResponse(
+            {
+                "ok": True,
+                "mode": sandbox.driver.mode,
+                "connected": hub.connected,
+                "connections": [asdict(c) for c in hub.connections()],
+                "history": [asdict(c) for c in hub.history],
+                "stray": [asdict(m) for m in hub.stray],
+            }
+        )
+
+    async def socket_disconnect(request: Request) -> Response:
+        data = await _json(request)
+        close_after = data.get("close_after", 2.0)
+        try:
+            sent = await anyio.to_thread.run_sync(
+                lambda: sandbox.socket_mode.disconnect(
+                    str(data.get("reason", "refresh_requested")),
+                    connection_id=data.get("connection_id"),
+                    close_after=None if close_after is None else float(close_after),
+                )
+            )
+        except SlackError as exc:
+            return JSONResponse({"ok": False, "error": exc.code}, status_code=404)
+        return JSONResponse({"ok": True, "connections": sent})
+
     async def response_url(request: Request) -> Response:
         rid = request.url.path.lstrip("/")
         try:
@@ -163,6 +203,7 @@ def build_app(sandbox: SlackSandbox) -> Starlette:
 
     routes = [
         Route("/api/{method}", web_api.handle, methods=["GET", "POST"]),
+        WebSocketRoute("/link/", sandbox.socket_mode.endpoint),
         Route("/commands/{rest:path}", response_url, methods=["POST"]),
         Route("/actions/{rest:path}", response_url, methods=["POST"]),
         Route("/archives/{channel}/{ts}", permalink, methods=["GET"]),
@@ -178,5 +219,7 @@ def build_app(sandbox: SlackSandbox) -> Starlette:
         Route("/_sandbox/reset", reset, methods=["POST"]),
         Route("/_sandbox/command", command, methods=["POST"]),
         Route("/_sandbox/event", event, methods=["POST"]),
+        Route("/_sandbox/socket", socket, methods=["GET", "POST"]),
+        Route("/_sandbox/socket/disconnect", socket_disconnect, methods=["POST"]),
     ]
     return Starlette(routes=routes)

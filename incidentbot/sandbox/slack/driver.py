@@ -1,9 +1,10 @@
 """Driving the bot as Slack does: slash commands, interactions, Events API callbacks.
 
 ``BotDriver`` builds each payload from the workspace (real ids, the message a button sits on,
-the modal being submitted), signs it and sends it to the bot's ``/slack/events`` URL through
-``Transport``. It also plays the people in the workspace: a message, a reaction or a join
-changes the workspace and delivers the event Slack would send for it.
+the modal being submitted), signs it and sends it through ``Transport``: to the bot's
+``/slack/events`` URL, or as an envelope on its Socket Mode connection (``driver.mode``). It
+also plays the people in the workspace: a message, a reaction or a join changes the workspace
+and delivers the event Slack would send for it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from urllib.parse import urlencode
 from incidentbot.sandbox.slack import payloads
 from incidentbot.sandbox.slack.ids import format_ts
 from incidentbot.sandbox.slack.models import Message
-from incidentbot.sandbox.slack.transport import ACK_TIMEOUT_S, Ack, SignedRequest, Transport, sign
+from incidentbot.sandbox.slack.transport import (
+    ACK_TIMEOUT_S,
+    SOCKET_RETRY_REASON,
+    Ack,
+    SignedRequest,
+    Transport,
+    sign,
+)
 
 EVENT_RETRIES = 3
 
@@ -200,23 +208,28 @@ class BotDriver(Transport):
 
     def send_event(self, event: dict[str, Any], *, retries: int = EVENT_RETRIES) -> list[Ack]:
         """Deliver an event the way Slack does: retry up to ``retries`` times while the bot
-        answers with a non-2xx status or too slowly. Returns every attempt's ack."""
+        answers with a non-2xx status or too slowly (over Socket Mode: while the envelope goes
+        unacknowledged). Returns every attempt's ack."""
         req = self.event_request(event)
         acks = [self.send(req)]
         while not acks[-1].ok and len(acks) <= retries:
-            reason = "http_timeout" if acks[-1].timed_out else "http_error"
+            reason = self.retry_reason(acks[-1])
             retry = self.event_request(
                 event, event_id=req.context["event_id"], retry_num=len(acks), retry_reason=reason
             )
             acks.append(self.send(retry))
         return acks
 
-    def redeliver(self, ack: Ack, *, reason: str = "http_timeout") -> Ack:
-        """Send an event again with the next ``X-Slack-Retry-Num``, as Slack does when it did
-        not see the first answer in time, even if the bot did handle it."""
+    def redeliver(self, ack: Ack, *, reason: str | None = None) -> Ack:
+        """Send an event again with the next retry number (``X-Slack-Retry-Num`` or the
+        envelope's ``retry_attempt``), as Slack does when it did not see the first answer in
+        time, even if the bot did handle it. ``reason`` defaults to ``http_timeout`` over
+        HTTP and ``timeout`` over Socket Mode."""
         if ack.kind != "event_callback":
             raise ValueError("Slack only retries Events API deliveries")
         envelope = json.loads(ack.request.body)
+        if reason is None:
+            reason = SOCKET_RETRY_REASON if self.uses_socket() else "http_timeout"
         retry = self.event_request(
             envelope["event"],
             event_id=envelope["event_id"],
@@ -226,7 +239,12 @@ class BotDriver(Transport):
         return self.send(retry)
 
     def url_verification(self, challenge: str = "sandbox-challenge") -> Ack:
-        """The handshake Slack sends when a Request URL is saved; the bot must echo it."""
+        """The handshake Slack sends when a Request URL is saved; the bot must echo it.
+
+        HTTP only: a Socket Mode app has no Request URL to verify.
+        """
+        if self.uses_socket():
+            raise ValueError("url_verification is an HTTP-mode handshake; Socket Mode has none")
         body = {
             "token": self.verification_token,
             "challenge": challenge,

@@ -22,6 +22,7 @@ ANY_METHOD = "*"
 # Slack's documented tiers, in calls per minute, for the methods the sandbox serves.
 TIER_PER_MINUTE = {1: 1, 2: 20, 3: 50, 4: 100}
 METHOD_TIERS: dict[str, int] = {
+    "apps.connections.open": 1,
     "auth.test": 4,
     "bookmarks.add": 2,
     "chat.getPermalink": 4,

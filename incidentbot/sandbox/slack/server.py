@@ -1,8 +1,9 @@
 """``SlackSandbox``: the local Slack-compatible server, run in a background thread.
 
 It binds a free port on 127.0.0.1 and serves the Web API under ``/api/``, so the bot only
-needs ``WebClient(base_url=sandbox.base_url)``. The same object is the Python handle tests
-use to arm faults, read the request log, print the transcript and drive the bot.
+needs ``WebClient(base_url=sandbox.base_url)``, and Socket Mode at ``/link/`` (the URL
+``apps.connections.open`` hands out for the app-level token). The same object is the Python
+handle tests use to arm faults, read the request log, print the transcript and drive the bot.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from incidentbot.sandbox.slack.faults import Fault, FaultKind, FaultPlan, RateLi
 from incidentbot.sandbox.slack.log import LoggedRequest, RequestLog
 from incidentbot.sandbox.slack.models import Ephemeral
 from incidentbot.sandbox.slack.response_urls import ResponsePost, ResponseUrls
+from incidentbot.sandbox.slack.socket_mode import MAX_CONNECTIONS, SocketModeHub
 from incidentbot.sandbox.slack.workspace import Workspace
 
 DEFAULT_SIGNING_SECRET = "sandbox-signing-secret"  # noqa: S105 - a local sandbox's own secret
 DEFAULT_BOT_TOKEN = "xoxb-sandbox-bot-token"  # noqa: S105 - accepted only by this sandbox
+DEFAULT_APP_TOKEN = "xapp-1-sandbox-app-token"  # noqa: S105 - accepted only by this sandbox
 
 
 class SlackSandbox:
@@ -44,15 +47,32 @@ class SlackSandbox:
         clock: Callable[[], float] = time.time,
         rate_limits: bool = False,
         ack_timeout: float = ACK_TIMEOUT_S,
+        app_token: str = DEFAULT_APP_TOKEN,
+        driver_mode: str = "auto",
+        max_socket_connections: int = MAX_CONNECTIONS,
+        ws_ping_interval: float | None = 20.0,
+        ws_ping_timeout: float | None = 20.0,
     ) -> None:
+        """``driver_mode``: how ``driver`` reaches the bot (``auto``, ``http``, ``socket``);
+        ``ws_ping_*``: the WebSocket keepalive the server runs on Socket Mode connections."""
         self.host = host
         self.port = port
         self.signing_secret = signing_secret
         self.bot_token = bot_token
+        self.app_token = app_token
         self._seed = seed
         self._clock = clock
         self._ack_timeout = ack_timeout
+        self._driver_mode = driver_mode
+        self._ws_ping = (ws_ping_interval, ws_ping_timeout)
         self.closing = threading.Event()
+        self.socket_mode = SocketModeHub(
+            app_token=app_token,
+            app_id=lambda: self.workspace.app_id,
+            ws_url=lambda: f"ws://{self.host}:{self.port}/link/",
+            closing=self.closing,
+            max_connections=max_socket_connections,
+        )
         self.faults = FaultPlan()
         self.rate_limits = RateLimiter(enabled=rate_limits)
         self._rate_limits_default = rate_limits
@@ -70,6 +90,8 @@ class SlackSandbox:
             bot_url=bot_url,
             signing_secret=self.signing_secret,
             ack_timeout=self._ack_timeout,
+            socket_mode=self.socket_mode,
+            mode=self._driver_mode,
         )
         if self._server is not None:
             self._point_urls()
@@ -106,6 +128,8 @@ class SlackSandbox:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=2,
+            ws_ping_interval=self._ws_ping[0],
+            ws_ping_timeout=self._ws_ping[1],
         )
         self.closing.clear()
         self._server = uvicorn.Server(config)
@@ -122,8 +146,10 @@ class SlackSandbox:
         return self
 
     def stop(self) -> None:
-        """Stop serving; held (timeout-faulted) calls are released first."""
+        """Stop serving; held (timeout-faulted) calls and unacknowledged envelopes are released
+        first."""
         self.closing.set()
+        self.socket_mode.close()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
@@ -150,7 +176,8 @@ class SlackSandbox:
     def reset(self) -> None:
         """A fresh seeded workspace, no faults, default rate limits, empty logs.
 
-        Lets one running server serve many tests, each starting from the same state.
+        Lets one running server serve many tests, each starting from the same state. Socket
+        Mode connections stay open (the app is still running) and the driver keeps its mode.
         """
         self.faults.clear()
         self.rate_limits.reset()
@@ -158,7 +185,9 @@ class SlackSandbox:
         self.rate_limits.overrides.clear()
         self.rate_limits.clock = time.monotonic
         self.log.clear()
+        self.socket_mode.clear_log()
         self.driver.close()
+        self._driver_mode = self.driver.mode
         self._new_workspace(self.driver.bot_url)
 
     # -- faults ---------------------------------------------------------------------------
@@ -230,6 +259,7 @@ class SlackSandbox:
                 "team_name": ws.team_name,
                 "bot_user_id": ws.bot.id,
                 "bot_token": self.bot_token,
+                "app_token": self.app_token,
                 "app_id": ws.app_id,
                 "users": [
                     {"id": u.id, "name": u.name, "email": u.email, "is_bot": u.is_bot}

@@ -15,7 +15,6 @@ description's enums lack) and ``ERRATA`` (schema details that contradict Slack's
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +23,8 @@ from typing import Any
 
 from incidentbot.sandbox.slack.log import LoggedRequest
 from incidentbot.sandbox.slack.schema import validate
+from incidentbot.sandbox.specs import SpecUnavailable as SpecUnavailable
+from incidentbot.sandbox.specs import find_specs_dir as _find_specs_dir
 
 WEB_SPEC = "slack_web_openapi_v2.json"
 EVENTS_SPEC = "slack_events_api_async_v1.json"
@@ -52,7 +53,12 @@ SUPPLEMENT: dict[str, dict[str, Any]] = {
             "not_authed",
             "invalid_auth",
         },
-    }
+    },
+    # Socket Mode's URL, called with the app-level token (xapp-...).
+    "apps.connections.open": {
+        "params": {"token": ("string", True)},
+        "errors": {"not_authed", "invalid_auth", "not_allowed_token_type"},
+    },
 }
 
 # Error codes on today's method pages that the description's ``error`` enums do not list.
@@ -81,10 +87,6 @@ ERRATA: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class SpecUnavailable(RuntimeError):
-    """The vendor description is not where it should be (see ``find_specs_dir``)."""
-
-
 @dataclass(frozen=True)
 class Problem:
     """One way a logged call (or a payload) departs from the vendor's description."""
@@ -107,12 +109,8 @@ class Param:
 
 
 def find_specs_dir() -> Path:
-    """``$INCIDENTBOT_SPECS_DIR``, else ``<repo>/../shared/specs`` (how CI lays things out)."""
-    override = os.environ.get("INCIDENTBOT_SPECS_DIR")
-    path = Path(override) if override else Path(__file__).resolve().parents[4] / "shared" / "specs"
-    if not (path / WEB_SPEC).is_file():
-        raise SpecUnavailable(f"{WEB_SPEC} not found in {path} (set INCIDENTBOT_SPECS_DIR)")
-    return path
+    """The shared specs directory (``incidentbot.sandbox.specs``) holding Slack's description."""
+    return _find_specs_dir(WEB_SPEC)
 
 
 def _apply_errata(doc: dict[str, Any]) -> None:
