@@ -25,11 +25,14 @@ from starlette.applications import Starlette
 from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
-from incidentbot.incidents.flows import ChatActions
+from incidentbot.incidents.flows import ChatActions, refresh
 from incidentbot.ledger import events
 from incidentbot.ledger.actions import registry as action_registry
 from incidentbot.ledger.worker import WorkerPool
 from incidentbot.metrics import Metrics
+from incidentbot.paging import webhooks as pd_webhooks
+from incidentbot.paging.flows import PagerActions
+from incidentbot.paging.pagerduty import PagerDutyPager
 from incidentbot.slack import blocks
 from incidentbot.slack.app import build_bolt_app
 from incidentbot.slack.chat import SlackChat
@@ -51,6 +54,7 @@ class Bot:
     _server: uvicorn.Server | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _unsubscribe: Callable[[], None] | None = field(default=None, repr=False)
+    pager: PagerDutyPager | None = None
     _socket: SocketModeHandler | None = field(default=None, repr=False)
 
     @classmethod
@@ -71,6 +75,7 @@ class Bot:
         )
         actions = ChatActions(chat, engine, settings, blocks)
         actions.install(action_registry)
+        pager, pager_actions = _paging(settings, engine, chat)
         client_args: dict[str, Any] = {"token": token}
         if settings.slack.api_url:
             client_args["base_url"] = settings.slack.api_url
@@ -80,12 +85,22 @@ class Bot:
             client=WebClient(**client_args),
             signing_secret=signing,
             metrics=metrics,
+            pager=pager,
         )
         pool = WorkerPool(engine, threads=settings.workers, poll=poll, name="bot")
         bot = cls(settings, engine, chat, metrics, bolt, asgi=None, pool=pool)  # type: ignore[arg-type]
-        bot._unsubscribe = events.subscribe(actions.on_ledger_event)
+        bot.pager = pager
+        unsubscribe = [events.subscribe(actions.on_ledger_event)]
+        if pager_actions is not None:
+            unsubscribe.append(events.subscribe(pager_actions.on_ledger_event))
+        bot._unsubscribe = lambda: [fn() for fn in unsubscribe] and None
         bot.asgi = create_app(
-            bolt=bolt, engine=engine, metrics=metrics, slack_state=lambda: bot.slack_state
+            bolt=bolt,
+            engine=engine,
+            metrics=metrics,
+            slack_state=lambda: bot.slack_state,
+            extra_routes=[pd_webhooks.route(engine, settings, on_change=_refresh_header)],
+            settings=settings,
         )
         return bot
 
@@ -170,6 +185,26 @@ class Bot:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+
+
+def _refresh_header(session: Any, incident: Any) -> None:
+    refresh(session, incident, actor="incidentbot", reason="page", digest=False)
+
+
+def _paging(
+    settings: Settings, engine: Engine, chat: SlackChat
+) -> tuple[PagerDutyPager | None, PagerActions | None]:
+    """The PagerDuty adapter and its actions, when paging is configured."""
+    pd = settings.pagerduty
+    if not pd.enabled:
+        return None, None
+    token = _secret(settings.pagerduty_api_token, "INCIDENTBOT_PAGERDUTY_API_TOKEN")
+    if not pd.from_email:
+        raise DomainError("pagerduty.from_email is not set: PagerDuty needs it to open incidents")
+    pager = PagerDutyPager(token, from_email=pd.from_email, base_url=pd.api_url, ca_file=pd.ca_file)
+    actions = PagerActions(pager, engine, settings, chat=chat, on_change=_refresh_header)
+    actions.install(action_registry)
+    return pager, actions
 
 
 def _secret(value: Any, env: str) -> str:

@@ -30,11 +30,20 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from incidentbot.alerts.config import AlertsConfig, AlertSettings
 from incidentbot.durations import parse_duration
+from incidentbot.paging.config import PagerDutySettings
 
 CONFIG_ENV = "INCIDENTBOT_CONFIG"
 DEFAULT_CONFIG_FILE = "incidentbot.yaml"
-SECRET_FIELDS = ("slack_bot_token", "slack_signing_secret", "slack_app_token")
+SECRET_FIELDS = (
+    "slack_bot_token",
+    "slack_signing_secret",
+    "slack_app_token",
+    "alertmanager_token",
+    "pagerduty_api_token",
+    "pagerduty_webhook_secret",
+)
 
 Duration = Annotated[
     timedelta,
@@ -280,6 +289,9 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
+    alertmanager_token: SecretStr | None = None
+    pagerduty_api_token: SecretStr | None = None
+    pagerduty_webhook_secret: SecretStr | None = None
 
     severities: list[Severity] = Field(default_factory=lambda: list(DEFAULT_SEVERITIES))
     statuses: list[Status] = Field(default_factory=lambda: list(DEFAULT_STATUSES))
@@ -291,6 +303,8 @@ class Settings(BaseSettings):
     workers: int = Field(default=4, ge=1, le=64, description="ledger worker threads in serve")
     fields: list[FieldSpec] = Field(default_factory=lambda: list(DEFAULT_FIELDS))
     default_severity: str = "SEV3"
+    alerts: AlertsConfig = Field(default_factory=AlertSettings)
+    pagerduty: PagerDutySettings = Field(default_factory=PagerDutySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -20,6 +20,8 @@ from incidentbot.bot import Bot
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.ledger.models import SETTLED, Run
+from incidentbot.paging import flows as paging
+from incidentbot.sandbox.pagerduty.server import PagerDutySandbox
 from incidentbot.sandbox.slack.server import SlackSandbox
 
 Say = Callable[[str], None]
@@ -40,24 +42,45 @@ def run_demo(workdir: Path, say: Say) -> None:
     engine = db.make_engine(url)
     db.upgrade(engine)
     sandbox = SlackSandbox().start()
+    pd = PagerDutySandbox().start()
+    d = pd.describe()
+    webhook_secret = "demo-webhook-secret"  # noqa: S105 - the local server's only
     settings = Settings(
         database_url=url,
         slack_bot_token=sandbox.bot_token,
         slack_signing_secret=sandbox.signing_secret,
         slack={"api_url": sandbox.base_url},
+        pagerduty_api_token=d["api_token"],
+        pagerduty_webhook_secret=webhook_secret,
+        pagerduty={
+            "api_url": d["rest_url"],
+            "ca_file": str(d["ca_file"]),
+            "from_email": "alice@nodeworks.example",
+            "default_service": "rpc",
+            "services": {
+                s["name"]: {
+                    "service_id": s["id"],
+                    "escalation_policy_id": s["escalation_policy_id"],
+                }
+                for s in d["services"]
+            },
+        },
     )
     bot = Bot.build(settings, engine, poll=0.1)
     try:
-        sandbox.driver.bot_url = bot.start_http() + "/slack/events"
+        base = bot.start_http()
+        sandbox.driver.bot_url = base + "/slack/events"
+        pd.subscribe(base + "/webhooks/pagerduty", secret=webhook_secret)
         bot.start_workers()
-        _script(bot, sandbox, engine, say)
+        _script(bot, sandbox, pd, engine, say)
     finally:
         bot.stop()
         sandbox.stop()
+        pd.stop()
         engine.dispose()
 
 
-def _script(bot: Bot, sb: SlackSandbox, engine: object, say: Say) -> None:
+def _script(bot: Bot, sb: SlackSandbox, pd: PagerDutySandbox, engine: object, say: Say) -> None:
     ws = sb.workspace
 
     def command(user: str, channel: str, text: str) -> None:
@@ -88,6 +111,14 @@ def _script(bot: Bot, sb: SlackSandbox, engine: object, say: Say) -> None:
     sb.driver.add_reaction("carol", channel, msg.ts, "pushpin")
     say("  carol pins her finding with :pushpin: (it goes on the timeline)")
     command("bob", channel, "sev 1")
+    _settle(engine)
+    with db.transaction(engine) as s:  # type: ignore[arg-type]
+        page = paging.pages_of(s, svc.get(s, "INC-1"))[0]
+    pd_user = pd.describe()["users"][1]["name"]
+    pd.acknowledge(str(page.external_id), by="bob")
+    pd.wait_for_webhooks()
+    say(f"  {pd_user} acknowledges PagerDuty #{page.number} in the PagerDuty app")
+    command("bob", channel, "oncall rpc")
     command("bob", channel, "update Errors on every client. Draining rpc-2, failing over to rpc-3.")
     command("bob", channel, "status monitoring")
     command("bob", channel, "resolve Drained rpc-2 and failed over to rpc-3; geth resynced")

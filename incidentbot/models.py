@@ -1,5 +1,6 @@
 """Imports every table module so that ``SQLModel.metadata`` knows the whole schema."""
 
+from incidentbot.alerts.models import AlertDelivery, AlertGroup, AlertRecord  # noqa: F401
 from incidentbot.incidents.models import (  # noqa: F401
     ActionItem,
     Counter,
@@ -8,3 +9,4 @@ from incidentbot.incidents.models import (  # noqa: F401
     TimelineEvent,
 )
 from incidentbot.ledger.models import Run, Step, TargetLock  # noqa: F401
+from incidentbot.paging.models import Page  # noqa: F401

@@ -9,6 +9,7 @@ one that retrying cannot fix (an invalid argument).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -74,3 +75,50 @@ class Chat(Protocol):
     ) -> None: ...
 
     def permalink(self, channel_id: str, ts: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    """A page as the paging service knows it."""
+
+    id: str
+    number: int | None
+    url: str | None
+    status: str  # triggered, acknowledged, resolved
+    service_id: str | None = None
+
+
+@dataclass(frozen=True)
+class OnCall:
+    name: str
+    email: str | None
+    level: int
+    start: datetime | None
+    end: datetime | None
+    schedule: str | None = None
+
+
+class Pager(Protocol):
+    """What incident flows need from a paging service."""
+
+    def trigger(
+        self,
+        *,
+        service_id: str,
+        escalation_policy_id: str | None,
+        key: str,
+        title: str,
+        details: str,
+    ) -> PageInfo:
+        """Open a page; with a ``key`` already open, return that page instead of a second."""
+        ...
+
+    def find(self, key: str) -> PageInfo | None: ...
+
+    def resolve(self, page_id: str) -> PageInfo: ...
+
+    def add_note(self, page_id: str, text: str) -> None: ...
+
+    def oncalls(
+        self, escalation_policy_ids: list[str], *, since: datetime, until: datetime
+    ) -> list[OnCall]: ...

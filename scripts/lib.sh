@@ -68,6 +68,8 @@ ensure_test_system_packages() {
   local missing=()
   compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || command -v postgres >/dev/null ||
     missing+=(postgresql)
+  # Prometheus Alertmanager: the alert ingestion test notifies the bot from a real one.
+  command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
   if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}" || say "continuing without: ${missing[*]} (those tests will be skipped outside CI)"
   fi

@@ -14,6 +14,9 @@ def test_slack_demo_runs_a_whole_incident(tmp_path, capsys):
     assert "slack.pinned           geth on rpc-2 is 40 blocks behind the head" in out
     assert "Unknown subcommand `frobnicate`." in out
     assert out.count("*INC-1*: RPC p99 latency above 2s on mainnet") == 1  # one digest message
+    assert "page.triggered         Paged rpc: PagerDuty #1" in out
+    assert "Bob Okafor   page.acknowledged      Bob Okafor acknowledged PagerDuty #1 (rpc)" in out
+    assert out.count("page.resolved") == 1
 
 
 def test_cli_demo(tmp_path, capsys):

@@ -197,9 +197,7 @@ def test_pushpin_puts_a_message_on_the_timeline_once(slack, engine):
     slack.driver.redeliver(acks[0])  # Slack retrying the event
     slack.driver.add_reaction("carol", ch, msg.ts, "pushpin")  # a second pin
     slack.driver.add_reaction("carol", ch, msg.ts, "eyes")  # not a pin
-    from incidentbot import db
-    from incidentbot.incidents import service as svc
-
+    # The bot answers an event only once it has recorded it, so the timeline is complete here.
     with db.transaction(engine) as s:
         pins = [e for e in svc.timeline(s, svc.get(s, "INC-1")) if e.kind == "slack.pinned"]
     assert len(pins) == 1

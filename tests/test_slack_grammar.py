@@ -10,7 +10,11 @@ from hypothesis import strategies as st
 from incidentbot.config import Settings
 from incidentbot.slack.grammar import Command, Usage, help_text, parse
 
-SETTINGS = Settings()
+SETTINGS = Settings(
+    pagerduty={
+        "services": {n: {"service_id": f"P{n.upper()}"} for n in ("rpc", "validators", "indexer")}
+    }
+)
 
 
 def p(text: str, in_channel: bool = True) -> Command | Usage:
@@ -25,22 +29,33 @@ def p(text: str, in_channel: bool = True) -> Command | Usage:
         ("  HELP   me ", Command("help")),
         (
             "declare sev1 Validators missing attestations",
-            Command("declare", {"severity": "SEV1", "title": "Validators missing attestations"}),
+            Command(
+                "declare",
+                {"severity": "SEV1", "title": "Validators missing attestations", "service": None},
+            ),
         ),
         (
             "declare SEV2   RPC  p99 above 2s :fire:",
-            Command("declare", {"severity": "SEV2", "title": "RPC p99 above 2s :fire:"}),
+            Command(
+                "declare", {"severity": "SEV2", "title": "RPC p99 above 2s :fire:", "service": None}
+            ),
         ),
         (
             "declare sev 3 disk filling on erigon-1",
-            Command("declare", {"severity": "SEV3", "title": "disk filling on erigon-1"}),
+            Command(
+                "declare",
+                {"severity": "SEV3", "title": "disk filling on erigon-1", "service": None},
+            ),
         ),
         (
             "declare “Geth stuck at block 21000000”",
-            Command("declare", {"severity": None, "title": "Geth stuck at block 21000000"}),
+            Command(
+                "declare",
+                {"severity": None, "title": "Geth stuck at block 21000000", "service": None},
+            ),
         ),
-        ("declare", Command("declare", {"severity": None, "title": None})),
-        ("declare sev2", Command("declare", {"severity": "SEV2", "title": None})),
+        ("declare", Command("declare", {"severity": None, "title": None, "service": None})),
+        ("declare sev2", Command("declare", {"severity": "SEV2", "title": None, "service": None})),
         ("sev 1", Command("sev", {"severity": "SEV1"})),
         ("severity SEV4", Command("sev", {"severity": "SEV4"})),
         ("status Monitoring", Command("status", {"status": "monitoring"})),
@@ -73,6 +88,19 @@ def p(text: str, in_channel: bool = True) -> Command | Usage:
         ("timeline", Command("timeline")),
         ("summary", Command("summary")),
         ("list", Command("list")),
+        (
+            "declare sev1 service:validators Missed attestations",
+            Command(
+                "declare",
+                {"severity": "SEV1", "title": "Missed attestations", "service": "validators"},
+            ),
+        ),
+        ("page rpc geth is stuck", Command("page", {"service": "rpc", "message": "geth is stuck"})),
+        ("page RPC", Command("page", {"service": "rpc", "message": None})),
+        ("oncall", Command("oncall", {"service": None})),
+        ("alerts", Command("alerts", {"unmatched": False})),
+        ("alerts Unmatched", Command("alerts", {"unmatched": True})),
+        ("oncall indexer", Command("oncall", {"service": "indexer"})),
         ("ls", Command("list")),
     ],
 )
@@ -126,6 +154,11 @@ MALFORMED = [
     ("resolve", True, "`resolve` needs a summary of what fixed it.", "/incident resolve <summary>"),
     ("reopen now please", True, "`reopen` takes no arguments.", "/incident reopen"),
     ("list all of them", True, "`list` takes no arguments.", "/incident list"),
+    ("page", True, "`page` needs a service (indexer, rpc, validators).", "/incident page"),
+    ("page dns now", True, "Unknown service 'dns': configured are indexer, rpc", "/incident page"),
+    ("oncall rpc please", True, "`oncall` takes at most a service name.", "/incident oncall"),
+    ("alerts firing", True, "`alerts` takes only `unmatched`, not 'firing'.", "/incident alerts"),
+    ("page rpc", False, "`/incident page` only works in", "/incident page"),
     ("sev 1", False, "`/incident sev` only works in an incident's channel.", "run it in the"),
     ("status monitoring", False, "`/incident status` only works in an incident's channel.", ""),
     ("assign scribe <@U1>", False, "`/incident assign` only works in an incident's channel", ""),

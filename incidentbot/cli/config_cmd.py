@@ -6,7 +6,7 @@ import typer
 import yaml
 
 from incidentbot.cli.common import console, state
-from incidentbot.config import load_settings
+from incidentbot.config import SECRET_FIELDS, load_settings
 
 app = typer.Typer(help="Configuration.", no_args_is_help=True)
 
@@ -34,7 +34,7 @@ def show(ctx: typer.Context) -> None:
     settings = state(ctx).settings
     data = settings.model_dump(mode="json")
     for key, value in list(data.items()):
-        if key.startswith("slack_") and key.endswith(("token", "secret")):
+        if key in SECRET_FIELDS:
             data[key] = "(set)" if value else "(unset)"
     data["database_url"] = (
         settings.effective_database_url.split("@")[-1]

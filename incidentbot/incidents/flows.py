@@ -31,6 +31,7 @@ from incidentbot.ledger.actions import ActionRegistry, PermanentError, Retryable
 from incidentbot.ledger.actions import registry as default_registry
 from incidentbot.ledger.events import LedgerEvent
 from incidentbot.ledger.redact import redact_text
+from incidentbot.paging.flows import link_channel, pages_of
 from incidentbot.ports import Chat, ExternalError
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ class ChatActions:
             ("chat.digest", self.digest),
             ("chat.status_update", self.status_update),
         ):
-            registry.register(name, _external(fn), idempotent=True, replace=True)
+            registry.register(name, fn, idempotent=True, replace=True)
 
     # -- failures --------------------------------------------------------------------------
 
@@ -277,7 +278,12 @@ class ChatActions:
                 raise
         else:
             raise PermanentError(f"no free channel name after {MAX_NAME_SUFFIX} tries")
-        self._save(inc, channel_id=channel.id, channel_name=channel.name)
+        with db.transaction(self.engine) as s:
+            row = s.get(Incident, inc.id)
+            assert row is not None
+            row.channel_id, row.channel_name = channel.id, channel.name
+            s.add(row)
+            link_channel(s, row)  # pages opened before the channel get its link
         self._record(
             inc,
             "slack.channel_created",
@@ -342,7 +348,18 @@ class ChatActions:
         inc = self._fresh(inc)
         with db.transaction(self.engine) as s:
             roles = svc.active_roles(s, inc)
-        text, blocks = self.render.header(inc, roles)
+            pages = [
+                f":pager: PagerDuty <{p.url}|#{p.number}> {p.service}: {p.status}"
+                + (
+                    f" by {p.acknowledged_by}"
+                    if p.acknowledged_by and p.status != "resolved"
+                    else ""
+                )
+                if p.number
+                else f":pager: {p.service}: {p.status}"
+                for p in pages_of(s, inc)
+            ]
+        text, blocks = self.render.header(inc, roles, extra_lines=pages)
         assert inc.channel_id is not None
         ts = inc.header_ts or self.chat.find_message(
             inc.channel_id, self.render.header_block_id(inc)
@@ -410,18 +427,3 @@ class ChatActions:
 
 def _is_slack_user(user: str) -> bool:
     return user[:1] in ("U", "W") and user.isalnum() and user.upper() == user
-
-
-def _external(fn: Callable[[StepContext, dict[str, Any]], dict[str, Any]]) -> Any:
-    """Translate the port's ExternalError into the ledger's retry vocabulary."""
-
-    def wrapped(ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return fn(ctx, input)
-        except ExternalError as exc:
-            if exc.retryable:
-                raise RetryableError(str(exc), retry_after=exc.retry_after) from None
-            raise PermanentError(str(exc)) from None
-
-    wrapped.__doc__ = fn.__doc__
-    return wrapped

@@ -76,6 +76,12 @@ def timeline(session: Session, incident: Incident) -> list[TimelineEvent]:
     return list(session.exec(stmt))
 
 
+def has_event(session: Session, source_key: str) -> bool:
+    """Whether an event from this source (a pinned message, a webhook) is already recorded."""
+    stmt = select(TimelineEvent.id).where(TimelineEvent.source_key == source_key)
+    return session.exec(stmt).first() is not None
+
+
 def active_roles(session: Session, incident: Incident) -> list[RoleAssignment]:
     stmt = (
         select(RoleAssignment)

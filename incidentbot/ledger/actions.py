@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from incidentbot.ledger.models import EXPIRED
 from incidentbot.ledger.redact import redact_text
+from incidentbot.ports import ExternalError
 
 
 class RetryableError(Exception):
@@ -181,6 +182,9 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict("unknown", _describe(exc))
     if isinstance(exc, PermanentError):
         return Verdict("permanent", _describe(exc))
+    if isinstance(exc, ExternalError):  # an adapter's own verdict (Slack, PagerDuty)
+        kind = "retry" if exc.retryable else "permanent"
+        return Verdict(kind, _describe(exc), exc.retry_after if exc.retryable else None)
     verdict = _classify_httpx(exc)
     if verdict is not None:
         return verdict

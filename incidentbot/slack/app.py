@@ -24,6 +24,7 @@ from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.metrics import Metrics
+from incidentbot.ports import Pager
 from incidentbot.slack.commands import CommandHandler
 from incidentbot.slack.modal import CALLBACK_ID, declare_view, field_errors, read_submission
 
@@ -37,6 +38,7 @@ def build_bolt_app(
     client: WebClient,
     signing_secret: str | None,
     metrics: Metrics,
+    pager: Pager | None = None,
 ) -> App:
     app = App(
         client=client,
@@ -49,7 +51,7 @@ def build_bolt_app(
         process_before_response=True,
         ignoring_self_events_enabled=True,
     )
-    handler = CommandHandler(settings, engine)
+    handler = CommandHandler(settings, engine, pager)
 
     @app.command(settings.slack.command)
     def on_command(ack: Ack, body: dict[str, Any], client: WebClient) -> None:

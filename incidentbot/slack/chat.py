@@ -147,7 +147,10 @@ class SlackChat:
         return None
 
     def post(self, channel_id: str, text: str, blocks: list[dict[str, Any]]) -> str:
-        data = self._call("chat.postMessage", channel=channel_id, text=text, blocks=blocks)
+        args: dict[str, Any] = {"channel": channel_id, "text": text}
+        if blocks:
+            args["blocks"] = blocks
+        data = self._call("chat.postMessage", **args)
         return str(data["ts"])
 
     def update(self, channel_id: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:

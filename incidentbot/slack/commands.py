@@ -9,18 +9,22 @@ user sees at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from incidentbot import db
+from incidentbot.alerts import queries as alert_queries
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import flows
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
+from incidentbot.paging import flows as paging
+from incidentbot.ports import ExternalError, Pager
 from incidentbot.slack import blocks
 from incidentbot.slack.grammar import SPECS, Command, Usage, escape, help_text, parse
 
@@ -44,9 +48,10 @@ class Reply:
 
 
 class CommandHandler:
-    def __init__(self, settings: Settings, engine: Engine):
+    def __init__(self, settings: Settings, engine: Engine, pager: Pager | None = None):
         self.settings = settings
         self.engine = engine
+        self.pager = pager
 
     def handle(self, *, user_id: str, channel_id: str, text: str, trigger_id: str) -> Reply:
         with db.transaction(self.engine) as s:
@@ -81,7 +86,12 @@ class CommandHandler:
                 title=args["title"],
                 severity=args["severity"],
                 key=f"slack:command:{trigger_id}",
+                service=args.get("service"),
             )
+        if name == "oncall":
+            return self._oncall(args["service"])
+        if name == "alerts":
+            return self._alerts(args["unmatched"], incident)
         assert incident is not None  # the grammar refuses channel-only commands elsewhere
         return self._in_channel(name, args, user, incident)
 
@@ -96,6 +106,7 @@ class CommandHandler:
         fields: dict[str, str] | None = None,
         commander: str | None = None,
         impact_started_at: Any = None,
+        service: str | None = None,
     ) -> Reply:
         with db.transaction(self.engine) as s:
             inc = svc.declare(
@@ -112,9 +123,11 @@ class CommandHandler:
             )
             # Idempotent by key: a repeated declare finds the runs it already started.
             flows.start_declare_effects(s, inc, declarer=user)
+            page = paging.page_on_declare(s, self.settings, inc, actor=user, service=service)
         return Reply(
             f":rotating_light: <@{user}> declared *{inc.ref}* ({inc.severity}): {inc.title}\n"
-            "Creating its channel; everyone needed will be invited.",
+            "Creating its channel; everyone needed will be invited."
+            + (f" Paging *{page.service}* on-call." if page else ""),
             in_channel=True,
         )
 
@@ -144,6 +157,13 @@ class CommandHandler:
             if name == "note":
                 svc.add_note(s, st, ref, args["text"], actor=user)
                 return Reply(f"Noted on the {ref} timeline.")
+            if name == "page":
+                page, new = paging.request_page(
+                    s, st, inc, args["service"], actor=user, message=args["message"]
+                )
+                if not new:
+                    return Reply(f"*{page.service}* is already paged for {ref} ({page.status}).")
+                return Reply(f"<@{user}> is paging *{page.service}* on-call.", in_channel=True)
             if name == "update":
                 inc = svc.get(s, ref)
                 flows.post_update(s, st, inc, actor=user, text=args["text"])
@@ -177,6 +197,7 @@ class CommandHandler:
             return Reply(f"{who} unassigned the {args['role'].replace('_', ' ')}", in_channel=True)
         if name == "resolve":
             inc = svc.resolve(s, st, ref, args["text"], actor=user)
+            paging.resolve_pages(s, st, inc, actor=user)
             return Reply(
                 f":white_check_mark: {who} resolved *{ref}*: {args['text']}", in_channel=True
             )
@@ -184,6 +205,45 @@ class CommandHandler:
             svc.reopen(s, st, ref, actor=user)
             return Reply(f":warning: {who} reopened *{ref}*", in_channel=True)
         raise DomainError(f"`{name}` is not handled here")
+
+    def _alerts(self, unmatched: bool, incident: Incident | None) -> Reply:
+        with db.transaction(self.engine) as s:
+            here = incident.ref if incident is not None and not unmatched else None
+            views = alert_queries.list_alerts(s, unmatched=unmatched, incident=here, limit=20)
+        what = "Unmatched alerts" if unmatched else (f"{here} alerts" if here else "Recent alerts")
+        if not views:
+            return Reply(f"{what}: none.")
+        return Reply(f"*{what}*\n" + "\n".join(f"• {v.line()}" for v in views))
+
+    def _oncall(self, service: str | None) -> Reply:
+        pd = self.settings.pagerduty
+        if self.pager is None or not pd.enabled:
+            return Reply("Paging is not configured, so on-call is unknown here.")
+        names = [service] if service else sorted(pd.services)
+        unknown = [n for n in names if n not in pd.services]
+        if unknown:
+            known = ", ".join(sorted(pd.services))
+            return Reply(f"Unknown service '{unknown[0]}': configured are {known}.")
+        now = utcnow()
+        lines = []
+        for name in names:
+            policy = pd.services[name].escalation_policy_id
+            if not policy:
+                lines.append(f"*{name}*: no escalation policy configured")
+                continue
+            try:
+                rows = self.pager.oncalls([policy], since=now, until=now + timedelta(days=14))
+            except ExternalError as exc:
+                lines.append(f"*{name}*: PagerDuty did not answer ({exc.code})")
+                continue
+            first = [o for o in rows if o.level == 1]
+            current = [o for o in first if o.start is None or o.start <= now]
+            upcoming = [o for o in first if o.start is not None and o.start > now]
+            now_text = ", ".join(o.name for o in current) or "nobody"
+            nxt = upcoming[0] if upcoming else None
+            next_text = f"{nxt.name} from {nxt.start:%a %d %b %H:%M} UTC" if nxt else "unknown"
+            lines.append(f"*{name}*: now {now_text}; next {next_text}")
+        return Reply("*On call*\n" + "\n".join(lines))
 
     def _roles(self, s: Session, inc: Incident) -> Reply:
         roles = {a.role: a.user for a in svc.active_roles(s, inc)}

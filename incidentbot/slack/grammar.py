@@ -19,6 +19,7 @@ from incidentbot.errors import DomainError
 _MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 _ANY_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _SEV = re.compile(r"^sev\s*([0-9])$", re.IGNORECASE)
+_SERVICE = re.compile(r"^(?:service|svc)[:=]([a-z0-9][a-z0-9_-]*)$", re.IGNORECASE)
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 
 
@@ -69,6 +70,9 @@ SPECS: dict[str, Spec] = {
     "reopen": Spec("/incident reopen", "reopen a resolved incident", True),
     "timeline": Spec("/incident timeline", "recent timeline events (only to you)", True),
     "summary": Spec("/incident summary", "state, roles and durations so far", True),
+    "page": Spec("/incident page <service> [message]", "page a service's on-call", True),
+    "oncall": Spec("/incident oncall [service]", "who is on call now and next"),
+    "alerts": Spec("/incident alerts [unmatched]", "recent alerts (here: this incident's)"),
     "help": Spec("/incident help", "what you can do here"),
 }
 
@@ -128,6 +132,8 @@ def _no_args(name: str, rest: str, settings: Settings, spec: Spec) -> Command | 
 def _declare(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
     severity: str | None = None
     words = rest.split(" ") if rest else []
+    service = next((m.group(1).lower() for w in words if (m := _SERVICE.match(w))), None)
+    words = [w for w in words if not _SERVICE.match(w)]
     if words and _SEV.match(words[0]):
         severity = policy.severity(settings, words[0]).name
         words = words[1:]
@@ -136,10 +142,10 @@ def _declare(name: str, rest: str, settings: Settings, spec: Spec) -> Command | 
         words = words[2:]
     title = _strip_quotes(" ".join(words).strip())
     if not title:
-        return Command("declare", {"severity": severity, "title": None})
+        return Command("declare", {"severity": severity, "title": None, "service": service})
     if len(title) > 200:
         return Usage(f"The title is {len(title)} characters long: at most 200.", spec.usage)
-    return Command("declare", {"severity": severity, "title": title})
+    return Command("declare", {"severity": severity, "title": title, "service": service})
 
 
 def _one_word(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
@@ -189,7 +195,30 @@ def _text(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usa
     return Command(name, {"text": text})
 
 
+def _page(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
+    services = ", ".join(sorted(settings.pagerduty.services)) or "none configured"
+    service, _, message = rest.partition(" ")
+    if name == "oncall":
+        if message:
+            return Usage("`oncall` takes at most a service name.", spec.usage)
+        return Command("oncall", {"service": service.lower() or None})
+    if not service:
+        return Usage(f"`page` needs a service ({services}).", spec.usage)
+    if service.lower() not in settings.pagerduty.services:
+        return Usage(f"Unknown service '{service}': configured are {services}.", spec.usage)
+    return Command("page", {"service": service.lower(), "message": _strip_quotes(message) or None})
+
+
+def _alerts(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
+    if rest.lower() not in ("", "unmatched"):
+        return Usage(f"`alerts` takes only `unmatched`, not '{rest}'.", spec.usage)
+    return Command("alerts", {"unmatched": rest.lower() == "unmatched"})
+
+
 _PARSERS = {
+    "alerts": _alerts,
+    "page": _page,
+    "oncall": _page,
     "declare": _declare,
     "sev": _one_word,
     "status": _one_word,

@@ -1,4 +1,4 @@
-"""The ASGI app: Slack's HTTP endpoint, ``/healthz`` and ``/metrics``.
+"""The ASGI app: Slack's HTTP endpoint, webhooks, ``/healthz`` and ``/metrics``.
 
 Bolt's Starlette adapter would run the (synchronous) Bolt app on the event loop, so that one
 slow request stalls every other; here each request is dispatched in the thread pool and the
@@ -7,7 +7,7 @@ loop stays free to accept the next one within Slack's 3 seconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from incidentbot.alerts.web import alertmanager_route
+from incidentbot.config import Settings
 from incidentbot.ledger.models import PENDING, RUNNING, Run
 from incidentbot.metrics import Metrics
 
@@ -32,6 +34,8 @@ def create_app(
     engine: Engine,
     metrics: Metrics,
     slack_state: Callable[[], str] = lambda: "unknown",
+    settings: Settings | None = None,
+    extra_routes: Sequence[Route] = (),
 ) -> Starlette:
     async def slack_events(request: Request) -> Response:
         if bolt is None:
@@ -49,13 +53,15 @@ def create_app(
         data = await run_in_threadpool(generate_latest, metrics.registry)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
-        routes=[
-            Route("/slack/events", slack_events, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-        ]
-    )
+    routes = [
+        Route("/slack/events", slack_events, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    if settings is not None:
+        routes.append(alertmanager_route(engine, settings))
+    routes.extend(extra_routes)
+    return Starlette(routes=routes)
 
 
 def _health(engine: Engine, slack_state: Callable[[], str]) -> dict[str, Any]:

@@ -1,0 +1,338 @@
+"""Ingesting an Alertmanager notification: store it, record each alert, declare or attach.
+
+Two transactions, in this order, so that nothing an alert sent is lost:
+
+1. the delivery (the redacted payload as received) is committed on its own;
+2. the alerts are recorded and routed, and the group's incident is declared or found, all in
+   one transaction that also appends the timeline events and queues the declare's side effects.
+
+Deliveries of one group, and of groups sharing an alert, are serialised: on PostgreSQL by
+transaction-scoped advisory locks on the group key and on each fingerprint (taken in one global
+order, so never a deadlock); on SQLite every write transaction already holds the database's
+write lock (``BEGIN IMMEDIATE``). So a storm, an Alertmanager HA pair delivering the same
+notification twice, or a retry racing the original never declare a second incident, and the
+declare's idempotency key (group key + how many incidents the group declared) makes the declare
+itself safe to repeat. Processing is idempotent: a delivery that failed half-way is simply
+processed again when Alertmanager retries it or sends the group again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from incidentbot import db, policy
+from incidentbot.alerts import routing
+from incidentbot.alerts.declare import OnDeclare, Outcome, Routed, declare_group
+from incidentbot.alerts.models import FIRING, RESOLVED, AlertDelivery, AlertGroup, AlertRecord
+from incidentbot.alerts.payload import Payload, parse
+from incidentbot.alerts.timeline import (
+    attach,
+    group_attached,
+    record_resolved,
+    suggest_runbooks,
+)
+from incidentbot.clock import utcnow
+from incidentbot.config import Settings
+from incidentbot.incidents.models import Incident
+from incidentbot.ledger.redact import redact_text
+
+log = logging.getLogger(__name__)
+
+
+class IngestFailed(Exception):
+    """The delivery was stored but processing it failed; Alertmanager should retry."""
+
+    def __init__(self, delivery_id: int, message: str):
+        super().__init__(message)
+        self.delivery_id = delivery_id
+
+
+def group_hash(group_key: str) -> str:
+    return hashlib.sha256(group_key.encode()).hexdigest()[:32]
+
+
+def ingest(
+    engine: Engine,
+    settings: Settings,
+    data: Any,
+    *,
+    on_declare: OnDeclare | None = None,
+    remote: str | None = None,
+) -> Outcome:
+    """Validate, store, then process one decoded webhook body.
+
+    Raises :class:`~incidentbot.alerts.payload.PayloadError` (nothing stored) for a body that is
+    not an Alertmanager payload, and :class:`IngestFailed` (delivery stored, marked failed) when
+    processing fails.
+    """
+    payload, stored = parse(data)
+    received = utcnow()
+    with db.transaction(engine) as s:
+        delivery = AlertDelivery(
+            received_at=received,
+            remote=(remote or None) and remote[:64],
+            receiver=payload.receiver[:200],
+            group_key=redact_text(payload.group_key),
+            status=payload.status,
+            alert_count=len(payload.alerts),
+            truncated_alerts=payload.truncated_alerts,
+            payload=stored,
+        )
+        s.add(delivery)
+        s.flush()
+        assert delivery.id is not None
+        delivery_id = delivery.id
+    try:
+        with db.transaction(engine) as s:
+            outcome = process(s, settings, payload, delivery_id, on_declare=on_declare)
+            _finish(s, delivery_id, outcome.summary(), failed=outcome.error is not None)
+    except Exception as exc:
+        message = redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0])[:1000]
+        log.exception("alert delivery %s: processing failed", delivery_id)
+        _mark_failed(engine, delivery_id, message)
+        raise IngestFailed(delivery_id, message) from exc
+    log.info(
+        "alert delivery %s (%s): %s",
+        delivery_id,
+        payload.receiver or "no receiver",
+        outcome.summary(),
+        extra={"delivery_id": delivery_id, "incident": outcome.incident},
+    )
+    return outcome
+
+
+def _finish(
+    session: Session, delivery_id: int, outcome: str, *, failed: bool, processed: bool = True
+) -> None:
+    """Note what the delivery did (an UPDATE: the stored payload is not read back)."""
+    values: dict[str, Any] = {"outcome": outcome, "failed": failed}
+    if processed:
+        values["processed_at"] = utcnow()
+    session.execute(
+        update(AlertDelivery).where(col(AlertDelivery.id) == delivery_id).values(**values)
+    )
+
+
+def _mark_failed(engine: Engine, delivery_id: int, message: str) -> None:
+    try:
+        with db.transaction(engine) as s:
+            _finish(s, delivery_id, f"processing failed: {message}", failed=True, processed=False)
+    except Exception:  # the delivery itself is stored; failing to annotate it is secondary
+        log.exception("alert delivery %s: could not record the failure", delivery_id)
+
+
+def process(
+    session: Session,
+    settings: Settings,
+    payload: Payload,
+    delivery_id: int,
+    *,
+    on_declare: OnDeclare | None = None,
+) -> Outcome:
+    """Record the payload's alerts and attach them to the group's incident (declaring one for
+    new firing alerts that a rule lets declare). Idempotent; call inside a transaction."""
+    now = utcnow()
+    key_hash = group_hash(payload.group_key)
+    fingerprints = sorted({a.fingerprint for a in payload.alerts})
+    _lock(session, [f"group:{key_hash}"] + [f"alert:{fp}" for fp in fingerprints])
+    out = Outcome(
+        delivery_id=delivery_id, alerts=len(payload.alerts), truncated=payload.truncated_alerts
+    )
+
+    group = _group(session, payload, key_hash, now)
+    rows, resolved_now = _upsert(session, settings, payload, group, delivery_id, now, out)
+    out.unmatched = sum(1 for _, _, r in rows if not r.matched)
+    actor = settings.alerts.actor
+
+    incident = _open_incident(session, settings, group.incident_id)
+    if incident is None:
+        incident = _incident_holding(session, settings, fingerprints)
+        if incident is not None:
+            group.incident_id = incident.id
+            group_attached(session, incident, group, payload, actor=actor, now=now)
+    if incident is None:
+        candidates = [
+            (row, alert, r)
+            for row, alert, r in rows
+            if row.status == FIRING and row.incident_id is None and r.declares
+        ]
+        if candidates:
+            incident = declare_group(
+                session, settings, payload, group, rows, candidates, out, on_declare, now=now
+            )
+            out.declared = incident is not None
+    attached_now: set[int | None] = set()
+    if incident is not None:
+        out.incident = incident.ref
+        fresh = _unique([(row, alert, r) for row, alert, r in rows if row.incident_id is None])
+        out.attached = attach(session, settings, incident, fresh, actor=actor, now=now)
+        attached_now = {row.id for row, _, _ in fresh}
+        suggest_runbooks(session, incident, fresh, actor=actor, now=now)
+    # Exactly once per alert instance: when it resolves while attached, or when it is
+    # attached already resolved (both can happen in one delivery, hence the set).
+    for row, _alert, _r in _unique(rows):
+        newly = row.id in resolved_now or row.id in attached_now
+        if newly and row.incident_id is not None and row.status == RESOLVED:
+            record_resolved(session, row, actor=actor, now=now)
+    session.add(group)
+    return out
+
+
+def _unique(rows: list[Routed]) -> list[Routed]:
+    """Each row once (a payload may list the same alert twice)."""
+    seen: set[int | None] = set()
+    out = []
+    for item in rows:
+        if item[0].id not in seen:
+            seen.add(item[0].id)
+            out.append(item)
+    return out
+
+
+def _lock(session: Session, keys: list[str]) -> None:
+    """Serialise deliveries that touch the same group or alert (see the module docstring)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return  # SQLite: this transaction already holds the write lock (BEGIN IMMEDIATE)
+    ids = sorted({_lock_id(k) for k in keys})
+    # One round trip; the function scan hands the ids over in array order (ascending), so
+    # every transaction takes its locks in the same global order.
+    session.execute(
+        text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:ids AS bigint[])) AS k"),
+        {"ids": ids},
+    )
+
+
+def _lock_id(key: str) -> int:
+    digest = hashlib.sha256(f"incidentbot.alerts:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _group(session: Session, payload: Payload, key_hash: str, now: datetime) -> AlertGroup:
+    group = session.exec(select(AlertGroup).where(AlertGroup.key_hash == key_hash)).first()
+    if group is None:
+        group = AlertGroup(
+            key_hash=key_hash,
+            group_key=redact_text(payload.group_key),
+            receiver=payload.receiver[:200],
+            group_labels=payload.group_labels,
+            status=payload.status,
+            first_received_at=now,
+            last_received_at=now,
+        )
+    group.status = payload.status
+    group.last_received_at = now
+    session.add(group)
+    session.flush()
+    return group
+
+
+def _upsert(
+    session: Session,
+    settings: Settings,
+    payload: Payload,
+    group: AlertGroup,
+    delivery_id: int,
+    now: datetime,
+    out: Outcome,
+) -> tuple[list[Routed], set[int | None]]:
+    """One row per alert instance: insert new ones, count repeats, apply resolves. A resolved
+    instance stays resolved (a late, out-of-order "firing" copy does not revive it)."""
+    assert group.id is not None
+    fingerprints = {a.fingerprint for a in payload.alerts}
+    starts = {a.starts_at for a in payload.alerts}
+    existing = {
+        (r.fingerprint, r.starts_at): r
+        for r in session.exec(
+            select(AlertRecord).where(
+                col(AlertRecord.fingerprint).in_(fingerprints),
+                col(AlertRecord.starts_at).in_(starts),
+            )
+        )
+    }
+    rows: list[Routed] = []
+    seen: set[tuple[str, datetime]] = set()
+    resolved_now: list[AlertRecord] = []
+    for alert in payload.alerts:
+        key = (alert.fingerprint, alert.starts_at)
+        r = routing.route(settings.alerts, alert.labels)
+        row = existing.get(key)
+        if row is None:
+            row = AlertRecord(
+                fingerprint=alert.fingerprint,
+                starts_at=alert.starts_at,
+                ends_at=alert.ends_at if alert.status == RESOLVED else None,
+                status=alert.status,
+                alertname=alert.alertname[:200],
+                labels=alert.labels,
+                annotations=alert.annotations,
+                generator_url=alert.generator_url or None,
+                group_id=group.id,
+                delivery_id=delivery_id,
+                received_count=1,
+                first_received_at=now,
+                last_received_at=now,
+                resolved_received_at=now if alert.status == RESOLVED else None,
+            )
+            existing[key] = row
+            out.new += 1
+            if alert.status == RESOLVED:
+                out.resolved += 1
+                resolved_now.append(row)
+        else:
+            row.received_count += 1
+            row.last_received_at = now
+            if alert.status == RESOLVED and row.status == FIRING:
+                row.status = RESOLVED
+                row.ends_at = alert.ends_at
+                row.resolved_received_at = now
+                out.resolved += 1
+                resolved_now.append(row)
+            elif key not in seen:
+                out.repeats += 1
+        seen.add(key)
+        if row.incident_id is None:  # routing follows the rules in force until it is attached
+            row.rule = r.rule.name if r.rule else None
+            row.severity = (r.rule.severity or settings.default_severity) if r.rule else None
+            row.service = r.rule.service if r.rule else None
+        session.add(row)
+        rows.append((row, alert, r))
+    session.flush()
+    return rows, {row.id for row in resolved_now}
+
+
+def _open_incident(
+    session: Session, settings: Settings, incident_id: int | None
+) -> Incident | None:
+    if incident_id is None:
+        return None
+    incident = session.get(Incident, incident_id)
+    if incident is None or incident.status in policy.terminal_statuses(settings):
+        return None
+    return incident
+
+
+def _incident_holding(
+    session: Session, settings: Settings, fingerprints: list[str]
+) -> Incident | None:
+    """The newest open incident that already holds one of these alerts (dedupe across groups:
+    the same alert routed to the bot by two Alertmanager routes opens one incident)."""
+    if not fingerprints:
+        return None
+    stmt = (
+        select(Incident)
+        .join(AlertRecord, col(AlertRecord.incident_id) == col(Incident.id))
+        .where(
+            col(AlertRecord.fingerprint).in_(fingerprints),
+            col(Incident.status).not_in(policy.terminal_statuses(settings)),
+        )
+        .order_by(col(Incident.number).desc())
+        .limit(1)
+    )
+    return session.exec(stmt).first()

@@ -1,0 +1,198 @@
+"""What alerts put on an incident's timeline: firing, resolved, suggested runbooks, milestones.
+
+Each alert instance is on the timeline once as firing (at its ``startsAt``) and once as
+resolved (at its ``endsAt``), however many times Alertmanager repeats it: the events carry a
+``source_key`` built from the alert row, which the database keeps unique. Callers hold the
+locks of :mod:`incidentbot.alerts.service`, so each event is written by exactly one delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from incidentbot.alerts import routing
+from incidentbot.alerts.models import RESOLVED, AlertGroup, AlertRecord
+from incidentbot.alerts.payload import Alert, Payload
+from incidentbot.config import Settings
+from incidentbot.incidents import service as svc
+from incidentbot.incidents.models import Incident, TimelineEvent
+
+log = logging.getLogger(__name__)
+
+MAX_SUMMARY = 500
+# Labels that say which alert it is without saying where; left out of one-line descriptions.
+_QUIET = {"alertname", "severity", "prometheus", "monitor", "receive"}
+
+
+def describe(row: AlertRecord) -> str:
+    """``RpcDown instance=rpc-2:8545 job=geth: RPC endpoint not answering`` (redacted input)."""
+    labels = " ".join(f"{k}={v}" for k, v in sorted(row.labels.items()) if k not in _QUIET)
+    summary = row.annotations.get("summary") or row.annotations.get("description") or ""
+    text = (row.alertname or "alert") + (f" {labels}" if labels else "")
+    return routing.clip(text + (f": {summary}" if summary else ""), MAX_SUMMARY)
+
+
+def _data(row: AlertRecord) -> dict[str, Any]:
+    return {
+        "alert_id": row.id,
+        "fingerprint": row.fingerprint,
+        "starts_at": row.starts_at.isoformat(),
+        "ends_at": row.ends_at.isoformat() if row.ends_at else None,
+        "labels": row.labels,
+        "annotations": row.annotations,
+        "generator_url": row.generator_url,
+        "rule": row.rule,
+        "severity": row.severity,
+        "service": row.service,
+        "group_id": row.group_id,
+    }
+
+
+def attach(
+    session: Session,
+    settings: Settings,
+    incident: Incident,
+    rows: Iterable[tuple[AlertRecord, Alert, routing.Route]],
+    *,
+    actor: str,
+    now: datetime,
+) -> int:
+    """Attach unattached alerts to ``incident``: each goes on its timeline as firing, and the
+    impact-started and detected milestones move earlier if an alert started earlier."""
+    count = 0
+    earliest: datetime | None = None
+    for row, _alert, _route in rows:
+        row.incident_id = incident.id
+        row.error = None
+        session.add(row)
+        started = min(row.starts_at, now)
+        earliest = started if earliest is None else min(earliest, started)
+        svc.record(
+            session,
+            incident,
+            "alert.firing",
+            actor,
+            f"Alert firing: {describe(row)}",
+            now=now,
+            occurred_at=started,
+            data=_data(row),
+            source_key=f"alert:{row.id}:firing",
+        )
+        count += 1
+    if earliest is not None:
+        for milestone in ("impact_started", "detected"):
+            current = incident.milestone(milestone)
+            if current is None or earliest < current:
+                svc.set_milestone(
+                    session, settings, incident.ref, milestone, earliest, actor=actor, now=now
+                )
+    return count
+
+
+def record_resolved(session: Session, row: AlertRecord, *, actor: str, now: datetime) -> None:
+    """The alert's resolution on its incident's timeline (at ``endsAt``, never in the future).
+    Called once per alert instance: when it resolves while attached, or when it is attached
+    already resolved."""
+    incident = session.get(Incident, row.incident_id)
+    if incident is None or row.status != RESOLVED:
+        return
+    ended = min(row.ends_at or row.resolved_received_at or now, now)
+    svc.record(
+        session,
+        incident,
+        "alert.resolved",
+        actor,
+        f"Alert resolved: {describe(row)}",
+        now=now,
+        occurred_at=ended,
+        data=_data(row),
+        source_key=f"alert:{row.id}:resolved",
+    )
+
+
+def group_attached(
+    session: Session,
+    incident: Incident,
+    group: AlertGroup,
+    payload: Payload,
+    *,
+    actor: str,
+    now: datetime,
+) -> None:
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(payload.group_labels.items())) or "-"
+    svc.record(
+        session,
+        incident,
+        "alert.group_attached",
+        actor,
+        f"Alertmanager group {{{labels}}} joined {incident.ref}: it carries alerts already "
+        "on this incident",
+        now=now,
+        data={"group_id": group.id, "group_labels": payload.group_labels},
+    )
+
+
+def suggest_runbooks(
+    session: Session,
+    incident: Incident,
+    rows: Iterable[tuple[AlertRecord, Alert, routing.Route]],
+    *,
+    actor: str,
+    now: datetime,
+) -> int:
+    """One ``runbook.suggested`` event per distinct runbook and parameters on the incident
+    (restart node rpc-1, restart node rpc-2, ...), however many alerts suggest it."""
+    wanted: dict[str, tuple[AlertRecord, routing.Route, routing.Suggestion]] = {}
+    for row, alert, r in rows:
+        suggestion = routing.suggestion(r.rule, alert)
+        if suggestion is None:
+            continue
+        ident = json.dumps([suggestion.runbook, sorted(suggestion.params.items())])
+        key = f"runbook:{incident.id}:{hashlib.sha256(ident.encode()).hexdigest()[:32]}"
+        wanted.setdefault(key, (row, r, suggestion))
+    if not wanted:
+        return 0
+    # Another group's delivery may add the same suggestion to this incident at the same
+    # moment (its alerts share the incident): if the batch collides, the other one has
+    # committed by then, so the second look finds what it wrote.
+    for _attempt in range(2):
+        done = set(
+            session.exec(
+                select(TimelineEvent.source_key).where(col(TimelineEvent.source_key).in_(wanted))
+            )
+        )
+        todo = {k: v for k, v in wanted.items() if k not in done}
+        if not todo:
+            return 0
+        try:
+            with session.begin_nested():
+                for key, (row, r, suggestion) in todo.items():
+                    svc.record(
+                        session,
+                        incident,
+                        "runbook.suggested",
+                        actor,
+                        f"{suggestion.describe()} (alert {row.alertname}, rule {r.rule_name})",
+                        now=now,
+                        data={
+                            "runbook": suggestion.runbook,
+                            "params": suggestion.params,
+                            "missing": suggestion.missing,
+                            "alert_id": row.id,
+                            "rule": r.rule_name,
+                        },
+                        source_key=key,
+                    )
+                session.flush()
+            return len(todo)
+        except IntegrityError:
+            log.debug("runbook suggestions for %s collided; looking again", incident.ref)
+    return 0

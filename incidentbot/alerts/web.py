@@ -1,0 +1,141 @@
+"""``POST /webhooks/alertmanager``: authenticate, read, hand over to the ingest service.
+
+Alertmanager retries a notification on a 5xx and gives up on a 4xx, so the status codes here
+say whether trying again can help: 401 (wrong or missing credentials) and 400 (not an
+Alertmanager payload) record nothing and are final; 503 (no token configured) and 500 (the
+delivery was stored but processing failed) are worth a retry. The work runs in the thread
+pool so that a burst of notifications never stalls the event loop that Slack's requests share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from incidentbot.alerts import service
+from incidentbot.alerts.payload import PayloadError
+from incidentbot.config import Settings
+from incidentbot.incidents import flows
+from incidentbot.incidents.models import Incident
+
+log = logging.getLogger(__name__)
+
+PATH = "/webhooks/alertmanager"
+MAX_BODY = 8 * 1024 * 1024
+# Deliveries processed at once. Declares serialise in the database anyway (the incident
+# number), so more threads only share the GIL with whichever one holds the lock; a few keep
+# a storm's throughput up and its tail latency down. The others wait without a thread.
+CONCURRENCY = 4
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="incidentbot", Basic realm="incidentbot"'}
+
+
+def start_declare_effects(session: Session, incident: Incident, actor: str) -> None:
+    """An alert's incident gets what a Slack declare gets: channel, invites, header, digest."""
+    flows.start_declare_effects(session, incident, declarer=actor)
+
+
+def authorized(settings: Settings, header: str | None) -> bool:
+    """``Bearer <token>``, or basic auth with the configured user name and the token as the
+    password. Compared in constant time."""
+    secret = settings.alertmanager_token
+    if secret is None or not header:
+        return False
+    token = secret.get_secret_value().encode()
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(value.encode(), token)
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        user, sep, password = decoded.partition(b":")
+        expected_user = settings.alerts.basic_auth_username.encode()
+        same_user = hmac.compare_digest(user, expected_user)
+        return bool(sep) & same_user & hmac.compare_digest(password, token)
+    return False
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": message}, status_code=status, headers=headers)
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None when it is larger than :data:`MAX_BODY` (read no further)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def alertmanager_route(
+    engine: Engine,
+    settings: Settings,
+    *,
+    on_declare: service.OnDeclare | None = start_declare_effects,
+) -> Route:
+    """The Starlette route; ``on_declare`` runs in each declare's transaction."""
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def endpoint(request: Request) -> Response:
+        if settings.alertmanager_token is None:
+            return _error(
+                503,
+                "alert ingestion is not configured: set INCIDENTBOT_ALERTMANAGER_TOKEN "
+                "(environment or secrets directory)",
+            )
+        if not authorized(settings, request.headers.get("authorization")):
+            client = request.client.host if request.client else "?"
+            log.warning("alertmanager webhook: refused credentials from %s", client)
+            return _error(
+                401,
+                "missing or wrong credentials: send Authorization: Bearer <token> or basic "
+                "auth with the configured user name",
+                _CHALLENGE,
+            )
+        try:
+            body = await _read_body(request)
+        except ClientDisconnect:
+            return _error(400, "the request body was cut off")
+        if body is None:
+            return _error(413, f"the body is larger than {MAX_BODY // (1024 * 1024)} MiB")
+        try:
+            data: Any = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return _error(400, f"the body is not valid JSON: {exc}")
+        remote = request.client.host if request.client else None
+        try:
+            async with slots:
+                outcome = await run_in_threadpool(
+                    service.ingest, engine, settings, data, on_declare=on_declare, remote=remote
+                )
+        except PayloadError as exc:
+            return _error(400, str(exc))
+        except service.IngestFailed as exc:
+            error = f"stored, not processed: {exc}"
+            body = {"ok": False, "delivery": exc.delivery_id, "error": error}
+            return JSONResponse(body, status_code=500)
+        status = 500 if outcome.error else 200
+        return JSONResponse({"ok": outcome.error is None, **outcome.as_dict()}, status_code=status)
+
+    return Route(PATH, endpoint, methods=["POST"])

@@ -1,0 +1,1 @@
+"""Paging on-call: the PagerDuty adapter and the paging policy."""

@@ -1,0 +1,175 @@
+"""The PagerDuty implementation of the ``Pager`` port, on the ``pagerduty`` package.
+
+The client's own retries are switched off: retrying is the ledger's job, durably. Every
+failure becomes an :class:`~incidentbot.ports.ExternalError` saying whether a retry can help
+(429, 5xx, network errors) or not (a 400 such as a missing or invalid ``From``).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import pagerduty
+
+from incidentbot.ports import ExternalError, OnCall, PageInfo
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class PagerDutyPager:
+    def __init__(
+        self,
+        api_token: str,
+        *,
+        from_email: str,
+        base_url: str | None = None,
+        ca_file: str | None = None,
+        timeout: float = 10.0,
+    ):
+        kwargs: dict[str, Any] = {"default_from": from_email}
+        if base_url:
+            kwargs["base_url"] = base_url
+        if ca_file:  # a private CA (the local PagerDuty-compatible server uses one)
+            kwargs["verify"] = ssl.create_default_context(cafile=ca_file)
+        self.client = pagerduty.RestApiV2Client(api_token, **kwargs)
+        self.client.timeout = timeout
+        self.client.max_http_attempts = 1
+        self.client.max_network_attempts = 0
+        self.client.retry = {}
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except pagerduty.HttpError as exc:
+            status = exc.response.status_code
+            retry_after = None
+            if status == 429:
+                try:
+                    retry_after = float(exc.response.headers.get("Retry-After", "1"))
+                except ValueError:
+                    retry_after = 1.0
+            raise ExternalError(
+                f"http_{status}",
+                f"{what}: {_message(exc.response)}",
+                retryable=status == 429 or status >= 500,
+                retry_after=retry_after,
+            ) from None
+        except pagerduty.Error as exc:
+            raise ExternalError("network_error", f"{what}: {exc}", retryable=True) from None
+        except OSError as exc:
+            raise ExternalError("network_error", f"{what}: {exc}", retryable=True) from None
+
+    def trigger(
+        self,
+        *,
+        service_id: str,
+        escalation_policy_id: str | None,
+        key: str,
+        title: str,
+        details: str,
+    ) -> PageInfo:
+        existing = self.find(key)
+        if existing is not None and existing.status != "resolved":
+            return existing
+        body: dict[str, Any] = {
+            "type": "incident",
+            "title": title[:1024],
+            "service": {"id": service_id, "type": "service_reference"},
+            "incident_key": key,
+            "body": {"type": "incident_body", "details": details[:10000]},
+        }
+        if escalation_policy_id:
+            body["escalation_policy"] = {
+                "id": escalation_policy_id,
+                "type": "escalation_policy_reference",
+            }
+        try:
+            created = self._call(
+                "create incident", lambda: self.client.rpost("/incidents", json={"incident": body})
+            )
+        except ExternalError as exc:
+            # A retried create after a lost answer meets the open incident with our key.
+            again = self.find(key) if exc.code == "http_400" else None
+            if again is None:
+                raise
+            return again
+        return _page(created)
+
+    def find(self, key: str) -> PageInfo | None:
+        def query() -> list[dict[str, Any]]:
+            return list(self.client.iter_all("/incidents", params={"incident_key": key}))
+
+        found = self._call("find incident", query)
+        open_first = sorted(found, key=lambda i: i.get("status") == "resolved")
+        return _page(open_first[0]) if open_first else None
+
+    def resolve(self, page_id: str) -> PageInfo:
+        body = {"incident": {"type": "incident_reference", "status": "resolved"}}
+        updated = self._call(
+            "resolve incident", lambda: self.client.rput(f"/incidents/{page_id}", json=body)
+        )
+        return _page(updated)
+
+    def add_note(self, page_id: str, text: str) -> None:
+        body = {"note": {"content": text[:25000]}}
+        self._call("add note", lambda: self.client.rpost(f"/incidents/{page_id}/notes", json=body))
+
+    def oncalls(
+        self, escalation_policy_ids: list[str], *, since: datetime, until: datetime
+    ) -> list[OnCall]:
+        params = {
+            "escalation_policy_ids[]": escalation_policy_ids,
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "include[]": ["users"],
+        }
+        rows = self._call(
+            "list on-calls", lambda: list(self.client.iter_all("/oncalls", params=params))
+        )
+        out = []
+        for row in rows:
+            user = row.get("user") or {}
+            schedule = row.get("schedule") or {}
+            out.append(
+                OnCall(
+                    name=str(user.get("name") or user.get("summary") or "unknown"),
+                    email=user.get("email"),
+                    level=int(row.get("escalation_level") or 1),
+                    start=_when(row.get("start")),
+                    end=_when(row.get("end")),
+                    schedule=schedule.get("summary"),
+                )
+            )
+        return sorted(out, key=lambda o: (o.level, o.start or since))
+
+
+def _when(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _page(incident: Any) -> PageInfo:
+    data = dict(incident)
+    service = data.get("service") or {}
+    return PageInfo(
+        id=str(data["id"]),
+        number=data.get("incident_number"),
+        url=data.get("html_url"),
+        status=str(data.get("status", "triggered")),
+        service_id=service.get("id"),
+    )
+
+
+def _message(response: Any) -> str:
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    errors = "; ".join(error.get("errors") or [])
+    return f"{error.get('message', 'error')}" + (f" ({errors})" if errors else "")

@@ -1,0 +1,97 @@
+"""PagerDuty webhooks v3 at ``POST /webhooks/pagerduty``.
+
+Each delivery is signed ``X-PagerDuty-Signature: v1=<hex HMAC-SHA256 of the raw body>`` (one
+or more comma-separated signatures, several during a secret rotation). A bad or missing
+signature is a 401 that records nothing. Acknowledged, escalated, reassigned and resolved update
+our page and appear on the timeline with the responder's name; a redelivered event is recorded
+once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from incidentbot.config import Settings
+from incidentbot.incidents.models import Incident
+from incidentbot.paging.flows import mark_page
+
+log = logging.getLogger(__name__)
+
+HANDLED = {
+    "incident.acknowledged": "acknowledged",
+    "incident.escalated": "escalated",
+    "incident.reassigned": "reassigned",
+    "incident.resolved": "resolved",
+}
+
+
+def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
+    if not header:
+        return False
+    expected = "v1=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return any(hmac.compare_digest(expected, sig.strip()) for sig in header.split(","))
+
+
+def handle(
+    engine: Engine,
+    payload: dict[str, Any],
+    on_change: Callable[[Session, Incident], None] | None = None,
+) -> str:
+    """Apply one webhook event; returns what happened (for the response and logs)."""
+    event = payload.get("event")
+    if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
+        raise ValueError("not a webhooks v3 payload: no event.data")
+    kind = str(event.get("event_type", ""))
+    status = HANDLED.get(kind)
+    if status is None:
+        return f"ignored {kind or 'unknown event'}"
+    external_id = str(event["data"].get("id", ""))
+    agent = event.get("agent") or {}
+    who = agent.get("summary") or agent.get("name") if isinstance(agent, dict) else None
+    page = mark_page(
+        engine,
+        external_id,
+        status,
+        "pagerduty",
+        who,
+        source_key=f"pagerduty:{event.get('id')}" if event.get("id") else None,
+        on_change=on_change,
+    )
+    return f"{kind} recorded" if page else f"{kind} for an incident we did not open: ignored"
+
+
+def route(
+    engine: Engine,
+    settings: Settings,
+    on_change: Callable[[Session, Incident], None] | None = None,
+) -> Route:
+    async def endpoint(request: Request) -> Response:
+        secret = settings.pagerduty_webhook_secret
+        if secret is None:
+            return JSONResponse({"error": "PagerDuty webhooks are not configured"}, 503)
+        body = await request.body()
+        if not signature_ok(
+            secret.get_secret_value(), body, request.headers.get("X-PagerDuty-Signature")
+        ):
+            return JSONResponse({"error": "bad signature"}, status_code=401)
+        try:
+            payload = json.loads(body)
+            result = await run_in_threadpool(handle, engine, payload, on_change)
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": f"malformed webhook: {exc}"}, status_code=400)
+        log.info("pagerduty webhook: %s", result)
+        return JSONResponse({"result": result})
+
+    return Route("/webhooks/pagerduty", endpoint, methods=["POST"])
