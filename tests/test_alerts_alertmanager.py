@@ -81,8 +81,7 @@ def _config(webhook: str) -> dict:
 
 
 @contextmanager
-def alertmanager(tmp_path: Path, webhook: str) -> Iterator[str]:
-    binary = _binary()
+def alertmanager(binary: str, tmp_path: Path, webhook: str) -> Iterator[str]:
     config = tmp_path / "alertmanager.yml"
     config.write_text(yaml.safe_dump(_config(webhook)))
     port = _free_port()
@@ -150,10 +149,11 @@ def _alert(name: str, ends: datetime | None = None, **labels: str) -> dict:
 
 def test_a_real_alertmanager_declares_attaches_and_resolves(engine, tmp_path):
     """Two groups (one per route): two incidents; a grown group attaches; a resolve shows."""
+    binary = _binary()
     settings = {"alertmanager_token": TOKEN, "alerts": {"rules": RULES}, "workers": 1}
     with running_bot(engine, **settings) as (_bot, sandbox):
         webhook = sandbox.driver.bot_url.replace("/slack/events", "/webhooks/alertmanager")
-        with alertmanager(tmp_path, webhook) as am:
+        with alertmanager(binary, tmp_path, webhook) as am:
             rpc = [
                 _alert("RpcEndpointDown", instance=f"rpc-{i}:8545", chain="ethereum")
                 for i in (1, 2)

@@ -238,3 +238,12 @@ def test_a_missing_fingerprint_is_derived_from_the_labels():
     second, _ = parse(notification([b]))
     assert first.alerts[0].fingerprint == second.alerts[0].fingerprint != ""
     assert stored["alerts"][0]["fingerprint"] == first.alerts[0].fingerprint
+
+
+def test_rules_are_shown_as_written_and_read_back_the_same():
+    rules = AlertSettings(rules=RULES)
+    shown = rules.model_dump(mode="json")
+    assert shown["rules"][0]["matchers"] == ['alertname="RpcEndpointDown"']
+    assert shown["rules"][0]["runbook"]["params"] == {"node": "instance"}
+    assert "with" in shown["rules"][0]["runbook"]
+    assert AlertSettings.model_validate(shown) == rules

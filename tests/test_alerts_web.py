@@ -62,11 +62,13 @@ def test_wrong_or_missing_credentials_get_401_and_record_nothing(client, engine)
 
 
 def test_without_a_configured_token_nothing_is_accepted(engine, tmp_path):
-    settings = Settings(data_dir=tmp_path, alerts={"rules": []})
-    with client_for(engine, settings) as c:
-        response = c.post(PATH, json=notification([alert("X")]), headers=BEARER)
-    assert response.status_code == 503
-    assert "INCIDENTBOT_ALERTMANAGER_TOKEN" in response.json()["error"]
+    for token in (None, "", "  "):
+        settings = Settings(data_dir=tmp_path, alertmanager_token=token, alerts={"rules": []})
+        with client_for(engine, settings) as c:
+            for headers in (BEARER, {"Authorization": "Bearer "}, basic("alertmanager", "")):
+                response = c.post(PATH, json=notification([alert("X")]), headers=headers)
+                assert response.status_code == 503
+                assert "INCIDENTBOT_ALERTMANAGER_TOKEN" in response.json()["error"]
     assert set(recorded(engine).values()) == {0}
 
 

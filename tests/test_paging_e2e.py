@@ -20,7 +20,7 @@ SECRET = "whsec-test-0123456789"
 
 
 @contextmanager
-def paging_bot(engine):
+def paging_bot(engine, from_email="alice@nodeworks.example"):
     with PagerDutySandbox() as pd:
         d = pd.describe()
         services = {
@@ -34,7 +34,7 @@ def paging_bot(engine):
         config = {
             "api_url": d["rest_url"],
             "ca_file": str(d["ca_file"]),
-            "from_email": "alice@nodeworks.example",
+            "from_email": from_email,
             "default_service": "rpc",
             "services": services,
         }
@@ -159,3 +159,25 @@ def test_bad_webhook_signature_records_nothing(engine):
         assert httpx.post(f"{base}/webhooks/pagerduty", content=b"{}").status_code == 401
         assert count(engine, "timeline_event") == before
         assert incident(engine).acknowledged_at is None
+
+
+def test_an_invalid_from_fails_the_page_clearly_with_the_fallback(engine):
+    with paging_bot(engine, from_email="nobody@nodeworks.example") as (_bot, slack, pd):
+        say(slack, "declare sev1 RPC down on every endpoint")
+        ch = channel_of(engine)
+        # The failure is reported just after the run's last commit.
+        wait_for(lambda: [p.status for p in pages(engine)] == ["failed"], what="the failed page")
+        assert pd.incidents() == []
+        with db.transaction(engine) as s:
+            events = svc.timeline(s, svc.get(s, "INC-1"))
+        failed = [e for e in events if e.kind == "page.failed"]
+        assert len(failed) == 1 and "Requester User Not Found" in failed[0].summary
+        text = wait_for(
+            lambda: (
+                (t := slack.transcript(ch) + slack.transcript("incidents"))
+                and "Paging *rpc* in PagerDuty failed" in t
+                and t
+            ),
+            what="the fallback announcement",
+        )
+        assert "Requester User Not Found" in text and "subteam^S0ONCALLRPC" in text

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pagerduty
 import pytest
 
@@ -403,3 +404,15 @@ def test_pagination_through_iter_all(
     second = client.get("users", params={"limit": 5, "offset": 5, "total": "true"}).json()
     assert (len(second["users"]), second["more"], second["total"]) == (5, True, 12)
     assert client.get("users", params={"limit": 100, "offset": 9950}).status_code == 400
+
+
+def test_bodies_must_be_json(pd: PagerDutySandbox) -> None:
+    headers = {"Authorization": f"Token token={pd.api_token}", "From": ALICE}
+    with httpx.Client(base_url=pd.rest_url, verify=pd.ssl_context(), headers=headers) as raw:
+        form = raw.post("/incidents", content=b"title=x", headers={"Content-Type": "text/plain"})
+        broken = raw.post("/incidents", content=b"{", headers={"Content-Type": "application/json"})
+    assert form.status_code == broken.status_code == 400
+    assert form.json()["error"]["errors"] == ["Content-Type must be application/json"]
+    assert broken.json()["error"]["errors"] == ["The request body is not valid JSON"]
+    assert pd.requests()[1].body == "{"  # kept, as text, for the log and the spec check
+    assert pd.incidents() == []

@@ -273,14 +273,24 @@ def test_an_effect_that_finally_fails_is_reported(engine):
         declare(slack)
         channel_of(engine)
         settled(engine)
-        with db.transaction(engine) as s:
-            failures = [
-                e for e in svc.timeline(s, svc.get(s, "INC-1")) if e.kind == "effect.failed"
-            ]
-        assert failures and "digest channel #no-such-channel does not exist" in failures[0].summary
-        assert "#no-such-channel does not exist" in slack.transcript(CHANNEL)
+
+        def failures():
+            with db.transaction(engine) as s:
+                events = svc.timeline(s, svc.get(s, "INC-1"))
+            return [e for e in events if e.kind == "effect.failed"]
+
+        # The failure is reported just after the run's last commit.
+        found = wait_for(failures, what="the failure on the timeline")
+        assert "digest channel #no-such-channel does not exist" in found[0].summary
+        wait_for(
+            lambda: "#no-such-channel does not exist" in slack.transcript(CHANNEL),
+            what="the failure in the channel",
+        )
         dm = slack.workspace.im_with(slack.workspace.user("alice").id)
-        assert "#no-such-channel does not exist" in slack.transcript(dm.id)
+        wait_for(
+            lambda: "#no-such-channel does not exist" in slack.transcript(dm.id),
+            what="the failure sent to the declarer",
+        )
 
 
 def test_joining_an_incident_channel_is_recorded_once(slack, engine):

@@ -15,7 +15,15 @@ from typing import Annotated, Any
 
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    field_validator,
+)
 
 OPERATORS = ("=", "!=", "=~", "!~")
 _MATCHER = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
@@ -27,7 +35,9 @@ templates = SandboxedEnvironment(autoescape=False, trim_blocks=True, lstrip_bloc
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
 
 
 class Matcher(_Strict):
@@ -134,7 +144,8 @@ class AlertRule(_Strict):
     runbook. Rules are tried in order; the first match wins."""
 
     name: str = Field(min_length=1, max_length=64)
-    matchers: list[Matcher] = Field(
+    # Shown (config show) in the syntax they are written in.
+    matchers: Annotated[list[Matcher], PlainSerializer(lambda ms: [str(m) for m in ms])] = Field(
         default_factory=list, description="all must hold; none means every alert"
     )
     severity: str | None = Field(default=None, description="default: default_severity")

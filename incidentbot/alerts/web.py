@@ -46,13 +46,19 @@ def start_declare_effects(session: Session, incident: Incident, actor: str) -> N
     flows.start_declare_effects(session, incident, declarer=actor)
 
 
+def _token(settings: Settings) -> bytes | None:
+    """The configured token; an empty one counts as none (it would accept an empty header)."""
+    secret = settings.alertmanager_token
+    value = secret.get_secret_value().strip() if secret is not None else ""
+    return value.encode() if value else None
+
+
 def authorized(settings: Settings, header: str | None) -> bool:
     """``Bearer <token>``, or basic auth with the configured user name and the token as the
     password. Compared in constant time."""
-    secret = settings.alertmanager_token
-    if secret is None or not header:
+    token = _token(settings)
+    if token is None or not header:
         return False
-    token = secret.get_secret_value().encode()
     scheme, _, value = header.strip().partition(" ")
     value = value.strip()
     if scheme.lower() == "bearer":
@@ -98,7 +104,7 @@ def alertmanager_route(
     slots = asyncio.Semaphore(CONCURRENCY)
 
     async def endpoint(request: Request) -> Response:
-        if settings.alertmanager_token is None:
+        if _token(settings) is None:
             return _error(
                 503,
                 "alert ingestion is not configured: set INCIDENTBOT_ALERTMANAGER_TOKEN "
@@ -133,8 +139,8 @@ def alertmanager_route(
             return _error(400, str(exc))
         except service.IngestFailed as exc:
             error = f"stored, not processed: {exc}"
-            body = {"ok": False, "delivery": exc.delivery_id, "error": error}
-            return JSONResponse(body, status_code=500)
+            reply = {"ok": False, "delivery": exc.delivery_id, "error": error}
+            return JSONResponse(reply, status_code=500)
         status = 500 if outcome.error else 200
         return JSONResponse({"ok": outcome.error is None, **outcome.as_dict()}, status_code=status)
 

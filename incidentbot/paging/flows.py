@@ -316,11 +316,19 @@ class PagerActions:
         text = (
             f":rotating_light: Paging *{page.service}* in PagerDuty failed ({error}): {fallback}."
         )
-        if self.chat is not None and inc.channel_id:
-            try:
-                self.chat.post(inc.channel_id, text, [])
-            except Exception as exc:
-                log.warning("could not announce the failed page: %s", exc)
+        if self.chat is None:
+            return
+        try:
+            # The incident channel if it exists yet, else the digest channel, where everyone
+            # watching incidents will see it.
+            where = inc.channel_id
+            if where is None:
+                digest = self.chat.find_channel(self.settings.channels.digest)
+                where = digest.id if digest else None
+            if where:
+                self.chat.post(where, text, [])
+        except Exception as exc:  # reporting a failure must not fail in turn
+            log.warning("could not announce the failed page: %s", exc)
 
 
 def mark_page(

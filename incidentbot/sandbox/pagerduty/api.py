@@ -200,17 +200,14 @@ class PagerDutyApi:
             return acct.tokens[token]
 
     @staticmethod
-    def _body(raw: bytes, content_type: str, api: str) -> Any:
+    def _body(raw: bytes) -> tuple[Any, bool]:
+        """The body as JSON, else as text (kept for the log); and whether it was JSON."""
         if not raw:
-            return None
-        if api == REST and content_type != "application/json":
-            raise invalid_input("Content-Type must be application/json")
+            return None, True
         try:
-            return json.loads(raw)
+            return json.loads(raw), True
         except (json.JSONDecodeError, UnicodeDecodeError):
-            if api == EVENTS:
-                raise _Unrecognized() from None
-            raise invalid_input("The request body is not valid JSON") from None
+            return raw.decode("utf-8", "replace"), False
 
     def _run(self, acct: Account, endpoint: Endpoint, call: Call) -> Reply:
         try:
@@ -237,11 +234,13 @@ class PagerDutyApi:
                 if "authorization" in request.headers:
                     token_source = "header"  # noqa: S105 - where a token was sent, not a token
                 call.caller = self._authenticate(acct, request.headers)
-            try:
-                body = self._body(raw, content_type, endpoint.api)
-            except _Unrecognized:
-                body = raw.decode("utf-8", "replace")
-                raise
+            body, is_json = self._body(raw)
+            if not is_json and endpoint.api == EVENTS:
+                raise _Unrecognized()
+            if raw and endpoint.api == REST and content_type != "application/json":
+                raise invalid_input("Content-Type must be application/json")
+            if not is_json:
+                raise invalid_input("The request body is not valid JSON")
             call.body = body
             fault = self.faults.take(endpoint.key)
             if fault is not None:

@@ -246,6 +246,8 @@ class PagerDutySpec:
                 if needed:
                     report("missing_required_header", name)
                 continue
+            if name.lower() == "content-type":  # the media type; parameters such as charset aside
+                value = value.split(";")[0].strip()
             for error in validate(value, param.get("schema", {}), op.doc, f"header {name}"):
                 report("header_value", error)
         if self._needs_credentials(op) and entry.token_source is None:
