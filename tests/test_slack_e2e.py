@@ -8,6 +8,7 @@ import pytest
 
 from incidentbot import db
 from incidentbot.incidents import service as svc
+from incidentbot.sandbox.slack.server import SlackSandbox
 from tests.conftest import count
 from tests.slack_harness import (
     assert_spec_conformance,
@@ -300,3 +301,14 @@ def test_joining_an_incident_channel_is_recorded_once(slack, engine):
     slack.driver.redeliver(acks[0])
     joined = [k for k in timeline_kinds(engine) if k == "participant.joined"]
     assert joined == ["participant.joined"]
+
+
+def test_configured_responders_and_groups_are_invited(engine):
+    seeded = SlackSandbox().workspace  # ids are the same in every seeded workspace
+    erin = seeded.user("erin").id
+    group = next(g.id for g in seeded.usergroups.values() if g.handle == "oncall-rpc")
+    with running_bot(engine, responders={"users": [erin], "groups": [group]}) as (_bot, slack):
+        declare(slack)
+        members = set(slack.snapshot(channel_of(engine)).members)
+        assert {"alice", "erin", "bob", "carol"} <= members  # declarer, user, the group's two
+        assert "dave" not in members
