@@ -9,20 +9,14 @@ so a config file can be committed and shared without leaking anything.
 from __future__ import annotations
 
 import os
-import re
 from contextvars import ContextVar
-from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
     SecretStr,
     ValidationError,
     field_validator,
@@ -31,8 +25,38 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from incidentbot.alerts.config import AlertsConfig, AlertSettings
-from incidentbot.durations import parse_duration
 from incidentbot.paging.config import PagerDutySettings
+from incidentbot.policy_models import (
+    DEFAULT_FIELDS,
+    DEFAULT_ROLES,
+    DEFAULT_SEVERITIES,
+    DEFAULT_STATUSES,
+    REQUIRED_STATUSES,
+    Channels,
+    Duration,
+    FieldSpec,
+    HttpSettings,
+    Responders,
+    Role,
+    Severity,
+    SlackSettings,
+    Status,
+)
+
+__all__ = [
+    "Channels",
+    "ConfigError",
+    "Duration",
+    "FieldSpec",
+    "HttpSettings",
+    "Responders",
+    "Role",
+    "Settings",
+    "Severity",
+    "SlackSettings",
+    "Status",
+    "load_settings",
+]
 
 CONFIG_ENV = "INCIDENTBOT_CONFIG"
 DEFAULT_CONFIG_FILE = "incidentbot.yaml"
@@ -45,12 +69,6 @@ SECRET_FIELDS = (
     "pagerduty_webhook_secret",
 )
 
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(lambda d: f"{int(d.total_seconds())}s", return_type=str),
-]
-
 
 class ConfigError(Exception):
     """The configuration cannot be used; ``problems`` lists every ``path: message``."""
@@ -60,204 +78,6 @@ class ConfigError(Exception):
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(problems))
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Severity(_Strict):
-    name: str = Field(description="SEV1 (worst) .. SEV4")
-    label: str
-    description: str = ""
-    page: bool = False
-    cadence: Duration = Field(description="how often the channel expects a status update")
-    postmortem_required: bool = False
-
-    @field_validator("name")
-    @classmethod
-    def _sev_name(cls, value: str) -> str:
-        if not re.fullmatch(r"SEV[0-9]", value):
-            raise ValueError(
-                f"{value!r} is not a severity name: use SEV followed by a digit, e.g. SEV1"
-            )
-        return value
-
-    @field_validator("cadence")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be longer than zero, e.g. 30m")
-        return value
-
-
-class Status(_Strict):
-    name: str = Field(pattern=r"^[a-z][a-z_]*$")
-    label: str
-    description: str = ""
-    terminal: bool = False
-
-
-class Role(_Strict):
-    name: str = Field(pattern=r"^[a-z][a-z_]*$")
-    label: str
-    description: str
-
-
-class FieldSpec(_Strict):
-    name: str = Field(pattern=r"^[a-z][a-z_]*$")
-    label: str
-    allowed: list[str] | None = None
-    required: bool = False
-
-
-_PLACEHOLDERS = {"number", "slug", "severity", "date"}
-_SLACK_NAME = re.compile(r"^[a-z0-9_-]{1,80}$")
-
-
-class Channels(_Strict):
-    naming: str = "inc-{number}-{slug}"
-    digest: str = "incidents"
-
-    @field_validator("naming")
-    @classmethod
-    def _naming(cls, value: str) -> str:
-        used = set(re.findall(r"{([^{}]*)}", value))
-        unknown = used - _PLACEHOLDERS
-        if unknown:
-            raise ValueError(
-                f"unknown placeholder {{{sorted(unknown)[0]}}}: "
-                f"allowed are {', '.join('{' + p + '}' for p in sorted(_PLACEHOLDERS))}"
-            )
-        if "number" not in used:
-            raise ValueError("must contain {number} so that every incident gets its own channel")
-        static = re.sub(r"{[^{}]*}", "", value)
-        if static and not _SLACK_NAME.match(static):
-            raise ValueError(
-                f"{value!r} has characters Slack refuses in channel names: "
-                "use lower case letters, digits, '-' and '_'"
-            )
-        return value
-
-    @field_validator("digest")
-    @classmethod
-    def _digest(cls, value: str) -> str:
-        value = value.lstrip("#")
-        if not _SLACK_NAME.match(value):
-            raise ValueError(
-                f"{value!r} is not a Slack channel name: "
-                "lower case letters, digits, '-' and '_', at most 80 characters"
-            )
-        return value
-
-
-class SlackSettings(_Strict):
-    """How the bot reaches Slack (the tokens themselves are secrets, set apart)."""
-
-    mode: str = Field(default="http", description="http (Events API over HTTPS) or socket")
-    api_url: str | None = Field(
-        default=None, description="Web API base URL; set only for the local Slack server"
-    )
-    command: str = "/incident"
-    pin_reaction: str = "pushpin"
-
-    @field_validator("mode")
-    @classmethod
-    def _mode(cls, value: str) -> str:
-        if value not in ("http", "socket"):
-            raise ValueError(f"unknown mode {value!r}: allowed are http, socket")
-        return value
-
-    @field_validator("pin_reaction")
-    @classmethod
-    def _reaction(cls, value: str) -> str:
-        return value.strip(":")
-
-
-class HttpSettings(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-
-
-class Responders(_Strict):
-    """Who is invited to every incident channel besides the declarer and the commander."""
-
-    users: list[str] = Field(default_factory=list, description="Slack user ids (U...)")
-    groups: list[str] = Field(default_factory=list, description="Slack user group ids (S...)")
-
-
-DEFAULT_SEVERITIES = [
-    Severity(
-        name="SEV1",
-        label="Critical",
-        description="Customer-facing outage or funds at risk (validators slashed, RPC down).",
-        page=True,
-        cadence="15m",
-        postmortem_required=True,
-    ),
-    Severity(
-        name="SEV2",
-        label="Major",
-        description="Degraded service for many users (high RPC latency, missed attestations).",
-        page=True,
-        cadence="30m",
-        postmortem_required=True,
-    ),
-    Severity(
-        name="SEV3",
-        label="Minor",
-        description="Limited impact or redundancy lost (one node behind, one backend down).",
-        cadence="2h",
-    ),
-    Severity(
-        name="SEV4",
-        label="Low",
-        description="No user impact yet; worth tracking (disk filling, peers dropping).",
-        cadence="1d",
-    ),
-]
-
-DEFAULT_STATUSES = [
-    Status(name="triage", label="Triage", description="Declared; impact being assessed."),
-    Status(name="investigating", label="Investigating", description="Looking for the cause."),
-    Status(name="identified", label="Identified", description="Cause known; fix under way."),
-    Status(name="monitoring", label="Monitoring", description="Mitigated; watching recovery."),
-    Status(name="resolved", label="Resolved", description="Impact over.", terminal=True),
-    Status(name="closed", label="Closed", description="Follow-up done.", terminal=True),
-]
-
-DEFAULT_ROLES = [
-    Role(
-        name="commander",
-        label="Incident commander",
-        description="You lead the response: decide, delegate, keep the channel focused. "
-        "Hand over explicitly when you step away.",
-    ),
-    Role(
-        name="scribe",
-        label="Scribe",
-        description="You keep the timeline: pin key messages, record decisions and times.",
-    ),
-    Role(
-        name="comms_lead",
-        label="Communications lead",
-        description="You post status updates on cadence and handle stakeholders and users.",
-    ),
-    Role(
-        name="ops_lead",
-        label="Operations lead",
-        description="You run the hands-on work: runbooks, node restarts, failovers.",
-    ),
-]
-
-DEFAULT_FIELDS = [
-    FieldSpec(name="chain", label="Chain"),
-    FieldSpec(name="network", label="Network"),
-    FieldSpec(name="client", label="Client"),
-    FieldSpec(name="component", label="Component"),
-]
-
-# Statuses the lifecycle needs by name; everything else about them is configurable.
-REQUIRED_STATUSES = ("triage", "investigating", "monitoring", "resolved", "closed")
 
 _yaml_data: ContextVar[dict[str, Any]] = ContextVar("incidentbot_yaml", default={})  # noqa: B039
 

@@ -2,133 +2,64 @@
 
 Callers wrap a call in ``incidentbot.db.transaction`` so that the change and its event commit
 together or not at all. Nothing here knows about Slack, PagerDuty or the CLI; actors are plain
-strings such as ``slack:U123`` or ``cli:alice``.
+strings such as ``U123`` (Slack) or ``alice`` (CLI). Reading and the timeline live in
+:mod:`incidentbot.incidents.records`, roles in :mod:`incidentbot.incidents.roles`; both are
+re-exported here so that callers use one module.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from incidentbot import policy
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
-from incidentbot.durations import ensure_utc
-from incidentbot.errors import DomainError, NotFound
-from incidentbot.incidents.models import (
-    SETTABLE_MILESTONES,
-    Counter,
-    Incident,
-    RoleAssignment,
-    TimelineEvent,
+from incidentbot.errors import DomainError
+from incidentbot.incidents.models import SETTABLE_MILESTONES, Counter, Incident, TimelineEvent
+from incidentbot.incidents.records import (
+    _check_past,
+    _clean_actor,
+    _require_open,
+    _stamp,
+    active_roles,
+    get,
+    get_by_channel,
+    has_event,
+    list_incidents,
+    parse_ref,
+    record,
+    timeline,
 )
+from incidentbot.incidents.roles import _start_role, assign_role, unassign_role
+
+__all__ = [
+    "TimelineEvent",
+    "active_roles",
+    "add_note",
+    "assign_role",
+    "close",
+    "declare",
+    "get",
+    "get_by_channel",
+    "has_event",
+    "list_incidents",
+    "parse_ref",
+    "record",
+    "reopen",
+    "resolve",
+    "set_milestone",
+    "set_severity",
+    "set_status",
+    "timeline",
+    "unassign_role",
+]
 
 MAX_TITLE = 200
 MAX_NOTE = 4000
-_REF = re.compile(r"^\s*#?(?:inc-?)?(\d+)\s*$", re.IGNORECASE)
-
-
-# -- reading -----------------------------------------------------------------------------------
-
-
-def parse_ref(ref: str | int) -> int:
-    """``INC-12``, ``inc12``, ``#12`` and ``12`` all name incident number 12."""
-    match = _REF.match(str(ref))
-    if not match:
-        raise DomainError(f"{ref!r} is not an incident reference: use INC-<number>, e.g. INC-12")
-    return int(match.group(1))
-
-
-def get(session: Session, ref: str | int, *, for_update: bool = False) -> Incident:
-    number = parse_ref(ref)
-    stmt = select(Incident).where(Incident.number == number)
-    if for_update:
-        stmt = stmt.with_for_update()
-    incident = session.exec(stmt).first()
-    if incident is None:
-        raise NotFound(f"no incident INC-{number}")
-    return incident
-
-
-def get_by_channel(session: Session, channel_id: str) -> Incident | None:
-    return session.exec(select(Incident).where(Incident.channel_id == channel_id)).first()
-
-
-def list_incidents(
-    session: Session, settings: Settings, *, include_terminal: bool = False
-) -> list[Incident]:
-    stmt = select(Incident).order_by(col(Incident.number).desc())
-    if not include_terminal:
-        stmt = stmt.where(col(Incident.status).not_in(policy.terminal_statuses(settings)))
-    return list(session.exec(stmt))
-
-
-def timeline(session: Session, incident: Incident) -> list[TimelineEvent]:
-    stmt = (
-        select(TimelineEvent)
-        .where(TimelineEvent.incident_id == incident.id)
-        .order_by(col(TimelineEvent.occurred_at), col(TimelineEvent.id))
-    )
-    return list(session.exec(stmt))
-
-
-def has_event(session: Session, source_key: str) -> bool:
-    """Whether an event from this source (a pinned message, a webhook) is already recorded."""
-    stmt = select(TimelineEvent.id).where(TimelineEvent.source_key == source_key)
-    return session.exec(stmt).first() is not None
-
-
-def active_roles(session: Session, incident: Incident) -> list[RoleAssignment]:
-    stmt = (
-        select(RoleAssignment)
-        .where(RoleAssignment.incident_id == incident.id)
-        .where(col(RoleAssignment.ended_at).is_(None))
-        .order_by(col(RoleAssignment.started_at), col(RoleAssignment.id))
-    )
-    return list(session.exec(stmt))
-
-
-# -- writing -----------------------------------------------------------------------------------
-
-
-def record(
-    session: Session,
-    incident: Incident,
-    kind: str,
-    actor: str,
-    summary: str,
-    *,
-    now: datetime,
-    occurred_at: datetime | None = None,
-    data: dict[str, Any] | None = None,
-    source_key: str | None = None,
-) -> TimelineEvent:
-    """Append one timeline event (the only way events are written)."""
-    event = TimelineEvent(
-        incident_id=_id(incident),
-        occurred_at=occurred_at or now,
-        recorded_at=now,
-        kind=kind,
-        actor=actor,
-        summary=summary,
-        data=data or {},
-        source_key=source_key,
-    )
-    session.add(event)
-    return event
-
-
-def _stamp(when: datetime) -> str:
-    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _id(incident: Incident) -> int:
-    assert incident.id is not None, "incident must be flushed first"
-    return incident.id
 
 
 def _next_number(session: Session) -> int:
@@ -151,28 +82,6 @@ def _clean_title(title: str) -> str:
     if len(cleaned) > MAX_TITLE:
         raise DomainError(f"the title is {len(cleaned)} characters long: at most {MAX_TITLE}")
     return cleaned
-
-
-def _clean_actor(user: str, what: str) -> str:
-    user = str(user).strip()
-    if not user:
-        raise DomainError(f"{what} is empty: name a person")
-    return user
-
-
-def _check_past(name: str, when: datetime, now: datetime) -> datetime:
-    when = ensure_utc(when)
-    if when > now:
-        raise DomainError(
-            f"{name.replace('_', ' ')} time {when.isoformat()} is in the future: "
-            "it can only be now or earlier"
-        )
-    return when
-
-
-def _require_open(settings: Settings, incident: Incident, doing: str) -> None:
-    if incident.status in policy.terminal_statuses(settings):
-        raise DomainError(f"{incident.ref} is {incident.status}: cannot {doing}; reopen it first")
 
 
 def declare(
@@ -250,25 +159,6 @@ def declare(
             )
     _start_role(session, incident, "commander", commander, actor, now)
     return incident
-
-
-def _start_role(
-    session: Session, incident: Incident, role: str, user: str, actor: str, now: datetime
-) -> None:
-    session.add(
-        RoleAssignment(
-            incident_id=_id(incident), role=role, user=user, assigned_by=actor, started_at=now
-        )
-    )
-    record(
-        session,
-        incident,
-        "role.assigned",
-        actor,
-        f"{user} is {role}",
-        now=now,
-        data={"role": role, "user": user, "previous": None},
-    )
 
 
 def set_severity(
@@ -385,89 +275,6 @@ def set_milestone(
             "previous": previous.isoformat() if previous else None,
         },
     )
-    return incident
-
-
-def assign_role(
-    session: Session,
-    settings: Settings,
-    ref: str | int,
-    role: str,
-    user: str,
-    *,
-    actor: str,
-    now: datetime | None = None,
-) -> Incident:
-    """Give ``role`` to ``user``. Each role has one holder; the previous one hands over."""
-    now = now or utcnow()
-    incident = get(session, ref, for_update=True)
-    r = policy.role(settings, role)
-    user = _clean_actor(user, "the assignee")
-    _require_open(settings, incident, "assign roles")
-    current = [a for a in active_roles(session, incident) if a.role == r.name]
-    if any(a.user == user for a in current):
-        raise DomainError(f"{user} is already {r.name} of {incident.ref}")
-    previous = current[0].user if current else None
-    for assignment in current:
-        assignment.ended_at = now
-        assignment.ended_by = actor
-        session.add(assignment)
-    session.add(
-        RoleAssignment(
-            incident_id=_id(incident), role=r.name, user=user, assigned_by=actor, started_at=now
-        )
-    )
-    if r.name == "commander":
-        incident.commander = user
-    incident.updated_at = now
-    session.add(incident)
-    summary = f"{user} is {r.name}" + (f" (handover from {previous})" if previous else "")
-    record(
-        session,
-        incident,
-        "role.handover" if previous else "role.assigned",
-        actor,
-        summary,
-        now=now,
-        data={"role": r.name, "user": user, "previous": previous},
-    )
-    return incident
-
-
-def unassign_role(
-    session: Session,
-    settings: Settings,
-    ref: str | int,
-    role: str,
-    *,
-    actor: str,
-    now: datetime | None = None,
-) -> Incident:
-    now = now or utcnow()
-    incident = get(session, ref, for_update=True)
-    r = policy.role(settings, role)
-    if r.name == "commander":
-        raise DomainError(
-            "an incident always has a commander: assign the role to someone else instead"
-        )
-    current = [a for a in active_roles(session, incident) if a.role == r.name]
-    if not current:
-        raise DomainError(f"nobody is {r.name} of {incident.ref}")
-    for assignment in current:
-        assignment.ended_at = now
-        assignment.ended_by = actor
-        session.add(assignment)
-        record(
-            session,
-            incident,
-            "role.unassigned",
-            actor,
-            f"{assignment.user} is no longer {r.name}",
-            now=now,
-            data={"role": r.name, "user": assignment.user},
-        )
-    incident.updated_at = now
-    session.add(incident)
     return incident
 
 
