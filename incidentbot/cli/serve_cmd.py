@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import threading
 
@@ -36,3 +38,8 @@ def serve(ctx: typer.Context) -> None:
     stop.wait()
     console.print("Stopping: finishing the current steps…")
     bot.stop()  # closes the Socket Mode connection first
+    console.print("Stopped.")
+    # A step attempt abandoned at its timeout may still be running in its thread; it must not
+    # keep the process alive. Its run was handed back, and the ledger resumes it elsewhere.
+    logging.shutdown()
+    os._exit(0)
