@@ -55,6 +55,37 @@ def pages_of(session: Session, incident: Incident) -> list[Page]:
     return list(session.exec(stmt))
 
 
+def _page_run(
+    session: Session,
+    incident: Incident,
+    page: Page,
+    *,
+    kind: str,
+    key: str,
+    name: str,
+    action: str,
+    actor: str,
+) -> None:
+    """One durable step on one page (trigger, resolve, note), idempotent by ``key``."""
+    ledger.start_run(
+        session,
+        kind=kind,
+        key=key,
+        steps=[
+            {
+                "name": name,
+                "action": action,
+                "input": {"page_id": page.id},
+                "idempotent": True,
+                "retry": PAGE_RETRY,
+                "timeout": 30.0,
+            }
+        ],
+        incident_id=incident.id,
+        actor=actor,
+    )
+
+
 def request_page(
     session: Session,
     settings: Settings,
@@ -92,21 +123,14 @@ def request_page(
         now=now,
         data={"service": name, "page_id": page.id},
     )
-    ledger.start_run(
+    _page_run(
         session,
+        incident,
+        page,
         kind="incident.page",
         key=f"{incident.ref}:page:{page.key}",
-        steps=[
-            {
-                "name": f"Page {name} in PagerDuty",
-                "action": "pager.trigger",
-                "input": {"page_id": page.id},
-                "idempotent": True,
-                "retry": PAGE_RETRY,
-                "timeout": 30.0,
-            }
-        ],
-        incident_id=incident.id,
+        name=f"Page {name} in PagerDuty",
+        action="pager.trigger",
         actor=actor,
     )
     return page, True
@@ -132,21 +156,14 @@ def resolve_pages(session: Session, settings: Settings, incident: Incident, *, a
     count = 0
     for page in pages_of(session, incident):
         if page.status in ("triggered", "acknowledged") and page.external_id:
-            ledger.start_run(
+            _page_run(
                 session,
+                incident,
+                page,
                 kind="incident.unpage",
                 key=f"{incident.ref}:unpage:{page.key}:{page.external_id}",
-                steps=[
-                    {
-                        "name": f"Resolve the {page.service} page",
-                        "action": "pager.resolve",
-                        "input": {"page_id": page.id},
-                        "idempotent": True,
-                        "retry": PAGE_RETRY,
-                        "timeout": 30.0,
-                    }
-                ],
-                incident_id=incident.id,
+                name=f"Resolve the {page.service} page",
+                action="pager.resolve",
                 actor=actor,
             )
             count += 1
@@ -167,21 +184,14 @@ def link_channel(session: Session, incident: Incident) -> None:
         return
     for page in pages_of(session, incident):
         if page.external_id and page.status in ("triggered", "acknowledged"):
-            ledger.start_run(
+            _page_run(
                 session,
+                incident,
+                page,
                 kind="incident.page_note",
                 key=f"{incident.ref}:page-note:{page.key}",
-                steps=[
-                    {
-                        "name": f"Link the channel in the {page.service} page",
-                        "action": "pager.note",
-                        "input": {"page_id": page.id},
-                        "idempotent": True,
-                        "retry": PAGE_RETRY,
-                        "timeout": 30.0,
-                    }
-                ],
-                incident_id=incident.id,
+                name=f"Link the channel in the {page.service} page",
+                action="pager.note",
                 actor=BOT_ACTOR,
             )
 
