@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +31,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from incidentbot.sandbox.slack.server import SlackSandbox
+from bench.served import served_bot
 from tests.pgcluster import PgCluster, PgUnavailable
 from tests.test_alerts_support import alert, notification, resolved
 
@@ -51,49 +48,14 @@ RULES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
-def served_bot(url: str, tmp: str) -> Iterator[str]:
-    """`incidentbot serve` on ``url``; yields the webhook URL."""
-    sandbox = SlackSandbox().start()
-    port = _free_port()
+def served_alert_bot(url: str, tmp: str) -> Iterator[str]:
+    """`incidentbot serve` on ``url`` with the routing rules; yields the webhook URL."""
     config = Path(tmp) / "incidentbot.yaml"
     config.write_text(yaml.safe_dump({"alerts": {"rules": RULES}}))
-    env = {
-        **os.environ,
-        "INCIDENTBOT_CONFIG": str(config),
-        "INCIDENTBOT_DATABASE_URL": url,
-        "INCIDENTBOT_SLACK_BOT_TOKEN": sandbox.bot_token,
-        "INCIDENTBOT_SLACK_SIGNING_SECRET": sandbox.signing_secret,
-        "INCIDENTBOT_SLACK__API_URL": sandbox.base_url,
-        "INCIDENTBOT_ALERTMANAGER_TOKEN": TOKEN,
-        "INCIDENTBOT_HTTP__PORT": str(port),
-        "INCIDENTBOT_LOG_LEVEL": "WARNING",
-    }
-    cli = [sys.executable, "-m", "incidentbot.cli"]
-    subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
-    proc = subprocess.Popen([*cli, "serve"], env=env, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("incidentbot serve did not come up")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/webhooks/alertmanager"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        sandbox.stop()
+    extra = {"INCIDENTBOT_CONFIG": str(config), "INCIDENTBOT_ALERTMANAGER_TOKEN": TOKEN}
+    with served_bot(url, **extra) as (_sandbox, base):
+        yield f"{base}/webhooks/alertmanager"
 
 
 def phases(groups: int, per_group: int) -> list[tuple[str, list[dict]]]:
@@ -129,7 +91,7 @@ async def _send(url: str, bodies: list[dict], concurrency: int) -> tuple[float, 
 
 
 def run(name: str, url: str, args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as tmp, served_bot(url, tmp) as webhook:
+    with tempfile.TemporaryDirectory() as tmp, served_alert_bot(url, tmp) as webhook:
         warm = notification([alert("Warmup", instance="w")], group="Warmup")
         asyncio.run(_send(webhook, [warm], 1))
         total_alerts, total_time = 0, 0.0

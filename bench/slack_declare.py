@@ -15,25 +15,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.served import served_bot
 from incidentbot import db
 from incidentbot.incidents import service as svc
-from incidentbot.sandbox.slack.server import SlackSandbox
 from tests.slack_harness import running_bot, settled
 
 
@@ -57,51 +51,8 @@ async def _burst(sandbox, n: int) -> list[float]:  # type: ignore[no-untyped-def
     return [a.elapsed_s for a in acks]
 
 
-@contextmanager
-def served_bot(tmp: str) -> Iterator[SlackSandbox]:
-    """`incidentbot serve` in its own process (its own GIL), against the local Slack server."""
-    sandbox = SlackSandbox().start()
-    port = _free_port()
-    url = f"sqlite:///{tmp}/bench.db"
-    env = {
-        **os.environ,
-        "INCIDENTBOT_DATABASE_URL": url,
-        "INCIDENTBOT_SLACK_BOT_TOKEN": sandbox.bot_token,
-        "INCIDENTBOT_SLACK_SIGNING_SECRET": sandbox.signing_secret,
-        "INCIDENTBOT_SLACK__API_URL": sandbox.base_url,
-        "INCIDENTBOT_HTTP__PORT": str(port),
-        "INCIDENTBOT_LOG_LEVEL": "WARNING",
-    }
-    cli = [sys.executable, "-m", "incidentbot.cli"]
-    subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
-    proc = subprocess.Popen([*cli, "serve"], env=env, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("incidentbot serve did not come up")
-            time.sleep(0.1)
-        sandbox.driver.bot_url = f"http://127.0.0.1:{port}/slack/events"
-        yield sandbox
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        sandbox.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def ack_latency(n: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp, served_bot(tmp) as sandbox:
+    with tempfile.TemporaryDirectory() as tmp, served_bot(f"sqlite:///{tmp}/b.db") as (sandbox, _):
         asyncio.run(_burst(sandbox, 4))  # warm up connections and code paths
         times = asyncio.run(_burst(sandbox, n))
     ms = [t * 1000 for t in times]
@@ -110,7 +61,7 @@ def ack_latency(n: int) -> None:
         f"  p50 {statistics.median(ms):.1f} ms   p99 {_pct(ms, 0.99):.1f} ms   max {max(ms):.1f} ms"
     )
     single = []
-    with tempfile.TemporaryDirectory() as tmp, served_bot(tmp) as sandbox:
+    with tempfile.TemporaryDirectory() as tmp, served_bot(f"sqlite:///{tmp}/b.db") as (sandbox, _):
         for i in range(20):
             single.append(sandbox.driver.slash_command(f"declare node {i} lagging").elapsed_s)
     ms = [t * 1000 for t in single]
