@@ -31,6 +31,7 @@ from incidentbot.ledger.actions import registry as action_registry
 from incidentbot.ledger.worker import WorkerPool
 from incidentbot.metrics import Metrics
 from incidentbot.paging import webhooks as pd_webhooks
+from incidentbot.paging.config import parse_routing_keys
 from incidentbot.paging.flows import PagerActions
 from incidentbot.paging.pagerduty import PagerDutyPager
 from incidentbot.slack import blocks
@@ -203,8 +204,23 @@ def _paging(
     token = _secret(settings.pagerduty_api_token, "INCIDENTBOT_PAGERDUTY_API_TOKEN")
     if not pd.from_email:
         raise DomainError("pagerduty.from_email is not set: PagerDuty needs it to open incidents")
-    pager = PagerDutyPager(token, from_email=pd.from_email, base_url=pd.api_url, ca_file=pd.ca_file)
-    actions = PagerActions(pager, engine, settings, chat=chat, on_change=_refresh_header)
+    secret = settings.pagerduty_routing_keys
+    try:
+        routing_keys = parse_routing_keys(
+            secret.get_secret_value() if secret else None, pd.services
+        )
+    except ValueError as exc:
+        raise DomainError(str(exc)) from None
+    pager = PagerDutyPager(
+        token,
+        from_email=pd.from_email,
+        base_url=pd.api_url,
+        ca_file=pd.ca_file,
+        events_url=pd.events_url,
+    )
+    actions = PagerActions(
+        pager, engine, settings, chat=chat, on_change=_refresh_header, routing_keys=routing_keys
+    )
     actions.install(action_registry)
     return pager, actions
 

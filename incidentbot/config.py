@@ -67,6 +67,7 @@ SECRET_FIELDS = (
     "alertmanager_token",
     "pagerduty_api_token",
     "pagerduty_webhook_secret",
+    "pagerduty_routing_keys",
 )
 
 
@@ -112,6 +113,8 @@ class Settings(BaseSettings):
     alertmanager_token: SecretStr | None = None
     pagerduty_api_token: SecretStr | None = None
     pagerduty_webhook_secret: SecretStr | None = None
+    # Events API v2 routing keys per service, "rpc=KEY,validators=KEY": credentials, so here.
+    pagerduty_routing_keys: SecretStr | None = None
 
     severities: list[Severity] = Field(default_factory=lambda: list(DEFAULT_SEVERITIES))
     statuses: list[Status] = Field(default_factory=lambda: list(DEFAULT_STATUSES))

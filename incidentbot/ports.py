@@ -109,8 +109,11 @@ class Pager(Protocol):
         key: str,
         title: str,
         details: str,
+        routing_key: str | None = None,
     ) -> PageInfo:
-        """Open a page; with a ``key`` already open, return that page instead of a second."""
+        """Open a page; with a ``key`` already open, return that page instead of a second.
+        With a ``routing_key`` the page goes through the Events API (``key`` is its dedup_key).
+        """
         ...
 
     def find(self, key: str) -> PageInfo | None: ...

@@ -20,7 +20,7 @@ SECRET = "whsec-test-0123456789"
 
 
 @contextmanager
-def paging_bot(engine, from_email="alice@nodeworks.example"):
+def paging_bot(engine, from_email="alice@nodeworks.example", routed=()):
     with PagerDutySandbox() as pd:
         d = pd.describe()
         services = {
@@ -33,13 +33,18 @@ def paging_bot(engine, from_email="alice@nodeworks.example"):
         }
         config = {
             "api_url": d["rest_url"],
+            "events_url": d["events_url"],
             "ca_file": str(d["ca_file"]),
             "from_email": from_email,
             "default_service": "rpc",
             "services": services,
         }
+        keys = ",".join(
+            f"{s['name']}={s['routing_key']}" for s in d["services"] if s["name"] in routed
+        )
         with running_bot(
             engine,
+            pagerduty_routing_keys=keys or None,
             pagerduty=config,
             pagerduty_api_token=d["api_token"],
             pagerduty_webhook_secret=SECRET,
@@ -181,3 +186,20 @@ def test_an_invalid_from_fails_the_page_clearly_with_the_fallback(engine):
             what="the fallback announcement",
         )
         assert "Requester User Not Found" in text and "subteam^S0ONCALLRPC" in text
+
+
+def test_a_service_with_a_routing_key_is_paged_through_the_events_api(engine):
+    with paging_bot(engine, routed=("indexer",)) as (_bot, slack, pd):
+        say(slack, "declare sev3 Indexer stopped at block 21000000")
+        ch = channel_of(engine)
+        say(slack, "page indexer stuck since 04:10", channel=ch)
+        page = wait_for(lambda: [p for p in pages(engine) if p.status == "triggered"])[0]
+        assert page.number is not None
+        assert len(pd_incidents(pd, page.key)) == 1
+        assert pd.requests("POST /incidents") == []  # not through the REST API
+        assert [r for r in pd.requests() if r.api == "events" and "enqueue" in r.path]
+        say(slack, "resolve Restarted the indexer", channel=ch)
+        wait_for(
+            lambda: pd.incident(page.external_id)["status"] == "resolved",
+            what="the PagerDuty incident resolved",
+        )

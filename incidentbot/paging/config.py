@@ -21,6 +21,7 @@ class PagerDutySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     api_url: str | None = Field(default=None, description="REST API base URL override")
+    events_url: str | None = Field(default=None, description="Events API base URL override")
     ca_file: str | None = Field(default=None, description="CA bundle for a private endpoint")
     from_email: str | None = Field(
         default=None, description="email of the PagerDuty user the bot acts as (From header)"
@@ -53,3 +54,20 @@ class PagerDutySettings(BaseModel):
     @property
     def enabled(self) -> bool:
         return bool(self.services)
+
+
+def parse_routing_keys(text: str | None, services: dict[str, PagedService]) -> dict[str, str]:
+    """``rpc=KEY,validators=KEY`` (from the secret) as a dict; unknown names are refused."""
+    keys: dict[str, str] = {}
+    for part in (text or "").replace("\n", ",").split(","):
+        if not part.strip():
+            continue
+        name, sep, key = part.partition("=")
+        name = name.strip().lower()
+        if not sep or not key.strip():
+            raise ValueError(f"pagerduty_routing_keys: {name or part!r} has no key: use name=KEY")
+        if name not in services:
+            known = ", ".join(sorted(services)) or "none configured"
+            raise ValueError(f"pagerduty_routing_keys: unknown service {name!r} ({known})")
+        keys[name] = key.strip()
+    return keys

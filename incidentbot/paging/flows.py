@@ -207,7 +207,9 @@ class PagerActions:
         *,
         chat: Chat | None = None,
         on_change: Callable[[Session, Incident], None] | None = None,
+        routing_keys: dict[str, str] | None = None,
     ):
+        self.routing_keys = routing_keys or {}
         self.pager = pager
         self.engine = engine
         self.settings = settings
@@ -248,6 +250,7 @@ class PagerActions:
             key=page.key,
             title=f"{inc.ref} ({inc.severity}): {inc.title}",
             details=details,
+            routing_key=self.routing_keys.get(page.service),
         )
         now = utcnow()
         with db.transaction(self.engine) as s:

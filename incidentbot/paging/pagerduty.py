@@ -29,13 +29,17 @@ class PagerDutyPager:
         from_email: str,
         base_url: str | None = None,
         ca_file: str | None = None,
+        events_url: str | None = None,
         timeout: float = 10.0,
     ):
         kwargs: dict[str, Any] = {"default_from": from_email}
         if base_url:
             kwargs["base_url"] = base_url
+        self._events_kwargs: dict[str, Any] = {"base_url": events_url} if events_url else {}
         if ca_file:  # a private CA (the local PagerDuty-compatible server uses one)
             kwargs["verify"] = ssl.create_default_context(cafile=ca_file)
+            self._events_kwargs["verify"] = kwargs["verify"]
+        self._timeout = timeout
         self.client = pagerduty.RestApiV2Client(api_token, **kwargs)
         self.client.timeout = timeout
         self.client.max_http_attempts = 1
@@ -72,10 +76,13 @@ class PagerDutyPager:
         key: str,
         title: str,
         details: str,
+        routing_key: str | None = None,
     ) -> PageInfo:
         existing = self.find(key)
         if existing is not None and existing.status != "resolved":
             return existing
+        if routing_key:
+            return self._trigger_event(routing_key, key, title, details)
         body: dict[str, Any] = {
             "type": "incident",
             "title": title[:1024],
@@ -99,6 +106,32 @@ class PagerDutyPager:
                 raise
             return again
         return _page(created)
+
+    def _trigger_event(self, routing_key: str, key: str, title: str, details: str) -> PageInfo:
+        """Events API v2: the dedup_key groups a repeat into the open incident, so a retry
+        cannot page twice. The incident is then read back through the REST API."""
+        events = pagerduty.EventsApiV2Client(routing_key, **self._events_kwargs)
+        events.timeout = self._timeout
+        events.max_http_attempts = 1
+        events.max_network_attempts = 0
+        self._call(
+            "send event",
+            lambda: events.trigger(
+                summary=title[:1024],
+                source="incidentbot",
+                dedup_key=key,
+                custom_details={"details": details[:10000]},
+            ),
+        )
+        created = self.find(key)
+        if created is None:  # PagerDuty processes events asynchronously: look again shortly
+            raise ExternalError(
+                "not_yet_created",
+                "event accepted, incident not visible yet",
+                retryable=True,
+                retry_after=1.0,
+            )
+        return created
 
     def find(self, key: str) -> PageInfo | None:
         def query() -> list[dict[str, Any]]:
