@@ -14,7 +14,14 @@ from incidentbot.incidents import service as svc
 from incidentbot.paging.models import Page
 from incidentbot.sandbox.pagerduty.server import PagerDutySandbox
 from tests.conftest import count
-from tests.slack_harness import channel_of, incident, running_bot, settled, wait_for
+from tests.slack_harness import (
+    channel_of,
+    incident,
+    running_bot,
+    settled,
+    timeline_kinds,
+    wait_for,
+)
 
 SECRET = "whsec-test-0123456789"
 
@@ -104,6 +111,19 @@ def test_sev1_declare_pages_the_named_service_and_an_ack_comes_back(engine):
             what="the header showing the acknowledgement",
         )
 
+        pd.escalate(page.external_id)  # the policy's timer firing
+        pd.reassign(page.external_id, to=["dave"], by="bob")
+        assert pd.wait_for_webhooks()
+        kinds = wait_for(
+            lambda: (
+                (k := [e for e in timeline_kinds(engine) if e.startswith("page.")])
+                and "page.reassigned" in k
+                and k
+            ),
+            what="escalation and reassignment on the timeline",
+        )
+        assert kinds.count("page.escalated") == 1 and kinds.count("page.reassigned") == 1
+
         say(slack, "resolve Rotated the signer; attestations back", channel=ch)
         wait_for(
             lambda: pd.incident(page.external_id)["status"] == "resolved",
@@ -131,10 +151,11 @@ def test_manual_page_is_not_repeated(engine):
 @pytest.mark.parametrize(
     "fault",
     [
+        {"kind": "ratelimited", "count": 2},
         {"kind": "server_error", "status": 500, "count": 2},
         {"kind": "timeout", "hold_s": 4.0, "applied": True, "count": 1},
     ],
-    ids=["500-then-recovery", "answer-lost"],
+    ids=["429-then-recovery", "500-then-recovery", "answer-lost"],
 )
 def test_pagerduty_failures_are_retried_without_a_second_page(engine, fault):
     with paging_bot(engine) as (_bot, slack, pd):
