@@ -9,9 +9,7 @@ sandbox does not serve is answered with that 404 and logged, so the spec check n
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from starlette.applications import Starlette
@@ -19,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from incidentbot.sandbox.admin import admin_routes, read_json
 from incidentbot.sandbox.pagerduty import events, rest
 from incidentbot.sandbox.pagerduty.api import EVENTS, REST, Call, Endpoint, PagerDutyApi, Reply
 from incidentbot.sandbox.pagerduty.models import not_found
@@ -33,16 +32,6 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 def _unknown(call: Call) -> Reply:
     raise not_found()
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    data = json.loads(raw)
-    if not isinstance(data, dict):
-        raise ValueError("expected a JSON object")
-    return data
 
 
 def _route(api: PagerDutyApi, endpoint: Endpoint) -> Route:
@@ -63,39 +52,6 @@ def build_app(sandbox: PagerDutySandbox) -> Starlette:
         logged = path.removeprefix(EVENTS_PREFIX) if kind == EVENTS else path
         return await api.handle(request, Endpoint(kind, request.method, logged, _unknown))
 
-    async def log(request: Request) -> Response:
-        if request.method == "DELETE":
-            sandbox.log.clear()
-            return JSONResponse({"ok": True})
-        entries = sandbox.requests(request.query_params.get("endpoint"))
-        return JSONResponse({"ok": True, "requests": [e.to_json() for e in entries]})
-
-    async def faults(request: Request) -> Response:
-        if request.method == "DELETE":
-            sandbox.faults.clear()
-            return JSONResponse({"ok": True})
-        if request.method == "POST":
-            data = await _json(request)
-            try:
-                fault = sandbox.fail_next(
-                    data["endpoint"],
-                    kind=data.get("kind", "ratelimited"),
-                    count=int(data.get("count", 1)),
-                    retry_after=int(data.get("retry_after", 1)),
-                    status=int(data.get("status", 500)),
-                    hold_s=float(data.get("hold_s", 61.0)),
-                    applied=bool(data.get("applied", False)),
-                )
-            except (KeyError, ValueError) as exc:
-                return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
-            return JSONResponse({"ok": True, "fault": asdict(fault)})
-        return JSONResponse({"ok": True, "faults": [asdict(f) for f in sandbox.faults.pending()]})
-
-    async def latency(request: Request) -> Response:
-        data = await _json(request)
-        sandbox.set_latency(float(data.get("seconds", 0.0)), data.get("endpoints"))
-        return JSONResponse({"ok": True})
-
     async def account(request: Request) -> Response:
         return JSONResponse({"ok": True, **sandbox.describe()})
 
@@ -104,7 +60,7 @@ def build_app(sandbox: PagerDutySandbox) -> Starlette:
 
     async def webhooks(request: Request) -> Response:
         if request.method == "POST":
-            data = await _json(request)
+            data = await read_json(request)
             try:
                 sub = sandbox.subscribe(
                     data["url"],
@@ -120,7 +76,7 @@ def build_app(sandbox: PagerDutySandbox) -> Starlette:
 
     async def respond(request: Request) -> Response:
         """A responder acts: ``{"action", "incident", "by", "to", "level", "content", ...}``."""
-        data = await _json(request)
+        data = await read_json(request)
         try:
             result = await anyio.to_thread.run_sync(lambda: sandbox.respond(**data))
         except (KeyError, TypeError, ValueError) as exc:
@@ -141,9 +97,7 @@ def build_app(sandbox: PagerDutySandbox) -> Starlette:
     routes = [_route(api, e) for e in ENDPOINTS]
     routes += [
         Route("/_sandbox/account", account, methods=["GET"]),
-        Route("/_sandbox/log", log, methods=["GET", "DELETE"]),
-        Route("/_sandbox/faults", faults, methods=["GET", "POST", "DELETE"]),
-        Route("/_sandbox/latency", latency, methods=["POST"]),
+        *admin_routes(sandbox, selector="endpoint", default_hold_s=61.0),
         Route("/_sandbox/summary", summary, methods=["GET"]),
         Route("/_sandbox/webhooks", webhooks, methods=["GET", "POST"]),
         Route("/_sandbox/respond", respond, methods=["POST"]),

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from incidentbot.sandbox.admin import admin_routes, read_json
 from incidentbot.sandbox.slack import transcript
 from incidentbot.sandbox.slack.api import WebApi
 from incidentbot.sandbox.slack.driver import Ack
@@ -42,16 +43,6 @@ def ack_summary(ack: Ack) -> dict[str, Any]:
     }
 
 
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    data = json.loads(raw)
-    if not isinstance(data, dict):
-        raise ValueError("expected a JSON object")
-    return data
-
-
 def build_app(sandbox: SlackSandbox) -> Starlette:
     """Routes for one sandbox; every handler reads the sandbox's live state."""
     web_api = WebApi(
@@ -63,41 +54,8 @@ def build_app(sandbox: SlackSandbox) -> Starlette:
         socket_mode=sandbox.socket_mode,
     )
 
-    async def log(request: Request) -> Response:
-        if request.method == "DELETE":
-            sandbox.log.clear()
-            return JSONResponse({"ok": True})
-        entries = sandbox.requests(request.query_params.get("method"))
-        return JSONResponse({"ok": True, "requests": [e.to_json() for e in entries]})
-
-    async def faults(request: Request) -> Response:
-        if request.method == "DELETE":
-            sandbox.faults.clear()
-            return JSONResponse({"ok": True})
-        if request.method == "POST":
-            data = await _json(request)
-            try:
-                fault = sandbox.fail_next(
-                    data["method"],
-                    kind=data.get("kind", "ratelimited"),
-                    count=int(data.get("count", 1)),
-                    retry_after=int(data.get("retry_after", 1)),
-                    status=int(data.get("status", 500)),
-                    hold_s=float(data.get("hold_s", 31.0)),
-                    applied=bool(data.get("applied", False)),
-                )
-            except (KeyError, ValueError) as exc:
-                return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
-            return JSONResponse({"ok": True, "fault": asdict(fault)})
-        return JSONResponse({"ok": True, "faults": [asdict(f) for f in sandbox.faults.pending()]})
-
-    async def latency(request: Request) -> Response:
-        data = await _json(request)
-        sandbox.set_latency(float(data.get("seconds", 0.0)), data.get("methods"))
-        return JSONResponse({"ok": True})
-
     async def rate_limits(request: Request) -> Response:
-        data = await _json(request)
+        data = await read_json(request)
         sandbox.enable_rate_limits(bool(data.get("enabled", True)))
         return JSONResponse({"ok": True, "enabled": sandbox.rate_limits.enabled})
 
@@ -129,7 +87,7 @@ def build_app(sandbox: SlackSandbox) -> Starlette:
         return JSONResponse({"ok": True})
 
     async def command(request: Request) -> Response:
-        data = await _json(request)
+        data = await read_json(request)
         ack = await anyio.to_thread.run_sync(
             lambda: sandbox.driver.slash_command(
                 data.get("text", ""),
@@ -141,14 +99,14 @@ def build_app(sandbox: SlackSandbox) -> Starlette:
         return JSONResponse({"ok": True, "ack": ack_summary(ack)})
 
     async def event(request: Request) -> Response:
-        data = await _json(request)
+        data = await read_json(request)
         sent = await anyio.to_thread.run_sync(lambda: sandbox.driver.send_event(data["event"]))
         return JSONResponse({"ok": True, "acks": [ack_summary(a) for a in sent]})
 
     async def socket(request: Request) -> Response:
         if request.method == "POST":
             try:
-                sandbox.driver.mode = str((await _json(request))["mode"])
+                sandbox.driver.mode = str((await read_json(request))["mode"])
             except (KeyError, ValueError) as exc:
                 return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
         hub = sandbox.socket_mode
@@ -164,7 +122,7 @@ def build_app(sandbox: SlackSandbox) -> Starlette:
         )
 
     async def socket_disconnect(request: Request) -> Response:
-        data = await _json(request)
+        data = await read_json(request)
         close_after = data.get("close_after", 2.0)
         try:
             sent = await anyio.to_thread.run_sync(
@@ -207,9 +165,7 @@ def build_app(sandbox: SlackSandbox) -> Starlette:
         Route("/commands/{rest:path}", response_url, methods=["POST"]),
         Route("/actions/{rest:path}", response_url, methods=["POST"]),
         Route("/archives/{channel}/{ts}", permalink, methods=["GET"]),
-        Route("/_sandbox/log", log, methods=["GET", "DELETE"]),
-        Route("/_sandbox/faults", faults, methods=["GET", "POST", "DELETE"]),
-        Route("/_sandbox/latency", latency, methods=["POST"]),
+        *admin_routes(sandbox, selector="method", default_hold_s=31.0),
         Route("/_sandbox/rate_limits", rate_limits, methods=["POST"]),
         Route("/_sandbox/transcript", show_transcript, methods=["GET"]),
         Route("/_sandbox/channels", channels, methods=["GET"]),
