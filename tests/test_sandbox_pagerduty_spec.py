@@ -37,6 +37,7 @@ ALICE = "alice@nodeworks.example"
 # the Slack sandbox's generic pieces (fault plan, request log, schema validator, Problem).
 SHARED = {
     "incidentbot.sandbox.admin",
+    "incidentbot.sandbox.serving",
     "incidentbot.sandbox.specs",
     "incidentbot.sandbox.slack.faults",
     "incidentbot.sandbox.slack.log",
@@ -360,7 +361,14 @@ def test_pagerduty_server_and_core_do_not_import_each_other() -> None:
             )
         }
         assert outside == set(), f"{path} imports {outside}"
-    for name in ("admin.py", "specs.py", "slack/faults.py", "slack/log.py", "slack/schema.py"):
+    for name in (
+        "admin.py",
+        "serving.py",
+        "specs.py",
+        "slack/faults.py",
+        "slack/log.py",
+        "slack/schema.py",
+    ):
         shared = {m for m in _imports(package / "sandbox" / name) if m.startswith("incidentbot")}
         assert shared <= {"incidentbot.sandbox.slack.log"}, f"{name} imports {shared}"
     for path in package.rglob("*.py"):

@@ -34,6 +34,7 @@ from incidentbot.sandbox.pagerduty.webhooks import (
     DEFAULT_TIMEOUT_S,
     WebhookSender,
 )
+from incidentbot.sandbox.serving import listen, wait_started
 from incidentbot.sandbox.slack.faults import ANY_METHOD, Fault, FaultKind, FaultPlan
 from incidentbot.sandbox.slack.log import RequestLog
 
@@ -120,12 +121,7 @@ class PagerDutySandbox(Actors):
 
         if self._server is not None:
             raise RuntimeError("the sandbox is already running")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Accepted sockets inherit this: without it Nagle's algorithm and delayed ACKs add
-        # about 40 ms to every answer (headers and body leave in two writes).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((self.host, self.port))
+        sock = listen(self.host, self.port)
         self.port = sock.getsockname()[1]
         tls: dict[str, Any] = {}
         if self.tls is not None:
@@ -146,11 +142,7 @@ class PagerDutySandbox(Actors):
             target=self._serve, args=(self._server, sock), name="pd-sandbox", daemon=True
         )
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the PagerDuty sandbox did not start")
-            time.sleep(0.01)
+        wait_started(self._server, self._thread, "PagerDuty sandbox")
         return self
 
     def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:

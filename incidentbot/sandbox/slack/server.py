@@ -8,7 +8,6 @@ handle tests use to arm faults, read the request log, print the transcript and d
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any
 import uvicorn
 from slack_sdk import WebClient
 
+from incidentbot.sandbox.serving import listen, wait_started
 from incidentbot.sandbox.slack import transcript
 from incidentbot.sandbox.slack.driver import ACK_TIMEOUT_S, BotDriver
 from incidentbot.sandbox.slack.faults import Fault, FaultKind, FaultPlan, RateLimiter
@@ -118,11 +118,7 @@ class SlackSandbox:
 
         if self._server is not None:
             raise RuntimeError("the sandbox is already running")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Small request/response pairs: without this, Nagle and delayed ACKs add ~40 ms each.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((self.host, self.port))
+        sock = listen(self.host, self.port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             build_app(self),
@@ -140,11 +136,7 @@ class SlackSandbox:
             target=self._server.run, kwargs={"sockets": [sock]}, name="slack-sandbox", daemon=True
         )
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the Slack sandbox did not start")
-            time.sleep(0.01)
+        wait_started(self._server, self._thread, "Slack sandbox")
         return self
 
     def stop(self) -> None:
