@@ -279,7 +279,8 @@ class ChatActions:
         else:
             raise PermanentError(f"no free channel name after {MAX_NAME_SUFFIX} tries")
         with db.transaction(self.engine) as s:
-            row = s.get(Incident, inc.id)
+            # Locked as a page trigger locks it, so one of the two always links the channel.
+            row = s.get(Incident, inc.id, with_for_update=True)
             assert row is not None
             row.channel_id, row.channel_name = channel.id, channel.name
             s.add(row)

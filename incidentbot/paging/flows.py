@@ -254,6 +254,10 @@ class PagerActions:
         )
         now = utcnow()
         with db.transaction(self.engine) as s:
+            # Lock the incident first, as the channel creation does: whichever commits second
+            # sees the other's work, so the channel link reaches the page either way.
+            incident = s.get(Incident, inc.id, with_for_update=True)
+            assert incident is not None
             row = s.get(Page, page.id)
             assert row is not None
             row.external_id, row.number, row.url = info.id, info.number, info.url
@@ -261,8 +265,6 @@ class PagerActions:
                 row.status = "acknowledged" if info.status == "acknowledged" else "triggered"
                 row.triggered_at = now
             s.add(row)
-            incident = s.get(Incident, inc.id)
-            assert incident is not None
             svc.record(
                 s,
                 incident,
