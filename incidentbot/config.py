@@ -42,6 +42,7 @@ from incidentbot.policy_models import (
     SlackSettings,
     Status,
 )
+from incidentbot.runbooks.config import RunbookSettings
 
 __all__ = [
     "Channels",
@@ -128,6 +129,7 @@ class Settings(BaseSettings):
     default_severity: str = "SEV3"
     alerts: AlertsConfig = Field(default_factory=AlertSettings)
     pagerduty: PagerDutySettings = Field(default_factory=PagerDutySettings)
+    runbooks: RunbookSettings = Field(default_factory=RunbookSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -22,8 +22,8 @@ from incidentbot.ledger.actions import (
     classify,
     registry,
 )
-from incidentbot.ledger.control import DecisionResult, cancel, decide
-from incidentbot.ledger.events import LedgerEvent, subscribe
+from incidentbot.ledger.control import DecisionResult, cancel, decide, resume
+from incidentbot.ledger.events import LedgerEvent, on_transition, subscribe
 from incidentbot.ledger.models import Run, Step, TargetLock
 from incidentbot.ledger.redact import add_redactor, add_sensitive_keys, redact, redact_text
 from incidentbot.ledger.service import (
@@ -71,9 +71,11 @@ __all__ = [
     "get_by_key",
     "get_run",
     "get_steps",
+    "on_transition",
     "redact",
     "redact_text",
     "registry",
+    "resume",
     "start_run",
     "subscribe",
 ]

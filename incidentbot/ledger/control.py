@@ -1,4 +1,5 @@
-"""Requests from outside the worker: cancel a run, decide for a parked one.
+"""Requests from outside the worker: cancel a run, decide for a parked one, resume one that
+needs attention.
 
 Both can come from any process (Slack buttons, the CLI, another replica) at any moment, also
 while a worker is executing the run, so each is a conditional change on the run row: a cancel
@@ -27,6 +28,8 @@ from incidentbot.ledger.models import (
     PARKED,
     PENDING,
     RUNNING,
+    STEP_PENDING,
+    STEP_SKIPPED,
     STEP_STARTED,
     Run,
 )
@@ -155,3 +158,46 @@ def _ignored(
     else:
         message = f"{prefix}: the run is {run.status}, not waiting for a decision"
     return DecisionResult(False, rid, message)
+
+
+def resume(session: Session, run_id: int, *, actor: str, skip: bool = False) -> str:
+    """Continue a run that stopped as ``needs_attention``; a person has looked at the target.
+
+    ``skip=False`` runs the step in doubt again (it did not happen, or doing it twice is
+    fine); ``skip=True`` marks it skipped and goes on with the next step (it did happen, or it
+    is not needed). The run keeps its target lock throughout. Only the first of two racing
+    requests counts: the run must still be ``needs_attention``.
+    """
+    actor = clean_text(actor, "the actor", 128)
+    run = get_run(session, run_id, for_update=True)
+    if run.status != NEEDS_ATTENTION:
+        raise DomainError(
+            f"run {run_id} is {run.status}: only a run that needs attention can be "
+            + ("skipped past a step" if skip else "resumed")
+        )
+    now = db_now(session)
+    step = get_step(session, run_id, run.cursor)
+    if skip:
+        step.status = STEP_SKIPPED
+        step.finished_at = now
+        step.error = redact_text(f"skipped by {actor} ({step.error or 'needed attention'})")
+        run.cursor = step.idx + 1
+        what = f"{step.label} skipped by {actor}"
+    else:
+        step.status = STEP_PENDING
+        step.next_attempt_at = None
+        step.error = redact_text(f"resumed by {actor} after: {step.error or 'needing attention'}")
+        what = f"{step.label} to run again, resumed by {actor}"
+    session.add(step)
+    run.status = PENDING
+    run.owner = None
+    run.lease_expires_at = None
+    run.wake_at = None
+    run.finished_at = None
+    run.error = None
+    run.updated_at = now
+    session.add(run)
+    kind = "step.skipped" if skip else "run.resumed"
+    emit(session, event_for(run, kind, now, step, data={"actor": actor, "resumed": True}))
+    log.info("run %s: %s", run_id, what)
+    return f"run {run_id}: {what}"

@@ -1,10 +1,11 @@
 """Transition callbacks: who wants to know when a run or a step changes state.
 
-The timeline and the Slack run message subscribe here. Events are queued on the session that
-makes the change and delivered only after that transaction commits, so a subscriber never
-announces a step that was rolled back. Delivery is synchronous, in the committing thread: keep
-callbacks quick (hand slow work to the ledger itself); an exception in one is logged and does
-not affect the run or the other subscribers.
+Events are queued on the session that makes the change. :func:`subscribe` callbacks get them
+only after that transaction commits, so a subscriber never announces a step that was rolled
+back; delivery is synchronous, in the committing thread: keep callbacks quick (hand slow work
+to the ledger itself); an exception in one is logged and does not affect the run or the other
+subscribers. :func:`on_transition` hooks run inside the transaction instead, just before it
+commits, for writes that must commit with the transition (the runbook timeline).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from incidentbot.ledger.models import Run, Step
 log = logging.getLogger(__name__)
 
 _QUEUE = "ledger_events"
+_HOOKED = "ledger_events_hooked"
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,27 @@ class LedgerEvent:
 
 
 Subscriber = Callable[[LedgerEvent], None]
+TransitionHook = Callable[[Session, LedgerEvent], None]
 
 _subscribers: list[Subscriber] = []
+_hooks: list[TransitionHook] = []
 _lock = threading.Lock()
+
+
+def on_transition(hook: TransitionHook) -> Callable[[], None]:
+    """Call ``hook(session, event)`` inside the transaction that makes each transition, just
+    before it commits, so what the hook writes (a timeline entry) commits with the transition
+    or not at all. A hook that raises rolls its own writes back to a savepoint and is logged;
+    the transition still commits. Returns the function that removes the hook."""
+    with _lock:
+        _hooks.append(hook)
+
+    def remove() -> None:
+        with _lock:
+            if hook in _hooks:
+                _hooks.remove(hook)
+
+    return remove
 
 
 def subscribe(callback: Subscriber) -> Callable[[], None]:
@@ -109,10 +129,36 @@ def _deliver(events: list[LedgerEvent]) -> None:
                 )
 
 
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
+    with _lock:
+        hooks = list(_hooks)
+    if not hooks:
+        return
+    events = session.info.get(_QUEUE) or []
+    done = session.info.setdefault(_HOOKED, 0)
+    for ev in events[done:]:
+        for hook in hooks:
+            try:
+                with session.begin_nested():
+                    hook(session, ev)
+            except Exception:
+                log.exception(
+                    "ledger transition hook %r failed on %s (run %s)",
+                    getattr(hook, "__name__", hook),
+                    ev.kind,
+                    ev.run_id,
+                )
+    session.info[_HOOKED] = len(events)
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint released: the enclosing transaction may still roll back
+    session.info.pop(_HOOKED, None)
     events = session.info.pop(_QUEUE, None)
     if events:
         _deliver(events)
@@ -123,3 +169,4 @@ def _after_rollback(session: Session) -> None:
     if session.in_nested_transaction():
         return  # only the whole transaction's fate decides (events are queued after savepoints)
     session.info.pop(_QUEUE, None)
+    session.info.pop(_HOOKED, None)

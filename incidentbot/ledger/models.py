@@ -70,6 +70,8 @@ class Run(SQLModel, table=True):
     cancel_requested_at: datetime | None = _ts()
     cancel_requested_by: str | None = Field(default=None, max_length=128)
     takeovers: int = 0
+    # The (0-based) step that failed for good while its rollback steps run; None otherwise.
+    failed_step: int | None = None
     lock_acquired_at: datetime | None = _ts()
     lock_released_at: datetime | None = _ts()
 

@@ -33,7 +33,6 @@ from incidentbot.ledger.models import (
     RUNNING,
     STEP_PENDING,
     STEP_SKIPPED,
-    SUCCEEDED,
     Run,
     Step,
     TargetLock,
@@ -392,13 +391,13 @@ def end_run(
                 )
             )
             run.lock_released_at = now
-        if status != SUCCEEDED:
-            session.execute(
-                update(Step)
-                .where(col(Step.run_id) == run.id, col(Step.status) == STEP_PENDING)
-                .values(status=STEP_SKIPPED)
-                .execution_options(synchronize_session=False)
-            )
+        # Steps never reached (and rollbacks never needed) did not run.
+        session.execute(
+            update(Step)
+            .where(col(Step.run_id) == run.id, col(Step.status) == STEP_PENDING)
+            .values(status=STEP_SKIPPED)
+            .execution_options(synchronize_session=False)
+        )
     session.add(run)
     emit(session, event_for(run, f"run.{status}", now, error=run.error))
     log.info("run %s %s%s", run.id, status, f": {run.error}" if run.error else "")

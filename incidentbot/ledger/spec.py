@@ -69,6 +69,9 @@ class StepSpec(BaseModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout: float = Field(default=300.0, gt=0, description="seconds one attempt may take")
     park: ParkSpec | None = None
+    # A rollback step: runs only if the step at this (0-based) index failed for good, after
+    # it and before the run ends failed. Otherwise it is skipped.
+    rollback_for: int | None = Field(default=None, ge=0)
 
     @field_validator("name", "action")
     @classmethod
@@ -96,6 +99,15 @@ def parse_steps(steps: Sequence[StepSpec | dict[str, Any]]) -> list[StepSpec]:
                 for err in exc.errors()
             )
             raise DomainError(f"step {i} is invalid: {problems}") from None
+    for i, step in enumerate(parsed, start=1):
+        target = step.rollback_for
+        if target is None:
+            continue
+        if target >= i - 1 or parsed[target].rollback_for is not None:
+            raise DomainError(
+                f"step {i} is invalid: rollback_for must name an earlier step that is not "
+                "itself a rollback step"
+            )
     return parsed
 
 

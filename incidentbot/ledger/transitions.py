@@ -27,6 +27,7 @@ from incidentbot.ledger.models import (
     PARKED,
     STEP_FAILED,
     STEP_PENDING,
+    STEP_SKIPPED,
     STEP_STARTED,
     STEP_SUCCEEDED,
     SUCCEEDED,
@@ -62,6 +63,8 @@ class Attempt:
     retry: RetryPolicy
     decision: Decision | None
     last: bool
+    has_rollback: bool = False  # rollback steps wait for this step's failure
+    is_rollback: bool = False  # this step is itself a rollback step
 
 
 @dataclass(frozen=True)
@@ -124,10 +127,22 @@ def begin_step(
                 session, run, CANCELLED, now, run.error or f"cancelled by {run.cancel_requested_by}"
             )
         return None
+    while step is not None and _not_needed(specs[step.idx], run):
+        step.status = STEP_SKIPPED
+        step.finished_at = now
+        session.add(step)
+        emit(session, event_for(run, "step.skipped", now, step))
+        run.cursor = step.idx + 1
+        session.add(run)
+        step = get_step(session, run_id, run.cursor) if run.cursor < len(specs) else None
     if step is None:
-        end_run(session, run, SUCCEEDED, now)
+        _end(session, run, now)
         return None
     spec = specs[run.cursor]
+    rollback = dict(
+        has_rollback=any(s.rollback_for == step.idx for s in specs),
+        is_rollback=spec.rollback_for is not None,
+    )
 
     if step.status == STEP_STARTED:
         if not step.idempotent:
@@ -138,7 +153,9 @@ def begin_step(
             _attention(session, run, step, now, _unknown(step, run, why))
             return None
         if step.attempts >= spec.retry.max_attempts + MAX_INTERRUPTIONS:
-            _fail(session, run, step, now, f"{step.label} was interrupted {step.attempts} times")
+            why = f"{step.label} was interrupted {step.attempts} times"
+            if _fail(session, run, step, now, why, **rollback):  # on to its rollback steps
+                return begin_step(session, run_id, owner, lease, actions, cache)
             return None
         log.warning("run %s: re-running idempotent %s after an interruption", run_id, step.label)
 
@@ -161,7 +178,7 @@ def begin_step(
         _wait_for_another_worker(session, run, now, note)
         return None
 
-    if run.error is not None:  # a note from an earlier hand-back; nothing final happened
+    if run.error is not None and run.failed_step is None:  # a note from an earlier hand-back
         run.error = None
         session.add(run)
     step.status = STEP_STARTED
@@ -190,6 +207,7 @@ def begin_step(
         retry=spec.retry,
         decision=decision,
         last=step.idx == len(specs) - 1,
+        **rollback,
     )
 
 
@@ -214,7 +232,7 @@ def finish_step(
             late = None
             if run.cancel_requested_at is not None:
                 late = f"{run.error or 'cancel'} arrived after the last step had started"
-            end_run(session, run, SUCCEEDED, now, late)
+            _end(session, run, now, late)
             return False
         session.add(run)
         return True
@@ -242,8 +260,15 @@ def finish_step(
     else:
         why = f"{step.label} failed: {message}"
     step.error = message
-    _fail(session, run, step, now, why)
-    return False
+    return _fail(
+        session,
+        run,
+        step,
+        now,
+        why,
+        has_rollback=attempt.has_rollback,
+        is_rollback=attempt.is_rollback,
+    )
 
 
 def release_held(session: Session, run_id: int, owner: str, lease: float) -> None:
@@ -274,13 +299,60 @@ def _park(session: Session, run: Run, step: Step, now: datetime, prompt: str) ->
     log.info("run %s parked at %s until %s", run.id, step.label, _at(step.deadline_at))
 
 
-def _fail(session: Session, run: Run, step: Step, now: datetime, why: str) -> None:
+def _end(session: Session, run: Run, now: datetime, note: str | None = None) -> None:
+    """Past the last step: succeeded, or failed if what ran last were rollback steps."""
+    if run.failed_step is None:
+        end_run(session, run, SUCCEEDED, now, note)
+        return
+    failed = get_step(session, _run_id(run), run.failed_step)
+    end_run(session, run, FAILED, now, f"{failed.error}; rolled back")
+
+
+def _not_needed(spec: StepSpec, run: Run) -> bool:
+    """Rollback steps run only after their own step failed; once a step failed, only its
+    rollback steps run."""
+    if run.failed_step is None:
+        return spec.rollback_for is not None
+    return spec.rollback_for != run.failed_step
+
+
+def _fail(
+    session: Session,
+    run: Run,
+    step: Step,
+    now: datetime,
+    why: str,
+    *,
+    has_rollback: bool = False,
+    is_rollback: bool = False,
+) -> bool:
+    """A step failed for good. Returns True if the run goes on with the step's rollback
+    steps; otherwise the run has ended failed."""
     step.status = STEP_FAILED
     step.error = step.error or why
     step.finished_at = now
     session.add(step)
     emit(session, event_for(run, "step.failed", now, step, error=step.error))
+    if is_rollback and run.failed_step is not None:
+        original = get_step(session, _run_id(run), run.failed_step).error
+        end_run(session, run, FAILED, now, f"{original}; rollback {step.label} failed: {why}")
+        return False
+    if has_rollback and run.failed_step is None:
+        step.error = redact_text(why)
+        run.failed_step = step.idx
+        run.cursor = step.idx + 1
+        run.updated_at = now
+        session.add(run)
+        emit(session, event_for(run, "run.rolling_back", now, step, error=step.error))
+        log.info("run %s: %s; rolling back", run.id, why)
+        return True
     end_run(session, run, FAILED, now, why)
+    return False
+
+
+def _run_id(run: Run) -> int:
+    assert run.id is not None
+    return run.id
 
 
 def _attention(session: Session, run: Run, step: Step, now: datetime, why: str) -> None:

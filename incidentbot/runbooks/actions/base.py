@@ -1,0 +1,117 @@
+"""The action plugin interface: what a runbook step's ``uses:`` names.
+
+An action is a class with a name, a pydantic ``Inputs`` model (what ``with:`` may hold), a
+``plan()`` that says what it *would* do without touching the world, and a ``run()`` that does it
+and returns outputs (a JSON-able dict, readable by later steps as ``steps.<id>.outputs``).
+
+Failures are reported the ledger's way: raise :class:`~incidentbot.ledger.RetryableError`
+(nothing happened, try again), :class:`~incidentbot.ledger.OutcomeUnknownError` (it may have
+happened) or :class:`~incidentbot.ledger.PermanentError` (retrying cannot help). httpx errors
+are classified automatically.
+
+Third-party packs register through the entry point group ``incidentbot.actions``: each entry
+point names an :class:`Action` subclass, an iterable of them, or a callable returning them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class NoInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class IncidentInfo:
+    """What a step may know about the incident it runs for (read-only)."""
+
+    id: int
+    ref: str
+    title: str
+    severity: str
+    status: str
+    channel_id: str | None = None
+    commander: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "title": self.title,
+            "severity": self.severity,
+            "status": self.status,
+            "channel_id": self.channel_id,
+            "commander": self.commander,
+            "fields": dict(self.fields),
+        }
+
+
+@dataclass
+class Services:
+    """What the running bot lends to actions. Any of them may be None (the CLI has no Slack);
+    an action that needs one it lacks raises PermanentError saying so."""
+
+    engine: Any = None  # sqlalchemy Engine
+    settings: Any = None  # incidentbot.config.Settings
+    chat: Any = None  # incidentbot.ports.Chat
+
+
+@dataclass
+class ActionContext:
+    """Given to ``plan()`` and ``run()``.
+
+    ``mask`` hides the run's secret values (and anything secret-shaped) in text an action
+    produces; ``progress`` reports a line of progress (shown live by the CLI, masked)."""
+
+    run_id: int | None
+    step_id: str
+    attempt: int = 1
+    incident: IncidentInfo | None = None
+    target: str | None = None
+    requester: str | None = None
+    services: Services = field(default_factory=Services)
+    idempotency_token: str = ""
+    stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    mask: Callable[[str], str] = field(default=lambda text: text, repr=False)
+    progress: Callable[[str], None] = field(default=lambda line: None, repr=False)
+
+    def should_stop(self) -> bool:
+        """True once the engine gave up on this attempt (timeout, lost lease, shutdown):
+        long actions check it between polls and return or raise promptly."""
+        return self.stop_event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; returns True if told to stop meanwhile."""
+        return self.stop_event.wait(max(0.0, seconds))
+
+
+class Action:
+    """Base class of every action. Subclasses set the class attributes and override
+    :meth:`plan` and :meth:`run`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    # The default for steps that do not say: may this action be run again after a crash left
+    # it unfinished without harm? (A read or a set-to-value is; a restart or a post is not.)
+    idempotent: ClassVar[bool] = False
+    Inputs: ClassVar[type[BaseModel]] = NoInputs
+    # Output names and what they mean (documentation and `runbook show`).
+    outputs: ClassVar[dict[str, str]] = {}
+
+    def validate(self, data: dict[str, Any]) -> BaseModel:
+        """Inputs after templates were rendered; raises pydantic.ValidationError."""
+        return self.Inputs.model_validate(data)
+
+    def plan(self, inputs: Any, ctx: ActionContext) -> str:
+        """One line saying what :meth:`run` would do with these inputs. Must not touch the
+        world: no network, no processes, no files, no database writes."""
+        raise NotImplementedError
+
+    def run(self, inputs: Any, ctx: ActionContext) -> dict[str, Any]:
+        raise NotImplementedError

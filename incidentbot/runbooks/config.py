@@ -1,0 +1,62 @@
+"""The ``runbooks`` section of the settings: where runbooks live, who may run and approve
+them, how long an approval waits, and which commands ``shell.exec`` may start.
+
+Imported by :mod:`incidentbot.config`; must not import it back.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from incidentbot.policy_models import Duration
+
+
+class AccessRule(BaseModel):
+    """Who may run, and who may approve, the runbooks whose names match ``runbooks``.
+
+    ``users`` and ``approvers`` are Slack user ids (``U…``); ``groups`` and
+    ``approver_groups`` Slack user group ids (``S…``). An empty ``users`` and ``groups`` means
+    "members of the incident channel"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runbooks: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(default_factory=list)
+    approver_groups: list[str] = Field(default_factory=list)
+
+    def matches(self, runbook: str) -> bool:
+        return any(fnmatch.fnmatchcase(runbook, pattern) for pattern in self.runbooks)
+
+
+class RunbookSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dirs: list[Path] = Field(
+        default_factory=lambda: [Path("runbooks")],
+        description="directories searched for *.yaml runbooks, in order",
+    )
+    approval_timeout: Duration = Field(
+        default=timedelta(minutes=15),
+        description="how long an approval request waits before it expires",
+    )
+    access: list[AccessRule] = Field(
+        default_factory=list,
+        description="first rule matching a runbook's name applies; none: channel members run, "
+        "the commander approves",
+    )
+    shell_allow: list[str] = Field(
+        default_factory=list,
+        description="commands shell.exec may start (program names or absolute paths)",
+    )
+
+    def rule_for(self, runbook: str) -> AccessRule:
+        for rule in self.access:
+            if rule.matches(runbook):
+                return rule
+        return AccessRule()
