@@ -34,9 +34,14 @@ from incidentbot.paging import webhooks as pd_webhooks
 from incidentbot.paging.config import parse_routing_keys
 from incidentbot.paging.flows import PagerActions
 from incidentbot.paging.pagerduty import PagerDutyPager
-from incidentbot.slack import blocks
+from incidentbot.runbooks import runtime as runbook_runtime
+from incidentbot.runbooks.actions import registry as runbook_actions
+from incidentbot.runbooks.loader import Catalog, load_dirs
+from incidentbot.runbooks.messages import RunMessages
+from incidentbot.slack import blocks, runbook_blocks
 from incidentbot.slack.app import build_bolt_app
 from incidentbot.slack.chat import SlackChat
+from incidentbot.slack.runbook_commands import RunbookCommands
 from incidentbot.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,8 @@ class Bot:
     _unsubscribe: Callable[[], None] | None = field(default=None, repr=False)
     pager: PagerDutyPager | None = None
     _socket: SocketModeHandler | None = field(default=None, repr=False)
+    catalog: Catalog = field(default_factory=Catalog)
+    run_messages: RunMessages | None = None
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None, *, poll: float = 1.0) -> Bot:
@@ -77,6 +84,17 @@ class Bot:
         actions = ChatActions(chat, engine, settings, blocks)
         actions.install(action_registry)
         pager, pager_actions = _paging(settings, engine, chat)
+        run_messages = RunMessages(
+            engine, chat, runbook_blocks.run_message, runbook_blocks.block_id
+        )
+        uninstall_runbooks = runbook_runtime.install(
+            engine, settings, chat=chat, announce=run_messages.announce
+        )
+        catalog = load_dirs(settings.runbooks.dirs, runbook_actions)
+        for problem in catalog.problems:
+            log.error("runbook not loaded: %s", problem)
+        holder: dict[str, Catalog] = {"catalog": catalog}
+        runbook_commands = RunbookCommands(settings, engine, lambda: holder["catalog"], chat)
         client_args: dict[str, Any] = {"token": token}
         if settings.slack.api_url:
             client_args["base_url"] = settings.slack.api_url
@@ -87,11 +105,20 @@ class Bot:
             signing_secret=signing,
             metrics=metrics,
             pager=pager,
+            runbooks=runbook_commands,
         )
-        pool = WorkerPool(engine, threads=settings.workers, poll=poll, name="bot")
+        pool = WorkerPool(
+            engine, threads=settings.workers, lease=settings.worker_lease, poll=poll, name="bot"
+        )
         bot = cls(settings, engine, chat, metrics, bolt, asgi=None, pool=pool)  # type: ignore[arg-type]
         bot.pager = pager
-        unsubscribe = [events.subscribe(actions.on_ledger_event)]
+        bot.catalog = catalog
+        bot.run_messages = run_messages
+        unsubscribe = [
+            events.subscribe(actions.on_ledger_event),
+            events.subscribe(run_messages.on_ledger_event),
+            uninstall_runbooks,
+        ]
         if pager_actions is not None:
             unsubscribe.append(events.subscribe(pager_actions.on_ledger_event))
         bot._unsubscribe = lambda: [fn() for fn in unsubscribe] and None
@@ -115,6 +142,8 @@ class Bot:
 
     def start_workers(self) -> None:
         self.pool.start()
+        if self.run_messages is not None:
+            self.run_messages.start()
 
     def start_http(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve the web app in a background thread; return its base URL."""
@@ -185,6 +214,8 @@ class Bot:
             if self._thread is not None:
                 self._thread.join(10)
         self.pool.stop(timeout=10)
+        if self.run_messages is not None:
+            self.run_messages.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None

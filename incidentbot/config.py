@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     workers: int = Field(default=4, ge=1, le=64, description="ledger worker threads in serve")
+    worker_lease: float = Field(
+        default=30.0,
+        ge=0.5,
+        le=3600,
+        description="seconds a worker holds a run without renewing it; a dead worker's runs "
+        "are taken over after this",
+    )
     fields: list[FieldSpec] = Field(default_factory=lambda: list(DEFAULT_FIELDS))
     default_severity: str = "SEV3"
     alerts: AlertsConfig = Field(default_factory=AlertSettings)

@@ -19,7 +19,17 @@ try:  # typer >= 0.25 carries its own copy of click
     from typer._click import exceptions as click_exc
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exc  # type: ignore[no-redef]
-from incidentbot.cli import alerts_cmd, config_cmd, db_cmd, demo_cmd, incident, runs, serve_cmd
+from incidentbot.cli import (
+    alerts_cmd,
+    config_cmd,
+    db_cmd,
+    demo_cmd,
+    incident,
+    runbook_cmd,
+    runbook_run,
+    runs,
+    serve_cmd,
+)
 from incidentbot.cli.common import AppState, CliError
 from incidentbot.config import ConfigError, format_validation_error
 from incidentbot.db import SchemaError
@@ -39,6 +49,8 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(runs.app, name="runs")
 app.add_typer(alerts_cmd.app, name="alerts")
+runbook_run.register()  # plan, run, approve and resume join `runbook`
+app.add_typer(runbook_cmd.app, name="runbook")
 app.command("worker")(runs.worker_cmd)
 app.command("demo")(demo_cmd.demo)
 app.command("serve")(serve_cmd.serve)

@@ -9,12 +9,13 @@ change nothing.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +28,7 @@ from incidentbot.metrics import Metrics
 from incidentbot.ports import Pager
 from incidentbot.slack.commands import CommandHandler
 from incidentbot.slack.modal import CALLBACK_ID, declare_view, field_errors, read_submission
+from incidentbot.slack.runbook_commands import FORM_CALLBACK, RunbookCommands
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ def build_bolt_app(
     signing_secret: str | None,
     metrics: Metrics,
     pager: Pager | None = None,
+    runbooks: RunbookCommands | None = None,
 ) -> App:
     app = App(
         client=client,
@@ -51,7 +54,7 @@ def build_bolt_app(
         process_before_response=True,
         ignoring_self_events_enabled=True,
     )
-    handler = CommandHandler(settings, engine, pager)
+    handler = CommandHandler(settings, engine, pager, runbooks)
 
     @app.command(settings.slack.command)
     def on_command(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
@@ -74,6 +77,9 @@ def build_bolt_app(
             ).start()
 
     def _open_form(client: WebClient, body: dict[str, Any], args: dict[str, Any]) -> None:
+        if args.get("runbook") and runbooks is not None:
+            _open_runbook_form(client, body, args["runbook"])
+            return
         view = declare_view(settings, declarer=body["user_id"], severity=args.get("severity"))
         view["private_metadata"] = body["channel_id"]
         try:
@@ -86,6 +92,58 @@ def build_bolt_app(
                 text="The declare form could not open; use "
                 f"`{settings.slack.command} declare [sev] &lt;title&gt;` instead.",
             )
+
+    def _open_runbook_form(client: WebClient, body: dict[str, Any], name: str) -> None:
+        assert runbooks is not None
+        try:
+            client.views_open(
+                trigger_id=body["trigger_id"], view=runbooks.form(name, body["channel_id"])
+            )
+        except Exception as exc:
+            log.warning("views.open failed for runbook %s: %s", name, exc)
+            client.chat_postEphemeral(
+                channel=body["channel_id"],
+                user=body["user_id"],
+                text=f"The form could not open; use `{settings.slack.command} run {name} "
+                "name=value …` instead.",
+            )
+
+    @app.action(re.compile(r"^runbook_"))
+    def on_run_button(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
+    ) -> None:
+        started = time.perf_counter()
+        user = body["user"]["id"]
+        try:
+            run_id = int(action.get("value") or "")
+        except ValueError:
+            ack()
+            return
+        if runbooks is None:
+            ack()
+            return
+        message = runbooks.button(action["action_id"], run_id, user)
+        ack()
+        metrics.ack.labels("block_action").observe(time.perf_counter() - started)
+        try:  # through the response URL: it reaches the clicker even outside the channel
+            respond(text=message, response_type="ephemeral", replace_original=False)
+        except Exception as exc:
+            log.info("could not tell %s about run %s: %s", user, run_id, exc)
+
+    @app.view(FORM_CALLBACK)
+    def on_runbook_form(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        assert runbooks is not None
+        user = body["user"]["id"]
+        errors, reply, channel = runbooks.submit_form(user, view)
+        if errors:
+            ack(response_action="errors", errors=errors)
+            return
+        ack()
+        if reply is not None and channel:
+            try:
+                app.client.chat_postEphemeral(channel=channel, user=user, text=reply.text)
+            except Exception as exc:
+                log.info("could not confirm the run to %s: %s", user, exc)
 
     @app.view(CALLBACK_ID)
     def on_declare_form(

@@ -132,8 +132,21 @@ class SlackChat:
         return new
 
     def _members(self, channel_id: str) -> list[str]:
-        data = self._call("conversations.members", channel=channel_id, limit=1000)
-        return list(data.get("members", []))
+        return self.channel_members(channel_id)
+
+    def channel_members(self, channel_id: str) -> list[str]:
+        """Every member of the channel (following the cursor past the first page)."""
+        members: list[str] = []
+        cursor = ""
+        while True:
+            args: dict[str, Any] = {"channel": channel_id, "limit": 1000}
+            if cursor:
+                args["cursor"] = cursor
+            data = self._call("conversations.members", **args)
+            members.extend(data.get("members", []))
+            cursor = (data.get("response_metadata") or {}).get("next_cursor") or ""
+            if not cursor:
+                return members
 
     def usergroup_members(self, group_id: str) -> list[str]:
         return list(self._call("usergroups.users.list", usergroup=group_id).get("users", []))

@@ -27,6 +27,7 @@ from incidentbot.paging import flows as paging
 from incidentbot.ports import ExternalError, Pager
 from incidentbot.slack import blocks
 from incidentbot.slack.grammar import SPECS, Command, Usage, escape, help_text, parse
+from incidentbot.slack.runbook_commands import RunbookCommands
 
 
 @dataclass
@@ -48,10 +49,17 @@ class Reply:
 
 
 class CommandHandler:
-    def __init__(self, settings: Settings, engine: Engine, pager: Pager | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        pager: Pager | None = None,
+        runbooks: RunbookCommands | None = None,
+    ):
         self.settings = settings
         self.engine = engine
         self.pager = pager
+        self.runbooks = runbooks
 
     def handle(self, *, user_id: str, channel_id: str, text: str, trigger_id: str) -> Reply:
         with db.transaction(self.engine) as s:
@@ -92,6 +100,8 @@ class CommandHandler:
             return self._oncall(args["service"])
         if name == "alerts":
             return self._alerts(args["unmatched"], incident)
+        if name in ("run", "runs"):
+            return self._runbook(name, args, user, incident, trigger_id)
         assert incident is not None  # the grammar refuses channel-only commands elsewhere
         return self._in_channel(name, args, user, incident)
 
@@ -244,6 +254,30 @@ class CommandHandler:
             next_text = f"{nxt.name} from {nxt.start:%a %d %b %H:%M} UTC" if nxt else "unknown"
             lines.append(f"*{name}*: now {now_text}; next {next_text}")
         return Reply("*On call*\n" + "\n".join(lines))
+
+    def _runbook(
+        self, name: str, args: dict[str, Any], user: str, inc: Incident | None, trigger_id: str
+    ) -> Reply:
+        if self.runbooks is None:
+            return Reply("Runbooks are not available in this bot.")
+        if name == "runs":
+            out = self.runbooks.runs(inc)
+        else:
+            out = self.runbooks.run(
+                user=user,
+                incident=inc,
+                runbook_name=args["runbook"],
+                params=args["params"],
+                plan_only=args["plan"],
+                key=f"slack:command:{trigger_id}",
+            )
+        return Reply(
+            out.text,
+            out.blocks,
+            in_channel=out.in_channel,
+            open_modal=out.open_modal,
+            modal_args=out.modal_args or {},
+        )
 
     def _roles(self, s: Session, inc: Incident) -> Reply:
         roles = {a.role: a.user for a in svc.active_roles(s, inc)}

@@ -9,6 +9,7 @@ smart quotes, emoji and runs of spaces are normal in what people type.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,11 @@ SPECS: dict[str, Spec] = {
     "page": Spec("/incident page <service> [message]", "page a service's on-call", True),
     "oncall": Spec("/incident oncall [service]", "who is on call now and next"),
     "alerts": Spec("/incident alerts [unmatched]", "recent alerts (here: this incident's)"),
+    "run": Spec(
+        "/incident run [plan] <runbook> [name=value …]",
+        "run a runbook for this incident (`plan`: show what it would do; no params: a form)",
+    ),
+    "runs": Spec("/incident runs", "runbook runs (here: this incident's)"),
     "help": Spec("/incident help", "what you can do here"),
 }
 
@@ -215,7 +221,39 @@ def _alerts(name: str, rest: str, settings: Settings, spec: Spec) -> Command | U
     return Command("alerts", {"unmatched": rest.lower() == "unmatched"})
 
 
+_RUNBOOK = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_PARAM = re.compile(r"^([a-zA-Z][a-zA-Z0-9_]{0,62})=(.*)$", re.DOTALL)
+
+
+def _run(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
+    try:
+        words = shlex.split(rest)
+    except ValueError:
+        return Usage("A quote is not closed.", spec.usage)
+    plan = bool(words) and words[0].lower() in ("plan", "dry-run", "--dry-run")
+    if plan:
+        words = words[1:]
+    if not words:
+        return Usage(
+            "`run` needs a runbook name (see `/incident runs` and the runbook list).", spec.usage
+        )
+    runbook = words[0].lower()
+    if not _RUNBOOK.match(runbook):
+        return Usage(f"'{words[0][:40]}' is not a runbook name.", spec.usage)
+    params: dict[str, str] = {}
+    for word in words[1:]:
+        match = _PARAM.match(word)
+        if match is None:
+            return Usage(f"Params are name=value pairs; '{word[:40]}' is not one.", spec.usage)
+        key, value = match.group(1).lower(), match.group(2)
+        if key in params:
+            return Usage(f"The param `{key}` is given twice.", spec.usage)
+        params[key] = value
+    return Command("run", {"plan": plan, "runbook": runbook, "params": params})
+
+
 _PARSERS = {
+    "run": _run,
     "alerts": _alerts,
     "page": _page,
     "oncall": _page,

@@ -1,0 +1,248 @@
+"""``incidentbot runbook plan|run|approve|resume``: runbooks outside Slack.
+
+``run`` starts the run on the ledger and also works it with workers in this process, printing
+each step as it changes (read from the database, so steps a bot worker executes show too).
+Interrupting the command hands the run back: any worker (the bot's) continues it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import typer
+
+from incidentbot import db
+from incidentbot.cli.common import AS_OPTION, CliError, actor, console, state
+from incidentbot.cli.runbook_cmd import app, get_runbook, load_catalog
+from incidentbot.errors import DomainError
+from incidentbot.incidents import service as svc
+from incidentbot.ledger import control
+from incidentbot.ledger.service import LockHeld
+from incidentbot.ledger.worker import WorkerPool
+from incidentbot.runbooks import access, approvals, engine, runtime
+from incidentbot.runbooks import view as views
+from incidentbot.runbooks.definition import format_seconds
+from incidentbot.runbooks.params import ParamError, describe
+
+MARK = {
+    "waiting": "·",
+    "running": "…",
+    "retrying": "↻",
+    "done": "✓",
+    "failed": "✗",
+    "skipped": "→",
+    "unknown": "?",
+}
+
+PARAMS_ARG = typer.Argument(None, help="Params as name=value.", show_default=False)
+INCIDENT_OPTION = typer.Option(None, "--incident", "-i", help="The incident it is run for.")
+
+
+def _out(text: str) -> None:
+    console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def _params(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise CliError(f"params are name=value pairs; {pair!r} is not one", code=2)
+        if name.strip() in out:
+            raise CliError(f"the param {name.strip()!r} is given twice", code=2)
+        out[name.strip()] = value
+    return out
+
+
+def _plan(ctx: typer.Context, name: str, pairs: list[str] | None, incident: str | None) -> Any:
+    st = state(ctx)
+    runbook = get_runbook(load_catalog(st.settings), name)
+    inc = info = None
+    if incident:
+        with db.transaction(st.engine) as s:
+            inc = svc.get(s, incident)
+            info = engine.incident_info(s, inc)
+    try:
+        plan = engine.plan(runbook, _params(pairs), incident=info)
+    except ParamError as exc:
+        lines = [f"{p}: {m}" for p, m in exc.problems]
+        lines += ["params:"] + [f"  {describe(n, p)}" for n, p in runbook.params.items()]
+        raise CliError("cannot run " + name + ":\n  " + "\n  ".join(lines), code=2) from None
+    return runbook, plan, inc
+
+
+@app.command("plan")
+def plan_cmd(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The runbook."),
+    params: list[str] = PARAMS_ARG,
+    incident: str = INCIDENT_OPTION,
+) -> None:
+    """Show what a run would do, step by step, without doing any of it."""
+    _runbook, plan, _inc = _plan(ctx, name, params, incident)
+    _out("Plan (nothing was run):")
+    for line in engine.format_plan(plan):
+        _out(line)
+    if plan.problems:
+        raise CliError("; ".join(plan.problems))
+
+
+@app.command("run")
+def run_cmd(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The runbook."),
+    params: list[str] = PARAMS_ARG,
+    incident: str = INCIDENT_OPTION,
+    as_user: str = AS_OPTION,
+    threads: int = typer.Option(2, "--threads", min=1, max=16, help="Worker threads here."),
+    detach: bool = typer.Option(False, "--detach", help="Start it and return at once."),
+) -> None:
+    """Start a run and follow its steps live (exit 0 if it succeeds)."""
+    st = state(ctx)
+    who = actor(as_user)
+    _runbook, plan, inc = _plan(ctx, name, params, incident)
+    if plan.approvals_needed:
+        possible = access.eligible_approvers(
+            st.settings.runbooks, name, requester=who, incident=inc
+        )
+        if possible < plan.approvals_needed:
+            raise CliError(
+                f"{name} needs {plan.approval.replace('-', ' ')} approval and nobody but you could "
+                "give it: run it for an incident with a commander (--incident), or list "
+                "approvers in runbooks.access"
+            )
+    key = f"cli:{who}:{name}:{time.time_ns()}"
+    uninstall = runtime.install(
+        st.engine, st.settings, progress=lambda rid, step, line: _progress(rid, step, line)
+    )
+    try:
+        with db.transaction(st.engine) as s:
+            row = engine.start(
+                s,
+                st.settings,
+                plan,
+                key=key,
+                requester=who,
+                incident=svc.get(s, inc.ref) if inc else None,
+                source="cli",
+            )
+            run_id = row.run_id
+    except LockHeld as exc:
+        uninstall()
+        raise CliError(str(exc)) from None
+    _out(f"Run {run_id}: {name}" + (f" for {inc.ref}" if inc else ""))
+    if detach:
+        uninstall()
+        _out(f"Follow it with `incidentbot runs show {run_id}`.")
+        return
+    try:
+        code = _follow(st, run_id, threads)
+    finally:
+        uninstall()
+    raise typer.Exit(code)
+
+
+def _follow(st: Any, run_id: int, threads: int) -> int:
+    pool = WorkerPool(st.engine, threads=threads, poll=0.2, name=f"cli-run-{run_id}").start()
+    stop = threading.Event()
+
+    def _signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, _signal)
+    shown: dict[int, str] = {}
+    said_waiting = False
+    try:
+        while True:
+            with db.transaction(st.engine) as s:
+                view = views.load(s, run_id)
+            for step in view.steps:
+                if step.rollback and step.status in ("waiting", "skipped"):
+                    continue  # a rollback that was not needed
+                key = f"{step.status}:{step.attempts}"
+                if shown.get(step.index) != key and step.status != "waiting":
+                    shown[step.index] = key
+                    took = (
+                        "" if step.elapsed is None else f" ({format_seconds(round(step.elapsed))})"
+                    )
+                    detail = f" — {step.detail}" if step.detail else ""
+                    _out(
+                        f"  {MARK.get(step.status, ' ')} {step.label}: {step.status}{took}{detail}"
+                    )
+            if view.status == "awaiting_approval" and not said_waiting:
+                said_waiting = True
+                _out(
+                    f"Waiting for approval: `incidentbot runbook approve {run_id} --as NAME` "
+                    "(or the buttons in Slack)"
+                )
+            if view.ended or view.status == "needs_attention":
+                return _verdict(view)
+            if stop.wait(0.3):
+                _out(f"Stopped following run {run_id}; it carries on in any running worker.")
+                return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        pool.stop(timeout=10)
+
+
+def _progress(rid: int, step: str, line: str) -> None:
+    _out(f"    run {rid} {step}: {line}")
+
+
+def _verdict(view: views.RunView) -> int:
+    took = format_seconds(round(view.elapsed))
+    if view.status == "succeeded":
+        _out(f"Run {view.run_id} succeeded in {took}.")
+        return 0
+    _out(f"Run {view.run_id} {view.status.replace('_', ' ')} after {took}: {view.error or ''}")
+    if view.status == "needs_attention":
+        _out(
+            f"Check the target, then `incidentbot runbook resume {view.run_id}` (run the step "
+            f"again), `--skip` (it happened), or `incidentbot runs cancel {view.run_id}`."
+        )
+    return 1
+
+
+@app.command("approve")
+def approve_cmd(
+    ctx: typer.Context,
+    run_id: int = typer.Argument(..., help="The run."),
+    reject: bool = typer.Option(False, "--reject", help="Reject instead of approving."),
+    as_user: str = AS_OPTION,
+) -> None:
+    """Approve (or reject) a run that waits for approval."""
+    st = state(ctx)
+    who = actor(as_user)
+    outcome = approvals.decide(
+        st.engine, st.settings, run_id, who, "rejected" if reject else "approved"
+    )
+    if not outcome.accepted:
+        raise CliError(outcome.message)
+    _out(outcome.message)
+
+
+@app.command("resume")
+def resume_cmd(
+    ctx: typer.Context,
+    run_id: int = typer.Argument(..., help="The run that needs attention."),
+    skip: bool = typer.Option(False, "--skip", help="Skip the step in doubt (it happened)."),
+    as_user: str = AS_OPTION,
+) -> None:
+    """Continue a run that needs attention: run the step in doubt again, or skip it."""
+    st = state(ctx)
+    who = actor(as_user)
+    try:
+        with db.transaction(st.engine) as s:
+            engine.load(s, run_id)
+            message = control.resume(s, run_id, actor=who, skip=skip)
+    except DomainError as exc:
+        raise CliError(str(exc)) from None
+    _out(message)
+
+
+def register() -> None:
+    """The commands are registered on ``runbook_cmd.app`` when this module is imported."""

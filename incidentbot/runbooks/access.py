@@ -1,0 +1,95 @@
+"""Who may run a runbook and who may approve a run (``runbooks.access`` in the settings).
+
+The first rule whose ``runbooks`` patterns match the runbook's name applies. Without a rule, or
+with a rule that names no ``users`` or ``groups``, the members of the incident's channel may
+run it. Approvers are the incident's commander plus the rule's ``approvers`` and members of its
+``approver_groups``; the person who asked for the run never approves it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from incidentbot.errors import DomainError
+from incidentbot.incidents.models import Incident
+from incidentbot.ports import ExternalError
+from incidentbot.runbooks.config import AccessRule, RunbookSettings
+
+
+def _in_groups(chat: Any, groups: list[str], user: str) -> bool:
+    for group in groups:
+        try:
+            if user in chat.usergroup_members(group):
+                return True
+        except ExternalError:
+            continue  # a group that no longer exists grants nothing
+    return False
+
+
+def _mention(user: str) -> str:
+    return f"<@{user}>" if user[:1] in ("U", "W") else user
+
+
+def check_may_run(
+    settings: RunbookSettings, name: str, user: str, *, incident: Incident | None, chat: Any
+) -> None:
+    """Raise DomainError saying why ``user`` may not run runbook ``name`` here."""
+    rule = settings.rule_for(name)
+    if rule.users or rule.groups:
+        if user in rule.users or (chat is not None and _in_groups(chat, rule.groups, user)):
+            return
+        who = ", ".join(
+            [*(_mention(u) for u in rule.users), *(f"<!subteam^{g}>" for g in rule.groups)]
+        )
+        raise DomainError(f"you may not run {name}: runbooks.access allows only {who}")
+    if incident is None or not incident.channel_id:
+        raise DomainError(f"run {name} from an incident channel: its members may run runbooks")
+    if chat is None:
+        return
+    if user not in chat.channel_members(incident.channel_id):
+        raise DomainError(
+            f"you may not run {name}: only members of #{incident.channel_name or 'the channel'} "
+            "may run runbooks for this incident"
+        )
+
+
+def approvers_rule(settings: RunbookSettings, name: str) -> AccessRule:
+    return settings.rule_for(name)
+
+
+def check_may_approve(
+    settings: RunbookSettings,
+    name: str,
+    user: str,
+    *,
+    requester: str,
+    incident: Incident | None,
+    chat: Any,
+) -> None:
+    """Raise DomainError explaining why ``user`` may not approve a run of ``name``."""
+    if user == requester:
+        raise DomainError("you asked for this run, so someone else has to approve it")
+    rule = settings.rule_for(name)
+    commander = incident.commander if incident else None
+    if user == commander or user in rule.approvers:
+        return
+    if chat is not None and _in_groups(chat, rule.approver_groups, user):
+        return
+    allowed = []
+    if commander:
+        allowed.append(f"the incident commander ({_mention(commander)})")
+    allowed += [_mention(u) for u in rule.approvers]
+    allowed += [f"<!subteam^{g}>" for g in rule.approver_groups]
+    who = ", ".join(allowed) if allowed else "the incident commander (nobody holds the role)"
+    raise DomainError(f"only {who} may approve runs of {name}")
+
+
+def eligible_approvers(
+    settings: RunbookSettings, name: str, *, requester: str, incident: Incident | None
+) -> int:
+    """How many people could approve, known without asking Slack (groups count as many)."""
+    rule = settings.rule_for(name)
+    people = {u for u in rule.approvers if u != requester}
+    if incident is not None and incident.commander and incident.commander != requester:
+        people.add(incident.commander)
+    return len(people) + (2 * len(rule.approver_groups))

@@ -1,0 +1,251 @@
+"""The ledger actions a runbook run is made of: ``runbook.step``, ``runbook.approval`` and
+``runbook.announce``.
+
+``runbook.step`` reads the run's stored definition and params, evaluates the step's ``when``
+and ``with`` against the params, the incident and the outputs earlier steps stored, runs the
+action (polling it for ``wait_until``), and returns the outputs with every secret masked.
+Failures keep their kind (retry, outcome unknown, permanent) so the ledger treats them as it
+would the action's own, but their messages are masked first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from incidentbot import db
+from incidentbot.clock import utcnow
+from incidentbot.incidents.models import Incident
+from incidentbot.ledger import service as ledger
+from incidentbot.ledger.actions import (
+    ActionRegistry,
+    OutcomeUnknownError,
+    PermanentError,
+    RetryableError,
+    StepContext,
+    classify,
+)
+from incidentbot.ledger.models import STEP_SKIPPED
+from incidentbot.runbooks import engine, expr
+from incidentbot.runbooks.actions import ActionContext, Services, registry
+from incidentbot.runbooks.definition import RollbackStep, format_seconds
+from incidentbot.runbooks.models import RunbookApproval, RunbookRun
+
+log = logging.getLogger(__name__)
+
+Announcer = Callable[[int], dict[str, Any]]
+
+
+class RunbookActions:
+    """Binds the runbook ledger actions to the database, settings and (optionally) chat."""
+
+    def __init__(
+        self,
+        engine_: Engine,
+        settings: Any,
+        *,
+        chat: Any = None,
+        announce: Announcer | None = None,
+        progress: Callable[[int, str, str], None] | None = None,
+    ):
+        self.engine = engine_
+        self.settings = settings
+        self.chat = chat
+        self.announcer = announce
+        self.progress_sink = progress
+        self.services = Services(engine=engine_, settings=settings, chat=chat)
+
+    def install(self, actions: ActionRegistry) -> None:
+        actions.register(engine.STEP_ACTION, self.step, replace=True)
+        actions.register(engine.APPROVAL_ACTION, self.approval, idempotent=True, replace=True)
+        actions.register(engine.ANNOUNCE_ACTION, self.announce, idempotent=True, replace=True)
+
+    # -- announce / approval -----------------------------------------------------------------
+
+    def announce(self, ctx: StepContext, _data: dict[str, Any]) -> dict[str, Any]:
+        if self.announcer is None:
+            raise RetryableError("this worker cannot post to Slack; a bot worker will")
+        return self.announcer(ctx.run_id)
+
+    def approval(self, ctx: StepContext, _data: dict[str, Any]) -> dict[str, Any]:
+        decision = ctx.decision
+        if decision is None:
+            raise PermanentError("the approval step ran without a decision")
+        with db.transaction(self.engine) as s:
+            row, _ = engine.load(s, ctx.run_id)
+            approvals = s.exec(
+                select(RunbookApproval)
+                .where(RunbookApproval.runbook_run_id == row.id)
+                .order_by(RunbookApproval.at)  # type: ignore[arg-type]
+            ).all()
+        if decision.outcome == "approved":
+            return {"approved_by": [a.user for a in approvals if a.decision == "approved"]}
+        if decision.expired:
+            wait = format_seconds(self.settings.runbooks.approval_timeout.total_seconds())
+            raise PermanentError(f"not approved: the approval request expired after {wait}")
+        raise PermanentError(f"not approved: {decision.outcome} by {decision.by}")
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def step(self, ctx: StepContext, data: dict[str, Any]) -> dict[str, Any]:
+        step_id = str(data.get("step", ""))
+        with db.transaction(self.engine) as s:
+            row, runbook = engine.load(s, ctx.run_id)
+            incident = s.get(Incident, row.incident_id) if row.incident_id else None
+            info = engine.incident_info(s, incident)
+            states = _step_states(s, ctx.run_id)
+            run = ledger.get_run(s, ctx.run_id, with_spec=False)
+            started = _clock_start(s, ctx.run_id, run.created_at)
+        step = runbook.step(step_id)
+        if step is None:
+            raise PermanentError(f"runbook {runbook.name} has no step {step_id!r}")
+        mask = engine.run_masker(runbook, row.params)
+        is_rollback = any(step.id == rb.id for st in runbook.steps for rb in st.on_failure)
+        if runbook.timeout and not is_rollback:
+            deadline = started + timedelta(seconds=runbook.timeout)
+            if utcnow() > deadline:
+                raise PermanentError(
+                    f"the runbook's timeout of {format_seconds(runbook.timeout)} passed "
+                    f"before step {step.id}"
+                )
+        variables = engine.context(
+            runbook,
+            row.params,
+            incident=info,
+            run_id=ctx.run_id,
+            requester=row.requester,
+            steps=states,
+        )
+        action = registry.get(step.uses)
+        if action is None:
+            raise RetryableError(
+                f"this worker has no action {step.uses!r}; waiting for one that has"
+            )
+        try:
+            if step.when is not None and not expr.condition(step.when, variables):
+                return {"skipped": True, "reason": f"when: {step.when} is false"}
+            rendered = expr.render(step.with_, variables)
+        except expr.ExpressionError as exc:
+            raise PermanentError(mask(str(exc))) from None
+        try:
+            inputs = action.validate(rendered)
+        except ValidationError as exc:
+            raise PermanentError(
+                mask(f"inputs of {step.uses} do not fit: {engine._validation_message(exc)}")
+            ) from None
+        actx = ActionContext(
+            run_id=ctx.run_id,
+            step_id=step.id,
+            attempt=ctx.attempt,
+            incident=info,
+            target=ctx.target,
+            requester=row.requester,
+            services=self.services,
+            idempotency_token=ctx.idempotency_token,
+            stop_event=ctx.stop_event,
+            mask=mask,
+            progress=lambda line: self._progress(ctx.run_id, step.id, mask(line)),
+        )
+        try:
+            if step.wait_until is not None:
+                outputs = self._wait(action, inputs, actx, step, variables)
+            else:
+                outputs = action.run(inputs, actx) or {}
+        except (RetryableError, OutcomeUnknownError, PermanentError) as exc:
+            raise type(exc)(mask(str(exc))) from None
+        except Exception as exc:
+            raise _masked(exc, mask) from None
+        return engine.mask_value(outputs, mask)
+
+    def _wait(
+        self,
+        action: Any,
+        inputs: Any,
+        actx: ActionContext,
+        step: RollbackStep,
+        variables: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Run the action every ``interval`` until the check holds; errors that retrying can
+        fix (a node still restarting refuses connections) count as "not yet"."""
+        assert step.wait_until is not None
+        until = step.wait_until
+        deadline = time.monotonic() + until.timeout
+        polls = 0
+        last: str = "no answer yet"
+        while True:
+            polls += 1
+            try:
+                outputs = action.run(inputs, actx) or {}
+                if expr.condition(until.check, {**variables, "outputs": outputs}):
+                    return {**outputs, "polls": polls}
+                last = f"last outputs {actx.mask(str(engine.mask_value(outputs, actx.mask)))}"
+            except expr.ExpressionError as exc:
+                raise PermanentError(actx.mask(str(exc))) from None
+            except Exception as exc:
+                verdict = classify(exc)
+                if verdict.kind == "permanent":
+                    raise
+                last = f"last error {actx.mask(verdict.message)}"
+            actx.progress(f"waiting until {until.check} ({polls} checks; {last})")
+            if time.monotonic() + until.interval > deadline:
+                raise PermanentError(
+                    f"{until.check} still false after {format_seconds(until.timeout)} "
+                    f"({polls} checks; {last})"
+                )
+            if actx.wait(until.interval):
+                raise RetryableError("stopped while waiting")
+
+    def _progress(self, run_id: int, step_id: str, line: str) -> None:
+        log.info("run %s step %s: %s", run_id, step_id, line)
+        if self.progress_sink is not None:
+            self.progress_sink(run_id, step_id, line)
+
+
+def _masked(exc: BaseException, mask: Callable[[str], str]) -> Exception:
+    verdict = classify(exc)
+    message = mask(verdict.message)
+    if verdict.kind == "retry":
+        return RetryableError(message, verdict.retry_after)
+    if verdict.kind == "unknown":
+        return OutcomeUnknownError(message)
+    return PermanentError(message)
+
+
+def _step_states(session: Any, run_id: int) -> dict[str, Any]:
+    """``steps.<id>``: status and (stored, redacted) outputs of the steps so far."""
+    states: dict[str, Any] = {}
+    for st in ledger.get_steps(session, run_id):
+        step_id = (st.input or {}).get("step")
+        if not step_id:
+            continue
+        output = dict(st.output or {})
+        status = st.status
+        if output.get("skipped") is True or status == STEP_SKIPPED:
+            status = "skipped"
+        states[step_id] = {"status": status, "outputs": output}
+    return states
+
+
+def _clock_start(session: Any, run_id: int, created: Any) -> Any:
+    """The run's timeout counts from its approval, not from the request."""
+    for st in ledger.get_steps(session, run_id):
+        if st.action == engine.APPROVAL_ACTION and st.finished_at is not None:
+            return st.finished_at
+    return created
+
+
+def approvals_of(session: Any, row: RunbookRun) -> list[RunbookApproval]:
+    return list(
+        session.exec(
+            select(RunbookApproval)
+            .where(RunbookApproval.runbook_run_id == row.id)
+            .order_by(RunbookApproval.at)  # type: ignore[arg-type]
+        ).all()
+    )

@@ -1,0 +1,70 @@
+"""Making a process able to run runbooks: the ledger actions, the timeline hook, the action
+plugins from installed packages, and the catalog of runbook files.
+
+The bot, ``incidentbot worker`` and ``incidentbot runbook run`` all call :func:`install`, so a
+runbook run continues the same way whichever process picks it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from incidentbot.ledger.actions import registry as ledger_registry
+from incidentbot.ledger.events import on_transition
+from incidentbot.runbooks.actions import load_entry_points
+from incidentbot.runbooks.actions import registry as action_registry
+from incidentbot.runbooks.executor import RunbookActions
+from incidentbot.runbooks.timeline import record_transition
+
+log = logging.getLogger(__name__)
+
+_plugins_loaded = False
+_hook_lock = threading.Lock()
+_hook_installs = 0
+_remove_hook: Callable[[], None] | None = None
+
+
+def load_plugins() -> None:
+    """Load third-party action packs (entry point group ``incidentbot.actions``) once."""
+    global _plugins_loaded
+    with _hook_lock:
+        if _plugins_loaded:
+            return
+        _plugins_loaded = True
+    names = load_entry_points(action_registry)
+    if names:
+        log.info("runbook actions from installed packages: %s", ", ".join(names))
+
+
+def install(
+    engine: Engine,
+    settings: Any,
+    *,
+    chat: Any = None,
+    announce: Callable[[int], dict[str, Any]] | None = None,
+    progress: Callable[[int, str, str], None] | None = None,
+) -> Callable[[], None]:
+    """Register the runbook ledger actions and the timeline hook; returns the undo."""
+    global _hook_installs, _remove_hook
+    load_plugins()
+    actions = RunbookActions(engine, settings, chat=chat, announce=announce, progress=progress)
+    actions.install(ledger_registry)
+    with _hook_lock:
+        _hook_installs += 1
+        if _remove_hook is None:
+            _remove_hook = on_transition(record_transition)
+
+    def uninstall() -> None:
+        global _hook_installs, _remove_hook
+        with _hook_lock:
+            _hook_installs -= 1
+            if _hook_installs == 0 and _remove_hook is not None:
+                _remove_hook()
+                _remove_hook = None
+
+    return uninstall

@@ -1,0 +1,170 @@
+"""Every runbook step on the incident's timeline, written in the step's own transaction.
+
+Installed as a ledger transition hook: a step that started, finished, failed or is retried is
+on the timeline if and only if the ledger recorded it, crash or not. Outputs and errors arrive
+already masked (the runbook step masks the run's secret params; the ledger masks anything
+secret-shaped).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlmodel import Session, select
+
+from incidentbot.clock import utcnow
+from incidentbot.incidents import service as svc
+from incidentbot.incidents.models import Incident
+from incidentbot.ledger.events import LedgerEvent
+from incidentbot.ledger.models import Run, Step
+from incidentbot.ledger.redact import redact, redact_text
+from incidentbot.runbooks import engine
+from incidentbot.runbooks.definition import Runbook, format_seconds
+from incidentbot.runbooks.models import RunbookRun
+
+ACTOR = "incidentbot"
+OUTPUT_CHARS = 300
+
+
+def _short(output: dict[str, Any]) -> str:
+    text = json.dumps(redact(output), sort_keys=True, default=str)
+    return text if len(text) <= OUTPUT_CHARS else text[: OUTPUT_CHARS - 1] + "…"
+
+
+def record_transition(session: Session, ev: LedgerEvent) -> None:
+    """The ledger transition hook (see :func:`incidentbot.ledger.on_transition`)."""
+    if ev.incident_id is None or not engine.is_runbook_kind(ev.run_kind):
+        return
+    incident = session.get(Incident, ev.incident_id)
+    if incident is None:
+        return
+    row = session.exec(select(RunbookRun).where(RunbookRun.run_id == ev.run_id)).first()
+    if row is None:
+        return
+    line = _describe(session, ev, row)
+    if line is None:
+        return
+    kind, actor, summary, data = line
+    svc.record(
+        session,
+        incident,
+        kind,
+        actor,
+        redact_text(summary),
+        now=utcnow(),
+        data={"run_id": ev.run_id, "runbook": row.runbook, **data},
+    )
+
+
+def _describe(
+    session: Session, ev: LedgerEvent, row: RunbookRun
+) -> tuple[str, str, str, dict[str, Any]] | None:
+    name = f"{row.runbook} (run {ev.run_id})"
+    if ev.kind == "run.created":
+        runbook = Runbook.model_validate(row.definition)
+        shown = ", ".join(
+            f"{k}={spec.format_value(row.params.get(k))}" for k, spec in runbook.params.items()
+        )
+        target = f" on {ev.target}" if ev.target else ""
+        extra = f" with {shown}" if shown else ""
+        return (
+            "runbook.started",
+            row.requester,
+            f"Runbook {name} requested{target}{extra}",
+            {"params": _shown_params(runbook, row)},
+        )
+    if ev.kind.startswith("step.") and ev.step_index is not None:
+        return _step_line(session, ev, name)
+    if ev.kind == "run.parked":
+        need = "two people" if row.approvals_needed == 2 else "the commander"
+        deadline = ev.data.get("deadline", "")[11:19]
+        return (
+            "runbook.approval_requested",
+            ACTOR,
+            f"Runbook {name} waits for approval by {need} until {deadline} UTC",
+            {},
+        )
+    if ev.kind == "run.decided" and ev.data.get("decision") == "expired":
+        return ("runbook.approval_expired", ACTOR, f"Approval of {name} expired", {})
+    if ev.kind == "run.rolling_back":
+        return (
+            "runbook.rolling_back",
+            ACTOR,
+            f"Runbook {name}: {ev.error}; running its rollback steps",
+            {},
+        )
+    if ev.kind == "run.resumed":
+        who = ev.data.get("actor", "someone")
+        return (
+            "runbook.resumed",
+            who,
+            f"{_who(who)} resumed {name}: the step in doubt runs again",
+            {},
+        )
+    if ev.kind == "run.taken_over":
+        return (
+            "runbook.taken_over",
+            ACTOR,
+            f"Runbook {name} continues on another worker after its worker stopped",
+            {},
+        )
+    if ev.kind in ("run.succeeded", "run.failed", "run.cancelled", "run.needs_attention"):
+        outcome = ev.kind.split(".", 1)[1].replace("_", " ")
+        run = session.get(Run, ev.run_id)
+        took = ""
+        if run is not None and run.started_at is not None:
+            took = f" after {format_seconds(round((ev.at - run.started_at).total_seconds()))}"
+        why = f": {ev.error}" if ev.error and ev.kind != "run.succeeded" else ""
+        return (
+            f"runbook.{ev.kind.split('.', 1)[1]}",
+            ACTOR,
+            f"Runbook {name} {outcome}{took}{why}",
+            {},
+        )
+    return None
+
+
+def _who(actor: str) -> str:
+    user = actor.removeprefix("slack:")
+    return f"<@{user}>" if user[:1] in ("U", "W") and user.isalnum() else actor
+
+
+def _shown_params(runbook: Runbook, row: RunbookRun) -> dict[str, str]:
+    return {k: spec.format_value(row.params.get(k)) for k, spec in runbook.params.items()}
+
+
+def _step_line(
+    session: Session, ev: LedgerEvent, name: str
+) -> tuple[str, str, str, dict[str, Any]] | None:
+    step = session.exec(
+        select(Step).where(Step.run_id == ev.run_id, Step.idx == ev.step_index)
+    ).first()
+    if step is None or step.action != engine.STEP_ACTION:
+        return None
+    step_id = (step.input or {}).get("step", "")
+    label = f"{name} step {step_id!r}"
+    data: dict[str, Any] = {"step": step_id, "attempt": ev.attempt}
+    if ev.kind == "step.started":
+        again = f" (attempt {ev.attempt})" if ev.attempt and ev.attempt > 1 else ""
+        return ("runbook.step_started", ACTOR, f"{label} ({step.name}) started{again}", data)
+    if ev.kind == "step.succeeded":
+        output = dict(ev.data.get("output") or {})
+        data["output"] = output
+        if output.get("skipped") is True:
+            return ("runbook.step_skipped", ACTOR, f"{label} skipped: {output.get('reason')}", data)
+        return ("runbook.step_succeeded", ACTOR, f"{label} done: {_short(output)}", data)
+    if ev.kind == "step.retrying":
+        delay = ev.data.get("delay") or 0
+        return (
+            "runbook.step_retrying",
+            ACTOR,
+            f"{label} failed, retrying in {delay:.0f}s: {ev.error}",
+            data,
+        )
+    if ev.kind == "step.failed":
+        return ("runbook.step_failed", ACTOR, f"{label} failed: {ev.error}", data)
+    if ev.kind == "step.skipped" and ev.data.get("actor"):
+        who = ev.data["actor"]
+        return ("runbook.step_skipped", who, f"{_who(who)} skipped {label}", data)
+    return None

@@ -1,0 +1,155 @@
+"""Block Kit for runbook runs: the one message per run (updated in place), plans, run lists.
+
+The run message carries a ``block_id`` naming the run, so the bot finds its own message after a
+crash instead of posting a second one. Buttons carry the ledger run id as their value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+
+from incidentbot.runbooks.definition import format_seconds
+from incidentbot.runbooks.view import RunView
+from incidentbot.slack.blocks import _clip, _render, user_ref
+
+APPROVE = "runbook_approve"
+REJECT = "runbook_reject"
+CANCEL = "runbook_cancel"
+RESUME = "runbook_resume"
+SKIP = "runbook_skip"
+ABORT = "runbook_abort"
+BUTTONS = (APPROVE, REJECT, CANCEL, RESUME, SKIP, ABORT)
+
+STEP_EMOJI = {
+    "waiting": ":white_circle:",
+    "running": ":arrows_counterclockwise:",
+    "retrying": ":repeat:",
+    "done": ":white_check_mark:",
+    "failed": ":x:",
+    "skipped": ":fast_forward:",
+    "unknown": ":warning:",
+}
+RUN_TITLE = {
+    "pending": "queued",
+    "running": "running",
+    "awaiting_approval": "waiting for approval",
+    "parked": "waiting",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "needs_attention": "needs attention",
+}
+RUN_EMOJI = {
+    "succeeded": ":white_check_mark:",
+    "failed": ":x:",
+    "cancelled": ":no_entry_sign:",
+    "needs_attention": ":warning:",
+    "awaiting_approval": ":raised_hand:",
+}
+
+
+def block_id(run_id: int) -> str:
+    return f"runbook-run-{run_id}"
+
+
+def _elapsed(seconds: float | None) -> str:
+    return "" if seconds is None else f" ({format_seconds(max(0, round(seconds)))})"
+
+
+def _button(text: str, action_id: str, run_id: int, style: str | None = None, **kw: Any) -> Any:
+    return ButtonElement(text=text, action_id=action_id, value=str(run_id), style=style, **kw)
+
+
+def run_message(view: RunView, link: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    title = RUN_TITLE.get(view.status, view.status)
+    emoji = RUN_EMOJI.get(view.status, ":gear:")
+    head = f"{emoji} *Runbook `{view.runbook}`* · run {view.run_id} · *{title}*"
+    head += _elapsed(view.elapsed)
+    about = [f"Requested by {user_ref(view.requester)}"]
+    if view.target:
+        about.append(f"target `{view.target}`")
+    if view.params:
+        about.append("params " + ", ".join(f"`{k}={v}`" for k, v in view.params.items()))
+    lines = []
+    for step in view.steps:
+        if step.rollback and step.status in ("waiting", "skipped"):
+            continue  # a rollback that was not needed
+        mark = "↩ " if step.rollback else ""
+        detail = f" — {step.detail}" if step.detail else ""
+        lines.append(
+            f"{STEP_EMOJI.get(step.status, '')} {mark}{step.label}: {step.status}"
+            f"{_elapsed(step.elapsed)}{detail}"
+        )
+    blocks: list[Block] = [
+        SectionBlock(block_id=block_id(view.run_id), text=MarkdownTextObject(text=_clip(head))),
+        ContextBlock(elements=[MarkdownTextObject(text=_clip(" · ".join(about), 2000))]),
+        SectionBlock(text=MarkdownTextObject(text=_clip("\n".join(lines) or "(no steps)"))),
+    ]
+    notes = []
+    if view.approval != "none":
+        need = "two people" if view.approvals_needed == 2 else "the incident commander"
+        decided = ", ".join(f"{d} by {user_ref(u)}" for u, d in view.approvals)
+        notes.append(f"Approval by {need}" + (f": {decided}" if decided else ""))
+    if view.deadline is not None:
+        notes.append(
+            f"expires <!date^{int(view.deadline.timestamp())}^{{time}}"
+            f"|at {view.deadline:%H:%M} UTC>"
+        )
+    if view.error and view.status in ("failed", "cancelled", "needs_attention"):
+        notes.append(view.error)
+    notes.append(
+        f"output: <{link}|run {view.run_id}>"
+        if link
+        else f"output: `incidentbot runs show {view.run_id}`"
+    )
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_clip(" · ".join(notes), 2000))]))
+    buttons = _buttons(view)
+    if buttons:
+        blocks.append(ActionsBlock(block_id=f"runbook-actions-{view.run_id}", elements=buttons))
+    text = f"Runbook {view.runbook} (run {view.run_id}): {title}"
+    return text, _render(blocks)
+
+
+def _buttons(view: RunView) -> list[Any]:
+    rid = view.run_id
+    if view.status == "awaiting_approval":
+        return [
+            _button("Approve", APPROVE, rid, "primary"),
+            _button("Reject", REJECT, rid, "danger"),
+            _button("Cancel", CANCEL, rid),
+        ]
+    if view.status == "needs_attention":
+        return [
+            _button("Resume (run the step again)", RESUME, rid, "primary"),
+            _button("Skip the step", SKIP, rid),
+            _button(
+                "Abort",
+                ABORT,
+                rid,
+                "danger",
+                confirm=ConfirmObject(
+                    title="Abort the run?",
+                    text="The remaining steps will not run and the target is unlocked.",
+                    confirm="Abort",
+                    deny="Keep it",
+                ),
+            ),
+        ]
+    if not view.ended:
+        return [_button("Cancel", CANCEL, rid, "danger")]
+    return []
+
+
+def plan_message(lines: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    text = "\n".join(lines)
+    return text, _render([SectionBlock(text=MarkdownTextObject(text=_clip("```" + text + "```")))])

@@ -1,0 +1,155 @@
+"""Runbooks from Slack end to end: /incident run, approvals by button, the run message updated
+in place, every step on the timeline — the bot and the local Slack server over real sockets."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from incidentbot import db, ledger
+from incidentbot.incidents import service as svc
+from incidentbot.runbooks.models import RunbookRun
+from tests.ledger_harness import EffectServer
+from tests.slack_harness import channel_of, running_bot, wait_for
+
+RESTART = """
+name: restart-node
+description: Drain a node, note it, settle
+params:
+  node: {type: string, pattern: "^rpc-[0-9]+$", description: the node}
+  url: {type: string}
+  api_key: {type: string, secret: true, required: false}
+target: node
+approval: APPROVAL
+steps:
+  - id: drain
+    name: Drain the node
+    uses: http.request
+    with:
+      method: POST
+      url: "{{ params.url }}"
+      json: {token: "drain-{{ params.node }}"}
+  - id: note
+    uses: incident.note
+    with: {text: "drained {{ params.node }} with HTTP {{ steps.drain.outputs.status }}"}
+  - id: settle
+    uses: wait.sleep
+    with: {seconds: 0}
+"""
+
+
+@pytest.fixture
+def effects():
+    srv = EffectServer().start()
+    yield srv
+    srv.stop()
+
+
+def write_runbooks(tmp_path, approval="commander", extra: dict[str, str] | None = None):
+    folder = tmp_path / "runbooks"
+    folder.mkdir(exist_ok=True)
+    (folder / "restart-node.yaml").write_text(RESTART.replace("APPROVAL", approval))
+    for name, text in (extra or {}).items():
+        (folder / f"{name}.yaml").write_text(textwrap.dedent(text))
+    return folder
+
+
+def reply(ack) -> dict:
+    assert ack.status == 200, (ack.status, ack.body)
+    return json.loads(ack.body) if ack.body else {}
+
+
+def runbook_run(engine) -> RunbookRun | None:
+    from sqlmodel import select
+
+    with db.transaction(engine) as s:
+        return s.exec(select(RunbookRun).order_by(RunbookRun.id.desc())).first()  # type: ignore[union-attr]
+
+
+def status(engine, run_id) -> str:
+    with db.transaction(engine) as s:
+        return ledger.get_run(s, run_id).status
+
+
+def run_messages(slack, channel, run_id):
+    marker = f"runbook-run-{run_id}"
+    ws = slack.workspace
+    with ws.lock:
+        chan = ws.channel(channel)
+        return [m for m in chan.messages if any(b.get("block_id") == marker for b in m.blocks)]
+
+
+def with_button(slack, channel, run_id, action_id):
+    msgs = run_messages(slack, channel, run_id)
+    found = [
+        m
+        for m in msgs
+        for b in m.blocks
+        for e in b.get("elements", [])
+        if isinstance(e, dict) and e.get("action_id") == action_id
+    ]
+    return msgs if found else None
+
+
+def test_run_with_commander_approval_every_step_on_the_timeline(engine, tmp_path, effects):
+    folder = write_runbooks(tmp_path)
+    with running_bot(engine, runbooks={"dirs": [str(folder)]}) as (_bot, slack):
+        reply(slack.driver.slash_command("declare sev1 RPC down", user="alice"))
+        ch = channel_of(engine)
+        bob = slack.workspace.user("bob").id
+        reply(slack.driver.slash_command(f"assign commander <@{bob}>", user="alice", channel=ch))
+        url = effects.url
+        key = "0123456789abcdef0123456789abcdef"
+        body = reply(
+            slack.driver.slash_command(
+                f"run restart-node node=rpc-2 url={url} api_key={key}", user="alice", channel=ch
+            )
+        )
+        assert "Started restart-node as run" in body["text"], body
+        row = wait_for(lambda: runbook_run(engine), what="the runbook run")
+        rid = row.run_id
+        wait_for(lambda: status(engine, rid) == "parked", what="the run waiting for approval")
+        msgs = wait_for(lambda: with_button(slack, ch, rid, "runbook_approve"), what="Approve")
+        assert len(msgs) == 1
+        ts = msgs[0].ts
+        assert effects.requests() == {}  # nothing ran before the approval
+
+        # alice asked for it: she may not approve it; carol is not the commander
+        slack.driver.block_action("runbook_approve", user="alice", channel=ch, message_ts=ts)
+        slack.driver.block_action("runbook_approve", user="carol", channel=ch, message_ts=ts)
+        assert status(engine, rid) == "parked"
+        told = [e.text for e in slack.ephemeral()]
+        assert any("someone else has to approve it" in t for t in told), told
+        assert any("Only the incident commander" in t for t in told), told
+
+        slack.driver.block_action("runbook_approve", user="bob", channel=ch, message_ts=ts)
+        slack.driver.block_action("runbook_approve", user="bob", channel=ch, message_ts=ts)
+        wait_for(lambda: status(engine, rid) == "succeeded", what="the run to succeed")
+        assert effects.applied() == {"drain-rpc-2": 1}
+
+        def final_message():
+            msgs = run_messages(slack, ch, rid)
+            return msgs if msgs and "succeeded" in msgs[0].text else None
+
+        msgs = wait_for(final_message, what="the run message to show success")
+        assert len(msgs) == 1 and msgs[0].ts == ts
+        with db.transaction(engine) as s:
+            events = svc.timeline(s, svc.get(s, "INC-1"))
+        kinds = [e.kind for e in events]
+        for kind in (
+            "runbook.started",
+            "runbook.approval_requested",
+            "runbook.approval",
+            "runbook.step_started",
+            "runbook.step_succeeded",
+            "runbook.succeeded",
+        ):
+            assert kind in kinds, kinds
+        assert kinds.count("runbook.step_succeeded") == 3
+        notes = [e.summary for e in events if e.kind == "note"]
+        assert "drained rpc-2 with HTTP 200" in notes
+        everything = " ".join(e.summary + json.dumps(e.data) for e in events)
+        everything += slack.transcript()
+        assert key not in everything
