@@ -28,9 +28,9 @@ What :func:`redact_text` masks, and what it deliberately leaves readable:
   key``, ``secret key``, ``private key``, ``routing key`` / ``integration key`` (PagerDuty),
   ``client secret``, ``access token``/``auth token``/``bot token`` and similar compound labels
   followed by ``:`` or ``=`` (``PASSWORD=hunter2``, ``"routing_key": "R0…"``), the value is
-  masked; with only a space between (``routing key R0…``) the value is masked when it looks
-  opaque (16 or more characters including a digit). The bare word ``token`` is not such a
-  label: on chains it names ERC-20 tokens.
+  masked (a quoted value up to its closing quote); with only a space between (``routing key
+  R0…``) the value is masked when it looks opaque (16 or more characters including a digit).
+  The bare word ``token`` is not such a label: on chains it names ERC-20 tokens.
 * **64 hex digits** (the size of an Ethereum private key, and also of every block hash,
   transaction hash and storage slot, which people must be able to read):
 
@@ -47,9 +47,10 @@ What :func:`redact_text` masks, and what it deliberately leaves readable:
     Bitcoin-style transaction id printed alone on its line is masked (over-masking is the
     safe side).
 * **BIP39 mnemonics**: a run of at least 12 words, separated only by spaces, newlines or
-  commas, all from the English BIP39 word list (12, 15, 18, 21 and 24 word phrases, also when
-  an adjacent word happens to be in the list). Ordinary sentences do not qualify: common words
-  such as "the", "is", "of" and "to" are not in the list.
+  commas, all from the English BIP39 word list (12, 15, 18, 21 and 24 word phrases). A run of
+  another length is masked whole, unless whole lines of it make a phrase of a standard length
+  (then a list word on the next line, such as ``next:``, stays). Ordinary sentences do not
+  qualify: common words such as "the", "is", "of" and "to" are not in the list.
 """
 
 from __future__ import annotations
@@ -146,9 +147,11 @@ _LABELS = (
     r"app[_ -]?token|session[_ -]?token|webhook[_ -]?secret"
 )
 # ``PASSWORD=hunter2``, ``"routing_key": "R0…"``, ``api key: abc``
+# A quoted value is masked to its closing quote ("correct horse battery"), a bare one to the
+# next space or punctuation.
 _LABELLED = re.compile(
-    rf"(?i)(?<![A-Za-z0-9])((?:[A-Za-z0-9]+[_.-]){{0,4}}(?:{_LABELS})[\"']?\s*[:=]\s*[\"']?)"
-    r"(?!\*\*\*)([^\s\"',;&<>)\]}]+)"
+    rf"(?i)(?<![A-Za-z0-9])((?:[A-Za-z0-9]+[_.-]){{0,4}}(?:{_LABELS})[\"']?\s*[:=]\s*)"
+    r"(?:\"(?!\*\*\*\")([^\"\n]+)\"|'(?!\*\*\*')([^'\n]+)'|(?![\"']|\*\*\*)([^\s\"',;&<>)\]}]+))"
 )
 # ``routing key R0123…``: only a space between, so the value must look opaque.
 _LABELLED_LOOSE = re.compile(
@@ -219,7 +222,7 @@ def redact_text(text: str) -> str:
     text = _SLACK.sub(MASK, text)
     text = _AWS.sub(MASK, text)
     text = _GITHUB.sub(MASK, text)
-    text = _LABELLED.sub(lambda m: m.group(1) + MASK, text)
+    text = _LABELLED.sub(_labelled, text)
     text = _LABELLED_LOOSE.sub(lambda m: m.group(1) + MASK, text)
     source = text
     text = _HEX64.sub(lambda m: _hex64(m, source), source)
@@ -272,6 +275,14 @@ def _is_key_segment(segment: str, before: str, provider: bool) -> bool:
     if _KEY_SEGMENT.match(segment) or _HEX_SEGMENT.match(segment):
         return True
     return provider and bool(_PROVIDER_SEGMENT.match(segment))
+
+
+def _labelled(match: re.Match[str]) -> str:
+    if match.group(2) is not None:
+        return f'{match.group(1)}"{MASK}"'
+    if match.group(3) is not None:
+        return f"{match.group(1)}'{MASK}'"
+    return match.group(1) + MASK
 
 
 def _scheme(word: str | None) -> str:
@@ -383,8 +394,9 @@ class Masker:
         for value in values:
             if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
                 continue
-            forms.update({value, quote(value, safe=""), quote_plus(value)})
-            forms.add(json.dumps(value)[1:-1])
+            for part in (value, *_secret_parts(value)):
+                forms.update({part, quote(part, safe=""), quote_plus(part)})
+                forms.add(json.dumps(part)[1:-1])
         self.values = frozenset(v for v in forms if len(v) >= MIN_SECRET_LENGTH)
         ordered = sorted(self.values, key=lambda v: (-len(v), v))
         self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
@@ -396,6 +408,25 @@ class Masker:
 
     def __repr__(self) -> str:  # never show the values themselves
         return f"Masker({len(self.values)} values)"
+
+
+_OPAQUE = re.compile(r"^(?=.*[0-9])[A-Za-z0-9_~.+/=-]{12,}$")
+
+
+def _secret_parts(value: str) -> list[str]:
+    """The parts of a secret URL that are secrets on their own: a provider echoing the key
+    from ``https://host/v3/<key>`` back in an error must not reveal it either. Parts are the
+    password, opaque path segments and query values (digits and letters, 12+ long)."""
+    if "://" not in value:
+        return []
+    try:
+        url = urlsplit(value.strip())
+    except ValueError:
+        return []
+    parts = [url.password] if url.password else []
+    parts += [seg for seg in url.path.split("/") if _OPAQUE.match(seg)]
+    parts += [v for _, v in parse_qsl(url.query) if _OPAQUE.match(v)]
+    return [p for p in parts if p]
 
 
 def masker(values: Iterable[str]) -> Callable[[str], str]:
