@@ -188,6 +188,11 @@ SECRETS: list[tuple[str, str, str]] = [
     ("password in JSON text", '{"user": "rpc", "password": "hunter2!x"}', "hunter2!x"),
     ("client secret", "oauth client_secret: 9fK2mQ7xL4pN8zR1", "9fK2mQ7xL4pN8zR1"),
     (
+        "quoted keystore passphrase with spaces",
+        'KEYSTORE_PASSPHRASE="staple orbit 42 velvet"',
+        "orbit 42 velvet",
+    ),
+    (
         "RSA private key block",
         f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----\n",
         "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",

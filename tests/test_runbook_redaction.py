@@ -127,6 +127,9 @@ def test_no_secret_reaches_slack_logs_timeline_or_the_stored_run(
         reply(slack.driver.slash_command(text, user="alice", channel=ch))
         rid = wait_for(lambda: runbook_run(engine), what="the run").run_id
         wait_for(lambda: status(engine, rid) == "failed", what="the run to fail at its last step")
+        with db.transaction(engine) as s:
+            error = ledger.get_run(s, rid).error
+        assert "'fail' failed: GET ***/fail?token=*** answered 400" in (error or ""), error
         assert provider.seen_auth == [f"Bearer {TOKEN}"]  # the action got the real values
 
         def settled_message():

@@ -86,7 +86,7 @@ def active_roles(session: Session, incident: Incident) -> list[RoleAssignment]:
 
 def record(
     session: Session,
-    incident: Incident,
+    incident: Incident | int,
     kind: str,
     actor: str,
     summary: str,
@@ -96,7 +96,8 @@ def record(
     data: dict[str, Any] | None = None,
     source_key: str | None = None,
 ) -> TimelineEvent:
-    """Append one timeline event (the only way events are written)."""
+    """Append one timeline event (the only way events are written). ``incident`` may be the
+    incident or its id."""
     event = TimelineEvent(
         incident_id=_id(incident),
         occurred_at=occurred_at or now,
@@ -115,7 +116,9 @@ def _stamp(when: datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _id(incident: Incident) -> int:
+def _id(incident: Incident | int) -> int:
+    if isinstance(incident, int):
+        return incident
     assert incident.id is not None, "incident must be flushed first"
     return incident.id
 

@@ -171,6 +171,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, RetryableError | PermanentError | OutcomeUnknownError):
+        return redact_text(text)  # the action's own words: the class adds nothing
     return redact_text(f"{type(exc).__name__}: {text}" if str(exc).strip() else text)
 
 

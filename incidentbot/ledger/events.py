@@ -55,22 +55,26 @@ Subscriber = Callable[[LedgerEvent], None]
 TransitionHook = Callable[[Session, LedgerEvent], None]
 
 _subscribers: list[Subscriber] = []
-_hooks: list[TransitionHook] = []
+_hooks: list[tuple[TransitionHook, Callable[[LedgerEvent], bool] | None]] = []
 _lock = threading.Lock()
 
 
-def on_transition(hook: TransitionHook) -> Callable[[], None]:
+def on_transition(
+    hook: TransitionHook, accept: Callable[[LedgerEvent], bool] | None = None
+) -> Callable[[], None]:
     """Call ``hook(session, event)`` inside the transaction that makes each transition, just
     before it commits, so what the hook writes (a timeline entry) commits with the transition
     or not at all. A hook that raises rolls its own writes back to a savepoint and is logged;
-    the transition still commits. Returns the function that removes the hook."""
+    the transition still commits. ``accept`` (quick, no database) picks the events the hook
+    wants; the others cost nothing. Returns the function that removes the hook."""
+    entry = (hook, accept)
     with _lock:
-        _hooks.append(hook)
+        _hooks.append(entry)
 
     def remove() -> None:
         with _lock:
-            if hook in _hooks:
-                _hooks.remove(hook)
+            if entry in _hooks:
+                _hooks.remove(entry)
 
     return remove
 
@@ -140,7 +144,9 @@ def _before_commit(session: Session) -> None:
     events = session.info.get(_QUEUE) or []
     done = session.info.setdefault(_HOOKED, 0)
     for ev in events[done:]:
-        for hook in hooks:
+        for hook, accept in hooks:
+            if accept is not None and not accept(ev):
+                continue
             try:
                 with session.begin_nested():
                     hook(session, ev)

@@ -15,6 +15,8 @@ it was started with even if the file changes meanwhile.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -381,16 +383,38 @@ def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items()}
 
 
+_DEFINITIONS: OrderedDict[tuple[int, int, str], Runbook] = OrderedDict()
+_DEFINITIONS_MAX = 256
+_definitions_lock = threading.Lock()
+
+
+def definition_of(row: RunbookRun) -> Runbook:
+    """The definition a run was started with, parsed once per process (it never changes)."""
+    assert row.id is not None
+    key = (row.id, row.run_id, row.digest)  # the digest names the definition's content
+    with _definitions_lock:
+        found = _DEFINITIONS.get(key)
+        if found is not None:
+            _DEFINITIONS.move_to_end(key)
+            return found
+    runbook = Runbook.model_validate(row.definition)
+    with _definitions_lock:
+        _DEFINITIONS[key] = runbook
+        while len(_DEFINITIONS) > _DEFINITIONS_MAX:
+            _DEFINITIONS.popitem(last=False)
+    return runbook
+
+
 def load(session: Session, run_id: int) -> tuple[RunbookRun, Runbook]:
     """The runbook run of ledger run ``run_id`` and the definition it was started with."""
     row = session.exec(select(RunbookRun).where(RunbookRun.run_id == run_id)).first()
     if row is None:
         raise DomainError(f"run {run_id} is not a runbook run")
-    return row, Runbook.model_validate(row.definition)
+    return row, definition_of(row)
 
 
 def by_id(session: Session, runbook_run_id: int) -> tuple[RunbookRun, Runbook]:
     row = session.get(RunbookRun, runbook_run_id)
     if row is None:
         raise DomainError(f"runbook run {runbook_run_id} does not exist")
-    return row, Runbook.model_validate(row.definition)
+    return row, definition_of(row)

@@ -100,9 +100,9 @@ class RunbookActions:
             row, runbook = engine.load(s, ctx.run_id)
             incident = s.get(Incident, row.incident_id) if row.incident_id else None
             info = engine.incident_info(s, incident)
-            states = _step_states(s, ctx.run_id)
-            run = ledger.get_run(s, ctx.run_id, with_spec=False)
-            started = _clock_start(s, ctx.run_id, run.created_at)
+            ledger_steps = ledger.get_steps(s, ctx.run_id)
+            states = _step_states(ledger_steps)
+            started = _clock_start(ledger_steps, row.created_at)
         step = runbook.step(step_id)
         if step is None:
             raise PermanentError(f"runbook {runbook.name} has no step {step_id!r}")
@@ -158,8 +158,6 @@ class RunbookActions:
                 outputs = self._wait(action, inputs, actx, step, variables)
             else:
                 outputs = action.run(inputs, actx) or {}
-        except (RetryableError, OutcomeUnknownError, PermanentError) as exc:
-            raise type(exc)(mask(str(exc))) from None
         except Exception as exc:
             raise _masked(exc, mask) from None
         return engine.mask_value(outputs, mask)
@@ -209,6 +207,11 @@ class RunbookActions:
 
 
 def _masked(exc: BaseException, mask: Callable[[str], str]) -> Exception:
+    """The same verdict as ``exc``, with the run's secrets masked out of its message."""
+    if isinstance(exc, RetryableError):
+        return RetryableError(mask(str(exc)), exc.retry_after)
+    if isinstance(exc, OutcomeUnknownError | PermanentError):
+        return type(exc)(mask(str(exc)))
     verdict = classify(exc)
     message = mask(verdict.message)
     if verdict.kind == "retry":
@@ -218,10 +221,10 @@ def _masked(exc: BaseException, mask: Callable[[str], str]) -> Exception:
     return PermanentError(message)
 
 
-def _step_states(session: Any, run_id: int) -> dict[str, Any]:
+def _step_states(steps: list[Any]) -> dict[str, Any]:
     """``steps.<id>``: status and (stored, redacted) outputs of the steps so far."""
     states: dict[str, Any] = {}
-    for st in ledger.get_steps(session, run_id):
+    for st in steps:
         step_id = (st.input or {}).get("step")
         if not step_id:
             continue
@@ -233,9 +236,9 @@ def _step_states(session: Any, run_id: int) -> dict[str, Any]:
     return states
 
 
-def _clock_start(session: Any, run_id: int, created: Any) -> Any:
+def _clock_start(steps: list[Any], created: Any) -> Any:
     """The run's timeout counts from its approval, not from the request."""
-    for st in ledger.get_steps(session, run_id):
+    for st in steps:
         if st.action == engine.APPROVAL_ACTION and st.finished_at is not None:
             return st.finished_at
     return created

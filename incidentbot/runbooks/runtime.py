@@ -19,7 +19,7 @@ from incidentbot.ledger.events import on_transition
 from incidentbot.runbooks.actions import load_entry_points
 from incidentbot.runbooks.actions import registry as action_registry
 from incidentbot.runbooks.executor import RunbookActions
-from incidentbot.runbooks.timeline import record_transition
+from incidentbot.runbooks.timeline import record_transition, wants_transition
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def install(
     with _hook_lock:
         _hook_installs += 1
         if _remove_hook is None:
-            _remove_hook = on_transition(record_transition)
+            _remove_hook = on_transition(record_transition, accept=wants_transition)
 
     def uninstall() -> None:
         global _hook_installs, _remove_hook

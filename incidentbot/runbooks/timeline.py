@@ -15,7 +15,6 @@ from sqlmodel import Session, select
 
 from incidentbot.clock import utcnow
 from incidentbot.incidents import service as svc
-from incidentbot.incidents.models import Incident
 from incidentbot.ledger.events import LedgerEvent
 from incidentbot.ledger.models import Run, Step
 from incidentbot.ledger.redact import redact, redact_text
@@ -32,14 +31,44 @@ def _short(output: dict[str, Any]) -> str:
     return text if len(text) <= OUTPUT_CHARS else text[: OUTPUT_CHARS - 1] + "…"
 
 
+RECORDED = frozenset(
+    {
+        "run.created",
+        "run.parked",
+        "run.decided",
+        "run.rolling_back",
+        "run.resumed",
+        "run.taken_over",
+        "run.succeeded",
+        "run.failed",
+        "run.cancelled",
+        "run.needs_attention",
+        "step.started",
+        "step.succeeded",
+        "step.retrying",
+        "step.failed",
+        "step.skipped",
+    }
+)
+
+
+def wants_transition(ev: LedgerEvent) -> bool:
+    """The events that may reach the timeline (checked before any database work)."""
+    return (
+        ev.incident_id is not None
+        and ev.kind in RECORDED
+        and engine.is_runbook_kind(ev.run_kind)
+        and not (ev.kind == "step.skipped" and not ev.data.get("actor"))
+        and not (ev.kind == "run.decided" and ev.data.get("decision") != "expired")
+    )
+
+
 def record_transition(session: Session, ev: LedgerEvent) -> None:
     """The ledger transition hook (see :func:`incidentbot.ledger.on_transition`)."""
     if ev.incident_id is None or not engine.is_runbook_kind(ev.run_kind):
         return
-    incident = session.get(Incident, ev.incident_id)
-    if incident is None:
-        return
-    row = session.exec(select(RunbookRun).where(RunbookRun.run_id == ev.run_id)).first()
+    assert ev.incident_id is not None
+    row = _run_row(session, ev.run_id)
     if row is None:
         return
     line = _describe(session, ev, row)
@@ -48,7 +77,7 @@ def record_transition(session: Session, ev: LedgerEvent) -> None:
     kind, actor, summary, data = line
     svc.record(
         session,
-        incident,
+        ev.incident_id,
         kind,
         actor,
         redact_text(summary),
@@ -57,12 +86,52 @@ def record_transition(session: Session, ev: LedgerEvent) -> None:
     )
 
 
+# What a transition needs to know about its run and steps never changes once written: keep it
+# per process instead of reading it for every event.
+_ROWS: dict[tuple[str, int], RunbookRun] = {}
+_STEPS: dict[tuple[str, int, int], tuple[str, str, str]] = {}
+_CACHE_MAX = 4096
+
+
+def _where(session: Session) -> str:
+    return str(session.get_bind().url)  # one process may use several databases (tests)
+
+
+def _run_row(session: Session, run_id: int) -> RunbookRun | None:
+    key = (_where(session), run_id)
+    row = _ROWS.get(key)
+    if row is None:
+        row = session.exec(select(RunbookRun).where(RunbookRun.run_id == run_id)).first()
+        if row is None:
+            return None
+        row = RunbookRun(**row.model_dump())  # a copy outside the session
+        if len(_ROWS) >= _CACHE_MAX:
+            _ROWS.clear()
+        _ROWS[key] = row
+    return row
+
+
+def _step_of(session: Session, run_id: int, idx: int) -> tuple[str, str, str] | None:
+    """(action, runbook step id, name) of a ledger step."""
+    key = (_where(session), run_id, idx)
+    found = _STEPS.get(key)
+    if found is None:
+        step = session.exec(select(Step).where(Step.run_id == run_id, Step.idx == idx)).first()
+        if step is None:
+            return None
+        found = (step.action, str((step.input or {}).get("step", "")), step.name)
+        if len(_STEPS) >= _CACHE_MAX:
+            _STEPS.clear()
+        _STEPS[key] = found
+    return found
+
+
 def _describe(
     session: Session, ev: LedgerEvent, row: RunbookRun
 ) -> tuple[str, str, str, dict[str, Any]] | None:
     name = f"{row.runbook} (run {ev.run_id})"
     if ev.kind == "run.created":
-        runbook = Runbook.model_validate(row.definition)
+        runbook = engine.definition_of(row)
         shown = ", ".join(
             f"{k}={spec.format_value(row.params.get(k))}" for k, spec in runbook.params.items()
         )
@@ -137,17 +206,16 @@ def _shown_params(runbook: Runbook, row: RunbookRun) -> dict[str, str]:
 def _step_line(
     session: Session, ev: LedgerEvent, name: str
 ) -> tuple[str, str, str, dict[str, Any]] | None:
-    step = session.exec(
-        select(Step).where(Step.run_id == ev.run_id, Step.idx == ev.step_index)
-    ).first()
-    if step is None or step.action != engine.STEP_ACTION:
+    assert ev.step_index is not None
+    found = _step_of(session, ev.run_id, ev.step_index)
+    if found is None or found[0] != engine.STEP_ACTION:
         return None
-    step_id = (step.input or {}).get("step", "")
+    _action, step_id, step_name = found
     label = f"{name} step {step_id!r}"
     data: dict[str, Any] = {"step": step_id, "attempt": ev.attempt}
     if ev.kind == "step.started":
         again = f" (attempt {ev.attempt})" if ev.attempt and ev.attempt > 1 else ""
-        return ("runbook.step_started", ACTOR, f"{label} ({step.name}) started{again}", data)
+        return ("runbook.step_started", ACTOR, f"{label} ({step_name}) started{again}", data)
     if ev.kind == "step.succeeded":
         output = dict(ev.data.get("output") or {})
         data["output"] = output
