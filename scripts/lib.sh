@@ -63,7 +63,38 @@ ensure_venv() {
   echo "$want" >"$stamp"
 }
 
+ensure_lab_packages() {
+  # The runbook lab (docs/lab.md): HAProxy from Debian, and anvil from npm at the version
+  # package-lock.json pins (the binary ships in the package; nothing is fetched at run time).
+  # `npm ci` runs again only when the lock changed since the last install.
+  if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+    apt_install haproxy || return 1
+  fi
+  if ! command -v npm >/dev/null; then
+    apt_install npm || return 1
+  fi
+  local stamp want
+  stamp="$ROOT/node_modules/.incidentbot-lock"
+  want="$(sha256sum "$ROOT/package-lock.json" | cut -c1-16)"
+  if [ -d "$ROOT/node_modules/@foundry-rs/anvil" ] && [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
+    return 0
+  fi
+  say "npm ci (anvil for the runbook lab)"
+  local log
+  log="$(mktemp)"
+  if ! (cd "$ROOT" && npm ci --no-audit --no-fund) >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    say "npm ci failed"
+    return 1
+  fi
+  rm -f "$log"
+  echo "$want" >"$stamp"
+}
+
 ensure_test_system_packages() {
+  # The runbook lab's HAProxy and anvil: the lab tests run real ones.
+  ensure_lab_packages || say "continuing without the runbook lab (those tests will be skipped outside CI)"
   # PostgreSQL server binaries: the suite starts its own throwaway cluster from them.
   local missing=()
   compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || command -v postgres >/dev/null ||

@@ -25,6 +25,7 @@ from incidentbot.cli import (
     db_cmd,
     demo_cmd,
     incident,
+    lab_cmd,
     runbook_cmd,
     runbook_run,
     runs,
@@ -51,6 +52,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(alerts_cmd.app, name="alerts")
 runbook_run.register()  # plan, run, approve and resume join `runbook`
 app.add_typer(runbook_cmd.app, name="runbook")
+app.add_typer(lab_cmd.app, name="lab")
 app.command("worker")(runs.worker_cmd)
 app.command("demo")(demo_cmd.demo)
 app.command("serve")(serve_cmd.serve)
