@@ -42,6 +42,7 @@ from incidentbot.slack import blocks, runbook_blocks
 from incidentbot.slack.app import build_bolt_app
 from incidentbot.slack.chat import SlackChat
 from incidentbot.slack.runbook_commands import RunbookCommands
+from incidentbot.web import run_page
 from incidentbot.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,20 @@ class Bot:
         actions = ChatActions(chat, engine, settings, blocks)
         actions.install(action_registry)
         pager, pager_actions = _paging(settings, engine, chat)
+        page_key = run_page.signing_key(token)
+        public = settings.http.public_url
+
+        def run_link(run_id: int) -> str | None:
+            return run_page.link(public, page_key, run_id) if public else None
+
         run_messages = RunMessages(
-            engine, chat, runbook_blocks.run_message, runbook_blocks.block_id
+            engine,
+            chat,
+            runbook_blocks.run_message,
+            runbook_blocks.block_id,
+            link=(lambda rid: run_page.link(public, page_key, rid))
+            if public
+            else (lambda rid: None),
         )
         uninstall_runbooks = runbook_runtime.install(
             engine, settings, chat=chat, announce=run_messages.announce
@@ -127,7 +140,10 @@ class Bot:
             engine=engine,
             metrics=metrics,
             slack_state=lambda: bot.slack_state,
-            extra_routes=[pd_webhooks.route(engine, settings, on_change=_refresh_header)],
+            extra_routes=[
+                pd_webhooks.route(engine, settings, on_change=_refresh_header),
+                run_page.route(engine, page_key),
+            ],
             settings=settings,
         )
         return bot

@@ -143,6 +143,9 @@ class SlackSettings(_Strict):
 class HttpSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # Where people reach the bot's web app (https://incidentbot.example.com): the runbook run
+    # message links to each run's page there. Unset: the message names the CLI command instead.
+    public_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
 
 
 class Responders(_Strict):

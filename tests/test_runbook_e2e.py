@@ -153,3 +153,37 @@ def test_run_with_commander_approval_every_step_on_the_timeline(engine, tmp_path
         everything = " ".join(e.summary + json.dumps(e.data) for e in events)
         everything += slack.transcript()
         assert key not in everything
+
+
+def test_the_run_message_links_to_a_signed_page_with_the_full_output(engine, tmp_path, effects):
+    import re
+
+    import httpx
+
+    folder = write_runbooks(tmp_path, approval="none")
+    public = "https://incidentbot.example.com"
+    settings = {"runbooks": {"dirs": [str(folder)]}, "http": {"public_url": public}}
+    with running_bot(engine, **settings) as (_bot, slack):
+        reply(slack.driver.slash_command("declare sev2 RPC slow", user="alice"))
+        ch = channel_of(engine)
+        text = f"run restart-node node=rpc-4 url={effects.url}"
+        reply(slack.driver.slash_command(text, user="alice", channel=ch))
+        rid = wait_for(lambda: runbook_run(engine), what="the run").run_id
+
+        def done_message():
+            msgs = run_messages(slack, ch, rid)
+            return msgs if msgs and "succeeded" in msgs[0].text else None
+
+        message = wait_for(done_message, what="the finished run message")[0]
+        blocks = json.dumps(message.blocks)
+        link = re.search(rf"<({re.escape(public)}/runs/{rid}\?sig=[0-9a-f]+)\|run {rid}>", blocks)
+        assert link, blocks
+        base = slack.driver.bot_url.removesuffix("/slack/events")
+        url = link.group(1).replace(public, base)
+        page = httpx.get(url)
+        assert page.status_code == 200
+        assert f"<h1>Runbook restart-node · run {rid} · succeeded</h1>" in page.text
+        assert "Drain the node: done" in page.text
+        assert "&#34;status&#34;: 200" in page.text  # the drain step's full output
+        assert httpx.get(url[:-1] + ("0" if url[-1] != "0" else "1")).status_code == 403
+        assert httpx.get(f"{base}/runs/{rid}").status_code == 403

@@ -65,6 +65,7 @@ class RunView:
     now: datetime
     channel_id: str | None
     message_ts: str | None
+    commander: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -165,6 +166,7 @@ def load(session: Session, run_id: int) -> RunView:
         now=now,
         channel_id=row.channel_id,
         message_ts=row.message_ts,
+        commander=incident.commander if incident else None,
     )
 
 

@@ -107,6 +107,11 @@ def run_message(view: RunView, link: str | None = None) -> tuple[str, list[dict[
         )
     if view.error and view.status in ("failed", "cancelled", "needs_attention"):
         notes.append(view.error)
+    if view.status == "needs_attention":
+        notes.append(
+            f"{user_ref(view.commander) if view.commander else 'Commander'}: check the target, "
+            "then *Resume* (run the step again), *Skip the step* (it happened) or *Abort*"
+        )
     notes.append(
         f"output: <{link}|run {view.run_id}>"
         if link

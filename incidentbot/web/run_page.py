@@ -1,0 +1,88 @@
+"""``GET /runs/<id>?sig=…``: one runbook run's steps with their full (masked) output.
+
+The run message in Slack links here when ``http.public_url`` is set. The link is signed
+(HMAC-SHA256 of the run id under a key derived from the bot's Slack token), so only someone
+who saw the message can open it; everything shown is what the run stored, already masked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from jinja2 import Environment, select_autoescape
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from incidentbot import db
+from incidentbot.errors import DomainError
+from incidentbot.runbooks import view as views
+from incidentbot.runbooks.definition import format_seconds
+
+_TEMPLATE = Environment(autoescape=select_autoescape(default=True)).from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Run {{ v.run_id }}: {{ v.runbook }}</title>
+<style>
+body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem}
+pre{background:#f4f4f4;padding:.6rem;white-space:pre-wrap;word-break:break-word}
+.failed,.unknown{color:#b00}.done{color:#070}
+</style></head><body>
+<h1>Runbook {{ v.runbook }} · run {{ v.run_id }} · {{ v.status.replace("_", " ") }}</h1>
+<p>{{ v.description }}</p>
+<p>Requested by {{ v.requester }}{% if v.incident_ref %} for {{ v.incident_ref }}{% endif %}
+{% if v.target %} · target {{ v.target }}{% endif %} · {{ elapsed }}</p>
+{% if v.params %}<p>Params:
+{% for k, val in v.params.items() %}{{ k }}={{ val }} {% endfor %}</p>{% endif %}
+{% if v.error %}<p class="failed">{{ v.error }}</p>{% endif %}
+{% for s in v.steps %}
+<h2 class="{{ s.status }}">{{ loop.index }}. {{ s.label }}: {{ s.status }}</h2>
+{% if s.attempts %}<p>{{ s.attempts }} attempt(s)</p>{% endif %}
+{% if s.error %}<pre>{{ s.error }}</pre>{% endif %}
+{% if s.output %}<pre>{{ outputs[loop.index0] }}</pre>{% endif %}
+{% endfor %}
+</body></html>
+"""
+)
+
+
+def signing_key(token: str) -> bytes:
+    return hashlib.sha256(b"incidentbot run page\0" + token.encode()).digest()
+
+
+def signature(key: bytes, run_id: int) -> str:
+    return hmac.new(key, str(run_id).encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def link(public_url: str, key: bytes, run_id: int) -> str:
+    return f"{public_url.rstrip('/')}/runs/{run_id}?sig={signature(key, run_id)}"
+
+
+def route(engine: Engine, key: bytes) -> Route:
+    async def page(request: Request) -> Response:
+        try:
+            run_id = int(request.path_params["run_id"])
+        except ValueError:
+            return Response("no such run", status_code=404)
+        given = request.query_params.get("sig", "")
+        if not hmac.compare_digest(given, signature(key, run_id)):
+            return Response("this link is not valid", status_code=403)
+        html = await run_in_threadpool(_render, engine, run_id)
+        if html is None:
+            return Response("no such runbook run", status_code=404)
+        return HTMLResponse(html)
+
+    return Route("/runs/{run_id}", page, methods=["GET"])
+
+
+def _render(engine: Engine, run_id: int) -> str | None:
+    try:
+        with db.transaction(engine) as s:
+            v = views.load(s, run_id)
+    except DomainError:
+        return None
+    outputs = [json.dumps(s.output, indent=2, sort_keys=True, default=str) for s in v.steps]
+    return _TEMPLATE.render(v=v, outputs=outputs, elapsed=format_seconds(round(v.elapsed)))
