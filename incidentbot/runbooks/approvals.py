@@ -67,14 +67,8 @@ def decide(
             by = gate.decided_by or "someone"
             when = f"{gate.decided_at:%H:%M:%S} UTC" if gate.decided_at else ""
             return Outcome(False, f"{name} was already {gate.decision} by {by} {when}".strip())
-        if run.status != PARKED or run.cursor != gate.idx:
-            if run.cursor < gate.idx or run.status not in ("succeeded", "failed", "cancelled"):
-                return Outcome(False, f"{name} is not waiting for approval yet; try again")
+        if run.status in ("succeeded", "failed", "cancelled"):
             return Outcome(False, f"{name} is {run.status}: there is nothing to approve")
-        if run.wake_at is not None and run.wake_at <= db.db_now(s):
-            return Outcome(
-                False, f"the approval request for {name} expired at {run.wake_at:%H:%M:%S} UTC"
-            )
         incident = s.get(Incident, row.incident_id) if row.incident_id else None
         try:
             access.check_may_approve(
@@ -87,6 +81,12 @@ def decide(
             )
         except DomainError as exc:
             return Outcome(False, f"{str(exc)[:1].upper()}{str(exc)[1:]}. Nothing changed.")
+        if run.status != PARKED or run.cursor != gate.idx:
+            return Outcome(False, f"{name} is not waiting for approval yet; try again")
+        if run.wake_at is not None and run.wake_at <= db.db_now(s):
+            return Outcome(
+                False, f"the approval request for {name} expired at {run.wake_at:%H:%M:%S} UTC"
+            )
         earlier = s.exec(
             select(RunbookApproval).where(
                 RunbookApproval.runbook_run_id == row.id, RunbookApproval.user == user

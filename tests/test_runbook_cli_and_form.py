@@ -1,0 +1,116 @@
+"""Runbooks outside Slack (plan, run with live progress, approve, resume) and the params form
+Slack opens when ``/incident run`` gets no params."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from incidentbot import db, ledger
+from tests.ledger_harness import EffectServer
+from tests.slack_harness import channel_of, running_bot, wait_for
+from tests.test_runbook_e2e import reply, runbook_run, status, write_runbooks
+
+
+@pytest.fixture
+def effects():
+    srv = EffectServer().start()
+    yield srv
+    srv.stop()
+
+
+def test_plan_run_and_progress_from_the_cli(cli, tmp_path, effects):
+    write_runbooks(tmp_path, approval="none")  # ./runbooks, the default directory
+    code, out, err = cli("runbook", "validate")
+    assert code == 0 and "1 runbook OK" in out + err
+    code, out, _ = cli("runbook", "plan", "restart-node", "node=rpc-1", f"url={effects.url}")
+    assert code == 0, out
+    assert "Plan (nothing was run):" in out and f"POST {effects.url}" in out
+    assert effects.requests() == {}
+    code, out, err = cli("runbook", "plan", "restart-node", "node=bad name")
+    assert code == 2 and "node: 'bad name' does not match the pattern" in err
+    assert "url: " in err and "params:" in err
+
+    assert cli("incident", "declare", "RPC", "down", "--sev", "SEV2")[0] == 0
+    code, out, err = cli(
+        "runbook", "run", "restart-node", "node=rpc-1", f"url={effects.url}", "-i", "INC-1"
+    )
+    assert code == 0, out + err
+    assert re.search(r"Run \d+: restart-node for INC-1", out)
+    assert "✓ Drain the node: done" in out and "✓ note: done" in out
+    assert re.search(r"Run \d+ succeeded in", out)
+    assert effects.applied() == {"drain-rpc-1": 1}
+    code, out, _ = cli("timeline", "INC-1")
+    assert "runbook.succeeded" in out and "drained rpc-1 with HTTP 200" in out
+
+
+def test_approve_from_the_cli_and_refusals(cli, tmp_path, effects, engine):
+    write_runbooks(tmp_path, approval="commander")
+    cli("incident", "declare", "RPC", "down", "--commander", "bob")
+    code, out, err = cli(
+        "runbook",
+        "run",
+        "restart-node",
+        "node=rpc-2",
+        f"url={effects.url}",
+        "-i",
+        "INC-1",
+        "--detach",
+    )
+    assert code == 0, err
+    rid = int(re.search(r"Run (\d+)", out).group(1))
+    code, _, err = cli("runbook", "approve", str(rid), "--as", "alice")
+    assert code == 1 and "someone else has to approve it" in err
+    code, _, err = cli("runbook", "approve", str(rid), "--as", "carol")
+    assert code == 1 and "Only the incident commander (bob) may approve" in err
+    wait_for(lambda: status(engine, rid) in ("pending", "parked"), what="the run")
+    code, out, err = cli("runbook", "resume", str(rid), "--as", "bob")
+    assert code == 1 and "only a run that needs attention can be resumed" in err
+    # no worker runs here, so the approval step has not parked yet
+    worker = ledger.Worker(engine, name="t", lease=5)
+    try:
+        worker.run_once()  # posts nothing (no channel), parks at the approval
+        assert status(engine, rid) == "parked"
+        code, out, err = cli("runbook", "approve", str(rid), "--as", "bob")
+        assert code == 0 and "bob approved runbook restart-node" in out
+        code, _, err = cli("runbook", "approve", str(rid), "--as", "bob")
+        assert code == 1 and "already approved by bob" in err
+        worker.run_once()
+    finally:
+        worker.close()
+    assert status(engine, rid) == "succeeded"
+    assert effects.applied() == {"drain-rpc-2": 1}
+
+
+def test_no_params_opens_a_form_built_from_the_param_types(engine, tmp_path, effects):
+    folder = write_runbooks(tmp_path, approval="none")
+    with running_bot(engine, runbooks={"dirs": [str(folder)]}) as (_bot, slack):
+        reply(slack.driver.slash_command("declare sev2 RPC slow", user="alice"))
+        ch = channel_of(engine)
+        body = reply(slack.driver.slash_command("run restart-node", user="alice", channel=ch))
+        assert body["text"] == "Opening the form for restart-node…"
+        view = wait_for(
+            lambda: [v for v in slack.workspace.views.values() if v.is_open], what="the form"
+        )[0]
+        blocks = {b.get("block_id"): b for b in view.data["blocks"]}
+        assert {"param_node", "param_url", "param_api_key"} <= set(blocks)
+        assert blocks["param_api_key"]["optional"] is True
+        assert "secret" in blocks["param_api_key"]["hint"]["text"]
+        bad = slack.driver.view_submission(
+            view.id, {"param_node": "db 1", "param_url": effects.url}
+        )
+        errors = reply(bad)["errors"]
+        assert "does not match the pattern" in errors["param_node"]
+        assert runbook_run(engine) is None
+        good = slack.driver.view_submission(
+            view.id, {"param_node": "rpc-7", "param_url": effects.url}
+        )
+        assert good.status == 200 and not reply(good).get("errors")
+        rid = wait_for(lambda: runbook_run(engine), what="the run").run_id
+        wait_for(lambda: status(engine, rid) == "succeeded", what="the run")
+        assert effects.applied() == {"drain-rpc-7": 1}
+        told = [e.text for e in slack.ephemeral("alice")]
+        assert any(t.startswith("Started restart-node as run") for t in told)
+        with db.transaction(engine) as s:
+            assert ledger.get_run(s, rid).created_by == slack.workspace.user("alice").id

@@ -1,0 +1,350 @@
+"""Kill tests of runbook runs in the bot itself: ``incidentbot serve`` as a real process,
+SIGKILLed after each step, while a run waits for approval, and in the middle of a step.
+
+Slash commands and button clicks come from the local Slack server over real sockets; every
+non-idempotent side effect is a request to an HTTP server in the test process, so what
+happened is counted outside the process that did it. Whatever kills happen, every run
+completes, each side effect happens once, and each run has exactly one Slack message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+from sqlmodel import col, select
+
+from incidentbot import db, ledger
+from incidentbot.incidents import service as svc
+from incidentbot.ledger.models import SETTLED, Run
+from incidentbot.runbooks.models import RunbookRun
+from incidentbot.sandbox.slack.server import SlackSandbox
+from tests.runbook_procs import BotSeat, HoldingEffectServer
+
+LEASE = 1.5
+NODE = "rpc-1"
+TOKENS = {"drain-rpc-1": 1, "restart-rpc-1": 1, "enable-rpc-1": 1}
+NOTE = "drained rpc-1 with HTTP 200"
+
+RUNBOOK = """
+name: cycle-node
+description: Drain a node, note it, let it settle, restart it, put it back
+params:
+  node: {type: string, pattern: "^rpc-[0-9]+$", description: the node}
+  url: {type: string}
+target: node
+approval: commander
+steps:
+  - id: drain
+    name: Drain the node
+    uses: http.request
+    with:
+      method: POST
+      url: "{{ params.url }}"
+      json: {token: "drain-{{ params.node }}"}
+  - id: note
+    name: Note the drain
+    uses: incident.note
+    with: {text: "drained {{ params.node }} with HTTP {{ steps.drain.outputs.status }}"}
+  - id: settle
+    name: Let it settle
+    uses: wait.sleep
+    with: {seconds: 0}
+  - id: restart
+    name: Restart the node
+    uses: http.request
+    with:
+      method: POST
+      url: "{{ params.url }}"
+      json: {token: "restart-{{ params.node }}"}
+  - id: enable
+    name: Put the node back
+    uses: http.request
+    with:
+      method: POST
+      url: "{{ params.url }}"
+      json: {token: "enable-{{ params.node }}"}
+"""
+STEP_IDS = ["drain", "note", "settle", "restart", "enable"]
+LABELS = ["Drain the node", "Note the drain", "Let it settle", "Restart the node",
+          "Put the node back"]  # fmt: skip
+
+
+@pytest.fixture
+def slack():
+    sandbox = SlackSandbox().start()
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture
+def effects():
+    srv = HoldingEffectServer(held=set()).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def seats(database_url, tmp_path, slack):
+    folder = tmp_path / "runbooks"
+    folder.mkdir()
+    (folder / "cycle-node.yaml").write_text(RUNBOOK)
+    made: list[BotSeat] = []
+
+    def make(**options) -> BotSeat:
+        seat = BotSeat(tmp_path, database_url, slack, runbook_dirs=[folder], lease=LEASE,
+                       **options)  # fmt: skip
+        made.append(seat)
+        return seat
+
+    yield make
+    for seat in made:
+        seat.close()
+
+
+# -- what the test reads: the database and the Slack workspace ------------------------------
+
+
+def reply(ack, seat: BotSeat) -> dict:
+    assert ack.status == 200, (ack.status, ack.body, seat.logs())
+    return json.loads(ack.body) if ack.body else {}
+
+
+def incident_channel(engine) -> str | None:
+    with db.transaction(engine) as s:
+        inc = svc.get(s, "INC-1")
+        return inc.channel_name if inc.channel_id and inc.header_ts else None
+
+
+def commander(engine) -> str | None:
+    with db.transaction(engine) as s:
+        return svc.get(s, "INC-1").commander
+
+
+def runbook_run(engine) -> RunbookRun | None:
+    with db.transaction(engine) as s:
+        return s.exec(select(RunbookRun).order_by(RunbookRun.id.desc())).first()  # type: ignore[union-attr]
+
+
+def all_settled(engine) -> bool:
+    with db.transaction(engine) as s:
+        return not s.exec(select(Run.id).where(col(Run.status).not_in(SETTLED))).first()
+
+
+def status(engine, run_id: int) -> str:
+    with db.transaction(engine) as s:
+        return ledger.get_run(s, run_id).status
+
+
+def run_messages(slack, channel: str, run_id: int) -> list:
+    marker = f"runbook-run-{run_id}"
+    ws = slack.workspace
+    with ws.lock:
+        return [
+            m
+            for m in ws.channel(channel).messages
+            if any(b.get("block_id") == marker for b in m.blocks)
+        ]
+
+
+def buttons(message) -> list[str]:
+    return [
+        e.get("action_id")
+        for b in message.blocks
+        for e in b.get("elements", [])
+        if isinstance(e, dict) and e.get("type") == "button"
+    ]
+
+
+def button_texts(message) -> list[str]:
+    return [
+        e["text"]["text"]
+        for b in message.blocks
+        for e in b.get("elements", [])
+        if isinstance(e, dict) and e.get("type") == "button"
+    ]
+
+
+def message_with(slack, channel: str, run_id: int, action_id: str):
+    msgs = run_messages(slack, channel, run_id)
+    return next((m for m in msgs if action_id in buttons(m)), None)
+
+
+def succeeded_message(slack, channel: str, run_id: int):
+    """The run's messages, once one of them says the run succeeded."""
+    msgs = run_messages(slack, channel, run_id)
+    return msgs if any("succeeded" in m.text for m in msgs) else None
+
+
+def timeline(engine) -> list:
+    with db.transaction(engine) as s:
+        return list(svc.timeline(s, svc.get(s, "INC-1")))
+
+
+def told(slack, user_id: str, text: str):
+    return [e.text for e in slack.ephemeral() if e.user == user_id and text in e.text]
+
+
+# -- the flow ---------------------------------------------------------------------------------
+
+
+def declare_and_run(seat: BotSeat, engine, slack, effects, *, before_run=None):
+    """alice declares an incident, makes bob the commander and runs the runbook; returns the
+    channel, bob's id and the ledger run id (the run waits for bob's approval).
+
+    ``before_run`` is called once the incident's own runs have all finished."""
+    reply(slack.driver.slash_command("declare sev1 RPC node stuck", user="alice"), seat)
+    channel = seat.wait(lambda: incident_channel(engine), "the incident channel")
+    bob = slack.workspace.user("bob").id
+    reply(slack.driver.slash_command(f"assign commander <@{bob}>", user="alice",
+                                     channel=channel), seat)  # fmt: skip
+    seat.wait(lambda: commander(engine) == bob, "bob to be the commander")
+    if before_run is not None:
+        seat.wait(lambda: all_settled(engine), "the incident's runs to finish")
+        before_run()
+    body = reply(
+        slack.driver.slash_command(
+            f"run cycle-node node={NODE} url={effects.url}", user="alice", channel=channel
+        ),
+        seat,
+    )
+    assert "Started cycle-node as run" in body.get("text", ""), (body, seat.logs())
+    row = seat.wait(lambda: runbook_run(engine), "the runbook run")
+    return channel, bob, row.run_id
+
+
+def approve(seat: BotSeat, slack, channel: str, run_id: int, *, kill_paused: bool = False):
+    """bob clicks Approve on the run message."""
+    msg = seat.wait(lambda: message_with(slack, channel, run_id, "runbook_approve"),
+                    "the Approve button", kill_paused=kill_paused)  # fmt: skip
+    bob = slack.workspace.user("bob").id
+    reply(slack.driver.block_action("runbook_approve", user="bob", channel=channel,
+                                    message_ts=msg.ts), seat)  # fmt: skip
+    seat.wait(lambda: told(slack, bob, "approved runbook"), "bob to be told his approval counted")
+
+
+def assert_completed_once(seat: BotSeat, engine, slack, effects, channel: str, run_id: int):
+    """The run succeeded; each side effect once; one message, showing success; the note and
+    each step's success on the timeline once."""
+    logs = seat.logs
+    assert status(engine, run_id) == "succeeded", logs()
+    assert effects.applied() == Counter(TOKENS), (effects.hits, logs())
+    assert effects.requests() == Counter(TOKENS), (effects.hits, logs())
+    msgs = seat.wait(lambda: succeeded_message(slack, channel, run_id),
+                     "the run message to show the run succeeded")  # fmt: skip
+    assert len(msgs) == 1, ([m.text for m in msgs], logs())
+    assert buttons(msgs[0]) == []  # nothing left to click on a finished run
+    shown = json.dumps(msgs[0].blocks)
+    for label in LABELS:
+        assert f"{label}: done" in shown, shown
+    events = timeline(engine)
+    notes = [e.summary for e in events if e.kind == "note"]
+    assert notes.count(NOTE) == 1, (notes, logs())
+    done = Counter(e.data.get("step") for e in events if e.kind == "runbook.step_succeeded")
+    assert done == Counter(STEP_IDS), ([(e.kind, e.summary, e.data) for e in events], logs())
+    assert [e.kind for e in events].count("runbook.succeeded") == 1
+
+
+# -- the tests --------------------------------------------------------------------------------
+
+
+def test_killed_after_every_step_the_run_completes_once(seats, engine, slack, effects):
+    """From the runbook request on, every bot process stops dead after any step it completes
+    and is SIGKILLed there; a fresh one takes over each time until the run has succeeded.
+
+    One worker thread per process, so a kill never lands in the middle of some other step.
+    The incident is set up by a process that is not paused (the incident's own runs are not
+    what this test is about, and each kill costs a process start and a lease)."""
+    seat = seats(workers=1)
+    channel, _bob, run_id = declare_and_run(
+        seat, engine, slack, effects, before_run=lambda: seat.replace(pause_after="all")
+    )
+    seat.wait(lambda: status(engine, run_id) == "parked", "the run to wait for approval",
+              kill_paused=True)  # fmt: skip
+    assert effects.requests() == {}  # nothing ran before the approval
+    approve(seat, slack, channel, run_id, kill_paused=True)
+    seat.wait(lambda: status(engine, run_id) == "succeeded", "the run to succeed",
+              kill_paused=True)  # fmt: skip
+
+    seat.wait(lambda: succeeded_message(slack, channel, run_id),
+              "the run message to show the run succeeded", kill_paused=True)  # fmt: skip
+    assert_completed_once(seat, engine, slack, effects, channel, run_id)
+
+    # The announcement, the approval and the five steps: a process died after each of them,
+    # and none of them ran twice.
+    paused = re.findall(rf"PAUSED run={run_id} step=(\d+)", seat.logs())
+    assert paused == [str(n) for n in range(1, 8)], seat.logs()
+    with db.transaction(engine) as s:
+        steps = ledger.get_steps(s, run_id)
+    assert [st.status for st in steps] == ["succeeded"] * 7, seat.logs()
+    assert [st.attempts for st in steps] == [1] * 7, seat.logs()
+    # Each death with the run in hand is on the timeline as a takeover: after every step
+    # but the last, which ended the run in the same commit.
+    kinds = [e.kind for e in timeline(engine)]
+    assert kinds.count("runbook.taken_over") == 6, kinds
+
+
+def test_killed_while_waiting_for_approval_approved_through_the_next(seats, engine, slack, effects):
+    seat = seats()
+    channel, _bob, run_id = declare_and_run(seat, engine, slack, effects)
+    seat.wait(lambda: status(engine, run_id) == "parked", "the run to wait for approval")
+    first = seat.current
+    seat.replace()
+    assert first.proc.returncode == -9
+    assert effects.requests() == {}
+
+    approve(seat, slack, channel, run_id)  # handled by the new process
+    seat.wait(lambda: status(engine, run_id) == "succeeded", "the run to succeed")
+    assert_completed_once(seat, engine, slack, effects, channel, run_id)
+
+
+def test_killed_during_a_step_stops_for_attention_then_skip_completes(
+    seats, engine, slack, effects
+):
+    """The restart request reached the node and the bot died before hearing back: the next
+    process does not guess, the run waits for a person; bob skips the step (it did happen)."""
+    effects.held.add("restart-rpc-1")
+    seat = seats()
+    channel, bob, run_id = declare_and_run(seat, engine, slack, effects)
+    seat.wait(lambda: status(engine, run_id) == "parked", "the run to wait for approval")
+    approve(seat, slack, channel, run_id)
+    seat.wait(lambda: effects.requests()["restart-rpc-1"] == 1, "the restart request")
+    seat.replace()  # SIGKILL while the request is in flight
+
+    seat.wait(lambda: status(engine, run_id) == "needs_attention", "the run to need attention")
+    msg = seat.wait(lambda: message_with(slack, channel, run_id, "runbook_skip"),
+                    "the Skip button")  # fmt: skip
+    assert buttons(msg) == ["runbook_resume", "runbook_skip", "runbook_abort"], msg.blocks
+    assert button_texts(msg) == ["Resume (run the step again)", "Skip the step", "Abort"]
+    assert "needs attention" in msg.text, msg.text
+    shown = json.dumps(msg.blocks)
+    assert "Restart the node" in shown and "may or may not have happened" in shown, shown
+    # Nothing after the step in doubt ran.
+    assert effects.requests() == {"drain-rpc-1": 1, "restart-rpc-1": 1}
+
+    reply(slack.driver.block_action("runbook_skip", user="bob", channel=channel,
+                                    message_ts=msg.ts), seat)  # fmt: skip
+    seat.wait(lambda: told(slack, bob, "Restart the node") and told(slack, bob, "skipped by"),
+              "bob to be told the step was skipped")  # fmt: skip
+    seat.wait(lambda: status(engine, run_id) == "succeeded", "the run to succeed")
+    msgs = seat.wait(lambda: succeeded_message(slack, channel, run_id),
+                     "the run message to show the run succeeded")  # fmt: skip
+    assert len(msgs) == 1 and msgs[0].ts == msg.ts, ([m.text for m in msgs], seat.logs())
+    assert buttons(msgs[0]) == []
+    shown = json.dumps(msgs[0].blocks)
+    for label in LABELS:
+        state = "skipped" if label == "Restart the node" else "done"
+        assert f"{label}: {state}" in shown, shown
+    # The step in doubt happened once (the node saw it), and nothing was repeated.
+    assert effects.applied() == Counter(TOKENS), (effects.hits, seat.logs())
+    assert effects.requests() == Counter(TOKENS), (effects.hits, seat.logs())
+    events = timeline(engine)
+    assert [e.summary for e in events if e.kind == "note"].count(NOTE) == 1
+    done = Counter(e.data.get("step") for e in events if e.kind == "runbook.step_succeeded")
+    assert done == Counter(["drain", "note", "settle", "enable"]), seat.logs()
+    skipped = [(e.actor, e.data.get("step")) for e in events if e.kind == "runbook.step_skipped"]
+    assert skipped == [(bob, "restart")], skipped
+    kinds = [e.kind for e in events]
+    assert kinds.count("runbook.needs_attention") == 1 and kinds.count("runbook.succeeded") == 1
