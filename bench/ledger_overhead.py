@@ -12,15 +12,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.backends import each_backend
 from incidentbot import db, ledger
 from incidentbot.ledger.actions import StepContext
-from tests.pgcluster import PgCluster, PgUnavailable
 
 
 def one_run(engine, steps: int, key: str) -> float:
@@ -76,19 +75,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        measure("SQLite", f"sqlite:///{tmp}/bench.db", args.steps, args.repeat)
-    try:
-        cluster = PgCluster()
-    except PgUnavailable as exc:
-        print(f"PostgreSQL  skipped: {exc}")
-        return 0
-    try:
-        cluster.start()
-        cluster.execute("CREATE DATABASE bench")
-        measure("PostgreSQL", cluster.url("bench"), args.steps, args.repeat)
-    finally:
-        cluster.stop()
+    each_backend(lambda name, url: measure(name, url, args.steps, args.repeat))
     return 0
 
 

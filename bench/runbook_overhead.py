@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pydantic import BaseModel, ConfigDict
 
+from bench.backends import each_backend
 from bench.ledger_overhead import one_run as ledger_run
 from incidentbot import db, ledger
 from incidentbot.config import Settings
@@ -30,7 +30,6 @@ from incidentbot.incidents import service as svc
 from incidentbot.runbooks import engine, runtime
 from incidentbot.runbooks.actions import Action, registry
 from incidentbot.runbooks.loader import load_text
-from tests.pgcluster import PgCluster, PgUnavailable
 
 
 class NoopInputs(BaseModel):
@@ -120,19 +119,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     registry.register(Noop, replace=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        measure("SQLite", f"sqlite:///{tmp}/bench.db", args.steps, args.repeat)
-    try:
-        cluster = PgCluster()
-    except PgUnavailable as exc:
-        print(f"PostgreSQL  skipped: {exc}")
-        return 0
-    try:
-        cluster.start()
-        cluster.execute("CREATE DATABASE bench")
-        measure("PostgreSQL", cluster.url("bench"), args.steps, args.repeat)
-    finally:
-        cluster.stop()
+    each_backend(lambda name, url: measure(name, url, args.steps, args.repeat))
     return 0
 
 

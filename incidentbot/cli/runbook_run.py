@@ -105,16 +105,17 @@ def run_cmd(
     st = state(ctx)
     who = actor(as_user)
     _runbook, plan, inc = _plan(ctx, name, params, incident)
-    if plan.approvals_needed:
-        possible = access.eligible_approvers(
-            st.settings.runbooks, name, requester=who, incident=inc
+    try:
+        access.check_approvable(
+            st.settings.runbooks,
+            name,
+            needed=plan.approvals_needed,
+            approval=plan.approval,
+            requester=who,
+            incident=inc,
         )
-        if possible < plan.approvals_needed:
-            raise CliError(
-                f"{name} needs {plan.approval.replace('-', ' ')} approval and nobody but you could "
-                "give it: run it for an incident with a commander (--incident), or list "
-                "approvers in runbooks.access"
-            )
+    except DomainError as exc:
+        raise CliError(str(exc)) from None
     key = f"cli:{who}:{name}:{time.time_ns()}"
     uninstall = runtime.install(
         st.engine, st.settings, progress=lambda rid, step, line: _progress(rid, step, line)

@@ -93,3 +93,23 @@ def eligible_approvers(
     if incident is not None and incident.commander and incident.commander != requester:
         people.add(incident.commander)
     return len(people) + (2 * len(rule.approver_groups))
+
+
+def check_approvable(
+    settings: RunbookSettings,
+    name: str,
+    *,
+    needed: int,
+    approval: str,
+    requester: str,
+    incident: Incident | None,
+) -> None:
+    """Refuse at once a run nobody could approve (rather than let it wait and expire)."""
+    if not needed:
+        return
+    if eligible_approvers(settings, name, requester=requester, incident=incident) < needed:
+        raise DomainError(
+            f"{name} needs {approval.replace('-', ' ')} approval and nobody but you could give "
+            "it: run it for an incident with another commander, or list approvers in "
+            "runbooks.access"
+        )

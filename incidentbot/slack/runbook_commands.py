@@ -119,16 +119,14 @@ class RunbookCommands:
         access.check_may_run(
             self.settings.runbooks, runbook.name, user, incident=incident, chat=self.chat
         )
-        if plan.approvals_needed:
-            possible = access.eligible_approvers(
-                self.settings.runbooks, runbook.name, requester=user, incident=incident
-            )
-            if possible < plan.approvals_needed:
-                raise DomainError(
-                    f"{runbook.name} needs {plan.approval.replace('-', ' ')} approval and nobody "
-                    "but you could give it: assign a commander, or list approvers in "
-                    "runbooks.access"
-                )
+        access.check_approvable(
+            self.settings.runbooks,
+            runbook.name,
+            needed=plan.approvals_needed,
+            approval=plan.approval,
+            requester=user,
+            incident=incident,
+        )
         try:
             with db.transaction(self.engine) as s:
                 row = engine.start(
