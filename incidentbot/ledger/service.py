@@ -153,6 +153,9 @@ def start_run(
             return _same_run(existing, kind, target)
         if target is not None:
             holder = lock_holder(session, target)
+            if holder is not None and holder.idempotency_key == key:
+                # Committed by a racing start between the two reads above: the same run.
+                return _same_run(holder, kind, target)
             if holder is not None:
                 raise _lock_held(session, target, holder)
         if incident_id is not None and session.get(Incident, incident_id) is None:
