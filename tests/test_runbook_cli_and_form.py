@@ -3,6 +3,7 @@ Slack opens when ``/incident run`` gets no params."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -114,3 +115,25 @@ def test_no_params_opens_a_form_built_from_the_param_types(engine, tmp_path, eff
         assert any(t.startswith("Started restart-node as run") for t in told)
         with db.transaction(engine) as s:
             assert ledger.get_run(s, rid).created_by == slack.workspace.user("alice").id
+
+
+def test_vars_from_the_settings_tell_runbooks_where_things_are(cli, tmp_path, monkeypatch):
+    folder = tmp_path / "runbooks"
+    folder.mkdir()
+    (folder / "probe.yaml").write_text(
+        "name: probe\n"
+        "params:\n"
+        "  node: {type: enum, values: [node-1, node-2]}\n"
+        "steps:\n"
+        "  - id: head\n"
+        "    uses: http.request\n"
+        "    with: {url: '{{ vars.nodes[params.node].url }}/health'}\n"
+    )
+    nodes = {"node-1": {"url": "http://10.0.0.1:8545"}, "node-2": {"url": "http://10.0.0.2:8545"}}
+    monkeypatch.setenv("INCIDENTBOT_RUNBOOKS__VARS", json.dumps({"nodes": nodes}))
+    code, out, err = cli("runbook", "plan", "probe", "node=node-2")
+    assert code == 0, err
+    assert "GET http://10.0.0.2:8545/health" in out
+    monkeypatch.setenv("INCIDENTBOT_RUNBOOKS__VARS", "{}")
+    code, _, err = cli("runbook", "plan", "probe", "node=node-2")
+    assert code == 1 and "vars.nodes is undefined (vars is empty)" in err, err

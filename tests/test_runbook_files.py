@@ -532,7 +532,7 @@ def test_expressions_may_only_read_what_exists_and_has_run(tmp_path):
         "19: steps[1].with.text: '{{ steps.first.result }} {{ steps.nope.status }} "
         "{{ outputs.status }}': no step 'nope' (steps: first, undo, second, third)",
         "20: steps[1].when: '{{ parms.node }} ': unknown variable 'parms' "
-        "(available: params, steps, incident, target, run)",
+        "(available: params, steps, incident, target, run, vars)",
         "24: steps[2].with.text: '{{ steps.second.outputs.evnt }} {{ incident.owner }} "
         "{{ run.user }}': incident has no 'owner' (incident: ref, title, severity, status, "
         "commander, channel_id, fields)",

@@ -67,7 +67,9 @@ def _plan(ctx: typer.Context, name: str, pairs: list[str] | None, incident: str 
             inc = svc.get(s, incident)
             info = engine.incident_info(s, inc)
     try:
-        plan = engine.plan(runbook, _params(pairs), incident=info)
+        plan = engine.plan(
+            runbook, _params(pairs), incident=info, variables=st.settings.runbooks.vars
+        )
     except ParamError as exc:
         lines = [f"{p}: {m}" for p, m in exc.problems]
         lines += ["params:"] + [f"  {describe(n, p)}" for n, p in runbook.params.items()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,6 +50,12 @@ class RunbookSettings(BaseModel):
         default_factory=list,
         description="first rule matching a runbook's name applies; none: channel members run, "
         "the commander approves",
+    )
+    vars: dict[str, Any] = Field(
+        default_factory=dict,
+        description="values runbooks read as vars.<name>: where things are (load balancer "
+        "sockets, node URLs), so a runbook takes a node's name and the settings say how to "
+        "reach it",
     )
     shell_allow: list[str] = Field(
         default_factory=list,

@@ -102,9 +102,11 @@ def context(
     run_id: int | None = None,
     requester: str | None = None,
     steps: Mapping[str, Any] | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The variables expressions see (``steps`` is left out of dry runs)."""
     out: dict[str, Any] = {
+        "vars": dict(variables or {}),
         "params": dict(params),
         "incident": incident.as_dict() if incident else {},
         "target": params.get(runbook.target) if runbook.target else None,
@@ -174,6 +176,7 @@ def plan(
     incident: IncidentInfo | None = None,
     requester: str | None = None,
     services: Services | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Resolve params, target and expressions and say what every step would do.
 
@@ -181,7 +184,7 @@ def plan(
     params and DomainError for expressions that fail on the params alone."""
     values = coerce(runbook, raw_params)
     mask = run_masker(runbook, values)
-    ctx_vars = context(runbook, values, incident=incident, requester=requester)
+    ctx_vars = context(runbook, values, incident=incident, requester=requester, variables=variables)
     shown = {name: spec.format_value(values.get(name)) for name, spec in runbook.params.items()}
     needed = APPROVALS_NEEDED[runbook.approval]
     result = Plan(

@@ -122,6 +122,7 @@ class RunbookActions:
             run_id=ctx.run_id,
             requester=row.requester,
             steps=states,
+            variables=self.settings.runbooks.vars if self.settings is not None else None,
         )
         action = registry.get(step.uses)
         if action is None:

@@ -9,6 +9,7 @@ conditions, written with or without ``{{ }}``. The variables are:
   ``fields``;
 - ``target``: the value of the param the runbook locks on;
 - ``run``: ``run.id``, ``run.requester``;
+- ``vars``: the ``runbooks.vars`` mapping from the settings (where things are: sockets, URLs);
 - ``outputs``: in ``wait_until.check`` only, the step's latest outputs.
 
 A string that is exactly one ``{{ expr }}`` keeps the expression's type (an int stays an int, a
@@ -31,7 +32,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-VARIABLES: tuple[str, ...] = ("params", "steps", "incident", "target", "run")
+VARIABLES: tuple[str, ...] = ("params", "steps", "incident", "target", "run", "vars")
 WAIT_VARIABLES: tuple[str, ...] = (*VARIABLES, "outputs")
 INCIDENT_ATTRIBUTES: tuple[str, ...] = (
     "ref",

@@ -108,7 +108,13 @@ class RunbookCommands:
         with db.transaction(self.engine) as s:
             info = engine.incident_info(s, incident)
         try:
-            plan = engine.plan(runbook, params, incident=info, requester=user)
+            plan = engine.plan(
+                runbook,
+                params,
+                incident=info,
+                requester=user,
+                variables=self.settings.runbooks.vars,
+            )
         except ParamError as exc:
             return RunReply(_param_usage(runbook, exc))
         lines = engine.format_plan(plan)
