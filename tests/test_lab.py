@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import httpx
 import pytest
+import yaml
 
 from incidentbot.cli import main
 from incidentbot.infra.haproxy import HaproxyError
@@ -338,3 +339,16 @@ def test_cli_errors_are_one_line(lab: Lab, capsys: pytest.CaptureFixture[str]) -
     ]
     assert main(["lab", "status", "--dir", str(lab.dir / "nowhere")]) == 1
     assert "no lab in" in capsys.readouterr().err
+
+
+def test_runbook_vars_point_at_this_lab(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    found = lab.runbook_vars()
+    assert Path(found["lb"]["socket"]).is_socket() and Path(found["supervisor"]).is_socket()
+    assert rpc_post(found["lb"]["frontend"], "eth_chainId").json()["result"] == hex(31337)
+    for node, spec in found["nodes"].items():
+        assert rpc_post(spec["url"], "eth_blockNumber").status_code == 200, node
+        assert lab.server(spec["server"]).backend == found["lb"]["backend"]
+    assert found["references"] == [found["nodes"][n]["url"] for n in found["nodes"]]
+    assert main(["lab", "vars", "--dir", str(lab.dir)]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == {"runbooks": {"vars": found}}

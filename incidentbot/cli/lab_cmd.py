@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+import yaml
 from rich.markup import escape
 from rich.table import Table
 
@@ -95,6 +96,17 @@ def up(
     with _errors():
         st = lab.up(timeout=timeout)
     _print_status(st)
+
+
+@app.command("vars")
+def vars_cmd(directory: Path = DIR) -> None:
+    """Print the runbooks.vars (YAML) that point the shipped runbooks at this lab."""
+    lab = _lab(directory)
+    with _errors():
+        if not lab.exists():
+            raise LabError(f"no lab in {lab.dir}: start it with `incidentbot lab up`")
+        found = lab.runbook_vars()
+    typer.echo(yaml.safe_dump({"runbooks": {"vars": found}}, sort_keys=False), nl=False)
 
 
 @app.command()

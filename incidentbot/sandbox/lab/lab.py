@@ -162,6 +162,34 @@ class Lab:
         """A JSON-RPC client of ``node``, or of the HAProxy frontend when None."""
         return RpcClient(self.node_url(node) if node else self.frontend_url, timeout=timeout)
 
+    def runbook_vars(self) -> dict[str, Any]:
+        """The ``runbooks.vars`` that point the shipped runbooks at this lab: the load
+        balancer's runtime socket and backend, the process manager's socket, each node's RPC
+        URL, program and state file, the reference endpoints and the snapshot store."""
+        nodes = {
+            node: {
+                "url": self.node_url(node),
+                "server": node,
+                "program": node,
+                "state": str(self.state_path(node)),
+                "primary": node == PRIMARY,
+            }
+            for node in NODES
+        }
+        return {
+            "lb": {
+                "socket": str(self.paths.haproxy_sock),
+                "backend": BACKEND,
+                "frontend": self.frontend_url,
+            },
+            "supervisor": str(self.paths.supervisor_sock),
+            "nodes": nodes,
+            "primary": PRIMARY,
+            "references": [nodes[n]["url"] for n in NODES],
+            "snapshots": str(self.paths.snapshots),
+            "chain_id": CHAIN_ID,
+        }
+
     def state_path(self, node: str) -> Path:
         self._check_node(node)
         return self.paths.node_state(node)
