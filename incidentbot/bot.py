@@ -100,9 +100,7 @@ class Bot:
             if public
             else (lambda rid: None),
         )
-        uninstall_runbooks = runbook_runtime.install(
-            engine, settings, chat=chat, announce=run_messages.announce
-        )
+        runbook_runtime.install(engine, settings, chat=chat, announce=run_messages.announce)
         catalog = load_dirs(settings.runbooks.dirs, runbook_actions)
         for problem in catalog.problems:
             log.error("runbook not loaded: %s", problem)
@@ -130,7 +128,6 @@ class Bot:
         unsubscribe = [
             events.subscribe(actions.on_ledger_event),
             events.subscribe(run_messages.on_ledger_event),
-            uninstall_runbooks,
         ]
         if pager_actions is not None:
             unsubscribe.append(events.subscribe(pager_actions.on_ledger_event))

@@ -147,7 +147,7 @@ def test_resume_is_refused_unless_the_run_needs_attention(engine, server, pools)
     rid = start(engine, [call_step("a", server.url, "R")])
     pools()
     wait_status(engine, rid, "succeeded")
-    with db.transaction(engine) as s, pytest.raises(DomainError, match="is succeeded: only"):
+    with db.transaction(engine) as s, pytest.raises(DomainError, match="has succeeded: only"):
         ledger.resume(s, rid, actor="x")
 
 

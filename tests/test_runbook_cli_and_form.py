@@ -137,3 +137,17 @@ def test_vars_from_the_settings_tell_runbooks_where_things_are(cli, tmp_path, mo
     monkeypatch.setenv("INCIDENTBOT_RUNBOOKS__VARS", "{}")
     code, _, err = cli("runbook", "plan", "probe", "node=node-2")
     assert code == 1 and "vars.nodes is undefined (vars is empty)" in err, err
+
+
+def test_a_cancel_from_the_cli_reaches_the_timeline(cli, tmp_path, effects):
+    write_runbooks(tmp_path, approval="none")
+    cli("incident", "declare", "RPC", "down")
+    code, out, _ = cli(
+        "runbook", "run", "restart-node", "node=rpc-3", f"url={effects.url}", "-i", "1", "--detach"
+    )
+    rid = re.search(r"Run (\d+)", out).group(1)
+    code, out, err = cli("runs", "cancel", rid, "--as", "carol")
+    assert code == 0, err
+    code, out, _ = cli("timeline", "INC-1")
+    assert "runbook.cancelled" in out and "cancelled by carol" in out
+    assert effects.requests() == {}

@@ -35,6 +35,7 @@ from incidentbot.cli.common import AppState, CliError
 from incidentbot.config import ConfigError, format_validation_error
 from incidentbot.db import SchemaError
 from incidentbot.errors import DomainError
+from incidentbot.runbooks import runtime as runbook_runtime
 
 app = typer.Typer(
     name="incidentbot",
@@ -85,6 +86,8 @@ def _fail(message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every expected failure into one line."""
     args = sys.argv[1:] if argv is None else argv
+    # Runbook runs changed from here (cancelled, resumed, worked) reach their timelines.
+    runbook_runtime.install_timeline()
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="incidentbot", standalone_mode=False)

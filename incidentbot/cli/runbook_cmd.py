@@ -26,7 +26,9 @@ app = typer.Typer(help="Runbooks: check, list, show, plan and run them.", no_arg
 def action_registry() -> ActionRegistry:
     """The registered actions (built-in and installed packs)."""
     from incidentbot.runbooks.actions import registry
+    from incidentbot.runbooks.runtime import load_plugins
 
+    load_plugins()
     return registry
 
 

@@ -25,6 +25,7 @@ from incidentbot.ledger.service import LockHeld
 from incidentbot.ledger.worker import WorkerPool
 from incidentbot.runbooks import access, approvals, engine, runtime
 from incidentbot.runbooks import view as views
+from incidentbot.runbooks.actions import Services
 from incidentbot.runbooks.definition import format_seconds
 from incidentbot.runbooks.params import ParamError, describe
 
@@ -68,7 +69,11 @@ def _plan(ctx: typer.Context, name: str, pairs: list[str] | None, incident: str 
             info = engine.incident_info(s, inc)
     try:
         plan = engine.plan(
-            runbook, _params(pairs), incident=info, variables=st.settings.runbooks.vars
+            runbook,
+            _params(pairs),
+            incident=info,
+            variables=st.settings.runbooks.vars,
+            services=Services(settings=st.settings),
         )
     except ParamError as exc:
         lines = [f"{p}: {m}" for p, m in exc.problems]
@@ -119,7 +124,7 @@ def run_cmd(
     except DomainError as exc:
         raise CliError(str(exc)) from None
     key = f"cli:{who}:{name}:{time.time_ns()}"
-    uninstall = runtime.install(
+    runtime.install(
         st.engine, st.settings, progress=lambda rid, step, line: _progress(rid, step, line)
     )
     try:
@@ -135,22 +140,23 @@ def run_cmd(
             )
             run_id = row.run_id
     except LockHeld as exc:
-        uninstall()
         raise CliError(str(exc)) from None
     _out(f"Run {run_id}: {name}" + (f" for {inc.ref}" if inc else ""))
     if detach:
-        uninstall()
         _out(f"Follow it with `incidentbot runs show {run_id}`.")
         return
-    try:
-        code = _follow(st, run_id, threads)
-    finally:
-        uninstall()
-    raise typer.Exit(code)
+    raise typer.Exit(_follow(st, run_id, threads))
 
 
 def _follow(st: Any, run_id: int, threads: int) -> int:
-    pool = WorkerPool(st.engine, threads=threads, poll=0.2, name=f"cli-run-{run_id}").start()
+    pool = WorkerPool(
+        st.engine,
+        threads=threads,
+        lease=st.settings.worker_lease,
+        poll=0.2,
+        name=f"cli-run-{run_id}",
+        only_run=run_id,  # this run only: the bot's own runs stay with the bot
+    ).start()
     stop = threading.Event()
 
     def _signal(signum: int, _frame: FrameType | None) -> None:

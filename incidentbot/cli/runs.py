@@ -26,6 +26,7 @@ from incidentbot.ledger import control, queries
 from incidentbot.ledger.models import PARKED, Run, Step
 from incidentbot.ledger.redact import redact_text
 from incidentbot.ledger.worker import DEFAULT_LEASE, DEFAULT_POLL, WorkerPool
+from incidentbot.runbooks import runtime as runbook_runtime
 
 app = typer.Typer(help="Durable runs: list, inspect, cancel, decide.", no_args_is_help=True)
 
@@ -213,6 +214,9 @@ def worker_cmd(
         except Exception as exc:
             raise CliError(f"--import {module}: cannot import it: {exc}") from None
     engine = st.engine
+    # Runbook steps (and their timeline entries) run here too; posting a run's Slack message
+    # is left to the bot, which has Slack.
+    runbook_runtime.install(engine, st.settings)
     stop = threading.Event()
 
     def _signal(signum: int, _frame: FrameType | None) -> None:

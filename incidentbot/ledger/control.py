@@ -172,7 +172,7 @@ def resume(session: Session, run_id: int, *, actor: str, skip: bool = False) -> 
     run = get_run(session, run_id, for_update=True)
     if run.status != NEEDS_ATTENTION:
         raise DomainError(
-            f"run {run_id} is {run.status}: only a run that needs attention can be "
+            f"run {run_id} {_state(run.status)}: only a run that needs attention can be "
             + ("skipped past a step" if skip else "resumed")
         )
     now = db_now(session)
@@ -201,3 +201,17 @@ def resume(session: Session, run_id: int, *, actor: str, skip: bool = False) -> 
     emit(session, event_for(run, kind, now, step, data={"actor": actor, "resumed": True}))
     log.info("run %s: %s", run_id, what)
     return f"run {run_id}: {what}"
+
+
+_STATES = {
+    "pending": "is waiting for a worker",
+    "running": "is running",
+    "parked": "is waiting for a decision",
+    "succeeded": "has succeeded",
+    "failed": "has failed",
+    "cancelled": "was cancelled",
+}
+
+
+def _state(status: str) -> str:
+    return _STATES.get(status, f"is {status}")

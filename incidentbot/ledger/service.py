@@ -274,16 +274,21 @@ def _insert(
 # -- claiming and fencing ----------------------------------------------------------------------
 
 
-def claim_next(session: Session, owner: str, lease: float) -> Run | None:
+def claim_next(
+    session: Session, owner: str, lease: float, *, run_id: int | None = None
+) -> Run | None:
     """Take the oldest run that is due: pending (past any backoff), parked past its deadline,
     or running on a lease that expired (its worker died). PostgreSQL skips rows another
-    worker is claiming at this instant; SQLite serialises claims with its write lock."""
+    worker is claiming at this instant; SQLite serialises claims with its write lock.
+    ``run_id`` limits the claim to that one run."""
     now = db_now(session)
     due = or_(
         and_(Run.status == PENDING, or_(col(Run.wake_at).is_(None), col(Run.wake_at) <= now)),
         and_(Run.status == RUNNING, col(Run.lease_expires_at) <= now),
         and_(Run.status == PARKED, col(Run.wake_at) <= now),
     )
+    if run_id is not None:
+        due = and_(due, col(Run.id) == run_id)
     stmt = (
         select(Run)
         .where(due)

@@ -85,6 +85,7 @@ class Worker:
         actions: ActionRegistry = registry,
         stop: threading.Event | None = None,
         wake: threading.Event | None = None,
+        only_run: int | None = None,
     ):
         if lease <= 0 or poll <= 0:
             raise ValueError("lease and poll must be positive")
@@ -95,6 +96,7 @@ class Worker:
         self.actions = actions
         self.stop_event = stop or threading.Event()
         self.wake_event = wake or threading.Event()
+        self.only_run = only_run  # work this run alone (the CLI following its own run)
         self.held: int | None = None
         self.seq = 0  # which hold ``held`` is, so a late heartbeat cannot spoil the next one
         self.lost = threading.Event()
@@ -124,7 +126,7 @@ class Worker:
     def run_once(self) -> bool:
         """Claim one due run and drive it as far as it goes now; False if none was due."""
         with transaction(self.engine) as s:
-            run = claim_next(s, self.owner, self.lease)
+            run = claim_next(s, self.owner, self.lease, run_id=self.only_run)
             run_id = run.id if run is not None else None
         if run_id is None:
             return False
@@ -253,6 +255,7 @@ class WorkerPool:
         poll: float = DEFAULT_POLL,
         name: str | None = None,
         actions: ActionRegistry = registry,
+        only_run: int | None = None,
     ):
         if threads < 1:
             raise ValueError("a pool needs at least one thread")
@@ -268,6 +271,7 @@ class WorkerPool:
                 actions=actions,
                 stop=self.stop_event,
                 wake=self.wake_event,
+                only_run=only_run,
             )
             for i in range(threads)
         ]

@@ -109,7 +109,7 @@ def check_approvable(
         return
     if eligible_approvers(settings, name, requester=requester, incident=incident) < needed:
         raise DomainError(
-            f"{name} needs {approval.replace('-', ' ')} approval and nobody but you could give "
-            "it: run it for an incident with another commander, or list approvers in "
+            f"runbook {name} needs {approval.replace('-', ' ')} approval and nobody but you "
+            "could give it: run it for an incident with another commander, or list approvers in "
             "runbooks.access"
         )

@@ -197,7 +197,9 @@ def plan(
     )
     owners = {rb.id: step.id for step in runbook.steps for rb in step.on_failure}
     for step in runbook.all_steps():
-        result.steps.append(_plan_step(step, ctx_vars, mask, owners.get(step.id), services))
+        result.steps.append(
+            _plan_step(step, ctx_vars, mask, owners.get(step.id), services, incident)
+        )
     return result
 
 
@@ -207,6 +209,7 @@ def _plan_step(
     mask: Callable[[str], str],
     rollback_for: str | None,
     services: Services | None,
+    incident: IncidentInfo | None = None,
 ) -> PlannedStep:
     action = _action(step.uses)
     options = ledger_step_options(step)
@@ -216,7 +219,13 @@ def _plan_step(
     except expr.ExpressionError as exc:
         raise DomainError(f"step {step.id}: {mask(str(exc))}") from None
     problem = None
-    actx = ActionContext(run_id=None, step_id=step.id, services=services or Services(), mask=mask)
+    actx = ActionContext(
+        run_id=None,
+        step_id=step.id,
+        incident=incident,
+        services=services or Services(),
+        mask=mask,
+    )
     if _has_placeholder(inputs):
         does = f"{step.uses} (some inputs are known only when the run gets here)"
     else:

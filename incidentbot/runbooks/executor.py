@@ -65,13 +65,13 @@ class RunbookActions:
     def install(self, actions: ActionRegistry) -> None:
         actions.register(engine.STEP_ACTION, self.step, replace=True)
         actions.register(engine.APPROVAL_ACTION, self.approval, idempotent=True, replace=True)
-        actions.register(engine.ANNOUNCE_ACTION, self.announce, idempotent=True, replace=True)
+        if self.announcer is not None:  # only a process with Slack posts the run message
+            actions.register(engine.ANNOUNCE_ACTION, self.announce, idempotent=True, replace=True)
 
     # -- announce / approval -----------------------------------------------------------------
 
     def announce(self, ctx: StepContext, _data: dict[str, Any]) -> dict[str, Any]:
-        if self.announcer is None:
-            raise RetryableError("this worker cannot post to Slack; a bot worker will")
+        assert self.announcer is not None
         return self.announcer(ctx.run_id)
 
     def approval(self, ctx: StepContext, _data: dict[str, Any]) -> dict[str, Any]:

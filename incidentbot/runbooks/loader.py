@@ -351,6 +351,7 @@ class _Checker:
         self.param_names: list[str] = []
         self.step_ids: dict[str, Loc] = {}
         self.step_uses: dict[str, Any] = {}
+        self.polling: set[str] = set()
         self.rollback_of: dict[str, Any] = {}
 
     def line_of(self, loc: Loc) -> int | None:
@@ -402,6 +403,11 @@ class _Checker:
             step["id"]: step.get("uses")
             for _, step in _iter_steps(steps)
             if isinstance(step.get("id"), str)
+        }
+        self.polling = {
+            step["id"]
+            for _, step in _iter_steps(steps)
+            if isinstance(step.get("id"), str) and step.get("wait_until")
         }
         self.rollback_of = {
             rollback["id"]: step.get("id")
@@ -616,6 +622,8 @@ class _Checker:
                 f"(steps.{step_id}.outputs.<name>, steps.{step_id}.status)"
             )
         if rest[1] == "outputs" and len(rest) > 2:
+            if rest[2] == "polls" and step_id in self.polling:
+                return ""  # how many checks a wait_until step made
             return _output_problem(self.action_of(step_id), rest[2])
         return ""
 

@@ -41,7 +41,6 @@ class RunbookRun(SQLModel, table=True):
     channel_id: str | None = Field(default=None, max_length=64)
     message_ts: str | None = Field(default=None, max_length=32)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
-    approval_deadline: datetime | None = _ts()
 
 
 class RunbookApproval(SQLModel, table=True):

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 _plugins_loaded = False
 _hook_lock = threading.Lock()
-_hook_installs = 0
 _remove_hook: Callable[[], None] | None = None
 
 
@@ -41,6 +40,15 @@ def load_plugins() -> None:
         log.info("runbook actions from installed packages: %s", ", ".join(names))
 
 
+def install_timeline() -> None:
+    """Write runbook transitions to the timeline in this process (idempotent). Every process
+    that changes runs calls it: the bot, workers, and the CLI (``runs cancel`` too)."""
+    global _remove_hook
+    with _hook_lock:
+        if _remove_hook is None:
+            _remove_hook = on_transition(record_transition, accept=wants_transition)
+
+
 def install(
     engine: Engine,
     settings: Any,
@@ -48,23 +56,12 @@ def install(
     chat: Any = None,
     announce: Callable[[int], dict[str, Any]] | None = None,
     progress: Callable[[int, str, str], None] | None = None,
-) -> Callable[[], None]:
-    """Register the runbook ledger actions and the timeline hook; returns the undo."""
-    global _hook_installs, _remove_hook
+) -> None:
+    """Register the runbook ledger actions and the timeline hook.
+
+    Without ``announce`` (no Slack here) the step that posts a run's message is left to a
+    process that has it: the ledger hands such a run back instead of failing it."""
     load_plugins()
     actions = RunbookActions(engine, settings, chat=chat, announce=announce, progress=progress)
     actions.install(ledger_registry)
-    with _hook_lock:
-        _hook_installs += 1
-        if _remove_hook is None:
-            _remove_hook = on_transition(record_transition, accept=wants_transition)
-
-    def uninstall() -> None:
-        global _hook_installs, _remove_hook
-        with _hook_lock:
-            _hook_installs -= 1
-            if _hook_installs == 0 and _remove_hook is not None:
-                _remove_hook()
-                _remove_hook = None
-
-    return uninstall
+    install_timeline()

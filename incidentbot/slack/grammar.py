@@ -76,7 +76,8 @@ SPECS: dict[str, Spec] = {
     "alerts": Spec("/incident alerts [unmatched]", "recent alerts (here: this incident's)"),
     "run": Spec(
         "/incident run [plan] <runbook> [name=value …]",
-        "run a runbook for this incident (`plan`: show what it would do; no params: a form)",
+        "run a runbook in an incident's channel (no params: a form); "
+        "`run plan` shows what it would do, anywhere",
     ),
     "runs": Spec("/incident runs", "runbook runs (here: this incident's)"),
     "help": Spec("/incident help", "what you can do here"),

@@ -34,6 +34,7 @@ from incidentbot.ledger import control
 from incidentbot.ledger.service import LockHeld
 from incidentbot.runbooks import access, approvals, engine
 from incidentbot.runbooks import view as views
+from incidentbot.runbooks.actions import Services
 from incidentbot.runbooks.definition import Runbook, format_seconds
 from incidentbot.runbooks.loader import Catalog
 from incidentbot.runbooks.params import ParamError, coerce, describe
@@ -114,6 +115,7 @@ class RunbookCommands:
                 incident=info,
                 requester=user,
                 variables=self.settings.runbooks.vars,
+                services=Services(engine=self.engine, settings=self.settings, chat=self.chat),
             )
         except ParamError as exc:
             return RunReply(_param_usage(runbook, exc))
@@ -188,13 +190,14 @@ class RunbookCommands:
             incident = s.get(Incident, row.incident_id) if row.incident_id else None
         try:
             self._check_may_steer(row.runbook, user, row.requester, incident, action_id)
+            who = f"<@{user}>"  # shown as a mention wherever the run's record is shown
             with db.transaction(self.engine) as s:
                 if action_id in (rb_blocks.CANCEL, rb_blocks.ABORT):
-                    message = control.cancel(s, run_id, actor=user, reason=f"by <@{user}> in Slack")
+                    message = control.cancel(s, run_id, actor=who, reason="in Slack")
                 elif action_id == rb_blocks.RESUME:
-                    message = control.resume(s, run_id, actor=user)
+                    message = control.resume(s, run_id, actor=who)
                 elif action_id == rb_blocks.SKIP:
-                    message = control.resume(s, run_id, actor=user, skip=True)
+                    message = control.resume(s, run_id, actor=who, skip=True)
                 else:
                     raise DomainError(f"unknown button {action_id}")
         except DomainError as exc:
@@ -281,7 +284,7 @@ class RunbookCommands:
             type="modal",
             callback_id=FORM_CALLBACK,
             title=PlainTextObject(text="Run a runbook"),
-            submit=PlainTextObject(text="Plan and start"),
+            submit=PlainTextObject(text="Start"),
             close=PlainTextObject(text="Cancel"),
             private_metadata=json.dumps({"runbook": runbook.name, "channel": channel_id}),
             blocks=[SectionBlock(text=f"*{runbook.name}*"), *blocks],

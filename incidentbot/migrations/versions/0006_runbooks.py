@@ -36,7 +36,6 @@ def upgrade() -> None:
         sa.Column("channel_id", sa.String(length=64), nullable=True),
         sa.Column("message_ts", sa.String(length=32), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("approval_deadline", UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["incident_id"], ["incident.id"]),
         sa.ForeignKeyConstraint(["run_id"], ["ledger_run.id"]),
         sa.PrimaryKeyConstraint("id"),
