@@ -151,3 +151,48 @@ def test_a_cancel_from_the_cli_reaches_the_timeline(cli, tmp_path, effects):
     code, out, _ = cli("timeline", "INC-1")
     assert "runbook.cancelled" in out and "cancelled by carol" in out
     assert effects.requests() == {}
+
+
+FLOW = """
+name: flow
+params:
+  url: {type: string}
+  skip_it: {type: bool, default: true}
+steps:
+  - id: wait_ok
+    uses: http.request
+    idempotent: true
+    with: {method: POST, url: "{{ params.url }}", json: {token: poll}, expect_status: [200, 503]}
+    wait_until: {check: "outputs.status == 200", interval: 0.1, timeout: 30s}
+  - id: maybe
+    uses: incident.note
+    when: "not params.skip_it"
+    with: {text: "not skipped"}
+  - id: break_it
+    uses: http.request
+    with: {method: POST, url: "{{ params.url }}", json: {token: broken}}
+    on_failure:
+      - id: say_so
+        uses: incident.note
+        with: {text: "rolled back after {{ steps.wait_ok.outputs.polls }} polls"}
+  - id: never
+    uses: incident.note
+    with: {text: "never"}
+"""
+
+
+def test_wait_until_when_and_rollback_in_one_run(cli, tmp_path, effects):
+    (tmp_path / "runbooks").mkdir()
+    (tmp_path / "runbooks" / "flow.yaml").write_text(FLOW)
+    effects.script("poll", (503, {}), (503, {}))
+    effects.script("broken", (400, {}))
+    cli("incident", "declare", "RPC", "down")
+    code, out, err = cli("runbook", "run", "flow", f"url={effects.url}", "-i", "INC-1")
+    assert code == 1, out + err
+    assert "✓ wait_ok: done" in out and "→ maybe: skipped" in out, err
+    assert "✗ break_it: failed" in out and "✓ say_so: done" in out
+    assert re.search(r"Run \d+ failed after .*: .*'break_it' failed: .*400.*; rolled back", out)
+    assert effects.requests() == {"poll": 3, "broken": 1}
+    code, out, _ = cli("timeline", "INC-1")
+    assert "rolled back after 3 polls" in out and "not skipped" not in out
+    assert "never" not in out.replace("never_", "")
