@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from incidentbot.runbooks.actions.base import Action
 from incidentbot.runbooks.actions.web3.beacon import BeaconHealth
+from incidentbot.runbooks.actions.web3.fleet import RpcHeads
 from incidentbot.runbooks.actions.web3.haproxy import (
     HaproxyServers,
     HaproxySetServerState,
     HaproxySetWeight,
 )
 from incidentbot.runbooks.actions.web3.kube import KubernetesRolloutRestart
+from incidentbot.runbooks.actions.web3.route import HaproxyRouteTo
 from incidentbot.runbooks.actions.web3.rpc import RpcCompare, RpcHead
 from incidentbot.runbooks.actions.web3.snapshot import (
     SnapshotCreate,
@@ -34,6 +36,7 @@ from incidentbot.runbooks.actions.web3.systemd import SystemdRestart
 WEB3_ACTIONS: tuple[type[Action], ...] = (
     RpcHead,
     RpcCompare,
+    RpcHeads,
     BeaconHealth,
     SupervisorRestart,
     SupervisorStop,
@@ -43,6 +46,7 @@ WEB3_ACTIONS: tuple[type[Action], ...] = (
     HaproxySetServerState,
     HaproxySetWeight,
     HaproxyServers,
+    HaproxyRouteTo,
     SnapshotList,
     SnapshotCreate,
     SnapshotRestore,
@@ -51,12 +55,14 @@ WEB3_ACTIONS: tuple[type[Action], ...] = (
 __all__ = [
     "WEB3_ACTIONS",
     "BeaconHealth",
+    "HaproxyRouteTo",
     "HaproxyServers",
     "HaproxySetServerState",
     "HaproxySetWeight",
     "KubernetesRolloutRestart",
     "RpcCompare",
     "RpcHead",
+    "RpcHeads",
     "SnapshotCreate",
     "SnapshotList",
     "SnapshotRestore",

@@ -1,0 +1,86 @@
+"""``haproxy.route_to``: send a backend's traffic to one server.
+
+A failover in one step: the chosen server is set ``ready`` and every other server of the
+backend ``drain`` (no new connections; health checks go on, so HAProxy's view stays true) or
+``maint``. Each change is read back. The previous admin states are in the outputs, so a
+rollback (or a person) can put things back as they were.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from incidentbot.infra.haproxy import HaproxyRuntime
+from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
+from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.web3.haproxy import (
+    EXPECTED,
+    SetServerStateInputs,
+    _saved_state,
+    _Target,
+    _verify,
+)
+
+
+class RouteInputs(_Target):
+    others: Literal["drain", "maint"] = "drain"
+    verify_timeout: Seconds = 5.0
+
+
+class HaproxyRouteTo(Action):
+    """Make ``server`` the only server of ``backend`` that takes new connections."""
+
+    name = "haproxy.route_to"
+    description = "Send a backend's traffic to one server: it ready, every other server drained."
+    idempotent = True
+    Inputs = RouteInputs
+    outputs: ClassVar[dict[str, str]] = {
+        "server": "the server now taking the traffic",
+        "previous": "admin state per server before (UP, DOWN, DRAIN, MAINT)",
+        "states": "state per server afterwards",
+        "changed": "the servers whose state changed",
+    }
+
+    def plan(self, inputs: RouteInputs, ctx: ActionContext) -> str:
+        return shown(
+            ctx,
+            f"route {inputs.backend} to {inputs.server}: set it ready and every other server "
+            f"{inputs.others} through the HAProxy runtime API at {inputs.socket}, reading each "
+            f"back (up to {fmt_seconds(inputs.verify_timeout)})",
+        )
+
+    def run(self, inputs: RouteInputs, ctx: ActionContext) -> dict[str, Any]:
+        api = HaproxyRuntime(inputs.socket)
+        api.server(inputs.backend, inputs.server)  # unknown names: the known ones listed
+        rows = api.server_states(inputs.backend)
+        previous = {row.server: row.state for row in rows}
+        order = [inputs.server] + [r.server for r in rows if r.server != inputs.server]
+        states: dict[str, str] = {}
+        for server in order:
+            wanted = "ready" if server == inputs.server else inputs.others
+            expected = EXPECTED[wanted]
+            one = SetServerStateInputs(
+                socket=inputs.socket,
+                backend=inputs.backend,
+                server=server,
+                state=wanted,
+                verify_timeout=inputs.verify_timeout,
+            )
+            if _saved_state(api, inputs.backend, server).state not in expected:
+                api.set_state(inputs.backend, server, wanted)
+            row = _verify(
+                ctx,
+                api,
+                one,
+                lambda r, expected=expected: r.state in expected,
+                f"state {wanted}",
+                inputs.verify_timeout,
+            )
+            states[server] = row.state
+        changed = [s for s in order if previous.get(s) != states[s]]
+        return {
+            "server": inputs.server,
+            "previous": previous,
+            "states": states,
+            "changed": changed,
+        }

@@ -1,0 +1,215 @@
+"""The shipped runbooks (runbooks/*.yaml) on the real lab: anvil nodes under supervisord behind
+HAProxy. Each run goes through the engine as from Slack or the CLI: planned, started, approved
+by the incident's commander, worked by ledger workers."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from incidentbot import db
+from incidentbot.config import Settings
+from incidentbot.incidents import service as svc
+from incidentbot.infra.rpc import RpcClient
+from incidentbot.ledger.worker import WorkerPool
+from incidentbot.runbooks import approvals, runtime
+from incidentbot.runbooks import engine as rb_engine
+from incidentbot.runbooks import view as views
+from incidentbot.runbooks.actions import Services, registry
+from incidentbot.runbooks.loader import load_dirs
+from incidentbot.sandbox.lab import BACKEND, Lab
+from tests.test_lab import healthy_lab, lab, rpc_post, wait_for  # noqa: F401 - fixtures
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("healthy_lab")
+
+
+@pytest.fixture
+def bot(lab: Lab, sqlite_template: Path, tmp_path: Path):  # noqa: F811 - the lab fixture
+    """A database with INC-1 (commander bob) and settings pointing the runbooks at the lab."""
+    path = tmp_path / "incidentbot.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    engine = db.make_engine(f"sqlite:///{path}")
+    settings = Settings(runbooks={"dirs": [str(REPO / "runbooks")], "vars": lab.runbook_vars()})
+    with db.transaction(engine) as s:
+        svc.declare(s, settings, title="RPC", severity="SEV1", actor="alice", commander="bob")
+    runtime.install(engine, settings)
+    yield engine, settings
+    engine.dispose()
+
+
+def run_runbook(bot, name: str, **params) -> views.RunView:
+    """Plan, start (as alice), approve (as bob, the commander) and work one run to its end."""
+    engine, settings = bot
+    runbook = load_dirs(settings.runbooks.dirs, registry).get(name)
+    assert runbook is not None
+    with db.transaction(engine) as s:
+        incident = svc.get(s, "INC-1")
+        info = rb_engine.incident_info(s, incident)
+    plan = rb_engine.plan(
+        runbook,
+        params,
+        incident=info,
+        variables=settings.runbooks.vars,
+        services=Services(settings=settings),
+    )
+    with db.transaction(engine) as s:
+        row = rb_engine.start(
+            s,
+            settings,
+            plan,
+            key=str(uuid.uuid4()),
+            requester="alice",
+            incident=svc.get(s, "INC-1"),
+            source="cli",
+        )
+        rid = row.run_id
+    pool = WorkerPool(engine, threads=2, poll=0.05, only_run=rid).start()
+    try:
+
+        def state() -> views.RunView:
+            with db.transaction(engine) as s:
+                return views.load(s, rid)
+
+        wait_for(lambda: state().status == "awaiting_approval", what=f"{name} to ask")
+        assert approvals.decide(engine, settings, rid, "bob", "approved").accepted
+        return wait_for(lambda: (v := state()).ended and v, what=f"{name} to end", timeout=120)
+    finally:
+        pool.stop(timeout=10)
+
+
+def served_by(lab: Lab) -> tuple[str, int]:  # noqa: F811
+    response = rpc_post(lab.frontend_url, "eth_blockNumber")
+    return response.headers["X-Served-By"], int(response.json()["result"], 16)
+
+
+def timeline(bot) -> list[tuple[str, str]]:
+    engine, _ = bot
+    with db.transaction(engine) as s:
+        return [(e.kind, e.summary) for e in svc.timeline(s, svc.get(s, "INC-1"))]
+
+
+def outputs(run: views.RunView, step: str) -> dict:
+    return next(s.output for s in run.steps if s.id == step)
+
+
+# -- failover-rpc-provider ---------------------------------------------------------------------
+
+
+def test_a_frozen_primary_fails_over_to_a_backup(lab: Lab, bot) -> None:  # noqa: F811
+    assert served_by(lab)[0] == "node-1"
+    lab.fault("node-1", "freeze")
+    frozen_at = lab.head("node-1")
+    # HAProxy's own check still passes: a frozen node answers eth_blockNumber
+    wait_for(lambda: lab.head("node-2") > frozen_at + 3, what="the backups to pull ahead")
+    assert served_by(lab)[0] == "node-1" and lab.server("node-1").state == "UP"
+
+    run = run_runbook(bot, "failover-rpc-provider", max_lag=3)
+    assert run.status == "succeeded", run.error
+    best = outputs(run, "heads")["best"]
+    assert best in ("node-2", "node-3")
+    # requests through the load balancer now reach the backup, on its chain and head
+    node, head = served_by(lab)
+    assert node == best and head >= lab.head(best) - 1
+    assert lab.server("node-1").state == "DRAIN"
+    heads_before = outputs(run, "heads")["nodes"]
+    assert heads_before["node-1"]["healthy"] is False
+    assert "blocks behind" in heads_before["node-1"]["why"]
+    notes = [summary for kind, summary in timeline(bot) if kind == "note"]
+    assert any(n.startswith("Failed over from node-1") and f"to {best}" in n for n in notes)
+    kinds = [kind for kind, _ in timeline(bot)]
+    assert kinds.count("runbook.step_succeeded") == 8 and "runbook.succeeded" in kinds
+
+
+def test_a_healthy_primary_is_left_alone(lab: Lab, bot) -> None:  # noqa: F811
+    run = run_runbook(bot, "failover-rpc-provider")
+    assert run.status == "failed"
+    assert "node-1 is healthy" in run.error and "nothing to fail over" in run.error
+    assert served_by(lab)[0] == "node-1"
+    assert {lab.server(n).state for n in ("node-1", "node-2", "node-3")} == {"UP"}
+
+
+def test_no_healthy_backup_means_no_failover(lab: Lab, bot) -> None:  # noqa: F811
+    for node in ("node-1", "node-2", "node-3"):
+        lab.fault(node, "freeze")
+    lab.fault("node-3", "stop")
+    wait_for(lambda: lab.server("node-3").state == "DOWN", what="node-3 down")
+    run = run_runbook(bot, "failover-rpc-provider", max_age="2s")
+    assert run.status == "failed"
+    assert "no backup is healthy" in run.error
+    assert "node-3: does not answer" in run.error and "old" in run.error
+    assert served_by(lab)[0] == "node-1"
+    assert lab.server("node-2").state == "UP"  # nothing was moved
+
+
+# -- restart-node ------------------------------------------------------------------------------
+
+
+def test_a_stopped_node_is_restarted_and_back_in_the_pool(lab: Lab, bot) -> None:  # noqa: F811
+    lab.fault("node-2", "stop")
+    wait_for(lambda: lab.server("node-2").state == "DOWN", what="HAProxy to see node-2 down")
+    run = run_runbook(bot, "restart-node", node="node-2")
+    assert run.status == "succeeded", run.error
+    assert lab.server("node-2").state == "UP"
+    with RpcClient(lab.node_url("node-2")) as rpc:
+        assert rpc.block_number() > 0
+    restart = outputs(run, "restart")
+    assert restart["state_before"] in ("STOPPED", "EXITED") and restart["state"] == "RUNNING"
+    assert any(
+        kind == "note" and summary.startswith("Restarted node-2") for kind, summary in timeline(bot)
+    )
+
+
+def test_a_healthy_node_is_not_restarted(lab: Lab, bot) -> None:  # noqa: F811
+    pid = lab.supervisor.state("node-3").pid
+    run = run_runbook(bot, "restart-node", node="node-3")
+    assert run.status == "failed" and "node-3 looks healthy" in run.error
+    assert lab.supervisor.state("node-3").pid == pid
+    assert lab.server("node-3").state == "UP"
+
+
+def test_the_last_healthy_backend_is_not_restarted(lab: Lab, bot) -> None:  # noqa: F811
+    for node in ("node-2", "node-3"):
+        lab.haproxy.set_state(BACKEND, node, "maint")
+    lab.fault("node-1", "freeze")
+    frozen_at = lab.head("node-1")
+    wait_for(lambda: lab.head("node-2") > frozen_at + 2, what="node-1 to fall behind")
+    pid = lab.supervisor.state("node-1").pid
+    run = run_runbook(bot, "restart-node", node="node-1", max_lag=1)
+    assert run.status == "failed"
+    assert "node-1 is the last healthy backend" in run.error
+    assert lab.supervisor.state("node-1").pid == pid and lab.server("node-1").state == "UP"
+
+
+# -- restore-snapshot --------------------------------------------------------------------------
+
+
+def test_a_corrupt_node_is_restored_to_the_snapshot_block(lab: Lab, bot) -> None:  # noqa: F811
+    snapshot = lab.snapshot("node-3")
+    lab.fault("node-3", "corrupt")
+    wait_for(lambda: lab.server("node-3").state == "DOWN", what="HAProxy to see node-3 down")
+    run = run_runbook(bot, "restore-snapshot", node="node-3")
+    assert run.status == "succeeded", run.error
+    restored = outputs(run, "restore")
+    assert restored["snapshot"] == snapshot.id
+    with RpcClient(lab.node_url("node-3")) as rpc:
+        block = rpc.block(snapshot.height)
+        assert block is not None and block.hash == snapshot.block_hash
+    assert Path(restored["aside"]).exists()  # the old data is kept for rollback
+    assert lab.server("node-3").state == "UP"
+
+
+def test_a_snapshot_that_fails_its_checksum_is_refused(lab: Lab, bot) -> None:  # noqa: F811
+    snapshot = lab.snapshot("node-2")
+    state = lab.snapshots.state_path(snapshot.id)
+    state.write_bytes(state.read_bytes().replace(b"0", b"1", 1))
+    pid = lab.supervisor.state("node-2").pid
+    run = run_runbook(bot, "restore-snapshot", node="node-2", snapshot=snapshot.id)
+    assert run.status == "failed"
+    assert "refusing to use it; the node was not touched" in run.error
+    assert run.error.endswith("rolled back")
+    assert lab.supervisor.state("node-2").pid == pid  # the node was not touched
+    assert lab.server("node-2").state == "UP"  # and it is back in the pool
+    assert [s.status for s in run.steps if s.id == "restore"] == ["failed"]
