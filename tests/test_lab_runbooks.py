@@ -4,6 +4,7 @@ by the incident's commander, worked by ledger workers."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -213,3 +214,56 @@ def test_a_snapshot_that_fails_its_checksum_is_refused(lab: Lab, bot) -> None:  
     assert lab.supervisor.state("node-2").pid == pid  # the node was not touched
     assert lab.server("node-2").state == "UP"  # and it is back in the pool
     assert [s.status for s in run.steps if s.id == "restore"] == ["failed"]
+
+
+def test_failover_from_slack_with_approval_every_step_on_the_timeline(
+    lab: Lab,  # noqa: F811
+    database_url: str,
+) -> None:
+    from tests.slack_harness import channel_of, running_bot
+    from tests.slack_harness import wait_for as wait_slack
+    from tests.test_runbook_e2e import reply, run_messages, runbook_run, with_button
+
+    engine = db.make_engine(database_url)
+    settings = {"dirs": [str(REPO / "runbooks")], "vars": lab.runbook_vars()}
+    try:
+        with running_bot(engine, runbooks=settings) as (_bot, slack):
+            reply(slack.driver.slash_command("declare sev1 RPC head stuck", user="alice"))
+            ch = channel_of(engine)
+            bob = slack.workspace.user("bob").id
+            reply(slack.driver.slash_command(f"assign commander <@{bob}>", channel=ch))
+            lab.fault("node-1", "freeze")
+            frozen_at = lab.head("node-1")
+            wait_for(lambda: lab.head("node-2") > frozen_at + 3, what="node-1 to fall behind")
+            text = "run failover-rpc-provider max_lag=3"
+            body = reply(slack.driver.slash_command(text, user="alice", channel=ch))
+            assert "waits for approval by the incident commander" in body["text"], body
+            rid = wait_slack(lambda: runbook_run(engine), what="the run").run_id
+            msgs = wait_slack(
+                lambda: with_button(slack, ch, rid, "runbook_approve"), what="Approve"
+            )
+            assert "target `rpc-lb`" in msgs[0].text or "rpc-lb" in json.dumps(msgs[0].blocks)
+            slack.driver.block_action(
+                "runbook_approve", user="bob", channel=ch, message_ts=msgs[0].ts
+            )
+
+            def finished():
+                found = run_messages(slack, ch, rid)
+                return found if found and "succeeded" in found[0].text else None
+
+            final = wait_slack(finished, what="the run to succeed", timeout=90)
+            assert len(final) == 1 and final[0].ts == msgs[0].ts
+            assert served_by(lab)[0] in ("node-2", "node-3")
+            with db.transaction(engine) as s:
+                events = svc.timeline(s, svc.get(s, "INC-1"))
+            done = [e.data.get("step") for e in events if e.kind == "runbook.step_succeeded"]
+            assert done == [
+                "before", "heads", "primary_unhealthy", "backup_available", "move", "verify",
+                "after", "note",
+            ]  # fmt: skip
+            started = [e.data.get("step") for e in events if e.kind == "runbook.step_started"]
+            assert started == done
+            kinds = [e.kind for e in events]
+            assert "runbook.approval" in kinds and kinds[-1] in ("runbook.succeeded", "note")
+    finally:
+        engine.dispose()
