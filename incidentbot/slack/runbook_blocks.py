@@ -6,6 +6,7 @@ crash instead of posting a second one. Buttons carry the ledger run id as their 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -58,6 +59,14 @@ RUN_EMOJI = {
 }
 
 
+_USER_ID = re.compile(r"(?<![<@\w])\b([UW][A-Z0-9]{8,})\b")
+
+
+def _mentions(text: str) -> str:
+    """Slack user ids in the run's record (``skipped by U024BE7LH``) shown as mentions."""
+    return _USER_ID.sub(r"<@\1>", text)
+
+
 def block_id(run_id: int) -> str:
     return f"runbook-run-{run_id}"
 
@@ -85,7 +94,7 @@ def run_message(view: RunView, link: str | None = None) -> tuple[str, list[dict[
         if step.rollback and step.status in ("waiting", "skipped"):
             continue  # a rollback that was not needed
         mark = "↩ " if step.rollback else ""
-        detail = f" — {step.detail}" if step.detail else ""
+        detail = f" — {_mentions(step.detail)}" if step.detail else ""
         lines.append(
             f"{STEP_EMOJI.get(step.status, '')} {mark}{step.label}: {step.status}"
             f"{_elapsed(step.elapsed)}{detail}"
@@ -106,7 +115,7 @@ def run_message(view: RunView, link: str | None = None) -> tuple[str, list[dict[
             f"|at {view.deadline:%H:%M} UTC>"
         )
     if view.error and view.status in ("failed", "cancelled", "needs_attention"):
-        notes.append(view.error)
+        notes.append(_mentions(view.error))
     if view.status == "needs_attention":
         notes.append(
             f"{user_ref(view.commander) if view.commander else 'Commander'}: check the target, "

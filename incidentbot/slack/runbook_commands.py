@@ -190,7 +190,7 @@ class RunbookCommands:
             incident = s.get(Incident, row.incident_id) if row.incident_id else None
         try:
             self._check_may_steer(row.runbook, user, row.requester, incident, action_id)
-            who = f"<@{user}>"  # shown as a mention wherever the run's record is shown
+            who = user  # the run's record keeps the user id; messages show it as a mention
             with db.transaction(self.engine) as s:
                 if action_id in (rb_blocks.CANCEL, rb_blocks.ABORT):
                     message = control.cancel(s, run_id, actor=who, reason="in Slack")
