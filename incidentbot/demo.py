@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from sqlmodel import col, select
 
 from incidentbot import db
@@ -21,6 +22,7 @@ from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.ledger.models import SETTLED, Run
 from incidentbot.paging import flows as paging
+from incidentbot.sandbox.lab import Lab, missing
 from incidentbot.sandbox.pagerduty.server import PagerDutySandbox
 from incidentbot.sandbox.slack.server import SlackSandbox
 
@@ -37,7 +39,21 @@ def _settle(engine: object, timeout: float = 30.0) -> None:
     raise RuntimeError("the bot's durable work did not finish in time")
 
 
+RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+
+
 def run_demo(workdir: Path, say: Say) -> None:
+    absent = missing()
+    if absent:
+        say(f"(The runbook lab is not installed here ({'; '.join(absent)}): no runbook run.)")
+        _run_demo(workdir, say, None)
+        return
+    say("Starting the runbook lab: three anvil nodes behind HAProxy, under supervisord…")
+    with Lab(workdir / "lab") as lab:
+        _run_demo(workdir, say, lab)
+
+
+def _run_demo(workdir: Path, say: Say, lab: Lab | None) -> None:
     url = f"sqlite:///{workdir / 'demo.db'}"
     engine = db.make_engine(url)
     db.upgrade(engine)
@@ -52,6 +68,10 @@ def run_demo(workdir: Path, say: Say) -> None:
         slack={"api_url": sandbox.base_url},
         pagerduty_api_token=d["api_token"],
         pagerduty_webhook_secret=webhook_secret,
+        runbooks={
+            "dirs": [str(RUNBOOKS)],
+            "vars": lab.runbook_vars() if lab is not None else {},
+        },
         pagerduty={
             "api_url": d["rest_url"],
             "ca_file": str(d["ca_file"]),
@@ -72,7 +92,7 @@ def run_demo(workdir: Path, say: Say) -> None:
         sandbox.driver.bot_url = base + "/slack/events"
         pd.subscribe(base + "/webhooks/pagerduty", secret=webhook_secret)
         bot.start_workers()
-        _script(bot, sandbox, pd, engine, say)
+        _script(bot, sandbox, pd, engine, say, lab)
     finally:
         bot.stop()
         sandbox.stop()
@@ -80,7 +100,9 @@ def run_demo(workdir: Path, say: Say) -> None:
         engine.dispose()
 
 
-def _script(bot: Bot, sb: SlackSandbox, pd: PagerDutySandbox, engine: object, say: Say) -> None:
+def _script(
+    bot: Bot, sb: SlackSandbox, pd: PagerDutySandbox, engine: object, say: Say, lab: Lab | None
+) -> None:
     ws = sb.workspace
 
     def command(user: str, channel: str, text: str) -> None:
@@ -119,15 +141,17 @@ def _script(bot: Bot, sb: SlackSandbox, pd: PagerDutySandbox, engine: object, sa
     pd.wait_for_webhooks()
     say(f"  {pd_user} acknowledges PagerDuty #{page.number} in the PagerDuty app")
     command("bob", channel, "oncall rpc")
+    if lab is not None:
+        _failover(sb, engine, say, lab, channel, command)
     command("bob", channel, "update Errors on every client. Draining rpc-2, failing over to rpc-3.")
     command("bob", channel, "status monitoring")
     command("bob", channel, "resolve Drained rpc-2 and failed over to rpc-3; geth resynced")
     command("dave", channel, "frobnicate")
     _settle(engine)
 
-    say("\n3. What the channels show")
+    say("\n4. What the channels show")
     say(sb.transcript())
-    say("4. The timeline the postmortem will be built from")
+    say("5. The timeline the postmortem will be built from")
     with db.transaction(engine) as s:  # type: ignore[arg-type]
         for event in svc.timeline(s, svc.get(s, "INC-1")):
             who = ws.users[event.actor].name if event.actor in ws.users else event.actor
@@ -137,3 +161,54 @@ def _script(bot: Bot, sb: SlackSandbox, pd: PagerDutySandbox, engine: object, sa
                 event.summary,
             )
             say(f"  {event.occurred_at:%H:%M:%S}  {who:<12} {event.kind:<22} {what}")
+
+
+def _failover(
+    sb: SlackSandbox,
+    engine: object,
+    say: Say,
+    lab: Lab,
+    channel: str,
+    command: Callable[[str, str, str], None],
+) -> None:
+    say("3. The RPC primary's head is stuck; HAProxy still sends it traffic (it answers)")
+    lab.fault("node-1", "freeze")
+    frozen = lab.head("node-1")
+    _wait(lambda: lab.head("node-2") > frozen + 3, "node-1 to fall behind")
+    say(f"  node-1 is stuck at block {frozen}; node-2 is at {lab.head('node-2')}")
+    command("alice", channel, "run plan failover-rpc-provider max_lag=3")
+    command("alice", channel, "run failover-rpc-provider max_lag=3")
+    marker = "runbook-run-"
+
+    def message(button: str | None = None) -> object:
+        with sb.workspace.lock:
+            for msg in sb.workspace.channel(channel).messages:
+                if not any(str(b.get("block_id", "")).startswith(marker) for b in msg.blocks):
+                    continue
+                text = json.dumps(msg.blocks)
+                if button is None or f'"action_id": "{button}"' in text:
+                    return msg
+        return None
+
+    msg = _wait(lambda: message("runbook_approve"), "the approval request")
+    say("  bob, the commander, clicks Approve on the run message")
+    sb.driver.block_action("runbook_approve", user="bob", channel=channel, message_ts=msg.ts)
+    _wait(lambda: "succeeded" in getattr(message(), "text", ""), "the failover", timeout=90)
+    served = _frontend(lab)
+    say(f"  The run succeeded: requests through HAProxy are now answered by {served}")
+
+
+def _frontend(lab: Lab) -> str:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
+    return httpx.post(lab.frontend_url, json=body, timeout=5).headers.get("X-Served-By", "?")
+
+
+def _wait(check: Callable[[], object], what: str, timeout: float = 30.0) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.1)

@@ -17,6 +17,12 @@ def test_slack_demo_runs_a_whole_incident(tmp_path, capsys):
     assert "page.triggered         Paged rpc: PagerDuty #1" in out
     assert "Bob Okafor   page.acknowledged      Bob Okafor acknowledged PagerDuty #1 (rpc)" in out
     assert out.count("page.resolved") == 1
+    # the failover runbook on the lab (CI installs it; elsewhere the demo says it skipped it)
+    if "runbook lab is not installed" not in out:
+        assert "bob, the commander, clicks Approve on the run message" in out
+        assert "The run succeeded: requests through HAProxy are now answered by node-" in out
+        assert "*Runbook `failover-rpc-provider`* · run" in out and "*succeeded*" in out
+        assert "runbook.step_succeeded" in out and "Failed over from node-1" in out
 
 
 def test_cli_demo(tmp_path, capsys):
