@@ -267,3 +267,23 @@ def test_failover_from_slack_with_approval_every_step_on_the_timeline(
             assert "runbook.approval" in kinds and kinds[-1] in ("runbook.succeeded", "note")
     finally:
         engine.dispose()
+
+
+def test_a_node_that_cannot_come_back_is_left_drained_and_the_run_says_so(
+    lab: Lab,  # noqa: F811
+    bot,
+) -> None:
+    lab.fault("node-2", "corrupt")  # its state no longer loads: every start fails
+    wait_for(lambda: lab.server("node-2").state == "DOWN", what="HAProxy to see node-2 down")
+    try:
+        run = run_runbook(bot, "restart-node", node="node-2")
+        assert run.status == "failed" and run.error.endswith("rolled back")
+        admin = {row.server: row.state for row in lab.haproxy.server_states(BACKEND)}
+        assert admin["node-2"] == "DRAIN"  # not put back: it is not healthy
+        notes = [summary for kind, summary in timeline(bot) if kind == "note"]
+        assert any("node-2 is left drained, still unhealthy: does not answer" in n for n in notes)
+        pages = [s.output for s in run.steps if s.id.endswith("_page") and s.status == "done"]
+        assert pages and pages[0]["paged"] is False  # no PagerDuty here: said, not failed
+        assert pages[0]["reason"] == "paging is not configured in this bot"
+    finally:
+        lab.fault("node-2", "reset")  # a fresh chain, so the next test finds it healthy
