@@ -10,4 +10,5 @@ from incidentbot.incidents.models import (  # noqa: F401
 )
 from incidentbot.ledger.models import Run, Step, TargetLock  # noqa: F401
 from incidentbot.paging.models import Page  # noqa: F401
+from incidentbot.postmortems.models import Person, Postmortem  # noqa: F401
 from incidentbot.runbooks.models import RunbookApproval, RunbookRun  # noqa: F401

@@ -122,3 +122,7 @@ class ActionItem(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     done_at: datetime | None = _ts()
+    # What it came from (a Slack message turned into an action item): recorded once.
+    source_key: str | None = Field(default=None, max_length=200, unique=True)
+    # Where it is tracked besides here (a GitHub issue it was exported to).
+    external_url: str | None = Field(default=None, max_length=500)

@@ -1,0 +1,1 @@
+"""Blameless postmortems built from the incident timeline (see docs/postmortems.md)."""

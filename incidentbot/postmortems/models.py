@@ -1,0 +1,56 @@
+"""Tables of postmortems, and of the people the bot has met (names for documents).
+
+A postmortem is one per incident: its lifecycle (draft, in review, published), whether the
+severity policy requires it and when it is due, and the sections people write (what went
+well, what went wrong, where we got lucky, contributing factors). Everything else in the
+document is built from the timeline when it is rendered.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Date, Text
+from sqlmodel import Field, SQLModel
+
+from incidentbot.db import UTCDateTime
+
+DRAFT = "draft"
+IN_REVIEW = "in_review"
+PUBLISHED = "published"
+STATUSES = (DRAFT, IN_REVIEW, PUBLISHED)
+
+
+def _ts() -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class Postmortem(SQLModel, table=True):
+    __tablename__ = "postmortem"
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incident.id", unique=True)
+    status: str = Field(default=DRAFT, max_length=16, index=True)
+    required: bool = False
+    due_date: date | None = Field(default=None, sa_column=Column(Date))
+    # Section name -> text people wrote (what_went_well, what_went_wrong, lucky, factors, …).
+    sections: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    owner: str | None = Field(default=None, max_length=128)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    review_started_at: datetime | None = _ts()
+    published_at: datetime | None = _ts()
+    published_path: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Person(SQLModel, table=True):
+    """A chat user as last seen: documents name people, not ids."""
+
+    __tablename__ = "person"
+
+    user_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    real_name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
