@@ -1064,11 +1064,17 @@ def test_the_runbooks_that_ship_validate(run_cli):
     shipped = ROOT / "runbooks"
     code, out, err = run_cli("runbook", "validate", str(shipped))
     assert (code, err) == (0, "")
-    assert out == f"2 runbooks OK ({shipped})\n"
+    assert out == f"5 runbooks OK ({shipped})\n"
     from incidentbot.runbooks.actions import registry
 
     catalog = load_dirs([shipped], registry)
-    assert catalog.names() == ["announce", "http-check"]
+    assert catalog.names() == [
+        "announce",
+        "failover-rpc-provider",
+        "http-check",
+        "restart-node",
+        "restore-snapshot",
+    ]
     check = catalog.get("http-check")
     assert check is not None
     assert [s.uses for s in check.steps] == ["http.request", "incident.note"]
