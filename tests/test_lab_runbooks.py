@@ -140,7 +140,8 @@ def test_no_healthy_backup_means_no_failover(lab: Lab, bot) -> None:  # noqa: F8
     run = run_runbook(bot, "failover-rpc-provider", max_age="2s")
     assert run.status == "failed"
     assert "no backup is healthy" in run.error
-    assert "node-3: does not answer" in run.error and "old" in run.error
+    assert "node-3 (does not answer" in run.error and "node-2 (its newest block is" in run.error
+    assert "node-1" not in run.error.split("no backup is healthy")[1]  # not a backup
     assert served_by(lab)[0] == "node-1"
     assert lab.server("node-2").state == "UP"  # nothing was moved
 
@@ -242,7 +243,7 @@ def test_failover_from_slack_with_approval_every_step_on_the_timeline(
             msgs = wait_slack(
                 lambda: with_button(slack, ch, rid, "runbook_approve"), what="Approve"
             )
-            assert "target `rpc-lb`" in msgs[0].text or "rpc-lb" in json.dumps(msgs[0].blocks)
+            assert f"target `lb/{BACKEND}`" in json.dumps(msgs[0].blocks)
             slack.driver.block_action(
                 "runbook_approve", user="bob", channel=ch, message_ts=msgs[0].ts
             )
@@ -287,3 +288,26 @@ def test_a_node_that_cannot_come_back_is_left_drained_and_the_run_says_so(
         assert pages[0]["reason"] == "paging is not configured in this bot"
     finally:
         lab.fault("node-2", "reset")  # a fresh chain, so the next test finds it healthy
+
+
+def test_restore_skips_a_newest_snapshot_that_fails_its_checksum(lab: Lab, bot) -> None:  # noqa: F811
+    good = lab.snapshot("node-3")
+    wait_for(lambda: lab.head("node-3") > good.height, what="a newer block")
+    bad = lab.snapshot("node-3")
+    state = lab.snapshots.state_path(bad.id)
+    state.write_bytes(state.read_bytes().replace(b"0", b"1", 1))
+    run = run_runbook(bot, "restore-snapshot", node="node-3")
+    assert run.status == "succeeded", run.error
+    assert outputs(run, "pick")["latest"] == good.id
+    assert outputs(run, "restore")["snapshot"] == good.id
+    with RpcClient(lab.node_url("node-3")) as rpc:
+        block = rpc.block(good.height)
+        assert block is not None and block.hash == good.block_hash
+
+
+def test_failover_locks_the_load_balancer(lab: Lab, bot) -> None:  # noqa: F811
+    _engine, settings = bot
+    runbook = load_dirs(settings.runbooks.dirs, registry).get("failover-rpc-provider")
+    plan = rb_engine.plan(runbook, {}, variables=settings.runbooks.vars)
+    assert plan.target == f"lb/{BACKEND}"
+    assert "Target (locked while it runs): lb/rpc_nodes" in rb_engine.format_plan(plan)

@@ -63,6 +63,7 @@ WEB3 = {
     # name: idempotent
     "rpc.head": True,
     "rpc.compare": True,
+    "rpc.heads": True,
     "beacon.health": True,
     "supervisor.restart": False,
     "supervisor.stop": True,
@@ -72,6 +73,7 @@ WEB3 = {
     "haproxy.set_server_state": True,
     "haproxy.set_weight": True,
     "haproxy.servers": True,
+    "haproxy.route_to": True,
     "snapshot.list": True,
     "snapshot.create": True,
     "snapshot.restore": False,
@@ -182,6 +184,7 @@ def _plan_inputs(tmp_path: Path) -> dict[str, dict[str, Any]]:
     return {
         "rpc.head": {"url": url},
         "rpc.compare": {"url": url, "references": ["http://10.0.0.2:8545", "http://10.0.0.3:8545"]},
+        "rpc.heads": {"nodes": {"a": url, "b": {"url": "http://10.0.0.2:8545"}}, "exclude": ["a"]},
         "beacon.health": {"url": "http://10.0.0.4:5052"},
         "supervisor.restart": {"socket": sock, "program": "geth"},
         "supervisor.stop": {"socket": f"unix://{sock}", "program": "geth"},
@@ -211,6 +214,11 @@ def _plan_inputs(tmp_path: Path) -> dict[str, dict[str, Any]]:
             "weight": 0,
         },
         "haproxy.servers": {"socket": str(tmp_path / "haproxy.sock")},
+        "haproxy.route_to": {
+            "socket": str(tmp_path / "haproxy.sock"),
+            "backend": "rpc_nodes",
+            "server": "node-2",
+        },
         "snapshot.list": {"store": str(tmp_path / "snapshots"), "chain_id": 1, "verify": True},
         "snapshot.create": {"store": str(tmp_path / "snapshots"), "node": "node-2", "rpc_url": url},
         "snapshot.restore": {
@@ -271,6 +279,11 @@ def test_plan_touches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "statefulset/geth in namespace eth-mainnet" in lines["kubernetes.rollout_restart"]
     assert "set server rpc_nodes/node-1 state drain" in lines["haproxy.set_server_state"]
     assert "the newest snapshot of chain 1 and node node-2" in lines["snapshot.restore"]
+    assert "read the heads of a, b and rank them" in lines["rpc.heads"]
+    assert (
+        "route rpc_nodes to node-2: set it ready and every other server drain"
+        in (lines["haproxy.route_to"])
+    )
 
 
 def test_inputs_are_checked() -> None:

@@ -38,12 +38,31 @@ from incidentbot.runbooks.params import coerce
 
 KIND_PREFIX = "runbook:"
 STEP_ACTION = "runbook.step"
+# A step whose action talks to Slack: only a process with Slack registers it, so a worker
+# without Slack hands such a run back to one that has it instead of failing the step.
+CHAT_STEP_ACTION = "runbook.step.chat"
+STEP_ACTIONS = (STEP_ACTION, CHAT_STEP_ACTION)
 ANNOUNCE_ACTION = "runbook.announce"
 APPROVAL_ACTION = "runbook.approval"
 DEFAULT_STEP_TIMEOUT = 300.0
 DEFAULT_POLL_TIMEOUT = 60.0
 APPROVALS_NEEDED = {"none": 0, "commander": 1, "two-person": 2}
 CHAT_RETRY = {"max_attempts": 8, "backoff": 0.5, "max_backoff": 30.0}
+
+
+def _target_value(
+    runbook: Runbook, params: Mapping[str, Any], variables: Mapping[str, Any] | None
+) -> str | None:
+    """The lock target: a param's value, or an expression over params and vars
+    (``lb:{{ vars.lb.socket }}``) for a runbook that changes something no param names."""
+    target = runbook.target
+    if not target:
+        return None
+    if expr.is_template(target):
+        value = expr.render(target, {"params": dict(params), "vars": dict(variables or {})})
+        return str(value) if value not in (None, "") else None
+    value = params.get(target)
+    return None if value in (None, "") else str(value)
 
 
 def run_kind(name: str) -> str:
@@ -109,7 +128,7 @@ def context(
         "vars": dict(variables or {}),
         "params": dict(params),
         "incident": incident.as_dict() if incident else {},
-        "target": params.get(runbook.target) if runbook.target else None,
+        "target": _target_value(runbook, params, variables),
         "run": {"id": run_id, "requester": requester},
     }
     if steps is not None:
@@ -191,7 +210,7 @@ def plan(
         runbook=runbook,
         params=values,
         shown_params=shown,
-        target=str(values[runbook.target]) if runbook.target else None,
+        target=_target_value(runbook, values, variables),
         approval=runbook.approval,
         approvals_needed=needed,
     )
@@ -330,7 +349,7 @@ def ledger_steps(runbook: Runbook, *, announce: bool, approval_timeout: float) -
 def _ledger_step(step: RollbackStep) -> dict[str, Any]:
     return {
         "name": step.label[:200],
-        "action": STEP_ACTION,
+        "action": CHAT_STEP_ACTION if _action(step.uses).needs_chat else STEP_ACTION,
         "input": {"step": step.id},
         **ledger_step_options(step),
     }

@@ -10,6 +10,7 @@ would the action's own, but their messages are masked first.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -64,6 +65,8 @@ class RunbookActions:
 
     def install(self, actions: ActionRegistry) -> None:
         actions.register(engine.STEP_ACTION, self.step, replace=True)
+        if self.chat is not None:  # steps whose action posts to Slack
+            actions.register(engine.CHAT_STEP_ACTION, self.step, replace=True)
         actions.register(engine.APPROVAL_ACTION, self.approval, idempotent=True, replace=True)
         if self.announcer is not None:  # only a process with Slack posts the run message
             actions.register(engine.ANNOUNCE_ACTION, self.announce, idempotent=True, replace=True)
@@ -184,7 +187,7 @@ class RunbookActions:
                 outputs = action.run(inputs, actx) or {}
                 if expr.condition(until.check, {**variables, "outputs": outputs}):
                     return {**outputs, "polls": polls}
-                last = f"last outputs {actx.mask(str(engine.mask_value(outputs, actx.mask)))}"
+                last = "last outputs " + _brief(engine.mask_value(outputs, actx.mask))
             except expr.ExpressionError as exc:
                 raise PermanentError(actx.mask(str(exc))) from None
             except Exception as exc:
@@ -192,7 +195,8 @@ class RunbookActions:
                 if verdict.kind == "permanent":
                     raise
                 last = f"last error {actx.mask(verdict.message)}"
-            actx.progress(f"waiting until {until.check} ({polls} checks; {last})")
+            if polls == 1 or polls % 10 == 0:
+                actx.progress(f"waiting until {until.check} ({polls} checks so far)")
             if time.monotonic() + until.interval > deadline:
                 raise PermanentError(
                     f"{until.check} still false after {format_seconds(until.timeout)} "
@@ -205,6 +209,12 @@ class RunbookActions:
         log.info("run %s step %s: %s", run_id, step_id, line)
         if self.progress_sink is not None:
             self.progress_sink(run_id, step_id, line)
+
+
+def _brief(value: Any, limit: int = 300) -> str:
+    """Outputs in a message: compact JSON, cut at ``limit`` characters."""
+    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _masked(exc: BaseException, mask: Callable[[str], str]) -> Exception:

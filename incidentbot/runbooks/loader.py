@@ -421,6 +421,9 @@ class _Checker:
     def check_target(self, target: Any) -> None:
         if not isinstance(target, str):
             return
+        if expr.is_template(target):  # a lock name built from params and vars
+            self.check_expression(("target",), target, _TARGET_SCOPE, condition=False)
+            return
         if target not in self.params:
             known = ", ".join(self.param_names) or "this runbook has none"
             self.add(("target",), f"{target!r} is not a param (params: {known})")
@@ -638,6 +641,9 @@ class _Scope:
     own: str | None
     rollback_of: str | None
     action: Action | None
+
+
+_TARGET_SCOPE = _Scope(readable=[], own=None, rollback_of=None, action=None)
 
 
 def _output_problem(action: Action | None, name: str) -> str:

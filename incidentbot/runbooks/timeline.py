@@ -208,7 +208,7 @@ def _step_line(
 ) -> tuple[str, str, str, dict[str, Any]] | None:
     assert ev.step_index is not None
     found = _step_of(session, ev.run_id, ev.step_index)
-    if found is None or found[0] != engine.STEP_ACTION:
+    if found is None or found[0] not in engine.STEP_ACTIONS:
         return None
     _action, step_id, step_name = found
     label = f"{name} step {step_id!r}"

@@ -103,6 +103,9 @@ class Action:
     Inputs: ClassVar[type[BaseModel]] = NoInputs
     # Output names and what they mean (documentation and `runbook show`).
     outputs: ClassVar[dict[str, str]] = {}
+    # True for actions that use the chat adapter: their steps run only in a process that has
+    # one (the bot), never fail for lack of it in a bare worker.
+    needs_chat: ClassVar[bool] = False
 
     def validate(self, data: dict[str, Any]) -> BaseModel:
         """Inputs after templates were rendered; raises pydantic.ValidationError."""

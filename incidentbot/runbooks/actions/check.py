@@ -22,7 +22,6 @@ class CheckInputs(BaseModel):
 
     that: StrictBool
     otherwise: str = Field(min_length=1, description="why the run stops when `that` is false")
-    detail: Any = None
 
 
 class CheckThat(Action):

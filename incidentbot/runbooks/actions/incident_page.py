@@ -1,8 +1,9 @@
 """``incident.page``: page a service's on-call for the incident, through the bot's paging.
 
 The page is queued like ``/incident page`` (durably, once per service while it is open). With
-``required: false`` a bot without PagerDuty (or without that service) notes that it could not
-page instead of failing: a rollback that says "left drained, paging on-call" still finishes.
+``required: false`` a bot without PagerDuty (or without that service) returns ``paged: false``
+and the reason instead of failing: a rollback that pages on-call still finishes, and its
+output (on the timeline) says nobody was paged and why.
 """
 
 from __future__ import annotations

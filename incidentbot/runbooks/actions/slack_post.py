@@ -64,6 +64,7 @@ class SlackPost(Action):
     name = "slack.post"
     description = "Post a message in Slack (default: the incident's channel); never twice."
     idempotent = True
+    needs_chat = True
     Inputs = SlackPostInputs
     outputs: ClassVar[dict[str, str]] = {
         "channel": "the channel id the message is in",

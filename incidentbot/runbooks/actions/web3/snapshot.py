@@ -101,7 +101,8 @@ class SnapshotList(Action):
         "created, format, path}] newest first (with `verify`: also `verified`, `problem`)",
         "count": "how many are listed (at most `limit`)",
         "total": "how many match before `limit`",
-        "latest": "the id of the newest one that matches (null when none)",
+        "latest": "the id of the newest one that matches (with verify: the newest that "
+        "verified; null when none)",
     }
 
     def plan(self, inputs: SnapshotListInputs, ctx: ActionContext) -> str:
@@ -129,11 +130,15 @@ class SnapshotList(Action):
                 except SnapshotError as exc:
                     item.update(verified=False, problem=shown(ctx, str(exc)))
             listed.append(item)
+        if inputs.verify:  # with verify, the newest one that passed (a bad newest is skipped)
+            latest = next((i["id"] for i in listed if i["verified"]), None)
+        else:
+            latest = found[0].id if found else None
         return {
             "snapshots": listed,
             "count": len(listed),
             "total": len(found),
-            "latest": found[0].id if found else None,
+            "latest": latest,
         }
 
 
