@@ -61,3 +61,42 @@ def test_incident_page_without_paging_says_so_or_fails(engine):
     with pytest.raises(PermanentError, match="paging is not configured"):
         run("incident.page", {"service": "rpc"}, ctx)
     assert plan("incident.page", {"service": "rpc", "message": "m"}, ctx) == "page rpc: m"
+
+
+ANNOUNCE = """
+name: tell
+target: "lb/{{ vars.lb.backend }}"
+steps:
+  - id: post
+    uses: slack.post
+    with: {text: hello}
+  - id: note
+    uses: incident.note
+    with: {text: hello}
+"""
+
+
+def test_slack_steps_run_only_where_slack_is_and_targets_may_be_expressions():
+    from incidentbot.runbooks.loader import load_text
+
+    runbook = load_text(ANNOUNCE, "tell.yaml", registry)
+    steps = rb_engine.ledger_steps(runbook, announce=True, approval_timeout=60)
+    assert [s["action"] for s in steps] == [
+        "runbook.announce",
+        "runbook.step.chat",  # a bare worker (no Slack) hands it back, never fails it
+        "runbook.step",
+    ]
+    plan = rb_engine.plan(runbook, {}, variables={"lb": {"backend": "rpc_nodes"}})
+    assert plan.target == "lb/rpc_nodes"
+
+
+def test_a_target_expression_is_checked_like_any_other():
+    from incidentbot.runbooks.loader import RunbookError, load_text
+
+    bad = ANNOUNCE.replace("{{ vars.lb.backend }}", "{{ parms.x }}")
+    with pytest.raises(RunbookError) as caught:
+        load_text(bad, "tell.yaml", registry)
+    assert [str(p) for p in caught.value.problems] == [
+        "tell.yaml:3: target: 'lb/{{ parms.x }}': unknown variable 'parms' "
+        "(available: params, steps, incident, target, run, vars)"
+    ]
