@@ -39,8 +39,10 @@ from incidentbot.runbooks.actions import registry as runbook_actions
 from incidentbot.runbooks.loader import Catalog, load_dirs
 from incidentbot.runbooks.messages import RunMessages
 from incidentbot.slack import blocks, runbook_blocks
+from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.app import build_bolt_app
 from incidentbot.slack.chat import SlackChat
+from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
 from incidentbot.web import run_page
 from incidentbot.web.app import create_app
@@ -117,6 +119,8 @@ class Bot:
             metrics=metrics,
             pager=pager,
             runbooks=runbook_commands,
+            actions=ActionCommands(settings, engine, chat),
+            postmortems=PostmortemCommands(settings, engine, chat),
         )
         pool = WorkerPool(
             engine, threads=settings.workers, lease=settings.worker_lease, poll=poll, name="bot"

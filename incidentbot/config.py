@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from incidentbot.action_items.config import ActionItemSettings
 from incidentbot.alerts.config import AlertsConfig, AlertSettings
 from incidentbot.paging.config import PagerDutySettings
 from incidentbot.policy_models import (
@@ -42,6 +43,7 @@ from incidentbot.policy_models import (
     SlackSettings,
     Status,
 )
+from incidentbot.postmortems.config import PostmortemSettings
 from incidentbot.runbooks.config import RunbookSettings
 
 __all__ = [
@@ -69,6 +71,7 @@ SECRET_FIELDS = (
     "pagerduty_api_token",
     "pagerduty_webhook_secret",
     "pagerduty_routing_keys",
+    "github_token",
 )
 
 
@@ -116,6 +119,8 @@ class Settings(BaseSettings):
     pagerduty_webhook_secret: SecretStr | None = None
     # Events API v2 routing keys per service, "rpc=KEY,validators=KEY": credentials, so here.
     pagerduty_routing_keys: SecretStr | None = None
+    # Opens action items as GitHub issues (action_items.github_repo says where).
+    github_token: SecretStr | None = None
 
     severities: list[Severity] = Field(default_factory=lambda: list(DEFAULT_SEVERITIES))
     statuses: list[Status] = Field(default_factory=lambda: list(DEFAULT_STATUSES))
@@ -137,6 +142,8 @@ class Settings(BaseSettings):
     alerts: AlertsConfig = Field(default_factory=AlertSettings)
     pagerduty: PagerDutySettings = Field(default_factory=PagerDutySettings)
     runbooks: RunbookSettings = Field(default_factory=RunbookSettings)
+    postmortems: PostmortemSettings = Field(default_factory=PostmortemSettings)
+    action_items: ActionItemSettings = Field(default_factory=ActionItemSettings)
 
     @classmethod
     def settings_customise_sources(

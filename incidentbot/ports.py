@@ -39,6 +39,18 @@ class ChannelInfo:
     creator: str | None = None
 
 
+@dataclass(frozen=True)
+class UserInfo:
+    """A chat user as the platform describes them."""
+
+    id: str
+    name: str
+    real_name: str | None = None
+    email: str | None = None
+    deleted: bool = False
+    is_bot: bool = False
+
+
 class Chat(Protocol):
     """What incident flows need from a chat platform."""
 
@@ -77,6 +89,10 @@ class Chat(Protocol):
     ) -> None: ...
 
     def permalink(self, channel_id: str, ts: str) -> str | None: ...
+
+    def user_info(self, user_id: str) -> UserInfo | None:
+        """The user, or None when there is no such user (other failures raise)."""
+        ...
 
 
 @dataclass(frozen=True)

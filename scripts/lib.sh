@@ -101,6 +101,8 @@ ensure_test_system_packages() {
     missing+=(postgresql)
   # Prometheus Alertmanager: the alert ingestion test notifies the bot from a real one.
   command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+  # Headless Chromium: the postmortem HTML is rendered in a real browser (DOM and screenshot).
+  command -v chromium >/dev/null || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}" || say "continuing without: ${missing[*]} (those tests will be skipped outside CI)"
   fi

@@ -20,12 +20,14 @@ try:  # typer >= 0.25 carries its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exc  # type: ignore[no-redef]
 from incidentbot.cli import (
+    actions_cmd,
     alerts_cmd,
     config_cmd,
     db_cmd,
     demo_cmd,
     incident,
     lab_cmd,
+    postmortem_cmd,
     runbook_cmd,
     runbook_run,
     runs,
@@ -51,9 +53,11 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(runs.app, name="runs")
 app.add_typer(alerts_cmd.app, name="alerts")
+app.add_typer(actions_cmd.app, name="actions")
 runbook_run.register()  # plan, run, approve and resume join `runbook`
 app.add_typer(runbook_cmd.app, name="runbook")
 app.add_typer(lab_cmd.app, name="lab")
+app.add_typer(postmortem_cmd.app, name="postmortem")
 app.command("worker")(runs.worker_cmd)
 app.command("demo")(demo_cmd.demo)
 app.command("serve")(serve_cmd.serve)

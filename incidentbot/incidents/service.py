@@ -35,6 +35,7 @@ from incidentbot.incidents.records import (
     timeline,
 )
 from incidentbot.incidents.roles import _start_role, assign_role, unassign_role
+from incidentbot.postmortems import lifecycle as postmortems
 
 __all__ = [
     "TimelineEvent",
@@ -344,6 +345,8 @@ def resolve(
         now=now,
         data={"from": previous, "summary": clean},
     )
+    # A severity that requires a postmortem gets its draft now, with its due date.
+    postmortems.on_resolved(session, settings, incident, now=now)
     return incident
 
 

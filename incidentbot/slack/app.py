@@ -26,8 +26,10 @@ from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.metrics import Metrics
 from incidentbot.ports import Pager
-from incidentbot.slack.commands import CommandHandler
+from incidentbot.slack.action_commands import ActionCommands
+from incidentbot.slack.commands import CommandHandler, Reply
 from incidentbot.slack.modal import CALLBACK_ID, declare_view, field_errors, read_submission
+from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.runbook_commands import FORM_CALLBACK, RunbookCommands
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ def build_bolt_app(
     metrics: Metrics,
     pager: Pager | None = None,
     runbooks: RunbookCommands | None = None,
+    actions: ActionCommands | None = None,
+    postmortems: PostmortemCommands | None = None,
 ) -> App:
     app = App(
         client=client,
@@ -54,10 +58,10 @@ def build_bolt_app(
         process_before_response=True,
         ignoring_self_events_enabled=True,
     )
-    handler = CommandHandler(settings, engine, pager, runbooks)
+    handler = CommandHandler(settings, engine, pager, runbooks, actions, postmortems)
 
     @app.command(settings.slack.command)
-    def on_command(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+    def on_command(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         started = time.perf_counter()
         text = body.get("text") or ""
         sub = (text.split() or ["help"])[0].lower()[:20]
@@ -75,6 +79,25 @@ def build_bolt_app(
             threading.Thread(
                 target=_open_form, args=(client, body, reply.modal_args), daemon=True
             ).start()
+        if reply.follow_up is not None:
+            threading.Thread(
+                target=_follow_up, args=(reply.follow_up, respond, body), daemon=True
+            ).start()
+
+    def _follow_up(work: Any, respond: Respond, body: dict[str, Any]) -> None:
+        try:
+            out: Reply = work()
+        except Exception:
+            log.exception("the rest of %r failed", (body.get("text") or "")[:40])
+            out = Reply("That did not finish: an unexpected error (the bot's log has it).")
+        try:  # through the response URL: it reaches the user wherever they typed it
+            respond(
+                text=out.text,
+                response_type="in_channel" if out.in_channel else "ephemeral",
+                replace_original=False,
+            )
+        except Exception as exc:
+            log.info("could not tell %s how it ended: %s", body.get("user_id"), exc)
 
     def _open_form(client: WebClient, body: dict[str, Any], args: dict[str, Any]) -> None:
         if args.get("runbook") and runbooks is not None:
@@ -168,6 +191,8 @@ def build_bolt_app(
 
     @app.event("reaction_added")
     def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient) -> None:
+        if actions is not None and event.get("reaction") == settings.action_items.reaction:
+            _action_from_reaction(event, client)
         if event.get("reaction") != settings.slack.pin_reaction:
             return
         item = event.get("item") or {}
@@ -198,6 +223,37 @@ def build_bolt_app(
                 )
         except IntegrityError:
             log.debug("message %s/%s already on the timeline", channel, ts)
+
+    def _action_from_reaction(event: dict[str, Any], client: WebClient) -> None:
+        """The reacted-to message becomes an action item, once; the reactor creates it."""
+        assert actions is not None
+        item = event.get("item") or {}
+        if item.get("type") != "message":
+            return
+        channel, ts = item.get("channel", ""), item.get("ts", "")
+        with db.transaction(engine) as s:
+            incident = svc.get_by_channel(s, channel)
+        if incident is None or actions.already_from(channel, ts):
+            return
+        message = _fetch_message(client, channel, ts)
+        if message is None:
+            log.info("message %s/%s is gone; no action item made", channel, ts)
+            return
+        reactor = event.get("user") or "unknown"
+        out = actions.from_reaction(
+            incident=incident,
+            channel=channel,
+            ts=ts,
+            text=message.get("text") or "",
+            author=message.get("user") or message.get("bot_id") or "unknown",
+            reactor=reactor,
+        )
+        if out is None:
+            return
+        try:
+            client.chat_postEphemeral(channel=channel, user=reactor, text=out.text)
+        except Exception as exc:
+            log.info("could not confirm the action item to %s: %s", reactor, exc)
 
     @app.event("member_joined_channel")
     def on_join(body: dict[str, Any], event: dict[str, Any]) -> None:

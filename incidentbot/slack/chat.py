@@ -16,7 +16,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from incidentbot.ports import ChannelInfo, ExternalError
+from incidentbot.ports import ChannelInfo, ExternalError, UserInfo
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,24 @@ class SlackChat:
         except ExternalError:
             return None
         return data.get("permalink")
+
+    def user_info(self, user_id: str) -> UserInfo | None:
+        try:
+            data = self._call("users.info", user=user_id)
+        except ExternalError as exc:
+            if exc.code == "user_not_found":
+                return None
+            raise
+        user = data.get("user") or {}
+        profile = user.get("profile") or {}
+        return UserInfo(
+            id=str(user.get("id", user_id)),
+            name=str(profile.get("display_name") or user.get("name") or user_id),
+            real_name=profile.get("real_name") or user.get("real_name"),
+            email=profile.get("email"),
+            deleted=bool(user.get("deleted", False)),
+            is_bot=bool(user.get("is_bot", False)),
+        )
 
 
 def _channel(ch: dict[str, Any]) -> ChannelInfo:

@@ -8,6 +8,7 @@ user sees at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -26,7 +27,9 @@ from incidentbot.incidents.models import Incident
 from incidentbot.paging import flows as paging
 from incidentbot.ports import ExternalError, Pager
 from incidentbot.slack import blocks
+from incidentbot.slack.action_commands import ActionCommands, ActionReply
 from incidentbot.slack.grammar import SPECS, Command, Usage, escape, help_text, parse
+from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
 
 
@@ -37,6 +40,9 @@ class Reply:
     in_channel: bool = False
     open_modal: bool = False
     modal_args: dict[str, Any] = field(default_factory=dict)
+    # Slow work done after Slack has the answer (a GitHub export); its reply goes back
+    # through the command's response URL.
+    follow_up: Callable[[], Reply] | None = None
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -55,11 +61,15 @@ class CommandHandler:
         engine: Engine,
         pager: Pager | None = None,
         runbooks: RunbookCommands | None = None,
+        actions: ActionCommands | None = None,
+        postmortems: PostmortemCommands | None = None,
     ):
         self.settings = settings
         self.engine = engine
         self.pager = pager
         self.runbooks = runbooks
+        self.actions = actions
+        self.postmortems = postmortems
 
     def handle(self, *, user_id: str, channel_id: str, text: str, trigger_id: str) -> Reply:
         with db.transaction(self.engine) as s:
@@ -100,6 +110,15 @@ class CommandHandler:
             return self._oncall(args["service"])
         if name == "alerts":
             return self._alerts(args["unmatched"], incident)
+        if name == "action":
+            if self.actions is None:
+                return Reply("Action items are not available in this bot.")
+            return _reply(self.actions.handle(args, user=user, incident=incident))
+        if name == "postmortem" and incident is not None:
+            if self.postmortems is None:
+                return Reply("Postmortems are not available in this bot.")
+            out = self.postmortems.summary(user=user, incident=incident)
+            return Reply(out.text, in_channel=out.in_channel)
         if name in ("run", "runs"):
             return self._runbook(name, args, user, incident, trigger_id)
         assert incident is not None  # the grammar refuses channel-only commands elsewhere
@@ -285,3 +304,12 @@ class CommandHandler:
             f"• *{r.label}*: {blocks.user_ref(roles.get(r.name))}" for r in self.settings.roles
         ]
         return Reply(f"*{inc.ref} roles*\n" + "\n".join(lines))
+
+
+def _reply(out: ActionReply) -> Reply:
+    follow = out.follow_up
+    return Reply(
+        out.text,
+        in_channel=out.in_channel,
+        follow_up=(lambda: _reply(follow())) if follow is not None else None,
+    )

@@ -16,6 +16,7 @@ from typing import Any
 from incidentbot import policy
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
+from incidentbot.slack.action_grammar import ActionUsage, parse_action
 
 _MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 _ANY_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
@@ -80,6 +81,15 @@ SPECS: dict[str, Spec] = {
         "`run plan` shows what it would do, anywhere",
     ),
     "runs": Spec("/incident runs", "runbook runs (here: this incident's)"),
+    "postmortem": Spec(
+        "/incident postmortem",
+        "the postmortem draft: summary, language check, how to render it in full",
+        True,
+    ),
+    "action": Spec(
+        "/incident action add|list|done|assign|wontdo|reopen|export …",
+        "action items (`/incident action` for the details; here: this incident's)",
+    ),
     "help": Spec("/incident help", "what you can do here"),
 }
 
@@ -253,7 +263,15 @@ def _run(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usag
     return Command("run", {"plan": plan, "runbook": runbook, "params": params})
 
 
+def _action(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
+    try:
+        return Command("action", parse_action(rest, timezone=settings.timezone))
+    except ActionUsage as exc:
+        return Usage(str(exc), exc.usage)
+
+
 _PARSERS = {
+    "action": _action,
     "run": _run,
     "alerts": _alerts,
     "page": _page,

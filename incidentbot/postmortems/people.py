@@ -1,0 +1,140 @@
+"""People's names for documents: the Person table, filled from the chat platform by the bot.
+
+Actors are stored as they came: Slack user ids (``U0123ABCD``, sometimes ``slack:U0123ABCD``
+from buttons) or plain names from the CLI (``alice``). A document shows the name a Slack id
+stands for when it is known, else the id as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from incidentbot import db
+from incidentbot.ports import Chat, ExternalError
+from incidentbot.postmortems.models import Person
+
+log = logging.getLogger(__name__)
+
+BOT_ACTORS = frozenset({"incidentbot"})
+_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+# How long a name read from Slack is trusted before the bot asks again.
+FRESH = timedelta(days=1)
+
+
+def plain_id(actor: str | None) -> str:
+    """``slack:U123`` → ``U123``; anything else as it is (stripped)."""
+    return (actor or "").strip().removeprefix("slack:")
+
+
+def is_slack_id(actor: str | None) -> bool:
+    return bool(_SLACK_ID.match(plain_id(actor)))
+
+
+def display(person: Person) -> str:
+    return (person.real_name or "").strip() or person.name
+
+
+class Names:
+    """Display names by actor, from the Person table; unknown actors show as they are."""
+
+    def __init__(self, people: dict[str, Person] | None = None):
+        self.people = dict(people or {})
+
+    @classmethod
+    def load(cls, session: Session, actors: Iterable[str | None]) -> Names:
+        ids = sorted({plain_id(a) for a in actors if a and is_slack_id(a)})
+        people: dict[str, Person] = {}
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk : chunk + 500]
+            for person in session.exec(select(Person).where(col(Person.user_id).in_(part))):
+                people[person.user_id] = person
+        return cls(people)
+
+    def __call__(self, actor: str | None) -> str:
+        who = plain_id(actor)
+        if not who:
+            return "nobody"
+        person = self.people.get(who)
+        return display(person) if person is not None else who
+
+    def known_names(self) -> list[str]:
+        """Every name and real name the table knows for the people here (for the language
+        check): full names and first names."""
+        out: set[str] = set()
+        for person in self.people.values():
+            for name in (person.name, person.real_name):
+                if name and name.strip():
+                    out.add(name.strip())
+                    first = name.strip().split()[0]
+                    if len(first) >= 3:
+                        out.add(first)
+        return sorted(out)
+
+
+def remember(
+    session: Session,
+    user_id: str,
+    name: str,
+    real_name: str | None,
+    email: str | None,
+    *,
+    now: datetime,
+) -> Person:
+    """Insert or update one person (as last seen on the chat platform)."""
+    person = session.get(Person, user_id)
+    if person is None:
+        person = Person(user_id=user_id, name=name, updated_at=now)
+    person.name = name[:200]
+    person.real_name = (real_name or "")[:200] or None
+    person.email = (email or "")[:320] or None
+    person.updated_at = now
+    session.add(person)
+    return person
+
+
+def refresh(
+    engine: Engine,
+    chat: Chat,
+    actors: Iterable[str | None],
+    *,
+    now: datetime,
+    budget: float = 1.5,
+    limit: int = 25,
+) -> int:
+    """Ask the chat platform about the Slack ids here whose names are unknown or stale.
+
+    Bounded (at most ``limit`` lookups within ``budget`` seconds) because a slash command must
+    be answered within three seconds; whoever is left keeps their stored name, else their id.
+    A lookup that fails is logged and skipped. Returns how many people were updated."""
+    ids = sorted({plain_id(a) for a in actors if a and is_slack_id(a)})
+    if not ids:
+        return 0
+    with db.transaction(engine) as s:
+        known = {
+            p.user_id: p.updated_at
+            for p in s.exec(select(Person).where(col(Person.user_id).in_(ids)))
+        }
+    stale = [i for i in ids if i not in known or now - known[i] > FRESH]
+    started = time.monotonic()
+    updated = 0
+    for user_id in stale[:limit]:
+        if time.monotonic() - started > budget:
+            break
+        try:
+            info = chat.user_info(user_id)
+        except ExternalError as exc:
+            log.info("users.info %s failed: %s", user_id, exc)
+            continue
+        if info is None:
+            continue
+        with db.transaction(engine) as s:
+            remember(s, user_id, info.name, info.real_name, info.email, now=now)
+        updated += 1
+    return updated

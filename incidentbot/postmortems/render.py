@@ -1,0 +1,201 @@
+"""Rendering a :class:`~incidentbot.postmortems.document.Document` to Markdown or HTML.
+
+The templates are Jinja2 files, ``postmortem.md.j2`` and ``postmortem.html.j2``: the package's
+own, unless ``postmortems.template_dir`` holds one of the same name (the other still comes from
+the package). HTML is autoescaped; the Markdown template escapes with the ``md`` filters. The
+output depends on the document only: no clock, stable ordering, one trailing newline.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    select_autoescape,
+)
+from markupsafe import Markup, escape
+from sqlmodel import Session
+
+from incidentbot.config import Settings
+from incidentbot.errors import DomainError
+from incidentbot.incidents.models import Incident
+from incidentbot.postmortems.config import PACKAGE_TEMPLATES
+from incidentbot.postmortems.document import Document, build
+from incidentbot.postmortems.models import Postmortem
+from incidentbot.postmortems.people import Names
+
+FORMATS = {"md": "postmortem.md.j2", "html": "postmortem.html.j2"}
+SUFFIXES = {"md": ".md", "html": ".html"}
+
+# -- Markdown ----------------------------------------------------------------------------------
+
+_MD_ALWAYS = re.compile(r"([\\`*\[\]<>|])")
+_MD_EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_MD_LINE_START = re.compile(r"^(\s*)([#+=-]|\d+[.)])(?=\s|$)", re.MULTILINE)
+
+
+def md(value: object, indent: int = 0) -> str:
+    """Text as literal Markdown: special characters escaped, lines kept (hard breaks, the
+    continuation indented by ``indent`` spaces, e.g. inside a list item)."""
+    text = str(value).replace("\r\n", "\n").strip()
+    text = _MD_ALWAYS.sub(r"\\\1", text)
+    text = _MD_EDGE_UNDERSCORE.sub(r"\\_", text)
+    text = _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+    lines = [line.strip() for line in text.split("\n")]
+    lines = [line for line in lines if line] or [""]
+    return ("\\\n" + " " * indent).join(lines)
+
+
+def md_cell(value: object) -> str:
+    """Text for a Markdown table cell: escaped, on one line."""
+    text = str(value).replace("\r\n", "\n").strip()
+    text = _MD_ALWAYS.sub(r"\\\1", text)
+    text = _MD_EDGE_UNDERSCORE.sub(r"\\_", text)
+    return "<br>".join(line.strip() for line in text.split("\n") if line.strip())
+
+
+def code(value: object) -> str:
+    """A Markdown code span that survives backticks in the value."""
+    text = " ".join(str(value).split())
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def link_md(label: object, url: str) -> str:
+    target = url.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+    return f"[{md(label)}]({target})"
+
+
+# -- HTML --------------------------------------------------------------------------------------
+
+
+def paragraphs(value: object) -> Markup:
+    """What people wrote, as HTML: blank lines separate paragraphs, lines starting with ``-``,
+    ``*`` or ``+`` are list items; everything is escaped."""
+    text = str(value).replace("\r\n", "\n").strip()
+    out: list[str] = []
+    for block in re.split(r"\n\s*\n", text):
+        # Runs of lines of one kind: ("li", [items]) or ("p", [lines]).
+        runs: list[tuple[str, list[str]]] = []
+        for line in (x.strip() for x in block.split("\n")):
+            if not line:
+                continue
+            bullet = re.match(r"^[-*+]\s+(.*)$", line)
+            kind, content = ("li", bullet.group(1)) if bullet else ("p", line)
+            if runs and runs[-1][0] == kind:
+                runs[-1][1].append(content)
+            else:
+                runs.append((kind, [content]))
+        for kind, items in runs:
+            if kind == "li":
+                lis = "\n".join(f"<li>{escape(x)}</li>" for x in items)
+                out.append(f"<ul>\n{lis}\n</ul>")
+            else:
+                out.append("<p>" + "<br>\n".join(str(escape(x)) for x in items) + "</p>")
+    return Markup("\n".join(out))  # noqa: S704 - every piece above is escaped
+
+
+def lines_html(value: object) -> Markup:
+    """Text on one or more lines: escaped, line breaks kept."""
+    text = str(value).replace("\r\n", "\n").strip()
+    return Markup("<br>\n".join(str(escape(line)) for line in text.split("\n")))  # noqa: S704
+
+
+# -- the environment ---------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _environment(template_dir: str | None) -> Environment:
+    loaders = []
+    if template_dir is not None:
+        loaders.append(FileSystemLoader(template_dir))
+    loaders.append(FileSystemLoader(str(PACKAGE_TEMPLATES)))
+    env = Environment(
+        loader=ChoiceLoader(loaders),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        md=md,
+        md_cell=md_cell,
+        code=code,
+        link_md=link_md,
+        paragraphs=paragraphs,
+        lines=lines_html,
+    )
+    return env
+
+
+def environment(settings: Settings) -> Environment:
+    folder = settings.postmortems.template_dir
+    if folder is not None and not Path(folder).is_dir():
+        raise DomainError(
+            f"postmortems.template_dir {folder} is not a directory: create it or unset it"
+        )
+    return _environment(str(Path(folder).resolve()) if folder is not None else None)
+
+
+def check_format(fmt: str) -> str:
+    clean = str(fmt).strip().lower().lstrip(".")
+    clean = {"markdown": "md", "htm": "html"}.get(clean, clean)
+    if clean not in FORMATS:
+        raise DomainError(f"unknown format {fmt!r}: allowed are md, html")
+    return clean
+
+
+@dataclass(frozen=True)
+class Rendered:
+    text: str
+    document: Document
+
+
+def render_document(settings: Settings, doc: Document, fmt: str) -> str:
+    fmt = check_format(fmt)
+    env = environment(settings)
+    try:
+        template = env.get_template(FORMATS[fmt])
+        out = template.render(d=doc)
+    except TemplateError as exc:
+        where = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        name = getattr(exc, "name", None) or FORMATS[fmt]
+        raise DomainError(f"the postmortem template {name}{where} failed: {exc}") from None
+    return _tidy(out, markdown=fmt == "md")
+
+
+def _tidy(text: str, *, markdown: bool) -> str:
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    if markdown:
+        out: list[str] = []
+        for line in lines:
+            if not line and out and not out[-1]:
+                continue  # one blank line between blocks is enough
+            out.append(line)
+        lines = out
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def render(
+    session: Session,
+    settings: Settings,
+    incident: Incident,
+    fmt: str,
+    *,
+    postmortem: Postmortem | None = None,
+    names: Names | None = None,
+) -> Rendered:
+    """Build the document of ``incident`` and render it as ``md`` or ``html``."""
+    doc = build(session, settings, incident, postmortem=postmortem, names=names)
+    return Rendered(render_document(settings, doc, fmt), doc)
