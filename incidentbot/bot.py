@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
+from incidentbot.handoff.service import pager_for as handoff_pager
 from incidentbot.incidents.flows import ChatActions, refresh
 from incidentbot.ledger import events
 from incidentbot.ledger.actions import registry as action_registry
@@ -42,6 +43,7 @@ from incidentbot.slack import blocks, runbook_blocks
 from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.app import build_bolt_app
 from incidentbot.slack.chat import SlackChat
+from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
 from incidentbot.web import run_page
@@ -121,6 +123,7 @@ class Bot:
             runbooks=runbook_commands,
             actions=ActionCommands(settings, engine, chat),
             postmortems=PostmortemCommands(settings, engine, chat),
+            handoff=HandoffCommands(settings, engine, chat, handoff_pager(settings, pager)),
         )
         pool = WorkerPool(
             engine, threads=settings.workers, lease=settings.worker_lease, poll=poll, name="bot"

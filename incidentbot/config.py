@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from incidentbot.action_items.config import ActionItemSettings
 from incidentbot.alerts.config import AlertsConfig, AlertSettings
+from incidentbot.handoff.config import HandoffSettings
 from incidentbot.paging.config import PagerDutySettings
 from incidentbot.policy_models import (
     DEFAULT_FIELDS,
@@ -45,6 +46,7 @@ from incidentbot.policy_models import (
 )
 from incidentbot.postmortems.config import PostmortemSettings
 from incidentbot.runbooks.config import RunbookSettings
+from incidentbot.scheduler.config import SchedulerSettings
 
 __all__ = [
     "Channels",
@@ -144,6 +146,8 @@ class Settings(BaseSettings):
     runbooks: RunbookSettings = Field(default_factory=RunbookSettings)
     postmortems: PostmortemSettings = Field(default_factory=PostmortemSettings)
     action_items: ActionItemSettings = Field(default_factory=ActionItemSettings)
+    handoff: HandoffSettings = Field(default_factory=HandoffSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -94,6 +94,10 @@ class Chat(Protocol):
         """The user, or None when there is no such user (other failures raise)."""
         ...
 
+    def user_by_email(self, email: str) -> UserInfo | None:
+        """The user with this email, or None when nobody has it (other failures raise)."""
+        ...
+
 
 @dataclass(frozen=True)
 class PageInfo:
@@ -141,5 +145,13 @@ class Pager(Protocol):
     def add_note(self, page_id: str, text: str) -> None: ...
 
     def oncalls(
-        self, escalation_policy_ids: list[str], *, since: datetime, until: datetime
-    ) -> list[OnCall]: ...
+        self,
+        escalation_policy_ids: list[str],
+        *,
+        since: datetime,
+        until: datetime,
+        schedule_ids: list[str] | None = None,
+    ) -> list[OnCall]:
+        """On-call rows overlapping ``[since, until]`` for the policies (all when empty),
+        narrowed to ``schedule_ids`` when given."""
+        ...

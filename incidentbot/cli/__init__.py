@@ -25,7 +25,9 @@ from incidentbot.cli import (
     config_cmd,
     db_cmd,
     demo_cmd,
+    handoff_cmd,
     incident,
+    jobs_cmd,
     lab_cmd,
     postmortem_cmd,
     runbook_cmd,
@@ -58,7 +60,10 @@ runbook_run.register()  # plan, run, approve and resume join `runbook`
 app.add_typer(runbook_cmd.app, name="runbook")
 app.add_typer(lab_cmd.app, name="lab")
 app.add_typer(postmortem_cmd.app, name="postmortem")
+app.add_typer(handoff_cmd.app, name="handoff")
 app.command("worker")(runs.worker_cmd)
+app.add_typer(jobs_cmd.app, name="jobs")
+app.command("scheduler")(jobs_cmd.scheduler_cmd)
 app.command("demo")(demo_cmd.demo)
 app.command("serve")(serve_cmd.serve)
 

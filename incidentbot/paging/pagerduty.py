@@ -153,14 +153,22 @@ class PagerDutyPager:
         self._call("add note", lambda: self.client.rpost(f"/incidents/{page_id}/notes", json=body))
 
     def oncalls(
-        self, escalation_policy_ids: list[str], *, since: datetime, until: datetime
+        self,
+        escalation_policy_ids: list[str],
+        *,
+        since: datetime,
+        until: datetime,
+        schedule_ids: list[str] | None = None,
     ) -> list[OnCall]:
-        params = {
-            "escalation_policy_ids[]": escalation_policy_ids,
+        params: dict[str, Any] = {
             "since": since.isoformat(),
             "until": until.isoformat(),
             "include[]": ["users"],
         }
+        if escalation_policy_ids:
+            params["escalation_policy_ids[]"] = escalation_policy_ids
+        if schedule_ids:
+            params["schedule_ids[]"] = schedule_ids
         rows = self._call(
             "list on-calls", lambda: list(self.client.iter_all("/oncalls", params=params))
         )

@@ -28,6 +28,8 @@ from incidentbot.metrics import Metrics
 from incidentbot.ports import Pager
 from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.commands import CommandHandler, Reply
+from incidentbot.slack.handoff_commands import BUTTON as HANDOFF_BUTTON
+from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.modal import CALLBACK_ID, declare_view, field_errors, read_submission
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.runbook_commands import FORM_CALLBACK, RunbookCommands
@@ -46,6 +48,7 @@ def build_bolt_app(
     runbooks: RunbookCommands | None = None,
     actions: ActionCommands | None = None,
     postmortems: PostmortemCommands | None = None,
+    handoff: HandoffCommands | None = None,
 ) -> App:
     app = App(
         client=client,
@@ -58,7 +61,7 @@ def build_bolt_app(
         process_before_response=True,
         ignoring_self_events_enabled=True,
     )
-    handler = CommandHandler(settings, engine, pager, runbooks, actions, postmortems)
+    handler = CommandHandler(settings, engine, pager, runbooks, actions, postmortems, handoff)
 
     @app.command(settings.slack.command)
     def on_command(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
@@ -152,6 +155,31 @@ def build_bolt_app(
             respond(text=message, response_type="ephemeral", replace_original=False)
         except Exception as exc:
             log.info("could not tell %s about run %s: %s", user, run_id, exc)
+
+    @app.action(HANDOFF_BUTTON)
+    def on_handoff_ack(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
+    ) -> None:
+        started = time.perf_counter()
+        ack()
+        metrics.ack.labels("block_action").observe(time.perf_counter() - started)
+        if handoff is None:
+            return
+        user = body["user"]["id"]
+        container = body.get("container") or {}
+        message = handoff.click(
+            user=user,
+            value=str(action.get("value") or ""),
+            channel_id=str(container.get("channel_id") or ""),
+            message_ts=str(container.get("message_ts") or ""),
+            message=body.get("message"),
+        )
+        if message is None:
+            return
+        try:  # only the clicker sees why nothing changed
+            respond(text=message, response_type="ephemeral", replace_original=False)
+        except Exception as exc:
+            log.info("could not tell %s about the handoff: %s", user, exc)
 
     @app.view(FORM_CALLBACK)
     def on_runbook_form(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:

@@ -198,16 +198,28 @@ class SlackChat:
             if exc.code == "user_not_found":
                 return None
             raise
-        user = data.get("user") or {}
-        profile = user.get("profile") or {}
-        return UserInfo(
-            id=str(user.get("id", user_id)),
-            name=str(profile.get("display_name") or user.get("name") or user_id),
-            real_name=profile.get("real_name") or user.get("real_name"),
-            email=profile.get("email"),
-            deleted=bool(user.get("deleted", False)),
-            is_bot=bool(user.get("is_bot", False)),
-        )
+        return _user(data.get("user") or {}, user_id)
+
+    def user_by_email(self, email: str) -> UserInfo | None:
+        try:
+            data = self._call("users.lookupByEmail", email=email)
+        except ExternalError as exc:
+            if exc.code == "users_not_found":
+                return None
+            raise
+        return _user(data.get("user") or {}, email)
+
+
+def _user(user: dict[str, Any], fallback: str) -> UserInfo:
+    profile = user.get("profile") or {}
+    return UserInfo(
+        id=str(user.get("id", fallback)),
+        name=str(profile.get("display_name") or user.get("name") or fallback),
+        real_name=profile.get("real_name") or user.get("real_name"),
+        email=profile.get("email"),
+        deleted=bool(user.get("deleted", False)),
+        is_bot=bool(user.get("is_bot", False)),
+    )
 
 
 def _channel(ch: dict[str, Any]) -> ChannelInfo:

@@ -29,6 +29,7 @@ from incidentbot.ports import ExternalError, Pager
 from incidentbot.slack import blocks
 from incidentbot.slack.action_commands import ActionCommands, ActionReply
 from incidentbot.slack.grammar import SPECS, Command, Usage, escape, help_text, parse
+from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
 
@@ -63,6 +64,7 @@ class CommandHandler:
         runbooks: RunbookCommands | None = None,
         actions: ActionCommands | None = None,
         postmortems: PostmortemCommands | None = None,
+        handoff: HandoffCommands | None = None,
     ):
         self.settings = settings
         self.engine = engine
@@ -70,6 +72,7 @@ class CommandHandler:
         self.runbooks = runbooks
         self.actions = actions
         self.postmortems = postmortems
+        self.handoff = handoff
 
     def handle(self, *, user_id: str, channel_id: str, text: str, trigger_id: str) -> Reply:
         with db.transaction(self.engine) as s:
@@ -121,6 +124,10 @@ class CommandHandler:
             return Reply(out.text, in_channel=out.in_channel)
         if name in ("run", "runs"):
             return self._runbook(name, args, user, incident, trigger_id)
+        if name == "handoff":
+            if self.handoff is None:
+                return Reply("The on-call handoff is not available in this bot.")
+            return _reply(self.handoff.handle(args, user=user, trigger_id=trigger_id))
         assert incident is not None  # the grammar refuses channel-only commands elsewhere
         return self._in_channel(name, args, user, incident)
 

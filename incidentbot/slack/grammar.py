@@ -90,6 +90,10 @@ SPECS: dict[str, Spec] = {
         "/incident action add|list|done|assign|wontdo|reopen|export …",
         "action items (`/incident action` for the details; here: this incident's)",
     ),
+    "handoff": Spec(
+        "/incident handoff [rotation] | /incident handoff note [rotation] <text>",
+        "post the on-call handoff in the rotation's channel now, or leave a watch note for it",
+    ),
     "help": Spec("/incident help", "what you can do here"),
 }
 
@@ -270,7 +274,28 @@ def _action(name: str, rest: str, settings: Settings, spec: Spec) -> Command | U
         return Usage(str(exc), exc.usage)
 
 
+def _handoff(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
+    names = [r.name for r in settings.handoff.rotations]
+    known = ", ".join(names) or "none configured"
+    head, _, tail = rest.partition(" ")
+    if head.lower() == "note":
+        first, _, after = tail.partition(" ")
+        rotation = first.lower() if first.lower() in names and after.strip() else None
+        text = _strip_quotes(after.strip() if rotation else tail.strip())
+        if not text:
+            return Usage("`handoff note` needs what the next on-call should watch.", spec.usage)
+        if len(text) > 1000:
+            return Usage(f"That is {len(text)} characters: at most 1000.", spec.usage)
+        return Command("handoff", {"action": "note", "rotation": rotation, "text": text})
+    if tail:
+        return Usage("`handoff` takes at most a rotation name.", spec.usage)
+    if head and head.lower() not in names:
+        return Usage(f"Unknown rotation '{head[:40]}': configured are {known}.", spec.usage)
+    return Command("handoff", {"action": "post", "rotation": head.lower() or None, "text": None})
+
+
 _PARSERS = {
+    "handoff": _handoff,
     "action": _action,
     "run": _run,
     "alerts": _alerts,

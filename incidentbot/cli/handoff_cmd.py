@@ -1,0 +1,59 @@
+"""``incidentbot handoff preview <rotation>``: the handoff message as it would be posted now.
+
+On-call comes from PagerDuty when its token is set; people are matched to Slack users (shown as
+mentions) only when the Slack bot token is set too, else they show by name. Nothing is posted.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+
+import typer
+
+from incidentbot.cli.common import CliError, state
+from incidentbot.handoff import service as handoff
+from incidentbot.ports import Chat
+
+app = typer.Typer(help="The on-call handoff: preview what would be posted.", no_args_is_help=True)
+
+
+def _at(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--at {text!r}: use an ISO time such as 2024-05-06T09:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    rotation: str = typer.Argument(None, help="The rotation (default: the only one)."),
+    at: str = typer.Option(None, "--at", help="Pretend it is this time (ISO 8601, default now)."),
+) -> None:
+    """Print the handoff message (Slack mrkdwn) for the shift ending now."""
+    st = state(ctx)
+    settings = st.settings
+    try:
+        chosen = settings.handoff.rotation(rotation)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    chat: Chat | None = None
+    if settings.slack_bot_token is not None:
+        from incidentbot.slack.chat import SlackChat
+
+        chat = SlackChat(
+            settings.slack_bot_token.get_secret_value(), base_url=settings.slack.api_url
+        )
+    h = handoff.build(
+        st.engine,
+        settings,
+        chosen,
+        pager=handoff.pager_for(settings),
+        chat=chat,
+        now=_at(at),
+    )
+    sys.stdout.write(handoff.render(h))

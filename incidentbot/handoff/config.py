@@ -1,0 +1,111 @@
+"""Handoff configuration: the rotations whose shifts are handed over, and where and when."""
+
+from __future__ import annotations
+
+import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+def cron_trigger(expr: str, timezone: str) -> CronTrigger:
+    """The trigger for a five-field cron expression, read in ``timezone``.
+
+    Days of the week must be names (``MON-FRI``): in numbers, cron counts from Sunday and the
+    scheduler library from Monday, so a number would silently mean the wrong day."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron {expr!r}: give five fields (minute hour day month day-of-week)")
+    if re.search(r"\d", fields[4]):
+        raise ValueError(f"cron {expr!r}: name the day of the week (MON, TUE-FRI, …), not a number")
+    try:
+        return CronTrigger.from_crontab(expr, timezone=ZoneInfo(timezone))
+    except ValueError as exc:
+        raise ValueError(f"cron {expr!r}: {exc}") from None
+
+
+class Rotation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="what people type: `/incident handoff rpc`")
+    schedule_id: str | None = Field(default=None, description="PagerDuty schedule (P...)")
+    escalation_policy_id: str | None = Field(
+        default=None, description="PagerDuty escalation policy; its level 1 is the on-call"
+    )
+    channel: str = Field(description="Slack channel (name or id) the handoff is posted in")
+    cron: str = Field(default="0 9 * * MON", description="when shifts change hands")
+    timezone: str = Field(default="UTC", description="the cron's and the message's time zone")
+    ack_reminder_minutes: int = Field(
+        default=30,
+        ge=0,
+        le=1440,
+        description="when to remind an incoming on-call who has not acknowledged (0: never); "
+        "the reminder is not sent yet",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError(f"rotation name {value!r}: use lower case letters, digits, - and _")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}, e.g. UTC or Europe/Berlin") from None
+        return value
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        value = value.strip().removeprefix("#")
+        if not value:
+            raise ValueError("channel is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Rotation:
+        if bool(self.schedule_id) == bool(self.escalation_policy_id):
+            raise ValueError(
+                f"rotation {self.name!r}: give exactly one of schedule_id and escalation_policy_id"
+            )
+        cron_trigger(self.cron, self.timezone)
+        return self
+
+
+class HandoffSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rotations: list[Rotation] = Field(default_factory=list)
+    top_alert_groups: int = Field(default=5, ge=1, le=20, description="alert groups listed")
+
+    @field_validator("rotations")
+    @classmethod
+    def _unique(cls, value: list[Rotation]) -> list[Rotation]:
+        seen: set[str] = set()
+        for i, rotation in enumerate(value):
+            if rotation.name in seen:
+                raise ValueError(f"rotations[{i}].name: duplicate rotation {rotation.name!r}")
+            seen.add(rotation.name)
+        return value
+
+    def rotation(self, name: str | None) -> Rotation:
+        """The named rotation, or the only one when ``name`` is None (ValueError otherwise)."""
+        names = ", ".join(r.name for r in self.rotations) or "none configured"
+        if not self.rotations:
+            raise ValueError("no handoff rotations are configured: add them under `handoff:`")
+        if name is None:
+            if len(self.rotations) == 1:
+                return self.rotations[0]
+            raise ValueError(f"name the rotation: {names}")
+        for rotation in self.rotations:
+            if rotation.name == name.strip().lower():
+                return rotation
+        raise ValueError(f"unknown rotation {name!r}: configured are {names}")

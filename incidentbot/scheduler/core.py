@@ -1,0 +1,438 @@
+"""The scheduler: one leader across replicas, and each (job, slot) fired once.
+
+- **Timing** comes from APScheduler triggers: ``CronTrigger.from_crontab(expr, timezone=tz)``
+  for ``cron`` jobs, an ``IntervalTrigger`` anchored at a fixed epoch for ``every`` jobs (so all
+  replicas compute the same slots). The scheduler loop asks each trigger for its slots and sleeps
+  until the earliest one; tests call :meth:`Scheduler.tick` with a fake clock instead.
+- **Leadership.** On PostgreSQL the leader holds the session-level advisory lock
+  ``pg_try_advisory_lock(LOCK_KEY)`` on a dedicated connection kept open; standbys retry every
+  ``retry`` seconds. When the leader dies its connection drops and the lock is freed. Every read
+  and write of the leader goes through that same connection, so a leader that lost it cannot
+  claim anything. On SQLite (one process) the lock is trivial.
+- **Claims.** A firing first inserts its ``scheduler_run`` row (unique job, slot); a unique
+  violation means the slot is already claimed and it is skipped.
+- **Catch-up.** Slots since the job's last recorded slot (or since ``now - grace``) that are still
+  within grace run once each, in order; older ones are recorded ``skipped``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.pool import NullPool
+from sqlmodel import create_engine
+
+from incidentbot import clock
+from incidentbot.errors import DomainError
+from incidentbot.ledger.redact import redact_text
+from incidentbot.scheduler.config import SchedulerSettings, check_cron, check_timezone
+from incidentbot.scheduler.models import FAILED, OK, SKIPPED, SchedulerRun
+from incidentbot.scheduler.registry import JobContext, JobFn, RegisteredJob, registered
+
+log = logging.getLogger("incidentbot.scheduler")
+
+# pg_try_advisory_lock key of the scheduler leader ("incidentbot-scheduler" as an int64).
+LOCK_KEY = 0x1B5C_4ED0_0001
+DEFAULT_GRACE = 60.0
+# Slots further back than this are not even looked at (a long outage of a per-second job).
+SKIP_HORIZON = timedelta(days=1)
+# At most this many missed slots of one job are recorded as skipped at once (the newest).
+MAX_SKIPPED = 1000
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+T = SchedulerRun.__table__  # type: ignore[attr-defined]
+
+
+class SchedulerError(DomainError):
+    """A schedule that cannot be used (an unknown job, a bad cron expression)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    fn: JobFn | None
+    trigger: BaseTrigger | None
+    schedule: str  # "cron 0 9 * * MON (Europe/Berlin)", "every 5s", or why there is none
+    grace: float
+    enabled: bool
+    idempotent: bool = False
+
+    @property
+    def runnable(self) -> bool:
+        return self.enabled and self.fn is not None and self.trigger is not None
+
+    def next_slot(self, after: datetime) -> datetime | None:
+        """The first slot strictly after ``after`` (UTC)."""
+        assert self.trigger is not None
+        nxt = self.trigger.get_next_fire_time(after, after)
+        return None if nxt is None else nxt.astimezone(UTC)
+
+    def first_slot_from(self, start: datetime) -> datetime | None:
+        """The first slot at or after ``start`` (UTC)."""
+        assert self.trigger is not None
+        nxt = self.trigger.get_next_fire_time(None, start)
+        return None if nxt is None else nxt.astimezone(UTC)
+
+    def slots(self, start: datetime, until: datetime) -> Iterator[datetime]:
+        """Slots in [start, until], in order."""
+        slot = self.first_slot_from(start)
+        while slot is not None and slot <= until:
+            yield slot
+            slot = self.next_slot(slot)
+
+
+def make_trigger(cron: str | None, every: float | None, timezone: str) -> BaseTrigger:
+    if cron is not None:
+        return CronTrigger.from_crontab(check_cron(cron), timezone=check_timezone(timezone))
+    if every is not None:
+        return IntervalTrigger(seconds=every, start_date=EPOCH, timezone=UTC)
+    raise ValueError("no schedule: give cron or every")
+
+
+def resolve_jobs(
+    cfg: SchedulerSettings,
+    default_timezone: str = "UTC",
+    registry: dict[str, RegisteredJob] | None = None,
+    *,
+    strict: bool = True,
+) -> list[Job]:
+    """Registered jobs with their configured schedules. ``strict``: refuse unknown names."""
+    reg = registered() if registry is None else registry
+    entries = {entry.name: entry for entry in cfg.jobs}
+    unknown = sorted(set(entries) - set(reg))
+    if unknown and strict:
+        known = ", ".join(sorted(reg)) or "none"
+        raise SchedulerError(
+            f"scheduler.jobs: no job named {unknown[0]!r} is registered (registered: {known}); "
+            "import the module that defines it"
+        )
+    jobs = []
+    for name in sorted(set(reg) | set(entries)):
+        r, e = reg.get(name), entries.get(name)
+        cron, every = (r.cron, r.every) if r else (None, None)
+        if e is not None and (e.cron is not None or e.every is not None):
+            cron, every = e.cron, e.every
+        tz = (e.timezone if e else None) or (r.timezone if r else None) or default_timezone
+        grace = (e.grace if e else None) or (r.grace if r else None) or DEFAULT_GRACE
+        enabled = e.enabled if e is not None else bool(r and r.enabled)
+        trigger: BaseTrigger | None = None
+        if r is None:
+            schedule = "not registered"
+        elif cron is None and every is None:
+            schedule = "no schedule"
+        else:
+            try:
+                trigger = make_trigger(cron, every, tz)
+            except ValueError as exc:
+                raise SchedulerError(f"scheduler job {name!r}: {exc}") from None
+            schedule = f"cron {cron} ({tz})" if cron is not None else f"every {every:g}s"
+        jobs.append(Job(name, r.fn if r else None, trigger, schedule, float(grace), enabled,
+                        bool(r and r.idempotent)))  # fmt: skip
+    return jobs
+
+
+def _default_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Scheduler:
+    """Runs ``jobs`` on one replica at a time. ``start()`` runs the loop in a thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        jobs: list[Job],
+        *,
+        name: str | None = None,
+        now: Callable[[], datetime] | None = None,
+        retry: float = 1.0,
+        lock_key: int = LOCK_KEY,
+    ):
+        self.engine = engine
+        self.jobs = {job.name: job for job in jobs}
+        self.name = name or _default_name()
+        self._now = now or clock.utcnow
+        self.retry = retry
+        self.lock_key = lock_key
+        self._postgres = engine.dialect.name == "postgresql"
+        self._lock_engine: Engine | None = None
+        self._conn: Connection | None = None
+        self._leader = False
+        self._cursor: dict[str, datetime | None] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- leadership ---------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader
+
+    def try_lead(self) -> bool:
+        """Become the leader if nobody else is; on becoming it, settle interrupted runs."""
+        if self._leader:
+            return True
+        if self._postgres:
+            try:
+                conn = self._connection()
+                got = bool(
+                    conn.execute(
+                        text("SELECT pg_try_advisory_lock(:k)"), {"k": self.lock_key}
+                    ).scalar_one()
+                )
+            except DBAPIError as exc:
+                log.warning("scheduler %s: cannot reach the database: %s", self.name, exc.orig)
+                self._drop_connection()
+                return False
+            if not got:
+                return False
+        self._leader = True
+        self._cursor = {}
+        log.info("scheduler %s is the leader", self.name)
+        self._settle_interrupted()
+        return True
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            if self._lock_engine is None:
+                # Its own engine without a pool: closing the connection really closes it, so a
+                # session holding the lock is never handed back to a pool.
+                self._lock_engine = create_engine(
+                    self.engine.url.render_as_string(hide_password=False), poolclass=NullPool
+                )
+            conn = self._lock_engine.connect()
+            self._conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with suppress(Exception):  # it is broken already
+                self._conn.invalidate()
+                self._conn.close()
+            self._conn = None
+
+    def _lose(self, why: object) -> None:
+        if self._leader:
+            log.warning("scheduler %s is no longer the leader: %s", self.name, why)
+        self._leader = False
+        self._drop_connection()
+
+    def release(self) -> None:
+        """Give up leadership and close the lock connection."""
+        if self._postgres and self._conn is not None and self._leader:
+            with suppress(DBAPIError):
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.lock_key})
+        self._leader = False
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._lock_engine is not None:
+            self._lock_engine.dispose()
+            self._lock_engine = None
+
+    @contextmanager
+    def _db(self) -> Iterator[Connection]:
+        """The leader's connection (PostgreSQL: the one holding the lock), autocommitting."""
+        if self._postgres:
+            yield self._connection()
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+    # -- rows ---------------------------------------------------------------------------------
+
+    def _claim(self, job: str, slot: datetime, *, outcome: str | None = None,
+               error: str | None = None) -> int | None:  # fmt: skip
+        now = self._now()
+        values: dict[str, Any] = {"job": job, "slot": slot, "claimed_by": self.name}
+        if outcome is None:
+            values["started_at"] = now
+        else:
+            values.update(finished_at=now, outcome=outcome, error=error)
+        try:
+            with self._db() as conn:
+                return int(conn.execute(insert(T).values(**values).returning(T.c.id)).scalar_one())
+        except IntegrityError:
+            return None  # someone else claimed this slot
+
+    def _finish(self, row_id: int, outcome: str, error: str | None) -> None:
+        with self._db() as conn:
+            conn.execute(
+                update(T)
+                .where(T.c.id == row_id, T.c.claimed_by == self.name, T.c.outcome.is_(None))
+                .values(finished_at=self._now(), outcome=outcome, error=error)
+            )
+
+    def _last_slot(self, job: str) -> datetime | None:
+        with self._db() as conn:
+            value = conn.execute(select(func.max(T.c.slot)).where(T.c.job == job)).scalar()
+        return value  # UTCDateTime: aware UTC (or None: never recorded)
+
+    def _settle_interrupted(self) -> None:
+        """Runs another scheduler claimed and never finished (it died): redo or mark failed."""
+        now = self._now()
+        with self._db() as conn:
+            rows = conn.execute(
+                select(T.c.id, T.c.job, T.c.slot, T.c.claimed_by)
+                .where(T.c.outcome.is_(None), T.c.claimed_by != self.name)
+                .order_by(T.c.slot)
+            ).all()
+        for row_id, name, slot, owner in rows:
+            job = self.jobs.get(name)
+            if (
+                job is not None
+                and job.runnable
+                and job.idempotent
+                and ((now - slot).total_seconds() <= job.grace)
+            ):
+                with self._db() as conn:
+                    taken = conn.execute(
+                        update(T)
+                        .where(T.c.id == row_id, T.c.claimed_by == owner, T.c.outcome.is_(None))
+                        .values(claimed_by=self.name, started_at=now)
+                    ).rowcount
+                if taken:
+                    log.info("job %s slot %s: rerunning (scheduler %s stopped during it)",
+                             name, slot.isoformat(), owner)  # fmt: skip
+                    self._run(job, row_id, slot, attempt=2)
+                continue
+            error = (
+                f"interrupted: scheduler {owner} stopped before this run finished; "
+                "it may or may not have happened"
+            )
+            with self._db() as conn:
+                conn.execute(
+                    update(T)
+                    .where(T.c.id == row_id, T.c.claimed_by == owner, T.c.outcome.is_(None))
+                    .values(finished_at=now, outcome=FAILED, error=error)
+                )
+            log.warning("job %s slot %s: %s", name, slot.isoformat(), error)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _run(self, job: Job, row_id: int, slot: datetime, attempt: int = 1) -> str:
+        assert job.fn is not None
+        ctx = JobContext(job.name, slot, self.name, self.engine, attempt)
+        try:
+            job.fn(ctx)
+            outcome, error = OK, None
+        except Exception as exc:  # a job's failure is recorded, not fatal
+            outcome, error = FAILED, redact_text(f"{type(exc).__name__}: {exc}")[:2000]
+            log.warning("job %s slot %s failed: %s", job.name, slot.isoformat(), error)
+        self._finish(row_id, outcome, error)
+        return outcome
+
+    def tick(self) -> int:
+        """Fire every due slot once (claiming it first); return how many runs this made."""
+        if not self._leader:
+            return 0
+        if self._postgres:  # notice a lost lock connection even when nothing is due
+            with self._db() as conn:
+                conn.execute(text("SELECT 1"))
+        runs = 0
+        for job in self.jobs.values():
+            if job.runnable and not self._stop.is_set():
+                runs += self._tick_job(job)
+        return runs
+
+    def _tick_job(self, job: Job) -> int:
+        now = self._now()
+        horizon = now - timedelta(seconds=job.grace)
+        if job.name not in self._cursor:
+            self._cursor[job.name] = self._last_slot(job.name)
+        cursor = self._cursor[job.name]
+        if cursor is None:
+            start = horizon
+        else:
+            start = max(cursor + timedelta(microseconds=1), horizon - SKIP_HORIZON)
+        missed: collections.deque[datetime] = collections.deque(maxlen=MAX_SKIPPED)
+        runs = 0
+        for slot in job.slots(start, now):
+            if self._stop.is_set():
+                break
+            if slot < horizon:
+                missed.append(slot)
+            else:
+                self._skip(job, missed)
+                row_id = self._claim(job.name, slot)
+                if row_id is not None:
+                    self._run(job, row_id, slot)
+                    runs += 1
+            self._cursor[job.name] = slot
+        self._skip(job, missed)
+        return runs
+
+    def _skip(self, job: Job, missed: collections.deque[datetime]) -> None:
+        if missed:
+            log.warning("job %s: %d slot(s) missed beyond grace (%gs), recorded skipped",
+                        job.name, len(missed), job.grace)  # fmt: skip
+        error = f"missed: no scheduler ran it within {job.grace:g}s of its slot"
+        while missed:
+            self._claim(job.name, missed.popleft(), outcome=SKIPPED, error=error)
+
+    def next_due(self) -> datetime | None:
+        """The earliest slot not handled yet, over all jobs."""
+        best = None
+        now = self._now()
+        for job in self.jobs.values():
+            if not job.runnable:
+                continue
+            cursor = self._cursor.get(job.name)
+            nxt = job.next_slot(cursor) if cursor is not None else job.first_slot_from(now)
+            if nxt is not None and (best is None or nxt < best):
+                best = nxt
+        return best
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("scheduler already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"scheduler-{self.name}",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop after the job under way (if any), release the lock; False if it did not stop."""
+        self._stop.set()
+        clean = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            clean = not self._thread.is_alive()
+            self._thread = None
+        if clean:
+            self.release()
+        return clean
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.try_lead():
+                    self._stop.wait(self.retry)
+                    continue
+                self.tick()
+            except DBAPIError as exc:
+                self._lose(exc.orig)
+                self._stop.wait(self.retry)
+                continue
+            nxt = self.next_due()
+            wait = self.retry
+            if nxt is not None:
+                wait = min(wait, max((nxt - self._now()).total_seconds(), 0.0))
+            self._stop.wait(max(wait, 0.005))

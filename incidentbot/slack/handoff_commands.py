@@ -1,0 +1,195 @@
+"""``/incident handoff``: post a rotation's handoff now, leave watch notes, acknowledge it.
+
+The handoff message carries an "Acknowledge handoff" button meant for the incoming on-call
+(the Slack users PagerDuty's incoming on-call were matched to). Someone else's click gets an
+explanation only they see; the right click records the acknowledgement once (a second click,
+or a click on an older copy of the same handoff, finds it recorded) and replaces the button
+with who acknowledged it and when.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import Engine
+
+from incidentbot import db
+from incidentbot.clock import utcnow
+from incidentbot.config import Settings
+from incidentbot.errors import DomainError
+from incidentbot.handoff import notes
+from incidentbot.handoff import service as handoff
+from incidentbot.handoff.config import Rotation
+from incidentbot.ports import Chat, ExternalError, Pager
+from incidentbot.slack.action_commands import ActionReply
+
+log = logging.getLogger(__name__)
+
+BUTTON = "handoff_ack"
+ACK_BLOCK = "handoff-ack"
+SECTION_LIMIT = 2900  # Slack refuses section text over 3000 characters
+_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{6,}$")
+
+
+def message_blocks(text: str, h: handoff.Handoff) -> list[dict[str, Any]]:
+    """The rendered text in sections (split at line ends), then the acknowledge button."""
+    out: list[dict[str, Any]] = []
+    chunk = ""
+    for line in text.rstrip("\n").split("\n"):
+        if chunk and len(chunk) + len(line) + 1 > SECTION_LIMIT:
+            out.append(_section(chunk))
+            chunk = ""
+        chunk = f"{chunk}\n{line}" if chunk else line[:SECTION_LIMIT]
+    if chunk.strip():
+        out.append(_section(chunk))
+    value = {
+        "rotation": h.rotation.name,
+        "handoff_at": h.shift.handoff_at.isoformat(),
+        "incoming": h.incoming_ids,
+    }
+    out.append(
+        {
+            "type": "actions",
+            "block_id": ACK_BLOCK,
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": BUTTON,
+                    "style": "primary",
+                    "text": {"type": "plain_text", "text": "Acknowledge handoff"},
+                    "value": json.dumps(value, separators=(",", ":")),
+                }
+            ],
+        }
+    )
+    return out
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def acknowledged_block(ack: notes.Ack, timezone: str) -> dict[str, Any]:
+    when = ack.at.astimezone(ZoneInfo(timezone)).strftime("%a %d %b %H:%M %Z")
+    return {
+        "type": "context",
+        "block_id": ACK_BLOCK,
+        "elements": [
+            {
+                "type": "mrkdwn",
+                "text": f":white_check_mark: Handoff acknowledged by <@{ack.by}> at {when}",
+            }
+        ],
+    }
+
+
+class HandoffCommands:
+    def __init__(self, settings: Settings, engine: Engine, chat: Chat, pager: Pager | None):
+        self.settings = settings
+        self.engine = engine
+        self.chat = chat
+        self.pager = pager
+
+    def _rotation(self, name: str | None) -> Rotation:
+        try:
+            return self.settings.handoff.rotation(name)
+        except ValueError as exc:
+            raise DomainError(str(exc)) from None
+
+    def handle(self, args: dict[str, Any], *, user: str, trigger_id: str) -> ActionReply:
+        rotation = self._rotation(args.get("rotation"))
+        if args["action"] == "note":
+            with db.transaction(self.engine) as s:
+                notes.add_note(
+                    s,
+                    rotation.name,
+                    args["text"],
+                    actor=user,
+                    now=utcnow(),
+                    key=f"slack:{trigger_id}" if trigger_id else None,
+                )
+            return ActionReply(f"Noted for the next *{rotation.name}* handoff.")
+
+        def post() -> ActionReply:
+            try:
+                channel, _ts, _h = self.post(rotation)
+            except DomainError as exc:
+                return ActionReply(f"The {rotation.name} handoff was not posted: {exc}.")
+            except ExternalError as exc:
+                return ActionReply(
+                    f"The {rotation.name} handoff was not posted: Slack said {exc.code}."
+                )
+            return ActionReply(f"Posted the *{rotation.name}* handoff in <#{channel}>.")
+
+        return ActionReply(
+            f"Preparing the *{rotation.name}* handoff for #{rotation.channel}…", follow_up=post
+        )
+
+    def channel_id(self, rotation: Rotation) -> str:
+        if _CHANNEL_ID.match(rotation.channel):
+            return rotation.channel
+        found = self.chat.find_channel(rotation.channel)
+        if found is None:
+            raise DomainError(
+                f"the {rotation.name} handoff channel #{rotation.channel} does not exist "
+                "or the bot cannot see it"
+            )
+        return found.id
+
+    def post(
+        self, rotation: Rotation, now: datetime | None = None
+    ) -> tuple[str, str, handoff.Handoff]:
+        """Build, render and post the handoff; returns (channel id, message ts, handoff)."""
+        h = handoff.build(
+            self.engine, self.settings, rotation, pager=self.pager, chat=self.chat, now=now
+        )
+        text = handoff.render(h)
+        channel = self.channel_id(rotation)
+        ts = self.chat.post(channel, text, message_blocks(text, h))
+        log.info("posted the %s handoff in %s (%s)", rotation.name, channel, ts)
+        return channel, ts, h
+
+    def click(
+        self,
+        *,
+        user: str,
+        value: str,
+        channel_id: str,
+        message_ts: str,
+        message: dict[str, Any] | None,
+    ) -> str | None:
+        """An "Acknowledge handoff" click; returns what only the clicker should see, if any."""
+        try:
+            data = json.loads(value)
+            rotation = self.settings.handoff.rotation(str(data["rotation"]))
+            handoff_at = datetime.fromisoformat(str(data["handoff_at"]))
+            incoming = [str(u) for u in data.get("incoming") or []]
+        except (ValueError, KeyError, TypeError):
+            return "This handoff's rotation is no longer configured; nothing was recorded."
+        if incoming and user not in incoming:
+            who = ", ".join(f"<@{u}>" for u in incoming)
+            return (
+                f"Only the incoming on-call ({who}) can acknowledge this handoff. "
+                "If you are taking the shift instead, ask them to hand it over in PagerDuty."
+            )
+        with db.transaction(self.engine) as s:
+            ack, new = notes.acknowledge(s, rotation.name, handoff_at, actor=user, now=utcnow())
+        blocks = [
+            acknowledged_block(ack, rotation.timezone) if b.get("block_id") == ACK_BLOCK else b
+            for b in (message or {}).get("blocks") or []
+        ]
+        text = str((message or {}).get("text") or f"On-call handoff: {rotation.name}")
+        try:
+            if blocks:
+                self.chat.update(channel_id, message_ts, text, blocks)
+        except ExternalError as exc:
+            log.warning("could not show the %s acknowledgement: %s", rotation.name, exc)
+        if new:
+            return None
+        when = ack.at.astimezone(ZoneInfo(rotation.timezone)).strftime("%H:%M %Z")
+        return f"Already acknowledged by <@{ack.by}> at {when}."
