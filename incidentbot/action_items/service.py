@@ -13,13 +13,23 @@ that day has ended there.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from incidentbot.action_items.due import today as team_today
+from incidentbot.action_items.report import (
+    OPEN,
+    ItemView,
+    Report,
+    Tally,
+    is_overdue,
+    list_items,
+    overdue,
+    report,
+    view,
+)
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError, NotFound
@@ -28,12 +38,29 @@ from incidentbot.incidents.models import ActionItem, Incident
 
 PRIORITIES = ("low", "medium", "high", "urgent")
 DEFAULT_PRIORITY = "medium"  # the column's default: an item nobody ranked
-OPEN, DONE, WONT_DO = "open", "done", "wont_do"
+DONE, WONT_DO = "done", "wont_do"
 STATUSES = (OPEN, DONE, WONT_DO)
 MAX_TEXT = 2000
 MAX_REASON = 1000
 MAX_OWNER = 128
 _ID = re.compile(r"^\s*#?(\d{1,12})\s*$")
+
+__all__ = [
+    "ItemView",
+    "Report",
+    "Tally",
+    "add",
+    "assign",
+    "done",
+    "get",
+    "is_overdue",
+    "list_items",
+    "overdue",
+    "reopen",
+    "report",
+    "view",
+    "wont_do",
+]
 
 
 def label(status: str) -> str:
@@ -109,164 +136,6 @@ def get(
 def find_by_source(session: Session, source_key: str) -> ActionItem | None:
     """The item made from this source (a Slack message), if one was."""
     return session.exec(select(ActionItem).where(ActionItem.source_key == source_key)).first()
-
-
-def is_overdue(item: ActionItem, today: date) -> bool:
-    return item.status == OPEN and item.due_date is not None and item.due_date < today
-
-
-@dataclass(frozen=True)
-class ItemView:
-    """An item with what lists show beside it: its incident, and whether it is overdue."""
-
-    item: ActionItem
-    incident_ref: str
-    incident_title: str
-    channel_id: str | None
-    overdue: bool
-
-    def to_json(self) -> dict[str, Any]:
-        i = self.item
-        return {
-            "id": i.id,
-            "incident": self.incident_ref,
-            "text": i.text,
-            "owner": i.owner,
-            "due_date": i.due_date.isoformat() if i.due_date else None,
-            "priority": i.priority,
-            "status": i.status,
-            "status_reason": i.status_reason,
-            "overdue": self.overdue,
-            "created_by": i.created_by,
-            "created_at": i.created_at.isoformat(),
-            "done_at": i.done_at.isoformat() if i.done_at else None,
-            "external_url": i.external_url,
-        }
-
-
-def list_items(
-    session: Session,
-    settings: Settings,
-    *,
-    incident: Incident | None = None,
-    owner: str | None = None,
-    status: str | None = OPEN,
-    overdue: bool = False,
-    now: datetime | None = None,
-    limit: int | None = None,
-) -> list[ItemView]:
-    """Items by incident, then id. ``status=None`` lists every status; ``overdue`` only the
-    open items past their due date."""
-    today = team_today(settings.timezone, now)
-    stmt = select(ActionItem, Incident).join(Incident, col(Incident.id) == ActionItem.incident_id)
-    if incident is not None:
-        stmt = stmt.where(ActionItem.incident_id == incident.id)
-    if owner is not None:
-        stmt = stmt.where(ActionItem.owner == owner)
-    if overdue:
-        status = OPEN
-        stmt = stmt.where(col(ActionItem.due_date).is_not(None))
-        stmt = stmt.where(col(ActionItem.due_date) < today)
-    if status is not None:
-        stmt = stmt.where(ActionItem.status == status)
-    stmt = stmt.order_by(col(Incident.number), col(ActionItem.id))
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return [_view(item, inc, today) for item, inc in session.exec(stmt)]
-
-
-def view(session: Session, settings: Settings, item: ActionItem) -> ItemView:
-    inc = session.get(Incident, item.incident_id)
-    assert inc is not None
-    return _view(item, inc, team_today(settings.timezone))
-
-
-def _view(item: ActionItem, inc: Incident, today: date) -> ItemView:
-    return ItemView(item, inc.ref, inc.title, inc.channel_id, is_overdue(item, today))
-
-
-def overdue(session: Session, settings: Settings, now: datetime | None = None) -> list[ItemView]:
-    return list_items(session, settings, overdue=True, now=now)
-
-
-# -- the report --------------------------------------------------------------------------------
-
-
-@dataclass
-class Tally:
-    """Open and overdue items of one owner or one incident."""
-
-    key: str | None
-    title: str | None = None
-    open: int = 0
-    overdue: int = 0
-    items: list[int] = field(default_factory=list)
-    overdue_items: list[int] = field(default_factory=list)
-
-    def to_json(self, name: str) -> dict[str, Any]:
-        out: dict[str, Any] = {name: self.key}
-        if name == "incident":
-            out["title"] = self.title
-        out |= {
-            "open": self.open,
-            "overdue": self.overdue,
-            "items": self.items,
-            "overdue_items": self.overdue_items,
-        }
-        return out
-
-
-@dataclass
-class Report:
-    today: date
-    timezone: str
-    by_owner: list[Tally]
-    by_incident: list[Tally]
-
-    @property
-    def open(self) -> int:
-        return sum(t.open for t in self.by_incident)
-
-    @property
-    def overdue(self) -> int:
-        return sum(t.overdue for t in self.by_incident)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "today": self.today.isoformat(),
-            "timezone": self.timezone,
-            "open": self.open,
-            "overdue": self.overdue,
-            "by_owner": [t.to_json("owner") for t in self.by_owner],
-            "by_incident": [t.to_json("incident") for t in self.by_incident],
-        }
-
-
-def report(session: Session, settings: Settings, now: datetime | None = None) -> Report:
-    """Open items, and how many are overdue, per owner (most overdue first; the unowned
-    last) and per incident (by number)."""
-    views = list_items(session, settings, status=OPEN, now=now)
-    owners: dict[str | None, Tally] = {}
-    incidents: dict[str, Tally] = {}
-    for v in views:
-        assert v.item.id is not None
-        o = owners.setdefault(v.item.owner, Tally(v.item.owner))
-        i = incidents.setdefault(v.incident_ref, Tally(v.incident_ref, v.incident_title))
-        for tally in (o, i):
-            tally.open += 1
-            tally.items.append(v.item.id)
-            if v.overdue:
-                tally.overdue += 1
-                tally.overdue_items.append(v.item.id)
-    by_owner = sorted(
-        owners.values(), key=lambda t: (t.key is None, -t.overdue, -t.open, t.key or "")
-    )
-    return Report(
-        team_today(settings.timezone, now), settings.timezone, by_owner, list(incidents.values())
-    )
-
-
-# -- writing -----------------------------------------------------------------------------------
 
 
 def add(
@@ -352,16 +221,15 @@ def assign(
         raise DomainError(f"action item #{item.id} is already owned by {owner_clean}")
     previous = item.owner
     item.owner = owner_clean
-    _touch(session, item, now)
-    records.record(
+    _changed(
         session,
-        item.incident_id,
+        item,
         "action.assigned",
-        actor,
         f"Action item #{item.id} assigned to {owner_clean}"
         + (f" (was {previous})" if previous else ""),
-        now=now,
-        data={"item": item.id, "owner": owner_clean, "previous": previous},
+        actor,
+        now,
+        {"item": item.id, "owner": owner_clean, "previous": previous},
     )
     return item
 
@@ -383,15 +251,14 @@ def done(
     _require_open(item, "mark it done")
     item.status = DONE
     item.done_at = now
-    _touch(session, item, now)
-    records.record(
+    _changed(
         session,
-        item.incident_id,
+        item,
         "action.done",
-        actor,
         f"Action item #{item.id} done: {item.text}",
-        now=now,
-        data={"item": item.id},
+        actor,
+        now,
+        {"item": item.id},
     )
     return item
 
@@ -416,15 +283,14 @@ def wont_do(
     _require_open(item, "mark it won't do")
     item.status = WONT_DO
     item.status_reason = clean
-    _touch(session, item, now)
-    records.record(
+    _changed(
         session,
-        item.incident_id,
+        item,
         "action.wont_do",
-        actor,
         f"Action item #{item.id} won't be done: {clean}",
-        now=now,
-        data={"item": item.id, "reason": clean},
+        actor,
+        now,
+        {"item": item.id, "reason": clean},
     )
     return item
 
@@ -446,15 +312,14 @@ def reopen(
     item.status = OPEN
     item.status_reason = None
     item.done_at = None
-    _touch(session, item, now)
-    records.record(
+    _changed(
         session,
-        item.incident_id,
+        item,
         "action.reopened",
-        actor,
         f"Action item #{item.id} reopened (was {label(previous)})",
-        now=now,
-        data={"item": item.id, "previous": previous, "previous_reason": reason},
+        actor,
+        now,
+        {"item": item.id, "previous": previous, "previous_reason": reason},
     )
     return item
 
@@ -473,15 +338,14 @@ def mark_exported(
     if item.external_url:
         raise DomainError(f"action item #{item.id} is already exported to {item.external_url}")
     item.external_url = url
-    _touch(session, item, now)
-    records.record(
+    _changed(
         session,
-        item.incident_id,
+        item,
         "action.exported",
-        actor,
         f"Action item #{item.id} exported to {url}",
-        now=now,
-        data={"item": item.id, "url": url, **(data or {})},
+        actor,
+        now,
+        {"item": item.id, "url": url, **(data or {})},
     )
     return item
 
@@ -493,6 +357,16 @@ def _require_open(item: ActionItem, doing: str) -> None:
         )
 
 
-def _touch(session: Session, item: ActionItem, now: datetime) -> None:
+def _changed(
+    session: Session,
+    item: ActionItem,
+    kind: str,
+    summary: str,
+    actor: str,
+    now: datetime,
+    data: dict[str, Any],
+) -> None:
+    """Save a change to ``item`` and put it on its incident's timeline, in one step."""
     item.updated_at = now
     session.add(item)
+    records.record(session, item.incident_id, kind, actor, summary, now=now, data=data)
