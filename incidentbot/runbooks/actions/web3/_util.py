@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Annotated, TypeVar
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator
 
 from incidentbot.ledger.actions import OutcomeUnknownError, PermanentError, RetryableError
 from incidentbot.ledger.redact import redact_text, redact_url
 from incidentbot.ports import ExternalError
-from incidentbot.runbooks.actions._common import fmt_seconds, shown
+from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
 from incidentbot.runbooks.actions.base import ActionContext
 
 T = TypeVar("T")
@@ -71,6 +73,11 @@ def positive(value: float, what: str = "the timeout") -> float:
     if value <= 0:
         raise ValueError(f"{what} must be longer than 0 seconds")
     return value
+
+
+# Input types the actions share: an http(s) URL with a host; a timeout longer than zero.
+HttpUrlText = Annotated[str, AfterValidator(http_url)]
+Timeout = Annotated[Seconds, AfterValidator(positive)]
 
 
 def wait_until(

@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
 from incidentbot.ledger.actions import classify
-from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
+from incidentbot.runbooks.actions._common import fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
-from incidentbot.runbooks.actions.web3._util import http_url, positive
+from incidentbot.runbooks.actions.web3._util import HttpUrlText, Timeout
 
 HEALTH = "/eth/v1/node/health"
 SYNCING = "/eth/v1/node/syncing"
@@ -32,18 +32,8 @@ STATUSES = {200: "ready", 206: "syncing", 503: "not_initialised"}
 class BeaconHealthInputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str
-    timeout: Seconds = 5.0
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return http_url(value)
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, value: float) -> float:
-        return positive(value)
+    url: HttpUrlText
+    timeout: Timeout = 5.0
 
 
 def endpoint(base: str, path: str) -> str:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
-from incidentbot.runbooks.actions.web3._util import http_url
+from incidentbot.runbooks.actions.web3._util import Timeout, http_url
 from incidentbot.runbooks.actions.web3.rpc import RpcHead, RpcHeadInputs
 
 
@@ -28,7 +28,7 @@ class HeadsInputs(BaseModel):
     quorum: int | None = Field(default=None, ge=1, description="default: a majority")
     max_lag: int = Field(default=16, ge=0, description="blocks behind that make a node unhealthy")
     max_age: Seconds = Field(default=30.0, description="newest block older than this: unhealthy")
-    timeout: Seconds = 5.0
+    timeout: Timeout = 5.0
 
     @field_validator("nodes")
     @classmethod

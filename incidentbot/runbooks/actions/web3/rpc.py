@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from incidentbot.infra.rpc import Block, RpcClient, RpcError
 from incidentbot.ledger.actions import RetryableError
-from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
+from incidentbot.runbooks.actions._common import fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
-from incidentbot.runbooks.actions.web3._util import http_url, plural, positive
+from incidentbot.runbooks.actions.web3._util import HttpUrlText, Timeout, http_url, plural
 
 # JSON-RPC "method not found" / "not supported": the node lacks an optional method (anvil has
 # no net_peerCount; some providers hide eth_syncing).
@@ -31,18 +31,8 @@ _UNSUPPORTED = {-32601, -32004}
 class RpcHeadInputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str
-    timeout: Seconds = 5.0
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return http_url(value)
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, value: float) -> float:
-        return positive(value)
+    url: HttpUrlText
+    timeout: Timeout = 5.0
 
 
 @dataclass
@@ -171,21 +161,11 @@ def _iso(timestamp: int) -> str:
 class RpcCompareInputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str
+    url: HttpUrlText
     references: list[str] = Field(min_length=1)
     quorum: int | None = Field(default=None, ge=1)
     at_height: int | None = Field(default=None, ge=0)
-    timeout: Seconds = 5.0
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return http_url(value)
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, value: float) -> float:
-        return positive(value)
+    timeout: Timeout = 5.0
 
     @field_validator("references")
     @classmethod

@@ -30,12 +30,12 @@ from incidentbot.infra.snapshots import (
 )
 from incidentbot.infra.supervisor import SupervisorClient, SupervisorError
 from incidentbot.ledger.actions import OutcomeUnknownError, PermanentError
-from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
+from incidentbot.runbooks.actions._common import fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
 from incidentbot.runbooks.actions.web3._util import (
+    HttpUrlText,
+    Timeout,
     after_change,
-    http_url,
-    positive,
     program_name,
     supervisor_socket,
     wait_until,
@@ -150,18 +150,8 @@ class SnapshotCreateInputs(BaseModel):
 
     store: str = Field(min_length=1)
     node: str = Field(pattern=_ID.pattern)
-    rpc_url: str
-    timeout: Seconds = 60.0
-
-    @field_validator("rpc_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return http_url(value)
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, value: float) -> float:
-        return positive(value)
+    rpc_url: HttpUrlText
+    timeout: Timeout = 60.0
 
 
 class SnapshotCreate(Action):
@@ -221,10 +211,10 @@ class SnapshotRestoreInputs(BaseModel):
     chain_id: int = Field(ge=1)
     node: str | None = Field(default=None, pattern=_ID.pattern)
     target: str = Field(min_length=1)
-    rpc_url: str
+    rpc_url: HttpUrlText
     socket: str
     program: str
-    timeout: Seconds = 60.0
+    timeout: Timeout = 60.0
 
     @field_validator("snapshot")
     @classmethod
@@ -233,11 +223,6 @@ class SnapshotRestoreInputs(BaseModel):
         if value != LATEST and not _ID.match(value):
             raise ValueError(f"{value!r} is not a snapshot id (or `latest`)")
         return value
-
-    @field_validator("rpc_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return http_url(value)
 
     @field_validator("socket")
     @classmethod
@@ -248,11 +233,6 @@ class SnapshotRestoreInputs(BaseModel):
     @classmethod
     def _program(cls, value: str) -> str:
         return program_name(value)
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, value: float) -> float:
-        return positive(value)
 
     @model_validator(mode="after")
     def _node_with_latest(self) -> SnapshotRestoreInputs:

@@ -15,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from incidentbot.infra.supervisor import ProcessInfo, SupervisorClient, SupervisorError
 from incidentbot.ledger.actions import OutcomeUnknownError, PermanentError
-from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
+from incidentbot.runbooks.actions._common import fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
 from incidentbot.runbooks.actions.web3._util import (
+    Timeout,
     after_change,
-    positive,
     program_name,
     supervisor_socket,
     wait_until,
@@ -36,7 +36,7 @@ class SupervisorInputs(BaseModel):
     socket: str
     program: str
     wait: bool = True
-    timeout: Seconds = 60.0
+    timeout: Timeout = 60.0
 
     @field_validator("socket")
     @classmethod
@@ -47,11 +47,6 @@ class SupervisorInputs(BaseModel):
     @classmethod
     def _program(cls, value: str) -> str:
         return program_name(value)
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, value: float) -> float:
-        return positive(value)
 
 
 _OUTPUTS = {

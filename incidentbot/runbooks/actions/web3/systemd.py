@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from incidentbot.ledger.actions import OutcomeUnknownError, PermanentError, RetryableError
-from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
+from incidentbot.runbooks.actions._common import fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
 from incidentbot.runbooks.actions.shell_exec import ShellExec, ShellExecInputs, refusal
-from incidentbot.runbooks.actions.web3._util import positive
+from incidentbot.runbooks.actions.web3._util import Timeout
 
 SHOW_PROPERTIES = ("ActiveState", "SubState", "MainPID", "ExecMainStartTimestamp")
 # A unit name: what systemd allows minus the backslash escapes (``\x2d``), which a remote
@@ -96,7 +96,7 @@ class SystemdRestartInputs(BaseModel):
     unit: str
     host: str | None = None
     ssh_options: list[str] = Field(default_factory=list)
-    timeout: Seconds = 120.0
+    timeout: Timeout = 120.0
 
     @field_validator("unit")
     @classmethod
@@ -126,11 +126,6 @@ class SystemdRestartInputs(BaseModel):
     @classmethod
     def _ssh_options(cls, value: list[str]) -> list[str]:
         return check_ssh_options(value)
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, value: float) -> float:
-        return positive(value)
 
     def argv(self, *command: str) -> list[str]:
         """``command`` (a systemctl command line) as run here: itself, or through ssh."""
