@@ -7,6 +7,7 @@ tests run is what production runs.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -39,12 +40,15 @@ from incidentbot.runbooks import runtime as runbook_runtime
 from incidentbot.runbooks.actions import registry as runbook_actions
 from incidentbot.runbooks.loader import Catalog, load_dirs
 from incidentbot.runbooks.messages import RunMessages
+from incidentbot.scheduler.builtin import Services, build_scheduler
+from incidentbot.scheduler.core import Scheduler
 from incidentbot.slack import blocks, runbook_blocks
 from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.app import build_bolt_app
 from incidentbot.slack.chat import SlackChat
 from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.postmortem_commands import PostmortemCommands
+from incidentbot.slack.reminder_commands import ReminderCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
 from incidentbot.web import run_page
 from incidentbot.web.app import create_app
@@ -69,6 +73,7 @@ class Bot:
     _socket: SocketModeHandler | None = field(default=None, repr=False)
     catalog: Catalog = field(default_factory=Catalog)
     run_messages: RunMessages | None = None
+    scheduler: Scheduler | None = None
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None, *, poll: float = 1.0) -> Bot:
@@ -124,6 +129,7 @@ class Bot:
             actions=ActionCommands(settings, engine, chat),
             postmortems=PostmortemCommands(settings, engine, chat),
             handoff=HandoffCommands(settings, engine, chat, handoff_pager(settings, pager)),
+            reminders=ReminderCommands(settings, engine, chat),
         )
         pool = WorkerPool(
             engine, threads=settings.workers, lease=settings.worker_lease, poll=poll, name="bot"
@@ -131,6 +137,10 @@ class Bot:
         bot = cls(settings, engine, chat, metrics, bolt, asgi=None, pool=pool)  # type: ignore[arg-type]
         bot.pager = pager
         bot.catalog = catalog
+        services = Services(settings, engine, chat, handoff_pager(settings, pager))
+        bot.scheduler = build_scheduler(
+            settings, engine, services, name=f"bot:{socket.gethostname()}:{os.getpid()}"
+        )
         bot.run_messages = run_messages
         unsubscribe = [
             events.subscribe(actions.on_ledger_event),
@@ -164,6 +174,11 @@ class Bot:
         self.pool.start()
         if self.run_messages is not None:
             self.run_messages.start()
+
+    def start_scheduler(self) -> None:
+        """Run the scheduled jobs (handoffs, reminders, registered jobs): one replica leads."""
+        if self.scheduler is not None:
+            self.scheduler.start()
 
     def start_http(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve the web app in a background thread; return its base URL."""
@@ -233,6 +248,8 @@ class Bot:
             self._server.should_exit = True
             if self._thread is not None:
                 self._thread.join(10)
+        if self.scheduler is not None:
+            self.scheduler.stop(timeout=10)
         self.pool.stop(timeout=10)
         if self.run_messages is not None:
             self.run_messages.stop()

@@ -45,6 +45,7 @@ from incidentbot.policy_models import (
     Status,
 )
 from incidentbot.postmortems.config import PostmortemSettings
+from incidentbot.reminders.config import RemindersSettings
 from incidentbot.runbooks.config import RunbookSettings
 from incidentbot.scheduler.config import SchedulerSettings
 
@@ -148,6 +149,7 @@ class Settings(BaseSettings):
     action_items: ActionItemSettings = Field(default_factory=ActionItemSettings)
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    reminders: RemindersSettings = Field(default_factory=RemindersSettings)
 
     @classmethod
     def settings_customise_sources(

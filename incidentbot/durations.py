@@ -52,6 +52,18 @@ def format_duration(delta: timedelta | None) -> str:
     return f"{sign}{seconds}s"
 
 
+def format_span(delta: timedelta) -> str:
+    """``31m``, ``1h``, ``1h 05m``, ``2d 3h`` style, for sentences (whole minutes, down)."""
+    minutes = max(int(delta.total_seconds()) // 60, 0)
+    days, rest = divmod(minutes, 1440)
+    hours, minutes = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes:02d}m" if minutes else f"{hours}h"
+    return f"{minutes}m"
+
+
 def ensure_utc(value: datetime) -> datetime:
     """Convert an aware datetime to UTC; refuse a naive one (its zone would be a guess)."""
     if value.tzinfo is None or value.utcoffset() is None:

@@ -1,7 +1,7 @@
 """Imports every table module so that ``SQLModel.metadata`` knows the whole schema."""
 
 from incidentbot.alerts.models import AlertDelivery, AlertGroup, AlertRecord  # noqa: F401
-from incidentbot.handoff.models import HandoffAck, HandoffNote  # noqa: F401
+from incidentbot.handoff.models import HandoffAck, HandoffNote, HandoffPost  # noqa: F401
 from incidentbot.incidents.models import (  # noqa: F401
     ActionItem,
     Counter,
@@ -12,5 +12,6 @@ from incidentbot.incidents.models import (  # noqa: F401
 from incidentbot.ledger.models import Run, Step, TargetLock  # noqa: F401
 from incidentbot.paging.models import Page  # noqa: F401
 from incidentbot.postmortems.models import Person, Postmortem  # noqa: F401
+from incidentbot.reminders.models import Reminder  # noqa: F401
 from incidentbot.runbooks.models import RunbookApproval, RunbookRun  # noqa: F401
 from incidentbot.scheduler.models import SchedulerRun  # noqa: F401

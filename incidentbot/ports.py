@@ -90,6 +90,10 @@ class Chat(Protocol):
 
     def permalink(self, channel_id: str, ts: str) -> str | None: ...
 
+    def open_dm(self, user_id: str) -> str:
+        """The id of the bot's direct-message channel with ``user_id``."""
+        ...
+
     def user_info(self, user_id: str) -> UserInfo | None:
         """The user, or None when there is no such user (other failures raise)."""
         ...

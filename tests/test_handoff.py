@@ -303,7 +303,7 @@ def test_shift_windows_follow_the_cron_in_the_rotation_time_zone():
     [
         ({"name": "rpc", "channel": "x"}, "exactly one of schedule_id and escalation_policy_id"),
         ({"name": "rpc", "channel": "x", "schedule_id": "P1", "cron": "0 9 * * 1"}, "name the day"),
-        ({"name": "rpc", "channel": "x", "schedule_id": "P1", "cron": "0 9 * *"}, "five fields"),
+        ({"name": "rpc", "channel": "x", "schedule_id": "P1", "cron": "0 9 * *"}, "five-field"),
         ({"name": "rpc", "channel": "x", "schedule_id": "P1", "timezone": "Mars"}, "time zone"),
         ({"name": "RPC!", "channel": "x", "schedule_id": "P1"}, "rotation name"),
     ],

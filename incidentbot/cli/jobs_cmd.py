@@ -19,11 +19,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from incidentbot import clock, db
 from incidentbot.cli.common import CliError, console, state
-from incidentbot.scheduler.core import Scheduler, resolve_jobs
+from incidentbot.config import Settings
+from incidentbot.handoff.service import pager_for
+from incidentbot.scheduler.builtin import Services, build_scheduler, builtin_jobs
+from incidentbot.scheduler.core import resolve_jobs
 from incidentbot.scheduler.models import SchedulerRun
+from incidentbot.scheduler.registry import registered
+from incidentbot.slack.chat import SlackChat
 
 app = typer.Typer(help="Scheduled jobs: list them and their recent runs.", no_args_is_help=True)
 log = logging.getLogger("incidentbot.scheduler")
@@ -53,8 +59,9 @@ def list_cmd(
     st = state(ctx)
     _import(imports)
     tz = ZoneInfo(st.settings.timezone)
+    registry = {**registered(), **builtin_jobs(st.settings, None)}
     jobs = {j.name: j for j in resolve_jobs(st.settings.scheduler, st.settings.timezone,
-                                            strict=False)}  # fmt: skip
+                                            registry, strict=False)}  # fmt: skip
     now = clock.utcnow()
     with db.transaction(st.engine) as s:
         names = set(jobs) | set(s.execute(select(SchedulerRun.job).distinct()).scalars())
@@ -74,7 +81,10 @@ def list_cmd(
     if not names:
         console.print("No jobs.")
         return
-    table = Table("Job", "Schedule", "Enabled", "Next run", "Last slot", "Recent", "Last failure")
+    table = Table()
+    for column in ("Job", "Schedule", "Enabled", "Next run", "Last slot", "Recent"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("Last failure", min_width=12)
     for name in sorted(names):
         job = jobs.get(name)
         rows = history.get(name, [])
@@ -92,6 +102,17 @@ def list_cmd(
     console.print(table)
 
 
+def _services(settings: Settings, engine: Engine) -> Services | None:
+    """The adapters the built-in jobs need; None (they do not run here) without a Slack token."""
+    token = settings.slack_bot_token
+    if token is None or not token.get_secret_value():
+        log.warning("INCIDENTBOT_SLACK_BOT_TOKEN is not set: the built-in jobs (handoffs, "
+                    "reminders) are left to `incidentbot serve`")  # fmt: skip
+        return None
+    chat = SlackChat(token.get_secret_value(), base_url=settings.slack.api_url)
+    return Services(settings, engine, chat, pager_for(settings))
+
+
 def scheduler_cmd(
     ctx: typer.Context,
     imports: list[str] = IMPORTS,
@@ -106,8 +127,9 @@ def scheduler_cmd(
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
     _import(imports)
-    jobs = resolve_jobs(st.settings.scheduler, st.settings.timezone)
     engine = st.engine
+    sched = build_scheduler(st.settings, engine, _services(st.settings, engine), name=name)
+    jobs = list(sched.jobs.values())
     stop = threading.Event()
 
     def _signal(signum: int, _frame: FrameType | None) -> None:
@@ -115,7 +137,6 @@ def scheduler_cmd(
         stop.set()
 
     previous = {sig: signal.signal(sig, _signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    sched = Scheduler(engine, jobs, name=name, retry=st.settings.scheduler.retry)
     try:
         sched.start()
         runnable = [j.name for j in jobs if j.runnable]

@@ -23,6 +23,7 @@ def serve(ctx: typer.Context) -> None:
     bot = Bot.build(settings, st.engine)
     console.print(f"Slack: {bot.check_slack()}")
     bot.start_workers()
+    bot.start_scheduler()
     url = bot.start_http(settings.http.host, settings.http.port)
     console.print(f"Listening on {url} (/slack/events, /healthz, /metrics)")
     if settings.slack.mode == "socket":

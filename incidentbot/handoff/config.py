@@ -8,23 +8,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from incidentbot.scheduler.config import check_cron
+
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 def cron_trigger(expr: str, timezone: str) -> CronTrigger:
-    """The trigger for a five-field cron expression, read in ``timezone``.
-
-    Days of the week must be names (``MON-FRI``): in numbers, cron counts from Sunday and the
-    scheduler library from Monday, so a number would silently mean the wrong day."""
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(f"cron {expr!r}: give five fields (minute hour day month day-of-week)")
-    if re.search(r"\d", fields[4]):
-        raise ValueError(f"cron {expr!r}: name the day of the week (MON, TUE-FRI, …), not a number")
-    try:
-        return CronTrigger.from_crontab(expr, timezone=ZoneInfo(timezone))
-    except ValueError as exc:
-        raise ValueError(f"cron {expr!r}: {exc}") from None
+    """The trigger for a five-field cron expression (days of the week by name), read in
+    ``timezone``."""
+    return CronTrigger.from_crontab(check_cron(expr), timezone=ZoneInfo(timezone))
 
 
 class Rotation(BaseModel):
@@ -37,13 +29,18 @@ class Rotation(BaseModel):
     )
     channel: str = Field(description="Slack channel (name or id) the handoff is posted in")
     cron: str = Field(default="0 9 * * MON", description="when shifts change hands")
+    shift_change: bool = Field(
+        default=False,
+        description="post at each shift change of the PagerDuty schedule (checked every "
+        "minute) instead of at the `cron` times",
+    )
     timezone: str = Field(default="UTC", description="the cron's and the message's time zone")
     ack_reminder_minutes: int = Field(
         default=30,
         ge=0,
         le=1440,
-        description="when to remind an incoming on-call who has not acknowledged (0: never); "
-        "the reminder is not sent yet",
+        description="minutes after the handoff is posted to remind an incoming on-call who "
+        "has not acknowledged it (0: never)",
     )
 
     @field_validator("name")
@@ -77,6 +74,11 @@ class Rotation(BaseModel):
                 f"rotation {self.name!r}: give exactly one of schedule_id and escalation_policy_id"
             )
         cron_trigger(self.cron, self.timezone)
+        if self.shift_change and not self.schedule_id:
+            raise ValueError(
+                f"rotation {self.name!r}: shift_change needs a schedule_id (an escalation "
+                "policy has no shifts of its own)"
+            )
         return self
 
 

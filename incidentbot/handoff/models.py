@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from incidentbot.db import UTCDateTime
@@ -34,3 +34,23 @@ class HandoffAck(SQLModel, table=True):
     handoff_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     acknowledged_by: str = Field(max_length=128)
     acknowledged_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class HandoffPost(SQLModel, table=True):
+    """The handoff of ``rotation`` at ``handoff_at`` as posted in its channel: the first copy
+    (the scheduled one, or a `/incident handoff` when it came first). The acknowledgement
+    reminder goes out from here once."""
+
+    __tablename__ = "handoff_post"
+    __table_args__ = (UniqueConstraint("rotation", "handoff_at", name="uq_handoff_post_slot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    rotation: str = Field(max_length=64)
+    handoff_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    channel_id: str = Field(max_length=64)
+    # Empty while it is being posted (a crash in between is found by its block id).
+    message_ts: str | None = Field(default=None, max_length=64)
+    # The Slack users the incoming on-call were matched to (they may acknowledge).
+    incoming: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    posted_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    reminded_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))

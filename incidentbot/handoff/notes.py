@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from incidentbot.errors import DomainError
-from incidentbot.handoff.models import HandoffAck, HandoffNote
+from incidentbot.handoff.models import HandoffAck, HandoffNote, HandoffPost
 
 MAX_NOTE = 1000
 
@@ -108,3 +108,64 @@ def acknowledgement(session: Session, rotation: str, handoff_at: datetime) -> Ac
 
 def _ack(row: HandoffAck) -> Ack:
     return Ack(row.rotation, row.handoff_at, row.acknowledged_by, row.acknowledged_at)
+
+
+# -- the handoff as posted ---------------------------------------------------------------------
+
+
+def _post_query(rotation: str, handoff_at: datetime) -> Any:
+    return select(HandoffPost).where(
+        HandoffPost.rotation == rotation, HandoffPost.handoff_at == handoff_at
+    )
+
+
+def claim_post(
+    session: Session,
+    rotation: str,
+    handoff_at: datetime,
+    *,
+    channel_id: str,
+    incoming: list[str],
+    now: datetime,
+) -> tuple[HandoffPost, bool]:
+    """The post of this handoff, made now (True) or found (False: posted, or being posted)."""
+    row = HandoffPost(
+        rotation=rotation, handoff_at=handoff_at, channel_id=channel_id,
+        incoming=list(incoming), posted_at=now,
+    )  # fmt: skip
+    stored = _insert(session, row, _post_query(rotation, handoff_at))
+    return stored, stored is row
+
+
+def record_post(session: Session, post_id: int, ts: str, now: datetime) -> None:
+    row = session.get(HandoffPost, post_id)
+    if row is not None and row.message_ts is None:
+        row.message_ts, row.posted_at = ts, now
+        session.add(row)
+
+
+def posts_to_remind(session: Session, rotation: str, posted_before: datetime) -> list[HandoffPost]:
+    """Posted handoffs of ``rotation`` not acknowledged, not reminded of, posted before the
+    time given, newest first."""
+    acked = select(HandoffAck.id).where(
+        HandoffAck.rotation == HandoffPost.rotation, HandoffAck.handoff_at == HandoffPost.handoff_at
+    )
+    return list(
+        session.exec(
+            select(HandoffPost)
+            .where(HandoffPost.rotation == rotation)
+            .where(col(HandoffPost.message_ts).is_not(None))
+            .where(col(HandoffPost.reminded_at).is_(None))
+            .where(col(HandoffPost.posted_at) <= posted_before)
+            .where(~acked.exists())
+            .order_by(col(HandoffPost.handoff_at).desc())
+        )
+    )
+
+
+def latest_post(session: Session, rotation: str) -> HandoffPost | None:
+    return session.exec(
+        select(HandoffPost)
+        .where(HandoffPost.rotation == rotation)
+        .order_by(col(HandoffPost.handoff_at).desc())
+    ).first()

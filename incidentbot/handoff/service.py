@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 from incidentbot import db, policy
 from incidentbot.action_items import service as items
 from incidentbot.alerts.models import AlertGroup, AlertRecord
+from incidentbot.chat_text import mrkdwn, when, who
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.durations import format_duration
@@ -108,6 +109,24 @@ def _oncall_at(pager: Pager, rotation: Rotation, moment: datetime) -> list[OnCal
     return list(found.values())
 
 
+def shift_for(rotation: Rotation, now: datetime, pager: Pager | None) -> Shift:
+    """The shift handed over at ``now``: by the cron, or (``shift_change``) by PagerDuty: the
+    current on-call's shift started at ``handoff_at``, the previous one's at ``start``."""
+    if not rotation.shift_change or pager is None:
+        return shift_at(rotation, now)
+    starts = [r.start for r in _oncall_at(pager, rotation, now) if r.start is not None]
+    if not starts:
+        return shift_at(rotation, now)
+    handoff_at = max(starts)
+    before = [
+        r.start
+        for r in _oncall_at(pager, rotation, handoff_at - timedelta(seconds=1))
+        if r.start is not None
+    ]
+    start = min(before) if before else handoff_at - timedelta(days=7)
+    return Shift(start=start, handoff_at=handoff_at, end=now)
+
+
 def _person(chat: Chat | None, row: OnCall, problems: list[str]) -> Person:
     if chat is None or not row.email:
         return Person(row.name, row.email)
@@ -147,16 +166,6 @@ class Handoff:
         return [p.slack_id for p in self.incoming if p.slack_id]
 
 
-def _when(moment: datetime, tz: ZoneInfo) -> str:
-    return moment.astimezone(tz).strftime("%a %d %b %H:%M %Z")
-
-
-def _who(user: str | None) -> str:
-    if not user:
-        return "nobody"
-    return f"<@{user}>" if user[:1] in ("U", "W") and user.isalnum() else user
-
-
 def _group_name(group: AlertGroup) -> str:
     labels = group.group_labels or {}
     if not labels:
@@ -179,7 +188,7 @@ def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
                 "severity": inc.severity,
                 "status": inc.status,
                 "age": format_duration(now - inc.declared_at),
-                "commander": _who(inc.commander),
+                "commander": who(inc.commander),
                 "new": shift.contains(inc.declared_at),
                 "channel": f"<#{inc.channel_id}>" if inc.channel_id else None,
             }
@@ -198,9 +207,9 @@ def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
                 "title": inc.title,
                 "severity": inc.severity,
                 "status": inc.status,
-                "resolved_at": _when(inc.resolved_at, tz),
+                "resolved_at": when(inc.resolved_at, tz),
                 "took": format_duration(inc.resolved_at - inc.declared_at),
-                "commander": _who(inc.commander),
+                "commander": who(inc.commander),
             }
         )
     open_views = items.list_items(s, settings, now=now)
@@ -213,7 +222,7 @@ def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
                     "id": v.item.id,
                     "incident": v.incident_ref,
                     "text": v.item.text,
-                    "owner": _who(v.item.owner) if v.item.owner else "no owner",
+                    "owner": who(v.item.owner) if v.item.owner else "no owner",
                     "due": due.isoformat() if due else "",
                 }
             )
@@ -234,7 +243,7 @@ def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
                 "due": due.isoformat(),
                 "overdue": due < today,
                 "status": pm.status.replace("_", " "),
-                "owner": _who(pm.owner) if pm.owner else "no owner",
+                "owner": who(pm.owner) if pm.owner else "no owner",
             }
         )
     alerts = list(
@@ -253,7 +262,7 @@ def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
         {"name": name, "count": n} for name, n in top[: settings.handoff.top_alert_groups]
     ]
     for note in handoff_notes.notes_between(s, h.rotation.name, shift.start, now):
-        h.notes.append({"by": _who(note.by), "at": _when(note.at, tz), "text": note.text})
+        h.notes.append({"by": who(note.by), "at": when(note.at, tz), "text": note.text})
 
 
 def build(
@@ -264,11 +273,19 @@ def build(
     pager: Pager | None,
     chat: Chat | None,
     now: datetime | None = None,
+    shift: Shift | None = None,
 ) -> Handoff:
     """Everything the handoff message says, for the shift ending at ``now``."""
     now = now or utcnow()
     tz = ZoneInfo(rotation.timezone)
-    handoff = Handoff(rotation, shift_at(rotation, now))
+    problems: list[str] = []
+    if shift is None:
+        try:
+            shift = shift_for(rotation, now, pager)
+        except ExternalError as exc:
+            problems.append(f"PagerDuty did not answer ({exc.code}); shifts follow the cron")
+            shift = shift_at(rotation, now)
+    handoff = Handoff(rotation, shift, problems=problems)
     if pager is None:
         handoff.problems.append("PagerDuty is not configured, so on-call is unknown")
     else:
@@ -300,11 +317,6 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def mrkdwn(text: Any) -> str:
-    """Slack's escaping of the three control characters, for text people typed."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def render(handoff: Handoff) -> str:
     """The handoff message (Slack mrkdwn) from ``templates/handoff.md.j2``."""
     env = _environment()
@@ -315,9 +327,9 @@ def render(handoff: Handoff) -> str:
     return env.get_template("handoff.md.j2").render(
         h=handoff,
         rotation=handoff.rotation,
-        start=_when(shift.start, tz),
-        handoff_at=_when(shift.handoff_at, tz),
-        end=_when(shift.end, tz),
+        start=when(shift.start, tz),
+        handoff_at=when(shift.handoff_at, tz),
+        end=when(shift.end, tz),
         same_person=bool(handoff.outgoing)
         and {p.email or p.name for p in handoff.outgoing}
         == {p.email or p.name for p in handoff.incoming},

@@ -9,6 +9,7 @@ Imported by :mod:`incidentbot.config`; must not import it back.
 
 from __future__ import annotations
 
+import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -23,11 +24,16 @@ def check_cron(expr: str) -> str:
     from apscheduler.triggers.cron import CronTrigger
 
     clean = " ".join(expr.split())
-    if len(clean.split(" ")) != 5:
+    fields = clean.split(" ")
+    if len(fields) != 5:
         raise ValueError(
             f"{expr!r} is not a five-field cron expression (minute hour day month weekday), "
             "e.g. '0 9 * * MON'; for seconds use `every`"
         )
+    if re.search(r"\d", fields[4]):
+        # In numbers cron counts days from Sunday and the scheduler library from Monday: a
+        # number would silently mean the wrong day.
+        raise ValueError(f"{expr!r}: name the day of the week (MON, TUE-FRI, ...), not a number")
     try:
         CronTrigger.from_crontab(clean, timezone="UTC")
     except ValueError as exc:

@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,7 @@ from incidentbot.slack.handoff_commands import BUTTON as HANDOFF_BUTTON
 from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.modal import CALLBACK_ID, declare_view, field_errors, read_submission
 from incidentbot.slack.postmortem_commands import PostmortemCommands
+from incidentbot.slack.reminder_commands import DISMISS_ACTION, SNOOZE_ACTION, ReminderCommands
 from incidentbot.slack.runbook_commands import FORM_CALLBACK, RunbookCommands
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ def build_bolt_app(
     actions: ActionCommands | None = None,
     postmortems: PostmortemCommands | None = None,
     handoff: HandoffCommands | None = None,
+    reminders: ReminderCommands | None = None,
 ) -> App:
     app = App(
         client=client,
@@ -156,30 +159,46 @@ def build_bolt_app(
         except Exception as exc:
             log.info("could not tell %s about run %s: %s", user, run_id, exc)
 
-    @app.action(HANDOFF_BUTTON)
-    def on_handoff_ack(
-        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
-    ) -> None:
-        started = time.perf_counter()
-        ack()
-        metrics.ack.labels("block_action").observe(time.perf_counter() - started)
-        if handoff is None:
-            return
-        user = body["user"]["id"]
-        container = body.get("container") or {}
-        message = handoff.click(
-            user=user,
-            value=str(action.get("value") or ""),
-            channel_id=str(container.get("channel_id") or ""),
-            message_ts=str(container.get("message_ts") or ""),
-            message=body.get("message"),
-        )
-        if message is None:
-            return
-        try:  # only the clicker sees why nothing changed
-            respond(text=message, response_type="ephemeral", replace_original=False)
-        except Exception as exc:
-            log.info("could not tell %s about the handoff: %s", user, exc)
+    def message_button(
+        what: str, click: Callable[..., str | None] | None, *, with_action_id: bool = False
+    ) -> Callable[..., None]:
+        """A button on a message the bot posted by itself (handoff, reminder): the click is
+        decided by ``click``; what it returns is shown to the clicker only."""
+
+        def listener(
+            ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
+        ) -> None:
+            started = time.perf_counter()
+            ack()
+            metrics.ack.labels("block_action").observe(time.perf_counter() - started)
+            if click is None:
+                return
+            user = body["user"]["id"]
+            container = body.get("container") or {}
+            extra = {"action_id": str(action.get("action_id") or "")} if with_action_id else {}
+            message = click(
+                user=user,
+                value=str(action.get("value") or ""),
+                channel_id=str(container.get("channel_id") or ""),
+                message_ts=str(container.get("message_ts") or ""),
+                message=body.get("message"),
+                **extra,
+            )
+            if message is None:
+                return
+            try:  # only the clicker sees why nothing changed
+                respond(text=message, response_type="ephemeral", replace_original=False)
+            except Exception as exc:
+                log.info("could not tell %s about the %s: %s", user, what, exc)
+
+        return listener
+
+    app.action(HANDOFF_BUTTON)(message_button("handoff", handoff.click if handoff else None))
+    on_reminder = message_button(
+        "reminder", reminders.click if reminders else None, with_action_id=True
+    )
+    app.action(SNOOZE_ACTION)(on_reminder)
+    app.action(DISMISS_ACTION)(on_reminder)
 
     @app.view(FORM_CALLBACK)
     def on_runbook_form(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:

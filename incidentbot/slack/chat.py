@@ -191,6 +191,10 @@ class SlackChat:
             return None
         return data.get("permalink")
 
+    def open_dm(self, user_id: str) -> str:
+        data = self._call("conversations.open", users=user_id)
+        return str(data["channel"]["id"])
+
     def user_info(self, user_id: str) -> UserInfo | None:
         try:
             data = self._call("users.info", user=user_id)

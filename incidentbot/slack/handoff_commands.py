@@ -12,19 +12,21 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 
 from incidentbot import db
+from incidentbot.chat_text import when
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.handoff import notes
 from incidentbot.handoff import service as handoff
 from incidentbot.handoff.config import Rotation
+from incidentbot.handoff.models import HandoffPost
 from incidentbot.ports import Chat, ExternalError, Pager
 from incidentbot.slack.action_commands import ActionReply
 
@@ -34,6 +36,10 @@ BUTTON = "handoff_ack"
 ACK_BLOCK = "handoff-ack"
 SECTION_LIMIT = 2900  # Slack refuses section text over 3000 characters
 _CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{6,}$")
+
+
+def post_block_id(rotation: str, handoff_at: datetime) -> str:
+    return f"handoff:{rotation}:{int(handoff_at.timestamp())}"
 
 
 def message_blocks(text: str, h: handoff.Handoff) -> list[dict[str, Any]]:
@@ -47,6 +53,8 @@ def message_blocks(text: str, h: handoff.Handoff) -> list[dict[str, Any]]:
         chunk = f"{chunk}\n{line}" if chunk else line[:SECTION_LIMIT]
     if chunk.strip():
         out.append(_section(chunk))
+    if out:  # the first section names the handoff: a rerun finds the message by it
+        out[0]["block_id"] = post_block_id(h.rotation.name, h.shift.handoff_at)
     value = {
         "rotation": h.rotation.name,
         "handoff_at": h.shift.handoff_at.isoformat(),
@@ -144,15 +152,102 @@ class HandoffCommands:
     def post(
         self, rotation: Rotation, now: datetime | None = None
     ) -> tuple[str, str, handoff.Handoff]:
-        """Build, render and post the handoff; returns (channel id, message ts, handoff)."""
+        """Build, render and post the handoff; returns (channel id, message ts, handoff).
+
+        The first copy of a handoff is recorded (``handoff_post``): its acknowledgement
+        reminder goes out from there."""
         h = handoff.build(
             self.engine, self.settings, rotation, pager=self.pager, chat=self.chat, now=now
         )
-        text = handoff.render(h)
         channel = self.channel_id(rotation)
-        ts = self.chat.post(channel, text, message_blocks(text, h))
-        log.info("posted the %s handoff in %s (%s)", rotation.name, channel, ts)
+        with db.transaction(self.engine) as s:
+            row, first = notes.claim_post(s, rotation.name, h.shift.handoff_at,
+                                          channel_id=channel, incoming=h.incoming_ids,
+                                          now=utcnow())  # fmt: skip
+            post_id = row.id
+        ts = self._send(channel, h)
+        if first:
+            with db.transaction(self.engine) as s:
+                notes.record_post(s, post_id, ts, utcnow())  # type: ignore[arg-type]
         return channel, ts, h
+
+    def _send(self, channel: str, h: handoff.Handoff) -> str:
+        text = handoff.render(h)
+        ts = self.chat.post(channel, text, message_blocks(text, h))
+        log.info("posted the %s handoff in %s (%s)", h.rotation.name, channel, ts)
+        return ts
+
+    def scheduled(self, rotation: Rotation, slot: datetime, grace: float) -> str | None:
+        """The handoff due at ``slot`` (a scheduler slot), posted once; returns its ts.
+
+        With ``shift_change`` the slot is only when the check ran: the handoff is due when
+        PagerDuty's current shift started after the last handoff posted, within ``grace``
+        seconds. A rerun after a crash finds the message by its block id instead of posting
+        a second one."""
+        now = utcnow()
+        h = handoff.build(
+            self.engine, self.settings, rotation, pager=self.pager, chat=self.chat,
+            now=slot if not rotation.shift_change else now,
+        )  # fmt: skip
+        handoff_at = h.shift.handoff_at
+        if rotation.shift_change and (now - handoff_at).total_seconds() > grace:
+            return None  # the current shift began long ago: its handoff is not due now
+        channel = self.channel_id(rotation)
+        with db.transaction(self.engine) as s:
+            row, first = notes.claim_post(s, rotation.name, handoff_at, channel_id=channel,
+                                          incoming=h.incoming_ids, now=now)  # fmt: skip
+            post_id, ts, posted_in = row.id, row.message_ts, row.channel_id
+        if ts is not None:
+            return ts  # posted already (scheduled, or by `/incident handoff` first)
+        if not first:
+            ts = self.chat.find_message(posted_in, post_block_id(rotation.name, handoff_at))
+        if ts is None:
+            ts = self._send(posted_in, h)
+        with db.transaction(self.engine) as s:
+            notes.record_post(s, post_id, ts, utcnow())  # type: ignore[arg-type]
+        return ts
+
+    def remind(self, now: datetime | None = None) -> int:
+        """Remind the incoming on-call of handoffs not acknowledged within
+        ``ack_reminder_minutes``, once; only the rotation's latest handoff is reminded of."""
+        now = now or utcnow()
+        sent = 0
+        for rotation in self.settings.handoff.rotations:
+            if rotation.ack_reminder_minutes <= 0:
+                continue
+            cutoff = now - timedelta(minutes=rotation.ack_reminder_minutes)
+            with db.transaction(self.engine) as s:
+                latest = notes.latest_post(s, rotation.name)
+                due = notes.posts_to_remind(s, rotation.name, cutoff)
+                for old in due:  # superseded by a later handoff: too late to remind
+                    if latest is not None and old.id != latest.id:
+                        old.reminded_at = now
+                        s.add(old)
+                due = [p for p in due if latest is not None and p.id == latest.id]
+                pending = [(p.id, p.channel_id, p.message_ts, list(p.incoming), p.handoff_at)
+                           for p in due]  # fmt: skip
+            for post_id, channel, ts, incoming, handoff_at in pending:
+                assert ts is not None
+                link = self.chat.permalink(channel, ts)
+                who = " ".join(f"<@{u}>" for u in incoming) or "Incoming on-call"
+                posted = when(handoff_at, rotation.timezone)
+                what = f"<{link}|handoff>" if link else "handoff"
+                text = (
+                    f":bell: {who}: the *{rotation.name}* {what} of {posted} is not "
+                    "acknowledged yet. Read it and press *Acknowledge handoff*."
+                )
+                try:
+                    self.chat.post(channel, text, [])
+                except ExternalError as exc:
+                    log.warning("handoff reminder for %s not posted: %s", rotation.name, exc)
+                    continue
+                with db.transaction(self.engine) as s:
+                    row = s.get(HandoffPost, post_id)
+                    if row is not None:
+                        row.reminded_at = now
+                        s.add(row)
+                sent += 1
+        return sent
 
     def click(
         self,

@@ -1,0 +1,1 @@
+"""Reminders: status updates on cadence, stale incidents, postmortems due, overdue action items."""

@@ -1,0 +1,230 @@
+"""The scheduled reminders that look at the whole state once a day or once a week:
+
+- **stale incidents**: open longer than ``reminders.stale_after``; the commander is reminded
+  in the incident's channel (a "Dismiss" button stops it for that incident);
+- **postmortems due and overdue**: from ``reminders.postmortem_due_soon`` days before the due
+  date, and every run while overdue, the owner (else the commander) is reminded in the
+  incident's channel;
+- **overdue action items**, weekly: each owner who is a Slack user gets their own list by
+  direct message, and the whole list, by owner, goes to ``reminders.channel`` (default: the
+  digest channel).
+
+Each run records what it sent in the ``reminder`` table; a reminder sent for the same day is
+not sent again (a rerun after a crash, or a run from a second scheduler, changes nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from incidentbot import db, policy
+from incidentbot.action_items.due import today as team_today
+from incidentbot.action_items.report import ItemView, overdue
+from incidentbot.clock import utcnow
+from incidentbot.config import Settings
+from incidentbot.durations import format_span
+from incidentbot.incidents.models import Incident
+from incidentbot.ports import Chat, ExternalError
+from incidentbot.postmortems.models import PUBLISHED, Postmortem
+from incidentbot.reminders import blocks, state
+from incidentbot.reminders.models import POSTMORTEM, STALE
+
+log = logging.getLogger(__name__)
+
+LIST_LIMIT = 25  # lines per digest message; the rest is counted
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    kind: str
+    subject: str
+    channel: str
+    text: str
+    blocks: list[dict]  # type: ignore[type-arg]
+
+
+class Digests:
+    def __init__(self, settings: Settings, engine: Engine, chat: Chat):
+        self.settings = settings
+        self.engine = engine
+        self.chat = chat
+
+    # -- sending with a record -------------------------------------------------------------
+
+    def _already_today(self, kind: str, subject: str, today: date) -> bool:
+        with db.transaction(self.engine) as s:
+            row = state.get(s, kind, subject)
+            if row is None or row.last_sent_at is None:
+                return False
+            if row.dismissed_at is not None:
+                return True
+            return team_today(self.settings.timezone, row.last_sent_at) == today
+
+    def _send(self, out: Outgoing, now: datetime) -> bool:
+        try:
+            ts = self.chat.post(out.channel, out.text, out.blocks)
+        except ExternalError as exc:
+            log.warning("%s reminder for %s not posted: %s", out.kind, out.subject, exc)
+            return False
+        with db.transaction(self.engine) as s:
+            row = state.ensure(s, out.kind, out.subject, now)
+            state.sent(row, now, out.channel, ts)
+            s.add(row)
+        return True
+
+    # -- stale incidents -------------------------------------------------------------------
+
+    def stale(self, now: datetime | None = None) -> int:
+        now = now or utcnow()
+        today = team_today(self.settings.timezone, now)
+        cutoff = now - self.settings.reminders.stale_after
+        terminal = policy.terminal_statuses(self.settings)
+        with db.transaction(self.engine) as s:
+            incidents = list(
+                s.exec(
+                    select(Incident)
+                    .where(col(Incident.status).not_in(terminal))
+                    .where(col(Incident.declared_at) <= cutoff)
+                    .order_by(col(Incident.number))
+                )
+            )
+        sent = 0
+        command = self.settings.slack.command
+        for inc in incidents:
+            subject = str(inc.id)
+            if not inc.channel_id or self._already_today(STALE, subject, today):
+                continue
+            text = (
+                f":hourglass: {blocks.who(inc.commander)}: *{inc.ref}* has been open for "
+                f"{format_span(now - inc.declared_at)} (declared "
+                f"{blocks.when(inc.declared_at, self.settings.timezone)}). If it is over, "
+                f"`{command} resolve <summary>`; if not, post a status update."
+            )
+            out = Outgoing(
+                STALE, subject, inc.channel_id, text,
+                blocks.reminder_blocks(text, kind=STALE, subject=subject, basis=None,
+                                       dismiss="Stop reminding for this incident"),
+            )  # fmt: skip
+            sent += self._send(out, now)
+        return sent
+
+    # -- postmortems -----------------------------------------------------------------------
+
+    def postmortems(self, now: datetime | None = None) -> int:
+        now = now or utcnow()
+        today = team_today(self.settings.timezone, now)
+        soon = self.settings.reminders.postmortem_due_soon
+        with db.transaction(self.engine) as s:
+            found = list(
+                s.exec(
+                    select(Postmortem, Incident)
+                    .join(Incident, col(Incident.id) == Postmortem.incident_id)
+                    .where(Postmortem.status != PUBLISHED)
+                    .where(col(Postmortem.due_date).is_not(None))
+                    .order_by(col(Postmortem.due_date), col(Incident.number))
+                )
+            )
+        sent = 0
+        for pm, inc in found:
+            due: date = pm.due_date  # type: ignore[assignment]
+            days = (due - today).days
+            if days > soon:
+                continue
+            channel = inc.channel_id or self._digest_channel()
+            subject = str(inc.id)
+            if channel is None or self._already_today(POSTMORTEM, subject, today):
+                continue
+            owner = blocks.who(pm.owner or inc.commander)
+            if days < 0:
+                n = -days
+                head = f":rotating_light: {owner}: the postmortem of *{inc.ref}* is overdue "
+                head += f"by {n} day{'s' if n != 1 else ''} (it was due {due:%a %d %b})."
+            else:
+                when = {0: "today", 1: "tomorrow"}.get(days, f"in {days} days")
+                head = f":memo: {owner}: the postmortem of *{inc.ref}* is due {when} "
+                head += f"({due:%a %d %b})."
+            text = (
+                f"{head} It is {pm.status.replace('_', ' ')}: "
+                f"`{self.settings.slack.command} postmortem` shows it."
+            )
+            out = Outgoing(POSTMORTEM, subject, channel, text,
+                           blocks.reminder_blocks(text, kind=POSTMORTEM, subject=subject,
+                                                  basis=None))  # fmt: skip
+            sent += self._send(out, now)
+        return sent
+
+    # -- overdue action items, weekly ------------------------------------------------------
+
+    def _digest_channel(self) -> str | None:
+        name = self.settings.reminders.channel or self.settings.channels.digest
+        try:
+            found = self.chat.find_channel(name)
+        except ExternalError as exc:
+            log.warning("cannot look up #%s: %s", name, exc)
+            return None
+        if found is None:
+            log.warning("reminders: channel #%s does not exist or the bot cannot see it", name)
+            return None
+        return found.id
+
+    @staticmethod
+    def _line(v: ItemView, today: date) -> str:
+        assert v.item.due_date is not None
+        late = (today - v.item.due_date).days
+        return (
+            f"• #{v.item.id} {v.incident_ref}: {blocks.mrkdwn(v.item.text)} "
+            f"(due {v.item.due_date:%a %d %b}, {late} day{'s' if late != 1 else ''} overdue)"
+        )
+
+    def action_items(self, now: datetime | None = None) -> int:
+        """DMs to each Slack owner and one list in the digest channel; returns messages sent."""
+        now = now or utcnow()
+        today = team_today(self.settings.timezone, now)
+        with db.transaction(self.engine) as s:
+            views = overdue(s, self.settings, now=now)
+        if not views:
+            return 0
+        by_owner: dict[str, list[ItemView]] = defaultdict(list)
+        for v in views:
+            by_owner[v.item.owner or ""].append(v)
+        sent = 0
+        command = self.settings.slack.command
+        for owner, mine in sorted(by_owner.items()):
+            if not blocks.is_user_id(owner):
+                continue
+            lines = [self._line(v, today) for v in mine[:LIST_LIMIT]]
+            if len(mine) > LIST_LIMIT:
+                lines.append(f"… and {len(mine) - LIST_LIMIT} more")
+            n = len(mine)
+            text = "\n".join(
+                [f":clipboard: You have {n} overdue action item{'s' if n != 1 else ''}:", *lines,
+                 f"Mark one done with `{command} action done <id>`, or close one that will not "
+                 f"be done with `{command} action wontdo <id> <reason>`."]
+            )  # fmt: skip
+            try:
+                self.chat.post(self.chat.open_dm(owner), text, [])
+                sent += 1
+            except ExternalError as exc:
+                log.warning("overdue action items digest for %s not sent: %s", owner, exc)
+        channel = self._digest_channel()
+        if channel is None:
+            return sent
+        lines = [f":clipboard: *Overdue action items*: {len(views)}, by owner"]
+        for owner, mine in sorted(by_owner.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            lines.append(f"*{blocks.who(owner) if owner else 'No owner'}* ({len(mine)})")
+            lines.extend(self._line(v, today) for v in mine[:LIST_LIMIT])
+            if len(mine) > LIST_LIMIT:
+                lines.append(f"… and {len(mine) - LIST_LIMIT} more")
+        text = "\n".join(lines)
+        try:
+            self.chat.post(channel, text, [])
+            sent += 1
+        except ExternalError as exc:
+            log.warning("overdue action items digest not posted in %s: %s", channel, exc)
+        return sent

@@ -1,0 +1,139 @@
+"""The jobs the bot schedules by itself: handoffs, their acknowledgement reminders, and the
+reminders of status updates, stale incidents, postmortems and overdue action items.
+
+Their schedules are defaults: a ``scheduler.jobs`` entry with the same name overrides one (a
+different cron, a longer grace, or ``enabled: false``). They need the bot's Slack (and, for
+handoffs, PagerDuty) adapters: :func:`builtin_jobs` binds them to :class:`Services`; without
+services (``incidentbot jobs list``) the jobs are listed but cannot run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from incidentbot.clock import utcnow
+from incidentbot.config import Settings
+from incidentbot.handoff.config import Rotation
+from incidentbot.ports import Chat, Pager
+from incidentbot.scheduler.core import Scheduler, resolve_jobs
+from incidentbot.scheduler.registry import JobContext, RegisteredJob, registered
+
+DAILY_GRACE = 6 * 3600.0  # a daily digest missed during a morning outage still goes out
+HANDOFF_GRACE = 3600.0
+POLL_GRACE = 120.0
+STATUS_JOB = "reminders.status"
+STALE_JOB = "reminders.stale"
+POSTMORTEM_JOB = "reminders.postmortems"
+ACTIONS_JOB = "reminders.action_items"
+ACK_JOB = "handoff.ack_reminders"
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    engine: Engine
+    chat: Chat
+    pager: Pager | None
+
+
+def handoff_job(name: str) -> str:
+    return f"handoff.{name}"
+
+
+def builtin_jobs(settings: Settings, services: Services | None) -> dict[str, RegisteredJob]:
+    """The bot's own jobs by name, bound to ``services`` (None: listed, not runnable)."""
+    tz = settings.timezone
+
+    def bound(make: Callable[[Services, JobContext], Any]) -> Callable[[JobContext], Any]:
+        def run(ctx: JobContext) -> Any:
+            if services is None:
+                raise RuntimeError("this job runs in the bot (incidentbot serve)")
+            return make(services, ctx)
+
+        return run
+
+    jobs = [
+        RegisteredJob(STATUS_JOB, bound(_status), every=60, grace=POLL_GRACE, idempotent=True,
+                      enabled=settings.reminders.status_updates),
+        RegisteredJob(STALE_JOB, bound(_stale), cron="0 10 * * MON-FRI", timezone=tz,
+                      grace=DAILY_GRACE, idempotent=True),
+        RegisteredJob(POSTMORTEM_JOB, bound(_postmortems), cron="0 10 * * MON-FRI",
+                      timezone=tz, grace=DAILY_GRACE, idempotent=True),
+        RegisteredJob(ACTIONS_JOB, bound(_action_items), cron="0 9 * * MON", timezone=tz,
+                      grace=DAILY_GRACE),
+    ]  # fmt: skip
+    rotations = settings.handoff.rotations
+    for rotation in rotations:
+        run = bound(_handoff(rotation))
+        if rotation.shift_change:
+            jobs.append(RegisteredJob(handoff_job(rotation.name), run, every=60,
+                                      grace=HANDOFF_GRACE, idempotent=True))  # fmt: skip
+        else:
+            jobs.append(RegisteredJob(handoff_job(rotation.name), run, cron=rotation.cron,
+                                      timezone=rotation.timezone, grace=HANDOFF_GRACE,
+                                      idempotent=True))  # fmt: skip
+    if rotations:
+        jobs.append(RegisteredJob(ACK_JOB, bound(_ack_reminders), every=60, grace=POLL_GRACE,
+                                  idempotent=True))  # fmt: skip
+    return {j.name: j for j in jobs}
+
+
+def build_scheduler(
+    settings: Settings, engine: Engine, services: Services | None, *, name: str | None = None
+) -> Scheduler:
+    """The scheduler with every registered job and, given ``services``, the bot's own jobs,
+    as configured (an entry naming an unknown job is refused: SchedulerError)."""
+    registry = registered()
+    if services is not None:
+        registry.update(builtin_jobs(settings, services))
+    jobs = resolve_jobs(settings.scheduler, settings.timezone, registry=registry)
+    return Scheduler(engine, jobs, name=name, retry=settings.scheduler.retry)
+
+
+def _status(svc: Services, ctx: JobContext) -> int:
+    from incidentbot.reminders.status import StatusReminders
+
+    return StatusReminders(svc.settings, svc.engine, svc.chat).check(utcnow())
+
+
+def _digests(svc: Services) -> Any:
+    from incidentbot.reminders.digests import Digests
+
+    return Digests(svc.settings, svc.engine, svc.chat)
+
+
+def _stale(svc: Services, ctx: JobContext) -> int:
+    return int(_digests(svc).stale(utcnow()))
+
+
+def _postmortems(svc: Services, ctx: JobContext) -> int:
+    return int(_digests(svc).postmortems(utcnow()))
+
+
+def _action_items(svc: Services, ctx: JobContext) -> int:
+    return int(_digests(svc).action_items(utcnow()))
+
+
+def _handoffs(svc: Services) -> Any:
+    from incidentbot.slack.handoff_commands import HandoffCommands
+
+    return HandoffCommands(svc.settings, svc.engine, svc.chat, svc.pager)
+
+
+def _handoff(rotation: Rotation) -> Callable[[Services, JobContext], Any]:
+    def run(svc: Services, ctx: JobContext) -> Any:
+        grace = next(
+            (j.grace for j in svc.settings.scheduler.jobs if j.name == ctx.job and j.grace),
+            HANDOFF_GRACE,
+        )
+        return _handoffs(svc).scheduled(rotation, ctx.slot, grace)
+
+    return run
+
+
+def _ack_reminders(svc: Services, ctx: JobContext) -> int:
+    return int(_handoffs(svc).remind(utcnow()))
