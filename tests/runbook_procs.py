@@ -47,6 +47,7 @@ class BotProcess:
         lease: float = 1.5,
         workers: int = 2,
         pause_after: int | str | None = None,
+        extra_env: dict[str, str] | None = None,
     ):
         env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENTBOT_")}
         env.pop("LEDGER_HARNESS_PAUSE_AFTER", None)
@@ -64,6 +65,7 @@ class BotProcess:
         )
         if pause_after is not None:
             env["LEDGER_HARNESS_PAUSE_AFTER"] = str(pause_after)
+        env.update(extra_env or {})
         self.url: str | None = None
         self.log_path = log_path
         self._log = log_path.open("wb")

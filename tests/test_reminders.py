@@ -13,7 +13,7 @@ from incidentbot import db
 from incidentbot.incidents import service as svc
 from incidentbot.slack.reminder_commands import ReminderCommands
 from tests.clock_support import moving_clock, tick
-from tests.slack_harness import channel_of, running_bot, settled, wait_for
+from tests.slack_harness import assert_spec_conformance, channel_of, running_bot, settled, wait_for
 
 # Tuesday 7 May 2024, 14:00 UTC.
 T0 = datetime(2024, 5, 7, 14, 0, tzinfo=UTC)
@@ -148,3 +148,4 @@ def test_reminders_fire_on_cadence_snooze_dismiss_and_stop_after_an_update(engin
                 "SELECT outcome FROM scheduler_run WHERE job = 'reminders.status'"
             )).scalars())  # fmt: skip
         assert "ok" in outcomes and "failed" not in outcomes
+        assert_spec_conformance(slack)
