@@ -20,6 +20,8 @@ import yaml
 from sqlalchemy import select
 
 from incidentbot import clock, db
+from incidentbot.config import Settings
+from incidentbot.scheduler.builtin import builtin_jobs
 from incidentbot.scheduler.config import JobSchedule, SchedulerSettings
 from incidentbot.scheduler.core import Scheduler, make_trigger, resolve_jobs
 from incidentbot.scheduler.models import SchedulerRun
@@ -82,7 +84,42 @@ def test_bad_schedules_are_refused_with_the_reason():
         resolve_jobs(SchedulerSettings(jobs=[JobSchedule(name="nope", every=5)]), "UTC", {})
 
 
+BUILTIN = sorted(builtin_jobs(Settings(), None))
+
+
 # -- claims --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_config_check_knows_the_built_in_and_imported_jobs(cli, tmp_path):
+    def check(config: dict) -> tuple[int, str]:
+        (tmp_path / "incidentbot.yaml").write_text(yaml.safe_dump(config))
+        code, out, err = cli("config", "check")
+        return code, out + err
+
+    code, out = check({"scheduler": {"jobs": [{"name": "reminders.stale", "cron": "0 8 * * MON"}]}})
+    assert code == 0, out
+    code, out = check({"scheduler": {"jobs": [{"name": "reminders.stal", "enabled": False}]}})
+    assert code == 1
+    assert "no job named 'reminders.stal' is registered" in out
+    assert "reminders.stale" in out  # the known ones are listed
+    jobs = [{"name": "harness.effect", "every": 5}]
+    code, out = check({"scheduler": {"imports": ["tests.scheduler_harness"], "jobs": jobs}})
+    assert code == 0, out
+    code, out = check({"scheduler": {"imports": ["tests.no_such_module"]}})
+    assert code == 1
+    assert "scheduler.imports: cannot import 'tests.no_such_module'" in out
+    code, out = check({"scheduler": {"jobs": [{"name": "reminders.stale", "cron": "0 8 * * 1"}]}})
+    assert code != 0
+    assert "name the day of the week" in out
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_scheduler_without_slack_refuses_to_starve_the_built_in_jobs(cli, tmp_path):
+    code, _, err = cli("scheduler", "--import", "tests.scheduler_harness")
+    assert code == 1
+    assert "INCIDENTBOT_SLACK_BOT_TOKEN is not set, and the built-in jobs need Slack" in err
+    assert "reminders.status" in err
 
 
 def test_two_schedulers_racing_fire_each_slot_once(engine):
@@ -286,8 +323,11 @@ def test_three_scheduler_processes_fire_every_slot_exactly_once_through_two_lead
     url = pg_cluster.url(name)
     engine = db.make_engine(url)
     config = tmp_path / "incidentbot.yaml"
+    # Only the harness job: the built-in ones (which need Slack) are switched off.
+    builtin = [{"name": n, "enabled": False} for n in BUILTIN]
     config.write_text(yaml.safe_dump({"scheduler": {
-        "retry": 0.5, "jobs": [{"name": "harness.effect", "every": 1, "grace": 30}]}}))  # fmt: skip
+        "retry": 0.5,
+        "jobs": [{"name": "harness.effect", "every": 1, "grace": 30}, *builtin]}}))  # fmt: skip
     server = EffectServer().start()
     procs = {n: SchedulerProcess(url, config, server.url, n, tmp_path / f"{n}.log")
              for n in ("s1", "s2", "s3")}  # fmt: skip

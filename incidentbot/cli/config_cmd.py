@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 import yaml
 
-from incidentbot.cli.common import console, state
+from incidentbot.cli.common import CliError, console, state
 from incidentbot.config import SECRET_FIELDS, load_settings
+from incidentbot.errors import DomainError
+from incidentbot.scheduler import builtin as scheduled
 
 app = typer.Typer(help="Configuration.", no_args_is_help=True)
 
@@ -21,6 +23,10 @@ def check(
     """Validate a configuration file and report every problem with its path."""
     target = path or state(ctx).config_path
     settings = load_settings(target)
+    try:
+        scheduled.check(settings)
+    except DomainError as exc:
+        raise CliError(f"{target or 'defaults'}: {exc}") from None
     console.print(
         f"{target or 'defaults'}: ok ({len(settings.severities)} severities, "
         f"{len(settings.statuses)} statuses, {len(settings.roles)} roles, "

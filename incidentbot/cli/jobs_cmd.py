@@ -7,7 +7,6 @@ SIGINT; with several replicas one leads and the others stand by (see docs/schedu
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import threading
@@ -25,7 +24,7 @@ from incidentbot import clock, db
 from incidentbot.cli.common import CliError, console, state
 from incidentbot.config import Settings
 from incidentbot.handoff.service import pager_for
-from incidentbot.scheduler.builtin import Services, build_scheduler, builtin_jobs
+from incidentbot.scheduler.builtin import Services, build_scheduler, builtin_jobs, import_modules
 from incidentbot.scheduler.core import resolve_jobs
 from incidentbot.scheduler.models import SchedulerRun
 from incidentbot.scheduler.registry import registered
@@ -35,14 +34,6 @@ app = typer.Typer(help="Scheduled jobs: list them and their recent runs.", no_ar
 log = logging.getLogger("incidentbot.scheduler")
 
 IMPORTS = typer.Option([], "--import", help="Module that registers jobs (repeatable).")
-
-
-def _import(modules: list[str]) -> None:
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            raise CliError(f"--import {module}: cannot import it: {exc}") from None
 
 
 def _fmt(when: datetime | None, tz: ZoneInfo) -> str:
@@ -57,8 +48,9 @@ def list_cmd(
 ) -> None:
     """Each job: schedule, next run, last runs (newest first)."""
     st = state(ctx)
-    _import(imports)
+    import_modules(imports, "--import")
     tz = ZoneInfo(st.settings.timezone)
+    import_modules(st.settings.scheduler.imports)
     registry = {**registered(), **builtin_jobs(st.settings, None)}
     jobs = {j.name: j for j in resolve_jobs(st.settings.scheduler, st.settings.timezone,
                                             registry, strict=False)}  # fmt: skip
@@ -103,14 +95,23 @@ def list_cmd(
 
 
 def _services(settings: Settings, engine: Engine) -> Services | None:
-    """The adapters the built-in jobs need; None (they do not run here) without a Slack token."""
+    """The adapters the built-in jobs need. Without a Slack token they cannot run, and a
+    scheduler leading without them would starve them on every replica: refused, unless they
+    are all disabled in ``scheduler.jobs``."""
     token = settings.slack_bot_token
-    if token is None or not token.get_secret_value():
-        log.warning("INCIDENTBOT_SLACK_BOT_TOKEN is not set: the built-in jobs (handoffs, "
-                    "reminders) are left to `incidentbot serve`")  # fmt: skip
-        return None
-    chat = SlackChat(token.get_secret_value(), base_url=settings.slack.api_url)
-    return Services(settings, engine, chat, pager_for(settings))
+    if token is not None and token.get_secret_value():
+        chat = SlackChat(token.get_secret_value(), base_url=settings.slack.api_url)
+        return Services(settings, engine, chat, pager_for(settings))
+    builtin = builtin_jobs(settings, None)
+    jobs = resolve_jobs(settings.scheduler, settings.timezone, {**registered(), **builtin})
+    enabled = [j.name for j in jobs if j.name in builtin and j.runnable]
+    if enabled:
+        raise CliError(
+            f"INCIDENTBOT_SLACK_BOT_TOKEN is not set, and the built-in jobs need Slack "
+            f"({', '.join(enabled)}): set it, run the scheduler in `incidentbot serve` (it does "
+            "by default), or disable them under scheduler.jobs"
+        )
+    return None
 
 
 def scheduler_cmd(
@@ -126,7 +127,7 @@ def scheduler_cmd(
             level=st.settings.log_level,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-    _import(imports)
+    import_modules(imports, "--import")
     engine = st.engine
     sched = build_scheduler(st.settings, engine, _services(st.settings, engine), name=name)
     jobs = list(sched.jobs.values())

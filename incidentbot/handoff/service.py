@@ -109,14 +109,12 @@ def _oncall_at(pager: Pager, rotation: Rotation, moment: datetime) -> list[OnCal
     return list(found.values())
 
 
-def shift_for(rotation: Rotation, now: datetime, pager: Pager | None) -> Shift:
-    """The shift handed over at ``now``: by the cron, or (``shift_change``) by PagerDuty: the
-    current on-call's shift started at ``handoff_at``, the previous one's at ``start``."""
-    if not rotation.shift_change or pager is None:
-        return shift_at(rotation, now)
+def pager_shift(rotation: Rotation, now: datetime, pager: Pager) -> Shift | None:
+    """The shift by PagerDuty: the current on-call's shift started at ``handoff_at``, the
+    previous one's at ``start``; None when nobody is on call (ExternalError: no answer)."""
     starts = [r.start for r in _oncall_at(pager, rotation, now) if r.start is not None]
     if not starts:
-        return shift_at(rotation, now)
+        return None
     handoff_at = max(starts)
     before = [
         r.start
@@ -125,6 +123,14 @@ def shift_for(rotation: Rotation, now: datetime, pager: Pager | None) -> Shift:
     ]
     start = min(before) if before else handoff_at - timedelta(days=7)
     return Shift(start=start, handoff_at=handoff_at, end=now)
+
+
+def shift_for(rotation: Rotation, now: datetime, pager: Pager | None) -> Shift:
+    """The shift handed over at ``now``: by the cron, or (``shift_change``) by PagerDuty,
+    falling back to the cron when nobody is on call."""
+    if not rotation.shift_change or pager is None:
+        return shift_at(rotation, now)
+    return pager_shift(rotation, now, pager) or shift_at(rotation, now)
 
 
 def _person(chat: Chat | None, row: OnCall, problems: list[str]) -> Person:

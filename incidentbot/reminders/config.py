@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from incidentbot.durations import format_span
 from incidentbot.policy_models import Duration
 
 
@@ -38,8 +39,8 @@ class RemindersSettings(BaseModel):
     )
     channel: str | None = Field(
         default=None,
-        description="where the weekly overdue action item digest goes (default: the digest "
-        "channel, `channels.digest`)",
+        description="channel name for the weekly overdue action item digest and for reminders "
+        "of postmortems whose incident has no channel (default: `channels.digest`)",
     )
 
     @field_validator("snooze")
@@ -49,7 +50,7 @@ class RemindersSettings(BaseModel):
             raise ValueError("give one to three snooze durations, e.g. [15m, 1h]")
         for d in value:
             if not timedelta(minutes=1) <= d <= timedelta(days=1):
-                raise ValueError(f"snooze {d} is not between 1m and 1d")
+                raise ValueError(f"snooze {format_span(d) if d else '0m'} is not between 1m and 1d")
         return sorted(set(value))
 
     @field_validator("stale_after")

@@ -33,11 +33,19 @@ from incidentbot.incidents.models import Incident
 from incidentbot.ports import Chat, ExternalError
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
 from incidentbot.reminders import blocks, state
-from incidentbot.reminders.models import POSTMORTEM, STALE
+from incidentbot.reminders.models import ACTION_ITEMS, POSTMORTEM, STALE
 
 log = logging.getLogger(__name__)
 
-LIST_LIMIT = 25  # lines per digest message; the rest is counted
+LIST_LIMIT = 25  # items listed per owner; the rest is counted
+CHANNEL_LINES = 150  # lines in the digest channel's message (Slack shortens long messages)
+DIGEST_SUBJECT = "#digest"  # the reminder row of the digest channel's weekly message
+
+
+def _person(name: str | None) -> str:
+    """A mention for a Slack user id; a name people typed (a free-text owner) escaped, so it
+    is shown as written and cannot mention or link anything (``<!here>``)."""
+    return blocks.who(name) if not name or blocks.is_user_id(name) else blocks.mrkdwn(name)
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,7 @@ class Digests:
             if not inc.channel_id or self._already_today(STALE, subject, today):
                 continue
             text = (
-                f":hourglass: {blocks.who(inc.commander)}: *{inc.ref}* has been open for "
+                f":hourglass: {_person(inc.commander)}: *{inc.ref}* has been open for "
                 f"{format_span(now - inc.declared_at)} (declared "
                 f"{blocks.when(inc.declared_at, self.settings.timezone)}). If it is over, "
                 f"`{command} resolve <summary>`; if not, post a status update."
@@ -140,7 +148,7 @@ class Digests:
             subject = str(inc.id)
             if channel is None or self._already_today(POSTMORTEM, subject, today):
                 continue
-            owner = blocks.who(pm.owner or inc.commander)
+            owner = _person(pm.owner or inc.commander)
             if days < 0:
                 n = -days
                 head = f":rotating_light: {owner}: the postmortem of *{inc.ref}* is overdue "
@@ -149,10 +157,10 @@ class Digests:
                 when = {0: "today", 1: "tomorrow"}.get(days, f"in {days} days")
                 head = f":memo: {owner}: the postmortem of *{inc.ref}* is due {when} "
                 head += f"({due:%a %d %b})."
-            text = (
-                f"{head} It is {pm.status.replace('_', ' ')}: "
-                f"`{self.settings.slack.command} postmortem` shows it."
+            state_now = {"draft": "It is still a draft", "in_review": "It is in review"}.get(
+                pm.status, f"It is {pm.status.replace('_', ' ')}"
             )
+            text = f"{head} {state_now}: `{self.settings.slack.command} postmortem` shows it."
             out = Outgoing(POSTMORTEM, subject, channel, text,
                            blocks.reminder_blocks(text, kind=POSTMORTEM, subject=subject,
                                                   basis=None))  # fmt: skip
@@ -196,35 +204,39 @@ class Digests:
         sent = 0
         command = self.settings.slack.command
         for owner, mine in sorted(by_owner.items()):
-            if not blocks.is_user_id(owner):
+            if not blocks.is_user_id(owner) or self._already_today(ACTION_ITEMS, owner, today):
                 continue
-            lines = [self._line(v, today) for v in mine[:LIST_LIMIT]]
-            if len(mine) > LIST_LIMIT:
-                lines.append(f"… and {len(mine) - LIST_LIMIT} more")
             n = len(mine)
             text = "\n".join(
-                [f":clipboard: You have {n} overdue action item{'s' if n != 1 else ''}:", *lines,
+                [f":clipboard: You have {n} overdue action item{'s' if n != 1 else ''}:",
+                 *self._lines(mine, today),
                  f"Mark one done with `{command} action done <id>`, or close one that will not "
                  f"be done with `{command} action wontdo <id> <reason>`."]
             )  # fmt: skip
             try:
-                self.chat.post(self.chat.open_dm(owner), text, [])
-                sent += 1
+                dm = self.chat.open_dm(owner)
             except ExternalError as exc:
                 log.warning("overdue action items digest for %s not sent: %s", owner, exc)
+                continue
+            sent += self._send(Outgoing(ACTION_ITEMS, owner, dm, text, []), now)
         channel = self._digest_channel()
-        if channel is None:
+        if channel is None or self._already_today(ACTION_ITEMS, DIGEST_SUBJECT, today):
             return sent
         lines = [f":clipboard: *Overdue action items*: {len(views)}, by owner"]
-        for owner, mine in sorted(by_owner.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-            lines.append(f"*{blocks.who(owner) if owner else 'No owner'}* ({len(mine)})")
-            lines.extend(self._line(v, today) for v in mine[:LIST_LIMIT])
-            if len(mine) > LIST_LIMIT:
-                lines.append(f"… and {len(mine) - LIST_LIMIT} more")
-        text = "\n".join(lines)
-        try:
-            self.chat.post(channel, text, [])
-            sent += 1
-        except ExternalError as exc:
-            log.warning("overdue action items digest not posted in %s: %s", channel, exc)
-        return sent
+        # Named owners first, most items first; items nobody owns last.
+        for owner, mine in sorted(by_owner.items(), key=lambda kv: (not kv[0], -len(kv[1]), kv[0])):
+            lines.append(f"*{_person(owner) if owner else 'No owner'}* ({len(mine)})")
+            lines.extend(self._lines(mine, today))
+        if len(lines) > CHANNEL_LINES:
+            lines = [
+                *lines[: CHANNEL_LINES - 1],
+                f"… and {len(lines) - CHANNEL_LINES + 1} more lines",
+            ]
+        out = Outgoing(ACTION_ITEMS, DIGEST_SUBJECT, channel, "\n".join(lines), [])
+        return sent + self._send(out, now)
+
+    def _lines(self, mine: list[ItemView], today: date) -> list[str]:
+        lines = [self._line(v, today) for v in mine[:LIST_LIMIT]]
+        if len(mine) > LIST_LIMIT:
+            lines.append(f"… and {len(mine) - LIST_LIMIT} more")
+        return lines

@@ -13,7 +13,8 @@ from incidentbot.db import UTCDateTime
 STATUS_UPDATE = "status_update"
 STALE = "stale"
 POSTMORTEM = "postmortem"
-KINDS = (STATUS_UPDATE, STALE, POSTMORTEM)
+ACTION_ITEMS = "action_items"  # subject: the owner's user id, or the digest channel
+KINDS = (STATUS_UPDATE, STALE, POSTMORTEM, ACTION_ITEMS)
 
 
 def _ts() -> datetime | None:
@@ -21,7 +22,8 @@ def _ts() -> datetime | None:
 
 
 class Reminder(SQLModel, table=True):
-    """One reminder per kind and subject (an incident's id for all kinds so far).
+    """One reminder per kind and subject (an incident's id; for the weekly action item digest,
+    an owner or the digest channel).
 
     ``basis`` is what the reminder counts from (for status updates: the last update, or the
     declaration); when it moves (an update was posted) the reminder starts over, and snoozes

@@ -143,10 +143,16 @@ class StatusReminders:
 
     def text(self, d: Due, now: datetime) -> str:
         command = self.settings.slack.command
+        text = (
+            f"*{d.ref}* has had no status update for {format_span(now - d.basis)} "
+            f"({d.severity} expects one every {format_span(d.cadence)}). "
+            f"Post one with `{command} update <what changed>`."
+        )
+        if d.commander:
+            return f":alarm_clock: {blocks.who(d.commander)}: {text}"
         return (
-            f":alarm_clock: {blocks.who(d.commander)}: *{d.ref}* has had no status update for "
-            f"{format_span(now - d.basis)} ({d.severity} expects one every "
-            f"{format_span(d.cadence)}). Post one with `{command} update <what changed>`."
+            f":alarm_clock: {text} Nobody is commander: take it with "
+            f"`{command} assign commander @you`."
         )
 
     def _post(self, d: Due, now: datetime) -> str:

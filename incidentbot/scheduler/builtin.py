@@ -9,6 +9,7 @@ services (``incidentbot jobs list``) the jobs are listed but cannot run.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.handoff.config import Rotation
 from incidentbot.ports import Chat, Pager
-from incidentbot.scheduler.core import Scheduler, resolve_jobs
+from incidentbot.scheduler.core import Scheduler, SchedulerError, resolve_jobs
 from incidentbot.scheduler.registry import JobContext, RegisteredJob, registered
 
 DAILY_GRACE = 6 * 3600.0  # a daily digest missed during a morning outage still goes out
@@ -64,7 +65,7 @@ def builtin_jobs(settings: Settings, services: Services | None) -> dict[str, Reg
         RegisteredJob(POSTMORTEM_JOB, bound(_postmortems), cron="0 10 * * MON-FRI",
                       timezone=tz, grace=DAILY_GRACE, idempotent=True),
         RegisteredJob(ACTIONS_JOB, bound(_action_items), cron="0 9 * * MON", timezone=tz,
-                      grace=DAILY_GRACE),
+                      grace=DAILY_GRACE, idempotent=True),
     ]  # fmt: skip
     rotations = settings.handoff.rotations
     for rotation in rotations:
@@ -86,12 +87,31 @@ def build_scheduler(
     settings: Settings, engine: Engine, services: Services | None, *, name: str | None = None
 ) -> Scheduler:
     """The scheduler with every registered job and, given ``services``, the bot's own jobs,
-    as configured (an entry naming an unknown job is refused: SchedulerError)."""
-    registry = registered()
-    if services is not None:
-        registry.update(builtin_jobs(settings, services))
-    jobs = resolve_jobs(settings.scheduler, settings.timezone, registry=registry)
+    as configured (an entry naming an unknown job is refused: SchedulerError). Without
+    services the built-in jobs are left out (their entries are still recognised)."""
+    import_modules(settings.scheduler.imports)
+    builtin = builtin_jobs(settings, services)
+    jobs = resolve_jobs(settings.scheduler, settings.timezone, {**registered(), **builtin})
+    if services is None:
+        jobs = [j for j in jobs if j.name not in builtin]
     return Scheduler(engine, jobs, name=name, retry=settings.scheduler.retry)
+
+
+def import_modules(modules: list[str], what: str = "scheduler.imports") -> None:
+    """Import the modules that register jobs; SchedulerError naming the one that fails."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise SchedulerError(f"{what}: cannot import {module!r}: {exc}") from None
+
+
+def check(settings: Settings) -> None:
+    """Refuse (SchedulerError) a ``scheduler.jobs`` entry naming no built-in or imported job,
+    or a module in ``scheduler.imports`` that does not import."""
+    import_modules(settings.scheduler.imports)
+    registry = {**registered(), **builtin_jobs(settings, None)}
+    resolve_jobs(settings.scheduler, settings.timezone, registry=registry)
 
 
 def _status(svc: Services, ctx: JobContext) -> int:

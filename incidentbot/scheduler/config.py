@@ -85,6 +85,10 @@ class JobSchedule(_Strict):
 
 class SchedulerSettings(_Strict):
     jobs: list[JobSchedule] = Field(default_factory=list)
+    imports: list[str] = Field(
+        default_factory=list,
+        description="Python modules that register jobs (`@job`), imported by the bot",
+    )
     retry: float = Field(
         default=1.0, gt=0, le=60,
         description="seconds between a standby's attempts to become the scheduler",

@@ -185,13 +185,17 @@ class HandoffCommands:
         seconds. A rerun after a crash finds the message by its block id instead of posting
         a second one."""
         now = utcnow()
-        h = handoff.build(
-            self.engine, self.settings, rotation, pager=self.pager, chat=self.chat,
-            now=slot if not rotation.shift_change else now,
-        )  # fmt: skip
+        shift = None
+        if rotation.shift_change:
+            if self.pager is None:
+                raise DomainError("shift_change needs PagerDuty (INCIDENTBOT_PAGERDUTY_API_TOKEN)")
+            # PagerDuty not answering fails this check (recorded); the next minute's retries.
+            shift = handoff.pager_shift(rotation, now, self.pager)
+            if shift is None or (now - shift.handoff_at).total_seconds() > grace:
+                return None  # nobody on call, or the current shift began long ago
+        h = handoff.build(self.engine, self.settings, rotation, pager=self.pager, chat=self.chat,
+                          now=slot if shift is None else now, shift=shift)  # fmt: skip
         handoff_at = h.shift.handoff_at
-        if rotation.shift_change and (now - handoff_at).total_seconds() > grace:
-            return None  # the current shift began long ago: its handoff is not due now
         channel = self.channel_id(rotation)
         with db.transaction(self.engine) as s:
             row, first = notes.claim_post(s, rotation.name, handoff_at, channel_id=channel,
