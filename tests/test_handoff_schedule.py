@@ -292,3 +292,29 @@ def test_serve_runs_the_scheduler_on_one_replica_and_another_takes_over(
         finally:
             for proc in procs:
                 proc.kill()
+
+
+def test_secrets_in_watch_notes_and_action_items_do_not_reach_the_handoff(engine, tmp_path):
+    key = "AbCdEf0123456789AbCdEf0123456789"
+    with bots(engine, tmp_path) as b, moving_clock(HANDOFF - timedelta(days=1)) as clock:
+        bot = b.start()
+        b.slack.driver.slash_command(
+            f"handoff note fall back to https://eth-mainnet.g.alchemy.com/v2/{key} if needed",
+            user="carol",
+            channel="oncall-rpc",
+        )
+        b.slack.driver.slash_command("declare sev3 Archive node slow", user="alice")
+        name = channel_of(engine)
+        settled(engine)
+        b.slack.driver.slash_command(
+            f"action add Rotate https://mainnet.infura.io/v3/{key.lower()} due:2024-05-05",
+            user="alice",
+            channel=name,
+        )
+        settled(engine)
+        clock.set(HANDOFF + 5 * SEC)
+        tick(bot)
+        [message] = handoffs(b.slack)
+        assert "• fall back to https://eth-mainnet.g.alchemy.com/v2/*** if needed" in message.text
+        assert "Rotate https://mainnet.infura.io/v3/***" in message.text
+        assert key not in message.text and key.lower() not in message.text

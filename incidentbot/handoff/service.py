@@ -32,6 +32,7 @@ from incidentbot.durations import format_duration
 from incidentbot.handoff import notes as handoff_notes
 from incidentbot.handoff.config import Rotation, cron_trigger
 from incidentbot.incidents.models import Incident
+from incidentbot.ledger.redact import redact_text
 from incidentbot.ports import Chat, ExternalError, OnCall, Pager
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
 
@@ -227,7 +228,7 @@ def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
                 {
                     "id": v.item.id,
                     "incident": v.incident_ref,
-                    "text": v.item.text,
+                    "text": redact_text(v.item.text),
                     "owner": who(v.item.owner) if v.item.owner else "no owner",
                     "due": due.isoformat() if due else "",
                 }
@@ -268,7 +269,9 @@ def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
         {"name": name, "count": n} for name, n in top[: settings.handoff.top_alert_groups]
     ]
     for note in handoff_notes.notes_between(s, h.rotation.name, shift.start, now):
-        h.notes.append({"by": who(note.by), "at": when(note.at, tz), "text": note.text})
+        h.notes.append(
+            {"by": who(note.by), "at": when(note.at, tz), "text": redact_text(note.text)}
+        )
 
 
 def build(

@@ -30,6 +30,7 @@ from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.durations import format_span
 from incidentbot.incidents.models import Incident
+from incidentbot.ledger.redact import redact_text
 from incidentbot.ports import Chat, ExternalError
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
 from incidentbot.reminders import blocks, state
@@ -186,7 +187,7 @@ class Digests:
         assert v.item.due_date is not None
         late = (today - v.item.due_date).days
         return (
-            f"• #{v.item.id} {v.incident_ref}: {blocks.mrkdwn(v.item.text)} "
+            f"• #{v.item.id} {v.incident_ref}: {blocks.mrkdwn(redact_text(v.item.text))} "
             f"(due {v.item.due_date:%a %d %b}, {late} day{'s' if late != 1 else ''} overdue)"
         )
 
