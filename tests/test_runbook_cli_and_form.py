@@ -196,3 +196,34 @@ def test_wait_until_when_and_rollback_in_one_run(cli, tmp_path, effects):
     code, out, _ = cli("timeline", "INC-1")
     assert "rolled back after 3 polls" in out and "not skipped" not in out
     assert "never" not in out.replace("never_", "")
+
+
+LATE = """
+name: late
+timeout: 1s
+steps:
+  - id: slow
+    uses: wait.sleep
+    with: {seconds: 1.5}
+  - id: change
+    uses: incident.note
+    with: {text: "changed"}
+    on_failure:
+      - id: undo
+        uses: incident.note
+        with: {text: "undid the change"}
+"""
+
+
+def test_a_step_the_timeout_stopped_before_it_began_is_not_rolled_back(cli, tmp_path):
+    (tmp_path / "runbooks").mkdir()
+    (tmp_path / "runbooks" / "late.yaml").write_text(LATE)
+    cli("incident", "declare", "RPC", "down")
+    code, out, err = cli("runbook", "run", "late", "-i", "INC-1")
+    assert code == 1, out + err
+    assert "✓ slow: done" in out and "✗ change: failed" in out
+    assert "the runbook's timeout of 1s passed before step change" in out
+    assert "undo" not in out.split("✗ change: failed")[1]
+    code, out, _ = cli("timeline", "INC-1")
+    assert "runbook.failed" in out
+    assert "undid the change" not in out and "changed" not in out

@@ -36,6 +36,11 @@ class PermanentError(Exception):
     """The attempt failed and retrying cannot help (a 4xx validation error, a refusal)."""
 
 
+class NotStartedError(PermanentError):
+    """The step failed before doing anything (a deadline passed, its input did not render):
+    the run fails, and the step's own rollback steps do not run (there is nothing to undo)."""
+
+
 class OutcomeUnknownError(Exception):
     """The request may or may not have taken effect (sent, then no answer).
 
@@ -149,6 +154,7 @@ class Verdict:
     kind: Literal["retry", "unknown", "permanent"]
     message: str
     retry_after: float | None = None
+    rollback: bool = True  # False: the step did nothing, so its rollback steps do not run
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -171,7 +177,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, RetryableError | PermanentError | OutcomeUnknownError):
+    if isinstance(exc, RetryableError | PermanentError | OutcomeUnknownError):  # incl. NotStarted
         return redact_text(text)  # the action's own words: the class adds nothing
     return redact_text(f"{type(exc).__name__}: {text}" if str(exc).strip() else text)
 
@@ -183,7 +189,7 @@ def classify(exc: BaseException) -> Verdict:
     if isinstance(exc, OutcomeUnknownError):
         return Verdict("unknown", _describe(exc))
     if isinstance(exc, PermanentError):
-        return Verdict("permanent", _describe(exc))
+        return Verdict("permanent", _describe(exc), rollback=not isinstance(exc, NotStartedError))
     if isinstance(exc, ExternalError):  # an adapter's own verdict (Slack, PagerDuty)
         kind = "retry" if exc.retryable else "permanent"
         return Verdict(kind, _describe(exc), exc.retry_after if exc.retryable else None)

@@ -266,7 +266,7 @@ def finish_step(
         step,
         now,
         why,
-        has_rollback=attempt.has_rollback,
+        has_rollback=attempt.has_rollback and verdict.rollback,
         is_rollback=attempt.is_rollback,
     )
 

@@ -27,6 +27,7 @@ from incidentbot.incidents.models import Incident
 from incidentbot.ledger import service as ledger
 from incidentbot.ledger.actions import (
     ActionRegistry,
+    NotStartedError,
     OutcomeUnknownError,
     PermanentError,
     RetryableError,
@@ -114,7 +115,7 @@ class RunbookActions:
         if runbook.timeout and not is_rollback:
             deadline = started + timedelta(seconds=runbook.timeout)
             if utcnow() > deadline:
-                raise PermanentError(
+                raise NotStartedError(
                     f"the runbook's timeout of {format_seconds(runbook.timeout)} passed "
                     f"before step {step.id}"
                 )
@@ -137,7 +138,7 @@ class RunbookActions:
                 return {"skipped": True, "reason": f"when: {step.when} is false"}
             rendered = expr.render(step.with_, variables)
         except expr.ExpressionError as exc:
-            raise PermanentError(mask(str(exc))) from None
+            raise NotStartedError(mask(str(exc))) from None
         try:
             inputs = action.validate(rendered)
         except ValidationError as exc:
