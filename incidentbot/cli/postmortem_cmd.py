@@ -22,7 +22,8 @@ from incidentbot.clock import utcnow
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.postmortems import lifecycle
-from incidentbot.postmortems.document import Document, build
+from incidentbot.postmortems.contents import Document
+from incidentbot.postmortems.document import build
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
 from incidentbot.postmortems.publish import publish as publish_postmortem
 from incidentbot.postmortems.render import check_format, render_document

@@ -2,11 +2,13 @@
 
 Actors are stored as they came: Slack user ids (``U0123ABCD``, sometimes ``slack:U0123ABCD``
 from buttons) or plain names from the CLI (``alice``). A document shows the name a Slack id
-stands for when it is known, else the id as it is.
+stands for when it is known, else the id as it is; :func:`plain_text` writes Slack's markup
+that way, mentions as names.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 import time
@@ -76,6 +78,34 @@ class Names:
                     if len(first) >= 3:
                         out.add(first)
         return sorted(out)
+
+
+_ANGLE = re.compile(r"<([^<>]+)>")
+
+
+def plain_text(text: str, names: Names, ids: re.Pattern[str] | None = None) -> str:
+    """Slack's markup as people read it: mentions as ``@Name``, channels as ``#name``, links
+    as ``label (url)``; ``&lt;`` and friends unescaped. Bare user ids we know become names."""
+
+    def angle(m: re.Match[str]) -> str:
+        inner = m.group(1)
+        target, _, label = inner.partition("|")
+        if target.startswith("@") and is_slack_id(target[1:]):
+            return "@" + names(target[1:])
+        if target.startswith("#"):
+            return "#" + (label or target[1:])
+        if target.startswith("!subteam^"):
+            return label if label.startswith("@") else "@" + (label or target[9:])
+        if target.startswith("!"):
+            return "@" + target[1:]
+        if re.match(r"^(https?|mailto):", target):
+            return f"{label} ({target})" if label and label != target else target
+        return m.group(0)
+
+    out = _ANGLE.sub(angle, text) if "<" in text else text
+    if ids is not None and ("U" in out or "W" in out):  # Slack user ids start with U or W
+        out = ids.sub(lambda m: names(m.group(0)), out)
+    return html.unescape(out) if "&" in out else out
 
 
 def remember(

@@ -15,7 +15,7 @@ from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents.models import Incident
 from incidentbot.postmortems import lifecycle
-from incidentbot.postmortems.document import Document
+from incidentbot.postmortems.contents import Document
 from incidentbot.postmortems.models import DRAFT, PUBLISHED
 from incidentbot.postmortems.people import Names
 from incidentbot.postmortems.render import render

@@ -1,4 +1,4 @@
-"""Rendering a :class:`~incidentbot.postmortems.document.Document` to Markdown or HTML.
+"""Rendering a :class:`~incidentbot.postmortems.contents.Document` to Markdown or HTML.
 
 The templates are Jinja2 files, ``postmortem.md.j2`` and ``postmortem.html.j2``: the package's
 own, unless ``postmortems.template_dir`` holds one of the same name (the other still comes from
@@ -28,7 +28,8 @@ from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents.models import Incident
 from incidentbot.postmortems.config import PACKAGE_TEMPLATES
-from incidentbot.postmortems.document import Document, build
+from incidentbot.postmortems.contents import Document
+from incidentbot.postmortems.document import build
 from incidentbot.postmortems.models import Postmortem
 from incidentbot.postmortems.people import Names
 

@@ -23,7 +23,8 @@ from incidentbot.config import Settings
 from incidentbot.incidents.models import Incident
 from incidentbot.ports import Chat
 from incidentbot.postmortems import people
-from incidentbot.postmortems.document import Document, build, people_in
+from incidentbot.postmortems.contents import Document
+from incidentbot.postmortems.document import build, people_in
 from incidentbot.postmortems.render import render_document
 from incidentbot.slack.grammar import escape
 

@@ -1,0 +1,201 @@
+"""What a postmortem document shows: plain values, the ones the templates lay out.
+
+:func:`incidentbot.postmortems.document.build` fills a :class:`Document` from the database;
+times in it are already written in the team's time zone, names are people's names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from incidentbot.postmortems import blameless
+
+LABELS = {"pin": "Pinned", "update": "Status update", "note": "Note"}
+
+
+@dataclass
+class Entry:
+    at: str
+    actor: str
+    category: str
+    kind: str
+    text: str
+
+    @property
+    def label(self) -> str:
+        """A word for entries people wrote: pinned messages, status updates, notes."""
+        return LABELS.get(self.category, "")
+
+
+@dataclass
+class Milestone:
+    name: str
+    label: str
+    at: str | None
+
+
+@dataclass
+class SeverityRow:
+    severity: str
+    label: str
+    duration: str
+    note: str = ""
+
+
+@dataclass
+class SeverityChange:
+    at: str
+    before: str
+    after: str
+    by: str
+
+
+@dataclass
+class RoleRow:
+    role: str
+    person: str
+    start: str
+    end: str
+    assigned_by: str
+
+
+@dataclass
+class Participant:
+    name: str
+    roles: list[str]
+    first_seen: str
+    events: int
+
+
+@dataclass
+class StepRow:
+    number: int
+    id: str
+    label: str
+    outcome: str
+    status: str
+    detail: str = ""
+    attempts: int = 0
+    rollback: bool = False
+
+
+@dataclass
+class RunDoc:
+    run_id: int
+    runbook: str
+    description: str
+    status: str
+    outcome: str
+    requested_by: str
+    requested_at: str
+    source: str
+    target: str | None
+    approval: str
+    approvals: list[tuple[str, str, str]]  # (who, decision, at)
+    params: list[tuple[str, str]]
+    steps: list[StepRow]
+    error: str | None
+    finished_at: str | None
+    duration: str | None
+    link: str | None
+    command: str
+
+
+@dataclass
+class PageRow:
+    service: str
+    number: str
+    status: str
+    requested_by: str
+    requested_at: str
+    acknowledged: str
+    url: str | None
+    message: str | None
+
+
+@dataclass
+class ActionRow:
+    id: int
+    text: str
+    owner: str
+    due: str
+    priority: str
+    status: str
+    url: str | None
+
+
+@dataclass
+class SectionDoc:
+    key: str
+    title: str
+    prompt: str
+    text: str
+    findings: list[blameless.Finding] = field(default_factory=list)
+
+    @property
+    def written(self) -> bool:
+        return bool(self.text.strip())
+
+
+@dataclass
+class Link:
+    label: str
+    url: str | None
+    command: str | None = None  # what to run where there is no link
+
+
+@dataclass
+class MetricRow:
+    label: str
+    span: str
+    value: str
+    state: str
+
+
+@dataclass
+class Document:
+    ref: str
+    title: str
+    timezone: str
+    incident_status: str
+    severity: str
+    severity_label: str
+    worst_severity: str
+    status: str  # the postmortem's: draft, in_review, published
+    status_label: str
+    required: bool
+    requirement: str
+    due: str | None
+    owner: str | None
+    published_at: str | None
+    published_path: str | None
+    declared_by: str
+    commander: str | None
+    description: str | None
+    summary: str | None
+    fields: list[tuple[str, str]]
+    milestones: list[Milestone]
+    impact: list[MetricRow]
+    metrics: list[MetricRow]
+    order_problems: list[str]
+    severity_times: list[SeverityRow]
+    severity_changes: list[SeverityChange]
+    declared_severity: str
+    declared_at: str
+    roles: list[RoleRow]
+    participants: list[Participant]
+    timeline: list[Entry]
+    runs: list[RunDoc]
+    pages: list[PageRow]
+    action_items: list[ActionRow]
+    sections: list[SectionDoc]
+    findings: list[blameless.Finding]
+    links: list[Link]
+    notices: list[str]
+    event_count: int
+    first_event: str | None
+    last_event: str | None
+
+    @property
+    def sections_written(self) -> int:
+        return sum(1 for s in self.sections if s.written)

@@ -1,0 +1,81 @@
+"""The rows a postmortem document is built from, read in one session.
+
+The incident's timeline, role assignments, runbook runs and their approvals, pages, action
+items and postmortem row (or the draft it would start as).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from incidentbot.config import Settings
+from incidentbot.incidents import records
+from incidentbot.incidents.models import ActionItem, Incident, RoleAssignment, TimelineEvent
+from incidentbot.paging.models import Page
+from incidentbot.postmortems import lifecycle
+from incidentbot.postmortems.models import Postmortem
+from incidentbot.runbooks.models import RunbookApproval, RunbookRun
+
+
+@dataclass
+class Rows:
+    """The rows a document is built from."""
+
+    postmortem: Postmortem
+    events: list[TimelineEvent]
+    roles: list[RoleAssignment]
+    runs: list[RunbookRun]
+    approvals: dict[int, list[RunbookApproval]]
+    pages: list[Page]
+    items: list[ActionItem]
+
+
+def load(
+    session: Session, settings: Settings, incident: Incident, postmortem: Postmortem | None
+) -> Rows:
+    """Everything about ``incident`` a document shows; ``postmortem`` defaults to the stored
+    row (or the draft it would start as)."""
+    roles = session.exec(
+        select(RoleAssignment)
+        .where(RoleAssignment.incident_id == incident.id)
+        .order_by(col(RoleAssignment.started_at), col(RoleAssignment.id))
+    )
+    runs = list(
+        session.exec(
+            select(RunbookRun)
+            .where(RunbookRun.incident_id == incident.id)
+            .order_by(col(RunbookRun.id))
+        )
+    )
+    pages = session.exec(select(Page).where(Page.incident_id == incident.id).order_by(col(Page.id)))
+    items = session.exec(
+        select(ActionItem).where(ActionItem.incident_id == incident.id).order_by(col(ActionItem.id))
+    )
+    events = records.timeline(session, incident)
+    return Rows(
+        postmortem=postmortem or lifecycle.current(session, settings, incident, events),
+        events=events,
+        roles=list(roles),
+        runs=runs,
+        approvals=_approvals(session, runs),
+        pages=list(pages),
+        items=list(items),
+    )
+
+
+def _approvals(session: Session, rows: list[RunbookRun]) -> dict[int, list[RunbookApproval]]:
+    """The approvals of each run (by the run's row id), in the order they were given."""
+    ids = [r.id for r in rows if r.id is not None]
+    out: dict[int, list[RunbookApproval]] = {}
+    if not ids:
+        return out
+    stmt = (
+        select(RunbookApproval)
+        .where(col(RunbookApproval.runbook_run_id).in_(ids))
+        .order_by(col(RunbookApproval.at), col(RunbookApproval.id))
+    )
+    for a in session.exec(stmt):
+        out.setdefault(a.runbook_run_id, []).append(a)
+    return out
