@@ -47,6 +47,7 @@ from incidentbot.policy_models import (
 from incidentbot.postmortems.config import PostmortemSettings
 from incidentbot.reminders.config import RemindersSettings
 from incidentbot.runbooks.config import RunbookSettings
+from incidentbot.runbooks.yaml_lines import format_loc
 from incidentbot.scheduler.config import SchedulerSettings
 
 __all__ = [
@@ -226,23 +227,13 @@ class Settings(BaseSettings):
         return [s.name for s in self.severities]
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 def format_validation_error(exc: ValidationError) -> list[str]:
     """Every problem as ``path: message`` (secrets first, then by setting)."""
     problems: list[str] = []
     for err in exc.errors():
         msg = str(err.get("msg", "invalid"))
         msg = msg.removeprefix("Value error, ")
-        loc = _format_loc(tuple(err.get("loc", ())))
+        loc = format_loc(tuple(err.get("loc", ())))
         if err.get("type") == "extra_forbidden":
             msg = "unknown setting"
         if err.get("type") == "missing":

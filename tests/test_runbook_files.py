@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from incidentbot.runbooks.actions.base import Action
 from incidentbot.runbooks.definition import Runbook
-from incidentbot.runbooks.loader import Problem, RunbookError, load_dirs, load_file, load_paths
+from incidentbot.runbooks.loader import RunbookError, load_dirs, load_file, load_paths
 from incidentbot.runbooks.params import ParamError, coerce, masked, usage
+from incidentbot.runbooks.yaml_lines import Problem
 
 ROOT = Path(__file__).resolve().parents[1]
 

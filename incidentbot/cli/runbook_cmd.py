@@ -16,8 +16,9 @@ from rich.text import Text
 
 from incidentbot.cli.common import CliError, console, state
 from incidentbot.config import Settings
+from incidentbot.runbooks.checker import ActionRegistry
 from incidentbot.runbooks.definition import RollbackStep, Runbook, format_seconds
-from incidentbot.runbooks.loader import ActionRegistry, Catalog, load_dirs, load_paths
+from incidentbot.runbooks.loader import Catalog, load_dirs, load_paths
 from incidentbot.runbooks.params import usage
 
 app = typer.Typer(help="Runbooks: check, list, show, plan and run them.", no_args_is_help=True)

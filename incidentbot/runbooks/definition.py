@@ -3,8 +3,8 @@
 These models check everything one field can know on its own (names, types, durations, a param's
 default against its own type). Checks that need the whole file or the action registry (unknown
 actions, step references in expressions, ``target`` naming a param, duplicate step ids) are done
-by :mod:`incidentbot.runbooks.loader`, which also knows the line of every field; load runbooks
-through it.
+by :mod:`incidentbot.runbooks.checker`, which also knows the line of every field; load runbooks
+through :mod:`incidentbot.runbooks.loader`.
 
 A validated runbook dumps to plain JSON (``model_dump(mode="json")``) and reads back
 (``model_validate``) unchanged, so a run can snapshot the definition it was started with.
