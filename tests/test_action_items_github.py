@@ -5,20 +5,25 @@ leave behind (nothing)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
 from incidentbot import db
 from incidentbot.action_items import github
 from incidentbot.action_items import service as items
+from incidentbot.clock import utcnow
 from incidentbot.config import ConfigError, Settings, load_settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from tests.conftest import count
 from tests.github_responder import API_VERSION, github_responder
+from tests.ledger_harness import REPO as REPO_DIR
 from tests.slack_harness import channel_of, running_bot, wait_for
 
 TOKEN = "ghp_" + "T3stT0ken" * 4  # the shape of a GitHub token; only the responder knows it
@@ -342,3 +347,62 @@ def test_slack_export(engine, gh):
         assert again["text"] == f"Action item *#1* is already on GitHub: {url}"
         assert len(gh.issues) == 1
         assert f"<{url}|issue>" in run("action list")["text"]
+
+
+def _export_process(database_url: str, gh, item_id: int, *extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENTBOT_")}
+    env.update(
+        INCIDENTBOT_DATABASE_URL=database_url,
+        INCIDENTBOT_GITHUB_TOKEN=TOKEN,
+        INCIDENTBOT_ACTION_ITEMS__GITHUB_REPO=REPO,
+        INCIDENTBOT_ACTION_ITEMS__GITHUB_API_URL=gh.url,
+        PYTHONPATH=str(REPO_DIR),
+    )
+    code = "import sys; from incidentbot.cli import main; sys.exit(main())"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "actions", "export", str(item_id), *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_two_processes_exporting_at_once_open_one_issue(engine, database_url, gh):
+    item_id = _incident_with_item(engine)
+    gh.delay = 3.0  # a slow GitHub: the second process asks while the first one waits
+    first = _export_process(database_url, gh, item_id)
+    wait_for(lambda: _claimed(engine, item_id), what="the first export's claim")
+    second = _export_process(database_url, gh, item_id)
+    _, err2 = second.communicate(timeout=60)
+    out1, err1 = first.communicate(timeout=60)
+    assert first.returncode == 0, err1
+    assert out1.strip() == f"Exported action item #{item_id} to https://github.com/{REPO}/issues/1"
+    assert second.returncode == 1
+    assert err2.startswith(f"error: action item #{item_id} is being exported (by ")
+    assert len(gh.issues) == 1
+    assert _state(engine, item_id) == (f"https://github.com/{REPO}/issues/1", 1)
+    assert _claimed(engine, item_id) is None
+
+
+def test_an_export_that_died_asks_for_a_look_before_exporting_again(engine, gh):
+    item_id = _incident_with_item(engine)
+    with db.transaction(engine) as s:  # a process died while GitHub was being asked
+        item = items.get(s, item_id)
+        item.export_started_at = utcnow() - timedelta(minutes=5)
+        item.export_started_by = "carol"
+        s.add(item)
+    st = _settings(gh)
+    with pytest.raises(github.ExportError) as exc:
+        github.export(engine, st, item_id, actor="dave")
+    assert str(exc.value) == (
+        f"an export of action item #{item_id} by carol at "
+        f"{_claimed(engine, item_id):%Y-%m-%d %H:%M:%S} UTC did not finish, so its issue may "
+        f"exist: look in {REPO}'s issues; if there is none, export it again with "
+        f"`incidentbot actions export {item_id} --again`"
+    )
+    assert gh.requests == []
+    done = github.export(engine, st, item_id, actor="dave", again=True)
+    assert done.created and len(gh.issues) == 1 and _claimed(engine, item_id) is None
+
+
+def _claimed(engine, item_id):
+    with db.transaction(engine) as s:
+        return items.get(s, item_id).export_started_at

@@ -3,8 +3,10 @@
 ``POST {api}/repos/{owner}/{repo}/issues`` with the token from ``INCIDENTBOT_GITHUB_TOKEN``.
 An item is exported once: its ``external_url`` is set in the same transaction as the
 ``action.exported`` timeline event, and a second export answers with that URL instead of
-opening another issue. Exports in one process run one at a time, so a double-submitted command
-cannot open two issues either. A refused or failed request (401, 404, 422, 5xx, no answer)
+opening another issue. Before asking GitHub an export claims the item (``export_started_at``),
+so an export from another process meanwhile is refused rather than opening a second issue;
+exports in one process run one at a time, so a double-submitted command waits and answers
+with the URL. A refused or failed request (401, 404, 422, 5xx, no answer)
 raises :class:`ExportError` with what to do about it and changes nothing here.
 
 What goes to GitHub passes through :func:`~incidentbot.ledger.redact.redact_text` first: a key
@@ -32,6 +34,7 @@ from incidentbot.ledger.redact import redact_text
 
 API_VERSION = "2022-11-28"
 MAX_TITLE = 256  # GitHub refuses longer issue titles
+CLAIM_SLACK = 30.0  # seconds an export may take beyond the client's timeout (connect, record)
 _export_lock = threading.Lock()
 
 
@@ -256,17 +259,30 @@ def export(
     incident: Incident | None = None,
     client: GitHubIssues | None = None,
     now: datetime | None = None,
+    again: bool = False,
 ) -> Exported:
-    """Open the item as a GitHub issue, once; the second time, say where it is."""
+    """Open the item as a GitHub issue, once; the second time, say where it is.
+
+    The export is claimed on the item first (``export_started_at``), so a second process
+    exporting it meanwhile is told to wait instead of opening another issue. A claim left by a
+    process that died while asking GitHub refuses further exports until someone has looked in
+    the repository and exports ``again``."""
     with _export_lock:
         with db.transaction(engine) as s:
             draft = prepare(s, settings, item_id, incident=incident)
-        if isinstance(draft, Exported):
-            return draft
+            if isinstance(draft, Exported):
+                return draft
+            _claim(s, settings, draft.item_id, actor, now or utcnow(), again=again)
         own = client is None
         gh = client or client_for(settings)
         try:
             issue = gh.create(draft.title, draft.body, draft.labels)
+        except ExportError:
+            # Refused, or no usable answer (the message says to look before trying again):
+            # either way this export is over and the user knows what to do.
+            with db.transaction(engine) as s:
+                _unclaim(s, draft.item_id)
+            raise
         finally:
             if own:
                 gh.close()
@@ -278,6 +294,7 @@ def export(
                         f"action item #{item.id} was exported to {item.external_url} meanwhile; "
                         f"the issue just opened, {issue.url}, is a duplicate: close it"
                     )
+                item.export_started_at = item.export_started_by = None
                 items.mark_exported(
                     s,
                     item,
@@ -294,6 +311,37 @@ def export(
                 f"({type(exc).__name__}): note it before exporting #{draft.item_id} again"
             ) from exc
         return Exported(draft.item_id, draft.incident_ref, issue.url, created=True)
+
+
+def _claim(
+    session: Session, settings: Settings, item_id: int, actor: str, now: datetime, *, again: bool
+) -> None:
+    item = items.get(session, item_id, for_update=True)
+    started, by = item.export_started_at, item.export_started_by or "someone"
+    if started is not None:
+        # An export under way answers within the client's timeout.
+        under_way = (now - started).total_seconds() < settings.action_items.timeout + CLAIM_SLACK
+        at = f"{started:%Y-%m-%d %H:%M:%S} UTC"
+        if under_way:
+            raise ExportError(
+                f"action item #{item_id} is being exported (by {by}, since {at}): its issue "
+                "shows here once GitHub answers"
+            )
+        if not again:
+            repo = settings.action_items.github_repo
+            raise ExportError(
+                f"an export of action item #{item_id} by {by} at {at} did not finish, so its "
+                f"issue may exist: look in {repo}'s issues; if there is none, export it again "
+                f"with `incidentbot actions export {item_id} --again`"
+            )
+    item.export_started_at, item.export_started_by = now, actor[:128]
+    session.add(item)
+
+
+def _unclaim(session: Session, item_id: int) -> None:
+    item = items.get(session, item_id, for_update=True)
+    item.export_started_at = item.export_started_by = None
+    session.add(item)
 
 
 def describe(result: Exported) -> dict[str, Any]:

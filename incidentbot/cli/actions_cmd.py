@@ -209,12 +209,19 @@ def export(
     incident: str = IN_INCIDENT,
     as_user: str = AS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="JSON instead of a sentence."),
+    again: bool = typer.Option(
+        False,
+        "--again",
+        help="Export even though an earlier export did not finish (after checking GitHub).",
+    ),
 ) -> None:
     """Open an action item as a GitHub issue (once; again, it says where it is)."""
     st = state(ctx)
     with db.transaction(st.engine) as s:
         inc = _incident(s, incident)
-    result = github.export(st.engine, st.settings, item_id, actor=actor(as_user), incident=inc)
+    result = github.export(
+        st.engine, st.settings, item_id, actor=actor(as_user), incident=inc, again=again
+    )
     if as_json:
         typer.echo(json.dumps(github.describe(result), indent=2))
     elif result.created:

@@ -126,3 +126,7 @@ class ActionItem(SQLModel, table=True):
     source_key: str | None = Field(default=None, max_length=200, unique=True)
     # Where it is tracked besides here (a GitHub issue it was exported to).
     external_url: str | None = Field(default=None, max_length=500)
+    # An export under way (or one that died before it could record its issue): another
+    # process exporting the same item waits for it instead of opening a second issue.
+    export_started_at: datetime | None = _ts()
+    export_started_by: str | None = Field(default=None, max_length=128)
