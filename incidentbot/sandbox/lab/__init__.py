@@ -8,18 +8,14 @@ tested on: :meth:`Lab.fault` breaks a node the way nodes break, and the producti
 See ``docs/lab.md``.
 """
 
+from incidentbot.sandbox.lab.base import LabError, default_dir
 from incidentbot.sandbox.lab.binaries import find_anvil, find_haproxy, missing
 from incidentbot.sandbox.lab.config import BACKEND, CHAIN_ID, FRONTEND, NODES, PRIMARY
-from incidentbot.sandbox.lab.lab import (
-    FAULTS,
-    Lab,
-    LabError,
-    LabProcess,
-    LabStatus,
-    NodeStatus,
-    RestoreResult,
-    default_dir,
-)
+from incidentbot.sandbox.lab.faults import FAULTS
+from incidentbot.sandbox.lab.lab import Lab
+from incidentbot.sandbox.lab.lifecycle import LabProcess
+from incidentbot.sandbox.lab.snapshots import RestoreResult
+from incidentbot.sandbox.lab.status import LabStatus, NodeStatus
 
 __all__ = [
     "BACKEND",
