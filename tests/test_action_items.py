@@ -533,3 +533,28 @@ def test_cli_report(cli, clock):
     assert data["by_incident"][0]["incident"] == "INC-1" and data["overdue"] == 1
     code, out, _ = cli("actions", "list", "--overdue")
     assert "OVERDUE" in out and "rotate the keys" in out and "write the runbook" not in out
+
+
+def test_cli_owners_known_from_slack_are_one_person(cli, clock, engine):
+    from incidentbot.postmortems.models import Person
+
+    cli("db", "upgrade")
+    cli("incident", "declare", "RPC p99 latency above 2s")
+    with db.transaction(engine) as s:  # as the bot records people it meets in Slack
+        s.add(Person(user_id="U0BOB0001", name="bob", real_name="Bob Okafor",
+                     email="bob@nodeworks.example", updated_at=NOON))  # fmt: skip
+    cli("actions", "add", "INC-1", "rotate the keys", "--owner", "@bob")
+    cli("actions", "add", "INC-1", "write the runbook", "--owner", "Bob Okafor")
+    cli("actions", "add", "INC-1", "page the provider", "--owner", "bob@nodeworks.example")
+    cli("actions", "add", "INC-1", "review timeouts", "--owner", "the platform team")
+    data = json.loads(cli("actions", "list", "--json")[1])
+    assert [d["owner"] for d in data] == ["U0BOB0001"] * 3 + ["the platform team"]
+    report = json.loads(cli("actions", "report", "--json")[1])
+    assert [(o["owner"], o["open"]) for o in report["by_owner"]] == [
+        ("U0BOB0001", 3), ("the platform team", 1)
+    ]  # fmt: skip
+    code, out, _ = cli("actions", "report")
+    assert code == 0 and "Bob Okafor" in out and "U0BOB0001" not in out
+    assert "Bob Okafor" in cli("actions", "list", "--owner", "bob")[1]
+    code, out, _ = cli("actions", "assign", "4", "@bob")
+    assert out.strip() == "Action item #4 is now owned by Bob Okafor"

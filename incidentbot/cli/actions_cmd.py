@@ -22,6 +22,7 @@ from incidentbot.action_items.due import today as team_today
 from incidentbot.cli.common import AS_OPTION, CliError, actor, console, state
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
+from incidentbot.postmortems import people
 
 app = typer.Typer(help="Action items: follow-ups of incidents.", no_args_is_help=True)
 
@@ -68,15 +69,16 @@ def add(
             ref,
             _words(text, "the text"),
             actor=who,
-            owner=owner,
+            owner=people.as_user(s, owner),
             due=_due(due, st.settings.timezone),
             priority=priority,
         )
         inc = s.get(Incident, item.incident_id)
         assert inc is not None
+        names = people.Names.load(s, [item.owner])
         console.print(f"Added action item #{item.id} to {inc.ref}: {escape(item.text)}")
         console.print(
-            f"Owner: {escape(item.owner or '-')}   "
+            f"Owner: {escape(names(item.owner) if item.owner else '-')}   "
             f"Due: {item.due_date.isoformat() if item.due_date else '-'}   "
             f"Priority: {item.priority}"
         )
@@ -101,10 +103,11 @@ def list_cmd(
             s,
             st.settings,
             incident=_incident(s, incident),
-            owner=owner,
+            owner=people.as_user(s, owner),
             status=wanted,
             overdue=overdue,
         )
+        names = people.Names.load(s, [v.item.owner for v in views])
     if as_json:
         typer.echo(json.dumps([v.to_json() for v in views], indent=2))
         return
@@ -129,7 +132,7 @@ def list_cmd(
             str(i.id),
             v.incident_ref,
             escape(i.text),
-            escape(i.owner or "-"),
+            escape(names(i.owner) if i.owner else "-"),
             i.due_date.isoformat() if i.due_date else "-",
             i.priority,
             escape(state_text),
@@ -162,9 +165,15 @@ def assign(
     st = state(ctx)
     with db.transaction(st.engine) as s:
         item = items.assign(
-            s, st.settings, item_id, owner, actor=actor(as_user), incident=_incident(s, incident)
+            s,
+            st.settings,
+            item_id,
+            people.as_user(s, owner) or owner,
+            actor=actor(as_user),
+            incident=_incident(s, incident),
         )
-        console.print(f"Action item #{item.id} is now owned by {escape(item.owner or '-')}")
+        owned = people.Names.load(s, [item.owner])(item.owner) if item.owner else "-"
+        console.print(f"Action item #{item.id} is now owned by {escape(owned)}")
 
 
 @app.command()
@@ -248,9 +257,14 @@ def report(
         return
     console.print(f"{rep.open} open action items, {rep.overdue} overdue ({when}).")
     owners = Table("Owner", "Open", "Overdue", "Overdue items", title="By owner")
+    with db.transaction(st.engine) as s:
+        names = people.Names.load(s, [t.key for t in rep.by_owner])
     for t in rep.by_owner:
         owners.add_row(
-            escape(t.key or "(nobody)"), str(t.open), str(t.overdue), _ids(t.overdue_items)
+            escape(names(t.key) if t.key else "(nobody)"),
+            str(t.open),
+            str(t.overdue),
+            _ids(t.overdue_items),
         )
     console.print(owners)
     incidents = Table("Incident", "Title", "Open", "Overdue", "Overdue items", title="By incident")

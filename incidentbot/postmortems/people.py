@@ -39,6 +39,23 @@ def is_slack_id(actor: str | None) -> bool:
     return bool(_SLACK_ID.match(plain_id(actor)))
 
 
+def as_user(session: Session, who: str | None) -> str | None:
+    """The Slack user id for what someone typed (``@bob``, ``Bob Okafor``, ``bob@…``) when the
+    person table knows exactly one such user; otherwise the text as typed."""
+    if who is None:
+        return None
+    text = who.strip().removeprefix("@")
+    if not text or is_slack_id(text):
+        return text or who
+    low = text.lower()
+    found = {
+        p.user_id
+        for p in session.exec(select(Person))
+        if low in {(p.name or "").lower(), (p.real_name or "").lower(), (p.email or "").lower()}
+    }
+    return found.pop() if len(found) == 1 else text
+
+
 def display(person: Person) -> str:
     return (person.real_name or "").strip() or person.name
 
