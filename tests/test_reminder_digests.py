@@ -204,6 +204,13 @@ def test_postmortem_reminders_before_the_due_date_and_while_overdue(engine, tmp_
             [f":memo: <@{dave}>: the postmortem of *INC-3* is due today"],
         )
         assert day(20) == ([], [])  # the same slot again: nothing
+        # INC-1 is reopened: its postmortem waits while it is worked on again.
+        with db.transaction(engine) as s:
+            svc.reopen(s, bot.settings, "INC-1", actor=carol, now=clock())
+        assert heads(day(21)) == (
+            [],
+            [f":rotating_light: <@{dave}>: the postmortem of *INC-3* is overdue by 1 day"],
+        )
 
 
 # -- overdue action items, weekly --------------------------------------------------------------

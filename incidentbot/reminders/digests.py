@@ -136,6 +136,8 @@ class Digests:
                     .join(Incident, col(Incident.id) == Postmortem.incident_id)
                     .where(Postmortem.status != PUBLISHED)
                     .where(col(Postmortem.due_date).is_not(None))
+                    # A reopened incident is being worked on again: its postmortem waits.
+                    .where(col(Incident.status).in_(policy.terminal_statuses(self.settings)))
                     .order_by(col(Postmortem.due_date), col(Incident.number))
                 )
             )
