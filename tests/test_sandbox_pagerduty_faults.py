@@ -3,6 +3,7 @@ summary and the ``/_sandbox`` admin API."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -205,3 +206,17 @@ def test_admin_api(pd: PagerDutySandbox) -> None:
         admin.post("/_sandbox/reset")
         assert pd.incidents() == [] and pd.requests() == []
         assert admin.get("/_sandbox/view/incidents/PNOPE00").status_code == 404
+
+
+def test_a_call_held_across_a_reset_is_not_logged_after_it(pd: PagerDutySandbox) -> None:
+    client = quick(pd.rest_client(ALICE))
+    client.timeout = 0.2
+    client.max_network_attempts = 0
+    pd.fail_next("POST /incidents", "timeout", hold_s=1.0)
+    with pytest.raises(pagerduty.Error):
+        page(client, pd)  # the client gives up; the sandbox still holds the call
+    pd.reset()
+    held_until = time.monotonic() + 1.2
+    while time.monotonic() < held_until:  # the held call finishes now, after the reset
+        time.sleep(0.05)
+    assert pd.log.entries() == []

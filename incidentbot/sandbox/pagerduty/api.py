@@ -221,6 +221,7 @@ class PagerDutyApi:
     async def handle(self, request: Request, endpoint: Endpoint) -> JSONResponse:
         acct = self.account()
         started, t0 = time.time(), time.perf_counter()
+        generation = self.log.generation  # a reset while this call is held drops its entry
         query = parse_query(request)
         raw = await request.body()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -277,7 +278,8 @@ class PagerDutyApi:
                 headers={h: request.headers[h] for h in LOGGED_HEADERS if h in request.headers},
                 body=body,
                 response_headers=reply.headers,
-            )
+            ),
+            generation,
         )
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 

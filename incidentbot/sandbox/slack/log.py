@@ -59,9 +59,14 @@ class RequestLog:
 
     _entries: list[LoggedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Bumped by clear(): a request that began before a clear is not logged after it (a call
+    # held open by a timeout fault would otherwise land in the next test's log).
+    generation: int = 0
 
-    def append(self, entry: LoggedRequest) -> None:
+    def append(self, entry: LoggedRequest, generation: int | None = None) -> None:
         with self._lock:
+            if generation is not None and generation != self.generation:
+                return
             entry.seq = len(self._entries) + 1
             self._entries.append(entry)
 
@@ -73,6 +78,7 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.generation += 1
 
     def __len__(self) -> int:
         with self._lock:
