@@ -35,6 +35,7 @@ from incidentbot.ports import Chat, ExternalError
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
 from incidentbot.reminders import blocks, state
 from incidentbot.reminders.models import ACTION_ITEMS, POSTMORTEM, STALE
+from incidentbot.reminders.status import open_incidents
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +94,8 @@ class Digests:
         now = now or utcnow()
         today = team_today(self.settings.timezone, now)
         cutoff = now - self.settings.reminders.stale_after
-        terminal = policy.terminal_statuses(self.settings)
         with db.transaction(self.engine) as s:
-            incidents = list(
-                s.exec(
-                    select(Incident)
-                    .where(col(Incident.status).not_in(terminal))
-                    .where(col(Incident.declared_at) <= cutoff)
-                    .order_by(col(Incident.number))
-                )
-            )
+            incidents = open_incidents(s, self.settings, col(Incident.declared_at) <= cutoff)
         sent = 0
         command = self.settings.slack.command
         for inc in incidents:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
@@ -67,6 +68,14 @@ def next_reminder(row: Reminder | None, basis: datetime, cadence: timedelta) -> 
     return basis + cadence
 
 
+def open_incidents(session: Session, settings: Settings, *where: Any) -> list[Incident]:
+    """Incidents not in a terminal status (and matching ``where``), by number."""
+    query = select(Incident).where(
+        col(Incident.status).not_in(policy.terminal_statuses(settings)), *where
+    )
+    return list(session.exec(query.order_by(col(Incident.number))))
+
+
 def last_updates(session: Session, incident_ids: list[int]) -> dict[int, datetime]:
     if not incident_ids:
         return {}
@@ -89,16 +98,8 @@ class StatusReminders:
         """What is due now; moves rows whose incident has had an update to the new basis."""
         due: list[Due] = []
         cleared: list[Cleared] = []
-        terminal = policy.terminal_statuses(self.settings)
         with db.transaction(self.engine) as s:
-            incidents = list(
-                s.exec(
-                    select(Incident)
-                    .where(col(Incident.status).not_in(terminal))
-                    .where(col(Incident.channel_id).is_not(None))
-                    .order_by(col(Incident.number))
-                )
-            )
+            incidents = open_incidents(s, self.settings, col(Incident.channel_id).is_not(None))
             updates = last_updates(s, [i.id for i in incidents if i.id is not None])
             rows = state.rows(s, STATUS_UPDATE)
             for inc in incidents:
