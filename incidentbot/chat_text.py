@@ -3,20 +3,28 @@ reminders): mentions, times in a team's time zone, and escaping what people type
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
+
+_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+def plain_id(actor: str | None) -> str:
+    """``slack:U123`` → ``U123``; anything else as it is (stripped)."""
+    return (actor or "").strip().removeprefix("slack:")
+
+
+def is_slack_id(actor: str | None) -> bool:
+    return bool(_SLACK_ID.match(plain_id(actor)))
 
 
 def who(user: str | None) -> str:
     """A Slack mention for a user id, the text itself for anything else."""
     if not user:
         return "nobody"
-    return f"<@{user}>" if user[:1] in ("U", "W") and user.isalnum() else user
-
-
-def is_user_id(text: str | None) -> bool:
-    return bool(text) and text[:1] in ("U", "W") and text.isalnum()  # type: ignore[index,union-attr]
+    return f"<@{plain_id(user)}>" if is_slack_id(user) else user
 
 
 def when(moment: datetime, timezone: str | ZoneInfo) -> str:
@@ -27,3 +35,12 @@ def when(moment: datetime, timezone: str | ZoneInfo) -> str:
 def mrkdwn(text: Any) -> str:
     """Slack's escaping of the three control characters, for text people typed."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def channel_name(value: str) -> str:
+    """A channel as configured (``#oncall`` or ``oncall``), without the ``#``; ValueError if
+    empty."""
+    value = value.strip().removeprefix("#")
+    if not value:
+        raise ValueError("channel is empty")
+    return value

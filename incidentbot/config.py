@@ -12,7 +12,6 @@ import os
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -48,7 +47,7 @@ from incidentbot.postmortems.config import PostmortemSettings
 from incidentbot.reminders.config import RemindersSettings
 from incidentbot.runbooks.config import RunbookSettings
 from incidentbot.runbooks.yaml_lines import format_loc
-from incidentbot.scheduler.config import SchedulerSettings
+from incidentbot.scheduler.config import SchedulerSettings, check_timezone
 
 __all__ = [
     "Channels",
@@ -166,11 +165,7 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}, e.g. UTC or Europe/Berlin") from None
-        return value
+        return check_timezone(value)
 
     @field_validator("log_level")
     @classmethod

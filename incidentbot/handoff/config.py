@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from incidentbot.scheduler.config import check_cron
+from incidentbot.chat_text import channel_name
+from incidentbot.scheduler.config import check_cron, check_timezone
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
@@ -53,19 +54,12 @@ class Rotation(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}, e.g. UTC or Europe/Berlin") from None
-        return value
+        return check_timezone(value)
 
     @field_validator("channel")
     @classmethod
     def _channel(cls, value: str) -> str:
-        value = value.strip().removeprefix("#")
-        if not value:
-            raise ValueError("channel is empty")
-        return value
+        return channel_name(value)
 
     @model_validator(mode="after")
     def _check(self) -> Rotation:

@@ -19,24 +19,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from incidentbot import db
+from incidentbot.chat_text import is_slack_id, plain_id
 from incidentbot.ports import Chat, ExternalError
 from incidentbot.postmortems.models import Person
 
 log = logging.getLogger(__name__)
 
 BOT_ACTORS = frozenset({"incidentbot"})
-_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 # How long a name read from Slack is trusted before the bot asks again.
 FRESH = timedelta(days=1)
-
-
-def plain_id(actor: str | None) -> str:
-    """``slack:U123`` → ``U123``; anything else as it is (stripped)."""
-    return (actor or "").strip().removeprefix("slack:")
-
-
-def is_slack_id(actor: str | None) -> bool:
-    return bool(_SLACK_ID.match(plain_id(actor)))
 
 
 def as_user(session: Session, who: str | None) -> str | None:

@@ -7,7 +7,6 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from incidentbot.chat_text import is_user_id, mrkdwn, when, who  # noqa: F401 (re-exported)
 from incidentbot.durations import format_span
 
 SNOOZE = "reminder_snooze"

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from incidentbot.chat_text import channel_name
 from incidentbot.durations import format_span
 from incidentbot.policy_models import Duration
 
@@ -63,9 +64,4 @@ class RemindersSettings(BaseModel):
     @field_validator("channel")
     @classmethod
     def _channel(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip().removeprefix("#")
-        if not value:
-            raise ValueError("channel is empty")
-        return value
+        return None if value is None else channel_name(value)

@@ -26,6 +26,7 @@ from sqlmodel import col, select
 from incidentbot import db, policy
 from incidentbot.action_items.due import today as team_today
 from incidentbot.action_items.report import ItemView, overdue
+from incidentbot.chat_text import is_slack_id, mrkdwn, when, who
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.durations import format_span
@@ -47,7 +48,7 @@ DIGEST_SUBJECT = "#digest"  # the reminder row of the digest channel's weekly me
 def _person(name: str | None) -> str:
     """A mention for a Slack user id; a name people typed (a free-text owner) escaped, so it
     is shown as written and cannot mention or link anything (``<!here>``)."""
-    return blocks.who(name) if not name or blocks.is_user_id(name) else blocks.mrkdwn(name)
+    return who(name) if not name or is_slack_id(name) else mrkdwn(name)
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class Digests:
             text = (
                 f":hourglass: {_person(inc.commander)}: *{inc.ref}* has been open for "
                 f"{format_span(now - inc.declared_at)} (declared "
-                f"{blocks.when(inc.declared_at, self.settings.timezone)}). If it is over, "
+                f"{when(inc.declared_at, self.settings.timezone)}). If it is over, "
                 f"`{command} resolve <summary>`; if not, post a status update."
             )
             out = Outgoing(
@@ -182,7 +183,7 @@ class Digests:
         assert v.item.due_date is not None
         late = (today - v.item.due_date).days
         return (
-            f"• #{v.item.id} {v.incident_ref}: {blocks.mrkdwn(redact_text(v.item.text))} "
+            f"• #{v.item.id} {v.incident_ref}: {mrkdwn(redact_text(v.item.text))} "
             f"(due {v.item.due_date:%a %d %b}, {late} day{'s' if late != 1 else ''} overdue)"
         )
 
@@ -200,7 +201,7 @@ class Digests:
         sent = 0
         command = self.settings.slack.command
         for owner, mine in sorted(by_owner.items()):
-            if not blocks.is_user_id(owner) or self._already_today(ACTION_ITEMS, owner, today):
+            if not is_slack_id(owner) or self._already_today(ACTION_ITEMS, owner, today):
                 continue
             n = len(mine)
             text = "\n".join(

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from incidentbot import db, policy
+from incidentbot.chat_text import when, who
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.durations import format_span
@@ -150,7 +151,7 @@ class StatusReminders:
             f"Post one with `{command} update <what changed>`."
         )
         if d.commander:
-            return f":alarm_clock: {blocks.who(d.commander)}: {text}"
+            return f":alarm_clock: {who(d.commander)}: {text}"
         return (
             f":alarm_clock: {text} Nobody is commander: take it with "
             f"`{command} assign commander @you`."
@@ -175,7 +176,7 @@ class StatusReminders:
         """The last reminder loses its buttons: an update was posted."""
         line = (
             ":white_check_mark: Status update reminder: an update was posted at "
-            f"{blocks.when(c.at, self.settings.timezone)}."
+            f"{when(c.at, self.settings.timezone)}."
         )
         try:
             section = {"type": "section", "text": {"type": "mrkdwn", "text": line}}

@@ -146,11 +146,7 @@ def _handoffs(svc: Services) -> Any:
 
 def _handoff(rotation: Rotation) -> Callable[[Services, JobContext], Any]:
     def run(svc: Services, ctx: JobContext) -> Any:
-        grace = next(
-            (j.grace for j in svc.settings.scheduler.jobs if j.name == ctx.job and j.grace),
-            HANDOFF_GRACE,
-        )
-        return _handoffs(svc).scheduled(rotation, ctx.slot, grace)
+        return _handoffs(svc).scheduled(rotation, ctx.slot, ctx.grace)
 
     return run
 

@@ -45,7 +45,7 @@ def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{name!r} is not a known time zone (e.g. Europe/Berlin, UTC)") from None
+        raise ValueError(f"unknown time zone {name!r}, e.g. UTC or Europe/Berlin") from None
     return name
 
 

@@ -327,7 +327,7 @@ class Scheduler:
 
     def _run(self, job: Job, row_id: int, slot: datetime, attempt: int = 1) -> str:
         assert job.fn is not None
-        ctx = JobContext(job.name, slot, self.name, self.engine, attempt)
+        ctx = JobContext(job.name, slot, self.name, self.engine, attempt, job.grace)
         try:
             job.fn(ctx)
             outcome, error = OK, None

@@ -22,6 +22,7 @@ class JobContext:
     scheduler: str  # the name of the scheduler process running it
     engine: Engine
     attempt: int = 1  # 2 when an idempotent run is taken over from a scheduler that died
+    grace: float = 60.0  # the job's grace, as configured: how late a slot may still run
 
     @property
     def token(self) -> str:
