@@ -1,13 +1,14 @@
-"""Helpers the built-in actions share: durations in inputs, masking, truncation."""
+"""Helpers the built-in actions share: durations and URLs in inputs, masking, truncation."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator
 
 from incidentbot.durations import parse_duration
-from incidentbot.ledger.redact import redact_text
+from incidentbot.ledger.redact import redact_text, redact_url
 from incidentbot.runbooks.actions.base import ActionContext
 
 
@@ -49,3 +50,24 @@ def truncate_bytes(data: bytes, limit: int, total: int | None = None) -> str:
         return data.decode("utf-8", errors="replace")
     head = data[:limit].decode("utf-8", errors="replace")
     return f"{head}\n… [truncated: first {limit} of {total} bytes shown]"
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its credentials masked, also when it lacks a scheme."""
+    if "://" in url:
+        return redact_text(url)
+    return redact_url("https://" + url).removeprefix("https://")
+
+
+def http_url(value: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host (ValueError saying what is wrong)."""
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{masked_url(value)!r} is not an http:// or https:// URL with a host name"
+        )
+    return value

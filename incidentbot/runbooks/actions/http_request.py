@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -18,8 +17,7 @@ from incidentbot.ledger.actions import (
     classify,
     parse_retry_after,
 )
-from incidentbot.ledger.redact import redact_text, redact_url
-from incidentbot.runbooks.actions._common import Seconds, shown
+from incidentbot.runbooks.actions._common import Seconds, http_url, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
 
 BODY_LIMIT = 64 * 1024  # bytes of the body kept in the `body` output
@@ -51,16 +49,7 @@ class HttpRequestInputs(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        value = value.strip()
-        try:
-            parts = urlsplit(value)
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"{_masked(value)!r} is not an http:// or https:// URL with a host name"
-            )
-        return value
+        return http_url(value)
 
     @field_validator("timeout")
     @classmethod
@@ -90,13 +79,6 @@ class HttpRequestInputs(BaseModel):
     @property
     def has_json(self) -> bool:
         return "json_body" in self.model_fields_set
-
-
-def _masked(url: str) -> str:
-    """``url`` with its credentials masked, also when it lacks a scheme."""
-    if "://" in url:
-        return redact_text(url)
-    return redact_url("https://" + url).removeprefix("https://")
 
 
 def _describe_json(value: Any) -> str:

@@ -6,14 +6,12 @@ import re
 import time
 from collections.abc import Callable
 from typing import Annotated, TypeVar
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator
 
 from incidentbot.ledger.actions import OutcomeUnknownError, PermanentError, RetryableError
-from incidentbot.ledger.redact import redact_text, redact_url
 from incidentbot.ports import ExternalError
-from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
+from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, http_url, masked_url, shown
 from incidentbot.runbooks.actions.base import ActionContext
 
 T = TypeVar("T")
@@ -22,27 +20,6 @@ POLL = 0.25  # seconds between checks while waiting for something to happen
 
 # supervisord program names (``name`` or ``group:name``), HAProxy backend and server names.
 _PROGRAM = re.compile(r"^[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.-]+)?$")
-
-
-def masked_url(url: str) -> str:
-    """``url`` with its credentials masked, also when it lacks a scheme."""
-    if "://" in url:
-        return redact_text(url)
-    return redact_url("https://" + url).removeprefix("https://")
-
-
-def http_url(value: str) -> str:
-    """An ``http://`` or ``https://`` URL with a host (ValueError saying what is wrong)."""
-    value = value.strip()
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
-            f"{masked_url(value)!r} is not an http:// or https:// URL with a host name"
-        )
-    return value
 
 
 def supervisor_socket(value: str) -> str:
