@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from incidentbot.runbooks import expr
+from incidentbot.runbooks import expr, expr_refs, expr_syntax
 from incidentbot.runbooks.expr import ExpressionError
 
 
@@ -287,12 +287,12 @@ def test_condition_plan_is_none_when_the_run_decides(plan_ctx, text, expected):
     ],
 )
 def test_references_lists_the_paths_an_expression_reads(text, condition, expected):
-    assert expr.references(text, condition=condition) == expected
+    assert expr_refs.references(text, condition=condition) == expected
 
 
 def test_references_and_check_refuse_syntax_errors():
     with pytest.raises(ExpressionError, match="syntax error"):
-        expr.references("{{ params.node")
+        expr_refs.references("{{ params.node")
     with pytest.raises(ExpressionError, match="No filter named 'nofilter'"):
-        expr.check("{{ params.node | nofilter }}")
-    expr.check("params.node == 'x'", condition=True)
+        expr_syntax.check("{{ params.node | nofilter }}")
+    expr_syntax.check("params.node == 'x'", condition=True)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from incidentbot.runbooks import expr
+from incidentbot.runbooks import expr_refs, expr_syntax
 from incidentbot.runbooks.actions.base import Action
 from incidentbot.runbooks.model_errors import model_error, pydantic_message
 from incidentbot.runbooks.yaml_lines import Loc, Problem, format_loc
@@ -92,7 +92,7 @@ class Checker:
     def check_target(self, target: Any) -> None:
         if not isinstance(target, str):
             return
-        if expr.is_template(target):  # a lock name built from params and vars
+        if expr_syntax.is_template(target):  # a lock name built from params and vars
             self.check_expression(("target",), target, _TARGET_SCOPE, condition=False)
             return
         if target not in self.params:
@@ -166,7 +166,7 @@ class Checker:
         scope = _Scope(readable=readable, own=own, rollback_of=rollback_of, action=action)
         if isinstance(inputs, dict):
             for where, text in _strings(inputs, (*loc, "with")):
-                if expr.is_template(text):
+                if expr_syntax.is_template(text):
                     self.check_expression(where, text, scope, condition=False)
         when = step.get("when")
         if isinstance(when, str):
@@ -202,7 +202,7 @@ class Checker:
                 )
         known = {k: v for k, v in inputs.items() if str(k) in accepted}
         given = {accepted[str(k)] for k in known}
-        literal = {k: v for k, v in known.items() if not expr.has_template(v)}
+        literal = {k: v for k, v in known.items() if not expr_syntax.has_template(v)}
         try:
             model.model_validate(literal)
         except ValidationError as exc:
@@ -225,12 +225,12 @@ class Checker:
         self, loc: Loc, text: str, scope: _Scope, *, condition: bool, wait: bool = False
     ) -> None:
         try:
-            names = expr.variables(text, condition=condition)
-            paths = expr.references(text, condition=condition)
-        except expr.ExpressionError as exc:
+            names = expr_refs.variables(text, condition=condition)
+            paths = expr_refs.references(text, condition=condition)
+        except expr_syntax.ExpressionError as exc:
             self.add(loc, exc.message)
             return
-        allowed = expr.WAIT_VARIABLES if wait else expr.VARIABLES
+        allowed = expr_refs.WAIT_VARIABLES if wait else expr_refs.VARIABLES
         for name in sorted(names - set(allowed)):
             if name == "outputs":
                 self.add(
@@ -254,10 +254,13 @@ class Checker:
             known = ", ".join(self.param_names)
             where = f"params: {known}" if known else "this runbook has no params"
             return f"unknown param {rest[0]!r} ({where})"
-        if root == "incident" and rest and rest[0] not in expr.INCIDENT_ATTRIBUTES:
-            return f"incident has no {rest[0]!r} (incident: {', '.join(expr.INCIDENT_ATTRIBUTES)})"
-        if root == "run" and rest and rest[0] not in expr.RUN_ATTRIBUTES:
-            return f"run has no {rest[0]!r} (run: {', '.join(expr.RUN_ATTRIBUTES)})"
+        if root == "incident" and rest and rest[0] not in expr_refs.INCIDENT_ATTRIBUTES:
+            return (
+                f"incident has no {rest[0]!r} "
+                f"(incident: {', '.join(expr_refs.INCIDENT_ATTRIBUTES)})"
+            )
+        if root == "run" and rest and rest[0] not in expr_refs.RUN_ATTRIBUTES:
+            return f"run has no {rest[0]!r} (run: {', '.join(expr_refs.RUN_ATTRIBUTES)})"
         if root == "outputs" and wait and rest:
             return _output_problem(scope.action, rest[0])
         if root == "steps" and rest:
@@ -290,7 +293,7 @@ class Checker:
             )
         if len(rest) < 2:
             return ""
-        if rest[1] not in expr.STEP_ATTRIBUTES:
+        if rest[1] not in expr_refs.STEP_ATTRIBUTES:
             return (
                 f"steps.{step_id}.{rest[1]}: a step has only outputs and status "
                 f"(steps.{step_id}.outputs.<name>, steps.{step_id}.status)"

@@ -1,4 +1,5 @@
-"""Runbook expressions: Jinja2 in an immutable sandbox.
+"""Runbook expressions: rendering ``with:`` templates and evaluating conditions, for real and
+for dry runs.
 
 A string in ``with:`` may hold ``{{ … }}`` expressions; ``when:`` and ``wait_until.check`` are
 conditions, written with or without ``{{ }}``. The variables are:
@@ -18,258 +19,62 @@ empty strings, and the sandbox refuses attribute access to internals and any mut
 
 Dry runs (:func:`render_plan`, :func:`condition_plan`) show what cannot be known before the run
 (``steps``, ``outputs``) as placeholders such as ``⟨steps.check.outputs.lag⟩``.
+
+The sandbox, parsing, :func:`is_template` and :class:`ExpressionError` (both importable from
+here too) are in :mod:`incidentbot.runbooks.expr_syntax`; what an expression reads, which the
+checker compares with what exists, is in :mod:`incidentbot.runbooks.expr_refs`.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2 import TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-VARIABLES: tuple[str, ...] = ("params", "steps", "incident", "target", "run", "vars")
-WAIT_VARIABLES: tuple[str, ...] = (*VARIABLES, "outputs")
-INCIDENT_ATTRIBUTES: tuple[str, ...] = (
-    "ref",
-    "title",
-    "severity",
-    "status",
-    "commander",
-    "channel_id",
-    "fields",
+from incidentbot.runbooks.expr_refs import VARIABLES, describe_undefined
+from incidentbot.runbooks.expr_syntax import (
+    ExpressionError,
+    compiled_expression,
+    compiled_template,
+    condition_source,
+    is_template,
+    lex,
+    single_expression,
+    syntax_error,
 )
-RUN_ATTRIBUTES: tuple[str, ...] = ("id", "requester")
-STEP_ATTRIBUTES: tuple[str, ...] = ("outputs", "status")
+
+__all__ = [
+    "ExpressionError",
+    "Pending",
+    "condition",
+    "condition_plan",
+    "is_template",
+    "render",
+    "render_plan",
+    "truthy",
+]
+
 # Known only once the run is under way: dry runs show them as placeholders.
 PENDING: tuple[str, ...] = ("steps", "outputs")
 
 _FALSE_WORDS = frozenset({"", "false", "no", "off", "0", "none", "null"})
-_MAX_REPEAT = 100_000  # characters or items a `*` may produce
-_MAX_EXPONENT = 256
-
-
-class ExpressionError(ValueError):
-    """An expression cannot be compiled or evaluated; the message names the expression."""
-
-    def __init__(self, message: str, expression: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.expression = expression
-
-
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, plus limits on ``*`` and ``**`` so one expression cannot eat the memory."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
-        if op == "**":
-            if isinstance(right, int) and not isinstance(right, bool) and right > _MAX_EXPONENT:
-                raise SecurityError(f"the exponent {right} is too large (at most {_MAX_EXPONENT})")
-            return operator.pow(left, right)
-        for seq, count in ((left, right), (right, left)):
-            sequence = isinstance(seq, str | list | tuple) and isinstance(count, int)
-            if sequence and len(seq) * count > _MAX_REPEAT:
-                raise SecurityError(
-                    f"repeating {type(seq).__name__} {count} times makes more than "
-                    f"{_MAX_REPEAT} items"
-                )
-        return operator.mul(left, right)
-
-
-ENV = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-
-
-def is_template(value: Any) -> bool:
-    """True for a string holding an expression, a statement or a comment."""
-    return isinstance(value, str) and any(mark in value for mark in ("{{", "{%", "{#"))
-
-
-def has_template(value: Any) -> bool:
-    """True if ``value`` or anything inside it (mappings, lists) is a template string."""
-    if isinstance(value, dict):
-        return any(has_template(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(has_template(v) for v in value)
-    return is_template(value)
-
-
-# Parsing
-
-
-def _syntax_error(text: str, exc: TemplateSyntaxError) -> ExpressionError:
-    where = f" (line {exc.lineno})" if "\n" in text.strip() and exc.lineno else ""
-    return ExpressionError(f"{text!r}: syntax error{where}: {exc.message}", text)
-
-
-@lru_cache(maxsize=2048)
-def _tokens(text: str) -> tuple[tuple[str, str], ...]:
-    try:
-        return tuple((kind, value) for _, kind, value in ENV.lex(text))
-    except TemplateSyntaxError as exc:
-        raise _syntax_error(text, exc) from None
-
-
-def _single_expression(text: str) -> str | None:
-    """The source of the one ``{{ expr }}`` that ``text`` consists of (surrounding whitespace
-    aside), or None if ``text`` is anything else."""
-    if "{{" not in text:
-        return None
-    tokens = [t for t in _tokens(text) if not (t[0] == "data" and not t[1].strip())]
-    if len(tokens) < 2 or tokens[0][0] != "variable_begin" or tokens[-1][0] != "variable_end":
-        return None
-    inner = tokens[1:-1]
-    if any(kind in ("variable_begin", "variable_end", "data") for kind, _ in inner):
-        return None
-    return "".join(value for _, value in inner).strip()
-
-
-def condition_source(text: str) -> str:
-    """The expression of a condition: ``{{ params.force }}`` and ``params.force`` give
-    ``params.force``."""
-    stripped = text.strip()
-    if not stripped:
-        raise ExpressionError("the condition is empty", text)
-    if not is_template(stripped):
-        return stripped
-    single = _single_expression(stripped)
-    if single is None:
-        raise ExpressionError(
-            f"{text!r}: a condition must be one expression, e.g. "
-            "'{{ params.force and steps.check.status == \"succeeded\" }}'",
-            text,
-        )
-    return single
-
-
-def _as_template(text: str, condition: bool) -> str:
-    return "{{ " + condition_source(text) + " }}" if condition else text
-
-
-@lru_cache(maxsize=2048)
-def _parse(source: str, original: str) -> nodes.Template:
-    try:
-        tree = ENV.parse(source)
-        ENV.compile(tree)  # unknown filters and tests are found here
-    except TemplateSyntaxError as exc:
-        raise _syntax_error(original, exc) from None
-    return tree
-
-
-@lru_cache(maxsize=2048)
-def _template(text: str) -> Any:
-    try:
-        return ENV.from_string(text)
-    except TemplateSyntaxError as exc:
-        raise _syntax_error(text, exc) from None
-
-
-@lru_cache(maxsize=2048)
-def _expression(source: str, original: str) -> Any:
-    try:
-        return ENV.compile_expression(source, undefined_to_none=False)
-    except TemplateSyntaxError as exc:
-        raise _syntax_error(original, exc) from None
-
-
-def check(text: str, *, condition: bool = False) -> None:
-    """Raise ExpressionError if ``text`` does not compile (a template, or a condition)."""
-    source = _as_template(text, condition)
-    _parse(source, text)
-
-
-def variables(text: str, *, condition: bool = False) -> set[str]:
-    """The top-level variable names ``text`` reads (Jinja's own globals such as ``range``
-    excluded)."""
-    tree = _parse(_as_template(text, condition), text)
-    return {name for name in meta.find_undeclared_variables(tree) if name not in ENV.globals}
-
-
-def references(text: str, *, condition: bool = False) -> set[tuple[str, ...]]:
-    """The attribute paths ``text`` reads: ``{{ steps.check.outputs['lag'] }}`` gives
-    ``("steps", "check", "outputs", "lag")``. A path stops where an index is computed
-    (``params[name]`` gives ``("params",)``). Names bound inside the template (``{% for %}``,
-    ``{% set %}``) are left out."""
-    tree = _parse(_as_template(text, condition), text)
-    free = {name for name in meta.find_undeclared_variables(tree) if name not in ENV.globals}
-    found: set[tuple[str, ...]] = set()
-    _walk(tree, found)
-    return {path for path in found if path[0] in free}
-
-
-def _walk(node: nodes.Node, found: set[tuple[str, ...]]) -> None:
-    path, dynamic = _path_of(node)
-    if path is not None:
-        found.add(path)
-        for arg in dynamic:
-            _walk(arg, found)
-        return
-    for child in node.iter_child_nodes():
-        _walk(child, found)
-
-
-def _path_of(node: nodes.Node) -> tuple[tuple[str, ...] | None, list[nodes.Node]]:
-    parts: list[str] = []  # outermost first
-    dynamic: list[nodes.Node] = []
-    while True:
-        if isinstance(node, nodes.Getattr):
-            parts.append(node.attr)
-            node = node.node
-        elif isinstance(node, nodes.Getitem):
-            arg = node.arg
-            if isinstance(arg, nodes.Const) and isinstance(arg.value, str | int):
-                parts.append(str(arg.value))
-            else:
-                parts.clear()  # what follows a computed index is unknown
-                dynamic.append(arg)
-            node = node.node
-        elif isinstance(node, nodes.Name) and node.ctx == "load":
-            return (node.name, *reversed(parts)), dynamic
-        else:
-            return None, []
 
 
 # Evaluation
-
-
-def _describe_undefined(text: str, context: Mapping[str, Any], exc: Exception) -> str:
-    """Name the first path ``text`` reads that the context does not have."""
-    try:
-        paths = sorted(references(text, condition=not is_template(text)))
-    except ExpressionError:
-        paths = []
-    for path in paths:
-        current: Any = context
-        for depth, part in enumerate(path):
-            if not isinstance(current, Mapping):
-                break
-            if part not in current:
-                missing = ".".join(path[: depth + 1])
-                if depth == 0:
-                    known = ", ".join(sorted(str(k) for k in current))
-                    return f"{missing} is undefined (variables: {known})"
-                keys = sorted(str(k) for k in current)
-                parent = ".".join(path[:depth])
-                has = f"{parent} has: {', '.join(keys)}" if keys else f"{parent} is empty"
-                return f"{missing} is undefined ({has})"
-            current = current[part]
-    return str(getattr(exc, "message", None) or exc)
 
 
 def _error(text: str, exc: Exception, context: Mapping[str, Any]) -> ExpressionError:
     if isinstance(exc, ExpressionError):
         return exc
     if isinstance(exc, TemplateSyntaxError):
-        return _syntax_error(text, exc)
+        return syntax_error(text, exc)
     if isinstance(exc, SecurityError):
         return ExpressionError(f"{text!r}: not allowed in a runbook expression: {exc}", text)
     if isinstance(exc, UndefinedError):
-        return ExpressionError(f"{text!r}: {_describe_undefined(text, context, exc)}", text)
+        return ExpressionError(f"{text!r}: {describe_undefined(text, context, exc)}", text)
     return ExpressionError(f"{text!r}: cannot evaluate: {exc}", text)
 
 
@@ -289,7 +94,7 @@ def _defined(value: Any, depth: int = 0) -> Any:
 
 
 def _evaluate(source: str, text: str, context: Mapping[str, Any]) -> Any:
-    function = _expression(source, text)
+    function = compiled_expression(source, text)
     try:
         return _defined(function(**context))
     except Exception as exc:
@@ -297,7 +102,7 @@ def _evaluate(source: str, text: str, context: Mapping[str, Any]) -> Any:
 
 
 def _render_text(text: str, context: Mapping[str, Any]) -> str:
-    template = _template(text)
+    template = compiled_template(text)
     try:
         return str(template.render(**context))
     except Exception as exc:
@@ -315,7 +120,7 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
         return [render(item, context) for item in value]
     if not is_template(value):
         return value
-    single = _single_expression(value)
+    single = single_expression(value)
     if single is not None:
         return _evaluate(single, value, context)
     return _render_text(value, context)
@@ -407,7 +212,7 @@ def _placeholder(source: str) -> str:
 def _plan_evaluate(source: str, text: str, context: Mapping[str, Any]) -> tuple[bool, Any]:
     """(True, value) if the expression is decided without run-time values, else (False, None)."""
     tracker = _Tracker()
-    function = _expression(source, text)
+    function = compiled_expression(source, text)
     plan_context = _plan_context(context, tracker)
     try:
         value = _defined(function(**plan_context))
@@ -426,12 +231,12 @@ def _plan_expression(source: str, text: str, context: Mapping[str, Any]) -> Any:
 
 
 def _plan_text(text: str, context: Mapping[str, Any]) -> str:
-    tokens = _tokens(text)
+    tokens = lex(text)
     if any(kind == "block_begin" for kind, _ in tokens):
         tracker = _Tracker()
         plan_context = _plan_context(context, tracker)
         try:
-            return str(_template(text).render(**plan_context))
+            return str(compiled_template(text).render(**plan_context))
         except Exception as exc:
             if tracker.touched or isinstance(exc, _Unknown):
                 return _placeholder(text)
@@ -462,7 +267,7 @@ def render_plan(value: Any, context: Mapping[str, Any]) -> Any:
         return [render_plan(item, context) for item in value]
     if not is_template(value):
         return value
-    single = _single_expression(value)
+    single = single_expression(value)
     if single is not None:
         return _plan_expression(single, value, context)
     return _plan_text(value, context)
