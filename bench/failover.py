@@ -29,7 +29,7 @@ from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.ledger.worker import WorkerPool
-from incidentbot.runbooks import approvals, runtime
+from incidentbot.runbooks import approvals, planning, run_context, runtime
 from incidentbot.runbooks import engine as rb_engine
 from incidentbot.runbooks import view as views
 from incidentbot.runbooks.actions import ActionContext, Services, registry
@@ -85,10 +85,10 @@ def runbook_failover(lab: Lab, engine, settings: Settings) -> tuple[float, float
     runbook = load_dirs([REPO / "runbooks"], registry).get("failover-rpc-provider")
     with db.transaction(engine) as s:
         incident = svc.get(s, "INC-1")
-        plan = rb_engine.plan(
+        plan = planning.plan(
             runbook,
             {"max_lag": MAX_LAG},
-            incident=rb_engine.incident_info(s, incident),
+            incident=run_context.incident_info(s, incident),
             variables=settings.runbooks.vars,
             services=Services(settings=settings),
         )

@@ -27,7 +27,7 @@ from bench.ledger_overhead import one_run as ledger_run
 from incidentbot import db, ledger
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
-from incidentbot.runbooks import engine, runtime
+from incidentbot.runbooks import engine, planning, runtime
 from incidentbot.runbooks.actions import Action, registry
 from incidentbot.runbooks.loader import load_text
 
@@ -69,7 +69,7 @@ def runbook_text(steps: int) -> str:
 
 
 def one_runbook(eng, settings: Settings, runbook: Any, incident: Any, key: str) -> float:
-    plan = engine.plan(runbook, {"node": key})
+    plan = planning.plan(runbook, {"node": key})
     with db.transaction(eng) as s:
         row = engine.start(
             s, settings, plan, key=key, requester="bench", incident=incident, source="cli"

@@ -30,7 +30,7 @@ from incidentbot.ledger.worker import WorkerPool
 from incidentbot.paging import flows as paging
 from incidentbot.paging.models import Page
 from incidentbot.postmortems import lifecycle, people
-from incidentbot.runbooks import approvals, runtime
+from incidentbot.runbooks import approvals, planning, run_context, runtime
 from incidentbot.runbooks import engine as rb_engine
 from incidentbot.runbooks import view as views
 from incidentbot.runbooks.actions import Services, registry
@@ -219,8 +219,8 @@ def run_runbook(
     runbook = load_dirs(settings.runbooks.dirs, registry).get(name)
     assert runbook is not None, f"runbook {name} did not load"
     with db.transaction(engine) as s:
-        info = rb_engine.incident_info(s, svc.get(s, sc.ref))
-    plan = rb_engine.plan(
+        info = run_context.incident_info(s, svc.get(s, sc.ref))
+    plan = planning.plan(
         runbook,
         params,
         incident=info,

@@ -15,7 +15,7 @@ from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.infra.rpc import RpcClient
 from incidentbot.ledger.worker import WorkerPool
-from incidentbot.runbooks import approvals, runtime
+from incidentbot.runbooks import approvals, planning, run_context, runtime
 from incidentbot.runbooks import engine as rb_engine
 from incidentbot.runbooks import view as views
 from incidentbot.runbooks.actions import Services, registry
@@ -48,8 +48,8 @@ def run_runbook(bot, name: str, **params) -> views.RunView:
     assert runbook is not None
     with db.transaction(engine) as s:
         incident = svc.get(s, "INC-1")
-        info = rb_engine.incident_info(s, incident)
-    plan = rb_engine.plan(
+        info = run_context.incident_info(s, incident)
+    plan = planning.plan(
         runbook,
         params,
         incident=info,
@@ -308,6 +308,6 @@ def test_restore_skips_a_newest_snapshot_that_fails_its_checksum(lab: Lab, bot) 
 def test_failover_locks_the_load_balancer(lab: Lab, bot) -> None:  # noqa: F811
     _engine, settings = bot
     runbook = load_dirs(settings.runbooks.dirs, registry).get("failover-rpc-provider")
-    plan = rb_engine.plan(runbook, {}, variables=settings.runbooks.vars)
+    plan = planning.plan(runbook, {}, variables=settings.runbooks.vars)
     assert plan.target == f"lb/{BACKEND}"
-    assert "Target (locked while it runs): lb/rpc_nodes" in rb_engine.format_plan(plan)
+    assert "Target (locked while it runs): lb/rpc_nodes" in planning.format_plan(plan)

@@ -8,7 +8,7 @@ from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.ledger import PermanentError
-from incidentbot.runbooks import engine as rb_engine
+from incidentbot.runbooks import planning, run_context
 from incidentbot.runbooks.actions import ActionContext, Services, registry
 
 
@@ -42,7 +42,7 @@ def test_incident_page_without_paging_says_so_or_fails(engine):
     settings = Settings()
     with db.transaction(engine) as s:
         inc = svc.declare(s, settings, title="RPC down", severity="SEV1", actor="alice")
-        info = rb_engine.incident_info(s, inc)
+        info = run_context.incident_info(s, inc)
     ctx = ActionContext(
         run_id=1,
         step_id="page",
@@ -80,13 +80,13 @@ def test_slack_steps_run_only_where_slack_is_and_targets_may_be_expressions():
     from incidentbot.runbooks.loader import load_text
 
     runbook = load_text(ANNOUNCE, "tell.yaml", registry)
-    steps = rb_engine.ledger_steps(runbook, announce=True, approval_timeout=60)
+    steps = planning.ledger_steps(runbook, announce=True, approval_timeout=60)
     assert [s["action"] for s in steps] == [
         "runbook.announce",
         "runbook.step.chat",  # a bare worker (no Slack) hands it back, never fails it
         "runbook.step",
     ]
-    plan = rb_engine.plan(runbook, {}, variables={"lb": {"backend": "rpc_nodes"}})
+    plan = planning.plan(runbook, {}, variables={"lb": {"backend": "rpc_nodes"}})
     assert plan.target == "lb/rpc_nodes"
 
 

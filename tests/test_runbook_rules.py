@@ -9,8 +9,7 @@ import pytest
 
 from incidentbot import db
 from incidentbot.incidents import service as svc
-from incidentbot.runbooks import approvals
-from incidentbot.runbooks import engine as rb_engine
+from incidentbot.runbooks import approvals, planning
 from incidentbot.runbooks.actions import registry
 from incidentbot.runbooks.loader import load_dirs
 from incidentbot.sandbox.slack.workspace import Workspace
@@ -189,8 +188,8 @@ def test_a_plan_resolves_everything_and_touches_nothing(engine, tmp_path, effect
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     key = "0123456789abcdef0123456789abcdef"
-    plan = rb_engine.plan(runbook, {"node": "rpc-3", "url": effects.url, "api_key": key})
-    lines = "\n".join(rb_engine.format_plan(plan))
+    plan = planning.plan(runbook, {"node": "rpc-3", "url": effects.url, "api_key": key})
+    lines = "\n".join(planning.format_plan(plan))
     monkeypatch.undo()
     assert effects.requests() == {}
     assert "Target (locked while it runs): rpc-3" in lines

@@ -23,7 +23,7 @@ from incidentbot.incidents import service as svc
 from incidentbot.ledger import control
 from incidentbot.ledger.service import LockHeld
 from incidentbot.ledger.worker import WorkerPool
-from incidentbot.runbooks import access, approvals, engine, runtime
+from incidentbot.runbooks import access, approvals, engine, planning, run_context, runtime
 from incidentbot.runbooks import view as views
 from incidentbot.runbooks.actions import Services
 from incidentbot.runbooks.definition import format_seconds
@@ -66,9 +66,9 @@ def _plan(ctx: typer.Context, name: str, pairs: list[str] | None, incident: str 
     if incident:
         with db.transaction(st.engine) as s:
             inc = svc.get(s, incident)
-            info = engine.incident_info(s, inc)
+            info = run_context.incident_info(s, inc)
     try:
-        plan = engine.plan(
+        plan = planning.plan(
             runbook,
             _params(pairs),
             incident=info,
@@ -92,7 +92,7 @@ def plan_cmd(
     """Show what a run would do, step by step, without doing any of it."""
     _runbook, plan, _inc = _plan(ctx, name, params, incident)
     _out("Plan (nothing was run):")
-    for line in engine.format_plan(plan):
+    for line in planning.format_plan(plan):
         _out(line)
     if plan.problems:
         raise CliError("; ".join(plan.problems))

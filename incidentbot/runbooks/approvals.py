@@ -23,7 +23,7 @@ from incidentbot.incidents.models import Incident
 from incidentbot.ledger import control
 from incidentbot.ledger import service as ledger
 from incidentbot.ledger.models import PARKED
-from incidentbot.runbooks import access, engine
+from incidentbot.runbooks import access, planning
 from incidentbot.runbooks.models import RunbookApproval, RunbookRun
 
 DECISIONS = ("approved", "rejected")
@@ -59,7 +59,7 @@ def decide(
             raise DomainError(f"run {run_id} is not a runbook run")
         run = ledger.get_run(s, run_id, with_spec=False)
         steps = ledger.get_steps(s, run_id)
-        gate = next((st for st in steps if st.action == engine.APPROVAL_ACTION), None)
+        gate = next((st for st in steps if st.action == planning.APPROVAL_ACTION), None)
         name = f"{row.runbook} (run {run_id})"
         if gate is None:
             return Outcome(False, f"{name} does not need an approval")

@@ -35,7 +35,7 @@ from incidentbot.ledger.actions import (
     classify,
 )
 from incidentbot.ledger.models import STEP_SKIPPED
-from incidentbot.runbooks import engine, expr
+from incidentbot.runbooks import engine, expr, planning, run_context
 from incidentbot.runbooks.actions import ActionContext, Services, registry
 from incidentbot.runbooks.definition import RollbackStep, format_seconds
 from incidentbot.runbooks.models import RunbookApproval, RunbookRun
@@ -65,12 +65,12 @@ class RunbookActions:
         self.services = Services(engine=engine_, settings=settings, chat=chat)
 
     def install(self, actions: ActionRegistry) -> None:
-        actions.register(engine.STEP_ACTION, self.step, replace=True)
+        actions.register(planning.STEP_ACTION, self.step, replace=True)
         if self.chat is not None:  # steps whose action posts to Slack
-            actions.register(engine.CHAT_STEP_ACTION, self.step, replace=True)
-        actions.register(engine.APPROVAL_ACTION, self.approval, idempotent=True, replace=True)
+            actions.register(planning.CHAT_STEP_ACTION, self.step, replace=True)
+        actions.register(planning.APPROVAL_ACTION, self.approval, idempotent=True, replace=True)
         if self.announcer is not None:  # only a process with Slack posts the run message
-            actions.register(engine.ANNOUNCE_ACTION, self.announce, idempotent=True, replace=True)
+            actions.register(planning.ANNOUNCE_ACTION, self.announce, idempotent=True, replace=True)
 
     # -- announce / approval -----------------------------------------------------------------
 
@@ -103,14 +103,14 @@ class RunbookActions:
         with db.transaction(self.engine) as s:
             row, runbook = engine.load(s, ctx.run_id)
             incident = s.get(Incident, row.incident_id) if row.incident_id else None
-            info = engine.incident_info(s, incident)
+            info = run_context.incident_info(s, incident)
             ledger_steps = ledger.get_steps(s, ctx.run_id)
             states = _step_states(ledger_steps)
             started = _clock_start(ledger_steps, row.created_at)
         step = runbook.step(step_id)
         if step is None:
             raise PermanentError(f"runbook {runbook.name} has no step {step_id!r}")
-        mask = engine.run_masker(runbook, row.params)
+        mask = run_context.run_masker(runbook, row.params)
         is_rollback = any(step.id == rb.id for st in runbook.steps for rb in st.on_failure)
         if runbook.timeout and not is_rollback:
             deadline = started + timedelta(seconds=runbook.timeout)
@@ -119,7 +119,7 @@ class RunbookActions:
                     f"the runbook's timeout of {format_seconds(runbook.timeout)} passed "
                     f"before step {step.id}"
                 )
-        variables = engine.context(
+        variables = run_context.context(
             runbook,
             row.params,
             incident=info,
@@ -143,7 +143,7 @@ class RunbookActions:
             inputs = action.validate(rendered)
         except ValidationError as exc:
             raise PermanentError(
-                mask(f"inputs of {step.uses} do not fit: {engine._validation_message(exc)}")
+                mask(f"inputs of {step.uses} do not fit: {planning.validation_message(exc)}")
             ) from None
         actx = ActionContext(
             run_id=ctx.run_id,
@@ -165,7 +165,7 @@ class RunbookActions:
                 outputs = action.run(inputs, actx) or {}
         except Exception as exc:
             raise _masked(exc, mask) from None
-        return engine.mask_value(outputs, mask)
+        return run_context.mask_value(outputs, mask)
 
     def _wait(
         self,
@@ -188,7 +188,7 @@ class RunbookActions:
                 outputs = action.run(inputs, actx) or {}
                 if expr.condition(until.check, {**variables, "outputs": outputs}):
                     return {**outputs, "polls": polls}
-                last = "last outputs " + _brief(engine.mask_value(outputs, actx.mask))
+                last = "last outputs " + _brief(run_context.mask_value(outputs, actx.mask))
             except expr.ExpressionError as exc:
                 raise PermanentError(actx.mask(str(exc))) from None
             except Exception as exc:
@@ -251,7 +251,7 @@ def _step_states(steps: list[Any]) -> dict[str, Any]:
 def _clock_start(steps: list[Any], created: Any) -> Any:
     """The run's timeout counts from its approval, not from the request."""
     for st in steps:
-        if st.action == engine.APPROVAL_ACTION and st.finished_at is not None:
+        if st.action == planning.APPROVAL_ACTION and st.finished_at is not None:
             return st.finished_at
     return created
 

@@ -18,7 +18,7 @@ from incidentbot.incidents import service as svc
 from incidentbot.ledger.events import LedgerEvent
 from incidentbot.ledger.models import Run, Step
 from incidentbot.ledger.redact import redact, redact_text
-from incidentbot.runbooks import engine
+from incidentbot.runbooks import engine, planning
 from incidentbot.runbooks.definition import Runbook, format_seconds
 from incidentbot.runbooks.models import RunbookRun
 
@@ -208,7 +208,7 @@ def _step_line(
 ) -> tuple[str, str, str, dict[str, Any]] | None:
     assert ev.step_index is not None
     found = _step_of(session, ev.run_id, ev.step_index)
-    if found is None or found[0] not in engine.STEP_ACTIONS:
+    if found is None or found[0] not in planning.STEP_ACTIONS:
         return None
     _action, step_id, step_name = found
     label = f"{name} step {step_id!r}"

@@ -23,7 +23,7 @@ from incidentbot.ledger.models import (
     STEP_STARTED,
     STEP_SUCCEEDED,
 )
-from incidentbot.runbooks import engine
+from incidentbot.runbooks import engine, planning
 from incidentbot.runbooks.executor import approvals_of
 from incidentbot.runbooks.models import RunbookRun
 
@@ -113,9 +113,9 @@ def load(session: Session, run_id: int) -> RunView:
     steps: list[StepView] = []
     deadline = None
     for st in ledger.get_steps(session, run_id):
-        if st.action == engine.ANNOUNCE_ACTION:
+        if st.action == planning.ANNOUNCE_ACTION:
             continue
-        if st.action == engine.APPROVAL_ACTION:
+        if st.action == planning.APPROVAL_ACTION:
             deadline = st.deadline_at if st.decision is None else None
             continue
         step_id = (st.input or {}).get("step", "")

@@ -32,7 +32,7 @@ from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.ledger import control
 from incidentbot.ledger.service import LockHeld
-from incidentbot.runbooks import access, approvals, engine
+from incidentbot.runbooks import access, approvals, engine, planning, run_context
 from incidentbot.runbooks import view as views
 from incidentbot.runbooks.actions import Services
 from incidentbot.runbooks.definition import Runbook, format_seconds
@@ -107,9 +107,9 @@ class RunbookCommands:
                 modal_args={"runbook": runbook.name},
             )
         with db.transaction(self.engine) as s:
-            info = engine.incident_info(s, incident)
+            info = run_context.incident_info(s, incident)
         try:
-            plan = engine.plan(
+            plan = planning.plan(
                 runbook,
                 params,
                 incident=info,
@@ -119,7 +119,7 @@ class RunbookCommands:
             )
         except ParamError as exc:
             return RunReply(_param_usage(runbook, exc))
-        lines = engine.format_plan(plan)
+        lines = planning.format_plan(plan)
         if plan_only:
             text, blocks = rb_blocks.plan_message(["Plan (nothing was run):", *lines])
             return RunReply(text, blocks)
