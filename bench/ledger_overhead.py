@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.backends import each_backend
+from bench.backends import drive, each_backend
 from incidentbot import db, ledger
 from incidentbot.ledger.actions import StepContext
 
@@ -30,18 +30,7 @@ def one_run(engine, steps: int, key: str) -> float:
             steps=[{"name": f"noop {i}", "action": "ledger.noop", "input": {"i": i}}
                    for i in range(steps)],
         ).id  # fmt: skip
-    worker = ledger.Worker(engine, name="bench", lease=30)
-    try:
-        began = time.perf_counter()
-        assert worker.run_once()
-        elapsed = time.perf_counter() - began
-    finally:
-        worker.close()
-    with db.transaction(engine) as s:
-        status = ledger.get_run(s, rid).status
-    if status != "succeeded":
-        raise SystemExit(f"bench run {rid} ended {status}")
-    return elapsed
+    return drive(engine, rid)
 
 
 def action_cost(steps: int) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pydantic import BaseModel, ConfigDict
 
-from bench.backends import each_backend
+from bench.backends import drive, each_backend
 from bench.ledger_overhead import one_run as ledger_run
-from incidentbot import db, ledger
+from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.runbooks import engine, planning, runtime
@@ -75,25 +74,14 @@ def one_runbook(eng, settings: Settings, runbook: Any, incident: Any, key: str) 
             s, settings, plan, key=key, requester="bench", incident=incident, source="cli"
         )
         rid = row.run_id
-    worker = ledger.Worker(eng, name="bench", lease=30)
-    try:
-        began = time.perf_counter()
-        assert worker.run_once()
-        elapsed = time.perf_counter() - began
-    finally:
-        worker.close()
-    with db.transaction(eng) as s:
-        status = ledger.get_run(s, rid).status
-    if status != "succeeded":
-        raise SystemExit(f"bench run {rid} ended {status}")
-    return elapsed
+    return drive(eng, rid)
 
 
 def measure(name: str, url: str, steps: int, repeat: int) -> None:
     eng = db.make_engine(url)
     db.upgrade(eng)
     settings = Settings()
-    uninstall = runtime.install(eng, settings)
+    runtime.install(eng, settings)  # the runbook actions and the timeline hook, as the bot
     runbook = load_text(runbook_text(steps), "bench.yaml", registry)
     with db.transaction(eng) as s:
         incident = svc.declare(s, settings, title="bench", severity="SEV3", actor="bench")
@@ -103,7 +91,6 @@ def measure(name: str, url: str, steps: int, repeat: int) -> None:
         rb = [one_runbook(eng, settings, runbook, incident, f"r{i}") / steps for i in range(repeat)]
         bare = [ledger_run(eng, steps, f"{name}-{i}") / steps for i in range(repeat)]
     finally:
-        uninstall()
         eng.dispose()
     rb_ms, bare_ms = statistics.median(rb) * 1000, statistics.median(bare) * 1000
     print(
