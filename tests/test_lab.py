@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
-import httpx
 import pytest
 import yaml
 
@@ -29,59 +24,13 @@ from incidentbot.infra.haproxy import HaproxyError
 from incidentbot.infra.rpc import RpcError
 from incidentbot.infra.snapshots import ChecksumMismatch, sha256_file
 from incidentbot.infra.supervisor import SupervisorError
-from incidentbot.sandbox.lab import BACKEND, CHAIN_ID, NODES, Lab, LabError, missing
+from incidentbot.sandbox.lab import BACKEND, CHAIN_ID, NODES, Lab, LabError
+from tests import lab_support
+from tests.lab_support import answers, needs_lab, rpc_post, wait_for
 
-_MISSING = missing()
-pytestmark = pytest.mark.skipif(
-    bool(_MISSING) and not os.environ.get("CI"),
-    reason="runbook lab not installed: " + "; ".join(_MISSING),
-)
-T = TypeVar("T")
+pytestmark = needs_lab
+lab, healthy_lab = lab_support.lab, lab_support.healthy_lab  # the fixtures
 CLI = [sys.executable, "-m", "incidentbot.cli"]  # a process of its own
-
-
-def wait_for(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
-    """Poll ``check`` until it returns something truthy (and return that)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def rpc_post(url: str, method: str, params: list | None = None) -> httpx.Response:
-    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}
-    return httpx.post(url, json=body, timeout=5)
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if _MISSING:
-        pytest.fail("CI needs the runbook lab: " + "; ".join(_MISSING))
-    with Lab(tmp_path_factory.mktemp("lab")) as running:
-        yield running
-    assert running.processes() == []
-
-
-@pytest.fixture(autouse=True)
-def healthy_lab(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After each test: every node started and mining, every server ready and UP."""
-    yield
-    if "lab" not in request.fixturenames:
-        return
-    lab: Lab = request.getfixturevalue("lab")
-    for node in NODES:
-        if not lab.supervisor.state(node).running:
-            lab.supervisor.stop(node)  # a node in BACKOFF after a failed start
-            lab.supervisor.start(node)
-        lab.fault(node, "unfreeze")
-        lab.haproxy.set_state(BACKEND, node, "ready")
-        lab.haproxy.set_weight(BACKEND, node, 1)
-    for node in NODES:
-        lab.wait_server(node, "UP")
 
 
 def test_up_status_down_from_separate_processes(tmp_path: Path) -> None:
@@ -241,7 +190,7 @@ def test_supervisor_restart_gives_a_new_process(lab: Lab) -> None:
     assert before.running and before.pid is not None
     after = lab.supervisor.restart("node-3")
     assert after.running and after.pid not in (None, before.pid)
-    wait_for(lambda: _answers(lab, "node-3"), "node-3 to answer after its restart")
+    wait_for(lambda: answers(lab, "node-3"), "node-3 to answer after its restart")
     # Stopping twice and starting twice are not errors.
     assert lab.supervisor.stop("node-3").state == "STOPPED"
     assert lab.supervisor.stop("node-3").state == "STOPPED"
@@ -250,14 +199,6 @@ def test_supervisor_restart_gives_a_new_process(lab: Lab) -> None:
     with pytest.raises(SupervisorError) as err:
         lab.supervisor.state("node-9")
     assert err.value.code == "no_such_process"
-
-
-def _answers(lab: Lab, node: str) -> bool:
-    try:
-        lab.head(node)
-    except RpcError:
-        return False
-    return True
 
 
 def test_snapshot_corrupt_restore(lab: Lab) -> None:
@@ -276,7 +217,7 @@ def test_snapshot_corrupt_restore(lab: Lab) -> None:
         lambda: lab.supervisor.state("node-2").state in ("BACKOFF", "FATAL"),
         "node-2 to fail on its corrupt state",
     )
-    assert not _answers(lab, "node-2")
+    assert not answers(lab, "node-2")
     lab.wait_server("node-2", "DOWN")
     corrupt = lab.state_path("node-2").read_bytes()
 

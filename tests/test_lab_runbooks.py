@@ -21,7 +21,7 @@ from incidentbot.runbooks import view as views
 from incidentbot.runbooks.actions import Services, registry
 from incidentbot.runbooks.loader import load_dirs
 from incidentbot.sandbox.lab import BACKEND, Lab
-from tests.test_lab import healthy_lab, lab, rpc_post, wait_for  # noqa: F401 - fixtures
+from tests.lab_support import healthy_lab, lab, rpc_post, wait_for  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("healthy_lab")

@@ -29,11 +29,10 @@ import stat
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -47,14 +46,11 @@ from incidentbot.ledger import OutcomeUnknownError, PermanentError, RetryableErr
 from incidentbot.ledger.redact import redact_text
 from incidentbot.runbooks.actions import Action, ActionContext, Services, registry
 from incidentbot.runbooks.config import RunbookSettings
-from incidentbot.sandbox.lab import BACKEND, CHAIN_ID, NODES, Lab, missing
+from incidentbot.sandbox.lab import BACKEND, CHAIN_ID, NODES, Lab
+from tests import lab_support
+from tests.lab_support import answers, needs_lab, wait_for
 
-_MISSING = missing()
-needs_lab = pytest.mark.skipif(
-    bool(_MISSING) and not os.environ.get("CI"),
-    reason="runbook lab not installed: " + "; ".join(_MISSING),
-)
-T = TypeVar("T")
+lab, healthy_lab = lab_support.lab, lab_support.healthy_lab  # the fixtures
 KEY = "9aa3d95b3bc440fa88ea12eaa4456161"  # an Infura-shaped key: must never show
 ACCOUNT_0 = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # anvil's default accounts
 ACCOUNT_1 = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
@@ -102,17 +98,6 @@ def plan(name: str, data: dict[str, Any], context: ActionContext | None = None) 
     return action.plan(action.validate(data), context or ctx())
 
 
-def wait_for(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def closed_port() -> int:
     """A loopback port nothing listens on (connections are refused)."""
     with socket.socket() as sock:
@@ -121,43 +106,6 @@ def closed_port() -> int:
 
 
 # -- the lab -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if _MISSING:
-        pytest.fail("CI needs the runbook lab: " + "; ".join(_MISSING))
-    with Lab(tmp_path_factory.mktemp("lab")) as running:
-        yield running
-    assert running.processes() == []
-
-
-@pytest.fixture(autouse=True)
-def healthy_lab(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After each test that used the lab: every node running and mining, every server ready,
-    weight 1 and UP."""
-    yield
-    if "lab" not in request.fixturenames:
-        return
-    lab: Lab = request.getfixturevalue("lab")
-    for node in NODES:
-        if not lab.supervisor.state(node).running:
-            lab.supervisor.stop(node)
-            lab.supervisor.start(node)
-        wait_for(lambda node=node: _answers(lab, node), f"{node} to answer")
-        lab.fault(node, "unfreeze")
-        lab.haproxy.set_state(BACKEND, node, "ready")
-        lab.haproxy.set_weight(BACKEND, node, 1)
-    for node in NODES:
-        lab.wait_server(node, "UP")
-
-
-def _answers(lab: Lab, node: str) -> bool:
-    try:
-        lab.head(node)
-    except RpcError:
-        return False
-    return True
 
 
 def served_by(lab: Lab) -> str:
@@ -509,14 +457,14 @@ def test_supervisor_restart_stop_start(lab: Lab) -> None:
     assert out["pid_before"] == before.pid and out["state_before"] == "RUNNING"
     assert out["state"] == "RUNNING" and out["pid"] not in (None, before.pid)
     assert lab.supervisor.state("node-3").pid == out["pid"]
-    wait_for(lambda: _answers(lab, "node-3"), "node-3 to answer after its restart")
+    wait_for(lambda: answers(lab, "node-3"), "node-3 to answer after its restart")
 
     data = {"socket": f"unix://{sock}", "program": "node-3"}
     stopped = run("supervisor.stop", data)
     assert (stopped["state"], stopped["pid"], stopped["changed"]) == ("STOPPED", None, True)
     assert stopped["pid_before"] == out["pid"]
     assert run("supervisor.stop", data)["changed"] is False
-    assert not _answers(lab, "node-3")
+    assert not answers(lab, "node-3")
     started = run("supervisor.start", data)
     assert started["state"] == "RUNNING" and started["changed"] is True and started["pid"]
     again = run("supervisor.start", data)
