@@ -108,7 +108,7 @@ def test_config_check_knows_the_built_in_and_imported_jobs(cli, tmp_path):
     assert code == 0, out
     code, out = check({"scheduler": {"imports": ["tests.no_such_module"]}})
     assert code == 1
-    assert "scheduler.imports: cannot import 'tests.no_such_module'" in out
+    assert "scheduler.imports tests.no_such_module: cannot import it" in out
     code, out = check({"scheduler": {"jobs": [{"name": "reminders.stale", "cron": "0 8 * * 1"}]}})
     assert code != 0
     assert "name the day of the week" in out

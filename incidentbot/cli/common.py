@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -17,6 +18,13 @@ from incidentbot.config import Settings, load_settings
 
 # Piped output (scripts, tests) gets a wide table instead of Rich's 80-column default.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def log_to_stderr(level: str) -> None:
+    """Log lines with time, level and logger for commands that run until stopped (unless
+    logging is set up already)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 class CliError(Exception):

@@ -21,10 +21,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from incidentbot import clock, db
-from incidentbot.cli.common import CliError, console, state
+from incidentbot.cli.common import CliError, console, log_to_stderr, state
 from incidentbot.config import Settings
 from incidentbot.handoff.service import pager_for
-from incidentbot.scheduler.builtin import Services, build_scheduler, builtin_jobs, import_modules
+from incidentbot.modules import import_modules
+from incidentbot.scheduler.builtin import Services, build_scheduler, builtin_jobs
 from incidentbot.scheduler.core import resolve_jobs
 from incidentbot.scheduler.models import SchedulerRun
 from incidentbot.scheduler.registry import registered
@@ -50,7 +51,7 @@ def list_cmd(
     st = state(ctx)
     import_modules(imports, "--import")
     tz = ZoneInfo(st.settings.timezone)
-    import_modules(st.settings.scheduler.imports)
+    import_modules(st.settings.scheduler.imports, "scheduler.imports")
     registry = {**registered(), **builtin_jobs(st.settings, None)}
     jobs = {j.name: j for j in resolve_jobs(st.settings.scheduler, st.settings.timezone,
                                             registry, strict=False)}  # fmt: skip
@@ -122,11 +123,7 @@ def scheduler_cmd(
 ) -> None:
     """Run the scheduler in the foreground until SIGTERM or SIGINT (one replica leads)."""
     st = state(ctx)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=st.settings.log_level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+    log_to_stderr(st.settings.log_level)
     import_modules(imports, "--import")
     engine = st.engine
     sched = build_scheduler(st.settings, engine, _services(st.settings, engine), name=name)

@@ -7,7 +7,6 @@ then lets each worker finish its current step and hand its run back.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import signal
@@ -21,11 +20,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from incidentbot import db
-from incidentbot.cli.common import AS_OPTION, CliError, actor, console, state
+from incidentbot.cli.common import AS_OPTION, CliError, actor, console, log_to_stderr, state
 from incidentbot.ledger import control, queries
 from incidentbot.ledger.models import PARKED, Run, Step
 from incidentbot.ledger.redact import redact_text
 from incidentbot.ledger.worker import DEFAULT_LEASE, DEFAULT_POLL, WorkerPool
+from incidentbot.modules import import_modules
 from incidentbot.runbooks import runtime as runbook_runtime
 
 app = typer.Typer(help="Durable runs: list, inspect, cancel, decide.", no_args_is_help=True)
@@ -203,16 +203,8 @@ def worker_cmd(
 ) -> None:
     """Run ledger workers in the foreground until SIGTERM or SIGINT."""
     st = state(ctx)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=st.settings.log_level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-    for module in imports:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            raise CliError(f"--import {module}: cannot import it: {exc}") from None
+    log_to_stderr(st.settings.log_level)
+    import_modules(imports, "--import")
     engine = st.engine
     # Runbook steps (and their timeline entries) run here too; posting a run's Slack message
     # is left to the bot, which has Slack.

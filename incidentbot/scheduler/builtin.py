@@ -9,7 +9,6 @@ services (``incidentbot jobs list``) the jobs are listed but cannot run.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +18,9 @@ from sqlalchemy.engine import Engine
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.handoff.config import Rotation
+from incidentbot.modules import import_modules
 from incidentbot.ports import Chat, Pager
-from incidentbot.scheduler.core import Scheduler, SchedulerError, resolve_jobs
+from incidentbot.scheduler.core import Scheduler, resolve_jobs
 from incidentbot.scheduler.registry import JobContext, RegisteredJob, registered
 
 DAILY_GRACE = 6 * 3600.0  # a daily digest missed during a morning outage still goes out
@@ -89,7 +89,7 @@ def build_scheduler(
     """The scheduler with every registered job and, given ``services``, the bot's own jobs,
     as configured (an entry naming an unknown job is refused: SchedulerError). Without
     services the built-in jobs are left out (their entries are still recognised)."""
-    import_modules(settings.scheduler.imports)
+    import_modules(settings.scheduler.imports, "scheduler.imports")
     builtin = builtin_jobs(settings, services)
     jobs = resolve_jobs(settings.scheduler, settings.timezone, {**registered(), **builtin})
     if services is None:
@@ -97,19 +97,10 @@ def build_scheduler(
     return Scheduler(engine, jobs, name=name, retry=settings.scheduler.retry)
 
 
-def import_modules(modules: list[str], what: str = "scheduler.imports") -> None:
-    """Import the modules that register jobs; SchedulerError naming the one that fails."""
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            raise SchedulerError(f"{what}: cannot import {module!r}: {exc}") from None
-
-
 def check(settings: Settings) -> None:
     """Refuse (SchedulerError) a ``scheduler.jobs`` entry naming no built-in or imported job,
     or a module in ``scheduler.imports`` that does not import."""
-    import_modules(settings.scheduler.imports)
+    import_modules(settings.scheduler.imports, "scheduler.imports")
     registry = {**registered(), **builtin_jobs(settings, None)}
     resolve_jobs(settings.scheduler, settings.timezone, registry=registry)
 
