@@ -8,6 +8,7 @@ import pytest
 
 from incidentbot import db
 from incidentbot.incidents import service as svc
+from incidentbot.installation import installation_id
 from incidentbot.sandbox.slack.server import SlackSandbox
 from tests.conftest import count
 from tests.slack_harness import (
@@ -48,7 +49,8 @@ def test_declare_opens_a_furnished_channel_and_announces_it(slack, engine):
 
     snap = slack.snapshot(CHANNEL)
     assert snap.topic == "INC-1 · SEV2 Major · triage"
-    assert snap.purpose == f"[INC-1] {TITLE}"
+    # The purpose says which incident, and which installation owns the channel.
+    assert snap.purpose == f"[INC-1] {TITLE} · incidentbot {installation_id(engine)}"
     assert "alice" in snap.members
     assert len(snap.pinned) == 1 and "INC-1: " + TITLE in snap.pinned[0].text
     digest = wait_for(

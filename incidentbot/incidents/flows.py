@@ -26,6 +26,7 @@ from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.naming import channel_name
+from incidentbot.installation import installation_id
 from incidentbot.ledger import service as ledger
 from incidentbot.ledger.actions import ActionRegistry, PermanentError, RetryableError, StepContext
 from incidentbot.ledger.actions import registry as default_registry
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 BOT_ACTOR = "incidentbot"
 MAX_NAME_SUFFIX = 20
+MAX_PURPOSE = 250  # Slack's limit on a channel purpose
 # Slack retries are the ledger's: quick first retries, capped, enough to outlast a short outage.
 CHAT_RETRY = {"max_attempts": 8, "backoff": 0.5, "max_backoff": 30.0}
 CHAT_TIMEOUT = 30.0
@@ -50,6 +52,22 @@ Renderer = Any
 def marker(incident: Incident) -> str:
     """Put in the channel purpose: proves a channel belongs to this incident."""
     return f"[{incident.ref}]"
+
+
+def owner_tag(installation: str) -> str:
+    """Ends the channel purpose: another installation in the same workspace has an INC-1 too,
+    and must never adopt this one's channel."""
+    return f"· incidentbot {installation}"
+
+
+def purpose_of(incident: Incident, installation: str) -> str:
+    tag = owner_tag(installation)
+    head = f"{marker(incident)} {incident.title}"[: MAX_PURPOSE - len(tag) - 1]
+    return f"{head} {tag}"
+
+
+def is_owned(purpose: str, incident: Incident, installation: str) -> bool:
+    return purpose.startswith(marker(incident)) and purpose.endswith(owner_tag(installation))
 
 
 def _step(name: str, action: str, **input: Any) -> dict[str, Any]:
@@ -145,6 +163,7 @@ class ChatActions:
         self.settings = settings
         self.render = render
         self._digest_channel_id: str | None = None
+        self._installation: str | None = None
         # Find-then-post of the header and the digest message must not interleave for one
         # incident, or two workers would both find nothing and both post.
         self._locks: dict[tuple[str, int], threading.Lock] = {}
@@ -220,12 +239,29 @@ class ChatActions:
                 s, s.get(Incident, incident.id), kind, BOT_ACTOR, summary, now=utcnow(), data=data
             )
 
-    def _save(self, incident: Incident, **values: Any) -> None:
+    def _save_done(
+        self, incident: Incident, column: str, value: str, kind: str, summary: str, **data: Any
+    ) -> None:
+        """Record an effect as done (``column`` of the incident, e.g. the digest message's ts)
+        and its timeline entry in one transaction, the entry only the first time.
+
+        Whether this attempt made the effect or found what an earlier, interrupted attempt made
+        (a crash or a lost answer between Slack's side and ours), the entry is written exactly
+        once: the column, read under the row lock, says whether it already was."""
         with db.transaction(self.engine) as s:
-            row = s.get(Incident, incident.id)
-            for key, value in values.items():
-                setattr(row, key, value)
-            s.add(row)
+            row = s.get(Incident, incident.id, with_for_update=True)
+            assert row is not None
+            first = getattr(row, column) is None
+            if getattr(row, column) != value:
+                setattr(row, column, value)
+                s.add(row)
+            if first:
+                svc.record(s, row, kind, BOT_ACTOR, summary, now=utcnow(), data=data)
+
+    def _installation_id(self) -> str:
+        if self._installation is None:
+            self._installation = installation_id(self.engine)
+        return self._installation
 
     def _digest_channel(self) -> str:
         if self._digest_channel_id is None:
@@ -260,7 +296,7 @@ class ChatActions:
             )
             existing = self.chat.find_channel(name)
             if existing is not None:
-                mine = marker(inc) in existing.purpose or (
+                mine = is_owned(existing.purpose, inc, self._installation_id()) or (
                     not existing.purpose
                     and not self._owned_by_other_incident(existing.id, inc)
                     and existing.creator in (None, self._bot_id())
@@ -285,13 +321,16 @@ class ChatActions:
             row.channel_id, row.channel_name = channel.id, channel.name
             s.add(row)
             link_channel(s, row)  # pages opened before the channel get its link
-        self._record(
-            inc,
-            "slack.channel_created",
-            f"Channel #{channel.name} created",
-            channel_id=channel.id,
-            channel=channel.name,
-        )
+            # In the same commit: a crash cannot leave a channel saved but not on the timeline.
+            svc.record(
+                s,
+                row,
+                "slack.channel_created",
+                BOT_ACTOR,
+                f"Channel #{channel.name} created",
+                now=utcnow(),
+                data={"channel_id": channel.id, "channel": channel.name},
+            )
         return {"channel_id": channel.id, "channel": channel.name}
 
     def _bot_id(self) -> str | None:
@@ -305,7 +344,7 @@ class ChatActions:
             raise RetryableError("the channel does not exist yet")
         channel = inc.channel_id
         topic = self._topic(inc)
-        purpose = f"{marker(inc)} {inc.title}"[:250]
+        purpose = purpose_of(inc, self._installation_id())
         users = self._responders(inc, input.get("declarer"))
         jobs: dict[str, Callable[[], Any]] = {
             "topic": lambda: self.chat.set_topic(channel, topic),
@@ -319,14 +358,31 @@ class ChatActions:
             futures = {key: pool.submit(job) for key, job in jobs.items()}
             results = {key: f.result() for key, f in futures.items()}
         invited = results["invited"] or []
-        if invited:
-            self._record(
+        self._record_invited(inc, users, invited)
+        return {"invited": invited, "header_ts": results["header"]}
+
+    def _record_invited(self, inc: Incident, asked: list[str], invited: list[str]) -> None:
+        """The responders' invitation, on the timeline once. A retry after a crash or a lost
+        answer finds them already in the channel (``invited`` is then empty): the entry names
+        the responders asked for, now members, unless an earlier attempt recorded it."""
+        bot = self._bot_id()
+        users = invited if invited else [u for u in asked if u != bot]
+        if not users:
+            return
+        key = f"effect:{inc.id}:invited"  # unique: the entry cannot be written twice
+        with db.transaction(self.engine) as s:
+            if svc.has_event(s, key):
+                return
+            svc.record(
+                s,
                 inc,
                 "slack.invited",
-                "Invited " + ", ".join(f"<@{u}>" for u in invited),
-                users=invited,
+                BOT_ACTOR,
+                "Invited " + ", ".join(f"<@{u}>" for u in users),
+                now=utcnow(),
+                data={"users": users},
+                source_key=key,
             )
-        return {"invited": invited, "header_ts": results["header"]}
 
     def _topic(self, inc: Incident) -> str:
         sev = next((s for s in self.settings.severities if s.name == inc.severity), None)
@@ -360,19 +416,22 @@ class ChatActions:
                 else f":pager: {p.service}: {p.status}"
                 for p in pages_of(s, inc)
             ]
-        text, blocks = self.render.header(inc, roles, extra_lines=pages)
+        installation = self._installation_id()
+        text, blocks = self.render.header(inc, roles, extra_lines=pages, installation=installation)
         assert inc.channel_id is not None
         ts = inc.header_ts or self.chat.find_message(
-            inc.channel_id, self.render.header_block_id(inc)
+            inc.channel_id, self.render.header_block_id(inc, installation)
         )
         if ts:
             self.chat.update(inc.channel_id, ts, text, blocks)
         else:
             ts = self.chat.post(inc.channel_id, text, blocks)
-            self._record(inc, "slack.header_posted", "Incident header posted and pinned", ts=ts)
         self.chat.pin(inc.channel_id, ts)
         if inc.header_ts != ts:
-            self._save(inc, header_ts=ts)
+            self._save_done(
+                inc, "header_ts", ts, "slack.header_posted", "Incident header posted and pinned",
+                ts=ts,
+            )  # fmt: skip
         return ts
 
     def _fresh(self, inc: Incident) -> Incident:
@@ -399,25 +458,31 @@ class ChatActions:
     def _update_digest_locked(self, inc: Incident) -> dict[str, Any]:
         inc = self._fresh(inc)
         channel = self._digest_channel()
-        text, blocks = self.render.digest(inc, inc.channel_id)
-        ts = inc.digest_ts or self.chat.find_message(channel, self.render.digest_block_id(inc))
+        installation = self._installation_id()
+        text, blocks = self.render.digest(inc, inc.channel_id, installation=installation)
+        ts = inc.digest_ts or self.chat.find_message(
+            channel, self.render.digest_block_id(inc, installation)
+        )
+        updated = bool(ts)
         if ts:
             self.chat.update(channel, ts, text, blocks)
-            return {"ts": ts, "updated": True}
-        ts = self.chat.post(channel, text, blocks)
-        self._save(inc, digest_ts=ts)
-        self._record(
-            inc, "slack.announced", f"Announced in #{self.settings.channels.digest}", ts=ts
-        )
-        return {"ts": ts, "updated": False}
+        else:
+            ts = self.chat.post(channel, text, blocks)
+        if inc.digest_ts != ts:
+            self._save_done(
+                inc, "digest_ts", ts, "slack.announced",
+                f"Announced in #{self.settings.channels.digest}", ts=ts,
+            )  # fmt: skip
+        return {"ts": ts, "updated": updated}
 
     def status_update(self, ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
         inc = self._incident(ctx)
         with db.transaction(self.engine) as s:
             event = s.get(svc.TimelineEvent, input["event_id"])
         assert event is not None
-        text, blocks = self.render.status_update(inc, event)
-        block_id = self.render.update_block_id(event)
+        installation = self._installation_id()
+        text, blocks = self.render.status_update(inc, event, installation=installation)
+        block_id = self.render.update_block_id(event, installation)
         posted = {}
         targets = [c for c in (inc.channel_id, self._digest_channel()) if c]
         for channel in targets:
