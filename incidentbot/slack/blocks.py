@@ -33,12 +33,18 @@ SEV_EMOJI = {
 MAX_SECTION = 2900  # Slack allows 3000 characters in a section's text
 
 
-def header_block_id(incident: Incident) -> str:
-    return f"incident-header-{incident.number}"
+def _scoped(installation: str) -> str:
+    """Block ids carry the installation's id: two installations in one workspace both have an
+    INC-1, and neither may find (and edit) the other's messages."""
+    return f"{installation}-" if installation else ""
 
 
-def digest_block_id(incident: Incident) -> str:
-    return f"incident-digest-{incident.number}"
+def header_block_id(incident: Incident, installation: str = "") -> str:
+    return f"incident-header-{_scoped(installation)}{incident.number}"
+
+
+def digest_block_id(incident: Incident, installation: str = "") -> str:
+    return f"incident-digest-{_scoped(installation)}{incident.number}"
 
 
 def user_ref(user: str | None) -> str:
@@ -72,6 +78,7 @@ def header(
     roles: Sequence[RoleAssignment],
     *,
     extra_lines: Sequence[str] = (),
+    installation: str = "",
 ) -> tuple[str, list[dict[str, Any]]]:
     """The incident's header message: pinned in its channel, updated in place."""
     role_text = "\n".join(f"*{a.role.replace('_', ' ')}*: {user_ref(a.user)}" for a in roles)
@@ -79,7 +86,7 @@ def header(
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=_clip(f"{incident.ref}: {incident.title}", 150))),
         SectionBlock(
-            block_id=header_block_id(incident),
+            block_id=header_block_id(incident, installation),
             text=MarkdownTextObject(text=_status_line(incident)),
             fields=[
                 MarkdownTextObject(text=_clip(role_text or "*commander*: nobody", 1900)),
@@ -105,13 +112,15 @@ def header(
     return text, _render(blocks)
 
 
-def digest(incident: Incident, channel_id: str | None) -> tuple[str, list[dict[str, Any]]]:
+def digest(
+    incident: Incident, channel_id: str | None, *, installation: str = ""
+) -> tuple[str, list[dict[str, Any]]]:
     """The one message per incident in the digest channel, updated in place."""
     where = f"<#{channel_id}>" if channel_id else "_channel being created_"
     text = f"{incident.ref} ({incident.severity}): {incident.title}"
     blocks = [
         SectionBlock(
-            block_id=digest_block_id(incident),
+            block_id=digest_block_id(incident, installation),
             text=MarkdownTextObject(
                 text=_clip(
                     f"{_status_line(incident)} · *{incident.ref}*: {incident.title}\n"
@@ -123,16 +132,18 @@ def digest(incident: Incident, channel_id: str | None) -> tuple[str, list[dict[s
     return text, _render(blocks)
 
 
-def update_block_id(event: TimelineEvent) -> str:
-    return f"incident-update-{event.id}"
+def update_block_id(event: TimelineEvent, installation: str = "") -> str:
+    return f"incident-update-{_scoped(installation)}{event.id}"
 
 
-def status_update(incident: Incident, event: TimelineEvent) -> tuple[str, list[dict[str, Any]]]:
+def status_update(
+    incident: Incident, event: TimelineEvent, *, installation: str = ""
+) -> tuple[str, list[dict[str, Any]]]:
     author, update = event.actor, event.summary
     text = f"{incident.ref} update: {update}"
     blocks = [
         SectionBlock(
-            block_id=update_block_id(event),
+            block_id=update_block_id(event, installation),
             text=MarkdownTextObject(
                 text=_clip(
                     f":loudspeaker: *{incident.ref} update* ({_status_line(incident)})\n{update}"
