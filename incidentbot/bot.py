@@ -159,6 +159,7 @@ class Bot:
                 run_page.route(engine, page_key),
             ],
             settings=settings,
+            signing_secret=signing,
         )
         return bot
 

@@ -2,6 +2,7 @@
 
 from incidentbot.alerts.models import AlertDelivery, AlertGroup, AlertRecord  # noqa: F401
 from incidentbot.handoff.models import HandoffAck, HandoffNote, HandoffPost  # noqa: F401
+from incidentbot.inbound import InboundRequest  # noqa: F401
 from incidentbot.incidents.models import (  # noqa: F401
     ActionItem,
     Counter,

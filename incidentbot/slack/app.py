@@ -32,6 +32,7 @@ from incidentbot.slack.commands import CommandHandler, Reply
 from incidentbot.slack.handoff_commands import BUTTON as HANDOFF_BUTTON
 from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.modal import CALLBACK_ID, declare_view, field_errors, read_submission
+from incidentbot.slack.once import OnceApp
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.reminder_commands import DISMISS_ACTION, SNOOZE_ACTION, ReminderCommands
 from incidentbot.slack.runbook_commands import FORM_CALLBACK, RunbookCommands
@@ -53,7 +54,8 @@ def build_bolt_app(
     handoff: HandoffCommands | None = None,
     reminders: ReminderCommands | None = None,
 ) -> App:
-    app = App(
+    app = OnceApp(
+        engine=engine,
         client=client,
         signing_secret=signing_secret,
         token_verification_enabled=False,

@@ -26,6 +26,7 @@ from incidentbot.alerts.web import alertmanager_route
 from incidentbot.config import Settings
 from incidentbot.ledger.models import PENDING, RUNNING, Run
 from incidentbot.metrics import Metrics
+from incidentbot.web.slack_edge import Refused, checked_body
 
 
 def create_app(
@@ -36,11 +37,20 @@ def create_app(
     slack_state: Callable[[], str] = lambda: "unknown",
     settings: Settings | None = None,
     extra_routes: Sequence[Route] = (),
+    signing_secret: str | None = None,
 ) -> Starlette:
     async def slack_events(request: Request) -> Response:
         if bolt is None:
             return JSONResponse({"error": "Slack is not configured"}, status_code=503)
-        body = await request.body()
+        if signing_secret is None:  # Socket Mode: nothing here could authenticate a request
+            return JSONResponse(
+                {"ok": False, "error": "this bot takes Slack requests over Socket Mode"},
+                status_code=403,
+            )
+        try:
+            body = await checked_body(request, signing_secret)
+        except Refused as refused:
+            return refused.response()
         bolt_request = to_bolt_request(request, body)
         bolt_response = await run_in_threadpool(bolt.dispatch, bolt_request)
         return to_starlette_response(bolt_response)

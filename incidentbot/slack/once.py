@@ -1,0 +1,64 @@
+"""Bolt's App, each Slack request run once across replicas (:mod:`incidentbot.inbound`).
+
+Both doors Slack uses end in ``App.dispatch``: the HTTP endpoint and Socket Mode. Here what
+people typed is cleaned of invisible control characters (:mod:`incidentbot.typed_text`), and a
+request is claimed by what makes it itself before it runs: a replay of captured bytes, or
+Slack's retry of a command, click or event (over HTTP or Socket Mode), gets the first answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import App, BoltRequest, BoltResponse
+from sqlalchemy.engine import Engine
+
+from incidentbot import inbound
+from incidentbot.typed_text import clean_tree
+
+
+def request_key(body: dict[str, Any], headers: dict[str, Any]) -> str | None:
+    """The event id, else the trigger id (one per command typed or button clicked), else (over
+    HTTP) the signature. ``None``: nothing identifies the request, so it just runs."""
+    event_id = body.get("event_id")
+    if isinstance(event_id, str) and event_id:
+        return f"slack:event:{event_id}"
+    trigger_id = body.get("trigger_id")
+    if isinstance(trigger_id, str) and trigger_id:
+        return f"slack:trigger:{trigger_id}"
+    signature = headers.get("x-slack-signature")
+    if isinstance(signature, list | tuple):
+        signature = signature[0] if signature else None
+    if isinstance(signature, str) and signature:
+        return f"slack:signature:{signature}"
+    return None
+
+
+class OnceApp(App):
+    def __init__(self, *args: Any, engine: Engine, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._engine = engine
+
+    def dispatch(self, req: BoltRequest) -> BoltResponse:
+        body = req.body if isinstance(req.body, dict) else {}
+        # What people typed, without invisible controls, before any listener reads it (the
+        # signature was checked on the raw bytes, which stay as they came).
+        req.body = body = clean_tree(body)
+        key = request_key(body, dict(req.headers))
+        if key is None:
+            return super().dispatch(req)
+        claimed = inbound.claim(self._engine, key)
+        if claimed.outcome == "running":
+            return BoltResponse(status=200, body="")
+        if claimed.outcome == "answered":
+            assert claimed.answer is not None
+            answer = claimed.answer
+            headers = {"content-type": [answer.content_type]} if answer.content_type else {}
+            return BoltResponse(status=answer.status, body=answer.body, headers=headers)
+        resp = super().dispatch(req)
+        # A failure is not stored: Slack's retry of it may run again once the claim expires.
+        if resp.status < 500:
+            kind = resp.headers.get("content-type") or [None]
+            body_text = resp.body if isinstance(resp.body, str) else ""
+            inbound.finish(self._engine, key, inbound.Answer(resp.status, kind[0], body_text))
+        return resp
