@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from incidentbot.action_items.config import ActionItemSettings
 from incidentbot.alerts.config import AlertsConfig, AlertSettings
+from incidentbot.config_urls import url_problems
 from incidentbot.handoff.config import HandoffSettings
 from incidentbot.paging.config import PagerDutySettings
 from incidentbot.policy_models import (
@@ -208,6 +209,7 @@ class Settings(BaseSettings):
             )
         if "commander" not in [r.name for r in self.roles]:
             problems.append(("roles", "missing role 'commander', which is required"))
+        problems.extend(url_problems(self))
         if problems:
             raise ValueError("\n".join(f"{path}: {msg}" for path, msg in problems))
         return self

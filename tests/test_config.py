@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from pydantic import ValidationError
 
 from incidentbot.cli import main
 from incidentbot.config import ConfigError, Settings, load_settings
@@ -136,3 +142,106 @@ def test_settings_object_is_immutable():
     s = Settings()
     with pytest.raises(Exception, match="frozen"):
         s.timezone = "UTC"
+
+
+# -- URLs ---------------------------------------------------------------------------------------
+
+PD_HTTP = (
+    "pagerduty.api_url: http://pd.example.com must use https://: the PagerDuty client accepts "
+    "only https (the local PagerDuty server serves https: set pagerduty.ca_file to its CA)"
+)
+
+
+def _paging_config(tmp_path, api_url):
+    path = tmp_path / "incidentbot.yaml"
+    path.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        "pagerduty:\n"
+        f"  api_url: {api_url}\n"
+        "  from_email: bot@nodeworks.example\n"
+        "  services: {rpc: {service_id: PRPC001}}\n"
+    )
+    return path
+
+
+def test_config_check_refuses_an_http_pagerduty_url(tmp_path, capsys):
+    path = _paging_config(tmp_path, "http://pd.example.com")
+    assert main(["config", "check", str(path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"error: {path}: {PD_HTTP}"]
+    # The same file with https is fine.
+    path = _paging_config(tmp_path, "https://pd.example.com")
+    assert main(["config", "check", str(path)]) == 0
+
+
+def test_serve_refuses_an_http_pagerduty_url_without_a_traceback(tmp_path):
+    """``serve`` used to start, build the PagerDuty client and die in it with a traceback."""
+    path = _paging_config(tmp_path, "http://pd.example.com")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "INCIDENTBOT_SLACK_BOT_TOKEN": "xoxb-1-local",
+        "INCIDENTBOT_SLACK_SIGNING_SECRET": "local-signing-secret",
+        "INCIDENTBOT_PAGERDUTY_API_TOKEN": "local-pd-token",
+        "INCIDENTBOT_HTTP__PORT": "0",
+    }
+    for name in ("INCIDENTBOT_CONFIG", "INCIDENTBOT_DATABASE_URL", "INCIDENTBOT_SECRETS_DIR"):
+        env.pop(name, None)
+    assert main(["-c", str(path), "db", "upgrade"]) == 1  # refused too: nothing is created
+    assert not (tmp_path / "data").exists()
+    done = subprocess.run(
+        [sys.executable, "-m", "incidentbot.cli", "-c", str(path), "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"error: {path}: {PD_HTTP}"]
+    assert "Traceback" not in done.stdout
+
+
+def test_vendor_urls_need_https_except_on_this_machine(tmp_path):
+    ok = {
+        "slack": {"api_url": "http://127.0.0.1:3000/api/"},
+        "pagerduty": {
+            "api_url": "https://127.0.0.1:8443",
+            "events_url": "https://events.eu.pagerduty.com",
+        },
+        "action_items": {"github_api_url": "http://[::1]:8080"},
+        "database_url": "postgresql+psycopg://incidentbot@db.internal/incidentbot",
+    }
+    Settings(**ok)
+    Settings(slack={"api_url": "http://localhost:3000/api/"})
+    with pytest.raises(ValidationError) as err:
+        Settings(
+            slack={"api_url": "http://slack.example.com/api/"},
+            pagerduty={"events_url": "http://127.0.0.1:8443"},
+            action_items={"github_api_url": "http://github.example.com"},
+            database_url="mysql://root:hunter2@db/incidentbot",
+        )
+    text = str(err.value)
+    for expected in (
+        "slack.api_url: http://slack.example.com must use https://: plain http would send the "
+        "bot's Slack token in clear (http is accepted only for this machine: localhost, "
+        "127.0.0.1, ::1)",
+        "pagerduty.events_url: http://127.0.0.1:8443 must use https://: the PagerDuty client "
+        "accepts only https",
+        "action_items.github_api_url: http://github.example.com must use https://: plain "
+        "http would send the bot's GitHub token in clear",
+        "database_url: mysql:// is not a supported database (supported: sqlite, postgresql)",
+    ):
+        assert expected in text
+    assert "hunter2" not in text
+
+
+def test_url_messages_never_repeat_a_secret(tmp_path, capsys):
+    path = tmp_path / "leaky.yaml"
+    path.write_text(
+        "pagerduty: {api_url: 'http://ops:pd-pa55word@pd.example.com:8080/?token=k3y-abc'}\n"
+        "database_url: not a url with pa55word\n"
+    )
+    assert main(["config", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {path}: pagerduty.api_url: http://pd.example.com:8080 must use https://" in err
+    assert f"error: {path}: database_url: is not a database URL: write sqlite:///" in err
+    assert "pa55word" not in err and "k3y-abc" not in err
