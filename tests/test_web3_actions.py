@@ -796,10 +796,9 @@ if args[:1] == ['show']:
 
 
 @pytest.fixture
-def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+def fake_bin(tmp_path: Path) -> tuple[Path, Path]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}")
     return bin_dir, tmp_path / "argv.jsonl"
 
 
@@ -808,9 +807,9 @@ def recorded_argv(record: Path) -> list[list[str]]:
 
 
 def allowing(tmp_path: Path, *programs: str) -> ActionContext:
-    settings = Settings(
-        data_dir=tmp_path / "data", runbooks=RunbookSettings(shell_allow=list(programs))
-    )
+    """shell.exec finds programs only in the fake bin directory (``runbooks.shell_path``)."""
+    runbooks = RunbookSettings(shell_allow=list(programs), shell_path=[str(tmp_path / "bin")])
+    settings = Settings(data_dir=tmp_path / "data", runbooks=runbooks)
     return ctx(services=Services(settings=settings))
 
 

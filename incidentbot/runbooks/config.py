@@ -11,9 +11,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from incidentbot.policy_models import Duration
+from incidentbot.runbooks.shell_policy import (
+    DEFAULT_SHELL_PATH,
+    ShellLimits,
+    check_shell_env,
+    check_shell_path,
+)
 
 
 class AccessRule(BaseModel):
@@ -61,6 +67,31 @@ class RunbookSettings(BaseModel):
         default_factory=list,
         description="commands shell.exec may start (program names or absolute paths)",
     )
+    shell_path: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SHELL_PATH),
+        description="directories where shell.exec looks up allow-listed program names (and "
+        "the PATH the programs get); never the bot's own PATH",
+    )
+    shell_env: list[str] | None = Field(
+        default=None,
+        description="the only environment variable names steps may set for shell.exec "
+        "(unset: any name that is not refused)",
+    )
+    shell_limits: ShellLimits = Field(
+        default_factory=ShellLimits,
+        description="CPU time, memory, output, file size, open files and processes of each "
+        "shell.exec program",
+    )
+
+    @field_validator("shell_path")
+    @classmethod
+    def _shell_path(cls, value: list[str]) -> list[str]:
+        return check_shell_path(value)
+
+    @field_validator("shell_env")
+    @classmethod
+    def _shell_env(cls, value: list[str] | None) -> list[str] | None:
+        return check_shell_env(value)
 
     def rule_for(self, runbook: str) -> AccessRule:
         for rule in self.access:

@@ -1,37 +1,42 @@
 """``shell.exec``: run one allow-listed program with an argument list (never through a shell).
 
 Only programs listed in ``runbooks.shell_allow`` may run. An entry is a program name
-(``systemctl``: runs as found on the bot's ``PATH``; an absolute path given in ``argv`` is
-accepted when it is that name in one of the ``PATH`` directories) or an absolute path
+(``systemctl``: runs as found in ``runbooks.shell_path``; an absolute path given in ``argv`` is
+accepted when it is that name in one of those directories) or an absolute path
 (``/usr/local/bin/geth-ctl``: ``argv`` may give the path or its bare name, and that very file
-runs). The process gets a minimal environment (``PATH``, ``HOME``, ``LANG``) plus ``env``, runs
-in its own process group, and the whole group is killed when the timeout passes or the run is
-stopped.
+runs). The name is resolved to an absolute path once, before the program starts, and that path
+is what runs. The program runs in the sandbox of :mod:`.shell_sandbox`: a fixed environment
+plus ``env`` (variables the loader, interpreters, shells or common tools read to run code are
+refused when the inputs are validated), resource limits, a fresh directory of its own, and
+its own process group, killed as a whole at the timeout or when the run is stopped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
-import shutil
 import signal
-import subprocess
-import threading
-import time
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from incidentbot.ledger.actions import OutcomeUnknownError, PermanentError
-from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown, truncate_bytes
+from incidentbot.runbooks.actions import shell_sandbox
+from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.shell_policy import (
+    DEFAULT_SHELL_PATH,
+    ShellLimits,
+    find_program,
+    format_size,
+    not_in_allowed_env,
+    refused_variable,
+)
 
-OUTPUT_LIMIT = 16 * 1024  # bytes of stdout and of stderr kept
-TAIL = 4096  # bytes of the end of stderr kept for the error message
-KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
-POLL = 0.05
+OUTPUT_LIMIT = shell_sandbox.KEEP
 
 
 class ShellExecInputs(BaseModel):
@@ -66,12 +71,26 @@ class ShellExecInputs(BaseModel):
             raise ValueError("arguments must not contain NUL characters")
         return value
 
+    @field_validator("cwd")
+    @classmethod
+    def _cwd(cls, value: str | None) -> str | None:
+        if value is not None and (not os.path.isabs(value) or "\0" in value):
+            raise ValueError(
+                f"cwd {value!r} must be an absolute path (without cwd the program runs in a "
+                "fresh directory of its own)"
+            )
+        return value
+
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
-            if not key or "=" in key or "\0" in key or "\0" in item:
-                raise ValueError(f"{key!r} is not a valid environment variable name or value")
+            why = refused_variable(key)
+            if why:
+                # Not a ValueError: its message would read "Value error, ..." in refusals.
+                raise PydanticCustomError("refused_variable", "{why}", {"why": why})
+            if "\0" in item:
+                raise ValueError(f"the value of env {key} must not contain NUL characters")
         return value
 
     @field_validator("timeout")
@@ -82,16 +101,26 @@ class ShellExecInputs(BaseModel):
         return value
 
 
-def search_path() -> str:
-    """The PATH programs are looked up in (the bot's own, not the step's ``env``)."""
-    return os.environ.get("PATH") or os.defpath
+def _runbook_settings(settings: Any) -> Any:
+    return getattr(settings, "runbooks", None)
 
 
-def allowed_program(program: str, allow: list[str], path: str) -> str | None:
+def shell_path(settings: Any) -> list[str]:
+    """The directories allow-listed names are looked up in (``runbooks.shell_path``): never
+    the bot's own ``PATH`` nor the step's ``env``."""
+    return list(getattr(_runbook_settings(settings), "shell_path", None) or DEFAULT_SHELL_PATH)
+
+
+def shell_limits(settings: Any) -> ShellLimits:
+    limits = getattr(_runbook_settings(settings), "shell_limits", None)
+    return limits if isinstance(limits, ShellLimits) else ShellLimits()
+
+
+def allowed_program(program: str, allow: list[str], dirs: Iterable[str]) -> str | None:
     """The program to execute for ``argv[0] == program`` if ``allow`` permits it: the
     allow-list entry when it is a path, ``program`` otherwise; None when not allowed. Pure
     string comparison (no file system access)."""
-    dirs = {os.path.normpath(d) for d in path.split(os.pathsep) if d}
+    normalised = {os.path.normpath(d) for d in dirs if d}
     for entry in allow:
         entry = entry.strip()
         if not entry:
@@ -104,79 +133,50 @@ def allowed_program(program: str, allow: list[str], path: str) -> str | None:
         elif program == entry or (
             os.path.isabs(program)
             and os.path.basename(program) == entry
-            and os.path.normpath(os.path.dirname(program)) in dirs
+            and os.path.normpath(os.path.dirname(program)) in normalised
         ):
             return program
     return None
 
 
-def refusal(program: str, settings: Any) -> str | None:
-    """Why ``program`` may not run under ``settings`` (None: it may)."""
-    runbooks = getattr(settings, "runbooks", None)
+def refusal(program: str, settings: Any, env: Iterable[str] = ()) -> str | None:
+    """Why ``program`` (with the variables ``env``) may not run under ``settings`` (None: it
+    may). Pure: reads no file."""
+    runbooks = _runbook_settings(settings)
     allow = list(getattr(runbooks, "shell_allow", None) or [])
-    if allowed_program(program, allow, search_path()) is None:
+    if allowed_program(program, allow, shell_path(settings)) is None:
         return _not_allowed(program)
-    return None
+    return not_in_allowed_env(list(env), getattr(runbooks, "shell_env", None))
+
+
+def resolve(program: str, settings: Any) -> str:
+    """The absolute path that runs for ``argv[0] == program`` (PermanentError if it is not
+    allowed or not found). Looked up once, here; the program is started by this path."""
+    dirs = shell_path(settings)
+    allow = list(getattr(_runbook_settings(settings), "shell_allow", None) or [])
+    chosen = allowed_program(program, allow, dirs)
+    if chosen is None:
+        raise PermanentError(_not_allowed(program))
+    executable = chosen if os.path.isabs(chosen) else find_program(chosen, dirs)
+    if executable is None:
+        searched = os.pathsep.join(dirs)
+        raise PermanentError(
+            f"{program!r} was not found (searched {searched}: runbooks.shell_path)"
+        )
+    if not os.path.isfile(executable) or not os.access(executable, os.X_OK):
+        raise PermanentError(f"{program!r} was not found: {executable} is not an executable file")
+    return executable
 
 
 def _not_allowed(program: str) -> str:
     return f"{program!r} is not allowed: add it to runbooks.shell_allow"
 
 
-class _Capture:
-    """Reads a pipe to its end, keeping the first OUTPUT_LIMIT bytes and the last TAIL."""
-
-    def __init__(self, stream: Any) -> None:
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-        self._stream = stream
-        self.thread = threading.Thread(target=self._pump, daemon=True)
-        self.thread.start()
-
-    def _pump(self) -> None:
-        fd = self._stream.fileno()
-        try:
-            while chunk := os.read(fd, 65536):
-                self.total += len(chunk)
-                room = OUTPUT_LIMIT - len(self.head)
-                if room > 0:
-                    self.head += chunk[:room]
-                self.tail += chunk
-                del self.tail[:-TAIL]
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def text(self) -> str:
-        return truncate_bytes(bytes(self.head), OUTPUT_LIMIT, self.total)
-
-    def last_line(self) -> str:
-        lines = bytes(self.tail).decode("utf-8", errors="replace").splitlines()
-        return next((line.strip() for line in reversed(lines) if line.strip()), "")
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait)
-            if sig == signal.SIGTERM:
-                # The leader is gone; make sure nothing it started lingers in the group.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 class ShellExec(Action):
     name = "shell.exec"
     description = (
-        "Run an allow-listed program (runbooks.shell_allow) with an argument list; no shell."
+        "Run an allow-listed program (runbooks.shell_allow) with an argument list; no shell, "
+        "a fixed environment, resource limits."
     )
     idempotent = False
     Inputs = ShellExecInputs
@@ -189,84 +189,67 @@ class ShellExec(Action):
     def plan(self, inputs: ShellExecInputs, ctx: ActionContext) -> str:
         where = f" in {inputs.cwd}" if inputs.cwd else ""
         line = f"run: {shlex.join(inputs.argv)}{where} (timeout {fmt_seconds(inputs.timeout)})"
-        why = refusal(inputs.argv[0], ctx.services.settings)
+        why = refusal(inputs.argv[0], ctx.services.settings, inputs.env)
         if why:
             line += f" — would be refused: {why}"
         return shown(ctx, line)
 
     def run(self, inputs: ShellExecInputs, ctx: ActionContext) -> dict[str, Any]:
         program = inputs.argv[0]
-        runbooks = getattr(ctx.services.settings, "runbooks", None)
-        allow = list(getattr(runbooks, "shell_allow", None) or [])
-        path = search_path()
-        chosen = allowed_program(program, allow, path)
-        if chosen is None:
-            raise PermanentError(_not_allowed(program))
-        executable = chosen if os.path.isabs(chosen) else shutil.which(chosen, path=path)
-        if executable is None or not os.path.exists(executable):
-            raise PermanentError(f"{program!r} was not found (searched {path})")
+        settings = ctx.services.settings
+        why = refusal(program, settings, inputs.env)
+        if why:
+            raise PermanentError(why)
+        executable = resolve(program, settings)
         if inputs.cwd is not None and not os.path.isdir(inputs.cwd):
             raise PermanentError(shown(ctx, f"working directory {inputs.cwd!r} does not exist"))
-        env = {"PATH": path, "HOME": os.environ.get("HOME", "/"), "LANG": "C.UTF-8"}
-        env.update(inputs.env)
-        try:
-            proc = subprocess.Popen(
-                inputs.argv,
-                executable=executable,
-                cwd=inputs.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise PermanentError(shown(ctx, f"{program!r} could not start: {exc}")) from None
-        out, err = _Capture(proc.stdout), _Capture(proc.stderr)
-        deadline = time.monotonic() + inputs.timeout
-        ended_by: str | None = None
-        try:
-            while True:
-                try:
-                    proc.wait(timeout=POLL)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if ctx.should_stop():
-                    ended_by = "stopped"
-                elif time.monotonic() >= deadline:
-                    ended_by = "timeout"
-                if ended_by:
-                    _kill_group(proc)
-                    break
-        finally:
-            if proc.returncode is None:  # interrupted by an exception: leave nothing running
-                _kill_group(proc)
-            for capture in (out, err):
-                capture.thread.join(timeout=1.0)
-                # A reader still blocked means something the program started in the
-                # background holds the pipe: leave it to finish on its own (closing the file
-                # under a blocked read could hand its number to an unrelated file).
-                if not capture.thread.is_alive():
-                    capture.close()
-        code = proc.returncode
-        last = shown(ctx, err.last_line())
+        limits = shell_limits(settings)
+        done = shell_sandbox.run(
+            executable,
+            inputs.argv,
+            env=inputs.env,
+            shell_path=shell_path(settings),
+            limits=limits,
+            timeout=inputs.timeout,
+            should_stop=ctx.should_stop,
+            cwd=inputs.cwd,
+        )
+        if done.start_error:
+            raise PermanentError(shown(ctx, f"{program!r} could not start: {done.start_error}"))
+        last = shown(ctx, done.last_error_line)
         detail = f": {last}" if last else ""
-        if ended_by == "timeout":
+        if done.ended_by == "timeout":
             raise OutcomeUnknownError(
                 f"{program!r} did not finish within {fmt_seconds(inputs.timeout)} and was "
                 f"killed{detail}"
             )
-        if ended_by == "stopped":
+        if done.ended_by == "stopped":
             raise OutcomeUnknownError(f"{program!r} was killed before it finished (run stopped)")
+        if done.ended_by == "output":
+            raise PermanentError(
+                f"{program!r} printed more than {format_size(limits.output)} "
+                "(runbooks.shell_limits.output) and was killed"
+            )
+        code = done.code
+        limit = shell_sandbox.LIMIT_SIGNALS.get(-code) if code < 0 else None
+        if limit == "cpu":
+            raise PermanentError(
+                f"{program!r} was killed by SIGXCPU: it used more than {limits.cpu}s of CPU "
+                "time (runbooks.shell_limits.cpu)"
+            )
+        if limit == "file_size":
+            raise PermanentError(
+                f"{program!r} was killed by SIGXFSZ: it wrote a file larger than "
+                f"{format_size(limits.file_size)} (runbooks.shell_limits.file_size)"
+            )
         if inputs.check and code != 0:
             if code < 0:
                 raise PermanentError(f"{program!r} was killed by {_signal_name(-code)}{detail}")
             raise PermanentError(f"{program!r} exited with code {code}{detail}")
         return {
             "exit_code": code,
-            "stdout": shown(ctx, out.text()),
-            "stderr": shown(ctx, err.text()),
+            "stdout": shown(ctx, done.stdout),
+            "stderr": shown(ctx, done.stderr),
         }
 
 
