@@ -2,9 +2,10 @@
 
 A vendor API (Slack, PagerDuty, GitHub) is reached over ``https://``: a plain ``http://`` URL
 would send the bot's tokens in clear, and the PagerDuty client refuses anything but https
-outright (``serve`` used to die with a traceback on one). ``http://`` is accepted only where
-the client accepts it and the host is this machine (the local Slack server runs on
-``http://127.0.0.1``). The database URL must name a back end the bot supports.
+outright (``serve`` used to die with a traceback on one). The bot's own ``http.public_url`` too:
+the run links posted in Slack carry a signature. ``http://`` is accepted only where the client
+accepts it and the host is this machine (the local Slack server runs on ``http://127.0.0.1``).
+The database URL must name a back end the bot supports.
 
 Messages never repeat a whole URL: one may carry a password or a key. They show its scheme and
 host only.
@@ -26,20 +27,31 @@ DATABASE_EXAMPLES = "sqlite:///data/incidentbot.db or postgresql+psycopg://user@
 
 @dataclass(frozen=True)
 class ApiUrl:
-    """One vendor API URL setting: where it is and whether loopback may use http."""
+    """One URL setting: where it is, whether loopback may use http, and why https."""
 
     path: str
-    vendor: str
     http_on_loopback: bool
+    why: str
 
 
+def _token(vendor: str) -> str:
+    return f"plain http would send the bot's {vendor} token in clear"
+
+
+PAGERDUTY_HTTPS = (
+    "the PagerDuty client accepts only https (the local PagerDuty server serves https: set "
+    "pagerduty.ca_file to its CA)"
+)
 API_URLS = (
-    ApiUrl("slack.api_url", "Slack", http_on_loopback=True),
+    ApiUrl("slack.api_url", True, _token("Slack")),
     # The pagerduty client raises on any base URL that is not https; the local PagerDuty
     # server serves https with its own CA (pagerduty.ca_file).
-    ApiUrl("pagerduty.api_url", "PagerDuty", http_on_loopback=False),
-    ApiUrl("pagerduty.events_url", "PagerDuty", http_on_loopback=False),
-    ApiUrl("action_items.github_api_url", "GitHub", http_on_loopback=True),
+    ApiUrl("pagerduty.api_url", False, PAGERDUTY_HTTPS),
+    ApiUrl("pagerduty.events_url", False, PAGERDUTY_HTTPS),
+    ApiUrl("action_items.github_api_url", True, _token("GitHub")),
+    # Not a vendor's, but the run links posted in Slack carry a signature that opens the run's
+    # page: over plain http anyone on the way could read it.
+    ApiUrl("http.public_url", True, "the signed run links would travel in clear"),
 )
 
 
@@ -69,7 +81,7 @@ def _port(parts: SplitResult) -> int | None:
 
 
 def api_url_problem(spec: ApiUrl, value: str) -> str | None:
-    """Why ``value`` cannot be used as the base URL of ``spec``'s API (None: it can)."""
+    """Why ``value`` cannot be used for ``spec`` (None: it can)."""
     if any(ch.isspace() for ch in value):
         return "is not a URL: it contains spaces"
     parts = urlsplit(value)
@@ -84,13 +96,9 @@ def api_url_problem(spec: ApiUrl, value: str) -> str | None:
         return None
     if spec.http_on_loopback and is_loopback(parts.hostname):
         return None
-    why = (
-        "the PagerDuty client accepts only https (the local PagerDuty server serves https: set "
-        "pagerduty.ca_file to its CA)"
-        if not spec.http_on_loopback
-        else f"plain http would send the bot's {spec.vendor} token in clear (http is accepted "
-        "only for this machine: localhost, 127.0.0.1, ::1)"
-    )
+    why = spec.why
+    if spec.http_on_loopback:
+        why += " (http is accepted only for this machine: localhost, 127.0.0.1, ::1)"
     return f"{_shown(parts)} must use https://: {why}"
 
 

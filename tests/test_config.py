@@ -208,6 +208,7 @@ def test_vendor_urls_need_https_except_on_this_machine(tmp_path):
             "events_url": "https://events.eu.pagerduty.com",
         },
         "action_items": {"github_api_url": "http://[::1]:8080"},
+        "http": {"public_url": "http://127.0.0.1:8080"},
         "database_url": "postgresql+psycopg://incidentbot@db.internal/incidentbot",
     }
     Settings(**ok)
@@ -217,6 +218,7 @@ def test_vendor_urls_need_https_except_on_this_machine(tmp_path):
             slack={"api_url": "http://slack.example.com/api/"},
             pagerduty={"events_url": "http://127.0.0.1:8443"},
             action_items={"github_api_url": "http://github.example.com"},
+            http={"public_url": "http://incidentbot.example.com"},
             database_url="mysql://root:hunter2@db/incidentbot",
         )
     text = str(err.value)
@@ -228,6 +230,8 @@ def test_vendor_urls_need_https_except_on_this_machine(tmp_path):
         "accepts only https",
         "action_items.github_api_url: http://github.example.com must use https://: plain "
         "http would send the bot's GitHub token in clear",
+        "http.public_url: http://incidentbot.example.com must use https://: the signed run "
+        "links would travel in clear",
         "database_url: mysql:// is not a supported database (supported: sqlite, postgresql)",
     ):
         assert expected in text
