@@ -192,14 +192,17 @@ def test_shell_env_is_the_list_of_names_steps_may_set(tmp_path: Path) -> None:
     assert line.endswith("would be refused: env CHAIN is not allowed: add it to runbooks.shell_env")
 
 
-def test_settings_refuse_to_allow_a_loader_variable_or_a_relative_path(tmp_path: Path) -> None:
+def test_settings_refuse_a_loader_variable_or_relative_paths(tmp_path: Path) -> None:
     config = tmp_path / "incidentbot.yaml"
     config.write_text(
-        "runbooks:\n  shell_env: [NETWORK, LD_PRELOAD]\n  shell_path: [bin, /usr/bin]\n"
+        "runbooks:\n  shell_allow: [echo, bin/lb-ctl]\n  shell_env: [NETWORK, LD_PRELOAD]\n"
+        "  shell_path: [bin, /usr/bin]\n"
     )
     with pytest.raises(ConfigError) as info:
         load_settings(config)
     assert info.value.problems == [
+        "runbooks.shell_allow: shell_allow entry 'bin/lb-ctl' must be a program name (systemctl) "
+        "or an absolute path (/usr/local/bin/lb-ctl)",
         "runbooks.shell_path: shell_path entry 'bin' must be an absolute directory (relative "
         "entries would find programs in whatever directory a program runs in)",
         f"runbooks.shell_env: shell_env lists LD_PRELOAD, which can never be allowed: "

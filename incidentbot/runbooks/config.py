@@ -17,6 +17,7 @@ from incidentbot.policy_models import Duration
 from incidentbot.runbooks.shell_policy import (
     DEFAULT_SHELL_PATH,
     ShellLimits,
+    check_shell_allow,
     check_shell_env,
     check_shell_path,
 )
@@ -82,6 +83,11 @@ class RunbookSettings(BaseModel):
         description="CPU time, memory, output, file size, open files and processes of each "
         "shell.exec program",
     )
+
+    @field_validator("shell_allow")
+    @classmethod
+    def _shell_allow(cls, value: list[str]) -> list[str]:
+        return check_shell_allow(value)
 
     @field_validator("shell_path")
     @classmethod

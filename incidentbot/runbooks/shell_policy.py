@@ -215,6 +215,18 @@ def check_shell_path(dirs: list[str]) -> list[str]:
     return [os.path.normpath(entry) for entry in dirs]
 
 
+def check_shell_allow(entries: list[str]) -> list[str]:
+    """``entries`` if each is a bare program name or an absolute path (ValueError otherwise)."""
+    for entry in entries:
+        entry = entry.strip()
+        if not entry or "\0" in entry or ("/" in entry and not os.path.isabs(entry)):
+            raise ValueError(
+                f"shell_allow entry {entry!r} must be a program name (systemctl) or an absolute "
+                "path (/usr/local/bin/lb-ctl)"
+            )
+    return [entry.strip() for entry in entries]
+
+
 def check_shell_env(names: list[str] | None) -> list[str] | None:
     """``names`` if none of them is refused (ValueError naming the first that is)."""
     if names is None:
