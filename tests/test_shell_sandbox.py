@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from incidentbot.config import ConfigError, Settings, load_settings
 from incidentbot.ledger import OutcomeUnknownError, PermanentError
-from incidentbot.runbooks.actions import ActionContext, Services, registry
+from incidentbot.runbooks.actions import ActionContext, Services, registry, shell_sandbox
 from incidentbot.runbooks.config import RunbookSettings
-from incidentbot.runbooks.shell_policy import DEFAULT_SHELL_PATH
+from incidentbot.runbooks.shell_policy import DEFAULT_SHELL_PATH, ShellLimits
 from tests.conftest import count
 
 LOADER_REFUSAL = (
@@ -383,3 +383,21 @@ def test_a_stopped_run_kills_the_program(tmp_path: Path) -> None:
         action.run(inputs, ctx)
     watcher.join()
     assert str(info.value) == "'sh' was killed before it finished (run stopped)"
+
+
+def test_the_sandbox_itself_refuses_a_loader_variable(
+    tmp_path: Path, preload: tuple[Path, Path]
+) -> None:
+    """For callers other than shell.exec's inputs (an action pack running a program)."""
+    library, marker = preload
+    with pytest.raises(ValueError, match="LD_PRELOAD is refused: the dynamic loader"):
+        shell_sandbox.run(
+            "/usr/bin/echo",
+            ["echo", "hi"],
+            env={"LD_PRELOAD": str(library)},
+            shell_path=list(DEFAULT_SHELL_PATH),
+            limits=ShellLimits(),
+            timeout=60,
+            should_stop=lambda: False,
+        )
+    assert not marker.exists()

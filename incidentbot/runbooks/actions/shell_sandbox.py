@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from incidentbot.runbooks.actions._common import truncate_bytes
-from incidentbot.runbooks.shell_policy import ShellLimits
+from incidentbot.runbooks.shell_policy import ShellLimits, refused_variable
 
 KEEP = 16 * 1024  # bytes of stdout and of stderr kept for the step's outputs
 TAIL = 4096  # bytes of the end of stderr kept for the error message
@@ -191,6 +191,10 @@ def _run(
     cwd: str | None,
     workdir: str,
 ) -> Finished:
+    for name in env:  # validated with the step's inputs; checked again for other callers
+        why = refused_variable(name)
+        if why:
+            raise ValueError(why)
     environment = {**base_environment(shell_path, workdir), **env}
     spec = json.dumps({"rlimits": rlimits(limits), "processes": limits.processes})
     try:
