@@ -125,11 +125,9 @@ def test_an_error_while_evaluating_names_the_expression(ctx):
         ("x{{ params.__init__ }}", "access to attribute '__init__' of 'dict' object is unsafe"),
         ("{{ params.tags.append('x') }}", "access to attribute 'append' of 'list' object"),
         ("{{ params.update({'node': 'evil'}) }}", "'update' of 'dict' object is unsafe"),
-        ("{{ 'x' * 10000000 }}", "repeating str 10000000 times makes more than 100000"),
-        ("{{ 9 ** 999999 }}", "the exponent 999999 is too large"),
     ],
 )
-def test_the_sandbox_refuses_internals_mutation_and_huge_results(ctx, template, refused):
+def test_the_sandbox_refuses_internals_and_mutation(ctx, template, refused):
     with pytest.raises(ExpressionError) as info:
         expr.render(template, ctx)
     message = str(info.value)

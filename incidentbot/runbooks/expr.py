@@ -34,6 +34,8 @@ from jinja2 import TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Undefined
 
+from incidentbot.runbooks import expr_limits as limits
+from incidentbot.runbooks.expr_limits import LimitExceeded, time_budget
 from incidentbot.runbooks.expr_refs import VARIABLES, describe_undefined
 from incidentbot.runbooks.expr_syntax import (
     ExpressionError,
@@ -54,6 +56,7 @@ __all__ = [
     "is_template",
     "render",
     "render_plan",
+    "time_budget",
     "truthy",
 ]
 
@@ -71,6 +74,10 @@ def _error(text: str, exc: Exception, context: Mapping[str, Any]) -> ExpressionE
         return exc
     if isinstance(exc, TemplateSyntaxError):
         return syntax_error(text, exc)
+    if isinstance(exc, LimitExceeded):
+        return ExpressionError(f"{text!r}: refused: {exc}", text)
+    if isinstance(exc, RecursionError):
+        return ExpressionError(f"{text!r}: refused: calls nested too deeply", text)
     if isinstance(exc, SecurityError):
         return ExpressionError(f"{text!r}: not allowed in a runbook expression: {exc}", text)
     if isinstance(exc, UndefinedError):
@@ -93,10 +100,33 @@ def _defined(value: Any, depth: int = 0) -> Any:
     return value
 
 
+def _call(function: Any, context: Mapping[str, Any]) -> Any:
+    """The value of a compiled expression, within the limits of one evaluation."""
+    with limits.evaluation():
+        return limits.check_value(_defined(function(**context)))
+
+
+def _generate(template: Any, context: Mapping[str, Any]) -> str:
+    """A compiled template rendered, within the limits of one evaluation: the text is
+    refused as soon as it passes the limit, not once it is all in memory."""
+    out: list[str] = []
+    chars = 0
+    with limits.evaluation():
+        for piece in template.generate(**context):
+            chars += len(piece)
+            if chars > limits.MAX_SIZE:
+                raise LimitExceeded(
+                    f"the rendered text would be over {limits.MAX_SIZE:,} characters "
+                    "(the limit of a rendered template)"
+                )
+            out.append(piece)
+    return "".join(out)
+
+
 def _evaluate(source: str, text: str, context: Mapping[str, Any]) -> Any:
     function = compiled_expression(source, text)
     try:
-        return _defined(function(**context))
+        return _call(function, context)
     except Exception as exc:
         raise _error(text, exc, context) from None
 
@@ -104,7 +134,7 @@ def _evaluate(source: str, text: str, context: Mapping[str, Any]) -> Any:
 def _render_text(text: str, context: Mapping[str, Any]) -> str:
     template = compiled_template(text)
     try:
-        return str(template.render(**context))
+        return _generate(template, context)
     except Exception as exc:
         raise _error(text, exc, context) from None
 
@@ -215,9 +245,9 @@ def _plan_evaluate(source: str, text: str, context: Mapping[str, Any]) -> tuple[
     function = compiled_expression(source, text)
     plan_context = _plan_context(context, tracker)
     try:
-        value = _defined(function(**plan_context))
+        value = _call(function, plan_context)
     except Exception as exc:
-        if tracker.touched or isinstance(exc, _Unknown):
+        if not isinstance(exc, LimitExceeded) and (tracker.touched or isinstance(exc, _Unknown)):
             return False, None
         raise _error(text, exc, plan_context) from None
     if tracker.touched or isinstance(value, Pending):
@@ -236,9 +266,10 @@ def _plan_text(text: str, context: Mapping[str, Any]) -> str:
         tracker = _Tracker()
         plan_context = _plan_context(context, tracker)
         try:
-            return str(compiled_template(text).render(**plan_context))
+            return _generate(compiled_template(text), plan_context)
         except Exception as exc:
-            if tracker.touched or isinstance(exc, _Unknown):
+            limited = isinstance(exc, LimitExceeded)
+            if not limited and (tracker.touched or isinstance(exc, _Unknown)):
                 return _placeholder(text)
             raise _error(text, exc, plan_context) from None
     out: list[str] = []

@@ -1,24 +1,21 @@
 """Runbook expression syntax: the sandbox, recognising templates and conditions, compiling.
 
-:data:`ENV` is Jinja2's immutable sandbox with limits on ``*`` and ``**``; every expression is
-lexed, parsed and compiled in it, and the compiled forms are cached. :class:`ExpressionError`
-is the one error of the expression language, here and in :mod:`incidentbot.runbooks.expr`
-(rendering and evaluating) and :mod:`incidentbot.runbooks.expr_refs` (what an expression
-reads).
+:data:`ENV` is Jinja2's immutable sandbox bounded by the cost model of
+:mod:`incidentbot.runbooks.expr_limits` (see :mod:`incidentbot.runbooks.expr_sandbox`); every
+expression is lexed, parsed and compiled in it, and the compiled forms are cached.
+:class:`ExpressionError` is the one error of the expression language, here and in
+:mod:`incidentbot.runbooks.expr` (rendering and evaluating) and
+:mod:`incidentbot.runbooks.expr_refs` (what an expression reads).
 """
 
 from __future__ import annotations
 
-import operator
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateSyntaxError, nodes
 
-_MAX_REPEAT = 100_000  # characters or items a `*` may produce
-_MAX_EXPONENT = 256
+from incidentbot.runbooks import expr_sandbox
 
 
 class ExpressionError(ValueError):
@@ -30,27 +27,7 @@ class ExpressionError(ValueError):
         self.expression = expression
 
 
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, plus limits on ``*`` and ``**`` so one expression cannot eat the memory."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
-        if op == "**":
-            if isinstance(right, int) and not isinstance(right, bool) and right > _MAX_EXPONENT:
-                raise SecurityError(f"the exponent {right} is too large (at most {_MAX_EXPONENT})")
-            return operator.pow(left, right)
-        for seq, count in ((left, right), (right, left)):
-            sequence = isinstance(seq, str | list | tuple) and isinstance(count, int)
-            if sequence and len(seq) * count > _MAX_REPEAT:
-                raise SecurityError(
-                    f"repeating {type(seq).__name__} {count} times makes more than "
-                    f"{_MAX_REPEAT} items"
-                )
-        return operator.mul(left, right)
-
-
-ENV = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+ENV = expr_sandbox.make()
 
 
 def is_template(value: Any) -> bool:
