@@ -32,7 +32,7 @@ from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.ledger import control
 from incidentbot.ledger.service import LockHeld
-from incidentbot.runbooks import access, approvals, engine, planning, run_context
+from incidentbot.runbooks import access, approvals, engine, expr, planning, run_context
 from incidentbot.runbooks import view as views
 from incidentbot.runbooks.actions import Services
 from incidentbot.runbooks.definition import Runbook, format_seconds
@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 FORM_CALLBACK = "runbook_params"
 MAX_FORM_PARAMS = 40
+# Planning runs before the ack (the plan is the answer), so its expressions share this much
+# time; each operation in them is bounded by size, so the deadline is met to within
+# milliseconds (see incidentbot.runbooks.expr_limits).
+PLAN_EXPRESSION_SECONDS = 0.5
 
 
 @dataclass
@@ -109,14 +113,15 @@ class RunbookCommands:
         with db.transaction(self.engine) as s:
             info = run_context.incident_info(s, incident)
         try:
-            plan = planning.plan(
-                runbook,
-                params,
-                incident=info,
-                requester=user,
-                variables=self.settings.runbooks.vars,
-                services=Services(engine=self.engine, settings=self.settings, chat=self.chat),
-            )
+            with expr.time_budget(PLAN_EXPRESSION_SECONDS, "expressions while Slack waits"):
+                plan = planning.plan(
+                    runbook,
+                    params,
+                    incident=info,
+                    requester=user,
+                    variables=self.settings.runbooks.vars,
+                    services=Services(engine=self.engine, settings=self.settings, chat=self.chat),
+                )
         except ParamError as exc:
             return RunReply(_param_usage(runbook, exc))
         lines = planning.format_plan(plan)
