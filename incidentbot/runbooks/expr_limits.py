@@ -53,6 +53,7 @@ def too_large(estimate: int | None = None) -> LimitExceeded:
 class _Budget:
     deadline: float
     seconds: float
+    what: str = "one evaluation"
     steps: int = MAX_STEPS
     produced: int = 0
 
@@ -71,13 +72,11 @@ class _Budget:
                 f"over {MAX_STEPS:,} loop iterations and calls (the limit of one evaluation)"
             )
         if time.monotonic() > self.deadline:
-            raise LimitExceeded(
-                f"it took over {self.seconds:g} s (the time limit of one evaluation)"
-            )
+            raise LimitExceeded(f"it took over {self.seconds:g} s (the time limit of {self.what})")
 
 
 _budget: ContextVar[_Budget | None] = ContextVar("runbook_expression_budget", default=None)
-_outer_deadline: ContextVar[tuple[float, float] | None] = ContextVar(
+_outer_deadline: ContextVar[tuple[float, float, str] | None] = ContextVar(
     "runbook_expression_deadline", default=None
 )
 
@@ -93,12 +92,10 @@ def tick(count: int = 1) -> None:
 def evaluation() -> Iterator[None]:
     """One evaluation: a fresh count of steps and a deadline, never later than the enclosing
     :func:`time_budget`'s."""
-    now = time.monotonic()
-    deadline, seconds = now + EVAL_SECONDS, EVAL_SECONDS
+    budget = _Budget(deadline=time.monotonic() + EVAL_SECONDS, seconds=EVAL_SECONDS)
     outer = _outer_deadline.get()
-    if outer is not None and outer[0] < deadline:
-        deadline, seconds = outer
-    budget = _Budget(deadline=deadline, seconds=seconds)
+    if outer is not None and outer[0] < budget.deadline:
+        budget.deadline, budget.seconds, budget.what = outer
     token = _budget.set(budget)
     try:
         budget.tick(0)
@@ -108,10 +105,10 @@ def evaluation() -> Iterator[None]:
 
 
 @contextmanager
-def time_budget(seconds: float) -> Iterator[None]:
+def time_budget(seconds: float, what: str) -> Iterator[None]:
     """Every evaluation inside shares one deadline ``seconds`` from now (e.g. all those of a
-    plan computed while Slack waits for the answer)."""
-    token = _outer_deadline.set((time.monotonic() + seconds, seconds))
+    plan computed while Slack waits for the answer); ``what`` names it in the message."""
+    token = _outer_deadline.set((time.monotonic() + seconds, seconds, what))
     try:
         yield
     finally:
