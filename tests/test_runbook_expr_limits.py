@@ -114,6 +114,9 @@ def test_a_template_cannot_render_more_than_the_limit(ctx):
         "{% set t %}{% for i in range(200) %}{{ 'x' * 1000 }}{% endfor %}{% endset %}x", ctx
     )
     assert message.endswith(BIG)  # a block's text is bounded as it is built
+    many = "{{ 'x' * 60000 }}{{ 'y' * 60000 }}"
+    with pytest.raises(ExpressionError, match="refused: the rendered text would be over 100,000"):
+        expr.render_plan(many, ctx)
 
 
 def test_doubling_in_a_loop_stops_at_the_limit(ctx):

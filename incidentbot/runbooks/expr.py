@@ -106,6 +106,13 @@ def _call(function: Any, context: Mapping[str, Any]) -> Any:
         return limits.check_value(_defined(function(**context)))
 
 
+def _too_much_text() -> LimitExceeded:
+    return LimitExceeded(
+        f"the rendered text would be over {limits.MAX_SIZE:,} characters "
+        "(the limit of a rendered template)"
+    )
+
+
 def _generate(template: Any, context: Mapping[str, Any]) -> str:
     """A compiled template rendered, within the limits of one evaluation: the text is
     refused as soon as it passes the limit, not once it is all in memory."""
@@ -115,10 +122,7 @@ def _generate(template: Any, context: Mapping[str, Any]) -> str:
         for piece in template.generate(**context):
             chars += len(piece)
             if chars > limits.MAX_SIZE:
-                raise LimitExceeded(
-                    f"the rendered text would be over {limits.MAX_SIZE:,} characters "
-                    "(the limit of a rendered template)"
-                )
+                raise _too_much_text()
             out.append(piece)
     return "".join(out)
 
@@ -285,7 +289,10 @@ def _plan_text(text: str, context: Mapping[str, Any]) -> str:
             source.append(value)
         elif kind == "data":
             out.append(value)
-    return "".join(out)
+    rendered = "".join(out)
+    if len(rendered) > limits.MAX_SIZE:
+        raise _error(text, _too_much_text(), context)
+    return rendered
 
 
 def render_plan(value: Any, context: Mapping[str, Any]) -> Any:
