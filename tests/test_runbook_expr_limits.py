@@ -56,6 +56,7 @@ def test_powers_and_products_of_big_numbers_are_refused_by_their_bits(ctx, templ
         "{{ '%400000000s' % 'x' }}",
         "{{ '%(a)s%(a)400000000s' % {'a': 'x'} }}",
         "{{ '%.*f' % (params.width, 1.5) }}",
+        "{{ '%400000000s'.encode() % 'x'.encode() }}",
         "{{ 'x'|indent(400000000, true) }}",
         "{{ 'x'|indent('y' * 90000, true) ~ 'z'|indent('y' * 90000, true) }}",
         "{{ 'x'.ljust(400000000) }}",

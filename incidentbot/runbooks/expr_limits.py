@@ -219,8 +219,9 @@ def check_binop(op: str, left: Any, right: Any) -> None:
                 check_estimate(size(seq) * max(count, 0))
     elif op == "+" and isinstance(left, str | bytes | list | tuple):
         check_estimate(size(left) + size(right))
-    elif op == "%" and isinstance(left, str):
-        check_estimate(percent_size(left, right))
+    elif op == "%" and isinstance(left, str | bytes):
+        fmt = left if isinstance(left, str) else left.decode("latin-1")
+        check_estimate(percent_size(fmt, right))
 
 
 _PERCENT = re.compile(
