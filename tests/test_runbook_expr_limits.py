@@ -195,6 +195,15 @@ def test_nested_loops_within_the_budget_still_run(ctx):
 def test_sizes_count_through_references():
     text = "x" * 1000
     assert expr_limits.size([text] * 100) == 100_000
-    assert expr_limits.size({"a": [text, text]}) == 2001
+    assert expr_limits.size({"a": [text, text]}) == 2002  # "a", the list, the two texts
     assert expr_limits.size([]) == 1 and expr_limits.size([[]] * 5) == 5
     assert expr_limits.size(list(range(10))) == 10
+    assert expr_limits.size([[0]] * 10) == 20
+
+
+def test_a_deep_chain_repeated_is_refused_by_its_depth(ctx):
+    chain = (
+        "{% set ns = namespace(v=[]) %}{% for i in range(300) %}{% set ns.v = [ns.v] %}{% endfor %}"
+    )
+    assert expr.render(chain + "{{ ns.v|length }}", ctx) == "1"
+    assert refused(chain + "{{ ([ns.v] * 100000)|length }}", ctx).endswith(BIG)

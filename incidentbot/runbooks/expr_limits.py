@@ -129,32 +129,29 @@ _FLAT = frozenset({int, float, bool, type(None)})  # one item each, without look
 
 
 def size(value: Any, limit: int = MAX_SIZE) -> int:
-    """Characters or items of ``value``, counted through lists, tuples, sets and mappings (each
-    leaf at least 1, so an empty string or list counts 1); stops counting once past
-    ``limit``. A list of references to one long string is as large as all their text."""
-    total = 0
+    """Characters or items of ``value``, counted through lists, tuples, sets and mappings: a
+    string counts its characters, every other leaf and every nested container one (an empty
+    string or list counts one too), so a list of references to one long string is as large
+    as all their text. Stops counting once past ``limit``, so it costs at most that many
+    steps (plus one pass over a flat list)."""
+    containers = dict | list | tuple | set | frozenset
+    total = -1 if isinstance(value, containers) and value else 0  # the outermost one is free
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str | bytes | bytearray):
             total += len(item) or 1
-            if total > limit:
-                return total
-            continue
-        if isinstance(item, dict):
-            inside: list[Any] = [*item.keys(), *item.values()]
-        elif isinstance(item, list | tuple | set | frozenset):
-            inside = list(item)
+        elif isinstance(item, containers):
+            inside: list[Any] = (
+                [*item.keys(), *item.values()] if isinstance(item, dict) else list(item)
+            )
+            nested = [x for x in inside if type(x) not in _FLAT]
+            total += 1 + len(inside) - len(nested)
+            stack.extend(nested)
         elif isinstance(item, range):
             total += len(item) or 1
-            inside = []
         else:
             total += 1
-            inside = []
-        if isinstance(item, dict | list | tuple | set | frozenset):
-            nested = [x for x in inside if type(x) not in _FLAT]
-            total += (len(inside) - len(nested)) or (0 if nested else 1)
-            stack.extend(nested)
         if total > limit:
             return total
     return total
