@@ -298,7 +298,7 @@ def check_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         longest = max((len(v) for v in arg(0, "table").values() if isinstance(v, str)), default=1)
         check_estimate(length * max(1, longest))
     elif name == "join" and args:
-        items = list(counted(args[0]))
+        items = list(args[0])
         check_estimate(sum(size(i) for i in items) + length * max(0, len(items) - 1))
         return (items, *args[1:])
     return args

@@ -186,7 +186,7 @@ def _format(args: list[Any], kwargs: dict[str, Any]) -> None:
 
 
 def _join(args: list[Any], kwargs: dict[str, Any]) -> None:
-    args[0] = list(limits.counted(args[0]))
+    args[0] = list(args[0])
     joint = args[1] if len(args) > 1 else kwargs.get("d", "")
     gaps = max(0, len(args[0]) - 1) * (len(joint) if isinstance(joint, str) else 1)
     check_estimate(sum(size(item) for item in args[0]) + gaps)
@@ -201,7 +201,7 @@ def _replace(args: list[Any], kwargs: dict[str, Any]) -> None:
 
 
 def _sum(args: list[Any], kwargs: dict[str, Any]) -> None:
-    args[0] = list(limits.counted(args[0]))
+    args[0] = list(args[0])
     start = args[2] if len(args) > 2 else kwargs.get("start", 0)
     if isinstance(start, list | tuple) or any(isinstance(i, list | tuple) for i in args[0]):
         check_estimate(size(start) + sum(size(item) for item in args[0]))
