@@ -39,8 +39,9 @@ class LimitExceeded(Exception):
     """An expression was refused by the cost model; the message names the limit."""
 
 
-def too_large(estimate: int | None = None) -> LimitExceeded:
-    del estimate  # the estimate is an upper bound, not a figure worth showing
+def too_large() -> LimitExceeded:
+    """The refusal of a value over :data:`MAX_SIZE` (an estimate is an upper bound, so the
+    message names the limit, not the estimate)."""
     return LimitExceeded(
         f"the result would be over {MAX_SIZE:,} characters or items (the limit of one value)"
     )
@@ -172,7 +173,7 @@ def check_value(value: Any) -> Any:
 
 def check_estimate(estimate: int) -> None:
     if estimate > MAX_SIZE:
-        raise too_large(estimate)
+        raise too_large()
 
 
 def _too_many_bits() -> LimitExceeded:
