@@ -4,8 +4,9 @@ It caps its own address space (bytes) and CPU time (seconds) with ``resource.set
 lets hypothesis build runbook expressions from the language's costly pieces (big numbers,
 powers, products, text filters with widths, ``%`` and ``str.format`` widths, repeats, joins,
 ranges, nested loops, doubling in a loop) and evaluates each. Every one must evaluate or be
-refused with the language's own error (ExpressionError); a MemoryError or any other exception
-is a failure. It prints one JSON line: the counts, the failures and its peak memory.
+refused with the language's own error (ExpressionError); a MemoryError (also one wrapped in an
+ExpressionError) or any other exception is a failure. It prints one JSON line: the counts, the
+failures and its peak memory.
 """
 
 from __future__ import annotations
@@ -91,6 +92,16 @@ def _templates() -> st.SearchStrategy[str]:
     return st.one_of(single, single, loops, doubling)
 
 
+def _ran_out_of_memory(exc: BaseException) -> bool:
+    """True if a MemoryError is anywhere in the chain of exceptions behind ``exc``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MemoryError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def main(examples: int, memory: int, cpu: int) -> dict[str, Any]:
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
@@ -113,6 +124,9 @@ def main(examples: int, memory: int, cpu: int) -> dict[str, Any]:
         try:
             expr.render(template, context)
         except expr.ExpressionError as exc:
+            if _ran_out_of_memory(exc):  # an error message over a MemoryError hides nothing
+                failures.append(f"{template!r}: MemoryError behind {exc.message[-120:]!r}")
+                return
             counts["refused" if ": refused: " in exc.message else "other_errors"] += 1
             return
         except BaseException as exc:  # MemoryError, RecursionError, a bug: all failures
