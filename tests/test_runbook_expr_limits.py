@@ -181,6 +181,16 @@ def test_conditions_and_dry_runs_are_bounded_too(ctx):
         ("{{ '-'.join(['a', 'b']) }}", "a-b"),
         ("{{ {'a': [1, 2]}|tojson }}", '{"a": [1, 2]}'),
         ("{{ [1, 2, 3, 4, 5]|batch(2)|list }}", [[1, 2], [3, 4], [5]]),
+        ("{% for x in [1, 2] %}{{ loop.length }}{{ loop.last }} {% endfor %}", "2False 2True "),
+        ("{% for x in range(5) if x is odd %}{{ loop.index }}:{{ x }} {% endfor %}", "1:1 2:3 "),
+        ("{% for x in [] %}{% else %}empty{% endfor %}", "empty"),
+        ("{% for k, v in {'a': 1}.items() %}{{ k }}={{ v }}{% endfor %}", "a=1"),
+        (
+            "{% for x in [[1, [2]]] recursive %}{{ loop(x) if x is iterable else x }}{% endfor %}",
+            "12",
+        ),
+        ("{% set a, b = 1, 2 %}{{ a + b }}", "3"),
+        ("{% macro m(x) %}<{{ x }}>{% endmacro %}{{ m(1) ~ m(2) }}", "<1><2>"),
     ],
 )
 def test_ordinary_values_are_unchanged(ctx, template, expected):
