@@ -1,9 +1,12 @@
 """Where the vendors' API descriptions live, for every local server's conformance checks.
 
-The descriptions are reference data kept beside the repository (``<repo>/../shared/specs``, the
-way CI lays things out), not inside the package, so each sandbox finds them the same way here.
-``$INCIDENTBOT_SPECS_DIR`` points elsewhere. A missing file is a ``SpecUnavailable`` rather
-than a ``FileNotFoundError`` so tests can skip (or, in CI, fail) with a clear message.
+They ship with the package, in ``incidentbot/sandbox/apispecs/`` (see its README): Slack's
+Web API and Events API descriptions as published (MIT), and PagerDuty's compact contract
+derived from its REST and Events descriptions (``scripts/pagerduty-contract`` regenerates it
+from the full files). So a clone, or an installed package, checks conformance with nothing
+beside it. ``$INCIDENTBOT_SPECS_DIR`` points elsewhere, e.g. at newer descriptions to try.
+A missing file is a ``SpecUnavailable`` rather than a ``FileNotFoundError``, with a message
+that says where it was looked for.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 from pathlib import Path
 
 SPECS_ENV = "INCIDENTBOT_SPECS_DIR"
+VENDORED_DIR = Path(__file__).resolve().parent / "apispecs"
 
 
 class SpecUnavailable(RuntimeError):
@@ -19,11 +23,12 @@ class SpecUnavailable(RuntimeError):
 
 
 def find_specs_dir(*required: str) -> Path:
-    """``$INCIDENTBOT_SPECS_DIR``, else ``<repo>/../shared/specs``; it must hold ``required``."""
+    """``$INCIDENTBOT_SPECS_DIR``, else the package's ``apispecs``; it must hold ``required``."""
     override = os.environ.get(SPECS_ENV)
-    path = Path(override) if override else Path(__file__).resolve().parents[3] / "shared" / "specs"
+    path = Path(override) if override else VENDORED_DIR
     missing = [name for name in required if not (path / name).is_file()]
     if missing or not path.is_dir():
         names = ", ".join(missing) or "the specs directory"
-        raise SpecUnavailable(f"{names} not found in {path} (set {SPECS_ENV})")
+        hint = f"unset {SPECS_ENV} to use the vendored ones" if override else "reinstall"
+        raise SpecUnavailable(f"{names} not found in {path} ({hint})")
     return path

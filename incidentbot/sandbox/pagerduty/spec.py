@@ -1,4 +1,4 @@
-"""Conformance checks against PagerDuty's own API descriptions (OpenAPI 3).
+"""Conformance checks against PagerDuty's own API descriptions (OpenAPI 3), or the contract.
 
 Every logged call can be checked: the endpoint exists in the REST or Events description with
 that method; query parameters are declared, typed as described and present when required;
@@ -7,11 +7,15 @@ where the description asks for them; the JSON body validates against the request
 the sandbox's answer validates against the response schema documented for its status, where
 one is documented. ``check_request_log`` is the one-line assertion for bot tests.
 
-The documents are large (the REST one is 2.7 MB), so each is parsed and prepared once per
-process. Preparing applies what OpenAPI 3 says and the compact validator shared with the Slack
-sandbox does not know (``nullable``; ``format: date-time``, checked by pattern) and the
-``ERRATA`` below: places where the description contradicts itself or what PagerDuty sends,
-each written down rather than loosened in general.
+The repository carries a compact contract derived from PagerDuty's descriptions
+(``contract.py``; the files themselves carry no licence statement): the same checks, on the
+endpoints the sandbox serves, with the fields we send and read. Pointed at the full files
+(``$INCIDENTBOT_SPECS_DIR``), the checks use them instead. The full REST description is large
+(2.7 MB), so each document is parsed and prepared once per process. Preparing applies what
+OpenAPI 3 says and the compact validator shared with the Slack sandbox does not know
+(``nullable``; ``format: date-time``, checked by pattern) and the ``ERRATA`` below: places
+where the description contradicts itself or what PagerDuty sends, each written down rather
+than loosened in general. The contract is derived from prepared descriptions.
 """
 
 from __future__ import annotations
@@ -29,20 +33,24 @@ from incidentbot.sandbox.pagerduty.api import EVENTS, REST
 from incidentbot.sandbox.pagerduty.log import PagerDutyRequest
 from incidentbot.sandbox.slack.schema import resolve, validate
 from incidentbot.sandbox.slack.spec import Problem
-from incidentbot.sandbox.specs import find_specs_dir
+from incidentbot.sandbox.specs import SpecUnavailable, find_specs_dir
 
 __all__ = [
+    "CONTRACT",
     "ERRATA",
     "EVENTS_SPEC",
     "REST_SPEC",
     "PagerDutySpec",
     "Problem",
+    "SpecUnavailable",
     "check_request_log",
     "load_spec",
 ]
 
 REST_SPEC = "pagerduty_rest_openapiv3.json"
 EVENTS_SPEC = "pagerduty_events_v2_openapiv3.json"
+CONTRACT = "pagerduty_contract.json"  # what the repository carries (see contract.py)
+CONTRACT_MARK = "x-incidentbot-contract"
 DATE_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
 
 # (where, what is changed, why) - applied to the loaded documents, listed for reviewers.
@@ -114,7 +122,7 @@ def _alias_list_refs(doc: dict[str, Any]) -> None:
     doc["x-sandbox-refs"] = aliases
 
 
-def _prepare(doc: dict[str, Any]) -> None:
+def prepare(doc: dict[str, Any]) -> None:
     """Rewrite OpenAPI 3 idioms into the validator's subset, in place (once per document)."""
     _alias_list_refs(doc)
     for node in _walk(doc):
@@ -172,7 +180,8 @@ class PagerDutySpec:
         self.docs = {REST: rest_doc, EVENTS: events_doc}
         self.operations: dict[tuple[str, str], Operation] = {}
         for api, doc in self.docs.items():
-            _prepare(doc)
+            if not doc.get(CONTRACT_MARK):  # the contract was derived from prepared ones
+                prepare(doc)
             prefix = urlparse(doc.get("servers", [{}])[0].get("url", "")).path.rstrip("/")
             for spec_path, item in doc["paths"].items():
                 shared = item.get("parameters", [])
@@ -193,10 +202,19 @@ class PagerDutySpec:
 
     @classmethod
     def load(cls, directory: Path | None = None) -> PagerDutySpec:
-        where = directory or find_specs_dir(REST_SPEC, EVENTS_SPEC)
-        rest = json.loads((where / REST_SPEC).read_text(encoding="utf-8"))
-        events = json.loads((where / EVENTS_SPEC).read_text(encoding="utf-8"))
-        return cls(rest, events)
+        """From ``directory`` (default: ``find_specs_dir()``): the full descriptions when both
+        are there, else the contract derived from them."""
+        where = directory or find_specs_dir()
+        if (where / REST_SPEC).is_file() and (where / EVENTS_SPEC).is_file():
+            rest = json.loads((where / REST_SPEC).read_text(encoding="utf-8"))
+            events = json.loads((where / EVENTS_SPEC).read_text(encoding="utf-8"))
+            return cls(rest, events)
+        if not (where / CONTRACT).is_file():
+            raise SpecUnavailable(
+                f"neither {CONTRACT} nor {REST_SPEC} and {EVENTS_SPEC} in {where}"
+            )
+        contract = json.loads((where / CONTRACT).read_text(encoding="utf-8"))
+        return cls(contract[REST], contract[EVENTS])
 
     def operation(self, api: str, key: str) -> Operation | None:
         return self.operations.get((api, key))
@@ -286,8 +304,8 @@ class PagerDutySpec:
             return []
         responses = op.body.get("responses", {})
         status = str(entry.status)
-        described = (
-            responses.get(status) or responses.get(f"{status[0]}XX") or responses.get("default")
+        described = next(
+            (responses[k] for k in (status, f"{status[0]}XX", "default") if k in responses), None
         )
         if described is None:
             documented = ", ".join(sorted(responses))
@@ -348,8 +366,8 @@ def _default_spec(directory: str) -> PagerDutySpec:
 
 
 def load_spec() -> PagerDutySpec:
-    """Both descriptions from ``find_specs_dir()``, parsed and prepared once per process."""
-    return _default_spec(str(find_specs_dir(REST_SPEC, EVENTS_SPEC)))
+    """The contract (or both descriptions) from ``find_specs_dir()``, once per process."""
+    return _default_spec(str(find_specs_dir()))
 
 
 def check_request_log(

@@ -2,9 +2,10 @@
 
 The sandbox is only useful if it behaves like Slack, and the bot is only correct if what it
 sends is what Slack accepts. So every logged call can be checked: the method exists in the
-vendor's description, every argument is a declared parameter (``team_id`` counts everywhere,
-see SOURCES.md), required ones are present, and the sandbox's answer validates against the
-documented response schema. ``check_request_log`` is the one-line assertion for bot tests.
+vendor's description, every argument is a declared parameter (``team_id`` counts everywhere:
+Bolt and slack_sdk send it for org-wide apps, and Slack accepts it), required ones are
+present, and the sandbox's answer validates against the documented response schema.
+``check_request_log`` is the one-line assertion for bot tests.
 
 The description dates from 2021. Where Slack has moved on since, the difference is written
 down here, method by method, rather than loosened in general: ``SUPPLEMENT`` (methods newer
@@ -109,7 +110,7 @@ class Param:
 
 
 def find_specs_dir() -> Path:
-    """The shared specs directory (``incidentbot.sandbox.specs``) holding Slack's description."""
+    """The specs directory (``incidentbot.sandbox.specs``) holding Slack's description."""
     return _find_specs_dir(WEB_SPEC)
 
 
