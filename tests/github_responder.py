@@ -4,7 +4,9 @@ It checks what GitHub checks (the bearer token, a JSON body with a title, labels
 and what GitHub asks clients to send (the API version header, the ``Accept`` media type), and
 answers with GitHub-shaped JSON: 201 and the issue, 401 ``Bad credentials``, 404 ``Not
 Found``, 422 ``Validation Failed`` with its ``errors``. ``fail_next`` makes the next answers
-something else (a 5xx, a 422, a slow answer) to test how failures are reported.
+something else (a 5xx, a 422, a slow answer) to test how failures are reported. ``hold``
+keeps every ordinary answer waiting until the test opens the gate, so a test orders
+concurrent exports by what it sees arrive rather than by how long GitHub seems to take.
 """
 
 from __future__ import annotations
@@ -30,6 +32,30 @@ class Received:
     body: Any
 
 
+class Gate:
+    """Requests wait here until the test opens it; the test can wait for them to arrive."""
+
+    def __init__(self, *, limit: float = 60.0) -> None:
+        self._open = threading.Event()
+        self._arrived = threading.Condition()
+        self.waiting = 0
+        self.limit = limit  # a test that never opens the gate fails instead of hanging
+
+    def pass_through(self) -> None:
+        with self._arrived:
+            self.waiting += 1
+            self._arrived.notify_all()
+        self._open.wait(self.limit)
+
+    def wait_for_arrivals(self, count: int) -> bool:
+        """Whether ``count`` requests reached the gate (``False`` after ``limit`` seconds)."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: self.waiting >= count, self.limit)
+
+    def open(self) -> None:
+        self._open.set()
+
+
 @dataclass
 class Fault:
     status: int
@@ -46,6 +72,7 @@ class GitHubResponder:
         self.issues: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self.delay = 0.0  # seconds before every ordinary answer
+        self.gate: Gate | None = None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -62,7 +89,14 @@ class GitHubResponder:
         self._thread.start()
         return self
 
+    def hold(self) -> Gate:
+        """From now on, ordinary answers wait at a gate until the test opens it."""
+        self.gate = Gate()
+        return self.gate
+
     def stop(self) -> None:
+        if self.gate is not None:
+            self.gate.open()  # nothing left waiting on a test that is over
         self._server.shutdown()
         self._server.server_close()
 
@@ -79,6 +113,8 @@ class GitHubResponder:
         if fault is not None:
             time.sleep(fault.delay)
             return fault.status, fault.body, fault.headers
+        if self.gate is not None:
+            self.gate.pass_through()
         time.sleep(self.delay)
         auth = received.headers.get("authorization", "")
         if auth != f"Bearer {self.token}":

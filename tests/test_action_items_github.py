@@ -235,7 +235,7 @@ def test_refused_before_asking_github(engine, gh):
 
 def test_two_exports_at_once_open_one_issue(engine, gh):
     item_id = _incident_with_item(engine)
-    gh.delay = 0.5  # a slow GitHub: the others arrive while the first export waits
+    gate = gh.hold()  # GitHub answers the first export only once the others have started
     st = _settings(gh)
     results: list[github.Exported] = []
 
@@ -243,10 +243,13 @@ def test_two_exports_at_once_open_one_issue(engine, gh):
         results.append(github.export(engine, st, item_id, actor="carol"))
 
     threads = [threading.Thread(target=export) for _ in range(4)]
-    for t in threads:
+    threads[0].start()
+    assert gate.wait_for_arrivals(1), "the first export never asked GitHub"
+    for t in threads[1:]:
         t.start()
+    gate.open()
     for t in threads:
-        t.join(20)
+        t.join(60)
     assert len(gh.requests) == 1 and len(gh.issues) == 1
     assert sorted(r.created for r in results) == [False, False, False, True]
     assert len({r.url for r in results}) == 1
@@ -349,30 +352,43 @@ def test_slack_export(engine, gh):
         assert f"<{url}|issue>" in run("action list")["text"]
 
 
-def _export_process(database_url: str, gh, item_id: int, *extra: str) -> subprocess.Popen:
+def _export_process(
+    database_url: str, gh, item_id: int, *extra: str, on_go: bool = False
+) -> subprocess.Popen:
+    """``incidentbot actions export`` in a process of its own. ``on_go``: it starts (imports,
+    the slow part), writes ``ready`` and exports only when the test writes a line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENTBOT_")}
     env.update(
         INCIDENTBOT_DATABASE_URL=database_url,
         INCIDENTBOT_GITHUB_TOKEN=TOKEN,
         INCIDENTBOT_ACTION_ITEMS__GITHUB_REPO=REPO,
         INCIDENTBOT_ACTION_ITEMS__GITHUB_API_URL=gh.url,
+        INCIDENTBOT_ACTION_ITEMS__TIMEOUT="60",  # the most allowed: held answers stay awaited
         PYTHONPATH=str(REPO_DIR),
     )
-    code = "import sys; from incidentbot.cli import main; sys.exit(main())"
+    code = "import sys; from incidentbot.cli import main; "
+    if on_go:
+        code += "print('ready', flush=True); sys.stdin.readline(); "
+    code += "sys.exit(main())"
     return subprocess.Popen(
         [sys.executable, "-c", code, "actions", "export", str(item_id), *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, stdin=subprocess.PIPE if on_go else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
 
 def test_two_processes_exporting_at_once_open_one_issue(engine, database_url, gh):
     item_id = _incident_with_item(engine)
-    gh.delay = 3.0  # a slow GitHub: the second process asks while the first one waits
+    second = _export_process(database_url, gh, item_id, on_go=True)
+    assert second.stdout.readline() == "ready\n"  # started, waiting for the test's go
+    gate = gh.hold()  # GitHub answers the first export only once the second one is done
     first = _export_process(database_url, gh, item_id)
-    wait_for(lambda: _claimed(engine, item_id), what="the first export's claim")
-    second = _export_process(database_url, gh, item_id)
-    _, err2 = second.communicate(timeout=60)
-    out1, err1 = first.communicate(timeout=60)
+    assert gate.wait_for_arrivals(1), "the first export never asked GitHub"
+    assert _claimed(engine, item_id) is not None  # claimed before asking
+    _, err2 = second.communicate("go\n", timeout=120)
+    assert gate.waiting == 1  # the second process did not ask GitHub
+    gate.open()
+    out1, err1 = first.communicate(timeout=120)
     assert first.returncode == 0, err1
     assert out1.strip() == f"Exported action item #{item_id} to https://github.com/{REPO}/issues/1"
     assert second.returncode == 1
