@@ -147,7 +147,8 @@ def call(ctx: StepContext, data: dict[str, Any]) -> dict[str, Any]:
     """POST one side effect to the EffectServer; optionally hang or hold on a given attempt.
 
     ``hang_on_attempt``: block before sending (a hung call). ``hold_on_attempt``: block after
-    the effect happened but before returning (the worker dies mid-step).
+    the effect happened but before returning (the worker dies mid-step). ``hold_until``: after
+    the effect, wait until that file exists (the test opens the gate when it is ready).
     """
     if data.get("hang_on_attempt") == ctx.attempt:
         _block(ctx)
@@ -161,6 +162,10 @@ def call(ctx: StepContext, data: dict[str, Any]) -> dict[str, Any]:
     response.raise_for_status()
     if data.get("hold_on_attempt") == ctx.attempt:
         _block(ctx)
+    if data.get("hold_until"):
+        gate, end = Path(data["hold_until"]), time.monotonic() + 60
+        while not gate.exists() and time.monotonic() < end:
+            time.sleep(0.02)
     if data.get("sleep"):
         time.sleep(float(data["sleep"]))
     return {"applied": response.json()["applied"], "attempt": ctx.attempt}
@@ -240,6 +245,9 @@ class WorkerProcess:
 
     def terminate(self, timeout: float = 20) -> int:
         self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 20) -> int:
         code = self.proc.wait(timeout=timeout)
         self._log.close()
         return code

@@ -7,6 +7,8 @@ the tests wait on database state and log lines, never on the clock.
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from incidentbot import db, ledger
@@ -169,14 +171,18 @@ def test_kill_during_a_non_idempotent_step_stops_for_attention(engine, server, s
     assert count(engine, "ledger_lock") == 0
 
 
-def test_sigterm_finishes_the_step_and_hands_the_run_back(engine, server, spawn):
+def test_sigterm_finishes_the_step_and_hands_the_run_back(engine, server, spawn, tmp_path):
+    gate = tmp_path / "finish-step-1"  # step 1 returns once the worker was told to stop
     with db.transaction(engine) as s:
         rid = ledger.start_run(s, kind="t", key="term-1", target="rpc-9", actor="t", steps=[
-            call_step("slow", server.url, "T1", sleep=0.5),
+            call_step("slow", server.url, "T1", hold_until=str(gate)),
             call_step("next", server.url, "T2")]).id  # fmt: skip
     w1 = spawn("w1")
     wait_until(lambda: server.requests()["T1"] == 1, "step 1's effect")
-    assert w1.terminate() == 0
+    w1.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "SIGTERM received" in w1.log(), "the worker to take the SIGTERM")
+    gate.touch()
+    assert w1.wait() == 0
     run, steps = steps_of(engine, rid)
     assert [s.status for s in steps] == ["succeeded", "pending"]
     assert run.status == "pending" and run.owner is None  # no lease to wait for
