@@ -106,10 +106,12 @@ def test_rollback_must_name_an_earlier_main_step(engine):
 
 
 def _needs_attention(engine, server, pools, key="H"):
+    """A run whose first step hung and timed out. The timeout also bounds the step when it is
+    run again (resume), so it leaves room for a busy machine; the hung attempt costs it."""
     rid = start(
         engine,
         [
-            {**call_step("restart geth", server.url, key, hang_on_attempt=1), "timeout": 0.3},
+            {**call_step("restart geth", server.url, key, hang_on_attempt=1), "timeout": 2.0},
             call_step("after", server.url, f"{key}-after"),
         ],
     )
