@@ -99,8 +99,10 @@ def test_timeout_then_recovery(pd: PagerDutySandbox) -> None:
     with pytest.raises(pagerduty.Error):
         page(client, pd)
     assert pd.incidents() == []  # the held call did nothing
+    # One retry, which must be answered within the timeout: room for a busy machine.
+    client.timeout = 2.0
     client.max_network_attempts = 1
-    pd.fail_next("POST /incidents", "timeout", hold_s=1.5)
+    pd.fail_next("POST /incidents", "timeout", hold_s=4.0)
     page(client, pd)
     assert len(pd.incidents()) == 1
 
@@ -108,9 +110,9 @@ def test_timeout_then_recovery(pd: PagerDutySandbox) -> None:
 def test_a_lost_answer_then_the_retry_meets_the_incident_key(pd: PagerDutySandbox) -> None:
     """PagerDuty handled the first create but the bot never heard: the key stops a second."""
     client = quick(pd.rest_client(ALICE))
-    client.timeout = 0.3
+    client.timeout = 2.0  # the retry must be answered within it, on a busy machine too
     client.max_network_attempts = 1
-    pd.fail_next("POST /incidents", "timeout", hold_s=1.5, applied=True)
+    pd.fail_next("POST /incidents", "timeout", hold_s=4.0, applied=True)
     with pytest.raises(pagerduty.HttpError) as info:
         page(client, pd, key="incidentbot-9")
     assert info.value.response.status_code == 400

@@ -79,7 +79,8 @@ def test_timeout_without_effect_then_recovery(slack: SlackSandbox) -> None:
     with pytest.raises((TimeoutError, URLError)):
         client.conversations_create(name="inc-2")
     assert slack.workspace.channel_by_name("inc-2") is None
-    assert client.conversations_create(name="inc-2")["ok"] is True
+    # The retry, with a timeout a busy machine can meet (0.3 s is only for the held call).
+    assert bare_client(slack).conversations_create(name="inc-2")["ok"] is True
 
 
 def test_timeout_after_the_work_was_done(slack: SlackSandbox) -> None:
@@ -90,7 +91,7 @@ def test_timeout_after_the_work_was_done(slack: SlackSandbox) -> None:
         client.conversations_create(name="inc-3")
     assert slack.workspace.channel_by_name("inc-3") is not None
     with pytest.raises(SlackApiError) as info:
-        client.conversations_create(name="inc-3")
+        bare_client(slack).conversations_create(name="inc-3")
     assert info.value.response["error"] == "name_taken"
 
 
