@@ -1,7 +1,11 @@
 """A throwaway PostgreSQL cluster for the test suite, started from the installed binaries.
 
 As root the server runs as the ``postgres`` user through ``runuser``; as anyone else it runs as
-that user. Data lives in a temporary directory that is removed when the cluster stops.
+that user. Data lives in a temporary directory that is removed when the cluster stops, by a
+detached low-priority ``rm`` rather than in the stopping process: the suite creates one
+database per PostgreSQL test (about 10 MB and 300 files each), gigabytes in all, and on a
+disk mounted with online discard unlinking them took over two minutes, which every run of
+the suite waited for at its very end.
 """
 
 from __future__ import annotations
@@ -110,4 +114,31 @@ class PgCluster:
                           "stop")  # fmt: skip
             finally:
                 self.started = False
-        shutil.rmtree(self.base, ignore_errors=True)
+        remove_later(self.base)
+
+
+def remove_later(path: Path) -> None:
+    """Delete ``path`` in a process of its own, at idle priority, without waiting for it.
+
+    The directory is renamed first, so it is gone from where it was at once."""
+    if not path.exists():
+        return
+    doomed = path.with_name(path.name + ".removing")
+    try:
+        path.rename(doomed)
+    except OSError:
+        doomed = path
+    rm = shutil.which("rm")
+    if rm is None:
+        shutil.rmtree(doomed, ignore_errors=True)
+        return
+    argv = ["nice", "-n", "19", rm, "-rf", "--", str(doomed)]
+    if shutil.which("ionice"):
+        argv = ["ionice", "-c", "3", *argv]
+    # sh puts it in the background and exits: nothing is left for this process to reap.
+    subprocess.run(
+        ["sh", "-c", '"$@" </dev/null >/dev/null 2>&1 &', "remove-later", *argv],
+        check=False,
+        timeout=30,
+        start_new_session=True,
+    )
