@@ -35,6 +35,13 @@ def p(text: str, in_channel: bool = True) -> Command | Usage:
             ),
         ),
         (
+            "declare Sevastopol region unreachable",
+            Command(
+                "declare",
+                {"severity": None, "title": "Sevastopol region unreachable", "service": None},
+            ),
+        ),
+        (
             "declare SEV2   RPC  p99 above 2s :fire:",
             Command(
                 "declare", {"severity": "SEV2", "title": "RPC p99 above 2s :fire:", "service": None}
@@ -148,6 +155,11 @@ MALFORMED = [
     ("assign scribe <@U111> <@U222>", True, "Mention exactly one person", "@user"),
     ("unassign", True, "`unassign` needs a role", "/incident unassign <role>"),
     ("unassign chef", True, "Unknown role 'chef'", "/incident unassign <role>"),
+    # A word that reads as a severity is one: never quietly part of an SEV3's title.
+    ("declare sev99 RPC down", False, "Unknown severity 'sev99': allowed are SEV1", "declare"),
+    ("declare sev-1 RPC down", False, "Unknown severity 'sev-1': allowed are SEV1", "declare"),
+    ("declare SevX RPC down", False, "Unknown severity 'SevX': allowed are SEV1", "declare"),
+    ("declare sev0 RPC down", False, "Unknown severity 'sev0': allowed are SEV1", "declare"),
     ("note", True, "`note` needs some text.", "/incident note <text>"),
     ('note ""', True, "`note` needs some text.", "/incident note <text>"),
     ("update", True, "`update` needs some text.", "/incident update <text>"),

@@ -20,7 +20,9 @@ from incidentbot.slack.action_grammar import ActionUsage, parse_action
 
 _MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 _ANY_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
-_SEV = re.compile(r"^sev\s*([0-9])$", re.IGNORECASE)
+# A first word that reads as a severity (sev2, SEV-1, sev99, sevX) is one, or an error naming
+# the valid ones: never quietly part of the title. "Sevastopol" is a title word.
+_SEV = re.compile(r"^sev[-_]?([0-9]+|[a-z])$", re.IGNORECASE)
 _SERVICE = re.compile(r"^(?:service|svc)[:=]([a-z0-9][a-z0-9_-]*)$", re.IGNORECASE)
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 
