@@ -72,8 +72,11 @@ class Chat(Protocol):
 
     def channel_members(self, channel_id: str) -> list[str]: ...
 
-    def find_message(self, channel_id: str, block_id: str) -> str | None:
-        """The ``ts`` of the bot's own recent message carrying ``block_id``, if any."""
+    def find_message(
+        self, channel_id: str, block_id: str, *, since: datetime | None = None
+    ) -> str | None:
+        """The ``ts`` of the bot's own message carrying ``block_id`` posted since ``since``
+        (or recently), if any."""
         ...
 
     def post(self, channel_id: str, text: str, blocks: list[dict[str, Any]]) -> str: ...

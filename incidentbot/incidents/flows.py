@@ -420,7 +420,7 @@ class ChatActions:
         text, blocks = self.render.header(inc, roles, extra_lines=pages, installation=installation)
         assert inc.channel_id is not None
         ts = inc.header_ts or self.chat.find_message(
-            inc.channel_id, self.render.header_block_id(inc, installation)
+            inc.channel_id, self.render.header_block_id(inc, installation), since=inc.declared_at
         )
         if ts:
             self.chat.update(inc.channel_id, ts, text, blocks)
@@ -461,7 +461,7 @@ class ChatActions:
         installation = self._installation_id()
         text, blocks = self.render.digest(inc, inc.channel_id, installation=installation)
         ts = inc.digest_ts or self.chat.find_message(
-            channel, self.render.digest_block_id(inc, installation)
+            channel, self.render.digest_block_id(inc, installation), since=inc.declared_at
         )
         updated = bool(ts)
         if ts:
@@ -486,7 +486,8 @@ class ChatActions:
         posted = {}
         targets = [c for c in (inc.channel_id, self._digest_channel()) if c]
         for channel in targets:
-            ts = self.chat.find_message(channel, block_id) or self.chat.post(channel, text, blocks)
+            found = self.chat.find_message(channel, block_id, since=event.recorded_at)
+            ts = found or self.chat.post(channel, text, blocks)
             posted[channel] = ts
         return {"posted": posted}
 

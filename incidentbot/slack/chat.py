@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk import WebClient
@@ -30,6 +31,12 @@ RETRYABLE_CODES = {
 }
 
 CallObserver = Callable[[str, str, float], None]  # (method, outcome, seconds)
+
+# Looking for a message the bot may have posted (an answer lost, a crash): a page of history,
+# how many pages at most when no start is known, and the allowance for Slack's clock.
+FIND_PAGE = 200
+FIND_PAGES = 25
+FIND_SKEW = timedelta(minutes=2)
 
 
 class SlackChat:
@@ -151,12 +158,25 @@ class SlackChat:
     def usergroup_members(self, group_id: str) -> list[str]:
         return list(self._call("usergroups.users.list", usergroup=group_id).get("users", []))
 
-    def find_message(self, channel_id: str, block_id: str) -> str | None:
-        data = self._call("conversations.history", channel=channel_id, limit=100)
-        for message in data.get("messages", []):
-            for block in message.get("blocks") or []:
-                if block.get("block_id") == block_id:
-                    return str(message["ts"])
+    def find_message(
+        self, channel_id: str, block_id: str, *, since: datetime | None = None
+    ) -> str | None:
+        """Page back through the channel's history (to ``since``, or at most
+        :data:`FIND_PAGES` pages) for the bot's message carrying ``block_id``: a busy channel
+        may have had hundreds of messages since an answer was lost."""
+        args: dict[str, Any] = {"channel": channel_id, "limit": FIND_PAGE}
+        if since is not None:
+            args["oldest"] = f"{(since - FIND_SKEW).timestamp():.6f}"
+        for _ in range(FIND_PAGES):
+            data = self._call("conversations.history", **args)
+            messages = data.get("messages", [])
+            for message in messages:
+                for block in message.get("blocks") or []:
+                    if block.get("block_id") == block_id:
+                        return str(message["ts"])
+            if not data.get("has_more") or not messages:
+                return None
+            args["latest"] = str(messages[-1]["ts"])  # older than the oldest seen so far
         return None
 
     def post(self, channel_id: str, text: str, blocks: list[dict[str, Any]]) -> str:

@@ -156,7 +156,7 @@ class WebApi:
             caller = self._caller(ws, parsed, name)
             if caller is not None and name not in HANDLERS:
                 raise SlackError("unknown_method")
-            fault = self.faults.take(name)
+            fault = self.faults.take(name, _channel_hint(parsed.args))
             if fault is not None:
                 fault_name = fault.kind
                 status, headers, body = await self._fault(ws, fault, name, caller, parsed.args)
@@ -206,11 +206,23 @@ class WebApi:
                 {"ok": False, "error": "ratelimited"},
             )
         if fault.kind == "server_error":
+            if fault.applied:  # done, and the answer lost: the caller cannot know which
+                self._run(ws, name, caller, args)
+                await _after(fault)
             return fault.status, {}, {"ok": False, "error": "fatal_error"}
         # timeout: answer only after the client has given up; maybe having done the work.
         body = self._run(ws, name, caller, args) if fault.applied else None
+        if fault.applied:
+            await _after(fault)
         await self._hold(fault.hold_s)
         return 200, {}, body or {"ok": False, "error": "request_timeout"}
+
+
+async def _after(fault: Fault) -> None:
+    """The test's hook for what happens in Slack after the call took effect (other people
+    posting, say), run off the event loop so that it may use the workspace."""
+    if fault.after is not None:
+        await asyncio.to_thread(fault.after)
 
 
 def _channel_hint(args: dict[str, Any]) -> str | None:

@@ -66,6 +66,8 @@ class Fault:
     status: int = 500
     hold_s: float = 31.0
     applied: bool = False
+    channel: str | None = None  # only calls naming this channel id
+    after: Callable[[], None] | None = None  # run once the call took effect, before answering
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -143,10 +145,12 @@ class FaultPlan:
             self.faults.append(fault)
         return fault
 
-    def take(self, method: str) -> Fault | None:
+    def take(self, method: str, channel: str | None = None) -> Fault | None:
         """The fault that applies to this call of ``method`` (consuming one of its uses)."""
         with self._lock:
             for fault in self.faults:
+                if fault.channel is not None and fault.channel != channel:
+                    continue
                 if fault.method in (method, ANY_METHOD):
                     fault.remaining -= 1
                     if fault.remaining <= 0:

@@ -196,15 +196,20 @@ class SlackSandbox:
         status: int = 500,
         hold_s: float = 31.0,
         applied: bool = False,
+        channel: str | None = None,
+        after: Callable[[], None] | None = None,
     ) -> Fault:
         """Make the next ``count`` calls of ``method`` (``"*"``: any method) fail.
 
         ``ratelimited``: HTTP 429 with ``Retry-After: retry_after``. ``server_error``: HTTP
         ``status``. ``timeout``: the answer is held ``hold_s`` seconds (longer than the
-        client waits); with ``applied`` the call takes effect anyway, as a call Slack handled
-        but whose answer was lost would.
+        client waits). With ``applied`` a ``server_error`` or ``timeout`` call takes effect
+        anyway, as a call Slack handled but whose answer was lost would; ``after`` then runs
+        before the answer (whatever else happens in Slack meanwhile). ``channel`` limits the
+        fault to calls naming that channel id.
         """
-        return self.faults.arm(Fault(method, kind, count, retry_after, status, hold_s, applied))
+        fault = Fault(method, kind, count, retry_after, status, hold_s, applied, channel, after)
+        return self.faults.arm(fault)
 
     def set_latency(self, seconds: float, methods: list[str] | None = None) -> None:
         """Delay every answer (or those of ``methods``) by ``seconds``; 0 turns it off."""
