@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from incidentbot import db
 from incidentbot.config import Settings
+from incidentbot.sandbox.slack.server import SlackSandbox
 from tests.pgcluster import PgCluster, PgUnavailable
 
 BACKENDS = [
@@ -122,3 +123,11 @@ def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
 def count(engine: Engine, table: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+@pytest.fixture
+def slack_sandbox() -> Iterator[SlackSandbox]:
+    """A fresh local Slack server (no bot attached): tests point a bot of their own at it."""
+    sandbox = SlackSandbox().start()
+    yield sandbox
+    sandbox.stop()

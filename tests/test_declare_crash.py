@@ -18,7 +18,6 @@ import pytest
 from incidentbot import db
 from incidentbot.incidents import service as svc
 from incidentbot.installation import installation_id
-from incidentbot.sandbox.slack.server import SlackSandbox
 from tests.runbook_procs import BotSeat
 
 TITLE = "Beacon node stuck at slot 8123"
@@ -27,10 +26,8 @@ BOOKKEEPING = ("slack.channel_created", "slack.invited", "slack.header_posted", 
 
 
 @pytest.fixture
-def slack():
-    sandbox = SlackSandbox().start()
-    yield sandbox
-    sandbox.stop()
+def slack(slack_sandbox):
+    return slack_sandbox
 
 
 @pytest.fixture

@@ -23,10 +23,8 @@ TITLE = "RPC p99 latency above 2s"
 
 
 @pytest.fixture
-def slack():
-    sandbox = SlackSandbox().start()
-    yield sandbox
-    sandbox.stop()
+def slack(slack_sandbox):
+    return slack_sandbox
 
 
 @pytest.fixture
