@@ -111,8 +111,37 @@ def test_invalid_invocations_say_what_is_wrong_and_change_nothing(
     engine.dispose()
 
 
+READ_ONLY = [
+    ("incident", "list"),
+    ("incident", "show", "INC-1"),
+    ("timeline", "INC-1"),
+    ("runs", "list"),
+    ("alerts", "list"),
+    ("actions", "list"),
+    ("postmortem", "list"),
+    ("jobs", "list"),
+    ("db", "status"),
+]
+
+
+@pytest.mark.parametrize("argv", READ_ONLY, ids=[" ".join(a) for a in READ_ONLY])
+def test_a_read_only_command_on_a_missing_sqlite_file_creates_nothing(
+    tmp_path, monkeypatch, capsys, argv
+):
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "not" / "here" / "incidentbot.db"
+    monkeypatch.setenv("INCIDENTBOT_DATABASE_URL", f"sqlite:///{missing}")
+    assert main(list(argv)) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: the database {missing} does not exist: run `incidentbot db upgrade` to create it\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_refuses_to_run_on_a_database_without_schema(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "fresh.db").touch()
     monkeypatch.setenv("INCIDENTBOT_DATABASE_URL", f"sqlite:///{tmp_path}/fresh.db")
     assert main(["incident", "list"]) == 1
     assert "has no incidentbot schema yet: run `incidentbot db upgrade`" in capsys.readouterr().err
@@ -122,6 +151,14 @@ def test_refuses_to_run_on_a_database_without_schema(tmp_path, monkeypatch, caps
     assert "already at revision" in capsys.readouterr().out
     assert main(["incident", "list"]) == 0
     assert "No open incidents." in capsys.readouterr().out
+
+
+def test_db_upgrade_creates_a_missing_sqlite_file(tmp_path, monkeypatch, capsys):
+    target = tmp_path / "new.db"
+    monkeypatch.setenv("INCIDENTBOT_DATABASE_URL", f"sqlite:///{target}")
+    assert main(["db", "upgrade"]) == 0
+    assert f"upgraded from empty to {db.head_revision()}" in capsys.readouterr().out
+    assert target.is_file()
 
 
 def test_refuses_a_schema_from_an_unknown_newer_version(tmp_path, monkeypatch, capsys):

@@ -2,7 +2,8 @@
 
 Every failure a user can cause ends as one line on stderr and a non-zero exit: usage errors
 exit 2, refused requests and configuration problems exit 1. Sub-commands live in sibling
-modules, each a typer app registered below.
+modules, loaded only when run (see :mod:`incidentbot.cli.lazy`), so that ``--help``,
+``--version`` and light commands do not pay for the database, Slack or Kubernetes libraries.
 """
 
 from __future__ import annotations
@@ -10,62 +11,25 @@ from __future__ import annotations
 import sys
 
 import typer
-from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
 
 from incidentbot import __version__
+from incidentbot.cli.lazy import LazyGroup
+from incidentbot.errors import DomainError
 
 try:  # typer >= 0.25 carries its own copy of click
     from typer._click import exceptions as click_exc
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exc  # type: ignore[no-redef]
-from incidentbot.cli import (
-    actions_cmd,
-    alerts_cmd,
-    config_cmd,
-    db_cmd,
-    demo_cmd,
-    handoff_cmd,
-    incident,
-    jobs_cmd,
-    lab_cmd,
-    postmortem_cmd,
-    runbook_cmd,
-    runbook_run,
-    runs,
-    serve_cmd,
-)
-from incidentbot.cli.common import AppState, CliError
-from incidentbot.config import ConfigError, format_validation_error
-from incidentbot.db import SchemaError
-from incidentbot.errors import DomainError
-from incidentbot.runbooks import runtime as runbook_runtime
 
 app = typer.Typer(
     name="incidentbot",
+    cls=LazyGroup,
     help="Incident response for teams that run blockchain infrastructure.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-app.add_typer(incident.app, name="incident")
-app.command("timeline")(incident.timeline_cmd)
-app.add_typer(db_cmd.app, name="db")
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(runs.app, name="runs")
-app.add_typer(alerts_cmd.app, name="alerts")
-app.add_typer(actions_cmd.app, name="actions")
-runbook_run.register()  # plan, run, approve and resume join `runbook`
-app.add_typer(runbook_cmd.app, name="runbook")
-app.add_typer(lab_cmd.app, name="lab")
-app.add_typer(postmortem_cmd.app, name="postmortem")
-app.add_typer(handoff_cmd.app, name="handoff")
-app.command("worker")(runs.worker_cmd)
-app.add_typer(jobs_cmd.app, name="jobs")
-app.command("scheduler")(jobs_cmd.scheduler_cmd)
-app.command("demo")(demo_cmd.demo)
-app.command("serve")(serve_cmd.serve)
 
 
 def _version(value: bool) -> None:
@@ -84,6 +48,8 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Show the version."
     ),
 ) -> None:
+    from incidentbot.cli.common import AppState
+
     ctx.obj = AppState(config_path=config)
 
 
@@ -92,11 +58,44 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _loaded(module: str, name: str) -> type[BaseException] | None:
+    """An exception class, if its module was imported (else nothing can have raised it)."""
+    found = getattr(sys.modules.get(module), name, None)
+    return found if isinstance(found, type) and issubclass(found, BaseException) else None
+
+
+def _is(exc: BaseException, module: str, name: str) -> bool:
+    cls = _loaded(module, name)
+    return cls is not None and isinstance(exc, cls)
+
+
+def _expected(exc: Exception) -> int | None:
+    """The exit code for a failure a user can cause, reported as one line; None otherwise."""
+    if _is(exc, "incidentbot.config", "ConfigError"):
+        for problem in exc.problems:  # type: ignore[attr-defined]
+            typer.echo(f"error: {exc.source}: {problem}", err=True)  # type: ignore[attr-defined]
+        return 1
+    if (
+        isinstance(exc, DomainError)
+        or _is(exc, "incidentbot.db", "SchemaError")
+        or _is(exc, "incidentbot.cli.common", "CliError")
+        or _is(exc, "incidentbot.backup", "BackupError")
+    ):
+        return _fail(str(exc), getattr(exc, "code", 1))
+    if _is(exc, "pydantic", "ValidationError"):
+        from incidentbot.config import format_validation_error
+
+        return _fail("; ".join(format_validation_error(exc)), 1)  # type: ignore[arg-type]
+    if _is(exc, "sqlalchemy.exc", "OperationalError"):
+        orig = exc.orig  # type: ignore[attr-defined]
+        detail = str(orig).strip().splitlines()[0] if orig else str(exc)
+        return _fail(f"cannot use the database: {detail}", 1)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every expected failure into one line."""
     args = sys.argv[1:] if argv is None else argv
-    # Runbook runs changed from here (cancelled, resumed, worked) reach their timelines.
-    runbook_runtime.install_timeline()
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="incidentbot", standalone_mode=False)
@@ -110,17 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("aborted", 130)
     except typer.Exit as exc:
         return exc.exit_code
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(f"error: {exc.source}: {problem}", err=True)
-        return 1
-    except (DomainError, SchemaError, CliError) as exc:
-        return _fail(str(exc), getattr(exc, "code", 1))
-    except ValidationError as exc:
-        return _fail("; ".join(format_validation_error(exc)), 1)
-    except OperationalError as exc:
-        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        return _fail(f"cannot use the database: {detail}", 1)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except Exception as exc:
+        code = _expected(exc)
+        if code is None:
+            raise
+        return code
     return result if isinstance(result, int) else 0

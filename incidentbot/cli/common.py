@@ -8,13 +8,15 @@ import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from sqlalchemy.engine import Engine
 
-from incidentbot import db
-from incidentbot.config import Settings, load_settings
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from incidentbot.config import Settings
 
 # Piped output (scripts, tests) gets a wide table instead of Rich's 80-column default.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -41,18 +43,30 @@ class AppState:
 
     @cached_property
     def settings(self) -> Settings:
+        from incidentbot.config import load_settings
+
         return load_settings(self.config_path)
 
     @cached_property
     def engine(self) -> Engine:
-        """An engine on a database whose schema is current (else a clear error)."""
-        engine = db.make_engine(self.settings.effective_database_url)
+        """An engine on a database that exists and whose schema is current (else a clear
+        error, and nothing created). Runbook runs changed through it reach their timelines."""
+        from incidentbot import db
+        from incidentbot.runbooks import runtime
+
+        url = self.settings.effective_database_url
+        db.require_existing(url)
+        engine = db.make_engine(url)
         db.check_schema(engine)
+        runtime.install_timeline()
         return engine
 
     @cached_property
     def raw_engine(self) -> Engine:
-        """An engine that skips the schema check (``db upgrade`` itself uses it)."""
+        """An engine that skips the schema check (``db upgrade`` itself uses it); SQLite
+        creates the file if it is missing."""
+        from incidentbot import db
+
         return db.make_engine(self.settings.effective_database_url)
 
 
