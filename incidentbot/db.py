@@ -316,12 +316,12 @@ def downgrade_losses(engine: Engine, target: str | None) -> list[str]:
             if table not in after:
                 rows = conn.execute(rows_of).scalar_one()
                 if rows:
-                    losses.append(f"table {table} ({rows} rows)")
+                    losses.append(f"table {table} ({_rows(rows)})")
                 continue
             for column in sorted(columns - after[table]):
                 rows = conn.execute(rows_of.where(sa.column(column).is_not(None))).scalar_one()
                 if rows:
-                    losses.append(f"column {table}.{column} ({rows} rows with a value)")
+                    losses.append(f"column {table}.{column} ({_rows(rows)} with a value)")
         conn.rollback()
     return losses
 
@@ -332,3 +332,7 @@ def downgrade(engine: Engine, target: str | None) -> tuple[str | None, str | Non
     with engine.begin() as conn:
         _alembic_downgrade(conn, target)
     return before, current_revision(engine)
+
+
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"

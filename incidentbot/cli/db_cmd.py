@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from incidentbot import db
-from incidentbot.cli.common import CliError, console, state
+from incidentbot.cli.common import CliError, state
 
 app = typer.Typer(help="Database: migrations, backup and restore.", no_args_is_help=True)
 
@@ -19,9 +19,9 @@ def upgrade(ctx: typer.Context) -> None:
     where = engine.url.render_as_string(hide_password=True)
     before, after = db.upgrade(engine)
     if before == after:
-        console.print(f"{where}: already at revision {after}")
+        typer.echo(f"{where}: already at revision {after}")
     else:
-        console.print(f"{where}: upgraded from {before or 'empty'} to {after}")
+        typer.echo(f"{where}: upgraded from {before or 'empty'} to {after}")
 
 
 @app.command()
@@ -48,9 +48,9 @@ def downgrade(
             "--drop-data"
         )
     before, after = db.downgrade(engine, target)
-    console.print(f"{where}: downgraded from {before} to {after or 'base'}")
+    typer.echo(f"{where}: downgraded from {before} to {after or 'base'}")
     if losses:
-        console.print(f"deleted: {'; '.join(losses)}")
+        typer.echo(f"deleted: {'; '.join(losses)}")
 
 
 @app.command()
@@ -61,7 +61,7 @@ def status(ctx: typer.Context) -> None:
     engine = state(ctx).raw_engine
     db.check_schema(engine)
     where = engine.url.render_as_string(hide_password=True)
-    console.print(f"{where}: schema is current ({db.current_revision(engine)})")
+    typer.echo(f"{where}: schema is current ({db.current_revision(engine)})")
 
 
 @app.command()
@@ -79,7 +79,7 @@ def backup(
         summary = backups.backup(url, file, force=force)
     except backups.BackupError as exc:
         raise CliError(str(exc)) from None
-    console.print(f"Backed up {db.redacted(url)} to {file}: {summary.describe()}")
+    typer.echo(f"Backed up {db.redacted(url)} to {file}: {summary.describe()}")
 
 
 @app.command()
@@ -99,9 +99,9 @@ def restore(
         summary = backups.restore(url, file, force=force)
     except backups.BackupError as exc:
         raise CliError(str(exc)) from None
-    console.print(f"Restored {file} into {db.redacted(url)}: {summary.describe()}")
+    typer.echo(f"Restored {file} into {db.redacted(url)}: {summary.describe()}")
     if summary.revision != db.head_revision():
-        console.print(
+        typer.echo(
             f"The schema is older than this incidentbot ({db.head_revision()}): "
             "run `incidentbot db upgrade`"
         )
