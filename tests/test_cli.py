@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from incidentbot import db
-from incidentbot.cli import main
+from incidentbot.cli import lazy, main
 from tests.conftest import count
 
 
@@ -199,3 +204,75 @@ def test_refuses_an_out_of_date_schema_and_names_the_command(tmp_path, monkeypat
     assert main(["db", "upgrade"]) == 0
     assert f"upgraded from 0001 to {db.head_revision()}" in capsys.readouterr().out
     assert main(["incident", "list"]) == 0
+
+
+COMMANDS = ["incident", "timeline", "db", "config", "runs", "alerts", "actions", "runbook", "lab",
+            "postmortem", "handoff", "worker", "jobs", "scheduler", "demo", "serve"]  # fmt: skip
+
+
+def test_help_lists_every_command_and_each_one_loads(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    section = out.split("Commands:\n", 1)[1]
+    listed = [line.split()[0] for line in section.splitlines() if line.startswith("  ")]
+    assert listed == COMMANDS
+    # Every module holding sub-commands is behind one of them (runbook_cmd through runbook_run).
+    here = Path(lazy.__file__).parent
+    modules = {p.stem for p in here.glob("*.py")} - {"__init__", "__main__", "common", "lazy",
+                                                      "root", "runbook_cmd"}  # fmt: skip
+    assert modules == {entry.module for entry in lazy.COMMANDS.values()}
+    for name in COMMANDS:
+        # The line --help shows without importing the command is the command's own help.
+        assert lazy.load(name).get_short_help_str(1000) == lazy.COMMANDS[name].help, name
+        assert main([name, "--help"]) == 0, name
+        assert f"Usage: incidentbot {name} [OPTIONS]" in capsys.readouterr().out
+
+
+HEAVY = {"slack_bolt", "slack_sdk", "sqlalchemy", "sqlmodel", "alembic", "kubernetes", "jinja2",
+         "httpx", "pydantic", "rich", "pagerduty", "starlette"}  # fmt: skip
+
+
+def imported(argv: list[str], env: dict[str, str] | None = None) -> tuple[str, set[str]]:
+    """(stdout, top-level packages imported) of the CLI run with ``python -X importtime``."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "incidentbot.cli", *argv],
+        env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    names = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return proc.stdout, names
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"]], ids=lambda a: a[0])
+def test_version_and_help_import_no_heavy_library(argv):
+    out, names = imported(argv)
+    assert out.startswith("incidentbot 0." if argv == ["--version"] else "Usage: incidentbot")
+    assert names & HEAVY == set()
+
+
+def test_a_database_command_does_not_import_alembic_slack_or_kubernetes(tmp_path):
+    url = f"sqlite:///{tmp_path}/x.db"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    out, names = imported(["incident", "list"], {"INCIDENTBOT_DATABASE_URL": url})
+    assert out == "No open incidents.\n"
+    assert "sqlalchemy" in names  # it did reach the database
+    assert names & {"alembic", "slack_bolt", "slack_sdk", "kubernetes", "pagerduty"} == set()
+
+
+def test_postmortem_render_refuses_an_out_path_whose_directory_is_missing(cli, tmp_path):
+    assert cli("incident", "declare", "node down", "--sev", "2")[0] == 0
+    target = tmp_path / "nonexistent" / "dir" / "x.html"
+    code, out, err = cli("postmortem", "render", "INC-1", "--out", str(target))
+    assert (code, out) == (1, "")
+    assert err == (
+        f"error: --out {target}: the directory {target.parent} does not exist: create it first\n"
+    )
+    assert not (tmp_path / "nonexistent").exists()
+    code, out, err = cli("postmortem", "render", "INC-1", "--out", str(tmp_path))
+    assert (code, out) == (1, "")
+    assert err == f"error: --out {tmp_path}: is a directory: name the file to write\n"

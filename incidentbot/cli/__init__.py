@@ -10,51 +10,12 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
 from incidentbot import __version__
-from incidentbot.cli.lazy import LazyGroup
 from incidentbot.errors import DomainError
-
-try:  # typer >= 0.25 carries its own copy of click
-    from typer._click import exceptions as click_exc
-except ImportError:  # pragma: no cover - older typer uses click itself
-    from click import exceptions as click_exc  # type: ignore[no-redef]
-
-app = typer.Typer(
-    name="incidentbot",
-    cls=LazyGroup,
-    help="Incident response for teams that run blockchain infrastructure.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"incidentbot {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    ctx: typer.Context,
-    config: str | None = typer.Option(
-        None, "--config", "-c", help="Path to incidentbot.yaml (default: $INCIDENTBOT_CONFIG)."
-    ),
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version."
-    ),
-) -> None:
-    from incidentbot.cli.common import AppState
-
-    ctx.obj = AppState(config_path=config)
 
 
 def _fail(message: str, code: int) -> int:
-    typer.echo(f"error: {message}", err=True)
+    print(f"error: {message}", file=sys.stderr)
     return code
 
 
@@ -73,7 +34,7 @@ def _expected(exc: Exception) -> int | None:
     """The exit code for a failure a user can cause, reported as one line; None otherwise."""
     if _is(exc, "incidentbot.config", "ConfigError"):
         for problem in exc.problems:  # type: ignore[attr-defined]
-            typer.echo(f"error: {exc.source}: {problem}", err=True)  # type: ignore[attr-defined]
+            print(f"error: {exc.source}: {problem}", file=sys.stderr)  # type: ignore[attr-defined]
         return 1
     if (
         isinstance(exc, DomainError)
@@ -96,6 +57,18 @@ def _expected(exc: Exception) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every expected failure into one line."""
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:  # answered before the command line library is even imported
+        print(f"incidentbot {__version__}")
+        return 0
+    import typer
+
+    from incidentbot.cli.root import app
+
+    try:  # typer >= 0.25 carries its own copy of click
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click import exceptions as click_exc  # type: ignore[no-redef]
+
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="incidentbot", standalone_mode=False)

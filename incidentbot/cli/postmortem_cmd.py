@@ -51,6 +51,15 @@ def _format_for(fmt: str | None, out: Path | None) -> str:
     return "md"
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot be written as is: no directory is ever created."""
+    parent = out.parent
+    if not parent.is_dir():
+        raise CliError(f"--out {out}: the directory {parent} does not exist: create it first")
+    if out.is_dir():
+        raise CliError(f"--out {out}: is a directory: name the file to write")
+
+
 @app.command()
 def render(
     ctx: typer.Context,
@@ -63,6 +72,8 @@ def render(
     """Render the postmortem (Markdown or standalone HTML); nothing is saved."""
     st = state(ctx)
     chosen = _format_for(fmt, out)
+    if out is not None:
+        _check_out(out)
     with db.transaction(st.engine) as s:
         doc = build(s, st.settings, svc.get(s, ref))
     text = render_document(st.settings, doc, chosen)
@@ -71,7 +82,6 @@ def render(
         sys.stdout.write(text)
         return
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8", newline="\n")
     except OSError as exc:
         raise CliError(f"--out {out}: cannot write: {exc.strerror}") from None
