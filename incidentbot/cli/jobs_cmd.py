@@ -23,13 +23,11 @@ from sqlalchemy.engine import Engine
 from incidentbot import clock, db
 from incidentbot.cli.common import CliError, console, log_to_stderr, state
 from incidentbot.config import Settings
-from incidentbot.handoff.service import pager_for
 from incidentbot.modules import import_modules
 from incidentbot.scheduler.builtin import Services, build_scheduler, builtin_jobs
 from incidentbot.scheduler.core import resolve_jobs
 from incidentbot.scheduler.models import SchedulerRun
 from incidentbot.scheduler.registry import registered
-from incidentbot.slack.chat import SlackChat
 
 app = typer.Typer(help="Scheduled jobs: list them and their recent runs.", no_args_is_help=True)
 log = logging.getLogger("incidentbot.scheduler")
@@ -101,6 +99,9 @@ def _services(settings: Settings, engine: Engine) -> Services | None:
     are all disabled in ``scheduler.jobs``."""
     token = settings.slack_bot_token
     if token is not None and token.get_secret_value():
+        from incidentbot.handoff.service import pager_for  # Slack and PagerDuty: only here
+        from incidentbot.slack.chat import SlackChat
+
         chat = SlackChat(token.get_secret_value(), base_url=settings.slack.api_url)
         return Services(settings, engine, chat, pager_for(settings))
     builtin = builtin_jobs(settings, None)
