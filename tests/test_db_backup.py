@@ -201,3 +201,14 @@ def test_postgres_backup_names_a_missing_pg_dump(pg_cluster, pg_template, tmp_pa
         "postgresql-client) or put pg_dump on PATH\n"
     )
     assert not (tmp_path / "x.backup").exists()
+
+
+def test_an_unreachable_postgres_is_one_line_without_the_password(tmp_path, monkeypatch, capsys):
+    url = "postgresql+psycopg://bot:s3cret-pw@127.0.0.1:1/incidentbot"
+    monkeypatch.setenv("INCIDENTBOT_DATABASE_URL", url)
+    for argv in (["db", "backup", str(tmp_path / "x.backup")], ["db", "downgrade"]):
+        assert main(argv) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("error: ") and len(err.splitlines()) == 1
+        assert "s3cret-pw" not in err
+    assert list(tmp_path.iterdir()) == []
