@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 from typer.core import TyperGroup
+from typer.models import TyperInfo
 
 try:  # typer >= 0.25 carries its own copy of click
     from typer import _click as click
@@ -73,7 +74,13 @@ def load(name: str) -> click.Command:
     entry = COMMANDS[name]
     target: Any = getattr(importlib.import_module(f"incidentbot.cli.{entry.module}"), entry.attr)
     if isinstance(target, typer.Typer):
-        command = typer.main.get_group(target)
+        # As add_typer on the root did: plain help (no Rich panels), whatever the app says.
+        command = typer.main.get_group_from_info(
+            TyperInfo(target),
+            pretty_exceptions_short=target.pretty_exceptions_short,
+            rich_markup_mode=None,
+            suggest_commands=target.suggest_commands,
+        )
     else:
         single = typer.Typer(add_completion=False, rich_markup_mode=None)
         single.command(name)(target)
