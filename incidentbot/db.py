@@ -167,7 +167,9 @@ def script_directory() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config("sqlite://"))
 
 
-_REVISION = re.compile(r"^(down_revision|revision)\s*=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
+_REVISION = re.compile(
+    r"^(down_revision|revision)\s*(?::[^=\n]*)?=\s*[\"']([^\"']+)[\"']", re.MULTILINE
+)
 
 
 @cache
