@@ -15,8 +15,11 @@ from incidentbot import db
 from tests.db_support import CORE_TABLES, populate, snapshot
 
 HEAD = db.head_revision()
-PREVIOUS = "0010"
-EXPORT_COLUMNS = {"export_started_at", "export_started_by"}
+# The revisions before HEAD, newest first: the rollback targets an operator can name.
+OLDER = [r.revision for r in db.script_directory().walk_revisions() if r.revision != HEAD]
+PREVIOUS = OLDER[0]
+# A migration whose downgrade deletes what people wrote: 0011 added the export claim.
+BEFORE_EXPORT_CLAIM = "0010"
 
 
 def test_migration_files_and_alembic_agree_on_the_revisions():
@@ -24,6 +27,7 @@ def test_migration_files_and_alembic_agree_on_the_revisions():
     assert db.head_revision() == script.get_current_head() == HEAD
     assert db.known_revisions() == {rev.revision for rev in script.walk_revisions()}
     assert script.get_revision(HEAD).down_revision == PREVIOUS
+    assert BEFORE_EXPORT_CLAIM in OLDER
 
 
 def test_downgrade_one_step_then_upgrade_keeps_the_data(cli, database_url):
@@ -38,11 +42,10 @@ def test_downgrade_one_step_then_upgrade_keeps_the_data(cli, database_url):
     assert {t: len(rows) for t, rows in downgraded.items()} == {
         t: len(rows) for t, rows in before.items()
     }
-    for table in CORE_TABLES:
-        drop = EXPORT_COLUMNS if table == "action_item" else set()
-        assert [{k: v for k, v in row.items() if k not in drop} for row in before[table]] == (
-            downgraded[table]
-        )
+    for table in CORE_TABLES:  # every column the older schema has, with its values
+        pairs = zip(before[table], downgraded[table], strict=True)
+        kept = [{k: row[k] for k in after} for row, after in pairs]
+        assert kept == downgraded[table]
     # This (newer) incidentbot refuses to run on it until it is upgraded again.
     code, _, err = cli("incident", "list")
     assert code == 1
@@ -64,19 +67,20 @@ def test_a_downgrade_that_deletes_data_needs_drop_data(cli, database_url):
     engine.dispose()
     before = snapshot(database_url)
 
-    code, out, err = cli("db", "downgrade")
+    code, out, err = cli("db", "downgrade", BEFORE_EXPORT_CLAIM)
     assert (code, out) == (1, "")
     assert err.startswith("error: downgrading ")
     assert (
-        f"from {HEAD} to {PREVIOUS} deletes column action_item.export_started_by (1 row with a "
-        "value): back it up first (`incidentbot db backup FILE`), then pass --drop-data\n"
+        f"from {HEAD} to {BEFORE_EXPORT_CLAIM} deletes column action_item.export_started_by (1 "
+        "row with a value): back it up first (`incidentbot db backup FILE`), then pass "
+        "--drop-data\n"
     ) in err
     assert snapshot(database_url) == before  # refused: nothing changed
     engine = db.make_engine(database_url)
     assert db.current_revision(engine) == HEAD
     engine.dispose()
 
-    code, out, err = cli("db", "downgrade", "--drop-data")
+    code, out, err = cli("db", "downgrade", BEFORE_EXPORT_CLAIM, "--drop-data")
     assert (code, err) == (0, "")
     assert "deleted: column action_item.export_started_by (1 row with a value)" in out
     assert cli("db", "upgrade")[0] == 0
@@ -90,7 +94,7 @@ def test_downgrade_to_a_revision_that_is_not_older_is_refused(cli, database_url)
     code, _, err = cli("db", "downgrade", "9999")
     assert code == 1
     assert err.startswith("error: cannot downgrade ")
-    assert f"from {HEAD} to '9999': the revisions before {HEAD} are {PREVIOUS}, 0009" in err
+    assert f"from {HEAD} to '9999': the revisions before {HEAD} are {', '.join(OLDER)}" in err
     assert cli("db", "status")[0] == 0  # still current
 
 
