@@ -20,10 +20,17 @@ from incidentbot.cli.common import AS_OPTION, CliError, actor, console, state
 from incidentbot.cli.runbook_cmd import app, get_runbook, load_catalog
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
-from incidentbot.ledger import control
 from incidentbot.ledger.service import LockHeld
 from incidentbot.ledger.worker import WorkerPool
-from incidentbot.runbooks import access, approvals, engine, planning, run_context, runtime
+from incidentbot.runbooks import (
+    access,
+    approvals,
+    engine,
+    planning,
+    recovery,
+    run_context,
+    runtime,
+)
 from incidentbot.runbooks import view as views
 from incidentbot.runbooks.actions import Services
 from incidentbot.runbooks.definition import format_seconds
@@ -247,7 +254,7 @@ def resume_cmd(
     try:
         with db.transaction(st.engine) as s:
             engine.load(s, run_id)
-            message = control.resume(s, run_id, actor=who, skip=skip)
+            message = recovery.resume(s, run_id, actor=who, skip=skip)
     except DomainError as exc:
         raise CliError(str(exc)) from None
     _out(message)

@@ -28,10 +28,12 @@ from incidentbot.ledger.models import (
     PARKED,
     PENDING,
     RUNNING,
+    STEP_FAILED,
     STEP_PENDING,
     STEP_SKIPPED,
     STEP_STARTED,
     Run,
+    Step,
 )
 from incidentbot.ledger.redact import redact_text
 from incidentbot.ledger.service import (
@@ -41,6 +43,7 @@ from incidentbot.ledger.service import (
     get_step,
     get_steps,
 )
+from incidentbot.ledger.spec import steps_of
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,9 @@ def cancel(session: Session, run_id: int, *, actor: str, reason: str | None = No
     """Stop a run before its next step and release its lock; returns what happened.
 
     A run no worker is executing (pending, backing off, parked, needs_attention) is cancelled
-    at once. A running one is flagged; its worker stops before the next step.
+    at once, except a run that needs attention at a step with rollback steps: those run first
+    (see :func:`_abort_into_rollback`). A running one is flagged; its worker stops before the
+    next step.
     """
     actor = clean_text(actor, "the actor", 128)
     run = get_run(session, run_id, for_update=True)
@@ -70,11 +75,49 @@ def cancel(session: Session, run_id: int, *, actor: str, reason: str | None = No
     note = ""
     if run.status == NEEDS_ATTENTION:
         step = get_step(session, run_id, run.cursor)
+        rolling_back = _abort_into_rollback(session, run, step, now, why)
+        if rolling_back is not None:
+            return rolling_back
         if step.status == STEP_STARTED:
             note = f" ({step.label} was left in an unknown state)"
     end_run(session, run, CANCELLED, now, why + note)
     released = f"; lock on {run.target!r} released" if run.target else ""
     return f"run {run_id}: cancelled{note}{released}"
+
+
+def _abort_into_rollback(
+    session: Session, run: Run, step: Step, now: datetime, why: str
+) -> str | None:
+    """Aborting at a step in doubt that has rollback steps fails the step and runs them (they
+    put back what the steps before it changed, or say what is left); the run ends failed
+    after them and keeps its lock until then. None if the step has none."""
+    specs = steps_of(run.spec)
+    rollbacks = [s.name for s in specs if s.rollback_for == step.idx]
+    if not rollbacks or run.failed_step is not None:
+        return None
+    step.status = STEP_FAILED
+    step.error = redact_text(f"{why} ({step.error or 'it needed attention'})")
+    step.finished_at = now
+    session.add(step)
+    run.cancel_requested_at = None
+    run.cancel_requested_by = None
+    run.failed_step = step.idx
+    run.cursor = step.idx + 1
+    run.status = PENDING
+    run.owner = None
+    run.lease_expires_at = None
+    run.wake_at = None
+    run.finished_at = None
+    run.error = None
+    run.updated_at = now
+    session.add(run)
+    emit(session, event_for(run, "step.failed", now, step, error=step.error))
+    emit(session, event_for(run, "run.rolling_back", now, step, error=step.error))
+    log.info("run %s: %s at %s; running its rollback steps", run.id, why, step.label)
+    return (
+        f"run {run.id}: {why} at {step.label}; running its on_failure steps first "
+        f"({', '.join(rollbacks)}), then it ends failed"
+    )
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 The checker reports every problem, never just the first: what the models refuse (unknown or
 missing keys, wrong types), duplicate step ids, unknown actions and action inputs, literal inputs
 the action would refuse, expressions that do not compile or read what does not exist (an unknown
-param, a step that does not exist or has not run yet), and ``target`` naming no param. Each
+param, a step that does not exist or has not run yet), ``if_skipped`` outputs the action does
+not have, and ``target`` naming no param. Each
 :class:`Problem` prints as ``path:LINE: field: message``.
 """
 
@@ -171,11 +172,25 @@ class Checker:
         when = step.get("when")
         if isinstance(when, str):
             self.check_expression((*loc, "when"), when, scope, condition=True)
+        skipped = step.get("if_skipped")
+        if isinstance(skipped, dict):
+            self.check_if_skipped((*loc, "if_skipped"), skipped, scope)
         wait = step.get("wait_until")
         if isinstance(wait, dict) and isinstance(wait.get("check"), str):
             self.check_expression(
                 (*loc, "wait_until", "check"), wait["check"], scope, condition=True, wait=True
             )
+
+    def check_if_skipped(self, loc: Loc, skipped: dict[str, Any], scope: _Scope) -> None:
+        """``if_skipped`` names outputs of the step's own action; its expressions read what
+        the step's ``with`` may read."""
+        for name in skipped:
+            problem = _output_problem(scope.action, str(name))
+            if problem:
+                self.add((*loc, str(name)), problem)
+        for where, text in _strings(skipped, loc):
+            if expr_syntax.is_template(text):
+                self.check_expression(where, text, scope, condition=False)
 
     def check_uses(self, loc: Loc, uses: str) -> Action | None:
         action = self.actions.get(uses)

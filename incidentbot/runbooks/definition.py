@@ -322,6 +322,9 @@ class RollbackStep(_Model):
     timeout: Seconds | None = Field(default=None, gt=0)
     idempotent: bool | None = None
     wait_until: WaitUntil | None = None
+    # What later steps read as this step's outputs when a person skips it after a crash ("it
+    # happened"): values or expressions over the params and the steps before it.
+    if_skipped: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def label(self) -> str:

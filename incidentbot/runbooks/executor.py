@@ -24,6 +24,7 @@ from sqlmodel import select
 from incidentbot import db
 from incidentbot.clock import utcnow
 from incidentbot.incidents.models import Incident
+from incidentbot.ledger import memory
 from incidentbot.ledger import service as ledger
 from incidentbot.ledger.actions import (
     ActionRegistry,
@@ -35,8 +36,9 @@ from incidentbot.ledger.actions import (
     classify,
 )
 from incidentbot.ledger.models import STEP_SKIPPED
-from incidentbot.runbooks import engine, expr, planning, run_context
+from incidentbot.runbooks import engine, expr, planning, recovery, run_context
 from incidentbot.runbooks.actions import ActionContext, Services, registry
+from incidentbot.runbooks.actions.base import Action
 from incidentbot.runbooks.definition import RollbackStep, format_seconds
 from incidentbot.runbooks.models import RunbookApproval, RunbookRun
 
@@ -134,6 +136,7 @@ class RunbookActions:
                 f"this worker has no action {step.uses!r}; waiting for one that has"
             )
         try:
+            recovery.fill_skipped(runbook, variables)
             if step.when is not None and not expr.condition(step.when, variables):
                 return {"skipped": True, "reason": f"when: {step.when} is false"}
             rendered = expr.render(step.with_, variables)
@@ -159,6 +162,7 @@ class RunbookActions:
             progress=lambda line: self._progress(ctx.run_id, step.id, mask(line)),
         )
         try:
+            actx.remembered = self._remember(ctx, action, inputs, actx)
             if step.wait_until is not None:
                 outputs = self._wait(action, inputs, actx, step, variables)
             else:
@@ -166,6 +170,23 @@ class RunbookActions:
         except Exception as exc:
             raise _masked(exc, mask) from None
         return run_context.mask_value(outputs, mask)
+
+    def _remember(
+        self, ctx: StepContext, action: Any, inputs: Any, actx: ActionContext
+    ) -> dict[str, Any] | None:
+        """What the action read before the step's first attempt: kept in the ledger (in its
+        own commit, before the side effect), so a retry after a crash finds the original."""
+        if type(action).remember is Action.remember:
+            return None
+        with db.transaction(self.engine) as s:
+            kept = memory.recall(s, ctx.run_id, ctx.step_index)
+        if kept is not None:
+            return kept
+        read = action.remember(inputs, actx)
+        if read is None:
+            return None
+        with db.transaction(self.engine) as s:
+            return memory.keep(s, ctx.run_id, ctx.step_index, ctx.attempt, read)
 
     def _wait(
         self,

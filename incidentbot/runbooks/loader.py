@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from incidentbot.runbooks import recovery
 from incidentbot.runbooks.checker import ActionRegistry, Checker
 from incidentbot.runbooks.definition import Runbook
 from incidentbot.runbooks.yaml_lines import Problem, format_loc, parse_yaml
@@ -200,10 +201,26 @@ def _check_text(
         for error in exc.errors():
             checker.add_pydantic(error)
     checker.check(data)
+    if runbook is not None:
+        _check_skips(checker, runbook)
     problems = sorted(checker.problems, key=lambda p: p.line or 0)
     name = data.get("name")
     name_at = (name, lines.get(("name",))) if isinstance(name, str) else None
     return (None if problems else runbook), problems, name_at
+
+
+def _check_skips(checker: Checker, runbook: Runbook) -> None:
+    """A step's ``if_skipped`` gives every output the steps after it read."""
+    for index, step in enumerate(runbook.steps):
+        if not step.if_skipped:
+            continue
+        gaps = recovery.skip_gaps(runbook, step.id)
+        if gaps:
+            checker.add(
+                ("steps", index, "if_skipped"),
+                "misses outputs later steps read after a skip: "
+                + recovery.describe_gaps(step.id, gaps),
+            )
 
 
 def _kind(value: Any) -> str:

@@ -32,7 +32,7 @@ from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.ledger import control
 from incidentbot.ledger.service import LockHeld
-from incidentbot.runbooks import access, approvals, engine, expr, planning, run_context
+from incidentbot.runbooks import access, approvals, engine, expr, planning, recovery, run_context
 from incidentbot.runbooks import view as views
 from incidentbot.runbooks.actions import Services
 from incidentbot.runbooks.definition import Runbook, format_seconds
@@ -200,9 +200,9 @@ class RunbookCommands:
                 if action_id in (rb_blocks.CANCEL, rb_blocks.ABORT):
                     message = control.cancel(s, run_id, actor=who, reason="in Slack")
                 elif action_id == rb_blocks.RESUME:
-                    message = control.resume(s, run_id, actor=who)
+                    message = recovery.resume(s, run_id, actor=who)
                 elif action_id == rb_blocks.SKIP:
-                    message = control.resume(s, run_id, actor=who, skip=True)
+                    message = recovery.resume(s, run_id, actor=who, skip=True)
                 else:
                     raise DomainError(f"unknown button {action_id}")
         except DomainError as exc:

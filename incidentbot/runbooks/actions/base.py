@@ -80,6 +80,9 @@ class ActionContext:
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     mask: Callable[[str], str] = field(default=lambda text: text, repr=False)
     progress: Callable[[str], None] = field(default=lambda line: None, repr=False)
+    # What :meth:`Action.remember` read before the step's first attempt (None in a plan or
+    # for actions that remember nothing).
+    remembered: dict[str, Any] | None = None
 
     def should_stop(self) -> bool:
         """True once the engine gave up on this attempt (timeout, lost lease, shutdown):
@@ -118,3 +121,11 @@ class Action:
 
     def run(self, inputs: Any, ctx: ActionContext) -> dict[str, Any]:
         raise NotImplementedError
+
+    def remember(self, inputs: Any, ctx: ActionContext) -> dict[str, Any] | None:
+        """Actions that report what something was before they changed it (``previous``)
+        read that state here, changing nothing. The engine calls it once, before the step's
+        first attempt, and keeps the result in the run ledger; every attempt, also one after a
+        crash half-way through the change, finds it in ``ctx.remembered``. None: nothing to
+        remember (the default)."""
+        return None

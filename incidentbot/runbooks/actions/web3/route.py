@@ -3,7 +3,9 @@
 A failover in one step: the chosen server is set ``ready`` and every other server of the
 backend ``drain`` (no new connections; health checks go on, so HAProxy's view stays true) or
 ``maint``. Each change is read back. The previous admin states are in the outputs, so a
-rollback (or a person) can put things back as they were.
+rollback (or a person) can put things back as they were: they are read once, before the first
+attempt, and kept in the run ledger, so an attempt after a crash half-way reports the states
+from before the run touched anything.
 """
 
 from __future__ import annotations
@@ -49,11 +51,19 @@ class HaproxyRouteTo(Action):
             f"back (up to {fmt_seconds(inputs.verify_timeout)})",
         )
 
+    def remember(self, inputs: RouteInputs, ctx: ActionContext) -> dict[str, Any]:
+        """The admin states before the first attempt: after a crash half-way, the retry
+        reports these as ``previous``, not the half-applied ones it finds."""
+        api = HaproxyRuntime(inputs.socket)
+        api.server(inputs.backend, inputs.server)  # unknown names: the known ones listed
+        return {"previous": {row.server: row.state for row in api.server_states(inputs.backend)}}
+
     def run(self, inputs: RouteInputs, ctx: ActionContext) -> dict[str, Any]:
         api = HaproxyRuntime(inputs.socket)
         api.server(inputs.backend, inputs.server)  # unknown names: the known ones listed
         rows = api.server_states(inputs.backend)
-        previous = {row.server: row.state for row in rows}
+        kept = (ctx.remembered or {}).get("previous")
+        previous = dict(kept) if isinstance(kept, dict) else {r.server: r.state for r in rows}
         order = [inputs.server] + [r.server for r in rows if r.server != inputs.server]
         states: dict[str, str] = {}
         for server in order:
