@@ -282,7 +282,11 @@ def test_a_node_that_cannot_come_back_is_left_drained_and_the_run_says_so(
         admin = {row.server: row.state for row in lab.haproxy.server_states(BACKEND)}
         assert admin["node-2"] == "DRAIN"  # not put back: it is not healthy
         notes = [summary for kind, summary in timeline(bot) if kind == "note"]
-        assert any("node-2 is left drained, still unhealthy: does not answer" in n for n in notes)
+        assert any(
+            "node-2 is left drained in HAProxy backend rpc_nodes, still unhealthy: does not answer"
+            in n
+            for n in notes
+        )
         pages = [s.output for s in run.steps if s.id.endswith("_page") and s.status == "done"]
         assert pages and pages[0]["paged"] is False  # no PagerDuty here: said, not failed
         assert pages[0]["reason"] == "paging is not configured in this bot"

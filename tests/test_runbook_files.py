@@ -263,7 +263,7 @@ def test_unknown_and_missing_keys(tmp_path):
         "timeout, steps)",
         "4: steps[0].uses: missing (required)",
         "5: steps[0].use: unknown key (allowed: id, name, uses, with, when, retry, timeout, "
-        "idempotent, wait_until, on_failure)",
+        "idempotent, wait_until, if_skipped, on_failure)",
         "11: steps[0].on_failure[0].on_failure: a rollback step cannot have its own on_failure",
     ]
     assert problems(tmp_path, "description: no name, no steps\n") == [
