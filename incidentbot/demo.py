@@ -70,7 +70,7 @@ def _run_demo(workdir: Path, say: Say, lab: Lab | None) -> None:
         pagerduty_webhook_secret=webhook_secret,
         runbooks={
             "dirs": [str(RUNBOOKS)],
-            "vars": lab.runbook_vars() if lab is not None else {},
+            **(lab.runbook_settings() if lab is not None else {}),
         },
         pagerduty={
             "api_url": d["rest_url"],

@@ -35,6 +35,7 @@ from incidentbot.runbooks import engine as rb_engine
 from incidentbot.runbooks import view as views
 from incidentbot.runbooks.actions import Services, registry
 from incidentbot.runbooks.loader import load_dirs
+from tests.egress_support import LOOPBACK
 from tests.ledger_harness import EffectServer
 
 DAY = "2025-03-11"  # a Tuesday
@@ -176,6 +177,7 @@ def scenario_settings(tmp_path: Path, lb_url: str, **overrides: object) -> Setti
         runbooks={
             "dirs": [str(write_runbooks(tmp_path / "runbooks"))],
             "vars": {"lb": {"url": lb_url}},
+            "egress": LOOPBACK,
         },
         pagerduty={"services": {"rpc": {"service_id": "PRPC001"}}, "default_service": "rpc"},
         http={"public_url": "https://incidentbot.example.com"},

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.egress_support import LOOPBACK
 from tests.ledger_harness import REPO, EffectServer
 
 T = TypeVar("T")
@@ -61,6 +62,7 @@ class BotProcess:
             INCIDENTBOT_WORKER_LEASE=str(lease),
             INCIDENTBOT_WORKERS=str(workers),
             INCIDENTBOT_RUNBOOKS__DIRS=json.dumps([str(d) for d in runbook_dirs]),
+            INCIDENTBOT_RUNBOOKS__EGRESS=json.dumps(LOOPBACK),
             INCIDENTBOT_HTTP__PORT="0",  # it binds a free port and says which
         )
         if pause_after is not None:

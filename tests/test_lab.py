@@ -292,4 +292,9 @@ def test_runbook_vars_point_at_this_lab(lab: Lab, capsys: pytest.CaptureFixture[
     assert found["references"] == [found["nodes"][n]["url"] for n in found["nodes"]]
     assert main(["lab", "vars", "--dir", str(lab.dir)]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed == {"runbooks": {"vars": found}}
+    assert printed == {"runbooks": {"vars": found, "egress": lab.runbook_egress()}}
+    # Loopback and the sockets are allowed explicitly: nothing allows them by default.
+    assert printed["runbooks"]["egress"] == {
+        "allow": ["127.0.0.1"],
+        "sockets": [found["lb"]["socket"], found["supervisor"]],
+    }

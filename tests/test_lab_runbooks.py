@@ -33,7 +33,7 @@ def bot(lab: Lab, sqlite_template: Path, tmp_path: Path):  # noqa: F811 - the la
     path = tmp_path / "incidentbot.db"
     path.write_bytes(sqlite_template.read_bytes())
     engine = db.make_engine(f"sqlite:///{path}")
-    settings = Settings(runbooks={"dirs": [str(REPO / "runbooks")], "vars": lab.runbook_vars()})
+    settings = Settings(runbooks={"dirs": [str(REPO / "runbooks")], **lab.runbook_settings()})
     with db.transaction(engine) as s:
         svc.declare(s, settings, title="RPC", severity="SEV1", actor="alice", commander="bob")
     runtime.install(engine, settings)
@@ -226,7 +226,7 @@ def test_failover_from_slack_with_approval_every_step_on_the_timeline(
     from tests.test_runbook_e2e import reply, run_messages, runbook_run, with_button
 
     engine = db.make_engine(database_url)
-    settings = {"dirs": [str(REPO / "runbooks")], "vars": lab.runbook_vars()}
+    settings = {"dirs": [str(REPO / "runbooks")], **lab.runbook_settings()}
     try:
         with running_bot(engine, runbooks=settings) as (_bot, slack):
             reply(slack.driver.slash_command("declare sev1 RPC head stuck", user="alice"))

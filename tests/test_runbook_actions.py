@@ -41,6 +41,7 @@ from incidentbot.runbooks.actions.slack_post import block_id_for
 from incidentbot.runbooks.config import RunbookSettings
 from incidentbot.sandbox.slack import SlackSandbox
 from incidentbot.slack.chat import SlackChat
+from tests.egress_support import LOCAL_POLICY
 
 INFURA_KEY = "9aa3d95b3bc440fa88ea12eaa4456161"
 BUILTINS = ["http.request", "incident.note", "shell.exec", "slack.post", "wait.sleep"]
@@ -49,6 +50,8 @@ BUILTINS = ["http.request", "incident.note", "shell.exec", "slack.post", "wait.s
 def ctx(**kwargs: Any) -> ActionContext:
     kwargs.setdefault("run_id", 7)
     kwargs.setdefault("step_id", "step")
+    # Local test servers are on loopback: allowed explicitly (see tests/egress_support.py).
+    kwargs.setdefault("services", Services(egress=LOCAL_POLICY))
     return ActionContext(**kwargs)
 
 
@@ -945,7 +948,7 @@ def test_no_plan_makes_a_call_out(
     chat = RecordingChat()
     settings = shell_settings(tmp_path, "systemctl")
     context = ctx(
-        services=Services(engine=engine, settings=settings, chat=chat),
+        services=Services(engine=engine, settings=settings, chat=chat, egress=LOCAL_POLICY),
         incident=incident_info("C0INC4"),
         idempotency_token="ledger-run-1-step-1",
         mask=masker(["s3cret-param"]),

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from incidentbot import db, ledger
+from tests.egress_support import LOOPBACK
 from tests.ledger_harness import EffectServer
 from tests.slack_harness import channel_of, running_bot, wait_for
 from tests.test_runbook_e2e import reply, runbook_run, status, write_runbooks
@@ -86,7 +87,10 @@ def test_approve_from_the_cli_and_refusals(cli, tmp_path, effects, engine):
 
 def test_no_params_opens_a_form_built_from_the_param_types(engine, tmp_path, effects):
     folder = write_runbooks(tmp_path, approval="none")
-    with running_bot(engine, runbooks={"dirs": [str(folder)]}) as (_bot, slack):
+    with running_bot(engine, runbooks={"dirs": [str(folder)], "egress": LOOPBACK}) as (
+        _bot,
+        slack,
+    ):
         reply(slack.driver.slash_command("declare sev2 RPC slow", user="alice"))
         ch = channel_of(engine)
         body = reply(slack.driver.slash_command("run restart-node", user="alice", channel=ch))

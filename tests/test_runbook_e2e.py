@@ -11,6 +11,7 @@ import pytest
 from incidentbot import db, ledger
 from incidentbot.incidents import service as svc
 from incidentbot.runbooks.models import RunbookRun
+from tests.egress_support import LOOPBACK
 from tests.ledger_harness import EffectServer
 from tests.slack_harness import channel_of, running_bot, wait_for
 
@@ -95,7 +96,10 @@ def with_button(slack, channel, run_id, action_id):
 
 def test_run_with_commander_approval_every_step_on_the_timeline(engine, tmp_path, effects):
     folder = write_runbooks(tmp_path)
-    with running_bot(engine, runbooks={"dirs": [str(folder)]}) as (_bot, slack):
+    with running_bot(engine, runbooks={"dirs": [str(folder)], "egress": LOOPBACK}) as (
+        _bot,
+        slack,
+    ):
         reply(slack.driver.slash_command("declare sev1 RPC down", user="alice"))
         ch = channel_of(engine)
         bob = slack.workspace.user("bob").id
@@ -162,7 +166,10 @@ def test_the_run_message_links_to_a_signed_page_with_the_full_output(engine, tmp
 
     folder = write_runbooks(tmp_path, approval="none")
     public = "https://incidentbot.example.com"
-    settings = {"runbooks": {"dirs": [str(folder)]}, "http": {"public_url": public}}
+    settings = {
+        "runbooks": {"dirs": [str(folder)], "egress": LOOPBACK},
+        "http": {"public_url": public},
+    }
     with running_bot(engine, **settings) as (_bot, slack):
         reply(slack.driver.slash_command("declare sev2 RPC slow", user="alice"))
         ch = channel_of(engine)

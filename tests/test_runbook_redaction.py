@@ -17,6 +17,7 @@ from incidentbot import db, ledger
 from incidentbot.incidents import service as svc
 from incidentbot.ledger.models import Step
 from incidentbot.logs import RedactingFilter
+from tests.egress_support import LOOPBACK
 from tests.secret_corpus import INFURA_KEY, LOOKALIKES, SECRETS
 from tests.slack_harness import channel_of, running_bot, wait_for
 from tests.test_runbook_e2e import reply, runbook_run, status
@@ -120,7 +121,10 @@ def test_no_secret_reaches_slack_logs_timeline_or_the_stored_run(
     folder = tmp_path / "runbooks"
     folder.mkdir()
     (folder / "leaky.yaml").write_text(textwrap.dedent(LEAKY))
-    with running_bot(engine, runbooks={"dirs": [str(folder)]}) as (_bot, slack):
+    with running_bot(engine, runbooks={"dirs": [str(folder)], "egress": LOOPBACK}) as (
+        _bot,
+        slack,
+    ):
         reply(slack.driver.slash_command("declare sev2 Provider errors", user="alice"))
         ch = channel_of(engine)
         text = f"run leaky rpc_url={provider.url} token={TOKEN}"

@@ -46,8 +46,10 @@ from incidentbot.ledger import OutcomeUnknownError, PermanentError, RetryableErr
 from incidentbot.ledger.redact import redact_text
 from incidentbot.runbooks.actions import Action, ActionContext, Services, registry
 from incidentbot.runbooks.config import RunbookSettings
+from incidentbot.runbooks.egress import EgressPolicy, EgressSettings
 from incidentbot.sandbox.lab import BACKEND, CHAIN_ID, NODES, Lab
 from tests import lab_support
+from tests.egress_support import LOCAL_POLICY
 from tests.lab_support import answers, needs_lab, wait_for
 
 lab, healthy_lab = lab_support.lab, lab_support.healthy_lab  # the fixtures
@@ -79,6 +81,8 @@ WEB3 = {
 def ctx(**kwargs: Any) -> ActionContext:
     kwargs.setdefault("run_id", 11)
     kwargs.setdefault("step_id", "step")
+    # Local test servers are on loopback: allowed explicitly (see tests/egress_support.py).
+    kwargs.setdefault("services", Services(egress=LOCAL_POLICY))
     return ActionContext(**kwargs)
 
 
@@ -207,8 +211,12 @@ def test_plan_touches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         m.setattr(os, "stat", refuse("os.stat"))
         m.setattr(os, "scandir", refuse("os.scandir"))
         m.setattr(os, "listdir", refuse("os.listdir"))
+        # The example nodes are on a private network: the operator allows it explicitly.
+        private = EgressPolicy(
+            EgressSettings(allow=["127.0.0.1", "10.0.0.0/8"], sockets=[f"{tmp_path}/"])
+        )
         for name, value in validated.items():
-            lines[name] = act(name).plan(value, ctx())
+            lines[name] = act(name).plan(value, ctx(services=Services(egress=private)))
         assert touched == []
         # The traps work: run() does what plan() must not.
         with pytest.raises(AssertionError, match="touched the world"):

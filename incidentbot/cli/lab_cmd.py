@@ -100,13 +100,15 @@ def up(
 
 @app.command("vars")
 def vars_cmd(directory: Path = DIR) -> None:
-    """Print the runbooks.vars (YAML) that point the shipped runbooks at this lab."""
+    """Print the runbooks.vars and runbooks.egress (YAML) that point the shipped runbooks at
+    this lab (its loopback addresses and sockets, which the egress policy refuses unless
+    allowed)."""
     lab = _lab(directory)
     with _errors():
         if not lab.exists():
             raise LabError(f"no lab in {lab.dir}: start it with `incidentbot lab up`")
-        found = lab.runbook_vars()
-    typer.echo(yaml.safe_dump({"runbooks": {"vars": found}}, sort_keys=False), nl=False)
+        found = lab.runbook_settings()
+    typer.echo(yaml.safe_dump({"runbooks": found}, sort_keys=False), nl=False)
 
 
 @app.command()

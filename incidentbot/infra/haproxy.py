@@ -117,6 +117,16 @@ class HaproxyRuntime:
     def __repr__(self) -> str:
         return f"HaproxyRuntime({self.address!r})"
 
+    @property
+    def unix_path(self) -> str | None:
+        """The unix socket's path (None for a TCP address)."""
+        return self._unix
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        """(host, port) of a TCP address (None for a unix socket)."""
+        return None if self._unix is not None else self._tcp
+
     # -- raw --------------------------------------------------------------------------------
 
     def command(self, command: str) -> str:

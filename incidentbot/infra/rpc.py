@@ -110,6 +110,9 @@ class RpcClient:
             timeout=timeout,
             headers={"Content-Type": "application/json", **(headers or {})},
             transport=transport,
+            # A given transport decides where to connect (the runbooks' egress policy pins
+            # addresses): a proxy from the environment must not take that over.
+            trust_env=transport is None,
         )
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from incidentbot.policy_models import Duration
+from incidentbot.runbooks.egress import EgressSettings
 from incidentbot.runbooks.shell_policy import (
     DEFAULT_SHELL_PATH,
     ShellLimits,
@@ -98,6 +99,12 @@ class RunbookSettings(BaseModel):
     @classmethod
     def _shell_env(cls, value: list[str] | None) -> list[str] | None:
         return check_shell_env(value)
+
+    egress: EgressSettings = Field(
+        default_factory=EgressSettings,
+        description="where actions may connect beyond public http(s) addresses: allowed "
+        "hosts/CIDRs (optionally per action) and unix sockets",
+    )
 
     def rule_for(self, runbook: str) -> AccessRule:
         for rule in self.access:

@@ -23,6 +23,7 @@ from incidentbot.errors import DomainError
 from incidentbot.runbooks import expr
 from incidentbot.runbooks.actions import ActionContext, IncidentInfo, Services, registry
 from incidentbot.runbooks.definition import RollbackStep, Runbook, format_seconds
+from incidentbot.runbooks.egress import EgressRefused
 from incidentbot.runbooks.params import coerce
 from incidentbot.runbooks.run_context import context, mask_value, run_masker, target_value
 
@@ -152,6 +153,9 @@ def _plan_step(
             does = mask(action.plan(action.validate(inputs), actx))
         except ValidationError as exc:
             problem = mask(validation_message(exc))
+            does = f"{step.uses}: refused: {problem}"
+        except EgressRefused as exc:
+            problem = mask(str(exc))
             does = f"{step.uses}: refused: {problem}"
     return PlannedStep(
         id=step.id,

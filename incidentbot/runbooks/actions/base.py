@@ -60,6 +60,8 @@ class Services:
     engine: Any = None  # sqlalchemy Engine
     settings: Any = None  # incidentbot.config.Settings
     chat: Any = None  # incidentbot.ports.Chat
+    # incidentbot.runbooks.egress.EgressPolicy; None: the one of settings.runbooks.egress
+    egress: Any = None
 
 
 @dataclass

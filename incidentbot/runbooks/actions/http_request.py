@@ -19,6 +19,8 @@ from incidentbot.ledger.actions import (
 )
 from incidentbot.runbooks.actions._common import Seconds, http_url, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.egress_http import client as egress_client
+from incidentbot.runbooks.egress import MAX_REDIRECTS, EgressRefused, policy_of
 
 BODY_LIMIT = 64 * 1024  # bytes of the body kept in the `body` output
 READ_LIMIT = 8 * 1024 * 1024  # bytes read at most (larger answers: `json` is null)
@@ -111,6 +113,7 @@ class HttpRequest(Action):
     }
 
     def plan(self, inputs: HttpRequestInputs, ctx: ActionContext) -> str:
+        policy_of(ctx.services).check_url(self.name, inputs.url)
         line = f"{inputs.method} {shown(ctx, inputs.url)}"
         if inputs.has_json:
             line += f" ({_describe_json(inputs.json_body)})"
@@ -125,17 +128,20 @@ class HttpRequest(Action):
             content["json"] = inputs.json_body
         elif inputs.body is not None:
             content["content"] = inputs.body.encode()
+        policy_of(ctx.services).check_url(self.name, inputs.url)
         started = time.perf_counter()
         try:
-            with (
-                httpx.Client(
-                    timeout=inputs.timeout, follow_redirects=inputs.follow_redirects
-                ) as client,
-                client.stream(
+            with egress_client(ctx, self.name, timeout=inputs.timeout) as client:
+                request = client.build_request(
                     inputs.method, inputs.url, headers=inputs.headers, **content
-                ) as response,
-            ):
-                data, total = _read(response)
+                )
+                response = _send(ctx, client, request, inputs.follow_redirects, where)
+                try:
+                    data, total = _read(response)
+                finally:
+                    response.close()
+        except EgressRefused as exc:
+            raise EgressRefused(shown(ctx, f"{where}: {exc}")) from None
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
             raise PermanentError(shown(ctx, f"{where}: {exc}")) from None
         except httpx.HTTPError as exc:
@@ -163,6 +169,30 @@ class HttpRequest(Action):
             "json": parsed,
             "elapsed_ms": elapsed_ms,
         }
+
+
+def _send(
+    ctx: ActionContext, client: httpx.Client, request: httpx.Request, follow: bool, where: str
+) -> httpx.Response:
+    """Send ``request``; when ``follow``, follow up to MAX_REDIRECTS redirects, one request
+    each, so the egress policy checks every hop (the client itself never follows)."""
+    response = client.send(request, stream=True)
+    hops = 0
+    while follow and response.next_request is not None:
+        hops += 1
+        following = response.next_request
+        response.close()
+        if hops > MAX_REDIRECTS:
+            raise PermanentError(
+                shown(
+                    ctx, f"{where}: more than {MAX_REDIRECTS} redirects (last to {following.url})"
+                )
+            )
+        try:
+            response = client.send(following, stream=True)
+        except EgressRefused as exc:
+            raise EgressRefused(f"redirected to {following.url}: {exc}") from None
+    return response
 
 
 def _read(response: httpx.Response) -> tuple[bytes, int]:

@@ -55,3 +55,16 @@ class Lab(LifecycleMixin, FaultsMixin, SnapshotsMixin):
             "snapshots": str(self.paths.snapshots),
             "chain_id": CHAIN_ID,
         }
+
+    def runbook_egress(self) -> dict[str, Any]:
+        """The ``runbooks.egress`` the shipped runbooks need against this lab: its nodes and
+        HAProxy listen on loopback, which the egress policy refuses unless allowed, and its
+        runtime API and supervisord are unix sockets, allowed only when listed."""
+        return {
+            "allow": ["127.0.0.1"],
+            "sockets": [str(self.paths.haproxy_sock), str(self.paths.supervisor_sock)],
+        }
+
+    def runbook_settings(self) -> dict[str, Any]:
+        """``runbooks.vars`` and ``runbooks.egress`` for this lab."""
+        return {"vars": self.runbook_vars(), "egress": self.runbook_egress()}

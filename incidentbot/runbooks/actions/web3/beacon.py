@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict
 from incidentbot.ledger.actions import classify
 from incidentbot.runbooks.actions._common import fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.egress_http import client as egress_client
 from incidentbot.runbooks.actions.web3._util import HttpUrlText, Timeout
+from incidentbot.runbooks.egress import policy_of
 
 HEALTH = "/eth/v1/node/health"
 SYNCING = "/eth/v1/node/syncing"
@@ -88,6 +90,7 @@ class BeaconHealth(Action):
     }
 
     def plan(self, inputs: BeaconHealthInputs, ctx: ActionContext) -> str:
+        policy_of(ctx.services).check_url(self.name, inputs.url)
         return shown(
             ctx,
             f"GET {endpoint(inputs.url, HEALTH)} and {endpoint(inputs.url, SYNCING)} "
@@ -107,7 +110,10 @@ class BeaconHealth(Action):
             "el_offline": None,
             "error": None,
         }
-        with httpx.Client(timeout=inputs.timeout, headers={"Accept": "application/json"}) as http:
+        policy_of(ctx.services).check_url(self.name, inputs.url)
+        with egress_client(
+            ctx, self.name, timeout=inputs.timeout, headers={"Accept": "application/json"}
+        ) as http:
             url = endpoint(inputs.url, HEALTH)
             try:
                 health = http.get(url)

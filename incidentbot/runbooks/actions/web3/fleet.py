@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
 from incidentbot.runbooks.actions.web3._util import Timeout, http_url
-from incidentbot.runbooks.actions.web3.rpc import RpcHead, RpcHeadInputs
+from incidentbot.runbooks.actions.web3.rpc import RpcHeadInputs, read_head
+from incidentbot.runbooks.egress import policy_of
 
 
 class HeadsInputs(BaseModel):
@@ -65,6 +66,9 @@ class RpcHeads(Action):
     }
 
     def plan(self, inputs: HeadsInputs, ctx: ActionContext) -> str:
+        policy = policy_of(ctx.services)
+        for url in inputs.nodes.values():
+            policy.check_url(self.name, url)
         names = ", ".join(inputs.nodes)
         return shown(
             ctx,
@@ -74,10 +78,14 @@ class RpcHeads(Action):
         )
 
     def run(self, inputs: HeadsInputs, ctx: ActionContext) -> dict[str, Any]:
-        head = RpcHead()
+        policy = policy_of(ctx.services)
+        for url in inputs.nodes.values():  # every node, before any is asked
+            policy.check_url(self.name, url)
         with ThreadPoolExecutor(max_workers=min(16, len(inputs.nodes))) as pool:
             futures = {
-                name: pool.submit(head.run, RpcHeadInputs(url=url, timeout=inputs.timeout), ctx)
+                name: pool.submit(
+                    read_head, ctx, self.name, RpcHeadInputs(url=url, timeout=inputs.timeout)
+                )
                 for name, url in inputs.nodes.items()
             }
             read = {name: f.result() for name, f in futures.items()}

@@ -16,6 +16,7 @@ from incidentbot.ledger.actions import OutcomeUnknownError, PermanentError
 from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
 from incidentbot.runbooks.actions.web3._util import wait_until
+from incidentbot.runbooks.egress import policy_of
 
 # The server states each admin state may read back as (``show servers state``): "ready" only
 # clears maintenance and drain, so whether the server is UP or DOWN is up to its checks.
@@ -31,6 +32,36 @@ def _address(value: str) -> str:
     value = value.strip()
     HaproxyRuntime(value)  # parses only (ValueError saying what is wrong); connects to nothing
     return value
+
+
+def check_runtime(ctx: ActionContext, action: str, address: str) -> None:
+    """Plan-time egress check of a runtime API address: a unix socket must be one the policy
+    lists; a TCP host written as an address must be allowed."""
+    api = HaproxyRuntime(address)
+    policy = policy_of(ctx.services)
+    if api.unix_path is not None:
+        policy.check_socket(action, api.unix_path)
+    elif api.tcp_address is not None:
+        policy.check_host(action, api.tcp_address[0])
+
+
+def runtime(ctx: ActionContext, action: str, address: str) -> HaproxyRuntime:
+    """A client of the runtime API at ``address`` under the egress policy: a unix socket
+    must be listed (symbolic links resolved); a TCP host is resolved once, checked, and the
+    client connects to that address."""
+    api = HaproxyRuntime(address)
+    policy = policy_of(ctx.services)
+    if api.unix_path is not None:
+        policy.check_socket(action, api.unix_path, real=True)
+        return api
+    host, port = api.tcp_address or ("", 0)
+    try:
+        pinned = policy.connect_address(action, host, port)
+    except OSError as exc:
+        raise HaproxyError(
+            "connect_failed", f"cannot resolve {host}: {exc}", retryable=True
+        ) from None
+    return HaproxyRuntime(f"tcp:[{pinned}]:{port}" if ":" in pinned else f"tcp:{pinned}:{port}")
 
 
 class _Target(BaseModel):
@@ -151,6 +182,7 @@ class HaproxySetServerState(Action):
     }
 
     def plan(self, inputs: SetServerStateInputs, ctx: ActionContext) -> str:
+        check_runtime(ctx, self.name, inputs.socket)
         return shown(
             ctx,
             f"set server {inputs.backend}/{inputs.server} state {inputs.state} through the "
@@ -159,7 +191,7 @@ class HaproxySetServerState(Action):
         )
 
     def run(self, inputs: SetServerStateInputs, ctx: ActionContext) -> dict[str, Any]:
-        api = HaproxyRuntime(inputs.socket)
+        api = runtime(ctx, self.name, inputs.socket)
         api.server(inputs.backend, inputs.server)  # unknown names: the known ones listed
         before = _saved_state(api, inputs.backend, inputs.server)
         expected = EXPECTED[inputs.state]
@@ -202,6 +234,7 @@ class HaproxySetWeight(Action):
     }
 
     def plan(self, inputs: SetWeightInputs, ctx: ActionContext) -> str:
+        check_runtime(ctx, self.name, inputs.socket)
         return shown(
             ctx,
             f"set server {inputs.backend}/{inputs.server} weight {inputs.weight} through the "
@@ -209,7 +242,7 @@ class HaproxySetWeight(Action):
         )
 
     def run(self, inputs: SetWeightInputs, ctx: ActionContext) -> dict[str, Any]:
-        api = HaproxyRuntime(inputs.socket)
+        api = runtime(ctx, self.name, inputs.socket)
         api.server(inputs.backend, inputs.server)
         before = _saved_state(api, inputs.backend, inputs.server)
         api.set_weight(inputs.backend, inputs.server, inputs.weight)
@@ -251,13 +284,14 @@ class HaproxyServers(Action):
     }
 
     def plan(self, inputs: ServersInputs, ctx: ActionContext) -> str:
+        check_runtime(ctx, self.name, inputs.socket)
         which = f"backend {inputs.backend}" if inputs.backend else "all backends"
         return shown(
             ctx, f"list the servers of {which} through the HAProxy runtime API at {inputs.socket}"
         )
 
     def run(self, inputs: ServersInputs, ctx: ActionContext) -> dict[str, Any]:
-        rows = HaproxyRuntime(inputs.socket).servers(inputs.backend)
+        rows = runtime(ctx, self.name, inputs.socket).servers(inputs.backend)
         states = ("up", "down", "maint", "drain")
         counts = {state: sum(1 for r in rows if r.state == state.upper()) for state in states}
         return {

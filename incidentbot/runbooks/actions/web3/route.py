@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from incidentbot.infra.haproxy import HaproxyRuntime
 from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
 from incidentbot.runbooks.actions.web3.haproxy import (
@@ -21,6 +20,8 @@ from incidentbot.runbooks.actions.web3.haproxy import (
     _saved_state,
     _Target,
     _verify,
+    check_runtime,
+    runtime,
 )
 
 
@@ -44,6 +45,7 @@ class HaproxyRouteTo(Action):
     }
 
     def plan(self, inputs: RouteInputs, ctx: ActionContext) -> str:
+        check_runtime(ctx, self.name, inputs.socket)
         return shown(
             ctx,
             f"route {inputs.backend} to {inputs.server}: set it ready and every other server "
@@ -59,7 +61,7 @@ class HaproxyRouteTo(Action):
         return {"previous": {row.server: row.state for row in api.server_states(inputs.backend)}}
 
     def run(self, inputs: RouteInputs, ctx: ActionContext) -> dict[str, Any]:
-        api = HaproxyRuntime(inputs.socket)
+        api = runtime(ctx, self.name, inputs.socket)
         api.server(inputs.backend, inputs.server)  # unknown names: the known ones listed
         rows = api.server_states(inputs.backend)
         kept = (ctx.remembered or {}).get("previous")

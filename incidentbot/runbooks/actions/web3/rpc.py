@@ -21,7 +21,9 @@ from incidentbot.infra.rpc import Block, RpcClient, RpcError
 from incidentbot.ledger.actions import RetryableError
 from incidentbot.runbooks.actions._common import fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.egress_http import transport
 from incidentbot.runbooks.actions.web3._util import HttpUrlText, Timeout, http_url, plural
+from incidentbot.runbooks.egress import policy_of
 
 # JSON-RPC "method not found" / "not supported": the node lacks an optional method (anvil has
 # no net_peerCount; some providers hide eth_syncing).
@@ -112,6 +114,7 @@ class RpcHead(Action):
     }
 
     def plan(self, inputs: RpcHeadInputs, ctx: ActionContext) -> str:
+        policy_of(ctx.services).check_url(self.name, inputs.url)
         return shown(
             ctx,
             f"read the head of {inputs.url} (eth_blockNumber, the block, eth_chainId, "
@@ -119,36 +122,43 @@ class RpcHead(Action):
         )
 
     def run(self, inputs: RpcHeadInputs, ctx: ActionContext) -> dict[str, Any]:
-        try:
-            with RpcClient(inputs.url, timeout=inputs.timeout) as rpc:
-                head = _read_head(rpc)
-        except RpcError as exc:
-            return {
-                "ok": False,
-                "head": None,
-                "hash": None,
-                "block_time": None,
-                "age_s": None,
-                "syncing": None,
-                "blocks_behind": None,
-                "peers": None,
-                "chain_id": None,
-                "error": shown(ctx, str(exc).removeprefix(f"{exc.code}: ")),
-                "error_code": exc.code,
-            }
+        return read_head(ctx, self.name, inputs)
+
+
+def read_head(ctx: ActionContext, action: str, inputs: RpcHeadInputs) -> dict[str, Any]:
+    """The outputs of ``rpc.head`` for ``inputs``, connecting as ``action`` (whose egress
+    rules apply)."""
+    try:
+        policy_of(ctx.services).check_url(action, inputs.url)
+        with RpcClient(inputs.url, timeout=inputs.timeout, transport=transport(ctx, action)) as rpc:
+            head = _read_head(rpc)
+    except RpcError as exc:
         return {
-            "ok": True,
-            "head": head.number,
-            "hash": head.block.hash,
-            "block_time": _iso(head.block.timestamp),
-            "age_s": round(time.time() - head.block.timestamp, 1),
-            "syncing": head.syncing,
-            "blocks_behind": head.blocks_behind,
-            "peers": head.peers,
-            "chain_id": head.chain_id,
-            "error": None,
-            "error_code": None,
+            "ok": False,
+            "head": None,
+            "hash": None,
+            "block_time": None,
+            "age_s": None,
+            "syncing": None,
+            "blocks_behind": None,
+            "peers": None,
+            "chain_id": None,
+            "error": shown(ctx, str(exc).removeprefix(f"{exc.code}: ")),
+            "error_code": exc.code,
         }
+    return {
+        "ok": True,
+        "head": head.number,
+        "hash": head.block.hash,
+        "block_time": _iso(head.block.timestamp),
+        "age_s": round(time.time() - head.block.timestamp, 1),
+        "syncing": head.syncing,
+        "blocks_behind": head.blocks_behind,
+        "peers": head.peers,
+        "chain_id": head.chain_id,
+        "error": None,
+        "error_code": None,
+    }
 
 
 def _iso(timestamp: int) -> str:
@@ -196,18 +206,26 @@ class _Answer:
     error: str | None = None
 
 
-def _head_of(url: str, timeout: float) -> _Answer:
+def _check_all(ctx: ActionContext, action: str, urls: list[str]) -> None:
+    policy = policy_of(ctx.services)
+    for url in urls:
+        policy.check_url(action, url)
+
+
+def _head_of(ctx: ActionContext, action: str, url: str, timeout: float) -> _Answer:
     try:
-        with RpcClient(url, timeout=timeout) as rpc:
+        with RpcClient(url, timeout=timeout, transport=transport(ctx, action)) as rpc:
             return _Answer(url, head=rpc.block_number())
     except RpcError as exc:
         return _Answer(url, error=str(exc).removeprefix(f"{exc.code}: "))
 
 
-def _hash_at(url: str, height: int, timeout: float) -> tuple[str | None, str | None]:
+def _hash_at(
+    ctx: ActionContext, action: str, url: str, height: int, timeout: float
+) -> tuple[str | None, str | None]:
     """(hash, None), or (None, why not)."""
     try:
-        with RpcClient(url, timeout=timeout) as rpc:
+        with RpcClient(url, timeout=timeout, transport=transport(ctx, action)) as rpc:
             block = rpc.block(height)
     except RpcError as exc:
         return None, str(exc).removeprefix(f"{exc.code}: ")
@@ -257,6 +275,7 @@ class RpcCompare(Action):
     }
 
     def plan(self, inputs: RpcCompareInputs, ctx: ActionContext) -> str:
+        _check_all(ctx, self.name, [inputs.url, *inputs.references])
         at = f"block {inputs.at_height}" if inputs.at_height is not None else "the lowest head"
         return shown(
             ctx,
@@ -267,9 +286,14 @@ class RpcCompare(Action):
 
     def run(self, inputs: RpcCompareInputs, ctx: ActionContext) -> dict[str, Any]:
         urls = [inputs.url, *[u for u in inputs.references if u != inputs.url]]
+        _check_all(ctx, self.name, urls)
         with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
             answers = dict(
-                zip(urls, pool.map(lambda u: _head_of(u, inputs.timeout), urls), strict=True)
+                zip(
+                    urls,
+                    pool.map(lambda u: _head_of(ctx, self.name, u, inputs.timeout), urls),
+                    strict=True,
+                )
             )
         target = answers[inputs.url]
         refs = [answers[u] for u in inputs.references]
@@ -297,7 +321,7 @@ class RpcCompare(Action):
             found = dict(
                 zip(
                     asked,
-                    pool.map(lambda u: _hash_at(u, height, inputs.timeout), asked),
+                    pool.map(lambda u: _hash_at(ctx, self.name, u, height, inputs.timeout), asked),
                     strict=True,
                 )
             )

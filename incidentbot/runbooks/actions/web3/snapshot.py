@@ -32,6 +32,7 @@ from incidentbot.infra.supervisor import SupervisorClient, SupervisorError
 from incidentbot.ledger.actions import OutcomeUnknownError, PermanentError
 from incidentbot.runbooks.actions._common import fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.egress_http import transport
 from incidentbot.runbooks.actions.web3._util import (
     HttpUrlText,
     Timeout,
@@ -41,6 +42,7 @@ from incidentbot.runbooks.actions.web3._util import (
     wait_until,
 )
 from incidentbot.runbooks.actions.web3.supervisor import CALL_TIMEOUT, start, stop
+from incidentbot.runbooks.egress import policy_of
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LATEST = "latest"
@@ -177,6 +179,7 @@ class SnapshotCreate(Action):
     }
 
     def plan(self, inputs: SnapshotCreateInputs, ctx: ActionContext) -> str:
+        policy_of(ctx.services).check_url(self.name, inputs.rpc_url)
         return shown(
             ctx,
             f"snapshot {inputs.node}: anvil_dumpState from {inputs.rpc_url} into {inputs.store} "
@@ -184,9 +187,12 @@ class SnapshotCreate(Action):
         )
 
     def run(self, inputs: SnapshotCreateInputs, ctx: ActionContext) -> dict[str, Any]:
+        policy_of(ctx.services).check_url(self.name, inputs.rpc_url)
         store = SnapshotStore(inputs.store)
         try:
-            with RpcClient(inputs.rpc_url, timeout=inputs.timeout) as rpc:
+            with RpcClient(
+                inputs.rpc_url, timeout=inputs.timeout, transport=transport(ctx, self.name)
+            ) as rpc:
                 data = dump_anvil_state(rpc)
                 manifest = store.create(
                     data, rpc=rpc, node=inputs.node, height=anvil_state_height(data)
@@ -294,6 +300,9 @@ class SnapshotRestore(Action):
     }
 
     def plan(self, inputs: SnapshotRestoreInputs, ctx: ActionContext) -> str:
+        policy = policy_of(ctx.services)
+        policy.check_url(self.name, inputs.rpc_url)
+        policy.check_socket(self.name, inputs.socket)
         which = (
             f"the newest snapshot of chain {inputs.chain_id}"
             + (f" and node {inputs.node}" if inputs.node else "")
@@ -312,6 +321,9 @@ class SnapshotRestore(Action):
         store = _store(inputs.store, ctx)
         target = Path(inputs.target)
         # 1. Everything that can refuse, before the node is touched.
+        policy = policy_of(ctx.services)
+        policy.check_url(self.name, inputs.rpc_url)
+        policy.check_socket(self.name, inputs.socket, real=True)
         try:
             manifest = _pick(store, inputs)
             manifest = store.verify(manifest.id)
@@ -357,7 +369,9 @@ class SnapshotRestore(Action):
                 ctx, exc, f"snapshot {manifest.id} was put in place and {name} started; {kept}"
             ) from None
         # 5. The node serves the snapshot's block.
-        with RpcClient(inputs.rpc_url, timeout=min(5.0, inputs.timeout)) as rpc:
+        with RpcClient(
+            inputs.rpc_url, timeout=min(5.0, inputs.timeout), transport=transport(ctx, self.name)
+        ) as rpc:
             block = self._wait_block(ctx, rpc, manifest, inputs.timeout, kept)
         return {
             "snapshot": manifest.id,

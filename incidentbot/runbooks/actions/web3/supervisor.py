@@ -24,6 +24,7 @@ from incidentbot.runbooks.actions.web3._util import (
     supervisor_socket,
     wait_until,
 )
+from incidentbot.runbooks.egress import policy_of
 
 STOPPED_STATES = ("STOPPED", "EXITED", "FATAL")
 # How long one XML-RPC call may take (the waiting itself is done by polling).
@@ -60,7 +61,8 @@ _OUTPUTS = {
 }
 
 
-def _client(inputs: SupervisorInputs) -> SupervisorClient:
+def _client(ctx: ActionContext, action: str, inputs: SupervisorInputs) -> SupervisorClient:
+    policy_of(ctx.services).check_socket(action, inputs.socket, real=True)
     return SupervisorClient(inputs.socket, timeout=min(CALL_TIMEOUT, inputs.timeout))
 
 
@@ -149,11 +151,12 @@ class SupervisorStart(Action):
     outputs: ClassVar[dict[str, str]] = dict(_OUTPUTS)
 
     def plan(self, inputs: SupervisorInputs, ctx: ActionContext) -> str:
+        policy_of(ctx.services).check_socket(self.name, inputs.socket)
         how = f", wait up to {fmt_seconds(inputs.timeout)} for RUNNING" if inputs.wait else ""
         return shown(ctx, f"start {inputs.program} through supervisord at {inputs.socket}{how}")
 
     def run(self, inputs: SupervisorInputs, ctx: ActionContext) -> dict[str, Any]:
-        client = _client(inputs)
+        client = _client(ctx, self.name, inputs)
         before = client.state(inputs.program)
         if before.state == "RUNNING":
             return _outputs(inputs.program, before, before, changed=False)
@@ -169,11 +172,12 @@ class SupervisorStop(Action):
     outputs: ClassVar[dict[str, str]] = dict(_OUTPUTS)
 
     def plan(self, inputs: SupervisorInputs, ctx: ActionContext) -> str:
+        policy_of(ctx.services).check_socket(self.name, inputs.socket)
         how = f", wait up to {fmt_seconds(inputs.timeout)} for it to exit" if inputs.wait else ""
         return shown(ctx, f"stop {inputs.program} through supervisord at {inputs.socket}{how}")
 
     def run(self, inputs: SupervisorInputs, ctx: ActionContext) -> dict[str, Any]:
-        client = _client(inputs)
+        client = _client(ctx, self.name, inputs)
         before = client.state(inputs.program)
         if before.state in STOPPED_STATES:
             return _outputs(inputs.program, before, before, changed=False)
@@ -194,6 +198,7 @@ class SupervisorRestart(Action):
     outputs: ClassVar[dict[str, str]] = dict(_OUTPUTS)
 
     def plan(self, inputs: SupervisorInputs, ctx: ActionContext) -> str:
+        policy_of(ctx.services).check_socket(self.name, inputs.socket)
         how = f", wait up to {fmt_seconds(inputs.timeout)} for RUNNING" if inputs.wait else ""
         return shown(
             ctx,
@@ -202,7 +207,7 @@ class SupervisorRestart(Action):
         )
 
     def run(self, inputs: SupervisorInputs, ctx: ActionContext) -> dict[str, Any]:
-        client = _client(inputs)
+        client = _client(ctx, self.name, inputs)
         name = inputs.program
         before = client.state(name)
         try:
