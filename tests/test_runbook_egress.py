@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from incidentbot.config import Settings
-from incidentbot.ledger import PermanentError
+from incidentbot.ledger import PermanentError, RetryableError
 from incidentbot.runbooks.actions import Action, ActionContext, Services, registry
 from incidentbot.runbooks.egress import EgressPolicy, EgressRefused, EgressSettings
 from tests.egress_support import LOOPBACK
@@ -293,6 +293,7 @@ def test_a_redirect_to_a_forbidden_address_is_refused(served: Callable[[str], Re
         "/meta": "http://169.254.169.254/latest/meta-data/iam/",
         "/other": f"{other.url}/metrics",
         "/name": f"http://other.test:{other.port}/metrics",
+        "/ftp": f"ftp://127.0.0.1:{other.port}/dump",
         "/ok": "/health",
         "/loop": "/loop",
     }
@@ -303,6 +304,7 @@ def test_a_redirect_to_a_forbidden_address_is_refused(served: Callable[[str], Re
         ("/meta", "169.254.169.254 is link-local (cloud metadata)"),
         ("/other", "127.0.0.2 is loopback"),
         ("/name", "other.test resolves to 127.0.0.2, which is loopback"),
+        ("/ftp", "the ftp scheme is not allowed by the egress policy (only http and https)"),
     ]
     for path, words in cases:
         with pytest.raises(EgressRefused) as info:
@@ -423,3 +425,29 @@ def test_lab_config_allows_loopback_only_explicitly() -> None:
     assert Settings().runbooks.egress == EgressSettings()
     allowed = Settings(runbooks={"egress": LOOPBACK}).runbooks.egress
     assert [rule.to for rule in allowed.allow] == ["127.0.0.1"]
+
+
+def test_https_keeps_the_name_for_sni_and_the_certificate(
+    served: Callable[[str], Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connecting to the checked address does not weaken TLS: the certificate is verified
+    against the name in the URL (here: valid for localhost and 127.0.0.1, not other.test)."""
+    import ssl
+
+    from incidentbot.sandbox.pagerduty.tls import sandbox_tls
+
+    tls = sandbox_tls()
+    server = served("127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_file))  # the operator's CA, as before
+    names = {"localhost": ["127.0.0.1"], "other.test": ["127.0.0.1"]}
+    egress = ctx(policy("127.0.0.1", resolve=lambda host, port: names[host]))
+    out = run("http.request", {"url": f"https://localhost:{server.port}/tls"}, egress)
+    assert out["json"] == {"path": "/tls"}
+    assert server.seen == [("/tls", f"localhost:{server.port}")]
+    mismatch = re.escape("certificate is not valid for 'other.test'")
+    with pytest.raises(RetryableError, match=mismatch):
+        run("http.request", {"url": f"https://other.test:{server.port}/tls"}, egress)
+    assert len(server.seen) == 1

@@ -30,6 +30,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -171,8 +172,6 @@ class EgressPolicy:
     def check_url(self, action: str, url: str) -> None:
         """Plan-time check of ``url`` (nothing resolved): the scheme, and a host that is an
         address in any spelling, or ``localhost``. Raises :class:`EgressRefused`."""
-        from urllib.parse import urlsplit
-
         parts = urlsplit(url.strip())
         if parts.scheme.lower() not in SCHEMES:
             raise EgressRefused(
