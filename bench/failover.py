@@ -78,7 +78,7 @@ def haproxy_failover(lab: Lab) -> float:
 def runbook_failover(lab: Lab, engine, settings: Settings) -> tuple[float, float]:
     heads = registry.get("rpc.heads")
     inputs = heads.validate({"nodes": lab.runbook_vars()["nodes"], "max_lag": MAX_LAG})
-    ctx = ActionContext(run_id=None, step_id="alert")
+    ctx = ActionContext(run_id=None, step_id="alert", services=Services(settings=settings))
     t0 = time.monotonic()
     lab.fault("node-1", "freeze")
     detected = until(lambda: not heads.run(inputs, ctx)["nodes"]["node-1"]["healthy"], every=0.5)
@@ -124,7 +124,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, Lab(Path(tmp) / "lab") as lab:
         engine = db.make_engine(f"sqlite:///{tmp}/bench.db")
         db.upgrade(engine)
-        settings = Settings(runbooks={"vars": lab.runbook_vars()})
+        settings = Settings(runbooks=lab.runbook_settings())
         runtime.install(engine, settings)
         with db.transaction(engine) as s:
             svc.declare(s, settings, title="bench", severity="SEV1", actor="alice", commander="bob")

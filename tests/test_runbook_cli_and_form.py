@@ -16,7 +16,9 @@ from tests.test_runbook_e2e import reply, runbook_run, status, write_runbooks
 
 
 @pytest.fixture
-def effects():
+def effects(monkeypatch):
+    # The server is on loopback: the CLI's settings allow it explicitly.
+    monkeypatch.setenv("INCIDENTBOT_RUNBOOKS__EGRESS", json.dumps(LOOPBACK))
     srv = EffectServer().start()
     yield srv
     srv.stop()
@@ -135,6 +137,8 @@ def test_vars_from_the_settings_tell_runbooks_where_things_are(cli, tmp_path, mo
     )
     nodes = {"node-1": {"url": "http://10.0.0.1:8545"}, "node-2": {"url": "http://10.0.0.2:8545"}}
     monkeypatch.setenv("INCIDENTBOT_RUNBOOKS__VARS", json.dumps({"nodes": nodes}))
+    # The nodes are on a private network, which the operator allows explicitly.
+    monkeypatch.setenv("INCIDENTBOT_RUNBOOKS__EGRESS", json.dumps({"allow": ["10.0.0.0/24"]}))
     code, out, err = cli("runbook", "plan", "probe", "node=node-2")
     assert code == 0, err
     assert "GET http://10.0.0.2:8545/health" in out
