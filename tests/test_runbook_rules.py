@@ -10,10 +10,11 @@ import pytest
 from incidentbot import db
 from incidentbot.incidents import service as svc
 from incidentbot.runbooks import approvals, planning
-from incidentbot.runbooks.actions import registry
+from incidentbot.runbooks.actions import Services, registry
 from incidentbot.runbooks.loader import load_dirs
 from incidentbot.sandbox.slack.workspace import Workspace
 from tests.conftest import count
+from tests.egress_support import LOCAL_POLICY, LOOPBACK
 from tests.ledger_harness import EffectServer
 from tests.slack_harness import channel_of, running_bot, wait_for
 from tests.test_runbook_e2e import reply, runbook_run, status, with_button, write_runbooks
@@ -56,7 +57,8 @@ def told(slack, user) -> list[str]:
 def test_two_person_approval_needs_two_distinct_approvers(engine, tmp_path, effects):
     folder = write_runbooks(tmp_path, approval="two-person")
     access = [{"runbooks": ["restart-*"], "approvers": [seeded("carol")]}]
-    with running_bot(engine, runbooks={"dirs": [str(folder)], "access": access}) as (_, slack):
+    settings = {"dirs": [str(folder)], "access": access, "egress": LOOPBACK}
+    with running_bot(engine, runbooks=settings) as (_, slack):
         ch = start_incident(slack, engine)
         ask(slack, ch, f"run restart-node node=rpc-1 url={effects.url}")
         rid = wait_for(lambda: runbook_run(engine), what="the run").run_id
@@ -83,7 +85,7 @@ def test_two_person_approval_needs_two_distinct_approvers(engine, tmp_path, effe
 
 def test_two_person_is_refused_at_once_when_nobody_else_could_approve(engine, tmp_path):
     folder = write_runbooks(tmp_path, approval="two-person")
-    with running_bot(engine, runbooks={"dirs": [str(folder)]}) as (_bot, slack):
+    with running_bot(engine, runbooks={"dirs": [str(folder)], "egress": LOOPBACK}) as (_bot, slack):
         ch = start_incident(slack, engine)
         text = ask(slack, ch, "run restart-node node=rpc-1 url=http://127.0.0.1:9/")
         assert "needs two person approval and nobody but you could give it" in text
@@ -94,7 +96,7 @@ def test_an_expired_approval_fails_the_run_and_later_clicks_change_nothing(
     engine, tmp_path, effects
 ):
     folder = write_runbooks(tmp_path)
-    settings = {"dirs": [str(folder)], "approval_timeout": "2s"}
+    settings = {"dirs": [str(folder)], "approval_timeout": "2s", "egress": LOOPBACK}
     with running_bot(engine, runbooks=settings) as (_bot, slack):
         ch = start_incident(slack, engine)
         ask(slack, ch, f"run restart-node node=rpc-1 url={effects.url}")
@@ -112,7 +114,7 @@ def test_an_expired_approval_fails_the_run_and_later_clicks_change_nothing(
 
 def test_a_reject_ends_the_run_and_the_target_is_free_again(engine, tmp_path, effects):
     folder = write_runbooks(tmp_path)
-    with running_bot(engine, runbooks={"dirs": [str(folder)]}) as (_bot, slack):
+    with running_bot(engine, runbooks={"dirs": [str(folder)], "egress": LOOPBACK}) as (_bot, slack):
         ch = start_incident(slack, engine)
         ask(slack, ch, f"run restart-node node=rpc-1 url={effects.url}")
         rid = wait_for(lambda: runbook_run(engine), what="the run").run_id
@@ -128,7 +130,7 @@ def test_a_reject_ends_the_run_and_the_target_is_free_again(engine, tmp_path, ef
 
 def test_the_target_lock_holds_across_two_incidents(engine, tmp_path, effects):
     folder = write_runbooks(tmp_path)
-    with running_bot(engine, runbooks={"dirs": [str(folder)]}) as (_bot, slack):
+    with running_bot(engine, runbooks={"dirs": [str(folder)], "egress": LOOPBACK}) as (_bot, slack):
         ch1 = start_incident(slack, engine, "RPC down")
         ch2 = start_incident(slack, engine, "Indexer behind", ref="INC-2")
         ask(slack, ch1, f"run restart-node node=rpc-1 url={effects.url}")
@@ -141,7 +143,7 @@ def test_the_target_lock_holds_across_two_incidents(engine, tmp_path, effects):
 
 def test_by_default_only_channel_members_may_run(engine, tmp_path):
     folder = write_runbooks(tmp_path)
-    with running_bot(engine, runbooks={"dirs": [str(folder)]}) as (_bot, slack):
+    with running_bot(engine, runbooks={"dirs": [str(folder)], "egress": LOOPBACK}) as (_bot, slack):
         ch = start_incident(slack, engine)
         text = ask(slack, ch, "run restart-node node=rpc-1 url=http://127.0.0.1:9/", user="erin")
         assert "only members of #" in text and "may run runbooks for this incident" in text
@@ -152,7 +154,8 @@ def test_who_may_run_comes_from_the_settings(engine, tmp_path, effects):
     folder = write_runbooks(tmp_path, approval="none")
     group = next(g.id for g in Workspace().usergroups.values() if g.handle == "oncall-rpc")
     access = [{"runbooks": ["restart-*"], "users": [seeded("dave")], "groups": [group]}]
-    with running_bot(engine, runbooks={"dirs": [str(folder)], "access": access}) as (_, slack):
+    settings = {"dirs": [str(folder)], "access": access, "egress": LOOPBACK}
+    with running_bot(engine, runbooks=settings) as (_, slack):
         ch = start_incident(slack, engine)
         text = ask(slack, ch, f"run restart-node node=rpc-1 url={effects.url}")
         assert "You may not run restart-node: runbooks.access allows only" in text
@@ -164,7 +167,7 @@ def test_who_may_run_comes_from_the_settings(engine, tmp_path, effects):
 
 def test_missing_or_bad_params_get_the_usage_and_nothing_starts(engine, tmp_path):
     folder = write_runbooks(tmp_path)
-    with running_bot(engine, runbooks={"dirs": [str(folder)]}) as (_bot, slack):
+    with running_bot(engine, runbooks={"dirs": [str(folder)], "egress": LOOPBACK}) as (_bot, slack):
         ch = start_incident(slack, engine)
         text = ask(slack, ch, "run restart-node node=db-1 colour=red")
         assert "Cannot run restart-node" in text
@@ -188,7 +191,10 @@ def test_a_plan_resolves_everything_and_touches_nothing(engine, tmp_path, effect
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     key = "0123456789abcdef0123456789abcdef"
-    plan = planning.plan(runbook, {"node": "rpc-3", "url": effects.url, "api_key": key})
+    loopback = Services(egress=LOCAL_POLICY)  # the effect server is on loopback: allowed
+    plan = planning.plan(
+        runbook, {"node": "rpc-3", "url": effects.url, "api_key": key}, services=loopback
+    )
     lines = "\n".join(planning.format_plan(plan))
     monkeypatch.undo()
     assert effects.requests() == {}
