@@ -1,69 +1,24 @@
-"""The egress policy: a runbook step cannot be turned against the host (cloud metadata,
-loopback, private networks, unlisted unix sockets), neither at plan time nor at run time,
-neither through a redirect nor through a DNS answer."""
+"""The egress policy: a step cannot be turned against the host (cloud metadata, loopback,
+private networks), neither at plan time nor at run time, neither through a redirect nor
+through a DNS answer. Unix sockets, TLS and the doors (CLI, Slack): test_runbook_egress_doors."""
 
 from __future__ import annotations
 
-import json
 import re
-import socket
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from incidentbot.config import Settings
-from incidentbot.ledger import PermanentError, RetryableError
-from incidentbot.runbooks.actions import Action, ActionContext, Services, registry
-from incidentbot.runbooks.egress import EgressPolicy, EgressRefused, EgressSettings
-from tests.egress_support import LOOPBACK
+from incidentbot.ledger import PermanentError
+from incidentbot.runbooks.egress import EgressRefused
+from tests import egress_support
+from tests.egress_support import REFUSED, Recorder, ctx, plan, policy, run
 
-REFUSED = "not allowed by the egress policy (allow it in runbooks.egress.allow)"
-
-
-def policy(*allow: Any, sockets: list[str] | None = None, resolve: Any = None) -> EgressPolicy:
-    settings = EgressSettings(allow=list(allow), sockets=sockets or [])
-    return EgressPolicy(settings) if resolve is None else EgressPolicy(settings, resolve)
-
-
-def ctx(egress: EgressPolicy | None = None) -> ActionContext:
-    """A step's context; without ``egress``, the default policy (nothing configured)."""
-    return ActionContext(run_id=5, step_id="step", services=Services(egress=egress))
-
-
-def act(name: str) -> Action:
-    action = registry.get(name)
-    assert action is not None
-    return action
-
-
-def plan(name: str, data: dict[str, Any], context: ActionContext | None = None) -> str:
-    action = act(name)
-    return action.plan(action.validate(data), context or ctx())
-
-
-def run(name: str, data: dict[str, Any], context: ActionContext | None = None) -> dict[str, Any]:
-    action = act(name)
-    return action.run(action.validate(data), context or ctx())
-
-
-@pytest.fixture
-def no_connections(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every outgoing connection attempt fails the test (and is recorded)."""
-    tried: list[Any] = []
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        tried.append(args)
-        raise AssertionError(f"a connection was attempted: {args}")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    return tried
-
+no_connections = egress_support.no_connections
+served = egress_support.served
 
 # -- what is refused, in every spelling ----------------------------------------------------
 
@@ -171,62 +126,6 @@ def test_bad_allow_entries_are_refused_by_the_settings() -> None:
 # -- DNS: resolved once, every address checked, the checked address connected to -------------
 
 
-class Recorder(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        super().__init__((host, 0), _Handler)
-        self.seen: list[tuple[str, str]] = []  # (path, Host header)
-        self.redirects: dict[str, str] = {}
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.server_address[0]}:{self.port}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Recorder
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.server.seen.append((self.path, self.headers.get("Host", "")))
-        target = self.server.redirects.get(self.path)
-        body = b"" if target else json.dumps({"path": self.path}).encode()
-        self.send_response(302 if target else 200)
-        if target:
-            self.send_header("Location", target)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-def _serve(host: str = "127.0.0.1") -> Recorder:
-    server = Recorder(host)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-@pytest.fixture
-def served() -> Iterator[Callable[[str], Recorder]]:
-    started: list[Recorder] = []
-
-    def start(host: str = "127.0.0.1") -> Recorder:
-        started.append(_serve(host))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_name_resolving_to_a_forbidden_address_is_refused_at_run_time(
     no_connections: list[Any],
 ) -> None:
@@ -320,134 +219,3 @@ def test_a_redirect_to_a_forbidden_address_is_refused(served: Callable[[str], Re
     # Not following: the redirect is explained, nothing else is asked.
     with pytest.raises(PermanentError, match="set follow_redirects: true"):
         run("http.request", {"url": base + "/meta"}, egress)
-
-
-# -- unix sockets: only those listed ----------------------------------------------------------
-
-
-def test_unix_sockets_must_be_listed(tmp_path: Path, no_connections: list[Any]) -> None:
-    allowed = tmp_path / "allowed"
-    allowed.mkdir()
-    sock = str(allowed / "haproxy.sock")
-    target = {"backend": "rpc", "server": "node-1", "state": "drain"}
-    with pytest.raises(EgressRefused, match=re.escape(f"unix socket {sock} is not allowed")):
-        plan("haproxy.set_server_state", {"socket": sock, **target})
-    with pytest.raises(EgressRefused, match=re.escape("list it in runbooks.egress.sockets")):
-        run("supervisor.stop", {"socket": sock, "program": "geth"})
-    listed = ctx(policy(sockets=[sock]))
-    assert "HAProxy runtime API at" in plan(
-        "haproxy.set_server_state", {"socket": sock, **target}, listed
-    )
-    pattern = ctx(policy(sockets=[str(allowed / "*.sock")]))
-    assert plan("supervisor.stop", {"socket": sock, "program": "geth"}, pattern)
-    escape = str(allowed / ".." / "elsewhere.sock")
-    with pytest.raises(EgressRefused, match=re.escape(f"unix socket {tmp_path}/elsewhere.sock")):
-        plan("supervisor.stop", {"socket": escape, "program": "geth"}, pattern)
-    # A symbolic link in an allowed directory to a socket elsewhere: refused when it runs.
-    (allowed / "link.sock").symlink_to("/var/run/docker.sock")
-    by_dir = ctx(policy(sockets=[f"{allowed}/"]))
-    link = {"socket": str(allowed / "link.sock"), "program": "geth"}
-    assert plan("supervisor.stop", link, by_dir)
-    with pytest.raises(EgressRefused, match="is not allowed"):
-        run("supervisor.stop", link, by_dir)
-    # The runtime API over TCP obeys the address rules.
-    with pytest.raises(EgressRefused, match=re.escape("127.0.0.1 is loopback")):
-        plan("haproxy.servers", {"socket": "127.0.0.1:9999"})
-    with pytest.raises(EgressRefused, match=re.escape("169.254.169.254 is link-local")):
-        run("haproxy.servers", {"socket": "tcp:169.254.169.254:9999"})
-    assert no_connections == []
-
-
-# -- the plan a person sees, and the bot's own /metrics --------------------------------------
-
-FETCH = """
-name: fetch
-description: Fetch a status page
-params:
-  url: {type: string}
-approval: none
-steps:
-  - id: get
-    name: Fetch it
-    uses: http.request
-    with: {url: "{{ params.url }}"}
-"""
-
-
-def test_runbook_plan_shows_the_refusal_before_anything_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from incidentbot.cli import main
-
-    (tmp_path / "runbooks").mkdir()
-    (tmp_path / "runbooks" / "fetch.yaml").write_text(FETCH)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("INCIDENTBOT_CONFIG", raising=False)
-    monkeypatch.setenv("INCIDENTBOT_DATA_DIR", str(tmp_path / "data"))
-    code = main(["runbook", "plan", "fetch", "url=http://169.254.169.254/latest/meta-data/"])
-    out, err = capsys.readouterr()
-    assert code != 0
-    why = f"169.254.169.254 is link-local (cloud metadata): {REFUSED}"
-    assert f" 1. Fetch it — http.request: refused: {why}" in out
-    assert f"step get: {why}" in err
-    code = main(["runbook", "plan", "fetch", "url=http://[fd00:ec2::254]/latest/meta-data/"])
-    assert code != 0 and "fd00:ec2::254 is unique-local (cloud metadata)" in capsys.readouterr().out
-
-
-def test_a_user_supplied_url_cannot_read_the_bots_own_metrics(engine: Any, tmp_path: Path) -> None:
-    """The bot serves /metrics on loopback; a URL param pointing there is refused in the
-    plan, no run starts, and nothing of /metrics reaches Slack."""
-    import httpx
-
-    from incidentbot.runbooks.models import RunbookRun
-    from tests.slack_harness import channel_of, running_bot
-
-    folder = tmp_path / "runbooks"
-    folder.mkdir()
-    (folder / "fetch.yaml").write_text(FETCH)
-    with running_bot(engine, runbooks={"dirs": [str(folder)]}) as (_bot, slack):
-        base = slack.driver.bot_url.removesuffix("/slack/events")
-        assert "incidentbot_" in httpx.get(base + "/metrics").text  # it is there to be read
-        assert slack.driver.slash_command("declare sev3 status page", user="alice").status == 200
-        ch = channel_of(engine)
-        ack = slack.driver.slash_command(f"run fetch url={base}/metrics", user="alice", channel=ch)
-        text = json.dumps(ack.body)
-        assert "127.0.0.1 is loopback: not allowed by the egress policy" in text, text
-        from sqlmodel import Session, select
-
-        with Session(engine) as s:
-            assert s.exec(select(RunbookRun)).all() == []
-        assert "incidentbot_" not in slack.transcript()
-
-
-def test_lab_config_allows_loopback_only_explicitly() -> None:
-    assert EgressSettings().allow == [] and EgressSettings().sockets == []
-    assert Settings().runbooks.egress == EgressSettings()
-    allowed = Settings(runbooks={"egress": LOOPBACK}).runbooks.egress
-    assert [rule.to for rule in allowed.allow] == ["127.0.0.1"]
-
-
-def test_https_keeps_the_name_for_sni_and_the_certificate(
-    served: Callable[[str], Recorder], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Connecting to the checked address does not weaken TLS: the certificate is verified
-    against the name in the URL (here: valid for localhost and 127.0.0.1, not other.test)."""
-    import ssl
-
-    from incidentbot.sandbox.pagerduty.tls import sandbox_tls
-
-    tls = sandbox_tls()
-    server = served("127.0.0.1")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_file))  # the operator's CA, as before
-    names = {"localhost": ["127.0.0.1"], "other.test": ["127.0.0.1"]}
-    egress = ctx(policy("127.0.0.1", resolve=lambda host, port: names[host]))
-    out = run("http.request", {"url": f"https://localhost:{server.port}/tls"}, egress)
-    assert out["json"] == {"path": "/tls"}
-    assert server.seen == [("/tls", f"localhost:{server.port}")]
-    mismatch = re.escape("certificate is not valid for 'other.test'")
-    with pytest.raises(RetryableError, match=mismatch):
-        run("http.request", {"url": f"https://other.test:{server.port}/tls"}, egress)
-    assert len(server.seen) == 1
