@@ -149,3 +149,43 @@ def test_https_keeps_the_name_for_sni_and_the_certificate(
     with pytest.raises(RetryableError, match=mismatch):
         run("http.request", {"url": f"https://other.test:{server.port}/tls"}, egress)
     assert len(server.seen) == 1
+
+
+# What HAProxy's runtime API answers to `show stat`, cut to the columns read.
+STAT = (
+    b"# pxname,svname,status,weight,check_status,addr,bck,lastchg,\n"
+    b"rpc_nodes,node-1,UP,1,L7OK,127.0.0.1:8545,0,12,\n\n"
+)
+
+
+def test_the_runtime_api_over_tcp_connects_to_the_checked_address() -> None:
+    """A runtime API named by host:port: the name is resolved once through the policy and the
+    command goes to the checked address (lb.test is known to no DNS, only to the policy)."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    got: list[bytes] = []
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            got.append(conn.recv(100))
+            conn.sendall(STAT)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    names = {"lb.test": ["127.0.0.1"], "meta.test": ["169.254.169.254"]}
+    egress = ctx(policy("127.0.0.1", resolve=lambda host, port: names[host]))
+    try:
+        out = run("haproxy.servers", {"socket": f"lb.test:{port}"}, egress)
+        assert [(r["backend"], r["server"], r["state"]) for r in out["servers"]] == [
+            ("rpc_nodes", "node-1", "UP")
+        ]
+        thread.join(timeout=10)
+        assert got == [b"show stat\n"]
+    finally:
+        listener.close()
+    with pytest.raises(EgressRefused, match=re.escape("resolves to 169.254.169.254, which is")):
+        run("haproxy.servers", {"socket": f"meta.test:{port}"}, egress)
