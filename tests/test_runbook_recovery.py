@@ -27,8 +27,9 @@ from incidentbot.ledger.service import claim_next
 from incidentbot.ledger.worker import WorkerPool
 from incidentbot.runbooks import engine as rb_engine
 from incidentbot.runbooks import planning, recovery, run_context, runtime
-from incidentbot.runbooks.actions import registry
+from incidentbot.runbooks.actions import Services, registry
 from incidentbot.runbooks.loader import RunbookError, load_text
+from tests.egress_support import LOOPBACK
 from tests.lab_support import wait_for
 from tests.ledger_harness import EffectServer, call_step
 
@@ -66,7 +67,7 @@ def server():
 
 @pytest.fixture
 def bot(engine, tmp_path: Path):
-    settings = Settings(runbooks={"dirs": [str(tmp_path)]})
+    settings = Settings(runbooks={"dirs": [str(tmp_path)], "egress": LOOPBACK})
     with db.transaction(engine) as s:
         svc.declare(s, settings, title="RPC", severity="SEV2", actor="alice", commander="bob")
     runtime.install(engine, settings)
@@ -79,7 +80,9 @@ def in_doubt(bot, server: EffectServer, text: str) -> int:
     runbook = load_text(text, "poke.yaml", registry)
     with db.transaction(engine) as s:
         info = run_context.incident_info(s, svc.get(s, "INC-1"))
-    plan = planning.plan(runbook, {"url": server.url}, incident=info)
+    plan = planning.plan(
+        runbook, {"url": server.url}, incident=info, services=Services(settings=settings)
+    )
     with db.transaction(engine) as s:
         row = rb_engine.start(s, settings, plan, key=str(uuid.uuid4()), requester="alice",
                               incident=svc.get(s, "INC-1"), source="cli")  # fmt: skip

@@ -57,7 +57,7 @@ class Bot:
         self.url = f"sqlite:///{path}"
         self.engine = db.make_engine(self.url)
         self.settings = Settings(
-            runbooks={"dirs": [str(REPO / "runbooks")], "vars": lab.runbook_vars()}
+            runbooks={"dirs": [str(REPO / "runbooks")], **lab.runbook_settings()}
         )
         with db.transaction(self.engine) as s:
             svc.declare(
@@ -77,6 +77,7 @@ class Bot:
             INCIDENTBOT_DATABASE_URL=self.url,
             INCIDENTBOT_RUNBOOKS__DIRS=json.dumps([str(d) for d in self.settings.runbooks.dirs]),
             INCIDENTBOT_RUNBOOKS__VARS=json.dumps(self.settings.runbooks.vars),
+            INCIDENTBOT_RUNBOOKS__EGRESS=self.settings.runbooks.egress.model_dump_json(),
             ZYGOTE_PAUSE=self.pause,
             ZYGOTE_PAUSE_STEPS=self.pause_steps,
             ZYGOTE_PAUSE_DIR=str(self.tmp_path),

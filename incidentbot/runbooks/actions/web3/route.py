@@ -56,7 +56,7 @@ class HaproxyRouteTo(Action):
     def remember(self, inputs: RouteInputs, ctx: ActionContext) -> dict[str, Any]:
         """The admin states before the first attempt: after a crash half-way, the retry
         reports these as ``previous``, not the half-applied ones it finds."""
-        api = HaproxyRuntime(inputs.socket)
+        api = runtime(ctx, self.name, inputs.socket)  # the egress policy applies here too
         api.server(inputs.backend, inputs.server)  # unknown names: the known ones listed
         return {"previous": {row.server: row.state for row in api.server_states(inputs.backend)}}
 
