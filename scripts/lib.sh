@@ -107,3 +107,41 @@ ensure_test_system_packages() {
     apt_install "${missing[@]}" || say "continuing without: ${missing[*]} (those tests will be skipped outside CI)"
   fi
 }
+
+TOOLS_VENV="$ROOT/.venv-tools"
+
+ensure_tools_venv() {
+  # The deploy linters (scripts/lint-deploy: hadolint, kubernetes-validate, checkov) in a
+  # virtualenv of their own at the versions deploy/lint-requirements.txt pins: checkov pins
+  # packages that the application pins at other versions. Reinstalled only when the list changed.
+  local req stamp want log
+  req="$ROOT/deploy/lint-requirements.txt"
+  stamp="$TOOLS_VENV/.incidentbot-installed"
+  want="$(sha256sum "$req" | cut -c1-16)"
+  if [ -x "$TOOLS_VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
+    return 0
+  fi
+  if [ ! -x "$TOOLS_VENV/bin/python" ]; then
+    say "creating $TOOLS_VENV"
+    if ! "$PYTHON" -m venv "$TOOLS_VENV" 2>/dev/null; then
+      rm -rf "$TOOLS_VENV"
+      apt_install python3-venv && "$PYTHON" -m venv "$TOOLS_VENV"
+    fi
+  fi
+  say "installing the deploy linters (hadolint, kubernetes-validate, checkov)"
+  log="$(mktemp)"
+  if ! "$TOOLS_VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$req" \
+    >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    say "installing the deploy linters failed"
+    return 1
+  fi
+  rm -f "$log"
+  echo "$want" >"$stamp"
+}
+
+ensure_deploy_lint_packages() {
+  # systemd-analyze checks the systemd unit (scripts/lint-deploy).
+  command -v systemd-analyze >/dev/null || apt_install systemd
+}

@@ -1,0 +1,241 @@
+"""What operators deploy: the Kubernetes base agrees with itself, and the deploy lint
+(scripts/lint-deploy, run by scripts/test before pytest) catches broken files.
+
+kustomize is not installed here, so the base is checked the way kustomize would read it: every
+manifest listed, and the names, labels and selectors that tie the objects together matching.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+KUBE = ROOT / "deploy" / "kubernetes"
+UNIT = ROOT / "deploy" / "systemd" / "incidentbot.service"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    assert len(docs) == 1, f"{path.name}: one object per file"
+    return docs[0]
+
+
+def _kustomization() -> dict[str, Any]:
+    return _load(KUBE / "kustomization.yaml")
+
+
+def _objects() -> dict[str, dict[str, Any]]:
+    """The base's objects by kind (one of each kind)."""
+    objects: dict[str, dict[str, Any]] = {}
+    for name in _kustomization()["resources"]:
+        obj = _load(KUBE / name)
+        assert obj["kind"] not in objects, f"two objects of kind {obj['kind']}"
+        objects[obj["kind"]] = obj
+    return objects
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def lint(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run scripts/lint-deploy as scripts/test does, with this interpreter's incidentbot."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("NO_COLOR", None)
+    return subprocess.run(
+        [str(ROOT / "scripts" / "lint-deploy"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+
+
+# --- the kustomize base ---------------------------------------------------------------------
+
+
+def test_kustomization_lists_every_manifest_and_nothing_else() -> None:
+    listed = _kustomization()["resources"]
+    manifests = [p for p in KUBE.iterdir() if p.suffix in (".yaml", ".yml")]
+    on_disk = sorted(p.name for p in manifests if p.stem != "kustomization")
+    assert sorted(listed) == on_disk
+    assert len(set(listed)) == len(listed)
+
+
+def test_no_secret_values_in_the_base() -> None:
+    for path in KUBE.glob("*.yaml"):
+        obj = _load(path)
+        assert obj.get("kind") != "Secret", f"{path.name}: secrets are created by the operator"
+    text = "\n".join(p.read_text(encoding="utf-8") for p in KUBE.glob("*.yaml"))
+    for prefix in ("xoxb-", "xapp-", "postgresql+psycopg://"):
+        assert prefix not in text.replace(f"'{prefix}...'", "")
+
+
+def test_names_labels_and_selectors_agree() -> None:
+    k = _kustomization()
+    objs = _objects()
+    namespace = k["namespace"]
+    for kind, obj in objs.items():
+        assert obj["metadata"]["namespace"] == namespace, kind
+        assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "incidentbot", kind
+
+    deployment, job = objs["Deployment"], objs["Job"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == pod_labels
+    # The Service and the PodDisruptionBudget select the bot's pods, and only those.
+    job_labels = job["spec"]["template"]["metadata"]["labels"]
+    for kind, selector in (
+        ("Service", objs["Service"]["spec"]["selector"]),
+        ("PodDisruptionBudget", objs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]),
+    ):
+        assert _matches(selector, pod_labels), kind
+        assert not _matches(selector, job_labels), f"{kind} must not select the migration Job"
+    # The NetworkPolicy covers both the bot and the migration Job.
+    policy = objs["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"]
+    assert _matches(policy, pod_labels) and _matches(policy, job_labels)
+    assert [p["port"] for r in objs["NetworkPolicy"]["spec"]["ingress"] for p in r["ports"]] == [
+        8080
+    ]
+
+    image_names = {i["name"] for i in k["images"]}
+    config_map = objs["ConfigMap"]
+    for kind, pod in (("Deployment", deployment), ("Job", job)):
+        spec = pod["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == objs["ServiceAccount"]["metadata"]["name"], kind
+        (container,) = spec["containers"]
+        assert container["image"].split(":")[0] in image_names, kind
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert set(mounts) == set(volumes), kind
+        assert volumes["config"]["configMap"]["name"] == config_map["metadata"]["name"], kind
+        env = {e["name"]: e["value"] for e in container["env"]}
+        config_file = Path(env["INCIDENTBOT_CONFIG"])
+        assert str(config_file.parent) == mounts["config"], kind
+        assert config_file.name in config_map["data"], kind
+        assert env["INCIDENTBOT_SECRETS_DIR"] == mounts["secrets"], kind
+        assert volumes["secrets"]["secret"]["secretName"] == "incidentbot-secrets", kind
+        # The image's data directory and /tmp are the only writable places.
+        assert mounts["data"] == "/var/lib/incidentbot/data" and mounts["tmp"] == "/tmp", kind
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, kind
+        assert spec["securityContext"]["runAsNonRoot"] is True, kind
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["db", "upgrade"]
+
+    # Probes, the Service's target and the ConfigMap's port are the same port.
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (port,) = container["ports"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": port["name"]}, probe
+    assert objs["Service"]["spec"]["ports"][0]["targetPort"] == port["name"]
+    config = yaml.safe_load(config_map["data"]["incidentbot.yaml"])
+    assert config["http"] == {"host": "0.0.0.0", "port": port["containerPort"]}
+    # Several replicas, so one stands by for the scheduler; the budget keeps one up in a drain.
+    assert deployment["spec"]["replicas"] >= 2
+    assert objs["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+
+
+def test_configmap_settings_pass_config_check(tmp_path: Path) -> None:
+    config_map = _load(KUBE / "configmap.yaml")
+    path = tmp_path / "incidentbot.yaml"
+    path.write_text(config_map["data"]["incidentbot.yaml"], encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENTBOT_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "incidentbot.cli", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the deploy lint ------------------------------------------------------------------------
+
+
+def test_lint_passes_the_shipped_dockerfile_and_unit() -> None:
+    result = lint("--dockerfile", ROOT / "Dockerfile", "--systemd", UNIT)
+    assert result.returncode == 0, result.stderr
+    assert "deploy lint passed" in result.stderr
+
+
+def test_lint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text(
+        "FROM debian:latest\n"
+        "RUN apt-get update && apt-get install -y curl\n"
+        "COPY . /app\n"
+        "CMD incidentbot serve\n",
+        encoding="utf-8",
+    )
+    result = lint("--dockerfile", bad)
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    assert "DL3007" in out  # :latest
+    assert "DL3008" in out  # unpinned apt packages
+    assert "DL3025" in out  # CMD in shell form
+    assert f"FAILED: hadolint {bad}" in out
+
+
+def test_lint_catches_a_manifest_without_probes_and_one_off_the_schema(tmp_path: Path) -> None:
+    deployment = _load(KUBE / "deployment.yaml")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        del container[probe]
+    no_probes = tmp_path / "no-probes"
+    no_probes.mkdir()
+    (no_probes / "deployment.yaml").write_text(yaml.safe_dump(deployment), encoding="utf-8")
+
+    service = _load(KUBE / "service.yaml")
+    service["spec"]["ports"][0]["targetport"] = 8080  # misspelt: not in the schema
+    off_schema = tmp_path / "off-schema"
+    off_schema.mkdir()
+    (off_schema / "service.yaml").write_text(yaml.safe_dump(service), encoding="utf-8")
+
+    result = lint("--kubernetes", no_probes, "--kubernetes", off_schema)
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    # The schemas accept a Deployment without probes; checkov does not.
+    assert f"FAILED: kubernetes-validate 1.29.0 {no_probes}" not in out
+    assert "CKV_K8S_8" in out and "CKV_K8S_9" in out  # liveness and readiness probes
+    assert f"FAILED: checkov {no_probes}" in out
+    assert "'targetport' was unexpected" in out
+    assert f"FAILED: kubernetes-validate 1.29.0 {off_schema}" in out
+    assert f"FAILED: kubernetes-validate 1.37.0 {off_schema}" in out
+
+
+def test_lint_catches_a_bad_or_unhardened_unit(tmp_path: Path) -> None:
+    shipped = UNIT.read_text(encoding="utf-8")
+    typo = tmp_path / "typo.service"
+    typo.write_text(shipped.replace("Restart=on-failure", "Restart=sometimes"), encoding="utf-8")
+    open_unit = tmp_path / "open.service"
+    open_unit.write_text(
+        "[Unit]\nDescription=incidentbot without a sandbox\n\n"
+        "[Service]\nExecStart=/opt/incidentbot/bin/incidentbot serve\n",
+        encoding="utf-8",
+    )
+    result = lint("--systemd", typo, "--systemd", open_unit)
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    assert "Failed to parse service restart specifier" in out
+    assert f"FAILED: systemd-analyze verify {typo}" in out
+    assert f"FAILED: systemd-analyze security {typo}" not in out
+    assert f"FAILED: systemd-analyze security {open_unit}" in out
+    assert "Overall exposure level for open.service" in out
+
+
+@pytest.mark.parametrize("option", ["--dockerfile", "--kubernetes", "--systemd"])
+def test_lint_refuses_what_is_not_there(tmp_path: Path, option: str) -> None:
+    missing = tmp_path / "missing"
+    result = lint(option, missing)
+    assert result.returncode == 1
+    assert f"FAILED: {missing}: no such" in result.stderr
