@@ -145,3 +145,16 @@ ensure_deploy_lint_packages() {
   # systemd-analyze checks the systemd unit (scripts/lint-deploy).
   command -v systemd-analyze >/dev/null || apt_install systemd
 }
+
+ensure_image_builder() {
+  # scripts/build-image and the image test: buildah builds, podman runs (with runc: crun
+  # refuses hosts whose cgroups are in hybrid mode), debootstrap makes a local Debian base.
+  local missing=()
+  command -v buildah >/dev/null || missing+=(buildah)
+  command -v podman >/dev/null || missing+=(podman)
+  command -v runc >/dev/null || [ -x /usr/sbin/runc ] || missing+=(runc)
+  command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt_install "${missing[@]}"
+  fi
+}

@@ -7,14 +7,24 @@ manifest listed, and the names, labels and selectors that tie the objects togeth
 
 from __future__ import annotations
 
+import json
 import os
+import resource
+import shutil
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from incidentbot.sandbox.slack import SlackSandbox
+from tests.pgcluster import PgCluster
+from tests.slack_harness import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"
@@ -239,3 +249,170 @@ def test_lint_refuses_what_is_not_there(tmp_path: Path, option: str) -> None:
     result = lint(option, missing)
     assert result.returncode == 1
     assert f"FAILED: {missing}: no such" in result.stderr
+
+
+# --- the image --------------------------------------------------------------------------------
+#
+# Built with buildah from the Dockerfile on a Debian base made with debootstrap (no container
+# registry is needed), then run with podman as an operator would: `db upgrade`, then the image's
+# default command (serve) against the local Slack server, on SQLite in a volume or PostgreSQL.
+
+IMAGE = "localhost/incidentbot:test"
+SBIN = f"{os.environ.get('PATH', '')}{os.pathsep}/usr/sbin"
+MISSING_IMAGE_TOOLS = [
+    t for t in ("buildah", "podman", "runc", "debootstrap") if not shutil.which(t, path=SBIN)
+]
+needs_image_tools = pytest.mark.skipif(
+    bool(MISSING_IMAGE_TOOLS) and not os.environ.get("CI"),
+    reason=f"image tests need {', '.join(MISSING_IMAGE_TOOLS)} (scripts/test installs them)",
+)
+
+
+def _limit(which: int, cap: int) -> str:
+    hard = resource.getrlimit(which)[1]
+    value = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
+    return f"{value}:{value}"
+
+
+# runc rather than crun (which refuses hosts with cgroups in hybrid mode); limits within the
+# host's own, since podman's defaults may exceed what a VM lets it set; the host network, so the
+# container reaches the local Slack server and PostgreSQL on 127.0.0.1.
+PODMAN_RUN = [
+    "podman", "run", "--runtime", "runc", "--network", "host",
+    "--ulimit", f"nofile={_limit(resource.RLIMIT_NOFILE, 65536)}",
+    "--ulimit", f"nproc={_limit(resource.RLIMIT_NPROC, 4096)}",
+]  # fmt: skip
+
+
+def podman(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    if MISSING_IMAGE_TOOLS:
+        pytest.fail(f"CI needs {', '.join(MISSING_IMAGE_TOOLS)} to build the image")
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "build-image"), "--local-base", "--tag", IMAGE],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return IMAGE
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthz(port: int) -> tuple[int, dict[str, Any]] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return None
+
+
+@needs_image_tools
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_image_migrates_serves_and_keeps_its_data(
+    image: str, backend: str, request: pytest.FixtureRequest
+) -> None:
+    port = _free_port()
+    name = f"incidentbot-test-{backend}-{port}"
+    volume = f"{name}-data"
+    slack = SlackSandbox(bot_url=f"http://127.0.0.1:{port}/slack/events").start()
+    request.addfinalizer(slack.stop)
+    request.addfinalizer(lambda: podman("volume", "rm", "--force", volume))
+    request.addfinalizer(lambda: podman("rm", "--force", "--time", "5", name))
+    env = {
+        "INCIDENTBOT_SLACK_BOT_TOKEN": slack.bot_token,
+        "INCIDENTBOT_SLACK_SIGNING_SECRET": slack.signing_secret,
+        "INCIDENTBOT_SLACK__API_URL": slack.base_url,
+        "INCIDENTBOT_HTTP__PORT": str(port),
+    }
+    if backend == "postgres":
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        database = f"image_{port}"
+        cluster.execute(f"CREATE DATABASE {database}")
+        env["INCIDENTBOT_DATABASE_URL"] = cluster.url(database)
+    run = [*PODMAN_RUN, "--volume", f"{volume}:/var/lib/incidentbot/data"]
+    for key, value in env.items():
+        run += ["--env", f"{key}={value}"]
+
+    upgrade = subprocess.run(
+        [*run, "--rm", "--no-healthcheck", image, "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+    assert "upgraded from empty" in upgrade.stdout
+
+    started = subprocess.run(
+        [*run, "--detach", "--name", name, image], capture_output=True, text=True, timeout=300
+    )
+    assert started.returncode == 0, started.stderr
+
+    def healthy() -> tuple[int, dict[str, Any]] | None:
+        state = podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
+        if state != "true":
+            logs = podman("logs", name)
+            raise AssertionError(f"the container stopped: {logs.stdout}{logs.stderr}")
+        return _healthz(port)
+
+    status, health = wait_for(healthy, timeout=240, what="/healthz")
+    assert status == 200
+    assert health["ok"] is True and health["database"] == "ok" and health["slack"] == "ok"
+    # Not root, and the image's HEALTHCHECK agrees.
+    assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
+    check = podman("healthcheck", "run", name)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    ack = slack.driver.slash_command("declare sev2 RPC lag on mainnet", user="alice")
+    assert ack.status == 200, ack.body
+    assert "declared *INC-1* (SEV2)" in json.loads(ack.body)["text"]
+    wait_for(
+        lambda: [m for m in slack.snapshot("incidents").messages if "#inc-1-" in m.text],
+        timeout=60,
+        what="the digest announcement",
+    )
+
+    stopped = podman("stop", "--time", "30", name, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip() == "0"
+    assert "Stopped." in podman("logs", name).stdout
+
+    # A new container on the same volume (SQLite) or URL (PostgreSQL) finds the incident.
+    listed = subprocess.run(
+        [*run, "--rm", "--no-healthcheck", image, "incident", "list"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "INC-1" in listed.stdout and "RPC lag on mainnet" in listed.stdout
+    files = subprocess.run(
+        [
+            *run,
+            "--rm",
+            "--no-healthcheck",
+            "--entrypoint",
+            "ls",
+            image,
+            "/var/lib/incidentbot/data",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ("incidentbot.db" in files.stdout.split()) == (backend == "sqlite")
