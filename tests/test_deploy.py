@@ -145,8 +145,11 @@ def test_names_labels_and_selectors_agree() -> None:
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": port["name"]}, probe
     assert objs["Service"]["spec"]["ports"][0]["targetPort"] == port["name"]
-    config = yaml.safe_load(config_map["data"]["incidentbot.yaml"])
-    assert config["http"] == {"host": "0.0.0.0", "port": port["containerPort"]}
+    # The image's environment sets the port (over incidentbot.yaml): the same one.
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert f"INCIDENTBOT_HTTP__PORT={port['containerPort']}" in dockerfile
+    assert f"\nEXPOSE {port['containerPort']}\n" in dockerfile
+    assert "http" not in (yaml.safe_load(config_map["data"]["incidentbot.yaml"]) or {})
     # Several replicas, so one stands by for the scheduler; the budget keeps one up in a drain.
     assert deployment["spec"]["replicas"] >= 2
     assert objs["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
