@@ -1,7 +1,7 @@
 # incidentbot container image.
 #
 #   docker build -t incidentbot .
-#   docker run -d -p 8080:8080 -v incidentbot-data:/var/lib/incidentbot/data \
+#   docker run -d -p 127.0.0.1:8080:8080 -v incidentbot-data:/var/lib/incidentbot/data \
 #     --env-file incidentbot.env incidentbot
 #
 # The base only needs Debian with Python 3.11 (python3 -m venv); BASE_IMAGE picks another one,
