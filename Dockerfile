@@ -16,8 +16,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY incidentbot ./incidentbot
-# Behind a TLS-intercepting proxy, pass its CA: --secret id=pip-ca,src=/path/to/ca.pem. The
-# cache mount keeps downloads between builds, outside the image.
+# Behind a TLS-intercepting proxy, pass its CA: --secret id=pip-ca,src=/path/to/ca.pem. With
+# BuildKit, the cache mount keeps downloads between builds, outside the image.
 RUN --mount=type=secret,id=pip-ca,required=false \
     --mount=type=cache,target=/root/.cache/pip \
     if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
