@@ -22,6 +22,7 @@ from incidentbot import db
 from incidentbot.bot import Bot
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
+from incidentbot.inbound import InboundRequest
 from incidentbot.incidents import service as svc
 from incidentbot.sandbox.slack.driver import Ack
 from incidentbot.sandbox.slack.server import SlackSandbox
@@ -97,23 +98,28 @@ def test_an_incident_runs_over_socket_mode(slack: SlackSandbox, engine: Engine) 
 
     msg, posted = slack.driver.post_message("alice", CHANNEL, "lighthouse: 12 missed attestations")
     acks = posted + slack.driver.add_reaction("bob", CHANNEL, msg.ts, "pushpin")
-    acks.append(slack.driver.redeliver(acks[-1]))  # Slack retrying the envelope's event
+    retry = slack.driver.redeliver(acks[-1])  # Slack retrying the envelope's event
+    acks.append(retry)
     acks += slack.driver.add_reaction("carol", CHANNEL, msg.ts, "pushpin")  # a second pin
     assert all(a.ok and a.transport == "socket" and a.body == "" for a in acks)
     recorded = wait_for(lambda: pins(engine), what="the pinned message on the timeline")
     assert [p.summary for p in recorded] == ["lighthouse: 12 missed attestations"]
     assert recorded[0].actor == slack.workspace.user("alice").id
 
-    # Each pushpin event (two pins and a retry) is handled after its ack: the bot reads the
-    # message back once per event. When all three have been read, the pin is still there once.
+    # Each pushpin event is handled once: the bot reads the message back once per pin. The
+    # retry of bob's event (same event id) was answered from its first run, not run again.
     def reads() -> list[Any]:
         return slack.requests("conversations.history")
 
     wait_for(
-        lambda: len([r for r in reads() if r.args.get("latest") == msg.ts]) == 3,
-        what="every pushpin event handled",
+        lambda: len([r for r in reads() if r.args.get("latest") == msg.ts]) == 2,
+        what="both pushpin events handled",
     )
     assert len(pins(engine)) == 1
+    retried = json.loads(retry.request.body)["event_id"]
+    with db.transaction(engine) as s:
+        claim = s.get(InboundRequest, f"slack:event:{retried}")
+    assert claim is not None and claim.finished_at is not None  # claimed once, then answered
 
     assert count(engine, "incident") == 1
     assert all(a.transport == "socket" for a in slack.driver.acks)
