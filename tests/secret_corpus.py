@@ -48,6 +48,23 @@ AWS_KEY_ID = "AKIAZ3MHQ7V2XK4PLR6T"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq81kEXAMPLE"
 PD_ROUTING_KEY = "R02ABCDEFGHIJKLMNOPQRSTUVWXYZ123"
 PD_INTEGRATION_KEY = "b69466b536f8ce43b6356ec1332e05a4"
+SLACK_APP_TOKEN = "xapp-1-A05RPC2NODE7-6120412345678-9c1f2e3d4b5a6978c0d1e2f3a4b5c6d7"
+PD_API_TOKEN = "y_NbAkKc66ryYTWUXYEu"
+PD_USER_TOKEN = "u+Zq4xW8sLm2Nv6Pb3Tc"
+PD_ROUTING_KEY_2 = "e93facc04764012d7bfb002500d5d1a6"
+PRIVATE_KEY_3 = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+BARE_KEY_2 = "8da4ef21b864d2cc526dbdb2a120bd2874c36c9d0a1fb7f8c63d7f7a8b41de8f"
+AWS_SECRET_2 = "Zr3Tq9vK1mPx7LwYb5Nc2Hd8Jf4Gs6Ae0Ui+Ro/Q"
+KEYSTORE_CIPHERTEXT = "d172bf743a674da9cdad04534d56926ef8358534d458fffccd4e6ad2fbde479c"
+KEYSTORE_SALT = "ae3cd4e7013836a3df6bd7241b12db061dbe2c6785853cce422d148a624ce0bd"
+KEYSTORE = (
+    '{"address": "008aeeda4d805471df9b2a5b0f38a0c3bcba786b", "crypto": {"cipher": '
+    '"aes-128-ctr", "ciphertext": "' + KEYSTORE_CIPHERTEXT + '", "cipherparams": {"iv": '
+    '"83dbcc02d8ccb40e466191a123791e0e"}, "kdf": "scrypt", "kdfparams": {"dklen": 32, '
+    '"n": 262144, "p": 8, "r": 1, "salt": "' + KEYSTORE_SALT + '"}, "mac": '
+    '"2103ac29920d71da29f15d75b4a16dbe95cfd7ff8faea1056c33131d846e3097"}, "id": '
+    '"3198bc9c-6672-5ab3-d995-4942343ae5b6", "version": 3}'
+)
 PEM_BODY = (
     "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
     "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\n"
@@ -208,6 +225,38 @@ SECRETS: list[tuple[str, str, str]] = [
         f"-----BEGIN EC PRIVATE KEY-----\n{PEM_BODY}\n… [truncated]",
         "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u",
     ),
+    # Slack app-level tokens (Socket Mode)
+    ("Slack app token", f"SLACK_APP_TOKEN={SLACK_APP_TOKEN}", SLACK_APP_TOKEN[5:]),
+    ("Slack app token in a sentence", f"socket mode rejected {SLACK_APP_TOKEN}", "9c1f2e3d"),
+    # PagerDuty REST API tokens
+    ("PagerDuty API token in an env line", f"PAGERDUTY_TOKEN={PD_API_TOKEN}", PD_API_TOKEN),
+    ("PagerDuty token scheme", f"retrying with Token token={PD_API_TOKEN}", PD_API_TOKEN),
+    ("PagerDuty API token in JSON text", f'{{"token": "{PD_API_TOKEN}"}}', PD_API_TOKEN),
+    ("PagerDuty user API token", f"pd incident list --token {PD_USER_TOKEN}", PD_USER_TOKEN),
+    # PagerDuty routing keys with no label
+    ("unlabelled PagerDuty routing key", f"events for rpc go to {PD_ROUTING_KEY_2}", "e93facc0"),
+    ("unlabelled Event Orchestration key", f"rule set {PD_ROUTING_KEY} routes", PD_ROUTING_KEY),
+    ("routing key alone in JSON", f'["{PD_ROUTING_KEY_2}"]', PD_ROUTING_KEY_2),
+    # 0x private keys in running text
+    ("0x private key in a sentence", f"leaked {PRIVATE_KEY_3} in the deploy log", "4c0883a6"),
+    ("0x private key in an alert summary", f"Signer {PRIVATE_KEY_3} exposed on rpc-2", "4c0883"),
+    ("0x private key in a JSON value", f'{{"signer": "{PRIVATE_KEY_3}"}}', PRIVATE_KEY_3[2:]),
+    # AWS secret access keys
+    ("AWS secret key after its key id", f"{AWS_KEY_ID}:{AWS_SECRET_2}", AWS_SECRET_2),
+    ("AWS credentials CSV line", f"deploy,{AWS_KEY_ID},{AWS_SECRET_2}", AWS_SECRET_2),
+    ("AWS secret key in STS JSON", f'{{"SecretAccessKey": "{AWS_SECRET_2}"}}', AWS_SECRET_2),
+    ("AWS secret key with a loose label", f"aws secret {AWS_SECRET_2}", AWS_SECRET_2),
+    # bare 64-hex keys after a label that does not say key
+    ("bare hex key after a non-key label", f"validator_signer = {BARE_KEY_2}", BARE_KEY_2),
+    ("bare hex key in a sentence", f"wallet {BARE_KEY_2} funded the relayer", BARE_KEY_2),
+    # Ethereum keystore files
+    ("keystore JSON", KEYSTORE, KEYSTORE_CIPHERTEXT),
+    ("keystore JSON, its salt", f"cat UTC--keystore.json\n{KEYSTORE}", KEYSTORE_SALT),
+    (
+        "pretty-printed keystore cut off",
+        KEYSTORE.replace(", ", ",\n  ")[:300],
+        KEYSTORE_CIPHERTEXT[:40],
+    ),
 ]
 
 LOOKALIKES: list[tuple[str, str]] = [
@@ -263,4 +312,25 @@ LOOKALIKES: list[tuple[str, str]] = [
     ("idempotency key", "idempotency_key: ledger-run-12-step-3"),
     ("Slack ids", "posted in C024BE91L by U024BE7LH"),
     ("gas numbers", "max_fee 30 gwei, priority 2 gwei, nonce 4121"),
+    # 64 hex digits labelled as an identifier stay readable
+    ("transaction id", f"txid {TX_HASH} confirmed"),
+    ("transaction hash in JSON text", f'{{"transactionHash": "{TX_HASH}", "status": "0x1"}}'),
+    ("block hash in JSON text", f'{{"blockHash":"{BLOCK_HASH}","blockNumber":"0x121eac0"}}'),
+    ("block number then hash", f"block 19000000 {BLOCK_HASH} finalized"),
+    ("a list of reorged blocks", f"reorged blocks {BLOCK_HASH}, {TX_HASH}"),
+    ("state root", f"stateRoot: {BLOCK_HASH}"),
+    ("log topics", f'"topics": ["{TX_HASH}", "0x{"0" * 24}{ADDRESS[2:].lower()}"]'),
+    ("padded uint256 data", f"data 0x{'0' * 58}0f4240"),
+    ("checksum of a snapshot", f"snapshot sha256 {BARE_KEY[::-1]} verified"),
+    ("pretty-printed topics", f'[\n  "{TX_HASH}",\n  "{BLOCK_HASH}"\n]'),
+    # 32 hex digits that are identifiers
+    ("trace id", "trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=00f067aa0ba902b7"),
+    ("md5 sum", "md5 9e107d9d372bb6826bd81d3542a419d6 for genesis.json"),
+    ("alert group hash", "alert group 5d41402abc4b2a76b9719d911017c592 declared INC-7"),
+    ("request id", "x-request-id: 7c4a8d09ca3762af61e59520943dc264"),
+    # 40 characters that are not AWS secrets; tokens that are ERC-20 tokens
+    ("address next to aws", f"aws region us-east-1, contract {ADDRESS}"),
+    ("commit next to aws", f"aws-infra deployed {COMMIT}"),
+    ("token contract address", "token=0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48 (USDC)"),
+    ("token symbol pair", "token: WETH-USDC-LP, token=usdc"),
 ]

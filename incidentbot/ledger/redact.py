@@ -20,32 +20,52 @@ What :func:`redact_text` masks, and what it deliberately leaves readable:
   ``commit``, ``tree`` or ``blob`` are identifiers and stay readable (block explorer and
   commit links).
 * **Credentials with a recognisable shape**: JWTs, ``Bearer``/``Basic`` credentials, the value
-  of an ``Authorization:`` header (``Authorization: token ghp_…``), Slack tokens (``xox…-``),
-  AWS access key ids (``AKIA…``/``ASIA…``), GitHub tokens (``ghp_``, ``gho_``, ``ghu_``,
-  ``ghs_``, ``ghr_``, ``github_pat_``) and PEM private key blocks (``-----BEGIN … PRIVATE
-  KEY-----`` to its ``-----END … -----`` line, or to the end of the text when it was cut).
+  of an ``Authorization:`` header (``Authorization: token ghp_…``), Slack tokens (``xox…-``,
+  app-level ``xapp-…``, refresh ``xoxe.xoxp-…``), AWS access key ids (``AKIA…``/``ASIA…``),
+  GitHub tokens (``ghp_``, ``gho_``, ``ghu_``, ``ghs_``, ``ghr_``, ``github_pat_``),
+  PagerDuty user API tokens (``u+…``) and Event Orchestration routing keys (``R0`` and 30
+  capitals or digits), and PEM private key blocks (``-----BEGIN … PRIVATE KEY-----`` to its
+  ``-----END … -----`` line, or to the end of the text when it was cut).
 * **Labelled values**: after ``password``, ``passphrase``, ``secret``, ``api key``, ``access
-  key``, ``secret key``, ``private key``, ``routing key`` / ``integration key`` (PagerDuty),
-  ``client secret``, ``access token``/``auth token``/``bot token`` and similar compound labels
-  followed by ``:`` or ``=`` (``PASSWORD=hunter2``, ``"routing_key": "R0…"``), the value is
-  masked (a quoted value up to its closing quote); with only a space between (``routing key
-  R0…``) the value is masked when it looks opaque (16 or more characters including a digit).
-  The bare word ``token`` is not such a label: on chains it names ERC-20 tokens.
-* **64 hex digits** (the size of an Ethereum private key, and also of every block hash,
-  transaction hash and storage slot, which people must be able to read):
+  key``, ``secret key``, ``secret access key`` (``"SecretAccessKey": …``), ``private key``,
+  ``routing key`` / ``integration key`` / ``pagerduty token`` / ``pd key`` (PagerDuty),
+  ``client secret``, ``access token``/``auth token``/``bot token``, ``ciphertext`` and similar
+  compound labels followed by ``:`` or ``=`` (``PASSWORD=hunter2``, ``"routing_key":
+  "R0…"``), the value is masked (a quoted value up to its closing quote); with only a space
+  between (``routing key R0…``) the value is masked when it looks opaque (16 or more
+  characters including a digit). A label ending in ``token`` (``PAGERDUTY_TOKEN=``,
+  ``"token": …``, PagerDuty's ``Token token=…``) masks its value only when the value looks
+  opaque too and is not an address: on chains the word names ERC-20 tokens (``token: USDC``,
+  ``token=0xA0b8…``).
+* **AWS secret access keys**: 40 characters of base64 (upper and lower case mixed, not all
+  hex) after an AWS access key id on the same line (``AKIA…:wJalr…``, a credentials CSV
+  line) or after a mention of ``aws`` or ``secret`` within 120 characters before it.
+* **Ethereum keystores**: the ``crypto`` object (``ciphertext``, ``cipherparams``,
+  ``kdfparams`` with the salt, ``mac``) of keystore JSON, even cut off by truncation.
+* **Hex keys: 64 hex digits** (an Ethereum private key's size, and also that of every block
+  hash, transaction hash, state root and log topic, which people must be able to read) and
+  **32 hex digits** (a PagerDuty integration/routing key's size, and that of trace ids and MD5
+  sums), with or without ``0x``, judged by their label — the words just before the value on
+  its line, skipping earlier values of a list and plain numbers (``blocks 0xa…, 0xb…``,
+  ``block 19000000 0x…``):
 
-  - ``0x`` + 64 hex is masked only when **labelled as a key**: the words just before it on the
-    same line end in ``key``, ``privkey``, ``private``, ``priv``, ``secret``, ``seed``, ``pk``,
-    ``sk`` or ``passphrase`` (``PRIVATE_KEY=0x…``, ``--private-key 0x…``, ``"signerKey":
-    "0x…"``, ``private key is 0x…``), unless the label is ``public key``, ``pubkey``,
-    ``storage key`` or another non-secret kind of key (idempotency, cache, sort, partition,
-    primary, foreign). ``block hash 0x…``, ``tx 0x…`` and a lone ``0x…`` stay readable.
-  - bare 64 hex (no ``0x``) is masked when labelled the same way, or when it stands alone on
-    its line (the whole text, or a line of only that value: what ``cat nodekey`` prints),
-    except when it starts with eight zeros (a proof-of-work block hash). Bare hashes inside a
-    sentence or next to a label such as ``txid``/``sha256`` stay readable; a bare
-    Bitcoin-style transaction id printed alone on its line is masked (over-masking is the
-    safe side).
+  - **labelled as a key** — the label ends in ``key``, ``privkey``, ``private``, ``priv``,
+    ``secret``, ``seed``, ``pk``, ``sk``, ``passphrase``, ``keystore`` (``PRIVATE_KEY=0x…``,
+    ``--private-key 0x…``, ``"signerKey": "0x…"``, ``private key is 0x…``): masked;
+  - **labelled as an identifier** — ``hash`` (``blockHash``, ``txhash``), ``tx``, ``txid``,
+    ``transaction``, ``block``, ``root`` (``stateRoot``), ``topic(s)``, ``address``,
+    ``slot``, ``digest``, ``sha256``, ``checksum``, ``md5``, ``commit``, ``id``, ``trace``,
+    ``span``, ``request``, ``group``, ``fingerprint`` and the like, or a non-secret kind of key
+    (``public key``, ``pubkey``, ``storage key``, idempotency, cache, sort, partition,
+    primary, foreign): readable;
+  - otherwise 32 hex digits are masked (an unlabelled routing key), unless ``0x``-prefixed or
+    all digits; 64 hex digits containing eight zeros in a row (a padded address or number, a
+    proof-of-work hash) stay readable; a ``0x`` value alone on its line (what ``cast`` prints
+    for a transaction, a JSON list item) stays readable, a bare one is masked (what ``cat
+    nodekey`` prints); the digest that starts a ``sha256sum`` line stays readable; any other
+    64 hex digits — in running text (``leaked 0x…``), after a label that names neither a key
+    nor an identifier (``signer: …``, ``"result": "0x…"``) — are masked: over-masking a hash
+    is the safe side of hiding a key.
 * **BIP39 mnemonics**: a run of at least 12 words, separated only by spaces, newlines or
   commas, all from the English BIP39 word list (12, 15, 18, 21 and 24 word phrases). A run of
   another length is masked whole, unless whole lines of it make a phrase of a standard length
@@ -55,7 +75,6 @@ What :func:`redact_text` masks, and what it deliberately leaves readable:
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import threading
@@ -63,7 +82,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
-MASK = "***"
+from incidentbot.ledger import redact_keys as keys
+from incidentbot.ledger.redact_keys import MASK as MASK
+from incidentbot.ledger.redact_keys import bip39_words as bip39_words
 
 _lock = threading.Lock()
 _sensitive: set[str] = {
@@ -85,6 +106,11 @@ _sensitive: set[str] = {
     "privkey",
     "jwt",
     "signature",
+    # the encrypted key of an Ethereum keystore file
+    "crypto",
+    "ciphertext",
+    "kdfparams",
+    "cipherparams",
 }
 # Keys that contain a sensitive word but are not secrets, and that people need to read.
 _exempt: set[str] = {"idempotency_key", "idempotencykey", "key_id", "public_key"}
@@ -97,7 +123,6 @@ _BEARER = re.compile(
     r"(?i)\b(bearer|basic)\s+"
     r"(?-i:(?![a-z]+(?![A-Za-z0-9._~+/=-])))[A-Za-z0-9._~+/=-]{8,}"
 )
-_SLACK = re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}")
 # A long opaque path segment in a URL is how hosted RPC providers carry the API key
 # (``/v3/<key>``, ``/v2/<key>``): letters and digits mixed, at least 20 long.
 _KEY_SEGMENT = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_-]{20,}$")
@@ -137,14 +162,22 @@ _AUTH_HEADER = re.compile(
     r"(?>(?:(bearer|basic|token|bot|digest|apikey|api-key|key|sso-key)\s+)?)"
     r"(?!\*\*\*)([^\s\"',;]+)"
 )
-_AWS = re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b")
-_GITHUB = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})\b")
+# Credentials whose shape alone gives them away, in one pass: Slack bot/user/app tokens
+# (``xoxb-``, ``xoxp-``, ``xapp-``, refresh ``xoxe.xoxp-``), AWS access key ids, GitHub
+# tokens, PagerDuty user API tokens (``u+``) and Event Orchestration routing keys (``R0``).
+_TOKENS = re.compile(
+    r"\b(?:xox[a-z](?:\.xox[a-z])?-[A-Za-z0-9-]{8,}|xapp-[A-Za-z0-9-]{8,}"
+    r"|(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b"
+    r"|gh[pousr]_[A-Za-z0-9]{30,}\b|github_pat_[A-Za-z0-9_]{22,}\b|R0[0-9A-Z]{30}\b)"
+    r"|(?<![A-Za-z0-9+])u\+[A-Za-z0-9_+-]{16,}"
+)
 _LABELS = (
     r"password|passwd|passphrase|secret|client[_ -]?secret|"
     r"api[_ -]?key|apikey|access[_ -]?key|secret[_ -]?key|private[_ -]?key|privkey|"
     r"routing[_ -]?key|integration[_ -]?key|service[_ -]?key|signing[_ -]?key|"
     r"auth[_ -]?token|access[_ -]?token|api[_ -]?token|bot[_ -]?token|refresh[_ -]?token|"
-    r"app[_ -]?token|session[_ -]?token|webhook[_ -]?secret"
+    r"app[_ -]?token|session[_ -]?token|webhook[_ -]?secret|secret[_ -]?access[_ -]?key|"
+    r"(?:pagerduty|pd)[_ -]?(?:api[_ -]?|user[_ -]?)?(?:token|key)|ciphertext"
 )
 # ``PASSWORD=hunter2``, ``"routing_key": "R0…"``, ``api key: abc``
 # A quoted value is masked to its closing quote ("correct horse battery"), a bare one to the
@@ -158,21 +191,14 @@ _LABELLED_LOOSE = re.compile(
     rf"(?i)(?<![A-Za-z0-9])((?:{_LABELS})\s+(?:is\s+)?)"
     r"(?=[A-Za-z0-9_+/=.-]*[0-9])([A-Za-z0-9_+/=.-]{16,})"
 )
-_HEX64 = re.compile(r"(?<![0-9A-Za-z_])(0x)?[0-9a-fA-F]{64}(?![0-9A-Za-z_])")
-_LABEL_TAIL = re.compile(
-    r"([A-Za-z][A-Za-z0-9]*(?:[ _.-]+[A-Za-z][A-Za-z0-9]*)?)"
-    r"[\"']?\s*(?:[:=]>?|\bis\b)?\s*[\"']?\s*$"
+# ``PAGERDUTY_TOKEN=y_NbAk…``, ``Token token=…`` (PagerDuty's REST scheme): ``token`` alone
+# also names ERC-20 tokens (``token: USDC``, ``token=0xA0b8…``), so the value must look opaque:
+# 16 or more characters, a digit among them, not an address.
+_TOKEN_LABELLED = re.compile(
+    r"(?i)(?<![A-Za-z0-9])((?:[A-Za-z0-9]+[_.-]){0,4}token[\"']?\s*[:=]\s*[\"']?)"
+    r"([A-Za-z0-9_+/=.-]{16,})"
 )
-_KEY_WORDS = frozenset(
-    {"key", "privkey", "private", "priv", "secret", "seed", "pk", "sk", "passphrase", "nodekey"}
-)
-_NOT_SECRET_KEY = frozenset(
-    {"public", "pub", "storage", "idempotency", "cache", "sort", "partition", "primary", "foreign"}
-)
-_WORD = re.compile(r"[A-Za-z]+")
-_WORD_GAP = re.compile(r"^[ \t\r\n,]+$")
-MNEMONIC_MIN_WORDS = 12
-MNEMONIC_LENGTHS = frozenset({12, 15, 18, 21, 24})
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 
 
 def add_sensitive_keys(*names: str) -> None:
@@ -210,23 +236,35 @@ def redact(value: Any) -> Any:
 
 
 def redact_text(text: str) -> str:
-    """Mask credentials inside free text (see the module documentation for the rules)."""
-    text = _PEM.sub(
-        lambda m: f"-----BEGIN {m.group(1)}----- {MASK} -----END {m.group(1)}-----", text
-    )
-    text = _URL.sub(lambda m: _url_in_text(m.group(1)), text)
-    text = _SCHEMELESS.sub(lambda m: _url_in_text(m.group(1), schemeless=True), text)
-    text = _JWT.sub(MASK, text)
-    text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{_scheme(m.group(2))}{MASK}", text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
-    text = _SLACK.sub(MASK, text)
-    text = _AWS.sub(MASK, text)
-    text = _GITHUB.sub(MASK, text)
+    """Mask credentials inside free text (see the module documentation for the rules).
+
+    Each rule is one precompiled pass; the rarer shapes are looked for only when a cheap
+    substring test says they can be there."""
+    lowered = text.lower()
+    if "-----begin" in lowered:
+        text = _PEM.sub(
+            lambda m: f"-----BEGIN {m.group(1)}----- {MASK} -----END {m.group(1)}-----", text
+        )
+    text = keys.mask_keystore(text)
+    if "://" in text:
+        text = _URL.sub(lambda m: _url_in_text(m.group(1)), text)
+    if "/" in text:
+        text = _SCHEMELESS.sub(lambda m: _url_in_text(m.group(1), schemeless=True), text)
+    if "eyJ" in text:
+        text = _JWT.sub(MASK, text)
+    if "authorization" in lowered:
+        text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{_scheme(m.group(2))}{MASK}", text)
+    if "bearer" in lowered or "basic" in lowered:
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    if "aws" in lowered or "secret" in lowered or "akia" in lowered or "asia" in lowered:
+        text = keys.mask_aws_secrets(text)
+    text = _TOKENS.sub(MASK, text)
     text = _LABELLED.sub(_labelled, text)
+    if "token" in lowered:
+        text = _TOKEN_LABELLED.sub(_token_labelled, text)
     text = _LABELLED_LOOSE.sub(lambda m: m.group(1) + MASK, text)
-    source = text
-    text = _HEX64.sub(lambda m: _hex64(m, source), source)
-    text = _mask_mnemonics(text)
+    text = keys.mask_hex(text)
+    text = keys.mask_mnemonics(text)
     for fn in list(_redactors):
         text = fn(text)
     return text
@@ -285,96 +323,15 @@ def _labelled(match: re.Match[str]) -> str:
     return match.group(1) + MASK
 
 
+def _token_labelled(match: re.Match[str]) -> str:
+    value = match.group(2)
+    if _ADDRESS.fullmatch(value) or not any(c.isdigit() for c in value):
+        return match.group(0)
+    return match.group(1) + MASK
+
+
 def _scheme(word: str | None) -> str:
     return f"{word} " if word else ""
-
-
-def _label_words(label: str) -> list[str]:
-    return [w for w in re.split(r"[^a-z0-9]+", _CAMEL.sub("_", label).lower()) if w]
-
-
-def _labelled_as_key(text: str, start: int) -> bool:
-    line_start = text.rfind("\n", 0, start) + 1
-    prefix = text[max(line_start, start - 64) : start]
-    match = _LABEL_TAIL.search(prefix)
-    if match is None:
-        return False
-    words = _label_words(match.group(1))
-    if not words or words[-1] not in _KEY_WORDS:
-        return False
-    return not (len(words) > 1 and words[-2] in _NOT_SECRET_KEY) and words[-1] != "pubkey"
-
-
-def _standalone(text: str, start: int, end: int) -> bool:
-    line_start = text.rfind("\n", 0, start) + 1
-    line_end = text.find("\n", end)
-    line_end = len(text) if line_end < 0 else line_end
-    return not text[line_start:start].strip() and not text[end:line_end].strip()
-
-
-def _hex64(match: re.Match[str], text: str) -> str:
-    value = match.group(0)
-    if _labelled_as_key(text, match.start()):
-        return MASK
-    bare = match.group(1) is None
-    if bare and not value.startswith("00000000") and _standalone(text, *match.span()):
-        return MASK
-    return value
-
-
-@functools.cache
-def bip39_words() -> frozenset[str]:
-    """The English BIP39 word list (loaded once, on first use)."""
-    from mnemonic import Mnemonic
-
-    return frozenset(Mnemonic("english").wordlist)
-
-
-def _phrase_in(run: list[re.Match[str]], text: str) -> tuple[int, int]:
-    """The first and last word of the phrase in a run of list words: the whole run, unless
-    its lines can be split so that whole lines make a phrase of a standard length (then a
-    list word on the next line, such as "next:", is not part of it)."""
-    if len(run) in MNEMONIC_LENGTHS:
-        return 0, len(run) - 1
-    starts = [0] + [
-        i for i in range(1, len(run)) if "\n" in text[run[i - 1].end() : run[i].start()]
-    ]
-    bounds = [*starts, len(run)]
-    best: tuple[int, int] | None = None
-    for a in range(len(starts)):
-        for b in range(a + 1, len(bounds)):
-            count = bounds[b] - bounds[a]
-            if count > max(MNEMONIC_LENGTHS):
-                break
-            if count in MNEMONIC_LENGTHS and (best is None or count > best[1] - best[0] + 1):
-                best = (bounds[a], bounds[b] - 1)
-    return best if best is not None else (0, len(run) - 1)
-
-
-def _mask_mnemonics(text: str) -> str:
-    if text.count(" ") + text.count("\n") + text.count(",") < MNEMONIC_MIN_WORDS - 1:
-        return text
-    words = bip39_words()
-    spans: list[tuple[int, int]] = []
-    run: list[re.Match[str]] = []
-
-    def close() -> None:
-        if len(run) >= MNEMONIC_MIN_WORDS:
-            first, last = _phrase_in(run, text)
-            spans.append((run[first].start(), run[last].end()))
-        run.clear()
-
-    for match in _WORD.finditer(text):
-        if match.group(0).lower() not in words:
-            close()
-            continue
-        if run and not _WORD_GAP.match(text[run[-1].end() : match.start()]):
-            close()
-        run.append(match)
-    close()
-    for start, end in reversed(spans):
-        text = text[:start] + MASK + text[end:]
-    return text
 
 
 # -- a run's own secrets -----------------------------------------------------------------------
