@@ -25,7 +25,14 @@ from incidentbot.runbooks.actions import ActionContext, IncidentInfo, Services, 
 from incidentbot.runbooks.definition import RollbackStep, Runbook, format_seconds
 from incidentbot.runbooks.egress import EgressRefused
 from incidentbot.runbooks.params import coerce
-from incidentbot.runbooks.run_context import context, mask_value, run_masker, target_value
+from incidentbot.runbooks.run_context import (
+    context,
+    mask_value,
+    run_masker,
+    shown_params,
+    shown_target,
+    target_value,
+)
 
 STEP_ACTION = "runbook.step"
 # A step whose action talks to Slack: only a process with Slack registers it, so a worker
@@ -105,7 +112,7 @@ def plan(
     values = coerce(runbook, raw_params)
     mask = run_masker(runbook, values)
     ctx_vars = context(runbook, values, incident=incident, requester=requester, variables=variables)
-    shown = {name: spec.format_value(values.get(name)) for name, spec in runbook.params.items()}
+    shown = shown_params(runbook, values)
     needed = APPROVALS_NEEDED[runbook.approval]
     result = Plan(
         runbook=runbook,
@@ -194,7 +201,9 @@ def format_plan(p: Plan) -> list[str]:
     if p.shown_params:
         lines.append("Params: " + ", ".join(f"{k}={v}" for k, v in p.shown_params.items()))
     if p.target:
-        lines.append(f"Target (locked while it runs): {p.target}")
+        lines.append(
+            f"Target (locked while it runs): {shown_target(p.runbook, p.params, p.target)}"
+        )
     if p.approval != "none":
         lines.append(f"Approval: {p.approval.replace('-', ' ')}")
     if p.runbook.timeout:

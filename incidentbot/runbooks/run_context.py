@@ -2,8 +2,9 @@
 
 :func:`context` builds the variables ``when`` and ``with`` are rendered against (``vars``,
 ``params``, ``incident``, ``target``, ``run`` and, once the run is under way, ``steps``);
-:func:`run_masker` and :func:`mask_value` hide the params marked secret (and secret-shaped
-text) in everything a plan or a run displays.
+:func:`run_masker`, :func:`mask_value`, :func:`shown_params` and :func:`shown_target` hide the
+params marked secret (and secret-shaped text) in everything a plan or a run displays, wherever
+their values turn up: in another param, the target, inputs, outputs and messages.
 """
 
 from __future__ import annotations
@@ -46,6 +47,23 @@ def secret_values(runbook: Runbook, params: Mapping[str, Any]) -> list[str]:
 
 def run_masker(runbook: Runbook, params: Mapping[str, Any]) -> Callable[[str], str]:
     return masker(secret_values(runbook, params))
+
+
+def shown_params(runbook: Runbook, params: Mapping[str, Any]) -> dict[str, str]:
+    """Each param as people see it: a secret one as ``***``, any other through the run's
+    masker, so a secret value also passed to a non-secret param is masked there too."""
+    mask = run_masker(runbook, params)
+    return {
+        name: spec.format_value(params.get(name))
+        if spec.secret
+        else mask(spec.format_value(params.get(name)))
+        for name, spec in runbook.params.items()
+    }
+
+
+def shown_target(runbook: Runbook, params: Mapping[str, Any], target: str | None) -> str | None:
+    """The lock target as people see it (the run's secret values masked in it)."""
+    return run_masker(runbook, params)(target) if target else target
 
 
 def mask_value(value: Any, mask: Callable[[str], str]) -> Any:

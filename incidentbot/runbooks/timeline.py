@@ -18,8 +18,8 @@ from incidentbot.incidents import service as svc
 from incidentbot.ledger.events import LedgerEvent
 from incidentbot.ledger.models import Run, Step
 from incidentbot.ledger.redact import redact, redact_text
-from incidentbot.runbooks import engine, planning
-from incidentbot.runbooks.definition import Runbook, format_seconds
+from incidentbot.runbooks import engine, planning, run_context
+from incidentbot.runbooks.definition import format_seconds
 from incidentbot.runbooks.models import RunbookRun
 
 ACTOR = "incidentbot"
@@ -132,16 +132,16 @@ def _describe(
     name = f"{row.runbook} (run {ev.run_id})"
     if ev.kind == "run.created":
         runbook = engine.definition_of(row)
-        shown = ", ".join(
-            f"{k}={spec.format_value(row.params.get(k))}" for k, spec in runbook.params.items()
-        )
-        target = f" on {ev.target}" if ev.target else ""
+        params = run_context.shown_params(runbook, row.params)
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        target = run_context.shown_target(runbook, row.params, ev.target)
+        target = f" on {target}" if target else ""
         extra = f" with {shown}" if shown else ""
         return (
             "runbook.started",
             row.requester,
             f"Runbook {name} requested{target}{extra}",
-            {"params": _shown_params(runbook, row)},
+            {"params": params},
         )
     if ev.kind.startswith("step.") and ev.step_index is not None:
         return _step_line(session, ev, name)
@@ -197,10 +197,6 @@ def _describe(
 def _who(actor: str) -> str:
     user = actor.removeprefix("slack:")
     return f"<@{user}>" if user[:1] in ("U", "W") and user.isalnum() else actor
-
-
-def _shown_params(runbook: Runbook, row: RunbookRun) -> dict[str, str]:
-    return {k: spec.format_value(row.params.get(k)) for k, spec in runbook.params.items()}
 
 
 def _step_line(

@@ -23,7 +23,7 @@ from incidentbot.ledger.models import (
     STEP_STARTED,
     STEP_SUCCEEDED,
 )
-from incidentbot.runbooks import engine, planning
+from incidentbot.runbooks import engine, planning, run_context
 from incidentbot.runbooks.executor import approvals_of
 from incidentbot.runbooks.models import RunbookRun
 
@@ -152,8 +152,8 @@ def load(session: Session, run_id: int) -> RunView:
         description=runbook.description,
         status=status,
         requester=row.requester,
-        params={k: spec.format_value(row.params.get(k)) for k, spec in runbook.params.items()},
-        target=run.target,
+        params=run_context.shown_params(runbook, row.params),
+        target=run_context.shown_target(runbook, row.params, run.target),
         approval=row.approval,
         approvals_needed=row.approvals_needed,
         approvals=[(a.user, a.decision) for a in approvals_of(session, row)],
