@@ -26,6 +26,7 @@ from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
+from incidentbot.ledger.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def declare_group(
     detail = lead.annotations.get("description") or lead.annotations.get("summary")
     if detail:
         description += f"\n{detail}"
+    description = redact_text(description)  # joined from redacted parts: masked as a whole
     key = f"alertmanager:{group.key_hash}:{group.incidents_declared + 1}"
     actor = settings.alerts.actor
     try:

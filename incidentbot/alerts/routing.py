@@ -95,22 +95,31 @@ def default_title(alert: Alert) -> str:
     return f"{title}: {summary}" if summary else title
 
 
+def safe_default_title(alert: Alert) -> str:
+    """:func:`default_title`, masked as a whole and cut to :data:`MAX_TITLE`."""
+    return clip(redact_text(default_title(alert)))
+
+
 def clip(text: str, limit: int = MAX_TITLE) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def title(rule: AlertRule | None, alert: Alert, payload: Payload | None) -> tuple[str, str | None]:
-    """The incident title for an alert, and a problem to report if the template failed."""
+    """The incident title for an alert, and a problem to report if the template failed.
+
+    The title becomes the channel name and is announced and logged, so it is masked as a
+    whole, before it is cut to size: values redacted one by one can still make a secret once
+    joined (a label that says ``private key`` before a summary that is the key)."""
     if rule is None or rule.title is None:
-        return clip(default_title(alert)), None
+        return safe_default_title(alert), None
     try:
         rendered = clip(render(rule.title, context(alert, payload)))
     except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
         log.warning("alert rule %s: title template failed: %s", rule.name, exc)
-        return clip(default_title(alert)), f"rule {rule.name}: title template failed: {exc}"
+        return safe_default_title(alert), f"rule {rule.name}: title template failed: {exc}"
     if not rendered:
-        return clip(default_title(alert)), f"rule {rule.name}: the title template gave nothing"
+        return safe_default_title(alert), f"rule {rule.name}: the title template gave nothing"
     return rendered, None
 
 

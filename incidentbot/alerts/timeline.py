@@ -24,6 +24,7 @@ from incidentbot.alerts.payload import Alert, Payload
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident, TimelineEvent
+from incidentbot.ledger.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def describe(row: AlertRecord) -> str:
     labels = " ".join(f"{k}={v}" for k, v in sorted(row.labels.items()) if k not in _QUIET)
     summary = row.annotations.get("summary") or row.annotations.get("description") or ""
     text = (row.alertname or "alert") + (f" {labels}" if labels else "")
-    return routing.clip(text + (f": {summary}" if summary else ""), MAX_SUMMARY)
+    # Masked whole before it is cut: it is logged and put on the timeline.
+    return routing.clip(redact_text(text + (f": {summary}" if summary else "")), MAX_SUMMARY)
 
 
 def _data(row: AlertRecord) -> dict[str, Any]:

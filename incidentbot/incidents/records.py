@@ -17,6 +17,7 @@ from incidentbot.config import Settings
 from incidentbot.durations import ensure_utc
 from incidentbot.errors import DomainError, NotFound
 from incidentbot.incidents.models import Incident, RoleAssignment, TimelineEvent
+from incidentbot.ledger.redact import redact_strings, redact_text
 
 _REF = re.compile(r"^\s*#?(?:inc-?)?(\d+)\s*$", re.IGNORECASE)
 
@@ -97,15 +98,16 @@ def record(
     source_key: str | None = None,
 ) -> TimelineEvent:
     """Append one timeline event (the only way events are written). ``incident`` may be the
-    incident or its id."""
+    incident or its id. Secrets in the summary and the data's text are masked here, so none
+    reaches the timeline (nor the postmortem built from it) whoever wrote the event."""
     event = TimelineEvent(
         incident_id=_id(incident),
         occurred_at=occurred_at or now,
         recorded_at=now,
         kind=kind,
         actor=actor,
-        summary=summary,
-        data=data or {},
+        summary=redact_text(summary),
+        data=redact_strings(data or {}),
         source_key=source_key,
     )
     session.add(event)

@@ -35,6 +35,7 @@ from incidentbot.incidents.records import (
     timeline,
 )
 from incidentbot.incidents.roles import _start_role, assign_role, unassign_role
+from incidentbot.ledger.redact import redact_text
 from incidentbot.postmortems import lifecycle as postmortems
 
 __all__ = [
@@ -77,7 +78,8 @@ def _next_number(session: Session) -> int:
 
 
 def _clean_title(title: str) -> str:
-    cleaned = " ".join(str(title).split())
+    # Masked before anything uses it: the title names the channel and is announced.
+    cleaned = " ".join(redact_text(str(title)).split())
     if not cleaned:
         raise DomainError("the title is empty: say in a few words what is wrong")
     if len(cleaned) > MAX_TITLE:
@@ -120,7 +122,7 @@ def declare(
     incident = Incident(
         number=_next_number(session),
         title=clean_title,
-        description=(description or "").strip() or None,
+        description=redact_text(description or "").strip() or None,
         severity=sev.name,
         status=settings.statuses[0].name,
         fields=clean_fields,

@@ -58,14 +58,15 @@ What :func:`redact_text` masks, and what it deliberately leaves readable:
     ``span``, ``request``, ``group``, ``fingerprint`` and the like, or a non-secret kind of key
     (``public key``, ``pubkey``, ``storage key``, idempotency, cache, sort, partition,
     primary, foreign): readable;
-  - otherwise 32 hex digits are masked (an unlabelled routing key), unless ``0x``-prefixed or
-    all digits; 64 hex digits containing eight zeros in a row (a padded address or number, a
-    proof-of-work hash) stay readable; a ``0x`` value alone on its line (what ``cast`` prints
-    for a transaction, a JSON list item) stays readable, a bare one is masked (what ``cat
-    nodekey`` prints); the digest that starts a ``sha256sum`` line stays readable; any other
-    64 hex digits — in running text (``leaked 0x…``), after a label that names neither a key
-    nor an identifier (``signer: …``, ``"result": "0x…"``) — are masked: over-masking a hash
-    is the safe side of hiding a key.
+  - otherwise 32 hex digits are masked (an unlabelled routing key), unless ``0x``-prefixed,
+    all digits, or joined to a word before them by ``-``, ``:``, ``.``, ``@`` or ``#`` (keys
+    such as ``runbook-<hex>``); 64 hex digits containing eight zeros in a row (a padded
+    address or number, a proof-of-work hash) stay readable; a ``0x`` value alone on its line
+    (what ``cast`` prints for a transaction, a JSON list item) stays readable, a bare one is
+    masked (what ``cat nodekey`` prints); the digest that starts a ``sha256sum`` line stays
+    readable; any other 64 hex digits — in running text (``leaked 0x…``), after a label that
+    names neither a key nor an identifier (``signer: …``, ``"result": "0x…"``) — are masked:
+    over-masking a hash is the safe side of hiding a key.
 * **BIP39 mnemonics**: a run of at least 12 words, separated only by spaces, newlines or
   commas, all from the English BIP39 word list (12, 15, 18, 21 and 24 word phrases). A run of
   another length is masked whole, unless whole lines of it make a phrase of a standard length
@@ -230,6 +231,18 @@ def redact(value: Any) -> Any:
         }
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+def redact_strings(value: Any) -> Any:
+    """A copy of ``value`` (JSON-like) with every string masked by :func:`redact_text`; keys
+    are kept whatever they say (for data read back by name, such as timeline event data)."""
+    if isinstance(value, dict):
+        return {k: redact_strings(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_strings(v) for v in value]
     if isinstance(value, str):
         return redact_text(value)
     return value

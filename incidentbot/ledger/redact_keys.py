@@ -26,6 +26,7 @@ _VALUE_CHARS = "0123456789abcdefABCDEFx*"
 # How far before and after a value its label and its line are looked for: bounded, so a
 # long line costs no more per value than a short one.
 _REACH = 160
+_JOINERS = frozenset("-:.@#")
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _WORDS = re.compile(r"[a-z0-9]+")
@@ -140,7 +141,9 @@ def _hex(match: re.Match[str], text: str) -> str:
         return value
     if len(digits) == 32:
         # 16 bytes: a PagerDuty routing key, or a trace id, an MD5 sum or a dashless UUID.
-        return value if prefixed or digits.isdigit() or digits.isalpha() else MASK
+        # Only a word of its own: ``runbook-<hex>`` and ``run:1:<hex>`` are our own keys.
+        joined = match.start() > 0 and text[match.start() - 1] in _JOINERS
+        return value if prefixed or joined or digits.isdigit() or digits.isalpha() else MASK
     if _ZEROS in digits:
         return value
     if _standalone(text, *match.span()):
