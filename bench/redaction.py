@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.secret_corpus import ADDRESS, BLOCK_HASH, LOOKALIKES, SECRETS, TX_HASH
+from tests.secret_corpus import ADDRESS, BLOCK_HASH, HOSTILE, LOOKALIKES, SECRETS, TX_HASH
 
 ORDINARY = (
     "rpc-{i} head {n} blocks behind; peers {p}",
@@ -83,6 +83,9 @@ def main() -> None:
     print(f"lines: {len(text)}, characters: {len(whole)}")
     print(f"one call per line: {per_line * 1000:.1f} ms ({per_line / len(text) * 1e6:.1f} µs/line)")
     print(f"one call for the whole text: {at_once * 1000:.1f} ms")
+    for text in HOSTILE:
+        took = median_seconds(lambda text=text: redact_text(text), 1)
+        print(f"hostile {text[:12]!r}… ({len(text)} characters): {took * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,15 @@ Shared by every test that checks what people see (ledger records, timeline, Slac
   runbook could plausibly produce, ``secret`` the part of it that must never be shown.
 * :data:`LOOKALIKES` — ``(description, text)``: values that resemble secrets (hashes,
   addresses, key-free URLs, dates, prose) and must come out of redaction unchanged.
+* :data:`HOSTILE` — long inputs that would make a careless pattern backtrack.
+* :func:`leaks` — which corpus secrets (and extra values) a set of places shows.
 
 All values are made up; none of them grants access to anything.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 # -- building blocks ---------------------------------------------------------------------------
 
@@ -334,3 +338,31 @@ LOOKALIKES: list[tuple[str, str]] = [
     ("token contract address", "token=0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48 (USDC)"),
     ("token symbol pair", "token: WETH-USDC-LP, token=usdc"),
 ]
+
+# Inputs that make a careless pattern backtrack (quadratic or worse): one line each.
+HOSTILE = [
+    "a." * 30000,
+    "authorization: " * 4000,
+    "key= " * 10000,
+    "0x" * 30000,
+    " ".join(["abandon"] * 20000),
+    "\n".join(["abandon"] * 20000),
+    "a_" * 30000,
+    "token=" * 10000,
+    ("f" * 64 + ", ") * 3000,
+    ("1" * 40 + ", ") * 3000,
+    "aws " + ("Ab1/" * 10 + " ") * 3000,
+    '"crypto": {' * 5000,
+]
+
+
+def leaks(places: Mapping[str, str], extra: Iterable[tuple[str, str]] = ()) -> list[str]:
+    """``["<secret> in <place>", …]`` for every corpus secret (and ``(what, value)`` of
+    ``extra``) that the text of a place contains: empty when nothing leaked."""
+    secrets = [(what, secret) for what, _, secret in SECRETS] + list(extra)
+    return [
+        f"{what} in {where}"
+        for where, text in places.items()
+        for what, secret in secrets
+        if secret in text
+    ]

@@ -24,6 +24,7 @@ from incidentbot.incidents import service as svc
 from tests.conftest import count
 from tests.github_responder import API_VERSION, github_responder
 from tests.ledger_harness import REPO as REPO_DIR
+from tests.secret_corpus import SECRETS, leaks
 from tests.slack_harness import channel_of, running_bot, wait_for
 
 TOKEN = "ghp_" + "T3stT0ken" * 4  # the shape of a GitHub token; only the responder knows it
@@ -101,6 +102,16 @@ def test_what_leaves_for_github_is_redacted(engine, gh):
     github.export(engine, _settings(gh), item_id, actor="carol")
     sent = json.dumps(gh.requests[0].body)
     assert secret not in sent and "revoke the leaked token" in sent
+    # and every secret of the corpus, each in an item of its own
+    st = Settings()
+    with db.transaction(engine) as s:
+        ids = [items.add(s, st, "INC-1", text, actor="alice").id for _, text, _ in SECRETS]
+    for each in ids:
+        github.export(engine, _settings(gh), each, actor="carol")
+    bodies = [r.body for r in gh.requests[1:] if r.body]
+    assert len(bodies) == len(SECRETS)
+    assert leaks({"GitHub issues": json.dumps(bodies, ensure_ascii=False)}) == []
+    assert all("***" in body["body"] for body in bodies)
 
 
 def test_long_texts_are_cut_to_githubs_title_limit(engine, gh):

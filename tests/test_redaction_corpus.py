@@ -12,7 +12,11 @@ import pytest
 from incidentbot import ledger
 from incidentbot.ledger.redact import MASK, Masker, bip39_words, masker, redact_text
 from tests.secret_corpus import (
+    BARE_KEY_2 as BARE,
+)
+from tests.secret_corpus import (
     BLOCK_HASH,
+    HOSTILE,
     INFURA_KEY,
     LOOKALIKES,
     MNEMONIC_12,
@@ -131,21 +135,14 @@ def test_redaction_is_safe_from_many_threads() -> None:
     assert failures == []
 
 
-def test_large_and_hostile_text_is_masked_quickly() -> None:
-    import time
-
-    hostile = [
-        "a." * 30000,
-        "authorization: " * 4000,
-        "key= " * 10000,
-        "0x" * 30000,
-        " ".join(["abandon"] * 20000),
-        "\n".join(["abandon"] * 20000),
-        "a_" * 30000,
-    ]
-    for text in hostile:
-        started = time.perf_counter()
-        redact_text(text)
-        assert time.perf_counter() - started < 2.0, text[:20]
-    # A long run of list words is one mnemonic-shaped secret.
+def test_large_and_hostile_text_is_masked_whole() -> None:
+    # What each of these costs is printed by bench/redaction.py (a test asserts no times);
+    # here: they finish, and come out masked where they are secret.
+    for text in HOSTILE:
+        assert len(redact_text(text)) <= len(text), text[:20]
+    # A long run of list words is one mnemonic-shaped secret, however it is laid out.
     assert redact_text(" ".join(["abandon"] * 20000)) == MASK
+    assert redact_text("\n".join(["abandon"] * 20000)) == MASK
+    # Hex keys on one long line are each judged by their own label.
+    line = ", ".join([f"key {BARE}", f"tx {TX_HASH}"] * 2000)
+    assert redact_text(line) == ", ".join(["key ***", f"tx {TX_HASH}"] * 2000)

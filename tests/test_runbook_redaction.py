@@ -1,5 +1,6 @@
-"""Secrets never reach Slack, the logs, the timeline or the stored run: a runbook whose
-endpoint answers with every secret shape of the corpus, run from Slack end to end."""
+"""Secrets never reach Slack, the logs, the timeline, the stored run or any other row: a
+runbook whose endpoint answers with every secret shape of the corpus, run from Slack end to end,
+with its secret token also given to a param that is not secret."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from incidentbot.incidents import service as svc
 from incidentbot.ledger.models import Step
 from incidentbot.logs import RedactingFilter
 from tests.egress_support import LOOPBACK
-from tests.secret_corpus import INFURA_KEY, LOOKALIKES, SECRETS
+from tests.secret_corpus import INFURA_KEY, LOOKALIKES, SECRETS, leaks
 from tests.slack_harness import channel_of, running_bot, wait_for
+from tests.test_redaction_surfaces import raw_rows
 from tests.test_runbook_e2e import reply, runbook_run, status
 
 TOKEN = "tok-Zq81vPx3Lw0Rk7Ny2Ud5"  # a secret param of no recognisable shape
@@ -32,6 +34,7 @@ description: Ask a provider that answers with secrets
 params:
   rpc_url: {type: string, secret: true}
   token: {type: string, secret: true}
+  comment: {type: string}
 steps:
   - id: fetch
     uses: http.request
@@ -47,6 +50,13 @@ steps:
   - id: note
     uses: incident.note
     with: {text: "asked {{ params.rpc_url }}: {{ steps.fetch.outputs.body }}"}
+  - id: fetch_readable
+    uses: http.request
+    idempotent: true
+    with: {method: POST, url: "{{ params.rpc_url }}?readable=1", json: {id: 2}}
+  - id: note_readable
+    uses: incident.note
+    with: {text: "and then: {{ steps.fetch_readable.outputs.body }}"}
   - id: fail
     uses: http.request
     with: {method: GET, url: "{{ params.rpc_url }}/fail?token={{ params.token }}"}
@@ -54,7 +64,7 @@ steps:
 
 
 class Provider:
-    """Answers POST with the whole corpus (and the look-alikes), GET with a 400."""
+    """Answers POST with the whole corpus (or the look-alikes), GET with a 400."""
 
     def __init__(self) -> None:
         provider = self
@@ -71,8 +81,11 @@ class Provider:
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if "readable" in self.path:  # a note holds at most 4000 characters
+                    self._send(200, READABLE)
+                    return
                 provider.seen_auth.append(self.headers.get("Authorization", ""))
-                self._send(200, READABLE + "\n" + CORPUS)
+                self._send(200, CORPUS)
 
             def do_GET(self) -> None:
                 self._send(400, f"bad request for key {INFURA_KEY}")
@@ -127,7 +140,7 @@ def test_no_secret_reaches_slack_logs_timeline_or_the_stored_run(
     ):
         reply(slack.driver.slash_command("declare sev2 Provider errors", user="alice"))
         ch = channel_of(engine)
-        text = f"run leaky rpc_url={provider.url} token={TOKEN}"
+        text = f"run leaky rpc_url={provider.url} token={TOKEN} comment=same-as-{TOKEN}"
         reply(slack.driver.slash_command(text, user="alice", channel=ch))
         rid = wait_for(lambda: runbook_run(engine), what="the run").run_id
         wait_for(lambda: status(engine, rid) == "failed", what="the run to fail at its last step")
@@ -141,20 +154,24 @@ def test_no_secret_reaches_slack_logs_timeline_or_the_stored_run(
 
         wait_for(settled_message, what="the run message and the post")
         shown = slack.transcript() + "\n".join(e.text for e in slack.ephemeral())
+        calls = json.dumps([c.args for c in slack.requests()], ensure_ascii=False)
         with db.transaction(engine) as s:
             events = svc.timeline(s, svc.get(s, "INC-1"))
             timeline = "\n".join(e.summary + json.dumps(e.data) for e in events)
             steps = s.exec(select(Step).where(Step.run_id == rid)).all()
             stored = json.dumps([[st.input, st.output, st.error] for st in steps])
             stored += ledger.get_run(s, rid).error or ""
-    places = {"Slack": shown, "timeline": timeline, "stored run": stored, "logs": logged.getvalue()}
-    leaks = [
-        f"{what} in {where}"
-        for where, text in places.items()
-        for what, _, secret in [*SECRETS, ("token param", "", TOKEN)]
-        if secret in text
-    ]
-    assert leaks == []
+    places = {
+        "Slack": shown,
+        "Slack calls": calls,
+        "timeline": timeline,
+        "stored run": stored,
+        "logs": logged.getvalue(),
+        # the run keeps the param values it needs in runbook_run.params, and nowhere else
+        "database rows": raw_rows(engine, frozenset({("runbook_run", "params")})),
+    }
+    assert leaks(places, [("token param", TOKEN)]) == []
+    assert "comment=same-as-***" in shown
     # and it was all there to leak: the output and the failure made it through, masked
     assert "provider said:" in shown and "400 Bad Request" in timeline
     assert "***" in shown and "***" in timeline
