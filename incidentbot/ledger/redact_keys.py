@@ -37,7 +37,7 @@ KEY_WORDS = frozenset(
 # Kinds of key that are not secrets (``public key``, ``storage key``).
 NOT_SECRET_KEY = frozenset(
     {"public", "pub", "storage", "idempotency", "cache", "sort", "partition", "primary", "foreign"}
-    | {"pubkey", "dedupe", "group", "lookup", "index"}
+    | {"pubkey", "dedup", "dedupe", "group", "lookup", "index"}
 )
 # Labels that name a public identifier: a hex value after them stays readable.
 ID_WORDS = frozenset(
