@@ -2,10 +2,11 @@
 
 The lines are the mix an incident's timeline and a runbook's output carry: notes, status
 updates, log lines with block and transaction hashes, addresses and URLs, and one line in
-twenty from the secret corpus. Prints the median time to mask every line one call at a time
+twenty from the secret corpus. Prints the best time to mask every line one call at a time
 (how the timeline, Slack and the log filter call it) and the whole text in one call (a step's
-output). ``--module`` times another copy of the redaction module (e.g. an older version saved
-from git) for a before/after ratio. No assertions.
+output). ``--module`` also times another copy of the redaction module (e.g. an older version
+saved with ``git show <commit>:incidentbot/ledger/redact.py``), interleaved, and prints the
+ratio. No assertions.
 
     .venv/bin/python bench/redaction.py [--lines 10000] [--repeat 5] [--module old_redact.py]
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -58,34 +58,48 @@ def load(path: str | None) -> Callable[[str], str]:
     return module.redact_text
 
 
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def best_seconds(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--module", help="a redaction module file to time instead")
+    parser.add_argument("--module", help="another redaction module file to compare with")
     args = parser.parse_args()
-    redact_text = load(args.module)
+    contenders = {"incidentbot.ledger.redact": load(None)}
+    if args.module:
+        contenders[args.module] = load(args.module)
     text = lines(args.lines)
     whole = "\n".join(text)
-    redact_text(whole)  # warm up: compiled patterns, the BIP39 list
-    per_line = median_seconds(lambda: [redact_text(t) for t in text], args.repeat)
-    at_once = median_seconds(lambda: redact_text(whole), args.repeat)
-    print(f"module: {args.module or 'incidentbot.ledger.redact'}")
-    print(f"lines: {len(text)}, characters: {len(whole)}")
-    print(f"one call per line: {per_line * 1000:.1f} ms ({per_line / len(text) * 1e6:.1f} µs/line)")
-    print(f"one call for the whole text: {at_once * 1000:.1f} ms")
-    for text in HOSTILE:
-        took = median_seconds(lambda text=text: redact_text(text), 1)
-        print(f"hostile {text[:12]!r}… ({len(text)} characters): {took * 1000:.1f} ms")
+    per_line: dict[str, list[float]] = {name: [] for name in contenders}
+    at_once: dict[str, list[float]] = {name: [] for name in contenders}
+    for redact_text in contenders.values():
+        redact_text(whole)  # warm up: compiled patterns, the BIP39 list
+    # Interleaved, so that a busy machine slows every contender alike.
+    for _ in range(args.repeat):
+        for name, redact_text in contenders.items():
+            per_line[name].append(best_seconds(lambda f=redact_text: [f(t) for t in text]))
+            at_once[name].append(best_seconds(lambda f=redact_text: f(whole)))
+    print(f"lines: {len(text)}, characters: {len(whole)}; best of {args.repeat}")
+    for name in contenders:
+        line, once = min(per_line[name]), min(at_once[name])
+        print(
+            f"{name}: one call per line {line * 1000:.1f} ms ({line / len(text) * 1e6:.1f} µs/line)"
+        )
+        print(f"{name}: one call for the whole text {once * 1000:.1f} ms")
+    if args.module:
+        ours, theirs = "incidentbot.ledger.redact", args.module
+        line_ratio = min(per_line[ours]) / min(per_line[theirs])
+        once_ratio = min(at_once[ours]) / min(at_once[theirs])
+        print(f"ratio to {theirs}: per line {line_ratio:.2f}, whole text {once_ratio:.2f}")
+    redact_text = contenders["incidentbot.ledger.redact"]
+    for hostile in HOSTILE:
+        took = best_seconds(lambda h=hostile: redact_text(h))
+        print(f"hostile {hostile[:12]!r}… ({len(hostile)} characters): {took * 1000:.1f} ms")
 
 
 if __name__ == "__main__":
