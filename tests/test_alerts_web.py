@@ -7,9 +7,11 @@ import base64
 import json
 
 import pytest
+from sqlmodel import Session, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from incidentbot.alerts.models import AlertRecord
 from incidentbot.alerts.web import MAX_BODY, PATH, alertmanager_route
 from incidentbot.config import Settings
 from tests.conftest import count
@@ -147,3 +149,19 @@ def test_a_declare_refused_by_policy_is_a_500_with_the_reason(engine, tmp_path):
     assert response.status_code == 500
     assert "missing required field(s): network" in response.json()["error"]
     assert count(engine, "alert") == 1  # the alert is kept, with the reason
+
+
+def test_invisible_controls_in_an_alert_are_removed_before_anything_is_stored(client, engine):
+    """NUL (PostgreSQL refuses it in text), a right-to-left override and zero-width characters
+    sent by an alerting system: accepted, stored without them."""
+    hostile = alert(
+        "RpcEndpointDown",
+        annotations={"summary": "rpc\x00-2 \u202edown\u202c on main\u200bnet"},
+        instance="rpc\u200b-2",
+    )
+    response = client.post(PATH, json=notification([hostile]), headers=BEARER)
+    assert response.status_code == 200, response.text
+    with Session(engine) as s:
+        stored = s.exec(select(AlertRecord)).one()
+    assert stored.annotations["summary"] == "rpc-2 down on mainnet"
+    assert stored.labels["instance"] == "rpc-2"

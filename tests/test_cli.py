@@ -11,6 +11,7 @@ import pytest
 
 from incidentbot import db
 from incidentbot.cli import lazy, main
+from incidentbot.incidents import service as svc
 from tests.conftest import count
 
 
@@ -284,3 +285,16 @@ def test_postmortem_render_refuses_an_out_path_whose_directory_is_missing(cli, t
     code, out, err = cli("postmortem", "render", "INC-1", "--out", str(tmp_path))
     assert (code, out) == (1, "")
     assert err == f"error: --out {tmp_path}: is a directory: name the file to write\n"
+
+
+def test_invisible_controls_typed_on_the_command_line_are_removed(cli, engine):
+    """A right-to-left override, zero-width characters and a bell typed into a title or a note
+    are removed before anything is stored; what is visible is kept as typed."""
+    code, _, err = cli("incident", "declare", "geth on rpc\u200b-2 \u202estuck\u202c\x07")
+    assert (code, err) == (0, ""), err
+    assert cli("incident", "note", "INC-1", "peer\u2066 count\u2069 zero\ufeff")[0] == 0
+    with db.transaction(engine) as s:
+        inc = svc.get(s, "INC-1")
+        summaries = [e.summary for e in svc.timeline(s, inc)]
+    assert inc.title == "geth on rpc-2 stuck"
+    assert "peer count zero" in summaries

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from incidentbot.ledger.redact import redact, redact_text
+from incidentbot.typed_text import clean_tree
 
 MAX_ALERTS = 5000
 _TS = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -141,6 +142,7 @@ def parse(data: Any) -> tuple[Payload, dict[str, Any]]:
     to store. The raw body keeps fields this version does not know."""
     if not isinstance(data, dict):
         raise PayloadError("the body must be a JSON object (Alertmanager's webhook payload)")
+    data = clean_tree(data)  # what an alert says, without invisible control characters
     try:
         payload = Payload.model_validate(data)
     except ValidationError as exc:

@@ -12,6 +12,7 @@ import sys
 
 from incidentbot import __version__
 from incidentbot.errors import DomainError
+from incidentbot.typed_text import clean
 
 
 def _fail(message: str, code: int) -> int:
@@ -56,7 +57,8 @@ def _expected(exc: Exception) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every expected failure into one line."""
-    args = sys.argv[1:] if argv is None else argv
+    # What was typed, without invisible control characters (NUL, bidi overrides, zero-width).
+    args = [clean(a) for a in (sys.argv[1:] if argv is None else argv)]
     if args == ["--version"]:  # answered before the command line library is even imported
         print(f"incidentbot {__version__}")
         return 0

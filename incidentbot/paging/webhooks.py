@@ -26,6 +26,7 @@ from starlette.routing import Route
 from incidentbot.config import Settings
 from incidentbot.incidents.models import Incident
 from incidentbot.paging.flows import mark_page
+from incidentbot.typed_text import clean_tree
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def route(
         ):
             return JSONResponse({"error": "bad signature"}, status_code=401)
         try:
-            payload = json.loads(body)
+            payload = clean_tree(json.loads(body))
             result = await run_in_threadpool(handle, engine, payload, on_change)
         except (ValueError, KeyError, TypeError) as exc:
             return JSONResponse({"error": f"malformed webhook: {exc}"}, status_code=400)
