@@ -190,6 +190,12 @@ SECRETS: list[tuple[str, str, str]] = [
     ("12-word mnemonic", f"mnemonic: {MNEMONIC_12}", "legal winner thank year wave sausage"),
     ("15-word mnemonic over two lines", MNEMONIC_15.replace("exhibit ", "exhibit\n"), "airport"),
     ("24-word mnemonic", f"restore the wallet with {MNEMONIC_24} then sync", "unhappy country"),
+    # Two phrases on adjacent lines: masking the longer one used to leave the other readable.
+    (
+        "12-word mnemonic above a 15-word one",
+        f"old: {MNEMONIC_12}\n{MNEMONIC_15}",
+        "legal winner thank year wave sausage",
+    ),
     (
         "development mnemonic with commas",
         "seed phrase: test, test, test, test, test, test, test, test, test, test, test, junk",

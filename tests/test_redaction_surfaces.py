@@ -271,3 +271,25 @@ def test_a_secret_param_is_masked_where_another_param_repeats_it(cli, tmp_path, 
         "database rows": raw_rows(engine, kept),
     }
     assert leaks(places, [("secret param", SECRET_VALUE)]) == []
+
+
+def test_action_items_and_postmortem_sections_are_stored_masked(cli, engine):
+    """Every corpus secret typed into an action item or a postmortem section: masked before it
+    is stored, so no row, report or export can show it."""
+    assert cli("incident", "declare", "RPC p99 above 2s")[0] == 0
+    for n, (_what, secret_text, _secret) in enumerate(SECRETS):
+        code, _, err = cli("actions", "add", "INC-1", f"rotate {n}: {secret_text}")
+        assert code == 0, err
+    everything = "\n".join(secret_text for _, secret_text, _ in SECRETS)
+    for section in ("what_went_wrong", "contributing_factors"):
+        code, _, err = cli("postmortem", "edit", "INC-1", "-s", section, "-t", everything)
+        assert code == 0, err
+    # A command line that is refused quotes what was typed: masked there too.
+    code, _, err = cli("postmortem", "edit", "INC-1", "extra", everything)
+    assert code == 2 and "unexpected extra argument" in err
+    assert leaks({"stderr": err}) == []
+    with engine.connect() as conn:
+        items = [r[0] for r in conn.execute(text("SELECT text FROM action_item"))]
+        sections = [str(r[0]) for r in conn.execute(text("SELECT sections FROM postmortem"))]
+    assert len(items) == len(SECRETS)
+    assert leaks({"action items": "\n".join(items), "postmortem": "\n".join(sections)}) == []

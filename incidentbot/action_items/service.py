@@ -35,6 +35,7 @@ from incidentbot.config import Settings
 from incidentbot.errors import DomainError, NotFound
 from incidentbot.incidents import records
 from incidentbot.incidents.models import ActionItem, Incident
+from incidentbot.ledger.redact import redact_text
 
 PRIORITIES = ("low", "medium", "high", "urgent")
 DEFAULT_PRIORITY = "medium"  # the column's default: an item nobody ranked
@@ -94,7 +95,9 @@ def parse_status(text: str) -> str:
 
 
 def _clean(text: str, what: str, limit: int) -> str:
-    clean = " ".join(str(text).split())
+    """One line of what people typed, secrets masked (with the timeline's rules) before it
+    is stored, shown or exported."""
+    clean = redact_text(" ".join(str(text).split()))
     if not clean:
         raise DomainError(f"{what} is empty")
     if len(clean) > limit:

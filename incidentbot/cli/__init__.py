@@ -16,7 +16,11 @@ from incidentbot.typed_text import clean
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    # An error may quote what was typed (an unexpected argument, a bad value): secrets in it are
+    # masked as everywhere else. Imported here, so that a successful command does not pay for it.
+    from incidentbot.ledger.redact import redact_text
+
+    print(f"error: {redact_text(message)}", file=sys.stderr)
     return code
 
 
@@ -79,7 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click_exc.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "incidentbot"
-        return _fail(f"{exc.format_message().rstrip('.')} (see `{where} --help`)", 2)
+        message = exc.format_message().rstrip(".")
+        if message.startswith("Got unexpected extra argument"):
+            # Not quoted back: they are whatever was typed (escaped, so masking misses some).
+            count = len(getattr(exc.ctx, "args", None) or []) if exc.ctx else 0
+            extra = f"{count} unexpected extra argument" + ("s" if count != 1 else "")
+            message = f"got {extra if count else 'unexpected extra arguments'}"
+        return _fail(f"{message} (see `{where} --help`)", 2)
     except typer.Abort:
         return _fail("aborted", 130)
     except typer.Exit as exc:

@@ -243,6 +243,17 @@ def _phrase_in(run: list[re.Match[str]], text: str) -> tuple[int, int]:
     return best if best is not None else (0, len(run) - 1)
 
 
+def _phrases(run: list[re.Match[str]], text: str, spans: list[tuple[int, int]]) -> None:
+    """Every phrase in a run of list words: the one :func:`_phrase_in` finds, then those in
+    what is left before and after it (two phrases on adjacent lines are both secret)."""
+    if len(run) < MNEMONIC_MIN_WORDS:
+        return
+    first, last = _phrase_in(run, text)
+    spans.append((run[first].start(), run[last].end()))
+    _phrases(run[:first], text, spans)
+    _phrases(run[last + 1 :], text, spans)
+
+
 def mask_mnemonics(text: str) -> str:
     """Mask runs of BIP39 list words long enough to be a recovery phrase."""
     if text.count(" ") + text.count("\n") + text.count(",") < MNEMONIC_MIN_WORDS - 1:
@@ -252,9 +263,7 @@ def mask_mnemonics(text: str) -> str:
     run: list[re.Match[str]] = []
 
     def close() -> None:
-        if len(run) >= MNEMONIC_MIN_WORDS:
-            first, last = _phrase_in(run, text)
-            spans.append((run[first].start(), run[last].end()))
+        _phrases(run, text, spans)
         run.clear()
 
     for match in _WORD.finditer(text):
@@ -265,6 +274,6 @@ def mask_mnemonics(text: str) -> str:
             close()
         run.append(match)
     close()
-    for start, end in reversed(spans):
+    for start, end in sorted(spans, reverse=True):
         text = text[:start] + MASK + text[end:]
     return text

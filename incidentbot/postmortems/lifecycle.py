@@ -20,6 +20,7 @@ from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import records
 from incidentbot.incidents.models import Incident, TimelineEvent
+from incidentbot.ledger.redact import redact_text
 from incidentbot.postmortems.metrics import worst_severity
 from incidentbot.postmortems.models import DRAFT, IN_REVIEW, PUBLISHED, STATUSES, Postmortem
 
@@ -236,7 +237,7 @@ def edit_section(
         sections.pop(key, None)
         what = "cleared"
     else:
-        clean = text.replace("\r\n", "\n").strip()
+        clean = redact_text(text.replace("\r\n", "\n").strip())  # secrets never stored
         if not clean:
             raise DomainError(f"the text for {key} is empty: write something, or use --clear")
         if len(clean) > MAX_SECTION:
