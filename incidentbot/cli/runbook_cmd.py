@@ -173,6 +173,8 @@ def _step_lines(
     pad = indent + " " * (len(label) + 1)
     title = step.id if step.name is None else f"{step.id} — {step.name}"
     lines = [f"{indent}{label} {title}", f"{pad}uses:       {step.uses}"]
+    if getattr(step, "always", False):
+        lines.append(f"{pad}always:     yes (clean-up: runs even if the run fails or is cancelled)")
     if step.when is not None:
         lines.append(f"{pad}when:       {step.when}")
     if step.with_:

@@ -122,10 +122,12 @@ def show(ctx: typer.Context, run_id: int = RUN_ID) -> None:
             + (f": {escape(redact_text(prompt))}" if prompt else "")
         )
     table = Table("#", "Step", "Action", "Status", "Tries", "Idem.", "Started", "Finished", "Note")
+    specs = run.spec.get("steps", [])
     for step in detail.steps:
+        cleanup = step.idx < len(specs) and specs[step.idx].get("always") is True
         table.add_row(
             str(step.number),
-            escape(step.name),
+            escape(step.name) + (" (clean-up)" if cleanup else ""),
             escape(step.action),
             step.status,
             str(step.attempts),

@@ -71,7 +71,9 @@ def cancel(session: Session, run_id: int, *, actor: str, reason: str | None = No
         run.updated_at = now
         session.add(run)
         emit(session, event_for(run, "run.cancel_requested", now, data={"actor": actor}))
-        return f"run {run_id}: cancel requested; it stops before its next step"
+        names = [s.name for s in steps_of(run.spec)[run.cursor + 1 :] if s.always]
+        then = f", then runs its clean-up steps ({', '.join(names)})" if names else ""
+        return f"run {run_id}: cancel requested; it stops before its next step{then}"
     note = ""
     if run.status == NEEDS_ATTENTION:
         step = get_step(session, run_id, run.cursor)
@@ -80,9 +82,53 @@ def cancel(session: Session, run_id: int, *, actor: str, reason: str | None = No
             return rolling_back
         if step.status == STEP_STARTED:
             note = f" ({step.label} was left in an unknown state)"
+    cleaning = _cancel_into_cleanup(session, run, now, why + note)
+    if cleaning is not None:
+        return cleaning
     end_run(session, run, CANCELLED, now, why + note)
     released = f"; lock on {run.target!r} released" if run.target else ""
     return f"run {run_id}: cancelled{note}{released}"
+
+
+def _cancel_into_cleanup(session: Session, run: Run, now: datetime, why: str) -> str | None:
+    """A cancelled run with clean-up (``always``) steps still ahead goes back to the workers
+    to run them (keeping its lock), then ends cancelled. None if it has none."""
+    specs = steps_of(run.spec)
+    first = run.cursor
+    if run.status == NEEDS_ATTENTION:  # the step in doubt is not run again
+        step = get_step(session, _run_id(run), run.cursor)
+        first = run.cursor + 1
+    names = [s.name for s in specs[first:] if s.always]
+    if not names:
+        return None
+    if run.status == NEEDS_ATTENTION:
+        step.status = STEP_SKIPPED
+        step.finished_at = now
+        step.error = redact_text(f"{why} ({step.error or 'it needed attention'})")
+        session.add(step)
+        run.cursor = first
+    run.status = PENDING
+    run.owner = None
+    run.lease_expires_at = None
+    run.wake_at = None
+    run.finished_at = None
+    run.error = redact_text(why)
+    run.updated_at = now
+    session.add(run)
+    emit(
+        session,
+        event_for(run, "run.cancel_requested", now, data={"actor": run.cancel_requested_by}),
+    )
+    log.info("run %s: %s; running its clean-up steps", run.id, why)
+    return (
+        f"run {run.id}: {why}; running its clean-up steps first ({', '.join(names)}), "
+        "then it ends cancelled"
+    )
+
+
+def _run_id(run: Run) -> int:
+    assert run.id is not None
+    return run.id
 
 
 def _abort_into_rollback(

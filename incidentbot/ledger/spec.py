@@ -72,6 +72,10 @@ class StepSpec(BaseModel):
     # A rollback step: runs only if the step at this (0-based) index failed for good, after
     # it and before the run ends failed. Otherwise it is skipped.
     rollback_for: int | None = Field(default=None, ge=0)
+    # A clean-up step: it runs in order like any step, and also when the run fails, times out
+    # or is cancelled before reaching it (after the failed step's rollback steps are skipped
+    # or run, before the run ends). See docs/ledger.md.
+    always: bool = False
 
     @field_validator("name", "action")
     @classmethod
@@ -103,6 +107,8 @@ def parse_steps(steps: Sequence[StepSpec | dict[str, Any]]) -> list[StepSpec]:
         target = step.rollback_for
         if target is None:
             continue
+        if step.always:
+            raise DomainError(f"step {i} is invalid: a rollback step cannot also be always")
         if target >= i - 1 or parsed[target].rollback_for is not None:
             raise DomainError(
                 f"step {i} is invalid: rollback_for must name an earlier step that is not "

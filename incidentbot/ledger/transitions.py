@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from incidentbot.ledger import cleanup
 from incidentbot.ledger.actions import ActionRegistry, Decision, Verdict
 from incidentbot.ledger.events import emit, event_for
 from incidentbot.ledger.models import (
@@ -65,6 +66,7 @@ class Attempt:
     last: bool
     has_rollback: bool = False  # rollback steps wait for this step's failure
     is_rollback: bool = False  # this step is itself a rollback step
+    cleanup_ahead: bool = False  # clean-up (always) steps follow this one
 
 
 @dataclass(frozen=True)
@@ -122,26 +124,32 @@ def begin_step(
         if step is not None and step.status == STEP_STARTED and not step.idempotent:
             why = f"was interrupted and a cancel was requested by {run.cancel_requested_by}"
             _attention(session, run, step, now, _unknown(step, run, why))
-        else:
-            end_run(
-                session, run, CANCELLED, now, run.error or f"cancelled by {run.cancel_requested_by}"
-            )
-        return None
-    while step is not None and _not_needed(specs[step.idx], run):
-        step.status = STEP_SKIPPED
-        step.finished_at = now
-        session.add(step)
-        emit(session, event_for(run, "step.skipped", now, step))
+            return None
+        # Cancelled: only the clean-up steps from here on still run, then the run ends.
+        step = cleanup.skip_to_next(session, run, specs, step, now)
+        if step is None:
+            end_run(session, run, CANCELLED, now, cleanup.cancelled_message(session, run, specs))
+            return None
+    broken = cleanup.rollback_broken(session, run, specs)
+    while step is not None and (
+        step.status == STEP_SKIPPED or _not_needed(specs[step.idx], run, broken)
+    ):
+        if step.status != STEP_SKIPPED:
+            step.status = STEP_SKIPPED
+            step.finished_at = now
+            session.add(step)
+            emit(session, event_for(run, "step.skipped", now, step))
         run.cursor = step.idx + 1
         session.add(run)
         step = get_step(session, run_id, run.cursor) if run.cursor < len(specs) else None
     if step is None:
-        _end(session, run, now)
+        _end(session, run, specs, now)
         return None
     spec = specs[run.cursor]
     rollback = dict(
         has_rollback=any(s.rollback_for == step.idx for s in specs),
         is_rollback=spec.rollback_for is not None,
+        cleanup_ahead=bool(cleanup.ahead(specs, step.idx)),
     )
 
     if step.status == STEP_STARTED:
@@ -178,7 +186,8 @@ def begin_step(
         _wait_for_another_worker(session, run, now, note)
         return None
 
-    if run.error is not None and run.failed_step is None:  # a note from an earlier hand-back
+    if run.error is not None and run.failed_step is None and run.cancel_requested_at is None:
+        # a note from an earlier hand-back (a cancel's message is kept for the end)
         run.error = None
         session.add(run)
     step.status = STEP_STARTED
@@ -228,11 +237,14 @@ def finish_step(
         session.add(step)
         run.cursor = step.idx + 1
         emit(session, event_for(run, "step.succeeded", now, step, data={"output": step.output}))
-        if attempt.last:
+        cancelled = run.cancel_requested_at
+        if attempt.last and not (
+            cancelled is not None and step.started_at is not None and step.started_at >= cancelled
+        ):  # (a clean-up step run after a cancel: begin_step ends the run cancelled)
             late = None
-            if run.cancel_requested_at is not None:
+            if cancelled is not None:
                 late = f"{run.error or 'cancel'} arrived after the last step had started"
-            _end(session, run, now, late)
+            _end(session, run, None, now, late)
             return False
         session.add(run)
         return True
@@ -268,6 +280,7 @@ def finish_step(
         why,
         has_rollback=attempt.has_rollback and verdict.rollback,
         is_rollback=attempt.is_rollback,
+        cleanup_ahead=attempt.cleanup_ahead,
     )
 
 
@@ -299,21 +312,31 @@ def _park(session: Session, run: Run, step: Step, now: datetime, prompt: str) ->
     log.info("run %s parked at %s until %s", run.id, step.label, _at(step.deadline_at))
 
 
-def _end(session: Session, run: Run, now: datetime, note: str | None = None) -> None:
-    """Past the last step: succeeded, or failed if what ran last were rollback steps."""
+def _end(
+    session: Session,
+    run: Run,
+    specs: list[StepSpec] | None,
+    now: datetime,
+    note: str | None = None,
+) -> None:
+    """Past the last step: succeeded, or failed if what ran last were rollback or clean-up
+    steps after a failure."""
     if run.failed_step is None:
         end_run(session, run, SUCCEEDED, now, note)
         return
-    failed = get_step(session, _run_id(run), run.failed_step)
-    end_run(session, run, FAILED, now, f"{failed.error}; rolled back")
+    if specs is None:
+        specs = steps_of(get_run(session, _run_id(run)).spec)
+    end_run(session, run, FAILED, now, cleanup.failed_message(session, run, specs))
 
 
-def _not_needed(spec: StepSpec, run: Run) -> bool:
+def _not_needed(spec: StepSpec, run: Run, rollback_broken: bool = False) -> bool:
     """Rollback steps run only after their own step failed; once a step failed, only its
-    rollback steps run."""
+    rollback steps (until one of them fails) and the clean-up steps run."""
     if run.failed_step is None:
         return spec.rollback_for is not None
-    return spec.rollback_for != run.failed_step
+    if spec.always:
+        return False
+    return spec.rollback_for != run.failed_step or rollback_broken
 
 
 def _fail(
@@ -325,26 +348,33 @@ def _fail(
     *,
     has_rollback: bool = False,
     is_rollback: bool = False,
+    cleanup_ahead: bool = False,
 ) -> bool:
     """A step failed for good. Returns True if the run goes on with the step's rollback
-    steps; otherwise the run has ended failed."""
+    steps or the clean-up steps after it; otherwise the run has ended failed."""
     step.status = STEP_FAILED
     step.error = step.error or why
     step.finished_at = now
     session.add(step)
     emit(session, event_for(run, "step.failed", now, step, error=step.error))
-    if is_rollback and run.failed_step is not None:
-        original = get_step(session, _run_id(run), run.failed_step).error
-        end_run(session, run, FAILED, now, f"{original}; rollback {step.label} failed: {why}")
-        return False
-    if has_rollback and run.failed_step is None:
+    if run.failed_step is not None or run.cancel_requested_at is not None:
+        # A rollback or clean-up step failed while the run stops: the next clean-up steps
+        # still run (a failed rollback step stops the other rollback steps); the end message
+        # names it.
+        run.cursor = step.idx + 1
+        run.updated_at = now
+        session.add(run)
+        log.info("run %s: %s; going on with the clean-up steps", run.id, why)
+        return True
+    if (has_rollback or cleanup_ahead) and run.failed_step is None:
         step.error = redact_text(why)
         run.failed_step = step.idx
         run.cursor = step.idx + 1
         run.updated_at = now
         session.add(run)
-        emit(session, event_for(run, "run.rolling_back", now, step, error=step.error))
-        log.info("run %s: %s; rolling back", run.id, why)
+        kind = "run.rolling_back" if has_rollback else "run.cleaning_up"
+        emit(session, event_for(run, kind, now, step, error=step.error))
+        log.info("run %s: %s; %s", run.id, why, kind)
         return True
     end_run(session, run, FAILED, now, why)
     return False

@@ -334,6 +334,9 @@ class RollbackStep(_Model):
 
 class Step(RollbackStep):
     on_failure: list[RollbackStep] = Field(default_factory=list)
+    # A clean-up step: it also runs when the run fails, times out or is cancelled before
+    # reaching it (its ``when`` still decides), and the runbook's timeout does not stop it.
+    always: bool = False
 
 
 class Runbook(_Model):

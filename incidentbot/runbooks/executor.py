@@ -114,7 +114,8 @@ class RunbookActions:
             raise PermanentError(f"runbook {runbook.name} has no step {step_id!r}")
         mask = run_context.run_masker(runbook, row.params)
         is_rollback = any(step.id == rb.id for st in runbook.steps for rb in st.on_failure)
-        if runbook.timeout and not is_rollback:
+        # Rollback and clean-up steps run after the deadline too: they put things back.
+        if runbook.timeout and not is_rollback and not planning.is_cleanup(step):
             deadline = started + timedelta(seconds=runbook.timeout)
             if utcnow() > deadline:
                 raise NotStartedError(

@@ -60,6 +60,7 @@ class PlannedStep:
     wait_until: str | None = None
     rollback_for: str | None = None
     problem: str | None = None  # the inputs do not fit the action (known before the run)
+    always: bool = False  # a clean-up step
 
 
 @dataclass
@@ -176,6 +177,7 @@ def _plan_step(
         wait_until=step.wait_until.check if step.wait_until else None,
         rollback_for=rollback_for,
         problem=problem,
+        always=is_cleanup(step),
     )
 
 
@@ -216,7 +218,8 @@ def format_plan(p: Plan) -> list[str]:
             number += 1
             head = f"{number:>2}. {s.label}"
         when = {False: " [skipped: condition is false]", None: " [if its condition holds]"}
-        lines.append(f"{head} — {s.does}{when.get(s.will_run, '')}")
+        always = " [clean-up: runs even if the run fails, times out or is cancelled]"
+        lines.append(f"{head} — {s.does}{when.get(s.will_run, '')}{always if s.always else ''}")
         if s.wait_until:
             lines.append(f"      until {s.wait_until}")
     return lines
@@ -257,9 +260,18 @@ def ledger_steps(runbook: Runbook, *, announce: bool, approval_timeout: float) -
 
 
 def _ledger_step(step: RollbackStep) -> dict[str, Any]:
-    return {
+    out = {
         "name": step.label[:200],
         "action": CHAT_STEP_ACTION if _action(step.uses).needs_chat else STEP_ACTION,
         "input": {"step": step.id},
         **ledger_step_options(step),
     }
+    if is_cleanup(step):
+        out["always"] = True
+    return out
+
+
+def is_cleanup(step: RollbackStep) -> bool:
+    """A clean-up step (``always: true``): it runs even when the run fails, times out or is
+    cancelled before reaching it."""
+    return bool(getattr(step, "always", False))

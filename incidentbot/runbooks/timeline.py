@@ -37,6 +37,7 @@ RECORDED = frozenset(
         "run.parked",
         "run.decided",
         "run.rolling_back",
+        "run.cleaning_up",
         "run.resumed",
         "run.taken_over",
         "run.succeeded",
@@ -161,6 +162,13 @@ def _describe(
             "runbook.rolling_back",
             ACTOR,
             f"Runbook {name}: {ev.error}; running its rollback steps",
+            {},
+        )
+    if ev.kind == "run.cleaning_up":
+        return (
+            "runbook.cleaning_up",
+            ACTOR,
+            f"Runbook {name}: {ev.error}; running its clean-up steps",
             {},
         )
     if ev.kind == "run.resumed":
