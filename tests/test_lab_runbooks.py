@@ -211,7 +211,10 @@ def test_a_snapshot_that_fails_its_checksum_is_refused(lab: Lab, bot) -> None:  
     run = run_runbook(bot, "restore-snapshot", node="node-2", snapshot=snapshot.id)
     assert run.status == "failed"
     assert "refusing to use it; the node was not touched" in run.error
-    assert run.error.endswith("rolled back")
+    assert run.error.endswith(
+        "; ran the clean-up steps: Is it healthy now?, Put it back, "
+        "Verify the load balancer sees it up"
+    )
     assert lab.supervisor.state("node-2").pid == pid  # the node was not touched
     assert lab.server("node-2").state == "UP"  # and it is back in the pool
     assert [s.status for s in run.steps if s.id == "restore"] == ["failed"]
@@ -278,13 +281,15 @@ def test_a_node_that_cannot_come_back_is_left_drained_and_the_run_says_so(
     wait_for(lambda: lab.server("node-2").state == "DOWN", what="HAProxy to see node-2 down")
     try:
         run = run_runbook(bot, "restart-node", node="node-2")
-        assert run.status == "failed" and run.error.endswith("rolled back")
+        assert run.status == "failed"
+        assert run.error.endswith(
+            "; ran the clean-up steps: Is it healthy now?, Otherwise say so, and page"
+        )
         admin = {row.server: row.state for row in lab.haproxy.server_states(BACKEND)}
         assert admin["node-2"] == "DRAIN"  # not put back: it is not healthy
         notes = [summary for kind, summary in timeline(bot) if kind == "note"]
         assert any(
-            "node-2 is left drained in HAProxy backend rpc_nodes, still unhealthy: does not answer"
-            in n
+            "node-2 is left drained in HAProxy backend rpc_nodes: does not answer" in n
             for n in notes
         )
         pages = [s.output for s in run.steps if s.id.endswith("_page") and s.status == "done"]

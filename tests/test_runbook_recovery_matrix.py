@@ -289,18 +289,24 @@ def test_restart_node_killed_in_the_restart_then_skipped(lab: Lab, bot: Bot) -> 
 
 def test_restart_node_killed_in_the_restart_then_aborted(lab: Lab, bot: Bot) -> None:  # noqa: F811
     stopped_node(lab)
-    bot.pause, bot.pause_steps = "started", "7"
+    # killed in the restart, then again in the clean-up steps the abort runs
+    bot.pause, bot.pause_steps = "started", "7,9,10"
     run_id = bot.start("restart-node", node="node-2", max_lag=ANY_LAG)
+    assert [bot.step_number(run_id, s) for s in ("back_check", "undrain")] == [9, 10]
     needs_attention_at(bot, run_id, "Restart it")
     said = bot.decide(run_id, "abort")
-    assert "running its on_failure steps first" in said, said
+    assert "running its clean-up steps first (Is it healthy now?, Put it back" in said, said
     run = bot.until_stopped(run_id)
-    assert run.status == "failed" and run.error.endswith("rolled back"), run.error
-    assert "cancelled by bob" in run.error
+    assert run.status == "cancelled", run.error
+    assert run.error.startswith("cancelled by bob: in Slack (step 7 'Restart it' was left")
+    assert run.error.endswith(
+        "; ran the clean-up steps: Is it healthy now?, Otherwise say so, and page"
+    ), run.error
+    assert [k.split()[2] for k in bot.kills] == ["step=7", "step=9", "step=10"], bot.kills
     # node-2 was never restarted: it stays out of the pool, and the run says so
     assert admin(lab, "node-2") == "DRAIN"
     assert any(
-        f"node-2 is left drained in HAProxy backend {BACKEND}, still unhealthy" in n
+        f"node-2 is left drained in HAProxy backend {BACKEND}: does not answer" in n
         for n in bot.notes()
     ), bot.notes()
     for node in ("node-1", "node-3"):
@@ -354,7 +360,8 @@ def test_restore_killed_in_the_restore_then_aborted(lab: Lab, bot: Bot) -> None:
     try:
         bot.decide(run_id, "abort")
         run = bot.until_stopped(run_id)
-        assert run.status == "failed" and run.error.endswith("rolled back"), run.error
+        assert run.status == "cancelled", run.error
+        assert run.error.endswith("Otherwise say so, and page"), run.error
         assert admin(lab, "node-3") == "DRAIN"  # still corrupt: not put back
         assert any(
             f"node-3 is left drained in HAProxy backend {BACKEND}" in n for n in bot.notes()
@@ -365,13 +372,20 @@ def test_restore_killed_in_the_restore_then_aborted(lab: Lab, bot: Bot) -> None:
 
 def test_restore_aborted_while_the_node_is_healthy_puts_it_back(lab: Lab, bot: Bot) -> None:  # noqa: F811
     snapshot = lab.snapshot("node-3")
-    bot.pause, bot.pause_steps = "started", "5"
+    # killed in the restore, then again in the clean-up steps that put it back
+    bot.pause, bot.pause_steps = "started", "5,7,8"
     run_id = bot.start("restore-snapshot", node="node-3", snapshot=snapshot.id)
+    assert [bot.step_number(run_id, s) for s in ("back_check", "undrain")] == [7, 8]
     needs_attention_at(bot, run_id, "Stop it, restore the snapshot, start it")
     assert admin(lab, "node-3") == "DRAIN"
     bot.decide(run_id, "abort")
     run = bot.until_stopped(run_id)
-    assert run.status == "failed" and run.error.endswith("rolled back"), run.error
+    assert run.status == "cancelled", run.error
+    assert run.error.endswith(
+        "; ran the clean-up steps: Is it healthy now?, Put it back, "
+        "Verify the load balancer sees it up"
+    ), run.error
+    assert [k.split()[2] for k in bot.kills] == ["step=5", "step=7", "step=8"], bot.kills
     assert_in_service(lab)
 
 
