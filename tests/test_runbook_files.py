@@ -263,8 +263,31 @@ def test_unknown_and_missing_keys(tmp_path):
         "timeout, steps)",
         "4: steps[0].uses: missing (required)",
         "5: steps[0].use: unknown key (allowed: id, name, uses, with, when, retry, timeout, "
-        "idempotent, wait_until, if_skipped, on_failure)",
+        "idempotent, wait_until, if_skipped, on_failure, always)",
         "11: steps[0].on_failure[0].on_failure: a rollback step cannot have its own on_failure",
+    ]
+
+
+def test_a_clean_up_step_is_a_main_step(tmp_path):
+    found = problems(
+        tmp_path,
+        """
+        name: keys
+        steps:
+          - id: a
+            uses: incident.note
+            with: {text: hi}
+            always: yes
+            on_failure:
+              - id: b
+                uses: incident.note
+                with: {text: bye}
+                always: true
+        """,
+    )
+    assert found == [
+        "11: steps[0].on_failure[0].always: a rollback step cannot be always: make it a main "
+        "step with always: true (a clean-up step)",
     ]
     assert problems(tmp_path, "description: no name, no steps\n") == [
         "1: name: missing (required)",

@@ -61,6 +61,11 @@ def model_error(error: Any) -> tuple[Loc, str]:
         parent = _model_at(loc[:-1])
         if parent is RollbackStep and loc[-1] == "on_failure":
             message = "a rollback step cannot have its own on_failure"
+        elif parent is RollbackStep and loc[-1] == "always":
+            message = (
+                "a rollback step cannot be always: make it a main step with always: true "
+                "(a clean-up step)"
+            )
         else:
             allowed = f" (allowed: {', '.join(_allowed_keys(parent))})" if parent else ""
             message = f"unknown key{allowed}"
