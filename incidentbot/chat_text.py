@@ -1,9 +1,16 @@
-"""Small pieces of chat text shared by the messages the bot writes by itself (handoffs,
-reminders): mentions, times in a team's time zone, and escaping what people typed."""
+"""Small pieces of chat text shared by every Slack renderer: mentions, times in a team's time
+zone, and escaping what people typed or alerts sent.
+
+The rule (see docs/slack.md): text crosses the core as typed; whatever puts it into Slack mrkdwn
+passes it through :func:`mrkdwn`, so a typed ``<!channel>``, ``<@U…>``, ``<#C…>`` or
+``<https://…|…>`` is shown as those characters and never notifies or links. The only live markup
+is what the bot builds itself: :func:`who` for a stored Slack user id, channel links, date
+tokens, links to URLs from configuration."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,7 +31,7 @@ def who(user: str | None) -> str:
     """A Slack mention for a user id, the text itself for anything else."""
     if not user:
         return "nobody"
-    return f"<@{plain_id(user)}>" if is_slack_id(user) else user
+    return f"<@{plain_id(user)}>" if is_slack_id(user) else mrkdwn(user)
 
 
 def when(moment: datetime, timezone: str | ZoneInfo) -> str:
@@ -33,8 +40,30 @@ def when(moment: datetime, timezone: str | ZoneInfo) -> str:
 
 
 def mrkdwn(text: Any) -> str:
-    """Slack's escaping of the three control characters, for text people typed."""
+    """Slack's escaping of the three control characters, for text people typed or alerts sent:
+    ``<!here>`` becomes ``&lt;!here&gt;``, which Slack shows as the characters typed."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def mrkdwn_clipped(text: Any, limit: int) -> str:
+    """``text`` escaped and cut to ``limit`` characters, never in the middle of an entity."""
+    out = mrkdwn(text)
+    if len(out) <= limit:
+        return out
+    return re.sub(r"&[a-z]{0,3}$", "", out[:limit])
+
+
+_ESCAPED_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{2,})&gt;")
+
+
+def mrkdwn_keeping(text: Any, people: Iterable[str]) -> str:
+    """``text`` escaped, except the plain mentions (``<@U123>``) of ``people``: for text the bot
+    put together from a stored user id and what someone typed (a timeline entry such as
+    "Invited <@U123>"). Any other mention, a labelled one, a channel link or a link stays text."""
+    known = {plain_id(p) for p in people if is_slack_id(p)}
+    return _ESCAPED_MENTION.sub(
+        lambda m: f"<@{m.group(1)}>" if m.group(1) in known else m.group(0), mrkdwn(text)
+    )
 
 
 def channel_name(value: str) -> str:

@@ -87,7 +87,8 @@ class Person:
 
     @property
     def mention(self) -> str:
-        return f"<@{self.slack_id}>" if self.slack_id else self.name
+        """A mention when Slack knows the person, else the name PagerDuty gave, shown as is."""
+        return f"<@{self.slack_id}>" if self.slack_id else mrkdwn(self.name)
 
 
 def _oncall_at(pager: Pager, rotation: Rotation, moment: datetime) -> list[OnCall]:

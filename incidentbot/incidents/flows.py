@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from incidentbot import db
+from incidentbot.chat_text import mrkdwn, mrkdwn_clipped
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
@@ -62,7 +63,8 @@ def owner_tag(installation: str) -> str:
 
 def purpose_of(incident: Incident, installation: str) -> str:
     tag = owner_tag(installation)
-    head = f"{marker(incident)} {incident.title}"[: MAX_PURPOSE - len(tag) - 1]
+    # Slack reads a purpose for mentions: the title is shown as typed, never as markup.
+    head = mrkdwn_clipped(f"{marker(incident)} {incident.title}", MAX_PURPOSE - len(tag) - 1)
     return f"{head} {tag}"
 
 
@@ -210,7 +212,7 @@ class ChatActions:
                 now=utcnow(),
                 data={"run_id": ev.run_id, "run_kind": ev.run_kind},
             )
-        text, blocks = self.render.plain(f":warning: {inc.ref}: {summary}")
+        text, blocks = self.render.plain(f":warning: {inc.ref}: {mrkdwn(summary)}")
         targets = [inc.channel_id] if inc.channel_id else []
         if _is_slack_user(run.created_by):
             targets.append(run.created_by)  # a direct message to whoever caused the effect

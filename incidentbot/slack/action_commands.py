@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from incidentbot import db
 from incidentbot.action_items import github
 from incidentbot.action_items import service as items
+from incidentbot.chat_text import mrkdwn, mrkdwn_keeping
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
@@ -33,7 +34,6 @@ from incidentbot.incidents.models import Incident
 from incidentbot.ports import Chat, ExternalError
 from incidentbot.slack.action_grammar import CHANNEL_ONLY, HELP, USAGES
 from incidentbot.slack.blocks import user_ref
-from incidentbot.slack.grammar import escape
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +63,17 @@ class ActionCommands:
         if op in CHANNEL_ONLY and incident is None:
             return ActionReply(
                 f"`/incident action {op}` only works in an incident's channel.\n"
-                f"Usage: {escape(USAGES[op])} (run it in the incident's channel)"
+                f"Usage: {mrkdwn(USAGES[op])} (run it in the incident's channel)"
             )
         try:
             return self._do(op, args, user, incident)
         except DomainError as exc:
-            message = str(exc)
-            return ActionReply(f"{message[:1].upper()}{message[1:]}.\nUsage: {escape(USAGES[op])}")
+            # The message may quote what was typed; only the owner it names stays a mention.
+            message = mrkdwn_keeping(str(exc), [args.get("owner") or ""])
+            return ActionReply(f"{message[:1].upper()}{message[1:]}.\nUsage: {mrkdwn(USAGES[op])}")
 
     def help(self) -> str:
-        lines = [f"• `{escape(USAGES[op])}`: {HELP[op]}" for op in USAGES]
+        lines = [f"• `{mrkdwn(USAGES[op])}`: {HELP[op]}" for op in USAGES]
         return (
             "*Action items*\n" + "\n".join(lines) + "\nReact to a message in an incident's "
             f"channel with :{self.settings.action_items.reaction}: to make it an action item."
@@ -103,33 +104,34 @@ class ActionCommands:
                     priority=args["priority"],
                 )
                 return ActionReply(
-                    f":ballot_box_with_check: {who} added action item *#{item.id}*: {item.text}"
+                    f":ballot_box_with_check: {who} added action item *#{item.id}*: {_shown(item)}"
                     f"\n{_details(item)}",
                     in_channel=True,
                 )
             if op == "assign":
                 item = items.assign(s, st, args["id"], args["owner"], actor=user, incident=inc)
                 return ActionReply(
-                    f"{who} assigned action item *#{item.id}* to <@{item.owner}>: {item.text}",
+                    f"{who} assigned action item *#{item.id}* to <@{item.owner}>: {_shown(item)}",
                     in_channel=True,
                 )
             if op == "done":
                 item = items.done(s, st, args["id"], actor=user, incident=inc)
                 return ActionReply(
-                    f":white_check_mark: {who} marked action item *#{item.id}* done: {item.text}",
+                    f":white_check_mark: {who} marked action item *#{item.id}* done: "
+                    + _shown(item),
                     in_channel=True,
                 )
             if op == "wontdo":
                 item = items.wont_do(s, st, args["id"], args["reason"], actor=user, incident=inc)
                 return ActionReply(
-                    f"{who} closed action item *#{item.id}* as won't do: {item.text}\n"
-                    f"Reason: {item.status_reason}",
+                    f"{who} closed action item *#{item.id}* as won't do: {_shown(item)}\n"
+                    f"Reason: {mrkdwn(item.status_reason)}",
                     in_channel=True,
                 )
             if op == "reopen":
                 item = items.reopen(s, st, args["id"], actor=user, incident=inc)
                 return ActionReply(
-                    f"{who} reopened action item *#{item.id}*: {item.text}", in_channel=True
+                    f"{who} reopened action item *#{item.id}*: {_shown(item)}", in_channel=True
                 )
         raise DomainError(f"`action {op}` is not handled here")
 
@@ -189,7 +191,9 @@ class ActionCommands:
                 )
             except DomainError as exc:
                 message = str(exc)
-                return ActionReply(f"Action item *#{draft.item_id}* was not exported: {message}.")
+                return ActionReply(
+                    f"Action item *#{draft.item_id}* was not exported: {mrkdwn(message)}."
+                )
             if not done.created:
                 return ActionReply(
                     f"Action item *#{done.item_id}* is already on GitHub: {done.url}"
@@ -255,6 +259,11 @@ def source_key(channel: str, ts: str) -> str:
     return f"reaction:{channel}:{ts}"
 
 
+def _shown(item: Any) -> str:
+    """An item's text as typed, never markup."""
+    return mrkdwn(item.text)
+
+
 def _details(item: Any) -> str:
     parts = [
         f"owner {user_ref(item.owner)}" if item.owner else "no owner",
@@ -273,11 +282,11 @@ def _lines(head: str, views: list[items.ItemView], *, with_incident: bool) -> st
         if i.status == items.DONE:
             state = " · done"
         elif i.status == items.WONT_DO:
-            state = f" · won't do: {i.status_reason}"
+            state = f" · won't do: {mrkdwn(i.status_reason)}"
         elif v.overdue:
             state = " · :warning: *overdue*"
         issue = f" · <{i.external_url}|issue>" if i.external_url else ""
-        text = f"~{i.text}~" if i.status != items.OPEN else i.text
+        text = f"~{mrkdwn(i.text)}~" if i.status != items.OPEN else mrkdwn(i.text)
         lines.append(f"• *#{i.id}* {where}{text} · {_details(i)}{state}{issue}")
     if len(views) > MAX_LINES:
         lines.append(f"… and {len(views) - MAX_LINES} more: `incidentbot actions list`")

@@ -1,8 +1,11 @@
 """Block Kit messages, built with slack_sdk's block models so an invalid block fails here.
 
 Every builder returns ``(text, blocks)``: ``text`` is the notification fallback Slack shows in
-alerts and screen readers, ``blocks`` the JSON-ready list. The header and digest messages carry
-a ``block_id`` naming the incident, which lets the bot find (and not repost) its own message.
+alerts and screen readers, ``blocks`` the JSON-ready list. Slack parses both for mentions and
+links, so every piece of typed or alert-sent text in them goes through ``mrkdwn`` (plain-text
+objects, such as the header block, are not parsed and stay as typed). The header and digest
+messages carry a ``block_id`` naming the incident, which lets the bot find (and not repost) its
+own message.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from incidentbot.chat_text import mrkdwn, mrkdwn_keeping, who
 from incidentbot.durations import format_duration
 from incidentbot.incidents.models import MILESTONES, Incident, RoleAssignment, TimelineEvent
 
@@ -48,12 +52,8 @@ def digest_block_id(incident: Incident, installation: str = "") -> str:
 
 
 def user_ref(user: str | None) -> str:
-    """``U123`` becomes a mention; a plain name (from the CLI) stays as it is."""
-    if not user:
-        return "nobody"
-    if user.startswith(("U", "W")) and user[1:].isalnum() and user.upper() == user:
-        return f"<@{user}>"
-    return user
+    """``U123`` becomes a mention; a plain name (from the CLI) is shown as typed."""
+    return who(user)
 
 
 def _clip(text: str, limit: int = MAX_SECTION) -> str:
@@ -82,7 +82,7 @@ def header(
 ) -> tuple[str, list[dict[str, Any]]]:
     """The incident's header message: pinned in its channel, updated in place."""
     role_text = "\n".join(f"*{a.role.replace('_', ' ')}*: {user_ref(a.user)}" for a in roles)
-    fields = ", ".join(f"{k}: {v}" for k, v in sorted(incident.fields.items()))
+    fields = mrkdwn(", ".join(f"{k}: {v}" for k, v in sorted(incident.fields.items())))
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=_clip(f"{incident.ref}: {incident.title}", 150))),
         SectionBlock(
@@ -99,16 +99,20 @@ def header(
         ),
     ]
     if incident.description:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip(incident.description))))
+        blocks.append(
+            SectionBlock(text=MarkdownTextObject(text=_clip(mrkdwn(incident.description))))
+        )
     if incident.resolution_summary and incident.status in ("resolved", "closed"):
         blocks.append(
             SectionBlock(
-                text=MarkdownTextObject(text=_clip(f"*Resolution*: {incident.resolution_summary}"))
+                text=MarkdownTextObject(
+                    text=_clip(f"*Resolution*: {mrkdwn(incident.resolution_summary)}")
+                )
             )
         )
     for line in extra_lines:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_clip(line, 1900))]))
-    text = f"{incident.ref} ({incident.severity}, {incident.status}): {incident.title}"
+    text = f"{incident.ref} ({incident.severity}, {incident.status}): {mrkdwn(incident.title)}"
     return text, _render(blocks)
 
 
@@ -117,13 +121,13 @@ def digest(
 ) -> tuple[str, list[dict[str, Any]]]:
     """The one message per incident in the digest channel, updated in place."""
     where = f"<#{channel_id}>" if channel_id else "_channel being created_"
-    text = f"{incident.ref} ({incident.severity}): {incident.title}"
+    text = f"{incident.ref} ({incident.severity}): {mrkdwn(incident.title)}"
     blocks = [
         SectionBlock(
             block_id=digest_block_id(incident, installation),
             text=MarkdownTextObject(
                 text=_clip(
-                    f"{_status_line(incident)} · *{incident.ref}*: {incident.title}\n"
+                    f"{_status_line(incident)} · *{incident.ref}*: {mrkdwn(incident.title)}\n"
                     f"Commander: {user_ref(incident.commander)} · Channel: {where}"
                 )
             ),
@@ -139,7 +143,7 @@ def update_block_id(event: TimelineEvent, installation: str = "") -> str:
 def status_update(
     incident: Incident, event: TimelineEvent, *, installation: str = ""
 ) -> tuple[str, list[dict[str, Any]]]:
-    author, update = event.actor, event.summary
+    author, update = event.actor, mrkdwn(event.summary)
     text = f"{incident.ref} update: {update}"
     blocks = [
         SectionBlock(
@@ -183,12 +187,26 @@ def summary(
     return f"{incident.ref} summary", _render(blocks)
 
 
+def people(incident: Incident, events: Sequence[TimelineEvent]) -> set[str]:
+    """Who takes part: the commander, whoever acted on the timeline, whoever the bot invited
+    or gave a role. Their plain mentions in a timeline entry are the bot's own and stay live."""
+    found = {incident.commander or "", *(e.actor or "" for e in events)}
+    for e in events:
+        data = e.data if isinstance(e.data, dict) else {}
+        found |= {u for u in data.get("users") or [] if isinstance(u, str)}
+        found |= {data[k] for k in ("user", "previous") if isinstance(data.get(k), str)}
+    return {p for p in found if p}
+
+
 def timeline(
     incident: Incident, events: Sequence[TimelineEvent], *, limit: int = 20
 ) -> tuple[str, list[dict[str, Any]]]:
     recent = list(events)[-limit:]
+    known = people(incident, events)
     lines = [
-        f"`{e.occurred_at:%H:%M:%S}` {user_ref(e.actor)} _{e.kind}_: {e.summary}" for e in recent
+        f"`{e.occurred_at:%H:%M:%S}` {user_ref(e.actor)} _{e.kind}_: "
+        + mrkdwn_keeping(e.summary, known)
+        for e in recent
     ]
     blocks: list[Block] = [
         SectionBlock(

@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from incidentbot import db
 from incidentbot.alerts import queries as alert_queries
+from incidentbot.chat_text import mrkdwn
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
@@ -28,7 +29,7 @@ from incidentbot.paging import flows as paging
 from incidentbot.ports import ExternalError, Pager
 from incidentbot.slack import blocks
 from incidentbot.slack.action_commands import ActionCommands, ActionReply
-from incidentbot.slack.grammar import SPECS, Command, Usage, escape, help_text, parse
+from incidentbot.slack.grammar import SPECS, Command, Usage, help_text, parse
 from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
@@ -85,7 +86,8 @@ class CommandHandler:
         except DomainError as exc:
             usage = SPECS[parsed.name].usage
             message = str(exc)
-            return Reply(f"{message[:1].upper()}{message[1:]}.\nUsage: {escape(usage)}")
+            message = mrkdwn(message)  # it may quote what was typed
+            return Reply(f"{message[:1].upper()}{message[1:]}.\nUsage: {mrkdwn(usage)}")
 
     def _dispatch(
         self, cmd: Command, user: str, incident: Incident | None, trigger_id: str
@@ -161,7 +163,8 @@ class CommandHandler:
             flows.start_declare_effects(s, inc, declarer=user)
             page = paging.page_on_declare(s, self.settings, inc, actor=user, service=service)
         return Reply(
-            f":rotating_light: <@{user}> declared *{inc.ref}* ({inc.severity}): {inc.title}\n"
+            f":rotating_light: <@{user}> declared *{inc.ref}* ({inc.severity}): "
+            f"{mrkdwn(inc.title)}\n"
             "Creating its channel; everyone needed will be invited."
             + (f" Paging *{page.service}* on-call." if page else ""),
             in_channel=True,
@@ -173,7 +176,7 @@ class CommandHandler:
         if not incidents:
             return Reply("No open incidents. :tada:")
         lines = [
-            f"• *{i.ref}* {i.severity} · {i.status} · {i.title}"
+            f"• *{i.ref}* {i.severity} · {i.status} · {mrkdwn(i.title)}"
             + (f" · <#{i.channel_id}>" if i.channel_id else "")
             for i in incidents[:40]
         ]
@@ -235,7 +238,8 @@ class CommandHandler:
             inc = svc.resolve(s, st, ref, args["text"], actor=user)
             paging.resolve_pages(s, st, inc, actor=user)
             return Reply(
-                f":white_check_mark: {who} resolved *{ref}*: {args['text']}", in_channel=True
+                f":white_check_mark: {who} resolved *{ref}*: {mrkdwn(args['text'])}",
+                in_channel=True,
             )
         if name == "reopen":
             svc.reopen(s, st, ref, actor=user)
@@ -249,7 +253,7 @@ class CommandHandler:
         what = "Unmatched alerts" if unmatched else (f"{here} alerts" if here else "Recent alerts")
         if not views:
             return Reply(f"{what}: none.")
-        return Reply(f"*{what}*\n" + "\n".join(f"• {v.line()}" for v in views))
+        return Reply(f"*{what}*\n" + "\n".join(f"• {mrkdwn(v.line())}" for v in views))
 
     def _oncall(self, service: str | None) -> Reply:
         pd = self.settings.pagerduty
@@ -259,7 +263,7 @@ class CommandHandler:
         unknown = [n for n in names if n not in pd.services]
         if unknown:
             known = ", ".join(sorted(pd.services))
-            return Reply(f"Unknown service '{unknown[0]}': configured are {known}.")
+            return Reply(f"Unknown service '{mrkdwn(unknown[0])}': configured are {known}.")
         now = utcnow()
         lines = []
         for name in names:
@@ -275,9 +279,11 @@ class CommandHandler:
             first = [o for o in rows if o.level == 1]
             current = [o for o in first if o.start is None or o.start <= now]
             upcoming = [o for o in first if o.start is not None and o.start > now]
-            now_text = ", ".join(o.name for o in current) or "nobody"
+            now_text = ", ".join(mrkdwn(o.name) for o in current) or "nobody"
             nxt = upcoming[0] if upcoming else None
-            next_text = f"{nxt.name} from {nxt.start:%a %d %b %H:%M} UTC" if nxt else "unknown"
+            next_text = (
+                f"{mrkdwn(nxt.name)} from {nxt.start:%a %d %b %H:%M} UTC" if nxt else "unknown"
+            )
             lines.append(f"*{name}*: now {now_text}; next {next_text}")
         return Reply("*On call*\n" + "\n".join(lines))
 

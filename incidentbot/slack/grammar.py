@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from incidentbot import policy
+from incidentbot.chat_text import mrkdwn
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.slack.action_grammar import ActionUsage, parse_action
@@ -41,14 +42,10 @@ class Usage:
     usage: str
 
     def text(self) -> str:
-        """As Slack shows it: ``<title>`` must be escaped or Slack reads it as a link."""
-        usage = escape(self.usage)
-        return f"{self.error}\nUsage: {usage}" if self.error else usage
-
-
-def escape(text: str) -> str:
-    """Slack's mrkdwn escaping of the three control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        """As Slack shows it: ``<title>`` must be escaped or Slack reads it as a link, and the
+        error may quote what was typed."""
+        usage = mrkdwn(self.usage)
+        return f"{mrkdwn(self.error)}\nUsage: {usage}" if self.error else usage
 
 
 @dataclass(frozen=True)
@@ -319,9 +316,9 @@ def help_text(*, in_incident_channel: bool) -> str:
     lines = []
     if in_incident_channel:
         lines.append("*In this incident's channel:*")
-        lines += [f"• `{escape(s.usage)}`: {s.help}" for s in SPECS.values() if s.channel_only]
+        lines += [f"• `{mrkdwn(s.usage)}`: {s.help}" for s in SPECS.values() if s.channel_only]
         lines.append("*Anywhere:*")
-    lines += [f"• `{escape(s.usage)}`: {s.help}" for s in SPECS.values() if not s.channel_only]
+    lines += [f"• `{mrkdwn(s.usage)}`: {s.help}" for s in SPECS.values() if not s.channel_only]
     if not in_incident_channel:
         lines.append("_Run `/incident help` in an incident's channel for the commands there._")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from incidentbot import db
+from incidentbot.chat_text import mrkdwn
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.incidents.models import Incident
@@ -26,7 +27,6 @@ from incidentbot.postmortems import people
 from incidentbot.postmortems.contents import Document
 from incidentbot.postmortems.document import build, people_in
 from incidentbot.postmortems.render import render_document
-from incidentbot.slack.grammar import escape
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +88,16 @@ def message(doc: Document, markdown_bytes: int) -> str:
     if doc.due:
         head.append(f"due {doc.due}")
     if doc.owner:
-        head.append(f"owner {escape(doc.owner)}")
+        head.append(f"owner {mrkdwn(doc.owner)}")
     lines = [f":memo: *{doc.ref} postmortem*: " + " · ".join(head)]
-    lines.append(f"*{escape(doc.title)}* ({doc.incident_status}, {doc.severity})")
+    lines.append(f"*{mrkdwn(doc.title)}* ({doc.incident_status}, {doc.severity})")
     summary = doc.summary or "no resolution summary yet"
     if len(summary) > MAX_SUMMARY:
         summary = summary[: MAX_SUMMARY - 1] + "…"
-    lines.append(f"*Summary:* {escape(summary)}")
+    lines.append(f"*Summary:* {mrkdwn(summary)}")
     lines.append(
         "*Metrics:* "
-        + " · ".join(f"{m.label.removeprefix('Time to ')} {escape(m.value)}" for m in doc.metrics)
+        + " · ".join(f"{m.label.removeprefix('Time to ')} {mrkdwn(m.value)}" for m in doc.metrics)
     )
     todo = [s.title.lower() for s in doc.sections if not s.written]
     written = f"*Written:* {doc.sections_written} of {len(doc.sections)} sections"
@@ -112,7 +112,7 @@ def message(doc: Document, markdown_bytes: int) -> str:
         still_open = sum(1 for a in doc.action_items if a.status == "open")
         lines.append(f"*Action items:* {len(doc.action_items)} ({still_open} open)")
     for problem in doc.order_problems:
-        lines.append(f":warning: Milestones out of order: {escape(problem)}")
+        lines.append(f":warning: Milestones out of order: {mrkdwn(problem)}")
     if doc.findings:
         lines.append(
             f":warning: *Language check*: {_plural(len(doc.findings), 'passage')} may read as "
@@ -121,14 +121,14 @@ def message(doc: Document, markdown_bytes: int) -> str:
         for f in doc.findings[:MAX_FINDINGS]:
             section = f.section.replace("_", " ").capitalize()
             lines.append(
-                f"• {section}, line {f.line}: “{escape(f.phrase)}”: {escape(f.suggestion)}"
+                f"• {section}, line {f.line}: “{mrkdwn(f.phrase)}”: {mrkdwn(f.suggestion)}"
             )
         if len(doc.findings) > MAX_FINDINGS:
             lines.append(f"• … and {len(doc.findings) - MAX_FINDINGS} more")
     elif doc.sections_written:
         lines.append(":white_check_mark: Language check: no blaming language found.")
     if doc.published_path:
-        lines.append(f"*Published:* `{escape(doc.published_path)}` (and the `.html` beside it)")
+        lines.append(f"*Published:* `{mrkdwn(doc.published_path)}` (and the `.html` beside it)")
     kb = max(1, round(markdown_bytes / 1024))
     lines.append(
         f"Full document ({kb} KB of Markdown): "

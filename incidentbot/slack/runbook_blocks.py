@@ -19,6 +19,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from incidentbot.chat_text import mrkdwn
 from incidentbot.runbooks.definition import format_seconds
 from incidentbot.runbooks.view import RunView
 from incidentbot.slack.blocks import _clip, _render, user_ref
@@ -63,8 +64,9 @@ _USER_ID = re.compile(r"(?<![<@\w])\b([UW][A-Z0-9]{8,})\b")
 
 
 def _mentions(text: str) -> str:
-    """Slack user ids in the run's record (``skipped by U024BE7LH``) shown as mentions."""
-    return _USER_ID.sub(r"<@\1>", text)
+    """Text from the run's record, escaped (it may quote params, output, errors), with the
+    Slack user ids the record names (``skipped by U024BE7LH``) shown as mentions."""
+    return _USER_ID.sub(r"<@\1>", mrkdwn(text))
 
 
 def block_id(run_id: int) -> str:
@@ -86,9 +88,11 @@ def run_message(view: RunView, link: str | None = None) -> tuple[str, list[dict[
     head += _elapsed(view.elapsed)
     about = [f"Requested by {user_ref(view.requester)}"]
     if view.target:
-        about.append(f"target `{view.target}`")
+        about.append(f"target `{mrkdwn(view.target)}`")
     if view.params:
-        about.append("params " + ", ".join(f"`{k}={v}`" for k, v in view.params.items()))
+        about.append(
+            "params " + ", ".join(f"`{mrkdwn(k)}={mrkdwn(v)}`" for k, v in view.params.items())
+        )
     lines = []
     for step in view.steps:
         if step.rollback and step.status in ("waiting", "skipped"):
@@ -96,7 +100,7 @@ def run_message(view: RunView, link: str | None = None) -> tuple[str, list[dict[
         mark = "↩ " if step.rollback else ""
         detail = f" — {_mentions(step.detail)}" if step.detail else ""
         lines.append(
-            f"{STEP_EMOJI.get(step.status, '')} {mark}{step.label}: {step.status}"
+            f"{STEP_EMOJI.get(step.status, '')} {mark}{mrkdwn(step.label)}: {step.status}"
             f"{_elapsed(step.elapsed)}{detail}"
         )
     blocks: list[Block] = [
@@ -165,5 +169,5 @@ def _buttons(view: RunView) -> list[Any]:
 
 
 def plan_message(lines: list[str]) -> tuple[str, list[dict[str, Any]]]:
-    text = "\n".join(lines)
+    text = mrkdwn("\n".join(lines))  # a plan quotes the params as typed
     return text, _render([SectionBlock(text=MarkdownTextObject(text=_clip("```" + text + "```")))])

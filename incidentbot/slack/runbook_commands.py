@@ -26,6 +26,7 @@ from slack_sdk.models.views import View
 from sqlalchemy.engine import Engine
 
 from incidentbot import db
+from incidentbot.chat_text import mrkdwn
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
@@ -40,7 +41,6 @@ from incidentbot.runbooks.loader import Catalog
 from incidentbot.runbooks.params import ParamError, coerce, describe
 from incidentbot.slack import runbook_blocks as rb_blocks
 from incidentbot.slack.blocks import user_ref
-from incidentbot.slack.grammar import escape
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class RunbookCommands:
         runbook = self._runbook(runbook_name)
         blocks: list[Any] = []
         if runbook.description:
-            blocks.append(SectionBlock(text=runbook.description[:2900]))
+            blocks.append(SectionBlock(text=mrkdwn(runbook.description)[:2900]))
         for name, param in runbook.params.items():
             hint = param.description or name
             if param.secret:
@@ -348,8 +348,8 @@ def _approvers_text(needed: int) -> str:
 
 
 def _param_usage(runbook: Runbook, exc: ParamError) -> str:
-    problems = "\n".join(f"• `{name}`: {escape(message)}" for name, message in exc.problems)
-    params = "\n".join(f"• {escape(describe(n, p))}" for n, p in runbook.params.items())
+    problems = "\n".join(f"• `{name}`: {mrkdwn(message)}" for name, message in exc.problems)
+    params = "\n".join(f"• {mrkdwn(describe(n, p))}" for n, p in runbook.params.items())
     example = " ".join(f"{n}=…" for n, p in runbook.params.items() if p.required)
     return (
         f"Cannot run {runbook.name}:\n{problems}\n"

@@ -3,15 +3,22 @@
 Posting is made idempotent: the message carries one section block whose ``block_id`` is
 derived from the step's idempotency token, and the channel is searched for it before posting,
 so a step re-run after a crash does not post twice.
+
+The text usually quotes params people typed (``{{ params.message }}``) or outputs of other
+steps, so it is escaped for Slack mrkdwn as a whole: a ``<!channel>``, ``<@U…>`` or
+``<https://…|…>`` in it is shown as those characters and never notifies or links. Formatting
+(``*bold*``, ``_italic_``, code, emoji) still works.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from incidentbot.chat_text import mrkdwn
 from incidentbot.ledger.actions import PermanentError
 from incidentbot.runbooks.actions._common import shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
@@ -99,7 +106,7 @@ class SlackPost(Action):
             if found is None:
                 raise PermanentError(f"there is no Slack channel {channel}")
             channel = found.id
-        text = shown(ctx, inputs.text)
+        text = mrkdwn(shown(ctx, inputs.text))
         block: dict[str, Any] = {
             "type": "section",
             "text": {"type": "mrkdwn", "text": _fit(text)},
@@ -116,4 +123,4 @@ class SlackPost(Action):
 def _fit(text: str) -> str:
     if len(text) <= SECTION_LIMIT:
         return text
-    return text[: SECTION_LIMIT - 1] + "…"
+    return re.sub(r"&[a-z]{0,3}$", "", text[: SECTION_LIMIT - 1]) + "…"
