@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
+from markupsafe import Markup
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -315,11 +316,24 @@ def build(
 # -- rendering ---------------------------------------------------------------------------------
 
 
+def _mrkdwn_out(value: Any) -> Any:
+    """Every ``{{ … }}`` is escaped for Slack mrkdwn unless it is markup the bot built (marked
+    ``| safe`` in the template: mentions of stored user ids, channel links)."""
+    return value if isinstance(value, Markup) else mrkdwn("" if value is None else value)
+
+
+def _people(people: list[Person]) -> Markup:
+    """Mentions (or escaped names, see ``Person.mention``): already mrkdwn."""
+    return Markup(", ".join(p.mention for p in people) or "unknown")  # noqa: S704
+
+
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
-        # Slack mrkdwn, not HTML: what people typed goes through the `mrkdwn` filter.
+        # Slack mrkdwn, not HTML: each value is escaped by `finalize` (HTML escaping would
+        # show quotes as entities), so a value the template forgets to escape cannot leak.
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
+        finalize=_mrkdwn_out,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -330,8 +344,8 @@ def _environment() -> jinja2.Environment:
 def render(handoff: Handoff) -> str:
     """The handoff message (Slack mrkdwn) from ``templates/handoff.md.j2``."""
     env = _environment()
-    env.filters["mrkdwn"] = mrkdwn
-    env.filters["people"] = lambda ps: ", ".join(p.mention for p in ps) or "unknown"
+    env.filters["mrkdwn"] = lambda value: Markup(mrkdwn(value))  # noqa: S704 (escaped)
+    env.filters["people"] = _people
     tz = ZoneInfo(handoff.rotation.timezone)
     shift = handoff.shift
     return env.get_template("handoff.md.j2").render(

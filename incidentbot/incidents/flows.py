@@ -408,9 +408,9 @@ class ChatActions:
         with db.transaction(self.engine) as s:
             roles = svc.active_roles(s, inc)
             pages = [
-                f":pager: PagerDuty <{p.url}|#{p.number}> {p.service}: {p.status}"
+                f":pager: PagerDuty <{mrkdwn(p.url)}|#{p.number}> {p.service}: {p.status}"
                 + (
-                    f" by {p.acknowledged_by}"
+                    f" by {mrkdwn(p.acknowledged_by)}"
                     if p.acknowledged_by and p.status != "resolved"
                     else ""
                 )

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from incidentbot import db
+from incidentbot.chat_text import mrkdwn
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
@@ -329,7 +330,8 @@ class PagerActions:
         group = self.settings.pagerduty.services[page.service].slack_oncall_group
         fallback = f"<!subteam^{group}> please respond" if group else "please page by hand"
         text = (
-            f":rotating_light: Paging *{page.service}* in PagerDuty failed ({error}): {fallback}."
+            f":rotating_light: Paging *{page.service}* in PagerDuty failed ({mrkdwn(error)}): "
+            f"{fallback}."
         )
         if self.chat is None:
             return

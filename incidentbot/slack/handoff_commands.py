@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 
 from incidentbot import db
-from incidentbot.chat_text import when
+from incidentbot.chat_text import mrkdwn, when
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
@@ -127,7 +127,9 @@ class HandoffCommands:
             try:
                 channel, _ts, _h = self.post(rotation)
             except DomainError as exc:
-                return ActionReply(f"The {rotation.name} handoff was not posted: {exc}.")
+                return ActionReply(
+                    f"The {rotation.name} handoff was not posted: {mrkdwn(str(exc))}."
+                )
             except ExternalError as exc:
                 return ActionReply(
                     f"The {rotation.name} handoff was not posted: Slack said {exc.code}."

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from incidentbot import db
-from incidentbot.chat_text import when
+from incidentbot.chat_text import mrkdwn, when
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.durations import format_span
@@ -67,7 +67,7 @@ class ReminderCommands:
                 row = decision.row
                 line = self._line(kind, row)
         except DomainError as exc:
-            return f"Nothing was changed: {exc}."
+            return f"Nothing was changed: {mrkdwn(str(exc))}."
         self._show(channel_id, message_ts, message, line)
         if decision.changed:
             return None
