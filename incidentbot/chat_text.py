@@ -53,17 +53,20 @@ def mrkdwn_clipped(text: Any, limit: int) -> str:
     return re.sub(r"&[a-z]{0,3}$", "", out[:limit])
 
 
-_ESCAPED_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{2,})&gt;")
+def mention_tokens(people: Iterable[str | None]) -> set[str]:
+    """The plain mentions (``<@U123>``) of those of ``people`` who are Slack user ids."""
+    return {f"<@{plain_id(p)}>" for p in people if is_slack_id(p)}
 
 
-def mrkdwn_keeping(text: Any, people: Iterable[str]) -> str:
-    """``text`` escaped, except the plain mentions (``<@U123>``) of ``people``: for text the bot
-    put together from a stored user id and what someone typed (a timeline entry such as
-    "Invited <@U123>"). Any other mention, a labelled one, a channel link or a link stays text."""
-    known = {plain_id(p) for p in people if is_slack_id(p)}
-    return _ESCAPED_MENTION.sub(
-        lambda m: f"<@{m.group(1)}>" if m.group(1) in known else m.group(0), mrkdwn(text)
-    )
+def mrkdwn_keeping(text: Any, keep: Iterable[str]) -> str:
+    """``text`` escaped, except the markup tokens in ``keep`` (``<@U123>``, ``<!subteam^S1>``):
+    for text the bot put together from what it knows (stored user ids, configured groups) and
+    what someone typed, such as the timeline entry "Invited <@U123>" or a refusal naming who may
+    approve. Any other mention, a labelled one, a channel link or a link stays text."""
+    out = mrkdwn(text)
+    for token in sorted(set(keep), key=len, reverse=True):
+        out = out.replace(mrkdwn(token), token)
+    return out
 
 
 def channel_name(value: str) -> str:

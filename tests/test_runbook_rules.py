@@ -159,6 +159,8 @@ def test_who_may_run_comes_from_the_settings(engine, tmp_path, effects):
         ch = start_incident(slack, engine)
         text = ask(slack, ch, f"run restart-node node=rpc-1 url={effects.url}")
         assert "You may not run restart-node: runbooks.access allows only" in text
+        # Who may run it, built from the settings, stays a mention (the refusal is escaped).
+        assert f"<@{seeded('dave')}>, <!subteam^{group}>" in text
         assert runbook_run(engine) is None
         text = ask(slack, ch, f"run restart-node node=rpc-1 url={effects.url}", user="carol")
         assert "Started restart-node as run" in text  # carol is in the oncall-rpc group

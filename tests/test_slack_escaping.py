@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from incidentbot.chat_text import mrkdwn, mrkdwn_clipped, mrkdwn_keeping, who
+from incidentbot.chat_text import mention_tokens, mrkdwn, mrkdwn_clipped, mrkdwn_keeping, who
 from incidentbot.config import Settings
 from incidentbot.handoff import service as handoff
 from incidentbot.handoff.config import HandoffSettings
@@ -153,8 +153,13 @@ def test_the_one_escaping_function():
     assert who("U0ALICE001") == "<@U0ALICE001>"
     assert who("slack:U0ALICE001") == "<@U0ALICE001>"
     assert who("<!channel> from the CLI") == "&lt;!channel&gt; from the CLI"
-    assert mrkdwn_keeping("<@U0ALICE001> <@U0EVIL001>", ["slack:U0ALICE001"]) == (
-        "<@U0ALICE001> &lt;@U0EVIL001&gt;"
+    keep = mention_tokens(["slack:U0ALICE001", "cli:bob", None]) | {"<!subteam^S0RPC>"}
+    assert keep == {"<@U0ALICE001>", "<!subteam^S0RPC>"}
+    assert mrkdwn_keeping("<@U0ALICE001> <@U0EVIL001> <!subteam^S0RPC>", keep) == (
+        "<@U0ALICE001> &lt;@U0EVIL001&gt; <!subteam^S0RPC>"
+    )
+    assert mrkdwn_keeping("<@U0ALICE001|boss> <!subteam^S0RPC|@all>", keep) == (
+        "&lt;@U0ALICE001|boss&gt; &lt;!subteam^S0RPC|@all&gt;"
     )
     # Clipping never leaves half an entity behind.
     assert mrkdwn_clipped("ab<c", 4) == "ab"

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from incidentbot import db
 from incidentbot.action_items import github
 from incidentbot.action_items import service as items
-from incidentbot.chat_text import mrkdwn, mrkdwn_keeping
+from incidentbot.chat_text import mention_tokens, mrkdwn, mrkdwn_keeping
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
@@ -69,7 +69,7 @@ class ActionCommands:
             return self._do(op, args, user, incident)
         except DomainError as exc:
             # The message may quote what was typed; only the owner it names stays a mention.
-            message = mrkdwn_keeping(str(exc), [args.get("owner") or ""])
+            message = mrkdwn_keeping(str(exc), mention_tokens([args.get("owner")]))
             return ActionReply(f"{message[:1].upper()}{message[1:]}.\nUsage: {mrkdwn(USAGES[op])}")
 
     def help(self) -> str:

@@ -24,7 +24,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from incidentbot.chat_text import mrkdwn, mrkdwn_keeping, who
+from incidentbot.chat_text import mention_tokens, mrkdwn, mrkdwn_keeping, who
 from incidentbot.durations import format_duration
 from incidentbot.incidents.models import MILESTONES, Incident, RoleAssignment, TimelineEvent
 
@@ -202,7 +202,7 @@ def timeline(
     incident: Incident, events: Sequence[TimelineEvent], *, limit: int = 20
 ) -> tuple[str, list[dict[str, Any]]]:
     recent = list(events)[-limit:]
-    known = people(incident, events)
+    known = mention_tokens(people(incident, events))
     lines = [
         f"`{e.occurred_at:%H:%M:%S}` {user_ref(e.actor)} _{e.kind}_: "
         + mrkdwn_keeping(e.summary, known)

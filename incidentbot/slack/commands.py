@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from incidentbot import db
 from incidentbot.alerts import queries as alert_queries
-from incidentbot.chat_text import mrkdwn
+from incidentbot.chat_text import mention_tokens, mrkdwn, mrkdwn_keeping
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
@@ -86,8 +86,19 @@ class CommandHandler:
         except DomainError as exc:
             usage = SPECS[parsed.name].usage
             message = str(exc)
-            message = mrkdwn(message)  # it may quote what was typed
+            # It may quote what was typed; the mentions the bot built from what it knows (the
+            # incident's people, the runbook access rules) stay mentions.
+            message = mrkdwn_keeping(message, self._known_markup(user_id, incident))
             return Reply(f"{message[:1].upper()}{message[1:]}.\nUsage: {mrkdwn(usage)}")
+
+    def _known_markup(self, user: str, incident: Incident | None) -> set[str]:
+        """Mentions the bot builds into its refusals: who asked, the commander, and the people
+        and groups of the runbook access rules."""
+        rules = self.settings.runbooks.access
+        users = [u for r in rules for u in (*r.users, *r.approvers)]
+        groups = {f"<!subteam^{g}>" for r in rules for g in (*r.groups, *r.approver_groups)}
+        commander = incident.commander if incident is not None else None
+        return mention_tokens([user, commander, *users]) | groups
 
     def _dispatch(
         self, cmd: Command, user: str, incident: Incident | None, trigger_id: str
