@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 
+from incidentbot.sandbox.slack.server import SlackSandbox
 from tests.hostile_corpus import ALL_IN_ONE, LIVE_TOKEN, NO_USER_MENTION, SPECIAL, TITLE
-from tests.slack_harness import channel_of, incident, running_bot, settled
+from tests.slack_harness import channel_of, incident, running_bot, settled, wait_for
 from tests.test_alerts_support import RULES, TOKEN, alert, notification
 
 ANNOUNCE = Path(__file__).resolve().parent.parent / "runbooks" / "announce.yaml"
@@ -53,6 +54,22 @@ def live_markup(text: str, allowed: set[str]) -> list[str]:
         found.append(token)
     found += [s for s in SPECIAL if s in text and not any(s in a for a in allowed)]
     return found
+
+
+def assert_no_typed_markup(
+    slack: SlackSandbox, answers: list[Any], allowed: set[str]
+) -> list[tuple[str, str]]:
+    """Scan every Web API call the server recorded, every response_url post, every ephemeral
+    message and every direct answer; return the (where, text) pairs scanned."""
+    surfaces: list[tuple[str, str]] = []
+    for req in slack.requests():
+        surfaces += [(req.method, t) for t in texts(req.args)]
+    surfaces += [("response_url", t) for p in slack.response_posts() for t in texts(p.body)]
+    surfaces += [("ephemeral", t) for e in slack.ephemeral() for t in texts([e.text, e.blocks])]
+    surfaces += [("answer", t) for a in answers for t in texts(a)]
+    leaks = [(where, tok, t[:120]) for where, t in surfaces for tok in live_markup(t, allowed)]
+    assert not leaks, "\n".join(sorted({f"{where}: {text}" for where, _, text in leaks}))
+    return surfaces
 
 
 def test_nothing_typed_or_alert_sent_reaches_slack_as_markup(engine, tmp_path):
@@ -120,14 +137,7 @@ def test_nothing_typed_or_alert_sent_reaches_slack_as_markup(engine, tmp_path):
             f"<#{inc1.channel_id}>",
             f"<#{inc2.channel_id}>",
         }
-        surfaces: list[tuple[str, str]] = []
-        for req in slack.requests():
-            surfaces += [(req.method, t) for t in texts(req.args)]
-        surfaces += [("response_url", t) for p in slack.response_posts() for t in texts(p.body)]
-        surfaces += [("ephemeral", t) for e in slack.ephemeral() for t in texts([e.text, e.blocks])]
-        surfaces += [("answer", t) for a in answers for t in texts(a)]
-        leaks = [(where, tok, t[:120]) for where, t in surfaces for tok in live_markup(t, allowed)]
-        assert not leaks, "\n".join(sorted({f"{where}: {text}" for where, _, text in leaks}))
+        surfaces = assert_no_typed_markup(slack, answers, allowed)
         shown = "\n".join(t for _, t in surfaces)
         assert "&lt;!channel&gt;" in shown and "AT&amp;T &amp;amp; co" in shown
 
@@ -143,3 +153,30 @@ def test_nothing_typed_or_alert_sent_reaches_slack_as_markup(engine, tmp_path):
             shown = "\n".join(x for x in lines if not x.startswith("## "))
             for word in ("@channel", "@here", "@everyone", "@ceo", "@status page", "#general"):
                 assert word not in shown, (name, word)
+
+
+def test_the_declare_form_shows_a_hostile_title_and_description_as_typed(engine):
+    with running_bot(engine) as (_bot, slack):
+        alice = slack.workspace.user("alice").id
+        ack = slack.driver.slash_command("declare", user="alice", channel="incidents")
+        assert ack.status == 200
+        view = wait_for(
+            lambda: [v for v in slack.workspace.views.values() if v.is_open], what="the form"
+        )[0]
+        inputs = {
+            "commander": alice,
+            "title": TITLE,
+            "severity": "SEV2",
+            "description": ALL_IN_ONE,
+            "field_chain": "ethereum",
+            "field_network": "holesky",
+        }
+        assert slack.driver.view_submission(view.id, inputs).status == 200
+        ch = channel_of(engine)
+        settled(engine)
+        inc = incident(engine)
+        assert (inc.title, inc.description) == (TITLE, ALL_IN_ONE)
+        allowed = {f"<@{alice}>", f"<#{inc.channel_id}>"}
+        assert_no_typed_markup(slack, [json.loads(ack.body)], allowed)
+        header = html.unescape(slack.snapshot(ch).pinned[0].text)
+        assert ALL_IN_ONE in header  # the description reads as typed
