@@ -119,7 +119,7 @@ def test_runbook_messages_show_params_and_errors_as_typed(text):
         approvals=[],
         deadline=None,
         steps=[StepView(0, "post", text[:80], "failed", detail=f"{text} by {BOB}")],
-        error=f"slack.post failed: {text}",
+        error=f"slack.post failed for U0EVIL00001: {text}",  # an id typed as a param
         incident_ref="INC-7",
         created_at=T0,
         finished_at=None,

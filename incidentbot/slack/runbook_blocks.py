@@ -60,12 +60,14 @@ RUN_EMOJI = {
 }
 
 
-_USER_ID = re.compile(r"(?<![<@\w])\b([UW][A-Z0-9]{8,})\b")
+# The run's record names who acted as "cancelled by U…", "skipped by U…", "resumed by U…".
+_USER_ID = re.compile(r"(?<=\bby )([UW][A-Z0-9]{8,})\b")
 
 
 def _mentions(text: str) -> str:
     """Text from the run's record, escaped (it may quote params, output, errors), with the
-    Slack user ids the record names (``skipped by U024BE7LH``) shown as mentions."""
+    Slack user id of whoever acted (``skipped by U024BE7LH``) shown as a mention; any other
+    id in it (a param, an error) stays text."""
     return _USER_ID.sub(r"<@\1>", mrkdwn(text))
 
 
