@@ -27,7 +27,8 @@ from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.handoff.service import pager_for as handoff_pager
-from incidentbot.incidents.flows import ChatActions, refresh
+from incidentbot.incidents.effects import refresh
+from incidentbot.incidents.flows import ChatActions
 from incidentbot.ledger import events
 from incidentbot.ledger.actions import registry as action_registry
 from incidentbot.ledger.worker import WorkerPool

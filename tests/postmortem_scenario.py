@@ -367,7 +367,7 @@ def build_incident(
         svc.set_severity(s, st, sc.ref, "SEV1", actor="U01BOB")
     c.at("10:13:00")
     with db.transaction(engine) as s:
-        # What flows.post_update records (posting it is the Slack side's durable run).
+        # What effects.post_update records (posting it is the Slack side's durable run).
         svc.add_note(
             s,
             st,

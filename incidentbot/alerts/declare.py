@@ -31,7 +31,7 @@ from incidentbot.ledger.redact import redact_text
 log = logging.getLogger(__name__)
 
 # Called in the declare's transaction with the new incident and the actor (the bot passes
-# incidents.flows.start_declare_effects: the channel, invites, header, announcement).
+# incidents.effects.start_declare_effects: the channel, invites, header, announcement).
 OnDeclare = Callable[[Session, Incident, str], None]
 Routed = tuple[AlertRecord, Alert, routing.Route]
 

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from incidentbot.alerts import service
 from incidentbot.alerts.payload import PayloadError
 from incidentbot.config import Settings
-from incidentbot.incidents import flows
+from incidentbot.incidents import effects
 from incidentbot.incidents.models import Incident
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="incidentbot", Basic realm="inci
 
 def start_declare_effects(session: Session, incident: Incident, actor: str) -> None:
     """An alert's incident gets what a Slack declare gets: channel, invites, header, digest."""
-    flows.start_declare_effects(session, incident, declarer=actor)
+    effects.start_declare_effects(session, incident, declarer=actor)
 
 
 def _token(settings: Settings) -> bytes | None:

@@ -1,7 +1,7 @@
-"""Durable side effects of incident changes: the channel, invites, header, digest, updates.
+"""The ``chat.*`` ledger actions behind an incident's durable side effects: the channel,
+invites, header, digest and updates (queued by :mod:`incidentbot.incidents.effects`).
 
-Each effect is a ledger run started in the same transaction as the change that needs it, so a
-crash, a Slack 429 or an outage delays it but never loses it. Every action here is idempotent:
+Every action here is idempotent:
 it looks for what an earlier, interrupted attempt may already have done (a channel carrying the
 incident's marker, a message carrying its block id) before doing it again. Actions read the
 incident's *current* state when they run, so a refresh that runs late still shows the latest.
@@ -18,13 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import select
 
 from incidentbot import db
 from incidentbot.chat_text import mrkdwn, mrkdwn_clipped
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
+from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.naming import channel_name
 from incidentbot.installation import installation_id
@@ -41,9 +42,6 @@ log = logging.getLogger(__name__)
 BOT_ACTOR = "incidentbot"
 MAX_NAME_SUFFIX = 20
 MAX_PURPOSE = 250  # Slack's limit on a channel purpose
-# Slack retries are the ledger's: quick first retries, capped, enough to outlast a short outage.
-CHAT_RETRY = {"max_attempts": 8, "backoff": 0.5, "max_backoff": 30.0}
-CHAT_TIMEOUT = 30.0
 
 # Renders messages for the chat platform: (incident, roles) -> (text, blocks), etc. Supplied by
 # the adapter (Slack Block Kit) so that this module stays platform-neutral.
@@ -70,90 +68,6 @@ def purpose_of(incident: Incident, installation: str) -> str:
 
 def is_owned(purpose: str, incident: Incident, installation: str) -> bool:
     return purpose.startswith(marker(incident)) and purpose.endswith(owner_tag(installation))
-
-
-def _step(name: str, action: str, **input: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "action": action,
-        "input": input,
-        "idempotent": True,
-        "retry": CHAT_RETRY,
-        "timeout": CHAT_TIMEOUT,
-    }
-
-
-def start_declare_effects(session: Session, incident: Incident, *, declarer: str) -> None:
-    """Queue the channel (create, furnish, invite, header) and the digest announcement.
-
-    Two runs, so the digest does not wait for the channel: workers take them concurrently.
-    """
-    ledger.start_run(
-        session,
-        kind="incident.channel",
-        key=f"{incident.ref}:channel",
-        steps=[
-            _step("Create the incident channel", "chat.open_channel"),
-            _step(
-                "Set topic and purpose, invite, post the header",
-                "chat.furnish_channel",
-                declarer=declarer,
-            ),
-        ],
-        incident_id=incident.id,
-        actor=declarer,
-    )
-    refresh(session, incident, actor=declarer, reason="declared", header=False)
-
-
-def refresh(
-    session: Session,
-    incident: Incident,
-    *,
-    actor: str,
-    reason: str,
-    header: bool = True,
-    digest: bool = True,
-) -> None:
-    """Queue updates of the header and digest messages after a change (in the change's
-    transaction). The key includes the timeline length so each change gets its own run."""
-    n = len(svc.timeline(session, incident))
-    steps = []
-    if header:
-        steps.append(_step("Update the incident header", "chat.header"))
-    if digest:
-        steps.append(_step("Update the digest announcement", "chat.digest"))
-    ledger.start_run(
-        session,
-        kind="incident.refresh",
-        key=f"{incident.ref}:refresh:{n}",
-        steps=steps,
-        incident_id=incident.id,
-        actor=actor,
-    )
-
-
-def post_update(
-    session: Session, settings: Settings, incident: Incident, *, actor: str, text: str
-) -> None:
-    """A status update: recorded now, posted in the channel and the digest channel durably."""
-    event = svc.add_note(session, settings, incident.ref, text, actor=actor, kind="status.update")
-    session.flush()
-    ledger.start_run(
-        session,
-        kind="incident.update",
-        key=f"{incident.ref}:update:{event.id}",
-        steps=[_step("Post the status update", "chat.status_update", event_id=event.id)],
-        incident_id=incident.id,
-        actor=actor,
-    )
-
-
-EFFECTS = {
-    "incident.channel": "create and set up the incident channel",
-    "incident.refresh": "update the incident header and digest",
-    "incident.update": "post the status update",
-}
 
 
 class ChatActions:

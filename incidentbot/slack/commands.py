@@ -22,7 +22,7 @@ from incidentbot.chat_text import mention_tokens, mrkdwn, mrkdwn_keeping
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
-from incidentbot.incidents import flows
+from incidentbot.incidents import effects
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.paging import flows as paging
@@ -171,7 +171,7 @@ class CommandHandler:
                 idempotency_key=key,
             )
             # Idempotent by key: a repeated declare finds the runs it already started.
-            flows.start_declare_effects(s, inc, declarer=user)
+            effects.start_declare_effects(s, inc, declarer=user)
             page = paging.page_on_declare(s, self.settings, inc, actor=user, service=service)
         return Reply(
             f":rotating_light: <@{user}> declared *{inc.ref}* ({inc.severity}): "
@@ -216,10 +216,10 @@ class CommandHandler:
                 return Reply(f"<@{user}> is paging *{page.service}* on-call.", in_channel=True)
             if name == "update":
                 inc = svc.get(s, ref)
-                flows.post_update(s, st, inc, actor=user, text=args["text"])
+                effects.post_update(s, st, inc, actor=user, text=args["text"])
                 return Reply(f"Posting your update here and in #{st.channels.digest}.")
             reply = self._change(s, name, args, user, inc)
-            flows.refresh(s, svc.get(s, ref), actor=user, reason=name)
+            effects.refresh(s, svc.get(s, ref), actor=user, reason=name)
             return reply
 
     def _change(

@@ -1,0 +1,105 @@
+"""Queueing an incident's durable side effects, in the transaction of the change that needs them.
+
+Each effect is a ledger run started in the same transaction as the change, so a crash, a Slack
+429 or an outage delays it but never loses it. The actions the runs name (``chat.*``) are in
+:mod:`incidentbot.incidents.flows`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+
+from incidentbot.config import Settings
+from incidentbot.incidents import service as svc
+from incidentbot.incidents.models import Incident
+from incidentbot.ledger import service as ledger
+
+# Slack retries are the ledger's: quick first retries, capped, enough to outlast a short outage.
+CHAT_RETRY = {"max_attempts": 8, "backoff": 0.5, "max_backoff": 30.0}
+CHAT_TIMEOUT = 30.0
+
+
+def _step(name: str, action: str, **input: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "action": action,
+        "input": input,
+        "idempotent": True,
+        "retry": CHAT_RETRY,
+        "timeout": CHAT_TIMEOUT,
+    }
+
+
+def start_declare_effects(session: Session, incident: Incident, *, declarer: str) -> None:
+    """Queue the channel (create, furnish, invite, header) and the digest announcement.
+
+    Two runs, so the digest does not wait for the channel: workers take them concurrently.
+    """
+    ledger.start_run(
+        session,
+        kind="incident.channel",
+        key=f"{incident.ref}:channel",
+        steps=[
+            _step("Create the incident channel", "chat.open_channel"),
+            _step(
+                "Set topic and purpose, invite, post the header",
+                "chat.furnish_channel",
+                declarer=declarer,
+            ),
+        ],
+        incident_id=incident.id,
+        actor=declarer,
+    )
+    refresh(session, incident, actor=declarer, reason="declared", header=False)
+
+
+def refresh(
+    session: Session,
+    incident: Incident,
+    *,
+    actor: str,
+    reason: str,
+    header: bool = True,
+    digest: bool = True,
+) -> None:
+    """Queue updates of the header and digest messages after a change (in the change's
+    transaction). The key includes the timeline length so each change gets its own run."""
+    n = len(svc.timeline(session, incident))
+    steps = []
+    if header:
+        steps.append(_step("Update the incident header", "chat.header"))
+    if digest:
+        steps.append(_step("Update the digest announcement", "chat.digest"))
+    ledger.start_run(
+        session,
+        kind="incident.refresh",
+        key=f"{incident.ref}:refresh:{n}",
+        steps=steps,
+        incident_id=incident.id,
+        actor=actor,
+    )
+
+
+def post_update(
+    session: Session, settings: Settings, incident: Incident, *, actor: str, text: str
+) -> None:
+    """A status update: recorded now, posted in the channel and the digest channel durably."""
+    event = svc.add_note(session, settings, incident.ref, text, actor=actor, kind="status.update")
+    session.flush()
+    ledger.start_run(
+        session,
+        kind="incident.update",
+        key=f"{incident.ref}:update:{event.id}",
+        steps=[_step("Post the status update", "chat.status_update", event_id=event.id)],
+        incident_id=incident.id,
+        actor=actor,
+    )
+
+
+EFFECTS = {
+    "incident.channel": "create and set up the incident channel",
+    "incident.refresh": "update the incident header and digest",
+    "incident.update": "post the status update",
+}
