@@ -16,11 +16,7 @@ from incidentbot.typed_text import clean
 
 
 def _fail(message: str, code: int) -> int:
-    # An error may quote what was typed (an unexpected argument, a bad value): secrets in it are
-    # masked as everywhere else. Imported here, so that a successful command does not pay for it.
-    from incidentbot.ledger.redact import redact_text
-
-    print(f"error: {redact_text(message)}", file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr)
     return code
 
 
@@ -89,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             count = len(getattr(exc.ctx, "args", None) or []) if exc.ctx else 0
             extra = f"{count} unexpected extra argument" + ("s" if count != 1 else "")
             message = f"got {extra if count else 'unexpected extra arguments'}"
-        return _fail(f"{message} (see `{where} --help`)", 2)
+        # A usage error may quote what was typed (a bad value): secrets in it are masked as
+        # everywhere else. Imported here, so that a successful command does not pay for it.
+        from incidentbot.ledger.redact import redact_text
+
+        return _fail(f"{redact_text(message)} (see `{where} --help`)", 2)
     except typer.Abort:
         return _fail("aborted", 130)
     except typer.Exit as exc:

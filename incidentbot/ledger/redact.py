@@ -296,16 +296,20 @@ def redact_url(url: str) -> str:
         netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{MASK}@{host}"
     host = (parts.hostname or "").lower()
     provider = any(host == p or host.endswith("." + p) for p in _PROVIDERS)
-    segments = parts.path.split("/")
-    masked: list[str] = []
-    for index, seg in enumerate(segments):
-        before = segments[index - 1].lower() if index else ""
-        masked.append(MASK if _is_key_segment(seg, before, provider) else seg)
-    path = "/".join(masked)
+    path = parts.path
+    if parts.netloc:  # without a host (sqlite:////var/..., file:///...) the path is a local file
+        segments = path.split("/")
+        masked: list[str] = []
+        for index, seg in enumerate(segments):
+            before = segments[index - 1].lower() if index else ""
+            masked.append(MASK if _is_key_segment(seg, before, provider) else seg)
+        path = "/".join(masked)
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(k, MASK if is_sensitive_key(k) else v) for k, v in pairs], safe="*")
+    if (netloc, path, query) == (parts.netloc, parts.path, parts.query):
+        return url  # nothing to mask: as written (re-joining would turn sqlite://// into //)
     return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 
 
