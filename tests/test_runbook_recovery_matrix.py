@@ -32,8 +32,8 @@ from incidentbot.runbooks import view as views
 from incidentbot.runbooks.actions import Services, registry
 from incidentbot.runbooks.loader import load_dirs
 from incidentbot.sandbox.lab import BACKEND, NODES, Lab
-from tests.lab_support import healthy_lab, lab, needs_lab, rpc_post  # noqa: F401 - fixtures
-from tests.worker_zygote import Child, Zygote, wait_for
+from tests.lab_support import healthy_lab, lab, needs_lab, rpc_post, wait_for  # noqa: F401 - fixtures
+from tests.worker_zygote import Child, Zygote
 
 REPO = Path(__file__).resolve().parent.parent
 LEASE = 1.0
@@ -45,6 +45,9 @@ def zygote() -> Iterator[Zygote]:
     forker = Zygote()
     yield forker
     forker.close()
+
+
+WAIT = 120.0  # seconds: workers start slowly on a busy machine
 
 
 class Bot:
@@ -217,7 +220,7 @@ def test_failover_killed_at_every_step_and_half_way_through_the_move(lab: Lab, b
     before = {row.server: row.state for row in lab.haproxy.server_states(BACKEND)}
     lab.fault("node-1", "freeze")
     frozen_at = lab.head("node-1")
-    wait_for(lambda: lab.head("node-2") > frozen_at + 3, "the backups to pull ahead")
+    wait_for(lambda: lab.head("node-2") > frozen_at + 3, "the backups to pull ahead", WAIT)
     bot.pause = "started,remembered"
     run_id = bot.start("failover-rpc-provider", max_lag=3)
     move = bot.step_number(run_id, "move")
@@ -230,7 +233,7 @@ def test_failover_killed_at_every_step_and_half_way_through_the_move(lab: Lab, b
         bot._replace_paused()
         return False
 
-    wait_for(half_way, "the move to keep the states it read")
+    wait_for(half_way, "the move to keep the states it read", WAIT)
     lab.haproxy.set_state(BACKEND, "node-1", "drain")
     run = bot.until_stopped(run_id)
     assert run.status == "succeeded", (run.error, bot.logs())
@@ -240,7 +243,7 @@ def test_failover_killed_at_every_step_and_half_way_through_the_move(lab: Lab, b
     assert served_by(lab) == best
     assert lab.server(best).state == "UP"
     head = lab.head(best)
-    wait_for(lambda: lab.head(best) > head, "the served node's head to advance")
+    wait_for(lambda: lab.head(best) > head, "the served node's head to advance", WAIT)
     assert len(bot.kills) >= 9, bot.kills
 
 
@@ -255,7 +258,7 @@ ANY_LAG = 100_000
 
 def stopped_node(lab: Lab) -> None:  # noqa: F811
     lab.fault("node-2", "stop")
-    wait_for(lambda: lab.server("node-2").state == "DOWN", "HAProxy to see node-2 down")
+    wait_for(lambda: lab.server("node-2").state == "DOWN", "HAProxy to see node-2 down", WAIT)
 
 
 def test_restart_node_killed_at_every_step_then_resumed(lab: Lab, bot: Bot) -> None:  # noqa: F811
@@ -319,7 +322,7 @@ def test_restart_node_killed_in_the_restart_then_aborted(lab: Lab, bot: Bot) -> 
 def corrupt_node(lab: Lab) -> str:  # noqa: F811
     snapshot = lab.snapshot("node-3")
     lab.fault("node-3", "corrupt")
-    wait_for(lambda: lab.server("node-3").state == "DOWN", "HAProxy to see node-3 down")
+    wait_for(lambda: lab.server("node-3").state == "DOWN", "HAProxy to see node-3 down", WAIT)
     return snapshot.id
 
 

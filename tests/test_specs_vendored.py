@@ -1,6 +1,6 @@
 """A clone has everything the conformance checks load, and they look nowhere else.
 
-A user's clone has nothing beside it (no ``../shared``), and an installed package has no
+A user's clone has no folder of shared files beside it, and an installed package has no
 repository at all: the descriptions must be tracked by git, shipped as package data, and
 found inside the package unless ``$INCIDENTBOT_SPECS_DIR`` says otherwise.
 """
@@ -67,7 +67,7 @@ def test_the_slack_files_are_the_published_ones_with_their_licence() -> None:
 
 
 def test_nothing_looks_for_descriptions_beside_the_repository() -> None:
-    """The old layout (``<repo>/../shared/specs``) is gone from the code and the tests."""
+    """The old layout (a specs folder beside the repository) is gone from code and tests."""
     offenders = [
         str(path.relative_to(ROOT))
         for top in (PACKAGE, ROOT / "tests", ROOT / "scripts")

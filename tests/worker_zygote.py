@@ -23,13 +23,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-T = TypeVar("T")
 
 
 class Zygote:
@@ -93,17 +90,6 @@ class Child:
             os.kill(self.pid, signal.SIGKILL)
             self.exit = self.zygote.reap(self.pid)
         return self.exit
-
-
-def wait_for(probe: Callable[[], T], what: str, timeout: float = 120.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # -- the forking process -------------------------------------------------------------------------
