@@ -300,6 +300,10 @@ def claim_next(
     run = session.exec(stmt).first()
     if run is None:
         return None
+    # Read the clock again now that the row is ours: ``now`` above was read before the select,
+    # which may see a run whose start committed after that reading (each statement sees what
+    # was committed before it began), and a run must not start before its lock was acquired.
+    now = db_now(session)
     previous_status, previous_owner = run.status, run.owner
     expired_step: Step | None = None
     if previous_status == PARKED:
