@@ -489,6 +489,12 @@ def test_subscribers_see_each_committed_transition_in_order(engine, server, pool
                                     "retry": {"backoff": 0.01}}])  # fmt: skip
         pools(threads=1)
         wait_status(engine, rid, "succeeded")
+        # Events reach subscribers after their transaction commits: the last may still be on
+        # its way when the database already says "succeeded".
+        wait_until(
+            lambda: any(e.kind == "run.succeeded" and e.run_id == rid for e in events),
+            "the run.succeeded event",
+        )
     finally:
         unsubscribe()
     kinds = [(e.kind, e.step_index, e.attempt) for e in events if e.run_id == rid]
