@@ -107,14 +107,7 @@ def _cancel_into_cleanup(session: Session, run: Run, now: datetime, why: str) ->
         step.error = redact_text(f"{why} ({step.error or 'it needed attention'})")
         session.add(step)
         run.cursor = first
-    run.status = PENDING
-    run.owner = None
-    run.lease_expires_at = None
-    run.wake_at = None
-    run.finished_at = None
-    run.error = redact_text(why)
-    run.updated_at = now
-    session.add(run)
+    _requeue(session, run, now, error=redact_text(why))
     emit(
         session,
         event_for(run, "run.cancel_requested", now, data={"actor": run.cancel_requested_by}),
@@ -149,14 +142,7 @@ def _abort_into_rollback(
     run.cancel_requested_by = None
     run.failed_step = step.idx
     run.cursor = step.idx + 1
-    run.status = PENDING
-    run.owner = None
-    run.lease_expires_at = None
-    run.wake_at = None
-    run.finished_at = None
-    run.error = None
-    run.updated_at = now
-    session.add(run)
+    _requeue(session, run, now)
     emit(session, event_for(run, "step.failed", now, step, error=step.error))
     emit(session, event_for(run, "run.rolling_back", now, step, error=step.error))
     log.info("run %s: %s at %s; running its rollback steps", run.id, why, step.label)
@@ -278,14 +264,7 @@ def resume(session: Session, run_id: int, *, actor: str, skip: bool = False) -> 
         step.error = redact_text(f"resumed by {actor} after: {step.error or 'needing attention'}")
         what = f"{step.label} to run again, resumed by {actor}"
     session.add(step)
-    run.status = PENDING
-    run.owner = None
-    run.lease_expires_at = None
-    run.wake_at = None
-    run.finished_at = None
-    run.error = None
-    run.updated_at = now
-    session.add(run)
+    _requeue(session, run, now)
     kind = "step.skipped" if skip else "run.resumed"
     emit(session, event_for(run, kind, now, step, data={"actor": actor, "resumed": True}))
     log.info("run %s: %s", run_id, what)
@@ -304,3 +283,15 @@ _STATES = {
 
 def _state(status: str) -> str:
     return _STATES.get(status, f"is {status}")
+
+
+def _requeue(session: Session, run: Run, now: datetime, *, error: str | None = None) -> None:
+    """Hand the run back to whichever worker claims it next (no owner, lease or wake time)."""
+    run.status = PENDING
+    run.owner = None
+    run.lease_expires_at = None
+    run.wake_at = None
+    run.finished_at = None
+    run.error = error
+    run.updated_at = now
+    session.add(run)
