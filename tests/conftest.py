@@ -131,3 +131,34 @@ def slack_sandbox() -> Iterator[SlackSandbox]:
     sandbox = SlackSandbox().start()
     yield sandbox
     sandbox.stop()
+
+
+@pytest.fixture
+def server():  # type: ignore[no-untyped-def]
+    """The ledger harness's side-effect server: counts what each step really did."""
+    from tests.ledger_harness import EffectServer  # registers the harness's action
+
+    srv = EffectServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def pools(engine: Engine):  # type: ignore[no-untyped-def]
+    """``pools()`` starts a pool of two ledger worker threads; held harness actions are
+    released and every pool stopped when the test ends."""
+    from incidentbot import ledger
+    from tests.ledger_harness import RELEASE
+
+    started: list[ledger.WorkerPool] = []
+
+    def make() -> ledger.WorkerPool:
+        pool = ledger.WorkerPool(engine, threads=2, lease=5.0, poll=0.05).start()
+        started.append(pool)
+        return pool
+
+    RELEASE.clear()
+    yield make
+    RELEASE.set()
+    for pool in started:
+        pool.stop(timeout=10)

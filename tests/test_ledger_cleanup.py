@@ -12,36 +12,11 @@ from incidentbot import db, ledger
 from incidentbot.errors import DomainError
 from tests.conftest import count
 from tests.ledger_harness import (
-    RELEASE,
-    EffectServer,
     WorkerProcess,
     call_step,
     wait_status,
     wait_until,
 )
-
-
-@pytest.fixture
-def server():
-    srv = EffectServer().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def pools(engine):
-    started: list[ledger.WorkerPool] = []
-
-    def make() -> ledger.WorkerPool:
-        pool = ledger.WorkerPool(engine, threads=2, lease=5.0, poll=0.05).start()
-        started.append(pool)
-        return pool
-
-    RELEASE.clear()
-    yield make
-    RELEASE.set()
-    for pool in started:
-        pool.stop(timeout=10)
 
 
 def start(engine, steps, key="cu", target="node-2") -> int:

@@ -16,14 +16,7 @@ from incidentbot.ledger import transitions
 from incidentbot.ledger.models import Run
 from incidentbot.ledger.service import claim_next, renew
 from tests.conftest import count
-from tests.ledger_harness import RELEASE, EffectServer, call_step, wait_status, wait_until
-
-
-@pytest.fixture
-def server():
-    srv = EffectServer().start()
-    yield srv
-    srv.stop()
+from tests.ledger_harness import RELEASE, call_step, wait_status, wait_until
 
 
 @pytest.fixture

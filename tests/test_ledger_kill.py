@@ -14,7 +14,6 @@ import pytest
 from incidentbot import db, ledger
 from tests.conftest import count
 from tests.ledger_harness import (
-    EffectServer,
     WorkerProcess,
     call_step,
     run_status,
@@ -23,13 +22,6 @@ from tests.ledger_harness import (
 )
 
 LEASE = 1.0
-
-
-@pytest.fixture
-def server():
-    srv = EffectServer().start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture

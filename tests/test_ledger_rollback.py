@@ -8,30 +8,7 @@ import pytest
 from incidentbot import db, ledger
 from incidentbot.errors import DomainError
 from tests.conftest import count
-from tests.ledger_harness import RELEASE, EffectServer, call_step, wait_status
-
-
-@pytest.fixture
-def server():
-    srv = EffectServer().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def pools(engine):
-    started: list[ledger.WorkerPool] = []
-
-    def make() -> ledger.WorkerPool:
-        pool = ledger.WorkerPool(engine, threads=2, lease=5.0, poll=0.05).start()
-        started.append(pool)
-        return pool
-
-    RELEASE.clear()
-    yield make
-    RELEASE.set()
-    for pool in started:
-        pool.stop(timeout=10)
+from tests.ledger_harness import RELEASE, call_step, wait_status
 
 
 def start(engine, steps, key="rb", target="rpc-1") -> int:

@@ -59,13 +59,6 @@ IF_SKIPPED = '    if_skipped: {status: "unknown (the poke was skipped)"}'
 
 
 @pytest.fixture
-def server():
-    srv = EffectServer().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
 def bot(engine, tmp_path: Path):
     settings = Settings(runbooks={"dirs": [str(tmp_path)], "egress": LOOPBACK})
     with db.transaction(engine) as s:
