@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -80,3 +81,36 @@ def answers(running: Lab, node: str) -> bool:
     except RpcError:
         return False
     return True
+
+
+def start_runbook(engine: Any, settings: Any, name: str, params: dict[str, Any]) -> int:
+    """Plan a shipped runbook for INC-1 and start it as alice, from the CLI; its run id."""
+    from incidentbot import db
+    from incidentbot.incidents import service as svc
+    from incidentbot.runbooks import engine as rb_engine
+    from incidentbot.runbooks import planning, run_context
+    from incidentbot.runbooks.actions import Services, registry
+    from incidentbot.runbooks.loader import load_dirs
+
+    runbook = load_dirs(settings.runbooks.dirs, registry).get(name)
+    assert runbook is not None, name
+    with db.transaction(engine) as s:
+        info = run_context.incident_info(s, svc.get(s, "INC-1"))
+    plan = planning.plan(
+        runbook,
+        params,
+        incident=info,
+        variables=settings.runbooks.vars,
+        services=Services(settings=settings),
+    )
+    with db.transaction(engine) as s:
+        row = rb_engine.start(
+            s,
+            settings,
+            plan,
+            key=str(uuid.uuid4()),
+            requester="alice",
+            incident=svc.get(s, "INC-1"),
+            source="cli",
+        )
+        return row.run_id

@@ -9,7 +9,6 @@ catch-up" is a state the test reads, not a moment it guesses."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,13 +22,10 @@ from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.ledger import control
 from incidentbot.ledger.worker import WorkerPool
-from incidentbot.runbooks import approvals, planning, run_context, runtime
-from incidentbot.runbooks import engine as rb_engine
+from incidentbot.runbooks import approvals, planning, runtime
 from incidentbot.runbooks import view as views
-from incidentbot.runbooks.actions import Services, registry
-from incidentbot.runbooks.loader import load_dirs
 from incidentbot.sandbox.lab import Lab
-from tests.lab_support import healthy_lab, lab, wait_for  # noqa: F401 - fixtures
+from tests.lab_support import healthy_lab, lab, start_runbook, wait_for  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("healthy_lab")
@@ -106,28 +102,7 @@ def bot(lab: Lab, gate: Gate, sqlite_template: Path, tmp_path: Path):  # noqa: F
 def start_restart(bot) -> int:
     """Start restart-node for node-2 and approve it (as bob); the workers start on it."""
     engine, settings, pool = bot
-    runbook = load_dirs(settings.runbooks.dirs, registry).get("restart-node")
-    assert runbook is not None
-    with db.transaction(engine) as s:
-        info = run_context.incident_info(s, svc.get(s, "INC-1"))
-    plan = planning.plan(
-        runbook,
-        {"node": "node-2"},
-        incident=info,
-        variables=settings.runbooks.vars,
-        services=Services(settings=settings),
-    )
-    with db.transaction(engine) as s:
-        row = rb_engine.start(
-            s,
-            settings,
-            plan,
-            key=str(uuid.uuid4()),
-            requester="alice",
-            incident=svc.get(s, "INC-1"),
-            source="cli",
-        )
-        rid = row.run_id
+    rid = start_runbook(engine, settings, "restart-node", {"node": "node-2"})
     pool.start()
     wait_for(lambda: state(engine, rid).status == "awaiting_approval", what="the approval ask")
     assert approvals.decide(engine, settings, rid, "bob", "approved").accepted

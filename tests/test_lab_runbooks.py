@@ -5,7 +5,6 @@ by the incident's commander, worked by ledger workers."""
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,18 @@ from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.infra.rpc import RpcClient
 from incidentbot.ledger.worker import WorkerPool
-from incidentbot.runbooks import approvals, planning, run_context, runtime
-from incidentbot.runbooks import engine as rb_engine
+from incidentbot.runbooks import approvals, planning, runtime
 from incidentbot.runbooks import view as views
-from incidentbot.runbooks.actions import Services, registry
+from incidentbot.runbooks.actions import registry
 from incidentbot.runbooks.loader import load_dirs
 from incidentbot.sandbox.lab import BACKEND, Lab
-from tests.lab_support import healthy_lab, lab, rpc_post, wait_for  # noqa: F401 - fixtures
+from tests.lab_support import (  # noqa: F401 - fixtures
+    healthy_lab,
+    lab,
+    rpc_post,
+    start_runbook,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("healthy_lab")
@@ -44,29 +48,7 @@ def bot(lab: Lab, sqlite_template: Path, tmp_path: Path):  # noqa: F811 - the la
 def run_runbook(bot, name: str, **params) -> views.RunView:
     """Plan, start (as alice), approve (as bob, the commander) and work one run to its end."""
     engine, settings = bot
-    runbook = load_dirs(settings.runbooks.dirs, registry).get(name)
-    assert runbook is not None
-    with db.transaction(engine) as s:
-        incident = svc.get(s, "INC-1")
-        info = run_context.incident_info(s, incident)
-    plan = planning.plan(
-        runbook,
-        params,
-        incident=info,
-        variables=settings.runbooks.vars,
-        services=Services(settings=settings),
-    )
-    with db.transaction(engine) as s:
-        row = rb_engine.start(
-            s,
-            settings,
-            plan,
-            key=str(uuid.uuid4()),
-            requester="alice",
-            incident=svc.get(s, "INC-1"),
-            source="cli",
-        )
-        rid = row.run_id
+    rid = start_runbook(engine, settings, name, params)
     pool = WorkerPool(engine, threads=2, poll=0.05, only_run=rid).start()
     try:
 
