@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -173,43 +172,39 @@ def run(
     cwd: str | None = None,
 ) -> Finished:
     """Run ``executable`` (an absolute path) with ``argv`` in the sandbox and wait for it."""
-    workdir = tempfile.mkdtemp(prefix="incidentbot-step-")
-    try:
-        return _run(executable, argv, env, shell_path, limits, timeout, should_stop, cwd, workdir)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _run(
-    executable: str,
-    argv: list[str],
-    env: dict[str, str],
-    shell_path: list[str],
-    limits: ShellLimits,
-    timeout: float,
-    should_stop: Callable[[], bool],
-    cwd: str | None,
-    workdir: str,
-) -> Finished:
     for name in env:  # validated with the step's inputs; checked again for other callers
         why = refused_variable(name)
         if why:
             raise ValueError(why)
-    environment = {**base_environment(shell_path, workdir), **env}
     spec = json.dumps({"rlimits": rlimits(limits), "processes": limits.processes})
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", TRAMPOLINE, spec, executable, *argv],
-            cwd=cwd or workdir,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
-    except OSError as exc:
-        return Finished(-1, None, "", "", "", start_error=exc.strerror or str(exc))
+    # A fresh 0700 directory per step, removed after it (whatever the program left there).
+    with tempfile.TemporaryDirectory(
+        prefix="incidentbot-step-", ignore_cleanup_errors=True
+    ) as workdir:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", TRAMPOLINE, spec, executable, *argv],
+                cwd=cwd or workdir,
+                env={**base_environment(shell_path, workdir), **env},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            return Finished(-1, None, "", "", "", start_error=exc.strerror or str(exc))
+        return _wait(proc, limits, timeout, should_stop)
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    limits: ShellLimits,
+    timeout: float,
+    should_stop: Callable[[], bool],
+) -> Finished:
+    """Capture the program's output until it ends, overflows, is stopped or times out; then
+    kill whatever its process group left behind."""
     budget = _Budget(limits.output)
     out, err = _Capture(proc.stdout, budget), _Capture(proc.stderr, budget)
     deadline = time.monotonic() + timeout
