@@ -28,13 +28,14 @@ from incidentbot.incidents import service as svc
 from incidentbot.metrics import Metrics
 from incidentbot.ports import Pager
 from incidentbot.slack.action_commands import ActionCommands
-from incidentbot.slack.commands import CommandHandler, Reply
+from incidentbot.slack.commands import CommandHandler
 from incidentbot.slack.handoff_commands import BUTTON as HANDOFF_BUTTON
 from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.modal import CALLBACK_ID, declare_view, field_errors, read_submission
 from incidentbot.slack.once import OnceApp
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.reminder_commands import DISMISS_ACTION, SNOOZE_ACTION, ReminderCommands
+from incidentbot.slack.reply import Reply
 from incidentbot.slack.runbook_commands import FORM_CALLBACK, RunbookCommands
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,6 @@ user sees at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -32,28 +30,8 @@ from incidentbot.slack.action_commands import ActionCommands, ActionReply
 from incidentbot.slack.grammar import SPECS, Command, Usage, help_text, parse
 from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.postmortem_commands import PostmortemCommands
+from incidentbot.slack.reply import Reply
 from incidentbot.slack.runbook_commands import RunbookCommands
-
-
-@dataclass
-class Reply:
-    text: str
-    blocks: list[dict[str, Any]] | None = None
-    in_channel: bool = False
-    open_modal: bool = False
-    modal_args: dict[str, Any] = field(default_factory=dict)
-    # Slow work done after Slack has the answer (a GitHub export); its reply goes back
-    # through the command's response URL.
-    follow_up: Callable[[], Reply] | None = None
-
-    def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "text": self.text,
-            "response_type": "in_channel" if self.in_channel else "ephemeral",
-        }
-        if self.blocks:
-            out["blocks"] = self.blocks
-        return out
 
 
 class CommandHandler:
