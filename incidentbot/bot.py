@@ -23,20 +23,19 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 
-from incidentbot import db
+from incidentbot import db, run_links
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
-from incidentbot.handoff.service import pager_for as handoff_pager
 from incidentbot.incidents.effects import refresh
 from incidentbot.incidents.flows import ChatActions
 from incidentbot.ledger import events
 from incidentbot.ledger.actions import registry as action_registry
 from incidentbot.ledger.worker import WorkerPool
 from incidentbot.metrics import Metrics
-from incidentbot.paging import webhooks as pd_webhooks
+from incidentbot.pagerduty_adapter import PagerDutyPager
+from incidentbot.pagerduty_adapter import pager_for as handoff_pager
 from incidentbot.paging.config import parse_routing_keys
 from incidentbot.paging.flows import PagerActions
-from incidentbot.paging.pagerduty import PagerDutyPager
 from incidentbot.runbooks import runtime as runbook_runtime
 from incidentbot.runbooks.actions import registry as runbook_actions
 from incidentbot.runbooks.loader import Catalog, load_dirs
@@ -51,7 +50,7 @@ from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.reminder_commands import ReminderCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
-from incidentbot.web import run_page
+from incidentbot.web import pagerduty_webhooks, run_page
 from incidentbot.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -95,18 +94,18 @@ class Bot:
         actions = ChatActions(chat, engine, settings, blocks)
         actions.install(action_registry)
         pager, pager_actions = _paging(settings, engine, chat)
-        page_key = run_page.signing_key(token)
+        page_key = run_links.signing_key(token)
         public = settings.http.public_url
 
         def run_link(run_id: int) -> str | None:
-            return run_page.link(public, page_key, run_id) if public else None
+            return run_links.link(public, page_key, run_id) if public else None
 
         run_messages = RunMessages(
             engine,
             chat,
             runbook_blocks.run_message,
             runbook_blocks.block_id,
-            link=(lambda rid: run_page.link(public, page_key, rid))
+            link=(lambda rid: run_links.link(public, page_key, rid))
             if public
             else (lambda rid: None),
         )
@@ -116,6 +115,7 @@ class Bot:
             log.error("runbook not loaded: %s", problem)
         holder: dict[str, Catalog] = {"catalog": catalog}
         runbook_commands = RunbookCommands(settings, engine, lambda: holder["catalog"], chat)
+        handoffs = HandoffCommands(settings, engine, chat, handoff_pager(settings, pager))
         client_args: dict[str, Any] = {"token": token}
         if settings.slack.api_url:
             client_args["base_url"] = settings.slack.api_url
@@ -129,7 +129,7 @@ class Bot:
             runbooks=runbook_commands,
             actions=ActionCommands(settings, engine, chat),
             postmortems=PostmortemCommands(settings, engine, chat),
-            handoff=HandoffCommands(settings, engine, chat, handoff_pager(settings, pager)),
+            handoff=handoffs,
             reminders=ReminderCommands(settings, engine, chat),
         )
         pool = WorkerPool(
@@ -138,7 +138,7 @@ class Bot:
         bot = cls(settings, engine, chat, metrics, bolt, asgi=None, pool=pool)  # type: ignore[arg-type]
         bot.pager = pager
         bot.catalog = catalog
-        services = Services(settings, engine, chat, handoff_pager(settings, pager))
+        services = Services(settings, engine, chat, handoffs=handoffs)
         bot.scheduler = build_scheduler(
             settings, engine, services, name=f"bot:{socket.gethostname()}:{os.getpid()}"
         )
@@ -156,7 +156,7 @@ class Bot:
             metrics=metrics,
             slack_state=lambda: bot.slack_state,
             extra_routes=[
-                pd_webhooks.route(engine, settings, on_change=_refresh_header),
+                pagerduty_webhooks.route(engine, settings, on_change=_refresh_header),
                 run_page.route(engine, page_key),
             ],
             settings=settings,

@@ -12,8 +12,8 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from incidentbot.alerts.models import AlertRecord
-from incidentbot.alerts.web import MAX_BODY, PATH, alertmanager_route
 from incidentbot.config import Settings
+from incidentbot.web.alertmanager import MAX_BODY, PATH, alertmanager_route
 from tests.conftest import count
 from tests.test_alerts_support import TOKEN, alert, notification, settings_for
 

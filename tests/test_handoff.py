@@ -22,7 +22,7 @@ from incidentbot.handoff import notes
 from incidentbot.handoff import service as handoff
 from incidentbot.handoff.config import HandoffSettings
 from incidentbot.incidents import service as svc
-from incidentbot.paging.pagerduty import PagerDutyPager
+from incidentbot.pagerduty_adapter import PagerDutyPager, pager_for
 from incidentbot.sandbox.pagerduty.server import PagerDutySandbox
 from incidentbot.sandbox.slack.server import SlackSandbox
 from incidentbot.slack.chat import SlackChat
@@ -479,4 +479,4 @@ def bot_handoff(bot):
     """The bot's handoff commands, as its Bolt listener calls them."""
     from incidentbot.slack.handoff_commands import HandoffCommands
 
-    return HandoffCommands(bot.settings, bot.engine, bot.chat, handoff.pager_for(bot.settings))
+    return HandoffCommands(bot.settings, bot.engine, bot.chat, pager_for(bot.settings))

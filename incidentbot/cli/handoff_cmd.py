@@ -13,6 +13,7 @@ import typer
 
 from incidentbot.cli.common import CliError, state
 from incidentbot.handoff import service as handoff
+from incidentbot.pagerduty_adapter import pager_for
 from incidentbot.ports import Chat
 
 app = typer.Typer(help="The on-call handoff: preview what would be posted.", no_args_is_help=True)
@@ -52,7 +53,7 @@ def preview(
         st.engine,
         settings,
         chosen,
-        pager=handoff.pager_for(settings),
+        pager=pager_for(settings),
         chat=chat,
         now=_at(at),
     )

@@ -99,11 +99,14 @@ def _services(settings: Settings, engine: Engine) -> Services | None:
     are all disabled in ``scheduler.jobs``."""
     token = settings.slack_bot_token
     if token is not None and token.get_secret_value():
-        from incidentbot.handoff.service import pager_for  # Slack and PagerDuty: only here
+        # Slack and PagerDuty: only here
+        from incidentbot.pagerduty_adapter import pager_for
         from incidentbot.slack.chat import SlackChat
+        from incidentbot.slack.handoff_commands import HandoffCommands
 
         chat = SlackChat(token.get_secret_value(), base_url=settings.slack.api_url)
-        return Services(settings, engine, chat, pager_for(settings))
+        handoffs = HandoffCommands(settings, engine, chat, pager_for(settings))
+        return Services(settings, engine, chat, handoffs=handoffs)
     builtin = builtin_jobs(settings, None)
     jobs = resolve_jobs(settings.scheduler, settings.timezone, {**registered(), **builtin})
     enabled = [j.name for j in jobs if j.name in builtin and j.runnable]

@@ -359,19 +359,3 @@ def render(handoff: Handoff) -> str:
         == {p.email or p.name for p in handoff.incoming},
         limit=LIST_LIMIT,
     )
-
-
-def pager_for(settings: Settings, pager: Pager | None = None) -> Pager | None:
-    """The pager to ask who is on call: the bot's own, else a read-only one when the PagerDuty
-    token is set (on-call lookups need no services configured for paging)."""
-    if pager is not None or settings.pagerduty_api_token is None:
-        return pager
-    from incidentbot.paging.pagerduty import PagerDutyPager
-
-    pd = settings.pagerduty
-    return PagerDutyPager(
-        settings.pagerduty_api_token.get_secret_value(),
-        from_email=pd.from_email or "",
-        base_url=pd.api_url,
-        ca_file=pd.ca_file,
-    )

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from sqlmodel import Session
 
+from incidentbot import run_links
 from incidentbot.config import Settings
 from incidentbot.durations import format_duration
 from incidentbot.incidents.models import TimelineEvent
@@ -89,12 +90,7 @@ def run_doc(
         "commander": "the incident commander",
         "two-person": "two people",
     }.get(row.approval, row.approval)
-    link = None
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
-    if settings.http.public_url and token:
-        from incidentbot.web import run_page
-
-        link = run_page.link(settings.http.public_url, run_page.signing_key(token), row.run_id)
+    link = run_links.link_for(settings, row.run_id)
     duration = None
     if ended is not None:
         duration = format_duration(ended.occurred_at - row.created_at)

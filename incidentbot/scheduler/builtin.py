@@ -4,14 +4,16 @@ reminders of status updates, stale incidents, postmortems and overdue action ite
 Their schedules are defaults: a ``scheduler.jobs`` entry with the same name overrides one (a
 different cron, a longer grace, or ``enabled: false``). They need the bot's Slack (and, for
 handoffs, PagerDuty) adapters: :func:`builtin_jobs` binds them to :class:`Services`; without
-services (``incidentbot jobs list``) the jobs are listed but cannot run.
+services (``incidentbot jobs list``) the jobs are listed but cannot run. The handoff jobs are
+whatever the bot passes as :class:`HandoffJobs`: the scheduler never imports a door.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 
@@ -19,7 +21,7 @@ from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.handoff.config import Rotation
 from incidentbot.modules import import_modules
-from incidentbot.ports import Chat, Pager
+from incidentbot.ports import Chat
 from incidentbot.scheduler.core import Scheduler, resolve_jobs
 from incidentbot.scheduler.registry import JobContext, RegisteredJob, registered
 
@@ -33,12 +35,22 @@ ACTIONS_JOB = "reminders.action_items"
 ACK_JOB = "handoff.ack_reminders"
 
 
+class HandoffJobs(Protocol):
+    """What the scheduled handoff jobs call: post the handoff due at a slot (once), and remind
+    of handoffs nobody acknowledged. The bot wires in its handoff operations."""
+
+    def scheduled(self, rotation: Rotation, slot: datetime, grace: float) -> str | None: ...
+
+    def remind(self, now: datetime | None = None) -> int: ...
+
+
 @dataclass(frozen=True)
 class Services:
     settings: Settings
     engine: Engine
     chat: Chat
-    pager: Pager | None
+    # None when no rotation is configured: the handoff jobs then do not exist.
+    handoffs: HandoffJobs | None = None
 
 
 def handoff_job(name: str) -> str:
@@ -129,10 +141,10 @@ def _action_items(svc: Services, ctx: JobContext) -> int:
     return int(_digests(svc).action_items(utcnow()))
 
 
-def _handoffs(svc: Services) -> Any:
-    from incidentbot.slack.handoff_commands import HandoffCommands
-
-    return HandoffCommands(svc.settings, svc.engine, svc.chat, svc.pager)
+def _handoffs(svc: Services) -> HandoffJobs:
+    if svc.handoffs is None:
+        raise RuntimeError("the handoff jobs were scheduled without the handoff operations")
+    return svc.handoffs
 
 
 def _handoff(rotation: Rotation) -> Callable[[Services, JobContext], Any]:

@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from incidentbot.alerts.web import alertmanager_route
 from incidentbot.config import Settings
 from incidentbot.ledger.models import PENDING, RUNNING, Run
 from incidentbot.metrics import Metrics
+from incidentbot.web.alertmanager import alertmanager_route
 from incidentbot.web.slack_edge import Refused, checked_body
 
 

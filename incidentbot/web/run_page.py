@@ -1,13 +1,12 @@
 """``GET /runs/<id>?sig=…``: one runbook run's steps with their full (masked) output.
 
 The run message in Slack links here when ``http.public_url`` is set. The link is signed
-(HMAC-SHA256 of the run id under a key derived from the bot's Slack token), so only someone
-who saw the message can open it; everything shown is what the run stored, already masked.
+(:mod:`incidentbot.run_links`), so only someone who saw the message can open it; everything
+shown is what the run stored, already masked.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 
@@ -20,6 +19,7 @@ from starlette.routing import Route
 
 from incidentbot import db
 from incidentbot.errors import DomainError
+from incidentbot.run_links import signature
 from incidentbot.runbooks import view as views
 from incidentbot.runbooks.definition import format_seconds
 
@@ -47,18 +47,6 @@ pre{background:#f4f4f4;padding:.6rem;white-space:pre-wrap;word-break:break-word}
 </body></html>
 """
 )
-
-
-def signing_key(token: str) -> bytes:
-    return hashlib.sha256(b"incidentbot run page\0" + token.encode()).digest()
-
-
-def signature(key: bytes, run_id: int) -> str:
-    return hmac.new(key, str(run_id).encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def link(public_url: str, key: bytes, run_id: int) -> str:
-    return f"{public_url.rstrip('/')}/runs/{run_id}?sig={signature(key, run_id)}"
 
 
 def route(engine: Engine, key: bytes) -> Route:

@@ -45,7 +45,7 @@ METHODS = ("get", "put", "post", "patch", "delete")
 _PLAIN = ("type", "enum", "pattern", "format", "minItems", "uniqueItems")
 _SCHEMAS = "#/components/schemas/"
 
-# The fields of PagerDuty's answers that the bot (``incidentbot.paging.pagerduty``), the
+# The fields of PagerDuty's answers that the bot (``incidentbot.pagerduty_adapter``), the
 # ``pagerduty`` client it drives (pagination, ``find``) and the sandbox's tests read, by the
 # schema that declares them. A schema's required fields are kept as well; the rest are left out.
 READ: dict[str, tuple[str, ...]] = {

@@ -5,6 +5,9 @@ or more comma-separated signatures, several during a secret rotation). A bad or 
 signature is a 401 that records nothing. Acknowledged, escalated, reassigned and resolved update
 our page and appear on the timeline with the responder's name; a redelivered event is recorded
 once.
+
+This is a door: it authenticates the delivery, reads PagerDuty's payload and hands the change to
+the paging core (:func:`incidentbot.paging.flows.mark_page`).
 """
 
 from __future__ import annotations
