@@ -21,7 +21,8 @@ from rich.table import Table
 
 from incidentbot import db
 from incidentbot.cli.common import AS_OPTION, CliError, actor, console, log_to_stderr, state
-from incidentbot.ledger import control, queries
+from incidentbot.incidents import runs as queries
+from incidentbot.ledger import control
 from incidentbot.ledger.models import PARKED, Run, Step
 from incidentbot.ledger.redact import redact_text
 from incidentbot.ledger.worker import DEFAULT_LEASE, DEFAULT_POLL, WorkerPool

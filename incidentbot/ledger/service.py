@@ -22,7 +22,6 @@ from sqlmodel import Session, col, select
 
 from incidentbot.db import db_now
 from incidentbot.errors import DomainError, NotFound
-from incidentbot.incidents.models import Incident
 from incidentbot.ledger.actions import ActionRegistry, registry
 from incidentbot.ledger.events import emit, event_for
 from incidentbot.ledger.models import (
@@ -39,6 +38,7 @@ from incidentbot.ledger.models import (
 )
 from incidentbot.ledger.redact import redact, redact_text
 from incidentbot.ledger.spec import StepSpec, parse_steps, snapshot
+from incidentbot.ledger.subjects import describe
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +111,10 @@ def get_step(session: Session, run_id: int, idx: int) -> Step:
 
 
 def incident_ref(session: Session, incident_id: int | None) -> str | None:
+    """How people call the run's subject (e.g. ``INC-3``): :mod:`incidentbot.ledger.subjects`."""
     if incident_id is None:
         return None
-    incident = session.get(Incident, incident_id)
-    return incident.ref if incident else f"incident #{incident_id}"
+    return describe(session, incident_id) or f"incident #{incident_id}"
 
 
 def lock_holder(session: Session, target: str) -> Run | None:
@@ -158,7 +158,7 @@ def start_run(
                 return _same_run(holder, kind, target)
             if holder is not None:
                 raise _lock_held(session, target, holder)
-        if incident_id is not None and session.get(Incident, incident_id) is None:
+        if incident_id is not None and describe(session, incident_id) is None:
             raise NotFound(f"no incident with id {incident_id}")
         try:
             with session.begin_nested():

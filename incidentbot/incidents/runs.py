@@ -1,4 +1,7 @@
-"""Read-only views of the ledger for the CLI, Slack and the web UI."""
+"""Read-only views of the ledger's runs with the incident each is for (CLI, Slack, web UI).
+
+They live with the incidents, not in the ledger: the ledger knows a run's subject only as an
+opaque id."""
 
 from __future__ import annotations
 
