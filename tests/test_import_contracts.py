@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,32 @@ def add_import(tree: Path, module: str, line: str) -> None:
     head, sep, rest = source.partition("from __future__ import annotations\n")
     assert sep, f"{path} has no `from __future__` line to put the import after"
     path.write_text(f"{head}{sep}{line}  # noqa\n{rest}")
+
+
+def top_level_modules() -> set[str]:
+    """Every package and module directly under incidentbot/ (migrations/ is not a package)."""
+    found = set()
+    for path in (ROOT / "incidentbot").iterdir():
+        if path.is_dir() and (path / "__init__.py").exists():
+            found.add(path.name)
+        elif path.suffix == ".py" and path.stem != "__init__":
+            found.add(path.stem)
+    return found
+
+
+def test_every_package_is_placed_in_the_contracts() -> None:
+    """A new package or module is checked from the start: it must be named as core or as a door
+    or adapter, and given its layer. (Unlisted, import-linter would never look at it.)"""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    contracts = {c["id"]: c for c in config["contracts"]}
+    core = contracts["core-without-doors"]
+    named = {m.removeprefix("incidentbot.") for m in core["source_modules"]}
+    outer = {m.removeprefix("incidentbot.") for m in core["forbidden_modules"]}
+    layered = {name.strip() for layer in contracts["layers"]["layers"] for name in layer.split(":")}
+    modules = top_level_modules()
+    assert modules - (named | outer) == set(), "name it in core-without-doors (source/forbidden)"
+    assert modules - layered == set(), "give it its layer in the layers contract"
+    assert named & outer == set()
 
 
 def test_the_tree_as_it_is_keeps_every_contract(tmp_path: Path) -> None:
