@@ -38,7 +38,7 @@ from tests.postmortem_scenario import (
 MIX = (
     ("note", "U01DANA", "rpc-{i} head {n} blocks behind; peers {p}"),
     (
-        "slack.pinned",
+        "timeline.pinned",
         "U01BOB",
         "<@U01DANA> geth on rpc-{i} logs: 'Imported new chain segment' x{n}",
     ),

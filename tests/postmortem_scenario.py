@@ -359,7 +359,7 @@ def build_incident(
             "<@U01BOB> is reading the geth logs",
             actor="U01DANA",
             occurred_at=datetime(2025, 3, 11, 10, 8, 45, tzinfo=UTC),
-            kind="slack.pinned",
+            kind="timeline.pinned",
             source_key="pin:C01INC1:1741687725.000100",
         )
     c.at("10:12:00")
@@ -405,7 +405,7 @@ def build_incident(
             "Through the load balancer: head 21,993,161 on rpc-3, p99 180 ms",
             actor="U01DANA",
             occurred_at=datetime(2025, 3, 11, 10, 23, 55, tzinfo=UTC),
-            kind="slack.pinned",
+            kind="timeline.pinned",
             source_key="pin:C01INC1:1741688635.000200",
         )
     c.at("10:35:00")

@@ -22,7 +22,7 @@ from tests.runbook_procs import BotSeat
 
 TITLE = "Beacon node stuck at slot 8123"
 HOLD = 300.0  # the held answers never come back while the test runs
-BOOKKEEPING = ("slack.channel_created", "slack.invited", "slack.header_posted", "slack.announced")
+BOOKKEEPING = ("channel.created", "responders.invited", "header.posted", "digest.announced")
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_kill_after_slack_applied_the_fan_out_records_each_effect_once(engine, s
     inc, kinds = incident_state(engine)
     # The bot has not heard back: what it knows of these effects is still missing.
     assert inc.header_ts is None and inc.digest_ts is None
-    assert kinds["slack.header_posted"] == kinds["slack.announced"] == 0
+    assert kinds["header.posted"] == kinds["digest.announced"] == 0
 
     seat.replace()  # SIGKILL, then a new process takes the runs over after the lease
 

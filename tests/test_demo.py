@@ -11,7 +11,7 @@ def test_slack_demo_runs_a_whole_incident(tmp_path, capsys):
     assert "#inc-1-rpc-p99-latency-above-2s-on-mainnet" in out
     assert "Topic:   INC-1 · SEV1 Critical · resolved" in out
     assert "[pinned]" in out and "*Resolution*: Drained rpc-2" in out
-    assert "slack.pinned           geth on rpc-2 is 40 blocks behind the head" in out
+    assert "timeline.pinned        geth on rpc-2 is 40 blocks behind the head" in out
     assert "Unknown subcommand `frobnicate`." in out
     assert out.count("*INC-1*: RPC p99 latency above 2s on mainnet") == 1  # one digest message
     assert "page.triggered         Paged rpc: PagerDuty #1" in out

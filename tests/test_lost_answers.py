@@ -46,7 +46,7 @@ def test_a_lost_announcement_is_found_behind_a_busy_channel(engine):
             inc = svc.get(s, "INC-1")
             kinds = Counter(e.kind for e in svc.timeline(s, inc))
         assert inc.digest_ts == shown[0].ts
-        assert kinds["slack.announced"] == 1
+        assert kinds["digest.announced"] == 1
 
         # Later changes edit that announcement; none is posted again.
         channel = inc.channel_id

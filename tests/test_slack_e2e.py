@@ -60,10 +60,10 @@ def test_declare_opens_a_furnished_channel_and_announces_it(slack, engine):
     assert len(digest) == 1 and "SEV2" in digest[0].text
     expected = {
         "incident.declared",
-        "slack.channel_created",
-        "slack.invited",
-        "slack.header_posted",
-        "slack.announced",
+        "channel.created",
+        "responders.invited",
+        "header.posted",
+        "digest.announced",
     }
     # The effects run concurrently: wait until every one of them is on the timeline.
     wait_for(lambda: expected <= set(timeline_kinds(engine)), what="every declare effect")
@@ -202,7 +202,7 @@ def test_pushpin_puts_a_message_on_the_timeline_once(slack, engine):
     slack.driver.add_reaction("carol", ch, msg.ts, "eyes")  # not a pin
     # The bot answers an event only once it has recorded it, so the timeline is complete here.
     with db.transaction(engine) as s:
-        pins = [e for e in svc.timeline(s, svc.get(s, "INC-1")) if e.kind == "slack.pinned"]
+        pins = [e for e in svc.timeline(s, svc.get(s, "INC-1")) if e.kind == "timeline.pinned"]
     assert len(pins) == 1
     assert pins[0].summary == "geth logs: bad block 21000000"
     assert pins[0].actor == slack.workspace.user("alice").id

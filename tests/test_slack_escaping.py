@@ -137,7 +137,7 @@ def test_runbook_messages_show_params_and_errors_as_typed(text):
 
 def test_a_timeline_keeps_the_bots_mentions_of_its_people_and_no_typed_ones():
     inc = incident("RPC down")
-    invited = event(f"Invited <@{ALICE}>, <@{BOB}>", kind="slack.invited", users=[ALICE, BOB])
+    invited = event(f"Invited <@{ALICE}>, <@{BOB}>", kind="responders.invited", users=[ALICE, BOB])
     typed = event("ping <@U0EVIL001> and <@U0BOB00001|boss> <!here> <#C0EVIL001>")
     text = str(blocks.timeline(inc, [invited, typed]))
     assert f"Invited <@{ALICE}>, <@{BOB}>" in text

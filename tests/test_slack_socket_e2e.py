@@ -71,7 +71,7 @@ def reply(ack: Ack) -> dict[str, Any]:
 
 def pins(engine: Engine) -> list[Any]:
     with db.transaction(engine) as s:
-        return [e for e in svc.timeline(s, svc.get(s, "INC-1")) if e.kind == "slack.pinned"]
+        return [e for e in svc.timeline(s, svc.get(s, "INC-1")) if e.kind == "timeline.pinned"]
 
 
 def test_an_incident_runs_over_socket_mode(slack: SlackSandbox, engine: Engine) -> None:

@@ -241,7 +241,7 @@ class ChatActions:
             svc.record(
                 s,
                 row,
-                "slack.channel_created",
+                "channel.created",
                 BOT_ACTOR,
                 f"Channel #{channel.name} created",
                 now=utcnow(),
@@ -292,7 +292,7 @@ class ChatActions:
             svc.record(
                 s,
                 inc,
-                "slack.invited",
+                "responders.invited",
                 BOT_ACTOR,
                 "Invited " + ", ".join(f"<@{u}>" for u in users),
                 now=utcnow(),
@@ -345,7 +345,7 @@ class ChatActions:
         self.chat.pin(inc.channel_id, ts)
         if inc.header_ts != ts:
             self._save_done(
-                inc, "header_ts", ts, "slack.header_posted", "Incident header posted and pinned",
+                inc, "header_ts", ts, "header.posted", "Incident header posted and pinned",
                 ts=ts,
             )  # fmt: skip
         return ts
@@ -386,7 +386,7 @@ class ChatActions:
             ts = self.chat.post(channel, text, blocks)
         if inc.digest_ts != ts:
             self._save_done(
-                inc, "digest_ts", ts, "slack.announced",
+                inc, "digest_ts", ts, "digest.announced",
                 f"Announced in #{self.settings.channels.digest}", ts=ts,
             )  # fmt: skip
         return {"ts": ts, "updated": updated}

@@ -17,9 +17,9 @@ from incidentbot.postmortems.people import Names
 # Timeline events that are bookkeeping, not part of the story.
 NOISE = frozenset(
     {
-        "slack.channel_created",
-        "slack.header_posted",
-        "slack.invited",
+        "channel.created",
+        "header.posted",
+        "responders.invited",
         "participant.joined",
         "runbook.step_started",
     }
@@ -29,7 +29,7 @@ CATEGORIES = {
     "severity.changed": "severity",
     "milestone.set": "milestone",
     "note": "note",
-    "slack.pinned": "pin",
+    "timeline.pinned": "pin",
     "status.update": "update",
     "effect.failed": "problem",
 }

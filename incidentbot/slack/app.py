@@ -268,7 +268,7 @@ def build_bolt_app(
                     message.get("text") or "(no text)",
                     actor=author,
                     occurred_at=at,
-                    kind="slack.pinned",
+                    kind="timeline.pinned",
                     source_key=f"pin:{channel}:{ts}",
                 )
         except IntegrityError:
