@@ -78,7 +78,9 @@ def test_postmortem_in_the_channel(engine):
         body = reply(slack.driver.slash_command("postmortem"))  # not an incident channel
         assert body["text"].startswith("`/incident postmortem` only works in an incident's")
         body = reply(slack.driver.slash_command("postmortem now", channel=ch))
-        assert body["text"].startswith("`postmortem` takes no arguments.")
+        assert body["text"].startswith(
+            "Unknown postmortem subcommand `now`: use edit, status or publish.\nUsage: "
+        )
         assert_spec_conformance(slack)
 
 
@@ -88,7 +90,9 @@ def test_the_grammar_knows_postmortem():
     refused = parse("postmortem", settings=settings, in_incident_channel=False)
     assert isinstance(refused, Usage)
     assert "only works in an incident's channel" in refused.error
-    assert "`/incident postmortem`: the postmortem draft" in help_text(in_incident_channel=True)
+    shown = help_text(in_incident_channel=True)
+    assert "• `/incident postmortem [edit &lt;section&gt; | status &lt;draft|" in shown
+    assert "`: the postmortem draft: summary, language check; write a section" in shown
 
 
 @pytest.fixture

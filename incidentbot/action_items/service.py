@@ -53,6 +53,7 @@ __all__ = [
     "add",
     "assign",
     "done",
+    "edit",
     "get",
     "is_overdue",
     "list_items",
@@ -325,6 +326,53 @@ def reopen(
         {"item": item.id, "previous": previous, "previous_reason": reason},
     )
     return item
+
+
+EDITABLE = ("due", "priority", "text")
+
+
+def edit(
+    session: Session,
+    settings: Settings,
+    item_id: str | int,
+    field: str,
+    value: str | date | None,
+    *,
+    actor: str,
+    incident: Incident | None = None,
+    now: datetime | None = None,
+) -> tuple[ActionItem, str | None, str | None]:
+    """Change one field of an open item: ``due`` (a date, or None to clear it), ``priority``
+    or ``text``. Returns the item and the field's old and new values as people read them."""
+    now = now or utcnow()
+    if field not in EDITABLE:
+        raise DomainError(f"cannot edit '{field}': edit {', '.join(EDITABLE)}")
+    item = get(session, item_id, incident=incident, for_update=True)
+    _require_open(item, f"edit its {field}")
+    if field == "due":
+        if value is not None and not isinstance(value, date):
+            raise DomainError("a due date is a date, e.g. 2026-05-06")
+        if value is not None and value < team_today(settings.timezone, now):
+            raise DomainError(
+                f"due date {value.isoformat()} is in the past: a due date is today or later"
+            )
+        old = item.due_date.isoformat() if item.due_date else None
+        new = value.isoformat() if value else None
+        item.due_date = value
+    elif field == "priority":
+        old, new = item.priority, parse_priority(str(value))
+        item.priority = new
+    else:
+        old, new = item.text, _clean(str(value or ""), "the action item's text", MAX_TEXT)
+        item.text = new
+    if old == new:
+        shown = new if new is not None else "not set"
+        raise DomainError(f"action item #{item.id}'s {field} is already {shown}")
+    what = {"due": "due date", "priority": "priority", "text": "text"}[field]
+    summary = f"Action item #{item.id} {what}: {new or 'none'} (was {old or 'none'})"
+    _changed(session, item, "action.edited", summary, actor, now,
+             {"item": item.id, "field": field, "old": old, "new": new})  # fmt: skip
+    return item, old, new
 
 
 def mark_exported(

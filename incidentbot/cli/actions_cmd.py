@@ -1,8 +1,9 @@
 """``incidentbot actions ...``: action items from a terminal, the report, the GitHub export.
 
-The same rules as ``/incident action`` in Slack: every change goes on the incident's timeline,
-a refused request prints one line and changes nothing. Owners are names as typed (or Slack
-user ids, ``U…``): the command line does not ask Slack who exists.
+The same use cases as ``/incident action`` in Slack (:mod:`incidentbot.usecases.action_items`):
+every change goes on the incident's timeline, a refused request prints one line and changes
+nothing. Owners are names as typed (or Slack user ids, ``U…``): the command line does not ask
+Slack who exists.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from incidentbot.cli.common import AS_OPTION, CliError, actor, console, state
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.postmortems import people
+from incidentbot.usecases import action_items as uc
+from incidentbot.usecases.core import Actor, Core
 
 app = typer.Typer(help="Action items: follow-ups of incidents.", no_args_is_help=True)
 
@@ -34,6 +37,22 @@ IN_INCIDENT = typer.Option(
 
 def _incident(s, ref: str | None) -> Incident | None:  # type: ignore[no-untyped-def]
     return svc.get(s, ref) if ref else None
+
+
+def _core(ctx: typer.Context) -> Core:
+    st = state(ctx)
+    return Core(st.settings, st.engine)
+
+
+def _as(as_user: str | None) -> Actor:
+    return Actor(actor(as_user), "cli")
+
+
+def _owner_name(core: Core, owner: str | None) -> str:
+    if not owner:
+        return "-"
+    with db.transaction(core.engine) as s:
+        return people.Names.load(s, [owner])(owner)
 
 
 def _words(words: list[str], what: str) -> str:
@@ -60,28 +79,18 @@ def add(
     as_user: str = AS_OPTION,
 ) -> None:
     """Add an action item to an incident."""
-    st = state(ctx)
-    who = actor(as_user)
-    with db.transaction(st.engine) as s:
-        item = items.add(
-            s,
-            st.settings,
-            ref,
-            _words(text, "the text"),
-            actor=who,
-            owner=people.as_user(s, owner),
-            due=_due(due, st.settings.timezone),
-            priority=priority,
-        )
-        inc = s.get(Incident, item.incident_id)
-        assert inc is not None
-        names = people.Names.load(s, [item.owner])
-        console.print(f"Added action item #{item.id} to {inc.ref}: {escape(item.text)}")
-        console.print(
-            f"Owner: {escape(names(item.owner) if item.owner else '-')}   "
-            f"Due: {item.due_date.isoformat() if item.due_date else '-'}   "
-            f"Priority: {item.priority}"
-        )
+    core, who = _core(ctx), _as(as_user)
+    with db.transaction(core.engine) as s:
+        owner_id = people.as_user(s, owner)
+    item = uc.add(core, who, ref, _words(text, "the text"), owner=owner_id,
+                  due=_due(due, core.settings.timezone), priority=priority)  # fmt: skip
+    assert item is not None
+    console.print(f"Added action item #{item.id} to {item.incident_ref}: {escape(item.text)}")
+    console.print(
+        f"Owner: {escape(_owner_name(core, item.owner))}   "
+        f"Due: {item.due.isoformat() if item.due else '-'}   "
+        f"Priority: {item.priority}"
+    )
 
 
 @app.command("list")
@@ -141,16 +150,44 @@ def list_cmd(
 
 
 @app.command()
+def edit(
+    ctx: typer.Context,
+    item_id: str = ITEM,
+    due: str = typer.Option(
+        None, "--due", "-d", help="YYYY-MM-DD, +3d, +2w, today, tomorrow; none clears it."
+    ),
+    priority: str = typer.Option(None, "--priority", "-p", help=", ".join(items.PRIORITIES)),
+    text: str = typer.Option(None, "--text", "-t", help="The item's new text."),
+    incident: str = IN_INCIDENT,
+    as_user: str = AS_OPTION,
+) -> None:
+    """Change an open action item's due date, priority or text (all given, or none)."""
+    core = _core(ctx)
+    changes: dict[str, str | date | None] = {}
+    if due is not None:
+        no_date = due.strip().lower() in ("none", "clear", "-")
+        changes["due"] = None if no_date else _due(due, core.settings.timezone)
+    if priority is not None:
+        changes["priority"] = priority
+    if text is not None:
+        changes["text"] = text
+    if not changes:
+        raise CliError("nothing to change: give --due, --priority or --text")
+    edited = uc.edit(core, _as(as_user), item_id, changes, incident=incident)
+    for change in edited.changes:
+        old, new = change.old or "-", change.new or "-"
+        console.print(
+            f"Action item #{edited.item.id} {change.field}: {escape(new)} (was {escape(old)})"
+        )
+
+
+@app.command()
 def done(
     ctx: typer.Context, item_id: str = ITEM, incident: str = IN_INCIDENT, as_user: str = AS_OPTION
 ) -> None:
     """Mark an action item done."""
-    st = state(ctx)
-    with db.transaction(st.engine) as s:
-        item = items.done(
-            s, st.settings, item_id, actor=actor(as_user), incident=_incident(s, incident)
-        )
-        console.print(f"Action item #{item.id} is done: {escape(item.text)}")
+    item = uc.done(_core(ctx), _as(as_user), item_id, incident=incident)
+    console.print(f"Action item #{item.id} is done: {escape(item.text)}")
 
 
 @app.command()
@@ -162,18 +199,11 @@ def assign(
     as_user: str = AS_OPTION,
 ) -> None:
     """Give an action item an owner (or a new one)."""
-    st = state(ctx)
-    with db.transaction(st.engine) as s:
-        item = items.assign(
-            s,
-            st.settings,
-            item_id,
-            people.as_user(s, owner) or owner,
-            actor=actor(as_user),
-            incident=_incident(s, incident),
-        )
-        owned = people.Names.load(s, [item.owner])(item.owner) if item.owner else "-"
-        console.print(f"Action item #{item.id} is now owned by {escape(owned)}")
+    core = _core(ctx)
+    with db.transaction(core.engine) as s:
+        owner_id = people.as_user(s, owner) or owner
+    item = uc.assign(core, _as(as_user), item_id, owner_id, incident=incident)
+    console.print(f"Action item #{item.id} is now owned by {escape(_owner_name(core, item.owner))}")
 
 
 @app.command()
@@ -185,17 +215,9 @@ def wontdo(
     as_user: str = AS_OPTION,
 ) -> None:
     """Close an action item that will not be done, saying why."""
-    st = state(ctx)
-    with db.transaction(st.engine) as s:
-        item = items.wont_do(
-            s,
-            st.settings,
-            item_id,
-            _words(reason, "the reason"),
-            actor=actor(as_user),
-            incident=_incident(s, incident),
-        )
-        console.print(f"Action item #{item.id} closed as won't do: {escape(item.status_reason)}")
+    why = _words(reason, "the reason")
+    item = uc.wont_do(_core(ctx), _as(as_user), item_id, why, incident=incident)
+    console.print(f"Action item #{item.id} closed as won't do: {escape(item.status_reason)}")
 
 
 @app.command()
@@ -203,12 +225,8 @@ def reopen(
     ctx: typer.Context, item_id: str = ITEM, incident: str = IN_INCIDENT, as_user: str = AS_OPTION
 ) -> None:
     """Reopen a done or won't-do action item."""
-    st = state(ctx)
-    with db.transaction(st.engine) as s:
-        item = items.reopen(
-            s, st.settings, item_id, actor=actor(as_user), incident=_incident(s, incident)
-        )
-        console.print(f"Action item #{item.id} is open again: {escape(item.text)}")
+    item = uc.reopen(_core(ctx), _as(as_user), item_id, incident=incident)
+    console.print(f"Action item #{item.id} is open again: {escape(item.text)}")
 
 
 @app.command()
@@ -225,12 +243,7 @@ def export(
     ),
 ) -> None:
     """Open an action item as a GitHub issue (once; again, it says where it is)."""
-    st = state(ctx)
-    with db.transaction(st.engine) as s:
-        inc = _incident(s, incident)
-    result = github.export(
-        st.engine, st.settings, item_id, actor=actor(as_user), incident=inc, again=again
-    )
+    result = uc.export(_core(ctx), _as(as_user), item_id, incident=incident, again=again)
     if as_json:
         typer.echo(json.dumps(github.describe(result), indent=2))
     elif result.created:

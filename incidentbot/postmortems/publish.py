@@ -53,8 +53,7 @@ def publish(
     row = lifecycle.ensure(session, settings, incident, now=now)
     if row.status == DRAFT:
         raise DomainError(
-            f"the {incident.ref} postmortem is a draft: move it to review first "
-            f"(`incidentbot postmortem status {incident.ref} in_review`)"
+            f"the {incident.ref} postmortem is a draft: move it to review first (status in_review)"
         )
     again = row.status == PUBLISHED
     folder = publish_dir(settings)

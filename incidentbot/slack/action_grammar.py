@@ -1,4 +1,4 @@
-"""The words after ``/incident action``: add, list, done, assign, wontdo, reopen, export.
+"""The words after ``/incident action``: add, list, edit, done, assign, wontdo, reopen, export.
 
 ``parse_action`` returns the arguments of one operation or raises :class:`ActionUsage` (what
 was wrong and the usage of that operation); :mod:`incidentbot.slack.grammar` turns either into
@@ -24,6 +24,7 @@ USAGES = {
     "add": "/incident action add <text> [@owner] [due:YYYY-MM-DD|+3d] "
     "[priority:low|medium|high|urgent]",
     "list": "/incident action list [mine]",
+    "edit": "/incident action edit <id> due <YYYY-MM-DD|+3d|none> | priority <p> | text <text>",
     "done": "/incident action done <id>",
     "assign": "/incident action assign <id> @owner",
     "wontdo": "/incident action wontdo <id> <reason>",
@@ -33,13 +34,14 @@ USAGES = {
 HELP = {
     "add": "add an action item (a mention makes its owner)",
     "list": "this incident's action items (elsewhere, or with `mine`: your open ones)",
+    "edit": "change an open item's due date, priority or text",
     "done": "mark an item done",
     "assign": "give an item an owner",
     "wontdo": "close an item that will not be done, saying why",
     "reopen": "reopen a done or won't-do item",
     "export": "open the item as a GitHub issue",
 }
-USAGE = "/incident action add|list|done|assign|wontdo|reopen|export …"
+USAGE = "/incident action add|list|done|edit|assign|wontdo|reopen|export …"
 ALIASES = {
     "new": "add",
     "ls": "list",
@@ -48,9 +50,11 @@ ALIASES = {
     "wont_do": "wontdo",
     "won't": "wontdo",
     "owner": "assign",
+    "change": "edit",
+    "set": "edit",
 }
 # Work on one incident's items, so they run in its channel; `list` works anywhere.
-CHANNEL_ONLY = ("add", "done", "assign", "wontdo", "reopen", "export")
+CHANNEL_ONLY = ("add", "edit", "done", "assign", "wontdo", "reopen", "export")
 MAX_TEXT = items.MAX_TEXT
 
 
@@ -78,6 +82,8 @@ def parse_action(rest: str, *, timezone: str, now: datetime | None = None) -> di
             if tail.lower() not in ("", "mine"):
                 raise DomainError(f"`action list` takes only `mine`, not '{tail[:40]}'")
             return {"op": "list", "mine": tail.lower() == "mine"}
+        if op == "edit":
+            return _edit(tail, timezone, now)
         return _with_id(op, tail)
     except ActionUsage:
         raise
@@ -138,6 +144,38 @@ def _add(rest: str, timezone: str, now: datetime | None) -> dict[str, Any]:
         "due": due,
         "priority": priority,
     }
+
+
+_NO_DATE = ("none", "clear", "-", "never")
+
+
+def _edit(rest: str, timezone: str, now: datetime | None) -> dict[str, Any]:
+    """``<id> due <date>``, ``<id> priority <p>``, ``<id> text <text>`` (or ``due:<date>``)."""
+    first, _, more = rest.partition(" ")
+    if not first:
+        raise DomainError("`action edit` needs an item id, like `action edit 3 due +3d`")
+    item_id = items.parse_id(first)
+    more = more.strip()
+    word, _sep, value = more.partition(":") if re.match(r"^\w+:", more) else more.partition(" ")
+    field = word.lower()
+    value = _strip_quotes(value.strip())
+    if field not in ("due", "priority", "text"):
+        shown = f" '{word[:40]}'" if word else ""
+        raise DomainError(f"say what to change{shown}: due, priority or text")
+    if not value:
+        raise DomainError(f"`action edit {item_id} {field}` needs the new {field}")
+    new: Any
+    if field == "due":
+        new = None if value.lower() in _NO_DATE else parse_due(value, timezone=timezone, now=now)
+    elif field == "priority":
+        new = items.parse_priority(value)
+    else:
+        if _MENTION.search(value):
+            raise DomainError("the text cannot mention anyone: the owner is set with `assign`")
+        if len(value) > MAX_TEXT:
+            raise DomainError(f"the text is {len(value)} characters long: at most {MAX_TEXT}")
+        new = value
+    return {"op": "edit", "id": item_id, "field": field, "value": new}
 
 
 def _with_id(op: str, rest: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from incidentbot.slack.handoff_commands import BUTTON as HANDOFF_BUTTON
 from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.modal import CALLBACK_ID, declare_view, field_errors, read_submission
 from incidentbot.slack.once import OnceApp
+from incidentbot.slack.postmortem_commands import EDIT_CALLBACK as POSTMORTEM_EDIT
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.reminder_commands import DISMISS_ACTION, SNOOZE_ACTION, ReminderCommands
 from incidentbot.slack.reply import Reply
@@ -109,6 +110,15 @@ def build_bolt_app(
             log.info("could not tell %s how it ended: %s", body.get("user_id"), exc)
 
     def _open_form(client: WebClient, body: dict[str, Any], args: dict[str, Any]) -> None:
+        if args.get("view"):  # a form the subcommand built (e.g. a postmortem section)
+            try:
+                client.views_open(trigger_id=body["trigger_id"], view=args["view"])
+            except Exception as exc:
+                log.warning("views.open failed: %s", exc)
+                client.chat_postEphemeral(
+                    channel=body["channel_id"], user=body["user_id"], text="The form did not open."
+                )
+            return
         if args.get("runbook") and runbooks is not None:
             _open_runbook_form(client, body, args["runbook"])
             return
@@ -217,6 +227,23 @@ def build_bolt_app(
                 app.client.chat_postEphemeral(channel=channel, user=user, text=reply.text)
             except Exception as exc:
                 log.info("could not confirm the run to %s: %s", user, exc)
+
+    @app.view(POSTMORTEM_EDIT)
+    def on_postmortem_form(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        if postmortems is None:
+            ack()
+            return
+        user = body["user"]["id"]
+        errors, reply, channel = postmortems.submit_edit(user, view)
+        if errors:
+            ack(response_action="errors", errors=errors)
+            return
+        ack()
+        if reply is not None and channel:
+            try:
+                app.client.chat_postEphemeral(channel=channel, user=user, text=reply.text)
+            except Exception as exc:
+                log.info("could not confirm the postmortem edit to %s: %s", user, exc)
 
     @app.view(CALLBACK_ID)
     def on_declare_form(

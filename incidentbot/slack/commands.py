@@ -26,7 +26,7 @@ from incidentbot.incidents.models import Incident
 from incidentbot.paging import flows as paging
 from incidentbot.ports import ExternalError, Pager
 from incidentbot.slack import blocks
-from incidentbot.slack.action_commands import ActionCommands, ActionReply
+from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.grammar import SPECS, Command, Usage, help_text, parse
 from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.postmortem_commands import PostmortemCommands
@@ -107,18 +107,17 @@ class CommandHandler:
         if name == "action":
             if self.actions is None:
                 return Reply("Action items are not available in this bot.")
-            return _reply(self.actions.handle(args, user=user, incident=incident))
+            return self.actions.handle(args, user=user, incident=incident)
         if name == "postmortem" and incident is not None:
             if self.postmortems is None:
                 return Reply("Postmortems are not available in this bot.")
-            out = self.postmortems.summary(user=user, incident=incident)
-            return Reply(out.text, in_channel=out.in_channel)
+            return self.postmortems.handle(args, user=user, incident=incident)
         if name in ("run", "runs"):
             return self._runbook(name, args, user, incident, trigger_id)
         if name == "handoff":
             if self.handoff is None:
                 return Reply("The on-call handoff is not available in this bot.")
-            return _reply(self.handoff.handle(args, user=user, trigger_id=trigger_id))
+            return self.handoff.handle(args, user=user, trigger_id=trigger_id)
         assert incident is not None  # the grammar refuses channel-only commands elsewhere
         return self._in_channel(name, args, user, incident)
 
@@ -306,12 +305,3 @@ class CommandHandler:
             f"• *{r.label}*: {blocks.user_ref(roles.get(r.name))}" for r in self.settings.roles
         ]
         return Reply(f"*{inc.ref} roles*\n" + "\n".join(lines))
-
-
-def _reply(out: ActionReply) -> Reply:
-    follow = out.follow_up
-    return Reply(
-        out.text,
-        in_channel=out.in_channel,
-        follow_up=(lambda: _reply(follow())) if follow is not None else None,
-    )

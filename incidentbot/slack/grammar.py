@@ -17,7 +17,10 @@ from incidentbot import policy
 from incidentbot.chat_text import mrkdwn
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
+from incidentbot.slack.action_grammar import USAGE as ACTION_USAGE
 from incidentbot.slack.action_grammar import ActionUsage, parse_action
+from incidentbot.slack.postmortem_commands import USAGE as POSTMORTEM_USAGE
+from incidentbot.slack.postmortem_commands import parse as parse_postmortem
 
 _MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 _ANY_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
@@ -81,12 +84,13 @@ SPECS: dict[str, Spec] = {
     ),
     "runs": Spec("/incident runs", "runbook runs (here: this incident's)"),
     "postmortem": Spec(
-        "/incident postmortem",
-        "the postmortem draft: summary, language check, how to render it in full",
+        POSTMORTEM_USAGE,
+        "the postmortem draft: summary, language check; write a section in a form, "
+        "move it to review, publish it",
         True,
     ),
     "action": Spec(
-        "/incident action add|list|done|assign|wontdo|reopen|export …",
+        ACTION_USAGE,
         "action items (`/incident action` for the details; here: this incident's)",
     ),
     "handoff": Spec(
@@ -273,6 +277,11 @@ def _action(name: str, rest: str, settings: Settings, spec: Spec) -> Command | U
         return Usage(str(exc), exc.usage)
 
 
+def _postmortem(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
+    args = parse_postmortem(rest)
+    return Command(name) if args["op"] == "summary" else Command(name, args)
+
+
 def _handoff(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
     names = [r.name for r in settings.handoff.rotations]
     known = ", ".join(names) or "none configured"
@@ -294,6 +303,7 @@ def _handoff(name: str, rest: str, settings: Settings, spec: Spec) -> Command | 
 
 
 _PARSERS = {
+    "postmortem": _postmortem,
     "handoff": _handoff,
     "action": _action,
     "run": _run,

@@ -28,7 +28,9 @@ from incidentbot.handoff import service as handoff
 from incidentbot.handoff.config import Rotation
 from incidentbot.handoff.models import HandoffPost
 from incidentbot.ports import Chat, ExternalError, Pager
-from incidentbot.slack.action_commands import ActionReply
+from incidentbot.slack.reply import Reply
+from incidentbot.usecases import handoff as uc
+from incidentbot.usecases.core import Actor, Core
 
 log = logging.getLogger(__name__)
 
@@ -97,46 +99,42 @@ def acknowledged_block(ack: notes.Ack, timezone: str) -> dict[str, Any]:
 
 
 class HandoffCommands:
-    def __init__(self, settings: Settings, engine: Engine, chat: Chat, pager: Pager | None):
+    """The Slack door of the handoff. ``scheduled`` and ``remind`` are the scheduler's jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        chat: Chat,
+        pager: Pager | None,
+        core: Core | None = None,
+    ):
         self.settings = settings
         self.engine = engine
         self.chat = chat
         self.pager = pager
+        self.core = core or Core(settings, engine)
 
-    def _rotation(self, name: str | None) -> Rotation:
-        try:
-            return self.settings.handoff.rotation(name)
-        except ValueError as exc:
-            raise DomainError(str(exc)) from None
-
-    def handle(self, args: dict[str, Any], *, user: str, trigger_id: str) -> ActionReply:
-        rotation = self._rotation(args.get("rotation"))
+    def handle(self, args: dict[str, Any], *, user: str, trigger_id: str) -> Reply:
+        """One ``/incident handoff …``: a watch note, or the handoff posted now (after the
+        answer: building it asks PagerDuty and Slack)."""
         if args["action"] == "note":
-            with db.transaction(self.engine) as s:
-                notes.add_note(
-                    s,
-                    rotation.name,
-                    args["text"],
-                    actor=user,
-                    now=utcnow(),
-                    key=f"slack:{trigger_id}" if trigger_id else None,
-                )
-            return ActionReply(f"Noted for the next *{rotation.name}* handoff.")
+            key = f"slack:{trigger_id}" if trigger_id else None
+            note = uc.add_note(self.core, Actor(user, "slack"), args.get("rotation"),
+                               args["text"], key=key)  # fmt: skip
+            return Reply(f"Noted for the next *{note.rotation}* handoff.")
+        rotation = uc.rotation(self.core, args.get("rotation"))
 
-        def post() -> ActionReply:
+        def post() -> Reply:
             try:
                 channel, _ts, _h = self.post(rotation)
             except DomainError as exc:
-                return ActionReply(
-                    f"The {rotation.name} handoff was not posted: {mrkdwn(str(exc))}."
-                )
+                return Reply(f"The {rotation.name} handoff was not posted: {mrkdwn(str(exc))}.")
             except ExternalError as exc:
-                return ActionReply(
-                    f"The {rotation.name} handoff was not posted: Slack said {exc.code}."
-                )
-            return ActionReply(f"Posted the *{rotation.name}* handoff in <#{channel}>.")
+                return Reply(f"The {rotation.name} handoff was not posted: Slack said {exc.code}.")
+            return Reply(f"Posted the *{rotation.name}* handoff in <#{channel}>.")
 
-        return ActionReply(
+        return Reply(
             f"Preparing the *{rotation.name}* handoff for #{rotation.channel}…", follow_up=post
         )
 
@@ -272,14 +270,17 @@ class HandoffCommands:
             incoming = [str(u) for u in data.get("incoming") or []]
         except (ValueError, KeyError, TypeError):
             return "This handoff's rotation is no longer configured; nothing was recorded."
-        if incoming and user not in incoming:
-            who = ", ".join(f"<@{u}>" for u in incoming)
+        try:
+            done = uc.acknowledge(self.core, Actor(user, "slack"), rotation.name, handoff_at,
+                                  incoming=incoming)  # fmt: skip
+        except uc.NotIncoming as exc:
+            who = ", ".join(f"<@{u}>" for u in exc.incoming)
             return (
                 f"Only the incoming on-call ({who}) can acknowledge this handoff. "
                 "If you are taking the shift instead, ask them to hand it over in PagerDuty."
             )
-        with db.transaction(self.engine) as s:
-            ack, new = notes.acknowledge(s, rotation.name, handoff_at, actor=user, now=utcnow())
+        ack = notes.Ack(done.rotation, done.handoff_at, done.by, done.at)
+        new = done.new
         blocks = [
             acknowledged_block(ack, rotation.timezone) if b.get("block_id") == ACK_BLOCK else b
             for b in (message or {}).get("blocks") or []

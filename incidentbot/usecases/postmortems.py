@@ -1,0 +1,158 @@
+"""Postmortems: write a section, set the owner, move the status, publish; and what a door
+shows of one (its summary, a section's current text).
+
+Each change and its timeline event commit in one transaction; publishing writes the Markdown
+and HTML files in that same transaction (a failed write changes nothing). Results are data:
+the :class:`~incidentbot.postmortems.contents.Document` and the language check's findings are
+for the door to render in its own medium.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlmodel import Session
+
+from incidentbot import db
+from incidentbot.clock import utcnow
+from incidentbot.errors import DomainError
+from incidentbot.incidents import service as incidents
+from incidentbot.incidents.models import Incident
+from incidentbot.postmortems import lifecycle
+from incidentbot.postmortems.blameless import Finding
+from incidentbot.postmortems.contents import Document
+from incidentbot.postmortems.document import build
+from incidentbot.postmortems.models import PUBLISHED
+from incidentbot.postmortems.publish import publish as publish_files
+from incidentbot.postmortems.render import render_document
+from incidentbot.usecases.core import Actor, Core
+
+SECTIONS = lifecycle.SECTIONS
+
+
+@dataclass(frozen=True)
+class Edited:
+    ref: str
+    status: str  # the postmortem's status (draft, in_review)
+    section: str | None  # the section written, if one was
+    cleared: bool  # the section was emptied
+    chars: int  # the section's length now
+    owner: str | None  # the owner, if it was set
+    findings: tuple[Finding, ...]  # the language check's findings in that section
+
+
+@dataclass(frozen=True)
+class StatusChanged:
+    ref: str
+    old: str
+    new: str
+    published: Published | None = None  # moving to published publishes
+
+
+@dataclass(frozen=True)
+class Published:
+    ref: str
+    markdown: Path
+    html: Path
+    again: bool  # it was published before: the files were replaced
+    document: Document
+
+
+@dataclass(frozen=True)
+class SectionText:
+    ref: str
+    section: str
+    title: str
+    prompt: str
+    text: str  # empty when nothing is written yet
+
+
+@dataclass(frozen=True)
+class Summary:
+    document: Document
+    markdown_bytes: int  # the size of the whole rendered Markdown
+
+
+def section_text(core: Core, ref: str, section: str) -> SectionText:
+    """What a section says now (for a form to edit it); refused when the postmortem is
+    published, as the edit would be."""
+    key = lifecycle.section_key(section)
+    spec = next(s for s in SECTIONS if s.key == key)
+    with db.transaction(core.engine) as s:
+        inc = incidents.get(s, ref)
+        row = lifecycle.current(s, core.settings, inc)
+        if row.status == PUBLISHED:
+            raise DomainError(
+                f"the {inc.ref} postmortem is published: move it back to in_review to change it"
+            )
+        text = str((row.sections or {}).get(key) or "")
+        return SectionText(inc.ref, key, spec.title, spec.prompt, text)
+
+
+def edit(
+    core: Core,
+    actor: Actor,
+    ref: str,
+    *,
+    section: str | None = None,
+    text: str | None = None,
+    owner: str | None = None,
+) -> Edited:
+    """Write ``section`` (``text`` None empties it) and/or set the ``owner``, together."""
+    if section is None and owner is None:
+        raise DomainError("nothing to change: name a section to write or an owner")
+    key = lifecycle.section_key(section) if section is not None else None
+    now = utcnow()
+    with db.transaction(core.engine) as s:
+        inc = incidents.get(s, ref)
+        row = lifecycle.current(s, core.settings, inc)
+        if owner is not None:
+            row = lifecycle.set_owner(s, core.settings, inc, owner, actor=actor.id, now=now)
+        if key is not None:
+            row = lifecycle.edit_section(s, core.settings, inc, key, text, actor=actor.id,
+                                         now=now)  # fmt: skip
+        doc = build(s, core.settings, inc, postmortem=row)
+        return Edited(
+            ref=inc.ref,
+            status=row.status,
+            section=key,
+            cleared=key is not None and text is None,
+            chars=len((row.sections or {}).get(key, "")) if key else 0,
+            owner=row.owner if owner is not None else None,
+            findings=tuple(f for f in doc.findings if key is not None and f.section == key),
+        )
+
+
+def change_status(core: Core, actor: Actor, ref: str, status: str) -> StatusChanged:
+    """draft → in_review → published, or back one step; ``published`` publishes."""
+    new = lifecycle.status_name(status)
+    with db.transaction(core.engine) as s:
+        inc = incidents.get(s, ref)
+        old = lifecycle.current(s, core.settings, inc).status
+        if new == PUBLISHED:
+            done = _publish(core, actor, s, inc)
+            return StatusChanged(inc.ref, old, PUBLISHED, done)
+        row = lifecycle.change_status(s, core.settings, inc, new, actor=actor.id, now=utcnow())
+        return StatusChanged(inc.ref, old, row.status)
+
+
+def publish(core: Core, actor: Actor, ref: str) -> Published:
+    """Write ``INC-n-postmortem.md`` and ``.html`` to the publish directory and mark the
+    postmortem published (it must be in review, or published already to refresh the files)."""
+    with db.transaction(core.engine) as s:
+        return _publish(core, actor, s, incidents.get(s, ref))
+
+
+def _publish(core: Core, actor: Actor, s: Session, inc: Incident) -> Published:
+    done = publish_files(s, core.settings, inc, actor=actor.id, now=utcnow())
+    return Published(inc.ref, done.markdown, done.html, done.again, done.document)
+
+
+def summary(core: Core, ref: str) -> Summary:
+    """The postmortem as it stands, rendered in full once (so a broken template shows here
+    and not at publishing). Names are the people directory's; nothing is saved."""
+    with db.transaction(core.engine) as s:
+        doc = build(s, core.settings, incidents.get(s, ref))
+    markdown = render_document(core.settings, doc, "md")
+    return Summary(doc, len(markdown.encode()))
