@@ -1,4 +1,5 @@
-"""``incidentbot handoff preview <rotation>``: the handoff message as it would be posted now.
+"""``incidentbot handoff preview <rotation>``: the handoff message as it would be posted now;
+``incidentbot handoff note``: a watch note for the next handoff (as ``/incident handoff note``).
 
 On-call comes from PagerDuty when its token is set; people are matched to Slack users (shown as
 mentions) only when the Slack bot token is set too, else they show by name. Nothing is posted.
@@ -11,12 +12,17 @@ from datetime import UTC, datetime
 
 import typer
 
-from incidentbot.cli.common import CliError, state
+from incidentbot.cli.common import AS_OPTION, CliError, actor, state
 from incidentbot.handoff import service as handoff
 from incidentbot.pagerduty_adapter import pager_for
 from incidentbot.ports import Chat
+from incidentbot.usecases import handoff as uc
+from incidentbot.usecases.core import Actor, Core
 
-app = typer.Typer(help="The on-call handoff: preview what would be posted.", no_args_is_help=True)
+app = typer.Typer(
+    help="The on-call handoff: preview it, leave a watch note.",
+    no_args_is_help=True,
+)
 
 
 def _at(text: str | None) -> datetime | None:
@@ -58,3 +64,20 @@ def preview(
         now=_at(at),
     )
     sys.stdout.write(handoff.render(h))
+
+
+@app.command()
+def note(
+    ctx: typer.Context,
+    text: list[str] = typer.Argument(..., help="What the next on-call should watch."),
+    rotation: str = typer.Option(
+        None, "--rotation", "-r", help="The rotation (default: the only one)."
+    ),
+    as_user: str = AS_OPTION,
+) -> None:
+    """Leave a watch note: the rotation's next handoff message carries it."""
+    st = state(ctx)
+    added = uc.add_note(
+        Core(st.settings, st.engine), Actor(actor(as_user), "cli"), rotation, " ".join(text)
+    )
+    typer.echo(f"Noted for the next {added.rotation} handoff: {added.text}")

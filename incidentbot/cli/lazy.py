@@ -45,7 +45,7 @@ COMMANDS: dict[str, Entry] = {
     "postmortem": Entry(
         "postmortem_cmd", "app", "Blameless postmortems: render, edit, review, publish."
     ),
-    "handoff": Entry("handoff_cmd", "app", "The on-call handoff: preview what would be posted."),
+    "handoff": Entry("handoff_cmd", "app", "The on-call handoff: preview it, leave a watch note."),
     "worker": Entry(
         "runs", "worker_cmd", "Run ledger workers in the foreground until SIGTERM or SIGINT."
     ),

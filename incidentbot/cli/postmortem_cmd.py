@@ -25,8 +25,9 @@ from incidentbot.postmortems import lifecycle
 from incidentbot.postmortems.contents import Document
 from incidentbot.postmortems.document import build
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
-from incidentbot.postmortems.publish import publish as publish_postmortem
 from incidentbot.postmortems.render import check_format, render_document
+from incidentbot.usecases import postmortems as uc
+from incidentbot.usecases.core import Actor, Core
 
 app = typer.Typer(
     help="Blameless postmortems: render, edit, review, publish.", no_args_is_help=True
@@ -139,23 +140,16 @@ def edit(
         )
     key = lifecycle.section_key(section) if section is not None else None
     body = _read_text(text, file, clear) if key is not None else None
-    who = actor(as_user)
-    now = utcnow()
-    with db.transaction(st.engine) as s:
-        inc = svc.get(s, ref)
-        if owner is not None:
-            row = lifecycle.set_owner(s, st.settings, inc, owner, actor=who, now=now)
-        if key is not None:
-            row = lifecycle.edit_section(s, st.settings, inc, key, body, actor=who, now=now)
-        doc = build(s, st.settings, inc, postmortem=row)
-    if owner is not None:
-        typer.echo(f"{inc.ref} postmortem: owner is {row.owner}")
-    if key is not None:
-        what = "cleared" if body is None else "updated"
-        typer.echo(f"{inc.ref} postmortem: {key} {what} ({lifecycle.STATUS_LABELS[row.status]})")
-        for finding in doc.findings:
-            if finding.section == key:
-                typer.echo(f"warning: {finding.line_text()}", err=True)
+    done = uc.edit(Core(st.settings, st.engine), Actor(actor(as_user), "cli"), ref,
+                   section=key, text=body, owner=owner)  # fmt: skip
+    if done.owner is not None:
+        typer.echo(f"{done.ref} postmortem: owner is {done.owner}")
+    if done.section is not None:
+        what = "cleared" if done.cleared else "updated"
+        status = lifecycle.STATUS_LABELS[done.status]
+        typer.echo(f"{done.ref} postmortem: {done.section} {what} ({status})")
+        for finding in done.findings:
+            typer.echo(f"warning: {finding.line_text()}", err=True)
 
 
 @app.command()
@@ -166,18 +160,16 @@ def status(
     as_user: str = AS_OPTION,
 ) -> None:
     """Move the postmortem: draft → in_review → published (or back one step)."""
-    new = lifecycle.status_name(new_status)
-    if new == PUBLISHED:
-        publish(ctx, ref, as_user)
-        return
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        inc = svc.get(s, ref)
-        before = lifecycle.current(s, st.settings, inc).status
-        row = lifecycle.change_status(s, st.settings, inc, new, actor=actor(as_user), now=utcnow())
+    changed = uc.change_status(
+        Core(st.settings, st.engine), Actor(actor(as_user), "cli"), ref, new_status
+    )
+    if changed.published is not None:
+        _published(changed.published)
+        return
     typer.echo(
-        f"{inc.ref} postmortem: {lifecycle.STATUS_LABELS[before].lower()} → "
-        f"{lifecycle.STATUS_LABELS[row.status].lower()}"
+        f"{changed.ref} postmortem: {lifecycle.STATUS_LABELS[changed.old].lower()} → "
+        f"{lifecycle.STATUS_LABELS[changed.new].lower()}"
     )
 
 
@@ -185,12 +177,13 @@ def status(
 def publish(ctx: typer.Context, ref: str = REF, as_user: str = AS_OPTION) -> None:
     """Write the Markdown and HTML to postmortems.publish_dir and mark it published."""
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        inc = svc.get(s, ref)
-        done = publish_postmortem(s, st.settings, inc, actor=actor(as_user), now=utcnow())
+    _published(uc.publish(Core(st.settings, st.engine), Actor(actor(as_user), "cli"), ref))
+
+
+def _published(done: uc.Published) -> None:
     _warn(done.document)
     again = " again" if done.again else ""
-    typer.echo(f"{inc.ref} postmortem published{again}:")
+    typer.echo(f"{done.ref} postmortem published{again}:")
     typer.echo(f"  {done.markdown}")
     typer.echo(f"  {done.html}")
 
