@@ -17,7 +17,13 @@ from incidentbot.postmortems.models import Person
 from incidentbot.sandbox.slack.server import SlackSandbox
 from incidentbot.slack.chat import SlackChat
 from incidentbot.slack.grammar import Command, Usage, help_text, parse
-from tests.slack_harness import assert_spec_conformance, channel_of, running_bot, wait_for
+from tests.slack_harness import (
+    assert_spec_conformance,
+    channel_of,
+    running_bot,
+    timeline_kinds,
+    wait_for,
+)
 
 
 def reply(ack) -> dict:
@@ -117,3 +123,120 @@ def test_name_lookups_are_bounded_and_cached(engine, sandbox):
     assert names("slack:" + ids[0]) == "Alice Moreau"
     assert names("U0NOBODY") == "U0NOBODY"
     assert names("dana") == "dana"
+
+
+def _open_views(slack) -> list:
+    return [v for v in slack.workspace.views.values() if v.is_open]
+
+
+def _section(engine, key: str, ref: str = "INC-1") -> str | None:
+    with db.transaction(engine) as s:
+        row = lifecycle.find(s, svc.get(s, ref))
+        return None if row is None else (row.sections or {}).get(key)
+
+
+def test_edit_a_section_in_a_form_then_review_and_publish(engine, tmp_path):
+    with running_bot(engine, postmortems={"publish_dir": str(tmp_path / "pm")}) as (_bot, slack):
+        ws = slack.workspace
+        reply(slack.driver.slash_command("declare sev1 Validators miss attestations"))
+        ch = channel_of(engine)
+        reply(slack.driver.slash_command("resolve restarted the beacon node", channel=ch))
+        slack.driver.join_channel("bob", ch)  # confirmations are ephemeral: members only
+
+        def run(text, user="bob", channel=ch):
+            return reply(slack.driver.slash_command(text, user=user, channel=channel))
+
+        body = run("postmortem edit wrong")
+        assert body == {
+            "text": "Opening what went wrong of the INC-1 postmortem…",
+            "response_type": "ephemeral",
+        }
+        view = wait_for(lambda: _open_views(slack), what="the form")[0]
+        block = view.data["blocks"][0]
+        assert block["label"]["text"] == "What went wrong"
+        assert "initial_value" not in block["element"]  # nothing written yet
+        text = "The signer's certificate expired; xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOp"
+        ack = slack.driver.view_submission(view.id, {"text": text}, user="bob")
+        assert ack.status == 200 and not reply(ack).get("errors")
+        assert _section(engine, "what_went_wrong") == "The signer's certificate expired; ***"
+        told = wait_for(
+            lambda: [e.text for e in slack.ephemeral("bob") if e.text.startswith("Saved")],
+            what="the confirmation",
+        )
+        assert told == ["Saved what went wrong in the INC-1 postmortem (37 characters, Draft)."]
+
+        # The form opens with what is written, to be changed (or emptied: cleared).
+        run("postmortem edit what_went_wrong")
+        view = wait_for(lambda: _open_views(slack), what="the second form")[0]
+        element = view.data["blocks"][0]["element"]
+        assert element["initial_value"] == "The signer's certificate expired; ***"
+        ack = slack.driver.view_submission(view.id, {"text": "Bob forgot to renew it."})
+        assert not reply(ack).get("errors")
+        warned = wait_for(
+            lambda: [e.text for e in slack.ephemeral("bob") if "Language check" in e.text],
+            what="the language check",
+        )
+        assert warned[0].startswith(
+            "Saved what went wrong in the INC-1 postmortem (23 characters, Draft).\n"
+            ":warning: *Language check*: 1 passage may read as blaming people:\n"
+            "• What went wrong, line 1: “forgot to”: describe the step that did not happen"
+        ), warned
+
+        body = run("postmortem status review")
+        assert body["response_type"] == "in_channel"
+        bob = ws.user("bob").id
+        assert body["text"] == f":memo: <@{bob}> moved the *INC-1 postmortem*: draft → *in review*"
+        run("postmortem edit lucky")
+        view = wait_for(lambda: _open_views(slack), what="the third form")[0]
+        body = run("postmortem publish")
+        assert body["response_type"] == "in_channel"
+        md = tmp_path / "pm" / "INC-1-postmortem.md"
+        assert body["text"].startswith(
+            f":memo: <@{bob}> published the *INC-1 postmortem*: `{md}` (and the `.html` beside it)"
+        )
+        assert md.read_text().startswith("# Postmortem: INC-1 Validators miss attestations")
+        assert (tmp_path / "pm" / "INC-1-postmortem.html").exists()
+        # A form opened before publishing is refused on submission, in the form.
+        ack = slack.driver.view_submission(view.id, {"text": "the quiet hour"})
+        assert "is published: move it back to in_review" in reply(ack)["errors"]["text"]
+        assert _section(engine, "where_we_got_lucky") is None
+        assert (
+            "published the *INC-1 postmortem* again" in run("postmortem status published")["text"]
+        )
+
+        kinds = [k for k in timeline_kinds(engine) if k.startswith("postmortem.")]
+        assert kinds == [
+            "postmortem.edited", "postmortem.edited", "postmortem.status", "postmortem.status",
+            "postmortem.status",
+        ]  # fmt: skip
+        assert_spec_conformance(slack)
+
+
+def test_postmortem_refusals_change_nothing(engine):
+    with running_bot(engine) as (_bot, slack):
+        reply(slack.driver.slash_command("declare sev1 Validators miss attestations"))
+        ch = channel_of(engine)
+
+        def run(text):
+            return reply(slack.driver.slash_command(text, user="bob", channel=ch))
+
+        before = len(timeline_kinds(engine))
+        for text, message in (
+            ("postmortem edit", "`postmortem edit` needs a section: what_went_well, "),
+            ("postmortem edit luck of the draw", "Unknown section 'luck of the draw': allowed"),
+            ("postmortem status", "`postmortem status` needs a status: draft, in_review"),
+            ("postmortem status done", "Unknown postmortem status 'done': allowed are draft"),
+            ("postmortem status in_review",
+             "INC-1 is triage: resolve it before its postmortem goes to in review."),
+            ("postmortem publish now", "`postmortem publish` takes no arguments."),
+            ("postmortem publish", "The INC-1 postmortem is a draft: move it to review first"),
+            ("postmortem frobnicate", "Unknown postmortem subcommand `frobnicate`"),
+        ):  # fmt: skip
+            body = run(text)
+            assert body["response_type"] == "ephemeral", text
+            assert body["text"].startswith(message), (text, body["text"])
+            assert "\nUsage: /incident postmortem" in body["text"], text
+        assert len(timeline_kinds(engine)) == before
+        assert not _open_views(slack)
+        with db.transaction(engine) as s:
+            assert lifecycle.find(s, svc.get(s, "INC-1")) is None
