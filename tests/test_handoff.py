@@ -480,3 +480,24 @@ def bot_handoff(bot):
     from incidentbot.slack.handoff_commands import HandoffCommands
 
     return HandoffCommands(bot.settings, bot.engine, bot.chat, pager_for(bot.settings))
+
+
+def test_a_watch_note_from_the_command_line(engine, cli, database_url, tmp_path, clock):
+    config = tmp_path / "incidentbot.yaml"
+    config.write_text(json.dumps({"handoff": rotation_config("P1")}))
+    assert cli("--config", str(config), "db", "upgrade")[0] == 0
+    code, out, err = cli(
+        "--config", str(config), "handoff", "note", "watch", "the", "eu-west", "nodes",
+        "--as", "carol",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out == "Noted for the next rpc handoff: watch the eu-west nodes\n"
+    for argv, message in (
+        (("note", "--rotation", "nope", "x"), "error: unknown rotation 'nope'"),
+        (("note", "   "), "error: the watch note is empty"),
+    ):
+        code, _, err = cli("--config", str(config), "handoff", *argv)
+        assert code == 1 and err.startswith(message), (argv, err)
+    with db.transaction(engine) as s:
+        kept = notes.notes_between(s, "rpc", NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    assert [(n.text, n.by) for n in kept] == [("watch the eu-west nodes", "carol")]
