@@ -16,7 +16,7 @@ from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.slack.grammar import Command, Usage, parse
 from tests.conftest import count
-from tests.slack_harness import assert_spec_conformance, channel_of, running_bot
+from tests.slack_harness import assert_spec_conformance, channel_of, running_bot, settled
 
 NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -113,6 +113,7 @@ def test_edit_from_the_incident_channel(engine):
         assert {e.actor for e in events} == {bob}
 
         # Refusals: said plainly, only to the person who typed them, and nothing changes.
+        settled(engine)  # the declares' invitations and announcements are done
         before = (count(engine, "timeline_event"), [_dump(engine, i) for i in (1, 2, 3)])
         for text, message in (
             ("action edit 99 due +3d", "There is no action item #99."),

@@ -21,6 +21,7 @@ from tests.slack_harness import (
     assert_spec_conformance,
     channel_of,
     running_bot,
+    settled,
     timeline_kinds,
     wait_for,
 )
@@ -220,6 +221,7 @@ def test_postmortem_refusals_change_nothing(engine):
         def run(text):
             return reply(slack.driver.slash_command(text, user="bob", channel=ch))
 
+        settled(engine)  # the declare's channel, invitations and announcement are done
         before = len(timeline_kinds(engine))
         for text, message in (
             ("postmortem edit", "`postmortem edit` needs a section: what_went_well, "),
