@@ -19,6 +19,7 @@ from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.slack.action_grammar import USAGE as ACTION_USAGE
 from incidentbot.slack.action_grammar import ActionUsage, parse_action
+from incidentbot.slack.handoff_commands import parse as parse_handoff
 from incidentbot.slack.postmortem_commands import USAGE as POSTMORTEM_USAGE
 from incidentbot.slack.postmortem_commands import parse as parse_postmortem
 
@@ -283,23 +284,7 @@ def _postmortem(name: str, rest: str, settings: Settings, spec: Spec) -> Command
 
 
 def _handoff(name: str, rest: str, settings: Settings, spec: Spec) -> Command | Usage:
-    names = [r.name for r in settings.handoff.rotations]
-    known = ", ".join(names) or "none configured"
-    head, _, tail = rest.partition(" ")
-    if head.lower() == "note":
-        first, _, after = tail.partition(" ")
-        rotation = first.lower() if first.lower() in names and after.strip() else None
-        text = _strip_quotes(after.strip() if rotation else tail.strip())
-        if not text:
-            return Usage("`handoff note` needs what the next on-call should watch.", spec.usage)
-        if len(text) > 1000:
-            return Usage(f"That is {len(text)} characters: at most 1000.", spec.usage)
-        return Command("handoff", {"action": "note", "rotation": rotation, "text": text})
-    if tail:
-        return Usage("`handoff` takes at most a rotation name.", spec.usage)
-    if head and head.lower() not in names:
-        return Usage(f"Unknown rotation '{head[:40]}': configured are {known}.", spec.usage)
-    return Command("handoff", {"action": "post", "rotation": head.lower() or None, "text": None})
+    return Command("handoff", parse_handoff(rest, settings))
 
 
 _PARSERS = {

@@ -40,6 +40,37 @@ SECTION_LIMIT = 2900  # Slack refuses section text over 3000 characters
 _CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{6,}$")
 
 
+MAX_NOTE = 1000
+
+
+def parse(rest: str, settings: Settings) -> dict[str, Any]:
+    """The words after ``handoff``: ``[rotation]`` (post it now) or ``note [rotation] <text>``;
+    a DomainError says what is wrong."""
+    names = [r.name for r in settings.handoff.rotations]
+    known = ", ".join(names) or "none configured"
+    head, _, tail = rest.strip().partition(" ")
+    if head.lower() == "note":
+        first, _, after = tail.partition(" ")
+        rotation = first.lower() if first.lower() in names and after.strip() else None
+        text = _strip_quotes(after.strip() if rotation else tail.strip())
+        if not text:
+            raise DomainError("`handoff note` needs what the next on-call should watch")
+        if len(text) > MAX_NOTE:
+            raise DomainError(f"that is {len(text)} characters: at most {MAX_NOTE}")
+        return {"action": "note", "rotation": rotation, "text": text}
+    if tail:
+        raise DomainError("`handoff` takes at most a rotation name")
+    if head and head.lower() not in names:
+        raise DomainError(f"unknown rotation '{head[:40]}': configured are {known}")
+    return {"action": "post", "rotation": head.lower() or None, "text": None}
+
+
+def _strip_quotes(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1].strip()
+    return text
+
+
 def post_block_id(rotation: str, handoff_at: datetime) -> str:
     return f"handoff:{rotation}:{int(handoff_at.timestamp())}"
 

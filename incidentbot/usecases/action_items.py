@@ -169,10 +169,8 @@ def check_export(
         draft = github.prepare(s, core.settings, item_id, incident=_scope(s, incident))
     if isinstance(draft, github.Exported):
         return draft
-    repo = core.settings.action_items.github_repo
-    if not repo:  # prepare refuses first; kept for the type checker
-        raise DomainError("exporting to GitHub is not configured")
-    return ExportStarted(draft.item_id, repo)
+    # prepare has refused already when no repository is configured
+    return ExportStarted(draft.item_id, core.settings.action_items.github_repo or "")
 
 
 def export(
