@@ -242,3 +242,13 @@ def test_postmortem_refusals_change_nothing(engine):
         assert not _open_views(slack)
         with db.transaction(engine) as s:
             assert lifecycle.find(s, svc.get(s, "INC-1")) is None
+        # A section longer than a Slack form holds is not cut short in a form.
+        with db.transaction(engine) as s:
+            lifecycle.edit_section(s, _bot.settings, svc.get(s, "INC-1"), "well", "ok. " * 900,
+                                   actor="carol", now=datetime.now(UTC))  # fmt: skip
+        body = run("postmortem edit well")
+        assert body["text"].startswith(
+            "What went well is 3599 characters long, more than a Slack form holds (3000): edit "
+            "it with `incidentbot postmortem edit INC-1 --section what_went_well --file FILE`."
+        ), body["text"]
+        assert not _open_views(slack)
