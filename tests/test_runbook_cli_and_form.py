@@ -149,7 +149,8 @@ def test_vars_from_the_settings_tell_runbooks_where_things_are(cli, tmp_path, mo
 
 def test_a_cancel_from_the_cli_reaches_the_timeline(cli, tmp_path, effects):
     write_runbooks(tmp_path, approval="none")
-    cli("incident", "declare", "RPC", "down")
+    # carol commands the incident: the commander may cancel anyone's run
+    cli("incident", "declare", "RPC", "down", "--commander", "carol")
     code, out, _ = cli(
         "runbook", "run", "restart-node", "node=rpc-3", f"url={effects.url}", "-i", "1", "--detach"
     )

@@ -17,24 +17,15 @@ import typer
 
 from incidentbot import db
 from incidentbot.cli.common import AS_OPTION, CliError, actor, console, state
-from incidentbot.cli.runbook_cmd import app, get_runbook, load_catalog
+from incidentbot.cli.runbook_cmd import app, load_catalog
 from incidentbot.errors import DomainError
-from incidentbot.incidents import service as svc
-from incidentbot.ledger.service import LockHeld
 from incidentbot.ledger.worker import WorkerPool
-from incidentbot.runbooks import (
-    access,
-    approvals,
-    engine,
-    planning,
-    recovery,
-    run_context,
-    runtime,
-)
+from incidentbot.runbooks import runtime
 from incidentbot.runbooks import view as views
-from incidentbot.runbooks.actions import Services
 from incidentbot.runbooks.definition import format_seconds
 from incidentbot.runbooks.params import ParamError, describe
+from incidentbot.usecases import runbooks as uc
+from incidentbot.usecases.core import Actor, Core
 
 MARK = {
     "waiting": "·",
@@ -66,27 +57,15 @@ def _params(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _plan(ctx: typer.Context, name: str, pairs: list[str] | None, incident: str | None) -> Any:
+def _core(ctx: typer.Context) -> Core:
     st = state(ctx)
-    runbook = get_runbook(load_catalog(st.settings), name)
-    inc = info = None
-    if incident:
-        with db.transaction(st.engine) as s:
-            inc = svc.get(s, incident)
-            info = run_context.incident_info(s, inc)
-    try:
-        plan = planning.plan(
-            runbook,
-            _params(pairs),
-            incident=info,
-            variables=st.settings.runbooks.vars,
-            services=Services(settings=st.settings),
-        )
-    except ParamError as exc:
-        lines = [f"{p}: {m}" for p, m in exc.problems]
-        lines += ["params:"] + [f"  {describe(n, p)}" for n, p in runbook.params.items()]
-        raise CliError("cannot run " + name + ":\n  " + "\n  ".join(lines), code=2) from None
-    return runbook, plan, inc
+    return Core(st.settings, st.engine, catalog=lambda: load_catalog(st.settings))
+
+
+def _usage(core: Core, name: str, exc: ParamError) -> CliError:
+    lines = [f"{p}: {m}" for p, m in exc.problems]
+    lines += ["params:"] + [f"  {describe(n, p)}" for n, p in uc.runbook(core, name).params.items()]
+    return CliError("cannot run " + name + ":\n  " + "\n  ".join(lines), code=2)
 
 
 @app.command("plan")
@@ -95,14 +74,20 @@ def plan_cmd(
     name: str = typer.Argument(..., help="The runbook."),
     params: list[str] = PARAMS_ARG,
     incident: str = INCIDENT_OPTION,
+    as_user: str = AS_OPTION,
 ) -> None:
     """Show what a run would do, step by step, without doing any of it."""
-    _runbook, plan, _inc = _plan(ctx, name, params, incident)
+    core = _core(ctx)
+    who = Actor(actor(as_user), "cli")
+    try:
+        planned = uc.plan(core, who, name, _params(params), incident_ref=incident)
+    except ParamError as exc:
+        raise _usage(core, name, exc) from None
     _out("Plan (nothing was run):")
-    for line in planning.format_plan(plan):
+    for line in planned.lines:
         _out(line)
-    if plan.problems:
-        raise CliError("; ".join(plan.problems))
+    if planned.problems:
+        raise CliError("; ".join(planned.problems))
 
 
 @app.command("run")
@@ -115,40 +100,34 @@ def run_cmd(
     threads: int = typer.Option(2, "--threads", min=1, max=16, help="Worker threads here."),
     detach: bool = typer.Option(False, "--detach", help="Start it and return at once."),
 ) -> None:
-    """Start a run and follow its steps live (exit 0 if it succeeds)."""
+    """Start a run and follow its steps live (exit 0 if it succeeds).
+
+    The access rules apply as in Slack: a rule naming users admits the --as (or login) name
+    only if it lists it."""
     st = state(ctx)
-    who = actor(as_user)
-    _runbook, plan, inc = _plan(ctx, name, params, incident)
-    try:
-        access.check_approvable(
-            st.settings.runbooks,
-            name,
-            needed=plan.approvals_needed,
-            approval=plan.approval,
-            requester=who,
-            incident=inc,
-        )
-    except DomainError as exc:
-        raise CliError(str(exc)) from None
-    key = f"cli:{who}:{name}:{time.time_ns()}"
+    core = _core(ctx)
+    who = Actor(actor(as_user), "cli")
+    pairs = _params(params)
     runtime.install(
         st.engine, st.settings, progress=lambda rid, step, line: _progress(rid, step, line)
     )
     try:
-        with db.transaction(st.engine) as s:
-            row = engine.start(
-                s,
-                st.settings,
-                plan,
-                key=key,
-                requester=who,
-                incident=svc.get(s, inc.ref) if inc else None,
-                source="cli",
-            )
-            run_id = row.run_id
-    except LockHeld as exc:
+        started = uc.run(
+            core,
+            who,
+            name,
+            pairs,
+            incident_ref=incident,
+            key=f"cli:{who.id}:{name}:{time.time_ns()}",
+            post_in_channel=False,  # this command follows the run itself
+        )
+    except ParamError as exc:
+        raise _usage(core, name, exc) from None
+    except DomainError as exc:
         raise CliError(str(exc)) from None
-    _out(f"Run {run_id}: {name}" + (f" for {inc.ref}" if inc else ""))
+    run_id = started.run_id
+    where = f" for {started.incident_ref}" if started.incident_ref else ""
+    _out(f"Run {run_id}: {started.runbook}{where}")
     if detach:
         _out(f"Follow it with `incidentbot runs show {run_id}`.")
         return
@@ -231,14 +210,14 @@ def approve_cmd(
     as_user: str = AS_OPTION,
 ) -> None:
     """Approve (or reject) a run that waits for approval."""
-    st = state(ctx)
-    who = actor(as_user)
-    outcome = approvals.decide(
-        st.engine, st.settings, run_id, who, "rejected" if reject else "approved"
-    )
-    if not outcome.accepted:
-        raise CliError(outcome.message)
-    _out(outcome.message)
+    core = _core(ctx)
+    who = Actor(actor(as_user), "cli")
+    decide = uc.reject if reject else uc.approve
+    try:
+        decided = decide(core, who, run_id)
+    except DomainError as exc:
+        raise CliError(str(exc)) from None
+    _out(decided.summary)
 
 
 @app.command("resume")
@@ -249,15 +228,13 @@ def resume_cmd(
     as_user: str = AS_OPTION,
 ) -> None:
     """Continue a run that needs attention: run the step in doubt again, or skip it."""
-    st = state(ctx)
-    who = actor(as_user)
+    core = _core(ctx)
+    who = Actor(actor(as_user), "cli")
     try:
-        with db.transaction(st.engine) as s:
-            engine.load(s, run_id)
-            message = recovery.resume(s, run_id, actor=who, skip=skip)
+        done = uc.resume(core, who, run_id, skip=skip)
     except DomainError as exc:
         raise CliError(str(exc)) from None
-    _out(message)
+    _out(done.message)
 
 
 def register() -> None:

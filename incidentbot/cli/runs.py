@@ -1,8 +1,10 @@
 """``incidentbot runs ...`` and ``incidentbot worker``: watch and steer durable work.
 
-``runs list|show`` read the ledger; ``runs cancel`` and ``runs decide`` are the same calls the
-Slack buttons make. ``worker`` runs a worker pool in the foreground until SIGTERM or SIGINT,
-then lets each worker finish its current step and hand its run back.
+``runs list|show`` read the ledger; ``runs cancel`` and ``runs decide`` call the same use cases
+as the Slack buttons (:mod:`incidentbot.usecases.runbooks`), so a runbook run's access rules
+apply to them: its requester, the commander or an approver may cancel it; its approval is
+decided by the approvers only. ``worker`` runs a worker pool in the foreground until SIGTERM or
+SIGINT, then lets each worker finish its current step and hand its run back.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from incidentbot import db
-from incidentbot.cli.common import AS_OPTION, CliError, actor, console, log_to_stderr, state
+from incidentbot.cli.common import AS_OPTION, actor, console, log_to_stderr, state
 from incidentbot.incidents import runs as queries
-from incidentbot.ledger import control
 from incidentbot.ledger.models import PARKED, Run, Step
 from incidentbot.ledger.redact import redact_text
 from incidentbot.ledger.worker import DEFAULT_LEASE, DEFAULT_POLL, WorkerPool
 from incidentbot.modules import import_modules
 from incidentbot.runbooks import runtime as runbook_runtime
+from incidentbot.usecases import runbooks as uc
+from incidentbot.usecases.core import Actor, Core
 
 app = typer.Typer(help="Durable runs: list, inspect, cancel, decide.", no_args_is_help=True)
 
@@ -169,9 +172,9 @@ def cancel(
 ) -> None:
     """Cancel a run: it stops before its next step and its target lock is released."""
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        message = control.cancel(s, run_id, actor=actor(as_user), reason=" ".join(reason or []))
-    console.print(escape(message))
+    who = Actor(actor(as_user), "cli")
+    done = uc.cancel(Core(st.settings, st.engine), who, run_id, reason=" ".join(reason or []))
+    console.print(escape(done.message))
 
 
 @app.command()
@@ -184,13 +187,11 @@ def decide(
 ) -> None:
     """Decide for a parked run. Only the first decision counts; a later one exits 1."""
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        result = control.decide(
-            s, run_id, decision, by=actor(as_user), step=None if step is None else step - 1
-        )
-    if not result.accepted:
-        raise CliError(result.message)
-    console.print(escape(result.message))
+    who = Actor(actor(as_user), "cli")
+    done = uc.decide(
+        Core(st.settings, st.engine), who, run_id, decision, step=None if step is None else step - 1
+    )
+    console.print(escape(done.message))
 
 
 def worker_cmd(

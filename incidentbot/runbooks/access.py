@@ -1,22 +1,41 @@
 """Who may run a runbook and who may approve a run (``runbooks.access`` in the settings).
 
-The first rule whose ``runbooks`` patterns match the runbook's name applies. Without a rule, or
-with a rule that names no ``users`` or ``groups``, the members of the incident's channel may
-run it. Approvers are the incident's commander plus the rule's ``approvers`` and members of its
-``approver_groups``; the person who asked for the run never approves it.
+The same rules apply from every door; the user is the actor's id (a Slack user id in Slack, the
+``--as``/login name in the CLI). The first rule whose ``runbooks`` patterns match the runbook's
+name applies:
+
+- a rule naming ``users`` or ``groups`` admits those users (by id, so a rule admits a CLI user
+  only by naming it: ``users: [U024BE7LH, alice]``) and the members of those chat groups (looked
+  up through the chat, which only a process with Slack has: from the CLI, groups admit nobody);
+- without a rule, or with one naming nobody, the members of the incident's channel may run it
+  in chat; from a terminal, where nobody is a channel member, whoever runs the CLI may (they
+  hold the bot's database credentials and configuration already).
+
+Approvers are the incident's commander plus the rule's ``approvers`` and members of its
+``approver_groups``; the person who asked for the run never approves it. Cancelling a run is
+for its requester, the commander or an approver; resuming, skipping a step of or aborting a run
+that needs attention for the commander or an approver.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 from incidentbot.errors import DomainError
 from incidentbot.incidents.models import Incident
 from incidentbot.ports import ExternalError
 from incidentbot.runbooks.config import AccessRule, RunbookSettings
 
+if TYPE_CHECKING:
+    from incidentbot.ports import Chat
 
-def _in_groups(chat: Any, groups: list[str], user: str) -> bool:
+# Where the request comes from, as far as the rules care: in a chat (channel membership means
+# something) or from a terminal.
+Where = Literal["chat", "terminal"]
+Steer = Literal["cancel", "abort", "resume", "skip"]
+
+
+def _in_groups(chat: Chat, groups: list[str], user: str) -> bool:
     for group in groups:
         try:
             if user in chat.usergroup_members(group):
@@ -31,7 +50,13 @@ def _mention(user: str) -> str:
 
 
 def check_may_run(
-    settings: RunbookSettings, name: str, user: str, *, incident: Incident | None, chat: Any
+    settings: RunbookSettings,
+    name: str,
+    user: str,
+    *,
+    incident: Incident | None,
+    chat: Chat | None,
+    where: Where = "chat",
 ) -> None:
     """Raise DomainError saying why ``user`` may not run runbook ``name`` here."""
     rule = settings.rule_for(name)
@@ -42,6 +67,8 @@ def check_may_run(
             [*(_mention(u) for u in rule.users), *(f"<!subteam^{g}>" for g in rule.groups)]
         )
         raise DomainError(f"you may not run {name}: runbooks.access allows only {who}")
+    if where == "terminal":
+        return
     if incident is None or not incident.channel_id:
         raise DomainError(f"run {name} from an incident channel: its members may run runbooks")
     if chat is None:
@@ -64,7 +91,7 @@ def check_may_approve(
     *,
     requester: str,
     incident: Incident | None,
-    chat: Any,
+    chat: Chat | None,
 ) -> None:
     """Raise DomainError explaining why ``user`` may not approve a run of ``name``."""
     if user == requester:
@@ -82,6 +109,30 @@ def check_may_approve(
     allowed += [f"<!subteam^{g}>" for g in rule.approver_groups]
     who = ", ".join(allowed) if allowed else "the incident commander (nobody holds the role)"
     raise DomainError(f"only {who} may approve runs of {name}")
+
+
+STEER_WORDS = {"cancel": "cancel", "abort": "abort", "resume": "resume", "skip": "skip a step of"}
+
+
+def check_may_steer(
+    settings: RunbookSettings,
+    name: str,
+    user: str,
+    what: Steer,
+    *,
+    requester: str,
+    incident: Incident | None,
+    chat: Chat | None,
+) -> None:
+    """Cancel: the requester, the commander or an approver. Resume, skip or abort a run that
+    needs attention: the commander or an approver (someone who owns the decision)."""
+    if what == "cancel" and user == requester:
+        return
+    try:
+        check_may_approve(settings, name, user, requester="", incident=incident, chat=chat)
+    except DomainError as exc:
+        reason = str(exc).replace("may approve runs of", f"may {STEER_WORDS[what]} runs of")
+        raise DomainError(reason) from None
 
 
 def eligible_approvers(

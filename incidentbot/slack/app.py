@@ -164,7 +164,7 @@ def build_bolt_app(
         if runbooks is None:
             ack()
             return
-        message = runbooks.button(action["action_id"], run_id, user)
+        message = runbooks.button(action["action_id"], run_id, user).text
         ack()
         metrics.ack.labels("block_action").observe(time.perf_counter() - started)
         try:  # through the response URL: it reaches the clicker even outside the channel

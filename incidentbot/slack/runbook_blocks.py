@@ -1,4 +1,5 @@
-"""Block Kit for runbook runs: the one message per run (updated in place), plans, run lists.
+"""Block Kit for runbook runs: the one message per run (updated in place), plans, the params
+form.
 
 The run message carries a ``block_id`` naming the run, so the bot finds its own message after a
 crash instead of posting a second one. Buttons carry the ledger run id as their value.
@@ -6,6 +7,7 @@ crash instead of posting a second one. Buttons carry the ledger run id as their 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -15,12 +17,19 @@ from slack_sdk.models.blocks import (
     ButtonElement,
     ConfirmObject,
     ContextBlock,
+    InputBlock,
     MarkdownTextObject,
+    NumberInputElement,
+    Option,
+    PlainTextInputElement,
+    PlainTextObject,
     SectionBlock,
+    StaticSelectElement,
 )
+from slack_sdk.models.views import View
 
 from incidentbot.chat_text import mrkdwn
-from incidentbot.runbooks.definition import format_seconds
+from incidentbot.runbooks.definition import Runbook, format_seconds
 from incidentbot.runbooks.view import RunView
 from incidentbot.slack.blocks import _clip, _render, user_ref
 
@@ -31,6 +40,7 @@ RESUME = "runbook_resume"
 SKIP = "runbook_skip"
 ABORT = "runbook_abort"
 BUTTONS = (APPROVE, REJECT, CANCEL, RESUME, SKIP, ABORT)
+FORM_CALLBACK = "runbook_params"
 
 STEP_EMOJI = {
     "waiting": ":white_circle:",
@@ -173,3 +183,74 @@ def _buttons(view: RunView) -> list[Any]:
 def plan_message(lines: list[str]) -> tuple[str, list[dict[str, Any]]]:
     text = mrkdwn("\n".join(lines))  # a plan quotes the params as typed
     return text, _render([SectionBlock(text=MarkdownTextObject(text=_clip("```" + text + "```")))])
+
+
+def params_form(runbook: Runbook, channel_id: str) -> dict[str, Any]:
+    """The modal asking for a run's params, one input per param, typed by the param's type."""
+    blocks: list[Any] = []
+    if runbook.description:
+        blocks.append(SectionBlock(text=mrkdwn(runbook.description)[:2900]))
+    for name, param in runbook.params.items():
+        hint = param.description or name
+        if param.secret:
+            hint += " (secret: masked everywhere once submitted)"
+        initial = (
+            None if param.secret or param.default is None else param.format_value(param.default)
+        )
+        element: Any
+        if param.type in ("enum", "bool"):
+            choices = param.values if param.type == "enum" else ["true", "false"]
+            options = [Option(value=v, text=v[:75]) for v in (choices or [])]
+            chosen = next((o for o in options if o.value == initial), None)
+            element = StaticSelectElement(action_id="value", options=options, initial_option=chosen)
+        elif param.type == "int":
+            element = NumberInputElement(
+                action_id="value",
+                is_decimal_allowed=False,
+                initial_value=initial,
+                min_value=str(param.min) if param.min is not None else None,
+                max_value=str(param.max) if param.max is not None else None,
+            )
+        else:
+            placeholder = "e.g. 30s, 5m, 1h" if param.type == "duration" else None
+            element = PlainTextInputElement(
+                action_id="value", initial_value=initial, placeholder=placeholder
+            )
+        blocks.append(
+            InputBlock(
+                block_id=f"param_{name}",
+                label=name[:2000],
+                hint=hint[:2000],
+                optional=not param.required,
+                element=element,
+            )
+        )
+    view = View(
+        type="modal",
+        callback_id=FORM_CALLBACK,
+        title=PlainTextObject(text="Run a runbook"),
+        submit=PlainTextObject(text="Start"),
+        close=PlainTextObject(text="Cancel"),
+        private_metadata=json.dumps({"runbook": runbook.name, "channel": channel_id}),
+        blocks=[SectionBlock(text=f"*{runbook.name}*"), *blocks],
+    )
+    view.validate_json()
+    return view.to_dict()
+
+
+def form_values(view: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(runbook, channel, params as typed) from a submitted params form."""
+    meta = json.loads(view.get("private_metadata") or "{}")
+    values = view.get("state", {}).get("values", {})
+    params: dict[str, Any] = {}
+    for block, content in values.items():
+        if not block.startswith("param_"):
+            continue
+        element = content.get("value") or {}
+        value = element.get("value")
+        option = element.get("selected_option")
+        if option:
+            value = option.get("value")
+        if value not in (None, ""):
+            params[block.removeprefix("param_")] = value
+    return str(meta.get("runbook", "")), str(meta.get("channel", "")), params
