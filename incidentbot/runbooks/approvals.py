@@ -10,7 +10,7 @@ the other, and a second click by the same person changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
@@ -25,6 +25,10 @@ from incidentbot.ledger import service as ledger
 from incidentbot.ledger.models import PARKED
 from incidentbot.runbooks import access, planning
 from incidentbot.runbooks.models import RunbookApproval, RunbookRun
+
+if TYPE_CHECKING:
+    from incidentbot.config import Settings
+    from incidentbot.ports import Chat
 
 DECISIONS = ("approved", "rejected")
 
@@ -41,12 +45,12 @@ def _who(user: str) -> str:
 
 def decide(
     db_engine: Engine,
-    settings: Any,
+    settings: Settings,
     run_id: int,
     user: str,
     decision: str,
     *,
-    chat: Any = None,
+    chat: Chat | None = None,
 ) -> Outcome:
     """Record ``user``'s decision on run ``run_id``; the outcome says what happened."""
     if decision not in DECISIONS:

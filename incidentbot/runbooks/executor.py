@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
@@ -42,6 +42,10 @@ from incidentbot.runbooks.actions.base import Action
 from incidentbot.runbooks.definition import RollbackStep, format_seconds
 from incidentbot.runbooks.models import RunbookApproval, RunbookRun
 
+if TYPE_CHECKING:
+    from incidentbot.config import Settings
+    from incidentbot.ports import Chat
+
 log = logging.getLogger(__name__)
 
 Announcer = Callable[[int], dict[str, Any]]
@@ -53,9 +57,9 @@ class RunbookActions:
     def __init__(
         self,
         engine_: Engine,
-        settings: Any,
+        settings: Settings,
         *,
-        chat: Any = None,
+        chat: Chat | None = None,
         announce: Announcer | None = None,
         progress: Callable[[int, str, str], None] | None = None,
     ):

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
@@ -27,6 +27,9 @@ from incidentbot.runbooks import engine as rb_engine
 from incidentbot.runbooks import view as views
 from incidentbot.runbooks.models import RunbookRun
 
+if TYPE_CHECKING:
+    from incidentbot.ports import Chat
+
 log = logging.getLogger(__name__)
 
 Render = Callable[[views.RunView, str | None], tuple[str, list[dict[str, Any]]]]
@@ -38,7 +41,7 @@ class RunMessages:
     def __init__(
         self,
         db_engine: Engine,
-        chat: Any,
+        chat: Chat,
         render: Render,
         block_id: BlockId,
         link: Link = lambda run_id: None,

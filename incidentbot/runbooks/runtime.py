@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
@@ -20,6 +20,10 @@ from incidentbot.runbooks.actions import load_entry_points
 from incidentbot.runbooks.actions import registry as action_registry
 from incidentbot.runbooks.executor import RunbookActions
 from incidentbot.runbooks.timeline import record_transition, wants_transition
+
+if TYPE_CHECKING:
+    from incidentbot.config import Settings
+    from incidentbot.ports import Chat
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +55,9 @@ def install_timeline() -> None:
 
 def install(
     engine: Engine,
-    settings: Any,
+    settings: Settings,
     *,
-    chat: Any = None,
+    chat: Chat | None = None,
     announce: Callable[[int], dict[str, Any]] | None = None,
     progress: Callable[[int, str, str], None] | None = None,
 ) -> None:

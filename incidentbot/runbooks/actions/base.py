@@ -18,9 +18,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from incidentbot.config import Settings
+    from incidentbot.ports import Chat
+    from incidentbot.runbooks.egress import EgressPolicy
 
 
 class NoInputs(BaseModel):
@@ -57,11 +64,10 @@ class Services:
     """What the running bot lends to actions. Any of them may be None (the CLI has no Slack);
     an action that needs one it lacks raises PermanentError saying so."""
 
-    engine: Any = None  # sqlalchemy Engine
-    settings: Any = None  # incidentbot.config.Settings
-    chat: Any = None  # incidentbot.ports.Chat
-    # incidentbot.runbooks.egress.EgressPolicy; None: the one of settings.runbooks.egress
-    egress: Any = None
+    engine: Engine | None = None
+    settings: Settings | None = None
+    chat: Chat | None = None
+    egress: EgressPolicy | None = None  # None: the one of settings.runbooks.egress
 
 
 @dataclass
