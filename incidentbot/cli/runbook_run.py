@@ -57,9 +57,12 @@ def _params(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _core(ctx: typer.Context) -> Core:
+def _core(ctx: typer.Context, *, database: bool = True) -> Core:
+    """The use cases' core. ``database=False``: an engine that is never checked (nor the
+    database created), for a plan without an incident, which reads nothing from it."""
     st = state(ctx)
-    return Core(st.settings, st.engine, catalog=lambda: load_catalog(st.settings))
+    engine = st.engine if database else st.raw_engine
+    return Core(st.settings, engine, catalog=lambda: load_catalog(st.settings))
 
 
 def _usage(core: Core, name: str, exc: ParamError) -> CliError:
@@ -77,7 +80,7 @@ def plan_cmd(
     as_user: str = AS_OPTION,
 ) -> None:
     """Show what a run would do, step by step, without doing any of it."""
-    core = _core(ctx)
+    core = _core(ctx, database=incident is not None)  # a plan works before `db upgrade`
     who = Actor(actor(as_user), "cli")
     try:
         planned = uc.plan(core, who, name, _params(params), incident_ref=incident)

@@ -99,8 +99,10 @@ def _plan(
     budget: float | None,
 ) -> planning.Plan:
     book = runbook(core, name)
-    with db.transaction(core.engine) as s:
-        info = run_context.incident_info(s, incident)
+    info = None
+    if incident is not None:  # without one, a plan reads nothing from the database
+        with db.transaction(core.engine) as s:
+            info = run_context.incident_info(s, incident)
     limit = (
         expr.time_budget(budget, "expressions while Slack waits")
         if budget is not None
@@ -136,7 +138,8 @@ def plan(
 ) -> Planned:
     """Say what a run of ``name`` would do, touching nothing. Raises ParamError (with each
     param's problem) for params that do not fit. ``budget`` bounds the time all the plan's
-    expressions may take together (a door that answers within a deadline sets it)."""
+    expressions may take together (a door that answers within a deadline sets it). Without an
+    incident nothing is read from the database."""
     p = _plan(core, actor, name, params, _incident(core, incident_ref), chat, budget)
     return Planned(
         runbook=p.runbook.name,
