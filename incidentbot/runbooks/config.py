@@ -27,9 +27,10 @@ from incidentbot.runbooks.shell_policy import (
 class AccessRule(BaseModel):
     """Who may run, and who may approve, the runbooks whose names match ``runbooks``.
 
-    ``users`` and ``approvers`` are Slack user ids (``U…``); ``groups`` and
-    ``approver_groups`` Slack user group ids (``S…``). An empty ``users`` and ``groups`` means
-    "members of the incident channel"."""
+    ``users`` and ``approvers`` are actor ids: Slack user ids (``U…``) and command line names
+    (``--as``); ``groups`` and ``approver_groups`` Slack user group ids (``S…``). An empty
+    ``users`` and ``groups`` means "members of the incident channel" (in Slack; from the
+    command line, whoever runs it)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

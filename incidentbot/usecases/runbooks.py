@@ -170,7 +170,8 @@ def run(
     incident = _incident(core, incident_ref)
     p = _plan(core, actor, name, params, incident, chat, budget)
     rules = core.settings.runbooks
-    where: access.Where = "chat" if actor.door == "slack" else "terminal"
+    # Channel membership means something in a chat; a terminal has none (see runbooks.access).
+    where: access.Where = "terminal" if actor.door == "cli" else "chat"
     access.check_may_run(rules, p.runbook.name, actor.id, incident=incident, chat=chat, where=where)
     access.check_approvable(
         rules,
