@@ -361,7 +361,10 @@ def mark_page(
     """Record a page's new state (from a webhook or our own resolve), once per source_key."""
     now = utcnow()
     with db.transaction(engine) as s:
-        page = s.exec(select(Page).where(Page.external_id == external_id)).first()
+        # Locked: our own resolve and PagerDuty's webhook echoing it arrive together, and
+        # only the first may record the change.
+        stmt = select(Page).where(Page.external_id == external_id).with_for_update()
+        page = s.exec(stmt).first()
         if page is None:
             return None
         if source_key and svc.has_event(s, source_key):
