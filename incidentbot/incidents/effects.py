@@ -84,7 +84,7 @@ def refresh(
 
 def post_update(
     session: Session, settings: Settings, incident: Incident, *, actor: str, text: str
-) -> None:
+) -> svc.TimelineEvent:
     """A status update: recorded now, posted in the channel and the digest channel durably."""
     event = svc.add_note(session, settings, incident.ref, text, actor=actor, kind="status.update")
     session.flush()
@@ -96,6 +96,7 @@ def post_update(
         incident_id=incident.id,
         actor=actor,
     )
+    return event
 
 
 EFFECTS = {

@@ -41,3 +41,7 @@ class Core:
     # are durable effects run by workers, never called from here.
     pager: Pager | None = None
     catalog: Callable[[], Catalog] | None = None
+    # Whether a chat (Slack) is configured: the chat effects (channel, header, digest, posts)
+    # are queued only then, for whichever ``serve``/``worker`` runs them. The bot always has
+    # one; the CLI has one when the Slack bot token is set.
+    chat: bool = True
