@@ -50,6 +50,7 @@ from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.reminder_commands import ReminderCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
+from incidentbot.usecases.core import Core
 from incidentbot.web import pagerduty_webhooks, run_page
 from incidentbot.web.app import create_app
 
@@ -74,6 +75,7 @@ class Bot:
     catalog: Catalog = field(default_factory=Catalog)
     run_messages: RunMessages | None = None
     scheduler: Scheduler | None = None
+    core: Core | None = None
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None, *, poll: float = 1.0) -> Bot:
@@ -119,13 +121,14 @@ class Bot:
         client_args: dict[str, Any] = {"token": token}
         if settings.slack.api_url:
             client_args["base_url"] = settings.slack.api_url
+        # The one core every door in this process calls: Slack here, Alertmanager through
+        # the web app (its declares queue the same effects, see alerts.web).
+        core = Core(settings, engine, pager=pager, catalog=lambda: holder["catalog"])
         bolt = build_bolt_app(
-            settings,
-            engine,
+            core,
             client=WebClient(**client_args),
             signing_secret=signing,
             metrics=metrics,
-            pager=pager,
             runbooks=runbook_commands,
             actions=ActionCommands(settings, engine, chat),
             postmortems=PostmortemCommands(settings, engine, chat),
@@ -138,6 +141,7 @@ class Bot:
         bot = cls(settings, engine, chat, metrics, bolt, asgi=None, pool=pool)  # type: ignore[arg-type]
         bot.pager = pager
         bot.catalog = catalog
+        bot.core = core
         services = Services(settings, engine, chat, handoffs=handoffs)
         bot.scheduler = build_scheduler(
             settings, engine, services, name=f"bot:{socket.gethostname()}:{os.getpid()}"

@@ -18,15 +18,12 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from incidentbot import db
-from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.metrics import Metrics
-from incidentbot.ports import Pager
 from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.commands import CommandHandler
 from incidentbot.slack.handoff_commands import BUTTON as HANDOFF_BUTTON
@@ -38,24 +35,24 @@ from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.reminder_commands import DISMISS_ACTION, SNOOZE_ACTION, ReminderCommands
 from incidentbot.slack.reply import Reply
 from incidentbot.slack.runbook_commands import FORM_CALLBACK, RunbookCommands
+from incidentbot.usecases.core import Core
 
 log = logging.getLogger(__name__)
 
 
 def build_bolt_app(
-    settings: Settings,
-    engine: Engine,
+    core: Core,
     *,
     client: WebClient,
     signing_secret: str | None,
     metrics: Metrics,
-    pager: Pager | None = None,
     runbooks: RunbookCommands | None = None,
     actions: ActionCommands | None = None,
     postmortems: PostmortemCommands | None = None,
     handoff: HandoffCommands | None = None,
     reminders: ReminderCommands | None = None,
 ) -> App:
+    settings, engine = core.settings, core.engine
     app = OnceApp(
         engine=engine,
         client=client,
@@ -68,7 +65,7 @@ def build_bolt_app(
         process_before_response=True,
         ignoring_self_events_enabled=True,
     )
-    handler = CommandHandler(settings, engine, pager, runbooks, actions, postmortems, handoff)
+    handler = CommandHandler(core, runbooks, actions, postmortems, handoff)
 
     @app.command(settings.slack.command)
     def on_command(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:

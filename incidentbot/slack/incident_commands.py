@@ -1,0 +1,286 @@
+"""The handlers of the ``/incident`` subcommands: call the core, render its answer for Slack.
+
+Each handler takes the :class:`Call` (who asked, where, the bot's pieces) and the parsed
+arguments, and returns a :class:`~incidentbot.slack.reply.Reply`. Changes go through the use
+cases in :mod:`incidentbot.usecases.incidents`, which queue their durable effects; a handler
+only renders (mentions, ``mrkdwn`` escaping). The table in
+:mod:`incidentbot.slack.command_table` says which handler serves which subcommand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from incidentbot import db
+from incidentbot.alerts import queries as alert_queries
+from incidentbot.chat_text import mrkdwn
+from incidentbot.clock import utcnow
+from incidentbot.incidents import service as svc
+from incidentbot.incidents.models import Incident
+from incidentbot.ports import ExternalError
+from incidentbot.slack import blocks
+from incidentbot.slack.reply import Reply
+from incidentbot.usecases import incidents as uc
+from incidentbot.usecases.core import Actor, Core
+
+if TYPE_CHECKING:
+    from incidentbot.slack.commands import CommandHandler
+
+
+@dataclass(frozen=True)
+class Call:
+    """One ``/incident`` request: the bot's handler (its core and the other modules), who asked,
+    the incident whose channel it was typed in (None elsewhere) and Slack's trigger id."""
+
+    handler: CommandHandler
+    user: str
+    incident: Incident | None
+    trigger_id: str
+
+    @property
+    def core(self) -> Core:
+        return self.handler.core
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.user, "slack")
+
+    @property
+    def ref(self) -> str:
+        assert self.incident is not None  # the grammar refuses channel-only commands elsewhere
+        return self.incident.ref
+
+    @property
+    def key(self) -> str:
+        return f"slack:command:{self.trigger_id}"
+
+
+def who(call: Call) -> str:
+    return f"<@{call.user}>"
+
+
+def declare(call: Call, args: dict[str, Any]) -> Reply:
+    if not args["title"]:
+        return Reply(
+            "Opening the declare form…", open_modal=True, modal_args={"severity": args["severity"]}
+        )
+    out = uc.declare(
+        call.core,
+        call.actor,
+        title=args["title"],
+        severity=args["severity"],
+        service=args.get("service"),
+        key=call.key,
+    )
+    return declared(call.user, out)
+
+
+def declared(user: str, out: uc.Declared) -> Reply:
+    return Reply(
+        f":rotating_light: <@{user}> declared *{out.ref}* ({out.severity}): {mrkdwn(out.title)}\n"
+        "Creating its channel; everyone needed will be invited."
+        + (f" Paging *{out.paged}* on-call." if out.paged else ""),
+        in_channel=True,
+    )
+
+
+def list_open(call: Call, args: dict[str, Any]) -> Reply:
+    with db.transaction(call.core.engine) as s:
+        incidents = svc.list_incidents(s, call.core.settings)
+    if not incidents:
+        return Reply("No open incidents. :tada:")
+    lines = [
+        f"• *{i.ref}* {i.severity} · {i.status} · {mrkdwn(i.title)}"
+        + (f" · <#{i.channel_id}>" if i.channel_id else "")
+        for i in incidents[:40]
+    ]
+    return Reply("*Open incidents*\n" + "\n".join(lines))
+
+
+def sev(call: Call, args: dict[str, Any]) -> Reply:
+    out = uc.set_severity(call.core, call.actor, call.ref, args["severity"])
+    return Reply(f"{who(call)} changed severity {out.old} → *{out.new}*", in_channel=True)
+
+
+def status(call: Call, args: dict[str, Any]) -> Reply:
+    out = uc.set_status(call.core, call.actor, call.ref, args["status"])
+    return Reply(f"{who(call)} changed status {out.old} → *{out.new}*", in_channel=True)
+
+
+def assign(call: Call, args: dict[str, Any]) -> Reply:
+    out = uc.assign(call.core, call.actor, call.ref, args["role"], args["user"])
+    return Reply(
+        f"{who(call)} assigned <@{out.user}> as *{out.role_label}*: {out.role_description}",
+        in_channel=True,
+    )
+
+
+def unassign(call: Call, args: dict[str, Any]) -> Reply:
+    out = uc.unassign(call.core, call.actor, call.ref, args["role"])
+    return Reply(f"{who(call)} unassigned the {out.role.replace('_', ' ')}", in_channel=True)
+
+
+def note(call: Call, args: dict[str, Any]) -> Reply:
+    out = uc.note(call.core, call.actor, call.ref, args["text"])
+    return Reply(f"Noted on the {out.ref} timeline.")
+
+
+def update(call: Call, args: dict[str, Any]) -> Reply:
+    out = uc.update(call.core, call.actor, call.ref, args["text"])
+    return Reply(f"Posting your update here and in #{out.digest_channel}.")
+
+
+def milestone(call: Call, args: dict[str, Any]) -> Reply:
+    out = uc.set_milestone(call.core, call.actor, call.ref, args["milestone"], args["at"])
+    label = out.milestone.replace("_", " ")
+    return Reply(f"{who(call)} set *{label}* to {out.at:%Y-%m-%d %H:%M} UTC", in_channel=True)
+
+
+def resolve(call: Call, args: dict[str, Any]) -> Reply:
+    out = uc.resolve(call.core, call.actor, call.ref, args["text"])
+    return Reply(
+        f":white_check_mark: {who(call)} resolved *{out.ref}*: {mrkdwn(out.summary)}",
+        in_channel=True,
+    )
+
+
+def close(call: Call, args: dict[str, Any]) -> Reply:
+    out = uc.close(call.core, call.actor, call.ref)
+    return Reply(f":lock: {who(call)} closed *{out.ref}*", in_channel=True)
+
+
+def reopen(call: Call, args: dict[str, Any]) -> Reply:
+    out = uc.reopen(call.core, call.actor, call.ref)
+    return Reply(f":warning: {who(call)} reopened *{out.ref}*", in_channel=True)
+
+
+def page(call: Call, args: dict[str, Any]) -> Reply:
+    out = uc.page(call.core, call.actor, call.ref, args["service"], args["message"])
+    if not out.new:
+        return Reply(f"*{out.service}* is already paged for {out.ref} ({out.status}).")
+    return Reply(f"{who(call)} is paging *{out.service}* on-call.", in_channel=True)
+
+
+def roles(call: Call, args: dict[str, Any]) -> Reply:
+    assert call.incident is not None
+    with db.transaction(call.core.engine) as s:
+        held = {a.role: a.user for a in svc.active_roles(s, call.incident)}
+    lines = [
+        f"• *{r.label}*: {blocks.user_ref(held.get(r.name))}" for r in call.core.settings.roles
+    ]
+    return Reply(f"*{call.ref} roles*\n" + "\n".join(lines))
+
+
+def summary(call: Call, args: dict[str, Any]) -> Reply:
+    with db.transaction(call.core.engine) as s:
+        inc = svc.get(s, call.ref)
+        text, blks = blocks.summary(inc, svc.active_roles(s, inc), utcnow())
+    return Reply(text, blks)
+
+
+def timeline(call: Call, args: dict[str, Any]) -> Reply:
+    with db.transaction(call.core.engine) as s:
+        inc = svc.get(s, call.ref)
+        text, blks = blocks.timeline(inc, svc.timeline(s, inc))
+    return Reply(text, blks)
+
+
+def alerts(call: Call, args: dict[str, Any]) -> Reply:
+    unmatched, incident = args["unmatched"], call.incident
+    with db.transaction(call.core.engine) as s:
+        here = incident.ref if incident is not None and not unmatched else None
+        views = alert_queries.list_alerts(s, unmatched=unmatched, incident=here, limit=20)
+    what = "Unmatched alerts" if unmatched else (f"{here} alerts" if here else "Recent alerts")
+    if not views:
+        return Reply(f"{what}: none.")
+    return Reply(f"*{what}*\n" + "\n".join(f"• {mrkdwn(v.line())}" for v in views))
+
+
+def oncall(call: Call, args: dict[str, Any]) -> Reply:
+    service: str | None = args["service"]
+    pd, pager = call.core.settings.pagerduty, call.core.pager
+    if pager is None or not pd.enabled:
+        return Reply("Paging is not configured, so on-call is unknown here.")
+    names = [service] if service else sorted(pd.services)
+    unknown = [n for n in names if n not in pd.services]
+    if unknown:
+        known = ", ".join(sorted(pd.services))
+        return Reply(f"Unknown service '{mrkdwn(unknown[0])}': configured are {known}.")
+    now = utcnow()
+    lines = []
+    for name in names:
+        policy_id = pd.services[name].escalation_policy_id
+        if not policy_id:
+            lines.append(f"*{name}*: no escalation policy configured")
+            continue
+        try:
+            rows = pager.oncalls([policy_id], since=now, until=now + timedelta(days=14))
+        except ExternalError as exc:
+            lines.append(f"*{name}*: PagerDuty did not answer ({exc.code})")
+            continue
+        first = [o for o in rows if o.level == 1]
+        current = [o for o in first if o.start is None or o.start <= now]
+        upcoming = [o for o in first if o.start is not None and o.start > now]
+        now_text = ", ".join(mrkdwn(o.name) for o in current) or "nobody"
+        nxt = upcoming[0] if upcoming else None
+        next_text = f"{mrkdwn(nxt.name)} from {nxt.start:%a %d %b %H:%M} UTC" if nxt else "unknown"
+        lines.append(f"*{name}*: now {now_text}; next {next_text}")
+    return Reply("*On call*\n" + "\n".join(lines))
+
+
+# The subcommands whose sub-grammar lives in another module keep that module's handler.
+
+
+def run(call: Call, args: dict[str, Any]) -> Reply:
+    runbooks = call.handler.runbooks
+    if runbooks is None:
+        return Reply("Runbooks are not available in this bot.")
+    out = runbooks.run(
+        user=call.user,
+        incident=call.incident,
+        runbook_name=args["runbook"],
+        params=args["params"],
+        plan_only=args["plan"],
+        key=call.key,
+    )
+    return _run_reply(out)
+
+
+def runs(call: Call, args: dict[str, Any]) -> Reply:
+    runbooks = call.handler.runbooks
+    if runbooks is None:
+        return Reply("Runbooks are not available in this bot.")
+    return _run_reply(runbooks.runs(call.incident))
+
+
+def _run_reply(out: Any) -> Reply:
+    return Reply(
+        out.text,
+        out.blocks,
+        in_channel=out.in_channel,
+        open_modal=out.open_modal,
+        modal_args=out.modal_args or {},
+    )
+
+
+def action(call: Call, args: dict[str, Any]) -> Reply:
+    actions = call.handler.actions
+    if actions is None:
+        return Reply("Action items are not available in this bot.")
+    return actions.handle(args, user=call.user, incident=call.incident)
+
+
+def postmortem(call: Call, args: dict[str, Any]) -> Reply:
+    postmortems = call.handler.postmortems
+    if postmortems is None:
+        return Reply("Postmortems are not available in this bot.")
+    assert call.incident is not None
+    return postmortems.handle(args, user=call.user, incident=call.incident)
+
+
+def handoff(call: Call, args: dict[str, Any]) -> Reply:
+    if call.handler.handoff is None:
+        return Reply("The on-call handoff is not available in this bot.")
+    return call.handler.handoff.handle(args, user=call.user, trigger_id=call.trigger_id)
