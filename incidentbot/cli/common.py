@@ -17,6 +17,21 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from incidentbot.config import Settings
+    from incidentbot.usecases.core import Core
+
+# The actions of the effects the CLI queues and a running bot (``serve``) carries out: the
+# ledger checks a run's actions where it is started, so the CLI knows their names; it never
+# runs them (it runs no workers for them).
+QUEUED_ACTIONS = (
+    "chat.open_channel",
+    "chat.furnish_channel",
+    "chat.header",
+    "chat.digest",
+    "chat.status_update",
+    "pager.trigger",
+    "pager.resolve",
+    "pager.note",
+)
 
 # Piped output (scripts, tests) gets a wide table instead of Rich's 80-column default.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -62,12 +77,34 @@ class AppState:
         return engine
 
     @cached_property
+    def core(self) -> Core:
+        """The use cases' dependencies in this process. The effects they queue (channel,
+        header, digest, pages) run in the bot: queued for chat when a Slack bot token is set,
+        for paging when PagerDuty is configured."""
+        from incidentbot.usecases.core import Core
+
+        _know_queued_actions()
+        token = self.settings.slack_bot_token
+        return Core(self.settings, self.engine, chat=bool(token and token.get_secret_value()))
+
+    @cached_property
     def raw_engine(self) -> Engine:
         """An engine that skips the schema check (``db upgrade`` itself uses it); SQLite
         creates the file if it is missing."""
         from incidentbot import db
 
         return db.make_engine(self.settings.effective_database_url)
+
+
+def _know_queued_actions() -> None:
+    from incidentbot.ledger.actions import PermanentError, StepContext, registry
+
+    def elsewhere(ctx: StepContext, _input: dict[str, object]) -> dict[str, object]:
+        raise PermanentError(f"{ctx.step_name} runs in `incidentbot serve`, not in the CLI")
+
+    for name in QUEUED_ACTIONS:
+        if registry.get(name) is None:  # a bot in this process (tests, demo) keeps its own
+            registry.register(name, elsewhere, idempotent=True)
 
 
 def state(ctx: typer.Context) -> AppState:

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
+from sqlalchemy.engine import Engine
 
-from incidentbot import db, policy
+from incidentbot import db
 from incidentbot.cli.common import AS_OPTION, CliError, actor, console, state
 from incidentbot.clock import utcnow
 from incidentbot.durations import format_duration, parse_when
 from incidentbot.incidents import service as svc
-from incidentbot.incidents.models import MILESTONES, Incident
+from incidentbot.incidents.effects import EFFECTS
+from incidentbot.incidents.models import MILESTONES
+from incidentbot.ledger.models import FAILED, SETTLED, Run
+from incidentbot.ledger.queries import list_runs
+from incidentbot.paging.flows import pages_of
+from incidentbot.usecases import incidents as uc
+from incidentbot.usecases.core import Actor
 
 app = typer.Typer(help="Declare and run incidents.", no_args_is_help=True)
 
@@ -60,26 +68,36 @@ def declare(
     commander: str = typer.Option(None, "--commander", help="Default: whoever declares."),
     impact_started: str = typer.Option(None, "--impact-started", help="e.g. '20m ago' or ISO."),
     detected: str = typer.Option(None, "--detected", help="e.g. '10m ago' or ISO."),
+    service: str = typer.Option(None, "--service", help="The service to page (by policy)."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Follow the channel and pages until a running bot has done them."
+    ),
+    timeout: float = typer.Option(60.0, "--timeout", help="How long --wait waits, in seconds."),
     as_user: str = AS_OPTION,
 ) -> None:
-    """Declare an incident."""
+    """Declare an incident: its channel, announcement and page are queued for the bot."""
     st = state(ctx)
-    settings = st.settings
-    with db.transaction(st.engine) as s:
-        inc = svc.declare(
-            s,
-            settings,
-            title=" ".join(title),
-            severity=sev or settings.default_severity,
-            actor=actor(as_user),
-            description=description,
-            fields=_fields(field),
-            commander=commander,
-            impact_started_at=_when(impact_started, "--impact-started"),
-            detected_at=_when(detected, "--detected"),
-        )
-    console.print(f"Declared {inc.ref} ({inc.severity}): {inc.title}")
-    console.print(f"Commander: {inc.commander}   Status: {inc.status}")
+    out = uc.declare(
+        st.core,
+        _actor(as_user),
+        title=" ".join(title),
+        severity=sev,
+        description=description,
+        fields=_fields(field),
+        commander=commander,
+        impact_started_at=_when(impact_started, "--impact-started"),
+        detected_at=_when(detected, "--detected"),
+        service=service,
+    )
+    console.print(f"Declared {out.ref} ({out.severity}): {out.title}")
+    console.print(f"Commander: {out.commander}   Status: {out.status}")
+    if out.paged:
+        console.print(f"Paging {out.paged} on-call.")
+    if out.channel_queued or out.paged:
+        if wait:
+            follow(st.engine, out.ref, timeout=timeout)
+        else:
+            say_queued(st.engine, out.ref)
 
 
 @app.command("list")
@@ -137,8 +155,12 @@ def show(ctx: typer.Context, ref: str = REF) -> None:
         console.print(f"Resolution: {inc.resolution_summary}")
 
 
-def _done(inc: Incident, what: str) -> None:
-    console.print(f"{inc.ref}: {what}")
+def _done(ref: str, what: str) -> None:
+    console.print(f"{ref}: {what}")
+
+
+def _actor(as_user: str | None) -> Actor:
+    return Actor(actor(as_user), "cli")
 
 
 @app.command()
@@ -150,9 +172,8 @@ def sev(
 ) -> None:
     """Change the severity."""
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        inc = svc.set_severity(s, st.settings, ref, severity, actor=actor(as_user))
-    _done(inc, f"severity is now {inc.severity}")
+    out = uc.set_severity(st.core, _actor(as_user), ref, severity)
+    _done(out.ref, f"severity is now {out.new}")
 
 
 @app.command()
@@ -164,9 +185,8 @@ def status(
 ) -> None:
     """Change the status (use resolve and close for those)."""
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        inc = svc.set_status(s, st.settings, ref, new_status, actor=actor(as_user))
-    _done(inc, f"status is now {inc.status}")
+    out = uc.set_status(st.core, _actor(as_user), ref, new_status)
+    _done(out.ref, f"status is now {out.new}")
 
 
 @app.command()
@@ -181,9 +201,8 @@ def milestone(
     st = state(ctx)
     at = _when(when, name)
     assert at is not None
-    with db.transaction(st.engine) as s:
-        inc = svc.set_milestone(s, st.settings, ref, name, at, actor=actor(as_user))
-    _done(inc, f"{name} set to {at.isoformat()}")
+    out = uc.set_milestone(st.core, _actor(as_user), ref, name, at)
+    _done(out.ref, f"{name} set to {out.at.isoformat()}")
 
 
 @app.command()
@@ -196,9 +215,8 @@ def assign(
 ) -> None:
     """Give a role to someone (the previous holder hands over)."""
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        inc = svc.assign_role(s, st.settings, ref, role, user, actor=actor(as_user))
-    _done(inc, f"{user} is {policy.role(st.settings, role).name}")
+    out = uc.assign(st.core, _actor(as_user), ref, role, user)
+    _done(out.ref, f"{out.user} is {out.role}")
 
 
 @app.command()
@@ -207,9 +225,8 @@ def unassign(
 ) -> None:
     """Take a role back from whoever holds it."""
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        inc = svc.unassign_role(s, st.settings, ref, role, actor=actor(as_user))
-    _done(inc, f"nobody is {policy.role(st.settings, role).name} now")
+    out = uc.unassign(st.core, _actor(as_user), ref, role)
+    _done(out.ref, f"nobody is {out.role} now")
 
 
 @app.command()
@@ -221,9 +238,8 @@ def note(
 ) -> None:
     """Add a note to the timeline."""
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        svc.add_note(s, st.settings, ref, _words(text, "the note"), actor=actor(as_user))
-    console.print(f"INC-{svc.parse_ref(ref)}: note added")
+    out = uc.note(st.core, _actor(as_user), ref, _words(text, "the note"))
+    _done(out.ref, "note added")
 
 
 @app.command()
@@ -235,19 +251,19 @@ def resolve(
 ) -> None:
     """Resolve with a summary of what fixed it."""
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        inc = svc.resolve(s, st.settings, ref, " ".join(summary), actor=actor(as_user))
-    duration = format_duration(inc.resolved_at - inc.declared_at) if inc.resolved_at else "-"
-    _done(inc, f"resolved after {duration}")
+    out = uc.resolve(st.core, _actor(as_user), ref, " ".join(summary))
+    duration = format_duration(out.duration) if out.duration is not None else "-"
+    _done(out.ref, f"resolved after {duration}")
+    if out.pages_resolving:
+        console.print(f"Resolving {out.pages_resolving} PagerDuty incident(s).")
 
 
 @app.command()
 def close(ctx: typer.Context, ref: str = REF, as_user: str = AS_OPTION) -> None:
     """Close a resolved incident."""
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        inc = svc.close(s, st.settings, ref, actor=actor(as_user))
-    _done(inc, "closed")
+    out = uc.close(st.core, _actor(as_user), ref)
+    _done(out.ref, "closed")
 
 
 @app.command()
@@ -259,9 +275,40 @@ def reopen(
 ) -> None:
     """Reopen a resolved or closed incident."""
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        inc = svc.reopen(s, st.settings, ref, actor=actor(as_user), reason=reason)
-    _done(inc, f"reopened, status {inc.status}")
+    out = uc.reopen(st.core, _actor(as_user), ref, reason)
+    _done(out.ref, f"reopened, status {out.status}")
+
+
+@app.command()
+def update(
+    ctx: typer.Context,
+    ref: str = REF,
+    text: list[str] = typer.Argument(..., help="What changed, what is next."),
+    as_user: str = AS_OPTION,
+) -> None:
+    """Post a status update (the incident channel and the digest channel, by the bot)."""
+    st = state(ctx)
+    out = uc.update(st.core, _actor(as_user), ref, _words(text, "the update"))
+    where = f": posting it in the channel and #{out.digest_channel}" if out.digest_channel else ""
+    _done(out.ref, f"status update recorded{where}")
+
+
+@app.command()
+def page(
+    ctx: typer.Context,
+    ref: str = REF,
+    service: str = typer.Argument(None, help="The service to page (default from policy)."),
+    message: list[str] = typer.Option(None, "--message", "-m", help="What on-call should know."),
+    as_user: str = AS_OPTION,
+) -> None:
+    """Page a service's on-call for the incident (a running bot sends the page)."""
+    st = state(ctx)
+    text = " ".join(message or []).strip() or None
+    out = uc.page(st.core, _actor(as_user), ref, service, text)
+    if not out.new:
+        _done(out.ref, f"{out.service} is already paged ({out.status})")
+        return
+    _done(out.ref, f"paging {out.service} on-call (queued for the bot)")
 
 
 def timeline_cmd(ctx: typer.Context, ref: str = REF) -> None:
@@ -277,3 +324,61 @@ def timeline_cmd(ctx: typer.Context, ref: str = REF) -> None:
     for event in events:
         table.add_row(_fmt(event.occurred_at, tz), event.actor, event.kind, event.summary)
     console.print(table)
+
+
+# -- the durable effects a declare queued, followed from here (--wait) ---------------------------
+# They are ledger runs executed by whichever `serve` runs against the same database; the CLI
+# only reads them.
+
+POLL = 0.2
+
+
+def _runs(engine: Engine, ref: str) -> list[Run]:
+    with db.transaction(engine) as s:
+        return [r.run for r in list_runs(s, incident=ref, limit=200)]
+
+
+def _what(run: Run) -> str:
+    return EFFECTS.get(run.kind, run.kind)
+
+
+def say_queued(engine: Engine, ref: str) -> None:
+    pending = [r for r in _runs(engine, ref) if r.status not in SETTLED]
+    if pending:
+        console.print(
+            f"Queued for the bot: {'; '.join(dict.fromkeys(_what(r) for r in pending))}. "
+            "A running `incidentbot serve` carries them out "
+            f"(`incidentbot incident declare --wait` follows them; `incidentbot runs --incident "
+            f"{ref}` shows them)."
+        )
+
+
+def follow(engine: Engine, ref: str, *, timeout: float) -> bool:
+    """Wait until every run of the incident has ended (or ``timeout`` seconds); print the
+    channel, the pages and what failed or is still queued. True when all succeeded."""
+    deadline = time.monotonic() + max(timeout, 0.0)
+    while True:
+        runs = _runs(engine, ref)
+        pending = [r for r in runs if r.status not in SETTLED]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL)
+    with db.transaction(engine) as s:
+        inc = svc.get(s, ref)
+        pages = pages_of(s, inc)
+    if inc.channel_name:
+        console.print(f"Channel: #{inc.channel_name}")
+    for p in pages:
+        number = f" #{p.number}" if p.number else ""
+        console.print(f"Page{number}: {p.service} on-call, {p.status}")
+    failed = [r for r in runs if r.status in SETTLED and r.status != "succeeded"]
+    for run in failed:
+        state = "failed" if run.status == FAILED else run.status.replace("_", " ")
+        console.print(f"Could not {_what(run)}: {state}" + (f" ({run.error})" if run.error else ""))
+    if pending:
+        console.print(
+            f"Still queued after {timeout:g}s: "
+            f"{'; '.join(dict.fromkeys(_what(r) for r in pending))}. "
+            "Is `incidentbot serve` running against this database?"
+        )
+    return not pending and not failed
