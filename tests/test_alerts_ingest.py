@@ -234,7 +234,7 @@ def test_a_field_value_the_policy_refuses_is_left_out_with_a_note(engine, tmp_pa
 def test_the_delivery_survives_a_failure_and_a_retry_declares_once(engine, settings):
     calls = []
 
-    def broken(session, incident, actor):
+    def broken(session, settings, incident, actor, service):
         calls.append(incident.ref)
         raise RuntimeError("the ledger is down")
 
@@ -252,7 +252,10 @@ def test_the_delivery_survives_a_failure_and_a_retry_declares_once(engine, setti
 
     declared = []
     out = service.ingest(
-        engine, settings, payload, on_declare=lambda s, inc, actor: declared.append(inc.ref)
+        engine,
+        settings,
+        payload,
+        on_declare=lambda s, st, inc, actor, svc: declared.append(inc.ref),
     )
     assert (out.declared, out.incident, declared) == (True, "INC-1", ["INC-1"])
     assert count(engine, "alert_delivery") == 2

@@ -124,7 +124,7 @@ def test_bearer_and_basic_auth_are_both_accepted(client, engine):
 
 
 def test_a_processing_failure_is_a_500_so_alertmanager_retries(engine, tmp_path):
-    def broken(session, incident, actor):
+    def broken(session, settings, incident, actor, service):
         raise RuntimeError("database connection lost")
 
     with client_for(engine, settings_for(tmp_path), on_declare=broken) as c:

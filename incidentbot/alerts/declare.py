@@ -3,7 +3,8 @@
 The incident is declared from the group's most severe new firing alert, through the incident
 service like any other declare, in the delivery's transaction, with an idempotency key made of
 the group key and how many incidents the group has declared. Its side effects (channel,
-invites, header, announcement) are queued by ``on_declare`` in that same transaction, so an
+invites, header, announcement, the page of the rule's service by severity policy) are queued
+by ``on_declare`` in that same transaction, as for a declare from any other door, so an
 incident never exists without them being on their way.
 """
 
@@ -30,9 +31,10 @@ from incidentbot.ledger.redact import redact_text
 
 log = logging.getLogger(__name__)
 
-# Called in the declare's transaction with the new incident and the actor (the bot passes
-# incidents.effects.start_declare_effects: the channel, invites, header, announcement).
-OnDeclare = Callable[[Session, Incident, str], None]
+# Called in the declare's transaction with the settings, the new incident, the actor and the
+# rule's service (the web route passes usecases.incidents.declare_effects: what every declare
+# queues, the channel, invites, header, announcement and the page by severity policy).
+OnDeclare = Callable[[Session, Settings, Incident, str, str | None], None]
 Routed = tuple[AlertRecord, Alert, routing.Route]
 
 
@@ -140,7 +142,7 @@ def declare_group(
                 now=now,
             )
             if on_declare is not None:
-                on_declare(session, incident, actor)
+                on_declare(session, settings, incident, actor, rule.service)
     except DomainError as exc:
         reason = str(exc)
         log.error("alert group %s: could not declare: %s", group.key_hash, reason)

@@ -18,7 +18,6 @@ import logging
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -27,8 +26,7 @@ from starlette.routing import Route
 from incidentbot.alerts import service
 from incidentbot.alerts.payload import PayloadError
 from incidentbot.config import Settings
-from incidentbot.incidents import effects
-from incidentbot.incidents.models import Incident
+from incidentbot.usecases.incidents import declare_effects
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +37,6 @@ MAX_BODY = 8 * 1024 * 1024
 # a storm's throughput up and its tail latency down. The others wait without a thread.
 CONCURRENCY = 4
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="incidentbot", Basic realm="incidentbot"'}
-
-
-def start_declare_effects(session: Session, incident: Incident, actor: str) -> None:
-    """An alert's incident gets what a Slack declare gets: channel, invites, header, digest."""
-    effects.start_declare_effects(session, incident, declarer=actor)
 
 
 def _token(settings: Settings) -> bytes | None:
@@ -98,7 +91,9 @@ def alertmanager_route(
     engine: Engine,
     settings: Settings,
     *,
-    on_declare: service.OnDeclare | None = start_declare_effects,
+    # An alert's incident gets what every declare gets: channel, invites, header, digest, and
+    # the page of the rule's service by severity policy.
+    on_declare: service.OnDeclare | None = declare_effects,
 ) -> Route:
     """The Starlette route; ``on_declare`` runs in each declare's transaction."""
     slots = asyncio.Semaphore(CONCURRENCY)
