@@ -27,7 +27,7 @@ SECRET = "whsec-test-0123456789"
 
 
 @contextmanager
-def paging_bot(engine, from_email="alice@nodeworks.example", routed=()):
+def paging_bot(engine, from_email="alice@nodeworks.example", routed=(), **overrides):
     with PagerDutySandbox() as pd:
         d = pd.describe()
         services = {
@@ -55,6 +55,7 @@ def paging_bot(engine, from_email="alice@nodeworks.example", routed=()):
             pagerduty=config,
             pagerduty_api_token=d["api_token"],
             pagerduty_webhook_secret=SECRET,
+            **overrides,
         ) as (bot, slack):
             bot.pager.client.timeout = 2
             base = slack.driver.bot_url.removesuffix("/slack/events")

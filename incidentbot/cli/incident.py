@@ -335,21 +335,31 @@ POLL = 0.2
 
 def _runs(engine: Engine, ref: str) -> list[Run]:
     with db.transaction(engine) as s:
-        return [r.run for r in list_runs(s, incident=ref, limit=200)]
+        return sorted((r.run for r in list_runs(s, incident=ref, limit=200)), key=_run_id)
+
+
+def _run_id(run: Run) -> int:
+    return run.id or 0
+
+
+_PAGING = {
+    "incident.page": "page on-call",
+    "incident.unpage": "resolve the page",
+    "incident.page_note": "link the channel in the page",
+}
 
 
 def _what(run: Run) -> str:
-    return EFFECTS.get(run.kind, run.kind)
+    return EFFECTS.get(run.kind) or _PAGING.get(run.kind, run.kind)
 
 
 def say_queued(engine: Engine, ref: str) -> None:
     pending = [r for r in _runs(engine, ref) if r.status not in SETTLED]
     if pending:
+        console.print(f"Queued for the bot: {'; '.join(dict.fromkeys(_what(r) for r in pending))}.")
         console.print(
-            f"Queued for the bot: {'; '.join(dict.fromkeys(_what(r) for r in pending))}. "
             "A running `incidentbot serve` carries them out "
-            f"(`incidentbot incident declare --wait` follows them; `incidentbot runs --incident "
-            f"{ref}` shows them)."
+            f"(`incidentbot runs list --incident {ref}` shows them)."
         )
 
 
@@ -378,7 +388,7 @@ def follow(engine: Engine, ref: str, *, timeout: float) -> bool:
     if pending:
         console.print(
             f"Still queued after {timeout:g}s: "
-            f"{'; '.join(dict.fromkeys(_what(r) for r in pending))}. "
-            "Is `incidentbot serve` running against this database?"
+            f"{'; '.join(dict.fromkeys(_what(r) for r in pending))}."
         )
+        console.print("Is `incidentbot serve` running against this database?")
     return not pending and not failed
