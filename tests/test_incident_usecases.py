@@ -82,6 +82,8 @@ def test_without_slack_the_cli_records_only(cli, engine):
         "INC-1: status update recorded"
     )
     assert count(engine, "ledger_run") == 0
+    code, out, _ = cli("incident", "declare", "--wait", "Indexer lag")
+    assert code == 0 and "Nothing to follow: Slack is not configured here" in out
 
 
 def test_a_refused_change_changes_nothing_and_queues_nothing(engine):

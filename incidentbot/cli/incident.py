@@ -93,7 +93,12 @@ def declare(
     console.print(f"Commander: {out.commander}   Status: {out.status}")
     if out.paged:
         console.print(f"Paging {out.paged} on-call.")
-    if out.channel_queued or out.paged:
+    if wait and not (out.channel_queued or out.paged):
+        console.print(
+            "Nothing to follow: Slack is not configured here (INCIDENTBOT_SLACK_BOT_TOKEN), "
+            "so no channel was queued."
+        )
+    elif out.channel_queued or out.paged:
         if wait:
             follow(st.engine, out.ref, timeout=timeout)
         else:
