@@ -17,8 +17,8 @@ from incidentbot.durations import format_duration, parse_when
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import MILESTONES
+from incidentbot.incidents.runs import list_runs
 from incidentbot.ledger.models import FAILED, SETTLED, Run
-from incidentbot.ledger.queries import list_runs
 from incidentbot.paging.flows import pages_of
 from incidentbot.usecases import incidents as uc
 from incidentbot.usecases.core import Actor
