@@ -90,28 +90,8 @@ class Bot:
             engine = db.make_engine(settings.effective_database_url)
         db.check_schema(engine)
         metrics = Metrics(engine, settings)
-        chat = SlackChat(
-            token, base_url=settings.slack.api_url, observer=metrics.observe_slack_call
-        )
-        actions = ChatActions(chat, engine, settings, blocks)
-        actions.install(action_registry)
-        pager, pager_actions = _paging(settings, engine, chat)
-        page_key = run_links.signing_key(token)
-        public = settings.http.public_url
-
-        def run_link(run_id: int) -> str | None:
-            return run_links.link(public, page_key, run_id) if public else None
-
-        run_messages = RunMessages(
-            engine,
-            chat,
-            runbook_blocks.run_message,
-            runbook_blocks.block_id,
-            link=(lambda rid: run_links.link(public, page_key, rid))
-            if public
-            else (lambda rid: None),
-        )
-        runbook_runtime.install(engine, settings, chat=chat, announce=run_messages.announce)
+        fx = Effects.install(settings, engine, token=token, observer=metrics.observe_slack_call)
+        chat, pager, run_messages, page_key = fx.chat, fx.pager, fx.run_messages, fx.page_key
         catalog = load_dirs(settings.runbooks.dirs, runbook_actions)
         for problem in catalog.problems:
             log.error("runbook not loaded: %s", problem)
@@ -147,13 +127,7 @@ class Bot:
             settings, engine, services, name=f"bot:{socket.gethostname()}:{os.getpid()}"
         )
         bot.run_messages = run_messages
-        unsubscribe = [
-            events.subscribe(actions.on_ledger_event),
-            events.subscribe(run_messages.on_ledger_event),
-        ]
-        if pager_actions is not None:
-            unsubscribe.append(events.subscribe(pager_actions.on_ledger_event))
-        bot._unsubscribe = lambda: [fn() for fn in unsubscribe] and None
+        bot._unsubscribe = fx.unsubscribe
         bot.asgi = create_app(
             bolt=bolt,
             engine=engine,
@@ -262,6 +236,64 @@ class Bot:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+
+
+@dataclass
+class Effects:
+    """What carries out the durable effects the use cases queue: the Slack and PagerDuty
+    adapters, their ledger actions, the runbook runtime and the run messages. ``serve`` and
+    ``worker`` install the same, so an effect queued from any door runs in either."""
+
+    chat: SlackChat
+    pager: PagerDutyPager | None
+    run_messages: RunMessages
+    page_key: bytes
+    unsubscribe: Callable[[], None]
+
+    @classmethod
+    def install(
+        cls,
+        settings: Settings,
+        engine: Engine,
+        *,
+        token: str,
+        observer: Callable[..., None] | None = None,
+    ) -> Effects:
+        chat = SlackChat(token, base_url=settings.slack.api_url, observer=observer)
+        actions = ChatActions(chat, engine, settings, blocks)
+        actions.install(action_registry)
+        pager, pager_actions = _paging(settings, engine, chat)
+        page_key = run_links.signing_key(token)
+        public = settings.http.public_url
+        run_messages = RunMessages(
+            engine,
+            chat,
+            runbook_blocks.run_message,
+            runbook_blocks.block_id,
+            link=(lambda rid: run_links.link(public, page_key, rid))
+            if public
+            else (lambda rid: None),
+        )
+        runbook_runtime.install(engine, settings, chat=chat, announce=run_messages.announce)
+        subscriptions = [
+            events.subscribe(actions.on_ledger_event),
+            events.subscribe(run_messages.on_ledger_event),
+        ]
+        if pager_actions is not None:
+            subscriptions.append(events.subscribe(pager_actions.on_ledger_event))
+
+        def unsubscribe() -> None:
+            for fn in subscriptions:
+                fn()
+
+        return cls(chat, pager, run_messages, page_key, unsubscribe)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine) -> Effects | None:
+        """For ``incidentbot worker``: the effects when Slack is configured, else None."""
+        if settings.slack_bot_token is None:
+            return None
+        return cls.install(settings, engine, token=settings.slack_bot_token.get_secret_value())
 
 
 def _refresh_header(session: Any, incident: Any) -> None:

@@ -49,7 +49,7 @@ def test_a_cli_declare_queues_the_channel_and_the_page_and_says_so(configured, e
     code, out, err = configured("incident", "declare", "--wait", "--timeout", "0", "Indexer lag")
     assert code == 0, err
     assert "Still queued after 0s: create and set up the incident channel" in out
-    assert "Is `incidentbot serve` running against this database?" in out
+    assert "Is `incidentbot serve` or `incidentbot worker` running against this database?" in out
     assert "Channel:" not in out
 
 

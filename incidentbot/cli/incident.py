@@ -332,8 +332,8 @@ def timeline_cmd(ctx: typer.Context, ref: str = REF) -> None:
 
 
 # -- the durable effects a declare queued, followed from here (--wait) ---------------------------
-# They are ledger runs executed by whichever `serve` runs against the same database; the CLI
-# only reads them.
+# They are ledger runs executed by whichever `serve` or `worker` runs against the same database;
+# the CLI only reads them.
 
 POLL = 0.2
 
@@ -363,7 +363,7 @@ def say_queued(engine: Engine, ref: str) -> None:
     if pending:
         console.print(f"Queued for the bot: {'; '.join(dict.fromkeys(_what(r) for r in pending))}.")
         console.print(
-            "A running `incidentbot serve` carries them out "
+            "A running `incidentbot serve` or `incidentbot worker` carries them out "
             f"(`incidentbot runs list --incident {ref}` shows them)."
         )
 
@@ -395,5 +395,7 @@ def follow(engine: Engine, ref: str, *, timeout: float) -> bool:
             f"Still queued after {timeout:g}s: "
             f"{'; '.join(dict.fromkeys(_what(r) for r in pending))}."
         )
-        console.print("Is `incidentbot serve` running against this database?")
+        console.print(
+            "Is `incidentbot serve` or `incidentbot worker` running against this database?"
+        )
     return not pending and not failed

@@ -22,7 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from incidentbot import db
-from incidentbot.cli.common import AS_OPTION, actor, console, log_to_stderr, state
+from incidentbot.cli.common import AS_OPTION, CliError, actor, console, log_to_stderr, state
+from incidentbot.errors import DomainError
 from incidentbot.incidents import runs as queries
 from incidentbot.ledger.models import PARKED, Run, Step
 from incidentbot.ledger.redact import redact_text
@@ -210,9 +211,17 @@ def worker_cmd(
     log_to_stderr(st.settings.log_level)
     import_modules(imports, "--import")
     engine = st.engine
-    # Runbook steps (and their timeline entries) run here too; posting a run's Slack message
-    # is left to the bot, which has Slack.
-    runbook_runtime.install(engine, st.settings)
+    # The same effects as `serve` (channel, header, digest, pages, runbook steps and their run
+    # messages) when Slack is configured; without Slack, runbook steps only.
+    from incidentbot.bot import Effects
+
+    try:
+        effects = Effects.from_settings(st.settings, engine)
+    except DomainError as exc:
+        raise CliError(str(exc)) from None
+    if effects is None:
+        runbook_runtime.install(engine, st.settings)
+        log.info("Slack is not configured: this worker runs runbook steps only")
     stop = threading.Event()
 
     def _signal(signum: int, _frame: FrameType | None) -> None:
@@ -229,6 +238,8 @@ def worker_cmd(
             pass
     finally:
         clean = pool.stop(timeout=grace)
+        if effects is not None:
+            effects.unsubscribe()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("worker stopped%s", "" if clean else " (a step was still running)")
