@@ -1,16 +1,22 @@
 """Engine, sessions and the schema check.
 
-SQLite (the default) runs in WAL mode with a busy timeout and foreign keys on, and every
-transaction starts with ``BEGIN IMMEDIATE``: a writer takes the write lock up front instead of
-failing half-way with "database is locked" when two threads upgrade at once. PostgreSQL needs
-nothing special. Timestamps go through :class:`UTCDateTime`, which stores UTC and always gives
-back aware datetimes, on both back ends.
+Two kinds of unit of work: :func:`transaction` (may write) and :func:`read` (only reads; it
+refuses to flush). On SQLite (the default: WAL mode, a busy timeout, foreign keys on) a
+:func:`read` is a deferred transaction on a WAL snapshot, which never takes the write lock and
+never waits for a writer. A :func:`transaction` first queues in the process's
+:mod:`~incidentbot.writer_queue` (first come, first served) and then starts with
+``BEGIN IMMEDIATE``, so that it takes the write lock up front instead of failing half-way with
+"database is locked" when two threads upgrade at once; it gives its turn to the next writer
+when its connection goes back to the pool, after its commit. PostgreSQL needs nothing special.
+Timestamps go through :class:`UTCDateTime`, which stores UTC and always gives back aware
+datetimes, on both back ends.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,6 +29,8 @@ from sqlalchemy import DateTime, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
+
+from incidentbot import writer_queue
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -89,7 +97,19 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
     )
 
 
+READ_OPTION = "incidentbot_read"
+
+
+def _writer_queue_key(engine: Engine) -> str:
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return f"{engine.url}#{id(engine)}"
+    return str(Path(database).resolve())
+
+
 def _sqlite_pragmas(engine: Engine) -> None:
+    queue = writer_queue.for_database(_writer_queue_key(engine))
+
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below decide how transactions start.
@@ -103,7 +123,18 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
+        if conn.get_execution_options().get(READ_OPTION):
+            conn.exec_driver_sql("BEGIN")  # deferred: a WAL snapshot, no write lock
+            return
+        if not conn.info.get("writer_turn") and queue.acquire():
+            conn.info["writer_turn"] = True
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine.pool, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        # After the commit or rollback: the next writer in the queue may begin.
+        if record.info.pop("writer_turn", False):
+            queue.release()
 
 
 @contextmanager
@@ -113,6 +144,39 @@ def transaction(engine: Engine) -> Iterator[Session]:
         try:
             yield session
             session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+class ReadSession(Session):
+    """A session for :func:`read`: anything it would write is refused."""
+
+
+@event.listens_for(ReadSession, "before_flush")
+def _refuse_writes(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("a db.read() session cannot write: use db.transaction()")
+
+
+_readers: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def _reader(engine: Engine) -> Engine:
+    reader = _readers.get(engine)
+    if reader is None:
+        reader = _readers[engine] = engine.execution_options(**{READ_OPTION: True})
+    return reader
+
+
+@contextmanager
+def read(engine: Engine) -> Iterator[Session]:
+    """A read-only unit of work: one consistent snapshot, and on SQLite no write lock, so a
+    read never waits behind writers (nor holds them up). Objects stay readable afterwards."""
+    with ReadSession(_reader(engine), expire_on_commit=False, autoflush=False) as session:
+        try:
+            yield session
+            session.commit()  # nothing to write: ends the snapshot, keeps the objects loaded
         except BaseException:
             session.rollback()
             raise

@@ -14,8 +14,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
+from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.incidents.models import Incident
 from incidentbot.ledger.models import Run
@@ -67,7 +68,7 @@ class _DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         terminal = [s.name for s in self.settings.statuses if s.terminal]
-        with Session(self.engine) as s:
+        with db.read(self.engine) as s:
             by_sev = dict(
                 s.exec(
                     select(Incident.severity, func.count())

@@ -15,13 +15,14 @@ from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from sqlalchemy import func, text
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.ledger.models import PENDING, RUNNING, Run
 from incidentbot.metrics import Metrics
@@ -77,7 +78,7 @@ def create_app(
 def _health(engine: Engine, slack_state: Callable[[], str]) -> dict[str, Any]:
     report: dict[str, Any] = {"ok": True}
     try:
-        with Session(engine) as s:
+        with db.read(engine) as s:
             s.execute(text("SELECT 1"))
             backlog = s.exec(
                 select(func.count()).where(col(Run.status).in_([PENDING, RUNNING]))

@@ -1,0 +1,99 @@
+"""SQLite's writers, one at a time, in the order they asked.
+
+SQLite has one write lock per database file. Left to itself, a writer that finds it taken sleeps
+and retries (the busy handler), so under a burst the order is luck, and a write can wait out
+many later ones. Every write transaction of this process instead queues here first: the queue
+hands the lock to waiters first come, first served, and the next waiter is woken when the holder
+returns its connection, after its commit or rollback. Readers never queue (they run in deferred
+transactions on WAL snapshots, see :func:`incidentbot.db.read`).
+
+Other processes on the same file still meet at SQLite's own lock and its busy handler; the
+queue orders the writers of one process, which is where a burst of requests lands.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+
+log = logging.getLogger(__name__)
+
+# A holder that never gives the lock back (a leaked connection) must not stop every writer
+# forever: after this long a waiter goes on to SQLite's own lock, as it did without the queue.
+WAIT_LIMIT_S = 30.0
+
+
+class WriterQueue:
+    """A first-come, first-served lock, re-entrant for the thread that holds it.
+
+    Re-entrant because a thread that opens a second connection while holding the first
+    (nested transactions) must not wait for itself; that case meets SQLite's lock as before.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._mutex = threading.Lock()
+        self._waiters: deque[_Turn] = deque()
+        self._owner: int | None = None
+        self._holds = 0
+
+    def acquire(self, timeout: float = WAIT_LIMIT_S) -> bool:
+        """Wait for our turn; True when the lock is ours (release it once), False when the
+        wait ran past ``timeout`` (the caller goes on without it and must not release)."""
+        me = threading.get_ident()
+        with self._mutex:
+            if self._owner == me or (self._owner is None and not self._waiters):
+                self._owner = me
+                self._holds += 1
+                return True
+            turn = _Turn(me)
+            self._waiters.append(turn)
+        if turn.wait(timeout):
+            return True  # release() made us the owner before setting the event
+        with self._mutex:
+            if turn.is_set():  # handed over between the timeout and taking the mutex
+                return True
+            self._waiters.remove(turn)
+        log.warning("waited %.0f s in the %s write queue; going on to its lock", timeout, self.name)
+        return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._holds == 0:
+                raise RuntimeError(f"the {self.name} write queue is not held")
+            self._holds -= 1
+            if self._holds:
+                return
+            self._owner = None
+            if self._waiters:
+                turn = self._waiters.popleft()
+                self._owner = turn.thread_id
+                self._holds = 1
+                turn.set()
+
+    def waiting(self) -> int:
+        """How many writers are queued behind the holder."""
+        with self._mutex:
+            return len(self._waiters)
+
+
+class _Turn(threading.Event):
+    """A queued writer: set when the lock has been handed to its thread."""
+
+    def __init__(self, thread_id: int) -> None:
+        super().__init__()
+        self.thread_id = thread_id
+
+
+_queues: dict[str, WriterQueue] = {}
+_queues_lock = threading.Lock()
+
+
+def for_database(key: str) -> WriterQueue:
+    """The one queue of this process for the database ``key`` (a file path or URL)."""
+    with _queues_lock:
+        queue = _queues.get(key)
+        if queue is None:
+            queue = _queues[key] = WriterQueue(key)
+        return queue
