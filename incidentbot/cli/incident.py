@@ -109,11 +109,18 @@ def declare(
 def list_cmd(
     ctx: typer.Context,
     all_: bool = typer.Option(False, "--all", "-a", help="Include resolved and closed."),
+    limit: int = typer.Option(50, "--limit", min=1, help="At most this many."),
+    before: int | None = typer.Option(
+        None, "--before", min=1, help="Only incidents numbered below this (the next page)."
+    ),
 ) -> None:
-    """List open incidents (newest first)."""
+    """List open incidents (newest first), a page at a time."""
     st = state(ctx)
-    with db.transaction(st.engine) as s:
-        incidents = svc.list_incidents(s, st.settings, include_terminal=all_)
+    with db.read(st.engine) as s:
+        found = svc.list_incidents(
+            s, st.settings, include_terminal=all_, limit=limit + 1, before=before
+        )
+    incidents, more = found[:limit], len(found) > limit
     if not incidents:
         console.print("No open incidents." if not all_ else "No incidents yet.")
         return
@@ -129,6 +136,9 @@ def list_cmd(
             format_duration(now - inc.declared_at),
         )
     console.print(table)
+    if more:
+        flags = " --all" if all_ else ""
+        console.print(f"More: incidentbot incident list{flags} --before {incidents[-1].number}")
 
 
 @app.command()
@@ -320,7 +330,7 @@ def timeline_cmd(ctx: typer.Context, ref: str = REF) -> None:
     """Show an incident's timeline: time, actor and what changed."""
     st = state(ctx)
     tz = ZoneInfo(st.settings.timezone)
-    with db.transaction(st.engine) as s:
+    with db.read(st.engine) as s:
         inc = svc.get(s, ref)
         events = svc.timeline(s, inc)
     table = Table(

@@ -52,7 +52,8 @@ def start_declare_effects(session: Session, incident: Incident, *, declarer: str
         incident_id=incident.id,
         actor=declarer,
     )
-    refresh(session, incident, actor=declarer, reason="declared", header=False)
+    # A fixed key, so that a repeated declare finds the announcement it already queued.
+    _refresh_run(session, incident, "declared", actor=declarer, header=False, digest=True)
 
 
 def refresh(
@@ -65,8 +66,15 @@ def refresh(
     digest: bool = True,
 ) -> None:
     """Queue updates of the header and digest messages after a change (in the change's
-    transaction). The key includes the timeline length so each change gets its own run."""
-    n = len(svc.timeline(session, incident))
+    transaction). Each change gets its own run, numbered by the incident's refresh counter (one
+    row, however long the timeline)."""
+    n = svc.next_in_sequence(session, svc.refresh_counter(incident))
+    _refresh_run(session, incident, str(n), actor=actor, header=header, digest=digest)
+
+
+def _refresh_run(
+    session: Session, incident: Incident, suffix: str, *, actor: str, header: bool, digest: bool
+) -> None:
     steps = []
     if header:
         steps.append(_step("Update the incident header", "chat.header"))
@@ -75,7 +83,7 @@ def refresh(
     ledger.start_run(
         session,
         kind="incident.refresh",
-        key=f"{incident.ref}:refresh:{n}",
+        key=f"{incident.ref}:refresh:{suffix}",
         steps=steps,
         incident_id=incident.id,
         actor=actor,

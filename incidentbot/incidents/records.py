@@ -10,13 +10,15 @@ import re
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import and_, or_, text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from incidentbot import policy
 from incidentbot.config import Settings
 from incidentbot.durations import ensure_utc
 from incidentbot.errors import DomainError, NotFound
-from incidentbot.incidents.models import Incident, RoleAssignment, TimelineEvent
+from incidentbot.incidents.models import Counter, Incident, RoleAssignment, TimelineEvent
 from incidentbot.ledger.redact import redact_strings, redact_text
 
 _REF = re.compile(r"^\s*#?(?:inc-?)?(\d+)\s*$", re.IGNORECASE)
@@ -49,21 +51,58 @@ def get_by_channel(session: Session, channel_id: str) -> Incident | None:
 
 
 def list_incidents(
-    session: Session, settings: Settings, *, include_terminal: bool = False
+    session: Session,
+    settings: Settings,
+    *,
+    include_terminal: bool = False,
+    limit: int | None = None,
+    before: int | None = None,
 ) -> list[Incident]:
+    """Newest first. ``limit`` bounds the page; ``before`` (an incident number) continues after
+    the last one shown: keyset pagination on the unique index of ``number``, so a page costs
+    the same however many incidents there are."""
     stmt = select(Incident).order_by(col(Incident.number).desc())
     if not include_terminal:
         stmt = stmt.where(col(Incident.status).not_in(policy.terminal_statuses(settings)))
+    if before is not None:
+        stmt = stmt.where(col(Incident.number) < before)
+    if limit is not None:
+        stmt = stmt.limit(limit)
     return list(session.exec(stmt))
 
 
 def timeline(session: Session, incident: Incident) -> list[TimelineEvent]:
+    """The whole timeline, oldest first (postmortems, exports; requests use :func:`latest`)."""
     stmt = (
         select(TimelineEvent)
         .where(TimelineEvent.incident_id == incident.id)
         .order_by(col(TimelineEvent.occurred_at), col(TimelineEvent.id))
     )
     return list(session.exec(stmt))
+
+
+def latest(
+    session: Session,
+    incident: Incident,
+    limit: int,
+    *,
+    before: tuple[datetime, int] | None = None,
+) -> tuple[list[TimelineEvent], bool]:
+    """The ``limit`` latest events (oldest first) and whether older ones exist. ``before`` is
+    the (occurred_at, id) of the oldest event already shown, to page further back. Reads at
+    most ``limit + 1`` rows off the end of ``ix_timeline_incident_order``."""
+    stmt = select(TimelineEvent).where(TimelineEvent.incident_id == incident.id)
+    if before is not None:
+        at, event_id = before
+        stmt = stmt.where(
+            or_(
+                col(TimelineEvent.occurred_at) < at,
+                and_(col(TimelineEvent.occurred_at) == at, col(TimelineEvent.id) < event_id),
+            )
+        )
+    stmt = stmt.order_by(col(TimelineEvent.occurred_at).desc(), col(TimelineEvent.id).desc())
+    rows = list(session.exec(stmt.limit(limit + 1)))
+    return rows[:limit][::-1], len(rows) > limit
 
 
 def has_event(session: Session, source_key: str) -> bool:
@@ -83,6 +122,33 @@ def active_roles(session: Session, incident: Incident) -> list[RoleAssignment]:
 
 
 # -- writing -----------------------------------------------------------------------------------
+
+
+def next_in_sequence(session: Session, name: str) -> int:
+    """The next value of the counter ``name`` (1 first), taken in the caller's transaction.
+
+    Constant cost whatever the history: one indexed row. Two transactions taking the same
+    counter serialise on its row; the first use inserts the row, and a racing first use
+    (PostgreSQL) loses on the primary key, rolls back to its savepoint and increments."""
+    for _ in range(2):
+        value = session.execute(
+            text("UPDATE counter SET value = value + 1 WHERE name = :name RETURNING value"),
+            {"name": name},
+        ).scalar_one_or_none()
+        if value is not None:
+            return int(value)
+        try:
+            with session.begin_nested():
+                session.add(Counter(name=name, value=1))
+            return 1
+        except IntegrityError:
+            continue
+    raise RuntimeError(f"counter {name!r} could not be taken")  # pragma: no cover
+
+
+def refresh_counter(incident: Incident | int) -> str:
+    """The name of the counter that numbers an incident's header and digest refreshes."""
+    return f"refresh:{_id(incident)}"
 
 
 def record(

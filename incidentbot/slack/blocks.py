@@ -199,9 +199,16 @@ def people(incident: Incident, events: Sequence[TimelineEvent]) -> set[str]:
 
 
 def timeline(
-    incident: Incident, events: Sequence[TimelineEvent], *, limit: int = 20
+    incident: Incident, events: Sequence[TimelineEvent], *, limit: int = 20, more: bool = False
 ) -> tuple[str, list[dict[str, Any]]]:
+    """The latest ``limit`` of ``events``; ``more`` says older events exist beyond them."""
     recent = list(events)[-limit:]
+    more = more or len(events) > len(recent)
+    shown = (
+        f"the latest {len(recent)}; older ones: `incidentbot incident timeline {incident.ref}`"
+        if more
+        else f"{len(recent)} events"
+    )
     known = mention_tokens(people(incident, events))
     lines = [
         f"`{e.occurred_at:%H:%M:%S}` {user_ref(e.actor)} _{e.kind}_: "
@@ -209,11 +216,7 @@ def timeline(
         for e in recent
     ]
     blocks: list[Block] = [
-        SectionBlock(
-            text=MarkdownTextObject(
-                text=f"*{incident.ref} timeline* (last {len(recent)} of {len(events)}, UTC)"
-            )
-        ),
+        SectionBlock(text=MarkdownTextObject(text=f"*{incident.ref} timeline* ({shown}, UTC)")),
         DividerBlock(),
     ]
     chunk: list[str] = []

@@ -46,7 +46,7 @@ class CommandHandler:
         self.handoff = handoff
 
     def handle(self, *, user_id: str, channel_id: str, text: str, trigger_id: str) -> Reply:
-        with db.transaction(self.engine) as s:
+        with db.read(self.engine) as s:
             incident = svc.get_by_channel(s, channel_id)
         parsed = parse(text, settings=self.settings, in_incident_channel=incident is not None)
         if isinstance(parsed, Usage):

@@ -86,16 +86,23 @@ def declared(user: str, out: uc.Declared) -> Reply:
     )
 
 
+LIST_LIMIT = 40  # incidents in one `list` reply
+TIMELINE_LIMIT = 20  # events in one `timeline` reply (the latest)
+
+
 def list_open(call: Call, args: dict[str, Any]) -> Reply:
-    with db.transaction(call.core.engine) as s:
-        incidents = svc.list_incidents(s, call.core.settings)
+    with db.read(call.core.engine) as s:
+        incidents = svc.list_incidents(s, call.core.settings, limit=LIST_LIMIT + 1)
     if not incidents:
         return Reply("No open incidents. :tada:")
     lines = [
         f"• *{i.ref}* {i.severity} · {i.status} · {mrkdwn(i.title)}"
         + (f" · <#{i.channel_id}>" if i.channel_id else "")
-        for i in incidents[:40]
+        for i in incidents[:LIST_LIMIT]
     ]
+    if len(incidents) > LIST_LIMIT:
+        older = incidents[LIST_LIMIT - 1].number
+        lines.append(f"… and more: older ones with `incidentbot incident list --before {older}`")
     return Reply("*Open incidents*\n" + "\n".join(lines))
 
 
@@ -165,7 +172,7 @@ def page(call: Call, args: dict[str, Any]) -> Reply:
 
 def roles(call: Call, args: dict[str, Any]) -> Reply:
     assert call.incident is not None
-    with db.transaction(call.core.engine) as s:
+    with db.read(call.core.engine) as s:
         held = {a.role: a.user for a in svc.active_roles(s, call.incident)}
     lines = [
         f"• *{r.label}*: {blocks.user_ref(held.get(r.name))}" for r in call.core.settings.roles
@@ -174,22 +181,23 @@ def roles(call: Call, args: dict[str, Any]) -> Reply:
 
 
 def summary(call: Call, args: dict[str, Any]) -> Reply:
-    with db.transaction(call.core.engine) as s:
+    with db.read(call.core.engine) as s:
         inc = svc.get(s, call.ref)
         text, blks = blocks.summary(inc, svc.active_roles(s, inc), utcnow())
     return Reply(text, blks)
 
 
 def timeline(call: Call, args: dict[str, Any]) -> Reply:
-    with db.transaction(call.core.engine) as s:
+    with db.read(call.core.engine) as s:
         inc = svc.get(s, call.ref)
-        text, blks = blocks.timeline(inc, svc.timeline(s, inc))
+        events, more = svc.latest(s, inc, TIMELINE_LIMIT)
+        text, blks = blocks.timeline(inc, events, more=more)
     return Reply(text, blks)
 
 
 def alerts(call: Call, args: dict[str, Any]) -> Reply:
     unmatched, incident = args["unmatched"], call.incident
-    with db.transaction(call.core.engine) as s:
+    with db.read(call.core.engine) as s:
         here = incident.ref if incident is not None and not unmatched else None
         views = alert_queries.list_alerts(s, unmatched=unmatched, incident=here, limit=20)
     what = "Unmatched alerts" if unmatched else (f"{here} alerts" if here else "Recent alerts")

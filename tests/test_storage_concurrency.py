@@ -1,0 +1,254 @@
+"""Storage under concurrency, on SQLite and PostgreSQL: reads do not wait behind a writer,
+writers take turns in arrival order, concurrent declares are each recorded exactly once, refresh
+runs stay one per change, and lists and timelines page without gaps or repeats."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import col, select
+
+from incidentbot import db, writer_queue
+from incidentbot.config import Settings
+from incidentbot.incidents import effects
+from incidentbot.incidents import service as svc
+from incidentbot.incidents.models import Counter, Incident, TimelineEvent
+from incidentbot.ledger.actions import registry
+from incidentbot.ledger.models import Run
+from incidentbot.slack.commands import CommandHandler
+from incidentbot.slack.incident_commands import LIST_LIMIT, TIMELINE_LIMIT
+
+GATE = 60.0  # seconds a gate waits before the test fails instead of hanging
+
+
+def _noop(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+@pytest.fixture(autouse=True)
+def chat_actions() -> None:
+    # The effects only queue runs here (no worker runs them); their actions must be known.
+    for name in ("chat.open_channel", "chat.furnish_channel", "chat.header", "chat.digest"):
+        if registry.get(name) is None:
+            registry.register(name, _noop, idempotent=True)
+
+
+def _threads(n: int, target: Callable[[int], None]) -> list[BaseException]:
+    """Run ``target(i)`` in ``n`` threads released together; the exceptions they raised."""
+    start = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            start.wait(GATE)
+            target(i)
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join(GATE * 2)
+    assert not any(th.is_alive() for th in pool), "a thread never finished"
+    return errors
+
+
+def _declare(engine, settings: Settings, title: str, key: str | None = None) -> Incident:  # type: ignore[no-untyped-def]
+    with db.transaction(engine) as s:
+        inc = svc.declare(s, settings, title=title, severity="3", actor="U1", idempotency_key=key)
+        effects.start_declare_effects(s, inc, declarer="U1")
+        return inc
+
+
+# -- reads and writers -------------------------------------------------------------------------
+
+
+def test_a_read_does_not_wait_behind_a_writer_holding_the_lock(engine, settings):
+    _declare(engine, settings, "geth on rpc-1 is 40 blocks behind")
+    with db.transaction(engine) as s:
+        s.execute(text("UPDATE incident SET channel_id = 'C1' WHERE number = 1"))
+    holding, release, read_done = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    def writer() -> None:
+        with db.transaction(engine) as s:
+            svc.declare(s, settings, title="second, not committed yet", severity="3", actor="U2")
+            s.flush()  # the write lock (SQLite) is now held
+            holding.set()
+            release.wait(GATE)
+
+    def reader() -> None:
+        with db.read(engine) as s:
+            found = svc.get_by_channel(s, "C1")
+            seen["ref"] = found.ref if found else None
+            seen["open"] = [i.ref for i in svc.list_incidents(s, settings)]
+        read_done.set()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    try:
+        assert holding.wait(GATE)
+        r = threading.Thread(target=reader)
+        r.start()
+        # The writer is still inside its transaction (only this test releases it): the read
+        # finished all the same, and saw the committed state only.
+        assert read_done.wait(GATE), "the read waited for the writer"
+        assert not release.is_set()
+        assert seen == {"ref": "INC-1", "open": ["INC-1"]}
+    finally:
+        release.set()
+        w.join(GATE)
+    with db.read(engine) as s:
+        assert [i.ref for i in svc.list_incidents(s, settings)] == ["INC-2", "INC-1"]
+
+
+def test_a_read_session_refuses_to_write(engine, settings):
+    with pytest.raises(RuntimeError, match="cannot write"), db.read(engine) as s:
+        s.add(Counter(name="nope", value=1))
+    with db.read(engine) as s:
+        assert s.get(Counter, "nope") is None
+
+
+def test_writers_take_their_turn_in_the_order_they_asked():
+    queue = writer_queue.WriterQueue("test")
+    assert queue.acquire()
+    order: list[int] = []
+    queued = [threading.Event() for _ in range(4)]
+
+    def writer(i: int) -> None:
+        assert queue.acquire(GATE)
+        order.append(i)
+        queue.release()
+
+    pool = []
+    for i in range(4):
+        th = threading.Thread(target=writer, args=(i,))
+        th.start()
+        pool.append(th)
+        # Each writer is in the queue before the next one asks.
+        while queue.waiting() < i + 1:
+            queued[i].wait(0.001)
+    assert order == []  # nobody writes while the lock is held
+    assert queue.acquire()  # the holder's own thread does not wait for itself
+    queue.release()
+    queue.release()
+    for th in pool:
+        th.join(GATE)
+    assert order == [0, 1, 2, 3]
+
+
+# -- exactly once -----------------------------------------------------------------------------
+
+
+def test_concurrent_declares_are_each_recorded_exactly_once(engine, settings):
+    n = 16
+    errors = _threads(n, lambda i: _declare(engine, settings, f"node {i} lagging", f"k{i}"))
+    assert errors == []
+    # A retry of one of them (same key) finds the incident and its runs: nothing new.
+    again = _declare(engine, settings, "node 3 lagging", "k3")
+    with db.read(engine) as s:
+        incidents = list(s.exec(select(Incident).order_by(col(Incident.number))))
+        declared = list(
+            s.exec(select(TimelineEvent).where(TimelineEvent.kind == "incident.declared"))
+        )
+        runs = list(s.exec(select(Run)))
+    assert [i.number for i in incidents] == list(range(1, n + 1))  # no gap, no repeat
+    assert sorted(i.title for i in incidents) == sorted(f"node {i} lagging" for i in range(n))
+    assert again.number == next(i.number for i in incidents if i.idempotency_key == "k3")
+    assert sorted(e.incident_id for e in declared) == sorted(i.id for i in incidents)
+    keys = sorted(r.idempotency_key for r in runs)
+    assert keys == sorted(
+        f"INC-{i}:{what}" for i in range(1, n + 1) for what in ("channel", "refresh:declared")
+    )
+
+
+def test_refresh_runs_stay_one_per_change_under_concurrency(engine, settings):
+    inc = _declare(engine, settings, "beacon node out of sync")
+    n = 12
+
+    def change(i: int) -> None:
+        with db.transaction(engine) as s:
+            svc.add_note(s, settings, inc.ref, f"note {i}", actor=f"U{i}")
+            effects.refresh(s, svc.get(s, inc.ref), actor=f"U{i}", reason="note")
+
+    assert _threads(n, change) == []
+    with db.read(engine) as s:
+        keys = sorted(
+            s.exec(
+                select(Run.idempotency_key).where(
+                    Run.incident_id == inc.id, Run.kind == "incident.refresh"
+                )
+            )
+        )
+        counter = s.get(Counter, svc.refresh_counter(inc))
+    expected = [f"{inc.ref}:refresh:{k}" for k in [*range(1, n + 1), "declared"]]
+    assert keys == sorted(expected)
+    assert counter is not None and counter.value == n
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+
+def test_list_pages_cover_every_open_incident_once(engine, settings):
+    for i in range(9):
+        _declare(engine, settings, f"validator {i} missed attestations")
+    for ref in ("INC-2", "INC-5"):
+        with db.transaction(engine) as s:
+            svc.resolve(s, settings, ref, "restarted", actor="U1")
+    pages: list[list[str]] = []
+    before = None
+    while True:
+        with db.read(engine) as s:
+            page = svc.list_incidents(s, settings, limit=3, before=before)
+        if not page:
+            break
+        pages.append([i.ref for i in page])
+        before = page[-1].number
+    assert pages == [["INC-9", "INC-8", "INC-7"], ["INC-6", "INC-4", "INC-3"], ["INC-1"]]
+
+
+def test_timeline_pages_back_through_ties_without_gaps(engine, settings):
+    inc = _declare(engine, settings, "RPC p99 above 2s")
+    at = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+    with db.transaction(engine) as s:
+        for i in range(25):  # many at the same instant: the id breaks the tie
+            svc.add_note(s, settings, inc.ref, f"step {i}", actor="U1", now=at, occurred_at=at)
+    with db.read(engine) as s:
+        whole = [e.id for e in svc.timeline(s, inc)]
+        seen: list[int] = []
+        before = None
+        while True:
+            events, more = svc.latest(s, inc, 7, before=before)
+            seen[:0] = [e.id for e in events]
+            if not more:
+                break
+            before = (events[0].occurred_at, events[0].id)
+    assert seen == whole and len(whole) > 3 * 7  # four pages
+
+
+def test_slack_list_and_timeline_show_the_latest_and_say_there_is_more(engine, settings):
+    for i in range(LIST_LIMIT + 2):
+        with db.transaction(engine) as s:
+            svc.declare(s, settings, title=f"incident {i}", severity="3", actor="U1")
+    with db.transaction(engine) as s:
+        s.execute(text("UPDATE incident SET channel_id = 'C9' WHERE number = 1"))
+        for i in range(TIMELINE_LIMIT + 5):
+            svc.add_note(s, settings, "INC-1", f"finding {i}", actor="U1")
+    handler = CommandHandler(settings, engine)
+
+    listed = handler.handle(user_id="U1", channel_id="D1", text="list", trigger_id="t1").text
+    assert listed.count("• *INC-") == LIST_LIMIT
+    assert f"*INC-{LIST_LIMIT + 2}*" in listed and "*INC-2*" not in listed
+    assert "incidentbot incident list --before 3" in listed
+
+    shown = handler.handle(user_id="U1", channel_id="C9", text="timeline", trigger_id="t2")
+    body = str(shown.blocks)
+    assert f"finding {TIMELINE_LIMIT + 4}" in body and "finding 4" not in body
+    assert f"the latest {TIMELINE_LIMIT}" in body
+    assert "incidentbot incident timeline INC-1" in body
