@@ -43,7 +43,10 @@ def _free_port() -> int:
 
 
 class PgCluster:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        # Tests trade durability for speed; a benchmark that reports commit latency asks for
+        # ``durable`` (fsync, synchronous commit and full page writes on, as in production).
+        self.durable = durable
         self.bindir = find_bindir()
         self.as_root = os.geteuid() == 0
         self.base = Path(tempfile.mkdtemp(prefix="incidentbot-pg-"))
@@ -78,9 +81,11 @@ class PgCluster:
                 f"-p {self.port}",
                 f"-k {self.base}",
                 "-c listen_addresses=127.0.0.1",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
+                *(
+                    []
+                    if self.durable
+                    else ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+                ),
                 "-c max_connections=300",
                 "-c shared_buffers=64MB",
             ]
