@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import col, select
 
-from incidentbot import db, writer_queue
+from incidentbot import db, ledger, writer_queue
 from incidentbot.config import Settings
 from incidentbot.incidents import effects
 from incidentbot.incidents import service as svc
@@ -252,3 +252,30 @@ def test_slack_list_and_timeline_show_the_latest_and_say_there_is_more(engine, s
     assert f"finding {TIMELINE_LIMIT + 4}" in body and "finding 4" not in body
     assert f"the latest {TIMELINE_LIMIT}" in body
     assert "incidentbot incident timeline INC-1" in body
+
+
+def test_the_upgrade_starts_each_refresh_counter_past_every_key_used(engine, settings):
+    db.downgrade(engine, "0013")  # an incidentbot that keyed refreshes by the timeline length
+    old = _declare(engine, settings, "RPC p99 above 2s")  # 2 events; its refresh key ":2"
+    quiet = _declare(engine, settings, "disk filling on archive-1")
+    with db.transaction(engine) as s:
+        ledger.start_run(
+            s,
+            kind="incident.refresh",
+            key=f"{old.ref}:refresh:7",
+            steps=[{"name": "Update the incident header", "action": "chat.header"}],
+            incident_id=old.id,
+            actor="U1",
+        )
+        for i in range(3):
+            svc.add_note(s, settings, quiet.ref, f"note {i}", actor="U1")
+    with db.read(engine) as s:
+        quiet_events = len(svc.timeline(s, quiet))
+    db.upgrade(engine)
+    with db.transaction(engine) as s:
+        effects.refresh(s, svc.get(s, old.ref), actor="U1", reason="note")
+        effects.refresh(s, svc.get(s, quiet.ref), actor="U1", reason="note")
+    with db.read(engine) as s:
+        keys = set(s.exec(select(Run.idempotency_key).where(Run.kind == "incident.refresh")))
+    assert f"{old.ref}:refresh:8" in keys  # past the largest key used, not the timeline
+    assert f"{quiet.ref}:refresh:{quiet_events + 1}" in keys
