@@ -6,7 +6,7 @@ follows the table. ``--record`` writes the table, the machine and the command in
 docs/benchmarks.md (each module's section replaced, the others kept).
 
     bench/run                      # every benchmark
-    bench/run storage_load         # only these modules
+    bench/run storage_acks storage_history   # only these modules
     bench/run --record --rounds 5  # and record the results
 """
 
@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(module, "figures"):
             try:
                 figures = module.figures(bench_args)
-            except BenchFailed as exc:
-                print(f"   FAILED: {exc}", flush=True)
+            except Exception as exc:  # one broken benchmark must not lose the others' figures
+                why = "" if isinstance(exc, BenchFailed) else f"{type(exc).__name__}: "
+                print(f"   FAILED: {why}{exc}", flush=True)
                 failed += 1
                 continue
             rows.extend((name, f) for f in figures)

@@ -45,7 +45,7 @@ def served_bot(database_url: str, **env_extra: str) -> Iterator[tuple[SlackSandb
     proc = subprocess.Popen([*cli, "serve"], env=env, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine starts slowly
         while True:
             try:
                 if httpx.get(f"{base}/healthz").status_code == 200:

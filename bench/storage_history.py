@@ -1,0 +1,162 @@
+"""Requests that must not grow with history.
+
+An in-channel command (``sev``, ``note``, ``timeline``) on an incident with 10,000 timeline
+events against the same on an incident with none; ``list`` with 10,000 open incidents against an
+empty database and against one page of incidents. In-process (the command handler the Slack
+listener calls), on SQLite and PostgreSQL (fsync on); each measured note is counted stored.
+
+Run: bench/run storage_history
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).absolute().parents[1]))
+
+from bench.backends import count, fresh_databases
+from bench.figures import BenchArgs, BenchFailed, Figure, median
+from incidentbot import db
+from incidentbot.config import Settings
+from incidentbot.ledger.actions import registry
+from incidentbot.slack.commands import CommandHandler
+
+HISTORY = 10_000
+HISTORY_TARGET = 1.5  # × the same on an empty database
+PAGE = 40  # incidents in one Slack `list` reply
+
+
+def _seed(url: str, incidents: int, events_on_first: int) -> None:
+    """``incidents`` open incidents (INC-1 in channel C1 with ``events_on_first`` notes)."""
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    try:
+        _insert(engine, incidents, events_on_first)
+    finally:
+        engine.dispose()
+
+
+def _insert(engine: sa.Engine, incidents: int, events_on_first: int) -> None:
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM counter WHERE name = 'incident'"))
+        conn.execute(
+            sa.text("INSERT INTO counter (name, value) VALUES ('incident', :n)"), {"n": incidents}
+        )
+        rows = [
+            {
+                "number": n, "title": f"seeded {n}", "severity": "SEV3", "status": "triage",
+                "fields": "{}", "commander": "U1", "declared_by": "U1",
+                "channel_id": "C1" if n == 1 else None, "at": now,
+            }
+            for n in range(1, incidents + 1)
+        ]  # fmt: skip
+        if not rows:
+            return
+        conn.execute(
+            sa.text(
+                "INSERT INTO incident (number, title, severity, status, fields, commander, "
+                "declared_by, channel_id, created_at, updated_at, declared_at) VALUES "
+                "(:number, :title, :severity, :status, :fields, :commander, :declared_by, "
+                ":channel_id, :at, :at, :at)"
+            ).bindparams(sa.bindparam("at", type_=db.UTCDateTime())),
+            rows,
+        )
+        first = conn.execute(sa.text("SELECT id FROM incident WHERE number = 1")).scalar_one()
+        events = [
+            {"i": first, "at": now - timedelta(seconds=events_on_first - k), "s": f"event {k}"}
+            for k in range(events_on_first)
+        ]
+        if events:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO timeline_event (incident_id, occurred_at, recorded_at, kind, "
+                    "actor, summary, data) VALUES (:i, :at, :at, 'note', 'U1', :s, '{}')"
+                ).bindparams(sa.bindparam("at", type_=db.UTCDateTime())),
+                events,
+            )
+
+
+def _time_commands(url: str, texts: list[str], channel: str, repeats: int) -> dict[str, float]:
+    """Median ms per command text over ``repeats`` (each after one warm-up)."""
+    engine = db.make_engine(url)
+    handler = CommandHandler(Settings(), engine)
+    out: dict[str, float] = {}
+    try:
+        for text in texts:
+            times = []
+            for k in range(repeats + 1):
+                arg = text.format(sev=("2", "3")[k % 2], k=k)
+                t0 = time.perf_counter()
+                reply = handler.handle(user_id="U1", channel_id=channel, text=arg, trigger_id="t")
+                if k:
+                    times.append(time.perf_counter() - t0)
+                if "Usage" in reply.text:
+                    raise BenchFailed(f"`{arg}` was refused: {reply.text}")
+            out[text] = median(times) * 1000
+        notes = count(url, "SELECT count(*) FROM timeline_event WHERE summary LIKE 'bench %'")
+        if any("note" in t for t in texts) and notes != repeats + 1:
+            raise BenchFailed(f"{notes} of {repeats + 1} notes stored")
+    finally:
+        engine.dispose()
+    return out
+
+
+def _queue_only_chat_actions() -> None:
+    """In-process, no worker runs the header and digest refreshes the commands queue; the
+    actions they name must still be known for the runs to be recorded."""
+    for name in ("chat.open_channel", "chat.furnish_channel", "chat.header", "chat.digest"):
+        if registry.get(name) is None:
+            registry.register(name, lambda *a, **k: None, idempotent=True)
+
+
+def history(fresh, rounds: int, size: int) -> list[Figure]:  # type: ignore[no-untyped-def]
+    _queue_only_chat_actions()
+    figures: list[Figure] = []
+    texts = ["sev {sev}", "note bench {k}", "timeline"]
+    repeats = 10 * rounds
+    for backend in fresh.backends:
+        label, empty = fresh(backend)
+        _seed(empty, 1, 0)
+        _, full = fresh(backend)
+        _seed(full, 1, size)
+        base = _time_commands(empty, texts, "C1", repeats)
+        big = _time_commands(full, texts, "C1", repeats)
+        for text in texts:
+            figures.append(
+                Figure(
+                    f"`{text.split()[0]}` on an incident with {size:,} events, {label}",
+                    big[text],
+                    base[text],
+                    target=HISTORY_TARGET,
+                    baseline_name="no events",
+                    note=f"median of {repeats}",
+                )
+            )
+        timed: dict[int, float] = {}
+        for incidents in (0, PAGE, size):
+            _, url = fresh(backend)
+            _seed(url, incidents, 0)
+            timed[incidents] = _time_commands(url, ["list"], "D1", repeats)["list"]
+        for base, name in ((0, "empty database"), (PAGE, f"{PAGE} open incidents, one page")):
+            figures.append(
+                Figure(
+                    f"`list` with {size:,} open incidents, {label}",
+                    timed[size],
+                    timed[base],
+                    target=HISTORY_TARGET,
+                    baseline_name=name,
+                    note=f"median of {repeats}",
+                )
+            )
+    return figures
+
+
+def figures(args: BenchArgs) -> list[Figure]:
+    with fresh_databases() as fresh:
+        return history(fresh, args.rounds, 1_000 if args.quick else HISTORY)
