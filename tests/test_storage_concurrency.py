@@ -279,3 +279,15 @@ def test_the_upgrade_starts_each_refresh_counter_past_every_key_used(engine, set
         keys = set(s.exec(select(Run.idempotency_key).where(Run.kind == "incident.refresh")))
     assert f"{old.ref}:refresh:8" in keys  # past the largest key used, not the timeline
     assert f"{quiet.ref}:refresh:{quiet_events + 1}" in keys
+
+
+def test_cli_list_pages_with_a_hint_for_the_next_page(cli):
+    for title in ("geth behind", "lighthouse stuck", "haproxy flapping"):
+        assert cli("incident", "declare", title)[0] == 0
+    code, out, _ = cli("incident", "list", "--limit", "2")
+    assert code == 0
+    assert "INC-3" in out and "INC-2" in out and "INC-1" not in out
+    assert "More: incidentbot incident list --before 2" in out
+    code, out, _ = cli("incident", "list", "--limit", "2", "--before", "2")
+    assert code == 0
+    assert "INC-1" in out and "INC-2" not in out and "More:" not in out
