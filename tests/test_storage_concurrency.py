@@ -255,7 +255,7 @@ def test_slack_list_and_timeline_show_the_latest_and_say_there_is_more(engine, s
 
 
 def test_the_upgrade_starts_each_refresh_counter_past_every_key_used(engine, settings):
-    db.downgrade(engine, "0013")  # an incidentbot that keyed refreshes by the timeline length
+    db.downgrade(engine, "0014")  # an incidentbot that keyed refreshes by the timeline length
     old = _declare(engine, settings, "RPC p99 above 2s")  # 2 events; its refresh key ":2"
     quiet = _declare(engine, settings, "disk filling on archive-1")
     with db.transaction(engine) as s:

@@ -1,7 +1,7 @@
 """refresh counters: an incident's header and digest refreshes numbered by a counter row
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 
 Refresh runs were keyed by the timeline's length, which meant loading the whole timeline in every
 change's transaction. Each incident now has a ``refresh:<id>`` row in ``counter``; it starts past
@@ -16,8 +16,8 @@ import re
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
