@@ -22,6 +22,7 @@ from incidentbot.ledger.actions import registry
 from incidentbot.ledger.models import Run
 from incidentbot.slack.commands import CommandHandler
 from incidentbot.slack.incident_commands import LIST_LIMIT, TIMELINE_LIMIT
+from incidentbot.usecases.core import Core
 
 GATE = 60.0  # seconds a gate waits before the test fails instead of hanging
 
@@ -240,7 +241,7 @@ def test_slack_list_and_timeline_show_the_latest_and_say_there_is_more(engine, s
         s.execute(text("UPDATE incident SET channel_id = 'C9' WHERE number = 1"))
         for i in range(TIMELINE_LIMIT + 5):
             svc.add_note(s, settings, "INC-1", f"finding {i}", actor="U1")
-    handler = CommandHandler(settings, engine)
+    handler = CommandHandler(Core(settings, engine))
 
     listed = handler.handle(user_id="U1", channel_id="D1", text="list", trigger_id="t1").text
     assert listed.count("• *INC-") == LIST_LIMIT
