@@ -66,7 +66,8 @@ ensure_venv() {
 ensure_lab_packages() {
   # The runbook lab (docs/lab.md): HAProxy from Debian, and anvil from npm at the version
   # package-lock.json pins (the binary ships in the package; nothing is fetched at run time).
-  # `npm ci` runs again only when the lock changed since the last install.
+  # `npm ci` runs again only when the lock changed since the last install. Then the consensus
+  # lab's Lodestar (ensure_consensus_lab_packages).
   if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
     apt_install haproxy || return 1
   fi
@@ -77,7 +78,8 @@ ensure_lab_packages() {
   stamp="$ROOT/node_modules/.incidentbot-lock"
   want="$(sha256sum "$ROOT/package-lock.json" | cut -c1-16)"
   if [ -d "$ROOT/node_modules/@foundry-rs/anvil" ] && [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
-    return 0
+    ensure_consensus_lab_packages
+    return
   fi
   say "npm ci (anvil for the runbook lab)"
   local log
@@ -86,6 +88,34 @@ ensure_lab_packages() {
     cat "$log" >&2
     rm -f "$log"
     say "npm ci failed"
+    return 1
+  fi
+  rm -f "$log"
+  echo "$want" >"$stamp"
+  ensure_consensus_lab_packages
+}
+
+ensure_consensus_lab_packages() {
+  # The consensus lab (docs/lab.md): Lodestar from its own npm project in lab/consensus (its
+  # package-lock.json pins 1.5.1 and the dependencies it runs with on Node 20), kept apart from
+  # the anvil install at the root. Native modules build with node-gyp (make, g++, python3).
+  # `npm ci` runs again only when that lock changed since the last install.
+  local dir stamp want log
+  dir="$ROOT/lab/consensus"
+  stamp="$dir/node_modules/.incidentbot-lock"
+  want="$(sha256sum "$dir/package-lock.json" | cut -c1-16)"
+  if [ -d "$dir/node_modules/@chainsafe/lodestar" ] && [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
+    return 0
+  fi
+  if ! command -v make >/dev/null || ! command -v g++ >/dev/null; then
+    apt_install make g++ || return 1
+  fi
+  say "npm ci in lab/consensus (Lodestar for the consensus lab; a few minutes)"
+  log="$(mktemp)"
+  if ! (cd "$dir" && npm ci --no-audit --no-fund) >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    say "npm ci in lab/consensus failed"
     return 1
   fi
   rm -f "$log"

@@ -22,7 +22,10 @@ from incidentbot.ports import ExternalError
 from incidentbot.sandbox.lab import FAULTS, Lab, LabError, LabStatus, default_dir
 
 app = typer.Typer(
-    help="The runbook lab: three anvil nodes behind HAProxy, run by supervisord.",
+    help=(
+        "The runbook lab: three anvil nodes behind HAProxy, run by supervisord; with "
+        "--consensus also a Lodestar beacon node and validator clients A and B."
+    ),
     no_args_is_help=True,
 )
 snapshot_app = typer.Typer(help="Snapshots of a lab node's state.", no_args_is_help=True)
@@ -84,17 +87,44 @@ def _print_status(st: LabStatus) -> None:
             "yes" if s.backup else "no",
         )
     console.print(servers)
+    cl = st.consensus
+    if cl is None:
+        return
+    finalized = "-" if cl.finalized_epoch is None else str(cl.finalized_epoch)
+    head = "no answer" if cl.head_slot is None else str(cl.head_slot)
+    console.print(
+        f"Consensus: beacon API {cl.beacon_url} (health {cl.health or 'no answer'}), "
+        f"head slot {head}, finalized epoch {finalized}"
+    )
+    programs = Table("Program", "Role", "Process", "Pid", "Uptime", title="Consensus (Lodestar)")
+    for p in cl.programs:
+        programs.add_row(
+            p.name,
+            p.role,
+            p.state + (" (frozen)" if p.frozen else ""),
+            str(p.pid or "-"),
+            f"{p.uptime_s}s" if p.uptime_s is not None else "-",
+        )
+    console.print(programs)
 
 
 @app.command()
 def up(
     directory: Path = DIR,
-    timeout: float = typer.Option(30.0, "--timeout", min=1, help="Seconds to wait for it."),
+    timeout: float = typer.Option(
+        None, "--timeout", min=1, help="Seconds to wait for it (30; 120 with --consensus)."
+    ),
+    with_consensus: bool = typer.Option(
+        False,
+        "--consensus",
+        help="Also a Lodestar dev beacon node and validator clients A (running) and B "
+        "(stopped) holding the same keys (a new devnet at every start).",
+    ),
 ) -> None:
     """Start the lab: write its configuration, start supervisord, wait until ready."""
     lab = _lab(directory)
     with _errors():
-        st = lab.up(timeout=timeout)
+        st = lab.up(timeout=timeout, with_consensus=with_consensus)
     _print_status(st)
 
 
@@ -141,8 +171,15 @@ def status(
 
 @app.command()
 def fault(
-    node: str = typer.Argument(..., help="node-1, node-2 or node-3."),
-    kind: str = typer.Argument(..., help=f"One of: {', '.join(FAULTS)}."),
+    node: str = typer.Argument(
+        ...,
+        help="node-1, node-2 or node-3; with --consensus also beacon, validator-a, validator-b.",
+    ),
+    kind: str = typer.Argument(
+        ...,
+        help=f"One of: {', '.join(FAULTS)} (beacon: stop, start, freeze, unfreeze; a "
+        "validator client: stop, start).",
+    ),
     blocks: int = typer.Option(10, "--blocks", min=1, help="lag: how far the others jump."),
     directory: Path = DIR,
 ) -> None:

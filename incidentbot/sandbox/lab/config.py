@@ -7,6 +7,10 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from incidentbot.sandbox.lab import consensus
+from incidentbot.sandbox.lab.consensus import ConsensusConfig
 
 NODES = ("node-1", "node-2", "node-3")
 PRIMARY = "node-1"
@@ -76,19 +80,21 @@ class LabConfig:
     haproxy: str
     chain_id: int = CHAIN_ID
     block_time: int = BLOCK_TIME
+    # The beacon node and validator clients (``lab up --consensus``); None without them.
+    consensus: ConsensusConfig | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "version": 1,
-                "ports": self.ports,
-                "anvil": self.anvil,
-                "haproxy": self.haproxy,
-                "chain_id": self.chain_id,
-                "block_time": self.block_time,
-            },
-            indent=2,
-        )
+        data: dict[str, Any] = {
+            "version": 1,
+            "ports": self.ports,
+            "anvil": self.anvil,
+            "haproxy": self.haproxy,
+            "chain_id": self.chain_id,
+            "block_time": self.block_time,
+        }
+        if self.consensus is not None:
+            data["consensus"] = self.consensus.to_dict()
+        return json.dumps(data, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> LabConfig:
@@ -99,6 +105,9 @@ class LabConfig:
             haproxy=str(data["haproxy"]),
             chain_id=int(data.get("chain_id", CHAIN_ID)),
             block_time=int(data.get("block_time", BLOCK_TIME)),
+            consensus=(
+                ConsensusConfig.from_dict(data["consensus"]) if data.get("consensus") else None
+            ),
         )
 
 
@@ -185,6 +194,31 @@ def render_supervisord(config: LabConfig, paths: LabPaths) -> str:
             "stdout_logfile_backups=1",
             "",
         ]
+    if config.consensus is not None:
+        for program in consensus.programs(config.consensus, paths.root):
+            name = program["name"]
+            out += [
+                f"[program:{name}]",
+                f"command={_command(program['argv'])}",
+                f"directory={_ini(str(consensus.data_dir(paths.root, name)))}",
+                f"priority={program['priority']}",
+                f"autostart={'true' if program['autostart'] else 'false'}",
+                # A validator client that exits (doppelgänger protection found its keys live
+                # elsewhere) stays down for a person to look at; so does the beacon node.
+                "autorestart=false",
+                "startsecs=2",
+                "startretries=1",
+                "stopsignal=TERM",
+                # Then SIGKILL: the dev beacon node ignores SIGINT and can linger on SIGTERM.
+                f"stopwaitsecs={program['stopwaitsecs']}",
+                "stopasgroup=true",
+                "killasgroup=true",
+                "redirect_stderr=true",
+                f"stdout_logfile={_ini(str(paths.log(name)))}",
+                "stdout_logfile_maxbytes=5MB",
+                "stdout_logfile_backups=1",
+                "",
+            ]
     return "\n".join(out)
 
 

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from typing import Literal
 
+from incidentbot.sandbox.lab import consensus
 from incidentbot.sandbox.lab.base import LabBase, LabError
 from incidentbot.sandbox.lab.config import NODES
 
 FaultKind = Literal["stop", "start", "freeze", "unfreeze", "lag", "corrupt", "reset"]
 FAULTS: tuple[str, ...] = ("stop", "start", "freeze", "unfreeze", "lag", "corrupt", "reset")
+# The faults of the consensus part: validator clients stop and start; the beacon node also
+# freezes (SIGSTOP: it neither answers nor follows the chain) and unfreezes (SIGCONT).
+CONSENSUS_FAULTS: dict[str, tuple[str, ...]] = {
+    consensus.BEACON: ("stop", "start", "freeze", "unfreeze"),
+    consensus.VALIDATOR_A: ("stop", "start"),
+    consensus.VALIDATOR_B: ("stop", "start"),
+}
 # A lagging node mines this many times slower than the others.
 LAG_SLOWDOWN = 3
 
@@ -32,7 +42,12 @@ class FaultsMixin(LabBase):
           starts again on a new chain from block 0.
 
         A restart brings back normal mining (freeze, unfreeze and lag last until then).
+
+        With the consensus part (``lab up --consensus``), ``node`` may also be ``beacon``
+        (stop, start, freeze, unfreeze) or a validator client (stop, start).
         """
+        if node in CONSENSUS_FAULTS:
+            return self._consensus_fault(node, kind)
         self._check_node(node)
         if kind not in FAULTS:
             raise LabError(f"unknown fault {kind!r}; choose one of: {', '.join(FAULTS)}")
@@ -85,3 +100,32 @@ class FaultsMixin(LabBase):
         info = self.supervisor.start(node)
         kept = f" (old state kept at {aside.name})" if aside else ""
         return f"{node} restarted on a new chain{kept}, pid {info.pid}"
+
+    def _consensus_fault(self, program: str, kind: str) -> str:
+        if self.config.consensus is None:
+            raise LabError(
+                f"{program} is part of the consensus lab, which this lab was started without "
+                "(`incidentbot lab up --consensus`)"
+            )
+        allowed = CONSENSUS_FAULTS[program]
+        if kind not in allowed:
+            raise LabError(f"{program} takes the faults: {', '.join(allowed)} (not {kind!r})")
+        self._require_running()
+        if kind in ("freeze", "unfreeze"):
+            info = self.supervisor.state(program)
+            if not info.running or not info.pid:
+                raise LabError(f"{program} is not running ({info.state})")
+            os.kill(info.pid, signal.SIGSTOP if kind == "freeze" else signal.SIGCONT)
+            if kind == "freeze":
+                return f"{program} (pid {info.pid}) frozen: SIGSTOP; `unfreeze` sends SIGCONT"
+            return f"{program} (pid {info.pid}) runs again (SIGCONT)"
+        if kind == "stop":
+            pid = self.supervisor.state(program).pid
+            if pid:
+                # A frozen process cannot act on the stop signal.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            info = self.supervisor.stop(program)
+            return f"{program} stopped ({info.state})"
+        info = self.supervisor.start(program)
+        return f"{program} started ({info.state}, pid {info.pid})"

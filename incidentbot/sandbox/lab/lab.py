@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from incidentbot.sandbox.lab import consensus
 from incidentbot.sandbox.lab.config import BACKEND, CHAIN_ID, NODES, PRIMARY
 from incidentbot.sandbox.lab.faults import FaultsMixin
 from incidentbot.sandbox.lab.lifecycle import LifecycleMixin
@@ -42,7 +43,7 @@ class Lab(LifecycleMixin, FaultsMixin, SnapshotsMixin):
             }
             for node in NODES
         }
-        return {
+        found: dict[str, Any] = {
             "lb": {
                 "socket": str(self.paths.haproxy_sock),
                 "backend": BACKEND,
@@ -55,6 +56,10 @@ class Lab(LifecycleMixin, FaultsMixin, SnapshotsMixin):
             "snapshots": str(self.paths.snapshots),
             "chain_id": CHAIN_ID,
         }
+        cl = self.config.consensus
+        if cl is not None:
+            found["consensus"] = consensus.runbook_vars(cl, self.dir, self.paths.supervisor_sock)
+        return found
 
     def runbook_egress(self) -> dict[str, Any]:
         """The ``runbooks.egress`` the shipped runbooks need against this lab: its nodes and
@@ -66,5 +71,11 @@ class Lab(LifecycleMixin, FaultsMixin, SnapshotsMixin):
         }
 
     def runbook_settings(self) -> dict[str, Any]:
-        """``runbooks.vars`` and ``runbooks.egress`` for this lab."""
-        return {"vars": self.runbook_vars(), "egress": self.runbook_egress()}
+        """``runbooks.vars`` and ``runbooks.egress`` for this lab; with the consensus part
+        also ``runbooks.shell_allow`` for the Lodestar CLI (slashing-protection export and
+        import run it)."""
+        found: dict[str, Any] = {"vars": self.runbook_vars(), "egress": self.runbook_egress()}
+        cl = self.config.consensus
+        if cl is not None:
+            found["shell_allow"] = [cl.lodestar]
+        return found

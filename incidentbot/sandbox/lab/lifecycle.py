@@ -18,8 +18,8 @@ from pathlib import Path
 
 from incidentbot.infra.haproxy import HaproxyError
 from incidentbot.infra.rpc import RpcError
-from incidentbot.infra.supervisor import SupervisorError
-from incidentbot.sandbox.lab import binaries
+from incidentbot.infra.supervisor import ProcessInfo, SupervisorError
+from incidentbot.sandbox.lab import binaries, consensus
 from incidentbot.sandbox.lab.base import LabError
 from incidentbot.sandbox.lab.config import (
     BACKEND,
@@ -48,11 +48,18 @@ class LabProcess:
 class LifecycleMixin(StatusMixin):
     """:meth:`up`, :meth:`down` and the lab's :meth:`processes`."""
 
-    def up(self, *, timeout: float = 30.0) -> LabStatus:
+    def up(self, *, timeout: float | None = None, with_consensus: bool = False) -> LabStatus:
         """Write the configuration, start supervisord and wait until every node answers
         and HAProxy's health check passed on all three. Raises :class:`LabError` (after
-        stopping whatever started) if that does not happen within ``timeout`` seconds."""
-        problems = binaries.missing()
+        stopping whatever started) if that does not happen within ``timeout`` seconds
+        (default 30, 120 with the consensus part).
+
+        ``with_consensus`` adds a Lodestar dev beacon node and validator clients A (started)
+        and B (stopped) on a new devnet (see :mod:`incidentbot.sandbox.lab.consensus`); the
+        lab is then ready once the beacon API answers and A runs."""
+        if timeout is None:
+            timeout = 120.0 if with_consensus else 30.0
+        problems = binaries.missing() + (consensus.missing() if with_consensus else [])
         if problems:
             raise LabError("; ".join(problems))
         if self.is_running():
@@ -75,13 +82,26 @@ class LifecycleMixin(StatusMixin):
                 )
         anvil, haproxy = binaries.find_anvil(), binaries.find_haproxy()
         assert anvil is not None and haproxy is not None  # binaries.missing() said so
-        ports = _free_ports(len(NODES) + 1)
+        ports = _free_ports(len(NODES) + 1 + (2 if with_consensus else 0))
+        cl = None
+        if with_consensus:
+            node, lodestar = consensus.find_node(), consensus.find_lodestar()
+            assert node is not None and lodestar is not None  # consensus.missing() said so
+            rest_port, p2p_port = ports.pop(), ports.pop()
+            cl = consensus.ConsensusConfig(
+                node=str(node),
+                lodestar=str(lodestar),
+                rest_port=rest_port,
+                p2p_port=p2p_port,
+            )
+            consensus.reset_data(self.dir)
         config = LabConfig(
             ports={**dict(zip(NODES, ports, strict=False)), "frontend": ports[-1]},
             anvil=str(anvil),
             haproxy=str(haproxy),
             chain_id=CHAIN_ID,
             block_time=BLOCK_TIME,
+            consensus=cl,
         )
         for directory in [self.paths.logs, self.paths.snapshots]:
             directory.mkdir(parents=True, exist_ok=True)
@@ -111,6 +131,7 @@ class LifecycleMixin(StatusMixin):
                 f"supervisord did not start (exit {started.returncode}): "
                 + (detail[-1] if detail else "no output")
             )
+        self._beacon_starts, self._a_started = 1, False
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -126,6 +147,11 @@ class LifecycleMixin(StatusMixin):
         after supervisord's own shutdown (a supervisord killed earlier leaves orphans) is
         sent SIGTERM, then SIGKILL. Raises :class:`LabError` if anything survives that."""
         before = self.processes()
+        # A frozen (SIGSTOPped) beacon node cannot act on the signal that stops it.
+        for proc in before:
+            if proc.kind == "lodestar":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)
         if self.is_running():
             with contextlib.suppress(SupervisorError):
                 self.supervisor.shutdown()
@@ -158,7 +184,8 @@ class LifecycleMixin(StatusMixin):
         return before
 
     def processes(self) -> list[LabProcess]:
-        """This lab's anvil, HAProxy and supervisord processes, from the process table.
+        """This lab's anvil, HAProxy, Lodestar and supervisord processes, from the process
+        table.
 
         A process belongs to the lab when it is one of those programs and one of its
         arguments is a path inside the lab directory (its state file or configuration)."""
@@ -182,6 +209,8 @@ class LifecycleMixin(StatusMixin):
                 kind = "anvil"
             elif program == "haproxy":
                 kind = "haproxy"
+            elif program.startswith("node") and consensus.is_lodestar(argv):
+                kind = "lodestar"
             elif any(a in ("supervisor.supervisord", "supervisord") for a in argv) or (
                 program == "supervisord"
             ):
@@ -228,7 +257,8 @@ class LifecycleMixin(StatusMixin):
             infos = {p.name: p for p in self.supervisor.processes()}
         except SupervisorError as exc:
             return f"supervisord to answer ({exc.code})"
-        for name in (*NODES, HAPROXY):
+        cl = self.config.consensus
+        for name in (*NODES, HAPROXY, *((consensus.BEACON,) if cl else ())):
             info = infos.get(name)
             if info is None:
                 return f"supervisord to know {name}"
@@ -260,6 +290,46 @@ class LifecycleMixin(StatusMixin):
         for row in rows:
             if row.state != "UP" or row.check_status != "L7OK":
                 return f"HAProxy's health check to pass on {row.server} ({row.status})"
+        if cl is not None:
+            return self._consensus_not_ready(cl, infos)
+        return None
+
+    def _consensus_not_ready(
+        self, cl: consensus.ConsensusConfig, infos: dict[str, ProcessInfo]
+    ) -> str | None:
+        """The devnet runs (blocks past genesis), then validator client A is started and
+        stays up. A beacon node that came up too late for its own genesis is started again
+        (a new genesis), up to ``START_ATTEMPTS`` times."""
+        state, seen = consensus.chain_state(cl)
+        if state == "stuck":
+            self._beacon_starts = getattr(self, "_beacon_starts", 1) + 1
+            if self._beacon_starts > consensus.START_ATTEMPTS:
+                raise LabError(
+                    f"the beacon node came up too late for its genesis "
+                    f"{consensus.START_ATTEMPTS} times ({seen}); the machine may be too busy; "
+                    f"last lines of {self.paths.log(consensus.BEACON)}:\n"
+                    f"{_tail(self.paths.log(consensus.BEACON))}"
+                )
+            self.supervisor.stop(consensus.BEACON)
+            self.supervisor.start(consensus.BEACON, wait=False)
+            return f"the beacon node, started again: {seen}"
+        if state != "running":
+            return f"the devnet to run ({seen})"
+        a = infos.get(consensus.VALIDATOR_A)
+        if a is None:
+            return f"supervisord to know {consensus.VALIDATOR_A}"
+        if a.state in ("STOPPED",) and not getattr(self, "_a_started", False):
+            self._a_started = True
+            self.supervisor.start(consensus.VALIDATOR_A, wait=False)
+            return f"{consensus.VALIDATOR_A} to start"
+        if a.state in ("FATAL", "EXITED", "BACKOFF", "STOPPED"):
+            raise LabError(
+                f"{consensus.VALIDATOR_A} failed to start ({a.state}); last lines of "
+                f"{self.paths.log(consensus.VALIDATOR_A)}:\n"
+                f"{_tail(self.paths.log(consensus.VALIDATOR_A))}"
+            )
+        if not a.running:
+            return f"{consensus.VALIDATOR_A} to run ({a.state})"
         return None
 
 

@@ -6,11 +6,13 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from incidentbot.infra.haproxy import HaproxyError, ServerRow
 from incidentbot.infra.rpc import RpcError
 from incidentbot.infra.supervisor import ProcessInfo, SupervisorError
+from incidentbot.sandbox.lab import consensus
 from incidentbot.sandbox.lab.base import LabBase, LabError
 from incidentbot.sandbox.lab.config import BACKEND, HAPROXY, NODES, PRIMARY
 
@@ -32,6 +34,27 @@ class NodeStatus:
 
 
 @dataclass(frozen=True)
+class ConsensusProgramStatus:
+    """The beacon node or a validator client of the consensus part."""
+
+    name: str
+    role: str  # beacon node, or the keys a validator client holds
+    state: str  # the supervisor state (DOWN: lab not running)
+    pid: int | None
+    uptime_s: int | None
+    frozen: bool = False  # the process is stopped by SIGSTOP (the `freeze` fault)
+
+
+@dataclass(frozen=True)
+class ConsensusStatus:
+    beacon_url: str
+    programs: list[ConsensusProgramStatus]
+    health: int | None  # the status of /eth/v1/node/health; None: no answer
+    head_slot: int | None
+    finalized_epoch: int | None
+
+
+@dataclass(frozen=True)
 class LabStatus:
     dir: str
     running: bool
@@ -40,6 +63,7 @@ class LabStatus:
     haproxy: str  # the supervisor state of HAProxy
     nodes: list[NodeStatus] = field(default_factory=list)
     servers: list[ServerRow] = field(default_factory=list)
+    consensus: ConsensusStatus | None = None
 
     def node(self, name: str) -> NodeStatus:
         for n in self.nodes:
@@ -102,6 +126,46 @@ class StatusMixin(LabBase):
             haproxy=haproxy_info.state if haproxy_info else "DOWN",
             nodes=nodes,
             servers=servers,
+            consensus=self._consensus_status(infos),
+        )
+
+    def _consensus_status(self, infos: dict[str, ProcessInfo]) -> ConsensusStatus | None:
+        cl = self.config.consensus
+        if cl is None:
+            return None
+        keys = consensus.VC_INDICES
+        programs = []
+        for name in consensus.PROGRAMS:
+            info = infos.get(name)
+            role = (
+                "beacon node"
+                if name == consensus.BEACON
+                else f"validator client, keys {keys[0]}..{keys[1]}"
+            )
+            programs.append(
+                ConsensusProgramStatus(
+                    name=name,
+                    role=role,
+                    state=info.state if info else "DOWN",
+                    pid=info.pid if info else None,
+                    uptime_s=info.uptime_s if info else None,
+                    frozen=bool(info and info.pid and process_frozen(info.pid)),
+                )
+            )
+        beacon = infos.get(consensus.BEACON)
+        answers = beacon is not None and beacon.running and not programs[0].frozen
+        head = consensus.beacon_get(cl, "/eth/v1/beacon/headers/head") if answers else None
+        checkpoints = (
+            consensus.beacon_get(cl, "/eth/v1/beacon/states/head/finality_checkpoints")
+            if answers
+            else None
+        )
+        return ConsensusStatus(
+            beacon_url=cl.beacon_url,
+            programs=programs,
+            health=consensus.health(cl) if answers else None,
+            head_slot=_int(head, "header", "message", "slot"),
+            finalized_epoch=_int(checkpoints, "finalized", "epoch"),
         )
 
     def server(self, node: str) -> ServerRow:
@@ -125,6 +189,26 @@ class StatusMixin(LabBase):
     def head(self, node: str) -> int:
         with self.rpc(node, timeout=2.0) as rpc:
             return rpc.block_number()
+
+
+def process_frozen(pid: int) -> bool:
+    """True when ``pid`` is stopped by a signal (state T in /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "T"
+
+
+def _int(data: Any, *keys: str) -> int | None:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    try:
+        return int(data)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def _wait(check: Callable[[], T | None], timeout: float, what: Callable[[], str]) -> T:

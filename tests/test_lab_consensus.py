@@ -1,0 +1,101 @@
+"""The consensus lab, for real: a Lodestar dev beacon node and validator clients A and B
+under the lab's supervisord, next to the anvil nodes (docs/lab.md).
+
+One devnet serves the module (``consensus_support``); each test leaves it with the beacon
+node running, A running and B stopped. Without Lodestar installed the module is skipped with
+the reason, except in CI, where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from incidentbot.sandbox.lab import Lab, LabError
+from tests import consensus_support
+from tests.consensus_support import beacon_url, head_slot, needs_consensus
+from tests.lab_support import wait_for
+
+pytestmark = needs_consensus
+consensus_lab, healthy_consensus = (
+    consensus_support.consensus_lab,
+    consensus_support.healthy_consensus,
+)  # the fixtures
+CLI = [sys.executable, "-m", "incidentbot.cli"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_status_from_another_process_shows_the_devnet(consensus_lab: Lab) -> None:
+    """`lab status --json` in another process finds the beacon node, A running and B
+    stopped; the chain produces blocks (the head moves on)."""
+    first = wait_for(lambda: head_slot(consensus_lab), "a first block", 120)
+    wait_for(lambda: (head_slot(consensus_lab) or 0) > first, "the head to move on", 120)
+    out = _cli("lab", "status", "--json", "--dir", str(consensus_lab.dir))
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)["consensus"]
+    programs = {p["name"]: p for p in status["programs"]}
+    assert programs["beacon"]["state"] == "RUNNING"
+    assert programs["validator-a"]["state"] == "RUNNING"
+    assert programs["validator-b"]["state"] == "STOPPED"
+    assert status["health"] == 200 and status["head_slot"] >= first
+    lodestar = {p.pid for p in consensus_lab.processes() if p.kind == "lodestar"}
+    assert lodestar == {programs["beacon"]["pid"], programs["validator-a"]["pid"]}
+    # The table form says the same.
+    table = _cli("lab", "status", "--dir", str(consensus_lab.dir)).stdout
+    assert "validator-b" in table and "STOPPED" in table and "beacon API" in table
+    # `lab vars` points the validator actions at it.
+    settings = consensus_lab.runbook_settings()
+    cl = settings["vars"]["consensus"]
+    assert cl["beacon"] == beacon_url(consensus_lab)
+    assert cl["validators"]["validator-b"]["indices"] == [6, 7]
+    assert settings["shell_allow"] == [cl["lodestar"][1]]
+
+
+def test_a_frozen_beacon_node_stops_answering_until_thawed(consensus_lab: Lab) -> None:
+    wait_for(lambda: head_slot(consensus_lab), "a first block", 120)
+    out = _cli("lab", "fault", "beacon", "freeze", "--dir", str(consensus_lab.dir))
+    assert out.returncode == 0, out.stderr
+    assert "SIGSTOP" in out.stdout
+    with pytest.raises(httpx.TimeoutException):
+        httpx.get(beacon_url(consensus_lab) + "/eth/v1/node/health", timeout=2)
+    beacon = consensus_lab.status().consensus
+    assert beacon is not None and beacon.programs[0].frozen and beacon.health is None
+    consensus_lab.fault("beacon", "unfreeze")
+    before = wait_for(lambda: head_slot(consensus_lab), "the beacon API again", 60)
+    wait_for(lambda: (head_slot(consensus_lab) or 0) > before, "new blocks", 120)
+
+
+def test_validator_faults_and_refusals(consensus_lab: Lab) -> None:
+    assert "stopped" in consensus_lab.fault("validator-a", "stop")
+    assert consensus_lab.supervisor.state("validator-a").state == "STOPPED"
+    assert "started" in consensus_lab.fault("validator-a", "start")
+    with pytest.raises(LabError, match="validator-b takes the faults: stop, start"):
+        consensus_lab.fault("validator-b", "freeze")
+    bad = _cli("lab", "fault", "validator-c", "stop", "--dir", str(consensus_lab.dir))
+    assert bad.returncode == 1 and "no node 'validator-c'" in bad.stderr
+
+
+def test_the_execution_lab_alone_refuses_consensus_faults(tmp_path: Path) -> None:
+    """A lab started without --consensus says so (nothing is started for this check)."""
+    lab = Lab(tmp_path)
+    lab.paths.state_file.write_text(
+        json.dumps(
+            {
+                "ports": {"node-1": 1, "node-2": 2, "node-3": 3, "frontend": 4},
+                "anvil": "a",
+                "haproxy": "h",
+            }
+        )
+    )
+    with pytest.raises(LabError, match=r"without .*--consensus"):
+        lab.fault("beacon", "freeze")
+    assert "consensus" not in lab.runbook_vars()
+    assert "shell_allow" not in lab.runbook_settings()
