@@ -161,6 +161,13 @@ class SupervisorClient:
         self.stop(name)
         return self.start(name)
 
+    def command(self, name: str) -> str:
+        """The command line supervisord starts ``name`` with (from its configuration)."""
+        for info in self._call("getAllConfigInfo"):
+            if info.get("name") == name or f"{info.get('group')}:{info.get('name')}" == name:
+                return str(info.get("command", ""))
+        raise SupervisorError("no_such_process", f"supervisord has no process {name!r}")
+
     # -- supervisord itself -----------------------------------------------------------------
 
     def supervisor_state(self) -> str:

@@ -1,5 +1,7 @@
 """Actions for running blockchain infrastructure: read nodes (``rpc.head``, ``rpc.compare``,
-``beacon.health``), restart them (``supervisor.*``, ``systemd.restart``,
+``beacon.health``, ``beacon.head``, ``beacon.liveness``, ``beacon.duties``,
+``beacon.performance``), move validator keys safely (``validator.stop``, ``validator.start``,
+``validator.protection_*``), restart them (``supervisor.*``, ``systemd.restart``,
 ``kubernetes.rollout_restart``), steer the load balancer in front of them (``haproxy.*``), and
 snapshot and restore their state (``snapshot.*``).
 
@@ -12,6 +14,12 @@ from __future__ import annotations
 
 from incidentbot.runbooks.actions.base import Action
 from incidentbot.runbooks.actions.web3.beacon import BeaconHealth
+from incidentbot.runbooks.actions.web3.beacon_reads import (
+    BeaconDuties,
+    BeaconHead,
+    BeaconLiveness,
+    BeaconPerformance,
+)
 from incidentbot.runbooks.actions.web3.fleet import RpcHeads
 from incidentbot.runbooks.actions.web3.haproxy import (
     HaproxyServers,
@@ -32,12 +40,22 @@ from incidentbot.runbooks.actions.web3.supervisor import (
     SupervisorStop,
 )
 from incidentbot.runbooks.actions.web3.systemd import SystemdRestart
+from incidentbot.runbooks.actions.web3.validator_clients import ValidatorStart, ValidatorStop
+from incidentbot.runbooks.actions.web3.validator_protection import (
+    ValidatorProtectionExport,
+    ValidatorProtectionImport,
+    ValidatorProtectionVerify,
+)
 
 WEB3_ACTIONS: tuple[type[Action], ...] = (
     RpcHead,
     RpcCompare,
     RpcHeads,
     BeaconHealth,
+    BeaconHead,
+    BeaconLiveness,
+    BeaconDuties,
+    BeaconPerformance,
     SupervisorRestart,
     SupervisorStop,
     SupervisorStart,
@@ -50,11 +68,20 @@ WEB3_ACTIONS: tuple[type[Action], ...] = (
     SnapshotList,
     SnapshotCreate,
     SnapshotRestore,
+    ValidatorStop,
+    ValidatorStart,
+    ValidatorProtectionExport,
+    ValidatorProtectionImport,
+    ValidatorProtectionVerify,
 )
 
 __all__ = [
     "WEB3_ACTIONS",
+    "BeaconDuties",
+    "BeaconHead",
     "BeaconHealth",
+    "BeaconLiveness",
+    "BeaconPerformance",
     "HaproxyRouteTo",
     "HaproxyServers",
     "HaproxySetServerState",
@@ -70,4 +97,9 @@ __all__ = [
     "SupervisorStart",
     "SupervisorStop",
     "SystemdRestart",
+    "ValidatorProtectionExport",
+    "ValidatorProtectionImport",
+    "ValidatorProtectionVerify",
+    "ValidatorStart",
+    "ValidatorStop",
 ]

@@ -1,0 +1,289 @@
+"""``validator.protection_export``, ``validator.protection_import``,
+``validator.protection_verify``: move a validator client's slashing-protection history
+(EIP-3076 interchange) to the client that takes its keys over, and prove it arrived.
+
+- export reads the source client's database offline (the client must be stopped: a running
+  one holds the database, and would go on signing after the export);
+- import writes the file into the target client's database (the target must be stopped, and
+  its beacon node reachable: the CLI checks the chain's genesis validators root);
+- verify exports the target's history again and checks, key by key, that its highest signed
+  block slot and attestation source and target epochs are at least the source's. A key the
+  target knows nothing about, or knows less about, fails the step: the target could sign
+  something the source already signed.
+
+The interchange holds public keys and signing roots, never private keys; outputs show keys
+shortened. Lodestar 1.5 adds two entries that are database metadata, not keys: the export
+drops them (``dropped``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, field_validator
+
+from incidentbot.infra.supervisor import SupervisorClient
+from incidentbot.ledger.actions import PermanentError
+from incidentbot.runbooks.actions._common import shown
+from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.web3._beacon import BeaconApi
+from incidentbot.runbooks.actions.web3._interchange import (
+    Interchange,
+    LodestarInputs,
+    covers,
+    parse,
+    plan_check,
+    run_cli,
+    sha256_of,
+    short,
+)
+from incidentbot.runbooks.actions.web3._util import (
+    HttpUrlText,
+    program_name,
+    supervisor_socket,
+)
+from incidentbot.runbooks.actions.web3.supervisor import STOPPED_STATES
+from incidentbot.runbooks.egress import policy_of
+
+
+def _file(value: str) -> str:
+    if not value.startswith("/") or "\0" in value:
+        raise ValueError("file must be an absolute path")
+    return value
+
+
+AbsoluteFile = Annotated[str, AfterValidator(_file)]
+
+
+class _Guarded(LodestarInputs):
+    """The client whose database is read or written, under supervisord: it must be stopped
+    (optional, but runbooks should give it)."""
+
+    socket: str | None = None
+    program: str | None = None
+
+    @field_validator("socket")
+    @classmethod
+    def _socket(cls, value: str | None) -> str | None:
+        return None if value is None else supervisor_socket(value)
+
+    @field_validator("program")
+    @classmethod
+    def _program(cls, value: str | None) -> str | None:
+        return None if value is None else program_name(value)
+
+
+def _require_stopped(ctx: ActionContext, action: str, inputs: _Guarded, why: str) -> None:
+    if not inputs.socket or not inputs.program:
+        return
+    policy_of(ctx.services).check_socket(action, inputs.socket, real=True)
+    info = SupervisorClient(inputs.socket, timeout=10.0).state(inputs.program)
+    if info.state not in STOPPED_STATES:
+        raise PermanentError(
+            shown(ctx, f"{inputs.program} is {info.state} (pid {info.pid}): {why}; stop it first")
+        )
+
+
+def _summary(found: Interchange) -> dict[str, Any]:
+    return {
+        "keys": len(found.keys),
+        "genesis_validators_root": found.genesis_validators_root,
+        "marks": [
+            {**m.as_dict(), "pubkey": short(m.pubkey)}
+            for m in sorted(found.keys.values(), key=lambda k: k.pubkey)
+        ],
+        "dropped": found.dropped,
+    }
+
+
+def export_to(
+    ctx: ActionContext, action: str, inputs: LodestarInputs, path: Path, what: str
+) -> Interchange:
+    """Export ``inputs.data_dir``'s history to ``path`` (the real keys only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The CLI picks the format from the extension: it must be .json.
+    raw = path.with_name(f".{path.stem}.raw.json")
+    run_cli(ctx, action, inputs, ["export", "--file", str(raw)], what)
+    try:
+        found = parse(raw.read_text(), f"the export of {inputs.data_dir}")
+    except OSError as exc:
+        raise PermanentError(shown(ctx, f"{what}: the CLI wrote no file ({exc})")) from None
+    finally:
+        raw.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(found.raw, indent=2) + "\n")
+    os.replace(tmp, path)
+    return found
+
+
+class ExportInputs(_Guarded):
+    file: AbsoluteFile
+
+
+class ValidatorProtectionExport(Action):
+    name = "validator.protection_export"
+    description = (
+        "Export a stopped validator client's slashing-protection history (EIP-3076) to a file."
+    )
+    idempotent = True  # the same database gives the same file
+    Inputs = ExportInputs
+    outputs: ClassVar[dict[str, str]] = {
+        "file": "the interchange written",
+        "sha256": "its SHA-256",
+        "keys": "how many keys it holds",
+        "genesis_validators_root": "the chain it belongs to",
+        "marks": "per key (shortened): highest block slot, attestation source and target epoch",
+        "dropped": "entries that were not keys (database metadata) and were left out",
+    }
+
+    def plan(self, inputs: ExportInputs, ctx: ActionContext) -> str:
+        plan_check(ctx, self.name, inputs)
+        guard = f" (refused unless {inputs.program} is stopped)" if inputs.program else ""
+        return shown(
+            ctx,
+            f"export the slashing-protection history in {inputs.data_dir} to {inputs.file} "
+            f"with {inputs.lodestar}{guard}",
+        )
+
+    def run(self, inputs: ExportInputs, ctx: ActionContext) -> dict[str, Any]:
+        _require_stopped(ctx, self.name, inputs, "a running client holds its database")
+        path = Path(inputs.file)
+        found = export_to(ctx, self.name, inputs, path, f"exporting {inputs.data_dir}")
+        return {"file": str(path), "sha256": sha256_of(path), **_summary(found)}
+
+
+class ImportInputs(_Guarded):
+    file: AbsoluteFile
+    beacon_url: HttpUrlText  # required: the CLI checks the chain there
+    sha256: str | None = None
+
+
+class ValidatorProtectionImport(Action):
+    name = "validator.protection_import"
+    description = (
+        "Import an EIP-3076 interchange into a stopped validator client's slashing protection."
+    )
+    # Importing the same history twice leaves the same high-water marks.
+    idempotent = True
+    Inputs = ImportInputs
+    outputs: ClassVar[dict[str, str]] = {
+        "file": "the interchange imported",
+        "keys": "how many keys it held",
+        "marks": "per key (shortened): the marks imported",
+    }
+
+    def plan(self, inputs: ImportInputs, ctx: ActionContext) -> str:
+        plan_check(ctx, self.name, inputs)
+        check = f" (checked against sha256 {inputs.sha256[:12]}…)" if inputs.sha256 else ""
+        return shown(
+            ctx,
+            f"import {inputs.file}{check} into the slashing protection in {inputs.data_dir} "
+            f"with {inputs.lodestar} (beacon node {inputs.beacon_url})",
+        )
+
+    def run(self, inputs: ImportInputs, ctx: ActionContext) -> dict[str, Any]:
+        _require_stopped(ctx, self.name, inputs, "a running client holds its database")
+        path = Path(inputs.file)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise PermanentError(shown(ctx, f"cannot read {path}: {exc.strerror}")) from None
+        if inputs.sha256 and sha256_of(path) != inputs.sha256.lower():
+            raise PermanentError(
+                shown(ctx, f"{path} is not the file exported (its SHA-256 differs)")
+            )
+        found = parse(text, str(path))
+        # The CLI asks the beacon node for the genesis validators root: check the egress
+        # policy here, as the CLI's own connection cannot be.
+        with BeaconApi(ctx, self.name, inputs.beacon_url, 10.0) as api:
+            genesis = api.get("/eth/v1/beacon/genesis")
+        root = str(genesis.get("genesis_validators_root", "")).lower()
+        if root != found.genesis_validators_root:
+            raise PermanentError(
+                shown(
+                    ctx,
+                    f"{path} is the history of another chain (genesis validators root "
+                    f"{found.genesis_validators_root[:12]}…, the beacon node's {root[:12]}…)",
+                )
+            )
+        run_cli(
+            ctx,
+            self.name,
+            inputs,
+            ["import", "--file", str(path)],
+            f"importing into {inputs.data_dir}",
+        )
+        summary = _summary(found)
+        return {"file": str(path), "keys": summary["keys"], "marks": summary["marks"]}
+
+
+class VerifyInputs(LodestarInputs):
+    file: AbsoluteFile  # the source's interchange
+
+
+class ValidatorProtectionVerify(Action):
+    """Export the target's history (to a temporary file) and compare it with the source's,
+    key by key. Fails (permanently: a person must look) when any key of the source is
+    missing at the target or has lower marks there."""
+
+    name = "validator.protection_verify"
+    description = (
+        "Check that a validator client's slashing protection covers the history exported "
+        "from another (every key, highest block slot and attestation epochs)."
+    )
+    idempotent = True
+    Inputs = VerifyInputs
+    outputs: ClassVar[dict[str, str]] = {
+        "covered": "true: every key of the source is covered at the target",
+        "keys": "how many keys the source holds",
+        "checked": "per key (shortened): source and target marks",
+    }
+
+    def plan(self, inputs: VerifyInputs, ctx: ActionContext) -> str:
+        plan_check(ctx, self.name, inputs)
+        return shown(
+            ctx,
+            f"export the slashing-protection history in {inputs.data_dir} and check it covers "
+            f"every key of {inputs.file} (highest block slot, source and target epochs)",
+        )
+
+    def run(self, inputs: VerifyInputs, ctx: ActionContext) -> dict[str, Any]:
+        try:
+            source = parse(Path(inputs.file).read_text(), inputs.file)
+        except OSError as exc:
+            raise PermanentError(shown(ctx, f"cannot read {inputs.file}: {exc.strerror}")) from None
+        with tempfile.TemporaryDirectory(prefix="incidentbot-verify-") as tmp:
+            target = export_to(
+                ctx, self.name, inputs, Path(tmp) / "target.json", f"exporting {inputs.data_dir}"
+            )
+        if source.keys and target.genesis_validators_root != source.genesis_validators_root:
+            raise PermanentError(
+                shown(ctx, f"{inputs.data_dir} holds the history of another chain")
+            )
+        checked, problems = [], []
+        for pubkey, marks in sorted(source.keys.items()):
+            have = target.keys.get(pubkey)
+            gaps = covers(have, marks)
+            checked.append(
+                {
+                    "pubkey": short(pubkey),
+                    "source": marks.as_dict() | {"pubkey": short(pubkey)},
+                    "target": (have.as_dict() | {"pubkey": short(pubkey)}) if have else None,
+                    "covered": not gaps,
+                }
+            )
+            if gaps:
+                problems.append(f"{short(pubkey)}: {', '.join(gaps)}")
+        if problems:
+            raise PermanentError(
+                shown(
+                    ctx,
+                    f"the slashing protection in {inputs.data_dir} does not cover the source's "
+                    f"history ({'; '.join(problems)}): starting that client could double-sign",
+                )
+            )
+        return {"covered": True, "keys": len(source.keys), "checked": checked}
