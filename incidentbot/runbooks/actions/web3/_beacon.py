@@ -86,9 +86,12 @@ class BeaconApi:
             return self.http.request(method, url, params=params, json=body)
         except httpx.HTTPError as exc:
             failure = classify(exc)
-            raise type(failure)(
-                shown(self.ctx, f"{method} {masked_url(url)}: {failure.message}")
-            ) from None
+            message = shown(self.ctx, f"{method} {masked_url(url)}: {failure.message}")
+            # A read that got no answer changed nothing: trying again is safe (also after a
+            # timeout). Only a request that can never work is permanent.
+            if failure.kind == "permanent":
+                raise PermanentError(message) from None
+            raise RetryableError(message) from None
 
     def data(self, method: str, path: str, *, params: Any = None, body: Any = None) -> Any:
         """The ``data`` of a 200 answer (BeaconApiError for another status)."""

@@ -11,8 +11,10 @@ permanently: a person must find that signer before anything else runs.
 ``validator.start`` starts a client, by default only if it runs with doppelgänger protection
 (read from supervisord's configuration: Lodestar's ``--doppelgangerProtectionEnabled``) and
 only if its keys are not live right now. With ``confirm`` it waits until the keys are seen
-active and the client still runs; a client that exits meanwhile found its keys live elsewhere
-(doppelgänger protection) or failed, and the step fails saying so.
+active in an epoch after its doppelgänger window with the client still running (liveness
+cannot tell who signed: earlier activity may be another client's); a client that exits
+meanwhile found its keys live elsewhere (doppelgänger protection) or failed, and the step
+fails saying so.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from incidentbot.runbooks.actions.web3.supervisor import STOPPED_STATES, start, 
 from incidentbot.runbooks.egress import policy_of
 
 Indices = Annotated[list[int], BeforeValidator(index_list)]
+# Epochs after a start before activity counts as the started client's: doppelgänger
+# protection watches at least one epoch (Lodestar: the one after it registered the keys)
+# before it signs or exits.
+CONFIRM_AFTER_EPOCHS = 3
 DOPPELGANGER_FLAGS = (
     "--doppelgangerProtectionEnabled",
     "--doppelganger-protection",
@@ -222,7 +228,8 @@ class ValidatorStart(Action):
         "pid": "its pid",
         "state": "its supervisord state",
         "doppelganger": "whether its command line enables doppelgänger protection",
-        "live_epoch": "with confirm: the epoch its keys were first seen active",
+        "live_epoch": "with confirm: the first epoch after its doppelgänger window in which "
+        "all its keys were active (it still running)",
     }
 
     def plan(self, inputs: StartInputs, ctx: ActionContext) -> str:
@@ -268,36 +275,7 @@ class ValidatorStart(Action):
             info = start(ctx, client, inputs.program, wait=True, timeout=min(inputs.timeout, 120))
             live_epoch = None
             if inputs.confirm:
-                clock = api.clock()
-
-                def check() -> tuple[int | None, str]:
-                    now = client.state(inputs.program)
-                    if now.state != "RUNNING":
-                        raise PermanentError(
-                            shown(
-                                ctx,
-                                f"{inputs.program} exited ({now.state}, {now.description}) "
-                                "before its keys were seen active: doppelgänger protection "
-                                "may have found them live elsewhere; see its log",
-                            )
-                        )
-                    epoch = clock.epoch()
-                    try:
-                        seen = api.liveness(epoch, inputs.indices)
-                    except BeaconApiError as exc:
-                        return None, str(exc)
-                    live = [i for i, yes in seen.items() if yes]
-                    if len(live) == len(inputs.indices):
-                        return epoch, ""
-                    return None, f"epoch {epoch}: {len(live)} of {len(inputs.indices)} active"
-
-                live_epoch = wait_until(
-                    ctx,
-                    check,
-                    timeout=inputs.timeout,
-                    what=f"{inputs.program}'s keys to be active",
-                    interval=2.0,
-                )
+                live_epoch = self._confirm(ctx, inputs, client, api)
         return {
             "program": inputs.program,
             "pid": info.pid,
@@ -305,3 +283,44 @@ class ValidatorStart(Action):
             "doppelganger": protected,
             "live_epoch": live_epoch,
         }
+
+    def _confirm(
+        self, ctx: ActionContext, inputs: StartInputs, client: SupervisorClient, api: BeaconApi
+    ) -> int:
+        """Until the keys are active in a whole epoch after the client's doppelgänger window,
+        with the client still running. Liveness cannot tell who signed, so only an epoch
+        after that window counts: a client that found its keys live elsewhere has exited by
+        then."""
+        clock = api.clock()
+        first = clock.epoch() + CONFIRM_AFTER_EPOCHS
+
+        def check() -> tuple[int | None, str]:
+            now = client.state(inputs.program)
+            if now.state != "RUNNING":
+                raise PermanentError(
+                    shown(
+                        ctx,
+                        f"{inputs.program} exited ({now.state}, {now.description}) before its "
+                        "keys were confirmed active: doppelgänger protection may have found "
+                        "them live elsewhere; see its log",
+                    )
+                )
+            epoch = clock.epoch() - 1  # the last complete epoch
+            if epoch < first:
+                return None, f"epoch {epoch + 1}, confirming from epoch {first}"
+            try:
+                seen = api.liveness(epoch, inputs.indices)
+            except BeaconApiError as exc:
+                return None, str(exc)
+            live = [i for i, yes in seen.items() if yes]
+            if len(live) == len(inputs.indices):
+                return epoch, ""
+            return None, f"epoch {epoch}: {len(live)} of {len(inputs.indices)} active"
+
+        return wait_until(
+            ctx,
+            check,
+            timeout=inputs.timeout,
+            what=f"{inputs.program}'s keys to be active",
+            interval=2.0,
+        )

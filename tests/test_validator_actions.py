@@ -1,0 +1,286 @@
+"""The validator actions against the consensus lab (real Lodestar): beacon reads, a proven
+stop, slashing-protection export/import/verify, a guarded start, and the whole move of keys
+6 and 7 from validator client A to B without a slashing on chain.
+
+One devnet serves the module (``consensus_support``): every wait is on a condition with a
+generous timeout (an epoch is 16 s), never on the clock. The move runs last; the fixture
+then puts A back in charge (B stopped, A started with doppelgänger protection).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from incidentbot.config import Settings
+from incidentbot.ledger.actions import PermanentError, RetryableError
+from incidentbot.runbooks.actions import ActionContext, Services, registry
+from incidentbot.runbooks.config import RunbookSettings
+from incidentbot.runbooks.egress import EgressRefused
+from incidentbot.sandbox.lab import Lab
+from tests import consensus_support
+from tests.consensus_support import egress, head_slot, needs_consensus, slashings
+from tests.egress_support import LOCAL_POLICY
+from tests.lab_support import wait_for
+
+pytestmark = needs_consensus
+consensus_lab, healthy_consensus = (
+    consensus_support.consensus_lab,
+    consensus_support.healthy_consensus,
+)  # the fixtures
+KEYS = [6, 7]
+
+
+def _ctx(lab: Lab, tmp_path: Path) -> ActionContext:
+    cl = lab.runbook_vars()["consensus"]
+    settings = Settings(
+        data_dir=tmp_path / "data", runbooks=RunbookSettings(shell_allow=[cl["lodestar"][1]])
+    )
+    return ActionContext(
+        run_id=7, step_id="step", services=Services(settings=settings, egress=egress(lab))
+    )
+
+
+def _run(name: str, data: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    action = registry.get(name)
+    assert action is not None
+    inputs = action.validate(data)
+    assert action.plan(inputs, ctx)  # plans first, as a run does
+    return action.run(inputs, ctx)
+
+
+def _cl(lab: Lab) -> dict[str, Any]:
+    return lab.runbook_vars()["consensus"]
+
+
+def _cli(lab: Lab, program: str) -> dict[str, Any]:
+    cl = _cl(lab)
+    return {
+        "lodestar": cl["lodestar"][1],
+        "network": "dev",
+        "preset": "minimal",
+        "params": {"SECONDS_PER_SLOT": "2"},
+        "data_dir": cl["validators"][program]["data_dir"],
+    }
+
+
+def _client(lab: Lab, program: str) -> dict[str, Any]:
+    cl = _cl(lab)
+    return {
+        "socket": cl["supervisor"],
+        "program": program,
+        "beacon_url": cl["beacon"],
+        "indices": KEYS,
+    }
+
+
+def _wait_live(lab: Lab, ctx: ActionContext) -> dict[str, Any]:
+    """Until A's keys (past doppelgänger protection) are seen active in an epoch."""
+
+    def check() -> dict[str, Any] | None:
+        out = _run("beacon.liveness", {"url": _cl(lab)["beacon"], "indices": KEYS}, ctx)
+        return out if out["all_live"] else None
+
+    return wait_for(check, "A's keys to be live", 240)
+
+
+@pytest.fixture(scope="module")
+def chain(consensus_lab: Lab) -> Lab:
+    """The devnet with its first blocks, and A's keys signing."""
+    wait_for(lambda: (head_slot(consensus_lab) or 0) > 0, "a first block", 120)
+    return consensus_lab
+
+
+def test_beacon_reads(chain: Lab, tmp_path: Path) -> None:
+    ctx, url = _ctx(chain, tmp_path), _cl(chain)["beacon"]
+    head = _run("beacon.head", {"url": url}, ctx)
+    assert head["head_slot"] > 0 and head["lag_slots"] >= 0
+    assert head["epoch"] == head["clock_slot"] // 8
+    assert head["finalized_epoch"] <= head["justified_epoch"] <= head["epoch"]
+    # A's keys are seen attesting.
+    live = _wait_live(chain, ctx)
+    # Lodestar 1.5 answers the GET form (the standard POST is a 404 there).
+    assert live["endpoint"] == "/eth/v1/validator/liveness" and live["live"] == KEYS
+    duties = _run("beacon.duties", {"url": url, "indices": "6..7"}, ctx)
+    assert sorted(d["index"] for d in duties["attester"]) == KEYS
+    perf = _run("beacon.performance", {"url": url, "indices": "0..7"}, ctx)
+    assert perf["epoch"] >= live["epoch"]
+    assert set(perf["attested"]) | set(perf["missed_attestations"]) == set(range(8))
+    assert all(p["index"] in range(8) for p in perf["proposed"])
+    # A node that does not answer: retryable (nothing happened); a URL the policy refuses:
+    # refused before anything is sent.
+    with pytest.raises(RetryableError, match="Connection refused"):
+        _run("beacon.head", {"url": "http://127.0.0.1:9", "timeout": 2}, ctx)
+    with pytest.raises(EgressRefused):
+        _run("beacon.head", {"url": "http://169.254.169.254"}, ctx)
+
+
+def test_the_standard_liveness_endpoint_is_used_where_the_node_has_it(tmp_path: Path) -> None:
+    """A node that answers POST /eth/v1/validator/liveness/{epoch} is asked that way."""
+    seen: list[tuple[str, str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            seen.append(("GET", self.path, None))
+            if self.path.startswith("/eth/v1/beacon/genesis"):
+                self._answer({"data": {"genesis_time": "0"}})
+            else:
+                self._answer({"data": {"SECONDS_PER_SLOT": "12", "SLOTS_PER_EPOCH": "32"}})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(("POST", self.path, body))
+            self._answer({"data": [{"index": i, "is_live": i == "6"} for i in body]})
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        ctx = ActionContext(run_id=1, step_id="s", services=Services(egress=LOCAL_POLICY))
+        out = _run("beacon.liveness", {"url": url, "indices": [6, 7], "epoch": 5}, ctx)
+    finally:
+        server.shutdown()
+    assert out["live"] == [6] and out["not_live"] == [7] and not out["all_live"]
+    assert out["endpoint"] == "/eth/v1/validator/liveness/{epoch}"
+    assert ("POST", "/eth/v1/validator/liveness/5", ["6", "7"]) in seen
+
+
+def test_starting_a_second_client_while_the_keys_sign_is_refused(
+    chain: Lab, tmp_path: Path
+) -> None:
+    """B is not started while A signs with the keys; a client without doppelgänger
+    protection is not started at all; A cannot be proven stopped while it runs elsewhere."""
+    ctx = _ctx(chain, tmp_path)
+    _wait_live(chain, ctx)
+    with pytest.raises(PermanentError, match="another client signs with them; not starting"):
+        _run("validator.start", _client(chain, "validator-b"), ctx)
+    assert chain.supervisor.state("validator-b").state == "STOPPED"
+    # The beacon program's command line has no doppelgänger protection.
+    with pytest.raises(PermanentError, match="does not run with doppelgänger protection"):
+        _run("validator.start", {**_client(chain, "beacon"), "refuse_if_live": False}, ctx)
+    # "Stopping" B (already stopped) cannot prove the keys quiet: A signs with them.
+    with pytest.raises(PermanentError, match="another client signs with these keys"):
+        _run("validator.stop", {**_client(chain, "validator-b"), "epochs": 1}, ctx)
+    # A's database cannot be exported while A runs.
+    out = tmp_path / "a.json"
+    with pytest.raises(PermanentError, match="validator-a is RUNNING"):
+        _run(
+            "validator.protection_export",
+            {
+                **_cli(chain, "validator-a"),
+                "file": str(out),
+                "socket": _cl(chain)["supervisor"],
+                "program": "validator-a",
+            },
+            ctx,
+        )
+    assert not out.exists()
+
+
+def test_doppelganger_protection_stops_a_second_client(chain: Lab, tmp_path: Path) -> None:
+    """Told to skip the liveness check, B starts while A signs: its doppelgänger protection
+    sees the keys live and it exits without signing; the step fails saying so."""
+    ctx = _ctx(chain, tmp_path)
+    with pytest.raises(PermanentError, match="doppelgänger protection may have found them"):
+        _run(
+            "validator.start",
+            {**_client(chain, "validator-b"), "refuse_if_live": False, "confirm": True},
+            ctx,
+        )
+    assert chain.supervisor.state("validator-b").state in ("EXITED", "FATAL", "BACKOFF")
+    assert slashings(chain) == ([], [])
+
+
+def test_move_keys_from_a_to_b(chain: Lab, tmp_path: Path) -> None:
+    """Stop A with proof, move its slashing protection to B, verify it, start B: B signs,
+    the histories agree, and the beacon node saw no slashing."""
+    ctx, share = _ctx(chain, tmp_path), tmp_path / "move"
+    _wait_live(chain, ctx)
+    stopped = _run("validator.stop", {**_client(chain, "validator-a"), "epochs": 1}, ctx)
+    assert stopped["state"] == "STOPPED" and len(stopped["epochs_checked"]) == 1
+    assert not any(p.pid == stopped["pid_before"] for p in chain.processes())
+    exported = _run(
+        "validator.protection_export",
+        {
+            **_cli(chain, "validator-a"),
+            "file": str(share / "a.json"),
+            "socket": _cl(chain)["supervisor"],
+            "program": "validator-a",
+        },
+        ctx,
+    )
+    assert exported["keys"] == 2 and exported["dropped"] == 2  # Lodestar 1.5's metadata rows
+    assert all(m["max_target_epoch"] is not None for m in exported["marks"])
+    source = json.loads((share / "a.json").read_text())
+    assert len(source["data"]) == 2
+    # No key material in what the step returns or wrote: public keys and signing roots only.
+    text = json.dumps(exported) + (share / "a.json").read_text()
+    assert not re.search(r"secret|private|password|keystore", text, re.IGNORECASE)
+    # Verify before the import: B knows nothing of these keys, and says so.
+    with pytest.raises(PermanentError, match="does not cover the source's history"):
+        _run(
+            "validator.protection_verify",
+            {
+                **_cli(chain, "validator-b"),
+                "file": str(share / "a.json"),
+                "beacon_url": _cl(chain)["beacon"],
+            },
+            ctx,
+        )
+    _run(
+        "validator.protection_import",
+        {
+            **_cli(chain, "validator-b"),
+            "file": str(share / "a.json"),
+            "sha256": exported["sha256"],
+            "beacon_url": _cl(chain)["beacon"],
+            "socket": _cl(chain)["supervisor"],
+            "program": "validator-b",
+        },
+        ctx,
+    )
+    verified = _run(
+        "validator.protection_verify",
+        {
+            **_cli(chain, "validator-b"),
+            "file": str(share / "a.json"),
+            "beacon_url": _cl(chain)["beacon"],
+        },
+        ctx,
+    )
+    assert verified["covered"] and verified["keys"] == 2
+    # A source claiming later history than B has is not covered.
+    ahead = json.loads((share / "a.json").read_text())
+    ahead["data"][0]["signed_blocks"].append({"slot": "999999"})
+    (share / "ahead.json").write_text(json.dumps(ahead))
+    with pytest.raises(PermanentError, match=r"block slot \d+ < 999999"):
+        _run(
+            "validator.protection_verify",
+            {
+                **_cli(chain, "validator-b"),
+                "file": str(share / "ahead.json"),
+                "beacon_url": _cl(chain)["beacon"],
+            },
+            ctx,
+        )
+    started = _run("validator.start", {**_client(chain, "validator-b"), "confirm": True}, ctx)
+    assert started["doppelganger"] and started["live_epoch"] is not None
+    assert chain.supervisor.state("validator-a").state == "STOPPED"
+    assert slashings(chain) == ([], [])
