@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +41,16 @@ def consensus_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         yield running
     finally:
-        running.down()
+        # `lab down` from another process finds the Lodestar programs and stops them (the
+        # beacon node is SIGKILLed by supervisord if it lingers).
+        down = subprocess.run(
+            [sys.executable, "-m", "incidentbot.cli", "lab", "down", "--dir", str(running.dir)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if down.returncode != 0:
+            running.down()
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.count("lodestar") == 2  # the beacon node and A
     assert running.processes() == []
 
 

@@ -56,7 +56,8 @@ def test_status_from_another_process_shows_the_devnet(consensus_lab: Lab) -> Non
     cl = settings["vars"]["consensus"]
     assert cl["beacon"] == beacon_url(consensus_lab)
     assert cl["validators"]["validator-b"]["indices"] == [6, 7]
-    assert settings["shell_allow"] == [cl["lodestar"][1]]
+    assert settings["shell_allow"] == [cl["lodestar"][1]] == [cl["cli"]["lodestar"]]
+    assert cl["cli"]["params"] == {"SECONDS_PER_SLOT": "2"}
 
 
 def test_a_frozen_beacon_node_stops_answering_until_thawed(consensus_lab: Lab) -> None:

@@ -283,6 +283,14 @@ def runbook_vars(config: ConsensusConfig, root: Path, supervisor_sock: Path) -> 
         "beacon": config.beacon_url,
         "supervisor": str(supervisor_sock),
         "lodestar": [config.node, config.lodestar],
+        # What the slashing-protection actions take: the CLI (it runs with `node` from
+        # PATH) and how it reaches this devnet's chain configuration.
+        "cli": {
+            "lodestar": config.lodestar,
+            "network": NETWORK,
+            "preset": "minimal",
+            "params": {"SECONDS_PER_SLOT": str(config.seconds_per_slot)},
+        },
         "network": NETWORK,
         "validators": validators,
         "source": VALIDATOR_A,

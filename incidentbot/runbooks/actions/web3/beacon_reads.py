@@ -102,6 +102,20 @@ def _epoch(api: BeaconApi, asked: int | None) -> int:
     return asked if asked is not None else max(0, current - 1)
 
 
+def _liveness(api: BeaconApi, asked: int | None, indices: list[int]) -> tuple[int, dict]:
+    """Liveness in ``asked``, else in the previous epoch. The node answers only for its
+    current and previous epoch, so when an epoch ended between reading the clock and asking
+    (a busy node, a slow answer), the previous epoch is worked out again, once."""
+    epoch = _epoch(api, asked)
+    try:
+        return epoch, api.liveness(epoch, indices)
+    except BeaconApiError as exc:
+        if asked is not None or exc.status not in (400, 500) or _epoch(api, None) == epoch:
+            raise
+    epoch = _epoch(api, None)
+    return epoch, api.liveness(epoch, indices)
+
+
 class BeaconLiveness(_BeaconRead):
     name = "beacon.liveness"
     description = "Which validators were seen active (attesting or proposing) in an epoch."
@@ -117,8 +131,7 @@ class BeaconLiveness(_BeaconRead):
 
     def run(self, inputs: EpochInputs, ctx: ActionContext) -> dict[str, Any]:
         with BeaconApi(ctx, self.name, inputs.url, inputs.timeout) as api:
-            epoch = _epoch(api, inputs.epoch)
-            seen = api.liveness(epoch, inputs.indices)
+            epoch, seen = _liveness(api, inputs.epoch, inputs.indices)
             used = api.liveness_endpoint
         live = [i for i in inputs.indices if seen.get(i)]
         return {
@@ -204,8 +217,7 @@ class BeaconPerformance(_BeaconRead):
         wanted = set(inputs.indices)
         with BeaconApi(ctx, self.name, inputs.url, inputs.timeout) as api:
             clock = api.clock()
-            epoch = inputs.epoch if inputs.epoch is not None else max(0, clock.epoch() - 1)
-            seen = api.liveness(epoch, inputs.indices)
+            epoch, seen = _liveness(api, inputs.epoch, inputs.indices)
             used = api.liveness_endpoint
             first = epoch * clock.slots_per_epoch
             proposed = []

@@ -26,13 +26,14 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from incidentbot.infra.supervisor import SupervisorClient
-from incidentbot.ledger.actions import PermanentError
+from incidentbot.ledger.actions import PermanentError, RetryableError
 from incidentbot.runbooks.actions._common import fmt_seconds, shown
 from incidentbot.runbooks.actions.base import Action, ActionContext
 from incidentbot.runbooks.actions.web3._beacon import BeaconApi, BeaconApiError, index_list
 from incidentbot.runbooks.actions.web3._util import (
     HttpUrlText,
     Timeout,
+    after_change,
     program_name,
     supervisor_socket,
     wait_until,
@@ -150,6 +151,16 @@ class ValidatorStop(Action):
                     "still runs",
                 )
             )
+        try:
+            return self._prove(ctx, inputs, client, before.pid)
+        except RetryableError as exc:
+            # The client is stopped by now: never "nothing happened".
+            raise after_change(ctx, exc, f"{inputs.program} was stopped") from None
+
+    def _prove(
+        self, ctx: ActionContext, inputs: StopInputs, client: SupervisorClient, pid: int | None
+    ) -> dict[str, Any]:
+        """Watch the epochs after the stop for the keys (PermanentError if seen)."""
         with BeaconApi(ctx, self.name, inputs.beacon_url, 10.0) as api:
             clock = api.clock()
             stopped_epoch = clock.epoch()
@@ -158,8 +169,8 @@ class ValidatorStop(Action):
             state = {"next": stopped_epoch + 1}
 
             def check() -> tuple[bool | None, str]:
-                if not process_gone(before.pid):
-                    raise PermanentError(shown(ctx, f"pid {before.pid} runs again"))
+                if not process_gone(pid):
+                    raise PermanentError(shown(ctx, f"pid {pid} runs again"))
                 current = clock.epoch()
                 epoch = state["next"]
                 if current <= epoch:
@@ -177,7 +188,7 @@ class ValidatorStop(Action):
                         shown(
                             ctx,
                             f"validators {', '.join(map(str, live))} were active in epoch "
-                            f"{epoch}, after {inputs.program} stopped (pid {before.pid} is gone):"
+                            f"{epoch}, after {inputs.program} stopped (pid {pid} is gone):"
                             " another client signs with these keys; find it before starting "
                             "any other",
                         )
@@ -197,7 +208,7 @@ class ValidatorStop(Action):
             )
         return {
             "program": inputs.program,
-            "pid_before": before.pid,
+            "pid_before": pid,
             "state": client.state(inputs.program).state,
             "stopped_epoch": stopped_epoch,
             "epochs_checked": checked,
@@ -275,7 +286,10 @@ class ValidatorStart(Action):
             info = start(ctx, client, inputs.program, wait=True, timeout=min(inputs.timeout, 120))
             live_epoch = None
             if inputs.confirm:
-                live_epoch = self._confirm(ctx, inputs, client, api)
+                try:
+                    live_epoch = self._confirm(ctx, inputs, client, api)
+                except RetryableError as exc:
+                    raise after_change(ctx, exc, f"{inputs.program} was started") from None
         return {
             "program": inputs.program,
             "pid": info.pid,
