@@ -14,6 +14,7 @@ Typical use::
 from incidentbot.ledger.actions import (
     ActionRegistry,
     Decision,
+    NeedsAttentionError,
     OutcomeUnknownError,
     PermanentError,
     RetryableError,
@@ -47,6 +48,7 @@ __all__ = [
     "LeaseLost",
     "LedgerEvent",
     "LockHeld",
+    "NeedsAttentionError",
     "OutcomeUnknownError",
     "ParkSpec",
     "PermanentError",

@@ -48,6 +48,12 @@ class OutcomeUnknownError(Exception):
     """
 
 
+class NeedsAttentionError(Exception):
+    """A person must look before anything else happens (a safety check refused to go on):
+    the run stops as ``needs_attention`` at this step, whether or not the step is idempotent,
+    keeping its lock; no retry and no rollback step runs on its own."""
+
+
 @dataclass(frozen=True)
 class Decision:
     """The outside decision a parked step waited for (``expired`` if nobody decided in time)."""
@@ -151,7 +157,7 @@ action = registry.action
 
 @dataclass(frozen=True)
 class Verdict:
-    kind: Literal["retry", "unknown", "permanent"]
+    kind: Literal["retry", "unknown", "permanent", "attention"]
     message: str
     retry_after: float | None = None
     rollback: bool = True  # False: the step did nothing, so its rollback steps do not run
@@ -177,7 +183,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, RetryableError | PermanentError | OutcomeUnknownError):  # incl. NotStarted
+    own = (RetryableError, PermanentError, OutcomeUnknownError, NeedsAttentionError)
+    if isinstance(exc, own):  # incl. NotStarted
         return redact_text(text)  # the action's own words: the class adds nothing
     return redact_text(f"{type(exc).__name__}: {text}" if str(exc).strip() else text)
 
@@ -188,6 +195,8 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict("retry", _describe(exc), exc.retry_after)
     if isinstance(exc, OutcomeUnknownError):
         return Verdict("unknown", _describe(exc))
+    if isinstance(exc, NeedsAttentionError):
+        return Verdict("attention", _describe(exc), rollback=False)
     if isinstance(exc, PermanentError):
         return Verdict("permanent", _describe(exc), rollback=not isinstance(exc, NotStartedError))
     if isinstance(exc, ExternalError):  # an adapter's own verdict (Slack, PagerDuty)

@@ -267,6 +267,9 @@ def finish_step(
     if verdict.kind == "unknown":
         _attention(session, run, step, now, _unknown(step, run, f"failed with {message}"))
         return False
+    if verdict.kind == "attention":
+        _attention(session, run, step, now, f"{step.label}: {message}")
+        return False
     if retryable:
         why = f"{step.label} failed after {step.attempts} attempts: {message}"
     else:

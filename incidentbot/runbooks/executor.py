@@ -28,6 +28,7 @@ from incidentbot.ledger import memory
 from incidentbot.ledger import service as ledger
 from incidentbot.ledger.actions import (
     ActionRegistry,
+    NeedsAttentionError,
     NotStartedError,
     OutcomeUnknownError,
     PermanentError,
@@ -36,7 +37,7 @@ from incidentbot.ledger.actions import (
     classify,
 )
 from incidentbot.ledger.models import STEP_SKIPPED
-from incidentbot.runbooks import engine, expr, planning, recovery, run_context
+from incidentbot.runbooks import engine, expr, keyguard, planning, recovery, run_context
 from incidentbot.runbooks.actions import ActionContext, Services, registry
 from incidentbot.runbooks.actions.base import Action
 from incidentbot.runbooks.definition import RollbackStep, format_seconds
@@ -166,6 +167,10 @@ class RunbookActions:
             mask=mask,
             progress=lambda line: self._progress(ctx.run_id, step.id, mask(line)),
         )
+        effect = keyguard.effect_of(action)
+        if effect is not None:  # the double-sign interlock, in its own commit before the effect
+            with db.transaction(self.engine) as s:
+                keyguard.admit(s, ctx.run_id, ctx.step_index, ctx.attempt, action, inputs, step.id)
         try:
             actx.remembered = self._remember(ctx, action, inputs, actx)
             if step.wait_until is not None:
@@ -173,6 +178,8 @@ class RunbookActions:
             else:
                 outputs = action.run(inputs, actx) or {}
         except Exception as exc:
+            if effect == keyguard.VERIFIES and classify(exc).kind == "permanent":
+                raise NeedsAttentionError(mask(keyguard.unverified(step.id, str(exc)))) from None
             raise _masked(exc, mask) from None
         return run_context.mask_value(outputs, mask)
 
@@ -219,7 +226,7 @@ class RunbookActions:
                 raise PermanentError(actx.mask(str(exc))) from None
             except Exception as exc:
                 verdict = classify(exc)
-                if verdict.kind == "permanent":
+                if verdict.kind in ("permanent", "attention"):
                     raise
                 last = f"last error {actx.mask(verdict.message)}"
             if polls == 1 or polls % 10 == 0:
@@ -248,7 +255,7 @@ def _masked(exc: BaseException, mask: Callable[[str], str]) -> Exception:
     """The same verdict as ``exc``, with the run's secrets masked out of its message."""
     if isinstance(exc, RetryableError):
         return RetryableError(mask(str(exc)), exc.retry_after)
-    if isinstance(exc, OutcomeUnknownError | PermanentError):
+    if isinstance(exc, OutcomeUnknownError | PermanentError | NeedsAttentionError):
         return type(exc)(mask(str(exc)))
     verdict = classify(exc)
     message = mask(verdict.message)

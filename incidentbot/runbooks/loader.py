@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from incidentbot.runbooks import recovery
+from incidentbot.runbooks import keyguard, recovery
 from incidentbot.runbooks.checker import ActionRegistry, Checker
 from incidentbot.runbooks.definition import Runbook
 from incidentbot.runbooks.yaml_lines import Problem, format_loc, parse_yaml
@@ -203,6 +203,8 @@ def _check_text(
     checker.check(data)
     if runbook is not None:
         _check_skips(checker, runbook)
+        for loc, message in keyguard.check_runbook(runbook, actions):
+            checker.add(loc, message)
     problems = sorted(checker.problems, key=lambda p: p.line or 0)
     name = data.get("name")
     name_at = (name, lines.get(("name",))) if isinstance(name, str) else None

@@ -117,6 +117,19 @@ class Action:
     # True for actions that use the chat adapter: their steps run only in a process that has
     # one (the bot), never fail for lack of it in a bare worker.
     needs_chat: ClassVar[bool] = False
+    # The double-sign interlock (incidentbot.runbooks.keyguard): what the action does to a
+    # validator key set. ``signs``: it starts a client signing with the keys; ``proves_stopped``:
+    # it succeeds only once a client is proven to sign no more; ``imports_protection``: it
+    # imports slashing-protection history at a client; ``verifies_protection``: it succeeds only
+    # if a client's history covers the source's (and stops the run for attention if not).
+    # ``key_set_input`` and ``client_input`` name the inputs saying which key set and which
+    # client (or host) the step is about.
+    signs: ClassVar[bool] = False
+    proves_stopped: ClassVar[bool] = False
+    imports_protection: ClassVar[bool] = False
+    verifies_protection: ClassVar[bool] = False
+    key_set_input: ClassVar[str] = "key_set"
+    client_input: ClassVar[str] = "client"
 
     def validate(self, data: dict[str, Any]) -> BaseModel:
         """Inputs after templates were rendered; raises pydantic.ValidationError."""
