@@ -27,6 +27,7 @@ from incidentbot.action_items.config import ActionItemSettings
 from incidentbot.alerts.config import AlertsConfig, AlertSettings
 from incidentbot.config_urls import url_problems
 from incidentbot.handoff.config import HandoffSettings
+from incidentbot.impact.config import ImpactSettings
 from incidentbot.paging.config import PagerDutySettings
 from incidentbot.policy_models import (
     DEFAULT_FIELDS,
@@ -151,6 +152,7 @@ class Settings(BaseSettings):
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)
+    impact: ImpactSettings = Field(default_factory=ImpactSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -24,7 +24,7 @@ from incidentbot.config import Settings
 from incidentbot.durations import format_duration
 from incidentbot.incidents.models import ActionItem, Incident
 from incidentbot.paging.models import Page
-from incidentbot.postmortems import blameless, lifecycle
+from incidentbot.postmortems import blameless, chain, lifecycle
 from incidentbot.postmortems import metrics as pm_metrics
 from incidentbot.postmortems import participants as pm_participants
 from incidentbot.postmortems import rows as pm_rows
@@ -200,7 +200,8 @@ def build(
             )
             for name, label in pm_metrics.LABELS.items()
         ],
-        impact=[_metric_row(s) for s in pm_metrics.impact_spans(incident, fmt)],
+        impact=[_metric_row(s) for s in pm_metrics.impact_spans(incident, fmt)]
+        + chain.chain_rows(events),
         metrics=[_metric_row(s) for s in pm_metrics.response_metrics(incident, fmt)],
         order_problems=problems,
         severity_times=[

@@ -33,6 +33,7 @@ STALE_JOB = "reminders.stale"
 POSTMORTEM_JOB = "reminders.postmortems"
 ACTIONS_JOB = "reminders.action_items"
 ACK_JOB = "handoff.ack_reminders"
+IMPACT_JOB = "impact.sample"
 
 
 class HandoffJobs(Protocol):
@@ -78,6 +79,8 @@ def builtin_jobs(settings: Settings, services: Services | None) -> dict[str, Reg
                       timezone=tz, grace=DAILY_GRACE, idempotent=True),
         RegisteredJob(ACTIONS_JOB, bound(_action_items), cron="0 9 * * MON", timezone=tz,
                       grace=DAILY_GRACE, idempotent=True),
+        RegisteredJob(IMPACT_JOB, bound(_impact), every=settings.impact.every, grace=POLL_GRACE,
+                      idempotent=True, enabled=settings.impact.beacon_url is not None),
     ]  # fmt: skip
     rotations = settings.handoff.rotations
     for rotation in rotations:
@@ -121,6 +124,12 @@ def _status(svc: Services, ctx: JobContext) -> int:
     from incidentbot.reminders.status import StatusReminders
 
     return StatusReminders(svc.settings, svc.engine, svc.chat).check(utcnow())
+
+
+def _impact(svc: Services, ctx: JobContext) -> int:
+    from incidentbot.impact.sampler import sample
+
+    return sample(svc.engine, svc.settings, utcnow())
 
 
 def _digests(svc: Services) -> Any:
