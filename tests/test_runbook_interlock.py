@@ -21,6 +21,7 @@ from sqlmodel import select
 
 from incidentbot import db, ledger
 from incidentbot.config import Settings
+from incidentbot.errors import DomainError
 from incidentbot.ledger import control
 from incidentbot.ledger.worker import WorkerPool
 from incidentbot.runbooks import engine as rb_engine
@@ -253,11 +254,15 @@ def bot(engine, tmp_path: Path):  # type: ignore[no-untyped-def]
     return engine, settings
 
 
-def start(bot, data: dict[str, Any]) -> int:  # type: ignore[no-untyped-def]
-    """Start a run of ``data`` without `runbook validate` (as a forced or edited run would)."""
+def start(bot, data: dict[str, Any], *, force: bool = False) -> int:  # type: ignore[no-untyped-def]
+    """Start a run of ``data`` without `runbook validate`; ``force`` also drops what the plan
+    refused (as a bot that did not check, or a row written by hand, would)."""
     engine, settings = bot
     book = Runbook.model_validate(data)
     p = planning.plan(book, {"key_set": "ops"}, services=Services(settings=settings))
+    if force:
+        for planned in p.steps:
+            planned.problem = None
     with db.transaction(engine) as s:
         row = rb_engine.start(
             s, settings, p, key=str(uuid.uuid4()), requester="alice", incident=None, source="cli"
@@ -287,9 +292,31 @@ def test_the_safe_order_moves_the_keys_with_one_signer(bot, fleet):
     assert fleet.double_signs == []
 
 
+def test_the_plan_refuses_an_unsafe_order_and_a_source_that_is_the_target(bot, fleet):
+    _, settings = bot
+    with pytest.raises(DomainError) as refused:
+        start(bot, UNSAFE)
+    assert str(refused.value) == (
+        "the runbook cannot run as asked: step start_b: the double-sign interlock refuses it: "
+        "start_b starts signing with key set ops at b, but no earlier step proves the source "
+        "client stopped: a step that proves it stopped (e.g. validator.stop) must come first"
+    )
+    same = planning.plan(
+        Runbook.model_validate(SAFE),
+        {"key_set": "ops", "target": "a"},
+        services=Services(settings=settings),
+    )
+    assert same.problems == [
+        "step start_b: the double-sign interlock refuses it: start_b starts signing with key "
+        "set ops at a, but no earlier step proves the source client stopped: a step that "
+        "proves it stopped (e.g. validator.stop) must come first"
+    ]
+    assert fleet.calls == []
+
+
 def test_an_unsafe_runbook_forced_past_validation_is_stopped_before_b_signs(bot, fleet):
     engine, _ = bot
-    run = work(engine, start(bot, UNSAFE))
+    run = work(engine, start(bot, UNSAFE, force=True))
     assert run.status == "needs_attention"
     assert run.error == (
         "step 1 'start_b': interlock refused: start_b starts signing with key set ops at b, "

@@ -181,6 +181,35 @@ def check_runbook(runbook: Runbook, actions: Any) -> list[tuple[tuple[Any, ...],
     return sorted(problems.items(), key=lambda item: [str(p) for p in item[0]])
 
 
+def plan_problems(
+    planned: Iterable[Any], rendered: dict[str, dict[str, Any]], actions: Any
+) -> dict[str, str]:
+    """The rule on a plan's main steps with the values as rendered (``source`` and ``target``
+    given the same client are caught here, before anything runs): step id -> why.
+    ``rendered`` holds the unmasked rendered inputs of the key steps. Steps a false ``when``
+    skips are left out; from a step whose key set or client is known only at run time on,
+    the run's own check decides."""
+    path: list[KeyStep] = []
+    out: dict[str, str] = {}
+    for step in planned:
+        action = actions.get(step.uses)
+        effect = effect_of(action)
+        if effect is None or step.rollback_for is not None or step.will_run is False:
+            continue
+        inputs = rendered.get(step.id, {})
+        keys = inputs.get(action.key_set_input)
+        client = inputs.get(action.client_input)
+        if "⟨" in json.dumps([keys, client], default=str, ensure_ascii=False):
+            return out
+        current = KeyStep(effect, _canonical(keys), _canonical(client), step.id)
+        if effect == SIGNS:
+            why = rule_problem(current, path)
+            if why:
+                out[step.id] = f"the double-sign interlock refuses it: {step.id} {why}"
+        path.append(current)
+    return out
+
+
 # -- the run ------------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from incidentbot.errors import DomainError
-from incidentbot.runbooks import expr
+from incidentbot.runbooks import expr, keyguard
 from incidentbot.runbooks.actions import ActionContext, IncidentInfo, Services, registry
 from incidentbot.runbooks.definition import RollbackStep, Runbook, format_seconds
 from incidentbot.runbooks.egress import EgressRefused
@@ -128,7 +128,28 @@ def plan(
         result.steps.append(
             _plan_step(step, ctx_vars, mask, owners.get(step.id), services, incident)
         )
+    _interlock(runbook, result, ctx_vars, mask)
     return result
+
+
+def _interlock(
+    runbook: Runbook, result: Plan, ctx_vars: dict[str, Any], mask: Callable[[str], str]
+) -> None:
+    """A plan whose signing step breaks the double-sign interlock with these params cannot
+    start (see :mod:`incidentbot.runbooks.keyguard`)."""
+    try:
+        rendered = {
+            step.id: expr.render_plan(step.with_, ctx_vars)
+            for step in runbook.steps
+            if keyguard.effect_of(registry.get(step.uses)) is not None
+        }
+    except expr.ExpressionError:
+        return  # the step itself says what is wrong with its inputs
+    refused = keyguard.plan_problems(result.steps, rendered, registry)
+    for planned in result.steps:
+        if planned.id in refused and planned.problem is None:
+            planned.problem = mask(refused[planned.id])
+            planned.does = f"{planned.does} — {planned.problem}"
 
 
 def _plan_step(
