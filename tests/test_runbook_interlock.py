@@ -69,6 +69,8 @@ class KeyInputs(BaseModel):
 
 class _KeyAction(Action):
     Inputs = KeyInputs
+    key_set_input = "key_set"
+    client_input = "client"
     outputs: ClassVar[dict[str, str]] = {"client": "the client"}
 
     def plan(self, inputs: Any, ctx: Any) -> str:
@@ -97,6 +99,7 @@ class Stop(_KeyAction):
 class Import(_KeyAction):
     name = "test.vc.import"
     imports_protection = True
+    key_set_input = None  # like an EIP-3076 import: the keys are in the file, for any key set
     idempotent = True
 
     def run(self, inputs: Any, ctx: Any) -> dict[str, Any]:
@@ -110,6 +113,7 @@ class Import(_KeyAction):
 class Verify(_KeyAction):
     name = "test.vc.verify"
     verifies_protection = True
+    key_set_input = None
     idempotent = True
 
     def run(self, inputs: Any, ctx: Any) -> dict[str, Any]:

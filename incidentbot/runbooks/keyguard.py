@@ -49,6 +49,7 @@ IMPORTS = "imports_protection"
 VERIFIES = "verifies_protection"
 EFFECTS = (SIGNS, PROVES_STOPPED, IMPORTS, VERIFIES)
 KEY = "interlock"  # under the step row's input, next to what the spec gave it
+ANY = "*"  # the key set of a step that names none: it counts for every key set
 
 _WORDS = {
     SIGNS: "starts signing",
@@ -83,7 +84,7 @@ class KeyStep:
 def rule_problem(current: KeyStep, before: Iterable[KeyStep]) -> str:
     """Why ``current`` (a signing step) may not run after ``before`` (the key steps that
     happened, in order), or "" if it may."""
-    earlier = [k for k in before if k.keys == current.keys]
+    earlier = [k for k in before if k.keys in (current.keys, ANY)]
     others = sorted({k.client for k in earlier if k.client != current.client})
     what = f"starts signing with key set {current.keys} at {current.client}"
     stops: dict[str, int] = {}
@@ -146,9 +147,12 @@ def _canonical(value: Any) -> str:
 def _static(step: RollbackStep, action: Action, loc: tuple[Any, ...]) -> KeyStep:
     effect = effect_of(action)
     assert effect is not None
-    keys = step.with_.get(action.key_set_input, f"({action.key_set_input} not given)")
+    if action.key_set_input is None:
+        keys = ANY
+    else:
+        keys = _canonical(step.with_.get(action.key_set_input, "(not given)"))
     client = step.with_.get(action.client_input, f"({action.client_input} not given)")
-    return KeyStep(effect, _canonical(keys), _canonical(client), step.id, loc)
+    return KeyStep(effect, keys, _canonical(client), step.id, loc)
 
 
 def check_runbook(runbook: Runbook, actions: Any) -> list[tuple[tuple[Any, ...], str]]:
@@ -197,11 +201,12 @@ def plan_problems(
         if effect is None or step.rollback_for is not None or step.will_run is False:
             continue
         inputs = rendered.get(step.id, {})
-        keys = inputs.get(action.key_set_input)
+        keys = ANY if action.key_set_input is None else inputs.get(action.key_set_input)
         client = inputs.get(action.client_input)
         if "⟨" in json.dumps([keys, client], default=str, ensure_ascii=False):
             return out
-        current = KeyStep(effect, _canonical(keys), _canonical(client), step.id)
+        canonical = ANY if keys == ANY else _canonical(keys)
+        current = KeyStep(effect, canonical, _canonical(client), step.id)
         if effect == SIGNS:
             why = rule_problem(current, path)
             if why:
@@ -239,7 +244,10 @@ def admit(
     if isinstance(found, dict):
         current = _from_row(found, label)
     else:
-        keys = _canonical(getattr(inputs, action.key_set_input, None))
+        if action.key_set_input is None:
+            keys = ANY
+        else:
+            keys = _canonical(getattr(inputs, action.key_set_input, None))
         client = _canonical(getattr(inputs, action.client_input, None))
         seq = 1 + max((k.seq for k in recorded), default=0)
         current = KeyStep(effect, keys, client, label, seq=seq)

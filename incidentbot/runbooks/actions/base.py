@@ -122,14 +122,15 @@ class Action:
     # it succeeds only once a client is proven to sign no more; ``imports_protection``: it
     # imports slashing-protection history at a client; ``verifies_protection``: it succeeds only
     # if a client's history covers the source's (and stops the run for attention if not).
-    # ``key_set_input`` and ``client_input`` name the inputs saying which key set and which
-    # client (or host) the step is about.
+    # ``key_set_input`` and ``client_input`` name the inputs saying which key set (validator
+    # indices) and which client the step is about; ``key_set_input = None``: the step names
+    # no key set (protection history travels in a file) and counts for any.
     signs: ClassVar[bool] = False
     proves_stopped: ClassVar[bool] = False
     imports_protection: ClassVar[bool] = False
     verifies_protection: ClassVar[bool] = False
-    key_set_input: ClassVar[str] = "key_set"
-    client_input: ClassVar[str] = "client"
+    key_set_input: ClassVar[str | None] = "indices"
+    client_input: ClassVar[str] = "program"
 
     def validate(self, data: dict[str, Any]) -> BaseModel:
         """Inputs after templates were rendered; raises pydantic.ValidationError."""
