@@ -42,6 +42,9 @@ from incidentbot.ledger.models import STEP_STARTED, STEP_SUCCEEDED
 from incidentbot.ledger.service import get_step, get_steps
 from incidentbot.runbooks.actions.base import Action
 from incidentbot.runbooks.definition import RollbackStep, Runbook
+from incidentbot.runbooks.validator_keys import declare
+
+declare()  # the shipped validator actions' interlock attributes
 
 SIGNS = "signs"
 PROVES_STOPPED = "proves_stopped"
@@ -75,23 +78,74 @@ class KeyStep:
 
     effect: str
     keys: str
-    client: str
+    client: str  # how a message names the client
     label: str  # how a message names it: the step id (file) or the step's label (run)
     loc: tuple[Any, ...] = ()
     seq: int = 0
+    # ``input=value`` for each input naming the client (a program, a data directory): two
+    # steps sharing one, directly or through other steps, are about the same client.
+    ids: tuple[str, ...] = ()
+
+
+def _inputs(action: Action) -> tuple[str, ...]:
+    names = action.client_input
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def _key_step(
+    effect: str, action: Action, get: Any, label: str, loc: tuple[Any, ...] = (), seq: int = 0
+) -> KeyStep:
+    """The key step of ``action`` whose inputs ``get(name)`` reads."""
+    keys = ANY if action.key_set_input is None else _canonical(get(action.key_set_input))
+    ids = tuple(
+        f"{name}={_canonical(get(name))}" for name in _inputs(action) if get(name) is not None
+    )
+    if not ids:
+        ids = (f"{_inputs(action)[0]}=({_inputs(action)[0]} not given)",)
+    client = ids[0].split("=", 1)[1]
+    return KeyStep(effect, keys, client, label, loc, seq, ids)
+
+
+def _groups(steps: list[KeyStep]) -> dict[str, str]:
+    """Each identity's client: identities named by one step belong to one client."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for k in steps:
+        ids = k.ids or (k.client,)
+        for other in ids[1:]:
+            parent[root(other)] = root(ids[0])
+        root(ids[0])
+    return {x: root(x) for x in parent}
 
 
 def rule_problem(current: KeyStep, before: Iterable[KeyStep]) -> str:
     """Why ``current`` (a signing step) may not run after ``before`` (the key steps that
     happened, in order), or "" if it may."""
     earlier = [k for k in before if k.keys in (current.keys, ANY)]
-    others = sorted({k.client for k in earlier if k.client != current.client})
+    group = _groups([*earlier, current])
+
+    def who(k: KeyStep) -> str:
+        return group[(k.ids or (k.client,))[0]]
+
+    me = who(current)
+    names: dict[str, str] = {}
+    for k in earlier:
+        names.setdefault(who(k), k.client)
+    others = sorted({who(k) for k in earlier if who(k) != me})
     what = f"starts signing with key set {current.keys} at {current.client}"
     stops: dict[str, int] = {}
-    for client in others:
+    for other in others:
+        client = names[other]
         last = None
         for i, k in enumerate(earlier):
-            if k.client == client and k.effect in (SIGNS, PROVES_STOPPED):
+            if who(k) == other and k.effect in (SIGNS, PROVES_STOPPED):
                 last = (i, k)
         if last is None:
             return (
@@ -104,7 +158,7 @@ def rule_problem(current: KeyStep, before: Iterable[KeyStep]) -> str:
                 "and no later step proves it stopped): two clients signing with one key is "
                 "slashed"
             )
-        stops[client] = last[0]
+        stops[other] = last[0]
     if not stops:
         return (
             f"{what}, but no earlier step proves the source client stopped: a step that "
@@ -112,9 +166,7 @@ def rule_problem(current: KeyStep, before: Iterable[KeyStep]) -> str:
         )
     after = max(stops.values())
     imported = [
-        i
-        for i, k in enumerate(earlier)
-        if i > after and k.effect == IMPORTS and k.client == current.client
+        i for i, k in enumerate(earlier) if i > after and k.effect == IMPORTS and who(k) == me
     ]
     if not imported:
         return (
@@ -124,7 +176,7 @@ def rule_problem(current: KeyStep, before: Iterable[KeyStep]) -> str:
     verified = [
         i
         for i, k in enumerate(earlier)
-        if i > imported[0] and k.effect == VERIFIES and k.client == current.client
+        if i > imported[0] and k.effect == VERIFIES and who(k) == me
     ]
     if not verified:
         return (
@@ -147,12 +199,7 @@ def _canonical(value: Any) -> str:
 def _static(step: RollbackStep, action: Action, loc: tuple[Any, ...]) -> KeyStep:
     effect = effect_of(action)
     assert effect is not None
-    if action.key_set_input is None:
-        keys = ANY
-    else:
-        keys = _canonical(step.with_.get(action.key_set_input, "(not given)"))
-    client = step.with_.get(action.client_input, f"({action.client_input} not given)")
-    return KeyStep(effect, keys, _canonical(client), step.id, loc)
+    return _key_step(effect, action, step.with_.get, step.id, loc)
 
 
 def check_runbook(runbook: Runbook, actions: Any) -> list[tuple[tuple[Any, ...], str]]:
@@ -201,12 +248,9 @@ def plan_problems(
         if effect is None or step.rollback_for is not None or step.will_run is False:
             continue
         inputs = rendered.get(step.id, {})
-        keys = ANY if action.key_set_input is None else inputs.get(action.key_set_input)
-        client = inputs.get(action.client_input)
-        if "⟨" in json.dumps([keys, client], default=str, ensure_ascii=False):
+        current = _key_step(effect, action, inputs.get, step.id)
+        if "⟨" in json.dumps([current.keys, current.ids], ensure_ascii=False):
             return out
-        canonical = ANY if keys == ANY else _canonical(keys)
-        current = KeyStep(effect, canonical, _canonical(client), step.id)
         if effect == SIGNS:
             why = rule_problem(current, path)
             if why:
@@ -244,13 +288,8 @@ def admit(
     if isinstance(found, dict):
         current = _from_row(found, label)
     else:
-        if action.key_set_input is None:
-            keys = ANY
-        else:
-            keys = _canonical(getattr(inputs, action.key_set_input, None))
-        client = _canonical(getattr(inputs, action.client_input, None))
         seq = 1 + max((k.seq for k in recorded), default=0)
-        current = KeyStep(effect, keys, client, label, seq=seq)
+        current = _key_step(effect, action, lambda n: getattr(inputs, n, None), label, seq=seq)
     if effect == SIGNS:
         why = rule_problem(current, [k for k in recorded if k.seq < current.seq])
         if why:
@@ -260,6 +299,7 @@ def admit(
             "effect": current.effect,
             "keys": current.keys,
             "client": current.client,
+            "ids": list(current.ids),
             "seq": current.seq,
             "label": label,
         }
@@ -268,12 +308,14 @@ def admit(
 
 
 def _from_row(row: dict[str, Any], label: str) -> KeyStep:
+    ids = row.get("ids")
     return KeyStep(
         str(row.get("effect")),
         str(row.get("keys")),
         str(row.get("client")),
         str(row.get("label") or label),
         seq=int(row.get("seq") or 0),
+        ids=tuple(str(i) for i in ids) if isinstance(ids, list) else (),
     )
 
 

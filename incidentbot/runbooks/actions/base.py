@@ -124,13 +124,15 @@ class Action:
     # if a client's history covers the source's (and stops the run for attention if not).
     # ``key_set_input`` and ``client_input`` name the inputs saying which key set (validator
     # indices) and which client the step is about; ``key_set_input = None``: the step names
-    # no key set (protection history travels in a file) and counts for any.
+    # no key set (protection history travels in a file) and counts for any. ``client_input``
+    # may name several inputs (a program and its data directory): steps sharing any of their
+    # values are about the same client.
     signs: ClassVar[bool] = False
     proves_stopped: ClassVar[bool] = False
     imports_protection: ClassVar[bool] = False
     verifies_protection: ClassVar[bool] = False
     key_set_input: ClassVar[str | None] = "indices"
-    client_input: ClassVar[str] = "program"
+    client_input: ClassVar[str | tuple[str, ...]] = "program"
 
     def validate(self, data: dict[str, Any]) -> BaseModel:
         """Inputs after templates were rendered; raises pydantic.ValidationError."""
