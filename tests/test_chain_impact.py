@@ -90,7 +90,9 @@ class Beacon:
                 epoch, indices = int(parts[-1]), [int(i) for i in body]
             else:
                 epoch = int(query["epoch"][0])
-                indices = [int(i) for i in query["indices"][0].split(",")]
+                if any("," in v for v in query["indices"]):
+                    return 400, None  # as Lodestar 1.5: one index per parameter
+                indices = [int(i) for i in query["indices"]]
             missed = self.not_live.get(epoch, set())
             return 200, [{"index": str(i), "is_live": i not in missed} for i in indices]
         if path.startswith("/eth/v1/validator/duties/proposer/"):

@@ -2,7 +2,8 @@
 
 Numbers come as decimal strings in the API and are returned as ints. Liveness is read with the
 standard ``POST /eth/v1/validator/liveness/{epoch}``, falling back to the older
-``GET /eth/v1/validator/liveness?epoch=E&indices=I`` some clients still answer instead.
+``GET /eth/v1/validator/liveness?epoch=E&indices=I&indices=J`` some clients (Lodestar 1.5)
+still answer instead.
 """
 
 from __future__ import annotations
@@ -31,11 +32,16 @@ class BeaconReader:
     def close(self) -> None:
         self.client.close()
 
-    def _url(self, path: str, **params: str) -> str:
+    def _url(self, path: str, **params: str | list[str]) -> str:
         """``path`` under the base URL, keeping the base's query (a provider's key) and adding
-        ``params`` to it."""
+        ``params`` to it (a list is repeated: ``indices=6&indices=7``)."""
         parts = urlsplit(self.url)
-        query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), *params.items()])
+        extra = [
+            (name, item)
+            for name, value in params.items()
+            for item in (value if isinstance(value, list) else [value])
+        ]
+        query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), *extra])
         return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, query=query))
 
     def _data(self, response: httpx.Response, what: str) -> Any:
@@ -65,7 +71,8 @@ class BeaconReader:
         body = [str(i) for i in indices]
         response = self.client.post(self._url(f"/eth/v1/validator/liveness/{epoch}"), json=body)
         if response.status_code in (404, 405):
-            url = self._url("/eth/v1/validator/liveness", epoch=str(epoch), indices=",".join(body))
+            # Repeated (indices=6&indices=7): Lodestar 1.5 refuses "6,7".
+            url = self._url("/eth/v1/validator/liveness", epoch=str(epoch), indices=body)
             response = self.client.get(url)
         data = self._data(response, "liveness")
         return {int(item["index"]): bool(item["is_live"]) for item in data}
