@@ -1088,7 +1088,7 @@ def test_the_runbooks_that_ship_validate(run_cli):
     shipped = ROOT / "runbooks"
     code, out, err = run_cli("runbook", "validate", str(shipped))
     assert (code, err) == (0, "")
-    assert out == f"5 runbooks OK ({shipped})\n"
+    assert out == f"6 runbooks OK ({shipped})\n"
     from incidentbot.runbooks.actions import registry
 
     catalog = load_dirs([shipped], registry)
@@ -1096,6 +1096,7 @@ def test_the_runbooks_that_ship_validate(run_cli):
         "announce",
         "failover-rpc-provider",
         "http-check",
+        "move-validator-keys",
         "restart-node",
         "restore-snapshot",
     ]
