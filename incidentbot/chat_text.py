@@ -4,8 +4,11 @@ zone, and escaping what people typed or alerts sent.
 The rule (see docs/slack.md): text crosses the core as typed; whatever puts it into Slack mrkdwn
 passes it through :func:`mrkdwn`, so a typed ``<!channel>``, ``<@U…>``, ``<#C…>`` or
 ``<https://…|…>`` is shown as those characters and never notifies or links. The only live markup
-is what the bot builds itself: :func:`who` for a stored Slack user id, channel links, date
-tokens, links to URLs from configuration."""
+is what the bot builds itself: :func:`mention` for a person (the one Slack rendering of a
+person; text outputs use :func:`incidentbot.people.render.name`), channel links, date tokens,
+links to URLs from configuration. Core messages name people by their stored identity and list
+them (a timeline entry's data, a refusal's ``people``); :func:`mrkdwn_people` turns those into
+mentions here, at output time."""
 
 from __future__ import annotations
 
@@ -15,23 +18,38 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+from incidentbot.people.directory import Directory, is_slack_id, plain_id
+from incidentbot.people.render import event_people, swap
+
+__all__ = ["is_slack_id", "plain_id"]
 
 
-def plain_id(actor: str | None) -> str:
-    """``slack:U123`` → ``U123``; anything else as it is (stripped)."""
-    return (actor or "").strip().removeprefix("slack:")
-
-
-def is_slack_id(actor: str | None) -> bool:
-    return bool(_SLACK_ID.match(plain_id(actor)))
-
-
-def who(user: str | None) -> str:
-    """A Slack mention for a user id, the text itself for anything else."""
-    if not user:
+def mention(actor: str | None, directory: Directory | None = None) -> str:
+    """A person in Slack: a mention when Slack knows them (their stored id, or the Slack id the
+    directory has for a CLI user), else their name (or the stored identity) escaped."""
+    if not plain_id(actor):
         return "nobody"
-    return f"<@{plain_id(user)}>" if is_slack_id(user) else mrkdwn(user)
+    slack_id = directory.slack_id(actor) if directory is not None else None
+    if slack_id is None and is_slack_id(actor):
+        slack_id = plain_id(actor)
+    if slack_id is not None:
+        return f"<@{slack_id}>"
+    return mrkdwn(directory.name(actor) if directory is not None else plain_id(actor))
+
+
+def mrkdwn_people(
+    text: Any, people: Iterable[str | None], directory: Directory | None = None
+) -> str:
+    """Core text (a timeline summary, a refusal) escaped, with the people it names by their
+    stored identity (``people``) shown as mentions. Anything else stays text, including a
+    mention someone typed."""
+    return swap(mrkdwn(text), [p for p in people if p], lambda p: mention(p, directory))
+
+
+def event_mrkdwn(summary: str, data: Any, directory: Directory | None = None) -> str:
+    """A timeline entry for Slack: :func:`mrkdwn_people` with the people of its data."""
+    people = event_people(data if isinstance(data, dict) else {})
+    return mrkdwn_people(summary, people, directory)
 
 
 def when(moment: datetime, timezone: str | ZoneInfo) -> str:
@@ -53,17 +71,12 @@ def mrkdwn_clipped(text: Any, limit: int) -> str:
     return re.sub(r"&[a-z]{0,3}$", "", out[:limit])
 
 
-def mention_tokens(people: Iterable[str | None]) -> set[str]:
-    """The plain mentions (``<@U123>``) of those of ``people`` who are Slack user ids."""
-    return {f"<@{plain_id(p)}>" for p in people if is_slack_id(p)}
-
-
-def mrkdwn_keeping(text: Any, keep: Iterable[str]) -> str:
+def mrkdwn_keeping(text: Any, keep: Iterable[str], *, escaped: bool = False) -> str:
     """``text`` escaped, except the markup tokens in ``keep`` (``<@U123>``, ``<!subteam^S1>``):
     for text the bot put together from what it knows (stored user ids, configured groups) and
-    what someone typed, such as the timeline entry "Invited <@U123>" or a refusal naming who may
-    approve. Any other mention, a labelled one, a channel link or a link stays text."""
-    out = mrkdwn(text)
+    what someone typed, such as a refusal naming a configured group. Any other mention, a
+    labelled one, a channel link or a link stays text. ``escaped``: ``text`` is mrkdwn already."""
+    out = str(text) if escaped else mrkdwn(text)
     for token in sorted(set(keep), key=len, reverse=True):
         out = out.replace(mrkdwn(token), token)
     return out

@@ -29,6 +29,7 @@ from incidentbot.config_urls import url_problems
 from incidentbot.handoff.config import HandoffSettings
 from incidentbot.impact.config import ImpactSettings
 from incidentbot.paging.config import PagerDutySettings
+from incidentbot.people.config import PersonEntry, validate_people
 from incidentbot.policy_models import (
     DEFAULT_FIELDS,
     DEFAULT_ROLES,
@@ -153,6 +154,8 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)
     impact: ImpactSettings = Field(default_factory=ImpactSettings)
+    # Who is who across Slack, PagerDuty (email), GitHub and the CLI: see docs/configuration.md.
+    people: list[PersonEntry] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -169,6 +172,11 @@ class Settings(BaseSettings):
     @classmethod
     def _tz(cls, value: str) -> str:
         return check_timezone(value)
+
+    @field_validator("people")
+    @classmethod
+    def _people(cls, value: list[PersonEntry]) -> list[PersonEntry]:
+        return validate_people(value)
 
     @field_validator("log_level")
     @classmethod

@@ -13,7 +13,8 @@ from incidentbot.incidents.models import (  # noqa: F401
 from incidentbot.installation import Installation  # noqa: F401
 from incidentbot.ledger.models import Run, Step, TargetLock  # noqa: F401
 from incidentbot.paging.models import Page  # noqa: F401
-from incidentbot.postmortems.models import Person, Postmortem  # noqa: F401
+from incidentbot.people.models import Person  # noqa: F401
+from incidentbot.postmortems.models import Postmortem  # noqa: F401
 from incidentbot.reminders.models import Reminder  # noqa: F401
 from incidentbot.runbooks.models import RunbookApproval, RunbookRun  # noqa: F401
 from incidentbot.scheduler.models import SchedulerRun  # noqa: F401

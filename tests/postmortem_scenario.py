@@ -29,7 +29,8 @@ from incidentbot.incidents.models import ActionItem, Incident
 from incidentbot.ledger.worker import WorkerPool
 from incidentbot.paging import flows as paging
 from incidentbot.paging.models import Page
-from incidentbot.postmortems import lifecycle, people
+from incidentbot.people import lookup as people
+from incidentbot.postmortems import lifecycle
 from incidentbot.runbooks import approvals, planning, run_context, runtime
 from incidentbot.runbooks import engine as rb_engine
 from incidentbot.runbooks import view as views

@@ -536,7 +536,7 @@ def test_cli_report(cli, clock):
 
 
 def test_cli_owners_known_from_slack_are_one_person(cli, clock, engine):
-    from incidentbot.postmortems.models import Person
+    from incidentbot.people.models import Person
 
     cli("db", "upgrade")
     cli("incident", "declare", "RPC p99 latency above 2s")

@@ -14,8 +14,9 @@ from sqlmodel import delete
 
 from incidentbot import db
 from incidentbot.incidents import service as svc
+from incidentbot.people.models import Person
 from incidentbot.postmortems import lifecycle
-from incidentbot.postmortems.models import PUBLISHED, Person
+from incidentbot.postmortems.models import PUBLISHED
 from incidentbot.postmortems.publish import publish
 from incidentbot.postmortems.render import render
 from tests.postmortem_scenario import (

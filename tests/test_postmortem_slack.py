@@ -12,8 +12,10 @@ from sqlmodel import select
 from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
-from incidentbot.postmortems import lifecycle, people
-from incidentbot.postmortems.models import Person
+from incidentbot.people import Directory
+from incidentbot.people import lookup as people
+from incidentbot.people.models import Person
+from incidentbot.postmortems import lifecycle
 from incidentbot.sandbox.slack.server import SlackSandbox
 from incidentbot.slack.chat import SlackChat
 from incidentbot.slack.grammar import Command, Usage, help_text, parse
@@ -119,7 +121,7 @@ def test_name_lookups_are_bounded_and_cached(engine, sandbox):
     assert people.refresh(engine, chat, ids, now=now) == 0  # fresh: Slack is not asked again
     assert people.refresh(engine, chat, ["U0NOBODY"], now=now) == 0  # user_not_found
     with db.transaction(engine) as s:
-        names = people.Names.load(s, [*ids, "slack:" + ids[0], "U0NOBODY", "dana"])
+        names = Directory.load(s, [], [*ids, "slack:" + ids[0], "U0NOBODY", "dana"])
     assert names(ids[2]) == "Carol Nguyen"
     assert names("slack:" + ids[0]) == "Alice Moreau"
     assert names("U0NOBODY") == "U0NOBODY"

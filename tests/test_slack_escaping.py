@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from incidentbot.chat_text import mention_tokens, mrkdwn, mrkdwn_clipped, mrkdwn_keeping, who
+from incidentbot.chat_text import mention, mrkdwn, mrkdwn_clipped, mrkdwn_keeping, mrkdwn_people
 from incidentbot.config import Settings
 from incidentbot.handoff import service as handoff
 from incidentbot.handoff.config import HandoffSettings
@@ -135,9 +135,10 @@ def test_runbook_messages_show_params_and_errors_as_typed(text):
     assert markup(runbook_blocks.plan_message([f"message={text}"])) == []
 
 
-def test_a_timeline_keeps_the_bots_mentions_of_its_people_and_no_typed_ones():
+def test_a_timeline_mentions_the_people_of_its_entries_and_no_typed_ones():
     inc = incident("RPC down")
-    invited = event(f"Invited <@{ALICE}>, <@{BOB}>", kind="responders.invited", users=[ALICE, BOB])
+    # The core names people by id and lists them in the data; Slack shows them as mentions.
+    invited = event(f"Invited {ALICE}, {BOB}", kind="responders.invited", users=[ALICE, BOB])
     typed = event("ping <@U0EVIL001> and <@U0BOB00001|boss> <!here> <#C0EVIL001>")
     text = str(blocks.timeline(inc, [invited, typed]))
     assert f"Invited <@{ALICE}>, <@{BOB}>" in text
@@ -150,17 +151,20 @@ def test_the_one_escaping_function():
     assert mrkdwn("<!here> & <@U1|x>") == "&lt;!here&gt; &amp; &lt;@U1|x&gt;"
     assert mrkdwn("&lt;") == "&amp;lt;"  # an entity typed is shown as typed, not decoded
     assert mrkdwn("*bold* _it_ ✓") == "*bold* _it_ ✓"
-    assert who("U0ALICE001") == "<@U0ALICE001>"
-    assert who("slack:U0ALICE001") == "<@U0ALICE001>"
-    assert who("<!channel> from the CLI") == "&lt;!channel&gt; from the CLI"
-    keep = mention_tokens(["slack:U0ALICE001", "cli:bob", None]) | {"<!subteam^S0RPC>"}
-    assert keep == {"<@U0ALICE001>", "<!subteam^S0RPC>"}
-    assert mrkdwn_keeping("<@U0ALICE001> <@U0EVIL001> <!subteam^S0RPC>", keep) == (
-        "<@U0ALICE001> &lt;@U0EVIL001&gt; <!subteam^S0RPC>"
+    assert mention("U0ALICE001") == "<@U0ALICE001>"
+    assert mention("slack:U0ALICE001") == "<@U0ALICE001>"
+    assert mention("<!channel> from the CLI") == "&lt;!channel&gt; from the CLI"
+    # Core text names people by id and lists them: only those become mentions; a mention
+    # someone typed stays text.
+    people = ["slack:U0ALICE001", "bob", None]
+    assert mrkdwn_people("U0ALICE001 invited U0EVIL001 and bob <@U0EVIL001>", people) == (
+        "<@U0ALICE001> invited U0EVIL001 and bob &lt;@U0EVIL001&gt;"
     )
-    assert mrkdwn_keeping("<@U0ALICE001|boss> <!subteam^S0RPC|@all>", keep) == (
-        "&lt;@U0ALICE001|boss&gt; &lt;!subteam^S0RPC|@all&gt;"
+    keep = {"<!subteam^S0RPC>"}
+    assert mrkdwn_keeping("<@U0EVIL001> <!subteam^S0RPC>", keep) == (
+        "&lt;@U0EVIL001&gt; <!subteam^S0RPC>"
     )
+    assert mrkdwn_keeping("<!subteam^S0RPC|@all>", keep) == "&lt;!subteam^S0RPC|@all&gt;"
     # Clipping never leaves half an entity behind.
     assert mrkdwn_clipped("ab<c", 4) == "ab"
     assert mrkdwn_clipped("ab<c", 6) == "ab&lt;"
@@ -194,7 +198,7 @@ def test_the_handoff_shows_names_notes_and_titles_as_typed(text):
                 "status": "triage",
                 "age": "1h",
                 "new": True,
-                "commander": who(text[:80]),  # a name typed at the command line
+                "commander": mention(text[:80]),  # a name typed at the command line
                 "title": text,
                 "channel": "<#C0INCIDENT>",
             }
@@ -203,7 +207,7 @@ def test_the_handoff_shows_names_notes_and_titles_as_typed(text):
             {"ref": "INC-6", "severity": "SEV3", "resolved_at": "Mon", "took": "2h", "title": text}
         ],
         overdue_items=[
-            {"id": 1, "incident": "INC-6", "text": text, "owner": who(ALICE), "due": "Sun"}
+            {"id": 1, "incident": "INC-6", "text": text, "owner": mention(ALICE), "due": "Sun"}
         ],
         postmortems_due=[
             {
@@ -211,14 +215,14 @@ def test_the_handoff_shows_names_notes_and_titles_as_typed(text):
                 "due": "Fri",
                 "overdue": False,
                 "status": "draft",
-                "owner": who(ALICE),
+                "owner": mention(ALICE),
                 "title": text,
             }
         ],
         alert_count=1,
         alert_groups=[{"name": text, "count": 1}],
         alert_group_count=1,
-        notes=[{"by": who(ALICE), "at": "Mon 09:00 UTC", "text": text}],
+        notes=[{"by": mention(ALICE), "at": "Mon 09:00 UTC", "text": text}],
     )
     rendered = handoff.render(h)
     assert markup(rendered, (f"<@{ALICE}>", f"<@{BOB}>", "<#C0INCIDENT>")) == []

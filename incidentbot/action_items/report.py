@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from incidentbot.action_items.due import today as team_today
 from incidentbot.config import Settings
 from incidentbot.incidents.models import ActionItem, Incident
+from incidentbot.people import Directory
 
 OPEN = "open"  # the status an item has until done or won't do (service.OPEN)
 
@@ -151,11 +152,16 @@ def report(session: Session, settings: Settings, now: datetime | None = None) ->
     """Open items, and how many are overdue, per owner (most overdue first; the unowned
     last) and per incident (by number)."""
     views = list_items(session, settings, status=OPEN, now=now)
+    # One human is one owner, whether items name them as bob, Bob Okafor or U0N581U33XT.
+    people = Directory.load(session, settings.people, [v.item.owner for v in views])
     owners: dict[str | None, Tally] = {}
     incidents: dict[str, Tally] = {}
     for v in views:
         assert v.item.id is not None
-        o = owners.setdefault(v.item.owner, Tally(v.item.owner))
+        owner = v.item.owner
+        who = people.find(owner) if owner else None
+        key = who.key if who is not None else owner
+        o = owners.setdefault(key, Tally((who.slack_id if who else None) or owner))
         i = incidents.setdefault(v.incident_ref, Tally(v.incident_ref, v.incident_title))
         for tally in (o, i):
             tally.open += 1

@@ -23,7 +23,8 @@ from incidentbot.action_items.due import today as team_today
 from incidentbot.cli.common import AS_OPTION, CliError, actor, console, state
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
-from incidentbot.postmortems import people
+from incidentbot.people import Directory
+from incidentbot.people.lookup import as_user as typed_user
 from incidentbot.usecases import action_items as uc
 from incidentbot.usecases.core import Actor, Core
 
@@ -52,7 +53,7 @@ def _owner_name(core: Core, owner: str | None) -> str:
     if not owner:
         return "-"
     with db.transaction(core.engine) as s:
-        return people.Names.load(s, [owner])(owner)
+        return Directory.load(s, core.settings.people, [owner])(owner)
 
 
 def _words(words: list[str], what: str) -> str:
@@ -81,7 +82,7 @@ def add(
     """Add an action item to an incident."""
     core, who = _core(ctx), _as(as_user)
     with db.transaction(core.engine) as s:
-        owner_id = people.as_user(s, owner)
+        owner_id = typed_user(s, owner)
     item = uc.add(core, who, ref, _words(text, "the text"), owner=owner_id,
                   due=_due(due, core.settings.timezone), priority=priority)  # fmt: skip
     assert item is not None
@@ -112,11 +113,11 @@ def list_cmd(
             s,
             st.settings,
             incident=_incident(s, incident),
-            owner=people.as_user(s, owner),
+            owner=typed_user(s, owner),
             status=wanted,
             overdue=overdue,
         )
-        names = people.Names.load(s, [v.item.owner for v in views])
+        names = Directory.load(s, st.settings.people, [v.item.owner for v in views])
     if as_json:
         typer.echo(json.dumps([v.to_json() for v in views], indent=2))
         return
@@ -201,7 +202,7 @@ def assign(
     """Give an action item an owner (or a new one)."""
     core = _core(ctx)
     with db.transaction(core.engine) as s:
-        owner_id = people.as_user(s, owner) or owner
+        owner_id = typed_user(s, owner) or owner
     item = uc.assign(core, _as(as_user), item_id, owner_id, incident=incident)
     console.print(f"Action item #{item.id} is now owned by {escape(_owner_name(core, item.owner))}")
 
@@ -271,7 +272,7 @@ def report(
     console.print(f"{rep.open} open action items, {rep.overdue} overdue ({when}).")
     owners = Table("Owner", "Open", "Overdue", "Overdue items", title="By owner")
     with db.transaction(st.engine) as s:
-        names = people.Names.load(s, [t.key for t in rep.by_owner])
+        names = Directory.load(s, st.settings.people, [t.key for t in rep.by_owner])
     for t in rep.by_owner:
         owners.add_row(
             escape(names(t.key) if t.key else "(nobody)"),

@@ -20,6 +20,8 @@ from incidentbot.incidents.models import MILESTONES
 from incidentbot.incidents.runs import list_runs
 from incidentbot.ledger.models import FAILED, SETTLED, Run
 from incidentbot.paging.flows import pages_of
+from incidentbot.people import Directory
+from incidentbot.people.render import event_people, event_text
 from incidentbot.usecases import incidents as uc
 from incidentbot.usecases.core import Actor
 
@@ -89,8 +91,10 @@ def declare(
         detected_at=_when(detected, "--detected"),
         service=service,
     )
+    with db.read(st.engine) as s:
+        names = Directory.load(s, st.settings.people, [out.commander])
     console.print(f"Declared {out.ref} ({out.severity}): {out.title}")
-    console.print(f"Commander: {out.commander}   Status: {out.status}")
+    console.print(f"Commander: {names(out.commander)}   Status: {out.status}")
     if out.paged:
         console.print(f"Paging {out.paged} on-call.")
     if wait and not (out.channel_queued or out.paged):
@@ -120,6 +124,7 @@ def list_cmd(
         found = svc.list_incidents(
             s, st.settings, include_terminal=all_, limit=limit + 1, before=before
         )
+        names = Directory.load(s, st.settings.people, [i.commander for i in found[:limit]])
     incidents, more = found[:limit], len(found) > limit
     if not incidents:
         console.print("No open incidents." if not all_ else "No incidents yet.")
@@ -132,7 +137,7 @@ def list_cmd(
             inc.severity,
             inc.status,
             inc.title,
-            inc.commander or "-",
+            names(inc.commander) if inc.commander else "-",
             format_duration(now - inc.declared_at),
         )
     console.print(table)
@@ -149,9 +154,10 @@ def show(ctx: typer.Context, ref: str = REF) -> None:
     with db.transaction(st.engine) as s:
         inc = svc.get(s, ref)
         roles = svc.active_roles(s, inc)
+        names = Directory.load(s, st.settings.people, [inc.declared_by, *(a.user for a in roles)])
     console.print(f"[bold]{inc.ref}[/bold] {inc.title}")
     console.print(
-        f"Severity: {inc.severity}   Status: {inc.status}   Declared by: {inc.declared_by}"
+        f"Severity: {inc.severity}   Status: {inc.status}   Declared by: {names(inc.declared_by)}"
     )
     if inc.description:
         console.print(f"Description: {inc.description}")
@@ -159,7 +165,7 @@ def show(ctx: typer.Context, ref: str = REF) -> None:
         console.print("Fields: " + ", ".join(f"{k}={v}" for k, v in sorted(inc.fields.items())))
     if inc.channel_name:
         console.print(f"Channel: #{inc.channel_name}")
-    console.print("Roles: " + (", ".join(f"{a.role}={a.user}" for a in roles) or "none"))
+    console.print("Roles: " + (", ".join(f"{a.role}={names(a.user)}" for a in roles) or "none"))
     table = Table("Milestone", f"Time ({tz.key})", "Since declared")
     for name in MILESTONES:
         when = inc.milestone(name)
@@ -333,11 +339,19 @@ def timeline_cmd(ctx: typer.Context, ref: str = REF) -> None:
     with db.read(st.engine) as s:
         inc = svc.get(s, ref)
         events = svc.timeline(s, inc)
+        names = Directory.load(
+            s, st.settings.people, [a for e in events for a in (e.actor, *event_people(e.data))]
+        )
     table = Table(
         "Time", "Actor", "Event", "What", title=f"{inc.ref} {inc.title} (times in {tz.key})"
     )
     for event in events:
-        table.add_row(_fmt(event.occurred_at, tz), event.actor, event.kind, event.summary)
+        table.add_row(
+            _fmt(event.occurred_at, tz),
+            names(event.actor),
+            event.kind,
+            event_text(event.summary, event.data, names),
+        )
     console.print(table)
 
 

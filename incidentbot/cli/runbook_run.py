@@ -20,6 +20,8 @@ from incidentbot.cli.common import AS_OPTION, CliError, actor, console, state
 from incidentbot.cli.runbook_cmd import app, load_catalog
 from incidentbot.errors import DomainError
 from incidentbot.ledger.worker import WorkerPool
+from incidentbot.people import Directory
+from incidentbot.people.render import swap
 from incidentbot.runbooks import runtime
 from incidentbot.runbooks import view as views
 from incidentbot.runbooks.definition import format_seconds
@@ -219,8 +221,17 @@ def approve_cmd(
     try:
         decided = decide(core, who, run_id)
     except DomainError as exc:
-        raise CliError(str(exc)) from None
-    _out(decided.summary)
+        raise CliError(_named(core, str(exc), exc.people)) from None
+    _out(_named(core, decided.summary, decided.people))
+
+
+def _named(core: Core, text: str, people: tuple[str, ...]) -> str:
+    """Core text with the people it names by stored identity shown by their names."""
+    if not people:
+        return text
+    with db.transaction(core.engine) as s:
+        names = Directory.load(s, core.settings.people, people)
+    return swap(text, list(people), names.name)
 
 
 @app.command("resume")

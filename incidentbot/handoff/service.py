@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 from incidentbot import db, policy
 from incidentbot.action_items import service as items
 from incidentbot.alerts.models import AlertGroup, AlertRecord
-from incidentbot.chat_text import mrkdwn, when, who
+from incidentbot.chat_text import mention, mrkdwn, when
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.durations import format_duration
@@ -89,7 +89,7 @@ class Person:
     @property
     def mention(self) -> str:
         """A mention when Slack knows the person, else the name PagerDuty gave, shown as is."""
-        return f"<@{self.slack_id}>" if self.slack_id else mrkdwn(self.name)
+        return mention(self.slack_id) if self.slack_id else mrkdwn(self.name)
 
 
 def _oncall_at(pager: Pager, rotation: Rotation, moment: datetime) -> list[OnCall]:
@@ -197,7 +197,7 @@ def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
                 "severity": inc.severity,
                 "status": inc.status,
                 "age": format_duration(now - inc.declared_at),
-                "commander": who(inc.commander),
+                "commander": mention(inc.commander),
                 "new": shift.contains(inc.declared_at),
                 "channel": f"<#{inc.channel_id}>" if inc.channel_id else None,
             }
@@ -218,7 +218,7 @@ def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
                 "status": inc.status,
                 "resolved_at": when(inc.resolved_at, tz),
                 "took": format_duration(inc.resolved_at - inc.declared_at),
-                "commander": who(inc.commander),
+                "commander": mention(inc.commander),
             }
         )
     open_views = items.list_items(s, settings, now=now)
@@ -231,7 +231,7 @@ def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
                     "id": v.item.id,
                     "incident": v.incident_ref,
                     "text": redact_text(v.item.text),
-                    "owner": who(v.item.owner) if v.item.owner else "no owner",
+                    "owner": mention(v.item.owner) if v.item.owner else "no owner",
                     "due": due.isoformat() if due else "",
                 }
             )
@@ -252,7 +252,7 @@ def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
                 "due": due.isoformat(),
                 "overdue": due < today,
                 "status": pm.status.replace("_", " "),
-                "owner": who(pm.owner) if pm.owner else "no owner",
+                "owner": mention(pm.owner) if pm.owner else "no owner",
             }
         )
     alerts = list(
@@ -272,7 +272,7 @@ def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
     ]
     for note in handoff_notes.notes_between(s, h.rotation.name, shift.start, now):
         h.notes.append(
-            {"by": who(note.by), "at": when(note.at, tz), "text": redact_text(note.text)}
+            {"by": mention(note.by), "at": when(note.at, tz), "text": redact_text(note.text)}
         )
 
 

@@ -294,7 +294,7 @@ class ChatActions:
                 inc,
                 "responders.invited",
                 BOT_ACTOR,
-                "Invited " + ", ".join(f"<@{u}>" for u in users),
+                "Invited " + ", ".join(users),
                 now=utcnow(),
                 data={"users": users},
                 source_key=key,

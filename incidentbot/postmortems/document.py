@@ -24,6 +24,8 @@ from incidentbot.config import Settings
 from incidentbot.durations import format_duration
 from incidentbot.incidents.models import ActionItem, Incident
 from incidentbot.paging.models import Page
+from incidentbot.people import BOT_ACTORS, Directory, is_slack_id, plain_id
+from incidentbot.people.render import plain_text
 from incidentbot.postmortems import blameless, chain, lifecycle
 from incidentbot.postmortems import metrics as pm_metrics
 from incidentbot.postmortems import participants as pm_participants
@@ -45,7 +47,6 @@ from incidentbot.postmortems.contents import (
     SeverityRow,
 )
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
-from incidentbot.postmortems.people import BOT_ACTORS, Names, is_slack_id, plain_id, plain_text
 
 
 class _Clock:
@@ -71,7 +72,7 @@ def build(
     incident: Incident,
     *,
     postmortem: Postmortem | None = None,
-    names: Names | None = None,
+    names: Directory | None = None,
 ) -> Document:
     """Read everything the postmortem of ``incident`` shows. ``postmortem`` defaults to the
     stored row (or the draft it would start as); ``names`` to the Person table."""
@@ -83,9 +84,9 @@ def build(
     # Actors that are not people: the bot, PagerDuty without an agent, Alertmanager.
     system = {*BOT_ACTORS, "pagerduty", "unknown", settings.alerts.actor}
     if names is None:
-        names = Names.load(session, actors)
+        names = Directory.load(session, settings.people, actors)
     known_ids = sorted(
-        {plain_id(a) for a in actors if is_slack_id(a) and plain_id(a) in names.people}
+        {plain_id(a) for a in actors if is_slack_id(a) and names.find(a) is not None}
     )
     ids_re = (
         re.compile(r"(?<![\w@])(?:slack:)?(?:" + "|".join(map(re.escape, known_ids)) + r")(?!\w)")
@@ -273,7 +274,7 @@ def _fields(settings: Settings, incident: Incident) -> list[tuple[str, str]]:
     return out
 
 
-def _page_row(page: Page, names: Names, fmt: _Clock, text: Callable[[str], str]) -> PageRow:
+def _page_row(page: Page, names: Directory, fmt: _Clock, text: Callable[[str], str]) -> PageRow:
     ack = "—"
     if page.acknowledged_at is not None:
         ack = f"{page.acknowledged_by or 'someone'} at {fmt(page.acknowledged_at)}"

@@ -1,4 +1,4 @@
-"""Tables of postmortems, and of the people the bot has met (names for documents).
+"""Tables of postmortems.
 
 A postmortem is one per incident: its lifecycle (draft, in review, published), whether the
 severity policy requires it and when it is due, and the sections people write (what went
@@ -42,15 +42,3 @@ class Postmortem(SQLModel, table=True):
     review_started_at: datetime | None = _ts()
     published_at: datetime | None = _ts()
     published_path: str | None = Field(default=None, sa_column=Column(Text))
-
-
-class Person(SQLModel, table=True):
-    """A chat user as last seen: documents name people, not ids."""
-
-    __tablename__ = "person"
-
-    user_id: str = Field(primary_key=True, max_length=64)
-    name: str = Field(max_length=200)
-    real_name: str | None = Field(default=None, max_length=200)
-    email: str | None = Field(default=None, max_length=320)
-    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

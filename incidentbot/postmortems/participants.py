@@ -10,9 +10,10 @@ import re
 from datetime import datetime
 
 from incidentbot.incidents.models import Incident
+from incidentbot.people import Directory, plain_id
+from incidentbot.people.render import event_people
 from incidentbot.postmortems.contents import Participant
 from incidentbot.postmortems.metrics import Fmt
-from incidentbot.postmortems.people import Names, plain_id
 from incidentbot.postmortems.rows import Rows
 from incidentbot.postmortems.timeline import NOISE, is_postmortem
 
@@ -32,13 +33,14 @@ def actors(rows: Rows, incident: Incident) -> set[str]:
     out.update(x for x in (incident.commander, incident.declared_by, rows.postmortem.owner) if x)
     for ev in rows.events:
         out.update(_MENTIONED.findall(ev.summary))
+        out.update(event_people(ev.data if isinstance(ev.data, dict) else {}))
     for text in (rows.postmortem.sections or {}).values():
         out.update(_MENTIONED.findall(str(text)))
     return out
 
 
 def participants(
-    rows: Rows, names: Names, role_labels: dict[str, str], fmt: Fmt, system: set[str]
+    rows: Rows, names: Directory, role_labels: dict[str, str], fmt: Fmt, system: set[str]
 ) -> list[Participant]:
     """The people who acted, held a role, requested or approved a run, in the order they first
     showed up; ``system`` are the actors that are not people."""

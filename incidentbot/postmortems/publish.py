@@ -14,10 +14,10 @@ from sqlmodel import Session
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents.models import Incident
+from incidentbot.people import Directory
 from incidentbot.postmortems import lifecycle
 from incidentbot.postmortems.contents import Document
 from incidentbot.postmortems.models import DRAFT, PUBLISHED
-from incidentbot.postmortems.people import Names
 from incidentbot.postmortems.render import render
 
 
@@ -45,7 +45,7 @@ def publish(
     *,
     actor: str,
     now: datetime,
-    names: Names | None = None,
+    names: Directory | None = None,
 ) -> Published:
     """Write ``INC-n-postmortem.md`` and ``.html`` to the publish directory and mark the
     postmortem published. Only a postmortem in review (or already published, to refresh the

@@ -27,11 +27,11 @@ from sqlmodel import Session
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents.models import Incident
+from incidentbot.people import Directory
 from incidentbot.postmortems.config import PACKAGE_TEMPLATES
 from incidentbot.postmortems.contents import Document
 from incidentbot.postmortems.document import build
 from incidentbot.postmortems.models import Postmortem
-from incidentbot.postmortems.people import Names
 
 FORMATS = {"md": "postmortem.md.j2", "html": "postmortem.html.j2"}
 SUFFIXES = {"md": ".md", "html": ".html"}
@@ -195,7 +195,7 @@ def render(
     fmt: str,
     *,
     postmortem: Postmortem | None = None,
-    names: Names | None = None,
+    names: Directory | None = None,
 ) -> Rendered:
     """Build the document of ``incident`` and render it as ``md`` or ``html``."""
     doc = build(session, settings, incident, postmortem=postmortem, names=names)

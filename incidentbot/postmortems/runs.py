@@ -16,9 +16,9 @@ from incidentbot import run_links
 from incidentbot.config import Settings
 from incidentbot.durations import format_duration
 from incidentbot.incidents.models import TimelineEvent
+from incidentbot.people import BOT_ACTORS, Directory
 from incidentbot.postmortems.contents import RunDoc, StepRow
 from incidentbot.postmortems.metrics import Fmt
-from incidentbot.postmortems.people import BOT_ACTORS, Names
 from incidentbot.runbooks import view as run_views
 from incidentbot.runbooks.models import RunbookApproval, RunbookRun
 
@@ -56,7 +56,7 @@ def run_doc(
     row: RunbookRun,
     approvals: list[RunbookApproval],
     events: list[TimelineEvent],
-    names: Names,
+    names: Directory,
     fmt: Fmt,
     text: Callable[[str], str],
 ) -> RunDoc:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from incidentbot.incidents.models import TimelineEvent
+from incidentbot.people import Directory
 from incidentbot.postmortems import runs as pm_runs
 from incidentbot.postmortems.contents import RunDoc
-from incidentbot.postmortems.people import Names
 
 # Timeline events that are bookkeeping, not part of the story.
 NOISE = frozenset(
@@ -61,7 +61,7 @@ def describe(
     ev: TimelineEvent,
     runs: dict[int, RunDoc],
     text: Callable[[str], str],
-    names: Names,
+    names: Directory,
     role_labels: dict[str, str],
 ) -> str:
     """The event as the document says it. Role changes name the role by its label; runbook

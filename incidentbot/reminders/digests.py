@@ -26,7 +26,7 @@ from sqlmodel import col, select
 from incidentbot import db, policy
 from incidentbot.action_items.due import today as team_today
 from incidentbot.action_items.report import ItemView, overdue
-from incidentbot.chat_text import is_slack_id, mrkdwn, when, who
+from incidentbot.chat_text import is_slack_id, mention, mrkdwn, when
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.durations import format_span
@@ -48,7 +48,7 @@ DIGEST_SUBJECT = "#digest"  # the reminder row of the digest channel's weekly me
 def _person(name: str | None) -> str:
     """A mention for a Slack user id; a name people typed (a free-text owner) escaped, so it
     is shown as written and cannot mention or link anything (``<!here>``)."""
-    return who(name) if not name or is_slack_id(name) else mrkdwn(name)
+    return mention(name) if not name or is_slack_id(name) else mrkdwn(name)
 
 
 @dataclass(frozen=True)

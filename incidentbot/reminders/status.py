@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from incidentbot import db, policy
-from incidentbot.chat_text import when, who
+from incidentbot.chat_text import mention, when
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.durations import format_span
@@ -151,7 +151,7 @@ class StatusReminders:
             f"Post one with `{command} update <what changed>`."
         )
         if d.commander:
-            return f":alarm_clock: {who(d.commander)}: {text}"
+            return f":alarm_clock: {mention(d.commander)}: {text}"
         return (
             f":alarm_clock: {text} Nobody is commander: take it with "
             f"`{command} assign commander @you`."

@@ -45,10 +45,6 @@ def _in_groups(chat: Chat, groups: list[str], user: str) -> bool:
     return False
 
 
-def _mention(user: str) -> str:
-    return f"<@{user}>" if user[:1] in ("U", "W") else user
-
-
 def check_may_run(
     settings: RunbookSettings,
     name: str,
@@ -63,10 +59,10 @@ def check_may_run(
     if rule.users or rule.groups:
         if user in rule.users or (chat is not None and _in_groups(chat, rule.groups, user)):
             return
-        who = ", ".join(
-            [*(_mention(u) for u in rule.users), *(f"<!subteam^{g}>" for g in rule.groups)]
+        who = ", ".join([*rule.users, *(f"<!subteam^{g}>" for g in rule.groups)])
+        raise DomainError(
+            f"you may not run {name}: runbooks.access allows only {who}", people=rule.users
         )
-        raise DomainError(f"you may not run {name}: runbooks.access allows only {who}")
     if where == "terminal":
         return
     if incident is None or not incident.channel_id:
@@ -104,11 +100,12 @@ def check_may_approve(
         return
     allowed = []
     if commander:
-        allowed.append(f"the incident commander ({_mention(commander)})")
-    allowed += [_mention(u) for u in rule.approvers]
+        allowed.append(f"the incident commander ({commander})")
+    allowed += rule.approvers
     allowed += [f"<!subteam^{g}>" for g in rule.approver_groups]
     who = ", ".join(allowed) if allowed else "the incident commander (nobody holds the role)"
-    raise DomainError(f"only {who} may approve runs of {name}")
+    people = [*([commander] if commander else []), *rule.approvers]
+    raise DomainError(f"only {who} may approve runs of {name}", people=people)
 
 
 STEER_WORDS = {"cancel": "cancel", "abort": "abort", "resume": "resume", "skip": "skip a step of"}
@@ -132,7 +129,7 @@ def check_may_steer(
         check_may_approve(settings, name, user, requester="", incident=incident, chat=chat)
     except DomainError as exc:
         reason = str(exc).replace("may approve runs of", f"may {STEER_WORDS[what]} runs of")
-        raise DomainError(reason) from None
+        raise DomainError(reason, people=exc.people) from None
 
 
 def eligible_approvers(

@@ -37,10 +37,8 @@ DECISIONS = ("approved", "rejected")
 class Outcome:
     accepted: bool
     message: str
-
-
-def _who(user: str) -> str:
-    return f"<@{user}>" if user[:1] in ("U", "W") and user.isalnum() else user
+    # The people the message names by their stored identity: each door shows them its way.
+    people: tuple[str, ...] = ()
 
 
 def decide(
@@ -116,15 +114,15 @@ def decide(
         ]
         if decision == "rejected":
             result = control.decide(s, run_id, "rejected", by=user, step=gate.idx)
-            summary = f"{_who(user)} rejected runbook {name}"
+            summary = f"{user} rejected runbook {name}"
         elif len(approved) >= row.approvals_needed:
             by = ", ".join(approved)
             result = control.decide(s, run_id, "approved", by=by, step=gate.idx)
-            summary = f"{_who(user)} approved runbook {name}: it runs now"
+            summary = f"{user} approved runbook {name}: it runs now"
         else:
             result = None
             summary = (
-                f"{_who(user)} approved runbook {name} "
+                f"{user} approved runbook {name} "
                 f"({len(approved)} of {row.approvals_needed} approvals)"
             )
         if result is not None and not result.accepted:
@@ -137,6 +135,11 @@ def decide(
                 user,
                 summary,
                 now=now,
-                data={"run_id": run_id, "runbook": row.runbook, "decision": decision},
+                data={
+                    "run_id": run_id,
+                    "runbook": row.runbook,
+                    "decision": decision,
+                    "people": [user],
+                },
             )
-        return Outcome(True, summary)
+        return Outcome(True, summary, (user,))

@@ -176,8 +176,8 @@ def _describe(
         return (
             "runbook.resumed",
             who,
-            f"{_who(who)} resumed {name}: the step in doubt runs again",
-            {},
+            f"{who} resumed {name}: the step in doubt runs again",
+            {"people": [who]},
         )
     if ev.kind == "run.taken_over":
         return (
@@ -200,11 +200,6 @@ def _describe(
             {},
         )
     return None
-
-
-def _who(actor: str) -> str:
-    user = actor.removeprefix("slack:")
-    return f"<@{user}>" if user[:1] in ("U", "W") and user.isalnum() else actor
 
 
 def _step_line(
@@ -238,5 +233,6 @@ def _step_line(
         return ("runbook.step_failed", ACTOR, f"{label} failed: {ev.error}", data)
     if ev.kind == "step.skipped" and ev.data.get("actor"):
         who = ev.data["actor"]
-        return ("runbook.step_skipped", who, f"{_who(who)} skipped {label}", data)
+        data["people"] = [who]
+        return ("runbook.step_skipped", who, f"{who} skipped {label}", data)
     return None

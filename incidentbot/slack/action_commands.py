@@ -25,14 +25,13 @@ from sqlalchemy.exc import IntegrityError
 from incidentbot import db
 from incidentbot.action_items import github
 from incidentbot.action_items import service as items
-from incidentbot.chat_text import mention_tokens, mrkdwn, mrkdwn_keeping
+from incidentbot.chat_text import mention, mrkdwn, mrkdwn_people
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents.models import Incident
 from incidentbot.ports import Chat, ExternalError
 from incidentbot.slack.action_grammar import CHANNEL_ONLY, HELP, USAGES
 from incidentbot.slack.action_grammar import parse_action as parse
-from incidentbot.slack.blocks import user_ref
 from incidentbot.slack.reply import Reply
 from incidentbot.usecases import action_items as uc
 from incidentbot.usecases.core import Actor, Core
@@ -70,7 +69,7 @@ class ActionCommands:
             return self._do(op, args, user, incident)
         except DomainError as exc:
             # The message may quote what was typed; only the owner it names stays a mention.
-            message = mrkdwn_keeping(str(exc), mention_tokens([args.get("owner")]))
+            message = mrkdwn_people(str(exc), exc.people)
             return Reply(f"{message[:1].upper()}{message[1:]}.\nUsage: {mrkdwn(USAGES[op])}")
 
     def help(self) -> str:
@@ -145,9 +144,11 @@ class ActionCommands:
                 f"{user_id} is not a user in this Slack workspace: mention someone who is"
             )
         if info.deleted:
-            raise DomainError(f"<@{user_id}> is deactivated: give the item to someone active")
+            raise DomainError(
+                f"{user_id} is deactivated: give the item to someone active", people=[user_id]
+            )
         if info.is_bot:
-            raise DomainError(f"<@{user_id}> is a bot: give the item to a person")
+            raise DomainError(f"{user_id} is a bot: give the item to a person", people=[user_id])
 
     def _list(self, inc: Incident) -> Reply:
         with db.transaction(self.engine) as s:
@@ -250,7 +251,7 @@ def _edited(who: str, edited: uc.ItemEdited) -> str:
 def _details(item: Any) -> str:
     due = item.due if isinstance(item, uc.Item) else item.due_date
     parts = [
-        f"owner {user_ref(item.owner)}" if item.owner else "no owner",
+        f"owner {mention(item.owner)}" if item.owner else "no owner",
         f"due {due.isoformat()}" if due else "no due date",
         f"{item.priority} priority",
     ]

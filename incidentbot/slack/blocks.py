@@ -24,7 +24,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from incidentbot.chat_text import mention_tokens, mrkdwn, mrkdwn_keeping, who
+from incidentbot.chat_text import event_mrkdwn, mention, mrkdwn
 from incidentbot.durations import format_duration
 from incidentbot.incidents.models import MILESTONES, Incident, RoleAssignment, TimelineEvent
 
@@ -49,11 +49,6 @@ def header_block_id(incident: Incident, installation: str = "") -> str:
 
 def digest_block_id(incident: Incident, installation: str = "") -> str:
     return f"incident-digest-{_scoped(installation)}{incident.number}"
-
-
-def user_ref(user: str | None) -> str:
-    """``U123`` becomes a mention; a plain name (from the CLI) is shown as typed."""
-    return who(user)
 
 
 def _clip(text: str, limit: int = MAX_SECTION) -> str:
@@ -81,7 +76,7 @@ def header(
     installation: str = "",
 ) -> tuple[str, list[dict[str, Any]]]:
     """The incident's header message: pinned in its channel, updated in place."""
-    role_text = "\n".join(f"*{a.role.replace('_', ' ')}*: {user_ref(a.user)}" for a in roles)
+    role_text = "\n".join(f"*{a.role.replace('_', ' ')}*: {mention(a.user)}" for a in roles)
     fields = mrkdwn(", ".join(f"{k}: {v}" for k, v in sorted(incident.fields.items())))
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=_clip(f"{incident.ref}: {incident.title}", 150))),
@@ -128,7 +123,7 @@ def digest(
             text=MarkdownTextObject(
                 text=_clip(
                     f"{_status_line(incident)} · *{incident.ref}*: {mrkdwn(incident.title)}\n"
-                    f"Commander: {user_ref(incident.commander)} · Channel: {where}"
+                    f"Commander: {mention(incident.commander)} · Channel: {where}"
                 )
             ),
         )
@@ -154,7 +149,7 @@ def status_update(
                 )
             ),
         ),
-        ContextBlock(elements=[MarkdownTextObject(text=f"Posted by {user_ref(author)}")]),
+        ContextBlock(elements=[MarkdownTextObject(text=f"Posted by {mention(author)}")]),
     ]
     return text, _render(blocks)
 
@@ -163,7 +158,7 @@ def summary(
     incident: Incident, roles: Sequence[RoleAssignment], now: datetime
 ) -> tuple[str, list[dict[str, Any]]]:
     lines = [_status_line(incident)]
-    lines += [f"*{a.role.replace('_', ' ')}*: {user_ref(a.user)}" for a in roles]
+    lines += [f"*{a.role.replace('_', ' ')}*: {mention(a.user)}" for a in roles]
     durations = []
     for name in MILESTONES:
         when = incident.milestone(name)
@@ -187,17 +182,6 @@ def summary(
     return f"{incident.ref} summary", _render(blocks)
 
 
-def people(incident: Incident, events: Sequence[TimelineEvent]) -> set[str]:
-    """Who takes part: the commander, whoever acted on the timeline, whoever the bot invited
-    or gave a role. Their plain mentions in a timeline entry are the bot's own and stay live."""
-    found = {incident.commander or "", *(e.actor or "" for e in events)}
-    for e in events:
-        data = e.data if isinstance(e.data, dict) else {}
-        found |= {u for u in data.get("users") or [] if isinstance(u, str)}
-        found |= {data[k] for k in ("user", "previous") if isinstance(data.get(k), str)}
-    return {p for p in found if p}
-
-
 def timeline(
     incident: Incident, events: Sequence[TimelineEvent], *, limit: int = 20, more: bool = False
 ) -> tuple[str, list[dict[str, Any]]]:
@@ -209,10 +193,9 @@ def timeline(
         if more
         else f"{len(recent)} events"
     )
-    known = mention_tokens(people(incident, events))
     lines = [
-        f"`{e.occurred_at:%H:%M:%S}` {user_ref(e.actor)} _{e.kind}_: "
-        + mrkdwn_keeping(e.summary, known)
+        f"`{e.occurred_at:%H:%M:%S}` {mention(e.actor)} _{e.kind}_: "
+        + event_mrkdwn(e.summary, e.data)
         for e in recent
     ]
     blocks: list[Block] = [

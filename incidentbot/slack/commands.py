@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from incidentbot import db
-from incidentbot.chat_text import mention_tokens, mrkdwn, mrkdwn_keeping
+from incidentbot.chat_text import mrkdwn, mrkdwn_keeping, mrkdwn_people
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
@@ -58,17 +58,20 @@ class CommandHandler:
             message = str(exc)
             # It may quote what was typed; the mentions the bot built from what it knows (the
             # incident's people, the runbook access rules) stay mentions.
-            message = mrkdwn_keeping(message, self._known_markup(user_id, incident))
+            people, groups = self._known_markup(user_id, incident)
+            message = mrkdwn_keeping(
+                mrkdwn_people(message, [*people, *exc.people]), groups, escaped=True
+            )
             return Reply(f"{message[:1].upper()}{message[1:]}.\nUsage: {mrkdwn(sub.usage)}")
 
-    def _known_markup(self, user: str, incident: Incident | None) -> set[str]:
+    def _known_markup(self, user: str, incident: Incident | None) -> tuple[list[str], set[str]]:
         """Mentions the bot builds into its refusals: who asked, the commander, and the people
         and groups of the runbook access rules."""
         rules = self.settings.runbooks.access
         users = [u for r in rules for u in (*r.users, *r.approvers)]
         groups = {f"<!subteam^{g}>" for r in rules for g in (*r.groups, *r.approver_groups)}
         commander = incident.commander if incident is not None else None
-        return mention_tokens([user, commander, *users]) | groups
+        return [p for p in (user, commander, *users) if p], groups
 
     def declare(
         self,

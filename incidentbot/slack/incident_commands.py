@@ -174,9 +174,7 @@ def roles(call: Call, args: dict[str, Any]) -> Reply:
     assert call.incident is not None
     with db.read(call.core.engine) as s:
         held = {a.role: a.user for a in svc.active_roles(s, call.incident)}
-    lines = [
-        f"• *{r.label}*: {blocks.user_ref(held.get(r.name))}" for r in call.core.settings.roles
-    ]
+    lines = [f"• *{r.label}*: {blocks.mention(held.get(r.name))}" for r in call.core.settings.roles]
     return Reply(f"*{call.ref} roles*\n" + "\n".join(lines))
 
 

@@ -32,8 +32,9 @@ from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents.models import Incident
+from incidentbot.people import lookup as people
 from incidentbot.ports import Chat
-from incidentbot.postmortems import lifecycle, people
+from incidentbot.postmortems import lifecycle
 from incidentbot.postmortems.blameless import Finding
 from incidentbot.postmortems.contents import Document
 from incidentbot.postmortems.document import people_in

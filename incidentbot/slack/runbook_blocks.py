@@ -28,10 +28,10 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from incidentbot.chat_text import mrkdwn
+from incidentbot.chat_text import mention, mrkdwn
 from incidentbot.runbooks.definition import Runbook, format_seconds
 from incidentbot.runbooks.view import RunView
-from incidentbot.slack.blocks import _clip, _render, user_ref
+from incidentbot.slack.blocks import _clip, _render
 
 APPROVE = "runbook_approve"
 REJECT = "runbook_reject"
@@ -78,7 +78,7 @@ def _mentions(text: str) -> str:
     """Text from the run's record, escaped (it may quote params, output, errors), with the
     Slack user id of whoever acted (``skipped by U024BE7LH``) shown as a mention; any other
     id in it (a param, an error) stays text."""
-    return _USER_ID.sub(r"<@\1>", mrkdwn(text))
+    return _USER_ID.sub(lambda m: mention(m.group(1)), mrkdwn(text))
 
 
 def block_id(run_id: int) -> str:
@@ -98,7 +98,7 @@ def run_message(view: RunView, link: str | None = None) -> tuple[str, list[dict[
     emoji = RUN_EMOJI.get(view.status, ":gear:")
     head = f"{emoji} *Runbook `{view.runbook}`* · run {view.run_id} · *{title}*"
     head += _elapsed(view.elapsed)
-    about = [f"Requested by {user_ref(view.requester)}"]
+    about = [f"Requested by {mention(view.requester)}"]
     if view.target:
         about.append(f"target `{mrkdwn(view.target)}`")
     if view.params:
@@ -123,7 +123,7 @@ def run_message(view: RunView, link: str | None = None) -> tuple[str, list[dict[
     notes = []
     if view.approval != "none":
         need = "two people" if view.approvals_needed == 2 else "the incident commander"
-        decided = ", ".join(f"{d} by {user_ref(u)}" for u, d in view.approvals)
+        decided = ", ".join(f"{d} by {mention(u)}" for u, d in view.approvals)
         notes.append(f"Approval by {need}" + (f": {decided}" if decided else ""))
     if view.deadline is not None:
         notes.append(
@@ -134,7 +134,7 @@ def run_message(view: RunView, link: str | None = None) -> tuple[str, list[dict[
         notes.append(_mentions(view.error))
     if view.status == "needs_attention":
         notes.append(
-            f"{user_ref(view.commander) if view.commander else 'Commander'}: check the target, "
+            f"{mention(view.commander) if view.commander else 'Commander'}: check the target, "
             "then *Resume* (run the step again), *Skip the step* (it happened) or *Abort*"
         )
     notes.append(

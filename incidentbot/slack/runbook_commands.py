@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from incidentbot import db
-from incidentbot.chat_text import mrkdwn
+from incidentbot.chat_text import mention, mrkdwn, mrkdwn_people
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
@@ -26,7 +26,6 @@ from incidentbot.runbooks.definition import Runbook, format_seconds
 from incidentbot.runbooks.loader import Catalog
 from incidentbot.runbooks.params import ParamError, coerce, describe
 from incidentbot.slack import runbook_blocks as rb_blocks
-from incidentbot.slack.blocks import user_ref
 from incidentbot.slack.reply import Reply
 from incidentbot.usecases import runbooks as uc
 from incidentbot.usecases.core import Actor, Core
@@ -134,7 +133,7 @@ class RunbookCommands:
             title = rb_blocks.RUN_TITLE.get(v.status, v.status)
             lines.append(
                 f"• run {v.run_id} `{v.runbook}` · {title} · {done}/{len(v.steps)} steps · "
-                f"by {user_ref(v.requester)} · {format_seconds(round(v.elapsed))}"
+                f"by {mention(v.requester)} · {format_seconds(round(v.elapsed))}"
                 + (f" · {v.incident_ref}" if v.incident_ref and incident is None else "")
             )
         return Reply(f"*{where}*\n" + "\n".join(lines))
@@ -147,9 +146,10 @@ class RunbookCommands:
         if action_id in (rb_blocks.APPROVE, rb_blocks.REJECT):
             decide = uc.approve if action_id == rb_blocks.APPROVE else uc.reject
             try:
-                return Reply(decide(self.core, actor, run_id, chat=self.chat).summary)
+                done = decide(self.core, actor, run_id, chat=self.chat)
+                return Reply(mrkdwn_people(done.summary, done.people))
             except DomainError as exc:
-                return Reply(f":no_entry: {exc}")
+                return Reply(f":no_entry: {mrkdwn_people(str(exc), exc.people)}")
         try:
             if action_id not in _STEER:
                 raise DomainError(f"unknown button {action_id}")

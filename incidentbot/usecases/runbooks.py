@@ -61,6 +61,8 @@ class Decided:
     run_id: int
     decision: str
     summary: str
+    # The people ``summary`` names by their stored identity: each door shows them its way.
+    people: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -209,8 +211,8 @@ def run(
 def _decide(core: Core, actor: Actor, run_id: int, decision: str, chat: Chat | None) -> Decided:
     outcome = approvals.decide(core.engine, core.settings, run_id, actor.id, decision, chat=chat)
     if not outcome.accepted:
-        raise DomainError(outcome.message)
-    return Decided(run_id=run_id, decision=decision, summary=outcome.message)
+        raise DomainError(outcome.message, people=outcome.people)
+    return Decided(run_id=run_id, decision=decision, summary=outcome.message, people=outcome.people)
 
 
 def approve(core: Core, actor: Actor, run_id: int, *, chat: Chat | None = None) -> Decided:
