@@ -36,6 +36,7 @@ from incidentbot.pagerduty_adapter import PagerDutyPager
 from incidentbot.pagerduty_adapter import pager_for as handoff_pager
 from incidentbot.paging.config import parse_routing_keys
 from incidentbot.paging.flows import PagerActions
+from incidentbot.people.lookup import Sightings
 from incidentbot.runbooks import runtime as runbook_runtime
 from incidentbot.runbooks.actions import registry as runbook_actions
 from incidentbot.runbooks.loader import Catalog, load_dirs
@@ -76,6 +77,8 @@ class Bot:
     run_messages: RunMessages | None = None
     scheduler: Scheduler | None = None
     core: Core | None = None
+    # Looks up the Slack users the bot sees, for the people directory (off the request path).
+    sightings: Sightings | None = None
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None, *, poll: float = 1.0) -> Bot:
@@ -98,6 +101,7 @@ class Bot:
         holder: dict[str, Catalog] = {"catalog": catalog}
         runbook_commands = RunbookCommands(settings, engine, lambda: holder["catalog"], chat)
         handoffs = HandoffCommands(settings, engine, chat, handoff_pager(settings, pager))
+        sightings = Sightings(engine, chat)
         client_args: dict[str, Any] = {"token": token}
         if settings.slack.api_url:
             client_args["base_url"] = settings.slack.api_url
@@ -114,6 +118,7 @@ class Bot:
             postmortems=PostmortemCommands(settings, engine, chat),
             handoff=handoffs,
             reminders=ReminderCommands(settings, engine, chat),
+            people=sightings,
         )
         pool = WorkerPool(
             engine, threads=settings.workers, lease=settings.worker_lease, poll=poll, name="bot"
@@ -123,6 +128,7 @@ class Bot:
         bot.catalog = catalog
         bot.core = core
         services = Services(settings, engine, chat, handoffs=handoffs)
+        bot.sightings = sightings
         bot.scheduler = build_scheduler(
             settings, engine, services, name=f"bot:{socket.gethostname()}:{os.getpid()}"
         )
@@ -233,6 +239,8 @@ class Bot:
         self.pool.stop(timeout=10)
         if self.run_messages is not None:
             self.run_messages.stop()
+        if self.sightings is not None:
+            self.sightings.close()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None

@@ -58,7 +58,9 @@ def test_postmortem_in_the_channel(engine):
                 actor=alice,
                 now=datetime.now(UTC),
             )
-        assert stored_people(engine) == {}
+        # The bot looked up the people it saw (who typed, whom they mentioned) after answering.
+        _bot.sightings.wait()
+        assert set(stored_people(engine)) == {alice, bob}
 
         body = reply(slack.driver.slash_command("postmortem", user="bob", channel=ch))
         assert body["response_type"] == "in_channel"

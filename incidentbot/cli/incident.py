@@ -21,7 +21,7 @@ from incidentbot.incidents.runs import list_runs
 from incidentbot.ledger.models import FAILED, SETTLED, Run
 from incidentbot.paging.flows import pages_of
 from incidentbot.people import Directory
-from incidentbot.people.render import event_people, event_text
+from incidentbot.people.render import event_people, event_text, ids_in
 from incidentbot.usecases import incidents as uc
 from incidentbot.usecases.core import Actor
 
@@ -340,7 +340,9 @@ def timeline_cmd(ctx: typer.Context, ref: str = REF) -> None:
         inc = svc.get(s, ref)
         events = svc.timeline(s, inc)
         names = Directory.load(
-            s, st.settings.people, [a for e in events for a in (e.actor, *event_people(e.data))]
+            s,
+            st.settings.people,
+            [a for e in events for a in (e.actor, *event_people(e.data), *ids_in(e.summary))],
         )
     table = Table(
         "Time", "Actor", "Event", "What", title=f"{inc.ref} {inc.title} (times in {tz.key})"

@@ -26,7 +26,8 @@ from sqlmodel import Session, col, select
 from incidentbot import db, policy
 from incidentbot.action_items import service as items
 from incidentbot.alerts.models import AlertGroup, AlertRecord
-from incidentbot.chat_text import mention, mrkdwn, when
+from incidentbot.chat_text import mention as chat_mention
+from incidentbot.chat_text import mrkdwn, when
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.durations import format_duration
@@ -34,6 +35,7 @@ from incidentbot.handoff import notes as handoff_notes
 from incidentbot.handoff.config import Rotation, cron_trigger
 from incidentbot.incidents.models import Incident
 from incidentbot.ledger.redact import redact_text
+from incidentbot.people import Directory
 from incidentbot.ports import Chat, ExternalError, OnCall, Pager
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
 
@@ -89,7 +91,7 @@ class Person:
     @property
     def mention(self) -> str:
         """A mention when Slack knows the person, else the name PagerDuty gave, shown as is."""
-        return mention(self.slack_id) if self.slack_id else mrkdwn(self.name)
+        return chat_mention(self.slack_id) if self.slack_id else mrkdwn(self.name)
 
 
 def _oncall_at(pager: Pager, rotation: Rotation, moment: datetime) -> list[OnCall]:
@@ -136,7 +138,14 @@ def shift_for(rotation: Rotation, now: datetime, pager: Pager | None) -> Shift:
     return pager_shift(rotation, now, pager) or shift_at(rotation, now)
 
 
-def _person(chat: Chat | None, row: OnCall, problems: list[str]) -> Person:
+def _person(
+    chat: Chat | None, row: OnCall, problems: list[str], people: Directory | None = None
+) -> Person:
+    """The on-call PagerDuty names, as the people directory knows them (matched by email),
+    else as Slack knows their email, else by PagerDuty's name."""
+    known = people.by_email(row.email) if people is not None else None
+    if known is not None and (known.slack_id or chat is None):
+        return Person(known.name, row.email, known.slack_id)
     if chat is None or not row.email:
         return Person(row.name, row.email)
     try:
@@ -147,7 +156,7 @@ def _person(chat: Chat | None, row: OnCall, problems: list[str]) -> Person:
     if user is None or user.deleted:
         problems.append(f"no Slack user has {row.name}'s PagerDuty email")
         return Person(row.name, row.email)
-    return Person(row.name, row.email, user.id)
+    return Person(known.name if known else row.name, row.email, user.id)
 
 
 # -- the handoff -------------------------------------------------------------------------------
@@ -184,8 +193,12 @@ def _group_name(group: AlertGroup) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo) -> None:
+def _collect(s: Session, settings: Settings, h: Handoff, tz: ZoneInfo, people: Directory) -> None:
     shift, now = h.shift, h.shift.end
+
+    def mention(actor: str | None) -> str:
+        return chat_mention(actor, people)
+
     terminal = policy.terminal_statuses(settings)
     for inc in s.exec(
         select(Incident).where(col(Incident.status).not_in(terminal)).order_by(col(Incident.number))
@@ -306,10 +319,14 @@ def build(
         except ExternalError as exc:
             handoff.problems.append(f"PagerDuty did not answer ({exc.code})")
         else:
-            handoff.outgoing = [_person(chat, r, handoff.problems) for r in before]
-            handoff.incoming = [_person(chat, r, handoff.problems) for r in after]
+            with db.transaction(engine) as s:
+                emails = [r.email for r in (*before, *after) if r.email]
+                known = Directory.load(s, settings.people, emails)
+            handoff.outgoing = [_person(chat, r, handoff.problems, known) for r in before]
+            handoff.incoming = [_person(chat, r, handoff.problems, known) for r in after]
     with db.transaction(engine) as s:
-        _collect(s, settings, handoff, tz)
+        # Configured people: a CLI user (``bob``) is mentioned as their Slack self.
+        _collect(s, settings, handoff, tz, Directory.load(s, settings.people, []))
     return handoff
 
 

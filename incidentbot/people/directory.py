@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy import func
 from sqlmodel import Session, col, or_, select
 
 from incidentbot.people.config import PersonEntry
@@ -84,8 +85,8 @@ class Directory:
             query = select(Person).where(
                 or_(
                     col(Person.user_id).in_(part_ids),
-                    col(Person.name).in_(part_words),
-                    col(Person.email).in_(part_words),
+                    func.lower(col(Person.name)).in_(part_words),
+                    func.lower(col(Person.email)).in_(part_words),
                 )
             )
             for row in session.exec(query):

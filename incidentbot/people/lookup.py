@@ -13,7 +13,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
@@ -119,10 +120,16 @@ def refresh(
     return updated
 
 
+# How long a lookup defers to requests in flight before it runs anyway (never starved).
+DEFER = 2.0
+
+
 class Sightings:
     """Records the Slack users the bot sees, off the request path: :meth:`saw` only queues the
     ids; one thread looks up those not cached (or stale) and caches them. Each id is checked
-    at most once per FRESH period by this process, so later sightings cost nothing."""
+    at most once per FRESH period by this process, so later sightings cost nothing. While a
+    request is being answered (:meth:`answering`) the thread waits, so a lookup takes neither
+    the CPU nor the database from what Slack waits for."""
 
     def __init__(
         self, engine: Engine, chat: Chat, *, clock: Callable[[], datetime] = utcnow
@@ -131,7 +138,22 @@ class Sightings:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._checked: dict[str, datetime] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._answering = 0
         self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Around the work of one request: lookups wait until no request is in flight."""
+        with self._lock:
+            self._answering += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._answering -= 1
+                if self._answering == 0:
+                    self._idle.notify_all()
 
     def saw(self, *actors: str | None) -> None:
         now = self.clock()
@@ -155,6 +177,8 @@ class Sightings:
             try:
                 if who is None:
                     return
+                with self._lock:
+                    self._idle.wait_for(lambda: self._answering == 0, timeout=DEFER)
                 now = self.clock()
                 if stale(self.engine, [who], now=now):
                     look_up(self.engine, self.chat, who, now=now)

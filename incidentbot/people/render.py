@@ -18,9 +18,11 @@ from typing import Any
 from incidentbot.people.directory import Directory, is_slack_id, plain_id
 
 # Keys of an event's data that hold people the summary names.
-PEOPLE_KEYS = ("people", "users", "user", "previous")
+PEOPLE_KEYS = ("people", "users", "user", "previous", "owner")
 # A raw Slack mention, as old rows and what people typed in Slack carry it.
 MENTION = re.compile(r"<@([UW][A-Z0-9]{2,})(?:\|[^<>]*)?>")
+# A bare Slack user id in text (``cancelled by U024BE7LH`` in a run's error).
+BARE_ID = re.compile(r"(?<![\w@<])[UW][A-Z0-9]{8,}(?!\w)")
 
 
 def name(directory: Directory, actor: str | None) -> str:
@@ -48,18 +50,20 @@ def swap(text: str, people: list[str], render: Callable[[str], str]) -> str:
     return pattern.sub(lambda m: render(m.group(1)), text)
 
 
+def ids_in(text: str) -> list[str]:
+    """The Slack user ids in text, bare or in mentions (to load the directory for them)."""
+    return [*BARE_ID.findall(text), *MENTION.findall(text)]
+
+
 def event_text(summary: str, data: Mapping[str, Any] | None, directory: Directory) -> str:
     """An entry's summary as text: the people it names by name; a Slack mention someone typed
-    (``<@U…>``) as ``@Name``."""
+    (``<@U…>``) as ``@Name``; a bare Slack id of someone the directory knows (a run's
+    "cancelled by U…") by name too."""
     out = swap(summary, event_people(data), directory.name)
     if "<@" in out:
         out = MENTION.sub(lambda m: "@" + directory.name(m.group(1)), out)
-    return out
-
-
-def text_ids(text: str, directory: Directory, ids: list[str]) -> str:
-    """Bare Slack ids of known people in free text (a note, an error) as names."""
-    return swap(text, [i for i in ids if is_slack_id(i)], directory.name)
+    known = [i for i in BARE_ID.findall(out) if directory.find(i) is not None]
+    return swap(out, known, directory.name) if known else out
 
 
 def plain_text(text: str, directory: Directory, ids: re.Pattern[str] | None = None) -> str:

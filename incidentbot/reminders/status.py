@@ -29,6 +29,7 @@ from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.durations import format_span
 from incidentbot.incidents.models import Incident, TimelineEvent
+from incidentbot.people import Directory
 from incidentbot.ports import Chat, ExternalError
 from incidentbot.reminders import blocks, state
 from incidentbot.reminders.models import STATUS_UPDATE, Reminder
@@ -151,7 +152,9 @@ class StatusReminders:
             f"Post one with `{command} update <what changed>`."
         )
         if d.commander:
-            return f":alarm_clock: {mention(d.commander)}: {text}"
+            # The configured people: a commander who declared from the CLI is mentioned too.
+            who = mention(d.commander, Directory(self.settings.people))
+            return f":alarm_clock: {who}: {text}"
         return (
             f":alarm_clock: {text} Nobody is commander: take it with "
             f"`{command} assign commander @you`."

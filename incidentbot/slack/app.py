@@ -24,6 +24,7 @@ from incidentbot import db
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.metrics import Metrics
+from incidentbot.people.lookup import Sightings
 from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.commands import CommandHandler
 from incidentbot.slack.handoff_commands import BUTTON as HANDOFF_BUTTON
@@ -51,6 +52,7 @@ def build_bolt_app(
     postmortems: PostmortemCommands | None = None,
     handoff: HandoffCommands | None = None,
     reminders: ReminderCommands | None = None,
+    people: Sightings | None = None,
 ) -> App:
     settings, engine = core.settings, core.engine
     app = OnceApp(
@@ -64,6 +66,7 @@ def build_bolt_app(
         # Listeners keep the slow part (opening a form) off the answer path themselves.
         process_before_response=True,
         ignoring_self_events_enabled=True,
+        people=people,
     )
     handler = CommandHandler(core, runbooks, actions, postmortems, handoff)
 
@@ -343,8 +346,9 @@ def build_bolt_app(
                     svc.get(s, incident.ref),
                     "participant.joined",
                     user,
-                    f"<@{user}> joined the channel",
+                    f"{user} joined the channel",
                     now=datetime.now(UTC),
+                    data={"people": [user]},
                     source_key=f"event:{body.get('event_id')}",
                 )
         except IntegrityError:

@@ -4,6 +4,8 @@ Both doors Slack uses end in ``App.dispatch``: the HTTP endpoint and Socket Mode
 people typed is cleaned of invisible control characters (:mod:`incidentbot.typed_text`), and a
 request is claimed by what makes it itself before it runs: a replay of captured bytes, or
 Slack's retry of a command, click or event (over HTTP or Socket Mode), gets the first answer.
+The Slack users a request names are handed to the people directory
+(:class:`~incidentbot.people.lookup.Sightings`), which looks them up once the answer is out.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from slack_bolt import App, BoltRequest, BoltResponse
 from sqlalchemy.engine import Engine
 
 from incidentbot import inbound
+from incidentbot.people.lookup import Sightings
+from incidentbot.slack.seen import seen_users
 from incidentbot.typed_text import clean_tree
 
 
@@ -35,11 +39,23 @@ def request_key(body: dict[str, Any], headers: dict[str, Any]) -> str | None:
 
 
 class OnceApp(App):
-    def __init__(self, *args: Any, engine: Engine, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, engine: Engine, people: Sightings | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._engine = engine
+        self._people = people
 
     def dispatch(self, req: BoltRequest) -> BoltResponse:
+        if self._people is None:
+            return self._dispatch(req)
+        body = req.body if isinstance(req.body, dict) else {}
+        # Only queued here; the lookups wait until no request is being answered.
+        self._people.saw(*seen_users(body))
+        with self._people.answering():
+            return self._dispatch(req)
+
+    def _dispatch(self, req: BoltRequest) -> BoltResponse:
         body = req.body if isinstance(req.body, dict) else {}
         # What people typed, without invisible controls, before any listener reads it (the
         # signature was checked on the raw bytes, which stay as they came).
