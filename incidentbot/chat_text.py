@@ -46,6 +46,18 @@ def mrkdwn_people(
     return swap(mrkdwn(text), [p for p in people if p], lambda p: mention(p, directory))
 
 
+def mrkdwn_refusal(
+    text: Any,
+    people: Iterable[str | None],
+    groups: Iterable[str] = (),
+    directory: Directory | None = None,
+) -> str:
+    """A refusal from the core for Slack: :func:`mrkdwn_people`, and the configured user
+    groups it names (``<!subteam^S…>``, from settings) kept live; a group typed stays text."""
+    keep = {f"<!subteam^{g}>" for g in groups}
+    return mrkdwn_keeping(mrkdwn_people(text, people, directory), keep, escaped=True)
+
+
 def event_mrkdwn(summary: str, data: Any, directory: Directory | None = None) -> str:
     """A timeline entry for Slack: :func:`mrkdwn_people` with the people of its data."""
     people = event_people(data if isinstance(data, dict) else {})

@@ -68,7 +68,8 @@ def decide(
         if gate.decision is not None:
             by = gate.decided_by or "someone"
             when = f"{gate.decided_at:%H:%M:%S} UTC" if gate.decided_at else ""
-            return Outcome(False, f"{name} was already {gate.decision} by {by} {when}".strip())
+            message = f"{name} was already {gate.decision} by {by} {when}".strip()
+            return Outcome(False, message, tuple(by.split(", ")))
         if run.status in ("succeeded", "failed", "cancelled"):
             return Outcome(False, f"{name} is {run.status}: there is nothing to approve")
         incident = s.get(Incident, row.incident_id) if row.incident_id else None
@@ -82,7 +83,8 @@ def decide(
                 chat=chat,
             )
         except DomainError as exc:
-            return Outcome(False, f"{str(exc)[:1].upper()}{str(exc)[1:]}. Nothing changed.")
+            text = f"{str(exc)[:1].upper()}{str(exc)[1:]}. Nothing changed."
+            return Outcome(False, text, exc.people)
         if run.status != PARKED or run.cursor != gate.idx:
             return Outcome(False, f"{name} is not waiting for approval yet; try again")
         if run.wake_at is not None and run.wake_at <= db.db_now(s):

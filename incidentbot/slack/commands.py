@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from incidentbot import db
-from incidentbot.chat_text import mrkdwn, mrkdwn_keeping, mrkdwn_people
+from incidentbot.chat_text import mrkdwn, mrkdwn_refusal
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
@@ -59,9 +59,7 @@ class CommandHandler:
             # It may quote what was typed; the mentions the bot built from what it knows (the
             # incident's people, the runbook access rules) stay mentions.
             people, groups = self._known_markup(user_id, incident)
-            message = mrkdwn_keeping(
-                mrkdwn_people(message, [*people, *exc.people]), groups, escaped=True
-            )
+            message = mrkdwn_refusal(message, [*people, *exc.people], groups)
             return Reply(f"{message[:1].upper()}{message[1:]}.\nUsage: {mrkdwn(sub.usage)}")
 
     def _known_markup(self, user: str, incident: Incident | None) -> tuple[list[str], set[str]]:
@@ -69,7 +67,7 @@ class CommandHandler:
         and groups of the runbook access rules."""
         rules = self.settings.runbooks.access
         users = [u for r in rules for u in (*r.users, *r.approvers)]
-        groups = {f"<!subteam^{g}>" for r in rules for g in (*r.groups, *r.approver_groups)}
+        groups = {g for r in rules for g in (*r.groups, *r.approver_groups)}
         commander = incident.commander if incident is not None else None
         return [p for p in (user, commander, *users) if p], groups
 

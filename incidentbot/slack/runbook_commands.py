@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from incidentbot import db
-from incidentbot.chat_text import mention, mrkdwn, mrkdwn_people
+from incidentbot.chat_text import mention, mrkdwn, mrkdwn_refusal
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
@@ -147,9 +147,9 @@ class RunbookCommands:
             decide = uc.approve if action_id == rb_blocks.APPROVE else uc.reject
             try:
                 done = decide(self.core, actor, run_id, chat=self.chat)
-                return Reply(mrkdwn_people(done.summary, done.people))
+                return Reply(mrkdwn_refusal(done.summary, done.people, self._groups()))
             except DomainError as exc:
-                return Reply(f":no_entry: {mrkdwn_people(str(exc), exc.people)}")
+                return Reply(f":no_entry: {mrkdwn_refusal(str(exc), exc.people, self._groups())}")
         try:
             if action_id not in _STEER:
                 raise DomainError(f"unknown button {action_id}")
@@ -161,9 +161,14 @@ class RunbookCommands:
             else:
                 done = uc.resume(self.core, actor, run_id, skip=flag, chat=self.chat)
         except DomainError as exc:
-            text = str(exc)
+            text = mrkdwn_refusal(str(exc), exc.people, self._groups())
             return Reply(f":no_entry: {text[:1].upper()}{text[1:]}. Nothing changed.")
         return Reply(done.message)
+
+    def _groups(self) -> set[str]:
+        """The user groups of the access rules: a refusal names them as live group mentions."""
+        rules = self.settings.runbooks.access
+        return {g for r in rules for g in (*r.groups, *r.approver_groups)}
 
     # -- the params form ---------------------------------------------------------------------
 
