@@ -399,3 +399,19 @@ def test_the_action_item_report_counts_one_owner_per_human(
     code, out, _ = cli("actions", "report", "--json")
     by_owner = {t["owner"]: t["open"] for t in json.loads(out)["by_owner"]}
     assert by_owner == {BOB: 3, "carol": 1}
+
+
+def test_a_github_issue_names_the_owner_with_their_login(engine):
+    from incidentbot.action_items import github
+    from tests.github_responder import github_responder
+    from tests.test_action_items_github import REPO, TOKEN, _incident_with_item, _settings
+
+    _cache(engine, (BOB, "bob", "Bob Okafor", "bob@nodeworks.example"))
+    with github_responder(token=TOKEN, repo=REPO) as gh:
+        item_id = _incident_with_item(engine, owner=BOB)
+        settings = _settings(gh, people=[BOB_ENTRY])  # joined to the Slack user by email
+        github.export(engine, settings, item_id, actor="dana")
+        (request,) = gh.requests
+    body = request.body["body"]
+    assert "| Owner | Bob Okafor (@bob-ok) |" in body
+    assert BOB not in body

@@ -31,6 +31,7 @@ from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents.models import ActionItem, Incident
 from incidentbot.ledger.redact import redact_text
+from incidentbot.people import Directory
 
 API_VERSION = "2022-11-28"
 MAX_TITLE = 256  # GitHub refuses longer issue titles
@@ -220,10 +221,20 @@ def prepare(
             "exported; reopen it first"
         )
     _configured(settings)  # refuses here, before anything is said to be under way
-    return _draft(settings, item, inc)
+    people = Directory.load(session, settings.people, [item.owner, item.created_by])
+    return _draft(settings, item, inc, people)
 
 
-def _draft(settings: Settings, item: ActionItem, inc: Incident) -> Draft:
+def _person(people: Directory, actor: str) -> str:
+    """A person in the issue: their name, and their GitHub login when the directory knows it
+    (GitHub then links the issue to them)."""
+    someone = people.find(actor)
+    if someone is not None and someone.github:
+        return f"{someone.name} (@{someone.github})"
+    return people.name(actor)
+
+
+def _draft(settings: Settings, item: ActionItem, inc: Incident, people: Directory) -> Draft:
     assert item.id is not None
     title = redact_text(item.text)
     if len(title) > MAX_TITLE:
@@ -232,8 +243,8 @@ def _draft(settings: Settings, item: ActionItem, inc: Incident) -> Draft:
         ("Incident", f"{inc.ref} ({inc.severity}, {inc.status}): {inc.title}"),
         ("Priority", item.priority),
         ("Due", item.due_date.isoformat() if item.due_date else "not set"),
-        ("Owner", item.owner or "nobody yet"),
-        ("Added by", item.created_by),
+        ("Owner", _person(people, item.owner) if item.owner else "nobody yet"),
+        ("Added by", _person(people, item.created_by)),
     ]
     if inc.channel_name:
         rows.append(("Slack channel", f"#{inc.channel_name}"))
