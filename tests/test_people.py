@@ -415,3 +415,30 @@ def test_a_github_issue_names_the_owner_with_their_login(engine):
     body = request.body["body"]
     assert "| Owner | Bob Okafor (@bob-ok) |" in body
     assert BOB not in body
+
+
+def test_runs_show_names_who_started_and_cancelled_a_run(cli, database_url):
+    from incidentbot import ledger
+    from incidentbot.ledger import control
+
+    engine = db.make_engine(database_url)
+    try:
+        _cache(engine, (BOB, "bob", "Bob Okafor", None))
+        with db.transaction(engine) as s:
+            run = ledger.start_run(
+                s,
+                kind="test",
+                key="people-1",
+                steps=[{"name": "noop", "action": "ledger.noop"}],
+                actor=BOB,
+                target="rpc-2",
+            )
+            assert run.id is not None
+            control.cancel(s, run.id, actor="slack:" + BOB, reason="wrong node")
+    finally:
+        engine.dispose()
+    code, out, err = cli("runs", "show", str(run.id))
+    assert (code, err) == (0, "")
+    assert "Started by: Bob Okafor" in " ".join(out.split())
+    assert "requested by Bob Okafor" in out
+    assert BOB not in out

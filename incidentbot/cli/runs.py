@@ -29,6 +29,8 @@ from incidentbot.ledger.models import PARKED, Run, Step
 from incidentbot.ledger.redact import redact_text
 from incidentbot.ledger.worker import DEFAULT_LEASE, DEFAULT_POLL, WorkerPool
 from incidentbot.modules import import_modules
+from incidentbot.people import Directory
+from incidentbot.people.render import event_text, ids_in
 from incidentbot.runbooks import runtime as runbook_runtime
 from incidentbot.usecases import runbooks as uc
 from incidentbot.usecases.core import Actor, Core
@@ -99,13 +101,22 @@ def show(ctx: typer.Context, run_id: int = RUN_ID) -> None:
     tz = ZoneInfo(st.settings.timezone)
     with db.transaction(st.engine) as s:
         detail = queries.run_detail(s, run_id)
-    run = detail.run
+        run = detail.run
+        named = [run.created_by, run.cancel_requested_by, *ids_in(run.error or "")]
+        for st_ in detail.steps:
+            named += [*(st_.decided_by or "").split(", "), *ids_in(st_.error or "")]
+        people = Directory.load(s, st.settings.people, named)
+
+    def who(text: str | None) -> str:
+        """People by name: the actors of the run's record, and Slack ids in its messages."""
+        return event_text(text or "", {"people": [p for p in named if p]}, people)
+
     console.print(f"[bold]Run {run.id}[/bold] {escape(run.kind)}: {run.status}")
     lines = [
         ("Key", run.idempotency_key),
         ("Incident", detail.incident_ref or "-"),
         ("Target", run.target or "-"),
-        ("Started by", run.created_by),
+        ("Started by", who(run.created_by)),
         ("Created", _fmt(run.created_at, tz)),
         ("Finished", _fmt(run.finished_at, tz)),
         ("Owner", f"{run.owner} (lease until {_fmt(run.lease_expires_at, tz)})"
@@ -113,9 +124,9 @@ def show(ctx: typer.Context, run_id: int = RUN_ID) -> None:
         ("Takeovers", str(run.takeovers)),
     ]  # fmt: skip
     if run.cancel_requested_at:
-        lines.append(("Cancel", f"requested by {run.cancel_requested_by}"))
+        lines.append(("Cancel", f"requested by {who(run.cancel_requested_by)}"))
     if run.error:
-        lines.append(("Error", run.error))
+        lines.append(("Error", who(run.error)))
     for label, value in lines:
         console.print(f"{label + ':':<12}{escape(value)}")
     if run.status == PARKED and run.cursor < len(detail.steps):
@@ -139,7 +150,7 @@ def show(ctx: typer.Context, run_id: int = RUN_ID) -> None:
             "yes" if step.idempotent else "no",
             _fmt(step.started_at, tz),
             _fmt(step.finished_at, tz),
-            escape(_note(step, tz)),
+            escape(who(_note(step, tz))),
         )
     console.print(table)
     for step in detail.steps:
