@@ -21,8 +21,6 @@ from zoneinfo import ZoneInfo
 from incidentbot.people.directory import Directory, is_slack_id, plain_id
 from incidentbot.people.render import event_people, swap
 
-__all__ = ["is_slack_id", "plain_id"]
-
 
 def mention(actor: str | None, directory: Directory | None = None) -> str:
     """A person in Slack: a mention when Slack knows them (their stored id, or the Slack id the

@@ -46,7 +46,8 @@ def swap(text: str, people: list[str], render: Callable[[str], str]) -> str:
     if not plain:
         return text
     alternatives = "|".join(re.escape(p) for p in sorted(plain, key=len, reverse=True))
-    pattern = re.compile(r"(?<![\w@:])(?:slack:)?(" + alternatives + r")(?![\w])")
+    # Whole words only: not inside a host name, a path or a hyphenated name (restart-alice-1).
+    pattern = re.compile(r"(?<![\w@:./-])(?:slack:)?(" + alternatives + r")(?![\w-]|\.\w)")
     return pattern.sub(lambda m: render(m.group(1)), text)
 
 
