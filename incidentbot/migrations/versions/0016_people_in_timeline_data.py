@@ -6,8 +6,8 @@ in the entry's data (``people``); each output renders them (a mention in Slack, 
 elsewhere). Downgrade writes the mentions back for the entries that list people (and keeps
 the list, which older code ignores).
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0016
+Revises: 0015
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
