@@ -183,9 +183,12 @@ def test_edit_a_section_in_a_form_then_review_and_publish(engine, tmp_path):
         )
         assert warned[0].startswith(
             "Saved what went wrong in the INC-1 postmortem (23 characters, Draft).\n"
-            ":warning: *Language check*: 1 passage may read as blaming people:\n"
-            "• What went wrong, line 1: “forgot to”: describe the step that did not happen"
+            # Bob is someone the people directory knows: naming him next to a failure is
+            # flagged as well as the failure itself.
+            ":warning: *Language check*: 2 passages may read as blaming people:\n"
+            "• What went wrong, line 1: “Bob forgot”: names a person next to a failure"
         ), warned
+        assert "• What went wrong, line 1: “forgot to”: describe the step" in warned[0]
 
         body = run("postmortem status review")
         assert body["response_type"] == "in_channel"

@@ -40,7 +40,10 @@ COMMANDS: dict[str, Entry] = {
     "actions": Entry("actions_cmd", "app", "Action items: follow-ups of incidents."),
     "runbook": Entry("runbook_run", "app", "Runbooks: check, list, show, plan and run them."),
     "lab": Entry(
-        "lab_cmd", "app", "The runbook lab: three anvil nodes behind HAProxy, run by supervisord."
+        "lab_cmd",
+        "app",
+        "The runbook lab: three anvil nodes behind HAProxy, run by supervisord; with "
+        "--consensus also a Lodestar beacon node and validator clients A and B.",
     ),
     "postmortem": Entry(
         "postmortem_cmd", "app", "Blameless postmortems: render, edit, review, publish."
