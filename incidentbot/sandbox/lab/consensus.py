@@ -36,6 +36,7 @@ PROGRAMS = (BEACON, *VALIDATORS)
 GENESIS_VALIDATORS = 8
 BEACON_INDICES = (0, 5)  # the beacon node's own validators (inclusive range)
 VC_INDICES = (6, 7)  # the keys A holds, and B is configured for
+KEY_SET = "lab"  # their name in `lab vars` key_sets (move-validator-keys key_set=lab)
 SECONDS_PER_SLOT = 2
 SLOTS_PER_EPOCH = 8  # the minimal preset
 NETWORK = "dev"

@@ -59,6 +59,12 @@ class Lab(LifecycleMixin, FaultsMixin, SnapshotsMixin):
         cl = self.config.consensus
         if cl is not None:
             found["consensus"] = consensus.runbook_vars(cl, self.dir, self.paths.supervisor_sock)
+            # What move-validator-keys takes besides: the key set the validator clients share
+            # (`key_set=lab`) and where runs write the slashing-protection files they carry.
+            found["key_sets"] = {
+                consensus.KEY_SET: {"indices": consensus.indices(consensus.VC_INDICES)}
+            }
+            found["protection_dir"] = str(self.dir / "protection")
         return found
 
     def runbook_egress(self) -> dict[str, Any]:
