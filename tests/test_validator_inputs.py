@@ -4,8 +4,11 @@ their plans say, and how slashing-protection histories are compared (EIP-3076 fi
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from pydantic import ValidationError
@@ -139,3 +142,46 @@ def test_a_file_that_is_not_an_interchange_is_refused() -> None:
     for text in ["{", json.dumps({"data": []}), json.dumps({"metadata": {}, "data": {}})]:
         with pytest.raises(PermanentError, match="is not an EIP-3076 interchange file"):
             parse(text, "x.json")
+
+
+def test_verify_refuses_a_source_export_without_the_key_set(tmp_path: Path) -> None:
+    """An export with no key, or without a key of the key set, proves nothing about the
+    source's history: verify refuses it before running the CLI (the CLI here does not exist)."""
+    action = registry.get("validator.protection_verify")
+    assert action is not None
+    empty, one = tmp_path / "empty.json", tmp_path / "one.json"
+    empty.write_text(_interchange())
+    one.write_text(_interchange({"pubkey": KEY_A, "signed_blocks": [], "signed_attestations": []}))
+    base = {"lodestar": CLI, "data_dir": str(tmp_path / "b")}
+    with pytest.raises(PermanentError, match="holds no key: the source's history is missing"):
+        action.run(action.validate({**base, "file": str(empty)}), _ctx())
+
+    class Beacon(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ids = parse_qs(urlsplit(self.path).query).get("id", [])
+            keys = {"6": KEY_A, "7": KEY_B}
+            data = [{"index": i, "validator": {"pubkey": keys[i]}} for i in ids if i in keys]
+            body = json.dumps({"data": data}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Beacon)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        keyed = {**base, "file": str(one), "beacon_url": url}
+        with pytest.raises(PermanentError, match="lacks the history of validator 7 of the key"):
+            action.run(action.validate({**keyed, "indices": [6, 7]}), _ctx())
+        with pytest.raises(PermanentError, match="the beacon node knows no validator 9"):
+            action.run(action.validate({**keyed, "indices": [6, 9]}), _ctx())
+    finally:
+        server.shutdown()
+    assert not (tmp_path / "b").exists()  # nothing was exported
+    with pytest.raises(ValidationError, match="indices needs beacon_url"):
+        action.validate({**base, "file": str(one), "indices": [6]})

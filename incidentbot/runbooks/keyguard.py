@@ -42,9 +42,6 @@ from incidentbot.ledger.models import STEP_STARTED, STEP_SUCCEEDED
 from incidentbot.ledger.service import get_step, get_steps
 from incidentbot.runbooks.actions.base import Action
 from incidentbot.runbooks.definition import RollbackStep, Runbook
-from incidentbot.runbooks.validator_keys import declare
-
-declare()  # the shipped validator actions' interlock attributes
 
 SIGNS = "signs"
 PROVES_STOPPED = "proves_stopped"

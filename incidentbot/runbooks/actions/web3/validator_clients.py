@@ -116,6 +116,7 @@ class ValidatorStop(Action):
     )
     idempotent = True
     Inputs = StopInputs
+    proves_stopped = True  # the interlock: ``indices`` stopped at ``program``
     outputs: ClassVar[dict[str, str]] = {
         "program": "the program",
         "pid_before": "its pid before the stop (null when it was not running)",
@@ -234,6 +235,7 @@ class ValidatorStart(Action):
     )
     idempotent = False  # a start after a crash must not be repeated blindly
     Inputs = StartInputs
+    signs = True  # the interlock: ``program`` starts signing with ``indices``
     outputs: ClassVar[dict[str, str]] = {
         "program": "the program",
         "pid": "its pid",

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, field_validator
+from pydantic import AfterValidator, field_validator, model_validator
 
 from incidentbot.infra.supervisor import SupervisorClient
 from incidentbot.ledger.actions import PermanentError
@@ -47,6 +47,7 @@ from incidentbot.runbooks.actions.web3._util import (
     supervisor_socket,
 )
 from incidentbot.runbooks.actions.web3.supervisor import STOPPED_STATES
+from incidentbot.runbooks.actions.web3.validator_clients import Indices
 from incidentbot.runbooks.egress import policy_of
 
 
@@ -170,6 +171,12 @@ class ValidatorProtectionImport(Action):
     # Importing the same history twice leaves the same high-water marks.
     idempotent = True
     Inputs = ImportInputs
+    # The interlock: it imports history at a client named by program and data directory
+    # (which ties the target's program to the directory later steps verify); the history
+    # travels in a file, so the step counts for any key set.
+    imports_protection = True
+    key_set_input = None
+    client_input = ("program", "data_dir")
     outputs: ClassVar[dict[str, str]] = {
         "file": "the interchange imported",
         "keys": "how many keys it held",
@@ -223,6 +230,36 @@ class ValidatorProtectionImport(Action):
 
 class VerifyInputs(LodestarInputs):
     file: AbsoluteFile  # the source's interchange
+    # The key set moved (validator indices): every key of it must be in the source's export,
+    # or the target would start some keys with no history at all (their public keys are
+    # asked of the beacon node at ``beacon_url``).
+    indices: Indices | None = None
+
+    @model_validator(mode="after")
+    def _beacon_for_indices(self) -> VerifyInputs:
+        if self.indices is not None and self.beacon_url is None:
+            raise ValueError("indices needs beacon_url (their public keys are asked there)")
+        return self
+
+
+def _key_set_pubkeys(ctx: ActionContext, action: str, inputs: VerifyInputs) -> dict[int, str]:
+    """The public keys of ``inputs.indices``, by index, from the beacon node."""
+    assert inputs.indices is not None and inputs.beacon_url is not None
+    with BeaconApi(ctx, action, inputs.beacon_url, inputs.timeout) as api:
+        found = api.get(
+            "/eth/v1/beacon/states/head/validators", id=[str(i) for i in inputs.indices]
+        )
+    keys = {
+        int(item["index"]): str(item["validator"]["pubkey"]).lower()
+        for item in found or []
+        if isinstance(item, dict) and isinstance(item.get("validator"), dict)
+    }
+    unknown = sorted(set(inputs.indices) - set(keys))
+    if unknown:
+        raise PermanentError(
+            shown(ctx, f"the beacon node knows no validator {', '.join(map(str, unknown))}")
+        )
+    return keys
 
 
 class ValidatorProtectionVerify(Action):
@@ -237,6 +274,10 @@ class ValidatorProtectionVerify(Action):
     )
     idempotent = True
     Inputs = VerifyInputs
+    # The interlock: it verifies the history of the client at ``data_dir`` (any key set).
+    verifies_protection = True
+    key_set_input = None
+    client_input = "data_dir"
     outputs: ClassVar[dict[str, str]] = {
         "covered": "true: every key of the source is covered at the target",
         "keys": "how many keys the source holds",
@@ -256,6 +297,7 @@ class ValidatorProtectionVerify(Action):
             source = parse(Path(inputs.file).read_text(), inputs.file)
         except OSError as exc:
             raise PermanentError(shown(ctx, f"cannot read {inputs.file}: {exc.strerror}")) from None
+        _require_keys(ctx, self.name, inputs, source)
         with tempfile.TemporaryDirectory(prefix="incidentbot-verify-") as tmp:
             target = export_to(
                 ctx, self.name, inputs, Path(tmp) / "target.json", f"exporting {inputs.data_dir}"
@@ -287,3 +329,31 @@ class ValidatorProtectionVerify(Action):
                 )
             )
         return {"covered": True, "keys": len(source.keys), "checked": checked}
+
+
+def _require_keys(
+    ctx: ActionContext, action: str, inputs: VerifyInputs, source: Interchange
+) -> None:
+    """An export with no key, or without a key of the key set, proves nothing: refuse it."""
+    if not source.keys:
+        raise PermanentError(
+            shown(
+                ctx,
+                f"{inputs.file} holds no key: the source's history is missing (starting the "
+                "target could double-sign)",
+            )
+        )
+    if inputs.indices is None:
+        return
+    have = {k.lower() for k in source.keys}
+    missing = [
+        i for i, key in sorted(_key_set_pubkeys(ctx, action, inputs).items()) if key not in have
+    ]
+    if missing:
+        raise PermanentError(
+            shown(
+                ctx,
+                f"{inputs.file} lacks the history of validator {', '.join(map(str, missing))} "
+                "of the key set: starting the target could double-sign",
+            )
+        )
