@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -20,6 +21,8 @@ from sqlalchemy.engine import Engine
 from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.sandbox.slack.server import SlackSandbox
+from tests import consensus_support
+from tests.consensus_support import consensus_lab  # noqa: F401 - one devnet for the session
 from tests.pgcluster import PgCluster, PgUnavailable
 
 BACKENDS = [
@@ -27,6 +30,48 @@ BACKENDS = [
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
 ]
 _db_counter = itertools.count(1)
+
+
+def _shares_the_devnet(item: pytest.Item | None) -> bool:
+    return item is not None and item.path.name in consensus_support.FILES
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The test files of the consensus lab run next to each other, in the order of
+    ``consensus_support.FILES`` (also in a run without xdist): one devnet serves them all."""
+    shared = [item for item in items if _shares_the_devnet(item)]
+    if shared:
+        first = items.index(shared[0])  # no such item before it: the same index in ``rest``
+        shared.sort(key=lambda item: consensus_support.FILES.index(item.path.name))  # stable
+        rest = [item for item in items if not _shares_the_devnet(item)]
+        items[:] = rest[:first] + shared + rest[first:]
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` (scripts/test) with the consensus lab's files as one file: they go
+    to one process, which starts one devnet for them. Other modes are xdist's own. (Not
+    ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8 groups by renaming
+    ``item._nodeid``, which pytest 9 no longer reads, so every test would be spread alone.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = super()._split_scope(nodeid)
+            return consensus_support.SCOPE if Path(file).name in consensus_support.FILES else file
+
+    return Scheduling(config, log)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """The devnet goes down after the last test that may use it (once that test's own
+    fixtures are torn down), not at the end of the session: it would keep two Lodestar
+    processes busy under the tests that follow."""
+    yield
+    if _shares_the_devnet(item) and not _shares_the_devnet(nextitem):
+        consensus_support.bring_down()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""The consensus lab for tests: one lab with a Lodestar devnet per module, put back after
-each test (beacon node running and not frozen, validator client A running, B stopped).
+"""The consensus lab for tests: one lab with a Lodestar devnet for all the test files that
+use it (``FILES``), put back after each test (beacon node running and not frozen, validator
+client A running, B stopped).
 
 ``needs_consensus`` skips a test when Lodestar is not installed (outside CI; CI must have
 it: ``npm ci`` in lab/consensus, which scripts/test runs). A devnet answers after about ten
@@ -32,23 +33,43 @@ needs_consensus = pytest.mark.skipif(
 EPOCH_WAIT = 240.0
 
 
-@pytest.fixture(scope="module")
+# The test files that use the devnet, in the order they run: tests/conftest.py keeps them next
+# to each other, and has pytest-xdist (`--dist loadfile`, scripts/test) send them to one
+# process as if they were one file, so one devnet serves them all. The file that ends with the
+# keys moved to B runs last: the fixture then restarts A, whose doppelgänger protection keeps
+# it from signing for a few epochs, which tests reading A's liveness would wait out.
+FILES = ("test_lab_consensus.py", "test_validator_actions.py", "test_lab_validator_keys.py")
+SCOPE = "consensus-lab"
+_running: list[Lab] = []
+
+
+@pytest.fixture(scope="session")
 def consensus_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One devnet for the session's consensus tests (a file using it is listed in
+    ``FILES``): tests/conftest.py brings it down right after the last of them instead of at
+    the end of the session."""
     if MISSING:
         pytest.fail("CI needs the consensus lab: " + "; ".join(MISSING))
     running = Lab(tmp_path_factory.mktemp("cl"))
     running.up(with_consensus=True, timeout=300)
-    try:
-        yield running
-    finally:
-        # `lab down` from another process finds the Lodestar programs and stops them (the
-        # beacon node is SIGKILLed by supervisord if it lingers).
-        down = subprocess.run(
-            [sys.executable, "-m", "incidentbot.cli", "lab", "down", "--dir", str(running.dir)],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        if down.returncode != 0:
-            running.down()
+    _running.append(running)
+    yield running
+    bring_down()
+
+
+def bring_down() -> None:
+    """Stop the devnet if one runs (``lab down`` from another process, which finds the
+    Lodestar programs and stops them; the beacon node is SIGKILLed by supervisord if it
+    lingers), and check nothing of it is left."""
+    if not _running:
+        return
+    running = _running.pop()
+    down = subprocess.run(
+        [sys.executable, "-m", "incidentbot.cli", "lab", "down", "--dir", str(running.dir)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if down.returncode != 0:
+        running.down()
     assert down.returncode == 0, down.stderr
     assert down.stdout.count("lodestar") == 2  # the beacon node and A
     assert running.processes() == []

@@ -1,9 +1,9 @@
 """The consensus lab, for real: a Lodestar dev beacon node and validator clients A and B
 under the lab's supervisord, next to the anvil nodes (docs/lab.md).
 
-One devnet serves the module (``consensus_support``); each test leaves it with the beacon
-node running, A running and B stopped. Without Lodestar installed the module is skipped with
-the reason, except in CI, where it fails.
+One devnet serves these tests and the other consensus test files (``consensus_support``);
+each test leaves it with the beacon node running, A running and B stopped. Without Lodestar
+installed the module is skipped with the reason, except in CI, where it fails.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import httpx
 import pytest
 
 from incidentbot.sandbox.lab import Lab, LabError
-from tests import consensus_support
-from tests.consensus_support import beacon_url, head_slot, needs_consensus
+from tests.consensus_support import (  # noqa: F401 - a fixture
+    beacon_url,
+    head_slot,
+    healthy_consensus,
+    needs_consensus,
+)
 from tests.lab_support import wait_for
 
 pytestmark = needs_consensus
-consensus_lab, healthy_consensus = (
-    consensus_support.consensus_lab,
-    consensus_support.healthy_consensus,
-)  # the fixtures
 CLI = [sys.executable, "-m", "incidentbot.cli"]
 
 
@@ -58,6 +58,9 @@ def test_status_from_another_process_shows_the_devnet(consensus_lab: Lab) -> Non
     assert cl["validators"]["validator-b"]["indices"] == [6, 7]
     assert settings["shell_allow"] == [cl["lodestar"][1]] == [cl["cli"]["lodestar"]]
     assert cl["cli"]["params"] == {"SECONDS_PER_SLOT": "2"}
+    # ... and move-validator-keys at the key set both clients are configured for.
+    assert settings["vars"]["key_sets"] == {"lab": {"indices": [6, 7]}}
+    assert settings["vars"]["protection_dir"] == str(consensus_lab.dir / "protection")
 
 
 def test_a_frozen_beacon_node_stops_answering_until_thawed(consensus_lab: Lab) -> None:

@@ -1,16 +1,15 @@
-"""The validator actions against the consensus lab (real Lodestar): beacon reads, a proven
-stop, slashing-protection export/import/verify, a guarded start, and the whole move of keys
-6 and 7 from validator client A to B without a slashing on chain.
+"""The validator actions against the consensus lab (real Lodestar): beacon reads and the
+refusals of a guarded start, stop and export. The actions doing a whole move of keys 6 and 7
+from validator client A to B (a proven stop, slashing-protection export, import and verify, a
+confirmed start) run in move-validator-keys, on the same devnet, in test_lab_validator_keys.py.
 
-One devnet serves the module (``consensus_support``): every wait is on a condition with a
-generous timeout (an epoch is 16 s), never on the clock. The move runs last; the fixture
-then puts A back in charge (B stopped, A started with doppelgänger protection).
+One devnet serves the consensus test files (``consensus_support``): every wait is on a
+condition with a generous timeout (an epoch is 16 s), never on the clock.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,16 +23,17 @@ from incidentbot.runbooks.actions import ActionContext, Services, registry
 from incidentbot.runbooks.config import RunbookSettings
 from incidentbot.runbooks.egress import EgressRefused
 from incidentbot.sandbox.lab import Lab
-from tests import consensus_support
-from tests.consensus_support import egress, head_slot, needs_consensus, slashings
+from tests.consensus_support import (  # noqa: F401 - a fixture
+    egress,
+    head_slot,
+    healthy_consensus,
+    needs_consensus,
+    slashings,
+)
 from tests.egress_support import LOCAL_POLICY
 from tests.lab_support import wait_for
 
 pytestmark = needs_consensus
-consensus_lab, healthy_consensus = (
-    consensus_support.consensus_lab,
-    consensus_support.healthy_consensus,
-)  # the fixtures
 KEYS = [6, 7]
 
 
@@ -202,82 +202,4 @@ def test_doppelganger_protection_stops_a_second_client(chain: Lab, tmp_path: Pat
             ctx,
         )
     assert chain.supervisor.state("validator-b").state in ("EXITED", "FATAL", "BACKOFF")
-    assert slashings(chain) == ([], [])
-
-
-def test_move_keys_from_a_to_b(chain: Lab, tmp_path: Path) -> None:
-    """Stop A with proof, move its slashing protection to B, verify it, start B: B signs,
-    the histories agree, and the beacon node saw no slashing."""
-    ctx, share = _ctx(chain, tmp_path), tmp_path / "move"
-    _wait_live(chain, ctx)
-    stopped = _run("validator.stop", {**_client(chain, "validator-a"), "epochs": 1}, ctx)
-    assert stopped["state"] == "STOPPED" and len(stopped["epochs_checked"]) == 1
-    assert not any(p.pid == stopped["pid_before"] for p in chain.processes())
-    exported = _run(
-        "validator.protection_export",
-        {
-            **_cli(chain, "validator-a"),
-            "file": str(share / "a.json"),
-            "socket": _cl(chain)["supervisor"],
-            "program": "validator-a",
-        },
-        ctx,
-    )
-    assert exported["keys"] == 2 and exported["dropped"] == 2  # Lodestar 1.5's metadata rows
-    assert all(m["max_target_epoch"] is not None for m in exported["marks"])
-    source = json.loads((share / "a.json").read_text())
-    assert len(source["data"]) == 2
-    # No key material in what the step returns or wrote: public keys and signing roots only.
-    text = json.dumps(exported) + (share / "a.json").read_text()
-    assert not re.search(r"secret|private|password|keystore", text, re.IGNORECASE)
-    # Verify before the import: B knows nothing of these keys, and says so.
-    with pytest.raises(PermanentError, match="does not cover the source's history"):
-        _run(
-            "validator.protection_verify",
-            {
-                **_cli(chain, "validator-b"),
-                "file": str(share / "a.json"),
-                "beacon_url": _cl(chain)["beacon"],
-            },
-            ctx,
-        )
-    _run(
-        "validator.protection_import",
-        {
-            **_cli(chain, "validator-b"),
-            "file": str(share / "a.json"),
-            "sha256": exported["sha256"],
-            "beacon_url": _cl(chain)["beacon"],
-            "socket": _cl(chain)["supervisor"],
-            "program": "validator-b",
-        },
-        ctx,
-    )
-    verified = _run(
-        "validator.protection_verify",
-        {
-            **_cli(chain, "validator-b"),
-            "file": str(share / "a.json"),
-            "beacon_url": _cl(chain)["beacon"],
-        },
-        ctx,
-    )
-    assert verified["covered"] and verified["keys"] == 2
-    # A source claiming later history than B has is not covered.
-    ahead = json.loads((share / "a.json").read_text())
-    ahead["data"][0]["signed_blocks"].append({"slot": "999999"})
-    (share / "ahead.json").write_text(json.dumps(ahead))
-    with pytest.raises(PermanentError, match=r"block slot \d+ < 999999"):
-        _run(
-            "validator.protection_verify",
-            {
-                **_cli(chain, "validator-b"),
-                "file": str(share / "ahead.json"),
-                "beacon_url": _cl(chain)["beacon"],
-            },
-            ctx,
-        )
-    started = _run("validator.start", {**_client(chain, "validator-b"), "confirm": True}, ctx)
-    assert started["doppelganger"] and started["live_epoch"] is not None
-    assert chain.supervisor.state("validator-a").state == "STOPPED"
     assert slashings(chain) == ([], [])
