@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from incidentbot.db import db_now
 from incidentbot.errors import DomainError, NotFound
+from incidentbot.ledger import fenced
 from incidentbot.ledger.actions import ActionRegistry, registry
 from incidentbot.ledger.events import emit, event_for
 from incidentbot.ledger.models import (
@@ -84,6 +85,26 @@ def get_run(
     return run
 
 
+def get_run_and_step(
+    session: Session, run_id: int, index: int | None = None, *, with_spec: bool = True
+) -> tuple[Run, Step | None]:
+    """The run and one of its steps, fresh, in one read: step ``index``, or by default the step
+    at the run's cursor (None when the cursor is past the last step)."""
+    at = Step.idx == (Run.cursor if index is None else index)
+    stmt = (
+        select(Run, Step)
+        .outerjoin(Step, and_(col(Step.run_id) == Run.id, at))
+        .where(Run.id == run_id)
+        .execution_options(populate_existing=True)
+    )
+    if not with_spec:
+        stmt = stmt.options(defer(Run.spec))  # type: ignore[arg-type]
+    found = session.exec(stmt).first()
+    if found is None:
+        raise RunNotFound(f"no run {run_id}")
+    return found[0], found[1]
+
+
 def get_by_key(session: Session, key: str) -> Run | None:
     return session.exec(select(Run).where(Run.idempotency_key == key)).first()
 
@@ -96,6 +117,26 @@ def get_steps(session: Session, run_id: int) -> list[Step]:
         .execution_options(populate_existing=True)
     )
     return list(session.exec(stmt))
+
+
+def step_results(session: Session, run_id: int) -> list[Any]:
+    """The steps of the run that are no longer pending, as plain rows (idx, status, output,
+    finished_at): the runbook step reads them before every step, so no ORM instances, and
+    nothing of the steps still ahead."""
+    t = Step.__table__  # type: ignore[attr-defined]
+    stmt = (
+        select(t.c.idx, t.c.status, t.c.output, t.c.finished_at)
+        .where(t.c.run_id == run_id, t.c.status != STEP_PENDING)
+        .order_by(t.c.idx)
+    )
+    return list(session.connection().execute(stmt))
+
+
+def step_shapes(session: Session, run_id: int) -> list[Any]:
+    """(idx, action, input) of every step of the run: written with the run, never changed."""
+    t = Step.__table__  # type: ignore[attr-defined]
+    stmt = select(t.c.idx, t.c.action, t.c.input).where(t.c.run_id == run_id).order_by(t.c.idx)
+    return list(session.connection().execute(stmt))
 
 
 def get_step(session: Session, run_id: int, idx: int) -> Step:
@@ -342,18 +383,7 @@ def fence(session: Session, run_id: int, owner: str, lease: float) -> datetime:
     row, so a concurrent takeover either happened before (we match nothing) or waits for us.
     """
     now = db_now(session)
-    result = session.execute(
-        update(Run)
-        .where(
-            col(Run.id) == run_id,
-            col(Run.owner) == owner,
-            col(Run.status) == RUNNING,
-            col(Run.lease_expires_at) > now,
-        )
-        .values(lease_expires_at=now + timedelta(seconds=lease), updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not fenced.fence(session, run_id, owner, now, lease):
         raise LeaseLost(run_id, owner)
     return now
 

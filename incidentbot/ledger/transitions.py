@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlmodel import Session
 
-from incidentbot.ledger import cleanup
+from incidentbot.db import db_now
+from incidentbot.ledger import cleanup, fenced
 from incidentbot.ledger.actions import ActionRegistry, Decision, Verdict
 from incidentbot.ledger.events import emit, event_for
 from incidentbot.ledger.models import (
@@ -36,7 +37,15 @@ from incidentbot.ledger.models import (
     Step,
 )
 from incidentbot.ledger.redact import redact, redact_text
-from incidentbot.ledger.service import end_run, fence, get_run, get_step, release
+from incidentbot.ledger.service import (
+    LeaseLost,
+    end_run,
+    fence,
+    get_run,
+    get_run_and_step,
+    get_step,
+    release,
+)
 from incidentbot.ledger.spec import MAX_INTERRUPTIONS, RetryPolicy, StepSpec, steps_of
 
 log = logging.getLogger(__name__)
@@ -110,7 +119,12 @@ def begin_step(
     """
     now = fence(session, run_id, owner, lease)
     cached = cache.get(run_id) if cache is not None else None
-    run = get_run(session, run_id, with_spec=cached is None)
+    if cached is not None:
+        plain = fenced.plain_start(session, run_id, now, cached, actions)
+        if plain is not None:
+            fenced.step_event(session, "step.started", run_id, now, plain, {"owner": owner})
+            return _attempt_of(run_id, plain, cached, None)
+    run, step = get_run_and_step(session, run_id, with_spec=cached is None)
     try:
         specs = cached if cached is not None else steps_of(run.spec)
     except ValueError as exc:  # written by a newer build: leave it to a worker that reads it
@@ -118,7 +132,8 @@ def begin_step(
         return None
     if cache is not None:
         cache[run_id] = specs
-    step = get_step(session, run_id, run.cursor) if run.cursor < len(specs) else None
+    if run.cursor >= len(specs):
+        step = None
 
     if run.cancel_requested_at is not None:
         if step is not None and step.status == STEP_STARTED and not step.idempotent:
@@ -201,22 +216,41 @@ def begin_step(
     if step.decision is not None:
         assert step.decided_at is not None
         decision = Decision(step.decision, step.decided_by or "", step.decided_at)
+    started = {
+        "run_kind": run.kind,
+        "incident_id": run.incident_id,
+        "target": run.target,
+        "index": step.idx,
+        "name": step.name,
+        "idempotent": step.idempotent,
+        "attempt": step.attempts,
+    }
+    return _attempt_of(run_id, started, specs, decision)
+
+
+def _attempt_of(
+    run_id: int, started: dict[str, Any], specs: list[StepSpec], decision: Decision | None
+) -> Attempt:
+    index = started["index"]
+    spec = specs[index]
     return Attempt(
         run_id=run_id,
-        run_kind=run.kind,
-        incident_id=run.incident_id,
-        target=run.target,
-        index=step.idx,
-        name=step.name,
+        run_kind=started["run_kind"],
+        incident_id=started["incident_id"],
+        target=started["target"],
+        index=index,
+        name=started["name"],
         action=spec.action,
         input=dict(spec.input),
-        idempotent=step.idempotent,
-        attempt=step.attempts,
+        idempotent=started["idempotent"],
+        attempt=started["attempt"],
         timeout=spec.timeout,
         retry=spec.retry,
         decision=decision,
-        last=step.idx == len(specs) - 1,
-        **rollback,
+        last=index == len(specs) - 1,
+        has_rollback=any(s.rollback_for == index for s in specs),
+        is_rollback=spec.rollback_for is not None,
+        cleanup_ahead=bool(cleanup.ahead(specs, index)),
     )
 
 
@@ -226,9 +260,28 @@ def finish_step(
     """Record one attempt's result (and what follows from it) in a single commit.
 
     Returns True if this worker still holds the run and should go on to the next step."""
+    if isinstance(outcome, Succeeded) and not attempt.last:
+        # The common case: the fence moves the cursor, the step row takes the output.
+        now = db_now(session)
+        output = redact(_jsonable(outcome.output))
+        if not fenced.advance(session, attempt.run_id, owner, now, lease, attempt.index, output):
+            raise LeaseLost(attempt.run_id, owner)
+        started = {
+            "run_kind": attempt.run_kind,
+            "incident_id": attempt.incident_id,
+            "target": attempt.target,
+            "index": attempt.index,
+            "name": attempt.name,
+            "attempt": attempt.attempt,
+        }
+        fenced.step_event(
+            session, "step.succeeded", attempt.run_id, now, started, {"output": output}
+        )
+        return True
     now = fence(session, attempt.run_id, owner, lease)
-    run = get_run(session, attempt.run_id, with_spec=False)
-    step = get_step(session, attempt.run_id, attempt.index)
+    run, found = get_run_and_step(session, attempt.run_id, attempt.index, with_spec=False)
+    assert found is not None  # steps are written with their run
+    step = found
     if isinstance(outcome, Succeeded):
         step.status = STEP_SUCCEEDED
         step.output = redact(_jsonable(outcome.output))

@@ -2,8 +2,9 @@
 
 A :class:`Worker` is one thread's loop: claim a due run, drive it step by step until it ends,
 parks, backs off or is lost, then claim the next. While it holds a run a heartbeat thread
-renews the lease on the database clock. Each attempt runs in its own daemon thread so that a
-hung call is abandoned at the step timeout instead of holding the run (and the worker) forever.
+renews the lease on the database clock. Attempts run in the worker's step thread (kept from one
+step to the next) so that a hung call is abandoned at the step timeout instead of holding the
+run (and the worker) forever: the abandoned thread is retired and the next step gets a new one.
 :class:`WorkerPool` runs a few workers inside the bot process; ``incidentbot worker`` runs a
 pool in a process of its own.
 """
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -72,6 +75,32 @@ class _Heartbeat(threading.Thread):
                 self.worker.lost.set()
 
 
+class _StepThread(threading.Thread):
+    """One daemon thread that calls the worker's actions one after another.
+
+    Starting a thread per step cost more than the ledger's own writes; this one waits for the
+    next call instead. A call the worker abandoned (timeout, lease lost) may never return: the
+    worker then retires this thread, which exits once that call does, and uses a new
+    one, so a hung action never delays a later step.
+    """
+
+    _STOP = None
+
+    def __init__(self, name: str):
+        super().__init__(name=name, daemon=True)
+        self.calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+
+    def run(self) -> None:
+        while (call := self.calls.get()) is not self._STOP:
+            call()  # never raises: the call boxes its own outcome
+
+    def submit(self, call: Callable[[], None]) -> None:
+        self.calls.put(call)
+
+    def retire(self) -> None:
+        self.calls.put(self._STOP)
+
+
 class Worker:
     """Executes runs one at a time. Thread-safe to stop from another thread."""
 
@@ -101,6 +130,7 @@ class Worker:
         self.seq = 0  # which hold ``held`` is, so a late heartbeat cannot spoil the next one
         self.lost = threading.Event()
         self._heartbeat: _Heartbeat | None = None
+        self._steps: _StepThread | None = None
 
     # -- loop ----------------------------------------------------------------------------------
 
@@ -172,7 +202,7 @@ class Worker:
     # -- one attempt ---------------------------------------------------------------------------
 
     def execute(self, attempt: Attempt) -> Outcome | None:
-        """Run the action in its own thread with the step timeout; None if the lease was lost
+        """Run the action in the step thread with the step timeout; None if the lease was lost
         meanwhile (the result must then not be recorded by this worker)."""
         info = self.actions.get(attempt.action)
         ctx = StepContext(
@@ -198,17 +228,17 @@ class Worker:
             finally:
                 done.set()
 
-        thread = threading.Thread(
-            target=call, name=f"run-{attempt.run_id}-step-{attempt.index + 1}", daemon=True
-        )
+        steps = self._step_thread()
         deadline = time.monotonic() + attempt.timeout
-        thread.start()
+        steps.submit(call)
         while not done.wait(max(0.0, min(0.2, deadline - time.monotonic()))):
             if self.lost.is_set():
                 ctx.stop_event.set()
+                self._abandon(steps)
                 return None
             if time.monotonic() >= deadline:
                 ctx.stop_event.set()
+                self._abandon(steps)
                 log.warning(
                     "run %s step %s timed out after %ss", attempt.run_id, attempt.index + 1,
                     attempt.timeout,
@@ -231,6 +261,18 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def _step_thread(self) -> _StepThread:
+        if self._steps is None or not self._steps.is_alive():
+            self._steps = _StepThread(f"{self.owner}-steps")
+            self._steps.start()
+        return self._steps
+
+    def _abandon(self, steps: _StepThread) -> None:
+        """The call in ``steps`` is no longer waited for: the thread exits when it returns."""
+        steps.retire()
+        if self._steps is steps:
+            self._steps = None
+
     def _ensure_heartbeat(self) -> None:
         if self._heartbeat is None or not self._heartbeat.is_alive():
             self._heartbeat = _Heartbeat(self)
@@ -240,6 +282,9 @@ class Worker:
         if self._heartbeat is not None:
             self._heartbeat.halt.set()
             self._heartbeat = None
+        if self._steps is not None:
+            self._steps.retire()
+            self._steps = None
 
 
 class WorkerPool:
