@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy.orm import defer
 from sqlmodel import Session, select
 
 from incidentbot.clock import utcnow
@@ -123,7 +124,11 @@ def definition_of(row: RunbookRun) -> Runbook:
 
 def load(session: Session, run_id: int) -> tuple[RunbookRun, Runbook]:
     """The runbook run of ledger run ``run_id`` and the definition it was started with."""
-    row = session.exec(select(RunbookRun).where(RunbookRun.run_id == run_id)).first()
+    # The definition is read only when this process has not parsed it yet (definition_of).
+    stmt = (
+        select(RunbookRun).where(RunbookRun.run_id == run_id).options(defer(RunbookRun.definition))  # type: ignore[arg-type]
+    )
+    row = session.exec(stmt).first()
     if row is None:
         raise DomainError(f"run {run_id} is not a runbook run")
     return row, definition_of(row)

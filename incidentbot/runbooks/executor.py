@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -36,7 +37,7 @@ from incidentbot.ledger.actions import (
     StepContext,
     classify,
 )
-from incidentbot.ledger.models import STEP_SKIPPED
+from incidentbot.ledger.models import STEP_PENDING, STEP_SKIPPED
 from incidentbot.runbooks import engine, expr, keyguard, planning, recovery, run_context
 from incidentbot.runbooks.actions import ActionContext, Services, registry
 from incidentbot.runbooks.actions.base import Action
@@ -111,9 +112,10 @@ class RunbookActions:
             row, runbook = engine.load(s, ctx.run_id)
             incident = s.get(Incident, row.incident_id) if row.incident_id else None
             info = run_context.incident_info(s, incident)
-            ledger_steps = ledger.get_steps(s, ctx.run_id)
-            states = _step_states(ledger_steps)
-            started = _clock_start(ledger_steps, row.created_at)
+            shapes = _shapes(s, ctx.run_id)
+            results = ledger.step_results(s, ctx.run_id)
+            states = _step_states(shapes, results)
+            started = _clock_start(shapes, results, row.created_at)
         step = runbook.step(step_id)
         if step is None:
             raise PermanentError(f"runbook {runbook.name} has no step {step_id!r}")
@@ -266,26 +268,54 @@ def _masked(exc: BaseException, mask: Callable[[str], str]) -> Exception:
     return PermanentError(message)
 
 
-def _step_states(steps: list[Any]) -> dict[str, Any]:
-    """``steps.<id>``: status and (stored, redacted) outputs of the steps so far."""
+# (action, runbook step id) of each ledger step of a run, by index: written with the run and
+# never changed, so read once per run and process (the results are read before every step).
+_SHAPES: dict[tuple[str, int], dict[int, tuple[str, str]]] = {}
+_SHAPES_MAX = 256
+_shapes_lock = threading.Lock()
+
+
+def _shapes(session: Any, run_id: int) -> dict[int, tuple[str, str]]:
+    key = (str(session.get_bind().url), run_id)
+    with _shapes_lock:
+        found = _SHAPES.get(key)
+    if found is None:
+        found = {
+            idx: (action, str((inputs or {}).get("step") or ""))
+            for idx, action, inputs in ledger.step_shapes(session, run_id)
+        }
+        with _shapes_lock:
+            if len(_SHAPES) >= _SHAPES_MAX:
+                _SHAPES.clear()
+            _SHAPES[key] = found
+    return found
+
+
+def _step_states(shapes: dict[int, tuple[str, str]], results: list[Any]) -> dict[str, Any]:
+    """``steps.<id>``: status and (stored, redacted) outputs of the steps so far; the steps not
+    in ``results`` (no longer pending) are pending, without outputs."""
+    done = {r.idx: r for r in results}
     states: dict[str, Any] = {}
-    for st in steps:
-        step_id = (st.input or {}).get("step")
+    for idx, (_action, step_id) in shapes.items():
         if not step_id:
             continue
-        output = dict(st.output or {})
-        status = st.status
+        r = done.get(idx)
+        if r is None:
+            states[step_id] = {"status": STEP_PENDING, "outputs": {}}
+            continue
+        output = dict(r.output or {})
+        status = r.status
         if output.get("skipped") is True or status == STEP_SKIPPED:
             status = "skipped"
         states[step_id] = {"status": status, "outputs": output}
     return states
 
 
-def _clock_start(steps: list[Any], created: Any) -> Any:
+def _clock_start(shapes: dict[int, tuple[str, str]], results: list[Any], created: Any) -> Any:
     """The run's timeout counts from its approval, not from the request."""
-    for st in steps:
-        if st.action == planning.APPROVAL_ACTION and st.finished_at is not None:
-            return st.finished_at
+    for r in results:
+        if shapes[r.idx][0] == planning.APPROVAL_ACTION and r.finished_at is not None:
+            return r.finished_at
     return created
 
 

@@ -113,17 +113,23 @@ def _run_row(session: Session, run_id: int) -> RunbookRun | None:
 
 
 def _step_of(session: Session, run_id: int, idx: int) -> tuple[str, str, str] | None:
-    """(action, runbook step id, name) of a ledger step."""
-    key = (_where(session), run_id, idx)
-    found = _STEPS.get(key)
+    """(action, runbook step id, name) of a ledger step. The first miss reads every step of
+    the run at once: one read per run, not one per step."""
+    where = _where(session)
+    found = _STEPS.get((where, run_id, idx))
     if found is None:
-        step = session.exec(select(Step).where(Step.run_id == run_id, Step.idx == idx)).first()
-        if step is None:
-            return None
-        found = (step.action, str((step.input or {}).get("step", "")), step.name)
-        if len(_STEPS) >= _CACHE_MAX:
+        rows = session.exec(
+            select(Step.idx, Step.action, Step.input, Step.name).where(Step.run_id == run_id)
+        ).all()
+        if len(_STEPS) + len(rows) >= _CACHE_MAX:
             _STEPS.clear()
-        _STEPS[key] = found
+        for row_idx, action, inputs, step_name in rows:
+            _STEPS[(where, run_id, row_idx)] = (
+                action,
+                str((inputs or {}).get("step", "")),
+                step_name,
+            )
+        found = _STEPS.get((where, run_id, idx))
     return found
 
 
