@@ -1,70 +1,175 @@
-"""Ledger overhead per step: a 100-step run of no-op actions on SQLite and on PostgreSQL.
+"""Ledger cost per step: a run of no-op steps driven by one worker, on SQLite and PostgreSQL,
+against a bare write transaction (one ``UPDATE`` of one row, committed) in the same database
+and the same run.
 
-Prints, for each back end, the time per step spent by the ledger (marking the step started,
-recording its result, claiming, fencing) next to the time the no-op action itself takes. Uses a
-temporary SQLite file and a throwaway PostgreSQL cluster (tests/pgcluster.py). No assertions.
+A step is two commits (marked started before the action, finished with its result), so the
+floor is two bare write transactions; the target is the step at most 2 ms over one. Also
+counts what a step costs in statements and Python calls (one profiled run on SQLite). Every
+run is checked to have succeeded, every step to have run once.
 
-    .venv/bin/python bench/ledger_overhead.py [--steps 100] [--repeat 3]
+    bench/run ledger_overhead            # in the table of every benchmark
+    python bench/ledger_overhead.py [--steps 100] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import dataclasses
+import pstats
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.backends import drive, each_backend
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+
+from bench.backends import drive
+from bench.figures import BenchArgs, BenchFailed, Figure
 from incidentbot import db, ledger
-from incidentbot.ledger.actions import StepContext
+from incidentbot.ledger.models import STEP_SUCCEEDED
+
+OVER_BARE_MS = 2.0  # the target: a step at most this much over one bare write transaction
 
 
-def one_run(engine, steps: int, key: str) -> float:
-    """Seconds to drive one run of ``steps`` no-op steps, start to end, in one worker."""
+def databases() -> Iterator[tuple[str, str]]:
+    """(label, URL) of a temporary SQLite file, then of a throwaway PostgreSQL cluster when its
+    binaries are installed (durable settings when tests/pgcluster.py offers them)."""
+    from tests.pgcluster import PgCluster, PgUnavailable
+
+    with tempfile.TemporaryDirectory() as tmp:
+        yield "SQLite", f"sqlite:///{tmp}/bench.db"
+    try:
+        try:
+            cluster = PgCluster(durable=True)  # type: ignore[call-arg]
+            label = "PostgreSQL (fsync on)"
+        except TypeError:
+            cluster = PgCluster()
+            label = "PostgreSQL (fsync off)"
+    except PgUnavailable as exc:
+        print(f"   PostgreSQL skipped: {exc}")
+        return
+    try:
+        cluster.start()
+        cluster.execute("CREATE DATABASE bench")
+        yield label, cluster.url("bench")
+    finally:
+        cluster.stop()
+
+
+def one_run(engine: Engine, steps: int, key: str) -> float:
+    """Seconds to drive one run of ``steps`` no-op steps, start to end, in one worker; checks
+    that every step ran exactly once."""
     with db.transaction(engine) as s:
         rid = ledger.start_run(
             s, kind="bench", key=key, actor="bench", target=f"bench-{key}",
             steps=[{"name": f"noop {i}", "action": "ledger.noop", "input": {"i": i}}
                    for i in range(steps)],
         ).id  # fmt: skip
-    return drive(engine, rid)
+    assert rid is not None
+    elapsed = drive(engine, rid)
+    with db.transaction(engine) as s:
+        done = ledger.get_steps(s, rid)
+    if any(st.status != STEP_SUCCEEDED or st.attempts != 1 for st in done):
+        raise BenchFailed(f"run {rid}: not every step ran exactly once")
+    return elapsed
 
 
-def action_cost(steps: int) -> float:
-    """Seconds the no-op action itself takes per call (the baseline to subtract)."""
-    info = ledger.registry.get("ledger.noop")
-    assert info is not None
-    ctx = StepContext(1, "bench", 0, "noop", 1, None, None)
+def bare_write(engine: Engine, n: int) -> float:
+    """Seconds per bare write transaction through the same session machinery."""
+    with db.transaction(engine) as s:
+        s.execute(text("CREATE TABLE IF NOT EXISTS bench_bare (id INTEGER PRIMARY KEY, v INT)"))
+        s.execute(text("DELETE FROM bench_bare"))
+        s.execute(text("INSERT INTO bench_bare (id, v) VALUES (1, 0)"))
     began = time.perf_counter()
-    for i in range(steps):
-        info.fn(ctx, {"i": i})
-    return (time.perf_counter() - began) / steps
+    for _ in range(n):
+        with db.transaction(engine) as s:
+            s.execute(text("UPDATE bench_bare SET v = v + 1 WHERE id = 1"))
+    return (time.perf_counter() - began) / n
 
 
-def measure(name: str, url: str, steps: int, repeat: int) -> None:
+def step_cost(engine: Engine, steps: int) -> tuple[float, float]:
+    """(statements, Python calls) per step of one profiled run."""
+    statements = 0
+
+    def count(*_a: object) -> None:
+        nonlocal statements
+        statements += 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        one_run(engine, steps, "counted")
+    finally:
+        profile.disable()
+        event.remove(engine, "before_cursor_execute", count)
+    calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
+    return statements / steps, calls / steps
+
+
+def measure(label: str, url: str, steps: int, rounds: int) -> list[Figure]:
     engine = db.make_engine(url)
     db.upgrade(engine)
-    one_run(engine, 5, f"{name}-warmup")
-    per_step = [one_run(engine, steps, f"{name}-{i}") / steps for i in range(repeat)]
-    engine.dispose()
-    base = action_cost(steps)
-    best, median = min(per_step), statistics.median(per_step)
-    print(
-        f"{name:<11} {steps}-step no-op run: ledger overhead per step "
-        f"{(median - base) * 1000:6.2f} ms median, {(best - base) * 1000:6.2f} ms best "
-        f"(of {repeat} runs; the action itself: {base * 1e6:.1f} µs)"
-    )
+    try:
+        one_run(engine, 5, "warm-up")
+        bare_write(engine, 20)
+        bare, step = [], []
+        for i in range(rounds):  # interleaved, so that the machine's load hits both alike
+            bare.append(bare_write(engine, steps))
+            step.append(one_run(engine, steps, f"r{i}") / steps)
+        cost = step_cost(engine, steps) if label == "SQLite" else None
+    finally:
+        engine.dispose()
+    bare_ms, step_ms = statistics.median(bare) * 1000, statistics.median(step) * 1000
+    figures = [
+        Figure(
+            f"{label}: ledger step ({steps}-step no-op run, median of {rounds})",
+            step_ms,
+            bare_ms,
+            target=1 + OVER_BARE_MS / bare_ms,
+            baseline_name="one bare write transaction",
+            note=f"target: at most {OVER_BARE_MS:g} ms over the baseline; "
+            f"{step_ms - bare_ms:.2f} ms over",
+        ),
+        Figure(
+            f"{label}: ledger step against its floor",
+            step_ms,
+            2 * bare_ms,
+            baseline_name="two bare write transactions",
+        ),
+    ]
+    if cost is not None:
+        statements, calls = cost
+        per_step = f"; {statements:.1f} statements and {calls:,.0f} Python calls per step"
+        figures[0] = dataclasses.replace(figures[0], note=figures[0].note + per_step)
+    return figures
+
+
+def figures(args: BenchArgs) -> list[Figure]:
+    steps = 20 if args.quick else 100
+    out: list[Figure] = []
+    for label, url in databases():
+        out += measure(label, url, steps, args.rounds)
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    each_backend(lambda name, url: measure(name, url, args.steps, args.repeat))
+    for label, url in databases():
+        for f in measure(label, url, args.steps, args.rounds):
+            print(
+                f"{f.name}: {f.value:.2f} ms, {f.baseline:.2f} ms {f.baseline_name}, "
+                f"{f.ratio:.2f}x {f.note}"
+            )
     return 0
 
 
