@@ -6,7 +6,8 @@ goes on. :mod:`incidentbot.ledger.transitions` handles every case with the ORM; 
 one it calls here, where a transition is one or two statements built once per process:
 
 - the fence is one ``UPDATE ledger_run ... WHERE id AND owner AND status = running AND lease
-  unexpired``: a rowcount of 0 means the lease is lost and nothing is written;
+  unexpired ... RETURNING`` the database time it used (the clock is read inside it): no row
+  means the lease is lost and nothing is written;
 - marking a step started reads the run and its cursor step in one ``SELECT`` and updates the
   step row;
 - recording a success moves the cursor inside the fencing update and updates the step row.
@@ -22,7 +23,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import Interval, and_, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -35,33 +36,39 @@ from incidentbot.ledger.spec import StepSpec
 _run = Run.__table__  # type: ignore[attr-defined]
 _step = Step.__table__  # type: ignore[attr-defined]
 
-_FENCED = and_(
-    _run.c.id == bindparam("b_run_id"),
-    _run.c.owner == bindparam("b_owner"),
-    _run.c.status == RUNNING,
-    _run.c.lease_expires_at > bindparam("now", type_=UTCDateTime()),
-)
 
+def _clock(dialect: str, ahead: bool = False) -> Any:
+    """The database clock inside a statement (one value per statement), optionally a lease
+    ahead: so the fence needs no statement of its own to read the time."""
+    if dialect == "postgresql":
+        now = func.statement_timestamp()
+        return now + bindparam("b_lease", type_=Interval()) if ahead else now
+    # SQLite: 'now' is fixed for the statement; the format is the one datetimes are stored in.
+    modifiers = ("now", bindparam("b_ahead")) if ahead else ("now",)
+    return func.strftime("%Y-%m-%d %H:%M:%f000", *modifiers)
+
+
+def _fenced_update(dialect: str, **values: Any) -> Any:
+    """``UPDATE ledger_run`` matching only while ``owner`` holds an unexpired lease, extending
+    it and returning the database time it used (no row: the lease is lost)."""
+    return (
+        update(_run)
+        .where(
+            _run.c.id == bindparam("b_run_id"),
+            _run.c.owner == bindparam("b_owner"),
+            _run.c.status == RUNNING,
+            _run.c.lease_expires_at > _clock(dialect),
+        )
+        .values(lease_expires_at=_clock(dialect, ahead=True), updated_at=_clock(dialect), **values)
+        .returning(_run.c.updated_at)
+    )
+
+
+_DIALECTS = ("sqlite", "postgresql")
 # Extend the lease: the fence of every worker write.
-FENCE = (
-    update(_run)
-    .where(_FENCED)
-    .values(
-        lease_expires_at=bindparam("until", type_=UTCDateTime()),
-        updated_at=bindparam("at", type_=UTCDateTime()),
-    )
-)
-
+_FENCE = {d: _fenced_update(d) for d in _DIALECTS}
 # A success that is not the run's last step: the fence also moves the cursor past it.
-_ADVANCE = (
-    update(_run)
-    .where(_FENCED)
-    .values(
-        cursor=bindparam("b_cursor"),
-        lease_expires_at=bindparam("until", type_=UTCDateTime()),
-        updated_at=bindparam("at", type_=UTCDateTime()),
-    )
-)
+_ADVANCE = {d: _fenced_update(d, cursor=bindparam("b_cursor")) for d in _DIALECTS}
 
 _SUCCEED = (
     update(_step)
@@ -112,31 +119,38 @@ def _conn(session: Session) -> Connection:
     return session.connection()
 
 
-def fence(session: Session, run_id: int, owner: str, now: datetime, lease: float) -> bool:
-    """Extend ``owner``'s lease on the run; False if it no longer holds it (nothing written)."""
-    params = {"b_run_id": run_id, "b_owner": owner, "now": now}
-    params.update(until=now + timedelta(seconds=lease), at=now)
-    return _conn(session).execute(FENCE, params).rowcount == 1
+def _lease(conn: Connection, lease: float) -> dict[str, Any]:
+    if conn.dialect.name == "postgresql":
+        return {"b_lease": timedelta(seconds=lease)}
+    return {"b_ahead": f"+{lease:.3f} seconds"}
+
+
+def fence(session: Session, run_id: int, owner: str, lease: float) -> datetime | None:
+    """Extend ``owner``'s lease on the run and return the database time; None if it no longer
+    holds the run (nothing written)."""
+    conn = _conn(session)
+    params = {"b_run_id": run_id, "b_owner": owner, **_lease(conn, lease)}
+    return conn.execute(_FENCE[conn.dialect.name], params).scalar_one_or_none()
 
 
 def advance(
     session: Session,
     run_id: int,
     owner: str,
-    now: datetime,
     lease: float,
     index: int,
     output: dict[str, Any],
-) -> bool:
+) -> datetime | None:
     """Step ``index`` succeeded and is not the last: fence and move the cursor in one update,
-    then record the output. False if the lease is lost (nothing written)."""
+    then record the output. Returns the database time; None if the lease is lost (nothing
+    written)."""
     conn = _conn(session)
-    params = {"b_run_id": run_id, "b_owner": owner, "now": now, "b_cursor": index + 1}
-    params.update(until=now + timedelta(seconds=lease), at=now)
-    if conn.execute(_ADVANCE, params).rowcount != 1:
-        return False
+    params = {"b_run_id": run_id, "b_owner": owner, "b_cursor": index + 1, **_lease(conn, lease)}
+    now = conn.execute(_ADVANCE[conn.dialect.name], params).scalar_one_or_none()
+    if now is None:
+        return None
     conn.execute(_SUCCEED, {"b_run_id": run_id, "b_idx": index, "b_output": output, "at": now})
-    return True
+    return now
 
 
 def plain_start(

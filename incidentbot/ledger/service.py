@@ -382,8 +382,8 @@ def fence(session: Session, run_id: int, owner: str, lease: float) -> datetime:
     matches only while ``owner`` holds an unexpired lease, and on PostgreSQL it also locks the
     row, so a concurrent takeover either happened before (we match nothing) or waits for us.
     """
-    now = db_now(session)
-    if not fenced.fence(session, run_id, owner, now, lease):
+    now = fenced.fence(session, run_id, owner, lease)
+    if now is None:
         raise LeaseLost(run_id, owner)
     return now
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from sqlmodel import Session
 
-from incidentbot.db import db_now
 from incidentbot.ledger import cleanup, fenced
 from incidentbot.ledger.actions import ActionRegistry, Decision, Verdict
 from incidentbot.ledger.events import emit, event_for
@@ -262,9 +261,9 @@ def finish_step(
     Returns True if this worker still holds the run and should go on to the next step."""
     if isinstance(outcome, Succeeded) and not attempt.last:
         # The common case: the fence moves the cursor, the step row takes the output.
-        now = db_now(session)
         output = redact(_jsonable(outcome.output))
-        if not fenced.advance(session, attempt.run_id, owner, now, lease, attempt.index, output):
+        now = fenced.advance(session, attempt.run_id, owner, lease, attempt.index, output)
+        if now is None:
             raise LeaseLost(attempt.run_id, owner)
         started = {
             "run_kind": attempt.run_kind,
