@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.egress_support import LOOPBACK
-from tests.ledger_harness import REPO, EffectServer
+from tests.ledger_harness import REPO, EffectServer, expire_leases
 
 T = TypeVar("T")
 
@@ -143,6 +143,9 @@ class BotSeat:
         """SIGKILL the live process and start another in its place (``overrides`` change the
         options of this and every later process)."""
         self.current.kill()
+        # Its runs are taken over at once, not a lease later (every bot names its workers
+        # "bot/..."; the next one is not started yet).
+        expire_leases(self.database_url, "bot/")
         self.kills += 1
         self.options.update(overrides)
         self.current = self.start()
@@ -162,7 +165,8 @@ class BotSeat:
         timeout: float = 45.0,
     ) -> T:
         """Poll ``probe`` until it returns something truthy. With ``kill_paused``, each time
-        the live process says it paused after a step, kill it and start a replacement."""
+        the live process says it paused after a step, kill it and start a replacement (the
+        ``timeout`` then starts again: it is for a wait in which nothing moves)."""
         deadline = time.monotonic() + timeout
         while True:
             value = probe()
@@ -172,6 +176,8 @@ class BotSeat:
                 raise AssertionError(f"the bot died unexpectedly waiting for {what}\n{self.logs()}")
             if kill_paused and self.current.paused():
                 self.replace()
+                # Progress: the timeout bounds a wait without any, not the process starts.
+                deadline = time.monotonic() + timeout
                 continue
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")

@@ -1,8 +1,10 @@
 """Kill tests: real worker processes (``incidentbot worker``) SIGKILLed at chosen points.
 
 Each side effect is a request to an HTTP server in the test process, so what happened is
-counted outside the worker that did it. Workers use a short lease so takeovers come quickly;
-the tests wait on database state and log lines, never on the clock.
+counted outside the worker that did it. Workers hold a long lease, so a busy machine never
+makes one lose it; once a test has killed a worker it ends that worker's lease itself
+(:func:`expire_leases`, what the clock would do a lease later), so takeovers come at once. The
+tests wait on database state and log lines, never on the clock.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from tests.conftest import count
 from tests.ledger_harness import (
     WorkerProcess,
     call_step,
+    expire_leases,
     run_status,
     wait_status,
     wait_until,
 )
 
-LEASE = 1.0
+LEASE = 30.0
 
 
 @pytest.fixture
@@ -70,6 +73,7 @@ class Fleet:
 
     def kill(self, name: str) -> None:
         self.live.pop(name).kill()
+        expire_leases(self.engine, f"{name}/")
         self._add()
 
 
@@ -144,6 +148,7 @@ def test_kill_during_a_non_idempotent_step_stops_for_attention(engine, server, s
     run, _ = steps_of(engine, rid)
     holder = run.owner.split("/")[0]
     workers.pop(holder).kill()
+    expire_leases(engine, f"{holder}/")
 
     wait_status(engine, rid, "needs_attention")
     run, steps = steps_of(engine, rid)
@@ -200,6 +205,7 @@ def test_two_live_workers_the_holder_killed_the_other_takes_over(engine, server,
     survivor = next(name for name in workers if name != holder)
     assert "PAUSED" in workers[holder].log() and "PAUSED" not in workers[survivor].log()
     workers[holder].kill()
+    expire_leases(engine, f"{holder}/")
 
     wait_status(engine, rid, "succeeded")
     run, steps = steps_of(engine, rid)

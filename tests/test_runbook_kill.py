@@ -23,7 +23,7 @@ from incidentbot.runbooks.models import RunbookRun
 from incidentbot.sandbox.slack.server import SlackSandbox
 from tests.runbook_procs import BotSeat, HoldingEffectServer
 
-LEASE = 1.5
+LEASE = 30.0  # long: a busy machine never loses it; a kill ends it (BotSeat.replace)
 NODE = "rpc-1"
 TOKENS = {"drain-rpc-1": 1, "restart-rpc-1": 1, "enable-rpc-1": 1}
 NOTE = "drained rpc-1 with HTTP 200"
@@ -256,7 +256,7 @@ def test_killed_after_every_step_the_run_completes_once(seats, engine, slack, ef
 
     One worker thread per process, so a kill never lands in the middle of some other step.
     The incident is set up by a process that is not paused (the incident's own runs are not
-    what this test is about, and each kill costs a process start and a lease)."""
+    what this test is about, and each kill costs a process start)."""
     seat = seats(workers=1)
     channel, _bob, run_id = declare_and_run(
         seat, engine, slack, effects, before_run=lambda: seat.replace(pause_after="all")

@@ -4,9 +4,10 @@ run saying exactly what is not.
 
 Workers are real processes (forked by :mod:`tests.worker_zygote`), killed by SIGKILL where they
 stopped dead: right after a step was marked started (before its side effect), or right after a
-step kept the state it read before its first attempt. Each kill costs one lease; a fresh
-worker takes the run over. One lab serves the module and is put back to healthy after each
-case; the run is approved as bob, the incident's commander.
+step kept the state it read before its first attempt. Each kill ends the dead worker's lease
+(what the clock would do a lease later); a fresh worker takes the run over. One lab serves the
+module and is put back to healthy after each case; the run is approved as bob, the incident's
+commander.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from incidentbot.runbooks.actions import Services, registry
 from incidentbot.runbooks.loader import load_dirs
 from incidentbot.sandbox.lab import BACKEND, NODES, Lab
 from tests.lab_support import healthy_lab, lab, needs_lab, rpc_post, wait_for  # noqa: F401 - fixtures
+from tests.ledger_harness import expire_leases
 from tests.worker_zygote import Child, Zygote
 
 REPO = Path(__file__).resolve().parent.parent
-LEASE = 1.0
+LEASE = 30.0  # long: a busy machine never loses it; a kill ends it (_replace_paused)
 pytestmark = [pytest.mark.usefixtures("healthy_lab"), needs_lab]
 
 
@@ -110,6 +112,7 @@ class Bot:
         paused = current.paused()
         if paused:
             assert current.kill() == -9
+            expire_leases(self.engine, f"worker-{len(self.children)}/")
             self.kills.append(paused)
             self.worker()
         return False
