@@ -64,8 +64,12 @@ class Chat(Protocol):
 
     def set_purpose(self, channel_id: str, purpose: str) -> None: ...
 
-    def invite(self, channel_id: str, user_ids: list[str]) -> list[str]:
-        """Invite users; return those newly invited (already members are not an error)."""
+    def invite(
+        self, channel_id: str, user_ids: list[str], *, read_members: bool = True
+    ) -> list[str]:
+        """Invite users; return those newly invited (already members are not an error).
+        ``read_members=False``: a new channel, invite without reading its members first (one
+        call; when someone is a member after all, read them and invite the rest)."""
         ...
 
     def usergroup_members(self, group_id: str) -> list[str]: ...

@@ -52,8 +52,11 @@ def start_declare_effects(session: Session, incident: Incident, *, declarer: str
         incident_id=incident.id,
         actor=declarer,
     )
-    # A fixed key, so that a repeated declare finds the announcement it already queued.
-    _refresh_run(session, incident, "declared", actor=declarer, header=False, digest=True)
+    # A fixed key, so that a repeated declare finds the announcement it already queued. Its
+    # first attempt posts without looking: nothing can have announced the incident before.
+    _refresh_run(
+        session, incident, "declared", actor=declarer, header=False, digest=True, announce=True
+    )
 
 
 def refresh(
@@ -73,13 +76,21 @@ def refresh(
 
 
 def _refresh_run(
-    session: Session, incident: Incident, suffix: str, *, actor: str, header: bool, digest: bool
+    session: Session,
+    incident: Incident,
+    suffix: str,
+    *,
+    actor: str,
+    header: bool,
+    digest: bool,
+    announce: bool = False,
 ) -> None:
     steps = []
     if header:
         steps.append(_step("Update the incident header", "chat.header"))
     if digest:
-        steps.append(_step("Update the digest announcement", "chat.digest"))
+        extra = {"announce": True} if announce else {}
+        steps.append(_step("Update the digest announcement", "chat.digest", **extra))
     ledger.start_run(
         session,
         kind="incident.refresh",

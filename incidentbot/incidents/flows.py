@@ -2,8 +2,10 @@
 invites, header, digest and updates (queued by :mod:`incidentbot.incidents.effects`).
 
 Every action here is idempotent:
-it looks for what an earlier, interrupted attempt may already have done (a channel carrying the
-incident's marker, a message carrying its block id) before doing it again. Actions read the
+when an earlier outcome is unknown (a later attempt of the step, a channel name already taken,
+no message ts saved by a later refresh) it looks for what that attempt may already have done (a
+channel carrying the incident's marker, a message carrying its block id) before doing it again.
+A declare's first attempts read nothing back from Slack. Actions read the
 incident's *current* state when they run, so a refresh that runs late still shows the latest.
 
 The chat platform is reached only through the :class:`~incidentbot.ports.Chat` port.
@@ -35,7 +37,7 @@ from incidentbot.ledger.actions import registry as default_registry
 from incidentbot.ledger.events import LedgerEvent
 from incidentbot.ledger.redact import redact_text
 from incidentbot.paging.flows import link_channel, pages_of
-from incidentbot.ports import Chat, ExternalError
+from incidentbot.ports import ChannelInfo, Chat, ExternalError
 
 log = logging.getLogger(__name__)
 
@@ -210,24 +212,19 @@ class ChatActions:
                 declared_at=inc.declared_at,
                 suffix="" if n == 1 else f"-{n}",
             )
-            existing = self.chat.find_channel(name)
-            if existing is not None:
-                mine = is_owned(existing.purpose, inc, self._installation_id()) or (
-                    not existing.purpose
-                    and not self._owned_by_other_incident(existing.id, inc)
-                    and existing.creator in (None, self._bot_id())
-                )
-                if mine and not existing.archived:
-                    channel = existing
-                    break
-                continue
+            # Create first: on the happy path the name is free and nothing needs reading.
             try:
                 channel = self.chat.create_channel(name)
                 break
             except ExternalError as exc:
-                if exc.code == "name_taken":
-                    continue
-                raise
+                if exc.code != "name_taken":
+                    raise
+            # Taken: by this incident's channel (an earlier attempt created it and its answer
+            # was lost, or it crashed before saving it) or by someone else's.
+            existing = self.chat.find_channel(name)
+            if existing is not None and not existing.archived and self._is_mine(existing, inc):
+                channel = existing
+                break
         else:
             raise PermanentError(f"no free channel name after {MAX_NAME_SUFFIX} tries")
         with db.transaction(self.engine) as s:
@@ -249,13 +246,25 @@ class ChatActions:
             )
         return {"channel_id": channel.id, "channel": channel.name}
 
+    def _is_mine(self, existing: ChannelInfo, inc: Incident) -> bool:
+        return is_owned(existing.purpose, inc, self._installation_id()) or (
+            not existing.purpose
+            and not self._owned_by_other_incident(existing.id, inc)
+            and existing.creator in (None, self._bot_id())
+        )
+
     def _bot_id(self) -> str | None:
         bot = getattr(self.chat, "bot_user_id", None)
         return bot() if callable(bot) else None
 
     def furnish_channel(self, ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
-        """Topic, purpose, invites and the header, concurrently (none depends on another)."""
+        """Topic, purpose, invites and the header, concurrently (none depends on another).
+
+        The first attempt reads nothing back from Slack: the channel is new, so no one is in it
+        and no header is posted. A later attempt follows one whose outcome is unknown (a crash,
+        a lost answer) and looks first (members, the channel's history)."""
         inc = self._incident(ctx)
+        reconcile = ctx.attempt > 1
         if not inc.channel_id:
             raise RetryableError("the channel does not exist yet")
         channel = inc.channel_id
@@ -265,10 +274,10 @@ class ChatActions:
         jobs: dict[str, Callable[[], Any]] = {
             "topic": lambda: self.chat.set_topic(channel, topic),
             "purpose": lambda: self.chat.set_purpose(channel, purpose),
-            "invited": lambda: self.chat.invite(channel, users),
-            "header": lambda: self._post_header(inc),
+            "invited": lambda: self.chat.invite(channel, users, read_members=reconcile),
+            "header": lambda: self._post_header(inc, reconcile=reconcile),
             # The announcement may have gone out before the channel existed: link it now.
-            "digest": lambda: self._update_digest(inc),
+            "digest": lambda: self._link_digest(inc),
         }
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             futures = {key: pool.submit(job) for key, job in jobs.items()}
@@ -312,12 +321,13 @@ class ChatActions:
             users += self.chat.usergroup_members(group)
         return list(dict.fromkeys(users))
 
-    def _post_header(self, inc: Incident) -> str:
-        """Post (or update) the header message and pin it; returns its ts."""
+    def _post_header(self, inc: Incident, *, reconcile: bool = True) -> str:
+        """Post (or update) the header message and pin it; returns its ts. ``reconcile``: with
+        no ts saved, look in the channel's history for one an interrupted attempt posted."""
         with self._lock("header", inc):
-            return self._post_header_locked(inc)
+            return self._post_header_locked(inc, reconcile)
 
-    def _post_header_locked(self, inc: Incident) -> str:
+    def _post_header_locked(self, inc: Incident, reconcile: bool) -> str:
         inc = self._fresh(inc)
         with db.transaction(self.engine) as s:
             roles = svc.active_roles(s, inc)
@@ -335,9 +345,10 @@ class ChatActions:
         installation = self._installation_id()
         text, blocks = self.render.header(inc, roles, extra_lines=pages, installation=installation)
         assert inc.channel_id is not None
-        ts = inc.header_ts or self.chat.find_message(
-            inc.channel_id, self.render.header_block_id(inc, installation), since=inc.declared_at
-        )
+        ts = inc.header_ts
+        if not ts and reconcile:
+            block_id = self.render.header_block_id(inc, installation)
+            ts = self.chat.find_message(inc.channel_id, block_id, since=inc.declared_at)
         if ts:
             self.chat.update(inc.channel_id, ts, text, blocks)
         else:
@@ -364,21 +375,34 @@ class ChatActions:
         self.chat.set_topic(inc.channel_id, self._topic(self._fresh(inc)))
         return {"ts": self._post_header(inc)}
 
-    def digest(self, ctx: StepContext, _input: dict[str, Any]) -> dict[str, Any]:
-        return self._update_digest(self._incident(ctx))
-
-    def _update_digest(self, inc: Incident) -> dict[str, Any]:
+    def digest(self, ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
+        """Post or update the digest announcement. The declare's own first attempt posts
+        without looking: nothing can have announced the incident before it. Any other (a
+        retry, a later refresh that finds no ts saved) first looks in the digest channel."""
+        reconcile = not (input.get("announce") and ctx.attempt == 1)
+        inc = self._incident(ctx)
         with self._lock("digest", inc):
-            return self._update_digest_locked(inc)
+            return self._update_digest_locked(inc, reconcile)
 
-    def _update_digest_locked(self, inc: Incident) -> dict[str, Any]:
+    def _link_digest(self, inc: Incident) -> dict[str, Any]:
+        """Link the announcement to the new channel once it is out. Posting it is the digest
+        run's: if it is not out yet, that run reads the incident when it posts, channel
+        included (the lock orders the two here)."""
+        with self._lock("digest", inc):
+            self._digest_channel()  # none: fails here too, so the failure shows in the channel
+            if self._fresh(inc).digest_ts is None:
+                return {"skipped": "not announced yet"}
+            return self._update_digest_locked(inc, True)
+
+    def _update_digest_locked(self, inc: Incident, reconcile: bool) -> dict[str, Any]:
         inc = self._fresh(inc)
         channel = self._digest_channel()
         installation = self._installation_id()
         text, blocks = self.render.digest(inc, inc.channel_id, installation=installation)
-        ts = inc.digest_ts or self.chat.find_message(
-            channel, self.render.digest_block_id(inc, installation), since=inc.declared_at
-        )
+        ts = inc.digest_ts
+        if not ts and reconcile:
+            block_id = self.render.digest_block_id(inc, installation)
+            ts = self.chat.find_message(channel, block_id, since=inc.declared_at)
         updated = bool(ts)
         if ts:
             self.chat.update(channel, ts, text, blocks)

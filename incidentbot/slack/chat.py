@@ -115,7 +115,11 @@ class SlackChat:
         return None
 
     def create_channel(self, name: str) -> ChannelInfo:
-        return _channel(self._call("conversations.create", name=name, is_private=False)["channel"])
+        data = self._call("conversations.create", name=name, is_private=False)
+        channel = _channel(data["channel"])
+        if self._bot_user_id is None and channel.creator:
+            self._bot_user_id = channel.creator  # the bot made it: no auth.test needed
+        return channel
 
     def set_topic(self, channel_id: str, topic: str) -> None:
         self._call("conversations.setTopic", channel=channel_id, topic=topic[:250])
@@ -123,11 +127,21 @@ class SlackChat:
     def set_purpose(self, channel_id: str, purpose: str) -> None:
         self._call("conversations.setPurpose", channel=channel_id, purpose=purpose[:250])
 
-    def invite(self, channel_id: str, user_ids: list[str]) -> list[str]:
+    def invite(
+        self, channel_id: str, user_ids: list[str], *, read_members: bool = True
+    ) -> list[str]:
         bot = self.bot_user_id()
         wanted = [u for u in dict.fromkeys(user_ids) if u and u != bot]
         if not wanted:
             return []
+        if not read_members:
+            try:
+                self._call("conversations.invite", channel=channel_id, users=",".join(wanted))
+                return wanted
+            except ExternalError as exc:
+                if exc.code != "already_in_channel":
+                    raise
+            # Slack invites no one when one is a member already: read them, invite the rest.
         members = set(self._members(channel_id))
         new = [u for u in wanted if u not in members]
         if new:
