@@ -1,0 +1,128 @@
+"""The declare fan-out: its critical path against one Slack round trip, and its Slack calls.
+
+A bot runs against the local Slack-compatible server with a fixed latency injected into every
+Web API call. For each round, ``/incident declare`` is sent (after one declare that warms the
+bot's one-time lookups: the digest channel's id, the bot's own id) and the figure is the time
+from the acknowledgement until Slack answered the last call of the fan-out (channel, topic,
+purpose, invitation, header, pin, digest announcement), taken from the server's own record of
+every request. The baseline is one plain Web API call with the same latency, in the same run.
+The fan-out is checked before anything is reported: the channel exists with the declarer in
+it, the header is posted and pinned, the announcement is out, and each is on the timeline.
+
+The calls a declare makes are counted from the server's record, per method.
+
+Run: .venv/bin/python bench/declare_fanout.py [--latency 0.2] [--rounds 3]
+or through ``bench/run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.figures import BenchArgs, BenchFailed, Figure, median
+from incidentbot import db
+from incidentbot.incidents import service as svc
+from tests.slack_harness import running_bot, settled
+
+LATENCY = 0.2
+TARGET = 2.6  # two dependent round trips plus 30%
+EFFECTS = ("channel.created", "responders.invited", "header.posted", "digest.announced")
+
+
+def _one_round_trip(sandbox, latency: float) -> float:  # type: ignore[no-untyped-def]
+    client = sandbox.web_client()
+    client.auth_test()  # connection and code paths warm
+    started = time.perf_counter()
+    client.auth_test()
+    return time.perf_counter() - started
+
+
+def _check(engine, sandbox, ref: str) -> None:  # type: ignore[no-untyped-def]
+    with db.transaction(engine) as s:
+        inc = svc.get(s, ref)
+        kinds = Counter(e.kind for e in svc.timeline(s, inc))
+    missing = [k for k in EFFECTS if kinds[k] != 1]
+    if missing or not (inc.channel_id and inc.header_ts and inc.digest_ts):
+        raise BenchFailed(f"{ref}: fan-out incomplete (timeline lacks {missing})")
+    pinned = [
+        r for r in sandbox.requests("pins.add") if r.ok and r.args.get("channel") == inc.channel_id
+    ]
+    if not pinned:
+        raise BenchFailed(f"{ref}: the header was not pinned")
+
+
+def measure(latency: float, rounds: int) -> tuple[list[float], float, Counter[str], Counter[str]]:
+    """Critical paths (s), one round trip (s), calls of the warm-up declare, calls per declare
+    after it (summed over the rounds)."""
+    paths: list[float] = []
+    trips: list[float] = []
+    first: Counter[str] = Counter()
+    steady: Counter[str] = Counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = db.make_engine(f"sqlite:///{tmp}/bench.db")
+        db.upgrade(engine)
+        with running_bot(engine) as (_bot, sandbox):
+            sandbox.set_latency(latency)
+            for r in range(rounds + 1):
+                trips.append(_one_round_trip(sandbox, latency))
+                before = len(sandbox.requests())
+                sandbox.driver.slash_command(f"declare sev2 node {r} lagging", user="alice")
+                acked = time.time()
+                settled(engine)
+                calls = sandbox.requests()[before:]
+                _check(engine, sandbox, f"INC-{r + 1}")
+                if r == 0:
+                    first.update(c.method for c in calls)
+                    continue
+                steady.update(c.method for c in calls)
+                paths.append(max(c.started_at + c.duration_s for c in calls) - acked)
+            sandbox.set_latency(0)
+        engine.dispose()
+    return paths, median(trips), first, steady
+
+
+def figures(args: BenchArgs) -> list[Figure]:
+    rounds = 2 if args.quick else max(3, args.rounds)
+    paths, trip, first, steady = measure(LATENCY, rounds)
+    per_declare = sum(steady.values()) / rounds
+    calls = ", ".join(f"{m} {n / rounds:g}" for m, n in sorted(steady.items()))
+    return [
+        Figure(
+            "declare critical path (ack → channel, invites, header, pin, digest out)",
+            median(paths) * 1000,
+            trip * 1000,
+            target=TARGET,
+            baseline_name=f"one Slack call, {LATENCY * 1000:.0f} ms injected",
+            note=f"median of {rounds}; Slack calls per declare: {per_declare:g} ({calls}); "
+            f"the first declare of a process also makes {sum(first.values())}",
+        )
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--latency", type=float, default=LATENCY)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    paths, trip, first, steady = measure(args.latency, args.rounds)
+    for i, p in enumerate(paths, 1):
+        print(f"  declare {i}: critical path {p * 1000:.0f} ms = {p / trip:.2f} × one round trip")
+    print(f"one round trip: {trip * 1000:.0f} ms; median ratio {median(paths) / trip:.2f}")
+    print(
+        f"first declare of the process: {sum(first.values())} calls {dict(sorted(first.items()))}"
+    )
+    print(
+        f"each later declare: {sum(steady.values()) / args.rounds:g} calls "
+        f"{ {m: n / args.rounds for m, n in sorted(steady.items())} }"
+    )
+
+
+if __name__ == "__main__":
+    main()
