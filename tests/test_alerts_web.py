@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from incidentbot.alerts.models import AlertRecord
+from incidentbot.alerts.models import AlertDelivery, AlertRecord
 from incidentbot.config import Settings
 from incidentbot.web.alertmanager import MAX_BODY, PATH, alertmanager_route
 from tests.conftest import count
@@ -131,8 +131,12 @@ def test_a_processing_failure_is_a_500_so_alertmanager_retries(engine, tmp_path)
         response = c.post(PATH, json=notification([alert("RpcEndpointDown")]), headers=BEARER)
     assert response.status_code == 500
     body = response.json()
-    assert "stored, not processed" in body["error"] and body["delivery"] == 1
+    assert "stored, not processed" in body["error"]
     assert count(engine, "alert_delivery") == 1 and count(engine, "incident") == 0
+    with Session(engine) as s:  # the id in the answer is the stored delivery's, marked failed
+        stored = s.exec(select(AlertDelivery)).one()
+    assert (body["delivery"], stored.failed) == (stored.id, True)
+    assert "database connection lost" in (stored.outcome or "")
 
     with client_for(engine, settings_for(tmp_path)) as c:  # the retry
         response = c.post(PATH, json=notification([alert("RpcEndpointDown")]), headers=BEARER)

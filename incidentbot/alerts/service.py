@@ -1,10 +1,10 @@
 """Ingesting an Alertmanager notification: store it, record each alert, declare or attach.
 
-Two transactions, in this order, so that nothing an alert sent is lost:
-
-1. the delivery (the redacted payload as received) is committed on its own;
-2. the alerts are recorded and routed, and the group's incident is declared or found, all in
-   one transaction that also appends the timeline events and queues the declare's side effects.
+One transaction per notification: the delivery (the redacted payload as received), its alerts
+(read in one query, written in batches), the group (one upsert), the group's incident declared
+or found, the timeline events and the declare's side effects. Alertmanager is answered after
+that commit. When processing fails, the delivery alone is stored in a second transaction,
+marked failed, so nothing an alert sent is lost.
 
 Deliveries of one group, and of groups sharing an alert, are serialised: on PostgreSQL by
 transaction-scoped advisory locks on the group key and on each fingerprint (taken in one global
@@ -23,7 +23,9 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -74,8 +76,9 @@ def ingest(
     """
     payload, stored = parse(data)
     received = utcnow()
-    with db.transaction(engine) as s:
-        delivery = AlertDelivery(
+
+    def delivery_row() -> AlertDelivery:
+        return AlertDelivery(
             received_at=received,
             remote=(remote or None) and remote[:64],
             receiver=payload.receiver[:200],
@@ -85,19 +88,24 @@ def ingest(
             truncated_alerts=payload.truncated_alerts,
             payload=stored,
         )
-        s.add(delivery)
-        s.flush()
-        assert delivery.id is not None
-        delivery_id = delivery.id
+
     try:
         with db.transaction(engine) as s:
+            delivery = delivery_row()
+            s.add(delivery)
+            s.flush()
+            assert delivery.id is not None
+            delivery_id = delivery.id
             outcome = process(s, settings, payload, delivery_id, on_declare=on_declare)
-            _finish(s, delivery_id, outcome.summary(), failed=outcome.error is not None)
+            delivery.outcome = outcome.summary()
+            delivery.failed = outcome.error is not None
+            delivery.processed_at = utcnow()
+            s.add(delivery)
     except Exception as exc:
         message = redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0])[:1000]
-        log.exception("alert delivery %s: processing failed", delivery_id)
-        _mark_failed(engine, delivery_id, message)
-        raise IngestFailed(delivery_id, message) from exc
+        log.exception("alert delivery: processing failed")
+        failed_id = _store_failed(engine, delivery_row(), message)
+        raise IngestFailed(failed_id, message) from exc
     log.info(
         "alert delivery %s (%s): %s",
         delivery_id,
@@ -108,24 +116,16 @@ def ingest(
     return outcome
 
 
-def _finish(
-    session: Session, delivery_id: int, outcome: str, *, failed: bool, processed: bool = True
-) -> None:
-    """Note what the delivery did (an UPDATE: the stored payload is not read back)."""
-    values: dict[str, Any] = {"outcome": outcome, "failed": failed}
-    if processed:
-        values["processed_at"] = utcnow()
-    session.execute(
-        update(AlertDelivery).where(col(AlertDelivery.id) == delivery_id).values(**values)
-    )
-
-
-def _mark_failed(engine: Engine, delivery_id: int, message: str) -> None:
-    try:
-        with db.transaction(engine) as s:
-            _finish(s, delivery_id, f"processing failed: {message}", failed=True, processed=False)
-    except Exception:  # the delivery itself is stored; failing to annotate it is secondary
-        log.exception("alert delivery %s: could not record the failure", delivery_id)
+def _store_failed(engine: Engine, delivery: AlertDelivery, message: str) -> int:
+    """Keep a delivery whose processing failed (and rolled back): Alertmanager retries it,
+    and people can see what came in and why it was not processed."""
+    delivery.outcome = f"processing failed: {message}"
+    delivery.failed = True
+    with db.transaction(engine) as s:
+        s.add(delivery)
+        s.flush()
+        assert delivery.id is not None
+        return delivery.id
 
 
 def process(
@@ -177,10 +177,16 @@ def process(
         suggest_runbooks(session, incident, fresh, actor=actor, now=now)
     # Exactly once per alert instance: when it resolves while attached, or when it is
     # attached already resolved (both can happen in one delivery, hence the set).
+    ended: dict[int, list[AlertRecord]] = {}
     for row, _alert, _r in _unique(rows):
         newly = row.id in resolved_now or row.id in attached_now
         if newly and row.incident_id is not None and row.status == RESOLVED:
-            record_resolved(session, row, actor=actor, now=now)
+            ended.setdefault(row.incident_id, []).append(row)
+    for incident_id, resolved_rows in ended.items():  # one batch per incident, not per alert
+        held = incident if incident is not None and incident.id == incident_id else None
+        held = held or session.get(Incident, incident_id)
+        if held is not None:
+            record_resolved(session, resolved_rows, held, actor=actor, now=now)
     session.add(group)
     return out
 
@@ -215,22 +221,24 @@ def _lock_id(key: str) -> int:
 
 
 def _group(session: Session, payload: Payload, key_hash: str, now: datetime) -> AlertGroup:
-    group = session.exec(select(AlertGroup).where(AlertGroup.key_hash == key_hash)).first()
-    if group is None:
-        group = AlertGroup(
-            key_hash=key_hash,
-            group_key=redact_text(payload.group_key),
-            receiver=payload.receiver[:200],
-            group_labels=payload.group_labels,
-            status=payload.status,
-            first_received_at=now,
-            last_received_at=now,
-        )
-    group.status = payload.status
-    group.last_received_at = now
-    session.add(group)
-    session.flush()
-    return group
+    """The group, made or brought up to date in one statement (an upsert on its key)."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(AlertGroup).values(
+        key_hash=key_hash,
+        group_key=redact_text(payload.group_key),
+        receiver=payload.receiver[:200],
+        group_labels=payload.group_labels,
+        status=payload.status,
+        first_received_at=now,
+        last_received_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[col(AlertGroup.key_hash)],
+        set_={"status": stmt.excluded.status, "last_received_at": stmt.excluded.last_received_at},
+    ).returning(AlertGroup)
+    options = {"populate_existing": True}
+    return session.scalars(stmt, execution_options=options).one()
 
 
 def _upsert(

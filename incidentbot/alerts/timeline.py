@@ -69,26 +69,18 @@ def attach(
 ) -> int:
     """Attach unattached alerts to ``incident``: each goes on its timeline as firing, and the
     impact-started and detected milestones move earlier if an alert started earlier."""
-    count = 0
     earliest: datetime | None = None
+    events = []
     for row, _alert, _route in rows:
         row.incident_id = incident.id
         row.error = None
         session.add(row)
         started = min(row.starts_at, now)
         earliest = started if earliest is None else min(earliest, started)
-        svc.record(
-            session,
-            incident,
-            "alert.firing",
-            actor,
-            f"Alert firing: {describe(row)}",
-            now=now,
-            occurred_at=started,
-            data=_data(row),
-            source_key=f"alert:{row.id}:firing",
-        )
-        count += 1
+        summary = f"Alert firing: {describe(row)}"
+        events.append((summary, started, _data(row), f"alert:{row.id}:firing"))
+    svc.record_many(session, incident, "alert.firing", actor, events, now=now)
+    count = len(events)
     if earliest is not None:
         for milestone in ("impact_started", "detected"):
             current = incident.milestone(milestone)
@@ -99,25 +91,23 @@ def attach(
     return count
 
 
-def record_resolved(session: Session, row: AlertRecord, *, actor: str, now: datetime) -> None:
-    """The alert's resolution on its incident's timeline (at ``endsAt``, never in the future).
+def record_resolved(
+    session: Session, rows: list[AlertRecord], incident: Incident, *, actor: str, now: datetime
+) -> None:
+    """The alerts' resolutions on ``incident``'s timeline (at ``endsAt``, never in the future).
     Called once per alert instance: when it resolves while attached, or when it is attached
     already resolved."""
-    incident = session.get(Incident, row.incident_id)
-    if incident is None or row.status != RESOLVED:
-        return
-    ended = min(row.ends_at or row.resolved_received_at or now, now)
-    svc.record(
-        session,
-        incident,
-        "alert.resolved",
-        actor,
-        f"Alert resolved: {describe(row)}",
-        now=now,
-        occurred_at=ended,
-        data=_data(row),
-        source_key=f"alert:{row.id}:resolved",
-    )
+    events = [
+        (
+            f"Alert resolved: {describe(row)}",
+            min(row.ends_at or row.resolved_received_at or now, now),
+            _data(row),
+            f"alert:{row.id}:resolved",
+        )
+        for row in rows
+        if row.status == RESOLVED
+    ]
+    svc.record_many(session, incident, "alert.resolved", actor, events, now=now)
 
 
 def group_attached(

@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, text
+from sqlalchemy import and_, insert, or_, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -178,6 +178,39 @@ def record(
     )
     session.add(event)
     return event
+
+
+def record_many(
+    session: Session,
+    incident: Incident | int,
+    kind: str,
+    actor: str,
+    events: list[tuple[str, datetime, dict[str, Any], str | None]],
+    *,
+    now: datetime,
+) -> None:
+    """Append many events of one kind at once, masked as :func:`record` masks them: one
+    batched INSERT, no instance per event (an alert storm writes hundreds). Each event is
+    (summary, occurred_at, data, source_key)."""
+    if not events:
+        return
+    incident_id = _id(incident)
+    session.execute(
+        insert(TimelineEvent),
+        [
+            {
+                "incident_id": incident_id,
+                "occurred_at": occurred_at,
+                "recorded_at": now,
+                "kind": kind,
+                "actor": actor,
+                "summary": redact_text(summary),
+                "data": redact_strings(data),
+                "source_key": source_key,
+            }
+            for summary, occurred_at, data, source_key in events
+        ],
+    )
 
 
 def _stamp(when: datetime) -> str:

@@ -34,6 +34,7 @@ from incidentbot.incidents.records import (
     next_in_sequence,
     parse_ref,
     record,
+    record_many,
     refresh_counter,
     timeline,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "next_in_sequence",
     "parse_ref",
     "record",
+    "record_many",
     "refresh_counter",
     "reopen",
     "resolve",
