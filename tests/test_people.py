@@ -309,7 +309,7 @@ def test_outputs_of_a_slack_run_incident_name_people_never_their_slack_ids(
             ids["bob"]: "Bob Okafor",
             ids["carol"]: "Carol Nguyen",
         }
-        invited = [e for e in events if e.kind == "slack.invited"]
+        invited = [e for e in events if e.kind == "responders.invited"]
         assert invited and invited[0].summary.startswith("Invited U")
         assert all("<@" not in e.summary for e in events)  # the core's text: no Slack markup
 
