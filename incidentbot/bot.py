@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 
 from incidentbot import db, run_links
+from incidentbot.alerts.messages import AlertMessages
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents.effects import refresh
@@ -43,7 +44,7 @@ from incidentbot.runbooks.loader import Catalog, load_dirs
 from incidentbot.runbooks.messages import RunMessages
 from incidentbot.scheduler.builtin import Services, build_scheduler
 from incidentbot.scheduler.core import Scheduler
-from incidentbot.slack import blocks, runbook_blocks
+from incidentbot.slack import alert_blocks, blocks, runbook_blocks
 from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.app import build_bolt_app
 from incidentbot.slack.chat import SlackChat
@@ -270,6 +271,9 @@ class Effects:
         chat = SlackChat(token, base_url=settings.slack.api_url, observer=observer)
         actions = ChatActions(chat, engine, settings, blocks)
         actions.install(action_registry)
+        AlertMessages(
+            chat, engine, settings, alert_blocks.alert_group, alert_blocks.block_id
+        ).install(action_registry)
         pager, pager_actions = _paging(settings, engine, chat)
         page_key = run_links.signing_key(token)
         public = settings.http.public_url

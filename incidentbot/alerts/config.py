@@ -203,6 +203,12 @@ class AlertSettings(_Strict):
         default="alertmanager", min_length=1, description="user name for basic auth"
     )
     rules: list[AlertRule] = Field(default_factory=list)
+    message_interval: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="seconds between two updates of a group's message in the incident channel",
+    )
 
     @field_validator("rules")
     @classmethod

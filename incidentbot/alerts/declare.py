@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 # queues, the channel, invites, header, announcement and the page by severity policy).
 OnDeclare = Callable[[Session, Settings, Incident, str, str | None], None]
 Routed = tuple[AlertRecord, Alert, routing.Route]
+# Called in the delivery's transaction when it attached alerts to the group's incident or
+# resolved alerts on it (the web route passes alerts.messages.queue: the group's message).
+OnAlerts = Callable[[Session, Settings, Incident, AlertGroup], object]
 
 
 @dataclass

@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 
 from incidentbot import db, policy
 from incidentbot.alerts import routing
-from incidentbot.alerts.declare import OnDeclare, Outcome, Routed, declare_group
+from incidentbot.alerts.declare import OnAlerts, OnDeclare, Outcome, Routed, declare_group
 from incidentbot.alerts.models import FIRING, RESOLVED, AlertDelivery, AlertGroup, AlertRecord
 from incidentbot.alerts.payload import Payload, parse
 from incidentbot.alerts.timeline import (
@@ -66,6 +66,7 @@ def ingest(
     data: Any,
     *,
     on_declare: OnDeclare | None = None,
+    on_alerts: OnAlerts | None = None,
     remote: str | None = None,
 ) -> Outcome:
     """Validate, store, then process one decoded webhook body.
@@ -96,7 +97,9 @@ def ingest(
             s.flush()
             assert delivery.id is not None
             delivery_id = delivery.id
-            outcome = process(s, settings, payload, delivery_id, on_declare=on_declare)
+            outcome = process(
+                s, settings, payload, delivery_id, on_declare=on_declare, on_alerts=on_alerts
+            )
             delivery.outcome = outcome.summary()
             delivery.failed = outcome.error is not None
             delivery.processed_at = utcnow()
@@ -135,6 +138,7 @@ def process(
     delivery_id: int,
     *,
     on_declare: OnDeclare | None = None,
+    on_alerts: OnAlerts | None = None,
 ) -> Outcome:
     """Record the payload's alerts and attach them to the group's incident (declaring one for
     new firing alerts that a rule lets declare). Idempotent; call inside a transaction."""
@@ -188,6 +192,13 @@ def process(
         if held is not None:
             record_resolved(session, resolved_rows, held, actor=actor, now=now)
     session.add(group)
+    resolved_here = (
+        any(row.id in resolved_now and row.incident_id == incident.id for row, _, _ in rows)
+        if incident is not None
+        else False
+    )
+    if incident is not None and on_alerts is not None and (attached_now or resolved_here):
+        on_alerts(session, settings, incident, group)  # the group's message in the channel
     return out
 
 

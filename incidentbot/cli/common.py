@@ -28,6 +28,7 @@ QUEUED_ACTIONS = (
     "chat.header",
     "chat.digest",
     "chat.status_update",
+    "chat.alert_group",
     "pager.trigger",
     "pager.resolve",
     "pager.note",

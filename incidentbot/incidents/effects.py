@@ -122,4 +122,5 @@ EFFECTS = {
     "incident.channel": "create and set up the incident channel",
     "incident.refresh": "update the incident header and digest",
     "incident.update": "post the status update",
+    "incident.alerts": "post the alerts message",
 }

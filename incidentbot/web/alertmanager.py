@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from incidentbot.alerts import service
+from incidentbot.alerts import messages, service
 from incidentbot.alerts.payload import PayloadError
 from incidentbot.config import Settings
 from incidentbot.usecases.incidents import declare_effects
@@ -94,6 +94,8 @@ def alertmanager_route(
     # An alert's incident gets what every declare gets: channel, invites, header, digest, and
     # the page of the rule's service by severity policy.
     on_declare: service.OnDeclare | None = declare_effects,
+    # The group's one message in the incident channel, updated as its alerts fire and resolve.
+    on_alerts: service.OnAlerts | None = messages.queue,
 ) -> Route:
     """The Starlette route; ``on_declare`` runs in each declare's transaction."""
     slots = asyncio.Semaphore(CONCURRENCY)
@@ -128,7 +130,13 @@ def alertmanager_route(
         try:
             async with slots:
                 outcome = await run_in_threadpool(
-                    service.ingest, engine, settings, data, on_declare=on_declare, remote=remote
+                    service.ingest,
+                    engine,
+                    settings,
+                    data,
+                    on_declare=on_declare,
+                    on_alerts=on_alerts,
+                    remote=remote,
                 )
         except PayloadError as exc:
             return _error(400, str(exc))

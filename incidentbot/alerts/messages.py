@@ -1,0 +1,213 @@
+"""One message per Alertmanager group in its incident's channel, updated in place.
+
+When a delivery attaches alerts to an incident, or resolves alerts already on it, the ingest
+transaction queues (:func:`queue`) a ledger run whose one step, ``chat.alert_group``, posts or
+updates the group's message (:class:`AlertMessages`). The step reads the group's alerts when it
+runs, so whichever run comes last shows the latest state.
+
+Flapping is rate-limited per group, without losing the last state:
+
+- while the group's latest run has not been claimed yet, a new change joins it (no new run);
+- otherwise the next run is due no earlier than ``alerts.message_interval`` seconds after the
+  previous one started, so a group updates its message at most once per interval, and the run
+  queued after the last change always runs.
+
+The action is idempotent: it finds its own message by block id (an interrupted attempt may have
+posted it) and updates it rather than posting another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from incidentbot import db
+from incidentbot.alerts.models import FIRING, AlertDelivery, AlertGroup, AlertRecord
+from incidentbot.alerts.timeline import describe
+from incidentbot.config import Settings
+from incidentbot.incidents.models import Incident
+from incidentbot.installation import installation_id
+from incidentbot.ledger import service as ledger
+from incidentbot.ledger.actions import ActionRegistry, PermanentError, RetryableError, StepContext
+from incidentbot.ledger.actions import registry as default_registry
+from incidentbot.ledger.models import PENDING, Run
+from incidentbot.ports import Chat
+
+log = logging.getLogger(__name__)
+
+KIND = "incident.alerts"
+ACTION = "chat.alert_group"
+CHAT_RETRY = {"max_attempts": 8, "backoff": 0.5, "max_backoff": 30.0}
+MAX_LINES = 20  # alerts listed on the message; the rest are counted
+
+
+@dataclass
+class AlertLine:
+    status: str
+    text: str  # redacted one-line description: name, the labels that matter, summary
+    url: str | None  # Prometheus generatorURL (redacted)
+
+
+@dataclass
+class GroupView:
+    """What the group's message shows, platform-neutral."""
+
+    ref: str
+    number: int
+    group_id: int
+    group_labels: dict[str, str]
+    firing: int
+    resolved: int
+    lines: list[AlertLine] = field(default_factory=list)
+    source_url: str | None = None  # Alertmanager's externalURL
+
+
+# (view, installation) -> (text, blocks); and (incident number, group id, installation) ->
+# block id. Supplied by the chat adapter.
+Render = Callable[[GroupView, str], tuple[str, list[dict[str, Any]]]]
+BlockId = Callable[[Incident, int, str], str]
+
+
+def _prefix(incident: Incident, group: AlertGroup) -> str:
+    return f"{incident.ref}:alerts:{group.id}:"
+
+
+def queue(
+    session: Session,
+    settings: Settings,
+    incident: Incident,
+    group: AlertGroup,
+    *,
+    actions: ActionRegistry = default_registry,
+) -> Run | None:
+    """Queue the update of the group's message (in the ingest transaction, which holds the
+    group's lock). Returns the run that will show this change."""
+    if actions.get(ACTION) is None:
+        log.debug("no chat adapter: the alerts of %s are not posted", incident.ref)
+        return None
+    prefix = _prefix(incident, group)
+    last = session.exec(
+        select(Run)
+        .where(
+            Run.kind == KIND,
+            Run.incident_id == incident.id,
+            col(Run.idempotency_key).startswith(prefix),
+        )
+        .order_by(col(Run.id).desc())
+        .limit(1)
+    ).first()
+    if last is not None and last.status == PENDING:
+        return last  # not started yet (or waiting to retry): it will read this change
+    n = 1 if last is None else int(last.idempotency_key.rsplit(":", 1)[1]) + 1
+    run = ledger.start_run(
+        session,
+        kind=KIND,
+        key=f"{prefix}{n}",
+        steps=[
+            {
+                "name": "Post or update the alerts message",
+                "action": ACTION,
+                "input": {"group_id": group.id},
+                "idempotent": True,
+                "retry": CHAT_RETRY,
+                "timeout": 30.0,
+            }
+        ],
+        incident_id=incident.id,
+        actor=settings.alerts.actor,
+        actions=actions,
+    )
+    interval = settings.alerts.message_interval
+    if last is not None and interval > 0:
+        wake = (last.started_at or last.created_at) + timedelta(seconds=interval)
+        if wake > db.db_now(session):
+            run.wake_at = wake
+            session.add(run)
+    return run
+
+
+def view(session: Session, incident: Incident, group: AlertGroup) -> GroupView:
+    """The group's alerts on the incident: firing first, then resolved, earliest first."""
+    rows = list(
+        session.exec(
+            select(AlertRecord)
+            .where(AlertRecord.group_id == group.id, AlertRecord.incident_id == incident.id)
+            .order_by(col(AlertRecord.starts_at), col(AlertRecord.id))
+        )
+    )
+    rows.sort(key=lambda r: r.status != FIRING)
+    firing = sum(1 for r in rows if r.status == FIRING)
+    source = None
+    if rows:
+        delivery = session.get(AlertDelivery, max(r.delivery_id for r in rows))
+        source = (delivery.payload.get("externalURL") or None) if delivery else None
+    assert group.id is not None
+    return GroupView(
+        ref=incident.ref,
+        number=incident.number,
+        group_id=group.id,
+        group_labels=dict(group.group_labels),
+        firing=firing,
+        resolved=len(rows) - firing,
+        lines=[AlertLine(r.status, describe(r), r.generator_url) for r in rows[:MAX_LINES]],
+        source_url=source,
+    )
+
+
+class AlertMessages:
+    """The ``chat.alert_group`` ledger action, bound to a Chat adapter and a renderer."""
+
+    def __init__(
+        self, chat: Chat, engine: Engine, settings: Settings, render: Render, block_id: BlockId
+    ):
+        self.chat = chat
+        self.engine = engine
+        self.settings = settings
+        self.render = render
+        self.block_id = block_id
+        self._installation: str | None = None
+        self._posted: dict[tuple[int, int], str] = {}  # (incident, group) -> ts
+        self._locks: dict[tuple[int, int], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def install(self, registry: ActionRegistry = default_registry) -> None:
+        registry.register(ACTION, self.post, idempotent=True, replace=True)
+
+    def _lock(self, key: tuple[int, int]) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def post(self, ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
+        with db.transaction(self.engine) as s:
+            inc = s.get(Incident, ctx.incident_id)
+            group = s.get(AlertGroup, input["group_id"])
+            if inc is None or group is None:
+                raise PermanentError(f"incident {ctx.incident_id} or its alert group is gone")
+            shown = view(s, inc, group)
+        if not inc.channel_id:
+            raise RetryableError("the incident channel does not exist yet")
+        if self._installation is None:
+            self._installation = installation_id(self.engine)
+        text, blocks = self.render(shown, self._installation)
+        assert inc.id is not None and group.id is not None
+        key = (inc.id, group.id)
+        with self._lock(key):  # find-then-post must not interleave for one group
+            ts = self._posted.get(key) or self.chat.find_message(
+                inc.channel_id,
+                self.block_id(inc, group.id, self._installation),
+                since=inc.declared_at,
+            )
+            updated = bool(ts)
+            if ts:
+                self.chat.update(inc.channel_id, ts, text, blocks)
+            else:
+                ts = self.chat.post(inc.channel_id, text, blocks)
+            self._posted[key] = ts
+        return {"ts": ts, "updated": updated, "firing": shown.firing, "resolved": shown.resolved}

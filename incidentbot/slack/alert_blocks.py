@@ -1,0 +1,56 @@
+"""The alert group's message in an incident channel (Block Kit): what fires, what resolved,
+and links to the source. Alert text is redacted before it gets here and escaped here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
+
+from incidentbot.alerts.messages import GroupView
+from incidentbot.chat_text import mrkdwn
+from incidentbot.incidents.models import Incident
+from incidentbot.slack.blocks import _clip, _render, _scoped
+
+MAX_LINE = 300
+
+
+def block_id(incident: Incident, group_id: int, installation: str = "") -> str:
+    return _block_id(incident.number, group_id, installation)
+
+
+def _block_id(number: int, group_id: int, installation: str) -> str:
+    return f"incident-alerts-{_scoped(installation)}{number}-{group_id}"
+
+
+def _link(url: str | None, label: str) -> str:
+    return f" <{mrkdwn(url)}|{label}>" if url and url.startswith(("http://", "https://")) else ""
+
+
+def alert_group(view: GroupView, installation: str = "") -> tuple[str, list[dict[str, Any]]]:
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(view.group_labels.items())) or "-"
+    icon = ":rotating_light:" if view.firing else ":white_check_mark:"
+    head = (
+        f"{icon} *Alerts for {view.ref}*: {view.firing} firing, {view.resolved} resolved"
+        f" · group `{mrkdwn(labels)}`"
+    )
+    lines = []
+    for line in view.lines:
+        text = mrkdwn(_clip(line.text, MAX_LINE))
+        if line.status == "firing":
+            lines.append(f":red_circle: {text}{_link(line.url, 'graph')}")
+        else:
+            lines.append(f":white_check_mark: ~{text}~ resolved{_link(line.url, 'graph')}")
+    more = view.firing + view.resolved - len(view.lines)
+    if more > 0:
+        lines.append(f"… and {more} more (`/incident alerts`)")
+    source = _link(view.source_url, "Alertmanager").strip()
+    bid = _block_id(view.number, view.group_id, installation)
+    blocks = [
+        SectionBlock(block_id=bid, text=MarkdownTextObject(text=_clip(head))),
+        SectionBlock(text=MarkdownTextObject(text=_clip("\n".join(lines) or "no alerts"))),
+    ]
+    if source:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Source: {source}")]))
+    text = f"{view.ref}: {view.firing} alert(s) firing, {view.resolved} resolved ({labels})"
+    return text, _render(blocks)
