@@ -8,6 +8,7 @@ change nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -149,6 +150,37 @@ def build_bolt_app(
                 text=f"The form could not open; use `{settings.slack.command} run {name} "
                 "name=value …` instead.",
             )
+
+    @app.action(re.compile(r"^alerts_run"))
+    def on_suggested_run(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
+    ) -> None:
+        """A suggested runbook's Run button on an alerts message: the prefilled run form."""
+        ack()
+        user = body["user"]["id"]
+        channel = str((body.get("container") or {}).get("channel_id") or "")
+        try:
+            wanted = json.loads(action.get("value") or "{}")
+            name, params = str(wanted["runbook"]), dict(wanted.get("params") or {})
+        except (ValueError, KeyError, TypeError):
+            return
+        if runbooks is None:
+            return
+        try:
+            view = runbooks.suggested_form(user, name, params, channel)
+            client.views_open(trigger_id=body["trigger_id"], view=view)
+        except DomainError as exc:
+            tell(respond, user, f":no_entry: {exc}")
+        except Exception as exc:
+            log.warning("views.open failed for suggested runbook %s: %s", name, exc)
+            use = f"`{settings.slack.command} run {name}`"
+            tell(respond, user, f"The form did not open; use {use}.")
+
+    def tell(respond: Respond, user: str, message: str) -> None:
+        try:  # through the response URL: only the clicker sees it
+            respond(text=message, response_type="ephemeral", replace_original=False)
+        except Exception as exc:
+            log.info("could not tell %s: %s", user, exc)
 
     @app.action(re.compile(r"^runbook_"))
     def on_run_button(

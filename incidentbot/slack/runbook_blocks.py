@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -185,11 +186,21 @@ def plan_message(lines: list[str]) -> tuple[str, list[dict[str, Any]]]:
     return text, _render([SectionBlock(text=MarkdownTextObject(text=_clip("```" + text + "```")))])
 
 
-def params_form(runbook: Runbook, channel_id: str) -> dict[str, Any]:
-    """The modal asking for a run's params, one input per param, typed by the param's type."""
+def params_form(
+    runbook: Runbook,
+    channel_id: str,
+    *,
+    values: dict[str, str] | None = None,
+    plan: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The modal asking for a run's params, one input per param, typed by the param's type.
+    ``values`` prefill it (a suggested run); ``plan`` shows what the run would do."""
     blocks: list[Any] = []
     if runbook.description:
         blocks.append(SectionBlock(text=mrkdwn(runbook.description)[:2900]))
+    if plan:
+        shown = _clip(mrkdwn("\n".join(plan)), 2800)  # a plan quotes the params as typed
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Plan*\n```{shown}```")))
     for name, param in runbook.params.items():
         hint = param.description or name
         if param.secret:
@@ -197,6 +208,8 @@ def params_form(runbook: Runbook, channel_id: str) -> dict[str, Any]:
         initial = (
             None if param.secret or param.default is None else param.format_value(param.default)
         )
+        if values and name in values and not param.secret:
+            initial = values[name]
         element: Any
         if param.type in ("enum", "bool"):
             choices = param.values if param.type == "enum" else ["true", "false"]

@@ -175,6 +175,32 @@ class RunbookCommands:
     def form(self, runbook_name: str, channel_id: str) -> dict[str, Any]:
         return rb_blocks.params_form(uc.runbook(self.core, runbook_name), channel_id)
 
+    def suggested_form(
+        self, user: str, runbook_name: str, params: dict[str, str], channel_id: str
+    ) -> dict[str, Any]:
+        """The run form of a runbook an alert suggested: prefilled with the params taken from
+        the alert's labels, showing the plan. Starting it is ``submit_form``, as for any form,
+        so the same access rules and approvals apply. Raises DomainError (no such runbook,
+        not allowed) with nothing opened."""
+        runbook = uc.runbook(self.core, runbook_name)
+        with db.transaction(self.engine) as s:
+            incident = svc.get_by_channel(s, channel_id)
+        try:
+            planned = uc.plan(
+                self.core,
+                Actor(user, "slack"),
+                runbook.name,
+                params,
+                incident_ref=incident.ref if incident is not None else None,
+                chat=self.chat,
+                budget=PLAN_EXPRESSION_SECONDS,
+            )
+            plan = list(planned.lines)
+        except ParamError as exc:
+            plan = ["No plan yet, the params need fixing:"]
+            plan += [f"{name}: {message}" for name, message in exc.problems]
+        return rb_blocks.params_form(runbook, channel_id, values=params, plan=plan)
+
     def submit_form(
         self, user: str, view: dict[str, Any]
     ) -> tuple[dict[str, str] | None, Reply | None, str]:
