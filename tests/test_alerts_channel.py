@@ -4,19 +4,25 @@ the group declares, updated in place as alerts fire and resolve, rate-limited pe
 from __future__ import annotations
 
 import functools
+import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlmodel import col, select
 
 from incidentbot import db
 from incidentbot.alerts import messages, service
 from incidentbot.alerts.models import AlertGroup
 from incidentbot.config import Settings
+from incidentbot.incidents.models import Incident, TimelineEvent
 from incidentbot.ledger import service as ledger
 from incidentbot.ledger.actions import ActionRegistry
 from incidentbot.ledger.models import PENDING, Run
+from incidentbot.slack.runbook_commands import FORM_CALLBACK
+from tests.egress_support import LOOPBACK
+from tests.ledger_harness import EffectServer
 from tests.slack_harness import assert_spec_conformance, channel_of, running_bot, wait_for
 from tests.test_alerts_support import (
     RULES,
@@ -26,6 +32,13 @@ from tests.test_alerts_support import (
     notification,
     resolved,
     settings_for,
+)
+from tests.test_runbook_e2e import (
+    reply,
+    runbook_run,
+    status,
+    with_button,
+    write_runbooks,
 )
 
 
@@ -143,3 +156,162 @@ def _group_id(engine) -> int:
         (group,) = s.exec(select(AlertGroup))
         assert group.id is not None
         return group.id
+
+
+@pytest.fixture
+def effects():
+    srv = EffectServer().start()
+    yield srv
+    srv.stop()
+
+
+SUGGESTING = [
+    {
+        "name": "rpc-down",
+        "matchers": ['alertname="RpcEndpointDown"'],
+        "severity": "SEV1",
+        "service": "rpc",
+        "runbook": {"name": "restart-node", "params": {"node": "node"}, "with": {"url": "URL"}},
+    }
+]
+
+
+def _button(slack, channel: str, action_id: str):
+    for m in alert_messages(slack, channel):
+        for b in m.blocks:
+            for e in b.get("elements", []):
+                if isinstance(e, dict) and e.get("action_id") == action_id:
+                    return m, e
+    return None
+
+
+def test_the_run_button_opens_the_prefilled_form_and_runs_after_approval(engine, tmp_path, effects):
+    folder = write_runbooks(tmp_path)
+    rules = json.loads(json.dumps(SUGGESTING).replace("URL", effects.url))
+    settings = {
+        "alertmanager_token": TOKEN,
+        "alerts": {"rules": rules, "message_interval": 0},
+        "runbooks": {"dirs": [str(folder)], "egress": LOOPBACK},
+    }
+    with running_bot(engine, **settings) as (_bot, slack):
+        url = slack.driver.bot_url.removesuffix("/slack/events") + "/webhooks/alertmanager"
+        down = alert("RpcEndpointDown", node="rpc-2", chain="ethereum")
+        sent = httpx.post(
+            url, json=notification([down]), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert sent.status_code == 200
+        ch = channel_of(engine)
+        bob = slack.workspace.user("bob").id
+        reply(slack.driver.slash_command(f"assign commander <@{bob}>", user="alice", channel=ch))
+        message, button = wait_for(
+            lambda: _button(slack, ch, "alerts_run_0"), what="the Run button"
+        )
+        assert button["text"]["text"].startswith("Run restart-node node=rpc-2 url=")
+
+        slack.driver.block_action("alerts_run_0", user="alice", channel=ch, message_ts=message.ts)
+        view = wait_for(lambda: _open_form(slack), what="the run form")
+        shown = json.dumps(view.data["blocks"])
+        assert "*Plan*" in shown and "rpc-2" in shown
+        inputs = {
+            b["block_id"]: b["element"]["initial_value"]
+            for b in view.data["blocks"]
+            if b["type"] == "input" and b["element"].get("initial_value")
+        }
+        assert inputs == {"param_node": "rpc-2", "param_url": effects.url}
+        refused = json.loads(slack.driver.view_submission(view.id, inputs, user="alice").body)
+        assert refused["response_action"] == "errors"  # the access rules of /incident run
+        assert "only members of #inc-1" in refused["errors"]["param_node"]
+        assert runbook_run(engine) is None
+        slack.driver.join_channel("alice", ch)
+        ack = slack.driver.view_submission(view.id, inputs, user="alice")
+        assert ack.status == 200 and not ack.body, ack.body
+
+        row = wait_for(lambda: runbook_run(engine), what="the runbook run")
+        wait_for(lambda: status(engine, row.run_id) == "parked", what="the approval wait")
+        assert effects.requests() == {}  # nothing ran before the approval
+        msgs = wait_for(
+            lambda: with_button(slack, ch, row.run_id, "runbook_approve"), what="Approve"
+        )
+        slack.driver.block_action("runbook_approve", user="bob", channel=ch, message_ts=msgs[0].ts)
+        wait_for(lambda: status(engine, row.run_id) == "succeeded", what="the run to succeed")
+        assert effects.applied() == {"drain-rpc-2": 1}
+        assert len(alert_messages(slack, ch)) == 1
+
+
+def _open_form(slack):
+    with slack.workspace.lock:
+        forms = [
+            v
+            for v in slack.workspace.views.values()
+            if v.is_open and v.data.get("callback_id") == FORM_CALLBACK
+        ]
+    return forms[-1] if forms else None
+
+
+def test_a_snoozed_group_stops_updating_and_does_not_declare_again(engine):
+    first = [rpc(i) for i in range(2)]
+    with running_bot(
+        engine, alertmanager_token=TOKEN, alerts={"rules": RULES, "message_interval": 0}
+    ) as (_bot, slack):
+        url = slack.driver.bot_url.removesuffix("/slack/events") + "/webhooks/alertmanager"
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+
+        def send(body: dict) -> dict:
+            answer = httpx.post(url, json=body, headers=headers, timeout=30)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        def ask(text: str) -> str:
+            return reply(slack.driver.slash_command(text, user="alice", channel=ch))["text"]
+
+        send(notification(first))
+        ch = channel_of(engine)
+        gid = _group_id(engine)
+        wait_for(
+            lambda: [m for m in alert_messages(slack, ch) if "2 alert(s) firing" in m.text],
+            what="the alerts message",
+        )
+        listed = ask("alerts")
+        assert f"group {gid} {{alertname=RpcEndpointDown}}" in listed
+        assert "`alerts snooze` takes" in ask("alerts snooze x 1h")  # bad input: a usage line
+        assert "INC-1 has no alert group 999" in ask("alerts snooze 999 1h")
+
+        said = ask(f"alerts snooze {gid} 1h")
+        assert said.startswith(f":zzz: group {gid} {{alertname=RpcEndpointDown}} snoozed until")
+        (message,) = wait_for(
+            lambda: [
+                m for m in alert_messages(slack, ch) if ":zzz: Snoozed until" in str(m.blocks)
+            ],
+            what="the message to show the snooze",
+        )
+        assert "snoozed until" in ask("alerts")
+        queued = len(_alert_runs(engine))
+        send(notification([resolved(a) for a in first]))  # resolves while snoozed
+        assert len(_alert_runs(engine)) == queued  # no update queued: the message stays
+        assert "2 alert(s) firing" in message.text
+
+        ask("resolve the RPC endpoints are back")
+        again = send(notification([rpc(5)]))  # a new episode of the group, still snoozed
+        assert not again["declared"] and again["incident"] is None
+        assert any("group snoozed until" in p for p in again["problems"])
+        assert len(_incident_refs(engine)) == 1
+
+        with db.transaction(engine) as s:
+            snoozes = s.exec(
+                select(TimelineEvent).where(TimelineEvent.kind == "alert.group_snoozed")
+            ).all()
+        assert [e.actor for e in snoozes] == [slack.workspace.user("alice").id]
+
+        assert "awake again" in ask(f"alerts snooze {gid} 0")
+        assert send(notification([rpc(5)]))["declared"]  # Alertmanager repeats it: declares
+        assert _incident_refs(engine) == ["INC-1", "INC-2"]
+
+
+def _alert_runs(engine) -> list[Run]:
+    with db.transaction(engine) as s:
+        return list(s.exec(select(Run).where(Run.kind == messages.KIND)))
+
+
+def _incident_refs(engine) -> list[str]:
+    with db.transaction(engine) as s:
+        return [i.ref for i in s.exec(select(Incident).order_by(col(Incident.number)))]

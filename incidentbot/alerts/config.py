@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Annotated, Any
 
 from jinja2 import TemplateSyntaxError
@@ -24,6 +25,8 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+
+from incidentbot.durations import parse_duration
 
 OPERATORS = ("=", "!=", "=~", "!~")
 _MATCHER = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
@@ -158,6 +161,20 @@ class AlertRule(_Strict):
     declare: bool = Field(
         default=True, description="false: record matching alerts but never open an incident"
     )
+    declare_after: timedelta | None = Field(
+        default=None,
+        description="declare only once an alert has been firing this long (e.g. 10m)",
+    )
+
+    @field_validator("declare_after", mode="before")
+    @classmethod
+    def _declare_after(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        delta = parse_duration(value)
+        if delta < timedelta(0) or delta > timedelta(days=1):
+            raise ValueError("must be between 0 and 24h")
+        return delta
 
     @field_validator("matchers", mode="before")
     @classmethod

@@ -22,7 +22,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -30,9 +30,12 @@ from sqlmodel import Session, col, select
 
 from incidentbot import db
 from incidentbot.alerts.models import FIRING, AlertDelivery, AlertGroup, AlertRecord
+from incidentbot.alerts.routing import Suggestion
+from incidentbot.alerts.snooze import snoozed_until
 from incidentbot.alerts.timeline import describe
+from incidentbot.clock import utcnow
 from incidentbot.config import Settings
-from incidentbot.incidents.models import Incident
+from incidentbot.incidents.models import Incident, TimelineEvent
 from incidentbot.installation import installation_id
 from incidentbot.ledger import service as ledger
 from incidentbot.ledger.actions import ActionRegistry, PermanentError, RetryableError, StepContext
@@ -46,6 +49,7 @@ KIND = "incident.alerts"
 ACTION = "chat.alert_group"
 CHAT_RETRY = {"max_attempts": 8, "backoff": 0.5, "max_backoff": 30.0}
 MAX_LINES = 20  # alerts listed on the message; the rest are counted
+MAX_SUGGESTIONS = 5  # Run buttons on the message
 
 
 @dataclass
@@ -67,6 +71,9 @@ class GroupView:
     resolved: int
     lines: list[AlertLine] = field(default_factory=list)
     source_url: str | None = None  # Alertmanager's externalURL
+    # Runbooks the group's rules suggested, with params from the alerts' labels (each once).
+    suggestions: list[Suggestion] = field(default_factory=list)
+    snoozed_until: datetime | None = None
 
 
 # (view, installation) -> (text, blocks); and (incident number, group id, installation) ->
@@ -86,11 +93,15 @@ def queue(
     group: AlertGroup,
     *,
     actions: ActionRegistry = default_registry,
+    force: bool = False,
 ) -> Run | None:
     """Queue the update of the group's message (in the ingest transaction, which holds the
-    group's lock). Returns the run that will show this change."""
+    group's lock). Returns the run that will show this change; None while the group is
+    snoozed (unless ``force``: the update that shows the snooze itself)."""
     if actions.get(ACTION) is None:
         log.debug("no chat adapter: the alerts of %s are not posted", incident.ref)
+        return None
+    if not force and snoozed_until(session, group.id, utcnow()) is not None:
         return None
     prefix = _prefix(incident, group)
     last = session.exec(
@@ -149,6 +160,17 @@ def view(session: Session, incident: Incident, group: AlertGroup) -> GroupView:
         delivery = session.get(AlertDelivery, max(r.delivery_id for r in rows))
         source = (delivery.payload.get("externalURL") or None) if delivery else None
     assert group.id is not None
+    ids = {r.id for r in rows}
+    suggested = session.exec(
+        select(TimelineEvent)
+        .where(TimelineEvent.incident_id == incident.id, TimelineEvent.kind == "runbook.suggested")
+        .order_by(col(TimelineEvent.id))
+    )
+    suggestions = [
+        Suggestion(str(e.data["runbook"]), dict(e.data.get("params") or {}))
+        for e in suggested
+        if e.data.get("alert_id") in ids and e.data.get("runbook")
+    ][:MAX_SUGGESTIONS]
     return GroupView(
         ref=incident.ref,
         number=incident.number,
@@ -158,6 +180,8 @@ def view(session: Session, incident: Incident, group: AlertGroup) -> GroupView:
         resolved=len(rows) - firing,
         lines=[AlertLine(r.status, describe(r), r.generator_url) for r in rows[:MAX_LINES]],
         source_url=source,
+        suggestions=suggestions,
+        snoozed_until=snoozed_until(session, group.id, utcnow()),
     )
 
 

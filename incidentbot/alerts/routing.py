@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from jinja2 import TemplateError
@@ -40,6 +41,14 @@ class Route:
     @property
     def declares(self) -> bool:
         return self.rule is not None and self.rule.declare
+
+    def declares_at(self, starts_at: datetime, now: datetime) -> bool:
+        """May an alert that started at ``starts_at`` declare now (``declare_after``)?"""
+        if not self.declares:
+            return False
+        assert self.rule is not None
+        wait = self.rule.declare_after
+        return wait is None or now - starts_at >= wait
 
 
 @dataclass

@@ -34,6 +34,7 @@ from incidentbot.alerts import routing
 from incidentbot.alerts.declare import OnAlerts, OnDeclare, Outcome, Routed, declare_group
 from incidentbot.alerts.models import FIRING, RESOLVED, AlertDelivery, AlertGroup, AlertRecord
 from incidentbot.alerts.payload import Payload, parse
+from incidentbot.alerts.snooze import snoozed_until
 from incidentbot.alerts.timeline import (
     attach,
     group_attached,
@@ -162,11 +163,18 @@ def process(
             group.incident_id = incident.id
             group_attached(session, incident, group, payload, actor=actor, now=now)
     if incident is None:
-        candidates = [
+        eligible = [
             (row, alert, r)
             for row, alert, r in rows
             if row.status == FIRING and row.incident_id is None and r.declares
         ]
+        candidates = [item for item in eligible if item[2].declares_at(item[0].starts_at, now)]
+        if eligible and not candidates:
+            out.problems.append(f"{len(eligible)} alert(s) wait for their rule's declare_after")
+        asleep = snoozed_until(session, group.id, now) if candidates else None
+        if asleep is not None:  # snoozed for its last incident: no new one until it ends
+            out.problems.append(f"group snoozed until {asleep:%Y-%m-%d %H:%M} UTC: not declared")
+            candidates = []
         if candidates:
             incident = declare_group(
                 session, settings, payload, group, rows, candidates, out, on_declare, now=now

@@ -3,9 +3,17 @@ and links to the source. Alert text is redacted before it gets here and escaped 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
 
 from incidentbot.alerts.messages import GroupView
 from incidentbot.chat_text import mrkdwn
@@ -13,6 +21,7 @@ from incidentbot.incidents.models import Incident
 from incidentbot.slack.blocks import _clip, _render, _scoped
 
 MAX_LINE = 300
+RUN_ACTION = "alerts_run"  # action ids alerts_run_0, alerts_run_1, ...
 
 
 def block_id(incident: Incident, group_id: int, installation: str = "") -> str:
@@ -32,8 +41,10 @@ def alert_group(view: GroupView, installation: str = "") -> tuple[str, list[dict
     icon = ":rotating_light:" if view.firing else ":white_check_mark:"
     head = (
         f"{icon} *Alerts for {view.ref}*: {view.firing} firing, {view.resolved} resolved"
-        f" · group `{mrkdwn(labels)}`"
+        f" · group {view.group_id} `{mrkdwn(labels)}`"
     )
+    if view.snoozed_until is not None:
+        head += f"\n:zzz: Snoozed until {view.snoozed_until:%Y-%m-%d %H:%M} UTC: not updated"
     lines = []
     for line in view.lines:
         text = mrkdwn(_clip(line.text, MAX_LINE))
@@ -46,11 +57,33 @@ def alert_group(view: GroupView, installation: str = "") -> tuple[str, list[dict
         lines.append(f"… and {more} more (`/incident alerts`)")
     source = _link(view.source_url, "Alertmanager").strip()
     bid = _block_id(view.number, view.group_id, installation)
-    blocks = [
+    blocks: list[Block] = [
         SectionBlock(block_id=bid, text=MarkdownTextObject(text=_clip(head))),
         SectionBlock(text=MarkdownTextObject(text=_clip("\n".join(lines) or "no alerts"))),
     ]
+    buttons = _run_buttons(view)
+    if buttons:
+        blocks.append(ActionsBlock(elements=buttons))
     if source:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Source: {source}")]))
     text = f"{view.ref}: {view.firing} alert(s) firing, {view.resolved} resolved ({labels})"
     return text, _render(blocks)
+
+
+def _run_buttons(view: GroupView) -> list[ButtonElement]:
+    """A Run button per suggested runbook; it opens the prefilled run form (slack/app.py)."""
+    buttons = []
+    for i, suggestion in enumerate(view.suggestions):
+        args = " ".join(f"{k}={v}" for k, v in sorted(suggestion.params.items()))
+        value = json.dumps({"runbook": suggestion.runbook, "params": suggestion.params})
+        if len(value) > 2000:  # Slack's limit on a button value: the runbook is on the timeline
+            continue
+        label = f"Run {suggestion.runbook}" + (f" {args}" if args else "")
+        buttons.append(
+            ButtonElement(
+                action_id=f"{RUN_ACTION}_{i}",
+                text=_clip(label, 75),
+                value=value,
+            )
+        )
+    return buttons

@@ -17,7 +17,7 @@ from incidentbot import policy
 from incidentbot.chat_text import mrkdwn
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
-from incidentbot.durations import parse_when
+from incidentbot.durations import parse_duration, parse_when
 from incidentbot.incidents.models import SETTABLE_MILESTONES
 from incidentbot.slack.action_grammar import ActionUsage, parse_action
 from incidentbot.slack.handoff_commands import parse as parse_handoff
@@ -149,8 +149,17 @@ def page(name: str, rest: str, settings: Settings, usage: str) -> Command | Usag
 
 
 def alerts(name: str, rest: str, settings: Settings, usage: str) -> Command | Usage:
+    words = rest.split()
+    if words and words[0].lower() == "snooze":
+        if len(words) != 3 or not words[1].isdigit():
+            return Usage("`alerts snooze` takes a group number and a duration (0 ends it).", usage)
+        try:
+            length = parse_duration(words[2])
+        except ValueError as exc:
+            return Usage(f"`alerts snooze`: {exc}", usage)
+        return Command("alerts", {"snooze": int(words[1]), "length": length})
     if rest.lower() not in ("", "unmatched"):
-        return Usage(f"`alerts` takes only `unmatched`, not '{rest}'.", usage)
+        return Usage(f"`alerts` takes only `unmatched` or `snooze`, not '{rest}'.", usage)
     return Command("alerts", {"unmatched": rest.lower() == "unmatched"})
 
 

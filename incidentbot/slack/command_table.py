@@ -168,8 +168,8 @@ TABLE: tuple[Subcommand, ...] = (
     _sub("oncall", "/incident oncall [service]", "who is on call now and next", p.page, h.oncall),
     _sub(
         "alerts",
-        "/incident alerts [unmatched]",
-        "recent alerts (here: this incident's)",
+        "/incident alerts [unmatched | snooze <group> <duration>]",
+        "recent alerts (here: this incident's and its groups); snooze a group's updates",
         p.alerts,
         h.alerts,
     ),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from incidentbot import db
 from incidentbot.alerts import queries as alert_queries
+from incidentbot.alerts import snooze
 from incidentbot.chat_text import mrkdwn
 from incidentbot.clock import utcnow
 from incidentbot.incidents import service as svc
@@ -22,6 +23,7 @@ from incidentbot.incidents.models import Incident
 from incidentbot.ports import ExternalError
 from incidentbot.slack import blocks
 from incidentbot.slack.reply import Reply
+from incidentbot.usecases import alerts as alerts_uc
 from incidentbot.usecases import incidents as uc
 from incidentbot.usecases.core import Actor, Core
 
@@ -194,14 +196,38 @@ def timeline(call: Call, args: dict[str, Any]) -> Reply:
 
 
 def alerts(call: Call, args: dict[str, Any]) -> Reply:
-    unmatched, incident = args["unmatched"], call.incident
+    if "snooze" in args:
+        return _snooze(call, args["snooze"], args["length"])
+    unmatched, incident = args.get("unmatched", False), call.incident
+    groups: list[str] = []
     with db.read(call.core.engine) as s:
         here = incident.ref if incident is not None and not unmatched else None
         views = alert_queries.list_alerts(s, unmatched=unmatched, incident=here, limit=20)
+        if here is not None and incident is not None:
+            now = utcnow()
+            for g in snooze.groups_of(s, incident):
+                until = snooze.snoozed_until(s, g.id, now)
+                asleep = f" · snoozed until {until:%Y-%m-%d %H:%M} UTC" if until else ""
+                groups.append(f"• {mrkdwn(snooze.group_label(g))}{asleep}")
     what = "Unmatched alerts" if unmatched else (f"{here} alerts" if here else "Recent alerts")
     if not views:
         return Reply(f"{what}: none.")
-    return Reply(f"*{what}*\n" + "\n".join(f"• {mrkdwn(v.line())}" for v in views))
+    text = f"*{what}*\n" + "\n".join(f"• {mrkdwn(v.line())}" for v in views)
+    if groups:
+        text += "\n*Groups* (`/incident alerts snooze <group> <duration>`)\n" + "\n".join(groups)
+    return Reply(text)
+
+
+def _snooze(call: Call, group: int, length: timedelta) -> Reply:
+    if call.incident is None:
+        return Reply("Snooze an alert group in its incident's channel.")
+    done = alerts_uc.snooze_group(call.core, call.actor, call.incident.ref, group, length)
+    if done.until is None:
+        return Reply(f"{mrkdwn(done.group)} is awake again on {done.ref}.")
+    return Reply(
+        f":zzz: {mrkdwn(done.group)} snoozed until {done.until:%Y-%m-%d %H:%M} UTC: its message "
+        "stops updating and it opens no new incident until then."
+    )
 
 
 def oncall(call: Call, args: dict[str, Any]) -> Reply:

@@ -1,0 +1,91 @@
+"""Snoozing an alert group for its incident: its message in the channel stops updating, and the
+group does not declare a new incident, until the snooze ends.
+
+The snooze is a timeline event (``alert.group_snoozed``, with the group and the end), so it is on
+the incident's timeline and needs no state of its own: the latest such event of a group decides.
+A snooze of zero ends it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from incidentbot.alerts.models import AlertGroup, AlertRecord
+from incidentbot.errors import DomainError, NotFound
+from incidentbot.incidents import service as svc
+from incidentbot.incidents.models import Incident, TimelineEvent
+
+KIND = "alert.group_snoozed"
+MAX_SNOOZE = timedelta(days=7)
+
+
+def snoozed_until(session: Session, group_id: int | None, now: datetime) -> datetime | None:
+    """When the group's snooze ends, if it is snoozed now."""
+    if group_id is None:
+        return None
+    events = session.exec(
+        select(TimelineEvent)
+        .where(TimelineEvent.kind == KIND)
+        .order_by(col(TimelineEvent.id).desc())
+    )
+    for event in events:
+        if event.data.get("group_id") == group_id:
+            until = datetime.fromisoformat(event.data["until"])
+            return until if until > now else None
+    return None
+
+
+def group_label(group: AlertGroup) -> str:
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(group.group_labels.items()))
+    return f"group {group.id} {{{labels}}}"
+
+
+def groups_of(session: Session, incident: Incident) -> list[AlertGroup]:
+    """The groups with alerts on the incident, in the order they attached."""
+    ids = session.exec(
+        select(AlertRecord.group_id).where(AlertRecord.incident_id == incident.id).distinct()
+    )
+    found = [session.get(AlertGroup, gid) for gid in ids]
+    return sorted((g for g in found if g is not None), key=lambda g: g.id or 0)
+
+
+def snooze(
+    session: Session,
+    incident: Incident,
+    group_id: int,
+    length: timedelta,
+    *,
+    actor: str,
+    now: datetime,
+) -> tuple[AlertGroup, datetime | None]:
+    """Snooze (or, with a zero length, wake) one of the incident's groups; returns the group and
+    the end of the snooze (None: woken)."""
+    if length < timedelta(0) or length > MAX_SNOOZE:
+        raise DomainError("a snooze lasts from 0 (to end it) to 7d")
+    groups = {g.id: g for g in groups_of(session, incident)}
+    group = groups.get(group_id)
+    if group is None:
+        known = ", ".join(str(g) for g in groups) or "none"
+        raise NotFound(
+            f"{incident.ref} has no alert group {group_id} (its groups: {known}; "
+            "see /incident alerts)"
+        )
+    until = now + length if length else None
+    what = group_label(group)
+    summary = (
+        f"Alert {what} snoozed until {until:%Y-%m-%d %H:%M} UTC"
+        if until
+        else f"Alert {what} snooze ended"
+    )
+    svc.record(
+        session,
+        incident,
+        KIND,
+        actor,
+        summary,
+        now=now,
+        data={"group_id": group.id, "until": (until or now).isoformat()},
+    )
+    return group, until
