@@ -236,6 +236,7 @@ def test_the_run_button_opens_the_prefilled_form_and_runs_after_approval(engine,
         wait_for(lambda: status(engine, row.run_id) == "succeeded", what="the run to succeed")
         assert effects.applied() == {"drain-rpc-2": 1}
         assert len(alert_messages(slack, ch)) == 1
+        assert_spec_conformance(slack)  # the message, its buttons and the form as Slack takes
 
 
 def _open_form(slack):
@@ -305,6 +306,7 @@ def test_a_snoozed_group_stops_updating_and_does_not_declare_again(engine):
         assert "awake again" in ask(f"alerts snooze {gid} 0")
         assert send(notification([rpc(5)]))["declared"]  # Alertmanager repeats it: declares
         assert _incident_refs(engine) == ["INC-1", "INC-2"]
+        assert_spec_conformance(slack)
 
 
 def _alert_runs(engine) -> list[Run]:
