@@ -169,7 +169,12 @@ MALFORMED = [
     ("page", True, "`page` needs a service (indexer, rpc, validators).", "/incident page"),
     ("page dns now", True, "Unknown service 'dns': configured are indexer, rpc", "/incident page"),
     ("oncall rpc please", True, "`oncall` takes at most a service name.", "/incident oncall"),
-    ("alerts firing", True, "`alerts` takes only `unmatched` or `snooze`, not 'firing'.", "/incident alerts"),
+    (
+        "alerts firing",
+        True,
+        "`alerts` takes only `unmatched` or `snooze`, not 'firing'.",
+        "/incident alerts",
+    ),
     ("page rpc", False, "`/incident page` only works in", "/incident page"),
     ("sev 1", False, "`/incident sev` only works in an incident's channel.", "run it in the"),
     ("status monitoring", False, "`/incident status` only works in an incident's channel.", ""),
