@@ -90,7 +90,33 @@ class Actors:
             sent.append(self.webhooks.send_now(delivery))
         return sent
 
+    def redeliver(self, event_type: str, incident: str | None = None) -> list[Delivery]:
+        """Deliver again, once and now, every delivery of ``event_type`` (for ``incident``):
+        the same body, signature and event id, as PagerDuty does when it did not hear an
+        answer (webhooks are delivered at least once). Safe to call from several threads."""
+        with self.account.lock:
+            wanted = self.account.incident(incident).id if incident is not None else None
+        again = []
+        for old in self.webhook_deliveries(event_type):
+            if old.forged or old.again_of is not None:
+                continue
+            if wanted is not None and old.incident_id != wanted:
+                continue
+            again.append(self.webhooks.send_now(self.webhooks.again(old)))
+        return again
+
     # -- responders and monitoring tools ----------------------------------------------------
+
+    def open_incident(self, service: str, title: str, *, by: str) -> dict[str, Any]:
+        """``by`` opens an incident on ``service`` from the PagerDuty website (not through
+        the bot): it is assigned by the service's policy and sends ``incident.triggered``."""
+        acct = self.account
+        with acct.lock:
+            agent = self._user(by)
+            inc = lifecycle.create_incident(
+                acct, acct.service(service), title, agent, channel="website"
+            )
+            return render.incident(acct, inc)
 
     def _act(self, incident: str, action: Callable[[Incident], object]) -> dict[str, Any]:
         acct = self.account

@@ -110,6 +110,8 @@ class Delivery:
     attempts: list[Attempt] = field(default_factory=list)
     forged: bool = False
     finished: bool = False
+    # A repeat of delivery ``again_of`` (same event), as PagerDuty sends at least once.
+    again_of: int | None = None
 
     @property
     def delivered(self) -> bool:
@@ -298,6 +300,20 @@ class WebhookSender:
             body,
             headers,
             forged=secret is not None or signature is not None,
+        )
+
+    def again(self, delivery: Delivery) -> Delivery:
+        """A new delivery of the same event: same body, headers and event id."""
+        return Delivery(
+            next(self._seq),
+            delivery.subscription_id,
+            delivery.url,
+            delivery.event_type,
+            delivery.event_id,
+            delivery.incident_id,
+            delivery.body,
+            dict(delivery.headers),
+            again_of=delivery.seq,
         )
 
     # -- delivery -------------------------------------------------------------------------
