@@ -37,6 +37,7 @@ from incidentbot.pagerduty_adapter import PagerDutyPager
 from incidentbot.pagerduty_adapter import pager_for as handoff_pager
 from incidentbot.paging.config import parse_routing_keys
 from incidentbot.paging.flows import PagerActions
+from incidentbot.paging.links import AskActions
 from incidentbot.people.lookup import Sightings
 from incidentbot.runbooks import runtime as runbook_runtime
 from incidentbot.runbooks.actions import registry as runbook_actions
@@ -141,7 +142,7 @@ class Bot:
             metrics=metrics,
             slack_state=lambda: bot.slack_state,
             extra_routes=[
-                pagerduty_webhooks.route(engine, settings, on_change=_refresh_header),
+                pagerduty_webhooks.route(engine, settings, on_change=_refresh_header, core=core),
                 run_page.route(engine, page_key),
             ],
             settings=settings,
@@ -340,6 +341,7 @@ def _paging(
         pager, engine, settings, chat=chat, on_change=_refresh_header, routing_keys=routing_keys
     )
     actions.install(action_registry)
+    AskActions(engine, chat).install(action_registry)
     return pager, actions
 
 

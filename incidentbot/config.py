@@ -217,6 +217,16 @@ class Settings(BaseSettings):
                     f"allowed are {', '.join(self.severity_names())}",
                 )
             )
+        for name, paged in self.pagerduty.services.items():
+            wanted = paged.declare_severity
+            if wanted is not None and wanted not in self.severity_names():
+                problems.append(
+                    (
+                        f"pagerduty.services.{name}.declare_severity",
+                        f"{wanted!r} is not a configured severity: "
+                        f"allowed are {', '.join(self.severity_names())}",
+                    )
+                )
         if "commander" not in [r.name for r in self.roles]:
             problems.append(("roles", "missing role 'commander', which is required"))
         problems.extend(url_problems(self))

@@ -119,6 +119,8 @@ class PageInfo:
     url: str | None
     status: str  # triggered, acknowledged, resolved
     service_id: str | None = None
+    # PagerDuty's incident key (ours: the page's key; an integration's: its dedup key).
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,10 @@ class Pager(Protocol):
         ...
 
     def find(self, key: str) -> PageInfo | None: ...
+
+    def get(self, ref: str) -> PageInfo:
+        """A page by its id or number; ``ExternalError`` if there is none."""
+        ...
 
     def resolve(self, page_id: str) -> PageInfo: ...
 

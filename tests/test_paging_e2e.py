@@ -27,7 +27,14 @@ SECRET = "whsec-test-0123456789"
 
 
 @contextmanager
-def paging_bot(engine, from_email="alice@nodeworks.example", routed=(), **overrides):
+def paging_bot(
+    engine,
+    from_email="alice@nodeworks.example",
+    routed=(),
+    declaring=(),
+    declare_severity=None,
+    **overrides,
+):
     with PagerDutySandbox() as pd:
         d = pd.describe()
         services = {
@@ -35,6 +42,8 @@ def paging_bot(engine, from_email="alice@nodeworks.example", routed=(), **overri
                 "service_id": s["id"],
                 "escalation_policy_id": s["escalation_policy_id"],
                 "slack_oncall_group": "S0ONCALLRPC",
+                "declare": s["name"] in declaring,
+                "declare_severity": declare_severity,
             }
             for s in d["services"]
         }

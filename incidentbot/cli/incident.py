@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -19,10 +20,12 @@ from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import MILESTONES
 from incidentbot.incidents.runs import list_runs
 from incidentbot.ledger.models import FAILED, SETTLED, Run
+from incidentbot.pagerduty_adapter import pager_for
 from incidentbot.paging.flows import pages_of
 from incidentbot.people import Directory
 from incidentbot.people.render import event_people, event_text, ids_in
 from incidentbot.usecases import incidents as uc
+from incidentbot.usecases import paging as paging_uc
 from incidentbot.usecases.core import Actor
 
 app = typer.Typer(help="Declare and run incidents.", no_args_is_help=True)
@@ -320,10 +323,22 @@ def page(
     ref: str = REF,
     service: str = typer.Argument(None, help="The service to page (default from policy)."),
     message: list[str] = typer.Option(None, "--message", "-m", help="What on-call should know."),
+    link: str = typer.Option(
+        None, "--link", help="Link an existing PagerDuty incident instead (its URL or number)."
+    ),
     as_user: str = AS_OPTION,
 ) -> None:
-    """Page a service's on-call for the incident (a running bot sends the page)."""
+    """Page a service's on-call for the incident (a running bot sends the page), or link a
+    PagerDuty incident opened elsewhere (--link)."""
     st = state(ctx)
+    if link is not None:
+        if service or message:
+            raise CliError("--link takes no service or message")
+        core = replace(st.core, pager=pager_for(st.settings))
+        linked = paging_uc.link(core, _actor(as_user), ref, link)
+        what = f"PagerDuty #{linked.number} ({linked.service}, {linked.status})"
+        _done(linked.ref, f"{what} {'linked' if linked.new else 'was already linked'}")
+        return
     text = " ".join(message or []).strip() or None
     out = uc.page(st.core, _actor(as_user), ref, service, text)
     if not out.new:

@@ -141,6 +141,11 @@ class PagerDutyPager:
         open_first = sorted(found, key=lambda i: i.get("status") == "resolved")
         return _page(open_first[0]) if open_first else None
 
+    def get(self, ref: str) -> PageInfo:
+        """``GET /incidents/{id}``: PagerDuty takes an incident's number there as well."""
+        found = self._call("read incident", lambda: self.client.rget(f"/incidents/{ref}"))
+        return _page(found)
+
     def resolve(self, page_id: str) -> PageInfo:
         body = {"incident": {"type": "incident_reference", "status": "resolved"}}
         updated = self._call(
@@ -204,6 +209,7 @@ def _page(incident: Any) -> PageInfo:
         url=data.get("html_url"),
         status=str(data.get("status", "triggered")),
         service_id=service.get("id"),
+        key=data.get("incident_key"),
     )
 
 

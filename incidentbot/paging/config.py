@@ -15,6 +15,13 @@ class PagedService(BaseModel):
     slack_oncall_group: str | None = Field(
         default=None, description="Slack user group (S...) mentioned if a page finally fails"
     )
+    declare: bool = Field(
+        default=False,
+        description="an incident triggered in PagerDuty on this service declares one of ours",
+    )
+    declare_severity: str | None = Field(
+        default=None, description="the severity such a declare gets (default: default_severity)"
+    )
 
 
 class PagerDutySettings(BaseModel):

@@ -27,6 +27,7 @@ from incidentbot.ledger import service as ledger
 from incidentbot.ledger.actions import ActionRegistry, PermanentError, StepContext
 from incidentbot.ledger.events import LedgerEvent
 from incidentbot.ledger.redact import redact_text
+from incidentbot.paging import links
 from incidentbot.paging.models import Page
 from incidentbot.ports import Chat, Pager
 
@@ -403,6 +404,8 @@ def mark_page(
             data={"service": page.service, "number": page.number, "agent": agent},
             source_key=source_key,
         )
+        if status == "resolved" and actor != BOT_ACTOR:
+            links.ask_to_resolve(s, inc, page, agent)  # resolved in PagerDuty, ours still open
         if on_change:
             on_change(s, inc)
         return page

@@ -25,11 +25,13 @@ from incidentbot import db
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.metrics import Metrics
+from incidentbot.paging.links import RESOLVE_BUTTON as PAGERDUTY_RESOLVE
 from incidentbot.people.lookup import Sightings
 from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.commands import CommandHandler
 from incidentbot.slack.handoff_commands import BUTTON as HANDOFF_BUTTON
 from incidentbot.slack.handoff_commands import HandoffCommands
+from incidentbot.slack.incident_commands import resolve_click
 from incidentbot.slack.modal import CALLBACK_ID, declare_view, field_errors, read_submission
 from incidentbot.slack.once import OnceApp
 from incidentbot.slack.postmortem_commands import EDIT_CALLBACK as POSTMORTEM_EDIT
@@ -244,6 +246,7 @@ def build_bolt_app(
     )
     app.action(SNOOZE_ACTION)(on_reminder)
     app.action(DISMISS_ACTION)(on_reminder)
+    app.action(PAGERDUTY_RESOLVE)(message_button("resolve", resolve_click(core)))
 
     @app.view(FORM_CALLBACK)
     def on_runbook_form(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:

@@ -143,6 +143,10 @@ def page(name: str, rest: str, settings: Settings, usage: str) -> Command | Usag
         return Command("oncall", {"service": service.lower() or None})
     if not service:
         return Usage(f"`page` needs a service ({services}).", usage)
+    if service.lower() == "link":
+        if not message.strip():
+            return Usage("`page link` needs a PagerDuty incident's URL or number.", usage)
+        return Command("page", {"link": message.strip()})
     if service.lower() not in settings.pagerduty.services:
         return Usage(f"Unknown service '{service}': configured are {services}.", usage)
     return Command("page", {"service": service.lower(), "message": _strip_quotes(message) or None})

@@ -159,8 +159,8 @@ TABLE: tuple[Subcommand, ...] = (
     ),
     _sub(
         "page",
-        "/incident page <service> [message]",
-        "page a service's on-call",
+        "/incident page <service> [message] | /incident page link <PagerDuty URL or number>",
+        "page a service's on-call, or link a PagerDuty incident opened elsewhere",
         p.page,
         h.page,
         channel=True,

@@ -9,6 +9,7 @@ only renders (mentions, ``mrkdwn`` escaping). The table in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from incidentbot.alerts import queries as alert_queries
 from incidentbot.alerts import snooze
 from incidentbot.chat_text import mrkdwn
 from incidentbot.clock import utcnow
+from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.ports import ExternalError
@@ -25,6 +27,7 @@ from incidentbot.slack import blocks
 from incidentbot.slack.reply import Reply
 from incidentbot.usecases import alerts as alerts_uc
 from incidentbot.usecases import incidents as uc
+from incidentbot.usecases import paging as paging_uc
 from incidentbot.usecases.core import Actor, Core
 
 if TYPE_CHECKING:
@@ -165,7 +168,27 @@ def reopen(call: Call, args: dict[str, Any]) -> Reply:
     return Reply(f":warning: {who(call)} reopened *{out.ref}*", in_channel=True)
 
 
+def resolve_click(core: Core) -> Callable[..., str | None]:
+    """The Resolve button on "PagerDuty resolved #N: resolve INC-n too?": the resolve use case,
+    as the clicker; what happened is shown to the clicker only."""
+
+    def click(*, user: str, value: str, **_: Any) -> str | None:
+        try:
+            out = uc.resolve(core, Actor(user, "slack"), value, "Resolved in PagerDuty")
+        except DomainError as exc:
+            return f"Nothing changed: {mrkdwn(exc)}"
+        return f":white_check_mark: You resolved *{out.ref}*."
+
+    return click
+
+
 def page(call: Call, args: dict[str, Any]) -> Reply:
+    if "link" in args:
+        linked = paging_uc.link(call.core, call.actor, call.ref, args["link"])
+        what = f"PagerDuty #{linked.number} ({linked.service}, {linked.status})"
+        if not linked.new:
+            return Reply(f"{what} is already linked to {linked.ref}.")
+        return Reply(f"{who(call)} linked {what} to *{linked.ref}*.", in_channel=True)
     out = uc.page(call.core, call.actor, call.ref, args["service"], args["message"])
     if not out.new:
         return Reply(f"*{out.service}* is already paged for {out.ref} ({out.status}).")

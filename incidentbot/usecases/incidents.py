@@ -21,6 +21,8 @@ from incidentbot.incidents import effects
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.paging import flows as paging
+from incidentbot.paging import links
+from incidentbot.ports import PageInfo
 from incidentbot.usecases.core import Actor, Core
 
 
@@ -147,11 +149,15 @@ def declare(
     detected_at: datetime | None = None,
     service: str | None = None,
     key: str | None = None,
+    linked: PageInfo | None = None,
+    linked_source: str | None = None,
 ) -> Declared:
     """Record the incident, queue its channel and announcement, page on-call by policy.
 
     With ``key``, a repeated declare (a retried Slack request) returns the same incident and
-    queues nothing twice."""
+    queues nothing twice. ``linked`` is a PagerDuty incident that declared it: linked as one of
+    its pages (before the severity policy looks, so its service is not paged a second time),
+    its timeline entry keyed ``linked_source``."""
     settings = core.settings
     with db.transaction(core.engine) as s:
         inc = svc.declare(
@@ -167,6 +173,16 @@ def declare(
             detected_at=detected_at,
             idempotency_key=key,
         )
+        if linked is not None:
+            links.link_page(
+                s,
+                settings,
+                inc,
+                linked,
+                actor=actor.id,
+                how="(it declared this incident)",
+                source_key=linked_source,
+            )
         paged = declare_effects(s, settings, inc, actor.id, chat=core.chat, service=service)
         assert inc.id is not None
         return Declared(
