@@ -7,6 +7,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
+from incidentbot.config import Settings
 from incidentbot.paging.config import PagerDutySettings, parse_routing_keys
 
 SERVICES = {"rpc": {"service_id": "P1"}, "validators": {"service_id": "P2"}}
@@ -39,3 +40,14 @@ def test_default_service_must_be_configured():
         PagerDutySettings(services=SERVICES, default_service="dns")
     with pytest.raises(ValidationError, match="service name 'RPC!'"):
         PagerDutySettings(services={"RPC!": {"service_id": "P1"}})
+
+
+def test_a_declaring_service_names_a_configured_severity():
+    ok = {"rpc": {"service_id": "P1", "declare": True, "declare_severity": "SEV2"}}
+    assert Settings(pagerduty={"services": ok}).pagerduty.services["rpc"].declare
+    bad = {"rpc": {"service_id": "P1", "declare": True, "declare_severity": "SEV9"}}
+    with pytest.raises(
+        ValidationError,
+        match=re.escape("pagerduty.services.rpc.declare_severity: 'SEV9' is not a configured"),
+    ):
+        Settings(pagerduty={"services": bad})

@@ -33,6 +33,7 @@ def paging_bot(
     routed=(),
     declaring=(),
     declare_severity=None,
+    attaching=(),
     **overrides,
 ):
     with PagerDutySandbox() as pd:
@@ -44,6 +45,7 @@ def paging_bot(
                 "slack_oncall_group": "S0ONCALLRPC",
                 "declare": s["name"] in declaring,
                 "declare_severity": declare_severity,
+                "attach": s["name"] in attaching,
             }
             for s in d["services"]
         }

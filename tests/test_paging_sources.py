@@ -96,6 +96,39 @@ def test_a_monitoring_tool_event_declares_with_the_configured_severity(engine):
         assert [p.service for p in pages(engine)] == ["validators"]
 
 
+def test_a_trigger_on_a_service_we_are_paging_attaches_to_that_incident(engine):
+    with paging_bot(engine, attaching=("rpc",)) as (_bot, slack, pd):
+        say(slack, "declare sev1 service:rpc RPC p99 above 2s")
+        ours = wait_for(lambda: [p for p in pages(engine) if p.status == "triggered"])
+        alert = pd.trigger_alert("rpc", "RPC 5xx above 5%", dedup_key="rpc-5xx")
+        assert pd.wait_for_webhooks()
+        pd.redeliver("incident.triggered")
+        other = next(i for i in pd.incidents() if i["incident_key"] == alert)
+        found = wait_for(
+            lambda: [p for p in pages(engine) if p.external_id == other["id"]],
+            what="the alert's PagerDuty incident attached",
+        )
+        assert len(incidents(engine)) == 1
+        assert found[0].incident_id == ours[0].incident_id and found[0].service == "rpc"
+        assert len(pages(engine)) == 2 and len(events(engine, "page.linked")) == 1
+        answers = [
+            d.attempts[-1].response
+            for d in pd.webhook_deliveries("incident.triggered")
+            if d.incident_id == other["id"]
+        ]
+        assert [a.split(": ", 1)[1] for a in answers] == [
+            'attached to INC-1"}',
+            'already linked to INC-1"}',
+        ]
+
+        say(slack, "resolve Restarted the proxy", channel=channel_of(engine))
+        for x in (ours[0].external_id, other["id"]):
+            wait_for(
+                lambda x=x: pd.incident(x)["status"] == "resolved",
+                what="both PagerDuty incidents resolved with ours",
+            )
+
+
 def test_linking_by_url_and_number_and_resolving_together(engine):
     with paging_bot(engine) as (_bot, slack, pd):
         say(slack, "declare sev3 Indexer falling behind")

@@ -19,6 +19,11 @@ class PagedService(BaseModel):
         default=False,
         description="an incident triggered in PagerDuty on this service declares one of ours",
     )
+    attach: bool = Field(
+        default=False,
+        description="an incident triggered in PagerDuty on this service attaches to the open "
+        "incident of ours already paging it, if there is one",
+    )
     declare_severity: str | None = Field(
         default=None, description="the severity such a declare gets (default: default_severity)"
     )

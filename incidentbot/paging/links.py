@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from incidentbot import db
 from incidentbot.chat_text import mrkdwn
@@ -72,6 +72,19 @@ def own_page(session: Session, incident_key: str | None) -> Page | None:
     if not incident_key:
         return None
     return session.exec(select(Page).where(Page.key == incident_key)).first()
+
+
+def open_incident_paging(session: Session, service: str) -> Incident | None:
+    """The newest open incident of ours with an active page of ``service``."""
+    stmt = (
+        select(Incident)
+        .join(Page, col(Page.incident_id) == col(Incident.id))
+        .where(Page.service == service)
+        .where(col(Page.status).in_(("requested", "triggered", "acknowledged")))
+        .where(col(Incident.resolved_at).is_(None))
+        .order_by(col(Incident.number).desc())
+    )
+    return session.exec(stmt).first()
 
 
 def link_page(

@@ -49,48 +49,64 @@ class PageLinked:
 def pagerduty_triggered(
     core: Core, actor: Actor, *, event_id: str | None, info: PageInfo, title: str
 ) -> Triggered:
-    """Declare an incident for a PagerDuty incident triggered on a service set to ``declare``.
+    """Attach a PagerDuty incident triggered on a service set to ``attach`` to the open
+    incident paging that service, or declare one for it on a service set to ``declare``.
 
-    Idempotent under redelivery: the PagerDuty incident id is the declare's key (one incident
-    per PagerDuty incident, however many deliveries, concurrent or not) and the event id keys
-    its timeline entry."""
+    Idempotent under redelivery: the PagerDuty incident is linked once (its id keys the page and
+    the declare: one incident per PagerDuty incident, however many deliveries, concurrent or
+    not) and the event id keys the timeline entry."""
+    for attempt in (1, 2):
+        try:
+            return _triggered(core, actor, event_id=event_id, info=info, title=title)
+        except IntegrityError:
+            # A concurrent delivery of the same PagerDuty incident linked it first: the second
+            # attempt finds it linked.
+            if attempt == 2:
+                raise
+            log.info("PagerDuty %s linked concurrently; reading it back", info.id)
+    raise AssertionError("unreachable")
+
+
+def _triggered(
+    core: Core, actor: Actor, *, event_id: str | None, info: PageInfo, title: str
+) -> Triggered:
     settings = core.settings
-    name = links.service_name(settings, info.service_id)
+    source = f"pagerduty:{event_id}" if event_id else None
     with db.read(core.engine) as s:
-        own = links.own_page(s, info.key)
-        linked = links.linked_page(s, info.id)
-        if own is not None or linked is not None:
-            page = own or linked
-            assert page is not None
+        page = links.own_page(s, info.key) or links.linked_page(s, info.id)
+        if page is not None:
             inc = s.get(Incident, page.incident_id)
             assert inc is not None
             return Triggered(f"already linked to {inc.ref}", inc.ref)
+    name = links.service_name(settings, info.service_id)
     if name is None:
         return Triggered("service not configured: ignored")
     cfg = settings.pagerduty.services[name]
+    if cfg.attach:
+        with db.transaction(core.engine) as s:
+            found = links.open_incident_paging(s, name)
+            if found is not None:
+                how = f"(triggered on {name}, which it pages)"
+                links.link_page(
+                    s, settings, found, info, actor=actor.id, how=how, source_key=source
+                )
+                if core.chat:
+                    effects.refresh(s, found, actor=actor.id, reason="page", digest=False)
+                return Triggered(f"attached to {found.ref}", found.ref)
     if not cfg.declare:
         return Triggered(f"service {name} does not declare: ignored")
-    for attempt in (1, 2):
-        try:
-            out = incidents.declare(
-                core,
-                actor,
-                title=title or f"PagerDuty #{info.number}",
-                severity=cfg.declare_severity,
-                description=f"Triggered in PagerDuty: #{info.number} {info.url or ''}".strip(),
-                service=name,
-                key=f"pagerduty:{info.id}",
-                linked=info,
-                linked_source=f"pagerduty:{event_id}" if event_id else None,
-            )
-            return Triggered(f"declared {out.ref}", out.ref, declared=True)
-        except IntegrityError:
-            # A concurrent delivery of the same incident declared it first: the second
-            # attempt finds that incident by its key.
-            if attempt == 2:
-                raise
-            log.info("PagerDuty %s declared concurrently; reading it back", info.id)
-    raise AssertionError("unreachable")
+    out = incidents.declare(
+        core,
+        actor,
+        title=title or f"PagerDuty #{info.number}",
+        severity=cfg.declare_severity,
+        description=f"Triggered in PagerDuty: #{info.number} {info.url or ''}".strip(),
+        service=name,
+        key=f"pagerduty:{info.id}",
+        linked=info,
+        linked_source=source,
+    )
+    return Triggered(f"declared {out.ref}", out.ref, declared=True)
 
 
 def link(core: Core, actor: Actor, ref: str, target: str) -> PageLinked:
