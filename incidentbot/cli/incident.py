@@ -20,7 +20,6 @@ from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import MILESTONES
 from incidentbot.incidents.runs import list_runs
 from incidentbot.ledger.models import FAILED, SETTLED, Run
-from incidentbot.pagerduty_adapter import pager_for
 from incidentbot.paging.flows import pages_of
 from incidentbot.people import Directory
 from incidentbot.people.render import event_people, event_text, ids_in
@@ -334,6 +333,8 @@ def page(
     if link is not None:
         if service or message:
             raise CliError("--link takes no service or message")
+        from incidentbot.pagerduty_adapter import pager_for  # the SDK only when linking
+
         core = replace(st.core, pager=pager_for(st.settings))
         linked = paging_uc.link(core, _actor(as_user), ref, link)
         what = f"PagerDuty #{linked.number} ({linked.service}, {linked.status})"
