@@ -309,6 +309,19 @@ def test_post_message_with_blocks_shows_in_the_transcript(
     assert by_name["channel"] == cid(slack, "incidents")
 
 
+def test_post_message_by_bare_name_like_slack(slack: SlackSandbox, client: WebClient) -> None:
+    posted = client.chat_postMessage(channel="incidents", text="by its bare name")
+    assert posted["channel"] == cid(slack, "incidents")
+    assert slack.snapshot("incidents").texts()[-1] == "by its bare name"
+    private = new_channel(client, "inc-named-private", is_private=True)
+    assert client.chat_postMessage(channel="inc-named-private", text="x")["channel"] == private
+    slack.workspace.add_channel("hr-by-name", creator=uid(slack, "alice"), is_private=True)
+    post = client.chat_postMessage
+    assert error_of(post, channel="hr-by-name", text="x") == "channel_not_found"
+    assert error_of(post, channel="no-such-channel", text="x") == "channel_not_found"
+    assert error_of(post, channel="general", text="x") == "not_in_channel"
+
+
 def test_post_message_errors(slack: SlackSandbox, client: WebClient) -> None:
     post = client.chat_postMessage
     assert error_of(post, channel=cid(slack, "general"), text="x") == "not_in_channel"

@@ -298,6 +298,31 @@ def test_block_action_from_a_message_and_replace_original(
         slack.driver.block_action("nope", channel="incidents", message_ts=ts)
 
 
+def test_block_action_on_an_ephemeral_message(slack: SlackSandbox, bot: FakeBot) -> None:
+    client = slack.web_client()
+    channel = slack.workspace.channel("incidents").id
+    bob = slack.workspace.user("bob").id
+    ts = client.chat_postEphemeral(channel=channel, user=bob, text="Run it?", blocks=BUTTON_BLOCKS)[
+        "message_ts"
+    ]
+    with pytest.raises(LookupError):  # only bob sees it
+        slack.driver.block_action("ack", user="carol", channel="incidents", message_ts=ts)
+    assert slack.driver.block_action("ack", user="bob", channel="incidents", message_ts=ts).ok
+    payload = bot.received[-1].payload
+    assert payload["container"] == {
+        "type": "message",
+        "message_ts": ts,
+        "channel_id": channel,
+        "is_ephemeral": True,
+    }
+    assert "message" not in payload and payload["actions"][0]["value"] == "inc-7"
+    httpx.post(payload["response_url"], json={"text": "Started", "replace_original": True})
+    assert [e.text for e in slack.ephemeral("bob")][-1] == "Started"
+    httpx.post(payload["response_url"], json={"delete_original": True})
+    with pytest.raises(LookupError):  # gone from bob's view
+        slack.driver.block_action("ack", user="bob", channel="incidents", message_ts=ts)
+
+
 SEVERITIES = [
     {"text": {"type": "plain_text", "text": f"SEV{n}"}, "value": f"sev{n}"} for n in range(1, 5)
 ]
@@ -352,6 +377,65 @@ def test_view_submission_carries_typed_state(slack: SlackSandbox, bot: FakeBot) 
     assert values["commander"]["commander"]["selected_user"] == alice
     assert payload["view"]["callback_id"] == "declare"
     assert slack.workspace.views[view_id].is_open is False  # an empty ack closes the modal
+
+
+ACCESSORY_MODAL = {
+    "type": "modal",
+    "callback_id": "pick",
+    "title": {"type": "plain_text", "text": "Pick"},
+    "submit": {"type": "plain_text", "text": "Go"},
+    "blocks": [
+        {
+            "type": "section",
+            "block_id": "sev",
+            "text": {"type": "mrkdwn", "text": "Severity"},
+            "accessory": {"type": "static_select", "action_id": "sev", "options": SEVERITIES},
+        },
+        {
+            "type": "section",
+            "block_id": "who",
+            "text": {"type": "mrkdwn", "text": "Commander"},
+            "accessory": {
+                "type": "static_select",
+                "action_id": "lead",
+                "options": SEVERITIES,
+                "initial_option": SEVERITIES[3],
+            },
+        },
+        {
+            "type": "section",
+            "block_id": "doc",
+            "text": {"type": "mrkdwn", "text": "Runbook"},
+            "accessory": {
+                "type": "button",
+                "action_id": "open",
+                "text": {"type": "plain_text", "text": "Open"},
+            },
+        },
+        {
+            "type": "input",
+            "block_id": "title",
+            "label": {"type": "plain_text", "text": "Title"},
+            "element": {"type": "plain_text_input", "action_id": "title"},
+        },
+    ],
+}
+
+
+def test_view_submission_carries_section_accessory_values(
+    slack: SlackSandbox, bot: FakeBot
+) -> None:
+    slack.driver.slash_command("declare")
+    trigger = bot.received[-1].form["trigger_id"]
+    view_id = slack.web_client().views_open(trigger_id=trigger, view=ACCESSORY_MODAL)["view"]["id"]
+    with pytest.raises(LookupError, match="no option"):
+        slack.driver.view_submission(view_id, {"sev": "sev9", "title": "x"})
+    assert slack.driver.view_submission(view_id, {"sev": "sev2", "title": "RPC lagging"}).ok
+    values = bot.received[-1].payload["view"]["state"]["values"]
+    assert values["sev"]["sev"]["selected_option"]["value"] == "sev2"
+    assert values["who"]["lead"]["selected_option"]["value"] == "sev4"  # its initial option
+    assert "doc" not in values  # a button keeps no state
+    assert values["title"]["title"]["value"] == "RPC lagging"
 
 
 def test_view_submission_errors_update_push_clear(slack: SlackSandbox, bot: FakeBot) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from incidentbot.sandbox.slack import payloads
 from incidentbot.sandbox.slack.ids import format_ts
-from incidentbot.sandbox.slack.models import Message
+from incidentbot.sandbox.slack.models import Ephemeral, Message
 from incidentbot.sandbox.slack.transport import (
     ACK_TIMEOUT_S,
     SOCKET_RETRY_REASON,
@@ -101,20 +101,27 @@ class BotDriver(Transport):
         """Click a button (or pick a value) in a message (``channel`` + ``message_ts``) or modal.
 
         The element is found by ``action_id`` in the message's or view's blocks, so the payload
-        carries its real ``block_id``, type, text and value.
+        carries its real ``block_id``, type, text and value. ``message_ts`` may also be the ts of
+        an ephemeral message ``user`` sees in ``channel``: the payload then says
+        ``is_ephemeral`` and carries no ``message``, as Slack's does, and its ``response_url``
+        replaces or deletes that ephemeral message.
         """
         who = self.ws.user(user)
         with self.ws.lock:
-            chan = msg = view = None
+            chan = msg = view = eph = None
             if view_id is not None:
                 view = self.ws.views[view_id]
                 blocks = view.data.get("blocks", [])
             elif channel is not None and message_ts is not None:
                 chan = self.ws.channel(channel)
                 msg = chan.message(message_ts)
-                if msg is None:
-                    raise LookupError(f"no message {message_ts} in {chan.name}")
-                blocks = msg.blocks
+                if msg is not None:
+                    blocks = msg.blocks
+                else:
+                    eph = self._ephemeral(chan.id, who.id, message_ts)
+                    if eph is None:
+                        raise LookupError(f"no message {message_ts} in {chan.name}")
+                    blocks = eph.blocks
             else:
                 raise ValueError("give channel and message_ts, or view_id")
             block_id, element = payloads.find_element(blocks, action_id)
@@ -134,6 +141,10 @@ class BotDriver(Transport):
             response_url = self.response_urls.create(
                 "actions", who.id, chan.id, original_message=msg.ts
             )
+        elif chan is not None and eph is not None:
+            response_url = self.response_urls.create(
+                "actions", who.id, chan.id, original_ephemeral=eph.seq
+            )
         payload = payloads.block_action(
             self.ws,
             who,
@@ -142,6 +153,7 @@ class BotDriver(Transport):
             verification_token=self.verification_token,
             channel=chan,
             message=msg,
+            ephemeral=eph,
             view=view,
             response_url=response_url,
         )
@@ -152,6 +164,13 @@ class BotDriver(Transport):
             "view_id": view_id,
         }
         return self._interaction("block_actions", payload, context)
+
+    def _ephemeral(self, channel_id: str, user_id: str, ts: str) -> Ephemeral | None:
+        """The ephemeral message with ``ts`` that ``user_id`` still sees in the channel."""
+        for eph in self.ws.ephemerals:
+            if eph.ts == ts and eph.channel == channel_id and eph.user == user_id:
+                return None if eph.deleted else eph
+        return None
 
     def view_submission(
         self, view_id: str, inputs: dict[str, Any] | None = None, *, user: str | None = None

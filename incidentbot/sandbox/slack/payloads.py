@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from incidentbot.sandbox.slack.models import Channel, Message, OpenView, User
+from incidentbot.sandbox.slack.models import Channel, Ephemeral, Message, OpenView, User
 from incidentbot.sandbox.slack.workspace import Workspace
 
 _CONTAINERS = ("actions", "section", "input", "context")
@@ -115,6 +115,8 @@ def view_state(view: OpenView, inputs: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, dict[str, Any]] = {}
     used: set[str] = set()
     for n, block in enumerate(view.data.get("blocks", [])):
+        if block.get("type") == "section" and _stateful(block.get("accessory")):
+            _accessory_state(block, n, inputs, values, used)
         if block.get("type") != "input":
             continue
         element = block.get("element", {})
@@ -134,6 +136,54 @@ def view_state(view: OpenView, inputs: dict[str, Any]) -> dict[str, Any]:
     return {"values": values}
 
 
+def _stateful(element: Any) -> bool:
+    """An element whose value Slack keeps in a view's state (not a button or an image)."""
+    return isinstance(element, dict) and element.get("type") not in (None, "button", "image")
+
+
+def _accessory_state(
+    block: dict[str, Any],
+    n: int,
+    inputs: dict[str, Any],
+    values: dict[str, dict[str, Any]],
+    used: set[str],
+) -> None:
+    """A section accessory's state (e.g. a select), as Slack reports it on submission.
+
+    Its value is the one given in ``inputs`` (by action_id or block_id), else its initial one,
+    else none picked: an accessory is never required.
+    """
+    element = block["accessory"]
+    block_id = str(block.get("block_id") or f"b{n}")
+    action_id = str(element.get("action_id") or f"a{n}")
+    key = action_id if action_id in inputs else block_id if block_id in inputs else None
+    if key:
+        used.add(key)
+        value = inputs[key]
+    elif isinstance(element.get("initial_option"), dict):
+        value = element["initial_option"].get("value")
+    elif isinstance(element.get("initial_options"), list):
+        value = [o.get("value") for o in element["initial_options"]]
+    else:
+        value = next(
+            (element[k] for k in _INITIAL_KEYS if element.get(k) is not None),
+            None,
+        )
+    values.setdefault(block_id, {})[action_id] = element_value(element, value)
+
+
+_INITIAL_KEYS = (
+    "initial_value",
+    "initial_user",
+    "initial_users",
+    "initial_conversation",
+    "initial_channel",
+    "initial_date",
+    "initial_time",
+    "initial_date_time",
+)
+
+
 def block_action(
     ws: Workspace,
     user: User,
@@ -143,6 +193,7 @@ def block_action(
     verification_token: str,
     channel: Channel | None = None,
     message: Message | None = None,
+    ephemeral: Ephemeral | None = None,
     view: OpenView | None = None,
     response_url: str | None = None,
 ) -> dict[str, Any]:
@@ -172,6 +223,17 @@ def block_action(
         payload["message"] = message.to_api(
             channel.id, ws.bot_profile() if message.bot_id else None
         )
+        payload["state"] = {"values": {}}
+        payload["response_url"] = response_url
+    elif channel is not None and ephemeral is not None:
+        # Slack sends no copy of an ephemeral message, only where it was.
+        payload["container"] = {
+            "type": "message",
+            "message_ts": ephemeral.ts,
+            "channel_id": channel.id,
+            "is_ephemeral": True,
+        }
+        payload["channel"] = {"id": channel.id, "name": channel.name}
         payload["state"] = {"values": {}}
         payload["response_url"] = response_url
     return payload

@@ -45,13 +45,17 @@ def message_content(
 
 
 def _target(ws: Workspace, caller: User, ref: str | None) -> Channel:
-    """Where chat.postMessage posts: a channel id or ``#name``, or a user id (their DM)."""
+    """Where chat.postMessage posts: a channel id, ``#name`` or ``name``, or a user id (their DM).
+
+    Slack takes a channel's name with or without the ``#``; a private channel by name is found
+    only by its members, as by id.
+    """
     if not ref:
         raise SlackError("channel_not_found")
     if ref.startswith(("U", "W")) and ref in ws.users:
         return ws.im_with(ref)
-    if ref.startswith("#"):
-        channel = ws.channel_by_name(ref[1:])
+    if ref not in ws.channels:
+        channel = ws.channel_by_name(ref.removeprefix("#"))
         if channel is None:
             raise SlackError("channel_not_found")
         ref = channel.id
