@@ -192,6 +192,23 @@ def test_the_declare_form(slack, engine):
     channel_of(engine)
 
 
+def test_bare_incident_opens_the_form_outside_and_the_help_inside(slack, engine):
+    ack = slack.driver.slash_command("", user="bob", channel="incidents")
+    assert reply(ack)["text"] == "Opening the declare form…"
+    [view] = wait_for(
+        lambda: [v for v in slack.workspace.views.values() if v.is_open], what="the form"
+    )
+    assert view.user == slack.workspace.user("bob").id
+    assert view.data["title"]["text"].lower().startswith("declare")
+    declare(slack)
+    ch = channel_of(engine)
+    body = reply(slack.driver.slash_command("", user="bob", channel=ch))
+    assert body["response_type"] == "ephemeral"
+    assert "/incident resolve" in body["text"] and "/incident declare" in body["text"]
+    assert [v.id for v in slack.workspace.views.values() if v.is_open] == [view.id]
+    assert count(engine, "incident") == 1
+
+
 def test_pushpin_puts_a_message_on_the_timeline_once(slack, engine):
     declare(slack)
     ch = channel_of(engine)

@@ -25,6 +25,7 @@ def p(text: str, in_channel: bool = True) -> Command | Usage:
     ("text", "expected"),
     [
         ("", Command("help")),
+        ("  ", Command("help")),
         ("help", Command("help")),
         ("  HELP   me ", Command("help")),
         (
@@ -201,6 +202,13 @@ def test_malformed_commands_get_a_message_and_usage(text, in_channel, error, usa
     assert result.error is not None and result.error.startswith(error)
     assert usage in result.usage
     assert result.text().startswith(result.error) and "Usage: /incident" in result.text()
+
+
+def test_bare_command_opens_the_declare_form_outside_an_incident_channel():
+    form = Command("declare", {"severity": None, "title": None, "service": None})
+    assert p("", in_channel=False) == form
+    assert p(" \u00a0 ", in_channel=False) == form
+    assert p("", in_channel=True) == Command("help")
 
 
 def test_help_differs_inside_an_incident_channel():

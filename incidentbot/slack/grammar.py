@@ -29,10 +29,16 @@ def normalize(text: str) -> str:
 
 
 def parse(text: str, *, settings: Settings, in_incident_channel: bool) -> Command | Usage:
-    """Parse the text after ``/incident``."""
+    """Parse the text after ``/incident``.
+
+    A bare ``/incident`` shows the help in an incident's channel, where people come to act on
+    that incident, and opens the declare form anywhere else.
+    """
     clean = normalize(text)
     if not clean:
-        return Command("help")
+        if in_incident_channel:
+            return Command("help")
+        return Command("declare", {"severity": None, "title": None, "service": None})
     head, _, rest = clean.partition(" ")
     name = head.lower()
     name = ALIASES.get(name, name)
