@@ -27,6 +27,7 @@ from incidentbot import db, run_links
 from incidentbot.alerts.messages import AlertMessages
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
+from incidentbot.incidents.archive import ArchiveActions
 from incidentbot.incidents.effects import refresh
 from incidentbot.incidents.flows import ChatActions
 from incidentbot.ledger import events
@@ -275,6 +276,7 @@ class Effects:
         AlertMessages(
             chat, engine, settings, alert_blocks.alert_group, alert_blocks.block_id
         ).install(action_registry)
+        ArchiveActions(chat, engine, settings, blocks).install(action_registry)
         pager, pager_actions = _paging(settings, engine, chat)
         page_key = run_links.signing_key(token)
         public = settings.http.public_url

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     field_validator,
+    model_validator,
 )
 
 from incidentbot.durations import parse_duration
@@ -84,6 +85,24 @@ _SLACK_NAME = re.compile(r"^[a-z0-9_-]{1,80}$")
 class Channels(_Strict):
     naming: str = "inc-{number}-{slug}"
     digest: str = "incidents"
+    archive_after: Duration | None = Field(
+        default=None, description="archive an incident's channel this long after it closes"
+    )
+    archive_warning: Duration | None = Field(
+        default=None, description="warn in the channel this long before archiving it"
+    )
+
+    @model_validator(mode="after")
+    def _archive(self) -> Channels:
+        after, warning = self.archive_after, self.archive_warning
+        if after is not None and after <= timedelta(0):
+            raise ValueError("archive_after must be a positive duration such as 7d")
+        if warning is not None:
+            if after is None:
+                raise ValueError("archive_warning needs archive_after (when to archive)")
+            if not timedelta(0) < warning < after:
+                raise ValueError("archive_warning must be positive and shorter than archive_after")
+        return self
 
     @field_validator("naming")
     @classmethod

@@ -85,6 +85,10 @@ class Chat(Protocol):
 
     def post(self, channel_id: str, text: str, blocks: list[dict[str, Any]]) -> str: ...
 
+    def archive_channel(self, channel_id: str) -> None:
+        """Archive a channel; already archived is not an error."""
+        ...
+
     def update(self, channel_id: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None: ...
 
     def pin(self, channel_id: str, ts: str) -> None:

@@ -29,6 +29,8 @@ QUEUED_ACTIONS = (
     "chat.digest",
     "chat.status_update",
     "chat.alert_group",
+    "chat.archive_warning",
+    "chat.archive_channel",
     "pager.trigger",
     "pager.resolve",
     "pager.note",

@@ -123,4 +123,6 @@ EFFECTS = {
     "incident.refresh": "update the incident header and digest",
     "incident.update": "post the status update",
     "incident.alerts": "post the alerts message",
+    "incident.archive_warning": "warn that the incident channel will be archived",
+    "incident.archive": "archive the incident channel",
 }

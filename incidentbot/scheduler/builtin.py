@@ -1,5 +1,6 @@
-"""The jobs the bot schedules by itself: handoffs, their acknowledgement reminders, and the
-reminders of status updates, stale incidents, postmortems and overdue action items.
+"""The jobs the bot schedules by itself: handoffs, their acknowledgement reminders, the
+reminders of status updates, stale incidents, postmortems and overdue action items, and the
+archiving of closed incidents' channels.
 
 Their schedules are defaults: a ``scheduler.jobs`` entry with the same name overrides one (a
 different cron, a longer grace, or ``enabled: false``). They need the bot's Slack (and, for
@@ -34,6 +35,7 @@ POSTMORTEM_JOB = "reminders.postmortems"
 ACTIONS_JOB = "reminders.action_items"
 ACK_JOB = "handoff.ack_reminders"
 IMPACT_JOB = "impact.sample"
+ARCHIVE_JOB = "channels.archive"
 
 
 class HandoffJobs(Protocol):
@@ -81,6 +83,8 @@ def builtin_jobs(settings: Settings, services: Services | None) -> dict[str, Reg
                       grace=DAILY_GRACE, idempotent=True),
         RegisteredJob(IMPACT_JOB, bound(_impact), every=settings.impact.every, grace=POLL_GRACE,
                       idempotent=True, enabled=settings.impact.beacon_url is not None),
+        RegisteredJob(ARCHIVE_JOB, bound(_archive), every=60, grace=POLL_GRACE, idempotent=True,
+                      enabled=settings.channels.archive_after is not None),
     ]  # fmt: skip
     rotations = settings.handoff.rotations
     for rotation in rotations:
@@ -130,6 +134,12 @@ def _impact(svc: Services, ctx: JobContext) -> int:
     from incidentbot.impact.sampler import sample
 
     return sample(svc.engine, svc.settings, utcnow())
+
+
+def _archive(svc: Services, ctx: JobContext) -> int:
+    from incidentbot.incidents.archive import queue_due
+
+    return queue_due(svc.engine, svc.settings, utcnow())
 
 
 def _digests(svc: Services) -> Any:

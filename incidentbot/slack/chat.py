@@ -210,6 +210,13 @@ class SlackChat:
             if exc.code != "already_pinned":
                 raise
 
+    def archive_channel(self, channel_id: str) -> None:
+        try:
+            self._call("conversations.archive", channel=channel_id)
+        except ExternalError as exc:
+            if exc.code != "already_archived":
+                raise
+
     def post_ephemeral(
         self, channel_id: str, user_id: str, text: str, blocks: list[dict[str, Any]] | None = None
     ) -> None:
