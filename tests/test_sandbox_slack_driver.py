@@ -418,11 +418,21 @@ ACCESSORY_MODAL = {
             "label": {"type": "plain_text", "text": "Title"},
             "element": {"type": "plain_text_input", "action_id": "title"},
         },
+        {
+            "type": "input",
+            "block_id": "note",
+            "label": {"type": "plain_text", "text": "Note"},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": "note",
+                "initial_value": "as the form showed it",
+            },
+        },
     ],
 }
 
 
-def test_view_submission_carries_section_accessory_values(
+def test_view_submission_carries_accessory_and_initial_values(
     slack: SlackSandbox, bot: FakeBot
 ) -> None:
     slack.driver.slash_command("declare")
@@ -436,6 +446,8 @@ def test_view_submission_carries_section_accessory_values(
     assert values["who"]["lead"]["selected_option"]["value"] == "sev4"  # its initial option
     assert "doc" not in values  # a button keeps no state
     assert values["title"]["title"]["value"] == "RPC lagging"
+    # An untouched input is submitted with its initial value, as Slack's client submits it.
+    assert values["note"]["note"]["value"] == "as the form showed it"
 
 
 def test_view_submission_errors_update_push_clear(slack: SlackSandbox, bot: FakeBot) -> None:

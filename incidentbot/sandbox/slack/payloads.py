@@ -109,6 +109,9 @@ def element_value(element: dict[str, Any], value: Any) -> dict[str, Any]:
 def view_state(view: OpenView, inputs: dict[str, Any]) -> dict[str, Any]:
     """``state.values`` for a submitted modal; ``inputs`` keyed by action_id or block_id.
 
+    An element not named in ``inputs`` is submitted with its initial value, as Slack's client
+    submits what the form showed.
+
     Slack's client refuses to submit a modal with an empty required input, so that is an
     error here too rather than a payload Slack would never send.
     """
@@ -123,7 +126,7 @@ def view_state(view: OpenView, inputs: dict[str, Any]) -> dict[str, Any]:
         block_id = str(block.get("block_id") or f"b{n}")
         action_id = str(element.get("action_id") or f"a{n}")
         key = action_id if action_id in inputs else block_id if block_id in inputs else None
-        value = inputs.get(key) if key else None
+        value = inputs.get(key) if key else initial_value(element)
         if key:
             used.add(key)
         if value in (None, "", []) and not block.get("optional", False):
@@ -159,17 +162,17 @@ def _accessory_state(
     key = action_id if action_id in inputs else block_id if block_id in inputs else None
     if key:
         used.add(key)
-        value = inputs[key]
-    elif isinstance(element.get("initial_option"), dict):
-        value = element["initial_option"].get("value")
-    elif isinstance(element.get("initial_options"), list):
-        value = [o.get("value") for o in element["initial_options"]]
-    else:
-        value = next(
-            (element[k] for k in _INITIAL_KEYS if element.get(k) is not None),
-            None,
-        )
+    value = inputs[key] if key else initial_value(element)
     values.setdefault(block_id, {})[action_id] = element_value(element, value)
+
+
+def initial_value(element: dict[str, Any]) -> Any:
+    """What an element holds before anyone touches it (its ``initial_*``), as a driver value."""
+    if isinstance(element.get("initial_option"), dict):
+        return element["initial_option"].get("value")
+    if isinstance(element.get("initial_options"), list):
+        return [o.get("value") for o in element["initial_options"]]
+    return next((element[k] for k in _INITIAL_KEYS if element.get(k) is not None), None)
 
 
 _INITIAL_KEYS = (
