@@ -56,8 +56,9 @@ class Chat(Protocol):
 
     def find_channel(self, name: str) -> ChannelInfo | None: ...
 
-    def create_channel(self, name: str) -> ChannelInfo:
-        """Create a public channel; ``ExternalError('name_taken')`` when the name is used."""
+    def create_channel(self, name: str, *, private: bool = False) -> ChannelInfo:
+        """Create a public (or private) channel; ``ExternalError('name_taken')`` when the name
+        is used."""
         ...
 
     def set_topic(self, channel_id: str, topic: str) -> None: ...

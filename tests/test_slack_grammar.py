@@ -32,38 +32,74 @@ def p(text: str, in_channel: bool = True) -> Command | Usage:
             "declare sev1 Validators missing attestations",
             Command(
                 "declare",
-                {"severity": "SEV1", "title": "Validators missing attestations", "service": None},
+                {
+                    "severity": "SEV1",
+                    "title": "Validators missing attestations",
+                    "service": None,
+                    "private": False,
+                },
             ),
         ),
         (
             "declare Sevastopol region unreachable",
             Command(
                 "declare",
-                {"severity": None, "title": "Sevastopol region unreachable", "service": None},
+                {
+                    "severity": None,
+                    "title": "Sevastopol region unreachable",
+                    "service": None,
+                    "private": False,
+                },
             ),
         ),
         (
             "declare SEV2   RPC  p99 above 2s :fire:",
             Command(
-                "declare", {"severity": "SEV2", "title": "RPC p99 above 2s :fire:", "service": None}
+                "declare",
+                {
+                    "severity": "SEV2",
+                    "title": "RPC p99 above 2s :fire:",
+                    "service": None,
+                    "private": False,
+                },
             ),
         ),
         (
             "declare sev 3 disk filling on erigon-1",
             Command(
                 "declare",
-                {"severity": "SEV3", "title": "disk filling on erigon-1", "service": None},
+                {
+                    "severity": "SEV3",
+                    "title": "disk filling on erigon-1",
+                    "service": None,
+                    "private": False,
+                },
             ),
         ),
         (
             "declare “Geth stuck at block 21000000”",
             Command(
                 "declare",
-                {"severity": None, "title": "Geth stuck at block 21000000", "service": None},
+                {
+                    "severity": None,
+                    "title": "Geth stuck at block 21000000",
+                    "service": None,
+                    "private": False,
+                },
             ),
         ),
-        ("declare", Command("declare", {"severity": None, "title": None, "service": None})),
-        ("declare sev2", Command("declare", {"severity": "SEV2", "title": None, "service": None})),
+        (
+            "declare",
+            Command(
+                "declare", {"severity": None, "title": None, "service": None, "private": False}
+            ),
+        ),
+        (
+            "declare sev2",
+            Command(
+                "declare", {"severity": "SEV2", "title": None, "service": None, "private": False}
+            ),
+        ),
         ("sev 1", Command("sev", {"severity": "SEV1"})),
         ("severity SEV4", Command("sev", {"severity": "SEV4"})),
         ("status Monitoring", Command("status", {"status": "monitoring"})),
@@ -100,7 +136,12 @@ def p(text: str, in_channel: bool = True) -> Command | Usage:
             "declare sev1 service:validators Missed attestations",
             Command(
                 "declare",
-                {"severity": "SEV1", "title": "Missed attestations", "service": "validators"},
+                {
+                    "severity": "SEV1",
+                    "title": "Missed attestations",
+                    "service": "validators",
+                    "private": False,
+                },
             ),
         ),
         ("page rpc geth is stuck", Command("page", {"service": "rpc", "message": "geth is stuck"})),
@@ -205,7 +246,7 @@ def test_malformed_commands_get_a_message_and_usage(text, in_channel, error, usa
 
 
 def test_bare_command_opens_the_declare_form_outside_an_incident_channel():
-    form = Command("declare", {"severity": None, "title": None, "service": None})
+    form = Command("declare", {"severity": None, "title": None, "service": None, "private": False})
     assert p("", in_channel=False) == form
     assert p(" \u00a0 ", in_channel=False) == form
     assert p("", in_channel=True) == Command("help")

@@ -73,6 +73,9 @@ def declare(
     impact_started: str = typer.Option(None, "--impact-started", help="e.g. '20m ago' or ISO."),
     detected: str = typer.Option(None, "--detected", help="e.g. '10m ago' or ISO."),
     service: str = typer.Option(None, "--service", help="The service to page (by policy)."),
+    private: bool = typer.Option(
+        False, "--private", help="A private channel; left out of the digest and public reports."
+    ),
     wait: bool = typer.Option(
         False, "--wait", help="Follow the channel and pages until a running bot has done them."
     ),
@@ -92,10 +95,13 @@ def declare(
         impact_started_at=_when(impact_started, "--impact-started"),
         detected_at=_when(detected, "--detected"),
         service=service,
+        private=private,
+    )
+    console.print(
+        f"Declared {out.ref} ({out.severity}){' (private)' if out.private else ''}: {out.title}"
     )
     with db.read(st.engine) as s:
         names = Directory.load(s, st.settings.people, [out.commander])
-    console.print(f"Declared {out.ref} ({out.severity}): {out.title}")
     console.print(f"Commander: {names(out.commander)}   Status: {out.status}")
     if out.paged:
         console.print(f"Paging {out.paged} on-call.")

@@ -214,7 +214,7 @@ class ChatActions:
             )
             # Create first: on the happy path the name is free and nothing needs reading.
             try:
-                channel = self.chat.create_channel(name)
+                channel = self.chat.create_channel(name, private=inc.private)
                 break
             except ExternalError as exc:
                 if exc.code != "name_taken":
@@ -424,7 +424,9 @@ class ChatActions:
         text, blocks = self.render.status_update(inc, event, installation=installation)
         block_id = self.render.update_block_id(event, installation)
         posted = {}
-        targets = [c for c in (inc.channel_id, self._digest_channel()) if c]
+        # A private incident's updates stay in its own channel.
+        digest = None if inc.private else self._digest_channel()
+        targets = [c for c in (inc.channel_id, digest) if c]
         for channel in targets:
             found = self.chat.find_message(channel, block_id, since=event.recorded_at)
             ts = found or self.chat.post(channel, text, blocks)

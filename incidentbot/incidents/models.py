@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Date, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Column, Date, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from incidentbot.db import UTCDateTime
@@ -51,6 +51,9 @@ class Incident(SQLModel, table=True):
     declared_by: str = Field(max_length=128)
     idempotency_key: str | None = Field(default=None, max_length=200, unique=True)
     resolution_summary: str | None = Field(default=None, sa_column=Column(Text))
+    # True: a private incident (a private channel, out of the digest and public reports).
+    # Public ones hold NULL, so a downgrade dropping the column loses data only if some are.
+    private: bool | None = Field(default=None, sa_column=Column(Boolean, nullable=True))
 
     channel_id: str | None = Field(default=None, max_length=64, index=True)
     channel_name: str | None = Field(default=None, max_length=80)

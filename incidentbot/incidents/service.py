@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
-from sqlmodel import Session, select
+from sqlalchemy import or_, text
+from sqlmodel import Session, col, select
 
 from incidentbot import policy
 from incidentbot.clock import utcnow
@@ -108,10 +108,12 @@ def declare(
     impact_started_at: datetime | None = None,
     detected_at: datetime | None = None,
     idempotency_key: str | None = None,
+    private: bool = False,
     now: datetime | None = None,
 ) -> Incident:
     """Open an incident with the next INC number. A repeated ``idempotency_key`` returns the
-    incident it already opened instead of a second one."""
+    incident it already opened instead of a second one. A ``private`` incident gets a private
+    channel and stays out of the digest and public reports."""
     now = now or utcnow()
     if idempotency_key:
         existing = session.exec(
@@ -137,6 +139,7 @@ def declare(
         commander=commander,
         declared_by=actor,
         idempotency_key=idempotency_key,
+        private=True if private else None,
         created_at=now,
         updated_at=now,
         declared_at=now,
@@ -412,3 +415,23 @@ def reopen(
         data={"from": previous, "reason": clean_reason or None},
     )
     return incident
+
+
+def public_incidents(
+    session: Session,
+    *,
+    declared_from: datetime | None = None,
+    declared_before: datetime | None = None,
+) -> list[Incident]:
+    """The incidents a public report may show, oldest first: every incident but the private
+    ones (declared with ``--private`` or the form's checkbox), optionally those declared in
+    ``[declared_from, declared_before)``. Anything published beyond the incident's own
+    responders (reports, exports, digests) reads incidents through this."""
+    stmt = select(Incident).where(
+        or_(col(Incident.private).is_(None), col(Incident.private).is_(False))
+    )
+    if declared_from is not None:
+        stmt = stmt.where(col(Incident.declared_at) >= declared_from)
+    if declared_before is not None:
+        stmt = stmt.where(col(Incident.declared_at) < declared_before)
+    return list(session.exec(stmt.order_by(col(Incident.number))))

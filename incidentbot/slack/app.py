@@ -125,7 +125,12 @@ def build_bolt_app(
         if args.get("runbook") and runbooks is not None:
             _open_runbook_form(client, body, args["runbook"])
             return
-        view = declare_view(settings, declarer=body["user_id"], severity=args.get("severity"))
+        view = declare_view(
+            settings,
+            declarer=body["user_id"],
+            severity=args.get("severity"),
+            private=bool(args.get("private")),
+        )
         view["private_metadata"] = body["channel_id"]
         try:
             client.views_open(trigger_id=body["trigger_id"], view=view)

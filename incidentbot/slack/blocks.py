@@ -114,7 +114,10 @@ def header(
 def digest(
     incident: Incident, channel_id: str | None, *, installation: str = ""
 ) -> tuple[str, list[dict[str, Any]]]:
-    """The one message per incident in the digest channel, updated in place."""
+    """The one message per incident in the digest channel, updated in place. A private
+    incident's is one redacted line: its severity and state, nothing of what it is about."""
+    if incident.private:
+        return _private_digest(incident, installation)
     where = f"<#{channel_id}>" if channel_id else "_channel being created_"
     text = f"{incident.ref} ({incident.severity}): {mrkdwn(incident.title)}"
     blocks = [
@@ -129,6 +132,22 @@ def digest(
         )
     ]
     return text, _render(blocks)
+
+
+def private_digest_text(incident: Incident) -> str:
+    state = "" if incident.status == "triage" else f" · now {incident.status}"
+    return f"A private incident was declared ({incident.severity}){state}"
+
+
+def _private_digest(incident: Incident, installation: str) -> tuple[str, list[dict[str, Any]]]:
+    line = private_digest_text(incident)
+    blocks = [
+        SectionBlock(
+            block_id=digest_block_id(incident, installation),
+            text=MarkdownTextObject(text=f":lock: {line}"),
+        )
+    ]
+    return line, _render(blocks)
 
 
 def update_block_id(event: TimelineEvent, installation: str = "") -> str:

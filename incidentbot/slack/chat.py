@@ -101,7 +101,7 @@ class SlackChat:
             args: dict[str, Any] = {
                 "limit": 200,
                 "exclude_archived": False,
-                "types": "public_channel",
+                "types": "public_channel,private_channel",
             }
             if cursor:
                 args["cursor"] = cursor
@@ -114,8 +114,8 @@ class SlackChat:
                 return None
         return None
 
-    def create_channel(self, name: str) -> ChannelInfo:
-        data = self._call("conversations.create", name=name, is_private=False)
+    def create_channel(self, name: str, *, private: bool = False) -> ChannelInfo:
+        data = self._call("conversations.create", name=name, is_private=private)
         channel = _channel(data["channel"])
         if self._bot_user_id is None and channel.creator:
             self._bot_user_id = channel.creator  # the bot made it: no auth.test needed

@@ -29,6 +29,7 @@ _ANY_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 # the valid ones: never quietly part of the title. "Sevastopol" is a title word.
 _SEV = re.compile(r"^sev[-_]?([0-9]+|[a-z])$", re.IGNORECASE)
 _SERVICE = re.compile(r"^(?:service|svc)[:=]([a-z0-9][a-z0-9_-]*)$", re.IGNORECASE)
+_PRIVATE = ("--private", "\u2014private")
 
 
 @dataclass(frozen=True)
@@ -73,18 +74,23 @@ def declare(name: str, rest: str, settings: Settings, usage: str) -> Command | U
     words = rest.split(" ") if rest else []
     service = next((m.group(1).lower() for w in words if (m := _SERVICE.match(w))), None)
     words = [w for w in words if not _SERVICE.match(w)]
+    # `--private` (anywhere before the title: Slack turns `--` into an em dash on some clients)
+    private = False
+    while words and words[0].lower() in _PRIVATE:
+        private, words = True, words[1:]
     if words and _SEV.match(words[0]):
         severity = policy.severity(settings, words[0]).name
         words = words[1:]
     elif len(words) >= 2 and words[0].lower() == "sev" and words[1].isdigit():
         severity = policy.severity(settings, words[1]).name
         words = words[2:]
+    while words and words[0].lower() in _PRIVATE:
+        private, words = True, words[1:]
     title = _strip_quotes(" ".join(words).strip())
-    if not title:
-        return Command("declare", {"severity": severity, "title": None, "service": service})
-    if len(title) > 200:
+    args = {"severity": severity, "title": title or None, "service": service, "private": private}
+    if title and len(title) > 200:
         return Usage(f"The title is {len(title)} characters long: at most 200.", usage)
-    return Command("declare", {"severity": severity, "title": title, "service": service})
+    return Command("declare", args)
 
 
 def one_word(name: str, rest: str, settings: Settings, usage: str) -> Command | Usage:

@@ -83,6 +83,7 @@ class CommandHandler:
         commander: str | None = None,
         impact_started_at: Any = None,
         service: str | None = None,
+        private: bool = False,
     ) -> Reply:
         """The declare form's submission (the ``declare`` subcommand has its own handler)."""
         out = uc.declare(
@@ -96,5 +97,6 @@ class CommandHandler:
             impact_started_at=impact_started_at,
             service=service,
             key=key,
+            private=private,
         )
         return incident_commands.declared(user, out)

@@ -38,7 +38,9 @@ def parse(text: str, *, settings: Settings, in_incident_channel: bool) -> Comman
     if not clean:
         if in_incident_channel:
             return Command("help")
-        return Command("declare", {"severity": None, "title": None, "service": None})
+        return Command(
+            "declare", {"severity": None, "title": None, "service": None, "private": False}
+        )
     head, _, rest = clean.partition(" ")
     name = head.lower()
     name = ALIASES.get(name, name)

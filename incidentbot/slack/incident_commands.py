@@ -69,7 +69,9 @@ def who(call: Call) -> str:
 def declare(call: Call, args: dict[str, Any]) -> Reply:
     if not args["title"]:
         return Reply(
-            "Opening the declare form…", open_modal=True, modal_args={"severity": args["severity"]}
+            "Opening the declare form…",
+            open_modal=True,
+            modal_args={"severity": args["severity"], "private": args.get("private", False)},
         )
     out = uc.declare(
         call.core,
@@ -78,11 +80,19 @@ def declare(call: Call, args: dict[str, Any]) -> Reply:
         severity=args["severity"],
         service=args.get("service"),
         key=call.key,
+        private=args.get("private", False),
     )
     return declared(call.user, out)
 
 
 def declared(user: str, out: uc.Declared) -> Reply:
+    if out.private:
+        # Only the declarer sees it: the channel it was typed in may be public.
+        return Reply(
+            f":lock: You declared *{out.ref}* ({out.severity}), a private incident: "
+            f"{mrkdwn(out.title)}\nCreating its private channel; everyone needed will be invited."
+            + (f" Paging *{out.paged}* on-call." if out.paged else "")
+        )
     return Reply(
         f":rotating_light: <@{user}> declared *{out.ref}* ({out.severity}): {mrkdwn(out.title)}\n"
         "Creating its channel; everyone needed will be invited."
@@ -100,8 +110,11 @@ def list_open(call: Call, args: dict[str, Any]) -> Reply:
         incidents = svc.list_incidents(s, call.core.settings, limit=LIST_LIMIT + 1)
     if not incidents:
         return Reply("No open incidents. :tada:")
+    # A private incident shows who may not know of it only that it exists.
     lines = [
-        f"• *{i.ref}* {i.severity} · {i.status} · {mrkdwn(i.title)}"
+        f"• *{i.ref}* {i.severity} · {i.status} · :lock: _private_"
+        if i.private
+        else f"• *{i.ref}* {i.severity} · {i.status} · {mrkdwn(i.title)}"
         + (f" · <#{i.channel_id}>" if i.channel_id else "")
         for i in incidents[:LIST_LIMIT]
     ]

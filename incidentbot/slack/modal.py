@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slack_sdk.models.blocks import (
+    CheckboxesElement,
     DateTimePickerElement,
     InputBlock,
     Option,
@@ -25,7 +26,15 @@ from incidentbot.config import Settings
 CALLBACK_ID = "incident_declare"
 
 
-def declare_view(settings: Settings, *, declarer: str, severity: str | None) -> dict[str, Any]:
+PRIVATE = Option(
+    value="private",
+    text="Private: a private channel, left out of the digest and public reports",
+)
+
+
+def declare_view(
+    settings: Settings, *, declarer: str, severity: str | None, private: bool = False
+) -> dict[str, Any]:
     sev_options = [
         Option(value=s.name, text=f"{s.name} · {s.label}"[:75]) for s in settings.severities
     ]
@@ -64,6 +73,16 @@ def declare_view(settings: Settings, *, declarer: str, severity: str | None) -> 
             block_id="commander",
             label="Commander",
             element=UserSelectElement(action_id="value", initial_user=declarer),
+        ),
+        InputBlock(
+            block_id="private",
+            label="Visibility",
+            optional=True,
+            element=CheckboxesElement(
+                action_id="value",
+                options=[PRIVATE],
+                **({"initial_options": [PRIVATE]} if private else {}),
+            ),
         ),
     ]
     for spec in settings.fields:
@@ -105,6 +124,7 @@ def read_submission(settings: Settings, values: dict[str, Any]) -> dict[str, Any
         return option.get("value") if option else None
 
     impact = get("impact_started")
+    chosen = ((values.get("private") or {}).get("value") or {}).get("selected_options") or []
     fields = {s.name: get(f"field_{s.name}") for s in settings.fields}
     return {
         "title": (get("title") or "").strip(),
@@ -113,6 +133,7 @@ def read_submission(settings: Settings, values: dict[str, Any]) -> dict[str, Any
         "commander": get("commander"),
         "impact_started_at": datetime.fromtimestamp(int(impact), UTC) if impact else None,
         "fields": {k: v for k, v in fields.items() if v},
+        "private": any(o.get("value") == "private" for o in chosen),
     }
 
 

@@ -38,6 +38,7 @@ class Declared:
     paged: str | None
     # Whether the channel and the announcement were queued (a chat is configured).
     channel_queued: bool
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def declare(
     key: str | None = None,
     linked: PageInfo | None = None,
     linked_source: str | None = None,
+    private: bool = False,
 ) -> Declared:
     """Record the incident, queue its channel and announcement, page on-call by policy.
 
@@ -172,6 +174,7 @@ def declare(
             impact_started_at=impact_started_at,
             detected_at=detected_at,
             idempotency_key=key,
+            private=private,
         )
         if linked is not None:
             links.link_page(
@@ -194,6 +197,7 @@ def declare(
             commander=inc.commander,
             paged=paged,
             channel_queued=core.chat,
+            private=bool(inc.private),
         )
 
 
