@@ -1,7 +1,7 @@
 """private incidents: an incident may be private (its channel private, kept out of the digest)
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 
 Every existing incident was declared in a public channel: ``private`` is NULL for all of them,
 and stays NULL for public ones, so ``db downgrade`` reports data lost only when some incident
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
