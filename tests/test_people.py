@@ -211,7 +211,7 @@ def test_a_slack_user_is_looked_up_once_off_the_request_path_then_refreshed(engi
 def test_the_migration_moves_mentions_out_of_timeline_summaries_and_back(cli, database_url):
     code, _, err = cli("incident", "declare", "RPC p99 above 2s")
     assert (code, err) == (0, "")
-    code, out, err = cli("db", "downgrade")
+    code, out, err = cli("db", "downgrade", "0015")
     assert (code, err) == (0, ""), out
     engine = db.make_engine(database_url)
     old = [
@@ -257,7 +257,7 @@ def test_the_migration_moves_mentions_out_of_timeline_summaries_and_back(cli, da
         assert "Invited Bob Okafor, U0ALICE0001" in out  # an unknown id stays itself
 
         # Back down: the older code's mentions are written back; up again: the same rows.
-        code, out, err = cli("db", "downgrade")
+        code, out, err = cli("db", "downgrade", "0015")
         assert (code, err) == (0, ""), out
         with engine.connect() as conn:
             summaries = conn.execute(

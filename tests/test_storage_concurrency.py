@@ -256,7 +256,6 @@ def test_slack_list_and_timeline_show_the_latest_and_say_there_is_more(engine, s
 
 
 def test_the_upgrade_starts_each_refresh_counter_past_every_key_used(engine, settings):
-    db.downgrade(engine, "0014")  # an incidentbot that keyed refreshes by the timeline length
     old = _declare(engine, settings, "RPC p99 above 2s")  # 2 events; its refresh key ":2"
     quiet = _declare(engine, settings, "disk filling on archive-1")
     with db.transaction(engine) as s:
@@ -272,6 +271,9 @@ def test_the_upgrade_starts_each_refresh_counter_past_every_key_used(engine, set
             svc.add_note(s, settings, quiet.ref, f"note {i}", actor="U1")
     with db.read(engine) as s:
         quiet_events = len(svc.timeline(s, quiet))
+    # Back to an incidentbot that keyed refreshes by the timeline length (no counters), with
+    # those rows in place; the upgrade must start each counter past every key they used.
+    db.downgrade(engine, "0014")
     db.upgrade(engine)
     with db.transaction(engine) as s:
         effects.refresh(s, svc.get(s, old.ref), actor="U1", reason="note")
