@@ -101,6 +101,11 @@ def _refresh_run(
     )
 
 
+def update_key(ref: str, event_id: int | None) -> str:
+    """The idempotency key of the run posting status update ``event_id``."""
+    return f"{ref}:update:{event_id}"
+
+
 def post_update(
     session: Session, settings: Settings, incident: Incident, *, actor: str, text: str
 ) -> svc.TimelineEvent:
@@ -110,7 +115,7 @@ def post_update(
     ledger.start_run(
         session,
         kind="incident.update",
-        key=f"{incident.ref}:update:{event.id}",
+        key=update_key(incident.ref, event.id),
         steps=[_step("Post the status update", "chat.status_update", event_id=event.id)],
         incident_id=incident.id,
         actor=actor,

@@ -27,6 +27,7 @@ from incidentbot.chat_text import mrkdwn, mrkdwn_clipped
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
+from incidentbot.incidents import update_posts
 from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.naming import channel_name
@@ -416,21 +417,27 @@ class ChatActions:
         return {"ts": ts, "updated": updated}
 
     def status_update(self, ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
+        """Post a status update, after the incident's earlier ones still to go (in order)."""
         inc = self._incident(ctx)
-        with db.transaction(self.engine) as s:
-            event = s.get(svc.TimelineEvent, input["event_id"])
-        assert event is not None
         installation = self._installation_id()
-        text, blocks = self.render.status_update(inc, event, installation=installation)
-        block_id = self.render.update_block_id(event, installation)
-        posted = {}
+
+        def render(event: svc.TimelineEvent) -> tuple[str, list[dict[str, Any]], str]:
+            text, blocks = self.render.status_update(inc, event, installation=installation)
+            return text, blocks, self.render.update_block_id(event, installation)
+
         # A private incident's updates stay in its own channel.
         digest = None if inc.private else self._digest_channel()
         targets = [c for c in (inc.channel_id, digest) if c]
-        for channel in targets:
-            found = self.chat.find_message(channel, block_id, since=event.recorded_at)
-            ts = found or self.chat.post(channel, text, blocks)
-            posted[channel] = ts
+        posted: dict[str, str] = {}
+        with self._lock("update", inc):
+            for event in update_posts.updates_to_post(self.engine, inc, input["event_id"]):
+                posted = update_posts.post_one(
+                    event,
+                    targets,
+                    find=lambda c, b, since: self.chat.find_message(c, b, since=since),
+                    post=self.chat.post,
+                    render=render,
+                )
         return {"posted": posted}
 
 

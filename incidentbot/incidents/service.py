@@ -70,6 +70,7 @@ __all__ = [
 
 MAX_TITLE = 200
 MAX_NOTE = 4000
+STATUS_UPDATE = "status.update"  # the timeline kind of a status update
 
 
 def _next_number(session: Session) -> int:
@@ -311,6 +312,13 @@ def add_note(
         raise DomainError("the note is empty: write what happened")
     if len(clean) > MAX_NOTE:
         raise DomainError(f"the note is {len(clean)} characters long: at most {MAX_NOTE}")
+    # A status update keeps the state it was written under: it is shown with it wherever and
+    # whenever it is posted, even if the severity or status changed before Slack took it.
+    state = (
+        {"severity": incident.severity, "status": incident.status}
+        if kind == STATUS_UPDATE
+        else None
+    )
     return record(
         session,
         incident,
@@ -319,6 +327,7 @@ def add_note(
         clean,
         now=now,
         occurred_at=occurred_at,
+        data=state,
         source_key=source_key,
     )
 

@@ -63,9 +63,10 @@ def _render(blocks: Sequence[Block]) -> list[dict[str, Any]]:
     return out
 
 
-def _status_line(incident: Incident) -> str:
-    emoji = SEV_EMOJI.get(incident.severity, ":large_blue_circle:")
-    return f"{emoji} *{incident.severity}* · *{incident.status.capitalize()}*"
+def _status_line(incident: Incident, *, severity: str = "", status: str = "") -> str:
+    severity, status = severity or incident.severity, status or incident.status
+    emoji = SEV_EMOJI.get(severity, ":large_blue_circle:")
+    return f"{emoji} *{severity}* · *{status.capitalize()}*"
 
 
 def header(
@@ -158,14 +159,18 @@ def status_update(
     incident: Incident, event: TimelineEvent, *, installation: str = ""
 ) -> tuple[str, list[dict[str, Any]]]:
     author, update = event.actor, mrkdwn(event.summary)
+    # The state it was written under (updates written before it was stored show today's).
+    written = _status_line(
+        incident,
+        severity=str(event.data.get("severity") or ""),
+        status=str(event.data.get("status") or ""),
+    )
     text = f"{incident.ref} update: {update}"
     blocks = [
         SectionBlock(
             block_id=update_block_id(event, installation),
             text=MarkdownTextObject(
-                text=_clip(
-                    f":loudspeaker: *{incident.ref} update* ({_status_line(incident)})\n{update}"
-                )
+                text=_clip(f":loudspeaker: *{incident.ref} update* ({written})\n{update}")
             ),
         ),
         ContextBlock(elements=[MarkdownTextObject(text=f"Posted by {mention(author)}")]),

@@ -200,6 +200,7 @@ class WebApi:
         self, ws: Workspace, fault: Fault, name: str, caller: User | None, args: dict[str, Any]
     ) -> tuple[int, dict[str, str], dict[str, Any]]:
         if fault.kind == "ratelimited":
+            await _after(fault)  # what happens in Slack while the caller is held back
             return (
                 429,
                 {"Retry-After": str(fault.retry_after)},

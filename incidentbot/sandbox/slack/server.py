@@ -205,8 +205,9 @@ class SlackSandbox:
         ``status``. ``timeout``: the answer is held ``hold_s`` seconds (longer than the
         client waits). With ``applied`` a ``server_error`` or ``timeout`` call takes effect
         anyway, as a call Slack handled but whose answer was lost would; ``after`` then runs
-        before the answer (whatever else happens in Slack meanwhile). ``channel`` limits the
-        fault to calls naming that channel id.
+        before the answer (whatever else happens in Slack meanwhile). A ``ratelimited`` call
+        runs ``after`` before its 429 too (what happens while the caller is held back).
+        ``channel`` limits the fault to calls naming that channel id.
         """
         fault = Fault(method, kind, count, retry_after, status, hold_s, applied, channel, after)
         return self.faults.arm(fault)
