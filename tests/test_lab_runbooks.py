@@ -104,6 +104,19 @@ def test_a_frozen_primary_fails_over_to_a_backup(lab: Lab, bot) -> None:  # noqa
     assert any(n.startswith("Failed over from node-1") and f"to {best}" in n for n in notes)
     kinds = [kind for kind, _ in timeline(bot)]
     assert kinds.count("runbook.step_succeeded") == 8 and "runbook.succeeded" in kinds
+    # Each step says what it did in a sentence; the JSON stays in the outputs.
+    said = {s.id: s.detail for s in run.steps}
+    others = sorted({"node-1", "node-2", "node-3"} - {best})
+    assert said["move"] == f"Traffic moved to {best}; {others[0]} and {others[1]} drained"
+    assert said["before"] == "3 servers: 3 UP"
+    assert said["heads"].startswith("2 of 3 nodes healthy; best is ")
+    assert said["primary_unhealthy"] == said["backup_available"] == "The check passed"
+    assert said["verify"].startswith("The node is level with the references") or said[
+        "verify"
+    ].startswith("The node is 1 block")
+    assert said["note"] == "Wrote a note on the incident timeline"
+    assert not any("{" in d for d in said.values()), said
+    assert outputs(run, "move")["states"][best] == "UP"
 
 
 def test_a_healthy_primary_is_left_alone(lab: Lab, bot) -> None:  # noqa: F811
@@ -239,6 +252,11 @@ def test_failover_from_slack_with_approval_every_step_on_the_timeline(
 
             final = wait_slack(finished, what="the run to succeed", timeout=90)
             assert len(final) == 1 and final[0].ts == msgs[0].ts
+            # The message says what each step did, in words; the JSON is behind the run page.
+            best = served_by(lab)[0]
+            shown = "\n".join(b.get("text", {}).get("text", "") for b in final[0].blocks)
+            assert f"— Traffic moved to {best}; " in shown, shown
+            assert "The check passed" in shown and '{"' not in shown and "{&quot;" not in shown
             assert served_by(lab)[0] in ("node-2", "node-3")
             with db.transaction(engine) as s:
                 events = svc.timeline(s, svc.get(s, "INC-1"))

@@ -5,6 +5,7 @@ all render this, so they never disagree."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,8 +25,11 @@ from incidentbot.ledger.models import (
     STEP_SUCCEEDED,
 )
 from incidentbot.runbooks import engine, planning, run_context
+from incidentbot.runbooks.actions import registry
 from incidentbot.runbooks.executor import approvals_of
 from incidentbot.runbooks.models import RunbookRun
+
+log = logging.getLogger(__name__)
 
 DETAIL_CHARS = 200
 
@@ -91,7 +95,19 @@ def _status(step: Any) -> str:
     return "waiting"
 
 
-def _detail(step: Any, status: str) -> str:
+def describe(uses: str | None, output: dict[str, Any]) -> str:
+    """What a finished step did, in the action's own sentence (see ``Action.describe``); the
+    JSON of its outputs when the action is unknown here or its sentence failed."""
+    action = registry.get(uses) if uses else None
+    if action is not None:
+        try:
+            return str(action.describe(dict(output)))
+        except Exception:
+            log.warning("%s could not describe its outputs", uses, exc_info=True)
+    return json.dumps(output, sort_keys=True, default=str)
+
+
+def _detail(step: Any, status: str, uses: str | None = None) -> str:
     if status in ("failed", "retrying", "unknown") and step.error:
         text = step.error
     elif status == "skipped" and (step.output or {}).get("reason"):
@@ -99,7 +115,7 @@ def _detail(step: Any, status: str) -> str:
     elif status == "skipped" and step.error:
         text = step.error
     elif status == "done" and step.output:
-        text = json.dumps(step.output, sort_keys=True, default=str)
+        text = describe(uses, step.output)
     else:
         return ""
     return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…"
@@ -133,7 +149,7 @@ def load(session: Session, run_id: int) -> RunView:
                 id=step_id,
                 label=st.name,
                 status=status,
-                detail=_detail(st, status),
+                detail=_detail(st, status, getattr(runbook.step(step_id), "uses", None)),
                 elapsed=elapsed,
                 rollback=runbook.step(step_id) is not None
                 and step_id not in {s.id for s in runbook.steps},

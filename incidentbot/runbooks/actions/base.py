@@ -153,3 +153,33 @@ class Action:
         crash half-way through the change, finds it in ``ctx.remembered``. None: nothing to
         remember (the default)."""
         return None
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        """What the step did, in one sentence people read in the run's Slack message ("Traffic
+        moved to node-2; node-1 and node-3 drained"). ``outputs`` are the step's, as stored
+        (secrets already masked); the JSON itself stays behind ``runs show`` and the run page.
+        Must not raise on outputs of an unexpected shape. The default names up to three short
+        outputs; actions override it."""
+        return default_description(outputs)
+
+
+def names(items: Any) -> str:
+    """``a``, ``a and b``, ``a, b and c``: a list for a sentence."""
+    words = [str(i) for i in (items or [])]
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def plural(n: Any, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def default_description(outputs: dict[str, Any]) -> str:
+    """``Done (status 200, ok true)``: the short scalar outputs, at most three."""
+    short = [
+        f"{k.replace('_', ' ')} {str(v).lower() if isinstance(v, bool) else v}"
+        for k, v in outputs.items()
+        if isinstance(v, (str, int, float, bool)) and len(str(v)) <= 40
+    ][:3]
+    return "Done" + (f" ({', '.join(short)})" if short else "")

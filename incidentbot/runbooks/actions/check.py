@@ -36,6 +36,10 @@ class CheckThat(Action):
             return "check: passes"
         return shown(ctx, f"check: would stop the run: {inputs.otherwise}")
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        return "The check passed" if o.get("passed") else "The check did not pass"
+
     def run(self, inputs: CheckInputs, ctx: ActionContext) -> dict[str, Any]:
         if not inputs.that:
             raise PermanentError(shown(ctx, inputs.otherwise))

@@ -121,6 +121,13 @@ class HttpRequest(Action):
             line += f" (body, {len(inputs.body.encode())} bytes)"
         return line
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        ms = o.get("elapsed_ms")
+        took = f" in {ms} ms" if isinstance(ms, (int, float)) else ""
+        verdict = "ok" if o.get("ok") else "not ok"
+        return f"The request answered HTTP {o.get('status', '?')} ({verdict}){took}"
+
     def run(self, inputs: HttpRequestInputs, ctx: ActionContext) -> dict[str, Any]:
         where = f"{inputs.method} {shown(ctx, inputs.url)}"
         content: dict[str, Any] = {}

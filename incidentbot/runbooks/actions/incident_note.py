@@ -51,6 +51,9 @@ class IncidentNote(Action):
             return shown(ctx, f"note on the incident's timeline (none given: would fail): {flat}")
         return shown(ctx, f"note on the {ctx.incident.ref} timeline: {flat}")
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        return "Wrote a note on the incident timeline"
+
     def run(self, inputs: IncidentNoteInputs, ctx: ActionContext) -> dict[str, Any]:
         from sqlalchemy.exc import IntegrityError
 

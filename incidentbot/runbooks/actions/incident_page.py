@@ -41,6 +41,14 @@ class IncidentPage(Action):
         what = inputs.service or "the default service"
         return shown(ctx, f"page {what}" + (f": {inputs.message}" if inputs.message else ""))
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        if not o.get("paged"):
+            return f"Nobody was paged: {o.get('reason') or 'not required'}"
+        if o.get("new") is False:
+            return f"{o.get('service', 'The service')} was already paged for this incident"
+        return f"Paged {o.get('service', 'the service')} on-call"
+
     def run(self, inputs: PageInputs, ctx: ActionContext) -> dict[str, Any]:
         from incidentbot import db
         from incidentbot.errors import DomainError

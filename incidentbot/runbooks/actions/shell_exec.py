@@ -194,6 +194,14 @@ class ShellExec(Action):
             line += f" — would be refused: {why}"
         return shown(ctx, line)
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        code = outputs.get("exit_code")
+        if code == 0:
+            return "The command exited 0"
+        if isinstance(code, int) and code < 0:
+            return f"The command was killed by signal {-code}"
+        return f"The command exited {code}"
+
     def run(self, inputs: ShellExecInputs, ctx: ActionContext) -> dict[str, Any]:
         program = inputs.argv[0]
         settings = ctx.services.settings

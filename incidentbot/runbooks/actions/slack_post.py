@@ -88,6 +88,9 @@ class SlackPost(Action):
             where = f"the incident's channel ({channel})"
         return shown(ctx, f"post to {where} in Slack: {_preview(inputs.text)}")
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        return "Posted the message in Slack"
+
     def run(self, inputs: SlackPostInputs, ctx: ActionContext) -> dict[str, Any]:
         chat = ctx.services.chat
         if chat is None:

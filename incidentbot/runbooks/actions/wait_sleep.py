@@ -30,6 +30,11 @@ class WaitSleep(Action):
     def plan(self, inputs: WaitSleepInputs, ctx: ActionContext) -> str:
         return f"wait {fmt_seconds(inputs.seconds)}"
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        slept = fmt_seconds(float(o.get("slept") or 0))
+        return f"Stopped after {slept}" if o.get("interrupted") else f"Waited {slept}"
+
     def run(self, inputs: WaitSleepInputs, ctx: ActionContext) -> dict[str, Any]:
         # Sleeping has no side effect, so being stopped early is an answer, not a failure.
         started = time.monotonic()

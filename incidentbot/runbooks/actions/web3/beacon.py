@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from incidentbot.ledger.actions import classify
 from incidentbot.runbooks.actions._common import fmt_seconds, shown
-from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.base import Action, ActionContext, plural
 from incidentbot.runbooks.actions.egress_http import client as egress_client
 from incidentbot.runbooks.actions.web3._util import HttpUrlText, Timeout
 from incidentbot.runbooks.egress import policy_of
@@ -96,6 +96,15 @@ class BeaconHealth(Action):
             f"GET {endpoint(inputs.url, HEALTH)} and {endpoint(inputs.url, SYNCING)} "
             f"(timeout {fmt_seconds(inputs.timeout)})",
         )
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        if not o.get("ok"):
+            return f"The beacon node did not answer: {o.get('error') or 'no answer'}"
+        state = str(o.get("status") or "answering").replace("_", " ")
+        lag = o.get("lag")
+        behind = f", {plural(lag, 'slot')} behind" if isinstance(lag, int) and lag else ""
+        return f"The beacon node is {state} at slot {o.get('head', '?')}{behind}"
 
     def run(self, inputs: BeaconHealthInputs, ctx: ActionContext) -> dict[str, Any]:
         out: dict[str, Any] = {

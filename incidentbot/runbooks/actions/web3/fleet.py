@@ -77,6 +77,14 @@ class RpcHeads(Action):
             f"{fmt_seconds(inputs.max_age)})",
         )
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        healthy = o.get("healthy") or []
+        nodes = o.get("nodes") or {}
+        total = len(nodes) if isinstance(nodes, (dict, list)) else "?"
+        best = f"; best is {o['best']} at block {o.get('best_head')}" if o.get("best") else ""
+        return f"{len(healthy)} of {total} nodes healthy{best}"
+
     def run(self, inputs: HeadsInputs, ctx: ActionContext) -> dict[str, Any]:
         policy = policy_of(ctx.services)
         for url in inputs.nodes.values():  # every node, before any is asked

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from incidentbot.infra.haproxy import HaproxyError, HaproxyRuntime, ServerRow
 from incidentbot.ledger.actions import OutcomeUnknownError, PermanentError
 from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
-from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.base import Action, ActionContext, plural
 from incidentbot.runbooks.actions.web3._util import wait_until
 from incidentbot.runbooks.egress import policy_of
 
@@ -190,6 +190,13 @@ class HaproxySetServerState(Action):
             f"{fmt_seconds(inputs.verify_timeout)})",
         )
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        where = f"{o.get('backend', '?')}/{o.get('server', '?')}"
+        if o.get("changed") is False:
+            return f"{where} already was {o.get('state', '?')}"
+        return f"{where} moved from {o.get('previous_state', '?')} to {o.get('state', '?')}"
+
     def run(self, inputs: SetServerStateInputs, ctx: ActionContext) -> dict[str, Any]:
         api = runtime(ctx, self.name, inputs.socket)
         api.server(inputs.backend, inputs.server)  # unknown names: the known ones listed
@@ -241,6 +248,14 @@ class HaproxySetWeight(Action):
             f"HAProxy runtime API at {inputs.socket}, then read it back",
         )
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        where = f"{o.get('backend', '?')}/{o.get('server', '?')}"
+        if o.get("changed") is False:
+            return f"{where} already had weight {o.get('weight', '?')}"
+        before, after = o.get("previous_weight", "?"), o.get("weight", "?")
+        return f"{where} weight changed from {before} to {after}"
+
     def run(self, inputs: SetWeightInputs, ctx: ActionContext) -> dict[str, Any]:
         api = runtime(ctx, self.name, inputs.socket)
         api.server(inputs.backend, inputs.server)
@@ -289,6 +304,15 @@ class HaproxyServers(Action):
         return shown(
             ctx, f"list the servers of {which} through the HAProxy runtime API at {inputs.socket}"
         )
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        counts = [
+            f"{o[k]} {k.upper() if k != 'maint' else 'in MAINT'}"
+            for k in ("up", "down", "drain", "maint")
+            if o.get(k)
+        ]
+        return f"{plural(o.get('total', 0), 'server')}: {', '.join(counts) or 'none up'}"
 
     def run(self, inputs: ServersInputs, ctx: ActionContext) -> dict[str, Any]:
         rows = runtime(ctx, self.name, inputs.socket).servers(inputs.backend)

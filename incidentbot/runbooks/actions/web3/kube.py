@@ -306,6 +306,16 @@ class KubernetesRolloutRestart(Action):
             f"(patch the pod template's {RESTARTED_AT}; {source}{context}){wait}",
         )
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        what = f"{o.get('kind', 'object')} {o.get('namespace', '?')}/{o.get('name', '?')}"
+        if o.get("complete"):
+            ready = f"{o.get('ready_replicas', '?')}/{o.get('replicas', '?')}"
+            return f"Restarted {what}; rollout complete, {ready} ready"
+        if o.get("complete") is None:
+            return f"Restarted {what} (rollout not waited for)"
+        return f"Restarted {what}; rollout not complete: {o.get('message', '')}".rstrip(": ")
+
     def run(self, inputs: RolloutRestartInputs, ctx: ActionContext) -> dict[str, Any]:
         from kubernetes import client
 

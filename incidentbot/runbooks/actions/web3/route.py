@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from incidentbot.runbooks.actions._common import Seconds, fmt_seconds, shown
-from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.base import Action, ActionContext, names
 from incidentbot.runbooks.actions.web3.haproxy import (
     EXPECTED,
     SetServerStateInputs,
@@ -23,6 +23,8 @@ from incidentbot.runbooks.actions.web3.haproxy import (
     check_runtime,
     runtime,
 )
+
+SAID = {"drain": "drained", "maint": "in maintenance", "up": "ready"}  # afterwards, in words
 
 
 class RouteInputs(_Target):
@@ -59,6 +61,17 @@ class HaproxyRouteTo(Action):
         api = runtime(ctx, self.name, inputs.socket)  # the egress policy applies here too
         api.server(inputs.backend, inputs.server)  # unknown names: the known ones listed
         return {"previous": {row.server: row.state for row in api.server_states(inputs.backend)}}
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        states = o.get("states") or {}
+        server = o.get("server", "?")
+        others: dict[str, list[str]] = {}
+        for name, state in states.items() if isinstance(states, dict) else ():
+            if name != server:
+                others.setdefault(str(state).lower(), []).append(name)
+        rest = "; ".join(f"{names(v)} {SAID.get(s, s)}" for s, v in others.items())
+        return f"Traffic moved to {server}" + (f"; {rest}" if rest else "")
 
     def run(self, inputs: RouteInputs, ctx: ActionContext) -> dict[str, Any]:
         api = runtime(ctx, self.name, inputs.socket)

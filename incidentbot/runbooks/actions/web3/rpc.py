@@ -121,6 +121,15 @@ class RpcHead(Action):
             f"eth_syncing, net_peerCount; timeout {fmt_seconds(inputs.timeout)})",
         )
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        if not o.get("ok"):
+            return f"The node did not answer: {o.get('error') or o.get('error_code') or '?'}"
+        age = o.get("age_s")
+        old = f", {fmt_seconds(float(age))} old" if isinstance(age, (int, float)) else ""
+        sync = " (syncing)" if o.get("syncing") else ""
+        return f"The node is at block {o.get('head', '?')}{old}{sync}"
+
     def run(self, inputs: RpcHeadInputs, ctx: ActionContext) -> dict[str, Any]:
         return read_head(ctx, self.name, inputs)
 
@@ -283,6 +292,20 @@ class RpcCompare(Action):
             f" ({', '.join(inputs.references)}; quorum {inputs.needed}) and the block hashes at "
             f"{at}",
         )
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        lag = o.get("lag")
+        if not isinstance(lag, int):
+            where = "behind the references: unknown"
+        elif lag > 0:
+            where = f"{plural(lag, 'block')} behind the references"
+        elif lag < 0:
+            where = f"{plural(-lag, 'block')} ahead of the references"
+        else:
+            where = "level with the references"
+        agree = "agrees" if o.get("agree") else "does not agree"
+        return f"The node is {where} and {agree} on the hash at {o.get('height', '?')}"
 
     def run(self, inputs: RpcCompareInputs, ctx: ActionContext) -> dict[str, Any]:
         urls = [inputs.url, *[u for u in inputs.references if u != inputs.url]]

@@ -31,7 +31,7 @@ from incidentbot.infra.snapshots import (
 from incidentbot.infra.supervisor import SupervisorClient, SupervisorError
 from incidentbot.ledger.actions import OutcomeUnknownError, PermanentError
 from incidentbot.runbooks.actions._common import fmt_seconds, shown
-from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.base import Action, ActionContext, plural
 from incidentbot.runbooks.actions.egress_http import transport
 from incidentbot.runbooks.actions.web3._util import (
     HttpUrlText,
@@ -114,6 +114,11 @@ class SnapshotList(Action):
         check = ", checking each state file's checksum" if inputs.verify else ""
         return shown(ctx, f"list the snapshots{which} in {inputs.store} (newest first{check})")
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        latest = f"; newest {o['latest']}" if o.get("latest") else ""
+        return f"{plural(o.get('count', 0), 'snapshot')} found{latest}"
+
     def run(self, inputs: SnapshotListInputs, ctx: ActionContext) -> dict[str, Any]:
         store = _store(inputs.store, ctx)
         found = [
@@ -185,6 +190,10 @@ class SnapshotCreate(Action):
             f"snapshot {inputs.node}: anvil_dumpState from {inputs.rpc_url} into {inputs.store} "
             f"(timeout {fmt_seconds(inputs.timeout)})",
         )
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        return f"Snapshot {o.get('id', '?')} taken at height {o.get('height', '?')}"
 
     def run(self, inputs: SnapshotCreateInputs, ctx: ActionContext) -> dict[str, Any]:
         policy_of(ctx.services).check_url(self.name, inputs.rpc_url)
@@ -315,6 +324,13 @@ class SnapshotRestore(Action):
             f"chain id {inputs.chain_id}, stop {inputs.program} (supervisord at "
             f"{inputs.socket}), move the old state aside, start it, and wait up to "
             f"{fmt_seconds(inputs.timeout)} for {inputs.rpc_url} to serve the snapshot's block",
+        )
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        return (
+            f"Restored {o.get('snapshot', '?')} (height {o.get('height', '?')}); "
+            f"{o.get('program', 'the node')} is {str(o.get('state', '?')).lower()}"
         )
 
     def run(self, inputs: SnapshotRestoreInputs, ctx: ActionContext) -> dict[str, Any]:

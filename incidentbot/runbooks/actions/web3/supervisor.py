@@ -155,6 +155,9 @@ class SupervisorStart(Action):
         how = f", wait up to {fmt_seconds(inputs.timeout)} for RUNNING" if inputs.wait else ""
         return shown(ctx, f"start {inputs.program} through supervisord at {inputs.socket}{how}")
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        return _supervisor_sentence(outputs, "started")
+
     def run(self, inputs: SupervisorInputs, ctx: ActionContext) -> dict[str, Any]:
         client = _client(ctx, self.name, inputs)
         before = client.state(inputs.program)
@@ -175,6 +178,9 @@ class SupervisorStop(Action):
         policy_of(ctx.services).check_socket(self.name, inputs.socket)
         how = f", wait up to {fmt_seconds(inputs.timeout)} for it to exit" if inputs.wait else ""
         return shown(ctx, f"stop {inputs.program} through supervisord at {inputs.socket}{how}")
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        return _supervisor_sentence(outputs, "stopped")
 
     def run(self, inputs: SupervisorInputs, ctx: ActionContext) -> dict[str, Any]:
         client = _client(ctx, self.name, inputs)
@@ -206,6 +212,9 @@ class SupervisorRestart(Action):
             f"start){how}",
         )
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        return _supervisor_sentence(outputs, "restarted")
+
     def run(self, inputs: SupervisorInputs, ctx: ActionContext) -> dict[str, Any]:
         client = _client(ctx, self.name, inputs)
         name = inputs.program
@@ -223,3 +232,12 @@ class SupervisorRestart(Action):
                 shown(ctx, f"{name} still has pid {before.pid} after the restart")
             )
         return _outputs(name, before, after, changed=True)
+
+
+def _supervisor_sentence(outputs: dict[str, Any], verb: str) -> str:
+    program = outputs.get("program", "the program")
+    state = str(outputs.get("state", "?")).lower()
+    if outputs.get("changed") is False:
+        return f"{program} already was {state}"
+    pid = f" (pid {outputs['pid']})" if outputs.get("pid") else ""
+    return f"{program} {verb}: {state}{pid}"

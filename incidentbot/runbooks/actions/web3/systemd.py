@@ -190,6 +190,12 @@ class SystemdRestart(Action):
             line += f" — would be refused: {why}"
         return shown(ctx, line)
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        where = f" on {o['host']}" if o.get("host") else ""
+        state = f"{o.get('active_state', '?')} ({o.get('sub_state', '?')})"
+        return f"Restarted {o.get('unit', 'the unit')}{where}; it is {state}"
+
     def run(self, inputs: SystemdRestartInputs, ctx: ActionContext) -> dict[str, Any]:
         restart = inputs.argv("systemctl", "restart", inputs.unit)
         show = inputs.argv("systemctl", "show", "-p", ",".join(SHOW_PROPERTIES), inputs.unit)
