@@ -93,7 +93,8 @@ def test_stale_incidents_remind_the_commander_each_weekday_until_dismissed(engin
         [first] = said(slack, old, ":hourglass:")
         assert first.text == (
             f":hourglass: <@{bob}>: *INC-1* has been open for 7d 1h (declared Mon 29 Apr 09:00 "
-            "UTC). If it is over, `/incident resolve <summary>`; if not, post a status update."
+            "UTC). If it is over, `/incident resolve &lt;summary&gt;`; if not, post a status "
+            "update."  # Slack shows `<summary>`
         )
         assert buttons(first) == ["Stop reminding for this incident"]
         # The same day again: a later pass, and a rerun of the job (a second bot), send nothing.
@@ -257,8 +258,11 @@ def test_weekly_overdue_action_items_by_dm_and_in_the_digest_channel(engine):
         assert dms() == {} and digests() == []
 
         at(clock, bot, utc(2024, 1, 15, 8, 0, 5))
-        hint = ("Mark one done with `/incident action done <id>`, or close one that will not be "
-                "done with `/incident action wontdo <id> <reason>`.")  # fmt: skip
+        hint = (
+            "Mark one done with `/incident action done &lt;id&gt;`, or close one that "
+            "will not be done with `/incident action wontdo &lt;id&gt; &lt;reason&gt;`."
+        )
+        # Slack shows `<id>`: escaped, it is not taken for a link
         assert dms() == {
             bob: ["\n".join([
                 ":clipboard: You have 2 overdue action items:",

@@ -62,8 +62,8 @@ def test_reminders_fire_on_cadence_snooze_dismiss_and_stop_after_an_update(engin
         [first] = reminders(slack, name)
         assert first.text == (
             f":alarm_clock: <@{alice}>: *INC-1* has had no status update for 31m (SEV2 expects "
-            "one every 30m). Post one with `/incident update <what changed>`."
-        )
+            "one every 30m). Post one with `/incident update &lt;what changed&gt;`."
+        )  # escaped, Slack shows `<what changed>`; raw, it would read it as a link and drop it
         assert buttons(first) == ["Snooze 15m", "Snooze 1h", "Dismiss until the next update"]
         tick(bot)  # a second pass in the same minute sends nothing more
         clock.advance(20 * MIN)

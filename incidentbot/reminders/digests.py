@@ -107,7 +107,7 @@ class Digests:
                 f":hourglass: {_person(inc.commander)}: *{inc.ref}* has been open for "
                 f"{format_span(now - inc.declared_at)} (declared "
                 f"{when(inc.declared_at, self.settings.timezone)}). If it is over, "
-                f"`{command} resolve <summary>`; if not, post a status update."
+                f"`{mrkdwn(command)} resolve &lt;summary&gt;`; if not, post a status update."
             )
             out = Outgoing(
                 STALE, subject, inc.channel_id, text,
@@ -207,8 +207,9 @@ class Digests:
             text = "\n".join(
                 [f":clipboard: You have {n} overdue action item{'s' if n != 1 else ''}:",
                  *self._lines(mine, today),
-                 f"Mark one done with `{command} action done <id>`, or close one that will not "
-                 f"be done with `{command} action wontdo <id> <reason>`."]
+                 f"Mark one done with `{mrkdwn(command)} action done &lt;id&gt;`, or close one "
+                 f"that will not be done with "
+                 f"`{mrkdwn(command)} action wontdo &lt;id&gt; &lt;reason&gt;`."]
             )  # fmt: skip
             try:
                 dm = self.chat.open_dm(owner)

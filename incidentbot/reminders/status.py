@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from incidentbot import db, policy
-from incidentbot.chat_text import mention, when
+from incidentbot.chat_text import mention, mrkdwn, when
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.durations import format_span
@@ -149,7 +149,7 @@ class StatusReminders:
         text = (
             f"*{d.ref}* has had no status update for {format_span(now - d.basis)} "
             f"({d.severity} expects one every {format_span(d.cadence)}). "
-            f"Post one with `{command} update <what changed>`."
+            f"Post one with `{mrkdwn(command)} update &lt;what changed&gt;`."
         )
         if d.commander:
             # The configured people: a commander who declared from the CLI is mentioned too.
