@@ -361,6 +361,17 @@ def test_preview_prints_the_handoff(engine, cli, database_url, tmp_path, clock, 
         assert "*Alerts received:* 1 in 1 group\n• NodeLagging: 1\n" in out
         assert "• old note from the week before (<@U0DAVE001>, Sat 27 Apr 09:00 UTC)" in out
 
+        # Three days into Bob's week, the preview frames his shift, handed over next Monday,
+        # not Carol's shift that ended three days ago.
+        clock.at = HANDOFF + timedelta(days=3, hours=2)
+        code, out, err = cli("--config", str(config), "handoff", "preview", "rpc")
+        assert (code, err) == (0, "")
+        assert (
+            "Shift Mon 06 May 09:00 UTC → Mon 13 May 09:00 UTC (covered to Thu 09 May 11:00 UTC)"
+        ) in out
+        assert "*Outgoing:* Bob Okafor" in out
+        assert "Mon 29 Apr" not in out
+
 
 @contextmanager
 def handoff_bot(engine, tmp_path):

@@ -41,7 +41,7 @@ def preview(
     rotation: str = typer.Argument(None, help="The rotation (default: the only one)."),
     at: str = typer.Option(None, "--at", help="Pretend it is this time (ISO 8601, default now)."),
 ) -> None:
-    """Print the handoff message (Slack mrkdwn) for the shift ending now."""
+    """Print the handoff message (Slack mrkdwn): the one due now, or the shift in progress."""
     st = state(ctx)
     settings = st.settings
     try:
@@ -62,6 +62,7 @@ def preview(
         pager=pager_for(settings),
         chat=chat,
         now=_at(at),
+        upcoming=at is None,
     )
     sys.stdout.write(handoff.render(h))
 

@@ -79,6 +79,25 @@ def shift_at(rotation: Rotation, now: datetime) -> Shift:
     return Shift(start=start, handoff_at=handoff_at, end=now)
 
 
+# A handoff is due for this long after its slot (the scheduled post's window): a preview then
+# shows it; later, the shift in progress is what the next handoff will carry.
+DUE_FOR = timedelta(hours=1)
+
+
+def upcoming_shift(rotation: Rotation, now: datetime) -> Shift:
+    """The shift a preview at ``now`` frames: the handoff due now when its slot was less than
+    :data:`DUE_FOR` ago; otherwise the shift in progress, from the latest slot to the next one,
+    covered to ``now`` (not the shift that ended at the latest slot, days ago)."""
+    latest = _latest_slot(rotation, now)
+    if now - latest < DUE_FOR:
+        return shift_at(rotation, now)
+    trigger = cron_trigger(rotation.cron, rotation.timezone)
+    nxt = trigger.get_next_fire_time(None, now + timedelta(seconds=1))
+    if nxt is None:
+        return shift_at(rotation, now)
+    return Shift(start=latest, handoff_at=nxt, end=now)
+
+
 # -- who ---------------------------------------------------------------------------------------
 
 
@@ -298,11 +317,15 @@ def build(
     chat: Chat | None,
     now: datetime | None = None,
     shift: Shift | None = None,
+    upcoming: bool = False,
 ) -> Handoff:
-    """Everything the handoff message says, for the shift ending at ``now``."""
+    """Everything the handoff message says, for the shift ending at ``now`` (``upcoming``: the
+    shift a preview frames, see :func:`upcoming_shift`)."""
     now = now or utcnow()
     tz = ZoneInfo(rotation.timezone)
     problems: list[str] = []
+    if shift is None and upcoming and not (rotation.shift_change and pager is not None):
+        shift = upcoming_shift(rotation, now)
     if shift is None:
         try:
             shift = shift_for(rotation, now, pager)
