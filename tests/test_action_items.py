@@ -401,9 +401,31 @@ def test_report_by_owner_and_by_incident(engine, clock):
         "open": 4,
         "overdue": 2,
         "by_owner": [
-            {"owner": "bob", "open": 2, "overdue": 1, "items": [a, b], "overdue_items": [a]},
-            {"owner": "carol", "open": 1, "overdue": 1, "items": [c], "overdue_items": [c]},
-            {"owner": None, "open": 1, "overdue": 0, "items": [d], "overdue_items": []},
+            # due the 11th, today the 12th in Berlin: one day overdue
+            {
+                "owner": "bob",
+                "open": 2,
+                "overdue": 1,
+                "items": [a, b],
+                "overdue_items": [a],
+                "days_overdue": {str(a): 1},
+            },
+            {
+                "owner": "carol",
+                "open": 1,
+                "overdue": 1,
+                "items": [c],
+                "overdue_items": [c],
+                "days_overdue": {str(c): 1},
+            },
+            {
+                "owner": None,
+                "open": 1,
+                "overdue": 0,
+                "items": [d],
+                "overdue_items": [],
+                "days_overdue": {},
+            },
         ],
         "by_incident": [
             {
@@ -413,6 +435,7 @@ def test_report_by_owner_and_by_incident(engine, clock):
                 "overdue": 1,
                 "items": [a, b],
                 "overdue_items": [a],
+                "days_overdue": {str(a): 1},
             },
             {
                 "incident": "INC-2",
@@ -421,6 +444,7 @@ def test_report_by_owner_and_by_incident(engine, clock):
                 "overdue": 1,
                 "items": [c, d],
                 "overdue_items": [c],
+                "days_overdue": {str(c): 1},
             },
         ],
     }
@@ -517,10 +541,11 @@ def test_cli_report(cli, clock):
     assert cli("actions", "report")[1].startswith("No open action items (today is 2026-03-10")
     cli("actions", "add", "INC-1", "rotate the keys", "--owner", "bob", "--due", "today")
     cli("actions", "add", "INC-1", "write the runbook", "--due", "+7d")
-    clock[0] = NOON + timedelta(days=1)
+    clock[0] = NOON + timedelta(days=3)
     code, out, _ = cli("actions", "report")
     assert code == 0
-    assert "2 open action items, 1 overdue (today is 2026-03-11 in UTC)." in out
+    assert "2 open action items, 1 overdue (today is 2026-03-13 in UTC)." in out
+    assert "#1 (3d)" in out  # due on the 10th: three days overdue
     assert "By owner" in out and "By incident" in out and "(nobody)" in out
     data = json.loads(cli("actions", "report", "--json")[1])
     assert data["by_owner"][0] == {
@@ -529,10 +554,13 @@ def test_cli_report(cli, clock):
         "overdue": 1,
         "items": [1],
         "overdue_items": [1],
+        "days_overdue": {"1": 3},
     }
     assert data["by_incident"][0]["incident"] == "INC-1" and data["overdue"] == 1
     code, out, _ = cli("actions", "list", "--overdue")
-    assert "OVERDUE" in out and "rotate the keys" in out and "write the runbook" not in out
+    assert "OVERDUE by 3d" in out and "rotate the keys" in out and "write the runbook" not in out
+    listed = json.loads(cli("actions", "list", "--overdue", "--json")[1])
+    assert [(i["id"], i["overdue"], i["days_overdue"]) for i in listed] == [(1, True, 3)]
 
 
 def test_cli_owners_known_from_slack_are_one_person(cli, clock, engine):

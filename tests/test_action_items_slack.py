@@ -4,6 +4,7 @@ Slack server over real sockets; the grammar of ``action`` on its own first."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from incidentbot import db
 from incidentbot.action_items import service as items
 from incidentbot.action_items.due import parse_due
+from incidentbot.clock import set_clock, utcnow
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import ActionItem
@@ -149,6 +151,17 @@ def test_action_items_from_the_incident_channel(slack, engine):
     )
     assert "/incident action wontdo" in run("action")["text"]
 
+    # Three days on, an item due tomorrow is shown overdue, with by how long.
+    run("action add check the peers due:+1d")
+    later = utcnow() + timedelta(days=3)
+    set_clock(lambda: later)
+    try:
+        listed = run("action list")["text"]
+    finally:
+        set_clock(None)
+    assert "*#3* check the peers" in listed and ":warning: *overdue by 2 days*" in listed
+    assert listed.startswith("*INC-1 action items* (2 open, 1 overdue)")
+
     kinds = [k for k in timeline_kinds(engine) if k.startswith("action.")]
     assert kinds == [
         "action.added",
@@ -157,6 +170,7 @@ def test_action_items_from_the_incident_channel(slack, engine):
         "action.done",
         "action.wont_do",
         "action.reopened",
+        "action.added",
     ]
     assert_spec_conformance(slack)
 

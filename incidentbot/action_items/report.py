@@ -30,6 +30,13 @@ class ItemView:
     incident_title: str
     channel_id: str | None
     overdue: bool
+    days_overdue: int = 0  # whole days past the due date in the team's time zone (0: not)
+
+    @property
+    def overdue_text(self) -> str:
+        """``overdue by 5 days`` (empty when it is not overdue)."""
+        n = self.days_overdue
+        return f"overdue by {n} day{'s' if n != 1 else ''}" if self.overdue else ""
 
     def to_json(self) -> dict[str, Any]:
         i = self.item
@@ -43,6 +50,7 @@ class ItemView:
             "status": i.status,
             "status_reason": i.status_reason,
             "overdue": self.overdue,
+            "days_overdue": self.days_overdue,
             "created_by": i.created_by,
             "created_at": i.created_at.isoformat(),
             "done_at": i.done_at.isoformat() if i.done_at else None,
@@ -88,7 +96,9 @@ def view(session: Session, settings: Settings, item: ActionItem) -> ItemView:
 
 
 def _view(item: ActionItem, inc: Incident, today: date) -> ItemView:
-    return ItemView(item, inc.ref, inc.title, inc.channel_id, is_overdue(item, today))
+    late = is_overdue(item, today)
+    days = (today - item.due_date).days if late and item.due_date else 0
+    return ItemView(item, inc.ref, inc.title, inc.channel_id, late, days)
 
 
 def overdue(session: Session, settings: Settings, now: datetime | None = None) -> list[ItemView]:
@@ -108,6 +118,7 @@ class Tally:
     overdue: int = 0
     items: list[int] = field(default_factory=list)
     overdue_items: list[int] = field(default_factory=list)
+    days_overdue: dict[int, int] = field(default_factory=dict)  # item id -> days overdue
 
     def to_json(self, name: str) -> dict[str, Any]:
         out: dict[str, Any] = {name: self.key}
@@ -118,6 +129,7 @@ class Tally:
             "overdue": self.overdue,
             "items": self.items,
             "overdue_items": self.overdue_items,
+            "days_overdue": {str(k): v for k, v in self.days_overdue.items()},
         }
         return out
 
@@ -169,6 +181,7 @@ def report(session: Session, settings: Settings, now: datetime | None = None) ->
             if v.overdue:
                 tally.overdue += 1
                 tally.overdue_items.append(v.item.id)
+                tally.days_overdue[v.item.id] = v.days_overdue
     by_owner = sorted(
         owners.values(), key=lambda t: (t.key is None, -t.overdue, -t.open, t.key or "")
     )

@@ -133,7 +133,7 @@ def list_cmd(
         i = v.item
         state_text = items.label(i.status)
         if v.overdue:
-            state_text = "open, OVERDUE"
+            state_text = f"open, OVERDUE by {v.days_overdue}d"
         elif i.status == items.WONT_DO and i.status_reason:
             state_text += f": {i.status_reason}"
         if i.external_url:
@@ -278,16 +278,17 @@ def report(
             escape(names(t.key) if t.key else "(nobody)"),
             str(t.open),
             str(t.overdue),
-            _ids(t.overdue_items),
+            _late(t),
         )
     console.print(owners)
     incidents = Table("Incident", "Title", "Open", "Overdue", "Overdue items", title="By incident")
     for t in rep.by_incident:
         incidents.add_row(
-            t.key or "-", escape(t.title or ""), str(t.open), str(t.overdue), _ids(t.overdue_items)
+            t.key or "-", escape(t.title or ""), str(t.open), str(t.overdue), _late(t)
         )
     console.print(incidents)
 
 
-def _ids(ids: list[int]) -> str:
-    return ", ".join(f"#{i}" for i in ids) or "-"
+def _late(t: items.Tally) -> str:
+    """``#3 (5d), #7 (1d)``: the overdue items with how many days each is overdue."""
+    return ", ".join(f"#{i} ({t.days_overdue.get(i, 0)}d)" for i in t.overdue_items) or "-"

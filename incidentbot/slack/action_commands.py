@@ -269,7 +269,7 @@ def _lines(head: str, views: list[items.ItemView], *, with_incident: bool) -> st
         elif i.status == items.WONT_DO:
             state = f" · won't do: {mrkdwn(i.status_reason)}"
         elif v.overdue:
-            state = " · :warning: *overdue*"
+            state = f" · :warning: *{v.overdue_text}*"
         issue = f" · <{i.external_url}|issue>" if i.external_url else ""
         text = f"~{mrkdwn(i.text)}~" if i.status != items.OPEN else mrkdwn(i.text)
         lines.append(f"• *#{i.id}* {where}{text} · {_details(i)}{state}{issue}")
