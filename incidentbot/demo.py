@@ -27,6 +27,7 @@ from incidentbot.sandbox.pagerduty.server import PagerDutySandbox
 from incidentbot.sandbox.slack.server import SlackSandbox
 
 Say = Callable[[str], None]
+Command = Callable[[str, str, str], None]  # (user, channel, text after /incident)
 
 
 def _settle(engine: object, timeout: float = 30.0) -> None:
@@ -63,6 +64,7 @@ def _run_demo(workdir: Path, say: Say, lab: Lab | None) -> None:
     webhook_secret = "demo-webhook-secret"  # noqa: S105 - the local server's only
     settings = Settings(
         database_url=url,
+        postmortems={"publish_dir": str(workdir / "postmortems")},
         slack_bot_token=sandbox.bot_token,
         slack_signing_secret=sandbox.signing_secret,
         slack={"api_url": sandbox.base_url},
@@ -92,7 +94,7 @@ def _run_demo(workdir: Path, say: Say, lab: Lab | None) -> None:
         sandbox.driver.bot_url = base + "/slack/events"
         pd.subscribe(base + "/webhooks/pagerduty", secret=webhook_secret)
         bot.start_workers()
-        _script(bot, sandbox, pd, engine, say, lab)
+        _script(bot, sandbox, pd, engine, say, lab, workdir / "postmortems")
     finally:
         bot.stop()
         sandbox.stop()
@@ -101,7 +103,13 @@ def _run_demo(workdir: Path, say: Say, lab: Lab | None) -> None:
 
 
 def _script(
-    bot: Bot, sb: SlackSandbox, pd: PagerDutySandbox, engine: object, say: Say, lab: Lab | None
+    bot: Bot,
+    sb: SlackSandbox,
+    pd: PagerDutySandbox,
+    engine: object,
+    say: Say,
+    lab: Lab | None,
+    publish_dir: Path,
 ) -> None:
     ws = sb.workspace
 
@@ -122,6 +130,9 @@ def _script(
         channel = svc.get(s, "INC-1").channel_name
     assert channel, "the incident channel was not created"
     say(f"   The bot created #{channel}, invited alice, pinned the header, announced it.")
+    say("   alice records when the latency began and when the alert caught it")
+    command("alice", channel, "milestone impact-started 25m ago")
+    command("alice", channel, "milestone detected 18m ago")
 
     bob, carol = ws.user("bob").id, ws.user("carol").id
     say("2. Roles, investigation and a worse picture")
@@ -144,6 +155,7 @@ def _script(
     if lab is not None:
         _failover(sb, engine, say, lab, channel, command)
     command("bob", channel, "update Errors on every client. Draining rpc-2, failing over to rpc-3.")
+    command("bob", channel, "milestone mitigated now")
     command("bob", channel, "status monitoring")
     command("bob", channel, "resolve Drained rpc-2 and failed over to rpc-3; geth resynced")
     command("dave", channel, "frobnicate")
@@ -161,6 +173,55 @@ def _script(
                 event.summary,
             )
             say(f"  {event.occurred_at:%H:%M:%S}  {who:<12} {event.kind:<22} {what}")
+    _postmortem(sb, say, channel, command, publish_dir)
+
+
+# What bob writes in the postmortem's forms, as a team would after this incident.
+WRITTEN = (
+    (
+        "what_went_well",
+        "The lag alert fired within minutes and the failover runbook moved "
+        "traffic off the stuck node with one approval.",
+    ),
+    (
+        "what_went_wrong",
+        "HAProxy's health check only asks whether a node answers, so a node "
+        "whose head stopped kept receiving traffic for 25 minutes.",
+    ),
+    (
+        "where_we_got_lucky",
+        "Two backups were in sync; with one, the failover would have had nowhere to go.",
+    ),
+    (
+        "contributing_factors",
+        "The health check does not compare the head with the other "
+        "nodes'; the lag alert pages only after 15 minutes.",
+    ),
+)
+
+
+def _postmortem(
+    sb: SlackSandbox, say: Say, channel: str, command: Command, publish_dir: Path
+) -> None:
+    say("\n6. bob writes the postmortem from the channel, one form per section, and publishes it")
+    for key, text in WRITTEN:
+        command("bob", channel, f"postmortem edit {key}")
+        view = _wait(lambda: next((v for v in sb.workspace.views.values() if v.is_open), None),
+                     "the form")  # fmt: skip
+        ack = sb.driver.view_submission(view.id, {"text": text}, user="bob")  # type: ignore[attr-defined]
+        if ack.status != 200 or '"errors"' in ack.body:
+            raise RuntimeError(f"the {key} form was refused: {ack.body}")
+        _wait(lambda v=view: not v.is_open, "the form to close")  # type: ignore[attr-defined]
+    command("bob", channel, "postmortem status review")
+    command("bob", channel, "postmortem publish")
+    md = publish_dir / "INC-1-postmortem.md"
+    if not md.exists():
+        raise RuntimeError(f"the postmortem was not published to {md}")
+    say(f"\n7. The postmortem: {md} (and {md.with_suffix('.html').name} beside it)\n")
+    lines = md.read_text(encoding="utf-8").splitlines()
+    end = next((n for n, line in enumerate(lines) if line.startswith("## Timeline")), 60)
+    for line in lines[:end]:
+        say(f"  {line}" if line else "")
 
 
 def _failover(

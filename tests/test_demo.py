@@ -8,6 +8,21 @@ from incidentbot.cli import main
 def test_slack_demo_runs_a_whole_incident(tmp_path, capsys):
     assert main(["demo", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    # It ends with the postmortem it published from Slack: its path, then the document's head.
+    md = tmp_path / "postmortems" / "INC-1-postmortem.md"
+    assert f"7. The postmortem: {md} (and INC-1-postmortem.html beside it)" in out
+    assert md.exists() and (tmp_path / "postmortems" / "INC-1-postmortem.html").exists()
+    shown = out.split("7. The postmortem: ", 1)[1]
+    assert "# Postmortem: INC-1 RPC p99 latency above 2s on mainnet" in shown
+    assert "| Postmortem | Published, " in shown
+    # The times a team sets from the channel make every metric known.
+    metrics = [line for line in shown.splitlines() if line.strip().startswith("| Time to ")]
+    assert [m.split("|")[1].strip() for m in metrics] == [
+        "Time to detect", "Time to acknowledge", "Time to mitigate", "Time to resolve",
+    ]  # fmt: skip
+    assert not any("unknown" in m for m in metrics), metrics
+    text = md.read_text()
+    assert "The lag alert fired within minutes" in text and "Two backups were in sync" in text
     assert "#inc-1-rpc-p99-latency-above-2s-on-mainnet" in out
     assert "Topic:   INC-1 · SEV1 Critical · resolved" in out
     assert "[pinned]" in out and "*Resolution*: Drained rpc-2" in out
