@@ -208,7 +208,8 @@ def test_refuses_an_out_of_date_schema_and_names_the_command(tmp_path, monkeypat
 
 
 COMMANDS = ["incident", "timeline", "db", "config", "runs", "alerts", "actions", "runbook", "lab",
-            "postmortem", "handoff", "worker", "jobs", "scheduler", "demo", "serve"]  # fmt: skip
+            "postmortem", "handoff", "report", "worker", "jobs", "scheduler", "demo",
+            "serve"]  # fmt: skip
 
 
 def test_help_lists_every_command_and_each_one_loads(capsys):

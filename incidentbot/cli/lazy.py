@@ -49,6 +49,12 @@ COMMANDS: dict[str, Entry] = {
         "postmortem_cmd", "app", "Blameless postmortems: render, edit, review, publish."
     ),
     "handoff": Entry("handoff_cmd", "app", "The on-call handoff: preview it, leave a watch note."),
+    "report": Entry(
+        "report_cmd",
+        "report",
+        "MTTA/MTTM/MTTR by severity, chain, network, component and month; runbook runs and their"
+        " outcomes; action items open and overdue.",
+    ),
     "worker": Entry(
         "runs", "worker_cmd", "Run ledger workers in the foreground until SIGTERM or SIGINT."
     ),
