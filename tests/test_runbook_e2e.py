@@ -192,5 +192,12 @@ def test_the_run_message_links_to_a_signed_page_with_the_full_output(engine, tmp
         assert f"<h1>Runbook restart-node · run {rid} · succeeded</h1>" in page.text
         assert "Drain the node: done" in page.text
         assert "&#34;status&#34;: 200" in page.text  # the drain step's full output
+        # above it, what the step did in words, as the Slack message says it
+        assert '<p class="said">The request answered HTTP 200 (ok) in ' in page.text
+        assert "— The request answered HTTP 200 (ok) in " in json.dumps(
+            message.blocks, ensure_ascii=False
+        )
+        assert '<p class="said">Wrote a note on the incident timeline</p>' in page.text
+        assert '<p class="said">Waited 0s</p>' in page.text
         assert httpx.get(url[:-1] + ("0" if url[-1] != "0" else "1")).status_code == 403
         assert httpx.get(f"{base}/runs/{rid}").status_code == 403

@@ -42,6 +42,7 @@ pre{background:#f4f4f4;padding:.6rem;white-space:pre-wrap;word-break:break-word}
 <h2 class="{{ s.status }}">{{ loop.index }}. {{ s.label }}: {{ s.status }}</h2>
 {% if s.attempts %}<p>{{ s.attempts }} attempt(s)</p>{% endif %}
 {% if s.error %}<pre>{{ s.error }}</pre>{% endif %}
+{% if s.status == "done" and s.detail %}<p class="said">{{ s.detail }}</p>{% endif %}
 {% if s.output %}<pre>{{ outputs[loop.index0] }}</pre>{% endif %}
 {% endfor %}
 </body></html>
