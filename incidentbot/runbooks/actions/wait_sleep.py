@@ -32,7 +32,8 @@ class WaitSleep(Action):
 
     def describe(self, outputs: dict[str, Any]) -> str:
         o = outputs
-        slept = fmt_seconds(float(o.get("slept") or 0))
+        value = o.get("slept")
+        slept = fmt_seconds(float(value)) if isinstance(value, (int, float)) else "?"
         return f"Stopped after {slept}" if o.get("interrupted") else f"Waited {slept}"
 
     def run(self, inputs: WaitSleepInputs, ctx: ActionContext) -> dict[str, Any]:

@@ -79,11 +79,11 @@ class RpcHeads(Action):
 
     def describe(self, outputs: dict[str, Any]) -> str:
         o = outputs
-        healthy = o.get("healthy") or []
-        nodes = o.get("nodes") or {}
+        healthy, nodes = o.get("healthy"), o.get("nodes")
+        good = len(healthy) if isinstance(healthy, list) else "?"
         total = len(nodes) if isinstance(nodes, (dict, list)) else "?"
         best = f"; best is {o['best']} at block {o.get('best_head')}" if o.get("best") else ""
-        return f"{len(healthy)} of {total} nodes healthy{best}"
+        return f"{good} of {total} nodes healthy{best}"
 
     def run(self, inputs: HeadsInputs, ctx: ActionContext) -> dict[str, Any]:
         policy = policy_of(ctx.services)
