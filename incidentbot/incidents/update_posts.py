@@ -19,9 +19,8 @@ from incidentbot import db
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.effects import update_key
 from incidentbot.incidents.models import Incident, TimelineEvent
-from incidentbot.ledger import service as ledger
 from incidentbot.ledger.actions import PermanentError
-from incidentbot.ledger.models import PARKED, PENDING, RUNNING
+from incidentbot.ledger.models import PARKED, PENDING, RUNNING, Run
 
 # Runs still to go: an earlier update in one of these states has not left yet. One that failed
 # for good (or needs attention) is not waited for, so it cannot hold back every later update.
@@ -41,12 +40,15 @@ def updates_to_post(engine: Engine, incident: Incident, event_id: int) -> list[T
             .where(col(TimelineEvent.id) < event_id)
             .order_by(col(TimelineEvent.id))
         ).all()
-        waiting = []
-        for e in earlier:
-            assert e.id is not None
-            run = ledger.get_by_key(s, update_key(incident.ref, e.id))
-            if run is not None and run.status in STILL_TO_GO:
-                waiting.append(e)
+        keys = {update_key(incident.ref, e.id): e for e in earlier}
+        pending = set(
+            s.exec(
+                select(Run.idempotency_key)
+                .where(col(Run.idempotency_key).in_(list(keys)))
+                .where(col(Run.status).in_(STILL_TO_GO))
+            )
+        ) if keys else set()  # fmt: skip
+        waiting = [e for k, e in keys.items() if k in pending]
         return [*waiting, event]
 
 
