@@ -54,3 +54,46 @@ def test_sentences_people_read():
         Action().describe({"peers": 12, "ok": True, "blob": "x" * 80}) == "Done (peers 12, ok true)"
     )
     assert describe("acme.unknown", {"a": 1}) == '{"a": 1}'
+
+
+def test_validator_sentences_people_read():
+    liveness = {"epoch": 12, "live": [5], "not_live": [6, 7], "all_live": False}
+    assert describe("beacon.liveness", liveness) == (
+        "1 of 3 validators seen live in epoch 12; not live: 6 and 7"
+    )
+    head = {"head_slot": 1040, "lag_slots": 2, "finalized_epoch": 30, "finality_delay": 2}
+    assert describe("beacon.head", head) == (
+        "Head at slot 1040, 2 slots behind the clock; finalized epoch 30 (2 epochs ago)"
+    )
+    duties = {"epoch": 12, "attester": [{}, {}], "proposer": [{"index": 6, "slot": 390}]}
+    assert describe("beacon.duties", duties) == (
+        "Epoch 12: 2 attestation duties; proposal due at slot 390"
+    )
+    missed = [{"index": 7, "slot": 391}, {"index": 7, "slot": 395}]
+    performance = {"epoch": 12, "attested": [6], "missed_attestations": [7],
+                   "proposed": [{"index": 6, "slot": 390}], "missed_proposals": missed}  # fmt: skip
+    assert describe("beacon.performance", performance) == (
+        "Epoch 12: 1 of 2 validators attested (missed: 7); 1 block proposed, "
+        "missed at slots 391 and 395"
+    )
+    stop = {"program": "validator-a", "pid_before": 4242, "epochs_checked": [13]}
+    assert describe("validator.stop", stop) == (
+        "validator-a stopped (was pid 4242); its keys not live for 1 epoch (13)"
+    )
+    start = {"program": "validator-b", "pid": 4300, "state": "RUNNING", "doppelganger": True,
+             "live_epoch": 20}  # fmt: skip
+    assert describe("validator.start", start) == (
+        "validator-b started: running (pid 4300), with doppelgänger protection; "
+        "its keys live in epoch 20"
+    )
+    export = {"file": "/srv/slashing/a.json", "keys": 3, "sha256": "ab" * 32, "dropped": []}
+    assert describe("validator.protection_export", export) == (
+        "Slashing protection of 3 keys exported to a.json"
+    )
+    checked = [{"pubkey": "0xa1b2…c3d4", "covered": False}, {"pubkey": "0xe5f6…0789"}]
+    assert describe("validator.protection_verify", {"covered": False, "checked": checked}) == (
+        "The target does not cover keys 0xa1b2…c3d4"
+    )
+    assert describe("validator.protection_verify", {"covered": True, "keys": 3}) == (
+        "The target covers the history of all 3 keys of the source"
+    )

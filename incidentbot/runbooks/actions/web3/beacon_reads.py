@@ -20,8 +20,9 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from incidentbot.runbooks.actions._common import fmt_seconds, shown
-from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.base import Action, ActionContext, plural
 from incidentbot.runbooks.actions.web3._beacon import BeaconApi, BeaconApiError, as_int, index_list
+from incidentbot.runbooks.actions.web3._sentences import at, count, indices, items, slots
 from incidentbot.runbooks.actions.web3._util import HttpUrlText, Timeout
 from incidentbot.runbooks.actions.web3.beacon import endpoint
 from incidentbot.runbooks.egress import policy_of
@@ -77,6 +78,19 @@ class BeaconHead(_BeaconRead):
         "finality_delay": "epoch - finalized_epoch (2 on a healthy chain)",
     }
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        head, lag = count(o.get("head_slot")), count(o.get("lag_slots"))
+        said = f"Head at slot {head if head is not None else '?'}"
+        if lag is not None:
+            said += f", {plural(lag, 'slot')} behind the clock" if lag else ", on time"
+        final, delay = count(o.get("finalized_epoch")), count(o.get("finality_delay"))
+        if final is not None:
+            said += f"; finalized epoch {final}"
+            if delay is not None:
+                said += f" ({plural(delay, 'epoch')} ago)"
+        return said
+
     def run(self, inputs: HeadInputs, ctx: ActionContext) -> dict[str, Any]:
         with BeaconApi(ctx, self.name, inputs.url, inputs.timeout) as api:
             clock = api.clock()
@@ -129,6 +143,17 @@ class BeaconLiveness(_BeaconRead):
         "endpoint": "the liveness endpoint the node answered (POST standard, or GET)",
     }
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        epoch = count(o.get("epoch"))
+        when = f" in epoch {epoch}" if epoch is not None else ""
+        live, missing = items(o.get("live")), items(o.get("not_live"))
+        total = len(live) + len(missing)
+        if not missing:
+            every = f"Validator {live[0]}" if total == 1 else f"All {total} validators"
+            return f"{every} seen live{when}"
+        return f"{len(live)} of {total} validators seen live{when}; not live: {indices(missing)}"
+
     def run(self, inputs: EpochInputs, ctx: ActionContext) -> dict[str, Any]:
         with BeaconApi(ctx, self.name, inputs.url, inputs.timeout) as api:
             epoch, seen = _liveness(api, inputs.epoch, inputs.indices)
@@ -179,6 +204,14 @@ class BeaconDuties(_BeaconRead):
         "proposer": "the proposals due: index, slot",
     }
 
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        epoch = count(o.get("epoch"))
+        said = f"Epoch {epoch if epoch is not None else '?'}: "
+        said += plural(len(items(o.get("attester"))), "attestation duty", "attestation duties")
+        due = slots(o.get("proposer"))
+        return said + (f"; {at('proposal due', due)}" if due else "; no proposal due")
+
     def run(self, inputs: EpochInputs, ctx: ActionContext) -> dict[str, Any]:
         with BeaconApi(ctx, self.name, inputs.url, inputs.timeout) as api:
             epoch = inputs.epoch if inputs.epoch is not None else api.clock().epoch()
@@ -212,6 +245,22 @@ class BeaconPerformance(_BeaconRead):
         "was due)",
         "source": "where the numbers come from (endpoints)",
     }
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        epoch = count(o.get("epoch"))
+        attested, missed = items(o.get("attested")), items(o.get("missed_attestations"))
+        said = f"Epoch {epoch if epoch is not None else '?'}: "
+        said += f"{len(attested)} of {len(attested) + len(missed)} validators attested"
+        if missed:
+            said += f" (missed: {indices(missed)})"
+        said += f"; {plural(len(items(o.get('proposed'))), 'block')} proposed"
+        if isinstance(o.get("missed_proposals"), list):
+            lost = slots(o["missed_proposals"])
+            said += f", {at('missed', lost)}" if lost else ", none missed"
+        else:
+            said += ", missed proposals unknown"
+        return said
 
     def run(self, inputs: EpochInputs, ctx: ActionContext) -> dict[str, Any]:
         wanted = set(inputs.indices)

@@ -28,8 +28,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from incidentbot.infra.supervisor import SupervisorClient
 from incidentbot.ledger.actions import PermanentError, RetryableError
 from incidentbot.runbooks.actions._common import fmt_seconds, shown
-from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.base import Action, ActionContext, plural
 from incidentbot.runbooks.actions.web3._beacon import BeaconApi, BeaconApiError, index_list
+from incidentbot.runbooks.actions.web3._sentences import count, indices, items, text
 from incidentbot.runbooks.actions.web3._util import (
     HttpUrlText,
     Timeout,
@@ -125,6 +126,19 @@ class ValidatorStop(Action):
         "epochs_checked": "the epochs after it in which none of the keys was seen active",
         "epochs_unchecked": "epochs the node could no longer answer for (it was unreachable)",
     }
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        pid = count(o.get("pid_before"))
+        said = text(o.get("program"), "The validator client")
+        said += f" stopped (was pid {pid})" if pid is not None else " already was stopped"
+        checked, unchecked = items(o.get("epochs_checked")), items(o.get("epochs_unchecked"))
+        if checked:
+            said += f"; its keys not live for {plural(len(checked), 'epoch')} ({indices(checked)})"
+        if unchecked:
+            which = "epochs" if len(unchecked) > 1 else "epoch"
+            said += f"; {which} {indices(unchecked)} not checked (node unreachable)"
+        return said
 
     def plan(self, inputs: StopInputs, ctx: ActionContext) -> str:
         policy = policy_of(ctx.services)
@@ -244,6 +258,19 @@ class ValidatorStart(Action):
         "live_epoch": "with confirm: the first epoch after its doppelgänger window in which "
         "all its keys were active (it still running)",
     }
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        o = outputs
+        said = f"{text(o.get('program'), 'The validator client')} started: "
+        said += text(o.get("state"), "state unknown").lower()
+        pid = count(o.get("pid"))
+        said += f" (pid {pid})" if pid is not None else ""
+        if o.get("doppelganger") is True:
+            said += ", with doppelgänger protection"
+        elif o.get("doppelganger") is False:
+            said += ", without doppelgänger protection"
+        epoch = count(o.get("live_epoch"))
+        return said + (f"; its keys live in epoch {epoch}" if epoch is not None else "")
 
     def plan(self, inputs: StartInputs, ctx: ActionContext) -> str:
         policy = policy_of(ctx.services)

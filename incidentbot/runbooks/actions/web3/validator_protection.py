@@ -29,7 +29,7 @@ from pydantic import AfterValidator, field_validator, model_validator
 from incidentbot.infra.supervisor import SupervisorClient
 from incidentbot.ledger.actions import PermanentError
 from incidentbot.runbooks.actions._common import shown
-from incidentbot.runbooks.actions.base import Action, ActionContext
+from incidentbot.runbooks.actions.base import Action, ActionContext, plural
 from incidentbot.runbooks.actions.web3._beacon import BeaconApi
 from incidentbot.runbooks.actions.web3._interchange import (
     Interchange,
@@ -41,6 +41,7 @@ from incidentbot.runbooks.actions.web3._interchange import (
     sha256_of,
     short,
 )
+from incidentbot.runbooks.actions.web3._sentences import count, items, text
 from incidentbot.runbooks.actions.web3._util import (
     HttpUrlText,
     program_name,
@@ -121,6 +122,15 @@ def export_to(
     return found
 
 
+def _keys(outputs: dict[str, Any]) -> str:
+    keys = count(outputs.get("keys"))
+    return plural(keys, "key") if keys is not None else "its keys"
+
+
+def _file(outputs: dict[str, Any]) -> str:
+    return Path(text(outputs.get("file"), "the file")).name or "the file"
+
+
 class ExportInputs(_Guarded):
     file: AbsoluteFile
 
@@ -149,6 +159,12 @@ class ValidatorProtectionExport(Action):
             f"export the slashing-protection history in {inputs.data_dir} to {inputs.file} "
             f"with {inputs.lodestar}{guard}",
         )
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        said = f"Slashing protection of {_keys(outputs)} exported to {_file(outputs)}"
+        dropped = len(items(outputs.get("dropped")))
+        left_out = plural(dropped, "non-key entry", "non-key entries")
+        return said + (f" ({left_out} left out)" if dropped else "")
 
     def run(self, inputs: ExportInputs, ctx: ActionContext) -> dict[str, Any]:
         _require_stopped(ctx, self.name, inputs, "a running client holds its database")
@@ -191,6 +207,9 @@ class ValidatorProtectionImport(Action):
             f"import {inputs.file}{check} into the slashing protection in {inputs.data_dir} "
             f"with {inputs.lodestar} (beacon node {inputs.beacon_url})",
         )
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        return f"Slashing protection of {_keys(outputs)} imported from {_file(outputs)}"
 
     def run(self, inputs: ImportInputs, ctx: ActionContext) -> dict[str, Any]:
         _require_stopped(ctx, self.name, inputs, "a running client holds its database")
@@ -291,6 +310,18 @@ class ValidatorProtectionVerify(Action):
             f"export the slashing-protection history in {inputs.data_dir} and check it covers "
             f"every key of {inputs.file} (highest block slot, source and target epochs)",
         )
+
+    def describe(self, outputs: dict[str, Any]) -> str:
+        if outputs.get("covered") is True:
+            return f"The target covers the history of all {_keys(outputs)} of the source"
+        gaps = [
+            text(row.get("pubkey"))
+            for row in items(outputs.get("checked"))
+            if isinstance(row, dict) and row.get("covered") is False
+        ]
+        if gaps:
+            return f"The target does not cover keys {', '.join(gaps[:5])}"
+        return f"The target's cover of the source's {_keys(outputs)} is not known"
 
     def run(self, inputs: VerifyInputs, ctx: ActionContext) -> dict[str, Any]:
         try:
