@@ -176,6 +176,15 @@ def test_the_report_from_the_command_line(engine, seeded, cli, database_url, tmp
     assert code == 0 and out.startswith("Wrote the report (") and str(page) in out
     assert page.read_text().count("<svg") == 4
 
+    # A private incident stays out of the report, in every form.
+    code, _, err = cli("--config", str(config), "incident", "declare", "--private", "Key leak")
+    assert (code, err) == (0, "")
+    data = json.loads(cli("--config", str(config), "report", "--json")[1])
+    assert data["incidents"]["incidents"] == 4
+    assert "Key leak" not in cli("--config", str(config), "report")[1]
+    code, _, _ = cli("--config", str(config), "report", "--html", str(page))
+    assert code == 0 and "Key leak" not in page.read_text()
+
 
 def test_the_report_page_renders_in_chromium(engine, seeded, tmp_path):
     binary = chromium()

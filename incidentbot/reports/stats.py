@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from incidentbot.action_items import report as items
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
+from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.ledger.models import Run
 from incidentbot.runbooks.models import RunbookRun
@@ -145,16 +146,12 @@ def build(
     until: datetime | None = None,
     now: datetime | None = None,
 ) -> Report:
-    """Incidents declared in ``[since, until)`` (all when not given), their runbook runs, and
-    the action items open now."""
+    """Public incidents declared in ``[since, until)`` (all when not given), their runbook runs,
+    and the action items open now."""
     now = now or utcnow()
     tz = ZoneInfo(settings.timezone)
-    stmt = select(Incident).order_by(col(Incident.number))
-    if since is not None:
-        stmt = stmt.where(col(Incident.declared_at) >= since)
-    if until is not None:
-        stmt = stmt.where(col(Incident.declared_at) < until)
-    rows = list(session.exec(stmt))
+    # A report is public: private incidents (and their runs and action items) stay out of it.
+    rows = svc.public_incidents(session, declared_from=since, declared_before=until)
     severities = [s.name for s in settings.severities]
     by_field = {
         name: _grouped(rows, lambda i, n=name: (i.fields or {}).get(n) or NOT_SET)
