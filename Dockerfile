@@ -14,7 +14,8 @@ FROM ${BASE_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml setup.py constraints.txt README.md ./
+COPY templates ./templates
 COPY incidentbot ./incidentbot
 # Behind a TLS-intercepting proxy, pass its CA: --secret id=pip-ca,src=/path/to/ca.pem. With
 # BuildKit, the cache mount keeps downloads between builds, outside the image.

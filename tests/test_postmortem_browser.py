@@ -33,6 +33,9 @@ WIDTH, HEIGHT = 1200, 3000
 SECTIONS = {
     "summary": "Summary",
     "impact": "Impact",
+    "trigger": "Trigger",
+    "detection": "Detection",
+    "resolution": "Resolution",
     "severity-history": "Severity history",
     "metrics": "Metrics",
     "participants": "Participants and roles",

@@ -113,7 +113,8 @@ def test_edit_sections_and_see_the_language_check(resolved, tmp_path):
     [
         (
             ("--section", "nope", "--text", "x"),
-            "unknown section 'nope': allowed are what_went_well",
+            "unknown section 'nope': allowed are summary, impact, trigger, detection, resolution, "
+            "what_went_well",
         ),
         (("--section", "well"), "give exactly one of --text, --file or --clear with --section"),
         (("-s", "well", "--text", "x", "--clear"), "(--text and --clear)"),
@@ -190,7 +191,7 @@ def count_rows(database_url: str) -> int:
 def test_list_shows_status_due_and_progress(resolved):
     code, out, err = resolved("postmortem", "list")
     assert code == 0, err
-    assert "INC-1" in out and "draft" in out and "0/4" in out and "bob" in out
+    assert "INC-1" in out and "draft" in out and "0/9" in out and "bob" in out
 
 
 def test_unknown_incident_and_format_are_refused(resolved):

@@ -96,10 +96,25 @@ def test_the_document_tells_the_story(scenario):
     assert "@Bob Lee is reading the geth logs" in md
     assert "Bob Lee acknowledged PagerDuty #4242 (rpc)" in md
     assert "*Status update:* Public RPC is back to normal" in md
-    assert "step “Is the node in sync?”: failed: rpc-1 is still 42 blocks behind" in md
+    # one row per runbook run in the timeline; its steps are under Actions taken
+    timeline = md.split("## Timeline", 1)[1].split("## Actions taken", 1)[0]
+    assert timeline.count("Runbook restart-node (run 1)") == 1
+    assert timeline.count("Runbook failover-rpc (run 2)") == 1
+    assert "Runbook failover-rpc (run 2) succeeded" in timeline and "step “" not in timeline
+    assert "| 3 | Is the node in sync? | failed | rpc-1 is still 42 blocks behind" in md
+    assert "| Drop the primary's cache | skipped | when: {{ params.drain_cache }} is false |" in md
+    # milestones set later are told at their own time, before the declare
+    assert timeline.index("Impact started at") < timeline.index("Declared INC-1")
+    # every metric says where its times came from
     assert (
-        "step “Drop the primary's cache”: skipped (when: {{ params.drain_cache }} is false)" in md
-    )
+        "| Time to acknowledge | detected → acknowledged | 7m 10s | detected: set by Alice "
+        "Nakamura; acknowledged: the first acknowledgement (a page or a status change) |"
+    ) in md
+    # every section a reader expects, the ones not written yet with how to write them
+    for title in ("Summary", "Impact", "Trigger", "Detection", "Resolution", "Where we got lucky"):
+        assert f"\n## {title}\n" in md and f"<h2>{title}</h2>" in html
+    assert "`/incident postmortem edit trigger` in the incident's channel" in md
+    assert "No alert fired: Alice Nakamura declared it at 2025-03-11 10:02:00." in md
     # actions taken: who ran and approved each run, its params (masked), steps and outcome
     assert "### Runbook failover-rpc, run 2: succeeded" in md
     assert "approved by Bob Lee at 2025-03-11 10:18:30" in md

@@ -70,7 +70,7 @@ def test_postmortem_in_the_channel(engine):
         )
         assert "owner Bob Okafor" in text  # from users.info, not the id
         assert "*Summary:* restarted the beacon node" in text
-        assert "*Written:* 1 of 4 sections (to write: what went well, where we got lucky" in text
+        assert "*Written:* 1 of 9 sections (to write: summary, impact, trigger, detection" in text
         assert ":warning: *Language check*: 2 passages may read as blaming people:" in text
         assert "• What went wrong, line 1: “@Bob Okafor forgot”: names a person" in text
         assert (
@@ -231,7 +231,7 @@ def test_postmortem_refusals_change_nothing(engine):
         settled(engine)  # the declare's channel, invitations and announcement are done
         before = len(timeline_kinds(engine))
         for text, message in (
-            ("postmortem edit", "`postmortem edit` needs a section: what_went_well, "),
+            ("postmortem edit", "`postmortem edit` needs a section: summary, impact, trigger, "),
             ("postmortem edit luck of the draw", "Unknown section 'luck of the draw': allowed"),
             ("postmortem status", "`postmortem status` needs a status: draft, in_review"),
             ("postmortem status done", "Unknown postmortem status 'done': allowed are draft"),

@@ -122,7 +122,8 @@ def edit(
         None,
         "--section",
         "-s",
-        help="what_went_well, what_went_wrong, where_we_got_lucky or contributing_factors.",
+        help="summary, impact, trigger, detection, resolution, what_went_well, "
+        "what_went_wrong, where_we_got_lucky or contributing_factors.",
     ),
     text: str = typer.Option(None, "--text", "-t", help="The section's new text."),
     file: str = typer.Option(None, "--file", help="Read the text from a file ('-': stdin)."),

@@ -14,7 +14,6 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,10 +37,11 @@ from incidentbot.ledger.redact import redact_text
 from incidentbot.people import Directory
 from incidentbot.ports import Chat, ExternalError, OnCall, Pager
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
+from incidentbot.template_files import TEMPLATES as SHIPPED_TEMPLATES
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATES = SHIPPED_TEMPLATES  # the shipped templates (incidentbot.template_files)
 LOOKBACKS = (timedelta(days=1), timedelta(days=8), timedelta(days=32), timedelta(days=367))
 LIST_LIMIT = 15  # lines per section; the rest is counted ("and 4 more")
 

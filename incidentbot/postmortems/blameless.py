@@ -52,10 +52,12 @@ class Finding:
     kind: str  # "phrase" or "person"
     excerpt: str  # the sentence it is in
     suggestion: str
+    where: str = ""  # where the document quotes it, when not a section's line
 
     def line_text(self) -> str:
         """One line for a terminal or a chat message."""
-        return f"{self.section} line {self.line}: “{self.phrase}”: {self.suggestion}"
+        place = self.where or f"{self.section} line {self.line}"
+        return f"{place}: “{self.phrase}”: {self.suggestion}"
 
 
 def _words_pattern(words: str) -> str:
@@ -77,6 +79,9 @@ class _Compiled:
     person: re.Pattern[str] | None
     subject_fail: re.Pattern[str] | None
     owner_fail: re.Pattern[str] | None
+    # A word each finding needs (from its phrase, failure verb or noun), lowercased: a line
+    # without any of them has no finding and is not read sentence by sentence.
+    keys: frozenset[str] = frozenset()
 
 
 def _compile(rules: BlamelessSettings, names: tuple[str, ...]) -> _Compiled:
@@ -116,7 +121,19 @@ def _compile_key(key: str, names: tuple[str, ...]) -> _Compiled:
         if noun_alt
         else None
     )
-    return _Compiled(phrases, person, subject_fail, owner_fail)
+    needed = [p.phrase for p in rules.all_phrases()]
+    needed += [*rules.failure_words, *rules.failure_nouns]
+    keys = frozenset(_key(words) for words in needed if _key(words))
+    return _Compiled(phrases, person, subject_fail, owner_fail, keys)
+
+
+_TOKEN = re.compile(r"\w+")
+
+
+def _key(words: str) -> str:
+    """The longest word of a phrase: a line that lacks it cannot match the phrase."""
+    tokens = _TOKEN.findall(words.translate(_QUOTES).lower())
+    return max(tokens, key=len) if tokens else ""
 
 
 def _excerpt(sentence: str) -> str:
@@ -133,7 +150,12 @@ def check_text(
     known = tuple(sorted({n.strip() for n in names if n and len(n.strip()) >= 2}))
     compiled = _compile(rules, known)
     findings: list[Finding] = []
+    keys = compiled.keys
     for number, raw_line in enumerate(text.translate(_QUOTES).splitlines(), start=1):
+        # A long timeline has thousands of lines and few findings: skip the lines that lack
+        # every word a finding needs.
+        if keys.isdisjoint(_TOKEN.findall(raw_line.lower())):
+            continue
         for match in _SENTENCE.finditer(raw_line):
             findings.extend(_in_sentence(section, number, match.group(0), compiled))
     return findings

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
+from incidentbot.template_files import TEMPLATES
+
+PACKAGE_TEMPLATES = TEMPLATES  # the shipped templates (incidentbot.template_files)
 
 
 class _Strict(BaseModel):

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from incidentbot.postmortems import blameless
 
 LABELS = {"pin": "Pinned", "update": "Status update", "note": "Note"}
+# Sections the templates place in the story (summary first, impact with the numbers, ...).
+PLACED = ("summary", "impact", "trigger", "detection", "resolution")
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Milestone:
     name: str
     label: str
     at: str | None
+    source: str = ""  # where the time came from: "set by Alice", "the first alert that fired"
 
 
 @dataclass
@@ -122,6 +125,7 @@ class ActionRow:
     priority: str
     status: str
     url: str | None
+    overdue_days: int = 0  # open and past its due date by this many days
 
 
 @dataclass
@@ -150,6 +154,7 @@ class MetricRow:
     span: str
     value: str
     state: str
+    sources: str = ""  # where its two times came from
 
 
 @dataclass
@@ -177,6 +182,7 @@ class Document:
     milestones: list[Milestone]
     impact: list[MetricRow]
     metrics: list[MetricRow]
+    detection: list[tuple[str, str]]  # the alerts that fired: (at, what)
     order_problems: list[str]
     severity_times: list[SeverityRow]
     severity_changes: list[SeverityChange]
@@ -192,10 +198,20 @@ class Document:
     findings: list[blameless.Finding]
     links: list[Link]
     notices: list[str]
-    event_count: int
+    event_count: int  # on the full timeline (``incidentbot timeline``)
+    shown_count: int  # told in the document's timeline
     first_event: str | None
     last_event: str | None
 
     @property
     def sections_written(self) -> int:
         return sum(1 for s in self.sections if s.written)
+
+    def section(self, key: str) -> SectionDoc:
+        """One section by its key (the templates place the first ones in the story)."""
+        return next(s for s in self.sections if s.key == key)
+
+    @property
+    def review_sections(self) -> list[SectionDoc]:
+        """The sections told after the timeline: the review, and any a template adds."""
+        return [s for s in self.sections if s.key not in PLACED]

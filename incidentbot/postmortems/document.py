@@ -3,7 +3,8 @@
 :func:`build` reads the incident, its timeline, roles, pages, runbook runs, action items and
 postmortem row in one session (:mod:`~incidentbot.postmortems.rows`) and returns a
 :class:`~incidentbot.postmortems.contents.Document`; the templates only lay it out. Nothing
-here reads the clock: the same rows give the same document, byte for byte. Times are shown in
+here reads the clock but which action items are overdue (``today``): the same rows and day
+give the same document, byte for byte. Times are shown in
 the team's time zone (``settings.timezone``).
 
 The timeline is told by :mod:`~incidentbot.postmortems.timeline`, runbook runs by
@@ -15,20 +16,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
+from incidentbot.action_items.due import today as team_today
+from incidentbot.action_items.report import is_overdue
 from incidentbot.config import Settings
 from incidentbot.durations import format_duration
 from incidentbot.incidents.models import ActionItem, Incident
 from incidentbot.paging.models import Page
 from incidentbot.people import BOT_ACTORS, Directory, is_slack_id, plain_id
 from incidentbot.people.render import plain_text
-from incidentbot.postmortems import blameless, chain, lifecycle
+from incidentbot.postmortems import chain, lifecycle
 from incidentbot.postmortems import metrics as pm_metrics
 from incidentbot.postmortems import participants as pm_participants
+from incidentbot.postmortems import quoted as pm_quoted
 from incidentbot.postmortems import rows as pm_rows
 from incidentbot.postmortems import runs as pm_runs
 from incidentbot.postmortems import timeline as pm_timeline
@@ -73,9 +77,13 @@ def build(
     *,
     postmortem: Postmortem | None = None,
     names: Directory | None = None,
+    today: date | None = None,
 ) -> Document:
     """Read everything the postmortem of ``incident`` shows. ``postmortem`` defaults to the
-    stored row (or the draft it would start as); ``names`` to the Person table."""
+    stored row (or the draft it would start as); ``names`` to the Person table; ``today``
+    (which action items are overdue) to today in the team's time zone."""
+    if today is None:
+        today = team_today(settings.timezone)
     rows = pm_rows.load(session, settings, incident, postmortem)
     row, events, roles, run_rows = rows.postmortem, rows.events, rows.roles, rows.runs
     approvals, pages, items = rows.approvals, rows.pages, rows.items
@@ -122,13 +130,13 @@ def build(
     story = pm_timeline.story(events)
     timeline = [
         Entry(
-            at=fmt(ev.occurred_at),
+            at=fmt(at),
             actor=names(ev.actor),
             category=pm_timeline.category(ev.kind),
             kind=ev.kind,
             text=pm_timeline.describe(ev, run_by_id, text, names, role_labels),
         )
-        for ev in story
+        for at, ev in story
     ]
 
     # sections and the language check
@@ -139,18 +147,34 @@ def build(
     known = set(names.known_names())
     known.update(names(a) for a in actors if a and a not in system)
     known.update(a for a in actors if a and not is_slack_id(a) and a not in system)
-    findings = blameless.check_sections(
-        {s.key: s.text for s in sections}, settings.postmortems.blameless, sorted(known)
+    findings = pm_quoted.findings(
+        settings.postmortems.blameless,
+        sorted(known),
+        sections,
+        [
+            (f"As declared by {names(incident.declared_by)}", incident.description or ""),
+            ("Resolution summary", incident.resolution_summary or ""),
+        ],
+        [e for e in timeline if e.label],
+        [(f"Action item {i.id}", i.text) for i in items],
+        text,
     )
-    findings = [
-        blameless.Finding(f.section, f.line, text(f.phrase), f.kind, text(f.excerpt), f.suggestion)
-        for f in findings
-    ]
     for s in sections:
         s.findings = [f for f in findings if f.section == s.key]
         s.text = text(s.text)
 
-    problems = pm_metrics.order_problems(incident, fmt)
+    times = pm_metrics.sourced(incident, events, settings.alerts.actor)
+
+    def source_of(name: str) -> str:
+        who = times.setters.get(name)
+        return f"set by {names(who)}" if who else times.source.get(name, "not recorded")
+
+    def metric_row(sp: pm_metrics.Span) -> MetricRow:
+        froms = f"{pm_metrics.LABELS[sp.start]}: {source_of(sp.start)}; "
+        froms += f"{pm_metrics.LABELS[sp.end]}: {source_of(sp.end)}"
+        return MetricRow(sp.label, sp.span_label, sp.text, sp.state, froms)
+
+    problems = pm_metrics.order_problems(incident, fmt, times.at)
     notices = []
     if incident.status not in ("resolved", "closed"):
         shown_status = status_labels.get(incident.status, incident.status)
@@ -197,13 +221,17 @@ def build(
             Milestone(
                 name,
                 label.capitalize(),
-                fmt(incident.milestone(name)) if incident.milestone(name) else None,
+                fmt(times.at[name]) if times.at[name] else None,
+                source_of(name),
             )
             for name, label in pm_metrics.LABELS.items()
         ],
-        impact=[_metric_row(s) for s in pm_metrics.impact_spans(incident, fmt)]
+        impact=[metric_row(s) for s in pm_metrics.impact_spans(incident, fmt, times.at)]
         + chain.chain_rows(events),
-        metrics=[_metric_row(s) for s in pm_metrics.response_metrics(incident, fmt)],
+        metrics=[metric_row(s) for s in pm_metrics.response_metrics(incident, fmt, times.at)],
+        detection=[
+            (fmt(ev.occurred_at), text(ev.summary)) for ev in events if ev.kind == "alert.firing"
+        ],
         order_problems=problems,
         severity_times=[
             SeverityRow(
@@ -236,30 +264,35 @@ def build(
         timeline=timeline,
         runs=run_docs,
         pages=[_page_row(p, names, fmt, text) for p in pages],
-        action_items=[
-            ActionRow(
-                id=i.id or 0,
-                text=text(i.text),
-                owner=names(i.owner) if i.owner else "—",
-                due=i.due_date.isoformat() if i.due_date else "—",
-                priority=i.priority,
-                status=i.status.replace("_", " "),
-                url=i.external_url,
-            )
-            for i in items
-        ],
+        action_items=[_action_row(i, today, names, text) for i in items],
         sections=sections,
         findings=findings,
         links=_links(incident, pages, run_docs, items),
         notices=notices,
-        event_count=len(story),
-        first_event=fmt(story[0].occurred_at) if story else None,
-        last_event=fmt(story[-1].occurred_at) if story else None,
+        event_count=len(events),
+        shown_count=len(story),
+        first_event=fmt(story[0][0]) if story else None,
+        last_event=fmt(story[-1][0]) if story else None,
     )
 
 
-def _metric_row(s: pm_metrics.Span) -> MetricRow:
-    return MetricRow(s.label, s.span_label, s.text, s.state)
+def _action_row(
+    item: ActionItem, today: date, names: Directory, text: Callable[[str], str]
+) -> ActionRow:
+    late = (today - item.due_date).days if is_overdue(item, today) and item.due_date else 0
+    status = item.status.replace("_", " ")
+    if late:
+        status = f"overdue by {late} day{'s' if late != 1 else ''}"
+    return ActionRow(
+        id=item.id or 0,
+        text=text(item.text),
+        owner=names(item.owner) if item.owner else "—",
+        due=item.due_date.isoformat() if item.due_date else "—",
+        priority=item.priority,
+        status=status,
+        url=item.external_url,
+        overdue_days=late,
+    )
 
 
 def _fields(settings: Settings, incident: Incident) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ row it renders what the row would say (:func:`current`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -19,9 +20,9 @@ from incidentbot import policy
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import records
-from incidentbot.incidents.models import Incident, TimelineEvent
+from incidentbot.incidents.models import Incident
 from incidentbot.ledger.redact import redact_text
-from incidentbot.postmortems.metrics import worst_severity
+from incidentbot.postmortems.metrics import EventLike, worst_severity
 from incidentbot.postmortems.models import DRAFT, IN_REVIEW, PUBLISHED, STATUSES, Postmortem
 
 MAX_SECTION = 20_000
@@ -35,6 +36,34 @@ class Section:
 
 
 SECTIONS = (
+    Section(
+        "summary",
+        "Summary",
+        "In a few sentences for someone who was not there: what broke, who and what it "
+        "affected, for how long, and how it was fixed.",
+    ),
+    Section(
+        "impact",
+        "Impact",
+        "Who and what was affected, in numbers where you have them: requests failed, users or "
+        "validators affected, how long service was degraded, blocks behind, missed slots.",
+    ),
+    Section(
+        "trigger",
+        "Trigger",
+        "The change or event that set it off (a deploy, a config push, a chain upgrade, load, a "
+        "provider outage).",
+    ),
+    Section(
+        "detection",
+        "Detection",
+        "How we found out: which alert fired or who reported it, and how that could be sooner.",
+    ),
+    Section(
+        "resolution",
+        "Resolution",
+        "What stopped the impact and what brought service back, in the order it happened.",
+    ),
     Section(
         "what_went_well",
         "What went well",
@@ -62,6 +91,13 @@ SECTIONS = (
 )
 SECTION_KEYS = tuple(s.key for s in SECTIONS)
 _ALIASES = {
+    "overview": "summary",
+    "impacts": "impact",
+    "cause": "trigger",
+    "detect": "detection",
+    "detected": "detection",
+    "resolve": "resolution",
+    "resolved": "resolution",
     "well": "what_went_well",
     "went_well": "what_went_well",
     "wrong": "what_went_wrong",
@@ -100,7 +136,7 @@ def requirement(
     session: Session,
     settings: Settings,
     incident: Incident,
-    events: list[TimelineEvent] | None = None,
+    events: Sequence[EventLike] | None = None,
 ) -> tuple[bool, str]:
     """Whether the severity policy requires a postmortem, and why: the worst severity the
     incident had counts (a SEV1 lowered to SEV3 before resolving still needs one)."""
@@ -142,7 +178,7 @@ def _new(
     settings: Settings,
     incident: Incident,
     now: datetime,
-    events: list[TimelineEvent] | None = None,
+    events: Sequence[EventLike] | None = None,
 ) -> Postmortem:
     required, _why = requirement(session, settings, incident, events)
     due = due_date(settings, incident.resolved_at) if required and incident.resolved_at else None
@@ -163,7 +199,7 @@ def current(
     session: Session,
     settings: Settings,
     incident: Incident,
-    events: list[TimelineEvent] | None = None,
+    events: Sequence[EventLike] | None = None,
 ) -> Postmortem:
     """The incident's postmortem, or (not saved) the draft it would start as. The unsaved
     draft's times are the incident's resolve or declare, so rendering needs no clock."""

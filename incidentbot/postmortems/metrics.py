@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from incidentbot.durations import format_duration
-from incidentbot.incidents.models import Incident, TimelineEvent
+from incidentbot.incidents.models import Incident
 
 LABELS = {
     "impact_started": "impact started",
@@ -46,6 +47,25 @@ ORDER = (
 
 OK, UNKNOWN, OUT_OF_ORDER = "ok", "unknown", "out_of_order"
 
+
+class EventLike(Protocol):
+    """A timeline event as documents read it: a stored row, or the plain values of one
+    (:class:`incidentbot.postmortems.rows.Event`)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
 # How a point in time is shown in a message (the document's time zone).
 Fmt = Callable[[datetime], str]
 
@@ -71,6 +91,60 @@ def milestones(incident: Incident) -> dict[str, datetime | None]:
     return {name: incident.milestone(name) for name in LABELS}
 
 
+# Where a milestone the lifecycle records comes from, when no one set it by hand.
+AUTOMATIC = {
+    "declared": "the declare",
+    "acknowledged": "the first acknowledgement (a page or a status change)",
+    "mitigated": "the first status change to monitoring (or the resolve)",
+    "resolved": "the resolve",
+    "closed": "the close",
+}
+
+
+@dataclass(frozen=True)
+class Times:
+    """The milestones a document measures with, and where each time came from."""
+
+    at: dict[str, datetime | None]
+    source: dict[str, str]  # milestone -> "set by U123", "the first alert", ...
+    setters: dict[str, str]  # milestone -> the actor who set it by hand
+
+
+def sourced(incident: Incident, events: Iterable[EventLike], alert_actor: str) -> Times:
+    """The incident's milestones with their sources. ``detected`` not recorded defaults to the
+    first alert that fired on the incident, or (no alert: a person reported it) to the
+    declare; each default says so."""
+    at = milestones(incident)
+    source: dict[str, str] = {}
+    setters: dict[str, str] = {}
+    first_alert: datetime | None = None
+    for ev in events:
+        if ev.kind == "milestone.set":
+            name = str(ev.data.get("milestone") or "")
+            if name in LABELS:
+                if ev.actor == alert_actor:
+                    source[name] = "the first alert that fired"
+                    setters.pop(name, None)
+                else:
+                    source[name] = "set by hand"
+                    setters[name] = ev.actor
+        elif ev.kind == "alert.firing" and (first_alert is None or ev.occurred_at < first_alert):
+            first_alert = ev.occurred_at
+    if at["detected"] is None:
+        if first_alert is not None:
+            at["detected"] = first_alert
+            source["detected"] = "the first alert that fired (default)"
+        elif at["declared"] is not None:
+            at["detected"] = at["declared"]
+            source["detected"] = "the declare: no alert fired, a person reported it (default)"
+    for name, when in at.items():
+        if when is None:
+            source[name] = "not recorded"
+        elif name not in source:
+            source[name] = AUTOMATIC.get(name, "recorded")
+    return Times(at, source, setters)
+
+
 def span(
     key: str, label: str, start: str, end: str, times: dict[str, datetime | None], fmt: Fmt
 ) -> Span:
@@ -94,13 +168,17 @@ def span(
     return Span(key, label, start, end, b - a, OK, format_duration(b - a))
 
 
-def response_metrics(incident: Incident, fmt: Fmt) -> list[Span]:
-    times = milestones(incident)
+def response_metrics(
+    incident: Incident, fmt: Fmt, times: dict[str, datetime | None] | None = None
+) -> list[Span]:
+    times = milestones(incident) if times is None else times
     return [span(k, label, a, b, times, fmt) for k, label, a, b in METRICS]
 
 
-def impact_spans(incident: Incident, fmt: Fmt) -> list[Span]:
-    times = milestones(incident)
+def impact_spans(
+    incident: Incident, fmt: Fmt, times: dict[str, datetime | None] | None = None
+) -> list[Span]:
+    times = milestones(incident) if times is None else times
     return [
         span(
             "impact_to_mitigation",
@@ -121,9 +199,11 @@ def impact_spans(incident: Incident, fmt: Fmt) -> list[Span]:
     ]
 
 
-def order_problems(incident: Incident, fmt: Fmt) -> list[str]:
+def order_problems(
+    incident: Incident, fmt: Fmt, times: dict[str, datetime | None] | None = None
+) -> list[str]:
     """Every pair of milestones recorded in the wrong order, said plainly."""
-    times = milestones(incident)
+    times = milestones(incident) if times is None else times
     out = []
     for first, then in ORDER:
         a, b = times.get(first), times.get(then)
@@ -140,12 +220,12 @@ class SeverityTime:
 
 
 def severity_times(
-    events: Iterable[TimelineEvent], order: list[str]
-) -> tuple[list[SeverityTime], list[tuple[TimelineEvent, str, str]]]:
+    events: Iterable[EventLike], order: list[str]
+) -> tuple[list[SeverityTime], list[tuple[EventLike, str, str]]]:
     """Time spent at each severity (declared → each change → resolved; a reopen starts the
     clock again) in ``order``, and the changes as (event, from, to)."""
     totals: dict[str, timedelta] = {}
-    changes: list[tuple[TimelineEvent, str, str]] = []
+    changes: list[tuple[EventLike, str, str]] = []
     current: str | None = None
     since: datetime | None = None
     for ev in events:
@@ -183,7 +263,7 @@ def severity_times(
     return out, changes
 
 
-def worst_severity(events: Iterable[TimelineEvent], current: str, order: list[str]) -> str:
+def worst_severity(events: Iterable[EventLike], current: str, order: list[str]) -> str:
     """The most severe severity the incident has had (from the timeline and now)."""
     seen = {current}
     for ev in events:

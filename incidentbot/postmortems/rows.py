@@ -7,11 +7,12 @@ items and postmortem row (or the draft it would start as).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, col, select
 
 from incidentbot.config import Settings
-from incidentbot.incidents import records
 from incidentbot.incidents.models import ActionItem, Incident, RoleAssignment, TimelineEvent
 from incidentbot.paging.models import Page
 from incidentbot.postmortems import lifecycle
@@ -19,12 +20,42 @@ from incidentbot.postmortems.models import Postmortem
 from incidentbot.runbooks.models import RunbookApproval, RunbookRun
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A timeline event's plain values: a document reads thousands, and building an ORM
+    instance for each costs more than everything else it does with them."""
+
+    id: int
+    occurred_at: datetime
+    kind: str
+    actor: str
+    summary: str
+    data: dict[str, Any]
+
+
+def read_events(session: Session, incident: Incident) -> list[Event]:
+    """The incident's timeline, in order (time, then the order it was recorded)."""
+    stmt = (
+        select(
+            TimelineEvent.id,
+            TimelineEvent.occurred_at,
+            TimelineEvent.kind,
+            TimelineEvent.actor,
+            TimelineEvent.summary,
+            TimelineEvent.data,
+        )
+        .where(TimelineEvent.incident_id == incident.id)
+        .order_by(col(TimelineEvent.occurred_at), col(TimelineEvent.id))
+    )
+    return [Event(*row) for row in session.exec(stmt)]
+
+
 @dataclass
 class Rows:
     """The rows a document is built from."""
 
     postmortem: Postmortem
-    events: list[TimelineEvent]
+    events: list[Event]
     roles: list[RoleAssignment]
     runs: list[RunbookRun]
     approvals: dict[int, list[RunbookApproval]]
@@ -53,7 +84,7 @@ def load(
     items = session.exec(
         select(ActionItem).where(ActionItem.incident_id == incident.id).order_by(col(ActionItem.id))
     )
-    events = records.timeline(session, incident)
+    events = read_events(session, incident)
     return Rows(
         postmortem=postmortem or lifecycle.current(session, settings, incident, events),
         events=events,

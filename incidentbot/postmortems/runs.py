@@ -15,10 +15,9 @@ from sqlmodel import Session
 from incidentbot import run_links
 from incidentbot.config import Settings
 from incidentbot.durations import format_duration
-from incidentbot.incidents.models import TimelineEvent
 from incidentbot.people import BOT_ACTORS, Directory
 from incidentbot.postmortems.contents import RunDoc, StepRow
-from incidentbot.postmortems.metrics import Fmt
+from incidentbot.postmortems.metrics import EventLike, Fmt
 from incidentbot.runbooks import view as run_views
 from incidentbot.runbooks.models import RunbookApproval, RunbookRun
 
@@ -55,7 +54,7 @@ def run_doc(
     settings: Settings,
     row: RunbookRun,
     approvals: list[RunbookApproval],
-    events: list[TimelineEvent],
+    events: list[EventLike],
     names: Directory,
     fmt: Fmt,
     text: Callable[[str], str],
@@ -119,7 +118,7 @@ def run_doc(
 _RETRY_DELAY = re.compile(r", retrying in \d+s:")
 
 
-def describe(ev: TimelineEvent, runs: dict[int, RunDoc], text: Callable[[str], str]) -> str:
+def describe(ev: EventLike, runs: dict[int, RunDoc], text: Callable[[str], str]) -> str:
     """A runbook event as the document says it: from the event's data, since its stored
     summary carries timings measured on the database clock."""
     kind = ev.kind

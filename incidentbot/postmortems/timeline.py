@@ -8,11 +8,12 @@ what each says: role changes name the role by its label, runbook events are said
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
-from incidentbot.incidents.models import TimelineEvent
 from incidentbot.people import Directory
 from incidentbot.postmortems import runs as pm_runs
 from incidentbot.postmortems.contents import RunDoc
+from incidentbot.postmortems.metrics import EventLike
 
 # Timeline events that are bookkeeping, not part of the story.
 NOISE = frozenset(
@@ -35,9 +36,39 @@ CATEGORIES = {
 }
 
 
-def story(events: list[TimelineEvent]) -> list[TimelineEvent]:
-    """The events the document tells: no bookkeeping, nothing about the postmortem itself."""
-    return [ev for ev in events if ev.kind not in NOISE and not is_postmortem(ev.kind)]
+def story(events: list[EventLike]) -> list[tuple[datetime, EventLike]]:
+    """The events the document tells, each at the time it is told at, in that order: no
+    bookkeeping, nothing about the postmortem itself, one row per runbook run (its last
+    event: the steps are in the Actions taken section), a milestone at its own time (set
+    later by hand, it is told where it happened)."""
+    last_of_run: dict[object, int] = {}
+    for ev in events:
+        if ev.kind.startswith("runbook.") and ev.kind != "runbook.suggested":
+            run_id = ev.data.get("run_id")
+            if run_id is not None and ev.id is not None:
+                last_of_run[run_id] = ev.id
+    told: list[tuple[datetime, EventLike]] = []
+    for ev in events:
+        kind = ev.kind
+        if kind in NOISE or is_postmortem(kind) or kind.startswith("runbook.step_"):
+            continue
+        if kind.startswith("runbook.") and kind != "runbook.suggested":
+            run_id = ev.data.get("run_id")
+            if run_id is not None and last_of_run.get(run_id) != ev.id:
+                continue
+        told.append((_told_at(ev), ev))
+    told.sort(key=lambda pair: pair[0])  # stable: same time keeps the recorded order
+    return told
+
+
+def _told_at(ev: EventLike) -> datetime:
+    if ev.kind == "milestone.set" and isinstance(ev.data.get("at"), str):
+        try:
+            at = datetime.fromisoformat(str(ev.data["at"]))
+        except ValueError:
+            return ev.occurred_at
+        return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return ev.occurred_at
 
 
 def is_postmortem(kind: str) -> bool:
@@ -58,7 +89,7 @@ def category(kind: str) -> str:
 
 
 def describe(
-    ev: TimelineEvent,
+    ev: EventLike,
     runs: dict[int, RunDoc],
     text: Callable[[str], str],
     names: Directory,

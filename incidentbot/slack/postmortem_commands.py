@@ -264,7 +264,7 @@ def message(doc: Document, markdown_bytes: int) -> str:
         head.append(f"owner {mrkdwn(doc.owner)}")
     lines = [f":memo: *{doc.ref} postmortem*: " + " · ".join(head)]
     lines.append(f"*{mrkdwn(doc.title)}* ({doc.incident_status}, {doc.severity})")
-    summary = doc.summary or "no resolution summary yet"
+    summary = doc.section("summary").text or doc.summary or "no summary yet"
     if len(summary) > MAX_SUMMARY:
         summary = summary[: MAX_SUMMARY - 1] + "…"
     lines.append(f"*Summary:* {mrkdwn(summary)}")
