@@ -3,11 +3,16 @@
 The incident is the realistic SEV1 of the postmortem tests (tests/postmortem_scenario.py: pages,
 pins, status updates, severity changes, a failed and a successful runbook run with their steps,
 action items, written sections), topped up to the number of events asked for with the same mix
-of entries people make: notes, pinned messages, status updates, page acknowledgements. For
-each back end, prints the median time to read everything (``document.build``) and to render
-each format (build + template), and the output sizes. No assertions.
+of entries people make: notes, pinned messages, status updates, page acknowledgements.
 
-    .venv/bin/python bench/postmortem_render.py [--events 10000] [--repeat 5]
+Each figure is one format on one back end: the median time to read everything and render the
+document (``document.build`` + the template), against the floor measured in the same run: one
+raw SQL read of the timeline's rows, each formatted as a line of the same format and escaped
+once (no renderer can do less). The target is absolute: under 0.3 s (``TARGET_S``); the ratio
+to the floor says how much the document adds to reading its rows.
+
+    bench/run postmortem_render
+    .venv/bin/python bench/postmortem_render.py [--events 10000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import sqlalchemy as sa
+from markupsafe import escape
+
 from bench.backends import each_backend
+from bench.figures import BenchArgs, BenchFailed, Figure
 from incidentbot import db
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import TimelineEvent
 from incidentbot.postmortems.document import build
-from incidentbot.postmortems.render import render_document
+from incidentbot.postmortems.render import md, render_document
 from tests.postmortem_scenario import (
     build_incident,
     controlled_clock,
@@ -35,6 +44,8 @@ from tests.postmortem_scenario import (
     scenario_settings,
 )
 
+EVENTS = 10_000
+TARGET_S = 0.3
 MIX = (
     ("note", "U01DANA", "rpc-{i} head {n} blocks behind; peers {p}"),
     (
@@ -47,7 +58,7 @@ MIX = (
 )
 
 
-def top_up(engine, ref: str, events: int) -> int:
+def top_up(engine: sa.Engine, ref: str, events: int) -> int:
     """Add events (after the resolve, one second apart) until the timeline has ``events``."""
     with db.transaction(engine) as s:
         inc = svc.get(s, ref)
@@ -71,43 +82,95 @@ def top_up(engine, ref: str, events: int) -> int:
         return len(svc.timeline(s, svc.get(s, ref)))
 
 
-def measure(name: str, url: str, events: int, repeat: int) -> None:
+def floor(engine: sa.Engine, incident_id: int, fmt: str) -> int:
+    """Read the timeline's rows with one raw query and write each as one escaped line."""
+    sql = sa.text(
+        "SELECT occurred_at, actor, summary FROM timeline_event "
+        "WHERE incident_id = :id ORDER BY occurred_at, id"
+    )
+    with engine.connect() as c:
+        rows = c.execute(sql, {"id": incident_id}).all()
+    if fmt == "md":
+        text = "\n".join(f"- **{at}** {md(who)} · {md(what)}" for at, who, what in rows)
+    else:
+        text = "\n".join(
+            f"<tr><td>{at}</td><td>{escape(who)}</td><td>{escape(what)}</td></tr>"
+            for at, who, what in rows
+        )
+    return len(text)
+
+
+def measure(url: str, events: int, rounds: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Per format: the render times and the floor times, ``rounds`` each, interleaved."""
     engine = db.make_engine(url)
     db.upgrade(engine)
+    out: dict[str, tuple[list[float], list[float]]] = {"md": ([], []), "html": ([], [])}
     try:
         with tempfile.TemporaryDirectory() as tmp, effect_server() as srv:
             with controlled_clock() as clock:
                 settings = scenario_settings(Path(tmp), srv.url)
                 sc = build_incident(engine, settings, clock)
             total = top_up(engine, sc.ref, events)
-            reads: list[float] = []
-            times: dict[str, list[float]] = {"md": [], "html": []}
-            sizes: dict[str, int] = {}
-            for _ in range(repeat):
+            if total < events:
+                raise BenchFailed(f"the timeline has {total} events, not {events}")
+            with db.transaction(engine) as s:
+                incident_id = svc.get(s, sc.ref).id
+            assert incident_id is not None
+            for _ in range(rounds):
                 for fmt in ("md", "html"):
+                    started = time.perf_counter()
+                    floor(engine, incident_id, fmt)
+                    out[fmt][1].append(time.perf_counter() - started)
                     started = time.perf_counter()
                     with db.transaction(engine) as s:
                         doc = build(s, settings, svc.get(s, sc.ref))
-                    read = time.perf_counter() - started
                     text = render_document(settings, doc, fmt)
-                    times[fmt].append(time.perf_counter() - started)
-                    reads.append(read)
-                    sizes[fmt] = len(text.encode())
+                    out[fmt][0].append(time.perf_counter() - started)
+                    if doc.event_count != total or "Action items" not in text:
+                        raise BenchFailed(f"the {fmt} document is not the incident's")
     finally:
         engine.dispose()
-    print(f"{name:<11} {total:,} timeline events, median of {repeat}:")
-    print(f"  read (document.build)   {statistics.median(reads) * 1000:8.0f} ms")
-    for fmt in ("md", "html"):
-        median = statistics.median(times[fmt]) * 1000
-        print(f"  render {fmt:<4} (total)      {median:8.0f} ms   {sizes[fmt] / 1024:8.0f} KiB")
+    return out
+
+
+def figures(args: BenchArgs) -> list[Figure]:
+    events = 1_000 if args.quick else EVENTS
+    found: list[Figure] = []
+
+    def one(name: str, url: str) -> None:
+        for fmt, (times, floors) in measure(url, events, args.rounds).items():
+            value = statistics.median(times) * 1000
+            found.append(
+                Figure(
+                    f"{name}: {events:,} events, {fmt} (build + render)",
+                    value,
+                    statistics.median(floors) * 1000,
+                    target=None,
+                    baseline_name="raw read + one escaped line per event",
+                    note=f"target < {TARGET_S * 1000:.0f} ms: "
+                    + ("met" if value < TARGET_S * 1000 else "not met"),
+                )
+            )
+
+    each_backend(one)
+    return found
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--events", type=int, default=EVENTS)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    each_backend(lambda name, url: measure(name, url, args.events, args.repeat))
+
+    def one(name: str, url: str) -> None:
+        for fmt, (times, floors) in measure(url, args.events, args.rounds).items():
+            print(
+                f"{name:<11} {args.events:,} events {fmt:<4}: render "
+                f"{statistics.median(times) * 1000:6.0f} ms, floor "
+                f"{statistics.median(floors) * 1000:6.0f} ms"
+            )
+
+    each_backend(one)
     return 0
 
 

@@ -62,7 +62,8 @@ class _Clock:
     def __call__(self, when: datetime | None) -> str:
         if when is None:
             return "—"
-        return when.astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S")
+        t = when.astimezone(self.tz)
+        return f"{t.year:04d}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d}"
 
 
 def people_in(session: Session, settings: Settings, incident: Incident) -> set[str]:

@@ -29,7 +29,7 @@ from incidentbot.errors import DomainError
 from incidentbot.incidents.models import Incident
 from incidentbot.people import Directory
 from incidentbot.postmortems.config import PACKAGE_TEMPLATES
-from incidentbot.postmortems.contents import Document
+from incidentbot.postmortems.contents import Document, Entry
 from incidentbot.postmortems.document import build
 from incidentbot.postmortems.models import Postmortem
 
@@ -43,10 +43,15 @@ _MD_EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 _MD_LINE_START = re.compile(r"^(\s*)([#+=-]|\d+[.)])(?=\s|$)", re.MULTILINE)
 
 
+_MD_ANY = re.compile(r"[\\`*\[\]<>|_\n\r]")
+
+
 def md(value: object, indent: int = 0) -> str:
     """Text as literal Markdown: special characters escaped, lines kept (hard breaks, the
     continuation indented by ``indent`` spaces, e.g. inside a list item)."""
     text = str(value).replace("\r\n", "\n").strip()
+    if not _MD_ANY.search(text) and not _MD_LINE_START.match(text):
+        return text  # one line with nothing to escape (most of a long timeline)
     text = _MD_ALWAYS.sub(r"\\\1", text)
     text = _MD_EDGE_UNDERSCORE.sub(r"\\_", text)
     text = _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
@@ -108,8 +113,46 @@ def paragraphs(value: object) -> Markup:
 
 def lines_html(value: object) -> Markup:
     """Text on one or more lines: escaped, line breaks kept."""
+    return Markup(_lines(value))  # noqa: S704 - escaped
+
+
+_HTML_SPECIAL = re.compile(r"[&<>'\"]")
+
+
+def _esc(text: str) -> str:
+    """HTML-escaped, as markupsafe escapes, without building a Markup for each string."""
+    if not _HTML_SPECIAL.search(text):
+        return text
+    return (
+        text.replace("&", "&amp;")
+        .replace(">", "&gt;")
+        .replace("<", "&lt;")
+        .replace("'", "&#39;")
+        .replace('"', "&#34;")
+    )
+
+
+def _lines(value: object) -> str:
     text = str(value).replace("\r\n", "\n").strip()
-    return Markup("<br>\n".join(str(escape(line)) for line in text.split("\n")))  # noqa: S704
+    if "\n" not in text:
+        return _esc(text)
+    return "<br>\n".join(_esc(line) for line in text.split("\n"))
+
+
+def timeline_html(entries: list[Entry]) -> Markup:
+    """The timeline's table rows, each string escaped once: a long incident has thousands of
+    rows, and a template loop escapes every value again. A template may loop over
+    ``d.timeline`` itself instead."""
+    rows = []
+    for e in entries:
+        label = e.label
+        tag = f'<span class="tag">{_esc(label)}</span> ' if label else ""
+        rows.append(
+            f'<tr class="cat-{_esc(e.category)}"><td class="at">{_esc(e.at)}</td>'
+            f'<td class="who">{_esc(e.actor)}</td>'
+            f'<td class="what">{tag}{_lines(e.text)}</td></tr>'
+        )
+    return Markup("\n".join(rows))  # noqa: S704 - every value above is escaped
 
 
 # -- the environment ---------------------------------------------------------------------------
@@ -136,6 +179,7 @@ def _environment(template_dir: str | None) -> Environment:
         link_md=link_md,
         paragraphs=paragraphs,
         lines=lines_html,
+        timeline_rows=timeline_html,
     )
     return env
 

@@ -6,10 +6,12 @@ items and postmortem row (or the draft it would start as).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Text, type_coerce
 from sqlmodel import Session, col, select
 
 from incidentbot.config import Settings
@@ -42,12 +44,23 @@ def read_events(session: Session, incident: Incident) -> list[Event]:
             TimelineEvent.kind,
             TimelineEvent.actor,
             TimelineEvent.summary,
-            TimelineEvent.data,
+            type_coerce(TimelineEvent.data, Text),  # decoded below, only when not empty
         )
         .where(TimelineEvent.incident_id == incident.id)
         .order_by(col(TimelineEvent.occurred_at), col(TimelineEvent.id))
     )
-    return [Event(*row) for row in session.exec(stmt)]
+    return [Event(i, at, kind, actor, summary, _data(raw)) for i, at, kind, actor, summary, raw in
+            session.exec(stmt)]  # fmt: skip
+
+
+def _data(raw: object) -> dict[str, Any]:
+    """An event's data from its stored JSON (a driver may have decoded it already)."""
+    if isinstance(raw, dict):
+        return raw
+    if not raw or raw == "{}":
+        return {}
+    value = json.loads(str(raw))
+    return value if isinstance(value, dict) else {}
 
 
 @dataclass
