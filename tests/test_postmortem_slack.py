@@ -259,3 +259,60 @@ def test_postmortem_refusals_change_nothing(engine):
             "it with `incidentbot postmortem edit INC-1 --section what_went_well --file FILE`."
         ), body["text"]
         assert not _open_views(slack)
+
+
+SECTION_TEXTS = {
+    "summary": "Attestations were missed for 40 minutes after the beacon node fell behind.",
+    "impact": "- validators affected: 64\n- missed slots: 12\n- degraded service: 40 minutes",
+    "trigger": "A client upgrade changed the default peer limit.",
+    "detection": "A responder saw the missed attestations on the dashboard and declared it.",
+    "resolution": "The beacon node was restarted with the old peer limit and caught up.",
+    "what_went_well": "The restart runbook worked on the first try.",
+    "what_went_wrong": "The upgrade notes did not mention the peer limit.",
+    "where_we_got_lucky": "The epoch was quiet.",
+    "contributing_factors": "No alert on the peer count; the upgrade went out on a Friday.",
+}
+
+
+def test_an_incident_run_only_in_slack_publishes_a_complete_postmortem(engine, tmp_path):
+    with running_bot(engine, postmortems={"publish_dir": str(tmp_path / "pm")}) as (_bot, slack):
+        ws = slack.workspace
+        reply(slack.driver.slash_command("declare sev1 Validators miss attestations"))
+        ch = channel_of(engine)
+        slack.driver.join_channel("bob", ch)
+
+        def run(text, user="bob"):
+            return reply(slack.driver.slash_command(text, user=user, channel=ch))
+
+        run("milestone impact-started 20m ago")
+        run("status monitoring")
+        run("resolve restarted the beacon node with the old peer limit")
+        for key, text in SECTION_TEXTS.items():
+            before = len(_open_views(slack))
+            run(f"postmortem edit {key}")
+            view = wait_for(
+                lambda n=before: _open_views(slack)[n:] or None, what=f"the {key} form"
+            )[0]
+            ack = slack.driver.view_submission(view.id, {"text": text}, user="bob")
+            assert ack.status == 200 and not reply(ack).get("errors")
+            assert _section(engine, key) == text
+        run("postmortem")  # looks the people up, as anyone reading it in Slack does
+        run("postmortem status review")
+        body = run("postmortem publish")
+        assert "published the *INC-1 postmortem*" in body["text"]
+        md = (tmp_path / "pm" / "INC-1-postmortem.md").read_text()
+        page = (tmp_path / "pm" / "INC-1-postmortem.html").read_text()
+
+    metrics = md.split("## Metrics", 1)[1].split("## Participants", 1)[0]
+    for label in ("Time to detect", "Time to acknowledge", "Time to mitigate", "Time to resolve"):
+        row = next(line for line in metrics.splitlines() if line.startswith(f"| {label} |"))
+        assert "unknown" not in row and "out of order" not in row, row
+    assert "| Impact started | " in md and "set by Bob" in md  # where the time came from
+    for key, text in SECTION_TEXTS.items():
+        title = lifecycle.SECTIONS[lifecycle.SECTION_KEYS.index(key)].title
+        assert f"\n## {title}\n" in md and f"<h2>{title}</h2>" in page
+        assert text.splitlines()[0] in md
+    assert "Not written yet" not in md
+    assert "No blaming language found in what people wrote and the timeline quotes." in md
+    for user in ws.users.values():
+        assert user.id not in md and user.id not in page, user.id
