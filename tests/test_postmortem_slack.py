@@ -27,6 +27,8 @@ from tests.slack_harness import (
     timeline_kinds,
     wait_for,
 )
+from tests.test_postmortem_browser import SECTIONS as BROWSER_SECTIONS
+from tests.test_postmortem_browser import Outline, chromium, png_pixels, run_chromium
 
 
 def reply(ack) -> dict:
@@ -316,3 +318,18 @@ def test_an_incident_run_only_in_slack_publishes_a_complete_postmortem(engine, t
     assert "No blaming language found in what people wrote and the timeline quotes." in md
     for user in ws.users.values():
         assert user.id not in md and user.id not in page, user.id
+
+    # Chromium renders the published page: every section, and a screenshot kept beside it.
+    binary = chromium()
+    html = tmp_path / "pm" / "INC-1-postmortem.html"
+    profile = tmp_path / "chromium-profile"
+    outline = Outline()
+    outline.feed(run_chromium(binary, profile, "--dump-dom", html.as_uri()).stdout)
+    assert outline.sections == BROWSER_SECTIONS
+    shown = " ".join(" ".join(outline.text).split())
+    assert "validators affected: 64" in shown and "Bob" in shown
+    png = tmp_path / "INC-1-postmortem.png"  # the test's artifact
+    run_chromium(binary, profile, "--window-size=1200,3000", f"--screenshot={png}", html.as_uri())
+    width, height, raw = png_pixels(png.read_bytes())
+    assert (width, height) == (1200, 3000)
+    assert len(set(raw[: len(raw) // 2])) > 16, "the screenshot is (nearly) one colour"
