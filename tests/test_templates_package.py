@@ -20,7 +20,9 @@ SHIPPED = sorted(p.name for p in (ROOT / "templates").glob("*.j2"))
 
 
 def test_one_copy_in_the_top_level_directory_is_what_the_code_reads() -> None:
-    assert {"postmortem.md.j2", "postmortem.html.j2", "handoff.md.j2"} <= set(SHIPPED)
+    assert {"postmortem.md.j2", "postmortem.html.j2", "handoff.md.j2", "report.html.j2"} <= set(
+        SHIPPED
+    )
     assert TEMPLATES == ROOT / "templates"
     assert handoff.TEMPLATES == TEMPLATES and render.PACKAGE_TEMPLATES == TEMPLATES
     strays = [p for p in (ROOT / "incidentbot").rglob("*.j2")]

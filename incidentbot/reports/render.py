@@ -16,8 +16,9 @@ from incidentbot.config import Settings
 from incidentbot.durations import format_duration
 from incidentbot.reports import svg
 from incidentbot.reports.stats import GROUP_FIELDS, LABELS, MEANS, Group, Report
+from incidentbot.template_files import TEMPLATES
 
-PACKAGED = Path(__file__).parent / "templates"
+PACKAGED = TEMPLATES  # the top-level templates/ directory, installed with the package
 TEMPLATE = "report.html.j2"
 
 
