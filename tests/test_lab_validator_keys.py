@@ -41,6 +41,7 @@ from tests.consensus_support import (  # noqa: F401 - a fixture
     slashings,
 )
 from tests.lab_support import wait_for
+from tests.ledger_harness import expire_leases
 from tests.worker_zygote import Child, Zygote
 
 REPO = Path(__file__).resolve().parent.parent
@@ -189,7 +190,9 @@ def test_killed_at_every_step_at_most_one_client_signs_and_the_run_resumes(
             ZYGOTE_PAUSE_DIR=str(tmp_path),
         )
         name = f"worker-{len(children) + 1}"
-        argv = ["worker", "--threads", "1", "--lease", "1.0", "--poll", "0.05",
+        # A lease long enough that a busy machine never loses one by accident; a killed
+        # worker's lease is ended in the database instead (expire_leases), as the clock would.
+        argv = ["worker", "--threads", "1", "--lease", "30", "--poll", "0.05",
                 "--name", name, "--grace", "0"]  # fmt: skip
         child = zygote.spawn(env, tmp_path / f"{name}.log", argv)
         children.append(child)
@@ -199,6 +202,7 @@ def test_killed_at_every_step_at_most_one_client_signs_and_the_run_resumes(
         paused = children[-1].paused()
         if paused:
             assert children[-1].kill() == -9
+            expire_leases(engine, f"worker-{len(children)}/")
             kills.append(paused)
             worker()
         return False

@@ -230,3 +230,11 @@ def test_the_handoff_shows_names_notes_and_titles_as_typed(text):
     # Read as typed in three titles, the item, the alert group, the note and the problem, and
     # (when it is short enough to be a name) the outgoing on-call's and the commander's names.
     assert html.unescape(rendered).count(text) == (9 if len(text) <= 80 else 7)
+
+
+def test_an_alert_source_link_can_neither_close_itself_nor_start_another():
+    from incidentbot.slack.alert_blocks import _link
+
+    assert _link("http://x|<!channel> y", "graph") == " <http://x%7C&lt;!channel&gt;%20y|graph>"
+    assert _link("javascript:alert(1)", "graph") == ""
+    assert _link(None, "graph") == ""

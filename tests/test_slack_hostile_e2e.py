@@ -23,6 +23,9 @@ from tests.test_alerts_support import RULES, TOKEN, alert, notification
 
 ANNOUNCE = Path(__file__).resolve().parent.parent / "runbooks" / "announce.yaml"
 # Date tokens the bot builds: a timestamp, a format, and a fallback it wrote itself.
+# The links the bot itself builds to where an alert came from (its graph, Alertmanager): the
+# URL is the alert's own, http(s) only and escaped, the label is the bot's.
+BOT_SOURCE_LINK = re.compile(r"<https?://[^|<>\s]+\|(?:graph|Alertmanager)>")
 BOT_DATE = re.compile(r"<!date\^\d+\^\{[a-z_]+\}(?: \{time\})?\|[0-9:\- ]+(?: UTC)?>")
 
 
@@ -49,7 +52,7 @@ def live_markup(text: str, allowed: set[str]) -> list[str]:
     found = []
     for m in LIVE_TOKEN.finditer(text):
         token = m.group(0)
-        if token in allowed or BOT_DATE.fullmatch(token):
+        if token in allowed or BOT_DATE.fullmatch(token) or BOT_SOURCE_LINK.fullmatch(token):
             continue
         found.append(token)
     found += [s for s in SPECIAL if s in text and not any(s in a for a in allowed)]

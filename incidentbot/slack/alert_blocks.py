@@ -33,7 +33,13 @@ def _block_id(number: int, group_id: int, installation: str) -> str:
 
 
 def _link(url: str | None, label: str) -> str:
-    return f" <{mrkdwn(url)}|{label}>" if url and url.startswith(("http://", "https://")) else ""
+    """A link the bot builds to where an alert came from: http(s) only, with a label of its own;
+    nothing in the URL can close the link or start another (``|`` and spaces are encoded,
+    ``<`` ``>`` ``&`` escaped)."""
+    if not url or not url.startswith(("http://", "https://")):
+        return ""
+    safe = mrkdwn(url.replace("|", "%7C").replace(" ", "%20"))
+    return f" <{safe}|{label}>"
 
 
 def alert_group(view: GroupView, installation: str = "") -> tuple[str, list[dict[str, Any]]]:
