@@ -144,7 +144,7 @@ class Bot:
             slack_state=lambda: bot.slack_state,
             extra_routes=[
                 pagerduty_webhooks.route(engine, settings, on_change=_refresh_header, core=core),
-                run_page.route(engine, page_key),
+                run_page.route(engine, page_key, settings.people),
             ],
             settings=settings,
             signing_secret=signing,

@@ -9,7 +9,9 @@ import textwrap
 import pytest
 
 from incidentbot import db, ledger
+from incidentbot.clock import utcnow
 from incidentbot.incidents import service as svc
+from incidentbot.people.lookup import remember
 from incidentbot.runbooks.models import RunbookRun
 from tests.egress_support import LOOPBACK
 from tests.ledger_harness import EffectServer
@@ -187,8 +189,14 @@ def test_the_run_message_links_to_a_signed_page_with_the_full_output(engine, tmp
         assert link, blocks
         base = slack.driver.bot_url.removesuffix("/slack/events")
         url = link.group(1).replace(public, base)
+        # The requester is a person the bot cached from Slack: the page names her.
+        alice = slack.workspace.user("alice")
+        with db.transaction(engine) as s:
+            remember(s, alice.id, alice.name, "Alice Moreau", None, now=utcnow())
         page = httpx.get(url)
         assert page.status_code == 200
+        assert "Requested by Alice Moreau for INC-1" in page.text
+        assert alice.id not in page.text
         assert f"<h1>Runbook restart-node · run {rid} · succeeded</h1>" in page.text
         assert "Drain the node: done" in page.text
         assert "&#34;status&#34;: 200" in page.text  # the drain step's full output
