@@ -317,3 +317,57 @@ def test_bad_reminder_settings_are_refused_naming_the_field(section, field, mess
     with pytest.raises(ValidationError) as info:
         Settings(reminders=section)
     assert field in str(info.value) and message in str(info.value)
+
+
+def test_the_weekly_digest_names_people_and_leaves_out_private_incidents(engine):
+    """Owners Slack knows are mentioned (a CLI user too, through the people settings), people
+    Slack does not know are named, a mention typed in an item shows the person's name, never
+    their Slack id; items of a private incident reach their owner only, not the shared channel."""
+    from incidentbot.people.lookup import remember
+    from incidentbot.sandbox.slack.workspace import SEED_EMAIL_DOMAIN
+
+    people = [
+        {"name": "Bob Okafor", "email": f"bob@{SEED_EMAIL_DOMAIN}", "cli": ["bokafor"]},
+        {"name": "Dana Reyes", "email": "dana@elsewhere.example", "cli": ["dana"]},
+    ]
+    with (
+        moving_clock(utc(2024, 1, 2, 10, 0)) as clock,
+        running_bot(engine, reminders=QUIET, people=people) as (bot, slack),
+    ):
+        ws = slack.workspace
+        alice, bob, carol = (ws.user(n) for n in ("alice", "bob", "carol"))
+        st, now = bot.settings, clock()
+        with db.transaction(engine) as s:
+            for user in (bob, carol):  # cached from Slack, as the bot does when it sees them
+                remember(s, user.id, user.name, user.real_name, user.email, now=now)
+            rpc = svc.declare(s, st, title="Public RPC 5xx", severity="SEV3", actor=alice.id,
+                              now=now)  # fmt: skip
+            key = svc.declare(s, st, title="Signer key exposure", severity="SEV1",
+                              actor=alice.id, now=now, private=True)  # fmt: skip
+            for inc, text, owner in [
+                (rpc, "Alert on HAProxy reload errors", "bokafor"),
+                (rpc, f"Pair with <@{carol.id}> on the failover drill", "dana"),
+                (key, "Rotate the exposed signer key", bob.id),
+            ]:
+                items.add(s, st, inc, text, actor=alice.id, owner=owner,
+                          due=date(2024, 1, 10), now=now)  # fmt: skip
+
+        at(clock, bot, utc(2024, 1, 15, 9, 0, 5))
+        digest = texts(slack, "incidents", "*Overdue action items*")
+        assert digest == ["\n".join([
+            ":clipboard: *Overdue action items*: 2, by owner",
+            f"*<@{bob.id}>* (1)",
+            "• #1 INC-1: Alert on HAProxy reload errors (due Wed 10 Jan, 5 days overdue)",
+            "*Dana Reyes* (1)",
+            "• #2 INC-1: Pair with @Carol Nguyen on the failover drill (due Wed 10 Jan, 5 days "
+            "overdue)",
+        ])]  # fmt: skip
+        assert carol.id not in digest[0] and "INC-2" not in digest[0]
+        assert "Rotate the exposed signer key" not in digest[0]
+        # Bob, owner as the CLI user bokafor and as himself, gets one message with both.
+        dm = [c for c in ws.channels.values() if c.is_im and c.im_user == bob.id]
+        assert [m.text.splitlines()[:3] for m in dm[0].messages] == [[
+            ":clipboard: You have 2 overdue action items:",
+            "• #1 INC-1: Alert on HAProxy reload errors (due Wed 10 Jan, 5 days overdue)",
+            "• #3 INC-2: Rotate the exposed signer key (due Wed 10 Jan, 5 days overdue)",
+        ]]  # fmt: skip

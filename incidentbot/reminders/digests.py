@@ -5,9 +5,11 @@
 - **postmortems due and overdue**: from ``reminders.postmortem_due_soon`` days before the due
   date, and every run while overdue, the owner (else the commander) is reminded in the
   incident's channel;
-- **overdue action items**, weekly: each owner who is a Slack user gets their own list by
-  direct message, and the whole list, by owner, goes to ``reminders.channel`` (default: the
-  digest channel).
+- **overdue action items**, weekly: each owner Slack knows (a Slack user, or a configured
+  person with a Slack id) gets their own list by direct message, and the whole list, by owner,
+  goes to ``reminders.channel`` (default: the digest channel), without the items of private
+  incidents. Owners are mentioned, or named when Slack does not know them; a mention typed in
+  an item is shown as ``@Name``, never as a raw Slack id.
 
 Each run records what it sent in the ``reminder`` table; a reminder sent for the same day is
 not sent again (a rerun after a crash, or a run from a second scheduler, changes nothing).
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from incidentbot import db, policy
 from incidentbot.action_items.due import today as team_today
@@ -32,6 +34,8 @@ from incidentbot.config import Settings
 from incidentbot.durations import format_span
 from incidentbot.incidents.models import Incident
 from incidentbot.ledger.redact import redact_text
+from incidentbot.people import Directory
+from incidentbot.people.render import event_text, ids_in
 from incidentbot.ports import Chat, ExternalError
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
 from incidentbot.reminders import blocks, state
@@ -45,9 +49,12 @@ CHANNEL_LINES = 150  # lines in the digest channel's message (Slack shortens lon
 DIGEST_SUBJECT = "#digest"  # the reminder row of the digest channel's weekly message
 
 
-def _person(name: str | None) -> str:
-    """A mention for a Slack user id; a name people typed (a free-text owner) escaped, so it
-    is shown as written and cannot mention or link anything (``<!here>``)."""
+def _person(name: str | None, directory: Directory | None = None) -> str:
+    """A mention for someone Slack knows (a Slack user id, or a person of the directory with
+    one); else their name, or a name people typed (a free-text owner) escaped, so it is shown
+    as written and cannot mention or link anything (``<!here>``)."""
+    if directory is not None:
+        return mention(name, directory)
     return mention(name) if not name or is_slack_id(name) else mrkdwn(name)
 
 
@@ -179,11 +186,12 @@ class Digests:
         return found.id
 
     @staticmethod
-    def _line(v: ItemView, today: date) -> str:
+    def _line(v: ItemView, today: date, directory: Directory) -> str:
         assert v.item.due_date is not None
         late = (today - v.item.due_date).days
+        text = event_text(redact_text(v.item.text), None, directory)  # typed mentions: @Name
         return (
-            f"• #{v.item.id} {v.incident_ref}: {mrkdwn(redact_text(v.item.text))} "
+            f"• #{v.item.id} {v.incident_ref}: {mrkdwn(text)} "
             f"(due {v.item.due_date:%a %d %b}, {late} day{'s' if late != 1 else ''} overdue)"
         )
 
@@ -193,38 +201,53 @@ class Digests:
         today = team_today(self.settings.timezone, now)
         with db.transaction(self.engine) as s:
             views = overdue(s, self.settings, now=now)
-        if not views:
-            return 0
+            if not views:
+                return 0
+            named = [v.item.owner for v in views]
+            named += [i for v in views for i in ids_in(v.item.text)]
+            directory = Directory.load(s, self.settings.people, named)
+            private = _private({v.item.incident_id for v in views}, s)
+        # One human is one owner, whether items name them as bob or U0N581U33XT.
         by_owner: dict[str, list[ItemView]] = defaultdict(list)
+        owners: dict[str, str] = {}
         for v in views:
-            by_owner[v.item.owner or ""].append(v)
+            key = directory.key(v.item.owner) if v.item.owner else ""
+            owners.setdefault(key, v.item.owner or "")
+            by_owner[key].append(v)
         sent = 0
         command = self.settings.slack.command
-        for owner, mine in sorted(by_owner.items()):
-            if not is_slack_id(owner) or self._already_today(ACTION_ITEMS, owner, today):
+        for key, mine in sorted(by_owner.items()):
+            user = directory.slack_id(owners[key]) if key else None
+            if user is None or self._already_today(ACTION_ITEMS, user, today):
                 continue
             n = len(mine)
             text = "\n".join(
                 [f":clipboard: You have {n} overdue action item{'s' if n != 1 else ''}:",
-                 *self._lines(mine, today),
+                 *self._lines(mine, today, directory),
                  f"Mark one done with `{mrkdwn(command)} action done &lt;id&gt;`, or close one "
                  f"that will not be done with "
                  f"`{mrkdwn(command)} action wontdo &lt;id&gt; &lt;reason&gt;`."]
             )  # fmt: skip
             try:
-                dm = self.chat.open_dm(owner)
+                dm = self.chat.open_dm(user)
             except ExternalError as exc:
-                log.warning("overdue action items digest for %s not sent: %s", owner, exc)
+                log.warning("overdue action items digest for %s not sent: %s", user, exc)
                 continue
-            sent += self._send(Outgoing(ACTION_ITEMS, owner, dm, text, []), now)
-        channel = self._digest_channel()
+            sent += self._send(Outgoing(ACTION_ITEMS, user, dm, text, []), now)
+        # The channel is shared: items of private incidents stay out of it.
+        shared = {k: [v for v in mine if v.item.incident_id not in private]
+                  for k, mine in by_owner.items()}  # fmt: skip
+        shared = {k: mine for k, mine in shared.items() if mine}
+        channel = self._digest_channel() if shared else None
         if channel is None or self._already_today(ACTION_ITEMS, DIGEST_SUBJECT, today):
             return sent
-        lines = [f":clipboard: *Overdue action items*: {len(views)}, by owner"]
+        total = sum(len(mine) for mine in shared.values())
+        lines = [f":clipboard: *Overdue action items*: {total}, by owner"]
         # Named owners first, most items first; items nobody owns last.
-        for owner, mine in sorted(by_owner.items(), key=lambda kv: (not kv[0], -len(kv[1]), kv[0])):
-            lines.append(f"*{_person(owner) if owner else 'No owner'}* ({len(mine)})")
-            lines.extend(self._lines(mine, today))
+        for key, mine in sorted(shared.items(), key=lambda kv: (not kv[0], -len(kv[1]), kv[0])):
+            owner = _person(owners[key], directory) if key else "No owner"
+            lines.append(f"*{owner}* ({len(mine)})")
+            lines.extend(self._lines(mine, today, directory))
         if len(lines) > CHANNEL_LINES:
             lines = [
                 *lines[: CHANNEL_LINES - 1],
@@ -233,8 +256,16 @@ class Digests:
         out = Outgoing(ACTION_ITEMS, DIGEST_SUBJECT, channel, "\n".join(lines), [])
         return sent + self._send(out, now)
 
-    def _lines(self, mine: list[ItemView], today: date) -> list[str]:
-        lines = [self._line(v, today) for v in mine[:LIST_LIMIT]]
+    def _lines(self, mine: list[ItemView], today: date, directory: Directory) -> list[str]:
+        lines = [self._line(v, today, directory) for v in mine[:LIST_LIMIT]]
         if len(mine) > LIST_LIMIT:
             lines.append(f"… and {len(mine) - LIST_LIMIT} more")
         return lines
+
+
+def _private(incident_ids: set[int], session: Session) -> set[int]:
+    """The private incidents among these."""
+    query = select(Incident.id).where(
+        col(Incident.id).in_(sorted(incident_ids)), col(Incident.private).is_(True)
+    )
+    return {i for i in session.exec(query) if i is not None}
