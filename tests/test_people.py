@@ -5,6 +5,7 @@ Slack-run incident that name people, never their raw Slack ids."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -442,3 +443,51 @@ def test_runs_show_names_who_started_and_cancelled_a_run(cli, database_url):
     assert "Started by: Bob Okafor" in " ".join(out.split())
     assert "requested by Bob Okafor" in out
     assert BOB not in out
+
+
+def test_a_cli_refusal_names_the_people_it_names(cli, database_url, tmp_path, monkeypatch):
+    from tests.test_runbook_e2e import write_runbooks
+
+    engine = db.make_engine(database_url)
+    try:
+        _cache(engine, (BOB, "bob", "Bob Okafor", None))
+    finally:
+        engine.dispose()
+    folder = write_runbooks(tmp_path, approval="none")
+    access = [{"runbooks": ["restart-*"], "users": [BOB, "dana"]}]
+    monkeypatch.setenv("INCIDENTBOT_RUNBOOKS__DIRS", json.dumps([str(folder)]))
+    monkeypatch.setenv("INCIDENTBOT_RUNBOOKS__ACCESS", json.dumps(access))
+    monkeypatch.setenv("INCIDENTBOT_PEOPLE", json.dumps([DANA_ENTRY]))
+    code, out, err = cli(
+        "runbook", "run", "restart-node", "node=rpc-1", "url=http://127.0.0.1:9", "--as", "alice"
+    )
+    assert code == 1, out + err
+    assert "runbooks.access allows only Bob Okafor, Dana Reyes" in err
+    assert BOB not in err
+
+
+def test_a_refusal_the_cli_passes_on_names_the_people_it_names(
+    cli, database_url, tmp_path, monkeypatch
+):
+    from tests.egress_support import LOOPBACK
+    from tests.test_runbook_e2e import write_runbooks
+
+    monkeypatch.setenv("INCIDENTBOT_RUNBOOKS__EGRESS", json.dumps(LOOPBACK))
+    engine = db.make_engine(database_url)
+    try:
+        _cache(engine, (BOB, "bob", "Bob Okafor", None))
+    finally:
+        engine.dispose()
+    write_runbooks(tmp_path, approval="commander")
+    code, out, err = cli("incident", "declare", "RPC", "down", "--commander", BOB)
+    assert code == 0, out + err
+    code, out, err = cli(
+        "runbook", "run", "restart-node", "node=rpc-2", "url=http://127.0.0.1:9", "-i", "INC-1",
+        "--detach", "--as", "alice",
+    )  # fmt: skip
+    assert code == 0, out + err
+    run_id = re.search(r"Run (\d+)", out).group(1)  # type: ignore[union-attr]
+    code, out, err = cli("runs", "cancel", run_id, "--as", "carol")
+    assert code == 1, out + err
+    assert "only the incident commander (Bob Okafor) may cancel runs of restart-node" in err
+    assert BOB not in err

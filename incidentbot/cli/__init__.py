@@ -8,6 +8,7 @@ modules, loaded only when run (see :mod:`incidentbot.cli.lazy`), so that ``--hel
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from incidentbot import __version__
@@ -31,15 +32,39 @@ def _is(exc: BaseException, module: str, name: str) -> bool:
     return cls is not None and isinstance(exc, cls)
 
 
+def _named(exc: DomainError) -> str:
+    """A refusal with the people it names by name, when the command had the database open
+    (the people directory is there); else as it is, with their stored identity."""
+    text = str(exc)
+    common = sys.modules.get("incidentbot.cli.common")
+    st = getattr(common, "CURRENT", None)
+    # Only an engine the command opened already: a refusal never creates a database file.
+    people = list(getattr(exc, "people", ()) or ())
+    if not people or st is None or "engine" not in vars(st):
+        return text
+    try:
+        from incidentbot import db
+        from incidentbot.people import Directory
+        from incidentbot.people.render import swap
+
+        with db.transaction(st.engine) as s:
+            directory = Directory.load(s, st.settings.people, people)
+        return swap(text, people, directory.name)
+    except Exception:  # the refusal matters more than the names: shown as it is
+        logging.getLogger(__name__).debug("people of a refusal not named", exc_info=True)
+        return text
+
+
 def _expected(exc: Exception) -> int | None:
     """The exit code for a failure a user can cause, reported as one line; None otherwise."""
     if _is(exc, "incidentbot.config", "ConfigError"):
         for problem in exc.problems:  # type: ignore[attr-defined]
             print(f"error: {exc.source}: {problem}", file=sys.stderr)  # type: ignore[attr-defined]
         return 1
+    if isinstance(exc, DomainError):
+        return _fail(_named(exc), getattr(exc, "code", 1))
     if (
-        isinstance(exc, DomainError)
-        or _is(exc, "incidentbot.db", "SchemaError")
+        _is(exc, "incidentbot.db", "SchemaError")
         or _is(exc, "incidentbot.cli.common", "CliError")
         or _is(exc, "incidentbot.backup", "BackupError")
     ):

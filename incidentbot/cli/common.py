@@ -59,6 +59,10 @@ class CliError(Exception):
 class AppState:
     config_path: str | None = None
 
+    def __post_init__(self) -> None:
+        global CURRENT
+        CURRENT = self  # what the entry point reads to name people in a refusal
+
     @cached_property
     def settings(self) -> Settings:
         from incidentbot.config import load_settings
@@ -97,6 +101,10 @@ class AppState:
         from incidentbot import db
 
         return db.make_engine(self.settings.effective_database_url)
+
+
+# The state of the command being run (one per process: the CLI runs one command).
+CURRENT: AppState | None = None
 
 
 def _know_queued_actions() -> None:

@@ -129,7 +129,7 @@ def run_cmd(
     except ParamError as exc:
         raise _usage(core, name, exc) from None
     except DomainError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(_named(core, str(exc), exc.people)) from None
     run_id = started.run_id
     where = f" for {started.incident_ref}" if started.incident_ref else ""
     _out(f"Run {run_id}: {started.runbook}{where}")
@@ -247,7 +247,7 @@ def resume_cmd(
     try:
         done = uc.resume(core, who, run_id, skip=skip)
     except DomainError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(_named(core, str(exc), exc.people)) from None
     _out(done.message)
 
 
