@@ -100,6 +100,14 @@ def _regex(pattern: str) -> re.Pattern[str]:
     return compiled
 
 
+def _severity_name(value: str | None) -> str | None:
+    """``sev2``, ``2`` and ``SEV2`` all name SEV2 (checked against ``severities`` later)."""
+    if value is None:
+        return None
+    raw = re.sub(r"\s+", "", str(value)).upper()
+    return f"SEV{raw}" if raw.isdigit() else raw
+
+
 def _check_template(value: str, what: str) -> str:
     try:
         templates.parse(value)
@@ -165,6 +173,11 @@ class AlertRule(_Strict):
         default=None,
         description="declare only once an alert has been firing this long (e.g. 10m)",
     )
+    declare_min_severity: str | None = Field(
+        default=None,
+        description="declare only if this rule's severity is at least this (default: "
+        "alerts.declare_min_severity)",
+    )
 
     @field_validator("declare_after", mode="before")
     @classmethod
@@ -185,13 +198,10 @@ class AlertRule(_Strict):
             raise ValueError('must be a list of matchers, e.g. ["alertname=RpcDown"]')
         return [Matcher.parse(v) if isinstance(v, str) else v for v in value]
 
-    @field_validator("severity")
+    @field_validator("severity", "declare_min_severity")
     @classmethod
     def _severity(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        raw = re.sub(r"\s+", "", str(value)).upper()
-        return f"SEV{raw}" if raw.isdigit() else raw
+        return _severity_name(value)
 
     @field_validator("title")
     @classmethod
@@ -220,12 +230,22 @@ class AlertSettings(_Strict):
         default="alertmanager", min_length=1, description="user name for basic auth"
     )
     rules: list[AlertRule] = Field(default_factory=list)
+    declare_min_severity: str | None = Field(
+        default=None,
+        description="rules less severe than this record and attach alerts but never declare; "
+        "unset: every rule may declare",
+    )
     message_interval: float = Field(
         default=30.0,
         ge=0,
         le=3600,
         description="seconds between two updates of a group's message in the incident channel",
     )
+
+    @field_validator("declare_min_severity")
+    @classmethod
+    def _min_severity(cls, value: str | None) -> str | None:
+        return _severity_name(value)
 
     @field_validator("rules")
     @classmethod
@@ -244,21 +264,26 @@ def _check_policy(value: AlertSettings, info: ValidationInfo) -> AlertSettings:
     problems: list[str] = []
     severities = info.data.get("severities")
     fields = info.data.get("fields")
+    names = [s.name for s in severities] if severities is not None else None
+
+    def check_severity(where: str, severity: str | None) -> None:
+        if names is not None and severity is not None and severity not in names:
+            problems.append(
+                f"{where}: {severity!r} is not a configured severity: "
+                f"allowed are {', '.join(names)}"
+            )
+
+    check_severity("declare_min_severity", value.declare_min_severity)
     for i, rule in enumerate(value.rules):
-        if severities is not None and rule.severity is not None:
-            names = [s.name for s in severities]
-            if rule.severity not in names:
-                problems.append(
-                    f"rules[{i}].severity: {rule.severity!r} is not a configured severity: "
-                    f"allowed are {', '.join(names)}"
-                )
+        check_severity(f"rules[{i}].severity", rule.severity)
+        check_severity(f"rules[{i}].declare_min_severity", rule.declare_min_severity)
         if fields is not None:
-            names = [f.name for f in fields]
+            field_names = [f.name for f in fields]
             for name in rule.fields:
-                if name not in names:
+                if name not in field_names:
                     problems.append(
                         f"rules[{i}].fields: unknown incident field {name!r}: "
-                        f"allowed are {', '.join(names) or 'none'}"
+                        f"allowed are {', '.join(field_names) or 'none'}"
                     )
     if problems:
         raise ValueError("; ".join(problems))

@@ -50,6 +50,16 @@ class Route:
         wait = self.rule.declare_after
         return wait is None or now - starts_at >= wait
 
+    def severe_enough(self, alerts: AlertSettings, names: list[str], default: str) -> bool:
+        """Is the rule's severity at least its ``declare_min_severity`` (or the setting's)?
+        ``names`` are the configured severities, most severe first."""
+        if self.rule is None:
+            return False
+        minimum = self.rule.declare_min_severity or alerts.declare_min_severity
+        if minimum is None:
+            return True
+        return names.index(self.rule.severity or default) <= names.index(minimum)
+
 
 @dataclass
 class Suggestion:

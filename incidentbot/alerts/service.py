@@ -168,9 +168,20 @@ def process(
             for row, alert, r in rows
             if row.status == FIRING and row.incident_id is None and r.declares
         ]
-        candidates = [item for item in eligible if item[2].declares_at(item[0].starts_at, now)]
-        if eligible and not candidates:
-            out.problems.append(f"{len(eligible)} alert(s) wait for their rule's declare_after")
+        names = settings.severity_names()
+        severe = [
+            item
+            for item in eligible
+            if item[2].severe_enough(settings.alerts, names, settings.default_severity)
+        ]
+        if eligible and not severe:
+            out.problems.append(
+                f"{len(eligible)} alert(s) below their rule's declare_min_severity: "
+                "recorded, not declared"
+            )
+        candidates = [item for item in severe if item[2].declares_at(item[0].starts_at, now)]
+        if severe and not candidates:
+            out.problems.append(f"{len(severe)} alert(s) wait for their rule's declare_after")
         asleep = snoozed_until(session, group.id, now) if candidates else None
         if asleep is not None:  # snoozed for its last incident: no new one until it ends
             out.problems.append(f"group snoozed until {asleep:%Y-%m-%d %H:%M} UTC: not declared")
