@@ -95,7 +95,8 @@ def demo(
         from incidentbot.demo import run_demo
 
         console.print("incidentbot demo: the bot and a local Slack-compatible server, on SQLite\n")
-        run_demo(workdir, lambda line: console.print(line, markup=False))
+        # Lines as they are: a path or a transcript line is never wrapped at the terminal width.
+        run_demo(workdir, lambda line: console.print(line, markup=False, soft_wrap=True))
         console.print(f"Demo database: {workdir / 'demo.db'}")
         return
     _cli_demo(workdir)
