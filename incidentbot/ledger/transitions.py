@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session
 
 from incidentbot.ledger import cleanup, fenced
-from incidentbot.ledger.actions import ActionRegistry, Decision, Verdict
+from incidentbot.ledger.actions import ActionRegistry, Decision
+from incidentbot.ledger.attempts import Attempt, Outcome, Succeeded
 from incidentbot.ledger.events import emit, event_for
 from incidentbot.ledger.models import (
     CANCELLED,
@@ -45,49 +45,13 @@ from incidentbot.ledger.service import (
     get_step,
     release,
 )
-from incidentbot.ledger.spec import MAX_INTERRUPTIONS, RetryPolicy, StepSpec, steps_of
+from incidentbot.ledger.spec import MAX_INTERRUPTIONS, StepSpec, steps_of
 
 log = logging.getLogger(__name__)
 
 # How long a run whose next action this worker does not know waits before a worker (one with
 # the action, after a rolling deploy) looks at it again.
 UNKNOWN_ACTION_DELAY = 30.0
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """Everything one attempt needs, read in the transaction that marked the step started."""
-
-    run_id: int
-    run_kind: str
-    incident_id: int | None
-    target: str | None
-    index: int
-    name: str
-    action: str
-    input: dict[str, Any]
-    idempotent: bool
-    attempt: int
-    timeout: float
-    retry: RetryPolicy
-    decision: Decision | None
-    last: bool
-    has_rollback: bool = False  # rollback steps wait for this step's failure
-    is_rollback: bool = False  # this step is itself a rollback step
-    cleanup_ahead: bool = False  # clean-up (always) steps follow this one
-
-
-@dataclass(frozen=True)
-class Succeeded:
-    output: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Failed:
-    verdict: Verdict
-
-
-Outcome = Succeeded | Failed
 
 
 def _at(when: datetime | None) -> str:
