@@ -253,11 +253,13 @@ def build_bolt_app(
     app.action(DISMISS_ACTION)(on_reminder)
     app.action(PAGERDUTY_RESOLVE)(message_button("resolve", resolve_click(core)))
 
-    @app.view(FORM_CALLBACK)
-    def on_runbook_form(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        assert runbooks is not None
+    def form_submitted(
+        submit: Any, ack: Ack, body: dict[str, Any], view: dict[str, Any], what: str
+    ) -> None:
+        """A form that answers with field errors, or closes and confirms to the submitter
+        (ephemerally, in the channel the form was opened from)."""
         user = body["user"]["id"]
-        errors, reply, channel = runbooks.submit_form(user, view)
+        errors, reply, channel = submit(user, view)
         if errors:
             ack(response_action="errors", errors=errors)
             return
@@ -266,24 +268,19 @@ def build_bolt_app(
             try:
                 app.client.chat_postEphemeral(channel=channel, user=user, text=reply.text)
             except Exception as exc:
-                log.info("could not confirm the run to %s: %s", user, exc)
+                log.info("could not confirm the %s to %s: %s", what, user, exc)
+
+    @app.view(FORM_CALLBACK)
+    def on_runbook_form(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        assert runbooks is not None
+        form_submitted(runbooks.submit_form, ack, body, view, "run")
 
     @app.view(POSTMORTEM_EDIT)
     def on_postmortem_form(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         if postmortems is None:
             ack()
             return
-        user = body["user"]["id"]
-        errors, reply, channel = postmortems.submit_edit(user, view)
-        if errors:
-            ack(response_action="errors", errors=errors)
-            return
-        ack()
-        if reply is not None and channel:
-            try:
-                app.client.chat_postEphemeral(channel=channel, user=user, text=reply.text)
-            except Exception as exc:
-                log.info("could not confirm the postmortem edit to %s: %s", user, exc)
+        form_submitted(postmortems.submit_edit, ack, body, view, "postmortem edit")
 
     @app.view(CALLBACK_ID)
     def on_declare_form(
