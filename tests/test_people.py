@@ -350,7 +350,7 @@ def test_outputs_of_a_slack_run_incident_name_people_never_their_slack_ids(
 def test_the_handoff_matches_pagerduty_users_to_people_by_email(engine, tmp_path):
     from incidentbot.handoff import service as handoff
     from incidentbot.sandbox.pagerduty.server import PagerDutySandbox
-    from tests.test_handoff import pager, rotation_config, schedule_id
+    from tests.test_handoff import NOW, pager, rotation_config, schedule_id
 
     with PagerDutySandbox() as pd:
         # Bob is in the settings with his Slack id; Carol was met in Slack (cached, by email).
@@ -363,7 +363,9 @@ def test_the_handoff_matches_pagerduty_users_to_people_by_email(engine, tmp_path
         _cache(engine, ("U0CAROL001", "carol", "Carol Nguyen", "Carol@NodeWorks.example"))
         rotation = settings.handoff.rotation("rpc")
         # No Slack connection at all: the directory alone knows who PagerDuty's people are.
-        h = handoff.build(engine, settings, rotation, pager=pager(pd), chat=None)
+        # At a fixed time (the shift ending Monday 6 May 2024: Carol hands over to Bob), never
+        # the wall clock's, whose week decides who is on call.
+        h = handoff.build(engine, settings, rotation, pager=pager(pd), chat=None, now=NOW)
     assert [(p.name, p.slack_id) for p in h.outgoing] == [("Carol Nguyen", "U0CAROL001")]
     assert h.incoming_ids == [BOB]
     assert "*Outgoing:* <@U0CAROL001>  →  *Incoming:* <@U0N581U33XT>" in handoff.render(h)
