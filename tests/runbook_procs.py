@@ -3,7 +3,9 @@ that can hold a request open.
 
 - :class:`BotProcess` starts ``incidentbot serve`` in a child process with its log in a file,
   waits until it listens, and dies by SIGKILL. ``tests.ledger_harness`` is imported first, so
-  ``LEDGER_HARNESS_PAUSE_AFTER`` stops it dead right after a step committed.
+  ``LEDGER_HARNESS_PAUSE_AFTER`` stops it dead right after a step committed. Given a
+  :class:`~tests.worker_zygote.Zygote`, the process is forked from it (no Python start and
+  imports to pay for each one).
 - :class:`BotSeat` keeps one bot process serving a Slack sandbox: it replaces a killed process
   and points the sandbox's slash commands and button clicks at the replacement.
 - :class:`HoldingEffectServer` is the harness's :class:`EffectServer` that, for chosen tokens,
@@ -27,6 +29,7 @@ from typing import Any, TypeVar
 
 from tests.egress_support import LOOPBACK
 from tests.ledger_harness import REPO, EffectServer, expire_leases
+from tests.worker_zygote import Child, Zygote
 
 T = TypeVar("T")
 
@@ -49,6 +52,7 @@ class BotProcess:
         workers: int = 2,
         pause_after: int | str | None = None,
         extra_env: dict[str, str] | None = None,
+        zygote: Zygote | None = None,
     ):
         env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENTBOT_")}
         env.pop("LEDGER_HARNESS_PAUSE_AFTER", None)
@@ -70,6 +74,11 @@ class BotProcess:
         env.update(extra_env or {})
         self.url: str | None = None
         self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | Forked
+        if zygote is not None:
+            log_path.touch()
+            self.proc = Forked(zygote.spawn(env, log_path, ["serve"], cwd=log_path.parent))
+            return
         self._log = log_path.open("wb")
         code = (
             "import tests.ledger_harness; import sys; "
@@ -108,11 +117,29 @@ class BotProcess:
         return "PAUSED run=" in self.log()
 
     def kill(self) -> None:
+        if isinstance(self.proc, Forked):
+            self.proc.child.kill()
+            return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
         if not self._log.closed:
             self._log.close()
+
+
+class Forked:
+    """A bot forked by the zygote, as much of :class:`subprocess.Popen` as the tests read."""
+
+    def __init__(self, child: Child):
+        self.child = child
+        self.pid = child.pid
+
+    def poll(self) -> int | None:
+        return self.child.poll()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.child.exit
 
 
 class BotSeat:

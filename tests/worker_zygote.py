@@ -1,10 +1,14 @@
-"""Ledger workers for kill tests, forked from one process that imported the bot once.
+"""Ledger workers and bots for kill tests, forked from one process that imported the bot once.
 
-Starting ``incidentbot worker`` costs a Python start and every import (seconds on a loaded
-machine); a kill matrix starts dozens. :class:`Zygote` runs ``python -m tests.worker_zygote``,
-which imports the bot and then, single-threaded, forks a fresh worker process per request: the
-child gets its own environment and log file and runs ``incidentbot worker`` (so it opens its
-own database engine, threads and sockets). The test SIGKILLs a child by its pid.
+Starting ``incidentbot worker`` or ``incidentbot serve`` costs a Python start and every import
+(seconds on a loaded machine); a kill matrix starts dozens. :class:`Zygote` runs
+``python -m tests.worker_zygote``, which imports the bot and then, single-threaded, forks a
+fresh process per request: the child gets its own environment, working directory and log file
+and runs the command it is given (so it opens its own database engine, threads and sockets).
+The test SIGKILLs a child by its pid.
+
+``LEDGER_HARNESS_PAUSE_AFTER`` in a child's environment stops it after a step, as it stops a
+process that imported ``tests.ledger_harness`` with it set.
 
 A child stops dead (blocks until killed, after printing ``PAUSED run=<id> step=<n> at=<what>``)
 at the points ``ZYGOTE_PAUSE`` names (of the steps ``ZYGOTE_PAUSE_STEPS`` numbers, or all),
@@ -34,6 +38,7 @@ class Zygote:
 
     def __init__(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENTBOT_")}
+        env.pop("LEDGER_HARNESS_PAUSE_AFTER", None)  # for the children to set, each its own
         env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.worker_zygote"],
@@ -54,9 +59,19 @@ class Zygote:
             raise AssertionError(f"the worker zygote died (exit {self.proc.poll()})")
         return line.strip()
 
-    def spawn(self, env: dict[str, str], log: Path, argv: list[str]) -> Child:
-        pid = int(self._ask({"op": "spawn", "env": env, "log": str(log), "argv": argv}))
+    def spawn(
+        self, env: dict[str, str], log: Path, argv: list[str], cwd: Path | None = None
+    ) -> Child:
+        request = {"op": "spawn", "env": env, "log": str(log), "argv": argv}
+        if cwd is not None:
+            request["cwd"] = str(cwd)
+        pid = int(self._ask(request))
         return Child(self, pid, log)
+
+    def poll(self, pid: int) -> int | None:
+        """The child's exit code once it has ended (it is reaped then), else None."""
+        answer = self._ask({"op": "poll", "pid": pid})
+        return None if answer == "running" else int(answer)
 
     def reap(self, pid: int) -> int:
         return int(self._ask({"op": "reap", "pid": pid}))
@@ -89,6 +104,11 @@ class Child:
         if self.exit is None:
             os.kill(self.pid, signal.SIGKILL)
             self.exit = self.zygote.reap(self.pid)
+        return self.exit
+
+    def poll(self) -> int | None:
+        if self.exit is None:
+            self.exit = self.zygote.poll(self.pid)
         return self.exit
 
 
@@ -139,12 +159,19 @@ def _child(request: dict[str, Any]) -> None:
     os.dup2(fd, 2)
     os.environ.clear()
     os.environ.update(request["env"])
+    if request.get("cwd"):
+        os.chdir(request["cwd"])
     sys.stdin.close()
     code = 1
     try:
         pause = os.environ.get("ZYGOTE_PAUSE", "")
         if pause:
             _install_pauses(pause.split(","), Path(os.environ["ZYGOTE_PAUSE_DIR"]))
+        after = os.environ.get("LEDGER_HARNESS_PAUSE_AFTER")
+        if after:
+            from tests import ledger_harness
+
+            ledger_harness._install_pause(after)
         from incidentbot.cli import main
 
         code = main(request["argv"])
@@ -157,6 +184,7 @@ def _child(request: dict[str, Any]) -> None:
 def _serve() -> int:
     import tests.ledger_harness  # noqa: F401 - what a worker imports anyway
     from incidentbot import cli  # noqa: F401 - every import paid once, here
+    from incidentbot.bot import Bot  # noqa: F401 - and what ``serve`` imports
 
     for line in sys.stdin:
         request = json.loads(line)
@@ -171,6 +199,9 @@ def _serve() -> int:
         elif op == "reap":
             _, status = os.waitpid(int(request["pid"]), 0)
             answer = str(os.waitstatus_to_exitcode(status))
+        elif op == "poll":
+            pid, status = os.waitpid(int(request["pid"]), os.WNOHANG)
+            answer = "running" if pid == 0 else str(os.waitstatus_to_exitcode(status))
         else:
             answer = f"unknown op {op!r}"
         sys.stdout.write(answer + "\n")

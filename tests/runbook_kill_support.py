@@ -1,16 +1,15 @@
-"""Kill tests of runbook runs in the bot itself: ``incidentbot serve`` as a real process,
-SIGKILLed after each step, while a run waits for approval, and in the middle of a step.
+"""What the kill tests of runbook runs in the bot share (``tests/test_runbook_kill_*.py``):
+``incidentbot serve`` as a real process (forked from a zygote that imported the bot once),
+the local Slack server, a side-effect server, the runbook, and what the tests read and do.
 
 Slash commands and button clicks come from the local Slack server over real sockets; every
 non-idempotent side effect is a request to an HTTP server in the test process, so what
-happened is counted outside the process that did it. Whatever kills happen, every run
-completes, each side effect happens once, and each run has exactly one Slack message.
+happened is counted outside the process that did it.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 
 import pytest
@@ -22,6 +21,7 @@ from incidentbot.ledger.models import SETTLED, Run
 from incidentbot.runbooks.models import RunbookRun
 from incidentbot.sandbox.slack.server import SlackSandbox
 from tests.runbook_procs import BotSeat, HoldingEffectServer
+from tests.worker_zygote import Zygote
 
 LEASE = 30.0  # long: a busy machine never loses it; a kill ends it (BotSeat.replace)
 NODE = "rpc-1"
@@ -86,8 +86,15 @@ def effects():
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def zygote():
+    forker = Zygote()
+    yield forker
+    forker.close()
+
+
 @pytest.fixture
-def seats(database_url, tmp_path, slack):
+def seats(database_url, tmp_path, slack, zygote):
     folder = tmp_path / "runbooks"
     folder.mkdir()
     (folder / "cycle-node.yaml").write_text(RUNBOOK)
@@ -95,7 +102,7 @@ def seats(database_url, tmp_path, slack):
 
     def make(**options) -> BotSeat:
         seat = BotSeat(tmp_path, database_url, slack, runbook_dirs=[folder], lease=LEASE,
-                       **options)  # fmt: skip
+                       zygote=zygote, **options)  # fmt: skip
         made.append(seat)
         return seat
 
@@ -245,106 +252,3 @@ def assert_completed_once(seat: BotSeat, engine, slack, effects, channel: str, r
     done = Counter(e.data.get("step") for e in events if e.kind == "runbook.step_succeeded")
     assert done == Counter(STEP_IDS), ([(e.kind, e.summary, e.data) for e in events], logs())
     assert [e.kind for e in events].count("runbook.succeeded") == 1
-
-
-# -- the tests --------------------------------------------------------------------------------
-
-
-def test_killed_after_every_step_the_run_completes_once(seats, engine, slack, effects):
-    """From the runbook request on, every bot process stops dead after any step it completes
-    and is SIGKILLed there; a fresh one takes over each time until the run has succeeded.
-
-    One worker thread per process, so a kill never lands in the middle of some other step.
-    The incident is set up by a process that is not paused (the incident's own runs are not
-    what this test is about, and each kill costs a process start)."""
-    seat = seats(workers=1)
-    channel, _bob, run_id = declare_and_run(
-        seat, engine, slack, effects, before_run=lambda: seat.replace(pause_after="all")
-    )
-    seat.wait(lambda: status(engine, run_id) == "parked", "the run to wait for approval",
-              kill_paused=True)  # fmt: skip
-    assert effects.requests() == {}  # nothing ran before the approval
-    approve(seat, slack, channel, run_id, kill_paused=True)
-    seat.wait(lambda: status(engine, run_id) == "succeeded", "the run to succeed",
-              kill_paused=True)  # fmt: skip
-
-    seat.wait(lambda: succeeded_message(slack, channel, run_id),
-              "the run message to show the run succeeded", kill_paused=True)  # fmt: skip
-    assert_completed_once(seat, engine, slack, effects, channel, run_id)
-
-    # The announcement, the approval and the five steps: a process died after each of them,
-    # and none of them ran twice.
-    paused = re.findall(rf"PAUSED run={run_id} step=(\d+)", seat.logs())
-    assert paused == [str(n) for n in range(1, 8)], seat.logs()
-    with db.transaction(engine) as s:
-        steps = ledger.get_steps(s, run_id)
-    assert [st.status for st in steps] == ["succeeded"] * 7, seat.logs()
-    assert [st.attempts for st in steps] == [1] * 7, seat.logs()
-    # Each death with the run in hand is on the timeline as a takeover: after every step
-    # but the last, which ended the run in the same commit.
-    kinds = [e.kind for e in timeline(engine)]
-    assert kinds.count("runbook.taken_over") == 6, kinds
-
-
-def test_killed_while_waiting_for_approval_approved_through_the_next(seats, engine, slack, effects):
-    seat = seats()
-    channel, _bob, run_id = declare_and_run(seat, engine, slack, effects)
-    seat.wait(lambda: status(engine, run_id) == "parked", "the run to wait for approval")
-    first = seat.current
-    seat.replace()
-    assert first.proc.returncode == -9
-    assert effects.requests() == {}
-
-    approve(seat, slack, channel, run_id)  # handled by the new process
-    seat.wait(lambda: status(engine, run_id) == "succeeded", "the run to succeed")
-    assert_completed_once(seat, engine, slack, effects, channel, run_id)
-
-
-def test_killed_during_a_step_stops_for_attention_then_skip_completes(
-    seats, engine, slack, effects
-):
-    """The restart request reached the node and the bot died before hearing back: the next
-    process does not guess, the run waits for a person; bob skips the step (it did happen)."""
-    effects.held.add("restart-rpc-1")
-    seat = seats()
-    channel, bob, run_id = declare_and_run(seat, engine, slack, effects)
-    seat.wait(lambda: status(engine, run_id) == "parked", "the run to wait for approval")
-    approve(seat, slack, channel, run_id)
-    seat.wait(lambda: effects.requests()["restart-rpc-1"] == 1, "the restart request")
-    seat.replace()  # SIGKILL while the request is in flight
-
-    seat.wait(lambda: status(engine, run_id) == "needs_attention", "the run to need attention")
-    msg = seat.wait(lambda: message_with(slack, channel, run_id, "runbook_skip"),
-                    "the Skip button")  # fmt: skip
-    assert buttons(msg) == ["runbook_resume", "runbook_skip", "runbook_abort"], msg.blocks
-    assert button_texts(msg) == ["Resume (run the step again)", "Skip the step", "Abort"]
-    assert "needs attention" in msg.text, msg.text
-    shown = json.dumps(msg.blocks)
-    assert "Restart the node" in shown and "may or may not have happened" in shown, shown
-    # Nothing after the step in doubt ran.
-    assert effects.requests() == {"drain-rpc-1": 1, "restart-rpc-1": 1}
-
-    reply(slack.driver.block_action("runbook_skip", user="bob", channel=channel,
-                                    message_ts=msg.ts), seat)  # fmt: skip
-    seat.wait(lambda: told(slack, bob, "Restart the node") and told(slack, bob, "skipped by"),
-              "bob to be told the step was skipped")  # fmt: skip
-    seat.wait(lambda: status(engine, run_id) == "succeeded", "the run to succeed")
-    msgs = seat.wait(lambda: succeeded_message(slack, channel, run_id),
-                     "the run message to show the run succeeded")  # fmt: skip
-    assert len(msgs) == 1 and msgs[0].ts == msg.ts, ([m.text for m in msgs], seat.logs())
-    assert buttons(msgs[0]) == []
-    shown = json.dumps(msgs[0].blocks)
-    for label in LABELS:
-        state = "skipped" if label == "Restart the node" else "done"
-        assert f"{label}: {state}" in shown, shown
-    # The step in doubt happened once (the node saw it), and nothing was repeated.
-    assert effects.applied() == Counter(TOKENS), (effects.hits, seat.logs())
-    assert effects.requests() == Counter(TOKENS), (effects.hits, seat.logs())
-    events = timeline(engine)
-    assert [e.summary for e in events if e.kind == "note"].count(NOTE) == 1
-    done = Counter(e.data.get("step") for e in events if e.kind == "runbook.step_succeeded")
-    assert done == Counter(["drain", "note", "settle", "enable"]), seat.logs()
-    skipped = [(e.actor, e.data.get("step")) for e in events if e.kind == "runbook.step_skipped"]
-    assert skipped == [(bob, "restart")], skipped
-    kinds = [e.kind for e in events]
-    assert kinds.count("runbook.needs_attention") == 1 and kinds.count("runbook.succeeded") == 1
