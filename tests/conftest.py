@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.sandbox.slack.server import SlackSandbox
-from tests import consensus_support
+from tests import consensus_support, file_costs
 from tests.consensus_support import consensus_lab  # noqa: F401 - one devnet for the session
 from tests.pgcluster import PgCluster, PgUnavailable
 
@@ -36,25 +36,52 @@ def _shares_the_devnet(item: pytest.Item | None) -> bool:
     return item is not None and item.path.name in consensus_support.FILES
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _unit(item: pytest.Item) -> str:
+    """The unit ``--dist loadfile`` hands to one process: the file, or the consensus lab."""
+    return consensus_support.SCOPE if _shares_the_devnet(item) else str(item.path)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-file-costs",
+        action="store_true",
+        help="update tests/file_costs.json with what each test file that ran took (run whole "
+        "files, in the suite's processes: the figures order the files, longest first)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("record_file_costs") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(file_costs.Recorder(), "file-costs-recorder")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The test files of the consensus lab run next to each other, in the order of
-    ``consensus_support.FILES`` (also in a run without xdist): one devnet serves them all."""
+    ``consensus_support.FILES`` (also in a run without xdist): one devnet serves them all.
+    In the processes of a parallel run the files (the lab's as one) are collected longest first,
+    the order in which ``--dist loadfile`` hands them out (``tests/file_costs.py``)."""
     shared = [item for item in items if _shares_the_devnet(item)]
     if shared:
         first = items.index(shared[0])  # no such item before it: the same index in ``rest``
         shared.sort(key=lambda item: consensus_support.FILES.index(item.path.name))  # stable
         rest = [item for item in items if not _shares_the_devnet(item)]
         items[:] = rest[:first] + shared + rest[first:]
+    if hasattr(config, "workerinput"):  # an xdist process (its ``dist`` option reads "no")
+        file_costs.order_longest_first(items, _unit, file_costs.load())
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadfile`` (scripts/test) with the consensus lab's files as one file: they go
-    to one process, which starts one devnet for them. Other modes are xdist's own. (Not
-    ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8 groups by renaming
-    ``item._nodeid``, which pytest 9 no longer reads, so every test would be spread alone.)"""
+    to one process, which starts one devnet for them. The files are handed out in the order
+    collected (longest first, see ``pytest_collection_modifyitems``), not xdist's order by
+    number of tests. Other modes are xdist's own. (Not ``--dist loadgroup`` with
+    ``xdist_group`` marks: pytest-xdist 3.8 groups by renaming ``item._nodeid``, which pytest 9
+    no longer reads, so every test would be spread alone.)"""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False  # the collection's order: longest first
 
     class Scheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
