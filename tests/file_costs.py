@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 COSTS = Path(__file__).with_name("file_costs.json")
-PER_TEST = 0.4  # seconds: a file without a recorded cost is estimated at this much per test
+PER_TEST = 0.2  # seconds: a file without a recorded cost is estimated at this much per test
 NOT_RECORDED = ("conftest.py",)
 
 

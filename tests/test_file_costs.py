@@ -34,9 +34,10 @@ def test_the_costliest_file_goes_first_and_each_file_stays_whole():
 
 
 def test_a_file_never_recorded_is_estimated_by_its_number_of_tests():
-    many = ["test_many.py"] * 200  # 200 quick tests: more than a 60 s file, fewer than 120 s
+    many = ["test_many.py"] * 200  # 200 quick tests: more than a 30 s file, less than 120 s
+    assert 30.0 < 200 * file_costs.PER_TEST < 120.0
     queue = items("test_short.py", *many, "test_long.py")
-    costs = {"test_short.py": 60.0, "test_long.py": 120.0}
+    costs = {"test_short.py": 30.0, "test_long.py": 120.0}
     file_costs.order_longest_first(queue, by_file, costs)
     assert files(queue) == ["test_long.py", *many, "test_short.py"]
 
