@@ -131,6 +131,9 @@ SECTIONS = {
     ),
 }
 
+# The impact in numbers, as Bob typed them (requests failed; 1h12m of degraded service).
+IMPACT: dict[str, int | None] = {"requests_failed": 48_200, "degraded": 72 * 60}
+
 ACTION_ITEMS = [
     ("Alert on a head that stops advancing, not only on lag", "U01DANA", "2025-03-18", "high"),
     ("Teach restart-node to check the peer count first", "carol", "2025-03-25", "medium"),
@@ -454,6 +457,7 @@ def build_incident(
             inc = svc.get(s, sc.ref)
             for key, text in SECTIONS.items():
                 lifecycle.edit_section(s, st, inc, key, text, actor="U01BOB", now=c.now)
+            lifecycle.edit_impact(s, st, inc, IMPACT, actor="U01BOB", now=c.now)
     return sc
 
 

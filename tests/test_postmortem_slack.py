@@ -4,7 +4,7 @@ Names are looked up with users.info into the person table; the channel gets the 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlmodel import select
@@ -132,8 +132,13 @@ def test_name_lookups_are_bounded_and_cached(engine, sandbox):
     assert names("dana") == "dana"
 
 
-def _open_views(slack) -> list:
-    return [v for v in slack.workspace.views.values() if v.is_open]
+def _open_views(slack, callback: str = "postmortem_edit") -> list:
+    """The open forms of one kind (the resolve opens its own, asking when impact started)."""
+    return [
+        v
+        for v in slack.workspace.views.values()
+        if v.is_open and v.data.get("callback_id") == callback
+    ]
 
 
 def _section(engine, key: str, ref: str = "INC-1") -> str | None:
@@ -276,6 +281,14 @@ SECTION_TEXTS = {
 }
 
 
+IMPACT_INPUTS = {
+    "impact_requests_failed": "1200",
+    "impact_validators_affected": "4",
+    "impact_degraded": "40m",
+    "impact_missed_slots": "12",
+}
+
+
 def test_an_incident_run_only_in_slack_publishes_a_complete_postmortem(engine, tmp_path):
     with running_bot(engine, postmortems={"publish_dir": str(tmp_path / "pm")}) as (_bot, slack):
         ws = slack.workspace
@@ -286,16 +299,46 @@ def test_an_incident_run_only_in_slack_publishes_a_complete_postmortem(engine, t
         def run(text, user="bob"):
             return reply(slack.driver.slash_command(text, user=user, channel=ch))
 
-        run("milestone impact-started 20m ago")
         run("status monitoring")
-        run("resolve restarted the beacon node with the old peer limit")
+        body = run("resolve restarted the beacon node with the old peer limit")
+        assert body["text"].startswith(":white_check_mark: ") and "resolved *INC-1*" in body["text"]
+        # No one said when the impact started: the resolve asks, in a form.
+        asked = wait_for(lambda: _open_views(slack, "resolve_impact_started"), what="the ask")[0]
+        assert asked.data["close"]["text"] == "Skip"
+        ack = slack.driver.view_submission(asked.id, {"when": "half an hour-ish"}, user="bob")
+        assert "is not a time: use 20m ago, 14:05" in reply(ack)["errors"]["when"]
+        with db.transaction(engine) as s:
+            assert svc.get(s, "INC-1").impact_started_at is None  # nothing recorded
+        with db.transaction(engine) as s:
+            declared = svc.get(s, "INC-1").declared_at
+        when = (declared - timedelta(minutes=20)).isoformat()  # as typed: 2026-…T…+00:00
+        ack = slack.driver.view_submission(asked.id, {"when": when}, user="bob")
+        assert not reply(ack).get("errors")
+        told = wait_for(
+            lambda: [e.text for e in slack.ephemeral("bob") if e.text.startswith("Recorded")],
+            what="the confirmation",
+        )
+        assert "the impact of *INC-1* started at " in told[0]
+        assert "(given at resolve). Time to detect 20m 00s · acknowledge " in told[0], told[0]
         for key, text in SECTION_TEXTS.items():
             before = len(_open_views(slack))
             run(f"postmortem edit {key}")
             view = wait_for(
                 lambda n=before: _open_views(slack)[n:] or None, what=f"the {key} form"
             )[0]
-            ack = slack.driver.view_submission(view.id, {"text": text}, user="bob")
+            inputs = {"text": text}
+            if key == "impact":  # the numbers, each in its own input
+                bad = {**inputs, "impact_degraded": "forty minutes", "impact_missed_slots": "2.5"}
+                errors = reply(slack.driver.view_submission(view.id, bad, user="bob"))["errors"]
+                assert errors == {
+                    "impact_degraded": "Degraded service 'forty minutes' is not a duration: "
+                    "e.g. 40m or 1h30m",
+                    "impact_missed_slots": "Missed slots '2.5' is not a whole number (no units, "
+                    "no decimals): e.g. 3",
+                }
+                assert _section(engine, "impact") is None  # nothing saved
+                inputs.update(IMPACT_INPUTS)
+            ack = slack.driver.view_submission(view.id, inputs, user="bob")
             assert ack.status == 200 and not reply(ack).get("errors")
             assert _section(engine, key) == text
         run("postmortem")  # looks the people up, as anyone reading it in Slack does
@@ -309,7 +352,16 @@ def test_an_incident_run_only_in_slack_publishes_a_complete_postmortem(engine, t
     for label in ("Time to detect", "Time to acknowledge", "Time to mitigate", "Time to resolve"):
         row = next(line for line in metrics.splitlines() if line.startswith(f"| {label} |"))
         assert "unknown" not in row and "out of order" not in row, row
-    assert "| Impact started | " in md and "set by Bob" in md  # where the time came from
+    started = next(line for line in md.splitlines() if line.startswith("| Impact started |"))
+    assert started.endswith("| given at resolve by Bob Okafor |"), started  # where it came from
+    detect = next(line for line in metrics.splitlines() if line.startswith("| Time to detect |"))
+    assert "| 20m 00s | impact started: given at resolve by Bob Okafor; detected: " in detect
+    impact = md.split("## Impact", 1)[1].split("## Trigger", 1)[0]
+    for label, value in (("Requests failed", "1,200"), ("Validators affected", "4"),
+                         ("Degraded service", "40m 00s"), ("Missed slots", "12")):  # fmt: skip
+        assert f"| {label} | {value} | typed by Bob Okafor at " in impact, (label, impact)
+        assert f'<tr><td>{label}</td><td>{value}</td><td class="muted">typed by Bob' in page
+    assert "*Numbers not given:* users affected, blocks behind:" in impact
     for key, text in SECTION_TEXTS.items():
         title = lifecycle.SECTIONS[lifecycle.SECTION_KEYS.index(key)].title
         assert f"\n## {title}\n" in md and f"<h2>{title}</h2>" in page

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -21,8 +22,8 @@ from incidentbot.cli.common import AS_OPTION, CliError, actor, console, state
 from incidentbot.clock import utcnow
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
-from incidentbot.postmortems import lifecycle
-from incidentbot.postmortems.contents import Document
+from incidentbot.postmortems import impact_numbers, lifecycle
+from incidentbot.postmortems.contents import Document, ImpactNumber
 from incidentbot.postmortems.document import build
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
 from incidentbot.postmortems.render import check_format, render_document
@@ -123,7 +124,8 @@ def edit(
         "--section",
         "-s",
         help="summary, impact, trigger, detection, resolution, what_went_well, "
-        "what_went_wrong, where_we_got_lucky or contributing_factors.",
+        "what_went_wrong, where_we_got_lucky, contributing_factors, or a section of "
+        "postmortems.extra_sections.",
     ),
     text: str = typer.Option(None, "--text", "-t", help="The section's new text."),
     file: str = typer.Option(None, "--file", help="Read the text from a file ('-': stdin)."),
@@ -139,7 +141,7 @@ def edit(
         raise CliError(
             "nothing to change: give --section (with --text, --file or --clear) or --owner"
         )
-    key = lifecycle.section_key(section) if section is not None else None
+    key = lifecycle.section_key(section, st.settings) if section is not None else None
     body = _read_text(text, file, clear) if key is not None else None
     done = uc.edit(Core(st.settings, st.engine), Actor(actor(as_user), "cli"), ref,
                    section=key, text=body, owner=owner)  # fmt: skip
@@ -151,6 +153,69 @@ def edit(
         typer.echo(f"{done.ref} postmortem: {done.section} {what} ({status})")
         for finding in done.findings:
             typer.echo(f"warning: {finding.line_text()}", err=True)
+
+
+def _number_option(spec: impact_numbers.Number) -> Any:
+    return typer.Option(None, spec.option, help=f"{spec.label} ({spec.hint}).")
+
+
+@app.command()
+def impact(
+    ctx: typer.Context,
+    ref: str = REF,
+    requests_failed: str = _number_option(impact_numbers.BY_KEY["requests_failed"]),
+    users: str = _number_option(impact_numbers.BY_KEY["users_affected"]),
+    validators: str = _number_option(impact_numbers.BY_KEY["validators_affected"]),
+    degraded: str = _number_option(impact_numbers.BY_KEY["degraded"]),
+    blocks_behind: str = _number_option(impact_numbers.BY_KEY["blocks_behind"]),
+    missed_slots: str = _number_option(impact_numbers.BY_KEY["missed_slots"]),
+    clear: list[str] = typer.Option(
+        None, "--clear", help="Forget a number (e.g. --clear users); may be repeated."
+    ),
+    as_user: str = AS_OPTION,
+) -> None:
+    """Set the impact in numbers (shown in the postmortem's Impact section with who typed
+    them); with no option, show them and where each came from."""
+    st = state(ctx)
+    given = {
+        "requests_failed": requests_failed,
+        "users_affected": users,
+        "validators_affected": validators,
+        "degraded": degraded,
+        "blocks_behind": blocks_behind,
+        "missed_slots": missed_slots,
+    }
+    changes: dict[str, str | None] = {k: v for k, v in given.items() if v is not None}
+    for name in clear or []:
+        key = impact_numbers.number_key(name)
+        if key in changes:
+            raise CliError(f"{BY_OPTION[key]} and --clear {name}: give one of them")
+        changes[key] = None
+    core = Core(st.settings, st.engine)
+    if not changes:
+        with db.transaction(st.engine) as s:
+            doc = build(s, st.settings, svc.get(s, ref))
+        _show_impact(doc.ref, doc.impact_numbers)
+        return
+    try:
+        done = uc.edit(core, Actor(actor(as_user), "cli"), ref, impact=changes)
+    except uc.ImpactError as exc:
+        raise CliError(
+            "; ".join(f"{BY_OPTION[k]}: {m}" for k, m in exc.errors.items())
+            + " (nothing was saved)"
+        ) from None
+    _show_impact(done.ref, list(done.impact))
+
+
+BY_OPTION = {n.key: n.option for n in impact_numbers.NUMBERS}
+
+
+def _show_impact(ref: str, rows: list[ImpactNumber]) -> None:
+    for n in rows:
+        if n.state == "missing":
+            typer.echo(f"{ref} impact: {n.label.lower()}: not given")
+        else:
+            typer.echo(f"{ref} impact: {n.label.lower()}: {n.value} ({n.source})")
 
 
 @app.command()
@@ -226,12 +291,13 @@ def list_cmd(ctx: typer.Context) -> None:
         console.print("No postmortems yet.")
         return
     day = utcnow().astimezone(ZoneInfo(st.settings.timezone)).date()
+    keys = [x.key for x in lifecycle.sections_for(st.settings)]
     table = Table("Incident", "Sev", "Title", "Postmortem", "Required", "Due", "Owner", "Written")
     for pm, inc in rows:
         due = pm.due_date.isoformat() if pm.due_date else "-"
         if pm.due_date and pm.status != PUBLISHED and pm.due_date < day:
             due += " (overdue)"
-        written = sum(1 for k in lifecycle.SECTION_KEYS if (pm.sections or {}).get(k))
+        written = sum(1 for k in keys if (pm.sections or {}).get(k))
         table.add_row(
             inc.ref,
             inc.severity,
@@ -240,6 +306,6 @@ def list_cmd(ctx: typer.Context) -> None:
             "yes" if pm.required else "no",
             due,
             escape(pm.owner or "-"),
-            f"{written}/{len(lifecycle.SECTION_KEYS)}",
+            f"{written}/{len(keys)}",
         )
     console.print(table)

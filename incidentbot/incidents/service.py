@@ -261,8 +261,11 @@ def set_milestone(
     *,
     actor: str,
     now: datetime | None = None,
+    via: str | None = None,
 ) -> Incident:
-    """Set impact start, detection, acknowledgement or mitigation, possibly in the past."""
+    """Set impact start, detection, acknowledgement or mitigation, possibly in the past;
+    ``via`` says where it was given when not by a command of its own (``resolve``: the resolve
+    form asked for it)."""
     now = now or utcnow()
     name = milestone.strip().lower().replace("-", "_").replace(" ", "_")
     if name not in SETTABLE_MILESTONES:
@@ -288,6 +291,7 @@ def set_milestone(
             "milestone": name,
             "at": when.isoformat(),
             "previous": previous.isoformat() if previous else None,
+            **({"via": via} if via else {}),
         },
     )
     return incident

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from incidentbot.postmortems import sections
 from incidentbot.template_files import TEMPLATES
 
 PACKAGE_TEMPLATES = TEMPLATES  # the shipped templates (incidentbot.template_files)
@@ -170,6 +171,45 @@ class BlamelessSettings(_Strict):
         return [*self.phrases, *self.extra_phrases]
 
 
+class ExtraSection(_Strict):
+    """A section a team adds to its postmortems: written and stored like the built-in ones,
+    edited from Slack and the CLI by its key, rendered after the review sections (or where a
+    template places it with ``d.section("key")``)."""
+
+    key: str = Field(description="how it is named in commands: lowercase letters, digits, _")
+    title: str = Field(min_length=1, max_length=60, description="its heading")
+    prompt: str = Field(
+        default="Not written yet.",
+        min_length=1,
+        max_length=400,
+        description="what belongs there, shown until someone writes it",
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        key = sections.normalise(value)
+        if not sections.KEY_RE.match(key):
+            raise ValueError(
+                f"section key {value!r}: 2 to 40 lowercase letters, digits or _, starting with a "
+                "letter (e.g. customer_communication)"
+            )
+        if key in sections.TAKEN:
+            raise ValueError(
+                f"section key {value!r} is a built-in section or one of its names: built-in are "
+                f"{', '.join(sections.BUILT_IN_KEYS)}"
+            )
+        return key
+
+    @field_validator("title", "prompt")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        clean = " ".join(value.split())
+        if not clean:
+            raise ValueError("is empty")
+        return clean
+
+
 class PostmortemSettings(_Strict):
     template_dir: Path | None = Field(
         default=None,
@@ -187,3 +227,17 @@ class PostmortemSettings(_Strict):
         "the incident is resolved",
     )
     blameless: BlamelessSettings = Field(default_factory=BlamelessSettings)
+    extra_sections: list[ExtraSection] = Field(
+        default_factory=list,
+        max_length=20,
+        description="sections a team adds to every postmortem (key, title, prompt)",
+    )
+
+    @field_validator("extra_sections")
+    @classmethod
+    def _unique(cls, value: list[ExtraSection]) -> list[ExtraSection]:
+        keys = [s.key for s in value]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"section key(s) given twice: {', '.join(twice)}")
+        return value

@@ -157,6 +157,21 @@ class MetricRow:
     sources: str = ""  # where its two times came from
 
 
+@dataclass(frozen=True)
+class ImpactNumber:
+    """One impact number (requests failed, validators affected, …) and where it came from."""
+
+    key: str
+    label: str
+    value: str  # "1,200", "40m 00s"; "—" when not given
+    source: str  # "typed by Alice at …", "sampled from the beacon node: …"; "" when missing
+    state: str  # typed, sampled or missing
+
+    @property
+    def given(self) -> bool:
+        return self.state != "missing"
+
+
 @dataclass
 class Document:
     ref: str
@@ -181,6 +196,7 @@ class Document:
     fields: list[tuple[str, str]]
     milestones: list[Milestone]
     impact: list[MetricRow]
+    impact_numbers: list[ImpactNumber]  # typed or sampled; "missing" ones too
     metrics: list[MetricRow]
     detection: list[tuple[str, str]]  # the alerts that fired: (at, what)
     order_problems: list[str]
@@ -202,6 +218,14 @@ class Document:
     shown_count: int  # told in the document's timeline
     first_event: str | None
     last_event: str | None
+
+    @property
+    def impact_given(self) -> list[ImpactNumber]:
+        return [n for n in self.impact_numbers if n.given]
+
+    @property
+    def impact_missing(self) -> list[ImpactNumber]:
+        return [n for n in self.impact_numbers if not n.given]
 
     @property
     def sections_written(self) -> int:

@@ -30,6 +30,7 @@ from incidentbot.paging.models import Page
 from incidentbot.people import BOT_ACTORS, Directory, is_slack_id, plain_id
 from incidentbot.people.render import plain_text
 from incidentbot.postmortems import chain, lifecycle
+from incidentbot.postmortems import impact_numbers as pm_impact
 from incidentbot.postmortems import metrics as pm_metrics
 from incidentbot.postmortems import participants as pm_participants
 from incidentbot.postmortems import quoted as pm_quoted
@@ -143,7 +144,7 @@ def build(
     # sections and the language check
     sections = [
         SectionDoc(s.key, s.title, s.prompt, str((row.sections or {}).get(s.key) or ""))
-        for s in lifecycle.SECTIONS
+        for s in lifecycle.sections_for(settings)
     ]
     known = set(names.known_names())
     known.update(names(a) for a in actors if a and a not in system)
@@ -168,6 +169,8 @@ def build(
 
     def source_of(name: str) -> str:
         who = times.setters.get(name)
+        if who and times.via.get(name) == "resolve":
+            return f"given at resolve by {names(who)}"
         return f"set by {names(who)}" if who else times.source.get(name, "not recorded")
 
     def metric_row(sp: pm_metrics.Span) -> MetricRow:
@@ -229,6 +232,7 @@ def build(
         ],
         impact=[metric_row(s) for s in pm_metrics.impact_spans(incident, fmt, times.at)]
         + chain.chain_rows(events),
+        impact_numbers=pm_impact.rows(row.impact, events, names, fmt),
         metrics=[metric_row(s) for s in pm_metrics.response_metrics(incident, fmt, times.at)],
         detection=[
             (fmt(ev.occurred_at), text(ev.summary)) for ev in events if ev.kind == "alert.firing"

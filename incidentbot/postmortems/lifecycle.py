@@ -10,7 +10,6 @@ row it renders what the row would say (:func:`current`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -22,103 +21,34 @@ from incidentbot.errors import DomainError
 from incidentbot.incidents import records
 from incidentbot.incidents.models import Incident
 from incidentbot.ledger.redact import redact_text
+from incidentbot.postmortems import impact_numbers, sections
 from incidentbot.postmortems.metrics import EventLike, worst_severity
 from incidentbot.postmortems.models import DRAFT, IN_REVIEW, PUBLISHED, STATUSES, Postmortem
 
 MAX_SECTION = 20_000
 
 
-@dataclass(frozen=True)
-class Section:
-    key: str
-    title: str
-    prompt: str
+SECTIONS = sections.BUILT_IN  # the built-in sections; sections_for(settings) adds a team's
+SECTION_KEYS = sections.BUILT_IN_KEYS
+Section = sections.Section
 
 
-SECTIONS = (
-    Section(
-        "summary",
-        "Summary",
-        "In a few sentences for someone who was not there: what broke, who and what it "
-        "affected, for how long, and how it was fixed.",
-    ),
-    Section(
-        "impact",
-        "Impact",
-        "Who and what was affected, in numbers where you have them: requests failed, users or "
-        "validators affected, how long service was degraded, blocks behind, missed slots.",
-    ),
-    Section(
-        "trigger",
-        "Trigger",
-        "The change or event that set it off (a deploy, a config push, a chain upgrade, load, a "
-        "provider outage).",
-    ),
-    Section(
-        "detection",
-        "Detection",
-        "How we found out: which alert fired or who reported it, and how that could be sooner.",
-    ),
-    Section(
-        "resolution",
-        "Resolution",
-        "What stopped the impact and what brought service back, in the order it happened.",
-    ),
-    Section(
-        "what_went_well",
-        "What went well",
-        "What helped: alerts that fired, tools and runbooks that worked, people who showed up, "
-        "decisions that paid off.",
-    ),
-    Section(
-        "what_went_wrong",
-        "What went wrong",
-        "What made the incident worse or longer: signals missed or late, tools that got in the "
-        "way, steps that did not work. Describe systems and conditions, not people.",
-    ),
-    Section(
-        "where_we_got_lucky",
-        "Where we got lucky",
-        "What went right by chance and will not next time: the quiet hour, the person who "
-        "happened to be online, the backup that happened to be in sync.",
-    ),
-    Section(
-        "contributing_factors",
-        "Contributing factors",
-        "The conditions that together made this possible (there is rarely one root cause): "
-        "changes, defaults, load, gaps in monitoring, missing guards.",
-    ),
-)
-SECTION_KEYS = tuple(s.key for s in SECTIONS)
-_ALIASES = {
-    "overview": "summary",
-    "impacts": "impact",
-    "cause": "trigger",
-    "detect": "detection",
-    "detected": "detection",
-    "resolve": "resolution",
-    "resolved": "resolution",
-    "well": "what_went_well",
-    "went_well": "what_went_well",
-    "wrong": "what_went_wrong",
-    "went_wrong": "what_went_wrong",
-    "lucky": "where_we_got_lucky",
-    "luck": "where_we_got_lucky",
-    "factors": "contributing_factors",
-    "contributing": "contributing_factors",
-}
+def sections_for(settings: Settings) -> tuple[Section, ...]:
+    """Every section a postmortem has: the built-in ones, then the team's
+    (``postmortems.extra_sections``)."""
+    return sections.all_sections(settings.postmortems.extra_sections)
+
+
 STATUS_LABELS = {DRAFT: "Draft", IN_REVIEW: "In review", PUBLISHED: "Published"}
 # Which status may follow which. Published goes back to review to be corrected.
 TRANSITIONS = {DRAFT: (IN_REVIEW,), IN_REVIEW: (DRAFT, PUBLISHED), PUBLISHED: (IN_REVIEW,)}
 
 
-def section_key(text: str) -> str:
-    """``what_went_well``, ``what-went-well``, ``well`` … name a section."""
-    raw = "_".join(str(text).strip().lower().replace("-", " ").split())
-    key = _ALIASES.get(raw, raw)
-    if key not in SECTION_KEYS:
-        raise DomainError(f"unknown section {text!r}: allowed are {', '.join(SECTION_KEYS)}")
-    return key
+def section_key(text: str, settings: Settings | None = None) -> str:
+    """``what_went_well``, ``what-went-well``, ``well`` … name a section; a team's sections
+    (``postmortems.extra_sections``) count when ``settings`` is given."""
+    extra = settings.postmortems.extra_sections if settings is not None else ()
+    return sections.section_key(text, extra)
 
 
 def status_name(text: str) -> str:
@@ -265,7 +195,7 @@ def edit_section(
     now: datetime,
 ) -> Postmortem:
     """Write (or with ``text=None`` clear) one section."""
-    key = section_key(section)
+    key = section_key(section, settings)
     row = ensure(session, settings, incident, now=now)
     _require_editable(incident, row)
     sections = dict(row.sections or {})
@@ -293,6 +223,41 @@ def edit_section(
         f"Postmortem: {what} {key.replace('_', ' ')}",
         now=now,
         data={"section": key, "chars": len(sections.get(key, ""))},
+    )
+    return row
+
+
+def edit_impact(
+    session: Session,
+    settings: Settings,
+    incident: Incident,
+    changes: dict[str, int | None],
+    *,
+    actor: str,
+    now: datetime,
+) -> Postmortem:
+    """Set (or with None clear) impact numbers, already read by
+    :func:`incidentbot.postmortems.impact_numbers.parse_value`."""
+    if not changes:
+        raise DomainError("no impact number given: " + ", ".join(impact_numbers.KEYS))
+    row = ensure(session, settings, incident, now=now)
+    _require_editable(incident, row)
+    row.impact = impact_numbers.apply(row.impact, changes, actor=actor, now=now) or None
+    row.updated_at = now
+    session.add(row)
+    said = [
+        f"{impact_numbers.BY_KEY[k].label.lower()} "
+        + ("cleared" if v is None else impact_numbers.show(k, v))
+        for k, v in changes.items()
+    ]
+    records.record(
+        session,
+        incident,
+        "postmortem.edited",
+        actor,
+        f"Postmortem impact: {'; '.join(said)}",
+        now=now,
+        data={"impact": dict(changes)},
     )
     return row
 

@@ -7,7 +7,7 @@ an end before its start makes it ``out of order`` (never negative), with what is
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -108,6 +108,7 @@ class Times:
     at: dict[str, datetime | None]
     source: dict[str, str]  # milestone -> "set by U123", "the first alert", ...
     setters: dict[str, str]  # milestone -> the actor who set it by hand
+    via: dict[str, str] = field(default_factory=dict)  # milestone -> "resolve": the resolve form
 
 
 def sourced(incident: Incident, events: Iterable[EventLike], alert_actor: str) -> Times:
@@ -117,6 +118,7 @@ def sourced(incident: Incident, events: Iterable[EventLike], alert_actor: str) -
     at = milestones(incident)
     source: dict[str, str] = {}
     setters: dict[str, str] = {}
+    given: dict[str, str] = {}
     first_alert: datetime | None = None
     for ev in events:
         if ev.kind == "milestone.set":
@@ -128,6 +130,7 @@ def sourced(incident: Incident, events: Iterable[EventLike], alert_actor: str) -
                 else:
                     source[name] = "set by hand"
                     setters[name] = ev.actor
+                given[name] = str(ev.data.get("via") or "")
         elif ev.kind == "alert.firing" and (first_alert is None or ev.occurred_at < first_alert):
             first_alert = ev.occurred_at
     if at["detected"] is None:
@@ -142,7 +145,7 @@ def sourced(incident: Incident, events: Iterable[EventLike], alert_actor: str) -
             source[name] = "not recorded"
         elif name not in source:
             source[name] = AUTOMATIC.get(name, "recorded")
-    return Times(at, source, setters)
+    return Times(at, source, setters, {k: v for k, v in given.items() if v and k in setters})
 
 
 def span(

@@ -2,7 +2,8 @@
 
 A postmortem is one per incident: its lifecycle (draft, in review, published), whether the
 severity policy requires it and when it is due, and the sections people write (what went
-well, what went wrong, where we got lucky, contributing factors). Everything else in the
+well, what went wrong, where we got lucky, contributing factors, and any a team adds) and the
+impact in numbers. Everything else in the
 document is built from the timeline when it is rendered.
 """
 
@@ -36,6 +37,11 @@ class Postmortem(SQLModel, table=True):
     due_date: date | None = Field(default=None, sa_column=Column(Date))
     # Section name -> text people wrote (what_went_well, what_went_wrong, lucky, factors, …).
     sections: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # The impact in numbers people typed: key -> {"value": int, "by": actor, "at": ISO time}
+    # (incidentbot.postmortems.impact_numbers); None until someone types one.
+    impact: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
+    )
     owner: str | None = Field(default=None, max_length=128)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

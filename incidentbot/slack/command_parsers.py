@@ -212,7 +212,7 @@ def action(name: str, rest: str, settings: Settings, usage: str) -> Command | Us
 
 
 def postmortem(name: str, rest: str, settings: Settings, usage: str) -> Command | Usage:
-    args = parse_postmortem(rest)
+    args = parse_postmortem(rest, settings)
     return Command(name) if args["op"] == "summary" else Command(name, args)
 
 

@@ -23,7 +23,7 @@ from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.ports import ExternalError
-from incidentbot.slack import blocks
+from incidentbot.slack import blocks, resolve_impact
 from incidentbot.slack.reply import Reply
 from incidentbot.usecases import alerts as alerts_uc
 from incidentbot.usecases import incidents as uc
@@ -165,10 +165,14 @@ def milestone(call: Call, args: dict[str, Any]) -> Reply:
 
 def resolve(call: Call, args: dict[str, Any]) -> Reply:
     out = uc.resolve(call.core, call.actor, call.ref, args["text"])
-    return Reply(
+    done = Reply(
         f":white_check_mark: {who(call)} resolved *{out.ref}*: {mrkdwn(out.summary)}",
         in_channel=True,
     )
+    if not call.trigger_id:
+        return done
+    channel = call.incident.channel_id if call.incident else ""
+    return resolve_impact.ask(call.core, out.ref, channel or "", done)  # impact start missing
 
 
 def close(call: Call, args: dict[str, Any]) -> Reply:

@@ -38,6 +38,7 @@ from incidentbot.postmortems import lifecycle
 from incidentbot.postmortems.blameless import Finding
 from incidentbot.postmortems.contents import Document
 from incidentbot.postmortems.document import people_in
+from incidentbot.slack import impact_form
 from incidentbot.slack.reply import Reply
 from incidentbot.usecases import postmortems as uc
 from incidentbot.usecases.core import Actor, Core
@@ -57,7 +58,7 @@ USAGES = {
 }
 
 
-def parse(rest: str) -> dict[str, Any]:
+def parse(rest: str, settings: Settings | None = None) -> dict[str, Any]:
     """``{"op": ...}`` for the words after ``postmortem`` (already normalised), or a
     DomainError saying what is wrong."""
     head, _, tail = rest.strip().partition(" ")
@@ -66,10 +67,10 @@ def parse(rest: str) -> dict[str, Any]:
         return {"op": "summary"}
     if op == "edit":
         if not tail:
-            raise DomainError(
-                f"`postmortem edit` needs a section: {', '.join(lifecycle.SECTION_KEYS)}"
-            )
-        return {"op": "edit", "section": lifecycle.section_key(tail)}
+            keys = [s.key for s in (lifecycle.sections_for(settings) if settings else
+                                    lifecycle.SECTIONS)]  # fmt: skip
+            raise DomainError(f"`postmortem edit` needs a section: {', '.join(keys)}")
+        return {"op": "edit", "section": lifecycle.section_key(tail, settings)}
     if op == "status":
         if not tail:
             raise DomainError("`postmortem status` needs a status: draft, in_review or published")
@@ -114,7 +115,11 @@ class PostmortemCommands:
             return self.summary(user=user, incident=incident)
         except DomainError as exc:
             message = mrkdwn(str(exc))
-            usage = mrkdwn(USAGES.get(op, USAGE))
+            usage = USAGES.get(op, USAGE)
+            if op == "edit":
+                keys = "|".join(x.key for x in lifecycle.sections_for(self.settings))
+                usage = f"/incident postmortem edit <{keys}>"
+            usage = mrkdwn(usage)
             return Reply(f"{message[:1].upper()}{message[1:]}.\nUsage: {usage}")
 
     def summary(self, *, user: str, incident: Incident) -> Reply:
@@ -173,10 +178,13 @@ class PostmortemCommands:
         channel = str(meta.get("channel") or "")
         values = view.get("state", {}).get("values", {})
         text = ((values.get("text") or {}).get("value") or {}).get("value") or ""
+        numbers = impact_form.changed(values, meta.get("impact"))
         try:
             done = uc.edit(self.core, Actor(user, "slack"), str(meta.get("ref") or ""),
                            section=str(meta.get("section") or ""),
-                           text=text if text.strip() else None)  # fmt: skip
+                           text=text if text.strip() else None, impact=numbers)  # fmt: skip
+        except uc.ImpactError as exc:
+            return impact_form.errors(exc.errors), None, channel
         except DomainError as exc:
             return {"text": str(exc)[:150]}, None, channel
         return None, Reply(_saved(done)), channel
@@ -184,15 +192,18 @@ class PostmortemCommands:
 
 def edit_view(current: uc.SectionText, channel_id: str) -> dict[str, Any]:
     """The form that edits one section: its text, prefilled, and what belongs in it."""
+    meta: dict[str, Any] = {"ref": current.ref, "section": current.section, "channel": channel_id}
+    extra: list[Any] = []
+    if current.section == "impact":
+        meta["impact"] = current.impact  # what was typed: only changes are saved
+        extra = impact_form.blocks(current.impact)
     view = View(
         type="modal",
         callback_id=EDIT_CALLBACK,
         title=PlainTextObject(text=f"{current.ref} postmortem"[:24]),
         submit=PlainTextObject(text="Save"),
         close=PlainTextObject(text="Cancel"),
-        private_metadata=json.dumps(
-            {"ref": current.ref, "section": current.section, "channel": channel_id}
-        ),
+        private_metadata=json.dumps(meta),
         blocks=[
             InputBlock(
                 block_id="text",
@@ -205,7 +216,8 @@ def edit_view(current: uc.SectionText, channel_id: str) -> dict[str, Any]:
                     max_length=FORM_LIMIT,
                     initial_value=current.text or None,
                 ),
-            )
+            ),
+            *extra,
         ],
     )
     view.validate_json()
@@ -229,6 +241,13 @@ def _saved(done: uc.Edited) -> str:
         text = f"Cleared {name} in the {done.ref} postmortem ({status})."
     else:
         text = f"Saved {name} in the {done.ref} postmortem ({done.chars} characters, {status})."
+    if done.impact:
+        text += "\nImpact numbers: " + "; ".join(
+            f"{n.label.lower()} {mrkdwn(n.value)}"
+            if n.state == "typed"
+            else f"{n.label.lower()} cleared"
+            for n in done.impact
+        )
     if done.findings:
         n = len(done.findings)
         text += (

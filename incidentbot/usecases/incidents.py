@@ -263,13 +263,16 @@ def update(core: Core, actor: Actor, ref: str, text: str) -> UpdatePosted:
         return UpdatePosted(inc.ref, event.id, digest)
 
 
-def set_milestone(core: Core, actor: Actor, ref: str, milestone: str, at: datetime) -> MilestoneSet:
-    """Set impact start, detection, acknowledgement or mitigation, possibly in the past."""
+def set_milestone(
+    core: Core, actor: Actor, ref: str, milestone: str, at: datetime, *, via: str | None = None
+) -> MilestoneSet:
+    """Set impact start, detection, acknowledgement or mitigation, possibly in the past
+    (``via``: where it was given, e.g. ``resolve``)."""
     with db.transaction(core.engine) as s:
         inc = svc.get(s, ref)
         name = milestone.strip().lower().replace("-", "_").replace(" ", "_")
         previous = inc.milestone(name) if hasattr(inc, f"{name}_at") else None
-        inc = svc.set_milestone(s, core.settings, ref, milestone, at, actor=actor.id)
+        inc = svc.set_milestone(s, core.settings, ref, milestone, at, actor=actor.id, via=via)
         _refresh(core, s, inc.ref, actor, "milestone")
         when = inc.milestone(name)
         assert when is not None

@@ -9,23 +9,28 @@ for the door to render in its own medium.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
 from incidentbot import db
 from incidentbot.clock import utcnow
 from incidentbot.errors import DomainError
+from incidentbot.incidents import records
 from incidentbot.incidents import service as incidents
 from incidentbot.incidents.models import Incident
-from incidentbot.postmortems import lifecycle
+from incidentbot.postmortems import impact_numbers, impact_start, lifecycle
 from incidentbot.postmortems.blameless import Finding
-from incidentbot.postmortems.contents import Document
+from incidentbot.postmortems.contents import Document, ImpactNumber
 from incidentbot.postmortems.document import build
 from incidentbot.postmortems.models import PUBLISHED
 from incidentbot.postmortems.publish import publish as publish_files
 from incidentbot.postmortems.render import render_document
+from incidentbot.usecases import incidents as incident_uc
 from incidentbot.usecases.core import Actor, Core
 
 SECTIONS = lifecycle.SECTIONS
@@ -40,6 +45,7 @@ class Edited:
     chars: int  # the section's length now
     owner: str | None  # the owner, if it was set
     findings: tuple[Finding, ...]  # the language check's findings in that section
+    impact: tuple[ImpactNumber, ...] = ()  # the impact numbers changed, as the document shows them
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class SectionText:
     title: str
     prompt: str
     text: str  # empty when nothing is written yet
+    impact: dict[str, int] = field(default_factory=dict)  # the numbers typed (impact only)
 
 
 @dataclass(frozen=True)
@@ -77,8 +84,8 @@ class Summary:
 def section_text(core: Core, ref: str, section: str) -> SectionText:
     """What a section says now (for a form to edit it); refused when the postmortem is
     published, as the edit would be."""
-    key = lifecycle.section_key(section)
-    spec = next(s for s in SECTIONS if s.key == key)
+    key = lifecycle.section_key(section, core.settings)
+    spec = next(s for s in lifecycle.sections_for(core.settings) if s.key == key)
     with db.transaction(core.engine) as s:
         inc = incidents.get(s, ref)
         row = lifecycle.current(s, core.settings, inc)
@@ -87,7 +94,8 @@ def section_text(core: Core, ref: str, section: str) -> SectionText:
                 f"the {inc.ref} postmortem is published: move it back to in_review to change it"
             )
         text = str((row.sections or {}).get(key) or "")
-        return SectionText(inc.ref, key, spec.title, spec.prompt, text)
+        numbers = impact_numbers.typed(row.impact) if key == "impact" else {}
+        return SectionText(inc.ref, key, spec.title, spec.prompt, text, numbers)
 
 
 def edit(
@@ -98,17 +106,23 @@ def edit(
     section: str | None = None,
     text: str | None = None,
     owner: str | None = None,
+    impact: Mapping[str, str | int | None] | None = None,
 ) -> Edited:
-    """Write ``section`` (``text`` None empties it) and/or set the ``owner``, together."""
-    if section is None and owner is None:
-        raise DomainError("nothing to change: name a section to write or an owner")
-    key = lifecycle.section_key(section) if section is not None else None
+    """Write ``section`` (``text`` None empties it), set the ``owner`` and/or impact numbers
+    (``impact``: key -> what was typed, None or "" clears it), together: one bad number and
+    nothing is saved."""
+    if section is None and owner is None and not impact:
+        raise DomainError("nothing to change: name a section to write, an owner or a number")
+    key = lifecycle.section_key(section, core.settings) if section is not None else None
+    numbers = read_impact(impact or {})
     now = utcnow()
     with db.transaction(core.engine) as s:
         inc = incidents.get(s, ref)
         row = lifecycle.current(s, core.settings, inc)
         if owner is not None:
             row = lifecycle.set_owner(s, core.settings, inc, owner, actor=actor.id, now=now)
+        if numbers:
+            row = lifecycle.edit_impact(s, core.settings, inc, numbers, actor=actor.id, now=now)
         if key is not None:
             row = lifecycle.edit_section(s, core.settings, inc, key, text, actor=actor.id,
                                          now=now)  # fmt: skip
@@ -121,7 +135,35 @@ def edit(
             chars=len((row.sections or {}).get(key, "")) if key else 0,
             owner=row.owner if owner is not None else None,
             findings=tuple(f for f in doc.findings if key is not None and f.section == key),
+            impact=tuple(n for n in doc.impact_numbers if n.key in numbers),
         )
+
+
+class ImpactError(DomainError):
+    """Impact numbers that cannot be read: ``errors`` says which, each with why."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
+def read_impact(typed: Mapping[str, str | int | None]) -> dict[str, int | None]:
+    """Typed impact numbers (key or alias -> text; None or "" clears one) as stored values;
+    every number that cannot be read is named in one :class:`ImpactError`."""
+    out: dict[str, int | None] = {}
+    errors: dict[str, str] = {}
+    for name, value in typed.items():
+        key = impact_numbers.number_key(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            out[key] = None
+            continue
+        try:
+            out[key] = impact_numbers.parse_value(key, value)
+        except DomainError as exc:
+            errors[key] = str(exc)
+    if errors:
+        raise ImpactError(errors)
+    return out
 
 
 def change_status(core: Core, actor: Actor, ref: str, status: str) -> StatusChanged:
@@ -156,3 +198,61 @@ def summary(core: Core, ref: str) -> Summary:
         doc = build(s, core.settings, incidents.get(s, ref))
     markdown = render_document(core.settings, doc, "md")
     return Summary(doc, len(markdown.encode()))
+
+
+@dataclass(frozen=True)
+class ImpactStartQuestion:
+    """What the resolve asks when the impact's start is not recorded."""
+
+    ref: str
+    timezone: str
+    detected: str | None  # the times "same as …" stands for, in the team's time zone
+    declared: str | None
+
+
+def impact_start_question(core: Core, ref: str) -> ImpactStartQuestion | None:
+    """None when the incident's impact start is recorded; else what to ask."""
+    with db.transaction(core.engine) as s:
+        inc = incidents.get(s, ref)
+        if inc.impact_started_at is not None:
+            return None
+        refs = impact_start.reference_times(
+            inc, records.timeline(s, inc), core.settings.alerts.actor
+        )
+    tz = ZoneInfo(core.settings.timezone)
+
+    def local(when: datetime | None) -> str | None:
+        return when.astimezone(tz).strftime("%Y-%m-%d %H:%M") if when else None
+
+    return ImpactStartQuestion(
+        ref, core.settings.timezone, local(refs["detected"]), local(refs["declared"])
+    )
+
+
+@dataclass(frozen=True)
+class ImpactStartGiven:
+    ref: str
+    at: datetime
+    metrics: tuple[tuple[str, str], ...]  # (label, value) of the response metrics now
+
+
+def give_impact_start(core: Core, actor: Actor, ref: str, text: str) -> ImpactStartGiven:
+    """Record when the impact started, as answered at the resolve: the milestone says it was
+    given at the resolve (the postmortem's metrics say so). Refused, nothing changed, when the
+    text is not a time or the start was recorded meanwhile."""
+    now = utcnow()
+    with db.transaction(core.engine) as s:
+        inc = incidents.get(s, ref)
+        if inc.impact_started_at is not None:
+            raise DomainError(
+                f"the impact start of {inc.ref} was recorded meanwhile "
+                f"({inc.impact_started_at:%Y-%m-%d %H:%M} UTC): nothing changed"
+            )
+        refs = impact_start.reference_times(
+            inc, records.timeline(s, inc), core.settings.alerts.actor
+        )
+    at = impact_start.parse(text, references=refs, timezone=core.settings.timezone, now=now)
+    done = incident_uc.set_milestone(core, actor, ref, "impact_started", at, via="resolve")
+    with db.transaction(core.engine) as s:
+        doc = build(s, core.settings, incidents.get(s, ref))
+    return ImpactStartGiven(done.ref, done.at, tuple((m.label, m.value) for m in doc.metrics))

@@ -197,6 +197,24 @@ class BotDriver(Transport):
         )
         return self._interaction("view_submission", payload, {"user": who.id, "view_id": view_id})
 
+    def close_view(self, view_id: str, *, user: str | None = None) -> Ack | None:
+        """The user presses the modal's close button (``close``: Cancel, Skip).
+
+        Slack's client closes the view; the app hears of it only when the view asked with
+        ``notify_on_close``: then a ``view_closed`` interaction is sent and its ack returned."""
+        with self.ws.lock:
+            view = self.ws.views[view_id]
+            if not view.is_open:
+                raise ValueError(f"view {view_id} is not open")
+            who = self.ws.user(user or view.user)
+            view.is_open = False
+            notify = bool(view.data.get("notify_on_close"))
+            body = view.to_api()
+        if not notify:
+            return None
+        payload = payloads.view_closed(self.ws, who, body, self.verification_token)
+        return self._interaction("view_closed", payload, {"user": who.id, "view_id": view_id})
+
     # -- Events API -------------------------------------------------------------------------
 
     def event_request(

@@ -268,6 +268,23 @@ def view_submission(
     }
 
 
+def view_closed(
+    ws: Workspace, user: User, view: dict[str, Any], verification_token: str
+) -> dict[str, Any]:
+    """A ``view_closed`` interaction: sent when a modal with ``notify_on_close`` is closed."""
+    return {
+        "type": "view_closed",
+        "team": {"id": ws.team_id, "domain": ws.domain},
+        "user": user_ref(ws, user),
+        "api_app_id": ws.app_id,
+        "token": verification_token,
+        "view": view,
+        "is_cleared": False,
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }
+
+
 def event_envelope(
     ws: Workspace, event: dict[str, Any], *, event_id: str, verification_token: str
 ) -> dict[str, Any]:
