@@ -64,7 +64,7 @@ def preview(
         now=_at(at),
         upcoming=at is None,
     )
-    sys.stdout.write(handoff.render(h))
+    sys.stdout.write(handoff.render(h, settings.handoff.template_dir))
 
 
 @app.command()

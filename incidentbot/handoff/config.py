@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
@@ -81,6 +82,10 @@ class HandoffSettings(BaseModel):
 
     rotations: list[Rotation] = Field(default_factory=list)
     top_alert_groups: int = Field(default=5, ge=1, le=20, description="alert groups listed")
+    template_dir: Path | None = Field(
+        default=None,
+        description="a directory with a handoff.md.j2 that replaces the built-in handoff message",
+    )
 
     @field_validator("rotations")
     @classmethod

@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,6 +39,7 @@ from incidentbot.people import Directory
 from incidentbot.ports import Chat, ExternalError, OnCall, Pager
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
 from incidentbot.template_files import TEMPLATES as SHIPPED_TEMPLATES
+from incidentbot.template_files import override_loader
 
 log = logging.getLogger(__name__)
 
@@ -367,9 +369,9 @@ def _people(people: list[Person]) -> Markup:
     return Markup(", ".join(p.mention for p in people) or "unknown")  # noqa: S704
 
 
-def _environment() -> jinja2.Environment:
+def _environment(template_dir: Path | None = None) -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=override_loader(template_dir, "handoff.template_dir"),
         # Slack mrkdwn, not HTML: each value is escaped by `finalize` (HTML escaping would
         # show quotes as entities), so a value the template forgets to escape cannot leak.
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
@@ -381,9 +383,10 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render(handoff: Handoff) -> str:
-    """The handoff message (Slack mrkdwn) from ``templates/handoff.md.j2``."""
-    env = _environment()
+def render(handoff: Handoff, template_dir: Path | None = None) -> str:
+    """The handoff message (Slack mrkdwn) from ``templates/handoff.md.j2``, or the one in
+    ``template_dir`` (the ``handoff.template_dir`` setting) when it has one."""
+    env = _environment(template_dir)
     env.filters["mrkdwn"] = lambda value: Markup(mrkdwn(value))  # noqa: S704 (escaped)
     env.filters["people"] = _people
     tz = ZoneInfo(handoff.rotation.timezone)

@@ -203,7 +203,7 @@ class HandoffCommands:
         return channel, ts, h
 
     def _send(self, channel: str, h: handoff.Handoff) -> str:
-        text = handoff.render(h)
+        text = handoff.render(h, self.settings.handoff.template_dir)
         ts = self.chat.post(channel, text, message_blocks(text, h))
         log.info("posted the %s handoff in %s (%s)", h.rotation.name, channel, ts)
         return ts
