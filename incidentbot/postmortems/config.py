@@ -179,8 +179,7 @@ class ExtraSection(_Strict):
     key: str = Field(description="how it is named in commands: lowercase letters, digits, _")
     title: str = Field(min_length=1, max_length=60, description="its heading")
     prompt: str = Field(
-        default="Not written yet.",
-        min_length=1,
+        default="",
         max_length=400,
         description="what belongs there, shown until someone writes it",
     )
@@ -201,13 +200,18 @@ class ExtraSection(_Strict):
             )
         return key
 
-    @field_validator("title", "prompt")
+    @field_validator("title")
     @classmethod
-    def _text(cls, value: str) -> str:
+    def _title(cls, value: str) -> str:
         clean = " ".join(value.split())
         if not clean:
             raise ValueError("is empty")
         return clean
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        return " ".join(value.split())
 
 
 class PostmortemSettings(_Strict):

@@ -115,7 +115,10 @@ def normalise(text: str) -> str:
 
 def all_sections(extra: Iterable[SectionLike] = ()) -> tuple[Section, ...]:
     """The built-in sections, then ``extra`` (a team's, in the order they are configured)."""
-    return BUILT_IN + tuple(Section(e.key, e.title, e.prompt) for e in extra)
+    return BUILT_IN + tuple(
+        Section(e.key, e.title, e.prompt or f"What your team records as {e.title.lower()}.")
+        for e in extra
+    )
 
 
 def section_key(text: str, extra: Iterable[SectionLike] = ()) -> str:
