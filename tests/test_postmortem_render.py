@@ -77,6 +77,26 @@ def test_html_matches_the_golden_file_and_is_stable(scenario):
     check_golden("postmortem.html", first)
 
 
+def test_each_person_is_looked_up_once_per_document(scenario, monkeypatch):
+    """A long timeline names the same people on every entry: the directory resolves each
+    distinct actor once per document, not once per entry."""
+    from collections import Counter
+
+    from incidentbot.people import directory
+
+    asked: Counter[str | None] = Counter()
+    find = directory.Directory.find
+
+    def counted(self, actor):  # type: ignore[no-untyped-def]
+        asked[actor] += 1
+        return find(self, actor)
+
+    monkeypatch.setattr(directory.Directory, "find", counted)
+    md = rendered(scenario, "md")
+    assert "Bob Lee" in md and asked["U01BOB"] == 1, asked
+    assert max(asked.values()) == 1, [a for a, n in asked.items() if n > 1]
+
+
 def test_the_document_tells_the_story(scenario):
     md = rendered(scenario, "md")
     html = rendered(scenario, "html")

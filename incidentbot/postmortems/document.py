@@ -52,6 +52,7 @@ from incidentbot.postmortems.contents import (
     SeverityRow,
 )
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
+from incidentbot.postmortems.names import once_per_actor
 
 
 class _Clock:
@@ -95,6 +96,7 @@ def build(
     system = {*BOT_ACTORS, "pagerduty", "unknown", settings.alerts.actor}
     if names is None:
         names = Directory.load(session, settings.people, actors)
+    names = once_per_actor(names)  # each person resolved once, not once per entry
     known_ids = sorted(
         {plain_id(a) for a in actors if is_slack_id(a) and names.find(a) is not None}
     )

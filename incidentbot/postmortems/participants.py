@@ -32,8 +32,10 @@ def actors(rows: Rows, incident: Incident) -> set[str]:
     out.update(i.owner for i in rows.items if i.owner)
     out.update(x for x in (incident.commander, incident.declared_by, rows.postmortem.owner) if x)
     for ev in rows.events:
-        out.update(_MENTIONED.findall(ev.summary))
-        out.update(event_people(ev.data if isinstance(ev.data, dict) else {}))
+        if "<@" in ev.summary:
+            out.update(_MENTIONED.findall(ev.summary))
+        if ev.data and isinstance(ev.data, dict):
+            out.update(event_people(ev.data))
     for text in (rows.postmortem.sections or {}).values():
         out.update(_MENTIONED.findall(str(text)))
     return out

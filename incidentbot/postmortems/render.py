@@ -77,6 +77,22 @@ def code(value: object) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
+def timeline_md(entries: list[Entry]) -> str:
+    """The timeline's Markdown list, each string escaped once (an actor once for all the
+    entries that are theirs): a long incident has thousands of entries. A template may loop
+    over ``d.timeline`` itself instead."""
+    actors: dict[str, str] = {}
+    lines = []
+    for e in entries:
+        who = actors.get(e.actor)
+        if who is None:
+            who = actors[e.actor] = md(e.actor)
+        label = e.label
+        tag = f"*{label}:* " if label else ""
+        lines.append(f"- **{e.at}** {who} · {tag}{md(e.text, 2)}")
+    return "\n".join(lines)
+
+
 def link_md(label: object, url: str) -> str:
     target = url.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
     return f"[{md(label)}]({target})"
@@ -144,12 +160,16 @@ def timeline_html(entries: list[Entry]) -> Markup:
     rows, and a template loop escapes every value again. A template may loop over
     ``d.timeline`` itself instead."""
     rows = []
+    actors: dict[str, str] = {}
     for e in entries:
         label = e.label
         tag = f'<span class="tag">{_esc(label)}</span> ' if label else ""
+        who = actors.get(e.actor)
+        if who is None:
+            who = actors[e.actor] = _esc(e.actor)
         rows.append(
             f'<tr class="cat-{_esc(e.category)}"><td class="at">{_esc(e.at)}</td>'
-            f'<td class="who">{_esc(e.actor)}</td>'
+            f'<td class="who">{who}</td>'
             f'<td class="what">{tag}{_lines(e.text)}</td></tr>'
         )
     return Markup("\n".join(rows))  # noqa: S704 - every value above is escaped
@@ -177,6 +197,7 @@ def _environment(template_dir: str | None) -> Environment:
         md_cell=md_cell,
         code=code,
         link_md=link_md,
+        timeline_md=timeline_md,
         paragraphs=paragraphs,
         lines=lines_html,
         timeline_rows=timeline_html,

@@ -41,22 +41,28 @@ def story(events: list[EventLike]) -> list[tuple[datetime, EventLike]]:
     bookkeeping, nothing about the postmortem itself, one row per runbook run (its last
     event: the steps are in the Actions taken section), a milestone at its own time (set
     later by hand, it is told where it happened)."""
+    # What each kind is, decided once per kind (a long timeline has a handful of kinds).
+    kinds: dict[str, tuple[bool, bool]] = {}  # kind -> (told, a runbook run's event)
+    for kind in {ev.kind for ev in events}:
+        run = kind.startswith("runbook.") and kind != "runbook.suggested"
+        skip = kind in NOISE or is_postmortem(kind) or kind.startswith("runbook.step_")
+        kinds[kind] = (not skip, run)
     last_of_run: dict[object, int] = {}
     for ev in events:
-        if ev.kind.startswith("runbook.") and ev.kind != "runbook.suggested":
+        if kinds[ev.kind][1]:
             run_id = ev.data.get("run_id")
             if run_id is not None and ev.id is not None:
                 last_of_run[run_id] = ev.id
     told: list[tuple[datetime, EventLike]] = []
     for ev in events:
-        kind = ev.kind
-        if kind in NOISE or is_postmortem(kind) or kind.startswith("runbook.step_"):
+        keep, run = kinds[ev.kind]
+        if not keep:
             continue
-        if kind.startswith("runbook.") and kind != "runbook.suggested":
+        if run:
             run_id = ev.data.get("run_id")
             if run_id is not None and last_of_run.get(run_id) != ev.id:
                 continue
-        told.append((_told_at(ev), ev))
+        told.append((_told_at(ev) if ev.kind == "milestone.set" else ev.occurred_at, ev))
     told.sort(key=lambda pair: pair[0])  # stable: same time keeps the recorded order
     return told
 
