@@ -134,9 +134,9 @@ def _settings():  # type: ignore[no-untyped-def]
 
 def test_downgrading_past_private_incidents_needs_drop_data(cli):
     assert cli("incident", "declare", "Indexer lagging", "--sev", "3")[0] == 0
-    code, out, err = cli("db", "downgrade")  # public incidents only: nothing is lost
+    code, out, err = cli("db", "downgrade", "0016")  # public incidents only: nothing is lost
     assert (code, err) == (0, "") and "downgraded" in out
     assert cli("db", "upgrade")[0] == 0
     assert cli("incident", "declare", SECRET_TITLE, "--private")[0] == 0
-    code, out, err = cli("db", "downgrade")
+    code, out, err = cli("db", "downgrade", "0016")
     assert code == 1 and "column incident.private (1 row with a value)" in err
