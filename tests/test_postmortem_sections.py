@@ -108,8 +108,6 @@ def test_a_teams_section_is_edited_in_a_slack_form(engine):
 
         body = run("postmortem edit nope")
         assert body["text"].startswith(f"Unknown section 'nope': {KNOWN}.")
-        body = run("postmortem edit")
-        assert "customer_communication, cost" in body["text"]
         body = run("postmortem edit customer communication")
         assert body["text"] == "Opening customer communication of the INC-1 postmortem…"
         view = wait_for(
@@ -127,3 +125,32 @@ def test_a_teams_section_is_edited_in_a_slack_form(engine):
         body = run("postmortem")
         assert "*Written:* 1 of 11 sections (to write: summary, impact," in body["text"]
         assert "contributing factors, cost)" in body["text"]
+
+        # Without a section: a form to choose one, a team's sections too; choosing one opens
+        # its edit form in place.
+        body = run("postmortem edit")
+        assert body["text"] == "Opening the INC-1 postmortem's sections…"
+        picker = wait_for(lambda: _open(slack, "postmortem_pick"), what="the picker")[0]
+        options = picker.data["blocks"][0]["element"]["options"]
+        assert [o["value"] for o in options][-3:] == [
+            "contributing_factors", "customer_communication", "cost",
+        ]  # fmt: skip
+        assert options[-2]["text"]["text"] == "Customer communication (written)"
+        ack = slack.driver.view_submission(picker.id, {"section": "cost"}, user="bob")
+        assert reply(ack)["response_action"] == "update"
+        form = slack.workspace.views[picker.id]
+        assert form.data["callback_id"] == "postmortem_edit"
+        assert form.data["blocks"][0]["label"]["text"] == "Cost"
+        ack = slack.driver.view_submission(picker.id, {"text": "Two days of an engineer."})
+        assert not reply(ack).get("errors")
+        with db.transaction(engine) as s:
+            row = lifecycle.find(s, svc.get(s, "INC-1"))
+            assert row is not None and row.sections["cost"] == "Two days of an engineer."
+
+
+def _open(slack, callback: str) -> list:
+    return [
+        v
+        for v in slack.workspace.views.values()
+        if v.is_open and v.data.get("callback_id") == callback
+    ]

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -28,7 +27,7 @@ from incidentbot.incidents import service as svc
 from incidentbot.metrics import Metrics
 from incidentbot.paging.links import RESOLVE_BUTTON as PAGERDUTY_RESOLVE
 from incidentbot.people.lookup import Sightings
-from incidentbot.slack import resolve_impact
+from incidentbot.slack import postmortem_views
 from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.commands import CommandHandler
 from incidentbot.slack.handoff_commands import BUTTON as HANDOFF_BUTTON
@@ -36,11 +35,9 @@ from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.incident_commands import resolve_click
 from incidentbot.slack.modal import CALLBACK_ID, declare_view, field_errors, read_submission
 from incidentbot.slack.once import OnceApp
-from incidentbot.slack.postmortem_commands import EDIT_CALLBACK as POSTMORTEM_EDIT
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.reminder_commands import DISMISS_ACTION, SNOOZE_ACTION, ReminderCommands
 from incidentbot.slack.reply import Reply
-from incidentbot.slack.resolve_impact import CALLBACK as RESOLVE_IMPACT
 from incidentbot.slack.runbook_commands import FORM_CALLBACK, RunbookCommands
 from incidentbot.usecases.core import Core
 
@@ -278,16 +275,7 @@ def build_bolt_app(
         assert runbooks is not None
         form_submitted(runbooks.submit_form, ack, body, view, "run")
 
-    @app.view(POSTMORTEM_EDIT)
-    def on_postmortem_form(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        if postmortems is None:
-            ack()
-            return
-        form_submitted(postmortems.submit_edit, ack, body, view, "postmortem edit")
-
-    @app.view(RESOLVE_IMPACT)
-    def on_resolve_impact(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        form_submitted(partial(resolve_impact.submit, core), ack, body, view, "impact start")
+    postmortem_views.register(app, core, postmortems, form_submitted)
 
     @app.view(CALLBACK_ID)
     def on_declare_form(

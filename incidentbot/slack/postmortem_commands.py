@@ -39,6 +39,7 @@ from incidentbot.postmortems.blameless import Finding
 from incidentbot.postmortems.contents import Document
 from incidentbot.postmortems.document import people_in
 from incidentbot.slack import impact_form
+from incidentbot.slack.postmortem_picker import section_picker
 from incidentbot.slack.reply import Reply
 from incidentbot.usecases import postmortems as uc
 from incidentbot.usecases.core import Actor, Core
@@ -49,10 +50,10 @@ MAX_FINDINGS = 8
 MAX_SUMMARY = 600
 EDIT_CALLBACK = "postmortem_edit"
 FORM_LIMIT = 3000  # the most a Slack plain-text input holds
-USAGE = "/incident postmortem [edit <section> | status <draft|in_review|published> | publish]"
+USAGE = "/incident postmortem [edit [section] | status <draft|in_review|published> | publish]"
 USAGES = {
     "summary": "/incident postmortem",
-    "edit": f"/incident postmortem edit <{'|'.join(lifecycle.SECTION_KEYS)}>",
+    "edit": f"/incident postmortem edit [{'|'.join(lifecycle.SECTION_KEYS)}]",
     "status": "/incident postmortem status <draft|in_review|published>",
     "publish": "/incident postmortem publish",
 }
@@ -67,9 +68,7 @@ def parse(rest: str, settings: Settings | None = None) -> dict[str, Any]:
         return {"op": "summary"}
     if op == "edit":
         if not tail:
-            keys = [s.key for s in (lifecycle.sections_for(settings) if settings else
-                                    lifecycle.SECTIONS)]  # fmt: skip
-            raise DomainError(f"`postmortem edit` needs a section: {', '.join(keys)}")
+            return {"op": "pick"}  # a form to choose one
         return {"op": "edit", "section": lifecycle.section_key(tail, settings)}
     if op == "status":
         if not tail:
@@ -108,6 +107,11 @@ class PostmortemCommands:
         try:
             if op == "edit":
                 return self._edit_form(args["section"], incident)
+            if op == "pick":
+                view = section_picker(uc.sections_written(self.core, incident.ref),
+                                      incident.channel_id or "")  # fmt: skip
+                return Reply(f"Opening the {incident.ref} postmortem's sections…",
+                             open_modal=True, modal_args={"view": view})  # fmt: skip
             if op == "status":
                 return self._status(user, incident, args["status"])
             if op == "publish":
@@ -118,7 +122,7 @@ class PostmortemCommands:
             usage = USAGES.get(op, USAGE)
             if op == "edit":
                 keys = "|".join(x.key for x in lifecycle.sections_for(self.settings))
-                usage = f"/incident postmortem edit <{keys}>"
+                usage = f"/incident postmortem edit [{keys}]"
             usage = mrkdwn(usage)
             return Reply(f"{message[:1].upper()}{message[1:]}.\nUsage: {usage}")
 
@@ -154,20 +158,24 @@ class PostmortemCommands:
     # -- the edit form ---------------------------------------------------------------------------
 
     def _edit_form(self, section: str, incident: Incident) -> Reply:
-        current = uc.section_text(self.core, incident.ref, section)
-        name = current.title.lower()
-        if len(current.text) > FORM_LIMIT:
-            raise DomainError(
-                f"{name} is {len(current.text)} characters long, more than a Slack form holds "
-                f"({FORM_LIMIT}): edit it with `incidentbot postmortem edit {incident.ref} "
-                f"--section {current.section} --file FILE`"
-            )
-        view = edit_view(current, incident.channel_id or "")
+        name, view = self.edit_form(incident.ref, section, incident.channel_id or "")
         return Reply(
             f"Opening {name} of the {incident.ref} postmortem…",
             open_modal=True,
             modal_args={"view": view},
         )
+
+    def edit_form(self, ref: str, section: str, channel_id: str) -> tuple[str, dict[str, Any]]:
+        """(the section's name, the form that edits it), or a DomainError saying why not."""
+        current = uc.section_text(self.core, ref, section)
+        name = current.title.lower()
+        if len(current.text) > FORM_LIMIT:
+            raise DomainError(
+                f"{name} is {len(current.text)} characters long, more than a Slack form holds "
+                f"({FORM_LIMIT}): edit it with `incidentbot postmortem edit {ref} "
+                f"--section {current.section} --file FILE`"
+            )
+        return name, edit_view(current, channel_id)
 
     def submit_edit(
         self, user: str, view: dict[str, Any]

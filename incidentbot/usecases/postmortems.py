@@ -256,3 +256,29 @@ def give_impact_start(core: Core, actor: Actor, ref: str, text: str) -> ImpactSt
     with db.transaction(core.engine) as s:
         doc = build(s, core.settings, incidents.get(s, ref))
     return ImpactStartGiven(done.ref, done.at, tuple((m.label, m.value) for m in doc.metrics))
+
+
+@dataclass(frozen=True)
+class SectionsWritten:
+    ref: str
+    sections: tuple[tuple[str, str, bool], ...]  # (key, title, written), in document order
+
+
+def sections_written(core: Core, ref: str) -> SectionsWritten:
+    """Every section (a team's too) and whether it is written; refused once published, as an
+    edit would be."""
+    with db.transaction(core.engine) as s:
+        inc = incidents.get(s, ref)
+        row = lifecycle.current(s, core.settings, inc)
+        if row.status == PUBLISHED:
+            raise DomainError(
+                f"the {inc.ref} postmortem is published: move it back to in_review to change it"
+            )
+        texts = row.sections or {}
+        return SectionsWritten(
+            inc.ref,
+            tuple(
+                (x.key, x.title, bool(str(texts.get(x.key) or "").strip()))
+                for x in lifecycle.sections_for(core.settings)
+            ),
+        )
