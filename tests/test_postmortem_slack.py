@@ -340,7 +340,11 @@ def test_an_incident_run_only_in_slack_publishes_a_complete_postmortem(engine, t
             ack = slack.driver.view_submission(view.id, inputs, user="bob")
             assert ack.status == 200 and not reply(ack).get("errors")
             assert _section(engine, key) == text
-        run("postmortem")  # looks the people up, as anyone reading it in Slack does
+        body = run("postmortem")  # looks the people up, as anyone reading it in Slack does
+        assert (
+            "*Impact:* requests failed 1,200 · validators affected 4 · degraded service 40m 00s"
+            " · missed slots 12\n" in body["text"]
+        ), body["text"]
         run("postmortem status review")
         body = run("postmortem publish")
         assert "published the *INC-1 postmortem*" in body["text"]

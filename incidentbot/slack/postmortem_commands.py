@@ -299,6 +299,11 @@ def message(doc: Document, markdown_bytes: int) -> str:
         "*Metrics:* "
         + " · ".join(f"{m.label.removeprefix('Time to ')} {mrkdwn(m.value)}" for m in doc.metrics)
     )
+    if doc.impact_given:
+        lines.append(
+            "*Impact:* "
+            + " · ".join(f"{n.label.lower()} {mrkdwn(n.value)}" for n in doc.impact_given)
+        )
     todo = [s.title.lower() for s in doc.sections if not s.written]
     written = f"*Written:* {doc.sections_written} of {len(doc.sections)} sections"
     lines.append(written + (f" (to write: {', '.join(todo)})" if todo else ""))
