@@ -7,6 +7,7 @@ return plain dicts; signing and sending live in ``driver``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from incidentbot.sandbox.slack.models import Channel, Ephemeral, Message, OpenView, User
@@ -132,11 +133,30 @@ def view_state(view: OpenView, inputs: dict[str, Any]) -> dict[str, Any]:
         if value in (None, "", []) and not block.get("optional", False):
             label = block.get("label", {}).get("text", block_id)
             raise ValueError(f"required input {label!r} ({action_id}) has no value")
+        if element.get("type") == "number_input" and value not in (None, ""):
+            _check_number(element, value, block.get("label", {}).get("text", block_id))
         values.setdefault(block_id, {})[action_id] = element_value(element, value)
     unknown = set(inputs) - used
     if unknown:
         raise ValueError(f"the view has no input named {sorted(unknown)}")
     return {"values": values}
+
+
+def _check_number(element: dict[str, Any], value: Any, label: str) -> None:
+    """Slack's client refuses to submit a number input holding something else: not a number,
+    a decimal where ``is_decimal_allowed`` is false, or outside ``min_value``/``max_value``."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"number input {label!r}: {text!r} is not a number") from None
+    if not element.get("is_decimal_allowed") and not re.fullmatch(r"-?\d+", text):
+        raise ValueError(f"number input {label!r}: {text!r} is not a whole number")
+    low, high = element.get("min_value"), element.get("max_value")
+    if low is not None and number < float(low):
+        raise ValueError(f"number input {label!r}: {text} is below {low}")
+    if high is not None and number > float(high):
+        raise ValueError(f"number input {label!r}: {text} is above {high}")
 
 
 def _stateful(element: Any) -> bool:
