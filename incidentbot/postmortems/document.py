@@ -64,8 +64,8 @@ class _Clock:
     def __call__(self, when: datetime | None) -> str:
         if when is None:
             return "—"
-        t = when.astimezone(self.tz)
-        return f"{t.year:04d}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+        t = when.astimezone(self.tz).replace(tzinfo=None)
+        return t.isoformat(" ", "seconds")  # 2025-03-11 10:52:00
 
 
 def people_in(session: Session, settings: Settings, incident: Incident) -> set[str]:

@@ -22,10 +22,12 @@ from incidentbot.postmortems.models import Postmortem
 from incidentbot.runbooks.models import RunbookApproval, RunbookRun
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """A timeline event's plain values: a document reads thousands, and building an ORM
-    instance for each costs more than everything else it does with them."""
+    instance for each costs more than everything else it does with them (not frozen: a frozen
+    dataclass sets each field through ``object.__setattr__``, several times slower; nothing
+    changes one)."""
 
     id: int
     occurred_at: datetime
@@ -49,8 +51,9 @@ def read_events(session: Session, incident: Incident) -> list[Event]:
         .where(TimelineEvent.incident_id == incident.id)
         .order_by(col(TimelineEvent.occurred_at), col(TimelineEvent.id))
     )
+    rows = session.connection().execute(stmt)  # Core rows: no ORM loading per row
     return [Event(i, at, kind, actor, summary, _data(raw)) for i, at, kind, actor, summary, raw in
-            session.exec(stmt)]  # fmt: skip
+            rows]  # fmt: skip
 
 
 def _data(raw: object) -> dict[str, Any]:
