@@ -71,24 +71,25 @@ def test_numbers_typed_on_the_command_line_are_shown_with_who_typed_them(resolve
     ]
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (("--requests-failed", "-3"), "--requests-failed: requests failed must not be negative"),
-        (("--users", "2.5"), "--users: users affected '2.5' is not a whole number"),
-        (("--users", "30 people"), "--users: users affected '30 people' is not a whole number"),
-        (("--degraded", "40"), "--degraded: degraded service '40' needs a unit: e.g. 40m"),
-        (("--degraded", "soon"), "--degraded: degraded service 'soon' is not a duration"),
-        (("--degraded", "400d"), "--degraded: degraded service is longer than a year"),
-        (("--missed-slots", "1" * 14), "--missed-slots: missed slots 11111111111111 is too large"),
-        (("--clear", "bananas"), "unknown impact number 'bananas': allowed are requests_failed"),
-    ],
-)
-def test_numbers_that_cannot_be_read_change_nothing(resolved, database_url, args, message):
-    # one good number beside the bad one: nothing is saved
-    code, out, err = resolved("postmortem", "impact", "INC-1", "--blocks-behind", "3", *args)
-    assert code != 0 and out == ""
-    assert message in err, err
+REFUSED = [
+    (("--requests-failed", "-3"), "--requests-failed: requests failed must not be negative"),
+    (("--users", "2.5"), "--users: users affected '2.5' is not a whole number"),
+    (("--users", "30 people"), "--users: users affected '30 people' is not a whole number"),
+    (("--degraded", "40"), "--degraded: degraded service '40' needs a unit: e.g. 40m"),
+    (("--degraded", "soon"), "--degraded: degraded service 'soon' is not a duration"),
+    (("--degraded", "400d"), "--degraded: degraded service is longer than a year"),
+    (("--missed-slots", "1" * 14), "--missed-slots: missed slots 11111111111111 is too large"),
+    (("--clear", "bananas"), "unknown impact number 'bananas': allowed are requests_failed"),
+    (("--users", "3", "--clear", "users"), "--users and --clear users: give one of them"),
+]
+
+
+def test_numbers_that_cannot_be_read_change_nothing(resolved, database_url):
+    for args, message in REFUSED:
+        # one good number beside the bad one: nothing is saved
+        code, out, err = resolved("postmortem", "impact", "INC-1", "--blocks-behind", "3", *args)
+        assert code != 0 and out == "", args
+        assert message in err, (args, err)
     assert "*Numbers not given:* requests failed, users affected, validators affected, " in (
         impact_of(resolved)
     )
