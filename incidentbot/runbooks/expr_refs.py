@@ -8,6 +8,7 @@ time, :func:`describe_undefined` names what the context of an undefined error is
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import meta, nodes
@@ -33,8 +34,7 @@ STEP_ATTRIBUTES: tuple[str, ...] = ("outputs", "status")
 def variables(text: str, *, condition: bool = False) -> set[str]:
     """The top-level variable names ``text`` reads (Jinja's own globals such as ``range``
     excluded)."""
-    tree = parse(as_template(text, condition), text)
-    return {name for name in meta.find_undeclared_variables(tree) if name not in ENV.globals}
+    return set(_analysed(as_template(text, condition), text)[0])
 
 
 def references(text: str, *, condition: bool = False) -> set[tuple[str, ...]]:
@@ -42,11 +42,18 @@ def references(text: str, *, condition: bool = False) -> set[tuple[str, ...]]:
     ``("steps", "check", "outputs", "lag")``. A path stops where an index is computed
     (``params[name]`` gives ``("params",)``). Names bound inside the template (``{% for %}``,
     ``{% set %}``) are left out."""
-    tree = parse(as_template(text, condition), text)
-    free = {name for name in meta.find_undeclared_variables(tree) if name not in ENV.globals}
+    return set(_analysed(as_template(text, condition), text)[1])
+
+
+@lru_cache(maxsize=2048)
+def _analysed(source: str, original: str) -> tuple[frozenset[str], frozenset[tuple[str, ...]]]:
+    """The free variables and the attribute paths of ``source``, found once per text (a
+    runbook file repeats its expressions, and the checker asks for both)."""
+    tree = parse(source, original)
+    free = frozenset(n for n in meta.find_undeclared_variables(tree) if n not in ENV.globals)
     found: set[tuple[str, ...]] = set()
     _walk(tree, found)
-    return {path for path in found if path[0] in free}
+    return free, frozenset(path for path in found if path[0] in free)
 
 
 def describe_undefined(text: str, context: Mapping[str, Any], exc: Exception) -> str:
