@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from slack_bolt import App
@@ -34,8 +34,6 @@ from incidentbot.ledger import events
 from incidentbot.ledger.actions import registry as action_registry
 from incidentbot.ledger.worker import WorkerPool
 from incidentbot.metrics import Metrics
-from incidentbot.pagerduty_adapter import PagerDutyPager
-from incidentbot.pagerduty_adapter import pager_for as handoff_pager
 from incidentbot.paging.config import parse_routing_keys
 from incidentbot.paging.flows import PagerActions
 from incidentbot.paging.links import AskActions
@@ -55,8 +53,12 @@ from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.reminder_commands import ReminderCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
 from incidentbot.usecases.core import Core
-from incidentbot.web import pagerduty_webhooks, run_page
+from incidentbot.web import pagerduty_webhooks, run_page, warmup
 from incidentbot.web.app import create_app
+
+if TYPE_CHECKING:  # the PagerDuty client is imported only when PagerDuty is configured
+    from incidentbot.pagerduty_adapter import PagerDutyPager
+    from incidentbot.ports import Pager
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,11 @@ class Bot:
     core: Core | None = None
     # Looks up the Slack users the bot sees, for the people directory (off the request path).
     sightings: Sightings | None = None
+    # Set once warmed up: /healthz answers 503 until then (see incidentbot.web.warmup).
+    ready: warmup.Readiness = field(default_factory=warmup.Readiness)
+    # What warm_up runs after the built-in steps (a test holds start-up here with a gate).
+    extra_warm_up: list[warmup.Step] = field(default_factory=list)
+    url: str | None = None  # the web server's base URL, once it listens
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None, *, poll: float = 1.0) -> Bot:
@@ -103,7 +110,7 @@ class Bot:
             log.error("runbook not loaded: %s", problem)
         holder: dict[str, Catalog] = {"catalog": catalog}
         runbook_commands = RunbookCommands(settings, engine, lambda: holder["catalog"], chat)
-        handoffs = HandoffCommands(settings, engine, chat, handoff_pager(settings, pager))
+        handoffs = HandoffCommands(settings, engine, chat, _handoff_pager(settings, pager))
         sightings = Sightings(engine, chat)
         client_args: dict[str, Any] = {"token": token}
         if settings.slack.api_url:
@@ -142,6 +149,7 @@ class Bot:
             engine=engine,
             metrics=metrics,
             slack_state=lambda: bot.slack_state,
+            ready=bot.ready,
             extra_routes=[
                 pagerduty_webhooks.route(engine, settings, on_change=_refresh_header, core=core),
                 run_page.route(engine, page_key, settings.people),
@@ -169,8 +177,23 @@ class Bot:
         if self.scheduler is not None:
             self.scheduler.start()
 
-    def start_http(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve the web app in a background thread; return its base URL."""
+    def warm_up(self) -> dict[str, float]:
+        """Pay now what the first command would pay (see :mod:`incidentbot.web.warmup`); the
+        web server must be listening. Returns the seconds each step took."""
+        steps: list[warmup.Step] = [
+            ("mappers", warmup.mappers),
+            ("connections", lambda: warmup.connections(self.engine, self.settings.workers + 2)),
+            ("reads", lambda: warmup.reads(self.engine)),
+            ("slack identity", lambda: warmup.slack_identity(self.bolt)),
+        ]
+        if self.url is not None:
+            steps.append(("http", lambda: warmup.http_stack(str(self.url))))
+        return warmup.run([*steps, *self.extra_warm_up])
+
+    def start_http(self, host: str = "127.0.0.1", port: int = 0, *, warm: bool = True) -> str:
+        """Serve the web app in a background thread; return its base URL. With ``warm``,
+        warm up and say ready before returning; else ``/healthz`` answers 503 until
+        :meth:`warm_up` and ``ready.set()`` (``serve`` does so once everything is started)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Slack waits for small answers: without this, Nagle and delayed ACKs add ~40 ms.
@@ -193,7 +216,11 @@ class Bot:
                 raise RuntimeError("the web server did not start")
             time.sleep(0.01)
         bound_host, bound_port = sock.getsockname()[:2]
-        return f"http://{bound_host}:{bound_port}"
+        self.url = f"http://{bound_host}:{bound_port}"
+        if warm:
+            self.warm_up()
+            self.ready.set()
+        return self.url
 
     def start_socket_mode(self, *, timeout: float = 10.0) -> None:
         """Connect to Slack over Socket Mode; returns once the WebSocket is open.
@@ -315,6 +342,15 @@ def _refresh_header(session: Any, incident: Any) -> None:
     refresh(session, incident, actor="incidentbot", reason="page", digest=False)
 
 
+def _handoff_pager(settings: Settings, pager: Pager | None) -> Pager | None:
+    """The pager handoffs ask who is on call (see ``pagerduty_adapter.pager_for``)."""
+    if pager is not None or settings.pagerduty_api_token is None:
+        return pager
+    from incidentbot.pagerduty_adapter import pager_for
+
+    return pager_for(settings, pager)
+
+
 def _paging(
     settings: Settings, engine: Engine, chat: SlackChat
 ) -> tuple[PagerDutyPager | None, PagerActions | None]:
@@ -322,6 +358,8 @@ def _paging(
     pd = settings.pagerduty
     if not pd.enabled:
         return None, None
+    from incidentbot.pagerduty_adapter import PagerDutyPager
+
     token = _secret(settings.pagerduty_api_token, "INCIDENTBOT_PAGERDUTY_API_TOKEN")
     if not pd.from_email:
         raise DomainError("pagerduty.from_email is not set: PagerDuty needs it to open incidents")

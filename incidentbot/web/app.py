@@ -36,6 +36,7 @@ def create_app(
     engine: Engine,
     metrics: Metrics,
     slack_state: Callable[[], str] = lambda: "unknown",
+    ready: Callable[[], bool] = lambda: True,
     settings: Settings | None = None,
     extra_routes: Sequence[Route] = (),
     signing_secret: str | None = None,
@@ -57,6 +58,8 @@ def create_app(
         return to_starlette_response(bolt_response)
 
     async def healthz(_request: Request) -> Response:
+        if not ready():  # still warming up: a command now would pay for the start-up
+            return JSONResponse({"ok": False, "ready": False}, status_code=503)
         report = await run_in_threadpool(_health, engine, slack_state)
         return JSONResponse(report, status_code=200 if report["ok"] else 503)
 
@@ -76,7 +79,7 @@ def create_app(
 
 
 def _health(engine: Engine, slack_state: Callable[[], str]) -> dict[str, Any]:
-    report: dict[str, Any] = {"ok": True}
+    report: dict[str, Any] = {"ok": True, "ready": True}
     try:
         with db.read(engine) as s:
             s.execute(text("SELECT 1"))

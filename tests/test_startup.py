@@ -1,0 +1,98 @@
+"""Start-up: the bot says it is ready only once it has warmed up, and the first command after
+that is answered without paying for the start-up (Bolt's ``auth.test``, the pool's
+connections, the web stack's first request were paid before)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from incidentbot.bot import Bot
+from incidentbot.config import Settings
+from incidentbot.sandbox.slack.server import SlackSandbox
+from tests.runbook_procs import BotProcess
+
+
+@pytest.fixture
+def slack():
+    sandbox = SlackSandbox().start()
+    try:
+        yield sandbox
+    finally:
+        sandbox.stop()
+
+
+def test_healthz_waits_for_the_warm_up_and_the_first_command_is_answered(engine, slack, caplog):
+    settings = Settings(
+        slack_bot_token=slack.bot_token,
+        slack_signing_secret=slack.signing_secret,
+        slack={"api_url": slack.base_url},
+        workers=2,
+    )
+    bot = Bot.build(settings, engine, poll=0.1)
+    entered, gate = threading.Event(), threading.Event()
+
+    def broken() -> None:
+        raise RuntimeError("this step cannot warm anything")
+
+    def held() -> None:
+        entered.set()
+        assert gate.wait(60), "the test never opened the gate"
+
+    bot.extra_warm_up.extend([("broken", broken), ("held", held)])
+    started: list[str] = []
+    starter = threading.Thread(target=lambda: started.append(bot.start_http()), daemon=True)
+    caplog.set_level(logging.WARNING, logger="incidentbot.web.warmup")
+    try:
+        starter.start()
+        assert entered.wait(60), "the warm-up never reached the held step"
+        base = bot.url
+        assert base is not None
+        # Listening, warming up: not ready, and saying so.
+        health = httpx.get(f"{base}/healthz", timeout=30)
+        assert (health.status_code, health.json()) == (503, {"ok": False, "ready": False})
+        # What the first command would have paid is paid already: Bolt knows who it is, and
+        # the pool holds open connections for the workers and the first requests.
+        assert len(slack.requests("auth.test")) == 1
+        assert engine.pool.checkedin() >= min(settings.workers + 2, engine.pool.size())
+        gate.set()
+        starter.join(60)
+        assert started == [base]
+        health = httpx.get(f"{base}/healthz", timeout=30)
+        assert health.status_code == 200
+        assert health.json()["ready"] is True and health.json()["database"] == "ok"
+        # A step that failed is logged; it does not keep the bot from being ready.
+        assert "warm-up step broken failed" in caplog.text
+
+        slack.driver.bot_url = f"{base}/slack/events"
+        bot.start_workers()
+        ack = slack.driver.slash_command("declare sev2 RPC p99 above 2s", user="alice")
+        assert ack.status == 200, (ack.status, ack.error)
+        assert "INC-1" in json.loads(ack.body)["text"]
+        assert len(slack.requests("auth.test")) == 1  # the command did not ask Slack again
+    finally:
+        gate.set()
+        starter.join(60)
+        bot.stop()
+
+
+def test_serve_says_it_listens_once_ready_and_answers_the_first_declare(
+    database_url, slack, tmp_path: Path
+):
+    proc = BotProcess(database_url, tmp_path / "serve.log", slack=slack, runbook_dirs=[])
+    try:
+        proc.wait_listening()
+        assert proc.url is not None
+        health = httpx.get(f"{proc.url}/healthz", timeout=30)
+        assert health.status_code == 200 and health.json()["ready"] is True, health.text
+        slack.driver.bot_url = proc.events_url
+        ack = slack.driver.slash_command("declare sev1 Validators missing attestations")
+        assert ack.status == 200, (ack.status, ack.error, proc.log())
+        assert "INC-1" in json.loads(ack.body)["text"]
+    finally:
+        proc.kill()
