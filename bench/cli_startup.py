@@ -6,7 +6,9 @@ resident memory of ``serve`` at that moment.
 Each command runs several times, interleaved with its baseline; the medians are compared (wall
 time; the CPU time of the process is printed too). ``serve`` runs on a fresh SQLite database
 against the local Slack server; its CPU time and RSS are read from /proc when /healthz first
-answers 200. The code measured is the one the child processes import (set PYTHONPATH to
+answers 200 (which it does only once warmed up, see incidentbot.web.warmup). Every child
+loads the bot's modules from bytecode compiled beforehand, as the installed wheel does (see
+bench/served.py). The code measured is the one the child processes import (set PYTHONPATH to
 measure another checkout).
 
     bench/run cli_startup
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,14 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.figures import BenchArgs, Figure
+from bench.served import CLI, compile_bytecode, compiled_env, proc_cpu, proc_rss_mib, serving
 from incidentbot.sandbox.slack.server import SlackSandbox
 
-CLI = [sys.executable, "-m", "incidentbot.cli"]
 BOLT = [sys.executable, "-c", "import slack_bolt"]
 SERVE_TARGET = 3.0  # serve ready at most 3x `import slack_bolt` (and under 1.5 s)
 RSS_LIMIT_MIB = 120.0
@@ -47,8 +46,9 @@ def _cpu_children() -> float:
 def run_once(argv: list[str]) -> tuple[float, float]:
     """(wall, cpu) seconds of one run of ``argv``."""
     cpu = _cpu_children()
+    env = compiled_env(dict(os.environ))
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start, _cpu_children() - cpu
 
 
@@ -57,56 +57,10 @@ def medians(argv: list[str], runs: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _proc_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def serve_ready(tmp: Path, sandbox: SlackSandbox) -> tuple[float, float, float]:
     """(wall s, cpu s, RSS MiB) from starting ``serve`` to the first 200 from /healthz."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "INCIDENTBOT_DATABASE_URL": f"sqlite:///{tmp}/serve.db",
-        "INCIDENTBOT_SLACK_BOT_TOKEN": sandbox.bot_token,
-        "INCIDENTBOT_SLACK_SIGNING_SECRET": sandbox.signing_secret,
-        "INCIDENTBOT_SLACK__API_URL": sandbox.base_url,
-        "INCIDENTBOT_HTTP__PORT": str(port),
-        "INCIDENTBOT_LOG_LEVEL": "WARNING",
-    }
-    subprocess.run([*CLI, "db", "upgrade"], env=env, check=True, capture_output=True)
-    start = time.perf_counter()
-    proc = subprocess.Popen([*CLI, "serve"], env=env, stdout=subprocess.DEVNULL)
-    try:
-        with httpx.Client(timeout=1) as client:
-            while True:
-                try:
-                    if client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                        wall = time.perf_counter() - start
-                        return wall, _proc_cpu(proc.pid), _proc_rss_mib(proc.pid)
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None:
-                    raise RuntimeError(f"incidentbot serve exited with {proc.returncode}")
-                if time.perf_counter() - start > 60:
-                    raise RuntimeError("incidentbot serve did not answer /healthz within 60 s")
-                time.sleep(0.02)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with serving(sandbox, f"sqlite:///{tmp}/serve.db") as (proc, _base, ready):
+        return ready, proc_cpu(proc.pid), proc_rss_mib(proc.pid)
 
 
 def _line(label: str, wall: float, cpu: float) -> str:
@@ -115,6 +69,7 @@ def _line(label: str, wall: float, cpu: float) -> str:
 
 def serve_figures(runs: int) -> list[Figure]:
     """``serve`` ready against ``import slack_bolt``, interleaved; and its RSS when ready."""
+    compile_bytecode()
     sandbox = SlackSandbox().start()
     served, bolt = [], []
     try:
@@ -177,6 +132,7 @@ def main() -> None:
     parser.add_argument("--serve-runs", type=int, default=3)
     args = parser.parse_args()
 
+    compile_bytecode()
     bare_wall, bare_cpu = medians([sys.executable, "-c", "pass"], args.runs)
     print(_line("python -c pass", bare_wall, bare_cpu))
     for label, argv in (
