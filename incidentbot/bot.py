@@ -184,6 +184,7 @@ class Bot:
             ("mappers", warmup.mappers),
             ("connections", lambda: warmup.connections(self.engine, self.settings.workers + 2)),
             ("reads", lambda: warmup.reads(self.engine)),
+            ("declare", lambda: warmup.declare_rehearsal(self.engine, self.settings)),
             ("slack identity", lambda: warmup.slack_identity(self.bolt)),
         ]
         if self.url is not None:

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import func
+from sqlmodel import select
 
+from incidentbot import db
 from incidentbot.bot import Bot
 from incidentbot.config import Settings
+from incidentbot.incidents.models import Incident
+from incidentbot.ledger.models import Run
 from incidentbot.sandbox.slack.server import SlackSandbox
 from tests.runbook_procs import BotProcess
 
@@ -60,6 +66,10 @@ def test_healthz_waits_for_the_warm_up_and_the_first_command_is_answered(engine,
         # the pool holds open connections for the workers and the first requests.
         assert len(slack.requests("auth.test")) == 1
         assert engine.pool.checkedin() >= min(settings.workers + 2, engine.pool.size())
+        # The declare rehearsed on SQLite left nothing behind: no incident, no queued run.
+        with db.read(engine) as s:
+            assert s.exec(select(func.count()).select_from(Incident)).one() == 0
+            assert s.exec(select(func.count()).select_from(Run)).one() == 0
         gate.set()
         starter.join(60)
         assert started == [base]
@@ -82,9 +92,13 @@ def test_healthz_waits_for_the_warm_up_and_the_first_command_is_answered(engine,
 
 
 def test_serve_says_it_listens_once_ready_and_answers_the_first_declare(
-    database_url, slack, tmp_path: Path
+    sqlite_template: Path, slack, tmp_path: Path
 ):
-    proc = BotProcess(database_url, tmp_path / "serve.log", slack=slack, runbook_dirs=[])
+    # One back end is enough here: what serve does in which order does not depend on it (the
+    # warm-up itself runs on both above), and a process start is the costly part.
+    database = tmp_path / "serve.db"
+    shutil.copyfile(sqlite_template, database)
+    proc = BotProcess(f"sqlite:///{database}", tmp_path / "serve.log", slack=slack, runbook_dirs=[])
     try:
         proc.wait_listening()
         assert proc.url is not None
