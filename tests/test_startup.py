@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import func
 from sqlmodel import select
 
@@ -20,6 +21,7 @@ from incidentbot.bot import Bot
 from incidentbot.config import Settings
 from incidentbot.incidents.models import Incident
 from incidentbot.ledger.models import Run
+from incidentbot.runbooks import yaml_lines
 from incidentbot.sandbox.slack.server import SlackSandbox
 from tests.runbook_procs import BotProcess
 
@@ -110,3 +112,15 @@ def test_serve_says_it_listens_once_ready_and_answers_the_first_declare(
         assert "INC-1" in json.loads(ack.body)["text"]
     finally:
         proc.kill()
+
+
+def test_the_shipped_runbooks_read_by_libyaml_are_what_pyyaml_reads():
+    """Start-up reads runbooks with libyaml; the data, every key's line and the duplicate keys
+    must be exactly what PyYAML's own parser (whose errors users see) finds."""
+    assert yaml_lines._FAST is not None, "PyYAML was built without libyaml"
+    files = sorted((Path(__file__).resolve().parents[1] / "runbooks").glob("*.yaml"))
+    assert len(files) >= 6
+    doubled = "name: a\nsteps: []\nname: b\n"
+    for text in [f.read_text(encoding="utf-8") for f in files] + [doubled]:
+        assert yaml_lines._parse(yaml_lines._FAST, text) == yaml_lines._parse(yaml.SafeLoader, text)
+    assert yaml_lines.parse_yaml(doubled)[2] == [(("name",), 3, 1)]
