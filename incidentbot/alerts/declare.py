@@ -19,9 +19,10 @@ from typing import Any
 from sqlmodel import Session
 
 from incidentbot import policy
-from incidentbot.alerts import routing
-from incidentbot.alerts.models import AlertGroup, AlertRecord
-from incidentbot.alerts.payload import Alert, Payload
+from incidentbot.alerts import records, routing
+from incidentbot.alerts.models import AlertGroup
+from incidentbot.alerts.payload import Payload
+from incidentbot.alerts.records import Routed
 from incidentbot.alerts.timeline import describe
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 # rule's service (the web route passes usecases.incidents.declare_effects: what every declare
 # queues, the channel, invites, header, announcement and the page by severity policy).
 OnDeclare = Callable[[Session, Settings, Incident, str, str | None], None]
-Routed = tuple[AlertRecord, Alert, routing.Route]
 # Called in the delivery's transaction when it attached alerts to the group's incident or
 # resolved alerts on it (the web route passes alerts.messages.queue: the group's message).
 OnAlerts = Callable[[Session, Settings, Incident, AlertGroup], object]
@@ -150,9 +150,7 @@ def declare_group(
         reason = str(exc)
         log.error("alert group %s: could not declare: %s", group.key_hash, reason)
         out.error = reason
-        for row, _, _ in candidates:
-            row.error = reason
-            session.add(row)
+        records.refused(session, [row for row, _, _ in candidates], reason)
         return None
     group.incidents_declared += 1
     group.incident_id = incident.id

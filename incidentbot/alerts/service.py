@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import text
@@ -30,10 +31,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from incidentbot import db, policy
-from incidentbot.alerts import routing
-from incidentbot.alerts.declare import OnAlerts, OnDeclare, Outcome, Routed, declare_group
+from incidentbot.alerts import records
+from incidentbot.alerts.declare import OnAlerts, OnDeclare, Outcome, declare_group
 from incidentbot.alerts.models import FIRING, RESOLVED, AlertDelivery, AlertGroup, AlertRecord
 from incidentbot.alerts.payload import Payload, parse
+from incidentbot.alerts.records import AlertRow, Routed
 from incidentbot.alerts.snooze import snoozed_until
 from incidentbot.alerts.timeline import (
     attach,
@@ -152,7 +154,10 @@ def process(
     )
 
     group = _group(session, payload, key_hash, now)
-    rows, resolved_now = _upsert(session, settings, payload, group, delivery_id, now, out)
+    assert group.id is not None
+    recorded = records.record(session, settings, payload, group.id, delivery_id, now)
+    rows, resolved_now = recorded.rows, recorded.resolved_now
+    out.new, out.repeats, out.resolved = recorded.new, recorded.repeats, recorded.resolved
     out.unmatched = sum(1 for _, _, r in rows if not r.matched)
     actor = settings.alerts.actor
 
@@ -200,7 +205,7 @@ def process(
         suggest_runbooks(session, incident, fresh, actor=actor, now=now)
     # Exactly once per alert instance: when it resolves while attached, or when it is
     # attached already resolved (both can happen in one delivery, hence the set).
-    ended: dict[int, list[AlertRecord]] = {}
+    ended: dict[int, list[AlertRow]] = {}
     for row, _alert, _r in _unique(rows):
         newly = row.id in resolved_now or row.id in attached_now
         if newly and row.incident_id is not None and row.status == RESOLVED:
@@ -252,97 +257,29 @@ def _lock_id(key: str) -> int:
 
 def _group(session: Session, payload: Payload, key_hash: str, now: datetime) -> AlertGroup:
     """The group, made or brought up to date in one statement (an upsert on its key)."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(AlertGroup).values(
-        key_hash=key_hash,
-        group_key=redact_text(payload.group_key),
-        receiver=payload.receiver[:200],
-        group_labels=payload.group_labels,
-        status=payload.status,
-        first_received_at=now,
-        last_received_at=now,
-    )
-    stmt = stmt.on_conflict_do_update(
+    params = {
+        "key_hash": key_hash,
+        "group_key": redact_text(payload.group_key),
+        "receiver": payload.receiver[:200],
+        "group_labels": payload.group_labels,
+        "status": payload.status,
+        "incidents_declared": 0,
+        "first_received_at": now,
+        "last_received_at": now,
+    }
+    stmt = _group_upsert(session.get_bind().dialect.name)
+    options = {"populate_existing": True}
+    return session.scalars(stmt, params, execution_options=options).one()
+
+
+@cache
+def _group_upsert(dialect: str) -> Any:
+    """Built once per back end (see :func:`incidentbot.alerts.records._upsert`)."""
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(AlertGroup)
+    return stmt.on_conflict_do_update(
         index_elements=[col(AlertGroup.key_hash)],
         set_={"status": stmt.excluded.status, "last_received_at": stmt.excluded.last_received_at},
     ).returning(AlertGroup)
-    options = {"populate_existing": True}
-    return session.scalars(stmt, execution_options=options).one()
-
-
-def _upsert(
-    session: Session,
-    settings: Settings,
-    payload: Payload,
-    group: AlertGroup,
-    delivery_id: int,
-    now: datetime,
-    out: Outcome,
-) -> tuple[list[Routed], set[int | None]]:
-    """One row per alert instance: insert new ones, count repeats, apply resolves. A resolved
-    instance stays resolved (a late, out-of-order "firing" copy does not revive it)."""
-    assert group.id is not None
-    fingerprints = {a.fingerprint for a in payload.alerts}
-    starts = {a.starts_at for a in payload.alerts}
-    existing = {
-        (r.fingerprint, r.starts_at): r
-        for r in session.exec(
-            select(AlertRecord).where(
-                col(AlertRecord.fingerprint).in_(fingerprints),
-                col(AlertRecord.starts_at).in_(starts),
-            )
-        )
-    }
-    rows: list[Routed] = []
-    seen: set[tuple[str, datetime]] = set()
-    resolved_now: list[AlertRecord] = []
-    for alert in payload.alerts:
-        key = (alert.fingerprint, alert.starts_at)
-        r = routing.route(settings.alerts, alert.labels)
-        row = existing.get(key)
-        if row is None:
-            row = AlertRecord(
-                fingerprint=alert.fingerprint,
-                starts_at=alert.starts_at,
-                ends_at=alert.ends_at if alert.status == RESOLVED else None,
-                status=alert.status,
-                alertname=alert.alertname[:200],
-                labels=alert.labels,
-                annotations=alert.annotations,
-                generator_url=alert.generator_url or None,
-                group_id=group.id,
-                delivery_id=delivery_id,
-                received_count=1,
-                first_received_at=now,
-                last_received_at=now,
-                resolved_received_at=now if alert.status == RESOLVED else None,
-            )
-            existing[key] = row
-            out.new += 1
-            if alert.status == RESOLVED:
-                out.resolved += 1
-                resolved_now.append(row)
-        else:
-            row.received_count += 1
-            row.last_received_at = now
-            if alert.status == RESOLVED and row.status == FIRING:
-                row.status = RESOLVED
-                row.ends_at = alert.ends_at
-                row.resolved_received_at = now
-                out.resolved += 1
-                resolved_now.append(row)
-            elif key not in seen:
-                out.repeats += 1
-        seen.add(key)
-        if row.incident_id is None:  # routing follows the rules in force until it is attached
-            row.rule = r.rule.name if r.rule else None
-            row.severity = (r.rule.severity or settings.default_severity) if r.rule else None
-            row.service = r.rule.service if r.rule else None
-        session.add(row)
-        rows.append((row, alert, r))
-    session.flush()
-    return rows, {row.id for row in resolved_now}
 
 
 def _open_incident(

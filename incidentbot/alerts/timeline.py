@@ -18,9 +18,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from incidentbot.alerts import routing
+from incidentbot.alerts import records, routing
 from incidentbot.alerts.models import RESOLVED, AlertGroup, AlertRecord
-from incidentbot.alerts.payload import Alert, Payload
+from incidentbot.alerts.payload import Payload
+from incidentbot.alerts.records import AlertRow, Routed
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident, TimelineEvent
@@ -33,7 +34,7 @@ MAX_SUMMARY = 500
 _QUIET = {"alertname", "severity", "prometheus", "monitor", "receive"}
 
 
-def describe(row: AlertRecord) -> str:
+def describe(row: AlertRow | AlertRecord) -> str:
     """``RpcDown instance=rpc-2:8545 job=geth: RPC endpoint not answering`` (redacted input)."""
     labels = " ".join(f"{k}={v}" for k, v in sorted(row.labels.items()) if k not in _QUIET)
     summary = row.annotations.get("summary") or row.annotations.get("description") or ""
@@ -42,7 +43,7 @@ def describe(row: AlertRecord) -> str:
     return routing.clip(redact_text(text + (f": {summary}" if summary else "")), MAX_SUMMARY)
 
 
-def _data(row: AlertRecord) -> dict[str, Any]:
+def _data(row: AlertRow) -> dict[str, Any]:
     return {
         "alert_id": row.id,
         "fingerprint": row.fingerprint,
@@ -62,19 +63,19 @@ def attach(
     session: Session,
     settings: Settings,
     incident: Incident,
-    rows: Iterable[tuple[AlertRecord, Alert, routing.Route]],
+    rows: Iterable[Routed],
     *,
     actor: str,
     now: datetime,
 ) -> int:
     """Attach unattached alerts to ``incident``: each goes on its timeline as firing, and the
     impact-started and detected milestones move earlier if an alert started earlier."""
+    assert incident.id is not None
+    attached = [row for row, _alert, _route in rows]
+    records.attach(session, attached, incident.id)
     earliest: datetime | None = None
     events = []
-    for row, _alert, _route in rows:
-        row.incident_id = incident.id
-        row.error = None
-        session.add(row)
+    for row in attached:
         started = min(row.starts_at, now)
         earliest = started if earliest is None else min(earliest, started)
         summary = f"Alert firing: {describe(row)}"
@@ -92,7 +93,7 @@ def attach(
 
 
 def record_resolved(
-    session: Session, rows: list[AlertRecord], incident: Incident, *, actor: str, now: datetime
+    session: Session, rows: list[AlertRow], incident: Incident, *, actor: str, now: datetime
 ) -> None:
     """The alerts' resolutions on ``incident``'s timeline (at ``endsAt``, never in the future).
     Called once per alert instance: when it resolves while attached, or when it is attached
@@ -135,14 +136,14 @@ def group_attached(
 def suggest_runbooks(
     session: Session,
     incident: Incident,
-    rows: Iterable[tuple[AlertRecord, Alert, routing.Route]],
+    rows: Iterable[Routed],
     *,
     actor: str,
     now: datetime,
 ) -> int:
     """One ``runbook.suggested`` event per distinct runbook and parameters on the incident
     (restart node rpc-1, restart node rpc-2, ...), however many alerts suggest it."""
-    wanted: dict[str, tuple[AlertRecord, routing.Route, routing.Suggestion]] = {}
+    wanted: dict[str, tuple[AlertRow, routing.Route, routing.Suggestion]] = {}
     for row, alert, r in rows:
         suggestion = routing.suggestion(r.rule, alert)
         if suggestion is None:
@@ -164,26 +165,24 @@ def suggest_runbooks(
         todo = {k: v for k, v in wanted.items() if k not in done}
         if not todo:
             return 0
+        events = [
+            (
+                f"{suggestion.describe()} (alert {row.alertname}, rule {r.rule_name})",
+                now,
+                {
+                    "runbook": suggestion.runbook,
+                    "params": suggestion.params,
+                    "missing": suggestion.missing,
+                    "alert_id": row.id,
+                    "rule": r.rule_name,
+                },
+                key,
+            )
+            for key, (row, r, suggestion) in todo.items()
+        ]
         try:
-            with session.begin_nested():
-                for key, (row, r, suggestion) in todo.items():
-                    svc.record(
-                        session,
-                        incident,
-                        "runbook.suggested",
-                        actor,
-                        f"{suggestion.describe()} (alert {row.alertname}, rule {r.rule_name})",
-                        now=now,
-                        data={
-                            "runbook": suggestion.runbook,
-                            "params": suggestion.params,
-                            "missing": suggestion.missing,
-                            "alert_id": row.id,
-                            "rule": r.rule_name,
-                        },
-                        source_key=key,
-                    )
-                session.flush()
+            with session.begin_nested():  # one INSERT for them all
+                svc.record_many(session, incident, "runbook.suggested", actor, events, now=now)
             return len(todo)
         except IntegrityError:
             log.debug("runbook suggestions for %s collided; looking again", incident.ref)

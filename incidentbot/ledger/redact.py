@@ -76,7 +76,9 @@ What :func:`redact_text` masks, and what it deliberately leaves readable:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -202,24 +204,63 @@ _TOKEN_LABELLED = re.compile(
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 
 
+# -- remembering what was masked ---------------------------------------------------------------
+#
+# Alerts repeat the same label values thousands of times (every repeat of a notification, every
+# timeline event of its alerts), and masking is a pure function of the text and of the rules
+# registered so far. So :func:`redact_text` remembers its answers for short texts. The cache is
+# keyed by a keyed hash of the text (a key drawn per process), never by the text itself: the
+# cache must not become a second place where a secret that arrived stays in memory. The rules'
+# generation is part of the key, so a rule added later (:func:`add_redactor`,
+# :func:`add_sensitive_keys`) is never bypassed by an answer remembered before it.
+
+CACHE_ENTRIES = 16384  # at most this many answers (then the cache starts again empty)
+CACHE_TEXT_MAX = 1024  # longer texts (step output, payload dumps) are masked every time
+_cache_key = os.urandom(16)
+_cache: dict[tuple[int, bytes], str] = {}
+_key_cache: dict[tuple[int, str], bool] = {}
+_generation = 0
+
+
+def _rules_changed() -> None:
+    """Called with ``_lock`` held after a rule is added: forget every remembered answer."""
+    global _generation
+    _generation += 1
+    _cache.clear()
+    _key_cache.clear()
+
+
 def add_sensitive_keys(*names: str) -> None:
     """Treat dictionary keys containing any of ``names`` (as a word) as secrets."""
     with _lock:
         _sensitive.update(n.lower() for n in names)
+        _rules_changed()
 
 
 def add_redactor(fn: Callable[[str], str]) -> None:
     """Run ``fn`` over every string value after the built-in masking."""
     with _lock:
         _redactors.append(fn)
+        _rules_changed()
 
 
 def is_sensitive_key(key: str) -> bool:
+    remembered = (_generation, key) if len(key) <= 128 else None
+    if remembered is not None:
+        known = _key_cache.get(remembered)
+        if known is not None:
+            return known
     lowered = key.lower()
     if lowered in _exempt:
-        return False
-    words = [w for w in re.split(r"[^a-z0-9]+", _CAMEL.sub("_", key).lower()) if w]
-    return lowered in _sensitive or any(w in _sensitive for w in words)
+        answer = False
+    else:
+        words = [w for w in re.split(r"[^a-z0-9]+", _CAMEL.sub("_", key).lower()) if w]
+        answer = lowered in _sensitive or any(w in _sensitive for w in words)
+    if remembered is not None:
+        if len(_key_cache) >= CACHE_ENTRIES:
+            _key_cache.clear()
+        _key_cache[remembered] = answer
+    return answer
 
 
 def redact(value: Any) -> Any:
@@ -252,7 +293,24 @@ def redact_text(text: str) -> str:
     """Mask credentials inside free text (see the module documentation for the rules).
 
     Each rule is one precompiled pass; the rarer shapes are looked for only when a cheap
-    substring test says they can be there."""
+    substring test says they can be there. Answers for short texts are remembered (see
+    ``CACHE_ENTRIES``): the same label value masked again costs a hash."""
+    if len(text) > CACHE_TEXT_MAX:
+        return _redact_text(text)
+    digest = hashlib.blake2b(
+        text.encode("utf-8", "surrogatepass"), digest_size=16, key=_cache_key
+    ).digest()
+    key = (_generation, digest)
+    known = _cache.get(key)
+    if known is None:
+        known = _redact_text(text)
+        if len(_cache) >= CACHE_ENTRIES:
+            _cache.clear()
+        _cache[key] = known
+    return known
+
+
+def _redact_text(text: str) -> str:
     lowered = text.lower()
     if "-----begin" in lowered:
         text = _PEM.sub(

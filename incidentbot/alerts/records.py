@@ -1,0 +1,285 @@
+"""A notification's alerts in the database: one read and one upsert, no ORM instance per alert.
+
+The caller holds the locks of :mod:`incidentbot.alerts.service` (the group's and each
+fingerprint's), so what :func:`record` reads cannot change before it writes. It reads the
+notification's known alert instances in one query, works out in Python what each one becomes
+(new, repeated, resolved), and writes them all with one ``INSERT ... ON CONFLICT DO UPDATE``
+(SQLite and PostgreSQL both have it; batched by SQLAlchemy's "insertmanyvalues" when a
+notification is large). The rows it hands on are plain :class:`AlertRow` values: attaching them
+to an incident, or noting why a declare was refused, is one ``UPDATE`` for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from incidentbot.alerts import routing
+from incidentbot.alerts.models import FIRING, RESOLVED, AlertRecord
+from incidentbot.alerts.payload import Alert, Payload
+from incidentbot.config import Settings
+
+ALERT: Table = AlertRecord.__table__  # type: ignore[attr-defined]
+
+# What the rest of processing reads of an alert row (the columns of ``alert`` it needs).
+_READ = (
+    "id",
+    "fingerprint",
+    "starts_at",
+    "ends_at",
+    "status",
+    "alertname",
+    "labels",
+    "annotations",
+    "generator_url",
+    "group_id",
+    "rule",
+    "severity",
+    "service",
+    "incident_id",
+    "resolved_received_at",
+    "error",
+)
+
+
+@dataclass(slots=True, eq=False)
+class AlertRow:
+    """One alert instance as stored (the ``alert`` table's columns that processing uses).
+
+    A notification that lists the same alert twice gets the same object twice, so a change
+    made through one (attached to an incident) is seen through the other."""
+
+    id: int
+    fingerprint: str
+    starts_at: datetime
+    ends_at: datetime | None
+    status: str
+    alertname: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    generator_url: str | None
+    group_id: int
+    rule: str | None
+    severity: str | None
+    service: str | None
+    incident_id: int | None
+    resolved_received_at: datetime | None
+    error: str | None
+
+
+Routed = tuple[AlertRow, Alert, routing.Route]
+
+
+@dataclass
+class Recorded:
+    """What :func:`record` did: the rows in the payload's order (one per listed alert), the
+    ids of the rows this notification resolved, and the counts for the delivery's outcome."""
+
+    rows: list[Routed]
+    resolved_now: set[int]
+    new: int = 0
+    repeats: int = 0
+    resolved: int = 0
+
+
+@dataclass
+class _Pending:
+    """One alert instance while the notification is read: the values it will be written with."""
+
+    values: dict[str, Any]
+    copies: int
+    existed: bool
+    resolves: bool  # this notification resolves it (it was firing, or is new, and a copy says so)
+
+
+def record(
+    session: Session,
+    settings: Settings,
+    payload: Payload,
+    group_id: int,
+    delivery_id: int,
+    now: datetime,
+) -> Recorded:
+    """Insert new alert instances, count repeats, apply resolves: one read, one write.
+
+    A resolved instance stays resolved (a late, out-of-order "firing" copy does not revive
+    it); routing follows the rules in force until an instance is attached to an incident."""
+    existing = _existing(session, payload)
+    pending: dict[tuple[str, datetime], _Pending] = {}
+    routes: list[routing.Route] = []
+    by_labels: dict[tuple[tuple[str, str], ...], routing.Route] = {}
+    out = Recorded(rows=[], resolved_now=set())
+    for alert in payload.alerts:
+        # The same label set routes the same way: a notification often repeats one.
+        label_key = tuple(alert.labels.items())
+        r = by_labels.get(label_key)
+        if r is None:
+            r = by_labels[label_key] = routing.route(settings.alerts, alert.labels)
+        routes.append(r)
+        key = (alert.fingerprint, alert.starts_at)
+        item = pending.get(key)
+        if item is None:
+            row = existing.get(key)
+            item = pending[key] = _Pending(
+                values=_values(alert, row, group_id, now),
+                copies=0,
+                existed=row is not None,
+                resolves=False,
+            )
+            if row is None:
+                out.new += 1
+        item.copies += 1
+        values = item.values
+        if alert.status == RESOLVED and values["status"] == FIRING:
+            values.update(status=RESOLVED, ends_at=alert.ends_at, resolved_received_at=now)
+            item.resolves = True
+            out.resolved += 1
+        elif item.existed and item.copies == 1:
+            out.repeats += 1
+        if values["incident_id"] is None:
+            rule = r.rule
+            values["rule"] = rule.name if rule else None
+            values["severity"] = (rule.severity or settings.default_severity) if rule else None
+            values["service"] = rule.service if rule else None
+    items = [(item.values, item.copies) for item in pending.values()]
+    ids = _write(session, items, delivery_id, now)
+    rows: dict[tuple[str, datetime], AlertRow] = {}
+    for key, item in pending.items():
+        values = {name: item.values[name] for name in _READ if name != "id"}
+        row = rows[key] = AlertRow(id=ids[key], **values)
+        if item.resolves:
+            out.resolved_now.add(row.id)
+    out.rows = [
+        (rows[(alert.fingerprint, alert.starts_at)], alert, r)
+        for alert, r in zip(payload.alerts, routes, strict=True)
+    ]
+    return out
+
+
+def _existing(session: Session, payload: Payload) -> dict[tuple[str, datetime], dict[str, Any]]:
+    """The payload's alert instances that are already stored, by (fingerprint, startsAt)."""
+    fingerprints = {a.fingerprint for a in payload.alerts}
+    starts = {a.starts_at for a in payload.alerts}
+    if not fingerprints:
+        return {}
+    stmt = select(*(ALERT.c[name] for name in _READ)).where(
+        ALERT.c.fingerprint.in_(fingerprints), ALERT.c.starts_at.in_(starts)
+    )
+    found = {}
+    for row in session.execute(stmt).mappings():
+        found[(row["fingerprint"], row["starts_at"])] = dict(row)
+    return found
+
+
+def _values(
+    alert: Alert, row: dict[str, Any] | None, group_id: int, now: datetime
+) -> dict[str, Any]:
+    """The row to write: a stored one as it is, or a new one from the alert's first copy
+    (firing: the copies that follow apply a resolve, the first one included)."""
+    if row is not None:
+        return {**row, "last_received_at": now}
+    return {
+        "id": None,
+        "fingerprint": alert.fingerprint,
+        "starts_at": alert.starts_at,
+        "ends_at": None,
+        "status": FIRING,
+        "alertname": alert.alertname[:200],
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "generator_url": alert.generator_url or None,
+        "group_id": group_id,
+        "rule": None,
+        "severity": None,
+        "service": None,
+        "incident_id": None,
+        "last_received_at": now,
+        "resolved_received_at": None,
+        "error": None,
+    }
+
+
+_INSERTED_FROM_ROW = (
+    "fingerprint",
+    "starts_at",
+    "ends_at",
+    "status",
+    "alertname",
+    "labels",
+    "annotations",
+    "generator_url",
+    "group_id",
+    "rule",
+    "severity",
+    "service",
+    "last_received_at",
+    "resolved_received_at",
+)
+# What a notification changes on a stored instance: its count and last receipt, a resolve,
+# and the routing of an instance not attached yet (the write sends the stored routing back
+# for an attached one). Labels, first receipt and the delivery that brought it stay.
+_UPDATED = ("status", "ends_at", "resolved_received_at", "rule", "severity", "service")
+
+
+@cache
+def _upsert(dialect: str) -> Any:
+    """The upsert of alert instances, built once per back end (SQLAlchemy then reuses its
+    compiled form; building ``excluded`` again for each notification costs more than the
+    statement)."""
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(ALERT)
+    set_: dict[str, Any] = {name: stmt.excluded[name] for name in _UPDATED}
+    set_["received_count"] = ALERT.c.received_count + stmt.excluded.received_count
+    set_["last_received_at"] = stmt.excluded.last_received_at
+    return stmt.on_conflict_do_update(
+        index_elements=[ALERT.c.fingerprint, ALERT.c.starts_at], set_=set_
+    ).returning(ALERT.c.id, ALERT.c.fingerprint, ALERT.c.starts_at)
+
+
+def _write(
+    session: Session, items: list[tuple[dict[str, Any], int]], delivery_id: int, now: datetime
+) -> dict[tuple[str, datetime], int]:
+    """One upsert for every instance; returns their ids by (fingerprint, startsAt)."""
+    if not items:
+        return {}
+    stmt = _upsert(session.get_bind().dialect.name)
+    params = []
+    for values, copies in items:
+        param = {name: values[name] for name in _INSERTED_FROM_ROW}
+        # A stored instance keeps its delivery and first receipt (not in the update), but
+        # the proposed row must still be one that could be inserted.
+        param["delivery_id"] = delivery_id
+        param["first_received_at"] = now
+        param["received_count"] = copies
+        params.append(param)
+    written = session.execute(stmt, params).all()
+    return {(fp, starts): id_ for id_, fp, starts in written}
+
+
+def attach(session: Session, rows: Iterable[AlertRow], incident_id: int) -> None:
+    """The rows join ``incident_id`` (and lose any declare error): one statement."""
+    rows = list(rows)
+    for row in rows:
+        row.incident_id = incident_id
+        row.error = None
+    _update(session, [row.id for row in rows], incident_id=incident_id, error=None)
+
+
+def refused(session: Session, rows: Iterable[AlertRow], reason: str) -> None:
+    """Why the rows' declare was refused, kept on each until they get an incident."""
+    rows = list(rows)
+    for row in rows:
+        row.error = reason
+    _update(session, [row.id for row in rows], error=reason)
+
+
+def _update(session: Session, ids: list[int], **values: Any) -> None:
+    if ids:
+        session.execute(update(ALERT).where(ALERT.c.id.in_(sorted(set(ids)))).values(**values))
