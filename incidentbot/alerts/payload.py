@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from incidentbot.ledger.redact import redact, redact_text
-from incidentbot.typed_text import clean_tree
+from incidentbot.ledger.redact import MASK, is_sensitive_key, redact_text
+from incidentbot.typed_text import clean
 
 MAX_ALERTS = 5000
 _TS = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -142,23 +142,22 @@ def parse(data: Any) -> tuple[Payload, dict[str, Any]]:
     to store. The raw body keeps fields this version does not know."""
     if not isinstance(data, dict):
         raise PayloadError("the body must be a JSON object (Alertmanager's webhook payload)")
-    data = clean_tree(data)  # what an alert says, without invisible control characters
+    # What an alert says, without invisible control characters, and its redacted copy: one
+    # walk over the body makes both.
+    data, stored = _clean_and_redact(data)
     try:
         payload = Payload.model_validate(data)
     except ValidationError as exc:
         raise PayloadError(f"not an Alertmanager webhook payload: {_format(exc)}") from None
-    raw_alerts = data.get("alerts") or []
-    for alert, raw in zip(payload.alerts, raw_alerts, strict=True):
+    for alert, raw in zip(payload.alerts, stored["alerts"], strict=True):
         if not alert.fingerprint:
             alert.fingerprint = fallback_fingerprint(alert.labels)
-            if isinstance(raw, dict):
-                raw["fingerprint"] = alert.fingerprint
-    # Redact once, the whole body, and give the payload the redacted values from it.
-    stored = redact(data)
-    for alert, clean in zip(payload.alerts, stored["alerts"], strict=True):
-        alert.labels = clean["labels"]
-        alert.annotations = clean.get("annotations") or {}
-        alert.generator_url = clean.get("generatorURL") or ""
+            raw["fingerprint"] = redact_text(alert.fingerprint)
+    # The payload gets the redacted values.
+    for alert, redacted in zip(payload.alerts, stored["alerts"], strict=True):
+        alert.labels = redacted["labels"]
+        alert.annotations = redacted.get("annotations") or {}
+        alert.generator_url = redacted.get("generatorURL") or ""
     payload.group_labels = stored.get("groupLabels") or {}
     payload.common_labels = stored.get("commonLabels") or {}
     payload.common_annotations = stored.get("commonAnnotations") or {}
@@ -167,3 +166,26 @@ def parse(data: Any) -> tuple[Payload, dict[str, Any]]:
     # as text). The payload keeps the raw key: the group's identity is a hash of it.
     stored["groupKey"] = redact_text(payload.group_key)
     return payload, stored
+
+
+def _clean_and_redact(value: Any) -> tuple[Any, Any]:
+    """(``clean_tree(value)``, ``redact(clean_tree(value))``) in one walk."""
+    if isinstance(value, str):
+        # Printable ASCII (most label values) has nothing invisible to remove.
+        cleaned = value if value.isascii() and value.isprintable() else clean(value)
+        return cleaned, redact_text(cleaned)
+    if isinstance(value, dict):
+        cleaned_dict: dict[Any, Any] = {}
+        redacted_dict: dict[str, Any] = {}
+        for key, item in value.items():
+            key = clean(key) if isinstance(key, str) else key
+            cleaned_item, redacted_item = _clean_and_redact(item)
+            cleaned_dict[key] = cleaned_item
+            name = str(key)
+            secret = is_sensitive_key(name) and cleaned_item not in (None, "")
+            redacted_dict[name] = MASK if secret else redacted_item
+        return cleaned_dict, redacted_dict
+    if isinstance(value, list):
+        pairs = [_clean_and_redact(item) for item in value]
+        return [c for c, _ in pairs], [r for _, r in pairs]
+    return value, value

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateError
+from jinja2 import Template, TemplateError
 
 from incidentbot.alerts.config import AlertRule, AlertSettings, templates
 from incidentbot.alerts.payload import Alert, Payload
@@ -103,7 +104,13 @@ def context(alert: Alert, payload: Payload | None = None) -> dict[str, Any]:
 def render(source: str, ctx: dict[str, Any]) -> str:
     """Render a template in the sandbox; the result is redacted again (a template can join
     values into something that looks like a credential)."""
-    return redact_text(templates.from_string(source).render(ctx))
+    return redact_text(_compiled(source).render(ctx))
+
+
+@lru_cache(maxsize=512)
+def _compiled(source: str) -> Template:
+    """Rules' templates are few and fixed at start-up: each is compiled once, not per alert."""
+    return templates.from_string(source)
 
 
 def default_title(alert: Alert) -> str:

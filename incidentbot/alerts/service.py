@@ -24,7 +24,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -80,37 +80,36 @@ def ingest(
     """
     payload, stored = parse(data)
     received = utcnow()
-
-    def delivery_row() -> AlertDelivery:
-        return AlertDelivery(
-            received_at=received,
-            remote=(remote or None) and remote[:64],
-            receiver=payload.receiver[:200],
-            group_key=redact_text(payload.group_key),
-            status=payload.status,
-            alert_count=len(payload.alerts),
-            truncated_alerts=payload.truncated_alerts,
-            payload=stored,
-        )
-
+    delivery = {
+        "received_at": received,
+        "source": "alertmanager",
+        "remote": (remote or None) and remote[:64],
+        "receiver": payload.receiver[:200],
+        "group_key": redact_text(payload.group_key),
+        "status": payload.status,
+        "alert_count": len(payload.alerts),
+        "truncated_alerts": payload.truncated_alerts,
+        "payload": stored,
+        "processed_at": None,
+        "outcome": None,
+        "failed": False,
+    }
     try:
         with db.transaction(engine) as s:
-            delivery = delivery_row()
-            s.add(delivery)
-            s.flush()
-            assert delivery.id is not None
-            delivery_id = delivery.id
+            delivery_id = s.execute(_INSERT_DELIVERY, delivery).scalar_one()
             outcome = process(
                 s, settings, payload, delivery_id, on_declare=on_declare, on_alerts=on_alerts
             )
-            delivery.outcome = outcome.summary()
-            delivery.failed = outcome.error is not None
-            delivery.processed_at = utcnow()
-            s.add(delivery)
+            done = {
+                "outcome": outcome.summary(),
+                "failed": outcome.error is not None,
+                "processed_at": utcnow(),
+            }
+            s.execute(_DELIVERIES.update().where(_DELIVERIES.c.id == delivery_id).values(done))
     except Exception as exc:
         message = redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0])[:1000]
         log.exception("alert delivery: processing failed")
-        failed_id = _store_failed(engine, delivery_row(), message)
+        failed_id = _store_failed(engine, delivery, message)
         raise IngestFailed(failed_id, message) from exc
     log.info(
         "alert delivery %s (%s): %s",
@@ -122,16 +121,16 @@ def ingest(
     return outcome
 
 
-def _store_failed(engine: Engine, delivery: AlertDelivery, message: str) -> int:
+_DELIVERIES: Table = AlertDelivery.__table__  # type: ignore[attr-defined]
+_INSERT_DELIVERY = _DELIVERIES.insert().returning(_DELIVERIES.c.id)
+
+
+def _store_failed(engine: Engine, delivery: dict[str, Any], message: str) -> int:
     """Keep a delivery whose processing failed (and rolled back): Alertmanager retries it,
     and people can see what came in and why it was not processed."""
-    delivery.outcome = f"processing failed: {message}"
-    delivery.failed = True
+    failed = {**delivery, "outcome": f"processing failed: {message}", "failed": True}
     with db.transaction(engine) as s:
-        s.add(delivery)
-        s.flush()
-        assert delivery.id is not None
-        return delivery.id
+        return int(s.execute(_INSERT_DELIVERY, failed).scalar_one())
 
 
 def process(
