@@ -12,8 +12,9 @@ notifications concurrently over HTTP, in three phases over the same alerts:
 The baseline, in the same run and from the same client with the same bodies, is a JSON-parsing
 floor: a bare Starlette endpoint in its own process that parses each body and answers 200. The
 figure is the time per 1,000 alerts (the target, ≥ 2,000 alerts/s, is within 2× of a 4,000/s
-floor). Nothing is assumed from a 200: the stored alerts, their repeat counts, the resolved ones
-and the deliveries (none failed) are counted in the database before a figure is reported.
+floor). Nothing is assumed from a 200: the stored alerts, their repeat counts, the resolved ones,
+the deliveries (none failed), the incidents (one per group) and the alerts' firing and resolved
+timeline entries are counted in the database before a figure is reported.
 PostgreSQL runs with durable settings (fsync, synchronous commit on).
 
 Run: .venv/bin/python bench/alert_ingest.py [--groups 50] [--per-group 20] [--concurrency 16]
@@ -47,6 +48,7 @@ from bench.figures import BenchArgs, BenchFailed, Figure
 from bench.served import free_port, served_bot
 from incidentbot import db
 from incidentbot.alerts.models import RESOLVED, AlertDelivery, AlertRecord
+from incidentbot.incidents.models import Incident, TimelineEvent
 from tests.pgcluster import PgCluster, PgUnavailable
 from tests.test_alerts_support import alert, notification, resolved
 
@@ -164,13 +166,23 @@ def _check_stored(url: str, groups: int, per_group: int) -> None:
             done = s.exec(select(func.count()).where(AlertRecord.status == RESOLVED)).one()
             deliveries = s.exec(select(func.count()).select_from(AlertDelivery)).one()
             failed = s.exec(select(func.count()).where(col(AlertDelivery.failed).is_(True))).one()
+            incidents = s.exec(select(func.count()).select_from(Incident)).one()
+            events = dict(
+                s.exec(
+                    select(TimelineEvent.kind, func.count())
+                    .where(col(TimelineEvent.kind).in_(["alert.firing", "alert.resolved"]))
+                    .group_by(TimelineEvent.kind)
+                ).all()
+            )
     finally:
         engine.dispose()
-    want = (n + 1, 3 * n + 1, n, 3 * groups + 1, 0)
-    got = (stored, repeats, done, deliveries, failed)
+    firing, ended = events.get("alert.firing", 0), events.get("alert.resolved", 0)
+    want = (n + 1, 3 * n + 1, n, 3 * groups + 1, 0, groups, n, n)
+    got = (stored, repeats, done, deliveries, failed, incidents, firing, ended)
     if got != want:
         raise BenchFailed(
-            f"stored (alerts, receipts, resolved, deliveries, failed) {got}, expected {want}"
+            "stored (alerts, receipts, resolved, deliveries, failed, incidents, firing and "
+            f"resolved on the timeline) {got}, expected {want}"
         )
 
 
@@ -223,7 +235,8 @@ def figures(args: BenchArgs) -> list[Figure]:
                 target=2.0,
                 baseline_name="parsing the JSON only",
                 note=f"{rate:.0f} alerts/s against a floor of {floor:.0f}/s (target ≥ 2,000/s); "
-                "stored alerts, receipts and resolves counted, 0 failed",
+                "stored alerts, receipts, resolves, incidents and timeline entries counted, "
+                "0 failed",
             )
         )
     return out

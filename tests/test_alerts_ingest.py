@@ -302,3 +302,37 @@ def test_concurrent_deliveries_of_one_group_declare_one_incident(engine, setting
     with db.transaction(engine) as s:
         keys = s.exec(select(TimelineEvent.source_key).where(TimelineEvent.kind == "alert.firing"))
         assert len(set(keys)) == 9
+
+
+def test_an_alert_listed_twice_in_one_notification_is_one_instance(engine, settings):
+    """A sender may list one alert more than once: each copy is counted, a resolved copy
+    resolves it whatever its place, and the timeline has it once."""
+    a1, a2 = rpc(1), rpc(2)
+    ended = T0 + timedelta(minutes=7)
+    out = service.ingest(engine, settings, notification([a1, a1, a2]))
+    assert (out.new, out.repeats, out.attached) == (2, 0, 2)
+    out = service.ingest(engine, settings, notification([a1, resolved(a1, ended), a2]))
+    assert (out.new, out.repeats, out.resolved) == (0, 2, 1)
+    out = service.ingest(engine, settings, notification([resolved(a2, ended), a2]))
+    assert (out.repeats, out.resolved) == (0, 1)
+    rows = alerts(engine)
+    assert [(r.status, r.ends_at, r.received_count) for r in rows] == [
+        ("resolved", ended, 4),
+        ("resolved", ended, 4),
+    ]
+    assert kinds(engine) == ["alert.firing", "alert.firing", "alert.resolved", "alert.resolved"]
+
+
+def test_a_notification_of_1100_alerts_is_stored_whole(engine, settings):
+    """More alerts than one batch of the upsert: every one stored once, with its own id, and
+    counted again as a repeat."""
+    many = [alert("DiskFilling", instance=f"idx-{i}") for i in range(1100)]
+    body = notification(many, group="Disk")
+    out = service.ingest(engine, settings, body)
+    assert (out.new, out.unmatched) == (1100, 1100)
+    out = service.ingest(engine, settings, body)
+    assert (out.new, out.repeats) == (0, 1100)
+    rows = alerts(engine)
+    assert len({r.id for r in rows}) == 1100
+    assert {r.labels["instance"] for r in rows} == {f"idx-{i}" for i in range(1100)}
+    assert {r.received_count for r in rows} == {2}

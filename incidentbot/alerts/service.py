@@ -201,7 +201,7 @@ def process(
         fresh = _unique([(row, alert, r) for row, alert, r in rows if row.incident_id is None])
         out.attached = attach(session, settings, incident, fresh, actor=actor, now=now)
         attached_now = {row.id for row, _, _ in fresh}
-        suggest_runbooks(session, incident, fresh, actor=actor, now=now)
+        suggest_runbooks(session, incident, fresh, actor=actor, now=now, declared_now=out.declared)
     # Exactly once per alert instance: when it resolves while attached, or when it is
     # attached already resolved (both can happen in one delivery, hence the set).
     ended: dict[int, list[AlertRow]] = {}

@@ -22,18 +22,38 @@ MAX_SNOOZE = timedelta(days=7)
 
 
 def snoozed_until(session: Session, group_id: int | None, now: datetime) -> datetime | None:
-    """When the group's snooze ends, if it is snoozed now."""
+    """When the group's snooze ends, if it is snoozed now. Read once per transaction: a
+    delivery that both may declare and queues the group's message asks twice."""
     if group_id is None:
         return None
+    memo = _memo(session)
+    if group_id not in memo:
+        memo[group_id] = _last_end(session, group_id)
+    until = memo[group_id]
+    return until if until is not None and until > now else None
+
+
+_MEMO = "incidentbot.alerts.snooze_ends"
+
+
+def _memo(session: Session) -> dict[int, datetime | None]:
+    """The snooze ends read in the session's current transaction (a new one starts empty)."""
+    transaction = session.get_transaction()
+    held = session.info.get(_MEMO)
+    if held is None or held[0] is not transaction:
+        held = session.info[_MEMO] = (transaction, {})
+    return held[1]
+
+
+def _last_end(session: Session, group_id: int) -> datetime | None:
     events = session.exec(
-        select(TimelineEvent)
+        select(TimelineEvent.data)
         .where(TimelineEvent.kind == KIND)
         .order_by(col(TimelineEvent.id).desc())
     )
-    for event in events:
-        if event.data.get("group_id") == group_id:
-            until = datetime.fromisoformat(event.data["until"])
-            return until if until > now else None
+    for data in events:
+        if data.get("group_id") == group_id:
+            return datetime.fromisoformat(data["until"])
     return None
 
 
@@ -88,4 +108,5 @@ def snooze(
         now=now,
         data={"group_id": group.id, "until": (until or now).isoformat()},
     )
+    _memo(session).pop(group_id, None)
     return group, until

@@ -140,9 +140,12 @@ def suggest_runbooks(
     *,
     actor: str,
     now: datetime,
+    declared_now: bool = False,
 ) -> int:
     """One ``runbook.suggested`` event per distinct runbook and parameters on the incident
-    (restart node rpc-1, restart node rpc-2, ...), however many alerts suggest it."""
+    (restart node rpc-1, restart node rpc-2, ...), however many alerts suggest it.
+    ``declared_now``: the incident was declared in this transaction, so no other one can
+    have suggested anything for it yet (nothing to look up, nothing to collide with)."""
     wanted: dict[str, tuple[AlertRow, routing.Route, routing.Suggestion]] = {}
     for row, alert, r in rows:
         suggestion = routing.suggestion(r.rule, alert)
@@ -153,19 +156,9 @@ def suggest_runbooks(
         wanted.setdefault(key, (row, r, suggestion))
     if not wanted:
         return 0
-    # Another group's delivery may add the same suggestion to this incident at the same
-    # moment (its alerts share the incident): if the batch collides, the other one has
-    # committed by then, so the second look finds what it wrote.
-    for _attempt in range(2):
-        done = set(
-            session.exec(
-                select(TimelineEvent.source_key).where(col(TimelineEvent.source_key).in_(wanted))
-            )
-        )
-        todo = {k: v for k, v in wanted.items() if k not in done}
-        if not todo:
-            return 0
-        events = [
+
+    def events(todo: dict[str, tuple[AlertRow, routing.Route, routing.Suggestion]]) -> list[Any]:
+        return [
             (
                 f"{suggestion.describe()} (alert {row.alertname}, rule {r.rule_name})",
                 now,
@@ -180,9 +173,28 @@ def suggest_runbooks(
             )
             for key, (row, r, suggestion) in todo.items()
         ]
+
+    kind = "runbook.suggested"
+    if declared_now:  # one INSERT for them all
+        svc.record_many(session, incident, kind, actor, events(wanted), now=now)
+        return len(wanted)
+    # Another group's delivery may add the same suggestion to this incident at the same
+    # moment (its alerts share the incident): if the batch collides, the other one has
+    # committed by then, so the second look finds what it wrote.
+    for _attempt in range(2):
+        done = set(
+            session.exec(
+                select(TimelineEvent.source_key).where(col(TimelineEvent.source_key).in_(wanted))
+            )
+        )
+        todo = {k: v for k, v in wanted.items() if k not in done}
+        if not todo:
+            return 0
         try:
-            with session.begin_nested():  # one INSERT for them all
-                svc.record_many(session, incident, "runbook.suggested", actor, events, now=now)
+            with session.begin_nested():
+                svc.record_many(
+                    session, incident, "runbook.suggested", actor, events(todo), now=now
+                )
             return len(todo)
         except IntegrityError:
             log.debug("runbook suggestions for %s collided; looking again", incident.ref)

@@ -3,8 +3,9 @@
 Alertmanager retries a notification on a 5xx and gives up on a 4xx, so the status codes here
 say whether trying again can help: 401 (wrong or missing credentials) and 400 (not an
 Alertmanager payload) record nothing and are final; 503 (no token configured) and 500 (the
-delivery was stored but processing failed) are worth a retry. The work runs in the thread
-pool so that a burst of notifications never stalls the event loop that Slack's requests share.
+delivery was stored but processing failed) are worth a retry. The work, decoding the body
+included, runs in the thread pool so that a burst of notifications never stalls the event loop
+that Slack's requests share.
 """
 
 from __future__ import annotations
@@ -87,6 +88,31 @@ async def _read_body(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
+class _NotJson(ValueError):
+    """The body does not decode as JSON."""
+
+
+def _decode_and_ingest(
+    engine: Engine,
+    settings: Settings,
+    body: bytes,
+    *,
+    on_declare: service.OnDeclare | None,
+    on_alerts: service.OnAlerts | None,
+    remote: str | None,
+) -> service.Outcome:
+    """Decode the body and hand it to the ingest, in a worker thread: a large body is decoded
+    off the event loop that Slack's requests share, and then walked once (cleaned, validated
+    and redacted by :func:`incidentbot.alerts.payload.parse`)."""
+    try:
+        data: Any = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _NotJson(str(exc)) from None
+    return service.ingest(
+        engine, settings, data, on_declare=on_declare, on_alerts=on_alerts, remote=remote
+    )
+
+
 def alertmanager_route(
     engine: Engine,
     settings: Settings,
@@ -122,22 +148,20 @@ def alertmanager_route(
             return _error(400, "the request body was cut off")
         if body is None:
             return _error(413, f"the body is larger than {MAX_BODY // (1024 * 1024)} MiB")
-        try:
-            data: Any = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return _error(400, f"the body is not valid JSON: {exc}")
         remote = request.client.host if request.client else None
         try:
             async with slots:
                 outcome = await run_in_threadpool(
-                    service.ingest,
+                    _decode_and_ingest,
                     engine,
                     settings,
-                    data,
+                    body,
                     on_declare=on_declare,
                     on_alerts=on_alerts,
                     remote=remote,
                 )
+        except _NotJson as exc:
+            return _error(400, f"the body is not valid JSON: {exc}")
         except PayloadError as exc:
             return _error(400, str(exc))
         except service.IngestFailed as exc:
