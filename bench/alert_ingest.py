@@ -12,10 +12,14 @@ notifications concurrently over HTTP, in three phases over the same alerts:
 The baseline, in the same run and from the same client with the same bodies, is a JSON-parsing
 floor: a bare Starlette endpoint in its own process that parses each body and answers 200. The
 figure is the time per 1,000 alerts (the target, ≥ 2,000 alerts/s, is within 2× of a 4,000/s
-floor). Nothing is assumed from a 200: the stored alerts, their repeat counts, the resolved ones,
-the deliveries (none failed), the incidents (one per group) and the alerts' firing and resolved
-timeline entries are counted in the database before a figure is reported.
-PostgreSQL runs with durable settings (fsync, synchronous commit on).
+floor). A second figure per back end, with no target, is the CPU time the bot's process spent
+per 1,000 alerts against the floor process's: on a shared machine, wall-clock figures of two
+runs differ with the other load, CPU time much less.
+
+Nothing is assumed from a 200: the stored alerts, their repeat counts, the resolved ones, the
+deliveries (none failed), the incidents (one per group) and the alerts' firing and resolved
+timeline entries are counted in the database before a figure is reported. PostgreSQL runs
+with durable settings (fsync, synchronous commit on).
 
 Run: .venv/bin/python bench/alert_ingest.py [--groups 50] [--per-group 20] [--concurrency 16]
 or through ``bench/run``.
@@ -123,9 +127,31 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used, from /proc (None where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _served_pid() -> int | None:
+    """The `incidentbot serve` this process started (served_bot keeps its Popen to itself)."""
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid() and b"incidentbot.cli" in command and b"serve" in command:
+            return int(entry.name)
+    return None
+
+
 @contextmanager
-def json_floor() -> Iterator[str]:
-    """A bare endpoint that parses the body and answers, in its own process."""
+def json_floor() -> Iterator[tuple[str, int]]:
+    """A bare endpoint that parses the body and answers, in its own process: (URL, pid)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(port)])
     url = f"http://127.0.0.1:{port}/webhooks/alertmanager"
@@ -139,7 +165,7 @@ def json_floor() -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the JSON floor endpoint did not come up") from None
                 time.sleep(0.1)
-        yield url
+        yield url, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -186,22 +212,34 @@ def _check_stored(url: str, groups: int, per_group: int) -> None:
         )
 
 
-def ingest_rate(url: str, groups: int, per_group: int, concurrency: int) -> float:
-    """Alerts per second through `incidentbot serve` on ``url``, after checking the store."""
+def ingest_rate(
+    url: str, groups: int, per_group: int, concurrency: int
+) -> tuple[float, float | None]:
+    """Alerts per second through `incidentbot serve` on ``url``, and the CPU seconds its
+    process used per 1,000 alerts meanwhile (None without /proc), after checking the store."""
     with tempfile.TemporaryDirectory() as tmp, served_alert_bot(url, tmp) as webhook:
         warm = notification([alert("Warmup", instance="w")], group="Warmup")
         asyncio.run(_send(webhook, [warm], 1))
+        pid = _served_pid()
+        before = cpu_seconds(pid) if pid else None
         total, elapsed = _send_all(webhook, groups, per_group, concurrency)
+        after = cpu_seconds(pid) if pid else None
     _check_stored(url, groups, per_group)
-    return total / elapsed
+    cpu = (after - before) / total * 1000 if before is not None and after is not None else None
+    return total / elapsed, cpu
 
 
 def figures(args: BenchArgs) -> list[Figure]:
     groups, per_group, concurrency = (10, 20, 16) if args.quick else (50, 20, 16)
-    with json_floor() as floor_url:
+    with json_floor() as (floor_url, floor_pid):
         asyncio.run(_send(floor_url, [notification([alert("Warmup")], group="w")], 1))
+        floor_before = cpu_seconds(floor_pid)
         sent, took = _send_all(floor_url, groups, per_group, concurrency)
+        floor_after = cpu_seconds(floor_pid)
     floor = sent / took
+    floor_cpu = None
+    if floor_before is not None and floor_after is not None:
+        floor_cpu = (floor_after - floor_before) / sent * 1000
     out = []
     backends: list[tuple[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,14 +259,15 @@ def figures(args: BenchArgs) -> list[Figure]:
             )
         finally:
             cluster.stop()
-    for name, rate in backends:
-        if isinstance(rate, str):
-            print(f"alert ingest, {name}: {rate}")
+    shape = f"{groups * per_group} alerts in {groups} groups, {concurrency} senders, 3 phases"
+    for name, measured in backends:
+        if isinstance(measured, str):
+            print(f"alert ingest, {name}: {measured}")
             continue
+        rate, cpu = measured
         out.append(
             Figure(
-                f"Alertmanager ingest, {name} ({groups * per_group} alerts in {groups} groups, "
-                f"{concurrency} senders, 3 phases)",
+                f"Alertmanager ingest, {name} ({shape})",
                 1000 / rate * 1000,
                 1000 / floor * 1000,
                 unit="ms/1k alerts",
@@ -239,6 +278,18 @@ def figures(args: BenchArgs) -> list[Figure]:
                 "0 failed",
             )
         )
+        if cpu is not None and floor_cpu:
+            out.append(
+                Figure(
+                    f"Alertmanager ingest, {name}: CPU time of the bot's process ({shape})",
+                    cpu * 1000,
+                    floor_cpu * 1000,
+                    unit="ms CPU/1k alerts",
+                    baseline_name="CPU time of the JSON floor's process",
+                    note="no target: CPU time is what the machine's other load changes least; "
+                    "includes the ledger workers creating the incidents' channels meanwhile",
+                )
+            )
     return out
 
 
