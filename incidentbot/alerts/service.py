@@ -1,10 +1,10 @@
 """Ingesting an Alertmanager notification: store it, record each alert, declare or attach.
 
 One transaction per notification: the delivery (the redacted payload as received), its alerts
-(read in one query, written in batches), the group (one upsert), the group's incident declared
-or found, the timeline events and the declare's side effects. Alertmanager is answered after
-that commit. When processing fails, the delivery alone is stored in a second transaction,
-marked failed, so nothing an alert sent is lost.
+(read in one query, written in one upsert: :mod:`incidentbot.alerts.records`), the group (one
+upsert), the group's incident declared or found, the timeline events and the declare's side
+effects. Alertmanager is answered after that commit. When processing fails, the delivery alone
+is stored in a second transaction, marked failed, so nothing an alert sent is lost.
 
 Deliveries of one group, and of groups sharing an alert, are serialised: on PostgreSQL by
 transaction-scoped advisory locks on the group key and on each fingerprint (taken in one global
