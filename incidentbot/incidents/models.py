@@ -97,7 +97,11 @@ class TimelineEvent(SQLModel, table=True):
     """Append-only: the database refuses UPDATE and DELETE on this table (see migration 0001)."""
 
     __tablename__ = "timeline_event"
-    __table_args__ = (Index("ix_timeline_incident_order", "incident_id", "occurred_at", "id"),)
+    __table_args__ = (
+        Index("ix_timeline_incident_order", "incident_id", "occurred_at", "id"),
+        # One kind of event, across incidents (a group's snooze) or on one (its status updates).
+        Index("ix_timeline_kind", "kind", "incident_id", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     incident_id: int = Field(foreign_key="incident.id")
