@@ -49,6 +49,7 @@ from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.app import build_bolt_app
 from incidentbot.slack.chat import SlackChat
 from incidentbot.slack.handoff_commands import HandoffCommands
+from incidentbot.slack.once import OnceApp
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.reminder_commands import ReminderCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
@@ -265,6 +266,8 @@ class Bot:
             self._server.should_exit = True
             if self._thread is not None:
                 self._thread.join(10)
+        if isinstance(self.bolt, OnceApp):
+            self.bolt.close()  # the answers of the last requests, so replays find them
         if self.scheduler is not None:
             self.scheduler.stop(timeout=10)
         self.pool.stop(timeout=10)

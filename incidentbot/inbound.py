@@ -16,17 +16,24 @@ Slack's first retry of an event a minute later. Claims are forgotten after :data
 from __future__ import annotations
 
 import itertools
+import logging
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Column, Text, delete
+from sqlalchemy import Column, Text, bindparam, delete, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, SQLModel, col
+from sqlmodel import Field, SQLModel
 
 from incidentbot import db
 from incidentbot.db import UTCDateTime, db_now
+
+log = logging.getLogger(__name__)
 
 TAKEOVER = timedelta(seconds=60)
 KEEP = timedelta(minutes=10)  # longer than the 5 minutes a Slack signature is accepted
@@ -49,6 +56,9 @@ class InboundRequest(SQLModel, table=True):
     body: str | None = Field(default=None, sa_column=Column(Text))
 
 
+TABLE = InboundRequest.__table__  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int
@@ -66,18 +76,24 @@ class Claim:
 
 
 def claim(engine: Engine, key: str) -> Claim:
-    """Claim ``key`` for this request (see the module docstring)."""
+    """Claim ``key`` for this request (see the module docstring). The first claim is one
+    ``INSERT ... ON CONFLICT DO NOTHING``; only a key seen before is read."""
     key = key[:MAX_KEY]
     try:
         with db.transaction(engine) as s:
             now = db_now(s)
-            row = s.get(InboundRequest, key, with_for_update=True)
-            if row is None:
-                s.add(InboundRequest(key=key, claimed_at=now))
+            conn = s.connection()
+            new = pg_insert(TABLE) if conn.dialect.name == "postgresql" else sqlite_insert(TABLE)
+            stmt = new.values(key=key, claimed_at=now).on_conflict_do_nothing(
+                index_elements=["key"]
+            )
+            if conn.execute(stmt.returning(TABLE.c.key)).first() is not None:
                 if next(_claims) % PRUNE_EVERY == 0:
-                    s.execute(
-                        delete(InboundRequest).where(col(InboundRequest.claimed_at) < now - KEEP)
-                    )
+                    conn.execute(delete(TABLE).where(TABLE.c.claimed_at < now - KEEP))
+                return Claim("run")
+            row = s.get(InboundRequest, key, with_for_update=True)
+            if row is None:  # pruned between the two statements: it is long gone
+                s.add(InboundRequest(key=key, claimed_at=now))
                 return Claim("run")
             if row.finished_at is not None:
                 if row.status is None:
@@ -95,12 +111,111 @@ def claim(engine: Engine, key: str) -> Claim:
 def finish(engine: Engine, key: str, answer: Answer | None) -> None:
     """Store the answer the first request got (``None``: it failed; a replay gets an empty
     acknowledgement rather than running again)."""
-    key = key[:MAX_KEY]
+    finish_many(engine, [(key, answer)])
+
+
+def finish_many(engine: Engine, answers: Sequence[tuple[str, Answer | None]]) -> None:
+    """Store several requests' answers in one transaction (a claim pruned meanwhile is
+    skipped: nothing to replay)."""
+    if not answers:
+        return
     with db.transaction(engine) as s:
-        row = s.get(InboundRequest, key, with_for_update=True)
-        if row is None:  # pruned meanwhile: nothing to replay
-            return
-        row.finished_at = db_now(s)
-        if answer is not None and len(answer.body) <= MAX_STORED_BODY:
-            row.status, row.content_type, row.body = answer.status, answer.content_type, answer.body
-        s.add(row)
+        now = db_now(s)
+        rows = []
+        for key, answer in answers:
+            kept = answer if answer is not None and len(answer.body) <= MAX_STORED_BODY else None
+            rows.append(
+                {
+                    "k": key[:MAX_KEY],
+                    "at": now,
+                    "st": kept.status if kept else None,
+                    "ct": kept.content_type if kept else None,
+                    "bd": kept.body if kept else None,
+                }
+            )
+        s.connection().execute(
+            update(TABLE)
+            .where(TABLE.c.key == bindparam("k"))
+            .values(
+                finished_at=bindparam("at"),
+                status=bindparam("st"),
+                content_type=bindparam("ct"),
+                body=bindparam("bd"),
+            ),
+            rows,
+        )
+
+
+class Finishes:
+    """The answers of requests that ran, stored after they are sent, off the answer path.
+
+    Storing an answer is one more write while Slack waits; here it is queued instead, and a
+    thread of its own stores every queued answer in one transaction. Until it is stored, a
+    replay that reaches this process gets the answer from memory (:meth:`pending`); one that
+    reaches another replica meanwhile gets an empty acknowledgement, as while the first runs.
+    If the process dies first, the claim is taken over after :data:`TAKEOVER`, as it is when
+    a process dies while the request runs.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Condition()
+        self._queued: dict[str, Answer | None] = {}
+        self._storing: dict[str, Answer | None] = {}
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def add(self, key: str, answer: Answer | None) -> None:
+        with self._lock:
+            if self._closed:
+                pass
+            elif self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="inbound-answers", daemon=True
+                )
+                self._thread.start()
+            self._queued[key] = answer
+            self._lock.notify()
+        if self._closed:  # stopping: store it here and now
+            self._store()
+
+    def pending(self, key: str) -> tuple[bool, Answer | None]:
+        """(True, the answer) while ``key``'s answer waits to be stored; else (False, None)."""
+        with self._lock:
+            for waiting in (self._queued, self._storing):
+                if key in waiting:
+                    return True, waiting[key]
+        return False, None
+
+    def close(self) -> None:
+        """Store what is queued and stop the thread (later answers are stored at once)."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(30)
+        self._store()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queued and not self._closed:
+                    self._lock.wait()
+                if self._closed and not self._queued:
+                    return
+            self._store()
+
+    def _store(self) -> None:
+        with self._lock:
+            if not self._queued:
+                return
+            self._storing, self._queued = self._queued, {}
+            batch = list(self._storing.items())
+        try:
+            finish_many(self._engine, batch)
+        except Exception:  # the claims stay unfinished: replays wait, then take over
+            log.exception("could not store the answers of %d requests", len(batch))
+        finally:
+            with self._lock:
+                self._storing = {}

@@ -38,16 +38,18 @@ class WriterQueue:
         self._owner: int | None = None
         self._holds = 0
 
-    def acquire(self, timeout: float = WAIT_LIMIT_S) -> bool:
+    def acquire(self, timeout: float = WAIT_LIMIT_S, *, joins: bool = False) -> bool:
         """Wait for our turn; True when the lock is ours (release it once), False when the
-        wait ran past ``timeout`` (the caller goes on without it and must not release)."""
+        wait ran past ``timeout`` (the caller goes on without it and must not release).
+        ``joins``: this writer can join the holder's open group transaction
+        (:mod:`incidentbot.group_commit`), so the holder need not commit before handing over."""
         me = threading.get_ident()
         with self._mutex:
             if self._owner == me or (self._owner is None and not self._waiters):
                 self._owner = me
                 self._holds += 1
                 return True
-            turn = _Turn(me)
+            turn = _Turn(me, joins)
             self._waiters.append(turn)
         if turn.wait(timeout):
             return True  # release() made us the owner before setting the event
@@ -72,6 +74,12 @@ class WriterQueue:
                 self._holds = 1
                 turn.set()
 
+    def next_joins(self) -> bool:
+        """Whether the first writer in line can join an open group transaction (False when
+        nobody waits, or when the next one needs the database to itself)."""
+        with self._mutex:
+            return bool(self._waiters) and self._waiters[0].joins
+
     def waiting(self) -> int:
         """How many writers are queued behind the holder."""
         with self._mutex:
@@ -81,9 +89,10 @@ class WriterQueue:
 class _Turn(threading.Event):
     """A queued writer: set when the lock has been handed to its thread."""
 
-    def __init__(self, thread_id: int) -> None:
+    def __init__(self, thread_id: int, joins: bool = False) -> None:
         super().__init__()
         self.thread_id = thread_id
+        self.joins = joins
 
 
 _queues: dict[str, WriterQueue] = {}

@@ -4,16 +4,19 @@ runs stay one per change, and lists and timelines page without gaps or repeats."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlmodel import col, select
 
-from incidentbot import db, ledger, writer_queue
+from incidentbot import db, group_commit, inbound, ledger, writer_queue
 from incidentbot.config import Settings
 from incidentbot.incidents import effects
 from incidentbot.incidents import service as svc
@@ -294,3 +297,197 @@ def test_cli_list_pages_with_a_hint_for_the_next_page(cli):
     code, out, _ = cli("incident", "list", "--limit", "2", "--before", "2")
     assert code == 0
     assert "INC-1" in out and "INC-2" not in out and "More:" not in out
+
+
+# -- group commit -----------------------------------------------------------------------------
+
+
+def _titles(engine) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
+    with db.read(engine) as s:
+        return [
+            (i.number, i.title) for i in s.exec(select(Incident).order_by(col(Incident.number)))
+        ]
+
+
+def _queue_behind(engine, n: int) -> None:  # type: ignore[no-untyped-def]
+    """Return once ``n`` writers wait for their turn behind the holder."""
+    group = db.writers(engine)
+    assert group is not None
+    seen = threading.Event()
+    while group.queue.waiting() < n:
+        seen.wait(0.001)
+
+
+@pytest.fixture
+def grouped(database_url, monkeypatch):  # type: ignore[no-untyped-def]
+    """An engine that commits in groups (the default on SQLite; PostgreSQL opts in)."""
+    # The group may grow as long as writers wait, however slowly this machine lets them in.
+    monkeypatch.setattr(group_commit, "WINDOW_S", 3600.0)
+    eng = db.make_engine(database_url, grouped=True)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+def test_a_group_commits_once_and_a_failing_member_undoes_only_its_own_work(grouped, settings):
+    """Four declares queue behind each other and commit as one group. The third fails after
+    writing: its incident (and its INC number) are gone, the others are stored, and each
+    caller returns only once its incident is committed (a fresh reader sees it)."""
+    holding, release_first = threading.Event(), threading.Event()
+    last_inside, release_last = threading.Event(), threading.Event()
+    returned: dict[str, list[tuple[int, str]]] = {}
+    failed: dict[str, BaseException] = {}
+    commits: list[int] = []
+
+    def counted(conn: Any) -> None:
+        if conn.get_execution_options().get(group_commit.GROUP_OPTION):  # not the readers'
+            commits.append(1)
+
+    sa_event.listen(grouped, "commit", counted)
+
+    def member(title: str, before_commit: Callable[[], None] | None = None) -> None:
+        try:
+            with db.transaction(grouped) as s:
+                svc.declare(s, settings, title=title, severity="3", actor="U1")
+                s.flush()
+                if before_commit is not None:
+                    before_commit()
+            returned[title] = _titles(grouped)  # what a fresh reader sees on return
+        except BaseException as exc:
+            failed[title] = exc
+
+    def first_waits() -> None:
+        holding.set()
+        assert release_first.wait(GATE)
+
+    def third_fails() -> None:
+        raise RuntimeError("the pager policy refused this one")
+
+    def last_waits() -> None:
+        last_inside.set()
+        assert release_last.wait(GATE)
+
+    threads = [threading.Thread(target=member, args=("first", first_waits))]
+    threads[0].start()
+    assert holding.wait(GATE)
+    for i, (title, hook) in enumerate(
+        (("second", None), ("third", third_fails), ("last", last_waits))
+    ):
+        threads.append(threading.Thread(target=member, args=(title, hook)))
+        threads[-1].start()
+        _queue_behind(grouped, i + 1)
+    commits.clear()
+    release_first.set()
+    try:
+        assert last_inside.wait(GATE)
+        # The first three have run; the first two wait for the group's commit, unstored.
+        assert _titles(grouped) == []
+        assert returned == {} and commits == []
+        assert set(failed) == {"third"}
+    finally:
+        release_last.set()
+        for th in threads:
+            th.join(GATE)
+    assert commits == [1]  # one COMMIT for the whole group
+    assert isinstance(failed.pop("third"), RuntimeError) and failed == {}
+    stored = [(1, "first"), (2, "second"), (3, "last")]  # no gap where the third one failed
+    assert _titles(grouped) == stored
+    for title in ("first", "second", "last"):
+        assert (next(n for n, t in stored if t == title), title) in returned[title]
+
+
+def test_when_the_group_commit_fails_no_member_is_stored_and_each_is_told(grouped, settings):
+    holding, release_first = threading.Event(), threading.Event()
+    failed: dict[str, BaseException] = {}
+
+    def member(title: str, hold: bool = False) -> None:
+        try:
+            with db.transaction(grouped) as s:
+                svc.declare(s, settings, title=title, severity="3", actor="U1")
+                if hold:
+                    holding.set()
+                    assert release_first.wait(GATE)
+        except BaseException as exc:
+            failed[title] = exc
+
+    def refuse(_conn: Any) -> None:
+        raise OSError("disk full")
+
+    threads = [threading.Thread(target=member, args=("first", True))]
+    threads[0].start()
+    assert holding.wait(GATE)
+    threads.append(threading.Thread(target=member, args=("second",)))
+    threads[-1].start()
+    _queue_behind(grouped, 1)
+    sa_event.listen(grouped, "commit", refuse)
+    release_first.set()
+    for th in threads:
+        th.join(GATE)
+    sa_event.remove(grouped, "commit", refuse)
+    assert set(failed) == {"first", "second"}
+    assert all(isinstance(e, group_commit.CommitFailed) for e in failed.values())
+    assert _titles(grouped) == []
+    _declare(grouped, settings, "after the failed commit")
+    assert _titles(grouped) == [(1, "after the failed commit")]
+
+
+CRASH_IN_A_GROUP = """
+import os, sys, threading
+from incidentbot import db, group_commit
+from incidentbot.config import Settings
+from incidentbot.incidents import service as svc
+
+group_commit.WINDOW_S = 3600.0  # the group waits for the second member however slow it is
+engine = db.make_engine(sys.argv[1], grouped=True)
+settings = Settings(data_dir=sys.argv[2])
+group = db.writers(engine)
+kill = threading.Event()
+
+def second():
+    with db.transaction(engine) as s:
+        svc.declare(s, settings, title="second", severity="3", actor="U1")
+        s.flush()
+        print("second inside, first waiting for the commit", flush=True)
+        os._exit(9)
+
+with db.transaction(engine) as s:
+    svc.declare(s, settings, title="first", severity="3", actor="U1")
+    threading.Thread(target=second).start()
+    while group.queue.waiting() < 1:
+        kill.wait(0.001)
+print("first returned", flush=True)
+"""
+
+
+def test_a_process_that_dies_mid_group_has_stored_none_of_it(
+    grouped, settings, database_url, tmp_path
+):
+    script = tmp_path / "crash_in_a_group.py"
+    script.write_text(CRASH_IN_A_GROUP)
+    done = subprocess.run(
+        [sys.executable, str(script), database_url, str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=GATE,
+    )
+    assert done.returncode == 9, done.stderr
+    assert "second inside" in done.stdout and "first returned" not in done.stdout
+    assert _titles(grouped) == []
+    _declare(grouped, settings, "after the crash")
+    assert _titles(grouped) == [(1, "after the crash")]
+
+
+def test_an_answer_stored_after_it_was_sent_is_what_a_replay_gets(engine):
+    answers = inbound.Finishes(engine)
+    key, other = "slack:trigger:1.2.abc", "slack:trigger:1.2.def"
+    answer = inbound.Answer(200, "application/json", '{"text": "Declared INC-1"}')
+    assert inbound.claim(engine, key).outcome == "run"
+    assert inbound.claim(engine, other).outcome == "run"
+    answers.add(key, answer)
+    queued, held = answers.pending(key)
+    assert held == (answer if queued else None)  # from memory until it is stored
+    answers.close()  # stores what is queued
+    assert answers.pending(key) == (False, None)
+    assert inbound.claim(engine, key) == inbound.Claim("answered", answer)
+    assert inbound.claim(engine, other).outcome == "running"  # never answered: still running

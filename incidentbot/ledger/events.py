@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from incidentbot import group_commit
 from incidentbot.ledger.models import Run, Step
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,8 @@ def _after_commit(session: Session) -> None:
         return  # a savepoint released: the enclosing transaction may still roll back
     session.info.pop(_HOOKED, None)
     events = session.info.pop(_QUEUE, None)
-    if events:
-        _deliver(events)
+    if events and not group_commit.after_commit(session, lambda: _deliver(events)):
+        _deliver(events)  # committed on its own; a group member's wait for its group
 
 
 @event.listens_for(Session, "after_rollback")

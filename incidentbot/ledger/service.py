@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 
 from incidentbot.db import db_now
 from incidentbot.errors import DomainError, NotFound
-from incidentbot.ledger import fenced
+from incidentbot.ledger import fenced, untargeted
 from incidentbot.ledger.actions import ActionRegistry, registry
 from incidentbot.ledger.events import emit, event_for
 from incidentbot.ledger.models import (
@@ -188,6 +188,17 @@ def start_run(
     actor = clean_text(actor, "the actor", 128)
     target = clean_text(target, "the target", 200) if target is not None else None
     resolved = _resolve(parse_steps(steps), actions)
+    if target is None:  # no lock to take: two Core inserts (see ledger.untargeted)
+        if incident_id is not None and describe(session, incident_id) is None:
+            raise NotFound(f"no incident with id {incident_id}")
+        run = untargeted.insert(session, kind, key, resolved, actor, incident_id)
+        if run is None:  # the key was started before (or by a racing start that committed)
+            existing = get_by_key(session, key)
+            assert existing is not None
+            return _same_run(existing, kind, None)
+        emit(session, event_for(run, "run.created", run.created_at, data={"actor": actor}))
+        log.info("run %s started: %s key=%s", run.id, kind, key)
+        return run
     for _ in range(3):
         existing = get_by_key(session, key)
         if existing is not None:

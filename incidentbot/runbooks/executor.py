@@ -276,7 +276,7 @@ _shapes_lock = threading.Lock()
 
 
 def _shapes(session: Any, run_id: int) -> dict[int, tuple[str, str]]:
-    key = (str(session.get_bind().url), run_id)
+    key = (str(session.get_bind().engine.url), run_id)
     with _shapes_lock:
         found = _SHAPES.get(key)
     if found is None:

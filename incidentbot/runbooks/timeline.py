@@ -95,7 +95,7 @@ _CACHE_MAX = 4096
 
 
 def _where(session: Session) -> str:
-    return str(session.get_bind().url)  # one process may use several databases (tests)
+    return str(session.get_bind().engine.url)  # one process may use several databases (tests)
 
 
 def _run_row(session: Session, run_id: int) -> RunbookRun | None:

@@ -45,6 +45,11 @@ class OnceApp(App):
         super().__init__(*args, **kwargs)
         self._engine = engine
         self._people = people
+        self._answers = inbound.Finishes(engine)
+
+    def close(self) -> None:
+        """Store the answers still queued (see :class:`incidentbot.inbound.Finishes`)."""
+        self._answers.close()
 
     def dispatch(self, req: BoltRequest) -> BoltResponse:
         if self._people is None:
@@ -63,18 +68,20 @@ class OnceApp(App):
         key = request_key(body, dict(req.headers))
         if key is None:
             return super().dispatch(req)
-        claimed = inbound.claim(self._engine, key)
-        if claimed.outcome == "running":
-            return BoltResponse(status=200, body="")
-        if claimed.outcome == "answered":
-            assert claimed.answer is not None
+        queued, answer = self._answers.pending(key)  # answered here, not stored yet
+        if not queued:
+            claimed = inbound.claim(self._engine, key)
+            if claimed.outcome == "run":
+                resp = super().dispatch(req)
+                # A failure is not stored: Slack's retry of it may run again once the claim
+                # expires. The answer is stored after it is sent, off Slack's clock.
+                if resp.status < 500:
+                    kind = resp.headers.get("content-type") or [None]
+                    body_text = resp.body if isinstance(resp.body, str) else ""
+                    self._answers.add(key, inbound.Answer(resp.status, kind[0], body_text))
+                return resp
             answer = claimed.answer
-            headers = {"content-type": [answer.content_type]} if answer.content_type else {}
-            return BoltResponse(status=answer.status, body=answer.body, headers=headers)
-        resp = super().dispatch(req)
-        # A failure is not stored: Slack's retry of it may run again once the claim expires.
-        if resp.status < 500:
-            kind = resp.headers.get("content-type") or [None]
-            body_text = resp.body if isinstance(resp.body, str) else ""
-            inbound.finish(self._engine, key, inbound.Answer(resp.status, kind[0], body_text))
-        return resp
+        if answer is None:  # running elsewhere
+            return BoltResponse(status=200, body="")
+        headers = {"content-type": [answer.content_type]} if answer.content_type else {}
+        return BoltResponse(status=answer.status, body=answer.body, headers=headers)
