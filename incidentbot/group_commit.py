@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session as OrmSession
@@ -41,7 +42,7 @@ GROUP_OPTION = "incidentbot_group"
 MAX_MEMBERS = 64
 # A group older than this commits even while more writers wait, so the first member's answer
 # never waits for a whole burst behind it.
-WINDOW_S = 0.05
+WINDOW_S = 0.01
 _AFTER_COMMIT = "incidentbot_after_group_commit"
 
 
@@ -87,52 +88,62 @@ class GroupCommitter:
 
     @contextmanager
     def transaction(self, engine: Engine) -> Iterator[Session]:
-        if not self.queue.acquire(joins=True):
-            # A holder that never gave the turn back: go on alone, to the database's own lock.
-            with _alone(engine) as session:
-                yield session
-            return
+        """A member's unit of work. Its turn is taken at its first statement, as a lone
+        transaction takes SQLite's lock: a body that has not touched the database yet holds
+        nobody up (and may wait for another writer)."""
+        session = _Member(self, engine)
         joined: _Group | None = None
-        pending: list[Callable[[], None]] = []
-        self._local.active = True
         try:
-            group = self._open(engine)
-            with Session(
-                bind=group.conn, expire_on_commit=False, join_transaction_mode="create_savepoint"
-            ) as session:
-                session.info[_AFTER_COMMIT] = pending
+            with session:
                 try:
                     yield session
-                    session.commit()  # releases this member's savepoint
+                    session.commit()  # a member: releases its savepoint; alone: commits
                 except BaseException as exc:
                     try:
-                        session.rollback()  # back to this member's savepoint only
+                        session.rollback()  # a member: back to its own savepoint only
                     except BaseException:
-                        self._abort(exc)  # the connection is gone: so is the whole group
+                        if session.group is not None:
+                            self._abort(exc)  # the connection is gone: so is the whole group
                     raise
-            group.members += 1
-            group.after.extend(pending)
-            joined = group
+            if session.group is not None:
+                session.group.members += 1
+                session.group.after.extend(session.pending)
+                joined = session.group
         finally:
-            self._local.active = False
-            self._hand_over()
-        assert joined is not None  # the body returned, so its savepoint is in the group
+            if session.group is not None:
+                self._local.active = False
+                self._hand_over()
+        if joined is None:
+            return  # it never wrote, or went alone
         joined.done.wait()
         if joined.error is not None:
             raise CommitFailed(
                 f"the transaction was not stored: its group commit failed ({joined.error})"
             ) from joined.error
 
-    def _open(self, engine: Engine) -> _Group:
-        if self._group is None:
-            conn = engine.connect().execution_options(**{GROUP_OPTION: True})
-            try:
-                conn.begin()
-            except BaseException:
-                conn.close()
-                raise
-            self._group = _Group(conn)
-        return self._group
+    def take_turn(self, member: _Member, engine: Engine) -> Engine | Connection:
+        """What ``member`` runs on: the open group's connection once its turn comes, or (a
+        holder that never gave the turn back) the engine, alone, to the database's own lock."""
+        if not self.queue.acquire(joins=True):
+            return engine.execution_options(**{GROUP_OPTION: True})
+        self._local.active = True
+        try:
+            if self._group is None:
+                # Its transaction begins with the first member's first statement.
+                conn = engine.connect().execution_options(**{GROUP_OPTION: True})
+                try:
+                    conn.begin()  # begun here, so a member's session joins it in a savepoint
+                except BaseException:
+                    conn.close()
+                    raise
+                self._group = _Group(conn)
+        except BaseException:
+            self._local.active = False
+            self.queue.release()
+            raise
+        member.group = self._group
+        member.info[_AFTER_COMMIT] = member.pending
+        return self._group.conn
 
     def _hand_over(self) -> None:
         """At the end of a member's turn: commit the group unless another member is next and
@@ -185,15 +196,19 @@ class GroupCommitter:
             group.done.set()
 
 
-@contextmanager
-def _alone(engine: Engine) -> Iterator[Session]:
-    conn = engine.connect().execution_options(**{GROUP_OPTION: True})
-    with Session(bind=conn, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            conn.close()
+class _Member(Session):
+    """A member's session: bound, at its first statement, to the group's connection (in a
+    savepoint of its own) once its turn comes."""
+
+    def __init__(self, committer: GroupCommitter, engine: Engine) -> None:
+        super().__init__(expire_on_commit=False, join_transaction_mode="create_savepoint")
+        self.group: _Group | None = None
+        self.pending: list[Callable[[], None]] = []
+        self._committer = committer
+        self._engine = engine
+        self._bound: Engine | Connection | None = None
+
+    def get_bind(self, *args: Any, **kwargs: Any) -> Engine | Connection:
+        if self._bound is None:
+            self._bound = self._committer.take_turn(self, self._engine)
+        return self._bound

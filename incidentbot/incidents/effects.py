@@ -36,17 +36,20 @@ def start_declare_effects(session: Session, incident: Incident, *, declarer: str
     """Queue the channel (create, furnish, invite, header) and the digest announcement.
 
     Two runs, so the digest does not wait for the channel: workers take them concurrently.
+    The channel is one step (created, then furnished at once: the header is on the critical
+    path, and a second step would put the ledger's commits between the two); runs queued
+    before it had two, ``chat.furnish_channel`` second, and still run as they are.
     """
     ledger.start_run(
         session,
         kind="incident.channel",
         key=f"{incident.ref}:channel",
         steps=[
-            _step("Create the incident channel", "chat.open_channel"),
             _step(
-                "Set topic and purpose, invite, post the header",
-                "chat.furnish_channel",
+                "Create the incident channel, set its topic and purpose, invite, post the header",
+                "chat.open_channel",
                 declarer=declarer,
+                furnish=True,
             ),
         ],
         incident_id=incident.id,

@@ -146,7 +146,7 @@ class ChatActions:
     # -- helpers ---------------------------------------------------------------------------
 
     def _incident(self, ctx: StepContext) -> Incident:
-        with db.transaction(self.engine) as s:
+        with db.read(self.engine) as s:
             inc = s.get(Incident, ctx.incident_id)
         if inc is None:
             raise PermanentError(f"incident id {ctx.incident_id} does not exist")
@@ -192,18 +192,32 @@ class ChatActions:
         return self._digest_channel_id
 
     def _owned_by_other_incident(self, channel_id: str, incident: Incident) -> bool:
-        with db.transaction(self.engine) as s:
+        with db.read(self.engine) as s:
             other = s.exec(select(Incident).where(Incident.channel_id == channel_id)).first()
         return other is not None and other.id != incident.id
 
     # -- actions ---------------------------------------------------------------------------
 
-    def open_channel(self, ctx: StepContext, _input: dict[str, Any]) -> dict[str, Any]:
-        """Create the channel, or adopt the one an interrupted attempt already created."""
+    def open_channel(self, ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
+        """Create the channel, or adopt the one an interrupted attempt already created; with
+        ``furnish`` in the input (a declare's channel run), go on at once to furnish it as
+        :meth:`furnish_channel` does, so the header is not held up by a second step."""
         inc = self._incident(ctx)
         if inc.channel_id:
-            return {"channel_id": inc.channel_id, "channel": inc.channel_name, "adopted": True}
+            opened = {"channel_id": inc.channel_id, "channel": inc.channel_name, "adopted": True}
+            if input.get("furnish"):  # an earlier attempt's outcome is unknown: look first
+                opened |= self._furnish(inc, input.get("declarer"), reconcile=True)
+            return opened
+        opened, inc = self._create_channel(inc)
+        if input.get("furnish"):
+            # A channel adopted, not created, may hold what an earlier attempt did: look first.
+            reconcile = ctx.attempt > 1 or bool(opened.get("adopted"))
+            opened |= self._furnish(inc, input.get("declarer"), reconcile=reconcile)
+        return opened
+
+    def _create_channel(self, inc: Incident) -> tuple[dict[str, Any], Incident]:
         pattern = self.settings.channels.naming
+        adopted = False
         for n in range(1, MAX_NAME_SUFFIX + 1):
             name = channel_name(
                 pattern,
@@ -224,7 +238,7 @@ class ChatActions:
             # was lost, or it crashed before saving it) or by someone else's.
             existing = self.chat.find_channel(name)
             if existing is not None and not existing.archived and self._is_mine(existing, inc):
-                channel = existing
+                channel, adopted = existing, True
                 break
         else:
             raise PermanentError(f"no free channel name after {MAX_NAME_SUFFIX} tries")
@@ -245,7 +259,8 @@ class ChatActions:
                 now=utcnow(),
                 data={"channel_id": channel.id, "channel": channel.name},
             )
-        return {"channel_id": channel.id, "channel": channel.name}
+        opened: dict[str, Any] = {"channel_id": channel.id, "channel": channel.name}
+        return opened | ({"adopted": True} if adopted else {}), row
 
     def _is_mine(self, existing: ChannelInfo, inc: Incident) -> bool:
         return is_owned(existing.purpose, inc, self._installation_id()) or (
@@ -265,13 +280,16 @@ class ChatActions:
         and no header is posted. A later attempt follows one whose outcome is unknown (a crash,
         a lost answer) and looks first (members, the channel's history)."""
         inc = self._incident(ctx)
-        reconcile = ctx.attempt > 1
         if not inc.channel_id:
             raise RetryableError("the channel does not exist yet")
+        return self._furnish(inc, input.get("declarer"), reconcile=ctx.attempt > 1)
+
+    def _furnish(self, inc: Incident, declarer: str | None, *, reconcile: bool) -> dict[str, Any]:
+        assert inc.channel_id is not None
         channel = inc.channel_id
         topic = self._topic(inc)
         purpose = purpose_of(inc, self._installation_id())
-        users = self._responders(inc, input.get("declarer"))
+        users = self._responders(inc, declarer)
         jobs: dict[str, Callable[[], Any]] = {
             "topic": lambda: self.chat.set_topic(channel, topic),
             "purpose": lambda: self.chat.set_purpose(channel, purpose),
@@ -329,8 +347,8 @@ class ChatActions:
             return self._post_header_locked(inc, reconcile)
 
     def _post_header_locked(self, inc: Incident, reconcile: bool) -> str:
-        inc = self._fresh(inc)
-        with db.transaction(self.engine) as s:
+        with db.read(self.engine) as s:  # one snapshot: the incident, its roles and pages
+            inc = s.get(Incident, inc.id) or inc
             roles = svc.active_roles(s, inc)
             pages = [
                 f":pager: PagerDuty <{mrkdwn(p.url)}|#{p.number}> {p.service}: {p.status}"
@@ -363,7 +381,7 @@ class ChatActions:
         return ts
 
     def _fresh(self, inc: Incident) -> Incident:
-        with db.transaction(self.engine) as s:
+        with db.read(self.engine) as s:
             row = s.get(Incident, inc.id)
         assert row is not None
         return row
