@@ -2,9 +2,11 @@
 
 Ack p99 of 50 signed ``/incident declare`` sent at once, and of 50 mixed commands (declare,
 list, note, timeline, summary in an incident channel), to ``incidentbot serve`` in its own
-process, against the p99 of a trivial Starlette endpoint (uvicorn, its own process) given the
-same 50 requests at once. SQLite, and PostgreSQL with fsync on. Each round starts from a fresh
-database; every ack must be a 200 and every declare and note must be stored (counted).
+process, each burst while an alert storm arrives at the same moment (20 Alertmanager
+notifications of 10 alerts, 8 senders), against the p99 of a trivial Starlette endpoint
+(uvicorn, its own process) given the same 50 requests at once. SQLite, PostgreSQL with fsync on,
+and PostgreSQL with group commit turned on. Each round starts from a fresh database; every ack
+must be a 200, and every declare, note and alert must be stored (counted).
 
 Run: bench/run storage_acks
 """
@@ -15,6 +17,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
+import yaml
 
 sys.path.insert(0, str(Path(__file__).absolute().parents[1]))
 
@@ -30,8 +34,11 @@ from bench.backends import count, fresh_databases
 from bench.figures import BenchArgs, BenchFailed, Figure, median, pct
 from bench.served import free_port, served_bot
 from incidentbot import db
+from tests.test_alerts_support import alert, notification
 
 BURST = 50
+STORM = (20, 10, 8)  # notifications, alerts in each, senders at once
+TOKEN = "bench-alertmanager-token"
 ACK_TARGET = 2.0  # × the trivial endpoint's p99
 SLACK_WAITS_S = 3.0
 
@@ -75,11 +82,40 @@ def trivial_endpoint() -> Iterator[str]:
         proc.wait(30)
 
 
-async def _send_all(sandbox, requests, url: str | None = None) -> list[float]:  # type: ignore[no-untyped-def]
-    """Send ``requests`` at once (to ``url`` instead of the bot's when given); ack seconds."""
+async def _storm(webhook: str, round_: str) -> None:
+    """The alert storm: STORM notifications, a few senders at a time, all answered 200."""
+    notes, per, senders = STORM
+    limit = asyncio.Semaphore(senders)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(headers=headers, timeout=120) as client:
+
+        async def one(n: int) -> None:
+            body = notification(
+                [
+                    alert("NodeLagging", cluster=f"{round_}-{n}", instance=f"n{i}")
+                    for i in range(per)
+                ],
+                group=f"NodeLagging/{round_}-{n}",
+            )
+            async with limit:
+                resp = await client.post(webhook, json=body)
+            if resp.status_code != 200:
+                raise BenchFailed(f"the alert storm got {resp.status_code}: {resp.text[:200]}")
+
+        await asyncio.gather(*(one(n) for n in range(notes)))
+
+
+async def _send_all(  # type: ignore[no-untyped-def]
+    sandbox, requests, url: str | None = None, storm: str | None = None, round_: str = ""
+) -> list[float]:
+    """Send ``requests`` at once (to ``url`` instead of the bot's when given), with the alert
+    storm at the same moment to the ``storm`` webhook when given; ack seconds."""
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=len(requests))) as client:
         if url is None:
-            acks = await asyncio.gather(*(sandbox.driver.send_async(r, client) for r in requests))
+            sends = [sandbox.driver.send_async(r, client) for r in requests]
+            if storm is not None:
+                sends.append(_storm(storm, round_))
+            acks = (await asyncio.gather(*sends))[: len(requests)]
             bad = [a for a in acks if a.status != 200]
             if bad:
                 raise BenchFailed(
@@ -133,9 +169,15 @@ def _mixed(driver, channel: str, round_: int) -> tuple[list, int, int]:  # type:
     return [reqs[i] for i in order], plan.count("declare"), plan.count("note")
 
 
-def ack_bursts(fresh, rounds: int) -> list[Figure]:  # type: ignore[no-untyped-def]
+def ack_bursts(fresh, rounds: int, tmp: str) -> list[Figure]:  # type: ignore[no-untyped-def]
     figures: list[Figure] = []
-    for backend in fresh.backends:
+    config = Path(tmp) / "incidentbot.yaml"
+    config.write_text(yaml.safe_dump({"alerts": {"rules": []}}))
+    env = {"INCIDENTBOT_CONFIG": str(config), "INCIDENTBOT_ALERTMANAGER_TOKEN": TOKEN}
+    runs = [(b, {}) for b in fresh.backends]
+    if "postgresql" in fresh.backends:
+        runs.append(("postgresql", {"INCIDENTBOT_GROUP_COMMIT": "true"}))
+    for backend, more in runs:
         declare_p99: list[float] = []
         mixed_p99: list[float] = []
         late = {"declare": 0, "mixed": 0}
@@ -143,7 +185,10 @@ def ack_bursts(fresh, rounds: int) -> list[Figure]:  # type: ignore[no-untyped-d
         label = ""
         for r in range(rounds):
             label, url = fresh(backend)
-            with served_bot(url) as (sandbox, _base), trivial_endpoint() as trivial:
+            if more:
+                label += ", group commit"
+            with served_bot(url, **env, **more) as (sandbox, base), trivial_endpoint() as trivial:
+                webhook = f"{base}/webhooks/alertmanager"
                 driver = sandbox.driver
                 driver.ack_timeout = 60.0  # measure late acks too (Slack gives up at 3 s)
                 warm = [driver.slash_command_request("list") for _ in range(4)]
@@ -156,7 +201,7 @@ def ack_bursts(fresh, rounds: int) -> list[Figure]:  # type: ignore[no-untyped-d
                     for i in range(BURST)
                 ]
                 trivial_p99.append(pct(asyncio.run(_send_all(sandbox, declares, trivial)), 0.99))
-                acks = asyncio.run(_send_all(sandbox, declares))
+                acks = asyncio.run(_send_all(sandbox, declares, storm=webhook, round_=f"d{r}"))
                 late["declare"] += sum(a > SLACK_WAITS_S for a in acks)
                 declare_p99.append(pct(acks, 0.99))
                 stored = count(url, "SELECT count(*) FROM incident")
@@ -164,13 +209,15 @@ def ack_bursts(fresh, rounds: int) -> list[Figure]:  # type: ignore[no-untyped-d
                     raise BenchFailed(f"{label}: {stored - 1} of {BURST} declares stored")
                 notes_before = count(url, "SELECT count(*) FROM timeline_event WHERE kind='note'")
                 mixed, n_declares, n_notes = _mixed(driver, channel, r)
-                acks = asyncio.run(_send_all(sandbox, mixed))
+                acks = asyncio.run(_send_all(sandbox, mixed, storm=webhook, round_=f"m{r}"))
                 late["mixed"] += sum(a > SLACK_WAITS_S for a in acks)
                 mixed_p99.append(pct(acks, 0.99))
                 stored = count(url, "SELECT count(*) FROM incident")
                 notes = count(url, "SELECT count(*) FROM timeline_event WHERE kind='note'")
                 if stored != BURST + 1 + n_declares or notes - notes_before != n_notes:
                     raise BenchFailed(f"{label}: mixed burst not all stored")
+                if count(url, "SELECT count(*) FROM alert") != STORM[0] * STORM[1] * 2:
+                    raise BenchFailed(f"{label}: the alert storms were not all stored")
         base = median(trivial_p99) * 1000
         for what, p99s in (("declare", declare_p99), ("mixed", mixed_p99)):
             figures.append(
@@ -182,7 +229,8 @@ def ack_bursts(fresh, rounds: int) -> list[Figure]:  # type: ignore[no-untyped-d
                     baseline_name="trivial Starlette p99",
                     note=(
                         f"median of {rounds} rounds, worst {max(p99s) * 1000:.0f} ms; "
-                        f"{late[what]} of {BURST * rounds} acks over 3 s"
+                        f"{late[what]} of {BURST * rounds} acks over 3 s; "
+                        f"{STORM[0] * STORM[1]} alerts arriving at once"
                     ),
                 )
             )
@@ -190,5 +238,5 @@ def ack_bursts(fresh, rounds: int) -> list[Figure]:  # type: ignore[no-untyped-d
 
 
 def figures(args: BenchArgs) -> list[Figure]:
-    with fresh_databases() as fresh:
-        return ack_bursts(fresh, 1 if args.quick else args.rounds)
+    with fresh_databases() as fresh, tempfile.TemporaryDirectory() as tmp:
+        return ack_bursts(fresh, 1 if args.quick else args.rounds, tmp)

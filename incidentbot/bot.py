@@ -101,7 +101,7 @@ class Bot:
         else:
             _secret(settings.slack_app_token, "INCIDENTBOT_SLACK_APP_TOKEN")
         if engine is None:
-            engine = db.make_engine(settings.effective_database_url)
+            engine = db.make_engine(settings.effective_database_url, grouped=settings.group_commit)
         db.check_schema(engine)
         metrics = Metrics(engine, settings)
         fx = Effects.install(settings, engine, token=token, observer=metrics.observe_slack_call)

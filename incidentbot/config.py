@@ -113,6 +113,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     database_url: str | None = None
+    # Commit write transactions in groups (docs/storage.md); unset: on for SQLite only.
+    group_commit: bool | None = None
     log_level: str = "INFO"
     timezone: str = "UTC"
     secrets_dir: Path | None = None

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+from sqlmodel import col, delete
+
 from incidentbot import db
+from incidentbot.incidents import effects
 from incidentbot.incidents import service as svc
+from incidentbot.ledger import service as ledger
+from incidentbot.ledger.models import Step
 from tests.slack_harness import running_bot, settled
 
 READS = ("conversations.history", "conversations.list", "conversations.members")
@@ -100,3 +105,38 @@ def test_an_invitation_whose_answer_was_lost_is_recorded_once(engine):
         # no one.
         assert sandbox.requests("conversations.members")
         assert len(sandbox.requests("conversations.invite")) == 1
+
+
+def test_a_channel_run_queued_in_two_steps_before_the_upgrade_still_furnishes(engine):
+    """Runs queued by an older incidentbot (create, then furnish as a second step) run as
+    they are; a declare now queues one step that does both."""
+    with running_bot(engine) as (bot, sandbox):
+        bot.pool.stop()  # nothing runs while the old-shaped run is put in place
+        _declare(sandbox, "Sequencer stalled at block 1200")
+        with db.transaction(engine) as s:
+            run = ledger.get_by_key(s, "INC-1:channel")
+            assert run is not None and [st.action for st in ledger.get_steps(s, run.id)] == [
+                "chat.open_channel"
+            ]
+            s.execute(delete(Step).where(col(Step.run_id) == run.id))
+            s.delete(run)
+            s.flush()
+            inc = svc.get(s, "INC-1")
+            ledger.start_run(
+                s,
+                kind="incident.channel",
+                key="INC-1:channel",
+                steps=[
+                    effects._step("Create the incident channel", "chat.open_channel"),
+                    effects._step(
+                        "Set topic and purpose, invite, post the header",
+                        "chat.furnish_channel",
+                        declarer=sandbox.workspace.user("alice").id,
+                    ),
+                ],
+                incident_id=inc.id,
+                actor="alice",
+            )
+        bot.pool = type(bot.pool)(engine, threads=2, poll=0.1, name="after-upgrade").start()
+        settled(engine)
+        _assert_furnished(sandbox, engine, "INC-1")

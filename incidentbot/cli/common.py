@@ -100,7 +100,9 @@ class AppState:
         creates the file if it is missing."""
         from incidentbot import db
 
-        return db.make_engine(self.settings.effective_database_url)
+        return db.make_engine(
+            self.settings.effective_database_url, grouped=self.settings.group_commit
+        )
 
 
 # The state of the command being run (one per process: the CLI runs one command).
