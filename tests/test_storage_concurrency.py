@@ -16,7 +16,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlmodel import col, select
 
-from incidentbot import db, group_commit, inbound, ledger, writer_queue
+from incidentbot import db, group_commit, inbound, ledger, priority, writer_queue
 from incidentbot.config import Settings
 from incidentbot.incidents import effects
 from incidentbot.incidents import service as svc
@@ -491,3 +491,36 @@ def test_an_answer_stored_after_it_was_sent_is_what_a_replay_gets(engine):
     assert answers.pending(key) == (False, None)
     assert inbound.claim(engine, key) == inbound.Claim("answered", answer)
     assert inbound.claim(engine, other).outcome == "running"  # never answered: still running
+
+
+# -- Slack's answers first ----------------------------------------------------------------------
+
+
+def test_work_that_can_wait_goes_after_the_slack_answers_being_sent():
+    order: list[str] = []
+    inside, release, seen = threading.Event(), threading.Event(), threading.Event()
+
+    def answer() -> None:
+        with priority.urgent():
+            inside.set()
+            assert release.wait(GATE)
+            order.append("answered")
+
+    def alerts() -> None:
+        priority.after_urgent(GATE)
+        order.append("alerts ingested")
+
+    priority.after_urgent(GATE)  # nothing being answered: no wait at all
+    slack = threading.Thread(target=answer)
+    slack.start()
+    assert inside.wait(GATE)
+    storm = threading.Thread(target=alerts)
+    storm.start()
+    while priority.deferred() < 1:
+        seen.wait(0.001)
+    priority.after_urgent(0.0)  # the wait is bounded: it never stops what can wait for good
+    assert order == []
+    release.set()
+    for th in (slack, storm):
+        th.join(GATE)
+    assert order == ["answered", "alerts ingested"]

@@ -15,7 +15,7 @@ from typing import Any
 from slack_bolt import App, BoltRequest, BoltResponse
 from sqlalchemy.engine import Engine
 
-from incidentbot import inbound
+from incidentbot import inbound, priority
 from incidentbot.people.lookup import Sightings
 from incidentbot.slack.seen import seen_users
 from incidentbot.typed_text import clean_tree
@@ -52,13 +52,15 @@ class OnceApp(App):
         self._answers.close()
 
     def dispatch(self, req: BoltRequest) -> BoltResponse:
-        if self._people is None:
-            return self._dispatch(req)
-        body = req.body if isinstance(req.body, dict) else {}
-        # Only queued here; the lookups wait until no request is being answered.
-        self._people.saw(*seen_users(body))
-        with self._people.answering():
-            return self._dispatch(req)
+        # Slack is timing the answer: work that can wait (an alert storm) waits for it.
+        with priority.urgent():
+            if self._people is None:
+                return self._dispatch(req)
+            body = req.body if isinstance(req.body, dict) else {}
+            # Only queued here; the lookups wait until no request is being answered.
+            self._people.saw(*seen_users(body))
+            with self._people.answering():
+                return self._dispatch(req)
 
     def _dispatch(self, req: BoltRequest) -> BoltResponse:
         body = req.body if isinstance(req.body, dict) else {}

@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from incidentbot import priority
 from incidentbot.alerts import messages, service
 from incidentbot.alerts.payload import PayloadError
 from incidentbot.config import Settings
@@ -37,6 +38,9 @@ MAX_BODY = 8 * 1024 * 1024
 # number), so more threads only share the GIL with whichever one holds the lock; a few keep
 # a storm's throughput up and its tail latency down. The others wait without a thread.
 CONCURRENCY = 4
+# How long a delivery waits for the Slack answers being sent (incidentbot.priority): well
+# inside Alertmanager's 10 s webhook timeout.
+YIELD_TO_SLACK_S = 2.0
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="incidentbot", Basic realm="incidentbot"'}
 
 
@@ -103,7 +107,10 @@ def _decode_and_ingest(
 ) -> service.Outcome:
     """Decode the body and hand it to the ingest, in a worker thread: a large body is decoded
     off the event loop that Slack's requests share, and then walked once (cleaned, validated
-    and redacted by :func:`incidentbot.alerts.payload.parse`)."""
+    and redacted by :func:`incidentbot.alerts.payload.parse`). It starts once the Slack answers
+    being sent are out (at most YIELD_TO_SLACK_S later): a storm that arrives with a burst of
+    commands does not take the CPU the acks need."""
+    priority.after_urgent(YIELD_TO_SLACK_S)
     try:
         data: Any = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -1,0 +1,53 @@
+"""Work that Slack is timing goes first.
+
+Slack gives the bot 3 seconds to answer a command, a click or an event; Alertmanager waits 10
+seconds for a webhook and retries what failed. Both run in one process, one Python thread at a
+time, so an alert storm that arrives with a burst of commands takes the CPU the answers need.
+While a Slack request is being answered (:func:`urgent`), work that can wait a little asks
+:func:`after_urgent` first: it goes on once no answer is pending, or after ``max_wait`` seconds
+at the latest, so a steady stream of commands never stops it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_quiet = threading.Condition()
+_urgent = 0
+_deferred = 0
+
+
+@contextmanager
+def urgent() -> Iterator[None]:
+    """Mark a Slack request as being answered for the duration of the block."""
+    global _urgent
+    with _quiet:
+        _urgent += 1
+    try:
+        yield
+    finally:
+        with _quiet:
+            _urgent -= 1
+            if _urgent == 0:
+                _quiet.notify_all()
+
+
+def after_urgent(max_wait: float) -> None:
+    """Return once no Slack request is being answered, or after ``max_wait`` seconds."""
+    global _deferred
+    with _quiet:
+        if _urgent == 0:
+            return
+        _deferred += 1
+        try:
+            _quiet.wait_for(lambda: _urgent == 0, timeout=max_wait)
+        finally:
+            _deferred -= 1
+
+
+def deferred() -> int:
+    """How many threads are waiting in :func:`after_urgent` now."""
+    with _quiet:
+        return _deferred
