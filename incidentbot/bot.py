@@ -163,6 +163,8 @@ class Bot:
     def check_slack(self) -> str:
         try:
             self.chat.bot_user_id()
+            if isinstance(self.bolt, OnceApp):
+                self.bolt.warm()  # the first command's answer makes no call to Slack first
             self.slack_state = "ok"
         except Exception as exc:
             self.slack_state = f"error: {exc}"

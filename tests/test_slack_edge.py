@@ -191,3 +191,12 @@ def test_invisible_controls_never_reach_storage_or_slack(bot, engine):
     shown = " ".join(m.text for m in sandbox.snapshot(channel).messages)
     assert "geth on rpc-2 evil stuck" in shown
     assert not any(c in shown for c in "\x00\u200b\u202e\u202c\x07")
+
+
+def test_the_first_command_after_startup_asks_slack_nothing_before_its_answer(bot):
+    running, sandbox = bot
+    assert running.check_slack() == "ok"  # what `serve` does before it takes requests
+    before = len(sandbox.requests("auth.test"))
+    ack = sandbox.driver.slash_command("list", user="alice", channel="incidents")
+    assert ack.status == 200, ack.body
+    assert len(sandbox.requests("auth.test")) == before

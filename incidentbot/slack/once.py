@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from slack_bolt import App, BoltRequest, BoltResponse
+from slack_bolt.middleware.authorization import SingleTeamAuthorization
 from sqlalchemy.engine import Engine
 
 from incidentbot import inbound, priority
@@ -46,6 +47,14 @@ class OnceApp(App):
         self._engine = engine
         self._people = people
         self._answers = inbound.Finishes(engine)
+
+    def warm(self) -> None:
+        """Ask Slack who the bot is now, not while the first request waits for its answer
+        (Bolt's single-workspace authorization otherwise calls ``auth.test`` then)."""
+        for middleware in self._middleware_list:
+            unasked = getattr(middleware, "auth_test_result", True) is None
+            if isinstance(middleware, SingleTeamAuthorization) and unasked:
+                middleware.auth_test_result = self.client.auth_test()
 
     def close(self) -> None:
         """Store the answers still queued (see :class:`incidentbot.inbound.Finishes`)."""
