@@ -118,7 +118,7 @@ class GroupCommitter:
         joined.done.wait()
         if joined.error is not None:
             raise CommitFailed(
-                f"the transaction was not stored: its group commit failed ({joined.error})"
+                f"the transaction was not stored: its group commit failed ({_what(joined.error)})"
             ) from joined.error
 
     def take_turn(self, member: _Member, engine: Engine) -> Engine | Connection:
@@ -168,7 +168,7 @@ class GroupCommitter:
                 group.conn.rollback()  # every member failed: nothing to keep
         except BaseException as exc:
             group.error = exc
-            log.error("a group commit of %d transactions failed: %s", group.members, exc)
+            log.error("a group commit of %d transactions failed: %s", group.members, _what(exc))
             try:
                 group.conn.rollback()
             except Exception:
@@ -194,6 +194,13 @@ class GroupCommitter:
             group.conn.close()
         finally:
             group.done.set()
+
+
+def _what(exc: BaseException) -> str:
+    """The error without the statement and its parameters (what people typed, masked or not,
+    stays out of logs and messages)."""
+    orig = getattr(exc, "orig", None)
+    return f"{type(exc).__name__}: {orig if orig is not None else exc}"
 
 
 class _Member(Session):

@@ -214,8 +214,10 @@ class Finishes:
             batch = list(self._storing.items())
         try:
             finish_many(self._engine, batch)
-        except Exception:  # the claims stay unfinished: replays wait, then take over
-            log.exception("could not store the answers of %d requests", len(batch))
+        except Exception as exc:  # the claims stay unfinished: replays wait, then take over
+            # Not the statement: its parameters are the answers people were sent.
+            reason = getattr(exc, "orig", None) or type(exc).__name__
+            log.error("could not store the answers of %d requests: %s", len(batch), reason)
         finally:
             with self._lock:
                 self._storing = {}
