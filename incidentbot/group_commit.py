@@ -148,6 +148,7 @@ class GroupCommitter:
     def _hand_over(self) -> None:
         """At the end of a member's turn: commit the group unless another member is next and
         the group may still grow; then give the turn to the next writer."""
+        callbacks: list[Callable[[], None]] = []
         try:
             group = self._group
             if group is None:
@@ -156,11 +157,22 @@ class GroupCommitter:
             if self.queue.next_joins() and may_grow:
                 return  # the next member joins this transaction
             self._group = None
-            self._finish(group)
+            callbacks = self._finish(group)
         finally:
             self.queue.release()
+        # Right after the commit, as a lone transaction's ``after_commit`` event would, and once
+        # the turn is given back: a callback that writes (a ledger event's hook) takes its own
+        # turn like any writer instead of waiting for the one this thread held.
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a callback after a group commit failed")
 
-    def _finish(self, group: _Group) -> None:
+    def _finish(self, group: _Group) -> list[Callable[[], None]]:
+        """Commit (or roll back) the group and tell its members; the callbacks to run after
+        the commit (none if it failed)."""
+        callbacks: list[Callable[[], None]] = []
         try:
             if group.members:
                 group.conn.commit()
@@ -174,15 +186,11 @@ class GroupCommitter:
             except Exception:
                 group.conn.invalidate()
         else:
-            # Right after the commit, as a lone transaction's ``after_commit`` event would.
-            for callback in group.after:
-                try:
-                    callback()
-                except Exception:
-                    log.exception("a callback after a group commit failed")
+            callbacks = group.after
         finally:
             group.conn.close()
             group.done.set()
+        return callbacks
 
     def _abort(self, cause: BaseException) -> None:
         group, self._group = self._group, None

@@ -397,6 +397,45 @@ def test_a_group_commits_once_and_a_failing_member_undoes_only_its_own_work(grou
         assert (next(n for n, t in stored if t == title), title) in returned[title]
 
 
+def test_a_callback_after_the_group_commit_may_write_at_once(grouped, settings, monkeypatch):
+    """What runs after a group's commit (a ledger event's hook) may write while other writers
+    queue: it takes its turn like any writer and never waits for a group that could only be
+    committed by a writer stuck behind the turn its own thread still holds."""
+    # Without the queue's time limit, such a wait would hang instead of ending after 30 s.
+    monkeypatch.setattr(writer_queue.WriterQueue.acquire, "__defaults__", (3600.0,))
+    writers = db.writers(grouped)
+    assert writers is not None
+    written, other_done = threading.Event(), threading.Event()
+
+    def other_writer() -> None:
+        _declare(grouped, settings, "another writer")
+        other_done.set()
+
+    def hook() -> None:
+        # Another writer arrives while the hook runs; the hook writes once it is in line (or,
+        # when the turn was free, already done).
+        threading.Thread(target=other_writer, daemon=True).start()
+        idle = threading.Event()
+        while not (other_done.is_set() or writers.queue.waiting() >= 1):
+            idle.wait(0.001)
+        _declare(grouped, settings, "written after the commit")
+        written.set()
+
+    def member() -> None:
+        with db.transaction(grouped) as s:
+            svc.declare(s, settings, title="the member", severity="3", actor="U1")
+            s.flush()
+            assert group_commit.after_commit(s, hook)
+
+    th = threading.Thread(target=member, daemon=True)
+    th.start()
+    assert written.wait(GATE), "the callback's write waited on its own thread's turn"
+    assert other_done.wait(GATE)
+    th.join(GATE)
+    titles = sorted(t for _n, t in _titles(grouped))
+    assert titles == ["another writer", "the member", "written after the commit"]
+
+
 def test_when_the_group_commit_fails_no_member_is_stored_and_each_is_told(grouped, settings):
     holding, release_first = threading.Event(), threading.Event()
     failed: dict[str, BaseException] = {}
