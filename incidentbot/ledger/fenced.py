@@ -8,8 +8,9 @@ one it calls here, where a transition is one or two statements built once per pr
 - the fence is one ``UPDATE ledger_run ... WHERE id AND owner AND status = running AND lease
   unexpired ... RETURNING`` the database time it used (the clock is read inside it): no row
   means the lease is lost and nothing is written;
-- marking a step started reads the run and its cursor step in one ``SELECT`` and updates the
-  step row;
+- marking a step started is that fence, which also returns the run's state and cursor, and
+  one conditional ``UPDATE`` of the cursor step (pending, undecided, due) returning what the
+  attempt needs: no ``SELECT``;
 - recording a success moves the cursor inside the fencing update and updates the step row.
 
 The guarantees are those of the general path (a step is marked started, committed, before it
@@ -23,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Interval, and_, bindparam, func, select, update
+from sqlalchemy import Interval, bindparam, func, or_, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -48,9 +49,10 @@ def _clock(dialect: str, ahead: bool = False) -> Any:
     return func.strftime("%Y-%m-%d %H:%M:%f000", *modifiers)
 
 
-def _fenced_update(dialect: str, **values: Any) -> Any:
+def _fenced_update(dialect: str, *returning: Any, **values: Any) -> Any:
     """``UPDATE ledger_run`` matching only while ``owner`` holds an unexpired lease, extending
-    it and returning the database time it used (no row: the lease is lost)."""
+    it and returning the database time it used (no row: the lease is lost), then
+    ``returning``."""
     return (
         update(_run)
         .where(
@@ -60,7 +62,7 @@ def _fenced_update(dialect: str, **values: Any) -> Any:
             _run.c.lease_expires_at > _clock(dialect),
         )
         .values(lease_expires_at=_clock(dialect, ahead=True), updated_at=_clock(dialect), **values)
-        .returning(_run.c.updated_at)
+        .returning(_run.c.updated_at, *returning)
     )
 
 
@@ -81,37 +83,43 @@ _SUCCEED = (
     )
 )
 
-_AT_CURSOR = (
-    select(
+# Before a step: the fence also returns what decides whether the step at the cursor is plain.
+_FENCE_READ = {
+    d: _fenced_update(
+        d,
         _run.c.kind,
         _run.c.incident_id,
         _run.c.target,
         _run.c.error,
         _run.c.failed_step,
         _run.c.cancel_requested_at,
-        _step.c.id,
-        _step.c.idx,
-        _step.c.name,
-        _step.c.status,
-        _step.c.attempts,
-        _step.c.idempotent,
-        _step.c.decision,
-        _step.c.next_attempt_at,
+        _run.c.cursor,
     )
-    .select_from(_run.join(_step, and_(_step.c.run_id == _run.c.id, _step.c.idx == _run.c.cursor)))
-    .where(_run.c.id == bindparam("b_run_id"))
-)
+    for d in _DIALECTS
+}
 
+# Mark the step at the cursor started, only if it is pending, undecided and due: no row means
+# it is not the plain case (and nothing was written).
 _START = (
     update(_step)
-    .where(_step.c.id == bindparam("step_id"))
+    .where(
+        _step.c.run_id == bindparam("b_run_id"),
+        _step.c.idx == bindparam("b_idx"),
+        _step.c.status == STEP_PENDING,
+        _step.c.decision.is_(None),
+        or_(
+            _step.c.next_attempt_at.is_(None),
+            _step.c.next_attempt_at <= bindparam("at", type_=UTCDateTime()),
+        ),
+    )
     .values(
         status=STEP_STARTED,
-        attempts=bindparam("b_attempts"),
+        attempts=_step.c.attempts + 1,
         started_at=bindparam("at", type_=UTCDateTime()),
         finished_at=None,
         next_attempt_at=None,
     )
+    .returning(_step.c.name, _step.c.attempts, _step.c.idempotent)
 )
 
 
@@ -153,41 +161,46 @@ def advance(
     return now
 
 
-def plain_start(
-    session: Session, run_id: int, now: datetime, specs: list[StepSpec], actions: ActionRegistry
-) -> dict[str, Any] | None:
-    """Mark the step at the cursor started if its case is the plain one (see the module);
-    returns what the attempt needs, or None for the general path (nothing written).
-
-    Call after the fence, in the same transaction."""
+def fence_and_start(
+    session: Session,
+    run_id: int,
+    owner: str,
+    lease: float,
+    specs: list[StepSpec],
+    actions: ActionRegistry,
+) -> tuple[datetime | None, dict[str, Any] | None]:
+    """Fence, and mark the step at the cursor started if its case is the plain one (see the
+    module): two statements. Returns (database time, what the attempt needs); the time is None
+    if the lease is lost (nothing written), the second None for the general path (only the
+    fence written: the caller goes on in the same transaction)."""
     conn = _conn(session)
-    row = conn.execute(_AT_CURSOR, {"b_run_id": run_id}).first()
-    if row is None:
-        return None
-    spec = specs[row.idx] if row.idx < len(specs) else None
+    params = {"b_run_id": run_id, "b_owner": owner, **_lease(conn, lease)}
+    run = conn.execute(_FENCE_READ[conn.dialect.name], params).first()
+    if run is None:
+        return None, None
+    now: datetime = run.updated_at
+    spec = specs[run.cursor] if run.cursor < len(specs) else None
     if (
         spec is None
-        or row.status != STEP_PENDING
-        or row.error is not None
-        or row.failed_step is not None
-        or row.cancel_requested_at is not None
-        or row.decision is not None
+        or run.error is not None
+        or run.failed_step is not None
+        or run.cancel_requested_at is not None
         or spec.park is not None
         or spec.rollback_for is not None
         or actions.get(spec.action) is None
-        or (row.next_attempt_at is not None and row.next_attempt_at > now)
     ):
-        return None
-    attempts = row.attempts + 1
-    conn.execute(_START, {"step_id": row.id, "b_attempts": attempts, "at": now})
-    return {
-        "run_kind": row.kind,
-        "incident_id": row.incident_id,
-        "target": row.target,
-        "index": row.idx,
-        "name": row.name,
-        "idempotent": row.idempotent,
-        "attempt": attempts,
+        return now, None
+    step = conn.execute(_START, {"b_run_id": run_id, "b_idx": run.cursor, "at": now}).first()
+    if step is None:
+        return now, None
+    return now, {
+        "run_kind": run.kind,
+        "incident_id": run.incident_id,
+        "target": run.target,
+        "index": run.cursor,
+        "name": step.name,
+        "idempotent": step.idempotent,
+        "attempt": step.attempts,
     }
 
 

@@ -80,13 +80,17 @@ def begin_step(
     parked, went back to wait for a retry, or waits for a worker that knows its action.
     ``cache`` keeps parsed specs across calls (a run's spec never changes).
     """
-    now = fence(session, run_id, owner, lease)
     cached = cache.get(run_id) if cache is not None else None
     if cached is not None:
-        plain = fenced.plain_start(session, run_id, now, cached, actions)
+        fenced_at, plain = fenced.fence_and_start(session, run_id, owner, lease, cached, actions)
+        if fenced_at is None:
+            raise LeaseLost(run_id, owner)
         if plain is not None:
-            fenced.step_event(session, "step.started", run_id, now, plain, {"owner": owner})
+            fenced.step_event(session, "step.started", run_id, fenced_at, plain, {"owner": owner})
             return _attempt_of(run_id, plain, cached, None)
+        now = fenced_at
+    else:
+        now = fence(session, run_id, owner, lease)
     run, step = get_run_and_step(session, run_id, with_spec=cached is None)
     try:
         specs = cached if cached is not None else steps_of(run.spec)
