@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.orm import defer
@@ -108,13 +108,18 @@ _definitions_lock = threading.Lock()
 def definition_of(row: RunbookRun) -> Runbook:
     """The definition a run was started with, parsed once per process (it never changes)."""
     assert row.id is not None
-    key = (row.id, row.run_id, row.digest)  # the digest names the definition's content
+    return cached_definition((row.id, row.run_id, row.digest), lambda: row.definition)
+
+
+def cached_definition(key: tuple[int, int, str], read: Callable[[], Any]) -> Runbook:
+    """The definition of the run keyed (runbook run id, ledger run id, digest); ``read`` gives
+    its stored JSON, called only when this process has not parsed it yet."""
     with _definitions_lock:
         found = _DEFINITIONS.get(key)
         if found is not None:
             _DEFINITIONS.move_to_end(key)
             return found
-    runbook = Runbook.model_validate(row.definition)
+    runbook = Runbook.model_validate(read())
     with _definitions_lock:
         _DEFINITIONS[key] = runbook
         while len(_DEFINITIONS) > _DEFINITIONS_MAX:

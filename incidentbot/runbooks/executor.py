@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -24,9 +23,7 @@ from sqlmodel import select
 
 from incidentbot import db
 from incidentbot.clock import utcnow
-from incidentbot.incidents.models import Incident
 from incidentbot.ledger import memory
-from incidentbot.ledger import service as ledger
 from incidentbot.ledger.actions import (
     ActionRegistry,
     NeedsAttentionError,
@@ -37,8 +34,15 @@ from incidentbot.ledger.actions import (
     StepContext,
     classify,
 )
-from incidentbot.ledger.models import STEP_PENDING, STEP_SKIPPED
-from incidentbot.runbooks import engine, expr, keyguard, planning, recovery, run_context
+from incidentbot.runbooks import (
+    engine,
+    expr,
+    keyguard,
+    planning,
+    recovery,
+    run_context,
+    step_reads,
+)
 from incidentbot.runbooks.actions import ActionContext, Services, registry
 from incidentbot.runbooks.actions.base import Action
 from incidentbot.runbooks.definition import RollbackStep, format_seconds
@@ -108,34 +112,29 @@ class RunbookActions:
 
     def step(self, ctx: StepContext, data: dict[str, Any]) -> dict[str, Any]:
         step_id = str(data.get("step", ""))
-        with db.transaction(self.engine) as s:
-            row, runbook = engine.load(s, ctx.run_id)
-            incident = s.get(Incident, row.incident_id) if row.incident_id else None
-            info = run_context.incident_info(s, incident)
-            shapes = _shapes(s, ctx.run_id)
-            results = ledger.step_results(s, ctx.run_id)
-            states = _step_states(shapes, results)
-            started = _clock_start(shapes, results, row.created_at)
-        step = runbook.step(step_id)
-        if step is None:
+        with db.read(self.engine) as s:
+            reads = step_reads.read(s, ctx.run_id, step_id)
+        runbook = reads.runbook
+        if reads.shape is None:
             raise PermanentError(f"runbook {runbook.name} has no step {step_id!r}")
-        mask = run_context.run_masker(runbook, row.params)
-        is_rollback = any(step.id == rb.id for st in runbook.steps for rb in st.on_failure)
+        step = reads.shape.step
+        mask = run_context.run_masker(runbook, reads.params)
         # Rollback and clean-up steps run after the deadline too: they put things back.
-        if runbook.timeout and not is_rollback and not planning.is_cleanup(step):
-            deadline = started + timedelta(seconds=runbook.timeout)
+        if runbook.timeout and not reads.shape.is_rollback and not reads.shape.is_cleanup:
+            deadline = reads.started + timedelta(seconds=runbook.timeout)
             if utcnow() > deadline:
                 raise NotStartedError(
                     f"the runbook's timeout of {format_seconds(runbook.timeout)} passed "
                     f"before step {step.id}"
                 )
+        info = reads.incident
         variables = run_context.context(
             runbook,
-            row.params,
+            reads.params,
             incident=info,
             run_id=ctx.run_id,
-            requester=row.requester,
-            steps=states,
+            requester=reads.requester,
+            steps=reads.states,
             variables=self.settings.runbooks.vars if self.settings is not None else None,
         )
         action = registry.get(step.uses)
@@ -144,7 +143,8 @@ class RunbookActions:
                 f"this worker has no action {step.uses!r}; waiting for one that has"
             )
         try:
-            recovery.fill_skipped(runbook, variables)
+            if reads.states is not None:
+                recovery.fill_skipped(runbook, variables)
             if step.when is not None and not expr.condition(step.when, variables):
                 return {"skipped": True, "reason": f"when: {step.when} is false"}
             rendered = expr.render(step.with_, variables)
@@ -162,7 +162,7 @@ class RunbookActions:
             attempt=ctx.attempt,
             incident=info,
             target=ctx.target,
-            requester=row.requester,
+            requester=reads.requester,
             services=self.services,
             idempotency_token=ctx.idempotency_token,
             stop_event=ctx.stop_event,
@@ -266,57 +266,6 @@ def _masked(exc: BaseException, mask: Callable[[str], str]) -> Exception:
     if verdict.kind == "unknown":
         return OutcomeUnknownError(message)
     return PermanentError(message)
-
-
-# (action, runbook step id) of each ledger step of a run, by index: written with the run and
-# never changed, so read once per run and process (the results are read before every step).
-_SHAPES: dict[tuple[str, int], dict[int, tuple[str, str]]] = {}
-_SHAPES_MAX = 256
-_shapes_lock = threading.Lock()
-
-
-def _shapes(session: Any, run_id: int) -> dict[int, tuple[str, str]]:
-    key = (str(session.get_bind().engine.url), run_id)
-    with _shapes_lock:
-        found = _SHAPES.get(key)
-    if found is None:
-        found = {
-            idx: (action, str((inputs or {}).get("step") or ""))
-            for idx, action, inputs in ledger.step_shapes(session, run_id)
-        }
-        with _shapes_lock:
-            if len(_SHAPES) >= _SHAPES_MAX:
-                _SHAPES.clear()
-            _SHAPES[key] = found
-    return found
-
-
-def _step_states(shapes: dict[int, tuple[str, str]], results: list[Any]) -> dict[str, Any]:
-    """``steps.<id>``: status and (stored, redacted) outputs of the steps so far; the steps not
-    in ``results`` (no longer pending) are pending, without outputs."""
-    done = {r.idx: r for r in results}
-    states: dict[str, Any] = {}
-    for idx, (_action, step_id) in shapes.items():
-        if not step_id:
-            continue
-        r = done.get(idx)
-        if r is None:
-            states[step_id] = {"status": STEP_PENDING, "outputs": {}}
-            continue
-        output = dict(r.output or {})
-        status = r.status
-        if output.get("skipped") is True or status == STEP_SKIPPED:
-            status = "skipped"
-        states[step_id] = {"status": status, "outputs": output}
-    return states
-
-
-def _clock_start(shapes: dict[int, tuple[str, str]], results: list[Any], created: Any) -> Any:
-    """The run's timeout counts from its approval, not from the request."""
-    for r in results:
-        if shapes[r.idx][0] == planning.APPROVAL_ACTION and r.finished_at is not None:
-            return r.finished_at
-    return created
 
 
 def approvals_of(session: Any, row: RunbookRun) -> list[RunbookApproval]:

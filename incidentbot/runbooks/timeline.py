@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session, select
 
 from incidentbot.clock import utcnow
-from incidentbot.incidents import service as svc
+from incidentbot.incidents.models import TimelineEvent
 from incidentbot.ledger.events import LedgerEvent
 from incidentbot.ledger.models import Run, Step
-from incidentbot.ledger.redact import redact, redact_text
+from incidentbot.ledger.redact import redact, redact_strings, redact_text
 from incidentbot.runbooks import engine, planning, run_context
 from incidentbot.runbooks.definition import format_seconds
 from incidentbot.runbooks.models import RunbookRun
@@ -76,15 +77,25 @@ def record_transition(session: Session, ev: LedgerEvent) -> None:
     if line is None:
         return
     kind, actor, summary, data = line
-    svc.record(
-        session,
-        ev.incident_id,
-        kind,
-        actor,
-        redact_text(summary),
-        now=utcnow(),
-        data={"run_id": ev.run_id, "runbook": row.runbook, **data},
+    now = utcnow()
+    # One prepared Core INSERT, no ORM instance or unit of work (two per step), masked as
+    # every timeline event is (incidents.records.record).
+    session.connection().execute(
+        _INSERT,
+        {
+            "incident_id": ev.incident_id,
+            "occurred_at": now,
+            "recorded_at": now,
+            "kind": kind,
+            "actor": actor,
+            "summary": redact_text(summary),
+            "data": redact_strings({"run_id": ev.run_id, "runbook": row.runbook, **data}),
+            "source_key": None,
+        },
     )
+
+
+_INSERT = insert(TimelineEvent.__table__)  # type: ignore[attr-defined]
 
 
 # What a transition needs to know about its run and steps never changes once written: keep it
