@@ -62,9 +62,8 @@ def databases() -> Iterator[tuple[str, str]]:
         cluster.stop()
 
 
-def one_run(engine: Engine, steps: int, key: str) -> float:
-    """Seconds to drive one run of ``steps`` no-op steps, start to end, in one worker; checks
-    that every step ran exactly once."""
+def start(engine: Engine, steps: int, key: str) -> int:
+    """A run of ``steps`` no-op steps, started (not yet driven)."""
     with db.transaction(engine) as s:
         rid = ledger.start_run(
             s, kind="bench", key=key, actor="bench", target=f"bench-{key}",
@@ -72,11 +71,23 @@ def one_run(engine: Engine, steps: int, key: str) -> float:
                    for i in range(steps)],
         ).id  # fmt: skip
     assert rid is not None
-    elapsed = drive(engine, rid)
+    return rid
+
+
+def check(engine: Engine, rid: int) -> None:
+    """Every step of run ``rid`` succeeded, each at its first attempt."""
     with db.transaction(engine) as s:
         done = ledger.get_steps(s, rid)
     if any(st.status != STEP_SUCCEEDED or st.attempts != 1 for st in done):
         raise BenchFailed(f"run {rid}: not every step ran exactly once")
+
+
+def one_run(engine: Engine, steps: int, key: str) -> float:
+    """Seconds to drive one run of ``steps`` no-op steps, start to end, in one worker; checks
+    that every step ran exactly once."""
+    rid = start(engine, steps, key)
+    elapsed = drive(engine, rid)
+    check(engine, rid)
     return elapsed
 
 
@@ -94,21 +105,24 @@ def bare_write(engine: Engine, n: int) -> float:
 
 
 def step_cost(engine: Engine, steps: int) -> tuple[float, float]:
-    """(statements, Python calls) per step of one profiled run."""
+    """(statements, Python calls) per step of one profiled run, driving it only (the run's
+    start, its insert of every step, is not counted)."""
     statements = 0
 
     def count(*_a: object) -> None:
         nonlocal statements
         statements += 1
 
+    rid = start(engine, steps, "counted")
     event.listen(engine, "before_cursor_execute", count)
     profile = cProfile.Profile()
     profile.enable()
     try:
-        one_run(engine, steps, "counted")
+        drive(engine, rid)
     finally:
         profile.disable()
         event.remove(engine, "before_cursor_execute", count)
+    check(engine, rid)
     calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
     return statements / steps, calls / steps
 

@@ -1,0 +1,182 @@
+"""What one step costs the database, on both back ends: the statements a worker sends for each
+plain step of a ledger run and of a runbook run, counted (a count is deterministic where a
+time is noise), so that a read or an ORM load creeping back onto the hot path fails here.
+
+Each figure is the difference between a longer and a shorter run of the same steps, divided by
+the steps between them: what claiming a run and ending it cost cancels out.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
+
+from incidentbot import db, ledger
+from incidentbot.config import Settings
+from incidentbot.incidents import service as svc
+from incidentbot.incidents.models import TimelineEvent
+from incidentbot.ledger.models import STEP_SUCCEEDED
+from incidentbot.runbooks import engine as rb_engine
+from incidentbot.runbooks import planning, runtime
+from incidentbot.runbooks.actions import registry
+from incidentbot.runbooks.loader import load_text
+
+SHORT, LONG = 3, 7
+
+
+@contextmanager
+def statements(engine: Engine) -> Iterator[list[str]]:
+    """Every statement sent through ``engine`` meanwhile, as its verb and table."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, sql: str, *_args) -> None:
+        seen.append(_shape(sql))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _shape(sql: str) -> str:
+    words = sql.split()
+    verb = words[0].upper()
+    if verb == "SELECT":
+        found = re.search(r"\bFROM\s+(\w+)", sql, re.IGNORECASE)
+        return "SELECT " + (found.group(1) if found else "(the clock)")
+    if verb in ("UPDATE", "INSERT", "DELETE"):
+        table = words[2] if verb in ("INSERT", "DELETE") else words[1]
+        return f"{verb} {table}"
+    return " ".join(words[:2]) if verb in ("BEGIN", "RELEASE") else verb
+
+
+def per_step(engine: Engine, start: Callable[[int], int]) -> Counter[str]:
+    """Statements per step: a run of LONG steps less a run of SHORT ones, over the difference."""
+    counts = []
+    for steps in (SHORT, LONG):
+        rid = start(steps)
+        with statements(engine) as seen:
+            worker = ledger.Worker(engine, name="cost", lease=30)
+            try:
+                assert worker.run_once()
+            finally:
+                worker.close()
+        with db.read(engine) as s:
+            done = ledger.get_steps(s, rid)
+        assert [st.status for st in done] == [STEP_SUCCEEDED] * steps
+        assert all(st.attempts == 1 for st in done)
+        counts.append(Counter(seen))
+    extra = counts[1] - counts[0]
+    assert all(n % (LONG - SHORT) == 0 for n in extra.values()), extra
+    return Counter({k: n // (LONG - SHORT) for k, n in extra.items()})
+
+
+def begins(engine: Engine, n: int) -> Counter[str]:
+    """SQLite shows how each transaction starts (a write one takes the lock up front);
+    PostgreSQL's driver begins implicitly."""
+    if engine.dialect.name != "sqlite":
+        return Counter()
+    return Counter({"BEGIN IMMEDIATE": n})
+
+
+def test_a_plain_ledger_step_is_two_fenced_transactions_of_two_statements(engine):
+    def start(steps: int) -> int:
+        with db.transaction(engine) as s:
+            run = ledger.start_run(
+                s, kind="cost", key=str(uuid.uuid4()), actor="test",
+                steps=[{"name": f"noop {i}", "action": "ledger.noop", "input": {"i": i}}
+                       for i in range(steps)],
+            )  # fmt: skip
+            assert run.id is not None
+            return run.id
+
+    cost = per_step(engine, start)
+    # Marked started: the fence (which also reads the run) and the step's update. Finished: the
+    # fence moving the cursor and the step's update. No SELECT, no ORM load.
+    assert cost == begins(engine, 2) + Counter({"UPDATE ledger_run": 2, "UPDATE ledger_step": 2}), (
+        cost
+    )
+
+
+RUNBOOK = """
+name: cost
+params:
+  node: {type: string, default: rpc-1}
+target: node
+steps:
+"""
+
+
+@pytest.fixture
+def runbooks(engine):
+    settings = Settings()
+    with db.transaction(engine) as s:
+        svc.declare(s, settings, title="RPC", severity="SEV2", actor="alice")
+    runtime.install(engine, settings)
+
+    def start(text: str) -> int:
+        runbook = load_text(text, "cost.yaml", registry)
+        plan = planning.plan(runbook, {"node": str(uuid.uuid4())})
+        with db.transaction(engine) as s:
+            row = rb_engine.start(s, settings, plan, key=str(uuid.uuid4()), requester="alice",
+                                  incident=svc.get(s, "INC-1"), source="cli")  # fmt: skip
+            return row.run_id
+
+    return start
+
+
+def checks(steps: int, that: str) -> str:
+    """A runbook of ``check.that`` steps: the first checks ``true``, the others ``that``."""
+    lines = [RUNBOOK.strip()]
+    for i in range(steps):
+        lines += [f"  - id: s{i}", "    uses: check.that",
+                  f"    with: {{that: {that if i else 'true'}, "
+                  "otherwise: 'stop on {{ params.node }}'}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def on_timeline(engine: Engine, kind: str) -> int:
+    with db.read(engine) as s:
+        stmt = select(func.count()).select_from(TimelineEvent).where(TimelineEvent.kind == kind)
+        return int(s.execute(stmt).scalar_one())
+
+
+def runbook_step(engine: Engine) -> Counter[str]:
+    """A plain runbook step: the ledger step; one read transaction for the run, its definition
+    (cached) and incident in one join; the step's start and its result each on the timeline,
+    in the transition's own transaction (a savepoint each, so that a failing hook cannot undo
+    the transition)."""
+    read = Counter({"BEGIN": 1}) if engine.dialect.name == "sqlite" else Counter()
+    return (
+        begins(engine, 2)
+        + Counter({"UPDATE ledger_run": 2, "UPDATE ledger_step": 2})
+        + read
+        + Counter(
+            {
+                "SELECT runbook_run": 1,
+                "INSERT timeline_event": 2,
+                "SAVEPOINT": 2,
+                "RELEASE SAVEPOINT": 2,
+            }
+        )
+    )
+
+
+def test_a_runbook_step_adds_one_read_and_its_two_timeline_lines(engine, runbooks):
+    cost = per_step(engine, lambda n: runbooks(checks(n, "true")))
+    assert cost == runbook_step(engine), cost
+    assert on_timeline(engine, "runbook.step_succeeded") == SHORT + LONG
+
+
+def test_a_runbook_step_that_reads_earlier_steps_also_reads_their_results(engine, runbooks):
+    that = "\"{{ steps.s0.status == 'succeeded' }}\""
+    cost = per_step(engine, lambda n: runbooks(checks(n, that)))
+    assert cost == runbook_step(engine) + Counter({"SELECT ledger_step": 1}), cost
