@@ -7,7 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from incidentbot import db, ledger
 from incidentbot.errors import DomainError
@@ -515,3 +515,42 @@ def test_no_event_for_a_start_that_rolled_back(engine, events):
                          steps=[{"name": "a", "action": "ledger.noop"}])  # fmt: skip
         raise RuntimeError("the caller's transaction failed")
     assert events == [] and count(engine, "ledger_run") == 0
+
+
+def test_prepare_reads_in_the_start_transaction_and_its_refusal_fails_the_step_unrun(engine):
+    """An action's ``prepare`` reads what the attempt needs in the transaction that marks the
+    step started (so it sees the step started); if it refuses, the step fails with its reason
+    and the action never runs."""
+    actions = ledger.ActionRegistry()
+    ran: list[object] = []
+
+    def prepare(session, ctx: ledger.StepContext, data: dict) -> str:
+        if data.get("refuse"):
+            raise ledger.PermanentError("refused before anything happened")
+        step = ledger.Step.__table__  # type: ignore[attr-defined]
+        stmt = select(step.c.status).where(
+            step.c.run_id == ctx.run_id, step.c.idx == ctx.step_index
+        )
+        return session.execute(stmt).scalar_one()
+
+    def act(ctx: ledger.StepContext, data: dict) -> dict:
+        ran.append(ctx.prepared)
+        return {"status when prepared": ctx.prepared}
+
+    actions.register("test.prepared", act, prepare=prepare)
+    ok = start(engine, key="prep-ok", target=None, actions=actions,
+               steps=[{"name": "read", "action": "test.prepared"}])  # fmt: skip
+    refused = start(engine, key="prep-no", target=None, actions=actions,
+                    steps=[{"name": "read", "action": "test.prepared",
+                            "input": {"refuse": True}}])  # fmt: skip
+    worker = ledger.Worker(engine, name="prep", lease=30, actions=actions)
+    try:
+        assert worker.run_once() and worker.run_once()
+    finally:
+        worker.close()
+    with db.read(engine) as s:
+        assert ledger.get_run(s, ok).status == "succeeded"
+        assert ledger.get_steps(s, ok)[0].output == {"status when prepared": "started"}
+        assert ledger.get_run(s, refused).status == "failed"
+        assert "refused before anything happened" in (ledger.get_steps(s, refused)[0].error or "")
+    assert ran == ["started"]

@@ -150,15 +150,13 @@ def on_timeline(engine: Engine, kind: str) -> int:
 
 
 def runbook_step(engine: Engine) -> Counter[str]:
-    """A plain runbook step: the ledger step; one read transaction for the run, its definition
-    (cached) and incident in one join; the step's start and its result each on the timeline,
-    in the transition's own transaction (a savepoint each, so that a failing hook cannot undo
-    the transition)."""
-    read = Counter({"BEGIN": 1}) if engine.dialect.name == "sqlite" else Counter()
+    """A plain runbook step: the ledger step; one read of the run and its incident (one join,
+    the definition cached), in the transaction that marks the step started; the step's start
+    and its result each on the timeline, in the transition's own transaction (a savepoint
+    each, so that a failing hook cannot undo the transition). No transaction of its own."""
     return (
         begins(engine, 2)
         + Counter({"UPDATE ledger_run": 2, "UPDATE ledger_step": 2})
-        + read
         + Counter(
             {
                 "SELECT runbook_run": 1,

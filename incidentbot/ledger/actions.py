@@ -78,6 +78,8 @@ class StepContext:
     target: str | None
     decision: Decision | None = None
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    # What the action's ``prepare`` read in the transaction that marked the step started.
+    prepared: Any = field(default=None, repr=False)
 
     @property
     def idempotency_token(self) -> str:
@@ -94,6 +96,9 @@ class StepContext:
 
 
 ActionFn = Callable[[StepContext, dict[str, Any]], dict[str, Any] | None]
+# Reads what an attempt needs inside the transaction that marks the step started (one commit
+# fewer than reading it from the action); what it returns is ``StepContext.prepared``.
+PrepareFn = Callable[[Any, StepContext, dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class ActionInfo:
     fn: ActionFn
     idempotent: bool
     description: str
+    prepare: PrepareFn | None = None
 
 
 class ActionRegistry:
@@ -119,10 +125,14 @@ class ActionRegistry:
         idempotent: bool = False,
         description: str = "",
         replace: bool = False,
+        prepare: PrepareFn | None = None,
     ) -> ActionInfo:
         """Register ``fn`` as ``name``. ``idempotent`` is the default runs snapshot when a step
-        does not say; re-registering a name needs ``replace=True`` (it is usually a mistake)."""
-        info = ActionInfo(name, fn, idempotent, description or (fn.__doc__ or "").strip())
+        does not say; re-registering a name needs ``replace=True`` (it is usually a mistake).
+        ``prepare(session, ctx, input)``, if given, only reads: it runs in the transaction that
+        marks the step started, and an exception it raises fails the attempt as the action's
+        own would."""
+        info = ActionInfo(name, fn, idempotent, description or (fn.__doc__ or "").strip(), prepare)
         with self._lock:
             existing = self._actions.get(name)
             if existing is not None and existing.fn is not fn and not replace:

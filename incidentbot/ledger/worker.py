@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from incidentbot.db import transaction
 from incidentbot.ledger import events
@@ -66,6 +67,13 @@ class _Heartbeat(threading.Thread):
             if not alive and self.worker.seq == seq:
                 log.warning("run %s: lease lost by %s", run_id, self.worker.owner)
                 self.worker.lost.set()
+
+
+class _PrepareFailed:
+    """What an action's ``prepare`` raised: the attempt fails with it, as with the action's."""
+
+    def __init__(self, error: Exception):
+        self.error = error
 
 
 class _StepThread(threading.Thread):
@@ -172,9 +180,10 @@ class Worker:
                     return
                 with transaction(self.engine) as s:
                     attempt = begin_step(s, run_id, self.owner, self.lease, self.actions, specs)
-                if attempt is None:
+                    ctx = self._prepare(s, attempt) if attempt is not None else None
+                if attempt is None or ctx is None:
                     return
-                outcome = self.execute(attempt)
+                outcome = self.execute(attempt, ctx)
                 if outcome is None:
                     log.warning(
                         "run %s: lease lost during step %s; abandoning it",
@@ -194,11 +203,9 @@ class Worker:
 
     # -- one attempt ---------------------------------------------------------------------------
 
-    def execute(self, attempt: Attempt) -> Outcome | None:
-        """Run the action in the step thread with the step timeout; None if the lease was lost
-        meanwhile (the result must then not be recorded by this worker)."""
-        info = self.actions.get(attempt.action)
-        ctx = StepContext(
+    @staticmethod
+    def _context(attempt: Attempt) -> StepContext:
+        return StepContext(
             run_id=attempt.run_id,
             run_kind=attempt.run_kind,
             step_index=attempt.index,
@@ -208,8 +215,30 @@ class Worker:
             target=attempt.target,
             decision=attempt.decision,
         )
+
+    def _prepare(self, session: Any, attempt: Attempt) -> StepContext:
+        """The attempt's context, with what the action's ``prepare`` reads in the transaction
+        that marks the step started (a failure is kept, to fail the attempt as the action)."""
+        ctx = self._context(attempt)
+        info = self.actions.get(attempt.action)
+        if info is not None and info.prepare is not None:
+            try:
+                ctx.prepared = info.prepare(session, ctx, dict(attempt.input))
+            except SQLAlchemyError:
+                raise  # the transaction may be unusable: nothing commits, nothing runs
+            except Exception as exc:
+                ctx.prepared = _PrepareFailed(exc)
+        return ctx
+
+    def execute(self, attempt: Attempt, ctx: StepContext | None = None) -> Outcome | None:
+        """Run the action in the step thread with the step timeout; None if the lease was lost
+        meanwhile (the result must then not be recorded by this worker)."""
+        info = self.actions.get(attempt.action)
+        ctx = ctx or self._context(attempt)
         if info is None:  # unregistered between begin_step and now
             return Failed(Verdict("permanent", f"no action {attempt.action!r}"))
+        if isinstance(ctx.prepared, _PrepareFailed):
+            return self._failed(attempt, ctx.prepared.error)
         box: dict[str, Any] = {}
         done = threading.Event()
 
@@ -240,17 +269,19 @@ class Worker:
         if self.lost.is_set():
             return None
         if "error" in box:
-            exc = box["error"]
-            if isinstance(exc, Exception):
-                verdict = classify(exc)
-            else:  # SystemExit and the like, raised inside the action
-                verdict = Verdict("permanent", f"the action raised {type(exc).__name__}")
-            log.info(
-                "run %s step %s attempt %s: %s (%s)", attempt.run_id, attempt.index + 1,
-                attempt.attempt, verdict.message, verdict.kind,
-            )  # fmt: skip
-            return Failed(verdict)
+            return self._failed(attempt, box["error"])
         return Succeeded(box.get("result") or {})
+
+    def _failed(self, attempt: Attempt, exc: BaseException) -> Failed:
+        if isinstance(exc, Exception):
+            verdict = classify(exc)
+        else:  # SystemExit and the like, raised inside the action
+            verdict = Verdict("permanent", f"the action raised {type(exc).__name__}")
+        log.info(
+            "run %s step %s attempt %s: %s (%s)", attempt.run_id, attempt.index + 1,
+            attempt.attempt, verdict.message, verdict.kind,
+        )  # fmt: skip
+        return Failed(verdict)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

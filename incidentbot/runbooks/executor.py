@@ -77,9 +77,11 @@ class RunbookActions:
         self.services = Services(engine=engine_, settings=settings, chat=chat)
 
     def install(self, actions: ActionRegistry) -> None:
-        actions.register(planning.STEP_ACTION, self.step, replace=True)
+        # What a step reads is read in the transaction that marks it started.
+        prepare = self.prepare_step
+        actions.register(planning.STEP_ACTION, self.step, replace=True, prepare=prepare)
         if self.chat is not None:  # steps whose action posts to Slack
-            actions.register(planning.CHAT_STEP_ACTION, self.step, replace=True)
+            actions.register(planning.CHAT_STEP_ACTION, self.step, replace=True, prepare=prepare)
         actions.register(planning.APPROVAL_ACTION, self.approval, idempotent=True, replace=True)
         if self.announcer is not None:  # only a process with Slack posts the run message
             actions.register(planning.ANNOUNCE_ACTION, self.announce, idempotent=True, replace=True)
@@ -110,10 +112,15 @@ class RunbookActions:
 
     # -- steps -------------------------------------------------------------------------------
 
+    def prepare_step(self, session: Any, ctx: StepContext, data: dict[str, Any]) -> Any:
+        return step_reads.read(session, ctx.run_id, str(data.get("step", "")))
+
     def step(self, ctx: StepContext, data: dict[str, Any]) -> dict[str, Any]:
         step_id = str(data.get("step", ""))
-        with db.read(self.engine) as s:
-            reads = step_reads.read(s, ctx.run_id, step_id)
+        reads = ctx.prepared
+        if not isinstance(reads, step_reads.StepReads):  # not run by a worker: read it now
+            with db.read(self.engine) as s:
+                reads = step_reads.read(s, ctx.run_id, step_id)
         runbook = reads.runbook
         if reads.shape is None:
             raise PermanentError(f"runbook {runbook.name} has no step {step_id!r}")
