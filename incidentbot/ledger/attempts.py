@@ -1,5 +1,6 @@
 """What a step attempt is and how it ended: read when the step is marked started
-(:class:`Attempt`), handed back by the worker when the action returns (:data:`Outcome`)."""
+(:class:`Attempt`, built by :func:`attempt_of`), handed back by the worker when the action
+returns (:data:`Outcome`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from incidentbot.ledger.actions import Decision, Verdict
-from incidentbot.ledger.spec import RetryPolicy
+from incidentbot.ledger.spec import RetryPolicy, StepSpec
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,52 @@ class Failed:
 
 
 Outcome = Succeeded | Failed
+
+
+def attempt_of(
+    run_id: int, started: dict[str, Any], specs: list[StepSpec], decision: Decision | None
+) -> Attempt:
+    """The attempt of the step just marked started (``started``: what that read)."""
+    index = started["index"]
+    spec = specs[index]
+    rollback_targets, cleanup_after = _layout(specs)
+    return Attempt(
+        run_id=run_id,
+        run_kind=started["run_kind"],
+        incident_id=started["incident_id"],
+        target=started["target"],
+        index=index,
+        name=started["name"],
+        action=spec.action,
+        input=dict(spec.input),
+        idempotent=started["idempotent"],
+        attempt=started["attempt"],
+        timeout=spec.timeout,
+        retry=spec.retry,
+        decision=decision,
+        last=index == len(specs) - 1,
+        has_rollback=index in rollback_targets,
+        is_rollback=spec.rollback_for is not None,
+        cleanup_ahead=cleanup_after[index],
+    )
+
+
+# Per spec list (a run's, cached by its worker): the steps that have rollback steps, and for
+# each step whether clean-up steps follow it, worked out once instead of at every step.
+_LAYOUTS: dict[int, tuple[list[StepSpec], frozenset[int], tuple[bool, ...]]] = {}
+
+
+def _layout(specs: list[StepSpec]) -> tuple[frozenset[int], tuple[bool, ...]]:
+    entry = _LAYOUTS.get(id(specs))
+    if entry is None or entry[0] is not specs:
+        targets = frozenset(s.rollback_for for s in specs if s.rollback_for is not None)
+        after: list[bool] = []
+        seen = False
+        for s in reversed(specs):
+            after.append(seen)
+            seen = seen or s.always
+        entry = (specs, targets, tuple(reversed(after)))
+        if len(_LAYOUTS) >= 256:
+            _LAYOUTS.clear()
+        _LAYOUTS[id(specs)] = entry
+    return entry[1], entry[2]

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from incidentbot.ledger import cleanup, fenced
 from incidentbot.ledger.actions import ActionRegistry, Decision
-from incidentbot.ledger.attempts import Attempt, Outcome, Succeeded
+from incidentbot.ledger.attempts import Attempt, Outcome, Succeeded, attempt_of
 from incidentbot.ledger.events import emit, event_for
 from incidentbot.ledger.models import (
     CANCELLED,
@@ -87,7 +87,7 @@ def begin_step(
             raise LeaseLost(run_id, owner)
         if plain is not None:
             fenced.step_event(session, "step.started", run_id, fenced_at, plain, {"owner": owner})
-            return _attempt_of(run_id, plain, cached, None)
+            return attempt_of(run_id, plain, cached, None)
         now = fenced_at
     else:
         now = fence(session, run_id, owner, lease)
@@ -192,33 +192,7 @@ def begin_step(
         "idempotent": step.idempotent,
         "attempt": step.attempts,
     }
-    return _attempt_of(run_id, started, specs, decision)
-
-
-def _attempt_of(
-    run_id: int, started: dict[str, Any], specs: list[StepSpec], decision: Decision | None
-) -> Attempt:
-    index = started["index"]
-    spec = specs[index]
-    return Attempt(
-        run_id=run_id,
-        run_kind=started["run_kind"],
-        incident_id=started["incident_id"],
-        target=started["target"],
-        index=index,
-        name=started["name"],
-        action=spec.action,
-        input=dict(spec.input),
-        idempotent=started["idempotent"],
-        attempt=started["attempt"],
-        timeout=spec.timeout,
-        retry=spec.retry,
-        decision=decision,
-        last=index == len(specs) - 1,
-        has_rollback=any(s.rollback_for == index for s in specs),
-        is_rollback=spec.rollback_for is not None,
-        cleanup_ahead=bool(cleanup.ahead(specs, index)),
-    )
+    return attempt_of(run_id, started, specs, decision)
 
 
 def finish_step(
