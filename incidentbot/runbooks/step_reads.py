@@ -20,6 +20,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -165,8 +166,13 @@ def _reads_steps(step: RollbackStep) -> bool:
         texts.append((step.when, True))
     if step.wait_until is not None:
         texts.append((step.wait_until.check, True))
+    return any(_text_reads_steps(t, c) for t, c in texts)
+
+
+@lru_cache(maxsize=4096)
+def _text_reads_steps(text: str, condition: bool) -> bool:
     try:
-        return any("steps" in expr_refs.variables(t, condition=c) for t, c in texts)
+        return "steps" in expr_refs.variables(text, condition=condition)
     except ExpressionError:
         return True
 
