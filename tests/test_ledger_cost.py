@@ -152,19 +152,12 @@ def on_timeline(engine: Engine, kind: str) -> int:
 def runbook_step(engine: Engine) -> Counter[str]:
     """A plain runbook step: the ledger step; one read of the run and its incident (one join,
     the definition cached), in the transaction that marks the step started; the step's start
-    and its result each on the timeline, in the transition's own transaction (a savepoint
-    each, so that a failing hook cannot undo the transition). No transaction of its own."""
+    and its result each on the timeline, one INSERT in the transition's own transaction. No
+    transaction of its own, no savepoint."""
     return (
         begins(engine, 2)
         + Counter({"UPDATE ledger_run": 2, "UPDATE ledger_step": 2})
-        + Counter(
-            {
-                "SELECT runbook_run": 1,
-                "INSERT timeline_event": 2,
-                "SAVEPOINT": 2,
-                "RELEASE SAVEPOINT": 2,
-            }
-        )
+        + Counter({"SELECT runbook_run": 1, "INSERT timeline_event": 2})
     )
 
 

@@ -130,8 +130,10 @@ def test_resume_is_refused_unless_the_run_needs_attention(engine, server, pools)
         ledger.resume(s, rid, actor="x")
 
 
-def test_transition_hooks_write_in_the_same_transaction(engine, server, pools):
-    """A hook's write commits with the transition; a failing hook changes nothing else."""
+@pytest.mark.parametrize("savepoint", [True, False], ids=["savepoint", "no-savepoint"])
+def test_transition_hooks_write_in_the_same_transaction(engine, server, pools, savepoint):
+    """A hook's write commits with the transition; a failing hook changes nothing else (a
+    hook without a savepoint fails before its one write)."""
     seen: list[str] = []
 
     def failing(session, ev):
@@ -147,7 +149,10 @@ def test_transition_hooks_write_in_the_same_transaction(engine, server, pools):
                 .values(created_by="hooked")
             )
 
-    removers = [ledger.on_transition(failing), ledger.on_transition(writing)]
+    removers = [
+        ledger.on_transition(failing, savepoint=savepoint),
+        ledger.on_transition(writing, savepoint=savepoint),
+    ]
     try:
         rid = start(engine, [call_step("a", server.url, "T")], target=None)
         pools()

@@ -50,7 +50,10 @@ def install_timeline() -> None:
     global _remove_hook
     with _hook_lock:
         if _remove_hook is None:
-            _remove_hook = on_transition(record_transition, accept=wants_transition)
+            # One INSERT, its last statement, that cannot fail on its data: no savepoint.
+            _remove_hook = on_transition(
+                record_transition, accept=wants_transition, savepoint=False
+            )
 
 
 def install(

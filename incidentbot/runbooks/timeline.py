@@ -86,8 +86,8 @@ def record_transition(session: Session, ev: LedgerEvent) -> None:
             "incident_id": ev.incident_id,
             "occurred_at": now,
             "recorded_at": now,
-            "kind": kind,
-            "actor": actor,
+            "kind": kind[:64],  # the columns' lengths: the INSERT cannot fail on them
+            "actor": actor[:128],
             "summary": redact_text(summary),
             "data": redact_strings({"run_id": ev.run_id, "runbook": row.runbook, **data}),
             "source_key": None,
