@@ -4,8 +4,9 @@ and the same run.
 
 A step is two commits (marked started before the action, finished with its result), so the
 floor is two bare write transactions; the target is the step at most 2 ms over one. Also
-counts what a step costs in statements and Python calls (one profiled run on SQLite). Every
-run is checked to have succeeded, every step to have run once.
+counts what a step costs in statements and Python calls (one profiled run on SQLite, driven by
+one worker; the calls are those of the worker's thread). Every run is checked to have
+succeeded, every step to have run once.
 
     bench/run ledger_overhead            # in the table of every benchmark
     python bench/ledger_overhead.py [--steps 100] [--rounds 3]
