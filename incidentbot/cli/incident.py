@@ -235,6 +235,24 @@ def milestone(
 
 
 @app.command()
+def field(
+    ctx: typer.Context,
+    ref: str = REF,
+    name: str = typer.Argument(..., help="A configured field, e.g. validators"),
+    value: list[str] = typer.Argument(None, help="Its new value, e.g. 4-7,12"),
+    clear: bool = typer.Option(False, "--clear", help="Clear the field instead"),
+    as_user: str = AS_OPTION,
+) -> None:
+    """Set or clear an incident field after the declare (checked as at declare)."""
+    if clear == bool(value):
+        raise CliError("give a value or --clear (not both)")
+    st = state(ctx)
+    out = uc.set_field(st.core, _actor(as_user), ref, name, None if clear else " ".join(value))
+    shown = "cleared" if out.new is None else f"is now {out.new}"
+    _done(out.ref, f"{out.field} {shown} (was {out.old if out.old is not None else 'unset'})")
+
+
+@app.command()
 def assign(
     ctx: typer.Context,
     ref: str = REF,

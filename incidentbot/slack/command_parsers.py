@@ -236,3 +236,19 @@ def milestone(name: str, rest: str, settings: Settings, usage: str) -> Command |
     except ValueError as exc:
         return Usage(str(exc)[:1].upper() + str(exc)[1:] + ".", usage)
     return Command("milestone", {"milestone": key, "at": at})
+
+
+def field(name: str, rest: str, settings: Settings, usage: str) -> Command | Usage:
+    """``field <name> <value>`` or ``field <name> --clear``; the value is checked by the
+    configured policy in the use case, as at declare."""
+    names = ", ".join(f.name for f in settings.fields) or "none configured"
+    which, _, value = rest.strip().partition(" ")
+    if not which:
+        return Usage(f"`field` needs a field ({names}) and a value, or --clear.", usage)
+    spec = policy.field_spec(settings, which.lower())
+    value = _strip_quotes(value.strip())
+    if not value:
+        return Usage(f"`field {spec.name}` needs a value, or --clear to clear it.", usage)
+    if len(value) > 500:
+        return Usage(f"That value is {len(value)} characters: at most 500.", usage)
+    return Command("field", {"field": spec.name, "value": None if value == "--clear" else value})

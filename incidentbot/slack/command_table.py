@@ -84,6 +84,14 @@ TABLE: tuple[Subcommand, ...] = (
         channel=True,
     ),
     _sub(
+        "field",
+        "/incident field <name> <value|--clear>",
+        "set or clear a field",
+        p.field,
+        h.field,
+        channel=True,
+    ),
+    _sub(
         "assign",
         "/incident assign <role> @user",
         "give someone a role",

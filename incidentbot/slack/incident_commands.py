@@ -134,6 +134,15 @@ def status(call: Call, args: dict[str, Any]) -> Reply:
     return Reply(f"{who(call)} changed status {out.old} → *{out.new}*", in_channel=True)
 
 
+def field(call: Call, args: dict[str, Any]) -> Reply:
+    out = uc.set_field(call.core, call.actor, call.ref, args["field"], args["value"])
+    old = f"`{mrkdwn(out.old)}`" if out.old is not None else "unset"
+    if out.new is None:
+        return Reply(f"{who(call)} cleared *{mrkdwn(out.label)}* (was {old})", in_channel=True)
+    new = f"`{mrkdwn(out.new)}`"
+    return Reply(f"{who(call)} set *{mrkdwn(out.label)}* to {new} (was {old})", in_channel=True)
+
+
 def assign(call: Call, args: dict[str, Any]) -> Reply:
     out = uc.assign(call.core, call.actor, call.ref, args["role"], args["user"])
     return Reply(

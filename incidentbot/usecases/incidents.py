@@ -18,6 +18,7 @@ from sqlmodel import Session
 from incidentbot import db, policy
 from incidentbot.config import Settings
 from incidentbot.incidents import effects
+from incidentbot.incidents import fields as incident_fields
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.paging import flows as paging
@@ -49,6 +50,17 @@ class Changed:
     what: str
     old: str
     new: str
+
+
+@dataclass(frozen=True)
+class FieldSet:
+    """A field set or cleared after the declare (``new`` None: cleared)."""
+
+    ref: str
+    field: str
+    label: str
+    old: str | None
+    new: str | None
 
 
 @dataclass(frozen=True)
@@ -221,6 +233,16 @@ def set_status(core: Core, actor: Actor, ref: str, status: str) -> Changed:
         inc = svc.set_status(s, core.settings, ref, status, actor=actor.id)
         _refresh(core, s, inc.ref, actor, "status")
         return Changed(inc.ref, "status", old, inc.status)
+
+
+def set_field(core: Core, actor: Actor, ref: str, name: str, value: str | None) -> FieldSet:
+    """Set (``value``) or clear (None) an incident field after the declare, checked by the
+    configured policy as at declare; the timeline says the old and the new value and the
+    pinned header is refreshed."""
+    with db.transaction(core.engine) as s:
+        out = incident_fields.set_field(s, core.settings, ref, name, value, actor=actor.id)
+        _refresh(core, s, out.incident.ref, actor, "field")
+        return FieldSet(out.incident.ref, out.name, out.label, out.old, out.new)
 
 
 def assign(core: Core, actor: Actor, ref: str, role: str, user: str) -> Assigned:
