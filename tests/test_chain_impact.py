@@ -41,6 +41,7 @@ class Beacon:
         self.duties: dict[int, list[tuple[int, int]]] = {}  # epoch -> (slot, index)
         self.empty_slots: set[int] = set()
         self.legacy = legacy_liveness
+        self.past_duties = True  # False: as Lodestar 1.5, duties of past epochs are a 500
         self.paths: list[str] = []
         beacon = self
 
@@ -96,6 +97,8 @@ class Beacon:
             missed = self.not_live.get(epoch, set())
             return 200, [{"index": str(i), "is_live": i not in missed} for i in indices]
         if path.startswith("/eth/v1/validator/duties/proposer/"):
+            if not self.past_duties and int(parts[-1]) < self.head_slot // PER_EPOCH:
+                return 500, None
             duties = self.duties.get(int(parts[-1]), [])
             return 200, [{"slot": str(s), "validator_index": str(i)} for s, i in duties]
         if path.startswith("/eth/v1/beacon/headers/"):
@@ -183,6 +186,30 @@ def test_an_open_validator_incident_gets_one_sample_per_epoch(engine, beacon):
         f"{where}): 1 epoch" in text
     )
     assert KEY not in text and KEY not in timeline
+
+
+def test_proposals_from_a_node_that_gives_only_current_duties(engine, beacon):
+    """The sampler keeps the current epoch's duties and uses them once it has ended; an epoch
+    whose duties nobody kept says proposals are unknown, and the postmortem leaves it out."""
+    settings = settings_for(beacon)
+    beacon.past_duties = False
+    with db.transaction(engine) as s:
+        svc.declare(s, settings, title="Validators offline", severity="SEV2", actor="alice",
+                    fields={"validators": "4-7"}, now=NOW)  # fmt: skip
+    beacon.duties = {2: [(17, 6)], 3: [(26, 6)]}
+    beacon.empty_slots = {17, 26}
+    beacon.at_epoch(3)
+    assert sample(engine, settings, NOW) == 1  # epoch 2: its duties are gone
+    assert samples(engine)[-1].endswith(
+        "; proposals unknown (the node no longer gives this epoch's duties); head 0 slots "
+        f"behind; finalized epoch 0 (beacon node 127.0.0.1:{beacon.server.server_port})"
+    )
+    beacon.at_epoch(4)
+    assert sample(engine, settings, NOW) == 1  # epoch 3: duties kept while it was current
+    assert "; 1 of 1 proposals missed;" in samples(engine)[-1]
+    with db.transaction(engine) as s:
+        text = render(s, settings, svc.get(s, "INC-1"), "md").text
+    assert "(1 without duties, not counted)): 1 of 1" in text
 
 
 def test_bad_validator_lists_are_refused_with_a_reason():

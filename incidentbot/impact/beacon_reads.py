@@ -77,11 +77,16 @@ class BeaconReader:
         data = self._data(response, "liveness")
         return {int(item["index"]): bool(item["is_live"]) for item in data}
 
+    def proposer_duties(self, epoch: int) -> list[tuple[int, int]]:
+        """(slot, validator index) of every proposal due in ``epoch``. Some nodes answer only
+        for the current and the next epoch (Lodestar 1.5: a 500 otherwise)."""
+        duties = self.get(f"/eth/v1/validator/duties/proposer/{epoch}", "proposer duties")
+        return [(int(d["slot"]), int(d["validator_index"])) for d in duties]
+
     def proposer_slots(self, epoch: int, indices: list[int]) -> list[int]:
         """The slots of ``epoch`` at which one of ``indices`` was to propose."""
         wanted = set(indices)
-        duties = self.get(f"/eth/v1/validator/duties/proposer/{epoch}", "proposer duties")
-        return sorted(int(d["slot"]) for d in duties if int(d["validator_index"]) in wanted)
+        return sorted(slot for slot, index in self.proposer_duties(epoch) if index in wanted)
 
     def has_block(self, slot: int) -> bool:
         response = self.client.get(self._url(f"/eth/v1/beacon/headers/{slot}"))

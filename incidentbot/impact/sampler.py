@@ -8,6 +8,11 @@ entries stay on the timeline (never posted to Slack one by one) and the postmort
 
 An entry's ``source_key`` names the incident and epoch, so a job that runs again for the same
 epoch (another replica, a retry, a cadence shorter than an epoch) records nothing new.
+
+Proposer duties: some beacon nodes give them only for the current and the next epoch (Lodestar
+1.5), not for the epoch just ended. Each run therefore keeps the current epoch's duties (in
+this process), and a sample uses them once that epoch has ended; when neither the node nor the
+kept duties know an epoch's proposers, its sample says proposals are unknown (never zero).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from sqlmodel import Session
 from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
-from incidentbot.impact.beacon_reads import BeaconReader, source_name
+from incidentbot.impact.beacon_reads import BeaconError, BeaconReader, source_name
 from incidentbot.incidents import records
 from incidentbot.incidents.models import Incident
 
@@ -32,6 +37,25 @@ KIND = "impact.sample"
 ACTOR = "incidentbot"
 MAX_VALIDATORS = 10_000
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+# Beacon URL -> epoch -> its proposer duties, for the few latest epochs seen.
+_DUTIES: dict[str, dict[int, list[tuple[int, int]]]] = {}
+_DUTIES_KEPT = 8
+
+
+def _duties(reader: BeaconReader, epoch: int) -> list[tuple[int, int]] | None:
+    """The proposer duties of ``epoch``: from the node, else as kept from an earlier run
+    (None: not known)."""
+    kept = _DUTIES[reader.url] = _DUTIES.pop(reader.url, {})  # the latest used comes last
+    try:
+        duties = reader.proposer_duties(epoch)
+    except BeaconError:
+        return kept.get(epoch)
+    kept[epoch] = duties
+    for old in sorted(kept)[:-_DUTIES_KEPT]:
+        del kept[old]
+    while len(_DUTIES) > 16:  # a node named differently over time: forget the oldest
+        del _DUTIES[next(iter(_DUTIES))]
+    return duties
 
 
 def parse_indices(text: str) -> list[int]:
@@ -79,8 +103,10 @@ def sample(
         finalized = reader.finalized_epoch()
         current = head_slot // per_epoch
         epoch = current - 1
+        _duties(reader, current)  # kept for the sample of this epoch, once it has ended
         if epoch < 0:
             return 0
+        duties = _duties(reader, epoch)
         recorded = 0
         for incident_id, ref, text in wanted:
             key = f"impact:{incident_id}:{epoch}"
@@ -93,15 +119,16 @@ def sample(
                 log.warning("impact: %s field %s: %s", ref, field, exc)
                 continue
             live = reader.liveness(epoch, indices)
-            slots = reader.proposer_slots(epoch, indices)
-            missed_slots = [slot for slot in slots if not reader.has_block(slot)]
+            wanted = set(indices)
+            slots = None if duties is None else sorted(s for s, i in duties if i in wanted)
+            missed_slots = None if slots is None else [s for s in slots if not reader.has_block(s)]
             missed = [i for i in indices if not live.get(i, False)]
             data = {
                 "epoch": epoch,
                 "current_epoch": current,
                 "validators": len(indices),
                 "missed_attestations": missed,
-                "proposals": len(slots),
+                "proposals": None if slots is None else len(slots),
                 "missed_proposals": missed_slots,
                 "head_slot": head_slot,
                 "sync_distance": distance,
@@ -128,7 +155,11 @@ def _record(s: Session, incident_id: int, data: dict, now: datetime, key: str) -
     summary = (
         f"Chain impact, epoch {data['epoch']}: {live} of {data['validators']} validators live"
         + (f" (not live: {missed}{more})" if missed else "")
-        + f"; {len(data['missed_proposals'])} of {data['proposals']} proposals missed"
+        + (
+            f"; {len(data['missed_proposals'])} of {data['proposals']} proposals missed"
+            if data["proposals"] is not None
+            else "; proposals unknown (the node no longer gives this epoch's duties)"
+        )
         + f"; head {data['sync_distance']} slots behind"
         + f"; finalized epoch {data['finalized_epoch']} ({data['source']})"
     )

@@ -45,8 +45,10 @@ def chain_rows(events: Iterable[TimelineEvent]) -> list[MetricRow]:
     data = [samples[e] for e in epochs]
     duties = sum(_int(d.get("validators")) or 0 for d in data)
     missed_att = sum(len(d.get("missed_attestations") or []) for d in data)
-    proposals = sum(_int(d.get("proposals")) or 0 for d in data)
-    missed_prop = sum(len(d.get("missed_proposals") or []) for d in data)
+    # Samples that knew the epoch's proposer duties (a node may no longer give them).
+    known = [d for d in data if _int(d.get("proposals")) is not None]
+    proposals = sum(_int(d.get("proposals")) or 0 for d in known)
+    missed_prop = sum(len(d.get("missed_proposals") or []) for d in known)
     behind = max(_int(d.get("sync_distance")) or 0 for d in data)
     delays = [
         max(0, c - f - 2)
@@ -62,18 +64,24 @@ def chain_rows(events: Iterable[TimelineEvent]) -> list[MetricRow]:
             "ok",
         ),
         MetricRow(
-            "Missed proposals",
-            f"proposer duties without a block: {where}",
-            f"{missed_prop} of {proposals}",
-            "ok",
-        ),
-        MetricRow(
             "Max slots behind",
             f"beacon node sync distance: {where}",
             f"{behind} slot{'s' if behind != 1 else ''}",
             "ok",
         ),
     ]
+    if known:
+        rest = len(data) - len(known)
+        unknown = f" ({rest} without duties, not counted)" if rest else ""
+        rows.insert(
+            1,
+            MetricRow(
+                "Missed proposals",
+                f"proposer duties without a block: {where}{unknown}",
+                f"{missed_prop} of {proposals}",
+                "ok",
+            ),
+        )
     if delays:
         worst = max(delays)
         rows.append(
