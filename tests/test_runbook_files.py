@@ -1088,13 +1088,14 @@ def test_the_runbooks_that_ship_validate(run_cli):
     shipped = ROOT / "runbooks"
     code, out, err = run_cli("runbook", "validate", str(shipped))
     assert (code, err) == (0, "")
-    assert out == f"6 runbooks OK ({shipped})\n"
+    assert out == f"7 runbooks OK ({shipped})\n"
     from incidentbot.runbooks.actions import registry
 
     catalog = load_dirs([shipped], registry)
     assert catalog.names() == [
         "announce",
         "failover-rpc-provider",
+        "failover-validator",
         "http-check",
         "move-validator-keys",
         "restart-node",

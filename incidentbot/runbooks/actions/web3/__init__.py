@@ -1,9 +1,11 @@
 """Actions for running blockchain infrastructure: read nodes (``rpc.head``, ``rpc.compare``,
 ``beacon.health``, ``beacon.head``, ``beacon.liveness``, ``beacon.duties``,
 ``beacon.performance``), move validator keys safely (``validator.stop``, ``validator.start``,
-``validator.protection_*``), restart them (``supervisor.*``, ``systemd.restart``,
-``kubernetes.rollout_restart``), steer the load balancer in front of them (``haproxy.*``), and
-snapshot and restore their state (``snapshot.*``).
+``validator.protection_*``, ``validator.prove_gone`` for a dead host, ``validator.keys_*``
+through the keymanager API), restart them
+(``supervisor.*``, ``systemd.restart``, ``kubernetes.rollout_restart``), steer the load
+balancer in front of them (``haproxy.*``), and snapshot and restore their state
+(``snapshot.*``).
 
 Each uses the clients in :mod:`incidentbot.infra` (or the official client of the system it
 drives), says in ``plan()`` what it would do without touching anything, and reports failures
@@ -41,6 +43,14 @@ from incidentbot.runbooks.actions.web3.supervisor import (
 )
 from incidentbot.runbooks.actions.web3.systemd import SystemdRestart
 from incidentbot.runbooks.actions.web3.validator_clients import ValidatorStart, ValidatorStop
+from incidentbot.runbooks.actions.web3.validator_failover import (
+    ValidatorProtectionCheck,
+    ValidatorProveGone,
+)
+from incidentbot.runbooks.actions.web3.validator_keymanager import (
+    ValidatorKeysDelete,
+    ValidatorKeysList,
+)
 from incidentbot.runbooks.actions.web3.validator_protection import (
     ValidatorProtectionExport,
     ValidatorProtectionImport,
@@ -73,6 +83,10 @@ WEB3_ACTIONS: tuple[type[Action], ...] = (
     ValidatorProtectionExport,
     ValidatorProtectionImport,
     ValidatorProtectionVerify,
+    ValidatorProveGone,
+    ValidatorProtectionCheck,
+    ValidatorKeysList,
+    ValidatorKeysDelete,
 )
 
 __all__ = [
@@ -97,9 +111,13 @@ __all__ = [
     "SupervisorStart",
     "SupervisorStop",
     "SystemdRestart",
+    "ValidatorKeysDelete",
+    "ValidatorKeysList",
+    "ValidatorProtectionCheck",
     "ValidatorProtectionExport",
     "ValidatorProtectionImport",
     "ValidatorProtectionVerify",
+    "ValidatorProveGone",
     "ValidatorStart",
     "ValidatorStop",
 ]

@@ -218,7 +218,14 @@ def parse(text: str, where: str) -> Interchange:
 
 
 def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """``sha256:<hex>``: labelled, so that the masking of stored outputs (64 bare hex digits
+    look like a private key) leaves it readable, and a later step can check it."""
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def same_digest(path: Path, expected: str) -> bool:
+    """Whether ``path`` has the SHA-256 ``expected`` (with or without ``sha256:``)."""
+    return sha256_of(path) == "sha256:" + expected.lower().removeprefix("sha256:")
 
 
 def short(pubkey: str) -> str:

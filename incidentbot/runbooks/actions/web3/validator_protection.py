@@ -38,6 +38,7 @@ from incidentbot.runbooks.actions.web3._interchange import (
     parse,
     plan_check,
     run_cli,
+    same_digest,
     sha256_of,
     short,
 )
@@ -201,7 +202,8 @@ class ValidatorProtectionImport(Action):
 
     def plan(self, inputs: ImportInputs, ctx: ActionContext) -> str:
         plan_check(ctx, self.name, inputs)
-        check = f" (checked against sha256 {inputs.sha256[:12]}…)" if inputs.sha256 else ""
+        digest = (inputs.sha256 or "").removeprefix("sha256:")
+        check = f" (checked against sha256 {digest[:12]}…)" if digest else ""
         return shown(
             ctx,
             f"import {inputs.file}{check} into the slashing protection in {inputs.data_dir} "
@@ -218,7 +220,7 @@ class ValidatorProtectionImport(Action):
             text = path.read_text()
         except OSError as exc:
             raise PermanentError(shown(ctx, f"cannot read {path}: {exc.strerror}")) from None
-        if inputs.sha256 and sha256_of(path) != inputs.sha256.lower():
+        if inputs.sha256 and not same_digest(path, inputs.sha256):
             raise PermanentError(
                 shown(ctx, f"{path} is not the file exported (its SHA-256 differs)")
             )
