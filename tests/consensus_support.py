@@ -35,9 +35,8 @@ EPOCH_WAIT = 240.0
 
 # The test files that use the devnet, in the order they run: tests/conftest.py keeps them next
 # to each other, and has pytest-xdist (`--dist loadfile`, scripts/test) send them to one
-# process as if they were one file, so one devnet serves them all. The file that ends with the
-# keys moved to B runs last: the fixture then restarts A, whose doppelgänger protection keeps
-# it from signing for a few epochs, which tests reading A's liveness would wait out.
+# process as if they were one file, so one devnet serves them all. The file that moves the keys
+# runs last: to B and back to A (B's host "dead"), so the devnet ends as it began, A signing.
 FILES = ("test_lab_consensus.py", "test_validator_actions.py", "test_lab_validator_keys.py")
 SCOPE = "consensus-lab"
 _running: list[Lab] = []

@@ -81,7 +81,7 @@ def test_validator_faults_and_refusals(consensus_lab: Lab) -> None:
     assert "stopped" in consensus_lab.fault("validator-a", "stop")
     assert consensus_lab.supervisor.state("validator-a").state == "STOPPED"
     assert "started" in consensus_lab.fault("validator-a", "start")
-    with pytest.raises(LabError, match="validator-b takes the faults: stop, start"):
+    with pytest.raises(LabError, match="validator-b takes the faults: stop, start, kill"):
         consensus_lab.fault("validator-b", "freeze")
     bad = _cli("lab", "fault", "validator-c", "stop", "--dir", str(consensus_lab.dir))
     assert bad.returncode == 1 and "no node 'validator-c'" in bad.stderr

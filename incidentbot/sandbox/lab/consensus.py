@@ -10,10 +10,12 @@
   while A runs is exactly the double-signing incident the validator runbooks guard against.
 
 Both validator clients run with doppelgänger protection (they watch the chain for their keys
-for a while before signing, and exit if someone else signs with them) and with their own data
-directory (their own slashing-protection database). Lodestar comes from the separate npm
-project in ``lab/consensus`` (``package.json`` pins 1.5.1 and, through overrides, the
-dependencies it works with on Node 20).
+for a while before signing, and exit if someone else signs with them), with their own data
+directory (their own slashing-protection database) and with the standard keymanager API on a
+loopback port of their own (bearer token in ``<data_dir>/validator-db/api-token.txt``): list
+the keys, delete them (which returns their EIP-3076 history), import keystores. Lodestar comes
+from the separate npm project in ``lab/consensus`` (``package.json`` pins 1.5.1 and, through
+overrides, the dependencies it works with on Node 20).
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ class ConsensusConfig:
     rest_port: int
     p2p_port: int
     seconds_per_slot: int = SECONDS_PER_SLOT
+    # The keymanager API port of validator-a and validator-b (0: none, a lab of an older
+    # release).
+    keymanager_ports: tuple[int, int] = (0, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,11 +108,25 @@ class ConsensusConfig:
             rest_port=int(data["rest_port"]),
             p2p_port=int(data["p2p_port"]),
             seconds_per_slot=int(data.get("seconds_per_slot", SECONDS_PER_SLOT)),
+            keymanager_ports=_two_ports(data.get("keymanager_ports")),
         )
 
     @property
     def beacon_url(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
+
+    def keymanager_port(self, program: str) -> int:
+        return self.keymanager_ports[VALIDATORS.index(program)]
+
+    def keymanager_url(self, program: str) -> str | None:
+        port = self.keymanager_port(program)
+        return f"http://127.0.0.1:{port}" if port else None
+
+
+def _two_ports(value: Any) -> tuple[int, int]:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    return 0, 0
 
 
 def consensus_dir(root: Path) -> Path:
@@ -159,7 +178,18 @@ def beacon_argv(config: ConsensusConfig, root: Path) -> list[str]:
     ]
 
 
+def token_file(root: Path, program: str) -> Path:
+    """Where a validator client keeps its keymanager API token (Lodestar writes it)."""
+    return data_dir(root, program) / "validator-db" / "api-token.txt"
+
+
 def validator_argv(config: ConsensusConfig, root: Path, program: str) -> list[str]:
+    port = config.keymanager_port(program)
+    keymanager = (
+        ["--keymanager", "--keymanager.address", "127.0.0.1", "--keymanager.port", str(port)]
+        if port
+        else []
+    )
     return [
         config.node,
         config.lodestar,
@@ -177,6 +207,7 @@ def validator_argv(config: ConsensusConfig, root: Path, program: str) -> list[st
         "--dataDir",
         str(data_dir(root, program)),
         DOPPELGANGER_FLAG,
+        *keymanager,
         "--logLevel",
         "info",
     ]
@@ -190,8 +221,8 @@ def programs(config: ConsensusConfig, root: Path) -> list[dict[str, Any]]:
             "argv": beacon_argv(config, root),
             "autostart": True,
             # It ignores SIGINT and may take its time on SIGTERM: supervisord SIGKILLs it
-            # after the grace.
-            "stopwaitsecs": 10,
+            # after a short grace (its database is thrown away at the next `lab up`).
+            "stopwaitsecs": 3,
             "priority": 30,
         },
         {
@@ -277,6 +308,10 @@ def runbook_vars(config: ConsensusConfig, root: Path, supervisor_sock: Path) -> 
             "data_dir": str(data_dir(root, program)),
             "indices": indices(VC_INDICES),
             "autostart": program == VALIDATOR_A,
+            # Its keymanager API (the failover runbook checks a dead host's no longer
+            # answers) and the file holding its bearer token.
+            "api": config.keymanager_url(program) or "",
+            "token_file": str(token_file(root, program)),
         }
         for program in VALIDATORS
     }

@@ -18,8 +18,8 @@ FAULTS: tuple[str, ...] = ("stop", "start", "freeze", "unfreeze", "lag", "corrup
 # freezes (SIGSTOP: it neither answers nor follows the chain) and unfreezes (SIGCONT).
 CONSENSUS_FAULTS: dict[str, tuple[str, ...]] = {
     consensus.BEACON: ("stop", "start", "freeze", "unfreeze"),
-    consensus.VALIDATOR_A: ("stop", "start"),
-    consensus.VALIDATOR_B: ("stop", "start"),
+    consensus.VALIDATOR_A: ("stop", "start", "kill"),
+    consensus.VALIDATOR_B: ("stop", "start", "kill"),
 }
 # A lagging node mines this many times slower than the others.
 LAG_SLOWDOWN = 3
@@ -119,6 +119,19 @@ class FaultsMixin(LabBase):
             if kind == "freeze":
                 return f"{program} (pid {info.pid}) frozen: SIGSTOP; `unfreeze` sends SIGCONT"
             return f"{program} (pid {info.pid}) runs again (SIGCONT)"
+        if kind == "kill":
+            # A dead host: the client's process group SIGKILLed (no shutdown of any kind);
+            # supervisord leaves it down (autorestart=false).
+            info = self.supervisor.state(program)
+            if not info.running or not info.pid:
+                raise LabError(f"{program} is not running ({info.state})")
+            with contextlib.suppress(ProcessLookupError):
+                # Its group only when it leads one (supervisord makes it): never the lab's.
+                if os.getpgid(info.pid) == info.pid:
+                    os.killpg(info.pid, signal.SIGKILL)
+                else:
+                    os.kill(info.pid, signal.SIGKILL)
+            return f"{program} (pid {info.pid}) killed: SIGKILL, left down"
         if kind == "stop":
             pid = self.supervisor.state(program).pid
             if pid:

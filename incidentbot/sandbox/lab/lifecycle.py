@@ -82,7 +82,7 @@ class LifecycleMixin(StatusMixin):
                 )
         anvil, haproxy = binaries.find_anvil(), binaries.find_haproxy()
         assert anvil is not None and haproxy is not None  # binaries.missing() said so
-        ports = _free_ports(len(NODES) + 1 + (2 if with_consensus else 0))
+        ports = _free_ports(len(NODES) + 1 + (4 if with_consensus else 0))
         cl = None
         if with_consensus:
             node, lodestar = consensus.find_node(), consensus.find_lodestar()
@@ -93,6 +93,7 @@ class LifecycleMixin(StatusMixin):
                 lodestar=str(lodestar),
                 rest_port=rest_port,
                 p2p_port=p2p_port,
+                keymanager_ports=(ports.pop(), ports.pop()),
             )
             consensus.reset_data(self.dir)
         config = LabConfig(
