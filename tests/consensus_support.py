@@ -36,8 +36,15 @@ EPOCH_WAIT = 240.0
 # The test files that use the devnet, in the order they run: tests/conftest.py keeps them next
 # to each other, and has pytest-xdist (`--dist loadfile`, scripts/test) send them to one
 # process as if they were one file, so one devnet serves them all. The file that moves the keys
-# runs last: to B and back to A (B's host "dead"), so the devnet ends as it began, A signing.
-FILES = ("test_lab_consensus.py", "test_validator_actions.py", "test_lab_validator_keys.py")
+# (to B and back to A, B's host "dead") ends with A signing, as the devnet began; the faults
+# (A stopped and started, the beacon node frozen) come last, so that no test waits out A's
+# doppelgänger window after them.
+FILES = (
+    "test_lab_consensus.py",
+    "test_validator_actions.py",
+    "test_lab_validator_keys.py",
+    "test_lab_consensus_faults.py",
+)
 SCOPE = "consensus-lab"
 _running: list[Lab] = []
 

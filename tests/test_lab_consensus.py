@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from incidentbot.sandbox.lab import Lab, LabError
@@ -61,30 +60,6 @@ def test_status_from_another_process_shows_the_devnet(consensus_lab: Lab) -> Non
     # ... and move-validator-keys at the key set both clients are configured for.
     assert settings["vars"]["key_sets"] == {"lab": {"indices": [6, 7]}}
     assert settings["vars"]["protection_dir"] == str(consensus_lab.dir / "protection")
-
-
-def test_a_frozen_beacon_node_stops_answering_until_thawed(consensus_lab: Lab) -> None:
-    wait_for(lambda: head_slot(consensus_lab), "a first block", 120)
-    out = _cli("lab", "fault", "beacon", "freeze", "--dir", str(consensus_lab.dir))
-    assert out.returncode == 0, out.stderr
-    assert "SIGSTOP" in out.stdout
-    with pytest.raises(httpx.TimeoutException):
-        httpx.get(beacon_url(consensus_lab) + "/eth/v1/node/health", timeout=2)
-    beacon = consensus_lab.status().consensus
-    assert beacon is not None and beacon.programs[0].frozen and beacon.health is None
-    consensus_lab.fault("beacon", "unfreeze")
-    before = wait_for(lambda: head_slot(consensus_lab), "the beacon API again", 60)
-    wait_for(lambda: (head_slot(consensus_lab) or 0) > before, "new blocks", 120)
-
-
-def test_validator_faults_and_refusals(consensus_lab: Lab) -> None:
-    assert "stopped" in consensus_lab.fault("validator-a", "stop")
-    assert consensus_lab.supervisor.state("validator-a").state == "STOPPED"
-    assert "started" in consensus_lab.fault("validator-a", "start")
-    with pytest.raises(LabError, match="validator-b takes the faults: stop, start, kill"):
-        consensus_lab.fault("validator-b", "freeze")
-    bad = _cli("lab", "fault", "validator-c", "stop", "--dir", str(consensus_lab.dir))
-    assert bad.returncode == 1 and "no node 'validator-c'" in bad.stderr
 
 
 def test_the_execution_lab_alone_refuses_consensus_faults(tmp_path: Path) -> None:
