@@ -177,7 +177,8 @@ def on_resolved(
     return found
 
 
-def _require_editable(incident: Incident, row: Postmortem) -> None:
+def require_editable(incident: Incident, row: Postmortem) -> None:
+    """Refuse a change to a published postmortem (it goes back to in_review first)."""
     if row.status == PUBLISHED:
         raise DomainError(
             f"the {incident.ref} postmortem is published: move it back to in_review to change it"
@@ -197,7 +198,7 @@ def edit_section(
     """Write (or with ``text=None`` clear) one section."""
     key = section_key(section, settings)
     row = ensure(session, settings, incident, now=now)
-    _require_editable(incident, row)
+    require_editable(incident, row)
     sections = dict(row.sections or {})
     if text is None:
         sections.pop(key, None)
@@ -241,7 +242,7 @@ def edit_impact(
     if not changes:
         raise DomainError("no impact number given: " + ", ".join(impact_numbers.KEYS))
     row = ensure(session, settings, incident, now=now)
-    _require_editable(incident, row)
+    require_editable(incident, row)
     row.impact = impact_numbers.apply(row.impact, changes, actor=actor, now=now) or None
     row.updated_at = now
     session.add(row)
@@ -275,7 +276,7 @@ def set_owner(
     if not clean:
         raise DomainError("the owner is empty: name a person")
     row = ensure(session, settings, incident, now=now)
-    _require_editable(incident, row)
+    require_editable(incident, row)
     row.owner = clean[:128]
     row.updated_at = now
     session.add(row)

@@ -89,10 +89,7 @@ def section_text(core: Core, ref: str, section: str) -> SectionText:
     with db.transaction(core.engine) as s:
         inc = incidents.get(s, ref)
         row = lifecycle.current(s, core.settings, inc)
-        if row.status == PUBLISHED:
-            raise DomainError(
-                f"the {inc.ref} postmortem is published: move it back to in_review to change it"
-            )
+        lifecycle.require_editable(inc, row)
         text = str((row.sections or {}).get(key) or "")
         numbers = impact_numbers.typed(row.impact) if key == "impact" else {}
         return SectionText(inc.ref, key, spec.title, spec.prompt, text, numbers)
@@ -270,10 +267,7 @@ def sections_written(core: Core, ref: str) -> SectionsWritten:
     with db.transaction(core.engine) as s:
         inc = incidents.get(s, ref)
         row = lifecycle.current(s, core.settings, inc)
-        if row.status == PUBLISHED:
-            raise DomainError(
-                f"the {inc.ref} postmortem is published: move it back to in_review to change it"
-            )
+        lifecycle.require_editable(inc, row)
         texts = row.sections or {}
         return SectionsWritten(
             inc.ref,
