@@ -124,7 +124,7 @@ class GroupCommitter:
     def take_turn(self, member: _Member, engine: Engine) -> Engine | Connection:
         """What ``member`` runs on: the open group's connection once its turn comes, or (a
         holder that never gave the turn back) the engine, alone, to the database's own lock."""
-        if not self.queue.acquire(joins=True):
+        if not self.queue.acquire(joins=self):
             return engine.execution_options(**{GROUP_OPTION: True})
         self._local.active = True
         try:
@@ -154,7 +154,7 @@ class GroupCommitter:
             if group is None:
                 return
             may_grow = group.members < MAX_MEMBERS and time.monotonic() - group.opened < WINDOW_S
-            if self.queue.next_joins() and may_grow:
+            if self.queue.next_joins(self) and may_grow:
                 return  # the next member joins this transaction
             self._group = None
             callbacks = self._finish(group)

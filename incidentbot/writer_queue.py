@@ -38,11 +38,13 @@ class WriterQueue:
         self._owner: int | None = None
         self._holds = 0
 
-    def acquire(self, timeout: float = WAIT_LIMIT_S, *, joins: bool = False) -> bool:
+    def acquire(self, timeout: float = WAIT_LIMIT_S, *, joins: object | None = None) -> bool:
         """Wait for our turn; True when the lock is ours (release it once), False when the
         wait ran past ``timeout`` (the caller goes on without it and must not release).
-        ``joins``: this writer can join the holder's open group transaction
-        (:mod:`incidentbot.group_commit`), so the holder need not commit before handing over."""
+        ``joins``: the group committer (:mod:`incidentbot.group_commit`) whose open transaction
+        this writer can join, so a holder of that committer need not commit before handing over.
+        Several engines of one process may write to one SQLite file and share this queue, each
+        with its own committer: a writer joins only its own committer's group."""
         me = threading.get_ident()
         with self._mutex:
             if self._owner == me or (self._owner is None and not self._waiters):
@@ -74,11 +76,12 @@ class WriterQueue:
                 self._holds = 1
                 turn.set()
 
-    def next_joins(self) -> bool:
-        """Whether the first writer in line can join an open group transaction (False when
-        nobody waits, or when the next one needs the database to itself)."""
+    def next_joins(self, group: object) -> bool:
+        """Whether the first writer in line can join ``group``'s open transaction (False when
+        nobody waits, or when the next one needs the database to itself or writes through
+        another engine, whose connection would wait for this one's lock)."""
         with self._mutex:
-            return bool(self._waiters) and self._waiters[0].joins
+            return bool(self._waiters) and self._waiters[0].joins is group
 
     def waiting(self) -> int:
         """How many writers are queued behind the holder."""
@@ -89,7 +92,7 @@ class WriterQueue:
 class _Turn(threading.Event):
     """A queued writer: set when the lock has been handed to its thread."""
 
-    def __init__(self, thread_id: int, joins: bool = False) -> None:
+    def __init__(self, thread_id: int, joins: object | None = None) -> None:
         super().__init__()
         self.thread_id = thread_id
         self.joins = joins

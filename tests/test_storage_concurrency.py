@@ -4,6 +4,7 @@ runs stay one per change, and lists and timelines page without gaps or repeats."
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -434,6 +435,51 @@ def test_a_callback_after_the_group_commit_may_write_at_once(grouped, settings, 
     th.join(GATE)
     titles = sorted(t for _n, t in _titles(grouped))
     assert titles == ["another writer", "the member", "written after the commit"]
+
+
+def test_a_writer_of_another_engine_on_the_same_database_never_joins_a_group(
+    sqlite_template, tmp_path, settings, monkeypatch
+):
+    """Two engines of one process write to one SQLite file (a command line run in the bot's
+    process, a second installation): they share the file's writers' turns, but a group is one
+    engine's connection, so its holder commits before the other engine's writer takes the turn
+    instead of leaving SQLite's lock held for a member that will never come. (On PostgreSQL
+    each engine has turns of its own and the database's row locks order them.)"""
+    monkeypatch.setattr(group_commit, "WINDOW_S", 3600.0)
+    path = tmp_path / "incidentbot.db"
+    shutil.copyfile(sqlite_template, path)
+    grouped = db.make_engine(f"sqlite:///{path}", grouped=True)
+    other = db.make_engine(f"sqlite:///{path}", grouped=True)
+    holding, release = threading.Event(), threading.Event()
+    failed: dict[str, BaseException] = {}
+
+    def member(engine, title: str, hold: bool = False) -> None:  # type: ignore[no-untyped-def]
+        try:
+            with db.transaction(engine) as s:
+                svc.declare(s, settings, title=title, severity="3", actor="U1")
+                s.flush()
+                if hold:
+                    holding.set()
+                    assert release.wait(GATE)
+        except BaseException as exc:
+            failed[title] = exc
+
+    try:
+        first = threading.Thread(target=member, args=(grouped, "in a group", True))
+        first.start()
+        assert holding.wait(GATE)
+        second = threading.Thread(target=member, args=(other, "through another engine"))
+        second.start()
+        _queue_behind(grouped, 1)
+        release.set()
+        first.join(GATE)
+        second.join(GATE)
+        assert failed == {}
+        assert sorted(t for _n, t in _titles(grouped)) == ["in a group", "through another engine"]
+    finally:
+        release.set()
+        other.dispose()
+        grouped.dispose()
 
 
 def test_when_the_group_commit_fails_no_member_is_stored_and_each_is_told(grouped, settings):
