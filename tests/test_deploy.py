@@ -366,15 +366,23 @@ def test_image_migrates_serves_and_keeps_its_data(
     )
     assert started.returncode == 0, started.stderr
 
+    answers: list[tuple[int, dict[str, Any]]] = []
+
     def healthy() -> tuple[int, dict[str, Any]] | None:
         state = podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
         if state != "true":
             logs = podman("logs", name)
             raise AssertionError(f"the container stopped: {logs.stdout}{logs.stderr}")
-        return _healthz(port)
+        answer = _healthz(port)
+        if answer is not None:
+            answers.append(answer)
+        # Listening comes first; ready (200) once the bot has warmed up.
+        return answer if answer is not None and answer[0] == 200 else None
 
-    status, health = wait_for(healthy, timeout=240, what="/healthz")
+    status, health = wait_for(healthy, timeout=240, what="/healthz to say ready")
     assert status == 200
+    # Before it was ready, it said so (a probe keeps traffic away meanwhile).
+    assert all(body.get("ready") is False for code, body in answers if code != 200), answers
     assert health["ok"] is True and health["database"] == "ok" and health["slack"] == "ok"
     # Not root, and the image's HEALTHCHECK agrees.
     assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
