@@ -202,6 +202,8 @@ class Killer:
         self.samples = 0
         self.sampled_at = 0.0
         self.signing_when_stopped: list[str] | None = None
+        # The clients running just after each kill of the bot (at most one, at every kill).
+        self.signing_at_kills: list[tuple[str, list[str]]] = []
         # (run, step) -> what happens before the next worker takes the run over, and after.
         self.hooks: dict[tuple[int, int], tuple[Any, Any]] = {}
 
@@ -233,6 +235,7 @@ class Killer:
             assert self.children[-1].kill() == -9
             expire_leases(self.engine, f"worker-{len(self.children)}/")
             self.kills.append(paused)
+            self.signing_at_kills.append((paused, signing(self.lab)))
             run, step = (int(paused.split(f"{k}=")[1].split()[0]) for k in ("run", "step"))
             before, after = self.hooks.pop((run, step), (None, None))
             if before:
@@ -354,6 +357,11 @@ def test_killed_at_every_step_at_most_one_client_signs_and_the_run_resumes(
         assert signing(consensus_lab) == [consensus.VALIDATOR_A]
         assert slashings(consensus_lab) == ([], [])
         assert len(killer.killed_steps(failed_over.id)) >= 6, killer.kills
+        # Just after every kill of either run, at most one client was signing.
+        assert len(killer.signing_at_kills) == len(killer.kills)
+        assert all(len(running) <= 1 for _at, running in killer.signing_at_kills), (
+            killer.signing_at_kills
+        )
     finally:
         killer.close()
     failed_over_cleanly(engine, failed_over.id, backup, token)
