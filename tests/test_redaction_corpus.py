@@ -10,7 +10,8 @@ from urllib.parse import quote
 import pytest
 
 from incidentbot import ledger
-from incidentbot.ledger.redact import MASK, Masker, bip39_words, masker, redact_text
+from incidentbot.ledger.masker import Masker, masker
+from incidentbot.ledger.redact import MASK, bip39_words, redact_text
 from tests.secret_corpus import (
     BARE_KEY_2 as BARE,
 )

@@ -27,7 +27,7 @@ from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.ledger import OutcomeUnknownError, PermanentError, RetryableError
-from incidentbot.ledger.redact import masker
+from incidentbot.ledger.masker import masker
 from incidentbot.runbooks.actions import (
     Action,
     ActionContext,

@@ -15,7 +15,8 @@ from typing import Any
 from sqlmodel import Session
 
 from incidentbot.incidents.models import Incident
-from incidentbot.ledger.redact import masker, redact
+from incidentbot.ledger.masker import masker
+from incidentbot.ledger.redact import redact
 from incidentbot.runbooks import expr
 from incidentbot.runbooks.actions import IncidentInfo
 from incidentbot.runbooks.definition import Runbook
