@@ -13,8 +13,8 @@ from incidentbot import db, ledger
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as incidents
 from incidentbot.ledger import transitions
+from incidentbot.ledger.leases import claim_next, renew
 from incidentbot.ledger.models import Run
-from incidentbot.ledger.service import claim_next, renew
 from tests.conftest import count
 from tests.ledger_harness import RELEASE, call_step, wait_status, wait_until
 

@@ -22,8 +22,8 @@ from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.ledger import control, memory, transitions
+from incidentbot.ledger.leases import claim_next
 from incidentbot.ledger.models import Run
-from incidentbot.ledger.service import claim_next
 from incidentbot.ledger.worker import WorkerPool
 from incidentbot.runbooks import engine as rb_engine
 from incidentbot.runbooks import planning, recovery, run_context, runtime

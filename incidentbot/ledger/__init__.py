@@ -25,14 +25,13 @@ from incidentbot.ledger.actions import (
 )
 from incidentbot.ledger.control import DecisionResult, cancel, decide, resume
 from incidentbot.ledger.events import LedgerEvent, on_transition, subscribe
+from incidentbot.ledger.leases import claim_next, fence
 from incidentbot.ledger.models import Run, Step, TargetLock
 from incidentbot.ledger.redact import add_redactor, add_sensitive_keys, redact, redact_text
 from incidentbot.ledger.service import (
     LeaseLost,
     LockHeld,
     RunNotFound,
-    claim_next,
-    fence,
     get_by_key,
     get_run,
     get_steps,

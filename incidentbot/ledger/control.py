@@ -20,6 +20,7 @@ from sqlmodel import Session, col
 from incidentbot.db import db_now
 from incidentbot.errors import DomainError
 from incidentbot.ledger.events import emit, event_for
+from incidentbot.ledger.leases import end_run
 from incidentbot.ledger.models import (
     CANCELLED,
     ENDED,
@@ -38,7 +39,6 @@ from incidentbot.ledger.models import (
 from incidentbot.ledger.redact import redact_text
 from incidentbot.ledger.service import (
     clean_text,
-    end_run,
     get_run,
     get_step,
     get_steps,

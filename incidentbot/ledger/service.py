@@ -12,32 +12,26 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from incidentbot.db import db_now
 from incidentbot.errors import DomainError, NotFound
-from incidentbot.ledger import fenced, untargeted
+from incidentbot.ledger import untargeted
 from incidentbot.ledger.actions import ActionRegistry, registry
 from incidentbot.ledger.events import emit, event_for
 from incidentbot.ledger.models import (
-    ENDED,
-    EXPIRED,
-    PARKED,
     PENDING,
-    RUNNING,
     STEP_PENDING,
-    STEP_SKIPPED,
     Run,
     Step,
     TargetLock,
 )
-from incidentbot.ledger.redact import redact, redact_text
+from incidentbot.ledger.redact import redact
 from incidentbot.ledger.spec import StepSpec, parse_steps, snapshot
 from incidentbot.ledger.subjects import describe
 
@@ -321,141 +315,3 @@ def _insert(
         run.lock_acquired_at = acquired
     session.flush()
     return run
-
-
-# -- claiming and fencing ----------------------------------------------------------------------
-
-
-def claim_next(
-    session: Session, owner: str, lease: float, *, run_id: int | None = None
-) -> Run | None:
-    """Take the oldest run that is due: pending (past any backoff), parked past its deadline,
-    or running on a lease that expired (its worker died). PostgreSQL skips rows another
-    worker is claiming at this instant; SQLite serialises claims with its write lock.
-    ``run_id`` limits the claim to that one run."""
-    now = db_now(session)
-    due = or_(
-        and_(Run.status == PENDING, or_(col(Run.wake_at).is_(None), col(Run.wake_at) <= now)),
-        and_(Run.status == RUNNING, col(Run.lease_expires_at) <= now),
-        and_(Run.status == PARKED, col(Run.wake_at) <= now),
-    )
-    if run_id is not None:
-        due = and_(due, col(Run.id) == run_id)
-    stmt = (
-        select(Run)
-        .where(due)
-        .order_by(col(Run.id))
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)
-    )
-    run = session.exec(stmt).first()
-    if run is None:
-        return None
-    # Read the clock again now that the row is ours: ``now`` above was read before the select,
-    # which may see a run whose start committed after that reading (each statement sees what
-    # was committed before it began), and a run must not start before its lock was acquired.
-    now = db_now(session)
-    previous_status, previous_owner = run.status, run.owner
-    expired_step: Step | None = None
-    if previous_status == PARKED:
-        step = get_step(session, _id(run), run.cursor)
-        if step.decision is None:
-            step.decision, step.decided_by, step.decided_at = EXPIRED, "ledger", now
-            session.add(step)
-            expired_step = step
-    run.status = RUNNING
-    run.owner = owner
-    run.lease_expires_at = now + timedelta(seconds=lease)
-    run.started_at = run.started_at or now
-    run.updated_at = now
-    run.wake_at = None
-    takeover = previous_status == RUNNING
-    if takeover:
-        run.takeovers += 1
-    session.add(run)
-    session.flush()
-    if expired_step is not None:
-        emit(session, event_for(run, "run.decided", now, expired_step, data={"decision": EXPIRED}))
-    kind = "run.taken_over" if takeover else "run.claimed"
-    emit(session, event_for(run, kind, now, data={"owner": owner, "previous": previous_owner}))
-    if takeover:
-        log.warning(
-            "run %s taken over by %s from %s (lease expired)", run.id, owner, previous_owner
-        )
-    return run
-
-
-def fence(session: Session, run_id: int, owner: str, lease: float) -> datetime:
-    """Prove this worker still holds the run, extending its lease; else raise LeaseLost.
-
-    Every write a worker makes goes through this first, in the same transaction: the UPDATE
-    matches only while ``owner`` holds an unexpired lease, and on PostgreSQL it also locks the
-    row, so a concurrent takeover either happened before (we match nothing) or waits for us.
-    """
-    now = fenced.fence(session, run_id, owner, lease)
-    if now is None:
-        raise LeaseLost(run_id, owner)
-    return now
-
-
-def renew(session: Session, run_id: int, owner: str, lease: float) -> bool:
-    """Heartbeat: extend the lease if still held."""
-    try:
-        fence(session, run_id, owner, lease)
-    except LeaseLost:
-        return False
-    return True
-
-
-def release(
-    session: Session, run: Run, now: datetime, *, wake_at: datetime | None = None, note: str = ""
-) -> None:
-    """Hand a held run back (shutdown, backoff): any worker may claim it from ``wake_at``."""
-    run.status = PENDING
-    run.owner = None
-    run.lease_expires_at = None
-    run.wake_at = wake_at
-    run.updated_at = now
-    session.add(run)
-    data: dict[str, Any] = {"wake_at": wake_at.isoformat() if wake_at else None}
-    if note:
-        data["note"] = note
-    emit(session, event_for(run, "run.released", now, data=data))
-
-
-def end_run(
-    session: Session, run: Run, status: str, now: datetime, error: str | None = None
-) -> None:
-    """Finish a run. Ending statuses release the target lock in this same transaction;
-    ``needs_attention`` keeps it (the target is in an unknown state)."""
-    run.status = status
-    run.lease_expires_at = None
-    run.wake_at = None
-    run.updated_at = now
-    run.finished_at = now
-    if error is not None:
-        run.error = redact_text(error)
-    if status in ENDED:
-        if run.target is not None:
-            session.execute(
-                TargetLock.__table__.delete().where(  # type: ignore[attr-defined]
-                    TargetLock.__table__.c.run_id == run.id  # type: ignore[attr-defined]
-                )
-            )
-            run.lock_released_at = now
-        # Steps never reached (and rollbacks never needed) did not run.
-        session.execute(
-            update(Step)
-            .where(col(Step.run_id) == run.id, col(Step.status) == STEP_PENDING)
-            .values(status=STEP_SKIPPED)
-            .execution_options(synchronize_session=False)
-        )
-    session.add(run)
-    emit(session, event_for(run, f"run.{status}", now, error=run.error))
-    log.info("run %s %s%s", run.id, status, f": {run.error}" if run.error else "")
-
-
-def _id(run: Run) -> int:
-    assert run.id is not None
-    return run.id

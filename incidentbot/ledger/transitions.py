@@ -20,6 +20,7 @@ from incidentbot.ledger import cleanup, fenced
 from incidentbot.ledger.actions import ActionRegistry, Decision
 from incidentbot.ledger.attempts import Attempt, Outcome, Succeeded, attempt_of
 from incidentbot.ledger.events import emit, event_for
+from incidentbot.ledger.leases import end_run, fence, release
 from incidentbot.ledger.models import (
     CANCELLED,
     EXPIRED,
@@ -38,12 +39,9 @@ from incidentbot.ledger.models import (
 from incidentbot.ledger.redact import redact, redact_text
 from incidentbot.ledger.service import (
     LeaseLost,
-    end_run,
-    fence,
     get_run,
     get_run_and_step,
     get_step,
-    release,
 )
 from incidentbot.ledger.spec import MAX_INTERRUPTIONS, StepSpec, steps_of
 

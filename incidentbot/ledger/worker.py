@@ -28,7 +28,8 @@ from incidentbot.db import transaction
 from incidentbot.ledger import events
 from incidentbot.ledger.actions import ActionRegistry, StepContext, Verdict, classify, registry
 from incidentbot.ledger.attempts import Attempt, Failed, Outcome, Succeeded
-from incidentbot.ledger.service import LeaseLost, claim_next, renew
+from incidentbot.ledger.leases import claim_next, renew
+from incidentbot.ledger.service import LeaseLost
 from incidentbot.ledger.spec import StepSpec
 from incidentbot.ledger.transitions import begin_step, finish_step, release_held
 
