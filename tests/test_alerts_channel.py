@@ -17,8 +17,8 @@ from incidentbot.alerts import messages, service
 from incidentbot.alerts.models import AlertGroup
 from incidentbot.config import Settings
 from incidentbot.incidents.models import Incident, TimelineEvent
-from incidentbot.ledger import service as ledger
 from incidentbot.ledger.actions import ActionRegistry
+from incidentbot.ledger.leases import claim_next
 from incidentbot.ledger.models import PENDING, Run
 from incidentbot.slack.runbook_commands import FORM_CALLBACK
 from tests.egress_support import LOOPBACK
@@ -125,7 +125,7 @@ def test_updates_of_a_group_are_coalesced_and_at_most_one_per_interval(engine, t
     (first,) = runs()
     assert first.status == PENDING and first.wake_at is None  # the first one: at once
     with db.transaction(engine) as s:
-        claimed = ledger.claim_next(s, "test-worker", 60, run_id=first.id)
+        claimed = claim_next(s, "test-worker", 60, run_id=first.id)
         assert claimed is not None
         started = claimed.started_at
     deliver(notification(alerts[:2]))  # a repeat: nothing changed, nothing queued
