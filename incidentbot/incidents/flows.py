@@ -27,7 +27,7 @@ from incidentbot.chat_text import mrkdwn, mrkdwn_clipped
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
-from incidentbot.incidents import update_posts
+from incidentbot.incidents.announcements import AnnouncementPosts
 from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.naming import channel_name
@@ -73,7 +73,7 @@ def is_owned(purpose: str, incident: Incident, installation: str) -> bool:
     return purpose.startswith(marker(incident)) and purpose.endswith(owner_tag(installation))
 
 
-class ChatActions:
+class ChatActions(AnnouncementPosts):
     """The ``chat.*`` ledger actions, bound to a Chat adapter, a database and a renderer."""
 
     def __init__(self, chat: Chat, engine: Engine, settings: Settings, render: Renderer):
@@ -393,70 +393,6 @@ class ChatActions:
             return {"skipped": "no channel yet"}
         self.chat.set_topic(inc.channel_id, self._topic(self._fresh(inc)))
         return {"ts": self._post_header(inc)}
-
-    def digest(self, ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
-        """Post or update the digest announcement. The declare's own first attempt posts
-        without looking: nothing can have announced the incident before it. Any other (a
-        retry, a later refresh that finds no ts saved) first looks in the digest channel."""
-        reconcile = not (input.get("announce") and ctx.attempt == 1)
-        inc = self._incident(ctx)
-        with self._lock("digest", inc):
-            return self._update_digest_locked(inc, reconcile)
-
-    def _link_digest(self, inc: Incident) -> dict[str, Any]:
-        """Link the announcement to the new channel once it is out. Posting it is the digest
-        run's: if it is not out yet, that run reads the incident when it posts, channel
-        included (the lock orders the two here)."""
-        with self._lock("digest", inc):
-            self._digest_channel()  # none: fails here too, so the failure shows in the channel
-            if self._fresh(inc).digest_ts is None:
-                return {"skipped": "not announced yet"}
-            return self._update_digest_locked(inc, True)
-
-    def _update_digest_locked(self, inc: Incident, reconcile: bool) -> dict[str, Any]:
-        inc = self._fresh(inc)
-        channel = self._digest_channel()
-        installation = self._installation_id()
-        text, blocks = self.render.digest(inc, inc.channel_id, installation=installation)
-        ts = inc.digest_ts
-        if not ts and reconcile:
-            block_id = self.render.digest_block_id(inc, installation)
-            ts = self.chat.find_message(channel, block_id, since=inc.declared_at)
-        updated = bool(ts)
-        if ts:
-            self.chat.update(channel, ts, text, blocks)
-        else:
-            ts = self.chat.post(channel, text, blocks)
-        if inc.digest_ts != ts:
-            self._save_done(
-                inc, "digest_ts", ts, "digest.announced",
-                f"Announced in #{self.settings.channels.digest}", ts=ts,
-            )  # fmt: skip
-        return {"ts": ts, "updated": updated}
-
-    def status_update(self, ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
-        """Post a status update, after the incident's earlier ones still to go (in order)."""
-        inc = self._incident(ctx)
-        installation = self._installation_id()
-
-        def render(event: svc.TimelineEvent) -> tuple[str, list[dict[str, Any]], str]:
-            text, blocks = self.render.status_update(inc, event, installation=installation)
-            return text, blocks, self.render.update_block_id(event, installation)
-
-        # A private incident's updates stay in its own channel.
-        digest = None if inc.private else self._digest_channel()
-        targets = [c for c in (inc.channel_id, digest) if c]
-        posted: dict[str, str] = {}
-        with self._lock("update", inc):
-            for event in update_posts.updates_to_post(self.engine, inc, input["event_id"]):
-                posted = update_posts.post_one(
-                    event,
-                    targets,
-                    find=lambda c, b, since: self.chat.find_message(c, b, since=since),
-                    post=self.chat.post,
-                    render=render,
-                )
-        return {"posted": posted}
 
 
 def _is_slack_user(user: str) -> bool:
