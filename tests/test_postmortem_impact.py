@@ -168,6 +168,8 @@ def test_when_the_impact_started_is_read_as_people_say_it(text, expected):
         ("25:10", "'25:10' is not a time of day"),
         ("same as detected", "detected is not recorded on this incident"),
         ("<script>", "'<script>' is not a time"),
+        ("2099-01-01 00:00", "'2099-01-01 00:00' is in the future"),
+        ("today 23:59:59", "is in the future"),
     ],
 )
 def test_what_is_not_a_time_is_refused_with_what_to_type(text, message):

@@ -12,6 +12,7 @@ from rich.table import Table
 from incidentbot import db
 from incidentbot.cli.common import AS_OPTION, CliError, actor, console, state
 from incidentbot.cli.incident_follow import follow, say_queued
+from incidentbot.cli.incident_impact import ask_impact_start
 from incidentbot.clock import utcnow
 from incidentbot.durations import format_duration, parse_when
 from incidentbot.incidents import service as svc
@@ -20,6 +21,7 @@ from incidentbot.people import Directory
 from incidentbot.people.render import event_people, event_text, ids_in
 from incidentbot.usecases import incidents as uc
 from incidentbot.usecases import paging as paging_uc
+from incidentbot.usecases import postmortems as pm_uc
 from incidentbot.usecases.core import Actor
 
 app = typer.Typer(help="Declare and run incidents.", no_args_is_help=True)
@@ -180,7 +182,8 @@ def show(ctx: typer.Context, ref: str = REF) -> None:
 
 
 def _done(ref: str, what: str) -> None:
-    console.print(f"{ref}: {what}")
+    # What was typed (a field's value, a role's holder) is printed as typed, never as markup.
+    console.print(f"{ref}: {what}", markup=False, emoji=False)
 
 
 def _actor(as_user: str | None) -> Actor:
@@ -289,15 +292,24 @@ def resolve(
     ctx: typer.Context,
     ref: str = REF,
     summary: list[str] = typer.Argument(...),
+    impact_started: str = typer.Option(
+        None,
+        "--impact-started",
+        help="When the impact started, if not recorded yet: '20m ago', '14:05', "
+        "'same as detected'. Asked for on a terminal when missing.",
+    ),
     as_user: str = AS_OPTION,
 ) -> None:
     """Resolve with a summary of what fixed it."""
     st = state(ctx)
+    if impact_started is not None:  # refused before anything changes
+        pm_uc.check_impact_start(st.core, ref, impact_started)
     out = uc.resolve(st.core, _actor(as_user), ref, " ".join(summary))
     duration = format_duration(out.duration) if out.duration is not None else "-"
     _done(out.ref, f"resolved after {duration}")
     if out.pages_resolving:
         console.print(f"Resolving {out.pages_resolving} PagerDuty incident(s).")
+    ask_impact_start(st.core, _actor(as_user), out.ref, impact_started)
 
 
 @app.command()

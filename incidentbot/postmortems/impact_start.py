@@ -37,7 +37,18 @@ def reference_times(
 
 def parse(text: str, *, references: dict[str, datetime | None], timezone: str,
           now: datetime) -> datetime:  # fmt: skip
-    """The point in time ``text`` names (UTC), or a DomainError saying what to type."""
+    """The point in time ``text`` names (UTC), or a DomainError saying what to type; a time
+    still to come is refused (the impact cannot have started later than now)."""
+    when = _parse(text, references=references, timezone=timezone, now=now)
+    if when > now:
+        raise DomainError(
+            f"{text.strip()[:40]!r} is in the future: the impact started now or earlier"
+        )
+    return when
+
+
+def _parse(text: str, *, references: dict[str, datetime | None], timezone: str,
+           now: datetime) -> datetime:  # fmt: skip
     raw = " ".join(str(text).split()).lower().rstrip(".")
     if not raw:
         raise DomainError(f"say when the impact started: {FORMS}")

@@ -226,6 +226,24 @@ def impact_start_question(core: Core, ref: str) -> ImpactStartQuestion | None:
     )
 
 
+def check_impact_start(
+    core: Core, ref: str, text: str, *, recorded: str = "is already recorded"
+) -> datetime:
+    """The time ``text`` names for the impact's start of ``ref``, checked and not recorded: a
+    DomainError (nothing changed) when it is not a time or the start is recorded already."""
+    with db.read(core.engine) as s:
+        inc = incidents.get(s, ref)
+        if inc.impact_started_at is not None:
+            raise DomainError(
+                f"the impact start of {inc.ref} {recorded} "
+                f"({inc.impact_started_at:%Y-%m-%d %H:%M} UTC): nothing changed"
+            )
+        refs = impact_start.reference_times(
+            inc, records.timeline(s, inc), core.settings.alerts.actor
+        )
+    return impact_start.parse(text, references=refs, timezone=core.settings.timezone, now=utcnow())
+
+
 @dataclass(frozen=True)
 class ImpactStartGiven:
     ref: str
@@ -237,18 +255,7 @@ def give_impact_start(core: Core, actor: Actor, ref: str, text: str) -> ImpactSt
     """Record when the impact started, as answered at the resolve: the milestone says it was
     given at the resolve (the postmortem's metrics say so). Refused, nothing changed, when the
     text is not a time or the start was recorded meanwhile."""
-    now = utcnow()
-    with db.transaction(core.engine) as s:
-        inc = incidents.get(s, ref)
-        if inc.impact_started_at is not None:
-            raise DomainError(
-                f"the impact start of {inc.ref} was recorded meanwhile "
-                f"({inc.impact_started_at:%Y-%m-%d %H:%M} UTC): nothing changed"
-            )
-        refs = impact_start.reference_times(
-            inc, records.timeline(s, inc), core.settings.alerts.actor
-        )
-    at = impact_start.parse(text, references=refs, timezone=core.settings.timezone, now=now)
+    at = check_impact_start(core, ref, text, recorded="was recorded meanwhile")
     done = incident_uc.set_milestone(core, actor, ref, "impact_started", at, via="resolve")
     with db.transaction(core.engine) as s:
         doc = build(s, core.settings, incidents.get(s, ref))
