@@ -78,6 +78,9 @@ def full_session(slack: SlackSandbox, client: WebClient) -> None:
     chan = client.conversations_create(name="inc-1-rpc", team_id=ws.team_id)["channel"]["id"]
     expect_error(lambda: client.conversations_create(name="inc-1-rpc"), "name_taken")
     expect_error(lambda: client.conversations_create(name="Bad!"), "invalid_name_specials")
+    spare = client.conversations_create(name="incident-standby-1")["channel"]["id"]
+    client.conversations_rename(channel=spare, name="inc-1-rpc-spare")
+    expect_error(lambda: client.conversations_rename(channel=spare, name="inc-1-rpc"), "name_taken")
     client.conversations_info(channel=chan, include_num_members=True)
     expect_error(lambda: client.conversations_info(channel="C0NOPE00000"), "channel_not_found")
     client.conversations_setTopic(channel=chan, topic="SEV2 · investigating")

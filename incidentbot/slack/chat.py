@@ -121,6 +121,11 @@ class SlackChat:
             self._bot_user_id = channel.creator  # the bot made it: no auth.test needed
         return channel
 
+    def rename_channel(self, channel_id: str, name: str) -> ChannelInfo:
+        return _channel(
+            self._call("conversations.rename", channel=channel_id, name=name)["channel"]
+        )
+
     def set_topic(self, channel_id: str, topic: str) -> None:
         self._call("conversations.setTopic", channel=channel_id, topic=topic[:250])
 

@@ -37,6 +37,7 @@ METHOD_TIERS: dict[str, int] = {
     "conversations.list": 2,
     "conversations.members": 4,
     "conversations.open": 3,
+    "conversations.rename": 2,
     "conversations.setPurpose": 3,
     "conversations.setTopic": 3,
     "pins.add": 2,

@@ -181,6 +181,7 @@ class Channel:
     purpose: TopicOrPurpose = field(default_factory=TopicOrPurpose)
     messages: list[Message] = field(default_factory=list)
     im_user: str | None = None
+    previous_names: list[str] = field(default_factory=list)
 
     def message(self, ts: str) -> Message | None:
         """The message with this ``ts``, if the channel has one."""
@@ -222,7 +223,7 @@ class Channel:
             "is_member": viewer in self.members,
             "unlinked": 0,
             "num_members": len(self.members),
-            "previous_names": [],
+            "previous_names": list(self.previous_names),
             "topic": self.topic.to_api(),
             "purpose": self.purpose.to_api(),
         }

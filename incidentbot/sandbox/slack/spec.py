@@ -69,6 +69,7 @@ NEWER_ERRORS: dict[str, frozenset[str]] = {
     "chat.postEphemeral": frozenset({"invalid_blocks", "invalid_attachments"}),
     "conversations.archive": frozenset({"not_in_channel"}),
     "conversations.list": frozenset({"invalid_types"}),
+    "conversations.rename": frozenset({"is_archived"}),
     "reactions.add": frozenset({"channel_not_found"}),
     "usergroups.users.list": frozenset({"no_such_subteam"}),
 }

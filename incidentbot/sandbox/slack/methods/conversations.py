@@ -1,4 +1,5 @@
-"""conversations.*: create, info, invite, join, topic, purpose, archive, members, list, history."""
+"""conversations.*: create, rename, info, invite, join, topic, purpose, archive, members, list,
+history."""
 
 from __future__ import annotations
 
@@ -29,6 +30,34 @@ def create(ws: Workspace, caller: User, args: Args) -> dict[str, Any]:
     if ws.channel_by_name(name) is not None:
         raise SlackError("name_taken")
     channel = ws.add_channel(name, creator=caller.id, is_private=args.bool("is_private"))
+    return {"channel": channel.to_api(caller.id)}
+
+
+@method("conversations.rename")
+def rename(ws: Workspace, caller: User, args: Args) -> dict[str, Any]:
+    """Rename a channel: only its creator or an admin may (``not_authorized``), only while it is
+    not archived and the caller is in it; the new name follows the rules of ``create``.
+    Renaming a channel to the name it has is not an error; the old name is kept in
+    ``previous_names`` as Slack does."""
+    channel = ws.visible_channel(args.str("channel"), caller.id)
+    if channel.is_im:
+        raise SlackError("method_not_supported_for_channel_type")
+    if channel.is_archived:
+        raise SlackError("is_archived")
+    if caller.id not in channel.members:
+        raise SlackError("not_in_channel")
+    if caller.id != channel.creator and not caller.is_admin:
+        raise SlackError("not_authorized")
+    name = args.str("name") or ""
+    check_channel_name(name)
+    with ws.lock:
+        other = ws.channel_by_name(name)
+        if other is not None and other is not channel:
+            raise SlackError("name_taken")
+        if name != channel.name:
+            if channel.name not in channel.previous_names:
+                channel.previous_names.append(channel.name)
+            channel.name = name
     return {"channel": channel.to_api(caller.id)}
 
 
