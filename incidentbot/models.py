@@ -10,6 +10,7 @@ from incidentbot.incidents.models import (  # noqa: F401
     RoleAssignment,
     TimelineEvent,
 )
+from incidentbot.incidents.standby import StandbyChannel  # noqa: F401
 from incidentbot.installation import Installation  # noqa: F401
 from incidentbot.ledger.models import Run, Step, TargetLock  # noqa: F401
 from incidentbot.paging.models import Page  # noqa: F401

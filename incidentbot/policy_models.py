@@ -85,6 +85,11 @@ _SLACK_NAME = re.compile(r"^[a-z0-9_-]{1,80}$")
 class Channels(_Strict):
     naming: str = "inc-{number}-{slug}"
     digest: str = "incidents"
+    standby: bool = Field(
+        default=False,
+        description="keep a public and a private channel ready for the next incident "
+        "(renamed when one takes it): the declare's header is out one Slack round trip sooner",
+    )
     archive_after: Duration | None = Field(
         default=None, description="archive an incident's channel this long after it closes"
     )

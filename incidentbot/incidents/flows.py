@@ -23,14 +23,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from incidentbot import db
-from incidentbot.chat_text import mrkdwn, mrkdwn_clipped
+from incidentbot.chat_text import mrkdwn
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.announcements import AnnouncementPosts
 from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import Incident
-from incidentbot.incidents.naming import channel_name
+from incidentbot.incidents.naming import is_owned, purpose_of
+from incidentbot.incidents.standby import FILL_ACTION
+from incidentbot.incidents.standby_channels import MAX_NAME_SUFFIX, StandbyChannels
 from incidentbot.installation import installation_id
 from incidentbot.ledger import service as ledger
 from incidentbot.ledger.actions import ActionRegistry, PermanentError, RetryableError, StepContext
@@ -43,37 +45,13 @@ from incidentbot.ports import ChannelInfo, Chat, ExternalError
 log = logging.getLogger(__name__)
 
 BOT_ACTOR = "incidentbot"
-MAX_NAME_SUFFIX = 20
-MAX_PURPOSE = 250  # Slack's limit on a channel purpose
 
 # Renders messages for the chat platform: (incident, roles) -> (text, blocks), etc. Supplied by
 # the adapter (Slack Block Kit) so that this module stays platform-neutral.
 Renderer = Any
 
 
-def marker(incident: Incident) -> str:
-    """Put in the channel purpose: proves a channel belongs to this incident."""
-    return f"[{incident.ref}]"
-
-
-def owner_tag(installation: str) -> str:
-    """Ends the channel purpose: another installation in the same workspace has an INC-1 too,
-    and must never adopt this one's channel."""
-    return f"· incidentbot {installation}"
-
-
-def purpose_of(incident: Incident, installation: str) -> str:
-    tag = owner_tag(installation)
-    # Slack reads a purpose for mentions: the title is shown as typed, never as markup.
-    head = mrkdwn_clipped(f"{marker(incident)} {incident.title}", MAX_PURPOSE - len(tag) - 1)
-    return f"{head} {tag}"
-
-
-def is_owned(purpose: str, incident: Incident, installation: str) -> bool:
-    return purpose.startswith(marker(incident)) and purpose.endswith(owner_tag(installation))
-
-
-class ChatActions(AnnouncementPosts):
+class ChatActions(AnnouncementPosts, StandbyChannels):
     """The ``chat.*`` ledger actions, bound to a Chat adapter, a database and a renderer."""
 
     def __init__(self, chat: Chat, engine: Engine, settings: Settings, render: Renderer):
@@ -94,14 +72,23 @@ class ChatActions(AnnouncementPosts):
             return self._locks.setdefault((what, incident.id), threading.Lock())
 
     def install(self, registry: ActionRegistry = default_registry) -> None:
+        registry.register(
+            "chat.open_channel",
+            self.open_channel,
+            idempotent=True,
+            replace=True,
+            prepare=self.prepare_open_channel,
+        )
         for name, fn in (
-            ("chat.open_channel", self.open_channel),
+            (FILL_ACTION, self.fill_standby),
             ("chat.furnish_channel", self.furnish_channel),
             ("chat.header", self.header),
             ("chat.digest", self.digest),
             ("chat.status_update", self.status_update),
         ):
             registry.register(name, fn, idempotent=True, replace=True)
+        if self.settings.channels.standby:
+            self.ensure_standby()
 
     # -- failures --------------------------------------------------------------------------
 
@@ -203,30 +190,31 @@ class ChatActions(AnnouncementPosts):
         ``furnish`` in the input (a declare's channel run), go on at once to furnish it as
         :meth:`furnish_channel` does, so the header is not held up by a second step."""
         inc = self._incident(ctx)
+        declarer = input.get("declarer")
+        taken = ctx.prepared if isinstance(ctx.prepared, dict) else None
+        if taken is not None and self._keep_standby(inc, taken):  # taken for this incident
+            return self._open_standby(ctx, inc, taken, declarer)
         if inc.channel_id:
             opened = {"channel_id": inc.channel_id, "channel": inc.channel_name, "adopted": True}
             if input.get("furnish"):  # an earlier attempt's outcome is unknown: look first
-                opened |= self._furnish(inc, input.get("declarer"), reconcile=True)
+                opened |= self._furnished(self._furnish(inc, declarer, reconcile=True))
             return opened
+        return self._create_and_furnish(ctx, inc, declarer, furnish=bool(input.get("furnish")))
+
+    def _create_and_furnish(
+        self, ctx: StepContext, inc: Incident, declarer: str | None, *, furnish: bool
+    ) -> dict[str, Any]:
         opened, inc = self._create_channel(inc)
-        if input.get("furnish"):
+        if furnish:
             # A channel adopted, not created, may hold what an earlier attempt did: look first.
             reconcile = ctx.attempt > 1 or bool(opened.get("adopted"))
-            opened |= self._furnish(inc, input.get("declarer"), reconcile=reconcile)
+            opened |= self._furnished(self._furnish(inc, declarer, reconcile=reconcile))
         return opened
 
     def _create_channel(self, inc: Incident) -> tuple[dict[str, Any], Incident]:
-        pattern = self.settings.channels.naming
         adopted = False
         for n in range(1, MAX_NAME_SUFFIX + 1):
-            name = channel_name(
-                pattern,
-                number=inc.number,
-                title=inc.title,
-                severity=inc.severity,
-                declared_at=inc.declared_at,
-                suffix="" if n == 1 else f"-{n}",
-            )
+            name = self._channel_name(inc, n)
             # Create first: on the happy path the name is free and nothing needs reading.
             try:
                 channel = self.chat.create_channel(name, private=inc.private)
@@ -282,15 +270,26 @@ class ChatActions(AnnouncementPosts):
         inc = self._incident(ctx)
         if not inc.channel_id:
             raise RetryableError("the channel does not exist yet")
-        return self._furnish(inc, input.get("declarer"), reconcile=ctx.attempt > 1)
+        return self._furnished(self._furnish(inc, input.get("declarer"), reconcile=ctx.attempt > 1))
 
-    def _furnish(self, inc: Incident, declarer: str | None, *, reconcile: bool) -> dict[str, Any]:
+    def _furnish(
+        self,
+        inc: Incident,
+        declarer: str | None,
+        *,
+        reconcile: bool,
+        also: dict[str, Callable[[], Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Topic, purpose, invitations, header (then its pin) and the digest's link, at once,
+        with ``also`` (a standby channel's rename): returns the outcome of each job, a result
+        or the exception it raised, once all have ended."""
         assert inc.channel_id is not None
         channel = inc.channel_id
         topic = self._topic(inc)
         purpose = purpose_of(inc, self._installation_id())
         users = self._responders(inc, declarer)
         jobs: dict[str, Callable[[], Any]] = {
+            **(also or {}),
             "topic": lambda: self.chat.set_topic(channel, topic),
             "purpose": lambda: self.chat.set_purpose(channel, purpose),
             "invited": lambda: self.chat.invite(channel, users, read_members=reconcile),
@@ -300,10 +299,17 @@ class ChatActions(AnnouncementPosts):
         }
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             futures = {key: pool.submit(job) for key, job in jobs.items()}
-            results = {key: f.result() for key, f in futures.items()}
-        invited = results["invited"] or []
-        self._record_invited(inc, users, invited)
-        return {"invited": invited, "header_ts": results["header"]}
+        outcomes = {key: f.exception() or f.result() for key, f in futures.items()}
+        if not isinstance(outcomes["invited"], BaseException):
+            self._record_invited(inc, users, outcomes["invited"] or [])
+        return outcomes
+
+    def _furnished(self, outcomes: dict[str, Any]) -> dict[str, Any]:
+        """The step's result from :meth:`_furnish`'s outcomes; the first failure raised."""
+        for outcome in outcomes.values():
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return {"invited": outcomes["invited"] or [], "header_ts": outcomes["header"]}
 
     def _record_invited(self, inc: Incident, asked: list[str], invited: list[str]) -> None:
         """The responders' invitation, on the timeline once. A retry after a crash or a lost

@@ -1,4 +1,5 @@
-"""Incident channel names from the configured pattern, within Slack's rules.
+"""Incident channel names from the configured pattern, within Slack's rules, and the purpose
+that marks a channel as an incident's own.
 
 Slack accepts lower case letters, digits, ``-`` and ``_``, at most 80 characters. The title is
 folded to ASCII and shortened at a word boundary so that the whole name fits.
@@ -9,8 +10,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime
+from typing import Any
+
+from incidentbot.chat_text import mrkdwn_clipped
 
 MAX_CHANNEL_NAME = 80
+MAX_PURPOSE = 250  # Slack's limit on a channel purpose
 
 
 # Letters NFKD does not decompose into ASCII.
@@ -53,3 +58,25 @@ def channel_name(
     name = pattern.format(slug=slug, **values)
     name = re.sub(r"-{2,}", "-", name).strip("-_") + suffix
     return name[:MAX_CHANNEL_NAME]
+
+
+def marker(incident: Any) -> str:
+    """Put in the channel purpose: proves a channel belongs to this incident."""
+    return f"[{incident.ref}]"
+
+
+def owner_tag(installation: str) -> str:
+    """Ends the channel purpose: another installation in the same workspace has an INC-1 too,
+    and must never adopt this one's channel."""
+    return f"· incidentbot {installation}"
+
+
+def purpose_of(incident: Any, installation: str) -> str:
+    tag = owner_tag(installation)
+    # Slack reads a purpose for mentions: the title is shown as typed, never as markup.
+    head = mrkdwn_clipped(f"{marker(incident)} {incident.title}", MAX_PURPOSE - len(tag) - 1)
+    return f"{head} {tag}"
+
+
+def is_owned(purpose: str, incident: Any, installation: str) -> bool:
+    return purpose.startswith(marker(incident)) and purpose.endswith(owner_tag(installation))

@@ -129,9 +129,11 @@ class ActionRegistry:
     ) -> ActionInfo:
         """Register ``fn`` as ``name``. ``idempotent`` is the default runs snapshot when a step
         does not say; re-registering a name needs ``replace=True`` (it is usually a mistake).
-        ``prepare(session, ctx, input)``, if given, only reads: it runs in the transaction that
-        marks the step started, and an exception it raises fails the attempt as the action's
-        own would."""
+        ``prepare(session, ctx, input)``, if given, runs in the transaction that marks the step
+        started: what it reads, and what it writes (a claim that must commit only while the
+        worker holds the run, as that transaction is fenced by its lease), commit with the
+        start. It reads, or writes with single statements: an exception it raises fails the
+        attempt as the action's own would, and the start still commits."""
         info = ActionInfo(name, fn, idempotent, description or (fn.__doc__ or "").strip(), prepare)
         with self._lock:
             existing = self._actions.get(name)
