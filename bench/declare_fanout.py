@@ -11,6 +11,12 @@ it, the header is posted and pinned, the announcement is out, and each is on the
 
 The calls a declare makes are counted from the server's record, per method.
 
+Measured both ways, each in a bot of its own, in the same run: creating the incident's channel
+(the default), and with standby channels (``channels.standby``: the incident takes a channel
+made before it and renames it). With standby channels, refilling the pool (a new spare created
+and described) follows each take off the critical path: those calls are counted apart and left
+out of the critical path, which ends with the fan-out's last answer.
+
 Run: .venv/bin/python bench/declare_fanout.py [--latency 0.2] [--rounds 3]
 or through ``bench/run``.
 """
@@ -24,11 +30,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from sqlmodel import select
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.figures import BenchArgs, BenchFailed, Figure, median
 from incidentbot import db
 from incidentbot.incidents import service as svc
+from incidentbot.incidents import standby
 from tests.slack_harness import running_bot, settled
 
 LATENCY = 0.2
@@ -44,10 +53,17 @@ def _one_round_trip(sandbox, latency: float) -> float:  # type: ignore[no-untype
     return time.perf_counter() - started
 
 
-def _check(engine, sandbox, ref: str) -> None:  # type: ignore[no-untyped-def]
+def _check(engine, sandbox, ref: str, use_standby: bool) -> None:  # type: ignore[no-untyped-def]
     with db.transaction(engine) as s:
         inc = svc.get(s, ref)
         kinds = Counter(e.kind for e in svc.timeline(s, inc))
+        took = s.exec(
+            select(standby.StandbyChannel).where(standby.StandbyChannel.incident_id == inc.id)
+        ).first()
+    if use_standby and ref != "INC-1" and (took is None or took.channel_id != inc.channel_id):
+        raise BenchFailed(f"{ref}: no standby channel was taken (the pool was not refilled)")
+    if not use_standby and took is not None:
+        raise BenchFailed(f"{ref}: a standby channel was taken with the setting off")
     missing = [k for k in EFFECTS if kinds[k] != 1]
     if missing or not (inc.channel_id and inc.header_ts and inc.digest_ts):
         raise BenchFailed(f"{ref}: fan-out incomplete (timeline lacks {missing})")
@@ -58,17 +74,35 @@ def _check(engine, sandbox, ref: str) -> None:  # type: ignore[no-untyped-def]
         raise BenchFailed(f"{ref}: the header was not pinned")
 
 
-def measure(latency: float, rounds: int) -> tuple[list[float], float, Counter[str], Counter[str]]:
+def _refill(call, spares: set[str]) -> bool:  # type: ignore[no-untyped-def]
+    """A call that refills the standby pool (a spare created, described or looked up)."""
+    if call.method == "conversations.create":
+        return str(call.args.get("name", "")).startswith(standby.NAME_PREFIX)
+    return call.args.get("channel") in spares
+
+
+def _spares(engine) -> set[str]:  # type: ignore[no-untyped-def]
+    with db.read(engine) as s:
+        rows = s.exec(select(standby.StandbyChannel)).all()
+    return {r.channel_id for r in rows if r.channel_id and r.state in standby.SPARE}
+
+
+def measure(
+    latency: float, rounds: int, *, use_standby: bool = False
+) -> tuple[list[float], float, Counter[str], Counter[str], Counter[str]]:
     """Critical paths (s), one round trip (s), calls of the warm-up declare, calls per declare
-    after it (summed over the rounds)."""
+    after it (summed over the rounds), and the refill calls after it (likewise)."""
     paths: list[float] = []
     trips: list[float] = []
     first: Counter[str] = Counter()
     steady: Counter[str] = Counter()
+    refills: Counter[str] = Counter()
+    overrides = {"channels": {"standby": True}} if use_standby else {}
     with tempfile.TemporaryDirectory() as tmp:
         engine = db.make_engine(f"sqlite:///{tmp}/bench.db")
         db.upgrade(engine)
-        with running_bot(engine) as (_bot, sandbox):
+        with running_bot(engine, **overrides) as (_bot, sandbox):
+            settled(engine)  # with standby channels: the spares made at start
             sandbox.set_latency(latency)
             for r in range(rounds + 1):
                 trips.append(_one_round_trip(sandbox, latency))
@@ -76,42 +110,66 @@ def measure(latency: float, rounds: int) -> tuple[list[float], float, Counter[st
                 sandbox.driver.slash_command(f"declare sev2 node {r} lagging", user="alice")
                 acked = time.time()
                 settled(engine)
+                spares = _spares(engine)
                 calls = sandbox.requests()[before:]
-                _check(engine, sandbox, f"INC-{r + 1}")
+                _check(engine, sandbox, f"INC-{r + 1}", use_standby)
                 if r == 0:
                     first.update(c.method for c in calls)
                     continue
-                steady.update(c.method for c in calls)
-                paths.append(max(c.started_at + c.duration_s for c in calls) - acked)
+                fanout = [c for c in calls if not _refill(c, spares)]
+                steady.update(c.method for c in fanout)
+                refills.update(c.method for c in calls if _refill(c, spares))
+                paths.append(max(c.started_at + c.duration_s for c in fanout) - acked)
             sandbox.set_latency(0)
         engine.dispose()
-    return paths, median(trips), first, steady
+    return paths, median(trips), first, steady, refills
+
+
+def _figure(paths, trip, first, steady, refills, rounds, use_standby):  # type: ignore[no-untyped-def]
+    per_declare = sum(steady.values()) / rounds
+    calls = ", ".join(f"{m} {n / rounds:g}" for m, n in sorted(steady.items()))
+    way = (
+        "a standby channel taken and renamed (channels.standby: on)"
+        if use_standby
+        else "the channel created (channels.standby: off, the default)"
+    )
+    refill = (
+        f"; refilling the pool after each take, off the critical path: "
+        f"{sum(refills.values()) / rounds:g} calls "
+        f"({', '.join(f'{m} {n / rounds:g}' for m, n in sorted(refills.items()))})"
+        if use_standby
+        else ""
+    )
+    return Figure(
+        f"declare critical path (ack → channel, invites, header, pin, digest out), {way}",
+        median(paths) * 1000,
+        trip * 1000,
+        target=TARGET,
+        baseline_name=f"one Slack call, {LATENCY * 1000:.0f} ms injected",
+        note=f"median of {rounds} ({min(paths) / trip:.2f}–{max(paths) / trip:.2f}×); "
+        f"Slack calls per declare: {per_declare:g} ({calls}){refill}; "
+        f"the first declare of a process also makes {sum(first.values())}",
+    )
 
 
 def figures(args: BenchArgs) -> list[Figure]:
     rounds = 2 if args.quick else max(3, args.rounds)
-    paths, trip, first, steady = measure(LATENCY, rounds)
-    per_declare = sum(steady.values()) / rounds
-    calls = ", ".join(f"{m} {n / rounds:g}" for m, n in sorted(steady.items()))
-    return [
-        Figure(
-            "declare critical path (ack → channel, invites, header, pin, digest out)",
-            median(paths) * 1000,
-            trip * 1000,
-            target=TARGET,
-            baseline_name=f"one Slack call, {LATENCY * 1000:.0f} ms injected",
-            note=f"median of {rounds}; Slack calls per declare: {per_declare:g} ({calls}); "
-            f"the first declare of a process also makes {sum(first.values())}",
-        )
-    ]
+    out = []
+    for use_standby in (False, True):
+        measured = measure(LATENCY, rounds, use_standby=use_standby)
+        out.append(_figure(*measured, rounds, use_standby))
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--latency", type=float, default=LATENCY)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--standby", action="store_true", help="with standby channels")
     args = parser.parse_args()
-    paths, trip, first, steady = measure(args.latency, args.rounds)
+    paths, trip, first, steady, refills = measure(
+        args.latency, args.rounds, use_standby=args.standby
+    )
     for i, p in enumerate(paths, 1):
         print(f"  declare {i}: critical path {p * 1000:.0f} ms = {p / trip:.2f} × one round trip")
     print(f"one round trip: {trip * 1000:.0f} ms; median ratio {median(paths) / trip:.2f}")
@@ -122,6 +180,8 @@ def main() -> None:
         f"each later declare: {sum(steady.values()) / args.rounds:g} calls "
         f"{ {m: n / args.rounds for m, n in sorted(steady.items())} }"
     )
+    if args.standby:
+        print(f"refilling the pool, per declare: {sum(refills.values()) / args.rounds:g} calls")
 
 
 if __name__ == "__main__":
