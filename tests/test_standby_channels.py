@@ -115,6 +115,23 @@ def test_a_declare_takes_the_spare_of_its_kind_renames_it_and_the_pool_is_refill
         assert not [m for m in shown if "INC-2" in m.text and m.only_visible_to is None]
 
 
+def test_a_private_incident_with_no_private_spare_gets_a_new_private_channel(engine):
+    with running_bot(engine, **ON) as (bot, sandbox):
+        settled(engine)
+        public, private = _spare(engine, private=False), _spare(engine, private=True)
+        bot.pool.stop()  # the private spare is gone (taken meanwhile), not yet refilled
+        with db.transaction(engine) as s:
+            standby.settle(s, private.id, standby.DISCARDED)
+        bot.pool = type(bot.pool)(engine, threads=2, poll=0.05, name="after").start()
+        _declare(sandbox, "--private sev2 Signer key exposed")
+        settled(engine)
+        inc, _ = _state(engine, "INC-1")
+        assert inc.channel_id not in (public.channel_id, private.channel_id)
+        assert _channel(sandbox, inc.channel_id).is_private
+        _assert_furnished(sandbox, engine, "INC-1", "Signer key exposed")
+        assert _spare(engine, private=False).id == public.id  # the public spare is untouched
+
+
 def test_two_declares_racing_for_one_spare_one_takes_it_the_other_creates(engine):
     with running_bot(engine, **ON) as (bot, sandbox):
         settled(engine)
@@ -234,8 +251,8 @@ def test_a_rename_whose_answer_was_lost_is_not_done_twice(engine):
     with running_bot(engine, **ON) as (bot, sandbox):
         settled(engine)
         spare = _spare(engine, private=False)
-        bot.chat.client.timeout = 2
-        sandbox.fail_next("conversations.rename", "timeout", hold_s=5.0, applied=True)
+        bot.chat.client.timeout = 1  # Slack renames it; its answer comes after the bot gave up
+        sandbox.fail_next("conversations.rename", "timeout", hold_s=3.0, applied=True)
         _declare(sandbox, "sev2 Bridge relayer out of funds")
         settled(engine)
         inc, _ = _state(engine, "INC-1")
