@@ -128,29 +128,29 @@ def queue_fill(session: Session, *, private: bool) -> int | None:
         return None
     now = utcnow()
     try:
-        with session.begin_nested():
+        with session.begin_nested():  # the row and its run, or neither
             row = StandbyChannel(private=private, state=FILLING, created_at=now, updated_at=now)
             session.add(row)
             session.flush()
+            assert row.id is not None
+            ledger.start_run(
+                session,
+                kind=RUN_KIND,
+                key=f"standby:{row.id}",
+                steps=[
+                    {
+                        "name": f"Create the {'private' if private else 'public'} standby channel",
+                        "action": FILL_ACTION,
+                        "input": {"standby_id": row.id},
+                        "idempotent": True,
+                        "retry": {"max_attempts": 8, "backoff": 0.5, "max_backoff": 60.0},
+                        "timeout": 30.0,
+                    }
+                ],
+                actor="incidentbot",
+            )
     except IntegrityError:
         return None  # another replica's spare, committed meanwhile
-    assert row.id is not None
-    ledger.start_run(
-        session,
-        kind=RUN_KIND,
-        key=f"standby:{row.id}",
-        steps=[
-            {
-                "name": f"Create the {'private' if private else 'public'} standby channel",
-                "action": FILL_ACTION,
-                "input": {"standby_id": row.id},
-                "idempotent": True,
-                "retry": {"max_attempts": 8, "backoff": 0.5, "max_backoff": 60.0},
-                "timeout": 30.0,
-            }
-        ],
-        actor="incidentbot",
-    )
     return row.id
 
 
