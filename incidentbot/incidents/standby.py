@@ -17,9 +17,10 @@ The pool is rows of ``standby_channel``; a row's ``state`` is its life:
 At most one row of each kind (public, private) is ``filling`` or ``ready`` (a partial unique
 index), so two replicas filling at once make one channel, not two. A take is one conditional
 ``UPDATE`` in the transaction that marks the channel step started (fenced by the step's lease):
-of two concurrent declares one takes the channel, the other creates one as before. The take
-also queues the refill, in the same commit, so a crash can neither lose the refill nor take a
-channel twice; a retried step finds the row its incident took and renames it.
+of two concurrent declares one takes the channel, the other creates one as before, and a crash
+cannot take a channel twice: a retried step finds the row its incident took and renames it.
+The refill is queued in the commit that records the rename (or sets the spare aside), off the
+declare's critical path: after a crash in between, by the resumed step.
 """
 
 from __future__ import annotations
@@ -80,30 +81,25 @@ def held_by(session: Session, incident_id: int) -> StandbyChannel | None:
     ).first()
 
 
-def take(session: Session, incident_id: int, *, private: bool) -> StandbyChannel | None:
-    """Give the ready channel of the incident's kind to it, or None when there is none. The
-    ``UPDATE`` matches only a row still ready: under PostgreSQL's row lock, the second of two
-    concurrent takes finds it taken and gets None (the caller creates a channel)."""
-    candidate = session.exec(
+def take(session: Session, incident_id: int, *, private: bool) -> tuple[int, str] | None:
+    """Give the ready channel of the incident's kind to it: (row id, channel id), or None when
+    there is none. One ``UPDATE ... RETURNING`` that matches only a row still ready: under
+    PostgreSQL's row lock, the second of two concurrent takes finds it taken and gets None
+    (the caller creates a channel). The refill is the caller's to queue (:func:`queue_fill`)."""
+    oldest = (
         select(StandbyChannel.id)
         .where(StandbyChannel.state == READY, StandbyChannel.private == private)
         .order_by(col(StandbyChannel.id))
         .limit(1)
-    ).first()
-    if candidate is None:
-        return None
-    now = utcnow()
-    done = session.execute(
-        update(StandbyChannel)
-        .where(col(StandbyChannel.id) == candidate, col(StandbyChannel.state) == READY)
-        .values(state=TAKEN, incident_id=incident_id, updated_at=now)
+        .scalar_subquery()
     )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    row = session.get(StandbyChannel, candidate, populate_existing=True)
-    assert row is not None
-    queue_fill(session, private=private)
-    return row
+    got = session.execute(
+        update(StandbyChannel)
+        .where(col(StandbyChannel.id) == oldest, col(StandbyChannel.state) == READY)
+        .values(state=TAKEN, incident_id=incident_id, updated_at=utcnow())
+        .returning(col(StandbyChannel.id), col(StandbyChannel.channel_id))
+    ).first()
+    return (int(got[0]), str(got[1])) if got is not None else None
 
 
 def settle(session: Session, row_id: int, state: str, **values: Any) -> None:

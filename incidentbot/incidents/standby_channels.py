@@ -70,7 +70,7 @@ class StandbyChannels:
     ) -> dict[str, Any] | None:
         """In the transaction that marks the declare's channel step started (fenced by its
         lease): the standby channel this incident took on an interrupted attempt, or one it
-        takes now (with the refill queued in the same commit). The incident gets the channel's
+        takes now (the refill is queued once it is renamed). The incident gets the channel's
         id at once, so everything that posts to it (the header, the digest's link, a page's
         note) can go out before the rename is answered."""
         if not input.get("furnish") or ctx.incident_id is None:
@@ -78,18 +78,19 @@ class StandbyChannels:
         # One indexed read: a crash between the take and the rename leaves the spare taken.
         held = standby.held_by(session, ctx.incident_id)
         if held is not None:
-            return {"standby_id": held.id, "channel_id": held.channel_id}
+            return {"standby_id": held.id, "channel_id": held.channel_id, "private": held.private}
         if not self.settings.channels.standby:
             return None
         inc = session.get(Incident, ctx.incident_id, with_for_update=True)
         if inc is None or inc.channel_id:
             return None
-        row = standby.take(session, inc.id, private=bool(inc.private))  # type: ignore[arg-type]
-        if row is None:
+        private = bool(inc.private)
+        taken = standby.take(session, ctx.incident_id, private=private)
+        if taken is None:
             return None
-        inc.channel_id, inc.channel_name = row.channel_id, self._channel_name(inc)
+        inc.channel_id, inc.channel_name = taken[1], self._channel_name(inc)
         session.add(inc)
-        return {"standby_id": row.id, "channel_id": row.channel_id}
+        return {"standby_id": taken[0], "channel_id": taken[1], "private": private}
 
     def _channel_name(self, inc: Incident, n: int = 1) -> str:
         return channel_name(
@@ -121,7 +122,7 @@ class StandbyChannels:
                 "%s: Slack refused to rename standby channel %s (%s): creating a channel",
                 inc.ref, channel_id, refused.code,
             )  # fmt: skip
-            self._settle_standby(taken["standby_id"], standby.DISCARDED, inc=inc)
+            self._set_aside(taken, inc=inc)
             opened = self._create_and_furnish(ctx, self._fresh(inc), declarer, furnish=True)
             return opened | {"standby_refused": refused.code}
         furnished = self._furnished(outcomes)
@@ -137,7 +138,7 @@ class StandbyChannels:
         incident's own channel is furnished."""
         if inc.channel_id == taken["channel_id"]:
             return True
-        self._settle_standby(taken["standby_id"], standby.DISCARDED, inc=None)
+        self._set_aside(taken, inc=None)
         return False
 
     def _rename_standby(self, inc: Incident, taken: dict[str, Any]) -> str:
@@ -166,6 +167,7 @@ class StandbyChannels:
             row.channel_name = channel.name
             s.add(row)
             standby.settle(s, taken["standby_id"], standby.USED, channel_name=channel.name)
+            standby.queue_fill(s, private=bool(taken.get("private")))  # the pool, refilled
             link_channel(s, row)  # pages opened before the channel get its link
             svc.record(
                 s,
@@ -178,11 +180,12 @@ class StandbyChannels:
             )
         return str(channel.name)
 
-    def _settle_standby(self, standby_id: int, state: str, *, inc: Incident | None) -> None:
-        """Set a spare aside; with ``inc``, the incident forgets it (and a header posted in it)
-        so that a channel is created for it."""
+    def _set_aside(self, taken: dict[str, Any], *, inc: Incident | None) -> None:
+        """Discard a spare taken but not used, and refill the pool; with ``inc``, the incident
+        forgets it (and a header posted in it) so that a channel is created for it."""
         with db.transaction(self.engine) as s:
-            standby.settle(s, standby_id, state)
+            standby.settle(s, taken["standby_id"], standby.DISCARDED)
+            standby.queue_fill(s, private=bool(taken.get("private")))
             if inc is not None:
                 row = s.get(Incident, inc.id, with_for_update=True)
                 assert row is not None
