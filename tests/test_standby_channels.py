@@ -313,3 +313,24 @@ def test_downgrading_to_0019_drops_the_pool_and_says_so_when_it_lists_channels(e
     assert db_schema.downgrade(engine, "0019")[1] == "0019"
     db.upgrade(engine)
     assert _rows(engine) == []  # back, empty
+
+
+def test_a_spare_slack_would_not_make_is_replaced_when_the_bot_next_starts(engine):
+    with running_bot(engine, **ON) as (_bot, sandbox):
+        settled(engine)
+        refill = max(r.id for r in _rows(engine)) + 1  # the row the next take's refill adds
+        bob = sandbox.workspace.user("bob").id
+        for n in range(1, 6):  # every name the refill may use is someone else's channel
+            sandbox.workspace.add_channel(standby.standby_name(refill, n), creator=bob)
+        _declare(sandbox, "sev2 Snapshot upload stuck")
+        settled(engine)
+        _assert_furnished(sandbox, engine, "INC-1", "Snapshot upload stuck")
+        rows = {r.id: r for r in _rows(engine)}
+        assert rows[refill].state == standby.FILLING and rows[refill].channel_id is None
+        with db.read(engine) as s:
+            assert ledger.get_by_key(s, f"standby:{refill}").status == "failed"
+    with running_bot(engine, **ON) as (_bot, sandbox):
+        settled(engine)
+        assert {r.id: r.state for r in _rows(engine)}[refill] == standby.DISCARDED
+        spare = _spare(engine, private=False)
+        assert sandbox.workspace.channels[spare.channel_id].name == spare.channel_name
