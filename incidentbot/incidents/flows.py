@@ -72,13 +72,8 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
             return self._locks.setdefault((what, incident.id), threading.Lock())
 
     def install(self, registry: ActionRegistry = default_registry) -> None:
-        registry.register(
-            "chat.open_channel",
-            self.open_channel,
-            idempotent=True,
-            replace=True,
-            prepare=self.prepare_open_channel,
-        )
+        registry.register("chat.open_channel", self.open_channel, idempotent=True, replace=True,
+                          prepare=self.prepare_open_channel)  # fmt: skip
         for name, fn in (
             (FILL_ACTION, self.fill_standby),
             ("chat.furnish_channel", self.furnish_channel),
