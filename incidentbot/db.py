@@ -15,6 +15,8 @@ datetimes, on both back ends.
 from __future__ import annotations
 
 import logging
+import select
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, event, text
+from sqlalchemy import DateTime, event, exc, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
@@ -88,17 +90,62 @@ def make_engine(
         echo=echo,
         pool_size=pool_size,
         # Every request thread (40 in a burst) may hold a connection while the writers wait
-        # for the INC-number row, with the ledger workers' on top.
+        # for their turn, with the ledger workers' on top.
         max_overflow=PG_OVERFLOW,
-        pool_pre_ping=True,
         pool_timeout=60,
+        # Instead of a ping per checkout (a round trip per transaction): see _pg_liveness.
+        pool_recycle=PG_RECYCLE_S,
     )
+    _pg_liveness(engine)
     if grouped:
         _groups[engine] = group_commit.GroupCommitter(writer_queue.WriterQueue(redacted(url)))
     return engine
 
 
 PG_OVERFLOW = 50
+PG_RECYCLE_S = 3600  # a pooled PostgreSQL connection is replaced after an hour
+PG_PING_IDLE_S = 30.0  # one idle in the pool this long is pinged before it is used
+
+
+def _socket_closed(dbapi_connection: Any) -> bool:
+    """Whether the server has hung up on an idle connection, without a round trip: a pooled
+    connection has nothing to read unless the server closed it (a restart, a terminated
+    backend, ``idle_session_timeout``), so a readable socket means a dead connection."""
+    if getattr(dbapi_connection, "closed", False):
+        return True
+    try:
+        fd = dbapi_connection.fileno()
+    except Exception:  # a closed or broken connection
+        return True
+    readable, _, failed = select.select([fd], [], [fd], 0)
+    return bool(readable or failed)
+
+
+def _pg_liveness(engine: Engine) -> None:
+    """Hand out only live PostgreSQL connections, without a round trip in a burst.
+
+    On checkout, a connection whose server hung up (its socket readable) is replaced, and the
+    whole pool with it (a restarted server closed them all); one idle longer than
+    ``PG_PING_IDLE_S`` is pinged first, as ``pool_pre_ping`` would (a connection cut without
+    a word, by a firewall, shows nothing on its socket). A connection that breaks under a
+    statement is detected by SQLAlchemy, which replaces the pool's older connections too."""
+
+    @event.listens_for(engine.pool, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None:  # a new connection
+            return
+        if _socket_closed(dbapi_connection):
+            raise exc.InvalidatePoolError("the server closed the connection")
+        if time.monotonic() - since >= PG_PING_IDLE_S:
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except Exception as err:
+                raise exc.InvalidatePoolError(f"ping failed: {err}") from err
 
 
 # The engines made by make_engine commit their write transactions in groups.

@@ -101,6 +101,19 @@ class PgCluster:
         self.started = True
         return self
 
+    def restart(self) -> None:
+        """Restart the server (``-m fast``: every client is told and disconnected)."""
+        # (Its command-line options are kept from the start; the log must go to the file, or
+        # the server would hold this call's output pipe open.)
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D", str(self.data),
+            "-l", str(self.base / "server.log"),
+            "-m", "fast",
+            "-w", "-t", "60",
+            "restart",
+        )  # fmt: skip
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 

@@ -310,6 +310,11 @@ def _titles(engine) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
         ]
 
 
+def _next_after_lost(engine, lost: int) -> int:  # type: ignore[no-untyped-def]
+    """The first incident's number after ``lost`` declares that took a number and failed."""
+    return 1 if engine.dialect.name == "sqlite" else lost + 1
+
+
 def _queue_behind(engine, n: int) -> None:  # type: ignore[no-untyped-def]
     """Return once ``n`` writers wait for their turn behind the holder."""
     group = db.writers(engine)
@@ -333,7 +338,7 @@ def grouped(database_url, monkeypatch):  # type: ignore[no-untyped-def]
 
 def test_a_group_commits_once_and_a_failing_member_undoes_only_its_own_work(grouped, settings):
     """Four declares queue behind each other and commit as one group. The third fails after
-    writing: its incident (and its INC number) are gone, the others are stored, and each
+    writing: its incident is gone (its INC number too on SQLite), the others are stored, and each
     caller returns only once its incident is committed (a fresh reader sees it)."""
     holding, release_first = threading.Event(), threading.Event()
     last_inside, release_last = threading.Event(), threading.Event()
@@ -392,7 +397,10 @@ def test_a_group_commits_once_and_a_failing_member_undoes_only_its_own_work(grou
             th.join(GATE)
     assert commits == [1]  # one COMMIT for the whole group
     assert isinstance(failed.pop("third"), RuntimeError) and failed == {}
-    stored = [(1, "first"), (2, "second"), (3, "last")]  # no gap where the third one failed
+    # SQLite: no gap where the third one failed. PostgreSQL: its number stays unused (the
+    # sequence is not rolled back; docs/storage.md), never given to another.
+    last = 3 if grouped.dialect.name == "sqlite" else 4
+    stored = [(1, "first"), (2, "second"), (last, "last")]
     assert _titles(grouped) == stored
     for title in ("first", "second", "last"):
         assert (next(n for n, t in stored if t == title), title) in returned[title]
@@ -514,7 +522,8 @@ def test_when_the_group_commit_fails_no_member_is_stored_and_each_is_told(groupe
     assert all(isinstance(e, group_commit.CommitFailed) for e in failed.values())
     assert _titles(grouped) == []
     _declare(grouped, settings, "after the failed commit")
-    assert _titles(grouped) == [(1, "after the failed commit")]
+    # The two lost numbers are given back on SQLite, left unused on PostgreSQL.
+    assert _titles(grouped) == [(_next_after_lost(grouped, 2), "after the failed commit")]
 
 
 CRASH_IN_A_GROUP = """
@@ -560,7 +569,7 @@ def test_a_process_that_dies_mid_group_has_stored_none_of_it(
     assert "second inside" in done.stdout and "first returned" not in done.stdout
     assert _titles(grouped) == []
     _declare(grouped, settings, "after the crash")
-    assert _titles(grouped) == [(1, "after the crash")]
+    assert _titles(grouped) == [(_next_after_lost(grouped, 2), "after the crash")]
 
 
 def test_an_answer_stored_after_it_was_sent_is_what_a_replay_gets(engine):

@@ -73,9 +73,17 @@ MAX_NOTE = 4000
 STATUS_UPDATE = "status.update"  # the timeline kind of a status update
 
 
+INCIDENT_SEQUENCE = "incident_number"  # PostgreSQL (migration 0020)
+
+
 def _next_number(session: Session) -> int:
-    # The row lock (PostgreSQL) or the write lock (SQLite) serialises declares; the number is
-    # taken in the declare's own transaction, so a failed declare leaves no gap.
+    # Taken after every check of the declare's input. On PostgreSQL from a sequence, which no
+    # transaction locks, so concurrent declares run side by side; a declare that then fails at
+    # the database (a lost connection, a crash, a racing duplicate key) leaves its number
+    # unused. On SQLite from the counter row, under the write lock every writer takes anyway:
+    # a failed declare gives its number back.
+    if session.get_bind().dialect.name == "postgresql":
+        return int(session.execute(text(f"SELECT nextval('{INCIDENT_SEQUENCE}')")).scalar_one())
     value = session.execute(
         text("UPDATE counter SET value = value + 1 WHERE name = 'incident' RETURNING value")
     ).scalar_one_or_none()

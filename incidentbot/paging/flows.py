@@ -142,13 +142,21 @@ def page_on_declare(
     session: Session, settings: Settings, incident: Incident, *, actor: str, service: str | None
 ) -> Page | None:
     """Severity policy: declaring a paging severity pages the named or the default service."""
-    sev = next((s for s in settings.severities if s.name == incident.severity), None)
+    if declare_pages(settings, incident.severity, service) is None:
+        return None
+    page, _ = request_page(session, settings, incident, service, actor=actor)
+    return page
+
+
+def declare_pages(settings: Settings, severity: str, service: str | None) -> str | None:
+    """The service a declare of ``severity`` pages (None: it pages nobody). An unknown service
+    is refused here, so that a declare can check it before it records anything."""
+    sev = next((s for s in settings.severities if s.name == severity), None)
     if sev is None or not sev.page or not settings.pagerduty.enabled:
         return None
     if not (service or settings.pagerduty.default_service):
         return None
-    page, _ = request_page(session, settings, incident, service, actor=actor)
-    return page
+    return _service(settings, service)
 
 
 def resolve_pages(session: Session, settings: Settings, incident: Incident, *, actor: str) -> int:

@@ -173,6 +173,11 @@ def declare(
     its pages (before the severity policy looks, so its service is not paged a second time),
     its timeline entry keyed ``linked_source``."""
     settings = core.settings
+    # Refused before the transaction: a declare refused after its number was taken would
+    # leave a gap on PostgreSQL (see svc.declare).
+    paging.declare_pages(
+        settings, policy.severity(settings, severity or settings.default_severity).name, service
+    )
     with db.transaction(core.engine) as s:
         inc = svc.declare(
             s,
