@@ -7,7 +7,8 @@ never waits for a writer. A :func:`transaction` first queues in the process's
 :mod:`~incidentbot.writer_queue` (first come, first served) and then starts with
 ``BEGIN IMMEDIATE``, so that it takes the write lock up front instead of failing half-way with
 "database is locked" when two threads upgrade at once; it gives its turn to the next writer
-when its connection goes back to the pool, after its commit. PostgreSQL needs nothing special.
+when its connection goes back to the pool, after its commit. On PostgreSQL a :func:`read` runs
+in autocommit (no BEGIN and COMMIT round trips), and a transaction needs nothing special.
 Timestamps go through :class:`UTCDateTime`, which stores UTC and always gives back aware
 datetimes, on both back ends.
 """
@@ -236,14 +237,22 @@ _readers: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary(
 def _reader(engine: Engine) -> Engine:
     reader = _readers.get(engine)
     if reader is None:
-        reader = _readers[engine] = engine.execution_options(**{READ_OPTION: True})
+        options: dict[str, Any] = {READ_OPTION: True}
+        if engine.dialect.name == "postgresql":
+            # At READ COMMITTED (the default) each statement of a transaction reads its own
+            # snapshot anyway, so a read in autocommit sees what it would see in a transaction,
+            # without the BEGIN and COMMIT round trips.
+            options["isolation_level"] = "AUTOCOMMIT"
+        reader = _readers[engine] = engine.execution_options(**options)
     return reader
 
 
 @contextmanager
 def read(engine: Engine) -> Iterator[Session]:
-    """A read-only unit of work: one consistent snapshot, and on SQLite no write lock, so a
-    read never waits behind writers (nor holds them up). Objects stay readable afterwards."""
+    """A read-only unit of work: on SQLite one consistent snapshot and no write lock, so a
+    read never waits behind writers (nor holds them up); on PostgreSQL statements in
+    autocommit, each on its own snapshot as in a READ COMMITTED transaction. Objects stay
+    readable afterwards."""
     with ReadSession(_reader(engine), expire_on_commit=False, autoflush=False) as session:
         try:
             yield session

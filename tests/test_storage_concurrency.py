@@ -587,6 +587,29 @@ def test_an_answer_stored_after_it_was_sent_is_what_a_replay_gets(engine):
     assert inbound.claim(engine, other).outcome == "running"  # never answered: still running
 
 
+def test_a_request_claimed_by_many_at_once_runs_once(engine):
+    """The same signed request arriving twenty times at once (replicas, Slack's retries): one
+    claim runs it, every other is told it is running; a claim taken over after the first died
+    runs again, once."""
+    outcomes: list[str] = []
+    errors = _threads(
+        20, lambda _i: outcomes.append(inbound.claim(engine, "slack:trigger:x").outcome)
+    )
+    assert errors == []
+    assert sorted(outcomes) == ["run"] + ["running"] * 19
+    with db.transaction(engine) as s:  # its process died long ago, before it answered
+        s.execute(
+            text("UPDATE inbound_request SET claimed_at = :at WHERE key = 'slack:trigger:x'"),
+            {"at": datetime(2020, 1, 1, tzinfo=UTC).replace(tzinfo=None)},
+        )
+    outcomes.clear()
+    errors = _threads(
+        8, lambda _i: outcomes.append(inbound.claim(engine, "slack:trigger:x").outcome)
+    )
+    assert errors == []
+    assert sorted(outcomes) == ["run"] + ["running"] * 7
+
+
 # -- Slack's answers first ----------------------------------------------------------------------
 
 
