@@ -5,7 +5,8 @@ seconds for a webhook and retries what failed. Both run in one process, one Pyth
 time, so an alert storm that arrives with a burst of commands takes the CPU the answers need.
 While a Slack request is being answered (:func:`urgent`), work that can wait a little asks
 :func:`after_urgent` first: it goes on once no answer is pending, or after ``max_wait`` seconds
-at the latest, so a steady stream of commands never stops it.
+at the latest, so a steady stream of commands never stops it. On SQLite the write queue puts
+the answering threads' writes first in the same way (:mod:`incidentbot.writer_queue`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 _quiet = threading.Condition()
 _urgent = 0
 _deferred = 0
+_here = threading.local()  # how deep this thread is in urgent() blocks
 
 
 @contextmanager
@@ -25,13 +27,21 @@ def urgent() -> Iterator[None]:
     global _urgent
     with _quiet:
         _urgent += 1
+    _here.depth = getattr(_here, "depth", 0) + 1
     try:
         yield
     finally:
+        _here.depth -= 1
         with _quiet:
             _urgent -= 1
             if _urgent == 0:
                 _quiet.notify_all()
+
+
+def answering() -> bool:
+    """Whether this thread is answering a Slack request (inside :func:`urgent`): its writes go
+    before those that can wait (:mod:`incidentbot.writer_queue`)."""
+    return getattr(_here, "depth", 0) > 0
 
 
 def after_urgent(max_wait: float) -> None:

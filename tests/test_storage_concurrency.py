@@ -641,3 +641,53 @@ def test_work_that_can_wait_goes_after_the_slack_answers_being_sent():
     for th in (slack, storm):
         th.join(GATE)
     assert order == ["answered", "alerts ingested"]
+
+
+def test_writers_answering_slack_go_first_and_the_others_wait_only_so_long(monkeypatch):
+    """In the write queue, writers answering a Slack request pass the ones that can wait (a
+    ledger worker, alert ingest); a writer that has waited PRIORITY_LIMIT_S goes next anyway.
+    The queue's clock is a counter moved by the test."""
+    now = [1000.0]
+    monkeypatch.setattr(writer_queue, "_clock", lambda: now[0])
+    queue = writer_queue.WriterQueue("test")
+    assert queue.acquire()
+    order: list[str] = []
+    seen = threading.Event()
+
+    def writer(name: str, urgent: bool) -> None:
+        if urgent:
+            with priority.urgent():
+                assert queue.acquire(GATE)
+        else:
+            assert queue.acquire(GATE)
+        order.append(name)
+        queue.release()
+
+    def queue_up(name: str, urgent: bool) -> threading.Thread:
+        th = threading.Thread(target=writer, args=(name, urgent))
+        waiting = queue.waiting()
+        th.start()
+        while queue.waiting() < waiting + 1:  # in line before the next one asks
+            seen.wait(0.001)
+        return th
+
+    threads = [
+        queue_up("worker 1", False),
+        queue_up("declare 1", True),
+        queue_up("worker 2", False),
+        queue_up("declare 2", True),
+    ]
+    queue.release()
+    for th in threads:
+        th.join(GATE)
+    assert order == ["declare 1", "declare 2", "worker 1", "worker 2"]
+
+    # Waited its limit: the worker goes before the declare that asked after it.
+    order.clear()
+    assert queue.acquire()
+    threads = [queue_up("worker 3", False), queue_up("declare 3", True)]
+    now[0] += writer_queue.PRIORITY_LIMIT_S
+    queue.release()
+    for th in threads:
+        th.join(GATE)
+    assert order == ["worker 3", "declare 3"]
