@@ -118,8 +118,9 @@ def _socket_closed(dbapi_connection: Any) -> bool:
         fd = dbapi_connection.fileno()
     except Exception:  # a closed or broken connection
         return True
-    readable, _, failed = select.select([fd], [], [fd], 0)
-    return bool(readable or failed)
+    poller = select.poll()  # not select(): a busy process may have descriptors past 1024
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
 
 
 def _pg_liveness(engine: Engine) -> None:
