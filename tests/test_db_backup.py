@@ -121,6 +121,9 @@ def test_restore_refuses_a_non_empty_database_unless_forced(cli, database_url, t
     assert (code, err) == (0, "")
     assert "2 incidents" in out
     assert count_committed(database_url) == 2
+    # The numbering is the backup's too: the next declare is INC-3 again.
+    code, out, err = cli("incident", "declare", "after the restore", "--sev", "3")
+    assert (code, err) == (0, "") and "INC-3" in out
 
 
 def test_restore_refuses_a_backup_from_a_newer_schema(

@@ -33,7 +33,13 @@ def upgrade() -> None:
             "COALESCE((SELECT MAX(number) FROM incident), 0))"
         )
     ).scalar_one()
-    conn.execute(sa.text("CREATE SEQUENCE incident_number AS bigint START WITH 1 MINVALUE 1"))
+    # Owned by the column it numbers: dropping the table (a forced restore) drops it too.
+    conn.execute(
+        sa.text(
+            "CREATE SEQUENCE incident_number AS bigint START WITH 1 MINVALUE 1 "
+            "OWNED BY incident.number"
+        )
+    )
     if used:
         conn.execute(sa.text("SELECT setval('incident_number', :used, true)"), {"used": int(used)})
     # The row would only go stale: the sequence is the one source of numbers now.
