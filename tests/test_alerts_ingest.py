@@ -257,7 +257,9 @@ def test_the_delivery_survives_a_failure_and_a_retry_declares_once(engine, setti
         payload,
         on_declare=lambda s, st, inc, actor, svc: declared.append(inc.ref),
     )
-    assert (out.declared, out.incident, declared) == (True, "INC-1", ["INC-1"])
+    # The failed attempt's number is given back on SQLite, left unused on PostgreSQL.
+    ref = "INC-1" if engine.dialect.name == "sqlite" else "INC-2"
+    assert (out.declared, out.incident, declared) == (True, ref, [ref])
     assert count(engine, "alert_delivery") == 2
     assert len(alerts(engine)) == 2
 

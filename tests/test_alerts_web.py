@@ -140,7 +140,9 @@ def test_a_processing_failure_is_a_500_so_alertmanager_retries(engine, tmp_path)
 
     with client_for(engine, settings_for(tmp_path)) as c:  # the retry
         response = c.post(PATH, json=notification([alert("RpcEndpointDown")]), headers=BEARER)
-    assert response.status_code == 200 and response.json()["incident"] == "INC-1"
+    # The failed attempt's number is given back on SQLite, left unused on PostgreSQL.
+    ref = "INC-1" if engine.dialect.name == "sqlite" else "INC-2"
+    assert response.status_code == 200 and response.json()["incident"] == ref
 
 
 def test_a_declare_refused_by_policy_is_a_500_with_the_reason(engine, tmp_path):
