@@ -126,11 +126,11 @@ def _socket_closed(dbapi_connection: Any) -> bool:
 def _pg_liveness(engine: Engine) -> None:
     """Hand out only live PostgreSQL connections, without a round trip in a burst.
 
-    On checkout, a connection whose server hung up (its socket readable) is replaced, and the
-    whole pool with it (a restarted server closed them all); one idle longer than
-    ``PG_PING_IDLE_S`` is pinged first, as ``pool_pre_ping`` would (a connection cut without
-    a word, by a firewall, shows nothing on its socket). A connection that breaks under a
-    statement is detected by SQLAlchemy, which replaces the pool's older connections too."""
+    On checkout, a connection whose server hung up (its socket readable) is replaced; one idle
+    longer than ``PG_PING_IDLE_S`` is pinged first, as ``pool_pre_ping`` would (a connection
+    cut without a word, by a firewall, shows nothing on its socket). A connection that breaks
+    under a statement is detected by SQLAlchemy, which replaces the pool's older connections
+    too."""
 
     @event.listens_for(engine.pool, "checkin")
     def _checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -142,7 +142,9 @@ def _pg_liveness(engine: Engine) -> None:
         if since is None:  # a new connection
             return
         if _socket_closed(dbapi_connection):
-            raise exc.InvalidatePoolError("the server closed the connection")
+            # This one only: each pooled connection is checked like it at its own checkout,
+            # without a round trip, so nothing is gained by dropping the others unchecked.
+            raise exc.DisconnectionError("the server closed the connection")
         if time.monotonic() - since >= PG_PING_IDLE_S:
             try:
                 engine.dialect.do_ping(dbapi_connection)
