@@ -19,7 +19,7 @@ from incidentbot.incidents import service as svc
 from incidentbot.sandbox.slack.transport import sign
 from incidentbot.web.slack_edge import MAX_BODY
 from tests.conftest import count
-from tests.slack_harness import running_bot, settled, wait_for
+from tests.slack_harness import channel_of, running_bot, settled, wait_for
 
 TITLE = "Validator missed attestations"
 
@@ -148,6 +148,7 @@ def test_malformed_requests_are_4xx_and_change_nothing(bot, engine, caplog):
 def test_a_replayed_or_retried_command_runs_once(bot, engine):
     _, sandbox = bot
     channel = declare(sandbox)
+    channel_of(engine)  # the bot knows the channel as INC-1's, not only Slack
     form = "application/x-www-form-urlencoded"
     for command in ("note", "update"):
         body = sandbox.driver.slash_command_request(
