@@ -1,6 +1,6 @@
 """PostgreSQL connections without a ping per transaction: a burst of commands sends no ping,
-a restarted server does not fail the next command (nor a read), and a connection idle long
-enough is pinged before it is used."""
+a restarted server does not fail the next command (nor a read), a connection idle long enough
+is pinged before it is used, and a read holds no transaction open."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from psycopg.pq import TransactionStatus
 from sqlalchemy.engine import Engine
 
 from incidentbot import db
@@ -94,3 +95,20 @@ def test_a_connection_idle_for_long_is_pinged_first(pg, pings, tmp_path, monkeyp
     monkeypatch.setattr(db, "PG_PING_IDLE_S", 0.0)  # every pooled connection counts as idle
     uc.declare(core, ALICE, title="second")
     assert len(pings) >= 1 and count(engine, "incident") == 2
+
+
+def test_a_read_holds_no_transaction_open(pg, tmp_path):
+    """A read's statements run in autocommit: between them the server holds no transaction
+    (no BEGIN or COMMIT round trips, no snapshot kept while the request works)."""
+    _, engine = pg
+    settings = Settings(data_dir=tmp_path / "data")
+    uc.declare(Core(settings, engine), ALICE, title="RPC lagging")
+    with db.read(engine) as s:
+        titles = [i.title for i in uc.svc.list_incidents(s, settings)]
+        raw = s.connection().connection.dbapi_connection
+        assert raw.info.transaction_status == TransactionStatus.IDLE
+    assert titles == ["RPC lagging"]
+    with db.transaction(engine) as s:  # a write transaction is one, as before
+        uc.svc.get(s, "INC-1")
+        raw = s.connection().connection.dbapi_connection
+        assert raw.info.transaction_status == TransactionStatus.INTRANS
