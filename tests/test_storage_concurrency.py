@@ -610,6 +610,20 @@ def test_a_request_claimed_by_many_at_once_runs_once(engine):
     assert sorted(outcomes) == ["run"] + ["running"] * 7
 
 
+def test_claims_older_than_a_signature_lives_are_forgotten(engine, monkeypatch):
+    monkeypatch.setattr(inbound, "PRUNE_EVERY", 1)  # prune at every new claim
+    assert inbound.claim(engine, "slack:trigger:old").outcome == "run"
+    with db.transaction(engine) as s:  # claimed long before a signature stops being accepted
+        s.execute(
+            text("UPDATE inbound_request SET claimed_at = :at WHERE key = 'slack:trigger:old'"),
+            {"at": datetime(2020, 1, 1, tzinfo=UTC).replace(tzinfo=None)},
+        )
+    assert inbound.claim(engine, "slack:trigger:new").outcome == "run"
+    with db.read(engine) as s:
+        keys = s.execute(text("SELECT key FROM inbound_request ORDER BY key")).scalars().all()
+    assert keys == ["slack:trigger:new"]
+
+
 # -- Slack's answers first ----------------------------------------------------------------------
 
 
