@@ -124,7 +124,7 @@ def test_numbering_continues_across_the_sequence_migration_and_back(engine, sett
     core = Core(settings, engine, chat=False)
     for title in ("one", "two", "three"):
         uc.declare(core, ALICE, title=title)
-    db.downgrade(engine, "0019")
+    db.downgrade(engine, "0020")
     with engine.connect() as conn:
         counter = conn.execute(text("SELECT value FROM counter WHERE name = 'incident'")).scalar()
     assert counter == 3  # the counter the older incidentbot reads says the last number used

@@ -73,7 +73,7 @@ MAX_NOTE = 4000
 STATUS_UPDATE = "status.update"  # the timeline kind of a status update
 
 
-INCIDENT_SEQUENCE = "incident_number"  # PostgreSQL (migration 0020)
+INCIDENT_SEQUENCE = "incident_number"  # PostgreSQL (migration 0021)
 
 
 def _next_number(session: Session) -> int:

@@ -1,7 +1,7 @@
 """INC numbers from a sequence on PostgreSQL: concurrent declares no longer queue on one row
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0021
+Revises: 0020
 
 On PostgreSQL a declare took its number by updating the ``counter`` row ``incident`` and held
 that row's lock until it committed, so declares ran one after another. The number now comes
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0020"
-down_revision = "0019"
+revision = "0021"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
