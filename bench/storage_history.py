@@ -25,6 +25,7 @@ from incidentbot import db
 from incidentbot.config import Settings
 from incidentbot.ledger.actions import registry
 from incidentbot.slack.commands import CommandHandler
+from incidentbot.usecases.core import Core
 
 HISTORY = 10_000
 HISTORY_TARGET = 1.5  # × the same on an empty database
@@ -85,7 +86,7 @@ def _insert(engine: sa.Engine, incidents: int, events_on_first: int) -> None:
 def _time_commands(url: str, texts: list[str], channel: str, repeats: int) -> dict[str, float]:
     """Median ms per command text over ``repeats`` (each after one warm-up)."""
     engine = db.make_engine(url)
-    handler = CommandHandler(Settings(), engine)
+    handler = CommandHandler(Core(Settings(), engine))
     out: dict[str, float] = {}
     try:
         for text in texts:

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 
 from incidentbot import db, group_commit, inbound, ledger, priority, writer_queue
 from incidentbot.config import Settings
-from incidentbot.incidents import effects
+from incidentbot.incidents import effects, records
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Counter, Incident, TimelineEvent
 from incidentbot.ledger.actions import registry
@@ -200,7 +200,8 @@ def test_refresh_runs_stay_one_per_change_under_concurrency(engine, settings):
 # -- pages ------------------------------------------------------------------------------------
 
 
-def test_list_pages_cover_every_open_incident_once(engine, settings):
+@pytest.mark.parametrize("listing", [svc.list_incidents, records.list_page])
+def test_list_pages_cover_every_open_incident_once(engine, settings, listing):
     for i in range(9):
         _declare(engine, settings, f"validator {i} missed attestations")
     for ref in ("INC-2", "INC-5"):
@@ -210,7 +211,7 @@ def test_list_pages_cover_every_open_incident_once(engine, settings):
     before = None
     while True:
         with db.read(engine) as s:
-            page = svc.list_incidents(s, settings, limit=3, before=before)
+            page = listing(s, settings, limit=3, before=before)
         if not page:
             break
         pages.append([i.ref for i in page])
@@ -298,6 +299,14 @@ def test_cli_list_pages_with_a_hint_for_the_next_page(cli):
     code, out, _ = cli("incident", "list", "--limit", "2", "--before", "2")
     assert code == 0
     assert "INC-1" in out and "INC-2" not in out and "More:" not in out
+
+
+def test_cli_list_shows_titles_as_typed_never_as_markup(cli, engine, settings):
+    typed = "[/x] [bold]geth[/bold] behind on [red]rpc-2"
+    _declare(engine, settings, typed)  # declared in Slack, listed in a terminal
+    code, out, err = cli("incident", "list")
+    assert code == 0, err
+    assert typed in out
 
 
 # -- group commit -----------------------------------------------------------------------------

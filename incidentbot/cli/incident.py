@@ -7,6 +7,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from incidentbot import db
@@ -15,6 +16,7 @@ from incidentbot.cli.incident_follow import follow, say_queued
 from incidentbot.cli.incident_impact import ask_impact_start
 from incidentbot.clock import utcnow
 from incidentbot.durations import format_duration, parse_when
+from incidentbot.incidents import records
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import MILESTONES
 from incidentbot.people import Directory
@@ -126,8 +128,8 @@ def list_cmd(
     """List open incidents (newest first), a page at a time."""
     st = state(ctx)
     with db.read(st.engine) as s:
-        found = svc.list_incidents(
-            s, st.settings, include_terminal=all_, limit=limit + 1, before=before
+        found = records.list_page(
+            s, st.settings, include_terminal=all_, limit=limit + 1, before=before, details=True
         )
         names = Directory.load(s, st.settings.people, [i.commander for i in found[:limit]])
     incidents, more = found[:limit], len(found) > limit
@@ -141,9 +143,9 @@ def list_cmd(
             inc.ref,
             inc.severity,
             inc.status,
-            inc.title,
-            names(inc.commander) if inc.commander else "-",
-            format_duration(now - inc.declared_at),
+            escape(inc.title),
+            escape(names(inc.commander)) if inc.commander else "-",
+            format_duration(now - inc.declared_at) if inc.declared_at else "-",
         )
     console.print(table)
     if more:
