@@ -6,6 +6,7 @@ and review the diff."""
 from __future__ import annotations
 
 import difflib
+import gc
 import os
 from pathlib import Path
 
@@ -75,6 +76,19 @@ def test_html_matches_the_golden_file_and_is_stable(scenario):
     first = rendered(scenario, "html")
     assert rendered(scenario, "html") == first
     check_golden("postmortem.html", first)
+
+
+def test_rendering_leaves_the_cycle_collector_as_it_found_it(scenario):
+    # A document is built with the collector held off; the process must get it back.
+    assert gc.isenabled()
+    first = rendered(scenario, "md")
+    assert gc.isenabled()
+    gc.disable()  # off already (a server starting up): left off
+    try:
+        assert rendered(scenario, "md") == first
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_each_person_is_looked_up_once_per_document(scenario, monkeypatch):

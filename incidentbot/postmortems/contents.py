@@ -15,18 +15,19 @@ LABELS = {"pin": "Pinned", "update": "Status update", "note": "Note"}
 PLACED = ("summary", "impact", "trigger", "detection", "resolution")
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     at: str
     actor: str
     category: str
     kind: str
     text: str
+    # A word for entries people wrote: pinned messages, status updates, notes ("" otherwise).
+    # Set from the category once: the renderers and the language check ask for each entry's.
+    label: str = field(init=False, default="")
 
-    @property
-    def label(self) -> str:
-        """A word for entries people wrote: pinned messages, status updates, notes."""
-        return LABELS.get(self.category, "")
+    def __post_init__(self) -> None:
+        self.label = LABELS.get(self.category, "")
 
 
 @dataclass

@@ -40,7 +40,6 @@ from incidentbot.postmortems import timeline as pm_timeline
 from incidentbot.postmortems.contents import (
     ActionRow,
     Document,
-    Entry,
     Link,
     MetricRow,
     Milestone,
@@ -51,6 +50,7 @@ from incidentbot.postmortems.contents import (
     SeverityChange,
     SeverityRow,
 )
+from incidentbot.postmortems.heap import collector_paused
 from incidentbot.postmortems.models import PUBLISHED, Postmortem
 from incidentbot.postmortems.names import once_per_actor
 
@@ -64,8 +64,8 @@ class _Clock:
     def __call__(self, when: datetime | None) -> str:
         if when is None:
             return "—"
-        t = when.astimezone(self.tz).replace(tzinfo=None)
-        return t.isoformat(" ", "seconds")  # 2025-03-11 10:52:00
+        # 2025-03-11 10:52:00: the local time without its offset (sliced off, not replaced).
+        return when.astimezone(self.tz).isoformat(" ", "seconds")[:19]
 
 
 def people_in(session: Session, settings: Settings, incident: Incident) -> set[str]:
@@ -85,6 +85,18 @@ def build(
     """Read everything the postmortem of ``incident`` shows. ``postmortem`` defaults to the
     stored row (or the draft it would start as); ``names`` to the Person table; ``today``
     (which action items are overdue) to today in the team's time zone."""
+    with collector_paused():
+        return _build(session, settings, incident, postmortem, names, today)
+
+
+def _build(
+    session: Session,
+    settings: Settings,
+    incident: Incident,
+    postmortem: Postmortem | None,
+    names: Directory | None,
+    today: date | None,
+) -> Document:
     if today is None:
         today = team_today(settings.timezone)
     rows = pm_rows.load(session, settings, incident, postmortem)
@@ -132,16 +144,7 @@ def build(
     run_by_id = {r.run_id: r for r in run_docs}
 
     story = pm_timeline.story(events)
-    timeline = [
-        Entry(
-            at=fmt(at),
-            actor=names(ev.actor),
-            category=pm_timeline.category(ev.kind),
-            kind=ev.kind,
-            text=pm_timeline.describe(ev, run_by_id, text, names, role_labels),
-        )
-        for at, ev in story
-    ]
+    timeline = pm_timeline.entries(story, fmt, run_by_id, text, names, role_labels)
 
     # sections and the language check
     sections = [

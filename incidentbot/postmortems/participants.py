@@ -50,9 +50,15 @@ def participants(
     counts: dict[str, int] = {}
     held: dict[str, list[str]] = {}
 
+    ids: dict[str | None, str | None] = {}  # actor -> the participant it is (None: not one)
+
     def seen(actor: str | None, when: datetime) -> str | None:
-        who = plain_id(actor)
-        if not who or who in system:
+        try:
+            who = ids[actor]
+        except KeyError:
+            plain = plain_id(actor)
+            who = ids[actor] = plain if plain and plain not in system else None
+        if who is None:
             return None
         if who not in first or when < first[who]:
             first[who] = when

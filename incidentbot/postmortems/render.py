@@ -31,6 +31,7 @@ from incidentbot.people import Directory
 from incidentbot.postmortems.config import PACKAGE_TEMPLATES
 from incidentbot.postmortems.contents import Document, Entry
 from incidentbot.postmortems.document import build
+from incidentbot.postmortems.heap import collector_paused
 from incidentbot.postmortems.models import Postmortem
 
 FORMATS = {"md": "postmortem.md.j2", "html": "postmortem.html.j2"}
@@ -161,16 +162,22 @@ def timeline_html(entries: list[Entry]) -> Markup:
     ``d.timeline`` itself instead."""
     rows = []
     actors: dict[str, str] = {}
+    # The row's opening and the tag, by category and label (a handful of each), escaped once.
+    heads: dict[tuple[str, str], tuple[str, str]] = {}
     for e in entries:
-        label = e.label
-        tag = f'<span class="tag">{_esc(label)}</span> ' if label else ""
+        head = heads.get((e.category, e.label))
+        if head is None:
+            label = e.label
+            head = heads[(e.category, label)] = (
+                f'<tr class="cat-{_esc(e.category)}"><td class="at">',
+                f'<span class="tag">{_esc(label)}</span> ' if label else "",
+            )
         who = actors.get(e.actor)
         if who is None:
             who = actors[e.actor] = _esc(e.actor)
         rows.append(
-            f'<tr class="cat-{_esc(e.category)}"><td class="at">{_esc(e.at)}</td>'
-            f'<td class="who">{who}</td>'
-            f'<td class="what">{tag}{_lines(e.text)}</td></tr>'
+            f'{head[0]}{_esc(e.at)}</td><td class="who">{who}</td>'
+            f'<td class="what">{head[1]}{_lines(e.text)}</td></tr>'
         )
     return Markup("\n".join(rows))  # noqa: S704 - every value above is escaped
 
@@ -233,7 +240,8 @@ def render_document(settings: Settings, doc: Document, fmt: str) -> str:
     env = environment(settings)
     try:
         template = env.get_template(FORMATS[fmt])
-        out = template.render(d=doc)
+        with collector_paused():
+            out = template.render(d=doc)
     except TemplateError as exc:
         where = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
         name = getattr(exc, "name", None) or FORMATS[fmt]

@@ -51,7 +51,7 @@ def read_events(session: Session, incident: Incident) -> list[Event]:
         .where(TimelineEvent.incident_id == incident.id)
         .order_by(col(TimelineEvent.occurred_at), col(TimelineEvent.id))
     )
-    rows = session.connection().execute(stmt)  # Core rows: no ORM loading per row
+    rows = session.connection().execute(stmt).all()  # Core rows, fetched at once: no ORM
     return [Event(i, at, kind, actor, summary, _data(raw)) for i, at, kind, actor, summary, raw in
             rows]  # fmt: skip
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from incidentbot.people import Directory
 from incidentbot.postmortems import runs as pm_runs
-from incidentbot.postmortems.contents import RunDoc
+from incidentbot.postmortems.contents import Entry, RunDoc
 from incidentbot.postmortems.metrics import EventLike
 
 # Timeline events that are bookkeeping, not part of the story.
@@ -94,6 +94,34 @@ def category(kind: str) -> str:
     }.get(head, "other")
 
 
+def entries(
+    story: list[tuple[datetime, EventLike]],
+    fmt: Callable[[datetime], str],
+    runs: dict[int, RunDoc],
+    text: Callable[[str], str],
+    names: Directory,
+    role_labels: dict[str, str],
+) -> list[Entry]:
+    """The story's entries as the document shows them: time, who, category and what. What
+    depends on the kind (said by its summary or from its data) is decided once per kind."""
+    by_kind: dict[str, tuple[str, bool]] = {}  # kind -> (category, said by its summary)
+    out = []
+    for at, ev in story:
+        kind = ev.kind
+        known = by_kind.get(kind)
+        if known is None:
+            plain = kind not in _ROLE_KINDS and (
+                not kind.startswith("runbook.") or kind == "runbook.suggested"
+            )
+            known = by_kind[kind] = (category(kind), plain)
+        said = text(ev.summary) if known[1] else describe(ev, runs, text, names, role_labels)
+        out.append(Entry(fmt(at), names(ev.actor), known[0], kind, said))
+    return out
+
+
+_ROLE_KINDS = ("role.assigned", "role.handover", "role.unassigned")
+
+
 def describe(
     ev: EventLike,
     runs: dict[int, RunDoc],
@@ -105,7 +133,7 @@ def describe(
     events are said from their data (their stored summaries carry timings measured on the
     database clock)."""
     kind = ev.kind
-    if kind in ("role.assigned", "role.handover", "role.unassigned") and ev.data.get("user"):
+    if kind in _ROLE_KINDS and ev.data.get("user"):
         role = role_labels.get(str(ev.data.get("role")), str(ev.data.get("role")))
         who = names(str(ev.data["user"]))
         if kind == "role.unassigned":
