@@ -25,8 +25,11 @@ class BenchArgs:
 
 @dataclass(frozen=True)
 class Figure:
-    """``value`` against ``baseline`` (same unit, same run). ``target`` is the highest ratio
-    that meets it (None: reported only); ``note`` says what was counted or what limits it."""
+    """``value`` against ``baseline`` (same unit, same run). The target, if any: ``target``, the
+    highest ratio that meets it; ``over``, at most that much more than the baseline, in the
+    figure's unit (e.g. 2 ms over a bare write); ``under``, a bound on the value itself (e.g.
+    under 300 ms). None of them: reported only. ``note`` says what was counted or what limits
+    it."""
 
     name: str
     value: float
@@ -35,6 +38,8 @@ class Figure:
     target: float | None = None
     baseline_name: str = ""
     note: str = ""
+    over: float | None = None
+    under: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -42,7 +47,32 @@ class Figure:
 
     @property
     def met(self) -> bool | None:
-        return None if self.target is None else self.ratio <= self.target
+        checks = []
+        if self.target is not None:
+            checks.append(self.ratio <= self.target)
+        if self.over is not None:
+            checks.append(self.value - self.baseline <= self.over)
+        if self.under is not None:
+            checks.append(self.value < self.under)
+        return all(checks) if checks else None
+
+    @property
+    def target_text(self) -> str:
+        """The target as the table prints it, rounded like the figures: ``≤ 1.5×``, ``at most
+        2 ms over``, ``under 300 ms``, or ``-``."""
+        parts = []
+        if self.target is not None:
+            parts.append(f"≤ {number(self.target)}×")
+        if self.over is not None:
+            parts.append(f"at most {number(self.over)} {self.unit} over")
+        if self.under is not None:
+            parts.append(f"under {number(self.under)} {self.unit}")
+        return "; ".join(parts) or "-"
+
+
+def number(value: float) -> str:
+    """A figure's number as a reader takes it in: at most two decimals, no trailing zeros."""
+    return f"{round(value, 2):g}"
 
 
 def pct(values: list[float], q: float) -> float:

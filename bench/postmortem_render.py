@@ -20,6 +20,7 @@ several-fold, the CPU time much less (PostgreSQL's own work is in its server, no
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -146,7 +147,9 @@ def figures(args: BenchArgs) -> list[Figure]:
     found: list[Figure] = []
 
     def one(name: str, url: str) -> None:
-        for fmt, (times, floors, cpus) in measure(url, events, args.rounds).items():
+        measured = measure(url, events, args.rounds)
+        load = os.getloadavg()[0]  # the machine's, over the last minute of measuring
+        for fmt, (times, floors, cpus) in measured.items():
             value = statistics.median(times) * 1000
             cpu = statistics.median(cpus) * 1000
             found.append(
@@ -154,11 +157,9 @@ def figures(args: BenchArgs) -> list[Figure]:
                     f"{name}: {events:,} events, {fmt} (build + render)",
                     value,
                     statistics.median(floors) * 1000,
-                    target=None,
+                    under=TARGET_S * 1000,
                     baseline_name="raw read + one escaped line per event",
-                    note=f"target < {TARGET_S * 1000:.0f} ms: "
-                    + ("met" if value < TARGET_S * 1000 else "not met")
-                    + f"; CPU {cpu:.0f} ms in this process",
+                    note=f"CPU {cpu:.0f} ms in this process; load average {load:.1f}",
                 )
             )
 

@@ -42,7 +42,7 @@ def table(rows: list[tuple[str, Figure]]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for module, f in rows:
-        target = f"≤ {f.target:g}×" if f.target is not None else "-"
+        target = f.target_text
         met = {True: "yes", False: "**no**", None: "-"}[f.met]
         base = f"{f.baseline:.1f} {f.unit}" + (f" ({f.baseline_name})" if f.baseline_name else "")
         name = f.name + (f" — {f.note}" if f.note else "")
