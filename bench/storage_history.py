@@ -3,7 +3,9 @@
 An in-channel command (``sev``, ``note``, ``timeline``) on an incident with 10,000 timeline
 events against the same on an incident with none; ``list`` with 10,000 open incidents against an
 empty database and against one page of incidents. In-process (the command handler the Slack
-listener calls), on SQLite and PostgreSQL (fsync on); each measured note is counted stored.
+listener calls), on SQLite and PostgreSQL (fsync on); the databases compared take turns, one
+command each, so that the machine's load falls on them alike; each measured note is counted
+stored.
 
 Run: bench/run storage_history
 """
@@ -30,6 +32,7 @@ from incidentbot.usecases.core import Core
 HISTORY = 10_000
 HISTORY_TARGET = 1.5  # × the same on an empty database
 PAGE = 40  # incidents in one Slack `list` reply
+LIST_REPEATS = 50  # `list`s per round, per database (a read of a millisecond or two)
 
 
 def _seed(url: str, incidents: int, events_on_first: int) -> None:
@@ -83,29 +86,36 @@ def _insert(engine: sa.Engine, incidents: int, events_on_first: int) -> None:
             )
 
 
-def _time_commands(url: str, texts: list[str], channel: str, repeats: int) -> dict[str, float]:
-    """Median ms per command text over ``repeats`` (each after one warm-up)."""
-    engine = db.make_engine(url)
-    handler = CommandHandler(Core(Settings(), engine))
-    out: dict[str, float] = {}
+def _time_commands(
+    urls: list[str], texts: list[str], channel: str, repeats: int
+) -> list[dict[str, float]]:
+    """Median ms per command text on each database over ``repeats`` (after one warm-up).
+    The databases take turns, one command each, so that the machine's load (shared, and
+    swinging from second to second) falls on all of them alike and their ratios hold."""
+    engines = [db.make_engine(url) for url in urls]
+    handlers = [CommandHandler(Core(Settings(), engine)) for engine in engines]
+    times: list[dict[str, list[float]]] = [{t: [] for t in texts} for _ in urls]
     try:
         for text in texts:
-            times = []
             for k in range(repeats + 1):
                 arg = text.format(sev=("2", "3")[k % 2], k=k)
-                t0 = time.perf_counter()
-                reply = handler.handle(user_id="U1", channel_id=channel, text=arg, trigger_id="t")
-                if k:
-                    times.append(time.perf_counter() - t0)
-                if "Usage" in reply.text:
-                    raise BenchFailed(f"`{arg}` was refused: {reply.text}")
-            out[text] = median(times) * 1000
-        notes = count(url, "SELECT count(*) FROM timeline_event WHERE summary LIKE 'bench %'")
-        if any("note" in t for t in texts) and notes != repeats + 1:
-            raise BenchFailed(f"{notes} of {repeats + 1} notes stored")
+                for handler, mine in zip(handlers, times, strict=True):
+                    t0 = time.perf_counter()
+                    reply = handler.handle(
+                        user_id="U1", channel_id=channel, text=arg, trigger_id="t"
+                    )
+                    if k:
+                        mine[text].append(time.perf_counter() - t0)
+                    if "Usage" in reply.text:
+                        raise BenchFailed(f"`{arg}` was refused: {reply.text}")
+        for url in urls:
+            notes = count(url, "SELECT count(*) FROM timeline_event WHERE summary LIKE 'bench %'")
+            if any("note" in t for t in texts) and notes != repeats + 1:
+                raise BenchFailed(f"{notes} of {repeats + 1} notes stored")
     finally:
-        engine.dispose()
-    return out
+        for engine in engines:
+            engine.dispose()
+    return [{t: median(mine[t]) * 1000 for t in texts} for mine in times]
 
 
 def _queue_only_chat_actions() -> None:
@@ -126,8 +136,7 @@ def history(fresh, rounds: int, size: int) -> list[Figure]:  # type: ignore[no-u
         _seed(empty, 1, 0)
         _, full = fresh(backend)
         _seed(full, 1, size)
-        base = _time_commands(empty, texts, "C1", repeats)
-        big = _time_commands(full, texts, "C1", repeats)
+        base, big = _time_commands([empty, full], texts, "C1", repeats)
         for text in texts:
             figures.append(
                 Figure(
@@ -139,11 +148,13 @@ def history(fresh, rounds: int, size: int) -> list[Figure]:  # type: ignore[no-u
                     note=f"median of {repeats}",
                 )
             )
-        timed: dict[int, float] = {}
+        urls = []
         for incidents in (0, PAGE, size):
             _, url = fresh(backend)
             _seed(url, incidents, 0)
-            timed[incidents] = _time_commands(url, ["list"], "D1", repeats)["list"]
+            urls.append(url)
+        listed = _time_commands(urls, ["list"], "D1", LIST_REPEATS * rounds)
+        timed = {n: found["list"] for n, found in zip((0, PAGE, size), listed, strict=True)}
         for base, name in ((0, "empty database"), (PAGE, f"{PAGE} open incidents, one page")):
             figures.append(
                 Figure(
@@ -152,7 +163,7 @@ def history(fresh, rounds: int, size: int) -> list[Figure]:  # type: ignore[no-u
                     timed[base],
                     target=HISTORY_TARGET,
                     baseline_name=name,
-                    note=f"median of {repeats}",
+                    note=f"median of {LIST_REPEATS * rounds}",
                 )
             )
     return figures
