@@ -24,7 +24,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Interval, bindparam, func, or_, update
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    Interval,
+    any_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -83,6 +95,33 @@ _SUCCEED = (
     )
 )
 
+
+def _advance_in_one() -> Any:
+    """PostgreSQL: :data:`_ADVANCE` and :data:`_SUCCEED` as one statement (one round trip):
+    the fencing update in a ``WITH``, the step's update only if it matched, at the time it
+    used; the result is the fence's (no row: the lease is lost and nothing is written)."""
+    fenced = _ADVANCE["postgresql"].cte("fenced")
+    succeeded = (
+        update(_step)
+        .where(
+            _step.c.run_id == bindparam("b_run_id"),
+            _step.c.idx == bindparam("b_idx"),
+            exists(select(fenced.c.updated_at)),
+        )
+        .values(
+            status=STEP_SUCCEEDED,
+            output=bindparam("b_output", type_=_step.c.output.type),
+            error=None,
+            finished_at=select(fenced.c.updated_at).scalar_subquery(),
+        )
+        .returning(_step.c.idx)
+        .cte("succeeded")
+    )
+    return select(fenced.c.updated_at).add_cte(succeeded)
+
+
+_ADVANCE_IN_ONE = _advance_in_one()
+
 # Before a step: the fence also returns what decides whether the step at the cursor is plain.
 _FENCE_READ = {
     d: _fenced_update(
@@ -123,6 +162,57 @@ _START = (
 )
 
 
+def _start_in_one() -> Any:
+    """PostgreSQL: :data:`_FENCE_READ` and :data:`_START` as one statement (one round trip).
+    The step at the cursor is marked started only if the fence matched, the run has no error,
+    failed step or cancel request, the cursor's step is one of ``b_plain`` (the plain steps of
+    the spec, worked out by the caller) and the step is pending, undecided and due: the checks
+    the two statements and the caller made between them. One row: the fence's values, and the
+    started step's (NULL if it was not started); no row: the lease is lost."""
+    fenced = _FENCE_READ["postgresql"].cte("fenced")
+    at = select(fenced.c.updated_at).scalar_subquery()
+    started = (
+        update(_step)
+        .where(
+            _step.c.run_id == bindparam("b_run_id"),
+            _step.c.idx == select(fenced.c.cursor).scalar_subquery(),
+            _step.c.idx == any_(bindparam("b_plain", type_=ARRAY(Integer))),
+            exists(
+                select(fenced.c.cursor).where(
+                    fenced.c.error.is_(None),
+                    fenced.c.failed_step.is_(None),
+                    fenced.c.cancel_requested_at.is_(None),
+                )
+            ),
+            _step.c.status == STEP_PENDING,
+            _step.c.decision.is_(None),
+            or_(_step.c.next_attempt_at.is_(None), _step.c.next_attempt_at <= at),
+        )
+        .values(
+            status=STEP_STARTED,
+            attempts=_step.c.attempts + 1,
+            started_at=at,
+            finished_at=None,
+            next_attempt_at=None,
+        )
+        .returning(_step.c.name, _step.c.attempts, _step.c.idempotent)
+        .cte("started")
+    )
+    return select(
+        fenced.c.updated_at,
+        fenced.c.kind,
+        fenced.c.incident_id,
+        fenced.c.target,
+        fenced.c.cursor,
+        started.c.name,
+        started.c.attempts,
+        started.c.idempotent,
+    ).select_from(fenced.outerjoin(started, true()))
+
+
+_START_IN_ONE = _start_in_one()
+
+
 def _conn(session: Session) -> Connection:
     return session.connection()
 
@@ -154,6 +244,9 @@ def advance(
     written)."""
     conn = _conn(session)
     params = {"b_run_id": run_id, "b_owner": owner, "b_cursor": index + 1, **_lease(conn, lease)}
+    if conn.dialect.name == "postgresql":
+        params.update(b_idx=index, b_output=output)
+        return conn.execute(_ADVANCE_IN_ONE, params).scalar_one_or_none()
     now = conn.execute(_ADVANCE[conn.dialect.name], params).scalar_one_or_none()
     if now is None:
         return None
@@ -175,6 +268,8 @@ def fence_and_start(
     fence written: the caller goes on in the same transaction)."""
     conn = _conn(session)
     params = {"b_run_id": run_id, "b_owner": owner, **_lease(conn, lease)}
+    if conn.dialect.name == "postgresql":
+        return _fence_and_start_in_one(conn, params, specs, actions)
     run = conn.execute(_FENCE_READ[conn.dialect.name], params).first()
     if run is None:
         return None, None
@@ -201,6 +296,32 @@ def fence_and_start(
         "name": step.name,
         "idempotent": step.idempotent,
         "attempt": step.attempts,
+    }
+
+
+def _plain(spec: StepSpec, actions: ActionRegistry) -> bool:
+    """A step whose start is the plain case as far as its spec says (see the module)."""
+    return spec.park is None and spec.rollback_for is None and actions.get(spec.action) is not None
+
+
+def _fence_and_start_in_one(
+    conn: Connection, params: dict[str, Any], specs: list[StepSpec], actions: ActionRegistry
+) -> tuple[datetime | None, dict[str, Any] | None]:
+    """:func:`fence_and_start` in one statement (PostgreSQL)."""
+    plain = [i for i, spec in enumerate(specs) if _plain(spec, actions)]
+    row = conn.execute(_START_IN_ONE, {**params, "b_plain": plain}).first()
+    if row is None:
+        return None, None
+    if row.name is None:
+        return row.updated_at, None
+    return row.updated_at, {
+        "run_kind": row.kind,
+        "incident_id": row.incident_id,
+        "target": row.target,
+        "index": row.cursor,
+        "name": row.name,
+        "idempotent": row.idempotent,
+        "attempt": row.attempts,
     }
 
 
