@@ -101,7 +101,7 @@ def ledger_step(engine: Engine) -> Counter[str]:
     return begins(engine, 2) + Counter({"UPDATE ledger_run": 2, "UPDATE ledger_step": 2})
 
 
-def test_a_plain_ledger_step_is_two_fenced_transactions_of_two_statements(engine):
+def test_a_plain_ledger_step_is_two_fenced_transactions_without_a_read(engine):
     def start(steps: int) -> int:
         with db.transaction(engine) as s:
             run = ledger.start_run(

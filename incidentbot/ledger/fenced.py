@@ -11,7 +11,9 @@ one it calls here, where a transition is one or two statements built once per pr
 - marking a step started is that fence, which also returns the run's state and cursor, and
   one conditional ``UPDATE`` of the cursor step (pending, undecided, due) returning what the
   attempt needs: no ``SELECT``;
-- recording a success moves the cursor inside the fencing update and updates the step row.
+- recording a success moves the cursor inside the fencing update and updates the step row;
+- on PostgreSQL each pair is sent as one statement (the fence in a ``WITH``, the step's
+  update only if it matched): one round trip per transaction.
 
 The guarantees are those of the general path (a step is marked started, committed, before it
 runs; its result and the cursor commit together; every write is fenced); only the number of
