@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event as sa_event
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 from sqlmodel import col, select
 
@@ -207,6 +208,13 @@ def test_list_pages_cover_every_open_incident_once(engine, settings, listing):
     for ref in ("INC-2", "INC-5"):
         with db.transaction(engine) as s:
             svc.resolve(s, settings, ref, "restarted", actor="U1")
+    for ref, status in (
+        ("INC-3", "investigating"),
+        ("INC-7", "investigating"),
+        ("INC-8", "monitoring"),
+    ):
+        with db.transaction(engine) as s:
+            svc.set_status(s, settings, ref, status, actor="U1")
     pages: list[list[str]] = []
     before = None
     while True:
@@ -217,6 +225,54 @@ def test_list_pages_cover_every_open_incident_once(engine, settings, listing):
         pages.append([i.ref for i in page])
         before = page[-1].number
     assert pages == [["INC-9", "INC-8", "INC-7"], ["INC-6", "INC-4", "INC-3"], ["INC-1"]]
+
+
+def test_list_reads_only_open_incidents_however_many_were_resolved(engine, settings):
+    """Years of resolved incidents: the page of open ones is read off the status index, a few
+    rows per open status, not by walking back past every resolved incident."""
+    for i in range(6):
+        _declare(engine, settings, f"validator {i} missed attestations")
+    with db.transaction(engine) as s:
+        for ref in ("INC-2", "INC-3", "INC-4", "INC-6"):
+            svc.resolve(s, settings, ref, "restarted", actor="U1")
+        svc.set_status(s, settings, "INC-5", "investigating", actor="U1")
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
+        seen.append((statement, parameters))
+
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        with db.read(engine) as s:
+            page = records.list_page(s, settings, limit=40)
+            everything = records.list_page(s, settings, limit=40, include_terminal=True)
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
+    assert [(i.ref, i.status) for i in page] == [("INC-5", "investigating"), ("INC-1", "triage")]
+    assert [i.ref for i in everything] == [f"INC-{n}" for n in range(6, 0, -1)]
+    postgres = engine.dialect.name == "postgresql"
+    with engine.connect() as conn:
+        if postgres:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # a small table: judge the index
+        explain = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
+        plans = [
+            " ".join(str(row) for row in conn.exec_driver_sql(explain + statement, parameters))
+            for statement, parameters in seen
+            if "FROM incident" in statement and "ORDER BY" in statement
+        ]
+    assert plans and all("ix_incident_status_number" in plan for plan in plans), plans
+    assert not any("uq_incident_number" in plan for plan in plans), plans
+
+
+def test_the_status_index_goes_and_comes_back_with_its_migration(engine):
+    def indexes() -> set[str]:
+        return {ix["name"] for ix in sa_inspect(engine).get_indexes("incident")}
+
+    assert "ix_incident_status_number" in indexes()
+    db.downgrade(engine, "0019")
+    assert "ix_incident_status_number" not in indexes()
+    db.upgrade(engine)
+    assert "ix_incident_status_number" in indexes()
 
 
 def test_timeline_pages_back_through_ties_without_gaps(engine, settings):

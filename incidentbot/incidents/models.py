@@ -38,7 +38,11 @@ class Counter(SQLModel, table=True):
 
 class Incident(SQLModel, table=True):
     __tablename__ = "incident"
-    __table_args__ = (UniqueConstraint("number", name="uq_incident_number"),)
+    __table_args__ = (
+        UniqueConstraint("number", name="uq_incident_number"),
+        # A page of incidents in some statuses, newest first (records.list_page).
+        Index("ix_incident_status_number", "status", "number"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     number: int
