@@ -269,7 +269,7 @@ def test_the_status_index_goes_and_comes_back_with_its_migration(engine):
         return {ix["name"] for ix in sa_inspect(engine).get_indexes("incident")}
 
     assert "ix_incident_status_number" in indexes()
-    db.downgrade(engine, "0019")
+    db.downgrade(engine, "0021")
     assert "ix_incident_status_number" not in indexes()
     db.upgrade(engine)
     assert "ix_incident_status_number" in indexes()

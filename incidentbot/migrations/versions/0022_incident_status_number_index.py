@@ -1,8 +1,8 @@
 """an index on the incidents' status and number: a page of open incidents is read off it,
 status by status, without reading the resolved ones older than the open
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0022
+Revises: 0021
 
 Only an index: nothing is lost going back.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0020"
-down_revision = "0019"
+revision = "0022"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
