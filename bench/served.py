@@ -11,6 +11,7 @@ bytecode cache of their own (``PYTHONPYCACHEPREFIX``, outside the checkout) fill
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -105,19 +106,27 @@ def serving(
     sandbox: SlackSandbox, database_url: str, **env_extra: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], str, float]]:
     """Start ``serve`` (database upgraded first); yield (process, base URL, seconds from its
-    start to the first 200 from /healthz). The sandbox's driver sends to it; SIGTERM at the end."""
-    port = free_port()
-    env = bot_env(sandbox, database_url, port, **env_extra)
-    upgrade(env)
-    base = f"http://127.0.0.1:{port}"
-    began = time.perf_counter()
-    proc = subprocess.Popen([*CLI, "serve"], env=env, stdout=subprocess.DEVNULL)
-    try:
-        ready = wait_ready(proc, base, began)
-        sandbox.driver.bot_url = f"{base}/slack/events"
-        yield proc, base, ready
-    finally:
-        stop(proc)
+    start to the first 200 from /healthz). The sandbox's driver sends to it; SIGTERM at the end.
+
+    Unless ``INCIDENTBOT_DATA_DIR`` is given, the data directory is a new empty one: the start
+    is a first one (the runbook check results kept there are not yet), and nothing is written
+    into the checkout."""
+    with contextlib.ExitStack() as stack:
+        if "INCIDENTBOT_DATA_DIR" not in env_extra:
+            data = stack.enter_context(tempfile.TemporaryDirectory(prefix="incidentbot-data-"))
+            env_extra = {**env_extra, "INCIDENTBOT_DATA_DIR": data}
+        port = free_port()
+        env = bot_env(sandbox, database_url, port, **env_extra)
+        upgrade(env)
+        base = f"http://127.0.0.1:{port}"
+        began = time.perf_counter()
+        proc = subprocess.Popen([*CLI, "serve"], env=env, stdout=subprocess.DEVNULL)
+        try:
+            ready = wait_ready(proc, base, began)
+            sandbox.driver.bot_url = f"{base}/slack/events"
+            yield proc, base, ready
+        finally:
+            stop(proc)
 
 
 @contextmanager

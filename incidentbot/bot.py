@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from slack_bolt import App
-from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.engine import Engine
@@ -40,6 +39,7 @@ from incidentbot.paging.links import AskActions
 from incidentbot.people.lookup import Sightings
 from incidentbot.runbooks import runtime as runbook_runtime
 from incidentbot.runbooks.actions import registry as runbook_actions
+from incidentbot.runbooks.check_cache import CheckCache
 from incidentbot.runbooks.loader import Catalog, load_dirs
 from incidentbot.runbooks.messages import RunMessages
 from incidentbot.scheduler.builtin import Services, build_scheduler
@@ -57,7 +57,9 @@ from incidentbot.usecases.core import Core
 from incidentbot.web import pagerduty_webhooks, run_page, warmup
 from incidentbot.web.app import create_app
 
-if TYPE_CHECKING:  # the PagerDuty client is imported only when PagerDuty is configured
+if TYPE_CHECKING:  # imported only when configured: PagerDuty's client, Socket Mode's
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
     from incidentbot.pagerduty_adapter import PagerDutyPager
     from incidentbot.ports import Pager
 
@@ -92,8 +94,17 @@ class Bot:
     url: str | None = None  # the web server's base URL, once it listens
 
     @classmethod
-    def build(cls, settings: Settings, engine: Engine | None = None, *, poll: float = 1.0) -> Bot:
-        """Wire everything; refuses (DomainError) when a secret the mode needs is missing."""
+    def build(
+        cls,
+        settings: Settings,
+        engine: Engine | None = None,
+        *,
+        poll: float = 1.0,
+        remember_checks: bool = False,
+    ) -> Bot:
+        """Wire everything; refuses (DomainError) when a secret the mode needs is missing.
+        With ``remember_checks`` (``serve``), runbook files that passed the check at an earlier
+        start are not checked again (see :mod:`incidentbot.runbooks.check_cache`)."""
         token = _secret(settings.slack_bot_token, "INCIDENTBOT_SLACK_BOT_TOKEN")
         signing = None
         if settings.slack.mode == "http":
@@ -106,7 +117,8 @@ class Bot:
         metrics = Metrics(engine, settings)
         fx = Effects.install(settings, engine, token=token, observer=metrics.observe_slack_call)
         chat, pager, run_messages, page_key = fx.chat, fx.pager, fx.run_messages, fx.page_key
-        catalog = load_dirs(settings.runbooks.dirs, runbook_actions)
+        cache = CheckCache.open(settings.data_dir, runbook_actions) if remember_checks else None
+        catalog = load_dirs(settings.runbooks.dirs, runbook_actions, cache=cache)
         for problem in catalog.problems:
             log.error("runbook not loaded: %s", problem)
         holder: dict[str, Catalog] = {"catalog": catalog}
@@ -180,19 +192,25 @@ class Bot:
         if self.scheduler is not None:
             self.scheduler.start()
 
-    def warm_up(self) -> dict[str, float]:
+    def warm_up(self, *, check_slack: bool = False) -> dict[str, float]:
         """Pay now what the first command would pay (see :mod:`incidentbot.web.warmup`); the
-        web server must be listening. Returns the seconds each step took."""
+        web server must be listening. The round trips to Slack (Bolt's ``auth.test``; with
+        ``check_slack``, :meth:`check_slack` instead, which asks it for the adapter too) run
+        in a thread alongside the database steps. Returns the seconds each step took."""
         steps: list[warmup.Step] = [
             ("mappers", warmup.mappers),
             ("connections", lambda: warmup.connections(self.engine, self.settings.workers + 2)),
             ("reads", lambda: warmup.reads(self.engine)),
             ("declare", lambda: warmup.declare_rehearsal(self.engine, self.settings)),
-            ("slack identity", lambda: warmup.slack_identity(self.bolt)),
         ]
         if self.url is not None:
             steps.append(("http", lambda: warmup.http_stack(str(self.url))))
-        return warmup.run([*steps, *self.extra_warm_up])
+        slack: warmup.Step = (
+            ("slack check", self.check_slack)
+            if check_slack
+            else ("slack identity", lambda: warmup.slack_identity(self.bolt))
+        )
+        return warmup.run(steps, alongside=[slack], then=self.extra_warm_up)
 
     def start_http(self, host: str = "127.0.0.1", port: int = 0, *, warm: bool = True) -> str:
         """Serve the web app in a background thread; return its base URL. With ``warm``,
@@ -237,6 +255,8 @@ class Bot:
         if self._socket is not None:
             raise RuntimeError("Socket Mode is already started")
         app_token = _secret(self.settings.slack_app_token, "INCIDENTBOT_SLACK_APP_TOKEN")
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
         handler = SocketModeHandler(self.bolt, app_token)
         try:
             handler.connect()

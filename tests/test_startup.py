@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -22,8 +25,13 @@ from incidentbot.config import Settings
 from incidentbot.incidents.models import Incident
 from incidentbot.ledger.models import Run
 from incidentbot.runbooks import yaml_lines
+from incidentbot.runbooks.actions import Action, ActionRegistry
+from incidentbot.runbooks.check_cache import FILE_NAME, digest
 from incidentbot.sandbox.slack.server import SlackSandbox
+from tests.ledger_harness import REPO
 from tests.runbook_procs import BotProcess
+
+SHIPPED = Path(__file__).resolve().parents[1] / "runbooks"
 
 
 @pytest.fixture
@@ -100,18 +108,92 @@ def test_serve_says_it_listens_once_ready_and_answers_the_first_declare(
     # warm-up itself runs on both above), and a process start is the costly part.
     database = tmp_path / "serve.db"
     shutil.copyfile(sqlite_template, database)
-    proc = BotProcess(f"sqlite:///{database}", tmp_path / "serve.log", slack=slack, runbook_dirs=[])
+    runbooks = tmp_path / "runbooks"
+    runbooks.mkdir()
+    shutil.copyfile(SHIPPED / "announce.yaml", runbooks / "announce.yaml")
+    (runbooks / "bad.yaml").write_text("name: bad\nsteps: []\nsteps: []\n", encoding="utf-8")
+    proc = BotProcess(
+        f"sqlite:///{database}", tmp_path / "serve.log", slack=slack, runbook_dirs=[runbooks]
+    )
     try:
         proc.wait_listening()
         assert proc.url is not None
         health = httpx.get(f"{proc.url}/healthz", timeout=30)
         assert health.status_code == 200 and health.json()["ready"] is True, health.text
+        # Slack was asked who the bot is during the warm-up, and said so.
+        assert "Slack: ok" in proc.log()
+        assert len(slack.requests("auth.test")) == 2  # the Slack adapter's and Bolt's
+        # The bad runbook is reported; the good one was kept as checked, in the data directory
+        # (relative to the working directory by default).
+        assert (
+            f"runbook not loaded: {runbooks / 'bad.yaml'}:3: steps: duplicate key 'steps'"
+            in proc.log()
+        )
+        kept = json.loads((tmp_path / "data" / FILE_NAME).read_text(encoding="utf-8"))
+        assert kept["passed"] == [digest((runbooks / "announce.yaml").read_text(encoding="utf-8"))]
         slack.driver.bot_url = proc.events_url
         ack = slack.driver.slash_command("declare sev1 Validators missing attestations")
         assert ack.status == 200, (ack.status, ack.error, proc.log())
         assert "INC-1" in json.loads(ack.body)["text"]
+        assert len(slack.requests("auth.test")) == 2  # the command did not ask Slack again
     finally:
         proc.kill()
+
+
+def test_serve_does_not_import_what_its_first_requests_do_not_need():
+    """The built-in runbook actions (and the HTTP client they use) wait for a runbook to be
+    checked, planned or run; Socket Mode's client, PagerDuty's and the migrations, for being
+    configured or asked for."""
+    code = (
+        "import sys, json, incidentbot.cli.serve_cmd, incidentbot.bot; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENTBOT_")}
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+    )
+    loaded = set(json.loads(out.stdout))
+    assert "incidentbot.bot" in loaded and "sqlalchemy" in loaded
+    for name in (
+        "incidentbot.runbooks.actions.builtin",
+        "incidentbot.runbooks.actions.web3",
+        "httpx",
+        "slack_sdk.socket_mode",
+        "incidentbot.pagerduty_adapter",
+        "alembic",
+    ):
+        assert name not in loaded, name
+
+
+def test_the_built_in_actions_are_loaded_on_first_use_once():
+    loads: list[str] = []
+
+    def builtins() -> list[type[Action]]:
+        loads.append("loaded")
+        if len(loads) == 1:
+            raise ImportError("a module of an action is broken")
+        return [Probe]
+
+    class Probe(Action):
+        name = "lab.probe"
+
+    class Other(Action):
+        name = "lab.probe"
+
+    registry = ActionRegistry(later=builtins)
+    assert registry.registered_here() == [] and loads == []
+    with pytest.raises(ImportError):
+        registry.get("lab.probe")
+    assert isinstance(registry.get("lab.probe"), Probe)  # tried again, loaded
+    assert registry.names() == ["lab.probe"] and "lab.probe" in registry and len(registry) == 1
+    assert loads == ["loaded", "loaded"] and registry.registered_here() is None
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(Other)
+    # Registering first loads them too: a taken name is refused as it always was.
+    taken = ActionRegistry(later=lambda: [Probe])
+    with pytest.raises(ValueError, match="already registered"):
+        taken.register(Other)
 
 
 def test_the_shipped_runbooks_read_by_libyaml_are_what_pyyaml_reads():

@@ -18,9 +18,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -32,6 +31,9 @@ from incidentbot.errors import DomainError
 from incidentbot.incidents.models import ActionItem, Incident
 from incidentbot.ledger.redact import redact_text
 from incidentbot.people import Directory
+
+if TYPE_CHECKING:  # imported on the first export: the bot starts without the HTTP client
+    import httpx
 
 API_VERSION = "2022-11-28"
 MAX_TITLE = 256  # GitHub refuses longer issue titles
@@ -79,6 +81,8 @@ class GitHubIssues:
     ):
         self.repo = repo
         self.api_url = api_url.rstrip("/")
+        import httpx
+
         self._client = httpx.Client(
             base_url=self.api_url,
             timeout=timeout,
@@ -97,6 +101,8 @@ class GitHubIssues:
     def create(self, title: str, body: str, labels: list[str]) -> Issue:
         path = f"/repos/{self.repo}/issues"
         payload = {"title": title, "body": body, "labels": labels}
+        import httpx
+
         try:
             response = self._client.post(path, json=payload)
         except httpx.TimeoutException:

@@ -52,11 +52,11 @@ def _serve(ctx: typer.Context) -> None:
     st = state(ctx)
     settings = st.settings
     logs.configure(settings.log_level)
-    bot = Bot.build(settings, st.engine)
+    bot = Bot.build(settings, st.engine, remember_checks=True)
     # Listening from here on, /healthz answers 503 until the bot is warmed up and started.
     url = bot.start_http(settings.http.host, settings.http.port, warm=False)
-    console.print(f"Slack: {bot.check_slack()}")
-    bot.warm_up()
+    bot.warm_up(check_slack=True)  # asks Slack who the bot is meanwhile
+    console.print(f"Slack: {bot.slack_state}")
     bot.start_workers()
     bot.start_scheduler()
     if settings.slack.mode == "socket":

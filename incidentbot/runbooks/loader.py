@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from incidentbot.runbooks import keyguard, recovery
+from incidentbot.runbooks.check_cache import CheckCache, digest
 from incidentbot.runbooks.checker import ActionRegistry, Checker
 from incidentbot.runbooks.definition import Runbook
 from incidentbot.runbooks.yaml_lines import Problem, format_loc, parse_yaml
@@ -83,11 +84,16 @@ def load_text(text: str, source: str, actions: ActionRegistry) -> Runbook:
     return runbook
 
 
-def load_dirs(dirs: Iterable[str | Path], actions: ActionRegistry) -> Catalog:
+def load_dirs(
+    dirs: Iterable[str | Path], actions: ActionRegistry, *, cache: CheckCache | None = None
+) -> Catalog:
     """Every runbook in the configured directories (``*.yaml`` and ``*.yml``, sorted by file
     name, directory by directory). A missing directory is a problem unless it is the default
     ``runbooks``. Invalid files are left out and their problems listed in ``problems``; a
-    runbook name used by more than one file is left out too (which one was meant is unknown)."""
+    runbook name used by more than one file is left out too (which one was meant is unknown).
+    With ``cache``, a file that passed the check before (same text, same checking code) is
+    not checked again (see :mod:`incidentbot.runbooks.check_cache`); the files that pass are
+    remembered there."""
     files: list[Path] = []
     problems: list[Problem] = []
     for raw in dirs:
@@ -100,7 +106,10 @@ def load_dirs(dirs: Iterable[str | Path], actions: ActionRegistry) -> Catalog:
             problems.append(Problem(str(directory), None, "", "not a directory"))
             continue
         files.extend(_files_in(directory))
-    return _catalog(files, problems, actions)
+    catalog = _catalog(files, problems, actions, cache)
+    if cache is not None:
+        cache.save()
+    return catalog
 
 
 def load_paths(paths: Iterable[str | Path], actions: ActionRegistry) -> Catalog:
@@ -124,12 +133,17 @@ def _files_in(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def _catalog(files: list[Path], problems: list[Problem], actions: ActionRegistry) -> Catalog:
+def _catalog(
+    files: list[Path],
+    problems: list[Problem],
+    actions: ActionRegistry,
+    cache: CheckCache | None = None,
+) -> Catalog:
     catalog = Catalog(problems=problems, files=list(dict.fromkeys(files)))
     seen: dict[str, list[tuple[Path, int | None]]] = {}
     loaded: dict[Path, Runbook] = {}
     for path in catalog.files:
-        runbook, file_problems, name_at = _load(path, actions)
+        runbook, file_problems, name_at = _load(path, actions, cache)
         catalog.problems.extend(file_problems)
         if name_at is not None:
             seen.setdefault(name_at[0], []).append((path, name_at[1]))
@@ -154,7 +168,7 @@ def _catalog(files: list[Path], problems: list[Problem], actions: ActionRegistry
 
 
 def _load(
-    path: Path, actions: ActionRegistry
+    path: Path, actions: ActionRegistry, cache: CheckCache | None = None
 ) -> tuple[Runbook | None, list[Problem], tuple[str, int | None] | None]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -162,7 +176,30 @@ def _load(
         return None, [Problem(str(path), None, "", f"not UTF-8 text: {exc.reason}")], None
     except OSError as exc:
         return None, [Problem(str(path), None, "", f"cannot read: {exc.strerror or exc}")], None
-    return _check_text(text, str(path), actions)
+    if cache is None:
+        return _check_text(text, str(path), actions)
+    key = digest(text)
+    if cache.passed(key):
+        known = _read_checked(text)
+        if known is not None:
+            return known
+    runbook, problems, name_at = _check_text(text, str(path), actions)
+    if runbook is not None and not problems:
+        cache.add(key)
+    return runbook, problems, name_at
+
+
+def _read_checked(text: str) -> tuple[Runbook, list[Problem], tuple[str, int | None]] | None:
+    """A file that passed the check with this very text and code: only read into its model
+    (None, to check it in full, should that fail after all)."""
+    try:
+        data, lines, duplicates = parse_yaml(text)
+        if duplicates or not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return None
+        runbook = Runbook.model_validate(data)
+    except (yaml.YAMLError, ValidationError):
+        return None
+    return runbook, [], (data["name"], lines.get(("name",)))
 
 
 def _check_text(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -75,18 +75,52 @@ def as_action(obj: object) -> Action:
 
 
 class ActionRegistry:
-    """Action names to :class:`Action` instances. Thread-safe."""
+    """Action names to :class:`Action` instances. Thread-safe.
 
-    def __init__(self, actions: Iterable[type[Action] | Action] = ()) -> None:
+    ``later`` gives actions registered the first time the registry is used (any method but
+    :meth:`registered_here`), as if they had been given in ``actions``: the default registry
+    imports the built-in actions (and the HTTP client most of them use) only when a runbook is
+    checked, planned or run, not at every start of the bot."""
+
+    def __init__(
+        self,
+        actions: Iterable[type[Action] | Action] = (),
+        *,
+        later: Callable[[], Iterable[type[Action] | Action]] | None = None,
+    ) -> None:
         self._actions: dict[str, Action] = {}
         self._lock = threading.Lock()
+        self._later = later
+        self._later_lock = threading.Lock()
         for action in actions:
             self.register(action)
+
+    def _load_later(self) -> None:
+        if self._later is None:
+            return
+        with self._later_lock:
+            later = self._later
+            if later is None:  # another thread loaded them meanwhile
+                return
+            items = [as_action(item) for item in later()]  # an import error: tried again later
+            with self._lock:
+                for instance in items:
+                    self._actions.setdefault(instance.name, instance)
+                self._later = None
+
+    def registered_here(self) -> list[Action] | None:
+        """The actions registered by name (packs, tests), without loading the ones given
+        ``later``; None once those are loaded (then every action is known: :meth:`names`)."""
+        with self._lock:
+            if self._later is not None:
+                return list(self._actions.values())
+        return None
 
     def register(self, action: type[Action] | Action, *, replace: bool = False) -> Action:
         """Register an Action subclass (instantiated without arguments) or instance under its
         ``name``. A name already taken by another action is refused unless ``replace=True``;
         registering the same class again is allowed and changes nothing."""
+        self._load_later()
         instance = as_action(action)
         with self._lock:
             existing = self._actions.get(instance.name)
@@ -103,22 +137,27 @@ class ActionRegistry:
 
     def unregister(self, name: str) -> Action | None:
         """Remove ``name``; returns the action it named, if any."""
+        self._load_later()
         with self._lock:
             return self._actions.pop(name, None)
 
     def get(self, name: str) -> Action | None:
+        self._load_later()
         with self._lock:
             return self._actions.get(name)
 
     def names(self) -> list[str]:
+        self._load_later()
         with self._lock:
             return sorted(self._actions)
 
     def __contains__(self, name: object) -> bool:
+        self._load_later()
         with self._lock:
             return name in self._actions
 
     def __len__(self) -> int:
+        self._load_later()
         with self._lock:
             return len(self._actions)
 
@@ -189,10 +228,14 @@ def load_entry_points(registry: ActionRegistry, group: str = ENTRY_POINT_GROUP) 
     return added
 
 
-def _default_registry() -> ActionRegistry:
+def _builtin_actions() -> list[type[Action]]:
     from incidentbot.runbooks.actions.builtin import BUILTIN_ACTIONS
 
-    return ActionRegistry(BUILTIN_ACTIONS)
+    return list(BUILTIN_ACTIONS)
+
+
+def _default_registry() -> ActionRegistry:
+    return ActionRegistry(later=_builtin_actions)
 
 
 registry = _default_registry()
