@@ -4,6 +4,7 @@ connections, the web stack's first request were paid before)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from sqlmodel import select
 
 from incidentbot import db
 from incidentbot.bot import Bot
+from incidentbot.cli import _command, main
 from incidentbot.config import Settings
 from incidentbot.incidents.models import Incident
 from incidentbot.ledger.models import Run
@@ -143,7 +145,7 @@ def test_serve_says_it_listens_once_ready_and_answers_the_first_declare(
 def test_serve_does_not_import_what_its_first_requests_do_not_need():
     """The built-in runbook actions (and the HTTP client they use) wait for a runbook to be
     checked, planned or run; Socket Mode's client, PagerDuty's and the migrations, for being
-    configured or asked for."""
+    configured or asked for; Rich, for a command that prints tables."""
     code = (
         "import sys, json, incidentbot.cli.serve_cmd, incidentbot.bot; "
         "print(json.dumps(sorted(sys.modules)))"
@@ -162,6 +164,7 @@ def test_serve_does_not_import_what_its_first_requests_do_not_need():
         "slack_sdk.socket_mode",
         "incidentbot.pagerduty_adapter",
         "alembic",
+        "rich",
     ):
         assert name not in loaded, name
 
@@ -206,3 +209,18 @@ def test_the_shipped_runbooks_read_by_libyaml_are_what_pyyaml_reads():
     for text in [f.read_text(encoding="utf-8") for f in files] + [doubled]:
         assert yaml_lines._parse(yaml_lines._FAST, text) == yaml_lines._parse(yaml.SafeLoader, text)
     assert yaml_lines.parse_yaml(doubled)[2] == [(("name",), 3, 1)]
+
+
+def test_serve_that_cannot_start_leaves_the_collector_on(tmp_path, monkeypatch, capsys):
+    """``serve`` turns the collector off while it imports and starts; a refusal turns it back
+    on (the command line runs in-process in tests and tools)."""
+    for name in [k for k in os.environ if k.startswith("INCIDENTBOT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INCIDENTBOT_DATA_DIR", str(tmp_path / "data"))
+    assert _command(["--config", "serve.yaml", "serve"]) == "serve"
+    assert _command(["-c", "serve", "db", "upgrade"]) == "db"
+    assert gc.isenabled()
+    assert main(["serve"]) == 1
+    assert gc.isenabled()
+    assert capsys.readouterr().err.startswith("error: ")

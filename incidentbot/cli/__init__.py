@@ -8,6 +8,7 @@ modules, loaded only when run (see :mod:`incidentbot.cli.lazy`), so that ``--hel
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -80,6 +81,17 @@ def _expected(exc: Exception) -> int | None:
     return None
 
 
+def _command(args: list[str]) -> str | None:
+    """The sub-command named by ``args``, past the root options (``--config PATH``)."""
+    rest = iter(args)
+    for arg in rest:
+        if arg in ("--config", "-c"):
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every expected failure into one line."""
     # What was typed, without invisible control characters (NUL, bidi overrides, zero-width).
@@ -87,6 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["--version"]:  # answered before the command line library is even imported
         print(f"incidentbot {__version__}")
         return 0
+    collecting = gc.isenabled()
+    if _command(args) == "serve":
+        # Its imports create most of what lives as long as the process: the collector would
+        # walk them again and again meanwhile (``serve`` turns it back on once started).
+        gc.disable()
+    try:
+        return _run(args)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run(args: list[str]) -> int:
     import typer
 
     from incidentbot.cli.root import app

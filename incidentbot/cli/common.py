@@ -8,12 +8,12 @@ import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from sqlalchemy.engine import Engine
 
     from incidentbot.config import Settings
@@ -36,8 +36,22 @@ QUEUED_ACTIONS = (
     "pager.note",
 )
 
-# Piped output (scripts, tests) gets a wide table instead of Rich's 80-column default.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+class _LazyConsole:
+    """Rich's console, imported when a command first prints with it (``serve`` does not)."""
+
+    _console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            # Piped output (scripts, tests) gets a wide table instead of Rich's 80 columns.
+            self._console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        return getattr(self._console, name)
+
+
+console: Console = _LazyConsole()  # type: ignore[assignment]
 
 
 def log_to_stderr(level: str) -> None:

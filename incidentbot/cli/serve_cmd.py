@@ -13,7 +13,7 @@ import threading
 import typer
 
 from incidentbot import logs
-from incidentbot.cli.common import console, state
+from incidentbot.cli.common import state
 
 
 def serve(ctx: typer.Context) -> None:
@@ -27,6 +27,12 @@ def serve(ctx: typer.Context) -> None:
         _serve(ctx)
     finally:
         gc.enable()
+
+
+def _say(line: str) -> None:
+    """One line on stdout, as it is (Rich, which the other commands print with, would read
+    ``[...]`` in Slack's error text as markup, and its import is not needed to serve)."""
+    typer.echo(line)
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter
@@ -56,7 +62,7 @@ def _serve(ctx: typer.Context) -> None:
     # Listening from here on, /healthz answers 503 until the bot is warmed up and started.
     url = bot.start_http(settings.http.host, settings.http.port, warm=False)
     bot.warm_up(check_slack=True)  # asks Slack who the bot is meanwhile
-    console.print(f"Slack: {bot.slack_state}")
+    _say(f"Slack: {bot.slack_state}")
     bot.start_workers()
     bot.start_scheduler()
     if settings.slack.mode == "socket":
@@ -65,18 +71,18 @@ def _serve(ctx: typer.Context) -> None:
         except BaseException:
             bot.stop()
             raise
-        console.print("Connected to Slack in Socket Mode")
+        _say("Connected to Slack in Socket Mode")
     gc.freeze()
     gc.enable()
     bot.ready.set()
-    console.print(f"Listening on {url} (/slack/events, /healthz, /metrics)")
+    _say(f"Listening on {url} (/slack/events, /healthz, /metrics)")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    console.print("Stopping: finishing the current steps…")
+    _say("Stopping: finishing the current steps…")
     bot.stop()  # closes the Socket Mode connection first
-    console.print("Stopped.")
+    _say("Stopped.")
     # A step attempt abandoned at its timeout may still be running in its thread; it must not
     # keep the process alive. Its run was handed back, and the ledger resumes it elsewhere.
     logging.shutdown()
