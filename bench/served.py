@@ -147,6 +147,19 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def proc_waited(pid: int) -> float:
+    """Seconds the threads of ``pid`` still alive spent ready to run but waiting for a CPU
+    (the kernel's run-queue delay, /proc/PID/task/*/schedstat): on a loaded machine, where
+    the wall time goes beyond the CPU time."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            continue
+    return total / 1e9
+
+
 def proc_rss_mib(pid: int) -> float:
     """Resident memory of the process ``pid`` now, in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
