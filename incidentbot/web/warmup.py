@@ -131,7 +131,9 @@ def run(
     took: dict[str, float] = {}
     began = time.perf_counter()
     threads = [
-        threading.Thread(target=_timed, args=(name, step, took), name=f"warm-up {name}")
+        threading.Thread(
+            target=_timed, args=(name, step, took), name=f"warm-up {name}", daemon=True
+        )
         for name, step in alongside
     ]
     for thread in threads:
