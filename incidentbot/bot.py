@@ -103,8 +103,7 @@ class Bot:
         remember_checks: bool = False,
     ) -> Bot:
         """Wire everything; refuses (DomainError) when a secret the mode needs is missing.
-        With ``remember_checks`` (``serve``), runbook files that passed the check at an earlier
-        start are not checked again (see :mod:`incidentbot.runbooks.check_cache`)."""
+        ``remember_checks``: see :mod:`incidentbot.runbooks.check_cache` (``serve``)."""
         token = _secret(settings.slack_bot_token, "INCIDENTBOT_SLACK_BOT_TOKEN")
         signing = None
         if settings.slack.mode == "http":
@@ -193,18 +192,9 @@ class Bot:
             self.scheduler.start()
 
     def warm_up(self, *, check_slack: bool = False) -> dict[str, float]:
-        """Pay now what the first command would pay (see :mod:`incidentbot.web.warmup`); the
-        web server must be listening. The round trips to Slack (Bolt's ``auth.test``; with
-        ``check_slack``, :meth:`check_slack` instead, which asks it for the adapter too) run
-        in a thread alongside the database steps. Returns the seconds each step took."""
-        steps: list[warmup.Step] = [
-            ("mappers", warmup.mappers),
-            ("connections", lambda: warmup.connections(self.engine, self.settings.workers + 2)),
-            ("reads", lambda: warmup.reads(self.engine)),
-            ("declare", lambda: warmup.declare_rehearsal(self.engine, self.settings)),
-        ]
-        if self.url is not None:
-            steps.append(("http", lambda: warmup.http_stack(str(self.url))))
+        """Pay now what the first command would pay (:mod:`incidentbot.web.warmup`), Slack's
+        ``auth.test`` (with ``check_slack``: :meth:`check_slack`) beside the other steps."""
+        steps = warmup.database_steps(self.engine, self.settings, self.url)
         slack: warmup.Step = (
             ("slack check", self.check_slack)
             if check_slack

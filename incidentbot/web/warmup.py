@@ -121,6 +121,20 @@ def http_stack(base_url: str) -> None:
         conn.close()
 
 
+def database_steps(engine: Engine, settings: Settings, url: str | None) -> list[Step]:
+    """The steps that run one after another (the database's, then the web stack's when the
+    server at ``url`` listens); the Slack round trips run beside them (see :func:`run`)."""
+    steps: list[Step] = [
+        ("mappers", mappers),
+        ("connections", lambda: connections(engine, settings.workers + 2)),
+        ("reads", lambda: reads(engine)),
+        ("declare", lambda: declare_rehearsal(engine, settings)),
+    ]
+    if url is not None:
+        steps.append(("http", lambda: http_stack(url)))
+    return steps
+
+
 def run(
     steps: Sequence[Step], *, alongside: Sequence[Step] = (), then: Sequence[Step] = ()
 ) -> dict[str, float]:
