@@ -302,3 +302,28 @@ def test_invisible_controls_typed_on_the_command_line_are_removed(cli, engine):
         summaries = [e.summary for e in svc.timeline(s, inc)]
     assert inc.title == "geth on rpc-2 stuck"
     assert "peer count zero" in summaries
+
+
+def test_what_was_typed_is_printed_as_typed_never_as_terminal_markup(cli):
+    title = "[/x] geth [bold]down[/bold] :fire:"
+    code, out, err = cli("incident", "declare", title, "-f", "chain=[red]eth")
+    assert (code, err) == (0, "")
+    assert f"Declared INC-1 (SEV3): {title}" in out
+    code, _, err = cli("incident", "note", "INC-1", "[/]", "see", "[red]here[/red]")
+    assert (code, err) == (0, "")
+    code, out, err = cli("incident", "show", "INC-1")
+    assert (code, err) == (0, "")
+    assert f"INC-1 {title}" in out and "chain=[red]eth" in out
+    assert "🔥" not in out
+    code, out, err = cli("incident", "list")
+    assert (code, err) == (0, "")
+    assert "[/x] geth [bold]down[/bold] :fire:" in out
+    code, out, err = cli("timeline", "INC-1")
+    assert (code, err) == (0, "")
+    assert "[/] see [red]here[/red]" in out
+    code, out, err = cli(
+        "incident", "resolve", "INC-1", "[/]", "fixed", "--impact-started", "1m ago"
+    )
+    assert (code, err) == (0, "")
+    code, out, _ = cli("incident", "show", "INC-1")
+    assert "Resolution: [/] fixed" in out

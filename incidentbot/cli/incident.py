@@ -7,8 +7,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from incidentbot import db
 from incidentbot.cli.common import AS_OPTION, CliError, actor, console, state
@@ -97,13 +97,17 @@ def declare(
         private=private,
     )
     console.print(
-        f"Declared {out.ref} ({out.severity}){' (private)' if out.private else ''}: {out.title}"
+        f"Declared {out.ref} ({out.severity}){' (private)' if out.private else ''}: {out.title}",
+        markup=False,
+        emoji=False,
     )
     with db.read(st.engine) as s:
         names = Directory.load(s, st.settings.people, [out.commander])
-    console.print(f"Commander: {names(out.commander)}   Status: {out.status}")
+    console.print(
+        f"Commander: {names(out.commander)}   Status: {out.status}", markup=False, emoji=False
+    )
     if out.paged:
-        console.print(f"Paging {out.paged} on-call.")
+        console.print(f"Paging {out.paged} on-call.", markup=False, emoji=False)
     if wait and not (out.channel_queued or out.paged):
         console.print(
             "Nothing to follow: Slack is not configured here (INCIDENTBOT_SLACK_BOT_TOKEN), "
@@ -143,8 +147,8 @@ def list_cmd(
             inc.ref,
             inc.severity,
             inc.status,
-            escape(inc.title),
-            escape(names(inc.commander)) if inc.commander else "-",
+            Text(inc.title),
+            Text(names(inc.commander)) if inc.commander else "-",
             format_duration(now - inc.declared_at) if inc.declared_at else "-",
         )
     console.print(table)
@@ -162,17 +166,22 @@ def show(ctx: typer.Context, ref: str = REF) -> None:
         inc = svc.get(s, ref)
         roles = svc.active_roles(s, inc)
         names = Directory.load(s, st.settings.people, [inc.declared_by, *(a.user for a in roles)])
-    console.print(f"[bold]{inc.ref}[/bold] {inc.title}")
+    # Titles, names, fields and texts are printed as typed, never as terminal markup.
+    console.print(Text(inc.ref, style="bold") + Text(f" {inc.title}"))
+    plain = {"markup": False, "emoji": False}
     console.print(
-        f"Severity: {inc.severity}   Status: {inc.status}   Declared by: {names(inc.declared_by)}"
+        f"Severity: {inc.severity}   Status: {inc.status}   Declared by: {names(inc.declared_by)}",
+        **plain,
     )
     if inc.description:
-        console.print(f"Description: {inc.description}")
+        console.print(f"Description: {inc.description}", **plain)
     if inc.fields:
-        console.print("Fields: " + ", ".join(f"{k}={v}" for k, v in sorted(inc.fields.items())))
+        fields = ", ".join(f"{k}={v}" for k, v in sorted(inc.fields.items()))
+        console.print(f"Fields: {fields}", **plain)
     if inc.channel_name:
-        console.print(f"Channel: #{inc.channel_name}")
-    console.print("Roles: " + (", ".join(f"{a.role}={names(a.user)}" for a in roles) or "none"))
+        console.print(f"Channel: #{inc.channel_name}", **plain)
+    held = ", ".join(f"{a.role}={names(a.user)}" for a in roles) or "none"
+    console.print(f"Roles: {held}", **plain)
     table = Table("Milestone", f"Time ({tz.key})", "Since declared")
     for name in MILESTONES:
         when = inc.milestone(name)
@@ -180,7 +189,7 @@ def show(ctx: typer.Context, ref: str = REF) -> None:
         table.add_row(name.replace("_", " "), _fmt(when, tz), since)
     console.print(table)
     if inc.resolution_summary:
-        console.print(f"Resolution: {inc.resolution_summary}")
+        console.print(f"Resolution: {inc.resolution_summary}", **plain)
 
 
 def _done(ref: str, what: str) -> None:
@@ -394,13 +403,13 @@ def timeline_cmd(ctx: typer.Context, ref: str = REF) -> None:
             [a for e in events for a in (e.actor, *event_people(e.data), *ids_in(e.summary))],
         )
     table = Table(
-        "Time", "Actor", "Event", "What", title=f"{inc.ref} {inc.title} (times in {tz.key})"
+        "Time", "Actor", "Event", "What", title=Text(f"{inc.ref} {inc.title} (times in {tz.key})")
     )
     for event in events:
         table.add_row(
             _fmt(event.occurred_at, tz),
-            names(event.actor),
+            Text(names(event.actor)),
             event.kind,
-            event_text(event.summary, event.data, names),
+            Text(event_text(event.summary, event.data, names)),
         )
     console.print(table)

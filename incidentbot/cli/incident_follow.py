@@ -65,14 +65,15 @@ def follow(engine: Engine, ref: str, *, timeout: float) -> bool:
         inc = svc.get(s, ref)
         pages = pages_of(s, inc)
     if inc.channel_name:
-        console.print(f"Channel: #{inc.channel_name}")
+        console.print(f"Channel: #{inc.channel_name}", markup=False, emoji=False)
     for p in pages:
         number = f" #{p.number}" if p.number else ""
-        console.print(f"Page{number}: {p.service} on-call, {p.status}")
+        console.print(f"Page{number}: {p.service} on-call, {p.status}", markup=False, emoji=False)
     failed = [r for r in runs if r.status in SETTLED and r.status != "succeeded"]
     for run in failed:
         state = "failed" if run.status == FAILED else run.status.replace("_", " ")
-        console.print(f"Could not {_what(run)}: {state}" + (f" ({run.error})" if run.error else ""))
+        error = f" ({run.error})" if run.error else ""
+        console.print(f"Could not {_what(run)}: {state}{error}", markup=False, emoji=False)
     if pending:
         console.print(
             f"Still queued after {timeout:g}s: "
