@@ -9,10 +9,12 @@ the steps between them: what claiming a run and ending it cost cancels out.
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, func, select
@@ -22,7 +24,9 @@ from incidentbot import db, ledger
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import TimelineEvent
-from incidentbot.ledger.models import STEP_SUCCEEDED
+from incidentbot.ledger import events
+from incidentbot.ledger.leases import claim_next
+from incidentbot.ledger.models import RUNNING, STEP_SUCCEEDED
 from incidentbot.runbooks import engine as rb_engine
 from incidentbot.runbooks import planning, runtime
 from incidentbot.runbooks.actions import registry
@@ -114,6 +118,71 @@ def test_a_plain_ledger_step_is_two_fenced_transactions_without_a_read(engine):
 
     cost = per_step(engine, start)
     assert cost == ledger_step(engine), cost
+
+
+def _noop_run(engine: Engine, steps: int = 1) -> int:
+    with db.transaction(engine) as s:
+        run = ledger.start_run(
+            s, kind="cost", key=str(uuid.uuid4()), actor="test",
+            steps=[{"name": f"noop {i}", "action": "ledger.noop"} for i in range(steps)],
+        )  # fmt: skip
+        assert run.id is not None
+        return run.id
+
+
+def test_claiming_a_pending_run_is_one_statement(engine):
+    rid = _noop_run(engine)
+    with statements(engine) as seen, db.transaction(engine) as s:
+        run = claim_next(s, "cost-worker", 30)
+        assert run is not None and run.id == rid
+        assert (run.status, run.owner, run.wake_at) == (RUNNING, "cost-worker", None)
+    # The oldest due run, its lease and its start in one UPDATE ... RETURNING, the clock read
+    # inside it: no SELECT, no ORM load, no flush.
+    assert Counter(seen) == begins(engine, 1) + Counter({"UPDATE ledger_run": 1}), seen
+    with db.read(engine) as s:
+        stored = ledger.get_run(s, rid)
+    assert (stored.status, stored.owner) == (RUNNING, "cost-worker")
+    assert stored.started_at is not None and stored.lease_expires_at is not None
+    assert stored.created_at <= stored.started_at <= stored.updated_at
+    assert stored.lease_expires_at - stored.updated_at > timedelta(seconds=29)
+    with db.transaction(engine) as s:  # held: no other worker gets it
+        assert claim_next(s, "other-worker", 30) is None
+
+
+_CLAIM = re.compile(r"ORDER BY ledger_run\.id\s+LIMIT", re.IGNORECASE)
+
+
+def test_a_new_run_wakes_one_idle_worker_of_the_pool_not_all_of_them(engine):
+    """Each idle worker woken makes a claim transaction: the one new run is claimed by one
+    worker, and the others keep sleeping (their poll is a minute away)."""
+    claims: list[str] = []
+    all_idle, finished = threading.Event(), threading.Event()
+    at_end: list[int] = []
+    threads = 3
+
+    def record(_conn, _cursor, sql: str, *_args) -> None:
+        if _CLAIM.search(sql) and sql.lstrip().upper().startswith("UPDATE"):
+            claims.append(threading.current_thread().name)
+            if len(claims) == threads:
+                all_idle.set()  # each worker's first claim, at start, found nothing
+
+    def on_event(ev: events.LedgerEvent) -> None:
+        if ev.kind == "run.succeeded":
+            at_end.append(len(claims))
+            finished.set()
+
+    event.listen(engine, "before_cursor_execute", record)
+    unsubscribe = events.subscribe(on_event)
+    pool = ledger.WorkerPool(engine, threads=threads, poll=60, name="wake").start()
+    try:
+        assert all_idle.wait(20), claims
+        _noop_run(engine)
+        assert finished.wait(20)
+    finally:
+        pool.stop()
+        unsubscribe()
+        event.remove(engine, "before_cursor_execute", record)
+    assert at_end == [threads + 1], claims
 
 
 RUNBOOK = """

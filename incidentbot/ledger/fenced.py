@@ -52,7 +52,7 @@ _run = Run.__table__  # type: ignore[attr-defined]
 _step = Step.__table__  # type: ignore[attr-defined]
 
 
-def _clock(dialect: str, ahead: bool = False) -> Any:
+def clock(dialect: str, ahead: bool = False) -> Any:
     """The database clock inside a statement (one value per statement), optionally a lease
     ahead: so the fence needs no statement of its own to read the time."""
     if dialect == "postgresql":
@@ -73,9 +73,9 @@ def _fenced_update(dialect: str, *returning: Any, **values: Any) -> Any:
             _run.c.id == bindparam("b_run_id"),
             _run.c.owner == bindparam("b_owner"),
             _run.c.status == RUNNING,
-            _run.c.lease_expires_at > _clock(dialect),
+            _run.c.lease_expires_at > clock(dialect),
         )
-        .values(lease_expires_at=_clock(dialect, ahead=True), updated_at=_clock(dialect), **values)
+        .values(lease_expires_at=clock(dialect, ahead=True), updated_at=clock(dialect), **values)
         .returning(_run.c.updated_at, *returning)
     )
 
@@ -219,8 +219,9 @@ def _conn(session: Session) -> Connection:
     return session.connection()
 
 
-def _lease(conn: Connection, lease: float) -> dict[str, Any]:
-    if conn.dialect.name == "postgresql":
+def lease_params(dialect: str, lease: float) -> dict[str, Any]:
+    """The bound values of a clock a lease ahead (:func:`clock` with ``ahead``)."""
+    if dialect == "postgresql":
         return {"b_lease": timedelta(seconds=lease)}
     return {"b_ahead": f"+{lease:.3f} seconds"}
 
@@ -229,7 +230,7 @@ def fence(session: Session, run_id: int, owner: str, lease: float) -> datetime |
     """Extend ``owner``'s lease on the run and return the database time; None if it no longer
     holds the run (nothing written)."""
     conn = _conn(session)
-    params = {"b_run_id": run_id, "b_owner": owner, **_lease(conn, lease)}
+    params = {"b_run_id": run_id, "b_owner": owner, **lease_params(conn.dialect.name, lease)}
     return conn.execute(_FENCE[conn.dialect.name], params).scalar_one_or_none()
 
 
@@ -245,7 +246,12 @@ def advance(
     then record the output. Returns the database time; None if the lease is lost (nothing
     written)."""
     conn = _conn(session)
-    params = {"b_run_id": run_id, "b_owner": owner, "b_cursor": index + 1, **_lease(conn, lease)}
+    params = {
+        "b_run_id": run_id,
+        "b_owner": owner,
+        "b_cursor": index + 1,
+        **lease_params(conn.dialect.name, lease),
+    }
     if conn.dialect.name == "postgresql":
         params.update(b_idx=index, b_output=output)
         return conn.execute(_ADVANCE_IN_ONE, params).scalar_one_or_none()
@@ -269,7 +275,7 @@ def fence_and_start(
     if the lease is lost (nothing written), the second None for the general path (only the
     fence written: the caller goes on in the same transaction)."""
     conn = _conn(session)
-    params = {"b_run_id": run_id, "b_owner": owner, **_lease(conn, lease)}
+    params = {"b_run_id": run_id, "b_owner": owner, **lease_params(conn.dialect.name, lease)}
     if conn.dialect.name == "postgresql":
         return _fence_and_start_in_one(conn, params, specs, actions)
     run = conn.execute(_FENCE_READ[conn.dialect.name], params).first()

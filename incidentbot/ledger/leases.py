@@ -1,5 +1,14 @@
 """Claiming and fencing runs: a worker claims a due run (or one whose lease expired), proves it
-still holds it before each commit (the fence), renews, releases and ends it."""
+still holds it before each commit (the fence), renews, releases and ends it.
+
+The common claim, the oldest due run being a pending one that no worker held, is one
+statement: ``UPDATE ledger_run ... WHERE id = (the oldest due run, FOR UPDATE SKIP LOCKED on
+PostgreSQL) AND status = pending AND owner IS NULL RETURNING`` the row, with the database clock
+read inside it (on PostgreSQL ``clock_timestamp()`` in the new values: read once the row is
+locked, as the general path reads the clock again after its select). Anything else (a lease to
+take over, a parked run past its deadline, nothing due) takes the general path in the same
+transaction.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +16,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import Interval, and_, bindparam, func, or_, update
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from incidentbot.db import db_now
@@ -26,7 +36,7 @@ from incidentbot.ledger.models import (
     TargetLock,
 )
 from incidentbot.ledger.redact import redact_text
-from incidentbot.ledger.service import LeaseLost, get_step
+from incidentbot.ledger.service import LeaseLost, get_run, get_step
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +48,9 @@ def claim_next(
     or running on a lease that expired (its worker died). PostgreSQL skips rows another
     worker is claiming at this instant; SQLite serialises claims with its write lock.
     ``run_id`` limits the claim to that one run."""
+    run = _claim_pending(session, owner, lease, run_id)
+    if run is not None:
+        return run
     now = db_now(session)
     due = or_(
         and_(Run.status == PENDING, or_(col(Run.wake_at).is_(None), col(Run.wake_at) <= now)),
@@ -88,6 +101,79 @@ def claim_next(
         log.warning(
             "run %s taken over by %s from %s (lease expired)", run.id, owner, previous_owner
         )
+    return run
+
+
+_run = Run.__table__  # type: ignore[attr-defined]
+
+
+def _claim_statement(dialect: str, one_run: bool) -> Any:
+    """The one-statement claim of the oldest due run when it is pending and unowned (see the
+    module docstring); no row otherwise."""
+    now = fenced.clock(dialect)  # fixed for the statement: which runs are due
+    due = or_(
+        and_(_run.c.status == PENDING, or_(_run.c.wake_at.is_(None), _run.c.wake_at <= now)),
+        and_(_run.c.status == RUNNING, _run.c.lease_expires_at <= now),
+        and_(_run.c.status == PARKED, _run.c.wake_at <= now),
+    )
+    if one_run:
+        due = and_(due, _run.c.id == bindparam("b_only"))
+    oldest = (
+        select(_run.c.id)
+        .where(due)
+        .order_by(_run.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    if dialect == "postgresql":  # evaluated for the row once it is locked
+        held = func.clock_timestamp()
+        expires = func.clock_timestamp() + bindparam("b_lease", type_=Interval())
+    else:  # under the write lock: the statement's 'now' is the time
+        held = fenced.clock(dialect)
+        expires = fenced.clock(dialect, ahead=True)
+    return (
+        update(_run)
+        .where(_run.c.id == oldest, _run.c.status == PENDING, _run.c.owner.is_(None))
+        .values(
+            status=RUNNING,
+            owner=bindparam("b_owner"),
+            lease_expires_at=expires,
+            started_at=func.coalesce(_run.c.started_at, held),
+            updated_at=held,
+            wake_at=None,
+        )
+        .returning(*_run.c)
+    )
+
+
+_CLAIM = {
+    (dialect, one_run): _claim_statement(dialect, one_run)
+    for dialect in ("sqlite", "postgresql")
+    for one_run in (False, True)
+}
+
+
+def _claim_pending(session: Session, owner: str, lease: float, run_id: int | None) -> Run | None:
+    """The plain claim in one statement; None when the oldest due run is not a plain one (or
+    none is due): the caller then takes the general path."""
+    conn = session.connection()
+    dialect = conn.dialect.name
+    params = {"b_owner": owner, **fenced.lease_params(dialect, lease)}
+    if run_id is not None:
+        params["b_only"] = run_id
+    row = conn.execute(_CLAIM[(dialect, run_id is not None)], params).mappings().first()
+    if row is None:
+        return None
+    held = session.identity_map.get(session.identity_key(Run, row["id"]))
+    if held is not None:  # already in this session: bring it up to date instead
+        run = get_run(session, row["id"])
+    else:
+        run = Run(**row)
+        make_transient_to_detached(run)
+        session.add(run)  # persistent as updated, without reading it back
+    data = {"owner": owner, "previous": None}
+    emit(session, event_for(run, "run.claimed", run.updated_at, data=data))
     return run
 
 

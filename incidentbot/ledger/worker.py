@@ -32,6 +32,7 @@ from incidentbot.ledger.leases import claim_next, renew
 from incidentbot.ledger.service import LeaseLost
 from incidentbot.ledger.spec import StepSpec
 from incidentbot.ledger.transitions import begin_step, finish_step, release_held
+from incidentbot.ledger.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class Worker:
         poll: float = DEFAULT_POLL,
         actions: ActionRegistry = registry,
         stop: threading.Event | None = None,
-        wake: threading.Event | None = None,
+        wake: threading.Event | Wakeups | None = None,
         only_run: int | None = None,
     ):
         if lease <= 0 or poll <= 0:
@@ -330,7 +331,7 @@ class WorkerPool:
         if threads < 1:
             raise ValueError("a pool needs at least one thread")
         self.stop_event = threading.Event()
-        self.wake_event = threading.Event()
+        self.wake_event = Wakeups(threads)
         base = name or default_name()
         self.workers = [
             Worker(
@@ -372,7 +373,7 @@ class WorkerPool:
         Returns False if some worker was still inside a step when ``timeout`` ran out (its
         run is taken over by another worker once the lease expires)."""
         self.stop_event.set()
-        self.wake()
+        self.wake_event.set_all()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
