@@ -77,6 +77,24 @@ class Outcome:
         return asdict(self)
 
 
+_DECLARED = "incidentbot.alerts.declared"
+
+
+def _declared(session: Session) -> set[int | None]:
+    """The incidents declared in the session's current transaction (a new one starts empty)."""
+    transaction = session.get_transaction()
+    held = session.info.get(_DECLARED)
+    if held is None or held[0] is not transaction:
+        held = session.info[_DECLARED] = (transaction, set())
+    return held[1]  # type: ignore[no-any-return]
+
+
+def declared_here(session: Session, incident: Incident) -> bool:
+    """Whether ``incident`` was declared by this transaction (so nothing else refers to it
+    yet: no run, no message, no snooze)."""
+    return incident.id is not None and incident.id in _declared(session)
+
+
 def declare_group(
     session: Session,
     settings: Settings,
@@ -154,5 +172,6 @@ def declare_group(
         return None
     group.incidents_declared += 1
     group.incident_id = incident.id
+    _declared(session).add(incident.id)
     log.info("alert group %s declared %s: %s", group.key_hash, incident.ref, describe(lead_row))
     return incident

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from incidentbot import db
+from incidentbot.alerts.declare import declared_here
 from incidentbot.alerts.models import FIRING, AlertDelivery, AlertGroup, AlertRecord
 from incidentbot.alerts.routing import Suggestion
 from incidentbot.alerts.snooze import snoozed_until
@@ -104,20 +105,16 @@ def queue(
     if not force and snoozed_until(session, group.id, utcnow()) is not None:
         return None
     prefix = _prefix(incident, group)
-    last = session.exec(
-        select(Run)
-        .where(
-            Run.kind == KIND,
-            Run.incident_id == incident.id,
-            col(Run.idempotency_key).startswith(prefix),
-        )
-        .order_by(col(Run.id).desc())
-        .limit(1)
-    ).first()
+    last = None if declared_here(session, incident) else _last_run(session, incident, prefix)
     if last is not None and last.status == PENDING:
-        return last  # not started yet (or waiting to retry): it will read this change
+        # Not started yet (or waiting to retry): it will read this change.
+        return session.get(Run, last.id)
     n = 1 if last is None else int(last.idempotency_key.rsplit(":", 1)[1]) + 1
-    run = ledger.start_run(
+    interval = settings.alerts.message_interval
+    wake = None
+    if last is not None and interval > 0:
+        wake = (last.started_at or last.created_at) + timedelta(seconds=interval)
+    return ledger.start_run(
         session,
         kind=KIND,
         key=f"{prefix}{n}",
@@ -134,14 +131,32 @@ def queue(
         incident_id=incident.id,
         actor=settings.alerts.actor,
         actions=actions,
+        wake_at=wake,  # kept if ahead of the database clock
     )
-    interval = settings.alerts.message_interval
-    if last is not None and interval > 0:
-        wake = (last.started_at or last.created_at) + timedelta(seconds=interval)
-        if wake > db.db_now(session):
-            run.wake_at = wake
-            session.add(run)
-    return run
+
+
+_RUNS = Run.__table__  # type: ignore[attr-defined]
+
+
+def _last_run(session: Session, incident: Incident, prefix: str) -> Any:
+    """The group's latest message run on the incident (the columns :func:`queue` reads)."""
+    stmt = (
+        select(
+            _RUNS.c.id,
+            _RUNS.c.status,
+            _RUNS.c.idempotency_key,
+            _RUNS.c.started_at,
+            _RUNS.c.created_at,
+        )
+        .where(
+            _RUNS.c.kind == KIND,
+            _RUNS.c.incident_id == incident.id,
+            _RUNS.c.idempotency_key.startswith(prefix),
+        )
+        .order_by(_RUNS.c.id.desc())
+        .limit(1)
+    )
+    return session.execute(stmt).first()
 
 
 def view(session: Session, incident: Incident, group: AlertGroup) -> GroupView:

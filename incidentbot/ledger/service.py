@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_
@@ -170,8 +171,12 @@ def start_run(
     target: str | None = None,
     incident_id: int | None = None,
     actions: ActionRegistry = registry,
+    wake_at: datetime | None = None,
 ) -> Run:
     """Start a run, or return the run already started with ``key``.
+
+    ``wake_at``: no worker claims it before then (kept only if it is ahead of the database
+    clock; for a run with no target).
 
     The target lock is taken in this same transaction, so a run exists if and only if it holds
     its lock. Two processes starting the same key at once both get the one run: the loser of the
@@ -185,7 +190,7 @@ def start_run(
     if target is None:  # no lock to take: two Core inserts (see ledger.untargeted)
         if incident_id is not None and describe(session, incident_id) is None:
             raise NotFound(f"no incident with id {incident_id}")
-        run = untargeted.insert(session, kind, key, resolved, actor, incident_id)
+        run = untargeted.insert(session, kind, key, resolved, actor, incident_id, wake_at)
         if run is None:  # the key was started before (or by a racing start that committed)
             existing = get_by_key(session, key)
             assert existing is not None
@@ -193,6 +198,8 @@ def start_run(
         emit(session, event_for(run, "run.created", run.created_at, data={"actor": actor}))
         log.info("run %s started: %s key=%s", run.id, kind, key)
         return run
+    if wake_at is not None:
+        raise DomainError("a run with a target starts at once (no wake_at)")
     for _ in range(3):
         existing = get_by_key(session, key)
         if existing is not None:

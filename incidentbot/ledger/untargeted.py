@@ -10,6 +10,7 @@ key waits for the other to commit, then finds its row), then its step rows in on
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -29,6 +30,17 @@ RUNS = Run.__table__  # type: ignore[attr-defined]
 STEPS = Step.__table__  # type: ignore[attr-defined]
 
 
+def clock(session: Session) -> datetime:
+    """The database clock, read once per transaction of ``session`` (the time its runs start)."""
+    transaction = session.get_transaction()
+    cached = session.info.get(_NOW)
+    if cached is not None and cached[0] is transaction:
+        return cached[1]  # type: ignore[no-any-return]
+    now = db_now(session)
+    session.info[_NOW] = (transaction, now)
+    return now
+
+
 def insert(
     session: Session,
     kind: str,
@@ -36,15 +48,11 @@ def insert(
     steps: list[StepSpec],
     actor: str,
     incident_id: int | None,
+    wake_at: datetime | None = None,
 ) -> Run | None:
-    """The new run (in ``session``, as inserted), or None when ``key`` already names a run."""
-    transaction = session.get_transaction()
-    cached = session.info.get(_NOW)
-    if cached is not None and cached[0] is transaction:
-        now = cached[1]
-    else:
-        now = db_now(session)
-        session.info[_NOW] = (transaction, now)
+    """The new run (in ``session``, as inserted), or None when ``key`` already names a run.
+    ``wake_at`` is kept if it is ahead of the database clock."""
+    now = clock(session)
     values: dict[str, Any] = {
         "kind": kind,
         "idempotency_key": key,
@@ -54,6 +62,7 @@ def insert(
         "incident_id": incident_id,
         "created_by": actor,
         "takeovers": 0,
+        "wake_at": wake_at if wake_at is not None and wake_at > now else None,
         "created_at": now,
         "updated_at": now,
     }
