@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from unittest.mock import ANY
 
 import pytest
 from sqlalchemy import event, func, select
@@ -147,6 +148,25 @@ def test_claiming_a_pending_run_is_one_statement(engine):
     assert stored.lease_expires_at - stored.updated_at > timedelta(seconds=29)
     with db.transaction(engine) as s:  # held: no other worker gets it
         assert claim_next(s, "other-worker", 30) is None
+
+
+def test_a_one_step_run_is_claimed_run_and_ended_in_three_transactions_of_six_statements(engine):
+    rid = _noop_run(engine)
+    with statements(engine) as seen:
+        worker = ledger.Worker(engine, name="cost", lease=30)
+        try:
+            assert worker.run_once()
+        finally:
+            worker.close()
+    # Claimed (the spec read with it); the step started (fence, step); the step's result and
+    # the run's end (fence, run, step). No SELECT, no ORM load.
+    expected = Counter({"UPDATE ledger_run": 4, "UPDATE ledger_step": 2})
+    assert Counter(seen) == begins(engine, 3) + expected, seen
+    with db.read(engine) as s:
+        run, steps = ledger.get_run(s, rid), ledger.get_steps(s, rid)
+    assert (run.status, run.cursor, run.owner, run.lease_expires_at) == ("succeeded", 1, ANY, None)
+    assert run.finished_at is not None and run.finished_at == run.updated_at
+    assert [(st.status, st.attempts, st.output) for st in steps] == [(STEP_SUCCEEDED, 1, {})]
 
 
 _CLAIM = re.compile(r"ORDER BY ledger_run\.id\s+LIMIT", re.IGNORECASE)

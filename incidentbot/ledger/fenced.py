@@ -14,6 +14,8 @@ one it calls here, where a transition is one or two statements built once per pr
 - recording a success moves the cursor inside the fencing update and updates the step row;
 - on PostgreSQL each pair is sent as one statement (the fence in a ``WITH``, the step's
   update only if it matched): one round trip per transaction.
+- the last step's success, on a run with no target lock, no cancel and no failure behind it,
+  is the fence (which reads the run), the run's end and the step row: no ``SELECT``.
 
 The guarantees are those of the general path (a step is marked started, committed, before it
 runs; its result and the cursor commit together; every write is fenced); only the number of
@@ -23,6 +25,7 @@ takes the general path in the same transaction.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,9 +47,20 @@ from sqlmodel import Session
 
 from incidentbot.db import UTCDateTime
 from incidentbot.ledger.actions import ActionRegistry
+from incidentbot.ledger.attempts import Attempt
 from incidentbot.ledger.events import LedgerEvent, emit
-from incidentbot.ledger.models import RUNNING, STEP_PENDING, STEP_STARTED, STEP_SUCCEEDED, Run, Step
+from incidentbot.ledger.models import (
+    RUNNING,
+    STEP_PENDING,
+    STEP_STARTED,
+    STEP_SUCCEEDED,
+    SUCCEEDED,
+    Run,
+    Step,
+)
 from incidentbot.ledger.spec import StepSpec
+
+log = logging.getLogger("incidentbot.ledger.leases")  # where runs' ends are logged
 
 _run = Run.__table__  # type: ignore[attr-defined]
 _step = Step.__table__  # type: ignore[attr-defined]
@@ -262,6 +276,49 @@ def advance(
     return now
 
 
+# The run's last step succeeded (the fence read said the case is plain): the run ends.
+_END = (
+    update(_run)
+    .where(_run.c.id == bindparam("b_run_id"), _run.c.owner == bindparam("b_owner"))
+    .values(
+        status=SUCCEEDED,
+        cursor=bindparam("b_cursor"),
+        lease_expires_at=None,
+        wake_at=None,
+        updated_at=bindparam("at", type_=UTCDateTime()),
+        finished_at=bindparam("at", type_=UTCDateTime()),
+    )
+)
+
+
+def finish_last(
+    session: Session, run_id: int, owner: str, lease: float, index: int, output: dict[str, Any]
+) -> tuple[datetime | None, Any]:
+    """The last step (``index``) succeeded: fence, and if the run is in the plain case (no
+    target lock to release, no cancel, no failure behind it) end it succeeded and record the
+    output: three statements. Returns (database time, the fence's row); the time is None if
+    the lease is lost (nothing written), the row None for the general path (only the fence
+    written: the caller goes on in the same transaction)."""
+    conn = _conn(session)
+    params = {"b_run_id": run_id, "b_owner": owner}
+    params.update(lease_params(conn.dialect.name, lease))
+    run = conn.execute(_FENCE_READ[conn.dialect.name], params).first()
+    if run is None:
+        return None, None
+    now: datetime = run.updated_at
+    if (
+        run.cursor != index
+        or run.target is not None
+        or run.error is not None
+        or run.failed_step is not None
+        or run.cancel_requested_at is not None
+    ):
+        return now, None
+    conn.execute(_END, {"b_run_id": run_id, "b_owner": owner, "b_cursor": index + 1, "at": now})
+    conn.execute(_SUCCEED, {"b_run_id": run_id, "b_idx": index, "b_output": output, "at": now})
+    return now, run
+
+
 def fence_and_start(
     session: Session,
     run_id: int,
@@ -358,3 +415,42 @@ def step_event(
             data=data,
         ),
     )
+
+
+def run_event(
+    session: Session, kind: str, run_id: int, status: str, now: datetime, found: dict[str, Any]
+) -> None:
+    """Queue a run's event (no step), as :func:`incidentbot.ledger.events.event_for` would."""
+    emit(
+        session,
+        LedgerEvent(
+            kind=kind,
+            run_id=run_id,
+            run_kind=found["run_kind"],
+            run_status=status,
+            at=now,
+            incident_id=found["incident_id"],
+            target=found["target"],
+        ),
+    )
+
+
+def found_of(attempt: Attempt) -> dict[str, Any]:
+    """What the events of ``attempt``'s step say of it and its run."""
+    return {
+        "run_kind": attempt.run_kind,
+        "incident_id": attempt.incident_id,
+        "target": attempt.target,
+        "index": attempt.index,
+        "name": attempt.name,
+        "attempt": attempt.attempt,
+    }
+
+
+def ended(session: Session, attempt: Attempt, now: datetime, output: dict[str, Any]) -> None:
+    """The events of a last step that succeeded and of its run's end (:func:`finish_last`),
+    as the general path emits them."""
+    found = found_of(attempt)
+    step_event(session, "step.succeeded", attempt.run_id, now, found, {"output": output})
+    run_event(session, "run.succeeded", attempt.run_id, SUCCEEDED, now, found)
+    log.info("run %s %s", attempt.run_id, SUCCEEDED)

@@ -5,9 +5,9 @@ The common claim, the oldest due run being a pending one that no worker held, is
 statement: ``UPDATE ledger_run ... WHERE id = (the oldest due run, FOR UPDATE SKIP LOCKED on
 PostgreSQL) AND status = pending AND owner IS NULL RETURNING`` the row, with the database clock
 read inside it (on PostgreSQL ``clock_timestamp()`` in the new values: read once the row is
-locked, as the general path reads the clock again after its select). Anything else (a lease to
-take over, a parked run past its deadline, nothing due) takes the general path in the same
-transaction.
+locked, as the general path reads the clock again after its select). When nothing is due, one
+more statement says so. Anything else (a lease to take over, a parked run past its deadline)
+takes the general path in the same transaction.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def claim_next(
     run = _claim_pending(session, owner, lease, run_id)
     if run is not None:
         return run
+    if not _other_due(session, run_id):
+        return None  # nothing due: two statements in all
     now = db_now(session)
     due = or_(
         and_(Run.status == PENDING, or_(col(Run.wake_at).is_(None), col(Run.wake_at) <= now)),
@@ -107,17 +109,21 @@ def claim_next(
 _run = Run.__table__  # type: ignore[attr-defined]
 
 
-def _claim_statement(dialect: str, one_run: bool) -> Any:
-    """The one-statement claim of the oldest due run when it is pending and unowned (see the
-    module docstring); no row otherwise."""
-    now = fenced.clock(dialect)  # fixed for the statement: which runs are due
+def _due(dialect: str, one_run: bool) -> Any:
+    """Which runs are due, on the database clock read inside the statement."""
+    now = fenced.clock(dialect)
     due = or_(
         and_(_run.c.status == PENDING, or_(_run.c.wake_at.is_(None), _run.c.wake_at <= now)),
         and_(_run.c.status == RUNNING, _run.c.lease_expires_at <= now),
         and_(_run.c.status == PARKED, _run.c.wake_at <= now),
     )
-    if one_run:
-        due = and_(due, _run.c.id == bindparam("b_only"))
+    return and_(due, _run.c.id == bindparam("b_only")) if one_run else due
+
+
+def _claim_statement(dialect: str, one_run: bool) -> Any:
+    """The one-statement claim of the oldest due run when it is pending and unowned (see the
+    module docstring); no row otherwise."""
+    due = _due(dialect, one_run)
     oldest = (
         select(_run.c.id)
         .where(due)
@@ -152,6 +158,27 @@ _CLAIM = {
     for dialect in ("sqlite", "postgresql")
     for one_run in (False, True)
 }
+
+
+# A due run that the one-statement claim does not take (a lease to take over, a parked run
+# past its deadline, a pending run that still names an owner): only then the general path.
+_OTHER_DUE = {
+    (dialect, one_run): select(_run.c.id)
+    .where(
+        _due(dialect, one_run),
+        or_(_run.c.status != PENDING, _run.c.owner.is_not(None)),
+    )
+    .limit(1)
+    for dialect in ("sqlite", "postgresql")
+    for one_run in (False, True)
+}
+
+
+def _other_due(session: Session, run_id: int | None) -> bool:
+    conn = session.connection()
+    params = {} if run_id is None else {"b_only": run_id}
+    stmt = _OTHER_DUE[(conn.dialect.name, run_id is not None)]
+    return conn.execute(stmt, params).first() is not None
 
 
 def _claim_pending(session: Session, owner: str, lease: float, run_id: int | None) -> Run | None:

@@ -205,19 +205,24 @@ def finish_step(
         now = fenced.advance(session, attempt.run_id, owner, lease, attempt.index, output)
         if now is None:
             raise LeaseLost(attempt.run_id, owner)
-        started = {
-            "run_kind": attempt.run_kind,
-            "incident_id": attempt.incident_id,
-            "target": attempt.target,
-            "index": attempt.index,
-            "name": attempt.name,
-            "attempt": attempt.attempt,
-        }
+        started = fenced.found_of(attempt)
         fenced.step_event(
             session, "step.succeeded", attempt.run_id, now, started, {"output": output}
         )
         return True
-    now = fence(session, attempt.run_id, owner, lease)
+    if isinstance(outcome, Succeeded):  # the last step: the run ends, in three statements
+        output = redact(_jsonable(outcome.output))
+        fenced_at, plain = fenced.finish_last(
+            session, attempt.run_id, owner, lease, attempt.index, output
+        )
+        if fenced_at is None:
+            raise LeaseLost(attempt.run_id, owner)
+        if plain is not None:
+            fenced.ended(session, attempt, fenced_at, output)
+            return False
+        now = fenced_at
+    else:
+        now = fence(session, attempt.run_id, owner, lease)
     run, found = get_run_and_step(session, attempt.run_id, attempt.index, with_spec=False)
     assert found is not None  # steps are written with their run
     step = found

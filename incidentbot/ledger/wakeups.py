@@ -45,5 +45,12 @@ class Wakeups:
                 self._tokens -= 1
             return True
 
+    def take(self) -> None:
+        """A worker that was not waiting claimed a run: the wake-up given for it, if any, is
+        spent (the worker claims again after it, so a run is never left waiting on it)."""
+        with self._cond:
+            if self._tokens:
+                self._tokens -= 1
+
     def clear(self) -> None:
         """Nothing to do: :meth:`wait` takes its wake-up as it returns."""

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -30,7 +31,7 @@ from incidentbot.ledger.actions import ActionRegistry, StepContext, Verdict, cla
 from incidentbot.ledger.attempts import Attempt, Failed, Outcome, Succeeded
 from incidentbot.ledger.leases import claim_next, renew
 from incidentbot.ledger.service import LeaseLost
-from incidentbot.ledger.spec import StepSpec
+from incidentbot.ledger.spec import StepSpec, steps_of
 from incidentbot.ledger.transitions import begin_step, finish_step, release_held
 from incidentbot.ledger.wakeups import Wakeups
 
@@ -150,7 +151,9 @@ class Worker:
                     log.exception("worker %s: unexpected error; continuing", self.owner)
                     self.stop_event.wait(max(self.poll, 1.0))
                     continue
-                if not worked and self.wake_event.wait(self.poll):
+                if worked and isinstance(self.wake_event, Wakeups):
+                    self.wake_event.take()
+                elif not worked and self.wake_event.wait(self.poll):
                     self.wake_event.clear()
         finally:
             self.close()
@@ -161,18 +164,22 @@ class Worker:
         with transaction(self.engine) as s:
             run = claim_next(s, self.owner, self.lease, run_id=self.only_run)
             run_id = run.id if run is not None else None
+            spec = run.spec if run is not None else None
         if run_id is None:
             return False
-        self.drive(run_id)
+        specs: dict[int, list[StepSpec]] = {}
+        with suppress(ValueError):  # written by a newer build: begin_step reads it, says so
+            specs[run_id] = steps_of(spec or {})
+        self.drive(run_id, specs)  # the claim read the spec: the first step needs no read
         return True
 
-    def drive(self, run_id: int) -> None:
+    def drive(self, run_id: int, specs: dict[int, list[StepSpec]] | None = None) -> None:
         """Execute steps of a run this worker has claimed until it need not any more."""
         self._ensure_heartbeat()
         self.seq += 1
         self.lost.clear()
         self.held = run_id
-        specs: dict[int, list[StepSpec]] = {}
+        specs = {} if specs is None else specs
         try:
             while True:
                 if self.stop_event.is_set():
