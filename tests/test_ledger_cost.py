@@ -131,6 +131,31 @@ def _noop_run(engine: Engine, steps: int = 1) -> int:
         return run.id
 
 
+def test_starting_a_run_without_a_target_is_two_inserts_with_the_clock_read_inside(engine):
+    with db.transaction(engine) as s:
+        now = db.db_now(s)
+    steps = [{"name": "noop", "action": "ledger.noop"}]
+    with statements(engine) as seen, db.transaction(engine) as s:
+        later = ledger.start_run(s, kind="cost", key="later", actor="test", steps=steps,
+                                 wake_at=now + timedelta(hours=1))  # fmt: skip
+        past = ledger.start_run(s, kind="cost", key="past", actor="test", steps=steps,
+                                wake_at=now - timedelta(hours=1))  # fmt: skip
+    assert Counter(seen) == begins(engine, 1) + Counter(
+        {"INSERT ledger_run": 2, "INSERT ledger_step": 2}
+    ), seen
+    with db.read(engine) as s:
+        stored = {key: ledger.get_by_key(s, key) for key in ("later", "past")}
+    # A wake time ahead of the database clock is kept; one behind it is no wait at all.
+    assert stored["later"].wake_at == now + timedelta(hours=1) == later.wake_at
+    assert stored["past"].wake_at is None and past.wake_at is None
+    for run in stored.values():
+        assert now <= run.created_at == run.updated_at
+    assert (later.created_at, past.created_at) == (
+        stored["later"].created_at,
+        stored["past"].created_at,
+    )
+
+
 def test_claiming_a_pending_run_is_one_statement(engine):
     rid = _noop_run(engine)
     with statements(engine) as seen, db.transaction(engine) as s:
