@@ -175,7 +175,7 @@ def test_claiming_a_pending_run_is_one_statement(engine):
         assert claim_next(s, "other-worker", 30) is None
 
 
-def test_a_one_step_run_is_claimed_run_and_ended_in_three_transactions_of_six_statements(engine):
+def test_a_one_step_run_is_claimed_run_and_ended_in_three_transactions(engine):
     rid = _noop_run(engine)
     with statements(engine) as seen:
         worker = ledger.Worker(engine, name="cost", lease=30)
@@ -183,9 +183,12 @@ def test_a_one_step_run_is_claimed_run_and_ended_in_three_transactions_of_six_st
             assert worker.run_once()
         finally:
             worker.close()
-    # Claimed (the spec read with it); the step started (fence, step); the step's result and
-    # the run's end (fence, run, step). No SELECT, no ORM load.
-    expected = Counter({"UPDATE ledger_run": 4, "UPDATE ledger_step": 2})
+    # Claimed (the spec read with it); the step started (fence, step; on PostgreSQL one
+    # statement); the step's result and the run's end (fence, run, step). No SELECT, no ORM load.
+    if engine.dialect.name == "postgresql":
+        expected = Counter({"UPDATE ledger_run": 3, "WITH": 1, "UPDATE ledger_step": 1})
+    else:
+        expected = Counter({"UPDATE ledger_run": 4, "UPDATE ledger_step": 2})
     assert Counter(seen) == begins(engine, 3) + expected, seen
     with db.read(engine) as s:
         run, steps = ledger.get_run(s, rid), ledger.get_steps(s, rid)
