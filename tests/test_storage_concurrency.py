@@ -722,6 +722,49 @@ def test_work_that_can_wait_goes_after_the_slack_answers_being_sent():
     assert order == ["answered", "alerts ingested"]
 
 
+def test_a_ledger_worker_claims_its_run_only_after_the_slack_answer_being_sent(engine):
+    with db.transaction(engine) as s:
+        rid = ledger.start_run(
+            s, kind="wait", key="after-slack", actor="test",
+            steps=[{"name": "noop", "action": "ledger.noop"}],
+        ).id  # fmt: skip
+    order: list[str] = []
+    inside, release, seen = threading.Event(), threading.Event(), threading.Event()
+
+    def answer() -> None:
+        with priority.urgent():
+            inside.set()
+            assert release.wait(GATE)
+            order.append("answered")
+
+    def work() -> None:
+        worker = ledger.Worker(engine, name="after-slack", lease=30)
+        try:
+            assert worker.run_once()
+            order.append("run done")
+        finally:
+            worker.close()
+
+    slack = threading.Thread(target=answer)
+    slack.start()
+    assert inside.wait(GATE)
+    worker = threading.Thread(target=work)
+    worker.start()
+    for _ in range(int(GATE * 1000)):  # the worker waits for the answer (fails, not hangs)
+        if priority.deferred() >= 1 or not worker.is_alive():
+            break
+        seen.wait(0.001)
+    assert priority.deferred() == 1, order
+    with db.read(engine) as s:
+        assert ledger.get_run(s, rid).status == "pending"  # not even claimed while answering
+    release.set()
+    for th in (slack, worker):
+        th.join(GATE)
+    assert order == ["answered", "run done"]
+    with db.read(engine) as s:
+        assert ledger.get_run(s, rid).status == "succeeded"
+
+
 def test_writers_answering_slack_go_first_and_the_others_wait_only_so_long(monkeypatch):
     """In the write queue, writers answering a Slack request pass the ones that can wait (a
     ledger worker, alert ingest); a writer that has waited PRIORITY_LIMIT_S goes next anyway.

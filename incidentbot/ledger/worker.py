@@ -6,7 +6,8 @@ renews the lease on the database clock. Attempts run in the worker's step thread
 step to the next) so that a hung call is abandoned at the step timeout instead of holding the
 run (and the worker) forever: the abandoned thread is retired and the next step gets a new one.
 :class:`WorkerPool` runs a few workers inside the bot process; ``incidentbot worker`` runs a
-pool in a process of its own.
+pool in a process of its own. While the process answers Slack (:mod:`incidentbot.priority`), a
+worker waits a little before claiming or starting a step: the answers need the CPU first.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from incidentbot import priority
 from incidentbot.db import transaction
 from incidentbot.ledger import events
 from incidentbot.ledger.actions import ActionRegistry, StepContext, Verdict, classify, registry
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE = 30.0
 DEFAULT_POLL = 0.5
+# While this process answers Slack (3 s to answer), a claim or a step waits this long at most.
+YIELD_TO_SLACK_S = 1.0
 
 
 def default_name() -> str:
@@ -161,6 +165,7 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim one due run and drive it as far as it goes now; False if none was due."""
+        priority.after_urgent(YIELD_TO_SLACK_S)
         with transaction(self.engine) as s:
             run = claim_next(s, self.owner, self.lease, run_id=self.only_run)
             run_id = run.id if run is not None else None
@@ -187,6 +192,7 @@ class Worker:
                         release_held(s, run_id, self.owner, self.lease)
                     log.info("run %s released by %s on shutdown", run_id, self.owner)
                     return
+                priority.after_urgent(YIELD_TO_SLACK_S)
                 with transaction(self.engine) as s:
                     attempt = begin_step(s, run_id, self.owner, self.lease, self.actions, specs)
                     ctx = self._prepare(s, attempt) if attempt is not None else None
