@@ -259,17 +259,51 @@ def record(
     incident or its id. Secrets in the summary and the data's text are masked here, so none
     reaches the timeline (nor the postmortem built from it) whoever wrote the event."""
     event = TimelineEvent(
-        incident_id=_id(incident),
-        occurred_at=occurred_at or now,
-        recorded_at=now,
-        kind=kind,
-        actor=actor,
-        summary=redact_text(summary),
-        data=redact_strings(data or {}),
-        source_key=source_key,
+        **event_row(
+            incident,
+            kind,
+            actor,
+            summary,
+            now=now,
+            occurred_at=occurred_at,
+            data=data,
+            source_key=source_key,
+        )
     )
     session.add(event)
     return event
+
+
+def event_row(
+    incident: Incident | int,
+    kind: str,
+    actor: str,
+    summary: str,
+    *,
+    now: datetime,
+    occurred_at: datetime | None = None,
+    data: dict[str, Any] | None = None,
+    source_key: str | None = None,
+) -> dict[str, Any]:
+    """One timeline event's column values, masked as :func:`record` masks them (for
+    :func:`insert_events`, when no caller needs the event's instance)."""
+    return {
+        "incident_id": _id(incident),
+        "occurred_at": occurred_at or now,
+        "recorded_at": now,
+        "kind": kind,
+        "actor": actor,
+        "summary": redact_text(summary),
+        "data": redact_strings(data or {}),
+        "source_key": source_key,
+    }
+
+
+def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Append events built by :func:`event_row` in one batched INSERT, in the order given
+    (their ids, which order events recorded at the same time, follow it)."""
+    if rows:
+        session.execute(insert(TimelineEvent), rows)
 
 
 def record_many(

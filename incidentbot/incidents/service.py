@@ -12,23 +12,32 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, text
+from sqlalchemy import insert, or_, text
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from incidentbot import policy
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
-from incidentbot.incidents.models import SETTABLE_MILESTONES, Counter, Incident, TimelineEvent
+from incidentbot.incidents.models import (
+    SETTABLE_MILESTONES,
+    Counter,
+    Incident,
+    RoleAssignment,
+    TimelineEvent,
+)
 from incidentbot.incidents.records import (
     _check_past,
     _clean_actor,
     _require_open,
     _stamp,
     active_roles,
+    event_row,
     get,
     get_by_channel,
     has_event,
+    insert_events,
     latest,
     list_incidents,
     next_in_sequence,
@@ -38,7 +47,7 @@ from incidentbot.incidents.records import (
     refresh_counter,
     timeline,
 )
-from incidentbot.incidents.roles import _start_role, assign_role, unassign_role
+from incidentbot.incidents.roles import assign_role, unassign_role
 from incidentbot.ledger.redact import redact_text
 from incidentbot.postmortems import lifecycle as postmortems
 
@@ -155,33 +164,67 @@ def declare(
         impact_started_at=impact,
         detected_at=detected,
     )
-    session.add(incident)
-    session.flush()
+    # Written with three Core statements (the incident, its commander, its first events) and
+    # no unit-of-work flush; the incident then joins the session as if read, so later changes
+    # in this transaction are UPDATEs.
+    _insert_incident(session, incident)
     data: dict[str, Any] = {"title": clean_title, "severity": sev.name, "fields": clean_fields}
     if description:
         data["description"] = incident.description
-    record(
-        session,
-        incident,
-        "incident.declared",
-        actor,
-        f"Declared {incident.ref} ({sev.name}): {clean_title}",
-        now=now,
-        data=data,
-    )
+    events = [
+        event_row(
+            incident,
+            "incident.declared",
+            actor,
+            f"Declared {incident.ref} ({sev.name}): {clean_title}",
+            now=now,
+            data=data,
+        )
+    ]
     for name, when in (("impact_started", impact), ("detected", detected)):
         if when is not None:
-            record(
-                session,
-                incident,
-                "milestone.set",
-                actor,
-                f"{name.replace('_', ' ').capitalize()} at {_stamp(when)}",
-                now=now,
-                data={"milestone": name, "at": when.isoformat(), "previous": None},
+            events.append(
+                event_row(
+                    incident,
+                    "milestone.set",
+                    actor,
+                    f"{name.replace('_', ' ').capitalize()} at {_stamp(when)}",
+                    now=now,
+                    data={"milestone": name, "at": when.isoformat(), "previous": None},
+                )
             )
-    _start_role(session, incident, "commander", commander, actor, now)
+    session.execute(
+        insert(RoleAssignment),
+        [
+            {
+                "incident_id": incident.id,
+                "role": "commander",
+                "user": commander,
+                "assigned_by": actor,
+                "started_at": now,
+            }
+        ],
+    )
+    events.append(
+        event_row(
+            incident,
+            "role.assigned",
+            actor,
+            f"{commander} is commander",
+            now=now,
+            data={"role": "commander", "user": commander, "previous": None},
+        )
+    )
+    insert_events(session, events)
     return incident
+
+
+def _insert_incident(session: Session, incident: Incident) -> None:
+    table = Incident.__table__  # type: ignore[attr-defined]
+    values = {c.key: getattr(incident, c.key) for c in table.columns if c.key != "id"}
+    incident.id = session.execute(insert(table).values(values).returning(table.c.id)).scalar_one()
+    make_transient_to_detached(incident)
+    session.add(incident)
 
 
 def set_severity(

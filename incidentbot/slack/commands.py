@@ -46,21 +46,30 @@ class CommandHandler:
         self.handoff = handoff
 
     def handle(self, *, user_id: str, channel_id: str, text: str, trigger_id: str) -> Reply:
-        with db.read(self.engine) as s:
-            incident = svc.get_by_channel(s, channel_id)
-        parsed = parse(text, settings=self.settings, in_incident_channel=incident is not None)
+        # The incident of the channel is read only if something asks for it: the grammar (a
+        # bare command, a channel-only subcommand) or the handler. A declare typed anywhere
+        # never does, so its acknowledgement waits on no read.
+        call = Call(self, user_id, channel_id, trigger_id)
+        parsed = parse(
+            text, settings=self.settings, in_incident_channel=lambda: call.incident is not None
+        )
         if isinstance(parsed, Usage):
             return Reply(parsed.text())
         sub = SUBCOMMANDS[parsed.name]
         try:
-            return sub.handler(Call(self, user_id, incident, trigger_id), parsed.args)
+            return sub.handler(call, parsed.args)
         except DomainError as exc:
             message = str(exc)
             # It may quote what was typed; the mentions the bot built from what it knows (the
             # incident's people, the runbook access rules) stay mentions.
-            people, groups = self._known_markup(user_id, incident)
+            people, groups = self._known_markup(user_id, call.incident)
             message = mrkdwn_refusal(message, [*people, *exc.people], groups)
             return Reply(f"{message[:1].upper()}{message[1:]}.\nUsage: {mrkdwn(sub.usage)}")
+
+    def incident_in(self, channel_id: str) -> Incident | None:
+        """The incident whose channel this is (None: any other channel)."""
+        with db.read(self.engine) as s:
+            return svc.get_by_channel(s, channel_id)
 
     def _known_markup(self, user: str, incident: Incident | None) -> tuple[list[str], set[str]]:
         """Mentions the bot builds into its refusals: who asked, the commander, and the people

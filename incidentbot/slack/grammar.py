@@ -12,6 +12,8 @@ in :mod:`incidentbot.slack.command_table`; the argument parsers are in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.slack.command_parsers import Command, Usage, mention_user
@@ -28,15 +30,23 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
-def parse(text: str, *, settings: Settings, in_incident_channel: bool) -> Command | Usage:
+def parse(
+    text: str, *, settings: Settings, in_incident_channel: bool | Callable[[], bool]
+) -> Command | Usage:
     """Parse the text after ``/incident``.
 
     A bare ``/incident`` shows the help in an incident's channel, where people come to act on
-    that incident, and opens the declare form anywhere else.
+    that incident, and opens the declare form anywhere else. ``in_incident_channel`` may be a
+    function: it is then called only when the answer matters (a bare command, a subcommand
+    that works only in an incident's channel), so a declare does not wait on a read.
     """
     clean = normalize(text)
+
+    def in_channel() -> bool:
+        return in_incident_channel() if callable(in_incident_channel) else in_incident_channel
+
     if not clean:
-        if in_incident_channel:
+        if in_channel():
             return Command("help")
         return Command(
             "declare", {"severity": None, "title": None, "service": None, "private": False}
@@ -52,7 +62,7 @@ def parse(text: str, *, settings: Settings, in_incident_channel: bool) -> Comman
             f"Unknown subcommand `{shown}`.",
             "/incident <subcommand>; try `/incident help` for the list",
         )
-    if sub.channel_only and not in_incident_channel:
+    if sub.channel_only and not in_channel():
         return Usage(
             f"`/incident {name}` only works in an incident's channel.",
             sub.usage + " (run it in the incident's channel)",

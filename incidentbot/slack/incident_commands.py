@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from incidentbot import db
@@ -38,12 +39,18 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Call:
     """One ``/incident`` request: the bot's handler (its core and the other modules), who asked,
-    the incident whose channel it was typed in (None elsewhere) and Slack's trigger id."""
+    the channel it was typed in and Slack's trigger id."""
 
     handler: CommandHandler
     user: str
-    incident: Incident | None
+    channel_id: str
     trigger_id: str
+
+    @cached_property
+    def incident(self) -> Incident | None:
+        """The incident whose channel the command was typed in (None elsewhere): read the
+        first time it is asked for, then kept for the rest of the request."""
+        return self.handler.incident_in(self.channel_id)
 
     @property
     def core(self) -> Core:
