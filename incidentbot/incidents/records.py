@@ -23,6 +23,7 @@ from incidentbot.errors import DomainError, NotFound
 from incidentbot.incidents.models import Counter, Incident, RoleAssignment, TimelineEvent
 from incidentbot.ledger.redact import redact_strings, redact_text
 
+_INSERT_EVENT = insert(TimelineEvent.__table__)  # type: ignore[attr-defined]
 _REF = re.compile(r"^\s*#?(?:inc-?)?(\d+)\s*$", re.IGNORECASE)
 
 
@@ -303,7 +304,7 @@ def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
     """Append events built by :func:`event_row` in one batched INSERT, in the order given
     (their ids, which order events recorded at the same time, follow it)."""
     if rows:
-        session.execute(insert(TimelineEvent), rows)
+        session.connection().execute(_INSERT_EVENT, rows)
 
 
 def record_many(

@@ -1,0 +1,174 @@
+"""Declaring an incident: the next INC number, the incident, its commander, its first events.
+
+Written with Core statements and no unit-of-work flush (declaring is on the path of a Slack
+command's acknowledgement); :mod:`incidentbot.incidents.service` re-exports :func:`declare`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy.orm import make_transient_to_detached
+from sqlmodel import Session
+
+from incidentbot import policy
+from incidentbot.clock import utcnow
+from incidentbot.config import Settings
+from incidentbot.errors import DomainError
+from incidentbot.incidents.models import Counter, Incident, RoleAssignment
+from incidentbot.incidents.records import (
+    _check_past,
+    _clean_actor,
+    _stamp,
+    event_row,
+    insert_events,
+)
+from incidentbot.ledger.redact import redact_text
+
+MAX_TITLE = 200
+
+_INCIDENT = Incident.__table__  # type: ignore[attr-defined]
+_COLUMNS = tuple(c.key for c in _INCIDENT.columns if c.key != "id")
+_INSERT_INCIDENT = insert(_INCIDENT).returning(_INCIDENT.c.id)
+_INSERT_ROLE = insert(RoleAssignment.__table__)  # type: ignore[attr-defined]
+_BY_KEY = select(_INCIDENT.c.id).where(_INCIDENT.c.idempotency_key == bindparam("key"))
+INCIDENT_SEQUENCE = "incident_number"  # PostgreSQL (migration 0021)
+
+
+def _next_number(session: Session) -> int:
+    # Taken after every check of the declare's input. On PostgreSQL from a sequence, which no
+    # transaction locks, so concurrent declares run side by side; a declare that then fails at
+    # the database (a lost connection, a crash, a racing duplicate key) leaves its number
+    # unused. On SQLite from the counter row, under the write lock every writer takes anyway:
+    # a failed declare gives its number back.
+    if session.get_bind().dialect.name == "postgresql":
+        return int(session.execute(text(f"SELECT nextval('{INCIDENT_SEQUENCE}')")).scalar_one())
+    value = session.execute(
+        text("UPDATE counter SET value = value + 1 WHERE name = 'incident' RETURNING value")
+    ).scalar_one_or_none()
+    if value is None:
+        session.add(Counter(name="incident", value=1))
+        session.flush()
+        return 1
+    return int(value)
+
+
+def _clean_title(title: str) -> str:
+    # Masked before anything uses it: the title names the channel and is announced.
+    cleaned = " ".join(redact_text(str(title)).split())
+    if not cleaned:
+        raise DomainError("the title is empty: say in a few words what is wrong")
+    if len(cleaned) > MAX_TITLE:
+        raise DomainError(f"the title is {len(cleaned)} characters long: at most {MAX_TITLE}")
+    return cleaned
+
+
+def declare(
+    session: Session,
+    settings: Settings,
+    *,
+    title: str,
+    severity: str,
+    actor: str,
+    description: str | None = None,
+    fields: dict[str, str] | None = None,
+    commander: str | None = None,
+    impact_started_at: datetime | None = None,
+    detected_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    private: bool = False,
+    now: datetime | None = None,
+) -> Incident:
+    """Open an incident with the next INC number. A repeated ``idempotency_key`` returns the
+    incident it already opened instead of a second one. A ``private`` incident gets a private
+    channel and stays out of the digest and public reports."""
+    now = now or utcnow()
+    if idempotency_key:
+        existing = session.connection().execute(_BY_KEY, {"key": idempotency_key}).first()
+        if existing is not None:
+            return session.get_one(Incident, existing[0])
+    clean_title = _clean_title(title)
+    sev = policy.severity(settings, severity)
+    clean_fields = policy.check_fields(settings, fields or {}, declaring=True)
+    actor = _clean_actor(actor, "the declarer")
+    commander = _clean_actor(commander, "the commander") if commander else actor
+    impact = _check_past("impact_started", impact_started_at, now) if impact_started_at else None
+    detected = _check_past("detected", detected_at, now) if detected_at else None
+
+    incident = Incident(
+        number=_next_number(session),
+        title=clean_title,
+        description=redact_text(description or "").strip() or None,
+        severity=sev.name,
+        status=settings.statuses[0].name,
+        fields=clean_fields,
+        commander=commander,
+        declared_by=actor,
+        idempotency_key=idempotency_key,
+        private=True if private else None,
+        created_at=now,
+        updated_at=now,
+        declared_at=now,
+        impact_started_at=impact,
+        detected_at=detected,
+    )
+    # Written with three Core statements (the incident, its commander, its first events) and
+    # no unit-of-work flush; the incident then joins the session as if read, so later changes
+    # in this transaction are UPDATEs.
+    _insert_incident(session, incident)
+    data: dict[str, Any] = {"title": clean_title, "severity": sev.name, "fields": clean_fields}
+    if description:
+        data["description"] = incident.description
+    events = [
+        event_row(
+            incident,
+            "incident.declared",
+            actor,
+            f"Declared {incident.ref} ({sev.name}): {clean_title}",
+            now=now,
+            data=data,
+        )
+    ]
+    for name, when in (("impact_started", impact), ("detected", detected)):
+        if when is not None:
+            events.append(
+                event_row(
+                    incident,
+                    "milestone.set",
+                    actor,
+                    f"{name.replace('_', ' ').capitalize()} at {_stamp(when)}",
+                    now=now,
+                    data={"milestone": name, "at": when.isoformat(), "previous": None},
+                )
+            )
+    session.connection().execute(
+        _INSERT_ROLE,
+        {
+            "incident_id": incident.id,
+            "role": "commander",
+            "user": commander,
+            "assigned_by": actor,
+            "started_at": now,
+        },
+    )
+    events.append(
+        event_row(
+            incident,
+            "role.assigned",
+            actor,
+            f"{commander} is commander",
+            now=now,
+            data={"role": "commander", "user": commander, "previous": None},
+        )
+    )
+    insert_events(session, events)
+    return incident
+
+
+def _insert_incident(session: Session, incident: Incident) -> None:
+    values = {name: getattr(incident, name) for name in _COLUMNS}
+    incident.id = session.connection().execute(_INSERT_INCIDENT, values).scalar_one()
+    make_transient_to_detached(incident)
+    session.add(incident)
