@@ -221,6 +221,12 @@ def test_serve_that_cannot_start_leaves_the_collector_on(tmp_path, monkeypatch, 
     assert _command(["--config", "serve.yaml", "serve"]) == "serve"
     assert _command(["-c", "serve", "db", "upgrade"]) == "db"
     assert gc.isenabled()
-    assert main(["serve"]) == 1
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        assert main(["serve"]) == 1
+    finally:  # serve set up logging to this test's captured stderr: put back what was there
+        root.handlers[:] = handlers
+        root.setLevel(level)
     assert gc.isenabled()
     assert capsys.readouterr().err.startswith("error: ")
