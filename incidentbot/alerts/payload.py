@@ -14,9 +14,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from incidentbot.ledger.redact import MASK, is_sensitive_key, redact_text
+from incidentbot.ledger.redact import MASK, is_sensitive_key, redact_text, rules_generation
 from incidentbot.typed_text import clean
 
 MAX_ALERTS = 5000
@@ -108,6 +108,13 @@ class Payload(_Model):
     external_url: str = Field(default="", alias="externalURL")
     truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0)
     alerts: list[Alert] = Field(max_length=MAX_ALERTS)
+    # The masking rules' generation its alerts' labels, annotations and generator URLs were
+    # masked under by :func:`parse` (-1: not masked by it). Private: never read from a body.
+    _masked_under: int = PrivateAttr(default=-1)
+
+    @property
+    def masked_under(self) -> int | None:
+        return None if self._masked_under < 0 else self._masked_under
 
     @field_validator("version")
     @classmethod
@@ -143,7 +150,9 @@ def parse(data: Any) -> tuple[Payload, dict[str, Any]]:
     if not isinstance(data, dict):
         raise PayloadError("the body must be a JSON object (Alertmanager's webhook payload)")
     # What an alert says, without invisible control characters, and its redacted copy: one
-    # walk over the body makes both.
+    # walk over the body makes both. The rules' generation is read before it: if a rule is
+    # added meanwhile, what was masked counts as masked under the older rules.
+    generation = rules_generation()
     data, stored = _clean_and_redact(data)
     try:
         payload = Payload.model_validate(data)
@@ -162,6 +171,7 @@ def parse(data: Any) -> tuple[Payload, dict[str, Any]]:
     payload.common_labels = stored.get("commonLabels") or {}
     payload.common_annotations = stored.get("commonAnnotations") or {}
     payload.external_url = stored.get("externalURL") or ""
+    payload._masked_under = generation
     # "groupKey" reads as a secret to the key-name rule; it is identity, so keep it (redacted
     # as text). The payload keeps the raw key: the group's identity is a hash of it.
     stored["groupKey"] = redact_text(payload.group_key)

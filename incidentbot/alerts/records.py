@@ -73,6 +73,10 @@ class AlertRow:
     incident_id: int | None
     resolved_received_at: datetime | None
     error: str | None
+    # The masking rules' generation its labels, annotations and generator URL were masked
+    # under in this process (they came from this notification's payload); None when they were
+    # read from the database (masked when stored, perhaps under older rules).
+    masked_under: int | None = None
 
 
 Routed = tuple[AlertRow, Alert, routing.Route]
@@ -154,7 +158,8 @@ def record(
     rows: dict[tuple[str, datetime], AlertRow] = {}
     for key, item in pending.items():
         values = {name: item.values[name] for name in _READ if name != "id"}
-        row = rows[key] = AlertRow(id=ids[key], **values)
+        masked_under = None if item.existed else payload.masked_under
+        row = rows[key] = AlertRow(id=ids[key], masked_under=masked_under, **values)
         if item.resolves:
             out.resolved_now.add(row.id)
     out.rows = [

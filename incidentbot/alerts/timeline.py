@@ -25,7 +25,8 @@ from incidentbot.alerts.records import AlertRow, Routed
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident, TimelineEvent
-from incidentbot.ledger.redact import redact_text
+from incidentbot.incidents.records import Masked
+from incidentbot.ledger.redact import redact_text, rules_generation
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,43 @@ def describe(row: AlertRow | AlertRecord) -> str:
     return routing.clip(redact_text(text + (f": {summary}" if summary else "")), MAX_SUMMARY)
 
 
+def _summary(prefix: str, row: AlertRow) -> Masked | str:
+    """``prefix`` and :func:`describe`'s text, masked once as it will be written.
+
+    :func:`describe` masks its text, then joins its lines and cuts it; the timeline masks the
+    result again, since joined lines can make a secret the lines alone did not show (a label
+    that names a key before a value on the next line). A text on one line with single spaces
+    that needs no cut is masked whole here, with its prefix, and not again; any other takes
+    the long way."""
+    generation = rules_generation()
+    labels = " ".join(f"{k}={v}" for k, v in sorted(row.labels.items()) if k not in _QUIET)
+    summary = row.annotations.get("summary") or row.annotations.get("description") or ""
+    text = (row.alertname or "alert") + (f" {labels}" if labels else "")
+    text += f": {summary}" if summary else ""
+    text = prefix + text
+    if len(text) <= MAX_SUMMARY and " ".join(text.split()) == text:
+        masked = redact_text(text)
+        if len(masked) <= MAX_SUMMARY:
+            return Masked(masked, generation)
+    return prefix + describe(row)
+
+
 def _data(row: AlertRow) -> dict[str, Any]:
+    def masked(value: Any) -> Any:
+        # Labels, annotations and the URL of this notification's payload were masked by the
+        # payload's walk: not again while the rules are the same.
+        if row.masked_under is None or value is None:
+            return value
+        return Masked(value, row.masked_under)
+
     return {
         "alert_id": row.id,
         "fingerprint": row.fingerprint,
         "starts_at": row.starts_at.isoformat(),
         "ends_at": row.ends_at.isoformat() if row.ends_at else None,
-        "labels": row.labels,
-        "annotations": row.annotations,
-        "generator_url": row.generator_url,
+        "labels": masked(row.labels),
+        "annotations": masked(row.annotations),
+        "generator_url": masked(row.generator_url),
         "rule": row.rule,
         "severity": row.severity,
         "service": row.service,
@@ -78,7 +107,7 @@ def attach(
     for row in attached:
         started = min(row.starts_at, now)
         earliest = started if earliest is None else min(earliest, started)
-        summary = f"Alert firing: {describe(row)}"
+        summary = _summary("Alert firing: ", row)
         events.append((summary, started, _data(row), f"alert:{row.id}:firing"))
     svc.record_many(session, incident, "alert.firing", actor, events, now=now)
     count = len(events)
@@ -100,7 +129,7 @@ def record_resolved(
     already resolved."""
     events = [
         (
-            f"Alert resolved: {describe(row)}",
+            _summary("Alert resolved: ", row),
             min(row.ends_at or row.resolved_received_at or now, now),
             _data(row),
             f"alert:{row.id}:resolved",

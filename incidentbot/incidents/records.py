@@ -7,6 +7,7 @@ the one way events are written, always in the transaction of the change they des
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -21,7 +22,7 @@ from incidentbot.config import Settings
 from incidentbot.durations import ensure_utc
 from incidentbot.errors import DomainError, NotFound
 from incidentbot.incidents.models import Counter, Incident, RoleAssignment, TimelineEvent
-from incidentbot.ledger.redact import redact_strings, redact_text
+from incidentbot.ledger.redact import redact_strings, redact_text, rules_generation
 
 _INSERT_EVENT = insert(TimelineEvent.__table__)  # type: ignore[attr-defined]
 _REF = re.compile(r"^\s*#?(?:inc-?)?(\d+)\s*$", re.IGNORECASE)
@@ -307,18 +308,46 @@ def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
         session.connection().execute(_INSERT_EVENT, rows)
 
 
+@dataclass(frozen=True, slots=True)
+class Masked:
+    """A value its caller has masked already, whole and as it will be written, under the
+    rules of ``generation`` (:func:`~incidentbot.ledger.redact.rules_generation`): an event's
+    summary, or a value inside its data. :func:`record_many` writes it as it is while those
+    rules are in force, and masks it again once a rule was added. Anything not wrapped is
+    masked as usual."""
+
+    value: Any
+    generation: int
+
+
+def _masked(value: Any) -> Any:
+    """``redact_strings(value)``, except for the :class:`Masked` parts still current."""
+    if isinstance(value, Masked):
+        if value.generation == rules_generation():
+            return value.value
+        return redact_strings(value.value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
 def record_many(
     session: Session,
     incident: Incident | int,
     kind: str,
     actor: str,
-    events: list[tuple[str, datetime, dict[str, Any], str | None]],
+    events: list[tuple[str | Masked, datetime, dict[str, Any], str | None]],
     *,
     now: datetime,
 ) -> None:
     """Append many events of one kind at once, masked as :func:`record` masks them: one
     batched INSERT, no instance per event (an alert storm writes hundreds). Each event is
-    (summary, occurred_at, data, source_key)."""
+    (summary, occurred_at, data, source_key); the summary and values inside the data may be
+    :class:`Masked` (masked by the caller, not masked twice)."""
     if not events:
         return
     incident_id = _id(incident)
@@ -331,8 +360,8 @@ def record_many(
                 "recorded_at": now,
                 "kind": kind,
                 "actor": actor,
-                "summary": redact_text(summary),
-                "data": redact_strings(data),
+                "summary": _masked(summary),
+                "data": _masked(data),
                 "source_key": source_key,
             }
             for summary, occurred_at, data, source_key in events

@@ -229,6 +229,12 @@ def _rules_changed() -> None:
     _key_cache.clear()
 
 
+def rules_generation() -> int:
+    """Which rules are in force: a number that changes whenever a rule is added. A value
+    masked under one generation may need masking again under a later one."""
+    return _generation
+
+
 def add_sensitive_keys(*names: str) -> None:
     """Treat dictionary keys containing any of ``names`` (as a word) as secrets."""
     with _lock:
