@@ -11,7 +11,7 @@ to an incident, or noting why a declare was refused, is one ``UPDATE`` for all o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -47,6 +47,7 @@ _READ = (
     "incident_id",
     "resolved_received_at",
     "error",
+    "delivery_id",
 )
 
 
@@ -73,6 +74,7 @@ class AlertRow:
     incident_id: int | None
     resolved_received_at: datetime | None
     error: str | None
+    delivery_id: int  # the delivery that brought it first (0 until that delivery's row exists)
     # The masking rules' generation its labels, annotations and generator URL were masked
     # under in this process (they came from this notification's payload); None when they were
     # read from the database (masked when stored, perhaps under older rules).
@@ -109,7 +111,7 @@ def record(
     settings: Settings,
     payload: Payload,
     group_id: int,
-    delivery_id: int,
+    delivery: int | Callable[[], int],
     now: datetime,
 ) -> Recorded:
     """Insert new alert instances, count repeats, apply resolves: one read, one write.
@@ -153,8 +155,13 @@ def record(
             values["rule"] = rule.name if rule else None
             values["severity"] = (rule.severity or settings.default_severity) if rule else None
             values["service"] = rule.service if rule else None
+    if any(not item.existed for item in pending.values()):
+        delivery_id = delivery if isinstance(delivery, int) else delivery()
+        for item in pending.values():
+            if not item.existed:
+                item.values["delivery_id"] = delivery_id
     items = [(item.values, item.copies) for item in pending.values()]
-    ids = _write(session, items, delivery_id, now)
+    ids = _write(session, items, now)
     rows: dict[tuple[str, datetime], AlertRow] = {}
     for key, item in pending.items():
         values = {name: item.values[name] for name in _READ if name != "id"}
@@ -209,10 +216,12 @@ def _values(
         "last_received_at": now,
         "resolved_received_at": None,
         "error": None,
+        "delivery_id": 0,  # set once the notification has new alerts: its row is written then
     }
 
 
 _INSERTED_FROM_ROW = (
+    "delivery_id",
     "fingerprint",
     "starts_at",
     "ends_at",
@@ -249,7 +258,7 @@ def _upsert(dialect: str) -> Any:
 
 
 def _write(
-    session: Session, items: list[tuple[dict[str, Any], int]], delivery_id: int, now: datetime
+    session: Session, items: list[tuple[dict[str, Any], int]], now: datetime
 ) -> dict[tuple[str, datetime], int]:
     """One upsert for every instance; returns their ids by (fingerprint, startsAt)."""
     if not items:
@@ -259,8 +268,7 @@ def _write(
     for values, copies in items:
         param = {name: values[name] for name in _INSERTED_FROM_ROW}
         # A stored instance keeps its delivery and first receipt (not in the update), but
-        # the proposed row must still be one that could be inserted.
-        param["delivery_id"] = delivery_id
+        # the proposed row must still be one that could be inserted (its own delivery).
         param["first_received_at"] = now
         param["received_count"] = copies
         params.append(param)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -96,16 +97,19 @@ def ingest(
     }
     try:
         with db.transaction(engine) as s:
-            delivery_id = s.execute(_INSERT_DELIVERY, delivery).scalar_one()
-            outcome = process(
-                s, settings, payload, delivery_id, on_declare=on_declare, on_alerts=on_alerts
-            )
+            row = DeliveryRow(s, delivery)
+            outcome = process(s, settings, payload, row, on_declare=on_declare, on_alerts=on_alerts)
             done = {
                 "outcome": outcome.summary(),
                 "failed": outcome.error is not None,
                 "processed_at": utcnow(),
             }
-            s.execute(_DELIVERIES.update().where(_DELIVERIES.c.id == delivery_id).values(done))
+            if row.id is None:  # nothing needed it: written once, as processed
+                delivery_id = s.execute(_INSERT_DELIVERY, {**delivery, **done}).scalar_one()
+            else:
+                delivery_id = row.id
+                s.execute(_DELIVERIES.update().where(_DELIVERIES.c.id == delivery_id).values(done))
+            outcome.delivery_id = delivery_id
     except Exception as exc:
         message = redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0])[:1000]
         log.exception("alert delivery: processing failed")
@@ -125,6 +129,23 @@ _DELIVERIES: Table = AlertDelivery.__table__  # type: ignore[attr-defined]
 _INSERT_DELIVERY = _DELIVERIES.insert().returning(_DELIVERIES.c.id)
 
 
+class DeliveryRow:
+    """The delivery's row, inserted when processing first needs its id (a new alert names the
+    delivery that brought it); a delivery that needs none (a repeat, a resolve) is inserted
+    once, with its outcome, after processing: one statement instead of an insert and an
+    update. Either way in the notification's transaction."""
+
+    def __init__(self, session: Session, values: dict[str, Any]):
+        self.id: int | None = None
+        self._session = session
+        self._values = values
+
+    def __call__(self) -> int:
+        if self.id is None:
+            self.id = int(self._session.execute(_INSERT_DELIVERY, self._values).scalar_one())
+        return self.id
+
+
 def _store_failed(engine: Engine, delivery: dict[str, Any], message: str) -> int:
     """Keep a delivery whose processing failed (and rolled back): Alertmanager retries it,
     and people can see what came in and why it was not processed."""
@@ -137,24 +158,27 @@ def process(
     session: Session,
     settings: Settings,
     payload: Payload,
-    delivery_id: int,
+    delivery: int | Callable[[], int],
     *,
     on_declare: OnDeclare | None = None,
     on_alerts: OnAlerts | None = None,
 ) -> Outcome:
     """Record the payload's alerts and attach them to the group's incident (declaring one for
-    new firing alerts that a rule lets declare). Idempotent; call inside a transaction."""
+    new firing alerts that a rule lets declare). Idempotent; call inside a transaction.
+    ``delivery``: the delivery's id, or what gives it when first needed (:class:`DeliveryRow`;
+    the outcome's ``delivery_id`` is then 0 until the caller sets it)."""
     now = utcnow()
     key_hash = group_hash(payload.group_key)
     fingerprints = sorted({a.fingerprint for a in payload.alerts})
     _lock(session, [f"group:{key_hash}"] + [f"alert:{fp}" for fp in fingerprints])
+    delivery_id = delivery if isinstance(delivery, int) else 0
     out = Outcome(
         delivery_id=delivery_id, alerts=len(payload.alerts), truncated=payload.truncated_alerts
     )
 
     group = _group(session, payload, key_hash, now)
     assert group.id is not None
-    recorded = records.record(session, settings, payload, group.id, delivery_id, now)
+    recorded = records.record(session, settings, payload, group.id, delivery, now)
     rows, resolved_now = recorded.rows, recorded.resolved_now
     out.new, out.repeats, out.resolved = recorded.new, recorded.repeats, recorded.resolved
     out.unmatched = sum(1 for _, _, r in rows if not r.matched)

@@ -1,0 +1,82 @@
+"""What an Alertmanager delivery costs in statements, counted (a storm repeats a group's
+notification many times): a repeat or a resolve writes its delivery row once, with its outcome,
+and the stored rows say what happened."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlmodel import select
+
+from incidentbot import db
+from incidentbot.alerts import service
+from incidentbot.alerts.models import AlertDelivery, AlertRecord
+from tests.test_alerts_support import T0, alert, notification, resolved, settings_for
+from tests.test_ledger_cost import begins, statements
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return settings_for(tmp_path)
+
+
+def _rpc(n: int) -> dict:
+    return alert(
+        "RpcEndpointDown",
+        instance=f"rpc-{n}:8545",
+        chain="ethereum",
+        starts_at=T0 + timedelta(minutes=n),
+    )
+
+
+def _per_delivery(engine) -> Counter[str]:
+    """A delivery's reads and writes besides its own: the group (one upsert), the alerts (one
+    read, one upsert), the group's incident; on PostgreSQL one statement takes the locks."""
+    found = Counter({"INSERT alert_group": 1, "SELECT alert": 1, "INSERT alert": 1})
+    found["SELECT incident"] = 1
+    if engine.dialect.name == "postgresql":
+        found["SELECT unnest"] = 1
+    return found + begins(engine, 1)
+
+
+def test_a_repeat_and_a_resolve_write_their_delivery_once(engine, settings):
+    alerts = [_rpc(1), _rpc(2)]
+    first = service.ingest(engine, settings, notification(alerts))
+    assert first.declared and first.new == 2
+    with statements(engine) as seen:
+        repeat = service.ingest(engine, settings, notification(alerts))
+    assert (repeat.new, repeat.repeats, repeat.incident) == (0, 2, "INC-1")
+    assert Counter(seen) == _per_delivery(engine) + Counter({"INSERT alert_delivery": 1}), seen
+
+    ended = [resolved(a) for a in alerts]
+    with statements(engine) as seen:
+        done = service.ingest(engine, settings, notification(ended))
+    assert done.resolved == 2
+    assert seen.count("INSERT alert_delivery") == 1, seen
+    assert "UPDATE alert_delivery" not in seen, seen
+
+    with db.read(engine) as s:
+        deliveries = s.exec(select(AlertDelivery).order_by(AlertDelivery.id)).all()
+        stored = s.exec(select(AlertRecord).order_by(AlertRecord.id)).all()
+    assert [d.id for d in deliveries] == [first.delivery_id, repeat.delivery_id, done.delivery_id]
+    assert all(d.processed_at is not None and not d.failed for d in deliveries)
+    assert "2 repeat" in (deliveries[1].outcome or ""), deliveries[1].outcome
+    # the alerts keep the delivery that brought them first
+    assert [(a.delivery_id, a.received_count, a.status) for a in stored] == [
+        (first.delivery_id, 3, "resolved"),
+        (first.delivery_id, 3, "resolved"),
+    ]
+
+
+def test_a_delivery_with_a_new_alert_names_its_row_first(engine, settings):
+    service.ingest(engine, settings, notification([_rpc(1)]))
+    out = service.ingest(engine, settings, notification([_rpc(1), _rpc(2)]))
+    assert (out.new, out.repeats, out.attached) == (1, 1, 1)
+    with db.read(engine) as s:
+        stored = s.exec(select(AlertRecord).order_by(AlertRecord.id)).all()
+        delivery = s.get(AlertDelivery, out.delivery_id)
+    assert [a.delivery_id for a in stored] == [out.delivery_id - 1, out.delivery_id]
+    assert delivery is not None and delivery.processed_at is not None
+    assert delivery.outcome == out.summary()
