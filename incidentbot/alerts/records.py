@@ -11,13 +11,14 @@ to an incident, or noting why a declare was refused, is one ``UPDATE`` for all o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -257,13 +258,61 @@ def _upsert(dialect: str) -> Any:
     ).returning(ALERT.c.id, ALERT.c.fingerprint, ALERT.c.starts_at)
 
 
+# PostgreSQL: the same upsert with one array per column (``unnest``), so the statement and its
+# parameters are the same whatever the number of alerts: the driver converts it once and the
+# server prepares it, where a multi-row ``VALUES`` (17 parameters an alert) is a new statement
+# text for the driver to parse at every notification (a tenth of the process's CPU in a storm).
+_PG_TYPES = {
+    "delivery_id": "integer",
+    "fingerprint": "varchar",
+    "starts_at": "timestamptz",
+    "ends_at": "timestamptz",
+    "status": "varchar",
+    "alertname": "varchar",
+    "labels": "json",
+    "annotations": "json",
+    "generator_url": "text",
+    "group_id": "integer",
+    "rule": "varchar",
+    "severity": "varchar",
+    "service": "varchar",
+    "last_received_at": "timestamptz",
+    "resolved_received_at": "timestamptz",
+    "first_received_at": "timestamptz",
+    "received_count": "integer",
+}
+_PG_JSON = ("labels", "annotations")
+_PG_UPSERT = text(
+    "INSERT INTO alert (delivery_id, fingerprint, starts_at, ends_at, status, alertname,"
+    " labels, annotations, generator_url, group_id, rule, severity, service, last_received_at,"
+    " resolved_received_at, first_received_at, received_count)"
+    " SELECT * FROM unnest(CAST(:delivery_id AS integer[]), CAST(:fingerprint AS varchar[]),"
+    " CAST(:starts_at AS timestamptz[]), CAST(:ends_at AS timestamptz[]),"
+    " CAST(:status AS varchar[]), CAST(:alertname AS varchar[]), CAST(:labels AS json[]),"
+    " CAST(:annotations AS json[]), CAST(:generator_url AS text[]),"
+    " CAST(:group_id AS integer[]), CAST(:rule AS varchar[]), CAST(:severity AS varchar[]),"
+    " CAST(:service AS varchar[]), CAST(:last_received_at AS timestamptz[]),"
+    " CAST(:resolved_received_at AS timestamptz[]), CAST(:first_received_at AS timestamptz[]),"
+    " CAST(:received_count AS integer[]))"
+    " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET status = excluded.status,"
+    " ends_at = excluded.ends_at, resolved_received_at = excluded.resolved_received_at,"
+    " rule = excluded.rule, severity = excluded.severity, service = excluded.service,"
+    " received_count = alert.received_count + excluded.received_count,"
+    " last_received_at = excluded.last_received_at"
+    " RETURNING id, fingerprint, starts_at"
+).columns(ALERT.c.id, ALERT.c.fingerprint, ALERT.c.starts_at)
+
+
 def _write(
     session: Session, items: list[tuple[dict[str, Any], int]], now: datetime
 ) -> dict[tuple[str, datetime], int]:
     """One upsert for every instance; returns their ids by (fingerprint, startsAt)."""
     if not items:
         return {}
-    stmt = _upsert(session.get_bind().dialect.name)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return _write_arrays(session, items, now)
+    stmt = _upsert(dialect)
     params = []
     for values, copies in items:
         param = {name: values[name] for name in _INSERTED_FROM_ROW}
@@ -274,6 +323,31 @@ def _write(
         params.append(param)
     written = session.execute(stmt, params).all()
     return {(fp, starts): id_ for id_, fp, starts in written}
+
+
+def _write_arrays(
+    session: Session, items: list[tuple[dict[str, Any], int]], now: datetime
+) -> dict[tuple[str, datetime], int]:
+    """:func:`_write` on PostgreSQL: one array per column (see ``_PG_UPSERT``)."""
+    columns: dict[str, list[Any]] = {name: [] for name in _PG_TYPES}
+    for values, copies in items:
+        for name in _INSERTED_FROM_ROW:
+            columns[name].append(values[name])
+        columns["first_received_at"].append(now)
+        columns["received_count"].append(copies)
+    for name in _PG_JSON:
+        columns[name] = [json.dumps(value) for value in columns[name]]
+    for name, kind in _PG_TYPES.items():
+        if kind == "timestamptz":  # aware, as the column type requires of every datetime
+            columns[name] = [_aware(value) for value in columns[name]]
+    written = session.execute(_PG_UPSERT, columns).all()
+    return {(fp, starts): id_ for id_, fp, starts in written}
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise ValueError(f"naive datetime {value.isoformat()} refused: give it a time zone")
+    return value
 
 
 def attach(session: Session, rows: Iterable[AlertRow], incident_id: int) -> None:
