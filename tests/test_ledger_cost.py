@@ -295,3 +295,40 @@ def test_a_runbook_step_that_reads_earlier_steps_also_reads_their_results(engine
     that = "\"{{ steps.s0.status == 'succeeded' }}\""
     cost = per_step(engine, lambda n: runbooks(checks(n, that)))
     assert cost == runbook_step(engine) + Counter({"SELECT ledger_step": 1}), cost
+
+
+def test_a_declares_channel_and_announcement_runs_are_two_inserts_and_a_repeat_adds_none(engine):
+    """The runs a declare queues while Slack waits for its acknowledgement: both runs in one
+    multi-row INSERT, all their steps in one more; a repeated declare (a retried request)
+    inserts no run twice and still reads back nothing it does not check."""
+    from incidentbot.incidents import effects
+    from incidentbot.ledger.actions import registry as actions
+
+    for name in ("chat.open_channel", "chat.digest"):
+        if actions.get(name) is None:
+            actions.register(name, lambda *_a, **_k: None, idempotent=True)
+    created: list[events.LedgerEvent] = []
+    unsubscribe = events.subscribe(created.append)
+    try:
+        with db.transaction(engine) as s:
+            inc = svc.declare(s, Settings(), title="RPC", severity="SEV2", actor="alice")
+        with statements(engine) as seen, db.transaction(engine) as s:
+            effects.start_declare_effects(s, svc.get(s, "INC-1"), declarer="alice")
+        with db.transaction(engine) as s:  # a repeated declare: the same keys
+            effects.start_declare_effects(s, svc.get(s, "INC-1"), declarer="alice")
+    finally:
+        unsubscribe()
+    # Beyond reading the incident (svc.get): no read of a key, no clock, no flush.
+    assert Counter(seen) == begins(engine, 1) + Counter(
+        {"SELECT incident": 1, "INSERT ledger_run": 1, "INSERT ledger_step": 1}
+    ), seen
+    with db.read(engine) as s:
+        stored = {k: ledger.get_by_key(s, f"INC-1:{k}") for k in ("channel", "refresh:declared")}
+        steps = {k: [st.action for st in ledger.get_steps(s, r.id)] for k, r in stored.items()}
+        total = s.execute(select(func.count()).select_from(ledger.Run)).scalar_one()
+    assert total == 2
+    assert steps == {"channel": ["chat.open_channel"], "refresh:declared": ["chat.digest"]}
+    assert all(r.incident_id == inc.id and r.created_by == "alice" for r in stored.values())
+    assert sorted((e.kind, e.run_id) for e in created) == sorted(
+        ("run.created", r.id) for r in stored.values()
+    )

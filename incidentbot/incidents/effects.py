@@ -40,25 +40,24 @@ def start_declare_effects(session: Session, incident: Incident, *, declarer: str
     path, and a second step would put the ledger's commits between the two); runs queued
     before it had two, ``chat.furnish_channel`` second, and still run as they are.
     """
-    ledger.start_run(
-        session,
-        kind="incident.channel",
-        key=f"{incident.ref}:channel",
-        steps=[
-            _step(
-                "Create the incident channel, set its topic and purpose, invite, post the header",
-                "chat.open_channel",
-                declarer=declarer,
-                furnish=True,
-            ),
-        ],
-        incident_id=incident.id,
-        actor=declarer,
+    channel = _step(
+        "Create the incident channel, set its topic and purpose, invite, post the header",
+        "chat.open_channel",
+        declarer=declarer,
+        furnish=True,
     )
     # A fixed key, so that a repeated declare finds the announcement it already queued. Its
     # first attempt posts without looking: nothing can have announced the incident before.
-    _refresh_run(
-        session, incident, "declared", actor=declarer, header=False, digest=True, announce=True
+    announce = _refresh_steps(header=False, digest=True, announce=True)
+    # Both runs in two statements (ledger.start_runs): a declare's acknowledgement waits on them.
+    ledger.start_runs(
+        session,
+        [
+            ("incident.channel", f"{incident.ref}:channel", [channel]),
+            ("incident.refresh", f"{incident.ref}:refresh:declared", announce),
+        ],
+        incident_id=incident.id,
+        actor=declarer,
     )
 
 
@@ -86,22 +85,25 @@ def _refresh_run(
     actor: str,
     header: bool,
     digest: bool,
-    announce: bool = False,
 ) -> None:
+    ledger.start_run(
+        session,
+        kind="incident.refresh",
+        key=f"{incident.ref}:refresh:{suffix}",
+        steps=_refresh_steps(header=header, digest=digest, announce=False),
+        incident_id=incident.id,
+        actor=actor,
+    )
+
+
+def _refresh_steps(*, header: bool, digest: bool, announce: bool) -> list[dict[str, Any]]:
     steps = []
     if header:
         steps.append(_step("Update the incident header", "chat.header"))
     if digest:
         extra = {"announce": True} if announce else {}
         steps.append(_step("Update the digest announcement", "chat.digest", **extra))
-    ledger.start_run(
-        session,
-        kind="incident.refresh",
-        key=f"{incident.ref}:refresh:{suffix}",
-        steps=steps,
-        incident_id=incident.id,
-        actor=actor,
-    )
+    return steps
 
 
 def update_key(ref: str, event_id: int | None) -> str:

@@ -24,7 +24,7 @@ from incidentbot.db import db_now
 from incidentbot.errors import DomainError, NotFound
 from incidentbot.ledger import untargeted
 from incidentbot.ledger.actions import ActionRegistry, registry
-from incidentbot.ledger.events import emit, event_for
+from incidentbot.ledger.events import LedgerEvent, emit, event_for
 from incidentbot.ledger.models import (
     PENDING,
     STEP_PENDING,
@@ -223,6 +223,53 @@ def start_run(
         log.info("run %s started: %s key=%s target=%s", run.id, kind, key, target)
         return run
     raise DomainError(f"could not start run {key!r}: it kept racing other starts, try again")
+
+
+def start_runs(
+    session: Session,
+    runs: Sequence[tuple[str, str, Sequence[StepSpec | dict[str, Any]]]],
+    *,
+    actor: str,
+    incident_id: int | None = None,
+    actions: ActionRegistry = registry,
+) -> None:
+    """Start several runs without a target, ``(kind, key, steps)`` each, for one subject: what
+    :func:`start_run` does for each, with two statements for all of them (the runs in one
+    multi-row ``INSERT``, their steps in one ``executemany``) and no ORM instance. A key that
+    already names a run of the same kind is that run (a repeated declare); of another kind, an
+    error. The caller gets no run back: the runs are the workers'."""
+    actor = clean_text(actor, "the actor", 128)
+    checked = [
+        (
+            clean_text(kind, "the run kind", 64),
+            clean_text(key, "the idempotency key", 200),
+            _resolve(parse_steps(steps), actions),
+        )
+        for kind, key, steps in runs
+    ]
+    if incident_id is not None and describe(session, incident_id) is None:
+        raise NotFound(f"no incident with id {incident_id}")
+    started = untargeted.insert_many(session, checked, actor, incident_id)
+    for kind, key, _steps in checked:
+        if key not in started:  # started before (or by a racing start that committed)
+            existing = get_by_key(session, key)
+            assert existing is not None
+            _same_run(existing, kind, None)
+            continue
+        run_id, now = started[key]
+        emit(
+            session,
+            LedgerEvent(
+                kind="run.created",
+                run_id=run_id,
+                run_kind=kind,
+                run_status=PENDING,
+                at=now,
+                incident_id=incident_id,
+                data={"actor": actor},
+            ),
+        )
+        log.info("run %s started: %s key=%s", run_id, kind, key)
 
 
 def clean_text(value: str, what: str, limit: int) -> str:

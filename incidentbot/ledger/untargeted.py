@@ -7,6 +7,11 @@ is inserted unless its key is taken (``ON CONFLICT DO NOTHING``, on SQLite and P
 a racing start of the same key waits for the other to commit, then finds its row), with its
 times from the database clock inside that ``INSERT`` (returned with its id), then its step rows
 in one ``executemany``. Runs with a target lock go the ORM way in :func:`service.start_run`.
+
+:func:`insert_many` starts several runs of one subject (a declare's channel and announcement)
+with the same two statements: SQLAlchemy sends the ``executemany`` of the run rows as one
+multi-row ``INSERT ... RETURNING``, then every run's steps in one ``executemany``; no ORM
+instance is built.
 """
 
 from __future__ import annotations
@@ -47,6 +52,66 @@ def _insert_run(dialect: str) -> Any:
     )
 
 
+@cache
+def _insert_runs(dialect: str) -> Any:
+    """:func:`_insert_run` also returning the key: which of several rows went in."""
+    return _insert_run(dialect).returning(RUNS.c.idempotency_key)
+
+
+def _row(kind: str, key: str, steps: list[StepSpec], actor: str, incident_id: int | None) -> dict:
+    return {
+        "kind": kind,
+        "idempotency_key": key,
+        "spec": snapshot(steps),
+        "status": PENDING,
+        "cursor": 0,
+        "incident_id": incident_id,
+        "created_by": actor,
+        "takeovers": 0,
+    }
+
+
+def _step_rows(run_id: int, steps: list[StepSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": run_id,
+            "idx": i,
+            "name": step.name,
+            "action": step.action,
+            "status": STEP_PENDING,
+            "attempts": 0,
+            "idempotent": bool(step.idempotent),
+            "input": redact(step.input),
+        }
+        for i, step in enumerate(steps)
+    ]
+
+
+def insert_many(
+    session: Session,
+    runs: list[tuple[str, str, list[StepSpec]]],
+    actor: str,
+    incident_id: int | None,
+) -> dict[str, tuple[int, datetime]]:
+    """Insert the runs ``(kind, key, steps)`` whose keys are free, and their steps: their keys'
+    (id, creation time). A key already taken is left out (its run is not touched)."""
+    conn = session.connection()
+    stmt = _insert_runs(conn.dialect.name)
+    params = [
+        {**_row(kind, key, steps, actor, incident_id), "b_wake": None} for kind, key, steps in runs
+    ]
+    started = {key: (run_id, now) for run_id, now, _wake, key in conn.execute(stmt, params)}
+    step_rows = [
+        row
+        for _kind, key, steps in runs
+        if key in started
+        for row in _step_rows(started[key][0], steps)
+    ]
+    if step_rows:
+        conn.execute(STEPS.insert(), step_rows)
+    return started
+
+
 def insert(
     session: Session,
     kind: str,
@@ -58,37 +123,13 @@ def insert(
 ) -> Run | None:
     """The new run (in ``session``, as inserted), or None when ``key`` already names a run.
     ``wake_at`` is kept if it is ahead of the database clock."""
-    values: dict[str, Any] = {
-        "kind": kind,
-        "idempotency_key": key,
-        "spec": snapshot(steps),
-        "status": PENDING,
-        "cursor": 0,
-        "incident_id": incident_id,
-        "created_by": actor,
-        "takeovers": 0,
-    }
+    values: dict[str, Any] = _row(kind, key, steps, actor, incident_id)
     conn = session.connection()
     row = conn.execute(_insert_run(conn.dialect.name), {**values, "b_wake": wake_at}).first()
     if row is None:
         return None
     run_id, now, wake = row
-    conn.execute(
-        STEPS.insert(),
-        [
-            {
-                "run_id": run_id,
-                "idx": i,
-                "name": step.name,
-                "action": step.action,
-                "status": STEP_PENDING,
-                "attempts": 0,
-                "idempotent": bool(step.idempotent),
-                "input": redact(step.input),
-            }
-            for i, step in enumerate(steps)
-        ],
-    )
+    conn.execute(STEPS.insert(), _step_rows(run_id, steps))
     run = Run(id=run_id, created_at=now, updated_at=now, wake_at=wake, **values)
     make_transient_to_detached(run)
     session.add(run)  # persistent as inserted, without reading it back
