@@ -11,6 +11,12 @@ nothing runs twice.
 A claim whose request never finished (its process died mid-way) may be taken over after
 :data:`TAKEOVER` seconds: long after Slack stopped waiting for that answer, soon enough for
 Slack's first retry of an event a minute later. Claims are forgotten after :data:`KEEP`.
+
+A request whose only effect is one transaction (a declare: it writes before anything calls
+Slack) is claimed *in* that transaction instead (:func:`deferred`, :func:`claim_here`): the
+claim and what the request changed commit together or not at all, so a crash between them can
+neither lose the request (a claim without its incident) nor run it twice (an incident without
+its claim); and the request costs one statement, not a transaction of its own.
 """
 
 from __future__ import annotations
@@ -18,20 +24,24 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from functools import cache
+from typing import Any, Literal
 
 from sqlalchemy import Column, Text, bindparam, delete, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Session, SQLModel
 
 from incidentbot import db
 from incidentbot.db import UTCDateTime, db_now
+from incidentbot.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +118,67 @@ def claim(engine: Engine, key: str) -> Claim:
             return Claim("run")
     except IntegrityError:  # another replica claimed it between our read and our insert
         return Claim("running")
+
+
+@dataclass
+class Deferred:
+    """A request to be claimed in the transaction that does its work (:func:`claim_here`).
+    ``claimed``: its claim went into that transaction; ``taken``: the key was claimed before
+    (a replay, a retry), and the transaction was abandoned."""
+
+    key: str
+    claimed: bool = False
+    taken: bool = False
+
+
+class Taken(DomainError):
+    """The request's key was claimed before: its transaction stops here, unchanged."""
+
+
+_deferred: ContextVar[Deferred | None] = ContextVar("inbound_deferred", default=None)
+
+
+@contextmanager
+def deferred(key: str) -> Iterator[Deferred]:
+    """While this request runs, its claim waits for the transaction that does its work. The
+    door checks ``claimed`` and ``taken`` afterwards: neither means nothing was written (a
+    refusal, a form opened), and the door claims the key the usual way."""
+    holder = Deferred(key[:MAX_KEY])
+    token = _deferred.set(holder)
+    try:
+        yield holder
+    finally:
+        _deferred.reset(token)
+
+
+@cache
+def _insert_claim(dialect: str) -> Any:
+    if dialect == "postgresql":
+        now: Any = func.statement_timestamp()
+        new: Any = pg_insert(TABLE)
+    else:  # 'now' fixed for the statement, in the format datetimes are stored in
+        now, new = func.strftime("%Y-%m-%d %H:%M:%f000", "now"), sqlite_insert(TABLE)
+    return (
+        new.values(key=bindparam("key"), claimed_at=now)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(TABLE.c.key)
+    )
+
+
+def claim_here(session: Session) -> None:
+    """Claim the deferred request being answered (if any) in ``session``'s transaction: one
+    ``INSERT ... ON CONFLICT DO NOTHING``, first, so a racing retry waits here rather than
+    after the work. Raises :class:`Taken` when the key was claimed before."""
+    holder = _deferred.get()
+    if holder is None or holder.claimed:
+        return
+    conn = session.connection()
+    if conn.execute(_insert_claim(conn.dialect.name), {"key": holder.key}).first() is None:
+        holder.taken = True
+        raise Taken("this request was already received")
+    holder.claimed = True
+    if next(_claims) % PRUNE_EVERY == 0:
+        conn.execute(delete(TABLE).where(TABLE.c.claimed_at < db_now(session) - KEEP))
 
 
 def _claim_new(engine: Engine, key: str) -> bool:

@@ -4,6 +4,7 @@ Both doors Slack uses end in ``App.dispatch``: the HTTP endpoint and Socket Mode
 people typed is cleaned of invisible control characters (:mod:`incidentbot.typed_text`), and a
 request is claimed by what makes it itself before it runs: a replay of captured bytes, or
 Slack's retry of a command, click or event (over HTTP or Socket Mode), gets the first answer.
+A declare is claimed inside its own transaction (:func:`inbound.deferred`): one commit for both.
 The Slack users a request names are handed to the people directory
 (:class:`~incidentbot.people.lookup.Sightings`), which looks them up once the answer is out.
 """
@@ -81,18 +82,41 @@ class OnceApp(App):
             return super().dispatch(req)
         queued, answer = self._answers.pending(key)  # answered here, not stored yet
         if not queued:
+            if _claimed_with_its_work(body):
+                with inbound.deferred(key) as holder:
+                    resp = super().dispatch(req)
+                if not holder.taken:
+                    if holder.claimed or inbound.claim(self._engine, key).outcome == "run":
+                        self._store(key, resp)
+                    return resp
+                # A replay or a retry: its transaction stopped at the claim, nothing changed.
             claimed = inbound.claim(self._engine, key)
             if claimed.outcome == "run":
                 resp = super().dispatch(req)
-                # A failure is not stored: Slack's retry of it may run again once the claim
-                # expires. The answer is stored after it is sent, off Slack's clock.
-                if resp.status < 500:
-                    kind = resp.headers.get("content-type") or [None]
-                    body_text = resp.body if isinstance(resp.body, str) else ""
-                    self._answers.add(key, inbound.Answer(resp.status, kind[0], body_text))
+                self._store(key, resp)
                 return resp
             answer = claimed.answer
         if answer is None:  # running elsewhere
             return BoltResponse(status=200, body="")
         headers = {"content-type": [answer.content_type]} if answer.content_type else {}
         return BoltResponse(status=answer.status, body=answer.body, headers=headers)
+
+    def _store(self, key: str, resp: BoltResponse) -> None:
+        # A failure is not stored: Slack's retry of it may run again once the claim expires.
+        # The answer is stored after it is sent, off Slack's clock.
+        if resp.status < 500:
+            kind = resp.headers.get("content-type") or [None]
+            body_text = resp.body if isinstance(resp.body, str) else ""
+            self._answers.add(key, inbound.Answer(resp.status, kind[0], body_text))
+
+
+def _claimed_with_its_work(body: dict[str, Any]) -> bool:
+    """A ``declare`` typed as a slash command: it writes everything in one transaction before
+    anything calls Slack, so its claim goes into that transaction (:func:`inbound.deferred`).
+    A command that calls Slack before it writes is claimed first: a replay of it would
+    repeat the call."""
+    text = body.get("text")
+    if not body.get("command") or not isinstance(text, str):
+        return False
+    words = text.split(None, 1)
+    return bool(words) and words[0].lower() == "declare"

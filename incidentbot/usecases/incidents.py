@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
-from incidentbot import db, policy
+from incidentbot import db, inbound, policy
 from incidentbot.config import Settings
 from incidentbot.incidents import effects
 from incidentbot.incidents import fields as incident_fields
@@ -179,6 +179,8 @@ def declare(
         settings, policy.severity(settings, severity or settings.default_severity).name, service
     )
     with db.transaction(core.engine) as s:
+        # A Slack request claimed in the declare's own transaction (see incidentbot.inbound).
+        inbound.claim_here(s)
         inc = svc.declare(
             s,
             settings,
