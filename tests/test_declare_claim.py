@@ -160,3 +160,37 @@ def test_a_declares_claim_commits_with_its_incident_and_a_retry_gets_its_answer(
     assert len(claims) == len(incidents) == 1, seen
     assert claims[0] < incidents[0] and "COMMIT" not in seen[claims[0] : incidents[0]], seen
     assert count(engine, "incident") == count(engine, "inbound_request") == 1
+
+
+def test_a_declare_with_a_bad_signature_is_refused_and_claims_nothing(engine, slack_sandbox):
+    """Bolt does not check the signature again: the edge's check is the only one, and it holds
+    for a declare (which is claimed only inside its transaction)."""
+    sandbox = slack_sandbox
+    settings = Settings(
+        slack_bot_token=sandbox.bot_token,
+        slack_signing_secret=sandbox.signing_secret,
+        slack={"api_url": sandbox.base_url},
+        workers=1,
+    )
+    bot = Bot.build(settings, engine, poll=60)
+    try:
+        url = sandbox.driver.bot_url = bot.start_http() + "/slack/events"
+        request = sandbox.driver.slash_command_request(f"declare sev2 {TITLE}", user="alice")
+        wrong_key = signed(sandbox, request.body)
+        stamp = wrong_key["X-Slack-Request-Timestamp"]
+        wrong_key["X-Slack-Signature"] = sign("not-the-secret", stamp, request.body)
+        tampered = request.body.replace(b"sev2", b"sev1")
+        answers = [
+            httpx.post(url, content=request.body, headers=wrong_key, timeout=30),
+            httpx.post(url, content=tampered, headers=signed(sandbox, request.body), timeout=30),
+        ]
+        # The same request, signed: it runs (the refusals claimed nothing).
+        ok = httpx.post(url, content=request.body, headers=signed(sandbox, request.body),
+                        timeout=30)  # fmt: skip
+    finally:
+        bot.stop()
+    for refused in answers:
+        assert refused.status_code == 401, refused.text
+        assert refused.json() == {"ok": False, "error": "invalid signature"}
+    assert ok.status_code == 200 and "declared *INC-1* (SEV2)" in ok.json()["text"]
+    assert count(engine, "incident") == count(engine, "inbound_request") == 1
