@@ -163,8 +163,8 @@ def test_a_declares_claim_commits_with_its_incident_and_a_retry_gets_its_answer(
 
 
 def test_a_declare_with_a_bad_signature_is_refused_and_claims_nothing(engine, slack_sandbox):
-    """Bolt does not check the signature again: the edge's check is the only one, and it holds
-    for a declare (which is claimed only inside its transaction)."""
+    """A declare is claimed only inside its transaction: a forged one is refused at the edge
+    before anything runs, and claims nothing that would make the real one look like a replay."""
     sandbox = slack_sandbox
     settings = Settings(
         slack_bot_token=sandbox.bot_token,

@@ -66,10 +66,7 @@ def build_bolt_app(
         client=client,
         signing_secret=signing_secret,
         token_verification_enabled=False,
-        # Over HTTP every request is verified before it gets here, with the same rules and
-        # stricter parsing (incidentbot.web.slack_edge: 401 otherwise); Socket Mode requests
-        # carry no signature. Bolt's second check of the same HMAC is skipped.
-        request_verification_enabled=False,
+        request_verification_enabled=signing_secret is not None,
         # Answer Slack only once a listener has returned: an event is recorded before Slack
         # hears it was received, so a crash in between means Slack retries, not a lost pin.
         # Listeners keep the slow part (opening a form) off the answer path themselves.

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from slack_bolt import App, BoltRequest, BoltResponse
-from slack_bolt.logger import get_bolt_app_logger
 from slack_bolt.middleware.authorization import SingleTeamAuthorization
 from sqlalchemy.engine import Engine
 
@@ -49,8 +48,6 @@ class OnceApp(App):
         self._engine = engine
         self._people = people
         self._answers = inbound.Finishes(engine)
-        # What Bolt gives each request's context: the app's logger (it is given no base one).
-        self._context_logger = get_bolt_app_logger(app_name=self.name)
 
     def warm(self) -> None:
         """Ask Slack who the bot is now, not while the first request waits for its answer
@@ -63,16 +60,6 @@ class OnceApp(App):
     def close(self) -> None:
         """Store the answers still queued (see :class:`incidentbot.inbound.Finishes`)."""
         self._answers.close()
-
-    def _init_context(self, req: BoltRequest) -> None:
-        # Bolt's own builds a new WebClient for each request (so that a listener may change
-        # its token). This bot has one workspace and one token and never changes it: the
-        # app's client serves every request (Bolt's single-team authorization sets the same
-        # token on it) and the logger is made once. What else Bolt puts here is kept.
-        req.context["logger"] = self._context_logger
-        req.context["token"] = self.client.token
-        req.context["client"] = self.client
-        req.context["listener_runner"] = self.listener_runner
 
     def dispatch(self, req: BoltRequest) -> BoltResponse:
         # Slack is timing the answer: work that can wait (an alert storm) waits for it.
