@@ -33,6 +33,16 @@ def create(ws: Workspace, caller: User, args: Args) -> dict[str, Any]:
     return {"channel": channel.to_api(caller.id)}
 
 
+def _check_open_and_joined(channel: Any, caller: User) -> None:
+    """What renaming or inviting into a channel needs: not a DM, not archived, the caller in it."""
+    if channel.is_im:
+        raise SlackError("method_not_supported_for_channel_type")
+    if channel.is_archived:
+        raise SlackError("is_archived")
+    if caller.id not in channel.members:
+        raise SlackError("not_in_channel")
+
+
 @method("conversations.rename")
 def rename(ws: Workspace, caller: User, args: Args) -> dict[str, Any]:
     """Rename a channel: only its creator or an admin may (``not_authorized``), only while it is
@@ -40,12 +50,7 @@ def rename(ws: Workspace, caller: User, args: Args) -> dict[str, Any]:
     Renaming a channel to the name it has is not an error; the old name is kept in
     ``previous_names`` as Slack does."""
     channel = ws.visible_channel(args.str("channel"), caller.id)
-    if channel.is_im:
-        raise SlackError("method_not_supported_for_channel_type")
-    if channel.is_archived:
-        raise SlackError("is_archived")
-    if caller.id not in channel.members:
-        raise SlackError("not_in_channel")
+    _check_open_and_joined(channel, caller)
     if caller.id != channel.creator and not caller.is_admin:
         raise SlackError("not_authorized")
     name = args.str("name") or ""
@@ -71,12 +76,7 @@ def info(ws: Workspace, caller: User, args: Args) -> dict[str, Any]:
 def invite(ws: Workspace, caller: User, args: Args) -> dict[str, Any]:
     """Invite users; all-or-nothing like Slack without ``force``."""
     channel = ws.visible_channel(args.str("channel"), caller.id)
-    if channel.is_im:
-        raise SlackError("method_not_supported_for_channel_type")
-    if channel.is_archived:
-        raise SlackError("is_archived")
-    if caller.id not in channel.members:
-        raise SlackError("not_in_channel")
+    _check_open_and_joined(channel, caller)
     user_ids = args.list("users")
     if not user_ids:
         raise SlackError("no_user")
