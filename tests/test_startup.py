@@ -230,3 +230,26 @@ def test_serve_that_cannot_start_leaves_the_collector_on(tmp_path, monkeypatch, 
         root.setLevel(level)
     assert gc.isenabled()
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_a_slack_request_leaves_the_bots_own_log_levels_alone(engine):
+    """Bolt sets the level of the logger named after its app from the root logger's at each
+    request: named like the bot's package, every module's log level followed (an alert's
+    declare logged at INFO went missing once a request had come while the root logger was at
+    WARNING)."""
+    from tests.slack_harness import running_bot
+
+    root = logging.getLogger()
+    level = root.level
+    package = logging.getLogger("incidentbot")
+    before = package.level
+    try:
+        with running_bot(engine) as (_, slack):
+            root.setLevel(logging.ERROR)
+            ack = slack.driver.slash_command("help", user="alice")
+            assert ack.status == 200, (ack.status, ack.error)
+        root.setLevel(logging.DEBUG)
+        assert package.level == before
+        assert logging.getLogger("incidentbot.alerts.declare").isEnabledFor(logging.INFO)
+    finally:
+        root.setLevel(level)
