@@ -85,18 +85,12 @@ SUCCEED = (
 )
 
 
-def _advance_in_one() -> Any:
-    """PostgreSQL: :data:`ADVANCE` and :data:`SUCCEED` as one statement (one round trip):
-    the fencing update in a ``WITH``, the step's update only if it matched, at the time it
-    used; the result is the fence's (no row: the lease is lost and nothing is written)."""
-    fenced = ADVANCE["postgresql"].cte("fenced")
-    succeeded = (
+def _step_succeeded(fenced: Any, when: Any) -> Any:
+    """The ``WITH`` that records the cursor step's success at the fence's time, only if
+    ``when`` (a condition on the fence's row) holds."""
+    return (
         update(_step)
-        .where(
-            _step.c.run_id == bindparam("b_run_id"),
-            _step.c.idx == bindparam("b_idx"),
-            exists(select(fenced.c.updated_at)),
-        )
+        .where(_step.c.run_id == bindparam("b_run_id"), _step.c.idx == bindparam("b_idx"), when)
         .values(
             status=STEP_SUCCEEDED,
             output=bindparam("b_output", type_=_step.c.output.type),
@@ -106,6 +100,14 @@ def _advance_in_one() -> Any:
         .returning(_step.c.idx)
         .cte("succeeded")
     )
+
+
+def _advance_in_one() -> Any:
+    """PostgreSQL: :data:`ADVANCE` and :data:`SUCCEED` as one statement (one round trip):
+    the fencing update in a ``WITH``, the step's update only if it matched, at the time it
+    used; the result is the fence's (no row: the lease is lost and nothing is written)."""
+    fenced = ADVANCE["postgresql"].cte("fenced")
+    succeeded = _step_succeeded(fenced, exists(select(fenced.c.updated_at)))
     return select(fenced.c.updated_at).add_cte(succeeded)
 
 
@@ -251,23 +253,8 @@ def _finish_in_one() -> Any:
         .returning(_run.c.updated_at, _run.c.status)
         .cte("fenced")
     )
-    succeeded = (
-        update(_step)
-        .where(
-            _step.c.run_id == bindparam("b_run_id"),
-            _step.c.idx == bindparam("b_idx"),
-            exists(select(fenced.c.status).where(fenced.c.status == SUCCEEDED)),
-        )
-        .values(
-            status=STEP_SUCCEEDED,
-            output=bindparam("b_output", type_=_step.c.output.type),
-            error=None,
-            finished_at=select(fenced.c.updated_at).scalar_subquery(),
-        )
-        .returning(_step.c.idx)
-        .cte("succeeded")
-    )
-    return select(fenced.c.updated_at, fenced.c.status).add_cte(succeeded)
+    ended = exists(select(fenced.c.status).where(fenced.c.status == SUCCEEDED))
+    return select(fenced.c.updated_at, fenced.c.status).add_cte(_step_succeeded(fenced, ended))
 
 
 FINISH_IN_ONE = _finish_in_one()
