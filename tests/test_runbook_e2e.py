@@ -121,6 +121,8 @@ def test_run_with_commander_approval_every_step_on_the_timeline(engine, tmp_path
         assert len(msgs) == 1
         ts = msgs[0].ts
         assert effects.requests() == {}  # nothing ran before the approval
+        # A first attempt at posting the run message reads nothing back from Slack.
+        assert slack.requests("conversations.history") == []
 
         # alice asked for it: she may not approve it; carol is not the commander
         slack.driver.block_action("runbook_approve", user="alice", channel=ch, message_ts=ts)
@@ -209,3 +211,34 @@ def test_the_run_message_links_to_a_signed_page_with_the_full_output(engine, tmp
         assert '<p class="said">Waited 0s</p>' in page.text
         assert httpx.get(url[:-1] + ("0" if url[-1] != "0" else "1")).status_code == 403
         assert httpx.get(f"{base}/runs/{rid}").status_code == 403
+
+
+def test_a_retried_announcement_finds_the_message_an_earlier_attempt_posted(engine, tmp_path):
+    """An attempt cut off after Slack took the run message but before its ts was stored: the
+    next attempt finds that message in the channel and updates it, instead of posting twice."""
+    folder = write_runbooks(tmp_path)
+    with running_bot(engine, runbooks={"dirs": [str(folder)], "egress": LOOPBACK}) as (
+        bot,
+        slack,
+    ):
+        reply(slack.driver.slash_command("declare sev1 RPC down", user="alice"))
+        ch = channel_of(engine)
+        bob = slack.workspace.user("bob").id
+        reply(slack.driver.slash_command(f"assign commander <@{bob}>", user="alice", channel=ch))
+        body = reply(
+            slack.driver.slash_command(
+                "run restart-node node=rpc-2 url=http://127.0.0.1:9/", user="alice", channel=ch
+            )
+        )
+        assert "Started restart-node as run" in body["text"], body
+        rid = wait_for(lambda: runbook_run(engine), what="the runbook run").run_id
+        wait_for(lambda: with_button(slack, ch, rid, "runbook_approve"), what="the run message")
+        posted = run_messages(slack, ch, rid)[0].ts
+        with db.transaction(engine) as s:  # as if the attempt died before storing it
+            row = s.get(RunbookRun, runbook_run(engine).id)
+            row.message_ts = None
+            s.add(row)
+
+        assert bot.run_messages.announce(rid, recover=True)["ts"] == posted
+        assert [m.ts for m in run_messages(slack, ch, rid)] == [posted]
+        assert runbook_run(engine).message_ts == posted

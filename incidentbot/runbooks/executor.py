@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
@@ -54,7 +54,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Announcer = Callable[[int], dict[str, Any]]
+
+class Announcer(Protocol):
+    """Posts (or updates) a run's message; ``recover``: look for one an earlier attempt may
+    have posted without recording it."""
+
+    def __call__(self, run_id: int, *, recover: bool = ...) -> dict[str, Any]: ...
 
 
 class RunbookActions:
@@ -90,7 +95,7 @@ class RunbookActions:
 
     def announce(self, ctx: StepContext, _data: dict[str, Any]) -> dict[str, Any]:
         assert self.announcer is not None
-        return self.announcer(ctx.run_id)
+        return self.announcer(ctx.run_id, recover=ctx.attempt > 1)
 
     def approval(self, ctx: StepContext, _data: dict[str, Any]) -> dict[str, Any]:
         decision = ctx.decision

@@ -66,17 +66,22 @@ class RunMessages:
 
     # -- the first post (a ledger step) ------------------------------------------------------
 
-    def announce(self, run_id: int) -> dict[str, Any]:
+    def announce(self, run_id: int, *, recover: bool = True) -> dict[str, Any]:
+        """Post the run's message, or update the one already posted. ``recover``: an earlier
+        attempt may have posted it without recording it (it was cut off by a crash or a
+        timeout), so look for it in the channel first; a first attempt reads nothing back."""
         with self._lock:
             lock = self._post_locks.setdefault(run_id, threading.Lock())
         with lock:
-            with db.transaction(self.engine) as s:
+            with db.read(self.engine) as s:
                 row, _ = rb_engine.load(s, run_id)
                 view = views.load(s, run_id)
             if not row.channel_id:
                 raise PermanentError("the run has no channel to post in")
             text, blocks = self.render(view, self.link(run_id))
-            ts = row.message_ts or self.chat.find_message(row.channel_id, self.block_id(run_id))
+            ts = row.message_ts
+            if not ts and recover:
+                ts = self.chat.find_message(row.channel_id, self.block_id(run_id))
             if ts:
                 self.chat.update(row.channel_id, ts, text, blocks)
             else:
@@ -103,7 +108,7 @@ class RunMessages:
 
     def refresh(self, run_id: int) -> bool:
         """Re-render one run's message; False if it has none yet (or the update failed)."""
-        with db.transaction(self.engine) as s:
+        with db.read(self.engine) as s:
             row = s.exec(select(RunbookRun).where(RunbookRun.run_id == run_id)).first()
             if row is None or not row.message_ts or not row.channel_id:
                 return False
@@ -159,14 +164,14 @@ class RunMessages:
             return False
 
     def _has_message(self, run_id: int) -> bool:
-        with db.transaction(self.engine) as s:
+        with db.read(self.engine) as s:
             row = s.exec(select(RunbookRun).where(RunbookRun.run_id == run_id)).first()
             return row is not None and bool(row.message_ts)
 
     def _sweep(self, first: bool = False) -> None:
         """Runs changed by another process, or not rendered since this process started."""
         try:
-            with db.transaction(self.engine) as s:
+            with db.read(self.engine) as s:
                 since = db.db_now(s) - timedelta(days=1 if first else 0, minutes=10)
                 rows = s.exec(
                     select(RunbookRun.run_id, Run.updated_at)

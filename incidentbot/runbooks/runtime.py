@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
@@ -18,7 +18,7 @@ from incidentbot.ledger.actions import registry as ledger_registry
 from incidentbot.ledger.events import on_transition
 from incidentbot.runbooks.actions import load_entry_points
 from incidentbot.runbooks.actions import registry as action_registry
-from incidentbot.runbooks.executor import RunbookActions
+from incidentbot.runbooks.executor import Announcer, RunbookActions
 from incidentbot.runbooks.timeline import record_transition, wants_transition
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def install(
     settings: Settings,
     *,
     chat: Chat | None = None,
-    announce: Callable[[int], dict[str, Any]] | None = None,
+    announce: Announcer | None = None,
     progress: Callable[[int, str, str], None] | None = None,
 ) -> None:
     """Register the runbook ledger actions and the timeline hook.
