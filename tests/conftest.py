@@ -200,7 +200,9 @@ def count(engine: Engine, table: str) -> int:
 @pytest.fixture
 def slack_sandbox() -> Iterator[SlackSandbox]:
     """A fresh local Slack server (no bot attached): tests point a bot of their own at it."""
-    sandbox = SlackSandbox().start()
+    from tests.slack_harness import PATIENT_ACK_S
+
+    sandbox = SlackSandbox(ack_timeout=PATIENT_ACK_S).start()
     yield sandbox
     sandbox.stop()
 

@@ -21,6 +21,7 @@ from incidentbot.ledger.models import SETTLED, Run
 from incidentbot.runbooks.models import RunbookRun
 from incidentbot.sandbox.slack.server import SlackSandbox
 from tests.runbook_procs import BotSeat, HoldingEffectServer
+from tests.slack_harness import PATIENT_ACK_S
 from tests.worker_zygote import Zygote
 
 LEASE = 30.0  # long: a busy machine never loses it; a kill ends it (BotSeat.replace)
@@ -74,7 +75,7 @@ LABELS = ["Drain the node", "Note the drain", "Let it settle", "Restart the node
 
 @pytest.fixture
 def slack():
-    sandbox = SlackSandbox().start()
+    sandbox = SlackSandbox(ack_timeout=PATIENT_ACK_S).start()
     yield sandbox
     sandbox.stop()
 

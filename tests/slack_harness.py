@@ -17,10 +17,16 @@ from incidentbot.sandbox.slack.server import SlackSandbox
 
 T = TypeVar("T")
 
+# How long the local Slack server waits for the bot's ack in tests. Slack gives up at 3 s
+# (the server's default); a test that is not about that rule must not fail because a busy CI
+# machine answered in 3.1 s. The tests of the 3 s rule set their own limit, and the
+# benchmarks in bench/ measure how fast acks are.
+PATIENT_ACK_S = 30.0
+
 
 @contextmanager
 def running_bot(engine: Engine, **overrides: Any) -> Iterator[tuple[Bot, SlackSandbox]]:
-    sandbox = SlackSandbox().start()
+    sandbox = SlackSandbox(ack_timeout=PATIENT_ACK_S).start()
     settings = Settings(
         slack_bot_token=sandbox.bot_token,
         slack_signing_secret=sandbox.signing_secret,

@@ -20,6 +20,7 @@ from incidentbot.sandbox.slack.server import SlackSandbox
 from incidentbot.slack.chat import SlackChat
 from incidentbot.slack.grammar import Command, Usage, help_text, parse
 from tests.slack_harness import (
+    PATIENT_ACK_S,
     assert_spec_conformance,
     channel_of,
     running_bot,
@@ -110,7 +111,7 @@ def test_the_grammar_knows_postmortem():
 
 @pytest.fixture
 def sandbox():
-    with SlackSandbox() as sb:
+    with SlackSandbox(ack_timeout=PATIENT_ACK_S) as sb:
         yield sb
 
 

@@ -28,7 +28,7 @@ from incidentbot.sandbox.slack.driver import Ack
 from incidentbot.sandbox.slack.server import SlackSandbox
 from incidentbot.sandbox.slack.spec import check_request_log, load_spec
 from tests.conftest import count
-from tests.slack_harness import channel_of, incident, wait_for
+from tests.slack_harness import PATIENT_ACK_S, channel_of, incident, wait_for
 
 TITLE = "Validators missing attestations on holesky"
 CHANNEL = "inc-1-validators-missing-attestations-on-holesky"
@@ -46,7 +46,9 @@ def socket_settings(sandbox: SlackSandbox, app_token: str) -> Settings:
 @contextmanager
 def socket_bot(engine: Engine) -> Iterator[tuple[Bot, SlackSandbox]]:
     # Keepalive pings every 0.1 s also let slack_sdk's client notice a close promptly.
-    sandbox = SlackSandbox(driver_mode="socket", ws_ping_interval=0.1).start()
+    sandbox = SlackSandbox(
+        driver_mode="socket", ws_ping_interval=0.1, ack_timeout=PATIENT_ACK_S
+    ).start()
     bot = Bot.build(socket_settings(sandbox, sandbox.app_token), engine, poll=0.1)
     try:
         bot.start_workers()
