@@ -83,13 +83,18 @@ def steps_of(engine, rid):
 
 
 def test_kill_after_each_step_during_a_step_and_while_parked(engine, server, spawn):
-    """A 5-step run survives seven worker deaths; every effect happens exactly once."""
+    """A 5-step run survives seven worker deaths; every effect happens exactly once.
+
+    Step 2 is idempotent: the commit that records step 1 also marks it started, so the death
+    "after step 1" leaves it started with its effect never sent; the next worker runs it
+    again. Before the other steps (a park, non-idempotent ones) a death after a step leaves
+    the next one pending."""
     url = server.url
     with db.transaction(engine) as s:
         rid = ledger.start_run(s, kind="restart-node", key="kill-1", target="rpc-2",
                                actor="test:alice", steps=[
             call_step("drain rpc-2", url, "A1"),
-            call_step("snapshot check", url, "A2", idempotent=True, hold_on_attempt=1),
+            call_step("snapshot check", url, "A2", idempotent=True, hold_on_attempt=2),
             {"name": "approve restart", "action": "ledger.approval",
              "park": {"timeout": 600, "prompt": "Restart geth on rpc-2?"}},
             call_step("restart geth", url, "A4"),
@@ -105,7 +110,12 @@ def test_kill_after_each_step_during_a_step_and_while_parked(engine, server, spa
         killed.append(f"after {step}")
 
     kill_after(1)
-    # During step 2: its effect reached the server, its result was never recorded.
+    _, steps = steps_of(engine, rid)
+    assert [(st.status, st.attempts) for st in steps[:3]] == [
+        ("succeeded", 1), ("started", 1), ("pending", 0)]  # fmt: skip
+    assert server.requests()["A2"] == 0  # started in step 1's commit, never sent
+    # During step 2 (its second attempt): its effect reached the server, its result was never
+    # recorded.
     wait_until(lambda: server.requests()["A2"] == 1, "step 2's effect")
     fleet.kill(fleet.holder())
     killed.append("during 2")
@@ -126,12 +136,13 @@ def test_kill_after_each_step_during_a_step_and_while_parked(engine, server, spa
     run, steps = steps_of(engine, rid)
     assert run.status == "succeeded", run.error
     assert [s.status for s in steps] == ["succeeded"] * 5
-    assert [s.attempts for s in steps] == [1, 2, 1, 1, 1]
+    assert [s.attempts for s in steps] == [1, 3, 1, 1, 1]
     assert steps[2].decision == "approved" and steps[2].decided_by == "slack:bob"
     # Five deaths left a live lease behind (the parked run had none, the finished run none).
     assert run.takeovers == 5
     # Exactly once, counted by the server: the non-idempotent effects had one request each;
-    # the idempotent one was sent twice (its first worker died holding it) and applied once.
+    # the idempotent one was sent twice (by its second and third attempts: the second's worker
+    # died holding it) and applied once.
     assert server.requests() == {"A1": 1, "A2": 2, "A4": 1, "A5": 1}
     assert server.applied() == {"A1": 1, "A2": 1, "A4": 1, "A5": 1}
     assert count(engine, "ledger_lock") == 0

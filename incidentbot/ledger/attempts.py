@@ -4,10 +4,12 @@ returns (:data:`Outcome`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from incidentbot.ledger.actions import Decision, Verdict
+from incidentbot.ledger.redact import redact
 from incidentbot.ledger.spec import RetryPolicy, StepSpec
 
 
@@ -45,6 +47,16 @@ class Failed:
 
 
 Outcome = Succeeded | Failed
+
+
+def recorded_output(outcome: Succeeded) -> dict[str, Any]:
+    """What is stored of a success: its output as a JSON object, redacted."""
+    value: Any = outcome.output
+    if value is None:
+        value = {}
+    elif not isinstance(value, dict):
+        value = {"result": value}
+    return redact(json.loads(json.dumps(value, default=str)))
 
 
 def attempt_of(

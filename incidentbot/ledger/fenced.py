@@ -38,12 +38,15 @@ from incidentbot.ledger.attempts import Attempt
 from incidentbot.ledger.events import LedgerEvent, emit
 from incidentbot.ledger.fenced_sql import (
     ADVANCE,
+    ADVANCE_AND_START_IN_ONE,
     ADVANCE_IN_ONE,
+    ADVANCE_READ,
     END,
     FENCE,
     FENCE_READ,
     FINISH_IN_ONE,
     START,
+    START_IDEMPOTENT,
     START_IN_ONE,
     SUCCEED,
 )
@@ -150,26 +153,78 @@ def fence_and_start(
     conn = _conn(session)
     params = {"b_run_id": run_id, "b_owner": owner, **lease_params(conn.dialect.name, lease)}
     if conn.dialect.name == "postgresql":
-        return _fence_and_start_in_one(conn, params, specs, actions)
+        ok = [i for i, spec in enumerate(specs) if plain(spec, actions)]
+        row = conn.execute(START_IN_ONE, {**params, "b_plain": ok}).first()
+        return (None, None) if row is None else (row.updated_at, _found(row))
     run = conn.execute(FENCE_READ[conn.dialect.name], params).first()
     if run is None:
         return None, None
+    return run.updated_at, _start_plain(conn, run_id, run, specs, actions, idempotent_only=False)
+
+
+def advance_and_start(
+    session: Session,
+    run_id: int,
+    owner: str,
+    lease: float,
+    index: int,
+    output: dict[str, Any],
+    specs: list[StepSpec],
+    actions: ActionRegistry,
+) -> tuple[datetime | None, dict[str, Any] | None]:
+    """Step ``index`` succeeded and is not the last: :func:`advance`, then mark the step at
+    the new cursor started if its case is plain and it is idempotent (as
+    :func:`fence_and_start` would, the step idempotent), in one transaction: three statements
+    (one fence), on PostgreSQL one. Returns (database time, what the attempt needs); the time
+    is None if the lease is lost (nothing written), the second None if no step was started
+    (the success is recorded all the same)."""
+    conn = _conn(session)
+    params = {
+        "b_run_id": run_id,
+        "b_owner": owner,
+        "b_cursor": index + 1,
+        "b_idx": index,
+        "b_output": output,
+        **lease_params(conn.dialect.name, lease),
+    }
+    if conn.dialect.name == "postgresql":
+        ok = [i for i, spec in enumerate(specs) if spec.idempotent and plain(spec, actions)]
+        row = conn.execute(ADVANCE_AND_START_IN_ONE, {**params, "b_plain": ok}).first()
+        return (None, None) if row is None else (row.updated_at, _found(row))
+    run = conn.execute(ADVANCE_READ[conn.dialect.name], params).first()
+    if run is None:
+        return None, None
     now: datetime = run.updated_at
+    conn.execute(SUCCEED, {"b_run_id": run_id, "b_idx": index, "b_output": output, "at": now})
+    return now, _start_plain(conn, run_id, run, specs, actions, idempotent_only=True)
+
+
+def _start_plain(
+    conn: Connection,
+    run_id: int,
+    run: Any,
+    specs: list[StepSpec],
+    actions: ActionRegistry,
+    idempotent_only: bool,
+) -> dict[str, Any] | None:
+    """After the fence that read ``run`` (SQLite): mark the step at its cursor started if the
+    case is plain; what the attempt needs, or None (nothing written)."""
+    now = run.updated_at
     spec = specs[run.cursor] if run.cursor < len(specs) else None
     if (
         spec is None
         or run.error is not None
         or run.failed_step is not None
         or run.cancel_requested_at is not None
-        or spec.park is not None
-        or spec.rollback_for is not None
-        or actions.get(spec.action) is None
+        or not plain(spec, actions)
+        or (idempotent_only and not spec.idempotent)
     ):
-        return now, None
-    step = conn.execute(START, {"b_run_id": run_id, "b_idx": run.cursor, "at": now}).first()
+        return None
+    start = START_IDEMPOTENT if idempotent_only else START
+    step = conn.execute(start, {"b_run_id": run_id, "b_idx": run.cursor, "at": now}).first()
     if step is None:
-        return now, None
-    return now, {
+        return None
+    return {
         "run_kind": run.kind,
         "incident_id": run.incident_id,
         "target": run.target,
@@ -180,22 +235,16 @@ def fence_and_start(
     }
 
 
-def _plain(spec: StepSpec, actions: ActionRegistry) -> bool:
+def plain(spec: StepSpec, actions: ActionRegistry) -> bool:
     """A step whose start is the plain case as far as its spec says (see the module)."""
     return spec.park is None and spec.rollback_for is None and actions.get(spec.action) is not None
 
 
-def _fence_and_start_in_one(
-    conn: Connection, params: dict[str, Any], specs: list[StepSpec], actions: ActionRegistry
-) -> tuple[datetime | None, dict[str, Any] | None]:
-    """:func:`fence_and_start` in one statement (PostgreSQL)."""
-    plain = [i for i, spec in enumerate(specs) if _plain(spec, actions)]
-    row = conn.execute(START_IN_ONE, {**params, "b_plain": plain}).first()
-    if row is None:
-        return None, None
+def _found(row: Any) -> dict[str, Any] | None:
+    """What the attempt needs, from a one-statement start's row (None: nothing started)."""
     if row.name is None:
-        return row.updated_at, None
-    return row.updated_at, {
+        return None
+    return {
         "run_kind": row.kind,
         "incident_id": row.incident_id,
         "target": row.target,

@@ -114,19 +114,19 @@ def _advance_in_one() -> Any:
 ADVANCE_IN_ONE = _advance_in_one()
 
 # Before a step: the fence also returns what decides whether the step at the cursor is plain.
-FENCE_READ = {
-    d: _fenced_update(
-        d,
-        _run.c.kind,
-        _run.c.incident_id,
-        _run.c.target,
-        _run.c.error,
-        _run.c.failed_step,
-        _run.c.cancel_requested_at,
-        _run.c.cursor,
-    )
-    for d in DIALECTS
-}
+_READ = (
+    _run.c.kind,
+    _run.c.incident_id,
+    _run.c.target,
+    _run.c.error,
+    _run.c.failed_step,
+    _run.c.cancel_requested_at,
+    _run.c.cursor,
+)
+FENCE_READ = {d: _fenced_update(d, *_READ) for d in DIALECTS}
+# Between two steps in one commit: the fence moves the cursor past the step that succeeded and
+# returns the same, for the start of the step after it (the new cursor).
+ADVANCE_READ = {d: _fenced_update(d, *_READ, cursor=bindparam("b_cursor")) for d in DIALECTS}
 
 # Mark the step at the cursor started, only if it is pending, undecided and due: no row means
 # it is not the plain case (and nothing was written).
@@ -151,18 +151,27 @@ START = (
     )
     .returning(_step.c.name, _step.c.attempts, _step.c.idempotent)
 )
+# The same, only for an idempotent step (started in the commit that records the step before it).
+START_IDEMPOTENT = START.where(_step.c.idempotent.is_(True))
 
 
-def _start_in_one() -> Any:
+def _start_in_one(idempotent_only: bool = False) -> Any:
     """PostgreSQL: :data:`FENCE_READ` and :data:`START` as one statement (one round trip).
     The step at the cursor is marked started only if the fence matched, the run has no error,
     failed step or cancel request, the cursor's step is one of ``b_plain`` (the plain steps of
     the spec, worked out by the caller) and the step is pending, undecided and due: the checks
-    the two statements and the caller made between them. One row: the fence's values, and the
-    started step's (NULL if it was not started); no row: the lease is lost."""
+    the two statements and the caller made between them (``idempotent_only``: and the step is
+    idempotent). One row: the fence's values, and the started step's (NULL if it was not
+    started); no row: the lease is lost."""
     fenced = FENCE_READ["postgresql"].cte("fenced")
+    return _started_of(fenced, _started(fenced, idempotent_only))
+
+
+def _started(fenced: Any, idempotent_only: bool) -> Any:
+    """The ``WITH`` that marks the step at the fence's cursor started (see
+    :func:`_start_in_one`)."""
     at = select(fenced.c.updated_at).scalar_subquery()
-    started = (
+    return (
         update(_step)
         .where(
             _step.c.run_id == bindparam("b_run_id"),
@@ -178,6 +187,7 @@ def _start_in_one() -> Any:
             _step.c.status == STEP_PENDING,
             _step.c.decision.is_(None),
             or_(_step.c.next_attempt_at.is_(None), _step.c.next_attempt_at <= at),
+            *([_step.c.idempotent.is_(True)] if idempotent_only else []),
         )
         .values(
             status=STEP_STARTED,
@@ -189,6 +199,10 @@ def _start_in_one() -> Any:
         .returning(_step.c.name, _step.c.attempts, _step.c.idempotent)
         .cte("started")
     )
+
+
+def _started_of(fenced: Any, started: Any) -> Any:
+    """One row: the fence's values and the started step's (NULL if none was started)."""
     return select(
         fenced.c.updated_at,
         fenced.c.kind,
@@ -202,6 +216,22 @@ def _start_in_one() -> Any:
 
 
 START_IN_ONE = _start_in_one()
+
+
+def _advance_and_start_in_one() -> Any:
+    """PostgreSQL: step ``b_idx`` succeeded and the idempotent step after it starts, in one
+    statement (one round trip): :data:`ADVANCE_READ` in a ``WITH``, the succeeded step's
+    update only if it matched (as :func:`_advance_in_one`), and the start of the step at the
+    new cursor as :data:`START_IN_ONE` starts it, if it is idempotent (two different step
+    rows, each updated once). One row: the fence's values and the started step's (NULL if
+    none was started: the success is recorded all the same); no row: the lease is lost and
+    nothing is written."""
+    fenced = ADVANCE_READ["postgresql"].cte("fenced")
+    succeeded = _step_succeeded(fenced, exists(select(fenced.c.updated_at)))
+    return _started_of(fenced, _started(fenced, idempotent_only=True)).add_cte(succeeded)
+
+
+ADVANCE_AND_START_IN_ONE = _advance_and_start_in_one()
 
 
 # The run's last step succeeded (the fence read said the case is plain): the run ends.

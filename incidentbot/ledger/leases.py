@@ -135,8 +135,11 @@ def _claim_statement(dialect: str, one_run: bool) -> Any:
     if dialect == "postgresql":  # evaluated for the row once it is locked
         held = func.clock_timestamp()
         expires = func.clock_timestamp() + bindparam("b_lease", type_=Interval())
+        # Each clock_timestamp() is read on its own: a start read after the update time
+        # would be later than it. The statement's time is never later.
+        first = func.statement_timestamp()
     else:  # under the write lock: the statement's 'now' is the time
-        held = fenced.clock(dialect)
+        held = first = fenced.clock(dialect)
         expires = fenced.clock(dialect, ahead=True)
     return (
         update(_run)
@@ -145,7 +148,7 @@ def _claim_statement(dialect: str, one_run: bool) -> Any:
             status=RUNNING,
             owner=bindparam("b_owner"),
             lease_expires_at=expires,
-            started_at=func.coalesce(_run.c.started_at, held),
+            started_at=func.coalesce(_run.c.started_at, first),
             updated_at=held,
             wake_at=None,
         )

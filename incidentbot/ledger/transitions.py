@@ -9,16 +9,14 @@ fenced: a worker that lost its lease gets :class:`LeaseLost` and nothing is writ
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlmodel import Session
 
 from incidentbot.ledger import cleanup, fenced
 from incidentbot.ledger.actions import ActionRegistry, Decision
-from incidentbot.ledger.attempts import Attempt, Outcome, Succeeded, attempt_of
+from incidentbot.ledger.attempts import Attempt, Outcome, Succeeded, attempt_of, recorded_output
 from incidentbot.ledger.events import emit, event_for
 from incidentbot.ledger.leases import end_run, fence, release
 from incidentbot.ledger.models import (
@@ -36,7 +34,7 @@ from incidentbot.ledger.models import (
     Run,
     Step,
 )
-from incidentbot.ledger.redact import redact, redact_text
+from incidentbot.ledger.redact import redact_text
 from incidentbot.ledger.service import (
     LeaseLost,
     get_run,
@@ -201,7 +199,7 @@ def finish_step(
     Returns True if this worker still holds the run and should go on to the next step."""
     if isinstance(outcome, Succeeded) and not attempt.last:
         # The common case: the fence moves the cursor, the step row takes the output.
-        output = redact(_jsonable(outcome.output))
+        output = recorded_output(outcome)
         now = fenced.advance(session, attempt.run_id, owner, lease, attempt.index, output)
         if now is None:
             raise LeaseLost(attempt.run_id, owner)
@@ -211,7 +209,7 @@ def finish_step(
         )
         return True
     if isinstance(outcome, Succeeded):  # the last step: the run ends, in three statements
-        output = redact(_jsonable(outcome.output))
+        output = recorded_output(outcome)
         fenced_at, plain = fenced.finish_last(
             session, attempt.run_id, owner, lease, attempt.index, output
         )
@@ -228,7 +226,7 @@ def finish_step(
     step = found
     if isinstance(outcome, Succeeded):
         step.status = STEP_SUCCEEDED
-        step.output = redact(_jsonable(outcome.output))
+        step.output = recorded_output(outcome)
         step.error = None
         step.finished_at = now
         session.add(step)
@@ -389,11 +387,3 @@ def _attention(session: Session, run: Run, step: Step, now: datetime, why: str) 
     step.error = redact_text(why)
     session.add(step)
     end_run(session, run, NEEDS_ATTENTION, now, why)
-
-
-def _jsonable(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        value = {"result": value}
-    return json.loads(json.dumps(value, default=str))

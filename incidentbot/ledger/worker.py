@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -31,9 +29,11 @@ from incidentbot.db import transaction
 from incidentbot.ledger import events
 from incidentbot.ledger.actions import ActionRegistry, StepContext, Verdict, classify, registry
 from incidentbot.ledger.attempts import Attempt, Failed, Outcome, Succeeded
-from incidentbot.ledger.leases import claim_next, renew
+from incidentbot.ledger.chained import advance_and_start_next, chainable
+from incidentbot.ledger.leases import claim_next
 from incidentbot.ledger.service import LeaseLost
 from incidentbot.ledger.spec import StepSpec, steps_of
+from incidentbot.ledger.threads import Heartbeat, PrepareFailed, StepThread
 from incidentbot.ledger.transitions import begin_step, finish_step, release_held
 from incidentbot.ledger.wakeups import Wakeups
 
@@ -47,66 +47,6 @@ YIELD_TO_SLACK_S = 1.0
 
 def default_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class _Heartbeat(threading.Thread):
-    """Renews the lease of whatever run its worker holds, every third of the lease."""
-
-    def __init__(self, worker: Worker):
-        super().__init__(name=f"{worker.owner}-heartbeat", daemon=True)
-        self.worker = worker
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        interval = self.worker.lease / 3
-        while not self.halt.wait(interval):
-            run_id, seq = self.worker.held, self.worker.seq
-            if run_id is None:
-                continue
-            try:
-                with transaction(self.worker.engine) as s:
-                    alive = renew(s, run_id, self.worker.owner, self.worker.lease)
-            except Exception:
-                log.warning("heartbeat for run %s failed; retrying", run_id, exc_info=True)
-                continue
-            # The worker may have finished with the run meanwhile (and even claimed it again):
-            # only a failed renewal of the hold we read counts as a loss.
-            if not alive and self.worker.seq == seq:
-                log.warning("run %s: lease lost by %s", run_id, self.worker.owner)
-                self.worker.lost.set()
-
-
-class _PrepareFailed:
-    """What an action's ``prepare`` raised: the attempt fails with it, as with the action's."""
-
-    def __init__(self, error: Exception):
-        self.error = error
-
-
-class _StepThread(threading.Thread):
-    """One daemon thread that calls the worker's actions one after another.
-
-    Starting a thread per step cost more than the ledger's own writes; this one waits for the
-    next call instead. A call the worker abandoned (timeout, lease lost) may never return: the
-    worker then retires this thread, which exits once that call does, and uses a new
-    one, so a hung action never delays a later step.
-    """
-
-    _STOP = None
-
-    def __init__(self, name: str):
-        super().__init__(name=name, daemon=True)
-        self.calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-
-    def run(self) -> None:
-        while (call := self.calls.get()) is not self._STOP:
-            call()  # never raises: the call boxes its own outcome
-
-    def submit(self, call: Callable[[], None]) -> None:
-        self.calls.put(call)
-
-    def retire(self) -> None:
-        self.calls.put(self._STOP)
 
 
 class Worker:
@@ -137,8 +77,8 @@ class Worker:
         self.held: int | None = None
         self.seq = 0  # which hold ``held`` is, so a late heartbeat cannot spoil the next one
         self.lost = threading.Event()
-        self._heartbeat: _Heartbeat | None = None
-        self._steps: _StepThread | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._steps: StepThread | None = None
 
     # -- loop ----------------------------------------------------------------------------------
 
@@ -186,18 +126,9 @@ class Worker:
         self.held = run_id
         specs = {} if specs is None else specs
         try:
-            while True:
-                if self.stop_event.is_set():
-                    with transaction(self.engine) as s:
-                        release_held(s, run_id, self.owner, self.lease)
-                    log.info("run %s released by %s on shutdown", run_id, self.owner)
-                    return
-                priority.after_urgent(YIELD_TO_SLACK_S)
-                with transaction(self.engine) as s:
-                    attempt = begin_step(s, run_id, self.owner, self.lease, self.actions, specs)
-                    ctx = self._prepare(s, attempt) if attempt is not None else None
-                if attempt is None or ctx is None:
-                    return
+            step = self._begin(run_id, specs)
+            while step is not None:
+                attempt, ctx = step
                 outcome = self.execute(attempt, ctx)
                 if outcome is None:
                     log.warning(
@@ -206,15 +137,74 @@ class Worker:
                         attempt.index + 1,
                     )
                     return
-                with transaction(self.engine) as s:
-                    carry_on = finish_step(s, attempt, self.owner, self.lease, outcome)
-                if not carry_on:
-                    return
+                step = self._finish(run_id, specs, attempt, outcome)
         except LeaseLost:
             log.warning("run %s: %s no longer holds it; abandoning", run_id, self.owner)
         finally:
             self.held = None
             self.seq += 1
+
+    def _begin(
+        self, run_id: int, specs: dict[int, list[StepSpec]]
+    ) -> tuple[Attempt, StepContext] | None:
+        """Mark the run's next step started in a commit of its own (or hand the run back on
+        shutdown); None when no step is to run now."""
+        if self.stop_event.is_set():
+            with transaction(self.engine) as s:
+                release_held(s, run_id, self.owner, self.lease)
+            log.info("run %s released by %s on shutdown", run_id, self.owner)
+            return None
+        priority.after_urgent(YIELD_TO_SLACK_S)
+        with transaction(self.engine) as s:
+            attempt = begin_step(s, run_id, self.owner, self.lease, self.actions, specs)
+            ctx = self._prepare(s, attempt) if attempt is not None else None
+        if attempt is None or ctx is None:
+            return None
+        return attempt, ctx
+
+    def _finish(
+        self,
+        run_id: int,
+        specs: dict[int, list[StepSpec]],
+        attempt: Attempt,
+        outcome: Outcome,
+    ) -> tuple[Attempt, StepContext] | None:
+        """Record ``outcome`` and begin the next step: in one commit when the next step is a
+        plain idempotent one (:mod:`incidentbot.ledger.chained`), else in two. Not while the
+        worker is stopping, nor while this process answers Slack: then the outcome commits
+        alone, and the next step waits for the answers in the clean state between the two."""
+        cached = specs.get(run_id)
+        if (
+            cached is not None
+            and chainable(attempt, outcome, cached, self.actions)
+            and not self.stop_event.is_set()
+            and not priority.busy()
+        ):
+            try:
+                with transaction(self.engine) as s:
+                    following = advance_and_start_next(
+                        s, attempt, outcome, self.owner, self.lease, cached, self.actions
+                    )
+                    ctx = self._prepare(s, following) if following is not None else None
+            except LeaseLost:
+                raise
+            except Exception:
+                # Nothing of it committed (or, if the commit's answer was lost, all of it: the
+                # next step is then found started and, being idempotent, run again).
+                log.warning(
+                    "run %s: recording step %s with the start of the next failed; "
+                    "recording it alone",
+                    run_id,
+                    attempt.index + 1,
+                    exc_info=True,
+                )
+            else:
+                if following is not None and ctx is not None:
+                    return following, ctx
+                return self._begin(run_id, specs)
+        with transaction(self.engine) as s:
+            carry_on = finish_step(s, attempt, self.owner, self.lease, outcome)
+        return self._begin(run_id, specs) if carry_on else None
 
     # -- one attempt ---------------------------------------------------------------------------
 
@@ -242,7 +232,7 @@ class Worker:
             except SQLAlchemyError:
                 raise  # the transaction may be unusable: nothing commits, nothing runs
             except Exception as exc:
-                ctx.prepared = _PrepareFailed(exc)
+                ctx.prepared = PrepareFailed(exc)
         return ctx
 
     def execute(self, attempt: Attempt, ctx: StepContext | None = None) -> Outcome | None:
@@ -252,7 +242,7 @@ class Worker:
         ctx = ctx or self._context(attempt)
         if info is None:  # unregistered between begin_step and now
             return Failed(Verdict("permanent", f"no action {attempt.action!r}"))
-        if isinstance(ctx.prepared, _PrepareFailed):
+        if isinstance(ctx.prepared, PrepareFailed):
             return self._failed(attempt, ctx.prepared.error)
         box: dict[str, Any] = {}
         done = threading.Event()
@@ -300,13 +290,13 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def _step_thread(self) -> _StepThread:
+    def _step_thread(self) -> StepThread:
         if self._steps is None or not self._steps.is_alive():
-            self._steps = _StepThread(f"{self.owner}-steps")
+            self._steps = StepThread(f"{self.owner}-steps")
             self._steps.start()
         return self._steps
 
-    def _abandon(self, steps: _StepThread) -> None:
+    def _abandon(self, steps: StepThread) -> None:
         """The call in ``steps`` is no longer waited for: the thread exits when it returns."""
         steps.retire()
         if self._steps is steps:
@@ -314,7 +304,7 @@ class Worker:
 
     def _ensure_heartbeat(self) -> None:
         if self._heartbeat is None or not self._heartbeat.is_alive():
-            self._heartbeat = _Heartbeat(self)
+            self._heartbeat = Heartbeat(self)
             self._heartbeat.start()
 
     def close(self) -> None:
