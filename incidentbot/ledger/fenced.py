@@ -14,6 +14,9 @@ one it calls here, where a transition is one or two statements built once per pr
 - recording a success moves the cursor inside the fencing update and updates the step row;
 - on PostgreSQL each pair is sent as one statement (the fence in a ``WITH``, the step's
   update only if it matched): one round trip per transaction.
+- a success followed by an idempotent plain step (:mod:`incidentbot.ledger.chained`): the
+  fence moving the cursor and reading the run, the step row, and the next step's start, in
+  one transaction (on PostgreSQL one statement: two different step rows, each in a ``WITH``).
 - the last step's success, on a run with no target lock, no cancel and no failure behind it,
   is the fence (which reads the run), the run's end and the step row: no ``SELECT``; on
   PostgreSQL one statement (the end folded into the fence's ``SET``, the step in a ``WITH``).

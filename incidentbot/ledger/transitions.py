@@ -4,7 +4,9 @@
 and commits before the worker touches the outside world. :func:`finish_step` records the
 attempt's result in one commit: the step's outcome, its redacted output, the cursor, and when it
 was the last step or a final failure, the end of the run and the release of its lock. Both are
-fenced: a worker that lost its lease gets :class:`LeaseLost` and nothing is written.
+fenced: a worker that lost its lease gets :class:`LeaseLost` and nothing is written. (Between
+two steps, when the second is idempotent and plain, the worker makes the two one commit:
+:mod:`incidentbot.ledger.chained`.)
 """
 
 from __future__ import annotations
