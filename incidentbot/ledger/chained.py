@@ -21,20 +21,18 @@ from sqlmodel import Session
 
 from incidentbot.ledger import fenced
 from incidentbot.ledger.actions import ActionRegistry
-from incidentbot.ledger.attempts import Attempt, Outcome, Succeeded, attempt_of, recorded_output
+from incidentbot.ledger.attempts import Attempt, Succeeded, attempt_of, recorded_output
 from incidentbot.ledger.service import LeaseLost
 from incidentbot.ledger.spec import StepSpec
 
 
-def chainable(
-    attempt: Attempt, outcome: Outcome, specs: list[StepSpec], actions: ActionRegistry
-) -> bool:
-    """Whether recording ``outcome`` may share its commit with the next step's start: a
-    success that is not the run's last step (its record moves the cursor and writes nothing
-    else, :func:`incidentbot.ledger.fenced.advance`), followed by a step that is idempotent and
-    plain as far as its spec says. (Whether it really starts is decided on the rows, in the
+def chainable(attempt: Attempt, specs: list[StepSpec], actions: ActionRegistry) -> bool:
+    """Whether ``attempt``'s success may share its commit with the next step's start: it is
+    not the run's last step (its record then moves the cursor and writes nothing else,
+    :func:`incidentbot.ledger.fenced.advance`), and the step after it is idempotent and plain
+    as far as its spec says. (Whether that step really starts is decided on the rows, in the
     statement: :func:`incidentbot.ledger.fenced.advance_and_start`.)"""
-    if not isinstance(outcome, Succeeded) or attempt.last:
+    if attempt.last:
         return False
     following = specs[attempt.index + 1]
     return bool(following.idempotent) and fenced.plain(following, actions)

@@ -176,7 +176,8 @@ class Worker:
         cached = specs.get(run_id)
         if (
             cached is not None
-            and chainable(attempt, outcome, cached, self.actions)
+            and isinstance(outcome, Succeeded)
+            and chainable(attempt, cached, self.actions)
             and not self.stop_event.is_set()
             and not priority.busy()
         ):
