@@ -11,8 +11,9 @@ Only an idempotent next step is started this way. A crash after the shared commi
 ``started`` though its action never began; an idempotent step is then simply run again, but a
 non-idempotent one would stop the run for a person. So before a non-idempotent step, and in
 every case that is not plain (a park, a cancel, a retry, a failure, the run's end), the worker
-keeps the clean point between the two commits: :func:`advance_and_start_next` records the
-success alone and the caller begins the step in a transaction of its own.
+keeps the clean point between the two commits: it records the outcome alone
+(:func:`incidentbot.ledger.transitions.finish_step`) and begins the next step in a transaction
+of its own.
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ def advance_and_start_next(
     specs: list[StepSpec],
     actions: ActionRegistry,
 ) -> Attempt | None:
-    """Record ``attempt``'s success (see :func:`chainable`) and, if the
-    step after it is plain and idempotent, mark that step started, in the caller's transaction.
-    Returns that step's attempt; None if none was started (the success is recorded all the
-    same: the caller commits and begins the next step in a transaction of its own).
-    :class:`LeaseLost` if the worker no longer holds the run (nothing written)."""
+    """Record ``attempt``'s success (see :func:`chainable`) and, if the step after it is
+    plain and idempotent, mark that step started, in the caller's transaction. Returns that
+    step's attempt; None if none was started (the success is recorded all the same: the
+    caller commits and begins the next step in a transaction of its own). :class:`LeaseLost`
+    if the worker no longer holds the run (nothing written)."""
     run_id, output = attempt.run_id, recorded_output(outcome)
     now, following = fenced.advance_and_start(
         session, run_id, owner, lease, attempt.index, output, specs, actions

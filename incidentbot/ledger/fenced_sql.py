@@ -155,21 +155,20 @@ START = (
 START_IDEMPOTENT = START.where(_step.c.idempotent.is_(True))
 
 
-def _start_in_one(idempotent_only: bool = False) -> Any:
+def _start_in_one() -> Any:
     """PostgreSQL: :data:`FENCE_READ` and :data:`START` as one statement (one round trip).
     The step at the cursor is marked started only if the fence matched, the run has no error,
     failed step or cancel request, the cursor's step is one of ``b_plain`` (the plain steps of
     the spec, worked out by the caller) and the step is pending, undecided and due: the checks
-    the two statements and the caller made between them (``idempotent_only``: and the step is
-    idempotent). One row: the fence's values, and the started step's (NULL if it was not
-    started); no row: the lease is lost."""
+    the two statements and the caller made between them. One row: the fence's values, and the
+    started step's (NULL if it was not started); no row: the lease is lost."""
     fenced = FENCE_READ["postgresql"].cte("fenced")
-    return _started_of(fenced, _started(fenced, idempotent_only))
+    return _started_of(fenced, _started(fenced, idempotent_only=False))
 
 
 def _started(fenced: Any, idempotent_only: bool) -> Any:
     """The ``WITH`` that marks the step at the fence's cursor started (see
-    :func:`_start_in_one`)."""
+    :func:`_start_in_one`); with ``idempotent_only``, only an idempotent step."""
     at = select(fenced.c.updated_at).scalar_subquery()
     return (
         update(_step)
