@@ -52,14 +52,17 @@ def test_killed_after_every_step_the_run_completes_once(
 
     # The announcement, the approval and the five steps: a process died after each of them,
     # and none of them ran twice (the effects were counted above). The note and the settle
-    # are idempotent: each was marked started in the commit of the step before it, so the
-    # death after that step left it started, and the next process ran it again.
+    # are idempotent: each is marked started in the commit of the step before it (unless a
+    # Slack answer was in progress just then), so the death after that step left it started,
+    # and the next process ran it again: a second attempt whose first never began.
     paused = re.findall(rf"PAUSED run={run_id} step=(\d+)", seat.logs())
     assert paused == [str(n) for n in range(1, 8)], seat.logs()
     with db.transaction(engine) as s:
         steps = ledger.get_steps(s, run_id)
     assert [st.status for st in steps] == ["succeeded"] * 7, seat.logs()
-    assert [st.attempts for st in steps] == [1, 1, 1, 2, 2, 1, 1], seat.logs()
+    attempts = [st.attempts for st in steps]
+    assert [attempts[i] for i in (0, 1, 2, 5, 6)] == [1] * 5, seat.logs()
+    assert attempts[3] in (1, 2) and attempts[4] in (1, 2), seat.logs()
     # Each death with the run in hand is on the timeline as a takeover: after every step
     # but the last, which ended the run in the same commit.
     kinds = [e.kind for e in timeline(engine)]
