@@ -216,7 +216,9 @@ def test_backoff_is_exponential_with_jitter_and_capped():
     assert policy.delay(1, retry_after=30, rand=lambda a, b: b) == 30
 
 
-def test_a_hung_non_idempotent_step_times_out_into_needs_attention(engine, server, pools, release):
+def test_a_hung_non_idempotent_step_times_out_into_needs_attention(
+    engine, server, pools, release, caplog
+):
     rid = start(
         engine,
         steps=[
@@ -229,6 +231,9 @@ def test_a_hung_non_idempotent_step_times_out_into_needs_attention(engine, serve
     run, steps = detail(engine, rid)
     assert "step 1 'restart geth'" in run.error and "may or may not have happened" in run.error
     assert "timed out after 0.3s" in run.error
+    # The log says where the step was stuck: in the harness's hung call, waiting.
+    timed_out = [r.getMessage() for r in caplog.records if "timed out after" in r.getMessage()]
+    assert timed_out and "tests/ledger_harness.py" in timed_out[0], timed_out
     assert [s.status for s in steps] == ["started", "pending"]
     assert server.requests() == {}  # the hung call never got out, and nothing after it ran
     with pytest.raises(ledger.LockHeld):  # the target stays locked: its state is unknown

@@ -36,6 +36,7 @@ from incidentbot.ledger.spec import StepSpec, steps_of
 from incidentbot.ledger.threads import Heartbeat, PrepareFailed, StepThread
 from incidentbot.ledger.transitions import begin_step, finish_step, release_held
 from incidentbot.ledger.wakeups import Wakeups
+from incidentbot.thread_stacks import where
 
 log = logging.getLogger(__name__)
 
@@ -266,11 +267,11 @@ class Worker:
                 return None
             if time.monotonic() >= deadline:
                 ctx.stop_event.set()
-                self._abandon(steps)
                 log.warning(
-                    "run %s step %s timed out after %ss", attempt.run_id, attempt.index + 1,
-                    attempt.timeout,
+                    "run %s step %s timed out after %ss; it was waiting at:\n%s",
+                    attempt.run_id, attempt.index + 1, attempt.timeout, where(steps),
                 )  # fmt: skip
+                self._abandon(steps)
                 return Failed(Verdict("unknown", f"timed out after {attempt.timeout:g}s"))
         if self.lost.is_set():
             return None
