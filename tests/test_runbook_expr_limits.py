@@ -3,6 +3,9 @@ refused with a message naming the limit, before the work is done; ordinary value
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from incidentbot.runbooks import expr, expr_limits
@@ -144,8 +147,39 @@ def test_recursion_is_refused_not_crashing(ctx):
 def test_a_spent_time_budget_refuses_at_the_next_step(ctx):
     with expr_limits.time_budget(0, "the test's budget"):
         message = refused("{% for i in range(3) %}{{ i }}{% endfor %}", ctx)
-    assert message.endswith("it took over 0 s (the time limit of the test's budget)")
+    assert message.endswith("it used over 0 s of CPU time (the time limit of the test's budget)")
     assert expr.render("{% for i in range(3) %}{{ i }}{% endfor %}", ctx) == "012"
+
+
+def test_time_spent_waiting_for_a_core_is_not_charged(ctx, monkeypatch):
+    """A busy machine (an outage) can leave the evaluating thread waiting for a core; the
+    limit counts the work the expressions do, so a cheap plan is not refused for the wait."""
+    blocked, release = threading.Event(), threading.Event()
+    check_binop = expr_limits.check_binop
+
+    def waits(op, left, right):  # the thread is off the CPU here, as if descheduled
+        if op == "*" and not release.is_set():
+            blocked.set()
+            release.wait()
+        return check_binop(op, left, right)
+
+    monkeypatch.setattr(expr_limits, "check_binop", waits)
+    out: list[str] = []
+    budget = 0.05
+
+    def plan() -> None:
+        with expr_limits.time_budget(budget, "the test's budget"):
+            out.append(expr.render("{% for i in range(40) %}{{ i * 2 }}{% endfor %}", ctx))
+
+    thread = threading.Thread(target=plan)
+    thread.start()
+    assert blocked.wait(20)
+    began = time.monotonic()
+    while time.monotonic() - began <= 2 * budget:  # wall time passes; the thread uses no CPU
+        threading.Event().wait(budget)
+    release.set()
+    thread.join(20)
+    assert out == ["".join(str(i * 2) for i in range(40))]
 
 
 def test_conditions_and_dry_runs_are_bounded_too(ctx):
