@@ -20,8 +20,9 @@ from sqlmodel import col, select
 
 from incidentbot import db, group_commit, inbound, ledger, priority, writer_queue
 from incidentbot.config import Settings
-from incidentbot.incidents import effects, records
+from incidentbot.incidents import effects
 from incidentbot.incidents import service as svc
+from incidentbot.incidents.listing import list_page
 from incidentbot.incidents.models import Counter, Incident, TimelineEvent
 from incidentbot.ledger.actions import registry
 from incidentbot.ledger.models import Run
@@ -201,7 +202,7 @@ def test_refresh_runs_stay_one_per_change_under_concurrency(engine, settings):
 # -- pages ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("listing", [svc.list_incidents, records.list_page])
+@pytest.mark.parametrize("listing", [svc.list_incidents, list_page])
 def test_list_pages_cover_every_open_incident_once(engine, settings, listing):
     for i in range(9):
         _declare(engine, settings, f"validator {i} missed attestations")
@@ -244,8 +245,8 @@ def test_list_reads_only_open_incidents_however_many_were_resolved(engine, setti
     sa_event.listen(engine, "before_cursor_execute", record)
     try:
         with db.read(engine) as s:
-            page = records.list_page(s, settings, limit=40)
-            everything = records.list_page(s, settings, limit=40, include_terminal=True)
+            page = list_page(s, settings, limit=40)
+            everything = list_page(s, settings, limit=40, include_terminal=True)
     finally:
         sa_event.remove(engine, "before_cursor_execute", record)
     assert [(i.ref, i.status) for i in page] == [("INC-5", "investigating"), ("INC-1", "triage")]

@@ -16,7 +16,7 @@ from incidentbot.cli.incident_follow import follow, say_queued
 from incidentbot.cli.incident_impact import ask_impact_start
 from incidentbot.clock import utcnow
 from incidentbot.durations import format_duration, parse_when
-from incidentbot.incidents import records
+from incidentbot.incidents import listing
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import MILESTONES
 from incidentbot.people import Directory
@@ -132,7 +132,7 @@ def list_cmd(
     """List open incidents (newest first), a page at a time."""
     st = state(ctx)
     with db.read(st.engine) as s:
-        found = records.list_page(
+        found = listing.list_page(
             s, st.settings, include_terminal=all_, limit=limit + 1, before=before, details=True
         )
         names = Directory.load(s, st.settings.people, [i.commander for i in found[:limit]])

@@ -40,7 +40,7 @@ class Incident(SQLModel, table=True):
     __tablename__ = "incident"
     __table_args__ = (
         UniqueConstraint("number", name="uq_incident_number"),
-        # A page of incidents in some statuses, newest first (records.list_page).
+        # A page of incidents in some statuses, newest first (listing.list_page).
         Index("ix_incident_status_number", "status", "number"),
     )
 

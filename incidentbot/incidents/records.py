@@ -9,11 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, insert, or_, text, union_all
-from sqlalchemy import select as core_select
+from sqlalchemy import and_, insert, or_, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -65,7 +63,8 @@ def list_incidents(
     """Newest first, as ORM instances (the impact sampler, tests). ``limit`` bounds the page;
     ``before`` (an incident number) continues after the last one shown: keyset pagination on
     the unique index of ``number``, which walks back past every terminal incident newer than
-    the page's last. What people read (Slack ``list``, the CLI) uses :func:`list_page`."""
+    the page's last. What people read (Slack ``list``, the CLI) uses
+    :func:`~incidentbot.incidents.listing.list_page`."""
     stmt = select(Incident).order_by(col(Incident.number).desc())
     if not include_terminal:
         stmt = stmt.where(col(Incident.status).not_in(policy.terminal_statuses(settings)))
@@ -74,95 +73,6 @@ def list_incidents(
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(session.exec(stmt))
-
-
-class Listed(NamedTuple):
-    """One line of an incident list: the columns a list shows, no ORM instance.
-    ``commander`` and ``declared_at`` are read only when asked for (``details``)."""
-
-    number: int
-    severity: str
-    status: str
-    title: str
-    channel_id: str | None
-    private: bool | None
-    commander: str | None = None
-    declared_at: datetime | None = None
-
-    @property
-    def ref(self) -> str:
-        return f"INC-{self.number}"
-
-
-_LISTED = ("number", "severity", "status", "title", "channel_id", "private")
-_DETAILS = ("commander", "declared_at")
-
-
-def list_page(
-    session: Session,
-    settings: Settings,
-    *,
-    limit: int,
-    before: int | None = None,
-    include_terminal: bool = False,
-    details: bool = False,
-) -> list[Listed]:
-    """A page of :func:`list_incidents` as plain rows: the same order, filter and keyset, but
-    only the columns a list shows, read as tuples (a page of ORM instances cost three times
-    the query).
-
-    Bounded work whatever the history: one scan of the number index in search of open
-    incidents would read every resolved one older than the open ones, so the page is read
-    status by status instead. First the statuses incidents are in (:func:`statuses`, a few
-    probes of ``ix_incident_status_number``), then for each that is listed (not terminal,
-    unless ``include_terminal``) at most ``limit`` rows off the same index, newest first; the
-    newest ``limit`` of those are the page. Nothing counts the incidents beyond it."""
-    shown = statuses(session)
-    if not include_terminal:
-        terminal = set(policy.terminal_statuses(settings))
-        shown = [s for s in shown if s not in terminal]
-    if not shown:
-        return []
-    params: dict[str, Any] = {f"s{i}": status for i, status in enumerate(shown)}
-    params.update(n=limit, before=before)
-    stmt = _page_statement(len(shown), before is not None, details)
-    return [Listed(*row) for row in session.connection().execute(stmt, params).all()]
-
-
-@lru_cache(maxsize=64)
-def _page_statement(statuses: int, keyset: bool, details: bool) -> Any:
-    """The page's statement for ``statuses`` statuses (bound as ``s0``, ``s1``…), ``n`` rows
-    and, if ``keyset``, numbers below ``before``: built once per shape (building it is most of
-    what a page costs SQLAlchemy)."""
-    table = Incident.__table__  # type: ignore[attr-defined]
-    columns = [table.c[n] for n in (_LISTED + _DETAILS if details else _LISTED)]
-    branches = []
-    for i in range(statuses):
-        branch = core_select(*columns).where(table.c.status == bindparam(f"s{i}"))
-        if keyset:
-            branch = branch.where(table.c.number < bindparam("before"))
-        limit = bindparam("n", type_=Integer)
-        branches.append(branch.order_by(table.c.number.desc()).limit(limit).subquery(f"p{i}"))
-    if statuses == 1:
-        return core_select(*branches[0].c)
-    merged = union_all(*(core_select(*b.c) for b in branches)).subquery("page")
-    return core_select(*merged.c).order_by(merged.c.number.desc()).limit(bindparam("n"))
-
-
-_STATUSES = text(
-    "WITH RECURSIVE present(status) AS ("
-    " SELECT min(status) FROM incident"
-    " UNION ALL"
-    " SELECT (SELECT min(i.status) FROM incident i WHERE i.status > present.status)"
-    " FROM present WHERE present.status IS NOT NULL"
-    ") SELECT status FROM present WHERE status IS NOT NULL"
-)
-
-
-def statuses(session: Session) -> list[str]:
-    """The statuses incidents are in, in order: one probe of the status index per status
-    found (a loose index scan), not a read of every incident."""
-    return [str(s) for s in session.connection().execute(_STATUSES).scalars()]
 
 
 def timeline(session: Session, incident: Incident) -> list[TimelineEvent]:

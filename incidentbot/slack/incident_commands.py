@@ -21,7 +21,7 @@ from incidentbot.alerts import snooze
 from incidentbot.chat_text import mrkdwn
 from incidentbot.clock import utcnow
 from incidentbot.errors import DomainError
-from incidentbot.incidents import records
+from incidentbot.incidents import listing
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.ports import ExternalError
@@ -115,7 +115,7 @@ TIMELINE_LIMIT = 20  # events in one `timeline` reply (the latest)
 
 def list_open(call: Call, args: dict[str, Any]) -> Reply:
     with db.read(call.core.engine) as s:
-        incidents = records.list_page(s, call.core.settings, limit=LIST_LIMIT + 1)
+        incidents = listing.list_page(s, call.core.settings, limit=LIST_LIMIT + 1)
     if not incidents:
         return Reply("No open incidents. :tada:")
     # A private incident shows who may not know of it only that it exists.
