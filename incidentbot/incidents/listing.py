@@ -1,11 +1,16 @@
 """A page of incidents as people read it (Slack ``list``, the CLI ``incident list``).
 
-One statement whatever the history, and the same statement with or without incidents: the
-statuses incidents are in, found by a loose scan of ``ix_incident_status`` (one probe per
-status present), then for each status listed (not terminal, unless asked for) at most a page
-of rows off ``ix_incident_status_number (status, number)``, newest first; the newest of those
-are the page. A single scan of the number index in search of open incidents would walk back
-past every resolved one older than the open ones; reading the statuses first and the page
+One statement whatever the history, and the same statement with or without incidents. Each
+configured status listed (not terminal, unless asked for) is a branch that reads at most a
+page of its incidents off ``ix_incident_status_number (status, number)``, newest first, and
+the branches are merged newest first. The status is bound in each branch, so the planner
+knows which one it reads: PostgreSQL's statistics tell a status held by a few incidents (an
+index scan of that status) from one held by nearly all. An incident may also be in a status
+no longer configured (renamed or removed since): a last branch finds those statuses with a
+loose scan of ``ix_incident_status`` (one probe per status present) and reads the same way.
+
+A single scan of the number index in search of open incidents would walk back past every
+resolved one older than the open ones; reading the statuses present first and the page
 after cost a second statement, which an empty database did not run.
 """
 
@@ -15,10 +20,9 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Boolean, Integer, TextClause, text
+from sqlalchemy import Boolean, Integer, TextualSelect, text
 from sqlmodel import Session
 
-from incidentbot import policy
 from incidentbot.config import Settings
 from incidentbot.db import UTCDateTime
 
@@ -58,66 +62,96 @@ def list_page(
     ``limit``, numbered below ``before`` if given (the next page: keyset pagination). The
     same rows, order and keyset as :func:`~incidentbot.incidents.records.list_incidents`, read
     as tuples of the columns a list shows. Nothing counts the incidents beyond the page."""
-    terminal = () if include_terminal else tuple(policy.terminal_statuses(settings))
+    configured = [s.name for s in settings.statuses]
+    listed = [s.name for s in settings.statuses if include_terminal or not s.terminal]
     connection = session.connection()
-    stmt = _statement(connection.dialect.name, len(terminal), before is not None, details)
-    params: dict[str, Any] = {f"t{i}": status for i, status in enumerate(terminal)}
+    shape = (len(listed), len(configured), before is not None, details)
+    stmt = _statement(connection.dialect.name, *shape)
+    params: dict[str, Any] = {f"s{i}": status for i, status in enumerate(listed)}
+    params.update({f"c{i}": status for i, status in enumerate(configured)})
     params["n"] = limit
     if before is not None:
         params["before"] = before
-    rows = connection.execute(stmt, params).all()
-    return [_listed(Listed, row) for row in rows]  # eight columns each (see _statement)
+    result = connection.execute(stmt, params)
+    if details:
+        return [_listed(Listed, row) for row in result.all()]
+    # The driver's own tuples: SQLAlchemy's rows cost a fifth of reading a page, and nothing
+    # in them needs converting but SQLite's 1 for a private incident (public ones are NULL).
+    with result:
+        rows = result.cursor.fetchall()
+    return [_listed(Listed, row) if row[5] is None else _private(row) for row in rows]
 
 
-_listed = tuple.__new__  # a Listed from a row of all its fields, without NamedTuple's checks
+_listed = tuple.__new__  # a Listed from a row of all its fields (see _statement), unchecked
 
 
-# The statuses present, in order: each step one probe of the status index for the next one.
-_PRESENT = (
+def _private(row: tuple[Any, ...]) -> Listed:
+    return Listed(*row[:5], bool(row[5]), *row[6:])
+
+
+# The statuses incidents are in that are not configured: each step of the recursion is one
+# probe of the status index for the next status present.
+_UNCONFIGURED = (
     "WITH RECURSIVE present(status) AS ("
     " SELECT min(status) FROM incident"
     " UNION ALL"
     " SELECT (SELECT min(i.status) FROM incident i WHERE i.status > present.status)"
     " FROM present WHERE present.status IS NOT NULL"
-    ")"
+    "), other(status) AS (SELECT status FROM present"
+    " WHERE status IS NOT NULL AND status NOT IN ({configured}))"
 )
 
 
 @lru_cache(maxsize=32)
-def _statement(dialect: str, terminal: int, keyset: bool, details: bool) -> TextClause:
-    """The page's statement for ``terminal`` statuses left out (bound as ``t0``, ``t1``…),
-    ``n`` rows and, if ``keyset``, numbers below ``before``; built and typed once per shape.
+def _statement(
+    dialect: str, listed: int, configured: int, keyset: bool, details: bool
+) -> TextualSelect:
+    """The page's statement for ``listed`` configured statuses (bound as ``s0``, ``s1``…) of
+    the ``configured`` ones (``c0``, ``c1``…), ``n`` rows and, if ``keyset``, numbers below
+    ``before``; built and typed once per shape. Its rows have every field of :class:`Listed`
+    (``commander`` and ``declared_at`` NULL unless ``details``).
 
-    PostgreSQL reads each listed status's newest rows in a ``LATERAL`` subquery. SQLite has
-    no ``LATERAL``: there each listed status's newest ids come from a correlated ``IN`` list
-    (run once per status, off the covering index) and the rows by their primary key."""
+    SQLite merges the branches, each read in index order, and stops at ``n`` rows; its
+    compound members take no LIMIT of their own. PostgreSQL's branches each take ``n`` at
+    most. The unconfigured statuses' newest rows come from a ``LATERAL`` subquery on
+    PostgreSQL, and from a correlated ``IN`` list of ids on SQLite (which has no ``LATERAL``)."""
     # Only the constant names above and parameters' names go into the text; values are bound.
     names = _LISTED + _DETAILS if details else _LISTED
+    pad = "" if details else ", NULL AS commander, NULL AS declared_at"
+    picked = ", ".join(f"i.{n}" for n in names) + pad
 
-    def columns(table: str, *, padded: bool = False) -> str:
-        picked = ", ".join(f"{table}.{n}" for n in names)
-        return (
-            picked if details or not padded else f"{picked}, NULL AS commander, NULL AS declared_at"
-        )
+    def newest(table: str, status: str, *, limited: bool = True) -> str:
+        """The rows of ``table`` in ``status`` (below ``before``), newest first."""
+        below = f" AND {table}.number < :before" if keyset else ""
+        limit = f" ORDER BY {table}.number DESC LIMIT :n" if limited else ""
+        return f"{table}.status = {status}{below}{limit}"
 
-    listed = "SELECT status FROM present WHERE status IS NOT NULL"
-    if terminal:
-        listed += f" AND status NOT IN ({', '.join(f':t{i}' for i in range(terminal))})"
-    below = " AND j.number < :before" if keyset else ""
-    newest = f"j.status = listed.status{below} ORDER BY j.number DESC LIMIT :n"
     if dialect == "postgresql":
-        rows = (
-            f"SELECT {columns('p', padded=True)} FROM listed CROSS JOIN LATERAL"  # noqa: S608
-            f" (SELECT {columns('j')} FROM incident j WHERE {newest}) p"
-            " ORDER BY p.number DESC LIMIT :n"
+        branches = [
+            f"(SELECT {picked} FROM incident i WHERE {newest('i', f':s{k}')})"  # noqa: S608
+            for k in range(listed)
+        ]
+        branches.append(
+            "(SELECT p.* FROM other CROSS JOIN LATERAL"  # noqa: S608
+            f" (SELECT {picked} FROM incident i WHERE {newest('i', 'other.status')}) p)"
         )
     else:
-        rows = (
-            f"SELECT {columns('i', padded=True)} FROM listed CROSS JOIN incident i"  # noqa: S608
-            f" WHERE i.id IN (SELECT j.id FROM incident j WHERE {newest})"
-            " ORDER BY i.number DESC LIMIT :n"
-        )  # CROSS JOIN: SQLite keeps that join order (the listed statuses outside)
+        branches = [
+            f"SELECT {picked} FROM incident i"  # noqa: S608
+            f" WHERE {newest('i', f':s{k}', limited=False)}"
+            for k in range(listed)
+        ]
+        branches.append(  # CROSS JOIN: SQLite keeps that join order (the statuses outside)
+            f"SELECT {picked} FROM other CROSS JOIN incident i"  # noqa: S608
+            f" WHERE i.id IN (SELECT j.id FROM incident j WHERE {newest('j', 'other.status')})"
+        )
+    configured_params = ", ".join(f":c{k}" for k in range(configured))
+    compound = " UNION ALL ".join(branches)
+    sql = (
+        f"{_UNCONFIGURED.format(configured=configured_params)}"
+        f" {compound} ORDER BY number DESC LIMIT :n"
+    )
     types: dict[str, Any] = {"number": Integer(), "private": Boolean()}
     if details:
         types["declared_at"] = UTCDateTime()
-    return text(f"{_PRESENT}, listed(status) AS ({listed}) {rows}").columns(**types)
+    return text(sql).columns(**types)
