@@ -16,6 +16,7 @@ after cost a second statement, which an empty database did not run.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -62,16 +63,13 @@ def list_page(
     ``limit``, numbered below ``before`` if given (the next page: keyset pagination). The
     same rows, order and keyset as :func:`~incidentbot.incidents.records.list_incidents`, read
     as tuples of the columns a list shows. Nothing counts the incidents beyond the page."""
-    configured = [s.name for s in settings.statuses]
-    listed = [s.name for s in settings.statuses if include_terminal or not s.terminal]
+    configured = tuple(s.name for s in settings.statuses)
+    listed = tuple(s.name for s in settings.statuses if include_terminal or not s.terminal)
     connection = session.connection()
-    shape = (len(listed), len(configured), before is not None, details)
-    stmt = _statement(connection.dialect.name, *shape)
-    params: dict[str, Any] = {f"s{i}": status for i, status in enumerate(listed)}
-    params.update({f"c{i}": status for i, status in enumerate(configured)})
-    params["n"] = limit
-    if before is not None:
-        params["before"] = before
+    stmt = _statement(
+        connection.dialect.name, listed, configured, int(limit), before is not None, details
+    )
+    params = {} if before is None else {"before": before}
     result = connection.execute(stmt, params)
     if details:
         return [_listed(Listed, row) for row in result.all()]
@@ -82,6 +80,7 @@ def list_page(
     return [_listed(Listed, row) if row[5] is None else _private(row) for row in rows]
 
 
+_STATUS_NAME = re.compile(r"[a-z][a-z_]*")  # as the settings allow (policy_models.Status)
 _listed = tuple.__new__  # a Listed from a row of all its fields (see _statement), unchecked
 
 
@@ -104,32 +103,48 @@ _UNCONFIGURED = (
 
 @lru_cache(maxsize=32)
 def _statement(
-    dialect: str, listed: int, configured: int, keyset: bool, details: bool
+    dialect: str,
+    listed: tuple[str, ...],
+    configured: tuple[str, ...],
+    limit: int,
+    keyset: bool,
+    details: bool,
 ) -> TextualSelect:
-    """The page's statement for ``listed`` configured statuses (bound as ``s0``, ``s1``…) of
-    the ``configured`` ones (``c0``, ``c1``…), ``n`` rows and, if ``keyset``, numbers below
-    ``before``; built and typed once per shape. Its rows have every field of :class:`Listed`
-    (``commander`` and ``declared_at`` NULL unless ``details``).
+    """The page's statement: the ``listed`` statuses of the ``configured`` ones, ``limit``
+    rows and, if ``keyset``, numbers below the bound ``before``; built and typed once per
+    shape. Its rows have every field of :class:`Listed` (``commander`` and ``declared_at``
+    NULL unless ``details``).
 
-    SQLite merges the branches, each read in index order, and stops at ``n`` rows; its
-    compound members take no LIMIT of their own. PostgreSQL's branches each take ``n`` at
-    most. The unconfigured statuses' newest rows come from a ``LATERAL`` subquery on
+    The statuses and the limit are written into the statement, not bound: PostgreSQL then
+    plans it once per connection (after psycopg has prepared it) and keeps the plan, where
+    with bound statuses it planned every run again, as its statistics made the plan for an
+    unknown status look costly. They come from the settings (names of ``[a-z_]``) and the
+    code, never from a request; they are checked again here all the same.
+
+    SQLite merges the branches, each read in index order, and stops at ``limit`` rows; its
+    compound members take no LIMIT of their own. PostgreSQL's branches each take ``limit``
+    at most. The unconfigured statuses' newest rows come from a ``LATERAL`` subquery on
     PostgreSQL, and from a correlated ``IN`` list of ids on SQLite (which has no ``LATERAL``)."""
-    # Only the constant names above and parameters' names go into the text; values are bound.
+    for name in configured:
+        if not _STATUS_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a status name")
+    # Only the checked names, constant names and the limit go into the text.
     names = _LISTED + _DETAILS if details else _LISTED
     pad = "" if details else ", NULL AS commander, NULL AS declared_at"
     picked = ", ".join(f"i.{n}" for n in names) + pad
+    n = int(limit)
+    quoted = [f"'{status}'" for status in listed]
 
     def newest(table: str, status: str, *, limited: bool = True) -> str:
         """The rows of ``table`` in ``status`` (below ``before``), newest first."""
         below = f" AND {table}.number < :before" if keyset else ""
-        limit = f" ORDER BY {table}.number DESC LIMIT :n" if limited else ""
-        return f"{table}.status = {status}{below}{limit}"
+        order = f" ORDER BY {table}.number DESC LIMIT {n}" if limited else ""
+        return f"{table}.status = {status}{below}{order}"
 
     if dialect == "postgresql":
         branches = [
-            f"(SELECT {picked} FROM incident i WHERE {newest('i', f':s{k}')})"  # noqa: S608
-            for k in range(listed)
+            f"(SELECT {picked} FROM incident i WHERE {newest('i', status)})"  # noqa: S608
+            for status in quoted
         ]
         branches.append(
             "(SELECT p.* FROM other CROSS JOIN LATERAL"  # noqa: S608
@@ -138,19 +153,16 @@ def _statement(
     else:
         branches = [
             f"SELECT {picked} FROM incident i"  # noqa: S608
-            f" WHERE {newest('i', f':s{k}', limited=False)}"
-            for k in range(listed)
+            f" WHERE {newest('i', status, limited=False)}"
+            for status in quoted
         ]
         branches.append(  # CROSS JOIN: SQLite keeps that join order (the statuses outside)
             f"SELECT {picked} FROM other CROSS JOIN incident i"  # noqa: S608
             f" WHERE i.id IN (SELECT j.id FROM incident j WHERE {newest('j', 'other.status')})"
         )
-    configured_params = ", ".join(f":c{k}" for k in range(configured))
+    known = ", ".join(f"'{status}'" for status in configured)
     compound = " UNION ALL ".join(branches)
-    sql = (
-        f"{_UNCONFIGURED.format(configured=configured_params)}"
-        f" {compound} ORDER BY number DESC LIMIT :n"
-    )
+    sql = f"{_UNCONFIGURED.format(configured=known)} {compound} ORDER BY number DESC LIMIT {n}"
     types: dict[str, Any] = {"number": Integer(), "private": Boolean()}
     if details:
         types["declared_at"] = UTCDateTime()
