@@ -2,8 +2,9 @@
 
 An in-channel command (``sev``, ``note``, ``timeline``) on an incident with 10,000 timeline
 events against the same on an incident with none; ``list`` with 10,000 open incidents against an
-empty database and against one page of incidents, and with 10,000 resolved incidents and one
-open (the oldest) against an empty database. In-process (the command handler the Slack
+empty database and against one page of incidents, the same 10,000 spread over the four open
+statuses against an empty database, and with 10,000 resolved incidents and one open (the
+oldest) against an empty database. In-process (the command handler the Slack
 listener calls), on SQLite and PostgreSQL (fsync on); the databases compared take turns, one
 command each, so that the machine's load falls on them alike; each measured note is counted
 stored.
@@ -98,6 +99,27 @@ def _insert(engine: sa.Engine, incidents: int, events_on_first: int) -> None:
             )
 
 
+def _spread_over_the_open_statuses(url: str) -> None:
+    """The open incidents in turn in each open status, as a team's would be (triage,
+    investigating, identified, monitoring): the page merges four statuses, not one."""
+    engine = db.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE incident SET status = CASE number % 4 WHEN 0 THEN 'triage'"
+                    " WHEN 1 THEN 'investigating' WHEN 2 THEN 'identified' ELSE 'monitoring' END"
+                )
+            )
+        _settle(engine)
+    finally:
+        engine.dispose()
+    fewest = count(url, "SELECT count(*) FROM incident GROUP BY status ORDER BY 1 LIMIT 1")
+    total = count(url, "SELECT count(*) FROM incident")
+    if count(url, "SELECT count(DISTINCT status) FROM incident") != 4 or fewest < total // 4:
+        raise BenchFailed("the open incidents are not spread evenly over four statuses")
+
+
 def _resolve_all_but_the_first(url: str) -> None:
     """History: every incident but INC-1 resolved, so the one open is the oldest."""
     engine = db.make_engine(url)
@@ -174,11 +196,12 @@ def history(fresh, rounds: int, size: int) -> list[Figure]:  # type: ignore[no-u
                 )
             )
         urls = []
-        for incidents in (0, PAGE, size, size + 1):
+        for incidents in (0, PAGE, size, size, size + 1):
             _, url = fresh(backend)
             _seed(url, incidents, 0)
             urls.append(url)
-        _resolve_all_but_the_first(urls[-1])
+        _spread_over_the_open_statuses(urls[3])
+        _resolve_all_but_the_first(urls[4])
         listed = _time_commands(urls, ["list"], "D1", LIST_REPEATS * rounds)
         timed = {n: found["list"] for n, found in zip((0, PAGE, size), listed[:3], strict=True)}
         for base, name in ((0, "empty database"), (PAGE, f"{PAGE} open incidents, one page")):
@@ -192,6 +215,16 @@ def history(fresh, rounds: int, size: int) -> list[Figure]:  # type: ignore[no-u
                     note=f"median of {LIST_REPEATS * rounds}",
                 )
             )
+        figures.append(
+            Figure(
+                f"`list` with {size:,} open incidents in four statuses, {label}",
+                listed[3]["list"],
+                timed[0],
+                target=HISTORY_TARGET,
+                baseline_name="empty database",
+                note=f"median of {LIST_REPEATS * rounds}",
+            )
+        )
         figures.append(
             Figure(
                 f"`list` with {size:,} resolved incidents and one open (INC-1), {label}",

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from incidentbot import db
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.listing import list_page
+from incidentbot.policy_models import Status
 from incidentbot.slack.commands import CommandHandler
 from incidentbot.usecases.core import Core
 
@@ -161,3 +162,14 @@ def test_the_page_is_read_off_the_status_index_once_the_planner_knows_the_histor
     assert any("ix_incident_status_number" in line for line in page_scans), plan
     if history == "resolved":
         assert not any("uq_incident_number" in line for line in page_scans), plan
+
+
+def test_a_status_name_the_settings_would_refuse_never_reaches_the_statement(engine, settings):
+    """The statuses are written into the statement: one that slipped past the settings'
+    check (built in code, unvalidated) is refused before anything runs."""
+    forged = Status.model_construct(name="triage') OR ('1'='1", label="x", terminal=False)
+    unchecked = settings.model_copy(update={"statuses": [*settings.statuses, forged]})
+    _insert(engine, {1: "resolved"})
+    with _statements(engine) as seen, db.read(engine) as s, pytest.raises(ValueError):
+        list_page(s, unchecked, limit=40)
+    assert seen == []

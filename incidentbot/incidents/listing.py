@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 from sqlalchemy import Boolean, Integer, TextualSelect, text
 from sqlmodel import Session
@@ -29,8 +29,7 @@ from incidentbot.db import UTCDateTime
 
 
 class Listed(NamedTuple):
-    """One line of an incident list: the columns a list shows, no ORM instance.
-    ``commander`` and ``declared_at`` are read only when asked for (``details``)."""
+    """One line of an incident list (Slack's): the columns it shows, no ORM instance."""
 
     number: int
     severity: str
@@ -38,8 +37,24 @@ class Listed(NamedTuple):
     title: str
     channel_id: str | None
     private: bool | None
-    commander: str | None = None
-    declared_at: datetime | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"INC-{self.number}"
+
+
+class Detailed(NamedTuple):
+    """One line of the CLI's list: :class:`Listed`'s columns, then who commands the incident
+    and when it was declared (``details=True``)."""
+
+    number: int
+    severity: str
+    status: str
+    title: str
+    channel_id: str | None
+    private: bool | None
+    commander: str | None
+    declared_at: datetime
 
     @property
     def ref(self) -> str:
@@ -50,6 +65,30 @@ _LISTED = ("number", "severity", "status", "title", "channel_id", "private")
 _DETAILS = ("commander", "declared_at")
 
 
+@overload
+def list_page(
+    session: Session,
+    settings: Settings,
+    *,
+    limit: int,
+    before: int | None = None,
+    include_terminal: bool = False,
+    details: Literal[False] = False,
+) -> list[Listed]: ...
+
+
+@overload
+def list_page(
+    session: Session,
+    settings: Settings,
+    *,
+    limit: int,
+    before: int | None = None,
+    include_terminal: bool = False,
+    details: Literal[True],
+) -> list[Detailed]: ...
+
+
 def list_page(
     session: Session,
     settings: Settings,
@@ -58,7 +97,7 @@ def list_page(
     before: int | None = None,
     include_terminal: bool = False,
     details: bool = False,
-) -> list[Listed]:
+) -> list[Listed] | list[Detailed]:
     """Open incidents newest first (every incident if ``include_terminal``), at most
     ``limit``, numbered below ``before`` if given (the next page: keyset pagination). The
     same rows, order and keyset as :func:`~incidentbot.incidents.records.list_incidents`, read
@@ -72,7 +111,7 @@ def list_page(
     params = {} if before is None else {"before": before}
     result = connection.execute(stmt, params)
     if details:
-        return [_listed(Listed, row) for row in result.all()]
+        return [Detailed(*row) for row in result.all()]
     # The driver's own tuples: SQLAlchemy's rows cost a fifth of reading a page, and nothing
     # in them needs converting but SQLite's 1 for a private incident (public ones are NULL).
     with result:
@@ -81,11 +120,11 @@ def list_page(
 
 
 _STATUS_NAME = re.compile(r"[a-z][a-z_]*")  # as the settings allow (policy_models.Status)
-_listed = tuple.__new__  # a Listed from a row of all its fields (see _statement), unchecked
+_listed = tuple.__new__  # a Listed from a row of its six columns, without NamedTuple's checks
 
 
 def _private(row: tuple[Any, ...]) -> Listed:
-    return Listed(*row[:5], bool(row[5]), *row[6:])
+    return Listed(*row[:5], bool(row[5]))
 
 
 # The statuses incidents are in that are not configured: each step of the recursion is one
@@ -112,8 +151,8 @@ def _statement(
 ) -> TextualSelect:
     """The page's statement: the ``listed`` statuses of the ``configured`` ones, ``limit``
     rows and, if ``keyset``, numbers below the bound ``before``; built and typed once per
-    shape. Its rows have every field of :class:`Listed` (``commander`` and ``declared_at``
-    NULL unless ``details``).
+    shape. Its rows have the fields of :class:`Listed`, or of :class:`Detailed` if
+    ``details``.
 
     The statuses and the limit are written into the statement, not bound: PostgreSQL then
     plans it once per connection (after psycopg has prepared it) and keeps the plan, where
@@ -130,8 +169,7 @@ def _statement(
             raise ValueError(f"{name!r} is not a status name")
     # Only the checked names, constant names and the limit go into the text.
     names = _LISTED + _DETAILS if details else _LISTED
-    pad = "" if details else ", NULL AS commander, NULL AS declared_at"
-    picked = ", ".join(f"i.{n}" for n in names) + pad
+    picked = ", ".join(f"i.{n}" for n in names)
     n = int(limit)
     quoted = [f"'{status}'" for status in listed]
 
