@@ -3,9 +3,9 @@
 One statement whatever the history, and the same statement with or without incidents. Each
 configured status listed (not terminal, unless asked for) is a branch that reads at most a
 page of its incidents off ``ix_incident_status_number (status, number)``, newest first, and
-the branches are merged newest first. The status is bound in each branch, so the planner
-knows which one it reads: PostgreSQL's statistics tell a status held by a few incidents (an
-index scan of that status) from one held by nearly all. An incident may also be in a status
+the branches are merged newest first. Each branch names its status, so the planner knows
+which one it reads: PostgreSQL's statistics tell a status held by a few incidents (an index
+scan of that status) from one held by nearly all. An incident may also be in a status
 no longer configured (renamed or removed since): a last branch finds those statuses with a
 loose scan of ``ix_incident_status`` (one probe per status present) and reads the same way.
 
