@@ -245,9 +245,9 @@ class Bot:
         if self._socket is not None:
             raise RuntimeError("Socket Mode is already started")
         app_token = _secret(self.settings.slack_app_token, "INCIDENTBOT_SLACK_APP_TOKEN")
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+        from incidentbot.slack.once import socket_mode_handler
 
-        handler = SocketModeHandler(self.bolt, app_token)
+        handler = socket_mode_handler(self.bolt, app_token)
         try:
             handler.connect()
             deadline = time.monotonic() + timeout

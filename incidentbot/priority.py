@@ -22,16 +22,21 @@ _here = threading.local()  # how deep this thread is in urgent() blocks
 
 
 @contextmanager
-def urgent() -> Iterator[None]:
-    """Mark a Slack request as being answered for the duration of the block."""
+def urgent(*, this_thread: bool = True) -> Iterator[None]:
+    """Mark a Slack request as being answered for the duration of the block. With
+    ``this_thread=False`` the block only holds back the work that can wait, and the thread that
+    entered it does not count as answering (an event loop that hands the request to another
+    thread and then sends its answer: a block there may span ``await``)."""
     global _urgent
     with _quiet:
         _urgent += 1
-    _here.depth = getattr(_here, "depth", 0) + 1
+    if this_thread:
+        _here.depth = getattr(_here, "depth", 0) + 1
     try:
         yield
     finally:
-        _here.depth -= 1
+        if this_thread:
+            _here.depth -= 1
         with _quiet:
             _urgent -= 1
             if _urgent == 0:
@@ -60,6 +65,12 @@ def after_urgent(max_wait: float) -> None:
             _quiet.wait_for(lambda: _urgent == 0, timeout=max_wait)
         finally:
             _deferred -= 1
+
+
+def pending() -> int:
+    """How many Slack answers are being prepared or sent now (:func:`urgent` blocks)."""
+    with _quiet:
+        return _urgent
 
 
 def deferred() -> int:

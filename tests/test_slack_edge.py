@@ -201,3 +201,63 @@ def test_the_first_command_after_startup_asks_slack_nothing_before_its_answer(bo
     ack = sandbox.driver.slash_command("list", user="alice", channel="incidents")
     assert ack.status == 200, ack.body
     assert len(sandbox.requests("auth.test")) == before
+
+
+def test_work_that_can_wait_waits_until_the_answer_is_sent():
+    """The ledger's next step and an alert storm wait (incidentbot.priority) while a Slack
+    answer is prepared and until it is written: the event loop that writes it would otherwise
+    compete for the interpreter with them right when Bolt's dispatch returns."""
+    import asyncio
+
+    from slack_bolt import App
+    from slack_bolt.authorization import AuthorizeResult
+
+    from incidentbot import priority
+    from incidentbot.web.slack_edge import SlackEndpoint
+
+    secret = "edge-secret"
+    who = AuthorizeResult(enterprise_id=None, team_id="T1", bot_token="xoxb-edge", bot_id="B1")
+    bolt = App(
+        name="edge-test",
+        signing_secret=secret,
+        authorize=lambda **_: who,  # nothing asks Slack
+        process_before_response=True,
+    )
+    during: list[int] = []
+
+    @bolt.command("/incident")
+    def answer(ack):  # type: ignore[no-untyped-def]
+        during.append(priority.pending())
+        ack(text="done")
+
+    body = urlencode({"command": "/incident", "text": "help", "team_id": "T1"}).encode()
+    stamp = str(int(time.time()))
+    headers = {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-slack-request-timestamp": stamp,
+        "x-slack-signature": sign(secret, stamp, body),
+    }
+    scope = {
+        "type": "http", "method": "POST", "path": "/slack/events", "query_string": b"",
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+    }  # fmt: skip
+    sent: list[tuple[str, int]] = []
+
+    async def receive():  # type: ignore[no-untyped-def]
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        sent.append((message["type"], priority.pending()))
+
+    assert priority.pending() == 0
+    asyncio.run(SlackEndpoint(bolt, secret)(scope, receive, send))
+    # Held from the dispatch until the answer's last bytes were handed to the socket.
+    assert during == [1]
+    assert sent == [("http.response.start", 1), ("http.response.body", 1)]
+    assert priority.pending() == 0
+    # A refused request holds nothing back.
+    forged = dict(scope, headers=[(k, b"v0=" + b"0" * 64 if k == b"x-slack-signature" else v)
+                                  for k, v in scope["headers"]])  # fmt: skip
+    sent.clear()
+    asyncio.run(SlackEndpoint(bolt, secret)(forged, receive, send))
+    assert sent == [("http.response.start", 0), ("http.response.body", 0)]

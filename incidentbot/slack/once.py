@@ -40,6 +40,19 @@ def request_key(body: dict[str, Any], headers: dict[str, Any]) -> str | None:
     return None
 
 
+def socket_mode_handler(app: App, app_token: str) -> Any:
+    """Bolt's Socket Mode handler, holding back the work that can wait (:mod:`priority`) until
+    each request's acknowledgement is sent on the WebSocket, not only until it is decided."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    class Handler(SocketModeHandler):
+        def handle(self, client: Any, req: Any) -> None:
+            with priority.urgent():
+                super().handle(client, req)
+
+    return Handler(app, app_token)
+
+
 class OnceApp(App):
     def __init__(
         self, *args: Any, engine: Engine, people: Sightings | None = None, **kwargs: Any

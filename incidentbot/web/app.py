@@ -1,8 +1,7 @@
 """The ASGI app: Slack's HTTP endpoint, webhooks, ``/healthz`` and ``/metrics``.
 
-Bolt's Starlette adapter would run the (synchronous) Bolt app on the event loop, so that one
-slow request stalls every other; here each request is dispatched in the thread pool and the
-loop stays free to accept the next one within Slack's 3 seconds.
+Slack's endpoint (:class:`~incidentbot.web.slack_edge.SlackEndpoint`) dispatches each request
+in the thread pool, so the loop stays free to accept the next one within Slack's 3 seconds.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt import App
-from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from sqlalchemy import func, text
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
@@ -27,7 +25,7 @@ from incidentbot.config import Settings
 from incidentbot.ledger.models import PENDING, RUNNING, Run
 from incidentbot.metrics import Metrics
 from incidentbot.web.alertmanager import alertmanager_route
-from incidentbot.web.slack_edge import Refused, checked_body
+from incidentbot.web.slack_edge import SlackEndpoint
 
 
 def create_app(
@@ -41,22 +39,6 @@ def create_app(
     extra_routes: Sequence[Route] = (),
     signing_secret: str | None = None,
 ) -> Starlette:
-    async def slack_events(request: Request) -> Response:
-        if bolt is None:
-            return JSONResponse({"error": "Slack is not configured"}, status_code=503)
-        if signing_secret is None:  # Socket Mode: nothing here could authenticate a request
-            return JSONResponse(
-                {"ok": False, "error": "this bot takes Slack requests over Socket Mode"},
-                status_code=403,
-            )
-        try:
-            body = await checked_body(request, signing_secret)
-        except Refused as refused:
-            return refused.response()
-        bolt_request = to_bolt_request(request, body)
-        bolt_response = await run_in_threadpool(bolt.dispatch, bolt_request)
-        return to_starlette_response(bolt_response)
-
     async def healthz(_request: Request) -> Response:
         if not ready():  # still warming up: a command now would pay for the start-up
             return JSONResponse({"ok": False, "ready": False}, status_code=503)
@@ -68,7 +50,7 @@ def create_app(
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
     routes = [
-        Route("/slack/events", slack_events, methods=["POST"]),
+        Route("/slack/events", SlackEndpoint(bolt, signing_secret), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]

@@ -14,6 +14,11 @@ checked here, cheaply and in this order, and refused with a 4xx and a short reas
 
 Then each request runs once (:mod:`incidentbot.inbound`): a replay of the same signed bytes, or
 Slack's retry of a command, click or event, gets the first answer instead of running again.
+
+From the moment a request passed these checks until its answer is written to the socket, the
+work that can wait (the ledger's next step, an alert storm) waits (:func:`priority.urgent`):
+Bolt's dispatch runs in the thread pool, and the event loop that sends its answer needs the
+interpreter back from the threads that would otherwise start right when the dispatch returns.
 """
 
 from __future__ import annotations
@@ -28,8 +33,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from slack_bolt import App
+from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from incidentbot import priority
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +178,34 @@ async def checked_body(request: Request, signing_secret: str) -> bytes:
     verify_signature(request.headers, body, signing_secret)
     parse(kind, body)
     return body
+
+
+class SlackEndpoint:
+    """``/slack/events`` as an ASGI app: checked at the edge, dispatched by Bolt in the thread
+    pool (Bolt's own Starlette adapter would run the synchronous app on the event loop, so that
+    one slow request stalls every other), answered with the work that can wait held back until
+    the answer is sent."""
+
+    def __init__(self, bolt: App | None, signing_secret: str | None) -> None:
+        self.bolt = bolt
+        self.signing_secret = signing_secret
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        if self.bolt is None:
+            refused = Refused(503, "Slack is not configured")
+        elif self.signing_secret is None:  # Socket Mode: nothing here could authenticate it
+            refused = Refused(403, "this bot takes Slack requests over Socket Mode")
+        else:
+            try:
+                body = await checked_body(request, self.signing_secret)
+            except Refused as exc:
+                refused = exc
+            else:
+                with priority.urgent(this_thread=False):
+                    answer = await run_in_threadpool(
+                        self.bolt.dispatch, to_bolt_request(request, body)
+                    )
+                    await to_starlette_response(answer)(scope, receive, send)
+                return
+        await refused.response()(scope, receive, send)
