@@ -1,5 +1,6 @@
 """A declare is claimed in its own transaction: its claim (which makes a replay or a retry of the
-request get the first answer) and its incident commit together or not at all.
+request get the first answer) and its incident commit together or not at all, whether it was
+typed as a slash command or submitted from the declare form.
 
 The bot runs as a real process, stopped inside the declare's transaction (after the claim and
 the incident were written) and SIGKILLed there. Nothing of the request is stored, so Slack's
@@ -17,14 +18,16 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import event, text
 
 from incidentbot import db
 from incidentbot.bot import Bot
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
-from incidentbot.sandbox.slack.transport import sign
+from incidentbot.sandbox.slack.transport import SignedRequest, sign
 from tests.conftest import count
+from tests.slack_harness import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TITLE = "Sequencer stopped producing blocks"
@@ -40,14 +43,42 @@ def signed(sandbox, body: bytes, **extra: str) -> dict[str, str]:
     }
 
 
+def declare_request(sandbox, door: str) -> SignedRequest:
+    """A declare of TITLE as alice: typed as a slash command, or submitted from the declare form
+    (opened first with ``/incident declare``, through the bot the driver points at)."""
+    if door == "command":
+        return sandbox.driver.slash_command_request(f"declare sev2 {TITLE}", user="alice")
+    opened = sandbox.driver.slash_command("declare", user="alice")
+    assert json.loads(opened.body)["text"] == "Opening the declare form…", opened.body
+    [form] = wait_for(
+        lambda: [v for v in sandbox.workspace.views.values() if v.is_open], what="the form"
+    )
+    inputs = {"title": TITLE, "severity": "SEV2", "commander": sandbox.workspace.user("alice").id}
+    return sandbox.driver.view_submission_request(form.id, inputs)
+
+
+def declared_text(sandbox, door: str, answer: httpx.Response, ref: str) -> str:
+    """What alice is told of the declare: the command's answer, or (the form closes with an
+    empty answer) the confirmation only she sees."""
+    if door == "command":
+        return str(json.loads(answer.text)["text"])
+    assert answer.text == "", answer.text
+    told = wait_for(
+        lambda: [e.text for e in sandbox.ephemeral("alice") if f"*{ref}*" in e.text],
+        what="the declare's confirmation",
+    )
+    return told[0]
+
+
 def stored(engine, table: str) -> int:
     """Rows committed in ``table``, read without waiting for a writer (SQLite's lock)."""
     with db.read(engine) as s:
         return int(s.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
+@pytest.mark.parametrize("door", ["command", "form"])
 def test_a_declare_killed_before_its_commit_is_declared_once_by_slacks_retry(
-    engine, database_url, slack_sandbox
+    engine, database_url, slack_sandbox, door
 ):
     sandbox = slack_sandbox
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -60,7 +91,8 @@ def test_a_declare_killed_before_its_commit_is_declared_once_by_slacks_retry(
         first_line = child.stdout.readline().split()
         assert first_line[:1] == ["url"], first_line
         sandbox.driver.bot_url = first_line[1]
-        request = sandbox.driver.slash_command_request(f"declare sev2 {TITLE}", user="alice")
+        request = declare_request(sandbox, door)
+        opening = stored(engine, "inbound_request")  # the command that opened the form
         failed: list[Exception] = []
 
         def send() -> None:
@@ -74,7 +106,8 @@ def test_a_declare_killed_before_its_commit_is_declared_once_by_slacks_retry(
         sender.start()
         assert child.stdout.readline().strip() == "inside"
         # Claimed and declared inside the transaction: none of it is visible yet.
-        assert stored(engine, "inbound_request") == stored(engine, "incident") == 0
+        assert stored(engine, "inbound_request") == opening
+        assert stored(engine, "incident") == 0
         child.kill()
         child.wait(20)
         sender.join(20)
@@ -84,8 +117,8 @@ def test_a_declare_killed_before_its_commit_is_declared_once_by_slacks_retry(
             child.kill()
             child.wait(20)
     # Nothing stored: neither a claim without its incident nor an incident without its claim.
-    assert count(engine, "inbound_request") == count(engine, "incident") == 0
-    assert count(engine, "ledger_run") == 0
+    assert count(engine, "inbound_request") == opening
+    assert count(engine, "incident") == count(engine, "ledger_run") == 0
 
     settings = Settings(
         slack_bot_token=sandbox.bot_token,
@@ -102,24 +135,25 @@ def test_a_declare_killed_before_its_commit_is_declared_once_by_slacks_retry(
                        timeout=30)
             for _ in range(2)
         ]  # fmt: skip
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        # INC-1 (on PostgreSQL INC-2: the killed transaction took a number from the sequence,
+        # which no rollback gives back, see incidents.declaring).
+        ref = "INC-2" if engine.dialect.name == "postgresql" else "INC-1"
+        text = declared_text(sandbox, door, answers[0], ref)
     finally:
         bot.stop()
-    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
-    text = json.loads(answers[0].text)["text"]
-    # INC-1 (on PostgreSQL INC-2: the killed transaction took a number from the sequence,
-    # which no rollback gives back, see incidents.declaring).
-    ref = "INC-2" if engine.dialect.name == "postgresql" else "INC-1"
     assert f"declared *{ref}* (SEV2): {TITLE}" in text, text
     assert answers[1].text == answers[0].text  # the retry of the retry: the first answer
     assert count(engine, "incident") == 1
     with db.read(engine) as s:
         assert svc.get(s, ref).title == TITLE
-    assert count(engine, "inbound_request") == 1
+    assert count(engine, "inbound_request") == opening + 1
     assert count(engine, "ledger_run") == 2  # its channel and its announcement, once each
 
 
+@pytest.mark.parametrize("door", ["command", "form"])
 def test_a_declares_claim_commits_with_its_incident_and_a_retry_gets_its_answer(
-    engine, slack_sandbox
+    engine, slack_sandbox, door
 ):
     sandbox = slack_sandbox
     settings = Settings(
@@ -136,7 +170,8 @@ def test_a_declares_claim_commits_with_its_incident_and_a_retry_gets_its_answer(
 
     try:
         sandbox.driver.bot_url = bot.start_http() + "/slack/events"
-        request = sandbox.driver.slash_command_request(f"declare sev2 {TITLE}", user="alice")
+        request = declare_request(sandbox, door)
+        opening = count(engine, "inbound_request")
         event.listen(engine, "before_cursor_execute", statement)
         event.listen(engine, "commit", lambda _conn: seen.append("COMMIT"))
         first = httpx.post(
@@ -150,16 +185,18 @@ def test_a_declares_claim_commits_with_its_incident_and_a_retry_gets_its_answer(
         retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
         again = httpx.post(bot_url, content=request.body,
                            headers=signed(sandbox, request.body, **retry), timeout=30)  # fmt: skip
+        assert first.status_code == again.status_code == 200
+        text = declared_text(sandbox, door, first, "INC-1")
     finally:
         bot.stop()
-    assert first.status_code == again.status_code == 200
-    assert f"declared *INC-1* (SEV2): {TITLE}" in json.loads(first.text)["text"]
+    assert f"declared *INC-1* (SEV2): {TITLE}" in text, text
     assert again.text == first.text
     # One claim, written first in the declare's transaction: no commit between it and the
     # incident.
     assert len(claims) == len(incidents) == 1, seen
     assert claims[0] < incidents[0] and "COMMIT" not in seen[claims[0] : incidents[0]], seen
-    assert count(engine, "incident") == count(engine, "inbound_request") == 1
+    assert count(engine, "incident") == 1
+    assert count(engine, "inbound_request") == opening + 1
 
 
 def test_a_declare_with_a_bad_signature_is_refused_and_claims_nothing(engine, slack_sandbox):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -190,6 +191,31 @@ def test_the_declare_form(slack, engine):
     slack.driver.send(first.request)  # the same submission arriving twice
     assert count(engine, "incident") == 1
     channel_of(engine)
+
+
+def test_the_declare_form_closes_without_waiting_for_its_confirmation(slack, engine):
+    """The form's answer (it closes) does not wait for Slack to take the confirmation only the
+    declarer sees: Slack holds that call here until the answer has arrived."""
+    alice = slack.workspace.user("alice").id
+    slack.driver.slash_command("declare", user="alice", channel="incidents")
+    [view] = wait_for(
+        lambda: [v for v in slack.workspace.views.values() if v.is_open], what="the form"
+    )
+    answered = threading.Event()
+    slack.fail_next("chat.postEphemeral", "timeout", hold_s=0, applied=True, after=answered.wait)
+    try:
+        ack = slack.driver.view_submission(
+            view.id, {"title": "Finality stalled", "severity": "SEV1", "commander": alice}
+        )
+    finally:
+        answered.set()
+    assert ack.ok and not ack.body.strip() and not view.is_open
+    assert incident(engine).title == "Finality stalled"  # recorded before the answer
+    told = wait_for(
+        lambda: [e.text for e in slack.ephemeral("alice") if "*INC-1*" in e.text],
+        what="the confirmation",
+    )
+    assert "declared *INC-1* (SEV1): Finality stalled" in told[0]
 
 
 def test_bare_incident_opens_the_form_outside_and_the_help_inside(slack, engine):

@@ -21,7 +21,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from sqlalchemy.exc import IntegrityError
 
-from incidentbot import db
+from incidentbot import db, priority
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.metrics import Metrics
@@ -44,6 +44,7 @@ from incidentbot.usecases.core import Core
 log = logging.getLogger(__name__)
 # The name Bolt gives its own loggers ("incidentbot-slack", "incidentbot-slack:on_command", ...).
 BOLT_APP_NAME = "incidentbot-slack"
+CONFIRM_AFTER_S = 1.0  # a form's confirmation waits for the answers being sent, at most this
 
 
 def build_bolt_app(
@@ -272,10 +273,7 @@ def build_bolt_app(
             return
         ack()
         if reply is not None and channel:
-            try:
-                app.client.chat_postEphemeral(channel=channel, user=user, text=reply.text)
-            except Exception as exc:
-                log.info("could not confirm the %s to %s: %s", what, user, exc)
+            _confirm(app.client, channel, user, reply.text, what)
 
     @app.view(FORM_CALLBACK)
     def on_runbook_form(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -299,11 +297,7 @@ def build_bolt_app(
             return
         ack()
         metrics.ack.labels("view_submission").observe(time.perf_counter() - started)
-        channel = view.get("private_metadata") or user
-        try:
-            client.chat_postEphemeral(channel=channel, user=user, text=reply.text)
-        except Exception as exc:
-            log.info("could not confirm the declare to %s: %s", user, exc)
+        _confirm(client, view.get("private_metadata") or user, user, reply.text, "declare")
 
     @app.event("reaction_added")
     def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient) -> None:
@@ -398,6 +392,21 @@ def build_bolt_app(
         """Messages are read only when pinned; acknowledging here keeps Bolt quiet."""
 
     return app
+
+
+def _confirm(client: WebClient, channel: str, user: str, text: str, what: str) -> None:
+    """Tell ``user`` (only them) how their form ended, once the form's answer is out: Bolt
+    answers Slack only when the listener returns, and a Slack call there would hold the ack
+    (as would a thread that calls Slack while the answer is being sent)."""
+
+    def post() -> None:
+        priority.after_urgent(CONFIRM_AFTER_S)
+        try:
+            client.chat_postEphemeral(channel=channel, user=user, text=text)
+        except Exception as exc:
+            log.info("could not confirm the %s to %s: %s", what, user, exc)
+
+    threading.Thread(target=post, name="form-confirmation", daemon=True).start()
 
 
 def _fetch_message(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:

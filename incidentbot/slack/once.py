@@ -4,7 +4,8 @@ Both doors Slack uses end in ``App.dispatch``: the HTTP endpoint and Socket Mode
 people typed is cleaned of invisible control characters (:mod:`incidentbot.typed_text`), and a
 request is claimed by what makes it itself before it runs: a replay of captured bytes, or
 Slack's retry of a command, click or event (over HTTP or Socket Mode), gets the first answer.
-A declare is claimed inside its own transaction (:func:`inbound.deferred`): one commit for both.
+A declare (a slash command or the declare form) is claimed inside its own transaction
+(:func:`inbound.deferred`): one commit for both.
 The Slack users a request names are handed to the people directory
 (:class:`~incidentbot.people.lookup.Sightings`), which looks them up once the answer is out.
 """
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from incidentbot import inbound, priority
 from incidentbot.people.lookup import Sightings
+from incidentbot.slack.modal import CALLBACK_ID as DECLARE_FORM
 from incidentbot.slack.seen import seen_users
 from incidentbot.typed_text import clean_tree
 
@@ -124,10 +126,13 @@ class OnceApp(App):
 
 
 def _claimed_with_its_work(body: dict[str, Any]) -> bool:
-    """A ``declare`` typed as a slash command: it writes everything in one transaction before
-    anything calls Slack, so its claim goes into that transaction (:func:`inbound.deferred`).
-    A command that calls Slack before it writes is claimed first: a replay of it would
-    repeat the call."""
+    """A declare, typed as a slash command or submitted from the declare form: it writes
+    everything in one transaction before anything calls Slack, so its claim goes into that
+    transaction (:func:`inbound.deferred`). A request that calls Slack before it writes is
+    claimed first: a replay of it would repeat the call."""
+    if body.get("type") == "view_submission":
+        view = body.get("view")
+        return isinstance(view, dict) and view.get("callback_id") == DECLARE_FORM
     text = body.get("text")
     if not body.get("command") or not isinstance(text, str):
         return False

@@ -180,6 +180,12 @@ class BotDriver(Transport):
         The ack is applied as Slack applies it: empty closes the view, ``errors`` keeps it open
         with the messages, ``update``/``push``/``clear`` change the view stack.
         """
+        return self.send(self.view_submission_request(view_id, inputs, user=user))
+
+    def view_submission_request(
+        self, view_id: str, inputs: dict[str, Any] | None = None, *, user: str | None = None
+    ) -> SignedRequest:
+        """Build (without sending) the submission of an open modal (see ``view_submission``)."""
         with self.ws.lock:
             view = self.ws.views[view_id]
             if not view.is_open:
@@ -195,7 +201,11 @@ class BotDriver(Transport):
             trigger_id=trigger_id,
             verification_token=self.verification_token,
         )
-        return self._interaction("view_submission", payload, {"user": who.id, "view_id": view_id})
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        context = {"user": who.id, "view_id": view_id}
+        return self.build(
+            "view_submission", body, "application/x-www-form-urlencoded", context=context
+        )
 
     def close_view(self, view_id: str, *, user: str | None = None) -> Ack | None:
         """The user presses the modal's close button (``close``: Cancel, Skip).
