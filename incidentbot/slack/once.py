@@ -82,9 +82,10 @@ class OnceApp(App):
             if self._people is None:
                 return self._dispatch(req)
             body = req.body if isinstance(req.body, dict) else {}
-            # Only queued here; the lookups wait until no request is being answered.
-            self._people.saw(*seen_users(body))
             with self._people.answering():
+                # Only queued here, once this request counts as being answered: the lookups
+                # wait until none is (queued first, a lookup could start alongside it).
+                self._people.saw(*seen_users(body))
                 return self._dispatch(req)
 
     def _dispatch(self, req: BoltRequest) -> BoltResponse:
