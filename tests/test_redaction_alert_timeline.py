@@ -1,6 +1,7 @@
 """An alert's timeline entries are masked once, by the notification's walk, and that is never
 less than masking them again: values whose lines joined make a secret are masked as joined,
-and a rule added after the walk still applies to what the walk masked."""
+and a rule added after the walk (or after the alert was stored) still applies to what the walk
+masked (or to what was stored)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,23 @@ def test_a_rule_added_after_the_walk_applies_to_the_timeline(engine, settings, m
     assert event["data"]["labels"]["canary"] == redaction.MASK
     assert event["data"]["annotations"]["summary"] == f"canary {redaction.MASK} seen"
     assert f"canary={redaction.MASK}" in event["summary"]
+
+
+def test_a_resolve_after_a_new_rule_masks_what_was_stored_before_it(engine, settings):
+    # The resolved entry shows the alert as stored; stored before the rule existed, it differs
+    # from what the resolve's walk masked, so it is masked again as it is written.
+    marker = f"zq-rule-between-{uuid.uuid4().hex[:8]}"
+    fired = _rpc(1, annotations={"summary": f"canary {marker} seen"}, canary=marker)
+    service.ingest(engine, settings, notification([fired]))
+    (before,) = _events(engine, "alert.firing")
+    assert before["data"]["labels"]["canary"] == marker  # no rule knew it yet
+    redaction.add_redactor(lambda s: s.replace(marker, redaction.MASK))
+    service.ingest(engine, settings, notification([resolved(fired)]))
+
+    (event,) = _events(engine, "alert.resolved")
+    assert marker not in repr(event), event
+    assert event["data"]["labels"]["canary"] == redaction.MASK
+    assert event["data"]["annotations"]["summary"] == f"canary {redaction.MASK} seen"
 
 
 def test_a_payload_not_built_by_the_walk_is_masked_on_the_timeline(engine, settings):

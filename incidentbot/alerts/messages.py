@@ -95,10 +95,10 @@ def queue(
     *,
     actions: ActionRegistry = default_registry,
     force: bool = False,
-) -> Run | None:
+) -> int | None:
     """Queue the update of the group's message (in the ingest transaction, which holds the
-    group's lock). Returns the run that will show this change; None while the group is
-    snoozed (unless ``force``: the update that shows the snooze itself)."""
+    group's lock). Returns the id of the run that will show this change; None while the group
+    is snoozed (unless ``force``: the update that shows the snooze itself)."""
     if actions.get(ACTION) is None:
         log.debug("no chat adapter: the alerts of %s are not posted", incident.ref)
         return None
@@ -108,13 +108,13 @@ def queue(
     last = None if declared_here(session, incident) else _last_run(session, incident, prefix)
     if last is not None and last.status == PENDING:
         # Not started yet (or waiting to retry): it will read this change.
-        return session.get(Run, last.id)
+        return int(last.id)
     n = 1 if last is None else int(last.idempotency_key.rsplit(":", 1)[1]) + 1
     interval = settings.alerts.message_interval
     wake = None
     if last is not None and interval > 0:
         wake = (last.started_at or last.created_at) + timedelta(seconds=interval)
-    return ledger.start_run(
+    run = ledger.start_run(
         session,
         kind=KIND,
         key=f"{prefix}{n}",
@@ -133,6 +133,7 @@ def queue(
         actions=actions,
         wake_at=wake,  # kept if ahead of the database clock
     )
+    return run.id
 
 
 _RUNS = Run.__table__  # type: ignore[attr-defined]

@@ -11,7 +11,6 @@ to an incident, or noting why a declare was refused, is one ``UPDATE`` for all o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +26,7 @@ from incidentbot.alerts import routing
 from incidentbot.alerts.models import FIRING, RESOLVED, AlertRecord
 from incidentbot.alerts.payload import Alert, Payload
 from incidentbot.config import Settings
+from incidentbot.incidents.rowsets import json_rows
 
 ALERT: Table = AlertRecord.__table__  # type: ignore[attr-defined]
 
@@ -77,8 +77,8 @@ class AlertRow:
     error: str | None
     delivery_id: int  # the delivery that brought it first (0 until that delivery's row exists)
     # The masking rules' generation its labels, annotations and generator URL were masked
-    # under in this process (they came from this notification's payload); None when they were
-    # read from the database (masked when stored, perhaps under older rules).
+    # under in this process (they are this notification's payload's, which its walk masked);
+    # None when the stored ones differ (masked when stored, perhaps under older rules).
     masked_under: int | None = None
 
 
@@ -105,6 +105,9 @@ class _Pending:
     copies: int
     existed: bool
     resolves: bool  # this notification resolves it (it was firing, or is new, and a copy says so)
+    # Its labels, annotations and URL are the ones this notification's payload masked: a new
+    # instance, or a stored one whose stored values are those (masked the same way).
+    masked: bool
 
 
 def record(
@@ -140,6 +143,7 @@ def record(
                 copies=0,
                 existed=row is not None,
                 resolves=False,
+                masked=row is None or _as_sent(row, alert),
             )
             if row is None:
                 out.new += 1
@@ -166,7 +170,7 @@ def record(
     rows: dict[tuple[str, datetime], AlertRow] = {}
     for key, item in pending.items():
         values = {name: item.values[name] for name in _READ if name != "id"}
-        masked_under = None if item.existed else payload.masked_under
+        masked_under = payload.masked_under if item.masked else None
         row = rows[key] = AlertRow(id=ids[key], masked_under=masked_under, **values)
         if item.resolves:
             out.resolved_now.add(row.id)
@@ -190,6 +194,16 @@ def _existing(session: Session, payload: Payload) -> dict[tuple[str, datetime], 
     for row in session.execute(stmt).mappings():
         found[(row["fingerprint"], row["starts_at"])] = dict(row)
     return found
+
+
+def _as_sent(row: dict[str, Any], alert: Alert) -> bool:
+    """Whether a stored instance's labels, annotations and URL are the alert's as this payload
+    has them (masked by its walk): equal values need no masking again."""
+    return (
+        row["labels"] == alert.labels
+        and row["annotations"] == alert.annotations
+        and row["generator_url"] == (alert.generator_url or None)
+    )
 
 
 def _values(
@@ -258,42 +272,32 @@ def _upsert(dialect: str) -> Any:
     ).returning(ALERT.c.id, ALERT.c.fingerprint, ALERT.c.starts_at)
 
 
-# PostgreSQL: the same upsert with one array per column (``unnest``), so the statement and its
-# parameters are the same whatever the number of alerts: the driver converts it once and the
-# server prepares it, where a multi-row ``VALUES`` (17 parameters an alert) is a new statement
-# text for the driver to parse at every notification (a tenth of the process's CPU in a storm).
-_PG_TYPES = {
-    "delivery_id": "integer",
-    "fingerprint": "varchar",
-    "starts_at": "timestamptz",
-    "ends_at": "timestamptz",
-    "status": "varchar",
-    "alertname": "varchar",
-    "labels": "json",
-    "annotations": "json",
-    "generator_url": "text",
-    "group_id": "integer",
-    "rule": "varchar",
-    "severity": "varchar",
-    "service": "varchar",
-    "last_received_at": "timestamptz",
-    "resolved_received_at": "timestamptz",
-    "first_received_at": "timestamptz",
-    "received_count": "integer",
-}
-_PG_JSON = ("labels", "annotations")
+# PostgreSQL: the same upsert with the rows as one JSON parameter
+# (:mod:`incidentbot.incidents.rowsets`), so the statement and its one parameter are the same
+# whatever the number of alerts: the driver neither parses a new multi-row ``VALUES`` at every
+# notification nor converts one array per column element by element.
+_PG_TIMES = (
+    "starts_at",
+    "ends_at",
+    "last_received_at",
+    "resolved_received_at",
+    "first_received_at",
+)
 _PG_UPSERT = text(
     "INSERT INTO alert (delivery_id, fingerprint, starts_at, ends_at, status, alertname,"
     " labels, annotations, generator_url, group_id, rule, severity, service, last_received_at,"
     " resolved_received_at, first_received_at, received_count)"
-    " SELECT * FROM unnest(CAST(:delivery_id AS integer[]), CAST(:fingerprint AS varchar[]),"
-    " CAST(:starts_at AS timestamptz[]), CAST(:ends_at AS timestamptz[]),"
-    " CAST(:status AS varchar[]), CAST(:alertname AS varchar[]), CAST(:labels AS json[]),"
-    " CAST(:annotations AS json[]), CAST(:generator_url AS text[]),"
-    " CAST(:group_id AS integer[]), CAST(:rule AS varchar[]), CAST(:severity AS varchar[]),"
-    " CAST(:service AS varchar[]), CAST(:last_received_at AS timestamptz[]),"
-    " CAST(:resolved_received_at AS timestamptz[]), CAST(:first_received_at AS timestamptz[]),"
-    " CAST(:received_count AS integer[]))"
+    " SELECT delivery_id, fingerprint, starts_at, ends_at, status, alertname, labels,"
+    " annotations, generator_url, group_id, rule, severity, service, last_received_at,"
+    " resolved_received_at, first_received_at, received_count"
+    " FROM ROWS FROM (json_to_recordset(CAST(:rows AS json)) AS (delivery_id integer,"
+    " fingerprint varchar, starts_at timestamptz, ends_at timestamptz, status varchar,"
+    " alertname varchar, labels json, annotations json, generator_url text, group_id integer,"
+    " rule varchar, severity varchar, service varchar, last_received_at timestamptz,"
+    " resolved_received_at timestamptz, first_received_at timestamptz, received_count integer))"
+    " WITH ORDINALITY AS r(delivery_id, fingerprint, starts_at, ends_at, status, alertname,"
+    " labels, annotations, generator_url, group_id, rule, severity, service, last_received_at,"
+    " resolved_received_at, first_received_at, received_count, n) ORDER BY r.n"
     " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET status = excluded.status,"
     " ends_at = excluded.ends_at, resolved_received_at = excluded.resolved_received_at,"
     " rule = excluded.rule, severity = excluded.severity, service = excluded.service,"
@@ -311,7 +315,7 @@ def _write(
         return {}
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        return _write_arrays(session, items, now)
+        return _write_json(session, items, now)
     stmt = _upsert(dialect)
     params = []
     for values, copies in items:
@@ -325,29 +329,18 @@ def _write(
     return {(fp, starts): id_ for id_, fp, starts in written}
 
 
-def _write_arrays(
+def _write_json(
     session: Session, items: list[tuple[dict[str, Any], int]], now: datetime
 ) -> dict[tuple[str, datetime], int]:
-    """:func:`_write` on PostgreSQL: one array per column (see ``_PG_UPSERT``)."""
-    columns: dict[str, list[Any]] = {name: [] for name in _PG_TYPES}
+    """:func:`_write` on PostgreSQL: the rows as one JSON parameter (see ``_PG_UPSERT``)."""
+    rows = []
     for values, copies in items:
-        for name in _INSERTED_FROM_ROW:
-            columns[name].append(values[name])
-        columns["first_received_at"].append(now)
-        columns["received_count"].append(copies)
-    for name in _PG_JSON:
-        columns[name] = [json.dumps(value) for value in columns[name]]
-    for name, kind in _PG_TYPES.items():
-        if kind == "timestamptz":  # aware, as the column type requires of every datetime
-            columns[name] = [_aware(value) for value in columns[name]]
-    written = session.execute(_PG_UPSERT, columns).all()
+        row = {name: values[name] for name in _INSERTED_FROM_ROW}
+        row["first_received_at"] = now
+        row["received_count"] = copies
+        rows.append(row)
+    written = session.execute(_PG_UPSERT, {"rows": json_rows(rows, _PG_TIMES)}).all()
     return {(fp, starts): id_ for id_, fp, starts in written}
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
-        raise ValueError(f"naive datetime {value.isoformat()} refused: give it a time zone")
-    return value
 
 
 def attach(session: Session, rows: Iterable[AlertRow], incident_id: int) -> None:
