@@ -20,9 +20,8 @@ from sqlmodel import Session
 
 from incidentbot import policy
 from incidentbot.alerts import records, routing
-from incidentbot.alerts.models import AlertGroup
 from incidentbot.alerts.payload import Payload
-from incidentbot.alerts.records import Routed
+from incidentbot.alerts.records import GroupRow, Routed
 from incidentbot.alerts.timeline import describe
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
@@ -38,7 +37,7 @@ log = logging.getLogger(__name__)
 OnDeclare = Callable[[Session, Settings, Incident, str, str | None], None]
 # Called in the delivery's transaction when it attached alerts to the group's incident or
 # resolved alerts on it (the web route passes alerts.messages.queue: the group's message).
-OnAlerts = Callable[[Session, Settings, Incident, AlertGroup], object]
+OnAlerts = Callable[[Session, Settings, Incident, GroupRow], object]
 
 
 @dataclass
@@ -99,7 +98,7 @@ def declare_group(
     session: Session,
     settings: Settings,
     payload: Payload,
-    group: AlertGroup,
+    group: GroupRow,
     rows: list[Routed],
     candidates: list[Routed],
     out: Outcome,

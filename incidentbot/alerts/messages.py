@@ -31,6 +31,7 @@ from sqlmodel import Session, col, select
 from incidentbot import db
 from incidentbot.alerts.declare import declared_here
 from incidentbot.alerts.models import FIRING, AlertDelivery, AlertGroup, AlertRecord
+from incidentbot.alerts.records import GroupRow
 from incidentbot.alerts.routing import Suggestion
 from incidentbot.alerts.snooze import snoozed_until
 from incidentbot.alerts.timeline import describe
@@ -83,7 +84,7 @@ Render = Callable[[GroupView, str], tuple[str, list[dict[str, Any]]]]
 BlockId = Callable[[Incident, int, str], str]
 
 
-def _prefix(incident: Incident, group: AlertGroup) -> str:
+def _prefix(incident: Incident, group: AlertGroup | GroupRow) -> str:
     return f"{incident.ref}:alerts:{group.id}:"
 
 
@@ -91,7 +92,7 @@ def queue(
     session: Session,
     settings: Settings,
     incident: Incident,
-    group: AlertGroup,
+    group: AlertGroup | GroupRow,
     *,
     actions: ActionRegistry = default_registry,
     force: bool = False,

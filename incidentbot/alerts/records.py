@@ -85,6 +85,19 @@ class AlertRow:
 Routed = tuple[AlertRow, Alert, routing.Route]
 
 
+@dataclass(slots=True, eq=False)
+class GroupRow:
+    """The group as processing uses it (no ORM instance); ``service._save_group`` writes what
+    processing changed (the incident it declared or joined)."""
+
+    id: int
+    key_hash: str
+    group_labels: dict[str, str]
+    incident_id: int | None
+    incidents_declared: int
+    _saved: tuple[int | None, int] = (None, 0)
+
+
 @dataclass
 class Recorded:
     """What :func:`record` did: the rows in the payload's order (one per listed alert), the

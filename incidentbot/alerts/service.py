@@ -36,7 +36,7 @@ from incidentbot.alerts import records
 from incidentbot.alerts.declare import OnAlerts, OnDeclare, Outcome, declare_group
 from incidentbot.alerts.models import FIRING, RESOLVED, AlertDelivery, AlertGroup, AlertRecord
 from incidentbot.alerts.payload import Payload, parse
-from incidentbot.alerts.records import AlertRow, Routed
+from incidentbot.alerts.records import AlertRow, GroupRow, Routed
 from incidentbot.alerts.snooze import snoozed_until
 from incidentbot.alerts.timeline import (
     attach,
@@ -238,7 +238,7 @@ def process(
         held = held or session.get(Incident, incident_id)
         if held is not None:
             record_resolved(session, resolved_rows, held, actor=actor, now=now)
-    session.add(group)
+    _save_group(session, group)
     resolved_here = (
         any(row.id in resolved_now and row.incident_id == incident.id for row, _, _ in rows)
         if incident is not None
@@ -278,7 +278,10 @@ def _lock_id(key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _group(session: Session, payload: Payload, key_hash: str, now: datetime) -> AlertGroup:
+_GROUPS: Table = AlertGroup.__table__  # type: ignore[attr-defined]
+
+
+def _group(session: Session, payload: Payload, key_hash: str, now: datetime) -> GroupRow:
     """The group, made or brought up to date in one statement (an upsert on its key)."""
     params = {
         "key_hash": key_hash,
@@ -291,18 +294,31 @@ def _group(session: Session, payload: Payload, key_hash: str, now: datetime) -> 
         "last_received_at": now,
     }
     stmt = _group_upsert(session.get_bind().dialect.name)
-    options = {"populate_existing": True}
-    return session.scalars(stmt, params, execution_options=options).one()
+    id_, labels, incident_id, declared = session.execute(stmt, params).one()
+    return GroupRow(id_, key_hash, labels, incident_id, declared, (incident_id, declared))
+
+
+def _save_group(session: Session, group: GroupRow) -> None:
+    """The group's incident and declare count, if processing changed them."""
+    if (group.incident_id, group.incidents_declared) != group._saved:
+        session.execute(
+            _GROUPS.update()
+            .where(_GROUPS.c.id == group.id)
+            .values(incident_id=group.incident_id, incidents_declared=group.incidents_declared)
+        )
+        group._saved = (group.incident_id, group.incidents_declared)
 
 
 @cache
 def _group_upsert(dialect: str) -> Any:
     """Built once per back end (see :func:`incidentbot.alerts.records._upsert`)."""
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(AlertGroup)
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(_GROUPS)
     return stmt.on_conflict_do_update(
-        index_elements=[col(AlertGroup.key_hash)],
+        index_elements=[_GROUPS.c.key_hash],
         set_={"status": stmt.excluded.status, "last_received_at": stmt.excluded.last_received_at},
-    ).returning(AlertGroup)
+    ).returning(
+        _GROUPS.c.id, _GROUPS.c.group_labels, _GROUPS.c.incident_id, _GROUPS.c.incidents_declared
+    )
 
 
 def _open_incident(

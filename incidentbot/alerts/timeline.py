@@ -19,9 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from incidentbot.alerts import records, routing
-from incidentbot.alerts.models import RESOLVED, AlertGroup, AlertRecord
+from incidentbot.alerts.models import RESOLVED, AlertRecord
 from incidentbot.alerts.payload import Payload
-from incidentbot.alerts.records import AlertRow, Routed
+from incidentbot.alerts.records import AlertRow, GroupRow, Routed
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident, TimelineEvent
@@ -143,7 +143,7 @@ def record_resolved(
 def group_attached(
     session: Session,
     incident: Incident,
-    group: AlertGroup,
+    group: GroupRow,
     payload: Payload,
     *,
     actor: str,
