@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from incidentbot import db
 from incidentbot.alerts.declare import declared_here
@@ -161,32 +162,55 @@ def _last_run(session: Session, incident: Incident, prefix: str) -> Any:
     return session.execute(stmt).first()
 
 
-def view(session: Session, incident: Incident, group: AlertGroup) -> GroupView:
-    """The group's alerts on the incident: firing first, then resolved, earliest first."""
-    rows = list(
-        session.exec(
-            select(AlertRecord)
-            .where(AlertRecord.group_id == group.id, AlertRecord.incident_id == incident.id)
-            .order_by(col(AlertRecord.starts_at), col(AlertRecord.id))
-        )
+_ALERTS = AlertRecord.__table__  # type: ignore[attr-defined]
+_DELIVERIES = AlertDelivery.__table__  # type: ignore[attr-defined]
+_EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
+_GROUPS = AlertGroup.__table__  # type: ignore[attr-defined]
+# Read with Core, the columns shown: no ORM instance, and of the delivery only its
+# externalURL (not the whole stored payload).
+_VIEW_ALERTS = (
+    select(
+        _ALERTS.c.id,
+        _ALERTS.c.status,
+        _ALERTS.c.alertname,
+        _ALERTS.c.labels,
+        _ALERTS.c.annotations,
+        _ALERTS.c.generator_url,
+        _ALERTS.c.delivery_id,
     )
+    .where(_ALERTS.c.group_id == bindparam("group_id"))
+    .where(_ALERTS.c.incident_id == bindparam("incident_id"))
+    .order_by(_ALERTS.c.starts_at, _ALERTS.c.id)
+)
+_SOURCE = select(_DELIVERIES.c.payload["externalURL"].as_string()).where(
+    _DELIVERIES.c.id == bindparam("delivery_id")
+)
+_SUGGESTED = (
+    select(_EVENTS.c.data)
+    .where(_EVENTS.c.incident_id == bindparam("incident_id"))
+    .where(_EVENTS.c.kind == "runbook.suggested")
+    .order_by(_EVENTS.c.id)
+)
+_GROUP = select(_GROUPS.c.id, _GROUPS.c.group_labels).where(_GROUPS.c.id == bindparam("id"))
+
+
+def view(session: Session, incident: Incident, group: AlertGroup | GroupRow | Any) -> GroupView:
+    """The group's alerts on the incident: firing first, then resolved, earliest first.
+    ``group``: anything with its ``id`` and ``group_labels``."""
+    rows = session.execute(_VIEW_ALERTS, {"group_id": group.id, "incident_id": incident.id}).all()
     rows.sort(key=lambda r: r.status != FIRING)
     firing = sum(1 for r in rows if r.status == FIRING)
     source = None
     if rows:
-        delivery = session.get(AlertDelivery, max(r.delivery_id for r in rows))
-        source = (delivery.payload.get("externalURL") or None) if delivery else None
+        latest = max(r.delivery_id for r in rows)
+        source = session.execute(_SOURCE, {"delivery_id": latest}).scalar() or None
     assert group.id is not None
     ids = {r.id for r in rows}
-    suggested = session.exec(
-        select(TimelineEvent)
-        .where(TimelineEvent.incident_id == incident.id, TimelineEvent.kind == "runbook.suggested")
-        .order_by(col(TimelineEvent.id))
-    )
+    suggested = session.execute(_SUGGESTED, {"incident_id": incident.id}).scalars()
     suggestions = [
-        Suggestion(str(e.data["runbook"]), dict(e.data.get("params") or {}))
-        for e in suggested
-        if e.data.get("alert_id") in ids and e.data.get("runbook")
+        Suggestion(str(data["runbook"]), dict(data.get("params") or {}))
+        for data in suggested
+        if data.get("alert_id") in ids and data.get("runbook")
     ][:MAX_SUGGESTIONS]
     return GroupView(
         ref=incident.ref,
@@ -226,14 +250,14 @@ class AlertMessages:
             return self._locks.setdefault(key, threading.Lock())
 
     def post(self, ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
-        with db.transaction(self.engine) as s:
+        with db.read(self.engine) as s:
             inc = s.get(Incident, ctx.incident_id)
-            group = s.get(AlertGroup, input["group_id"])
+            group = s.execute(_GROUP, {"id": input["group_id"]}).first()
             if inc is None or group is None:
                 raise PermanentError(f"incident {ctx.incident_id} or its alert group is gone")
+            if not inc.channel_id:  # nothing more to read until it does
+                raise RetryableError("the incident channel does not exist yet")
             shown = view(s, inc, group)
-        if not inc.channel_id:
-            raise RetryableError("the incident channel does not exist yet")
         if self._installation is None:
             self._installation = installation_id(self.engine)
         text, blocks = self.render(shown, self._installation)
