@@ -33,11 +33,11 @@ class AnnouncementPosts:
     def digest(self, ctx: StepContext, input: dict[str, Any]) -> dict[str, Any]:
         """Post or update the digest announcement. The declare's own first attempt posts
         without looking: nothing can have announced the incident before it. Any other (a
-        retry, a later refresh that finds no ts saved) first looks in the digest channel."""
+        retry, a later refresh that finds no ts saved) first looks in the digest channel.
+        The incident is read once, under the lock (what it shows, and whether it is out)."""
         reconcile = not (input.get("announce") and ctx.attempt == 1)
-        inc = self._incident(ctx)
-        with self._lock("digest", inc):
-            return self._update_digest_locked(inc, reconcile)
+        with self._lock("digest", ctx.incident_id):
+            return self._update_digest_locked(self._incident(ctx), reconcile)
 
     def _link_digest(self, inc: Incident) -> dict[str, Any]:
         """Link the announcement to the new channel once it is out. Posting it is the digest
@@ -45,12 +45,13 @@ class AnnouncementPosts:
         included (the lock orders the two here)."""
         with self._lock("digest", inc):
             self._digest_channel()  # none: fails here too, so the failure shows in the channel
-            if self._fresh(inc).digest_ts is None:
+            fresh = self._fresh(inc)
+            if fresh.digest_ts is None:
                 return {"skipped": "not announced yet"}
-            return self._update_digest_locked(inc, True)
+            return self._update_digest_locked(fresh, True)
 
     def _update_digest_locked(self, inc: Incident, reconcile: bool) -> dict[str, Any]:
-        inc = self._fresh(inc)
+        """``inc`` read under the digest lock (so its ``digest_ts`` is current)."""
         channel = self._digest_channel()
         installation = self._installation_id()
         text, blocks = self.render.digest(inc, inc.channel_id, installation=installation)

@@ -32,7 +32,7 @@ from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.naming import is_owned, purpose_of
 from incidentbot.incidents.standby import FILL_ACTION
-from incidentbot.incidents.standby_channels import MAX_NAME_SUFFIX, StandbyChannels
+from incidentbot.incidents.standby_channels import MAX_NAME_SUFFIX, Opening, StandbyChannels
 from incidentbot.installation import installation_id
 from incidentbot.ledger import service as ledger
 from incidentbot.ledger.actions import ActionRegistry, PermanentError, RetryableError, StepContext
@@ -66,10 +66,11 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
         self._locks: dict[tuple[str, int], threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
-    def _lock(self, what: str, incident: Incident) -> threading.Lock:
-        assert incident.id is not None
+    def _lock(self, what: str, incident: Incident | int) -> threading.Lock:
+        key = incident if isinstance(incident, int) else incident.id
+        assert key is not None
         with self._locks_guard:
-            return self._locks.setdefault((what, incident.id), threading.Lock())
+            return self._locks.setdefault((what, key), threading.Lock())
 
     def install(self, registry: ActionRegistry = default_registry) -> None:
         registry.register("chat.open_channel", self.open_channel, idempotent=True, replace=True,
@@ -128,8 +129,7 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
     # -- helpers ---------------------------------------------------------------------------
 
     def _incident(self, ctx: StepContext) -> Incident:
-        with db.read(self.engine) as s:
-            inc = s.get(Incident, ctx.incident_id)
+        inc = self._read(ctx.incident_id)
         if inc is None:
             raise PermanentError(f"incident id {ctx.incident_id} does not exist")
         return inc
@@ -184,9 +184,10 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
         """Create the channel, or adopt the one an interrupted attempt already created; with
         ``furnish`` in the input (a declare's channel run), go on at once to furnish it as
         :meth:`furnish_channel` does, so the header is not held up by a second step."""
-        inc = self._incident(ctx)
+        opening = ctx.prepared if isinstance(ctx.prepared, Opening) else Opening(None, None)
+        inc = opening.incident or self._incident(ctx)  # read as the step started (its prepare)
         declarer = input.get("declarer")
-        taken = ctx.prepared if isinstance(ctx.prepared, dict) else None
+        taken = opening.standby
         if taken is not None and self._keep_standby(inc, taken):  # taken for this incident
             return self._open_standby(ctx, inc, taken, declarer)
         if inc.channel_id:
@@ -382,10 +383,13 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
         return ts
 
     def _fresh(self, inc: Incident) -> Incident:
-        with db.read(self.engine) as s:
-            row = s.get(Incident, inc.id)
+        row = self._read(inc.id)
         assert row is not None
         return row
+
+    def _read(self, incident_id: int | None) -> Incident | None:
+        with db.read(self.engine) as s:
+            return s.get(Incident, incident_id)
 
     def header(self, ctx: StepContext, _input: dict[str, Any]) -> dict[str, Any]:
         inc = self._incident(ctx)

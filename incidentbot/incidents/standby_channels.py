@@ -9,6 +9,7 @@ the refill) is :mod:`incidentbot.incidents.standby`.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session
@@ -39,6 +40,15 @@ def standby_purpose(row_id: int, installation: str) -> str:
     return f"{text[: MAX_PURPOSE - len(owner_tag(installation)) - 1]} {owner_tag(installation)}"
 
 
+@dataclass(frozen=True)
+class Opening:
+    """What a channel step's ``prepare`` read: the incident (None: it does not exist) and the
+    standby channel taken for it, if any (its row id, channel id and privacy)."""
+
+    incident: Incident | None
+    standby: dict[str, Any] | None
+
+
 class StandbyChannels:
     """The standby-channel actions of :class:`~incidentbot.incidents.flows.ChatActions`."""
 
@@ -67,30 +77,38 @@ class StandbyChannels:
 
     def prepare_open_channel(
         self, session: Session, ctx: StepContext, input: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """In the transaction that marks the declare's channel step started (fenced by its
-        lease): the standby channel this incident took on an interrupted attempt, or one it
-        takes now (the refill is queued once it is renamed). The incident gets the channel's
-        id at once, so everything that posts to it (the header, the digest's link, a page's
-        note) can go out before the rename is answered."""
-        if not input.get("furnish") or ctx.incident_id is None:
-            return None  # a run queued in two steps by an older version: it creates
-        # One indexed read: a crash between the take and the rename leaves the spare taken.
-        held = standby.held_by(session, ctx.incident_id)
-        if held is not None:
-            return {"standby_id": held.id, "channel_id": held.channel_id, "private": held.private}
-        if not self.settings.channels.standby:
+    ) -> Opening | None:
+        """In the transaction that marks the channel step started (fenced by its lease): the
+        incident, read there once for the whole step, and for a declare's channel the standby
+        channel this incident took on an interrupted attempt, or one it takes now (the refill
+        is queued once it is renamed). The incident gets the channel's id at once, so
+        everything that posts to it (the header, the digest's link, a page's note) can go out
+        before the rename is answered."""
+        if ctx.incident_id is None:
             return None
-        inc = session.get(Incident, ctx.incident_id, with_for_update=True)
-        if inc is None or inc.channel_id:
-            return None
-        private = bool(inc.private)
-        taken = standby.take(session, ctx.incident_id, private=private)
-        if taken is None:
-            return None
-        inc.channel_id, inc.channel_name = taken[1], self._channel_name(inc)
-        session.add(inc)
-        return {"standby_id": taken[0], "channel_id": taken[1], "private": private}
+        taken: dict[str, Any] | None = None
+        inc: Incident | None = None
+        if input.get("furnish"):  # (a run queued in two steps by an older version creates)
+            # One indexed read: a crash between the take and the rename leaves the spare taken.
+            held = standby.held_by(session, ctx.incident_id)
+            if held is not None:
+                taken = {
+                    "standby_id": held.id,
+                    "channel_id": held.channel_id,
+                    "private": held.private,
+                }
+            elif self.settings.channels.standby:
+                inc = session.get(Incident, ctx.incident_id, with_for_update=True)
+                if inc is not None and not inc.channel_id:
+                    private = bool(inc.private)
+                    took = standby.take(session, ctx.incident_id, private=private)
+                    if took is not None:
+                        inc.channel_id, inc.channel_name = took[1], self._channel_name(inc)
+                        session.add(inc)
+                        taken = {"standby_id": took[0], "channel_id": took[1], "private": private}
+        if inc is None:
+            inc = session.get(Incident, ctx.incident_id)
+        return Opening(inc, taken)
 
     def _channel_name(self, inc: Incident, n: int = 1) -> str:
         return channel_name(
