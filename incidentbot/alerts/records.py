@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, select, text, update
+from sqlalchemy import Table, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -178,7 +178,7 @@ def record(
         for item in pending.values():
             if not item.existed:
                 item.values["delivery_id"] = delivery_id
-    items = [(item.values, item.copies) for item in pending.values()]
+    items = [(item.values, item.copies, item.existed) for item in pending.values()]
     ids = _write(session, items, now)
     rows: dict[tuple[str, datetime], AlertRow] = {}
     for key, item in pending.items():
@@ -196,17 +196,34 @@ def record(
 
 def _existing(session: Session, payload: Payload) -> dict[tuple[str, datetime], dict[str, Any]]:
     """The payload's alert instances that are already stored, by (fingerprint, startsAt)."""
-    fingerprints = {a.fingerprint for a in payload.alerts}
-    starts = {a.starts_at for a in payload.alerts}
-    if not fingerprints:
+    if not payload.alerts:
         return {}
-    stmt = select(*(ALERT.c[name] for name in _READ)).where(
-        ALERT.c.fingerprint.in_(fingerprints), ALERT.c.starts_at.in_(starts)
-    )
+    if session.get_bind().dialect.name == "postgresql":
+        # The keys as one JSON parameter: one statement text whatever their number (an
+        # expanding ``IN`` is a new text, parsed again, for every count).
+        keys = [{"fingerprint": a.fingerprint, "starts_at": a.starts_at} for a in payload.alerts]
+        result = session.execute(_PG_EXISTING, {"rows": json_rows(keys, ("starts_at",))})
+    else:
+        fingerprints = {a.fingerprint for a in payload.alerts}
+        starts = {a.starts_at for a in payload.alerts}
+        stmt = select(*(ALERT.c[name] for name in _READ)).where(
+            ALERT.c.fingerprint.in_(fingerprints), ALERT.c.starts_at.in_(starts)
+        )
+        result = session.execute(stmt)
     found = {}
-    for row in session.execute(stmt).mappings():
+    for row in result.mappings():
         found[(row["fingerprint"], row["starts_at"])] = dict(row)
     return found
+
+
+_PG_EXISTING = select(*(ALERT.c[name] for name in _READ)).where(
+    tuple_(ALERT.c.fingerprint, ALERT.c.starts_at).in_(
+        text(
+            "SELECT fingerprint, starts_at FROM json_to_recordset(CAST(:rows AS json))"
+            " AS k(fingerprint varchar, starts_at timestamptz)"
+        )
+    )
+)
 
 
 def _as_sent(row: dict[str, Any], alert: Alert) -> bool:
@@ -320,39 +337,38 @@ _PG_UPSERT = text(
 ).columns(ALERT.c.id, ALERT.c.fingerprint, ALERT.c.starts_at)
 
 
-def _write(
-    session: Session, items: list[tuple[dict[str, Any], int]], now: datetime
-) -> dict[tuple[str, datetime], int]:
-    """One upsert for every instance; returns their ids by (fingerprint, startsAt)."""
-    if not items:
-        return {}
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return _write_json(session, items, now)
-    stmt = _upsert(dialect)
-    params = []
-    for values, copies in items:
-        param = {name: values[name] for name in _INSERTED_FROM_ROW}
-        # A stored instance keeps its delivery and first receipt (not in the update), but
-        # the proposed row must still be one that could be inserted (its own delivery).
-        param["first_received_at"] = now
-        param["received_count"] = copies
-        params.append(param)
-    written = session.execute(stmt, params).all()
-    return {(fp, starts): id_ for id_, fp, starts in written}
+Item = tuple[dict[str, Any], int, bool]  # an instance's values, its copies, whether stored
 
 
-def _write_json(
-    session: Session, items: list[tuple[dict[str, Any], int]], now: datetime
-) -> dict[tuple[str, datetime], int]:
-    """:func:`_write` on PostgreSQL: the rows as one JSON parameter (see ``_PG_UPSERT``)."""
+def _proposed(items: list[Item], now: datetime) -> list[dict[str, Any]]:
+    """The rows the upsert proposes. A stored instance keeps its labels, annotations, delivery
+    and first receipt (not in the update): its proposed row need only be one that could be
+    inserted, so its labels and annotations are not sent again."""
     rows = []
-    for values, copies in items:
+    for values, copies, existed in items:
         row = {name: values[name] for name in _INSERTED_FROM_ROW}
+        if existed:
+            row["labels"] = row["annotations"] = _NOT_SENT
         row["first_received_at"] = now
         row["received_count"] = copies
         rows.append(row)
-    written = session.execute(_PG_UPSERT, {"rows": json_rows(rows, _PG_TIMES)}).all()
+    return rows
+
+
+_NOT_SENT: dict[str, str] = {}
+
+
+def _write(session: Session, items: list[Item], now: datetime) -> dict[tuple[str, datetime], int]:
+    """One upsert for every instance; returns their ids by (fingerprint, startsAt)."""
+    if not items:
+        return {}
+    rows = _proposed(items, now)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        params = {"rows": json_rows(rows, _PG_TIMES)}
+        written = session.execute(_PG_UPSERT, params).all()
+    else:
+        written = session.execute(_upsert(dialect), rows).all()
     return {(fp, starts): id_ for id_, fp, starts in written}
 
 
