@@ -19,17 +19,18 @@ processed again when Alertmanager retries it or sends the group again.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, text
+from sqlalchemy import Table, bindparam, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from incidentbot import db, policy
 from incidentbot.alerts import records
@@ -37,7 +38,7 @@ from incidentbot.alerts.declare import OnAlerts, OnDeclare, Outcome, declare_gro
 from incidentbot.alerts.models import FIRING, RESOLVED, AlertDelivery, AlertGroup, AlertRecord
 from incidentbot.alerts.payload import Payload, parse
 from incidentbot.alerts.records import AlertRow, GroupRow, Routed
-from incidentbot.alerts.snooze import snoozed_until
+from incidentbot.alerts.snooze import not_snoozed, snoozed_until
 from incidentbot.alerts.timeline import (
     attach,
     group_attached,
@@ -177,7 +178,8 @@ def process(
     )
 
     group = _group(session, payload, key_hash, now)
-    assert group.id is not None
+    if group.incident_id is None:  # never on an incident: it cannot have been snoozed
+        not_snoozed(session, group.id)
     recorded = records.record(session, settings, payload, group.id, delivery, now)
     rows, resolved_now = recorded.rows, recorded.resolved_now
     out.new, out.repeats, out.resolved = recorded.new, recorded.repeats, recorded.resolved
@@ -336,17 +338,36 @@ def _incident_holding(
     session: Session, settings: Settings, fingerprints: list[str]
 ) -> Incident | None:
     """The newest open incident that already holds one of these alerts (dedupe across groups:
-    the same alert routed to the bot by two Alertmanager routes opens one incident)."""
+    the same alert routed to the bot by two Alertmanager routes opens one incident). Its id is
+    looked up with Core; the incident is loaded only when there is one."""
     if not fingerprints:
         return None
-    stmt = (
-        select(Incident)
-        .join(AlertRecord, col(AlertRecord.incident_id) == col(Incident.id))
-        .where(
-            col(AlertRecord.fingerprint).in_(fingerprints),
-            col(Incident.status).not_in(policy.terminal_statuses(settings)),
-        )
-        .order_by(col(Incident.number).desc())
+    dialect = session.get_bind().dialect.name
+    stmt = _holding(dialect, tuple(sorted(policy.terminal_statuses(settings))))
+    params: dict[str, Any] = {"fps": fingerprints}
+    if dialect == "postgresql":
+        params = {"fps": json.dumps(fingerprints)}
+    found = session.execute(stmt, params).scalar()
+    return session.get(Incident, found) if found is not None else None
+
+
+_INCIDENTS: Table = Incident.__table__  # type: ignore[attr-defined]
+_ALERTS: Table = AlertRecord.__table__  # type: ignore[attr-defined]
+
+
+@cache
+def _holding(dialect: str, terminal: tuple[str, ...]) -> Any:
+    """Built once per back end and set of terminal statuses. On PostgreSQL the fingerprints are
+    one JSON parameter: one statement text whatever their number."""
+    if dialect == "postgresql":
+        listed = text("SELECT json_array_elements_text(CAST(:fps AS json))")
+        wanted = _ALERTS.c.fingerprint.in_(listed)
+    else:
+        wanted = _ALERTS.c.fingerprint.in_(bindparam("fps", expanding=True))
+    return (
+        select(_INCIDENTS.c.id)
+        .join(_ALERTS, _ALERTS.c.incident_id == _INCIDENTS.c.id)
+        .where(wanted, _INCIDENTS.c.status.not_in(terminal))
+        .order_by(_INCIDENTS.c.number.desc())
         .limit(1)
     )
-    return session.exec(stmt).first()

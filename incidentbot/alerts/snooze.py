@@ -33,6 +33,12 @@ def snoozed_until(session: Session, group_id: int | None, now: datetime) -> date
     return until if until is not None and until > now else None
 
 
+def not_snoozed(session: Session, group_id: int) -> None:
+    """Note, for the rest of the transaction, that the group has no snooze (a group that was
+    never on an incident: a snooze is of a group on its incident), so nothing reads it."""
+    _memo(session)[group_id] = None
+
+
 _MEMO = "incidentbot.alerts.snooze_ends"
 
 
