@@ -13,6 +13,7 @@ from sqlmodel import select
 from incidentbot import db
 from incidentbot.alerts import service
 from incidentbot.alerts.models import AlertDelivery, AlertRecord
+from incidentbot.incidents import service as svc
 from tests.test_alerts_support import T0, alert, notification, resolved, settings_for
 from tests.test_ledger_cost import begins, statements
 
@@ -54,8 +55,9 @@ def test_a_repeat_and_a_resolve_write_their_delivery_once(engine, settings):
     with statements(engine) as seen:
         done = service.ingest(engine, settings, notification(ended))
     assert done.resolved == 2
-    assert seen.count("INSERT alert_delivery") == 1, seen
-    assert "UPDATE alert_delivery" not in seen, seen
+    # the resolves on the timeline in one statement, the delivery written once
+    resolve = Counter({"INSERT timeline_event": 1, "INSERT alert_delivery": 1})
+    assert Counter(seen) == _per_delivery(engine) + resolve, seen
 
     with db.read(engine) as s:
         deliveries = s.exec(select(AlertDelivery).order_by(AlertDelivery.id)).all()
@@ -68,6 +70,31 @@ def test_a_repeat_and_a_resolve_write_their_delivery_once(engine, settings):
         (first.delivery_id, 3, "resolved"),
         (first.delivery_id, 3, "resolved"),
     ]
+
+
+def test_a_new_group_declares_without_reading_snoozes_or_incident_rows(engine, settings):
+    """A group's first delivery: the alerts' statements are one each, the timeline's are one
+    batch per kind, and a group never on an incident is not looked up for a snooze."""
+    with statements(engine) as seen:
+        first = service.ingest(engine, settings, notification([_rpc(1), _rpc(2), _rpc(3)]))
+    assert first.declared and (first.new, first.attached) == (3, 3)
+    found = Counter(seen)
+    alerts_side = {
+        "INSERT alert_group": 1,  # the upsert
+        "SELECT alert": 1,  # the stored instances
+        "INSERT alert_delivery": 1,  # named by the new alerts
+        "INSERT alert": 1,  # their upsert
+        "UPDATE alert": 1,  # attached to the incident declared
+        "UPDATE alert_group": 1,  # its incident
+        "UPDATE alert_delivery": 1,  # the outcome
+    }
+    assert {k: found[k] for k in alerts_side} == alerts_side, seen
+    assert found["SELECT timeline_event"] == 0, seen  # no snooze lookup
+    # the declare's events, the three alerts firing, the suggested runbooks: one batch each
+    assert found["INSERT timeline_event"] == 3, seen
+    with db.read(engine) as s:
+        kinds = Counter(e.kind for e in svc.timeline(s, svc.get(s, "INC-1")))
+    assert kinds["alert.firing"] == 3 and kinds["runbook.suggested"] == 3, kinds
 
 
 def test_a_delivery_with_a_new_alert_names_its_row_first(engine, settings):
