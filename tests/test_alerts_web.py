@@ -171,3 +171,17 @@ def test_invisible_controls_in_an_alert_are_removed_before_anything_is_stored(cl
         stored = s.exec(select(AlertRecord)).one()
     assert stored.annotations["summary"] == "rpc-2 down on mainnet"
     assert stored.labels["instance"] == "rpc-2"
+
+
+def test_a_lone_surrogate_in_an_alert_is_replaced_not_a_500(client, engine):
+    """JSON may spell half of a UTF-16 pair alone ("\\ud800"): no database can store it, so it
+    becomes U+FFFD and the alert is stored, where it used to fail on every retry."""
+    body = json.dumps(notification([alert("RpcEndpointDown", instance="rpc-9")]))
+    body = body.replace('"rpc-9"', '"rpc-9\\ud800"').replace('fired"', 'fired \\udc00"')
+    headers = {**BEARER, "Content-Type": "application/json"}
+    response = client.post(PATH, content=body.encode(), headers=headers)
+    assert response.status_code == 200, response.text
+    with Session(engine) as s:
+        stored = s.exec(select(AlertRecord)).one()
+    assert stored.labels["instance"] == "rpc-9\ufffd"
+    assert stored.annotations["summary"].endswith("fired \ufffd")

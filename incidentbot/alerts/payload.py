@@ -178,17 +178,27 @@ def parse(data: Any) -> tuple[Payload, dict[str, Any]]:
     return payload, stored
 
 
+# Half of a UTF-16 pair alone (JSON's "\ud800" decodes to one): no encoding can store it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(text: str) -> str:
+    """:func:`~incidentbot.typed_text.clean`, and a lone surrogate replaced (U+FFFD): the
+    alert is stored rather than refused by the database on every retry."""
+    return _LONE_SURROGATE.sub("\ufffd", clean(text))
+
+
 def _clean_and_redact(value: Any) -> tuple[Any, Any]:
     """(``clean_tree(value)``, ``redact(clean_tree(value))``) in one walk."""
     if isinstance(value, str):
         # Printable ASCII (most label values) has nothing invisible to remove.
-        cleaned = value if value.isascii() and value.isprintable() else clean(value)
+        cleaned = value if value.isascii() and value.isprintable() else _clean(value)
         return cleaned, redact_text(cleaned)
     if isinstance(value, dict):
         cleaned_dict: dict[Any, Any] = {}
         redacted_dict: dict[str, Any] = {}
         for key, item in value.items():
-            key = clean(key) if isinstance(key, str) else key
+            key = _clean(key) if isinstance(key, str) else key
             cleaned_item, redacted_item = _clean_and_redact(item)
             cleaned_dict[key] = cleaned_item
             name = str(key)
