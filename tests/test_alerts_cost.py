@@ -5,7 +5,7 @@ and the stored rows say what happened."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 from sqlmodel import select
@@ -107,3 +107,37 @@ def test_a_delivery_with_a_new_alert_names_its_row_first(engine, settings):
     assert [a.delivery_id for a in stored] == [out.delivery_id - 1, out.delivery_id]
     assert delivery is not None and delivery.processed_at is not None
     assert delivery.outcome == out.summary()
+
+
+TWIN = "0123456789abcdef"  # a fingerprint
+
+
+def test_an_alert_stored_through_the_orm_is_the_same_instance_to_the_upsert(engine, settings):
+    """Rows written by the column types (the ORM, as earlier versions wrote alerts) and rows
+    written by the upsert's own value making compare equal on (fingerprint, startsAt), with
+    startsAt given in another zone: a repeat is a repeat, not a second instance."""
+    first = service.ingest(engine, settings, notification([_rpc(1)]))
+    with db.transaction(engine) as s:
+        stored = s.exec(select(AlertRecord)).one()
+        twin = AlertRecord(
+            fingerprint=TWIN,
+            starts_at=stored.starts_at,
+            status="firing",
+            alertname="RpcEndpointDown",
+            labels={"alertname": "RpcEndpointDown"},
+            annotations={},
+            group_id=stored.group_id,
+            delivery_id=first.delivery_id,
+            first_received_at=stored.first_received_at,
+            last_received_at=stored.last_received_at,
+        )
+        s.add(twin)
+    again = alert("RpcEndpointDown", starts_at=T0 + timedelta(minutes=1))
+    again["fingerprint"] = TWIN
+    again["startsAt"] = (T0 + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=2)))
+    again["startsAt"] = again["startsAt"].isoformat()
+    out = service.ingest(engine, settings, notification([again]))
+    assert (out.new, out.repeats) == (0, 1), out
+    with db.read(engine) as s:
+        rows = s.exec(select(AlertRecord).where(AlertRecord.fingerprint == TWIN)).all()
+    assert [r.received_count for r in rows] == [2]

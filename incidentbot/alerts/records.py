@@ -4,9 +4,9 @@ The caller holds the locks of :mod:`incidentbot.alerts.service` (the group's and
 fingerprint's), so what :func:`record` reads cannot change before it writes. It reads the
 notification's known alert instances in one query, works out in Python what each one becomes
 (new, repeated, resolved), and writes them all with one ``INSERT ... ON CONFLICT DO UPDATE``
-(SQLite and PostgreSQL both have it; batched by SQLAlchemy's "insertmanyvalues" when a
-notification is large). The rows it hands on are plain :class:`AlertRow` values: attaching them
-to an incident, or noting why a declare was refused, is one ``UPDATE`` for all of them.
+(:mod:`incidentbot.alerts.upserts`). The rows it hands on are plain :class:`AlertRow` values:
+attaching them to an incident, or noting why a declare was refused, is one ``UPDATE`` for all
+of them.
 """
 
 from __future__ import annotations
@@ -14,15 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Table, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from incidentbot.alerts import routing
+from incidentbot.alerts import routing, upserts
 from incidentbot.alerts.models import FIRING, RESOLVED, AlertRecord
 from incidentbot.alerts.payload import Alert, Payload
 from incidentbot.config import Settings
@@ -179,7 +176,7 @@ def record(
             if not item.existed:
                 item.values["delivery_id"] = delivery_id
     items = [(item.values, item.copies, item.existed) for item in pending.values()]
-    ids = _write(session, items, now)
+    ids = upserts.write(session, items, now)
     rows: dict[tuple[str, datetime], AlertRow] = {}
     for key, item in pending.items():
         values = {name: item.values[name] for name in _READ if name != "id"}
@@ -263,113 +260,6 @@ def _values(
         "error": None,
         "delivery_id": 0,  # set once the notification has new alerts: its row is written then
     }
-
-
-_INSERTED_FROM_ROW = (
-    "delivery_id",
-    "fingerprint",
-    "starts_at",
-    "ends_at",
-    "status",
-    "alertname",
-    "labels",
-    "annotations",
-    "generator_url",
-    "group_id",
-    "rule",
-    "severity",
-    "service",
-    "last_received_at",
-    "resolved_received_at",
-)
-# What a notification changes on a stored instance: its count and last receipt, a resolve,
-# and the routing of an instance not attached yet (the write sends the stored routing back
-# for an attached one). Labels, first receipt and the delivery that brought it stay.
-_UPDATED = ("status", "ends_at", "resolved_received_at", "rule", "severity", "service")
-
-
-@cache
-def _upsert(dialect: str) -> Any:
-    """The upsert of alert instances, built once per back end (SQLAlchemy then reuses its
-    compiled form; building ``excluded`` again for each notification costs more than the
-    statement)."""
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(ALERT)
-    set_: dict[str, Any] = {name: stmt.excluded[name] for name in _UPDATED}
-    set_["received_count"] = ALERT.c.received_count + stmt.excluded.received_count
-    set_["last_received_at"] = stmt.excluded.last_received_at
-    return stmt.on_conflict_do_update(
-        index_elements=[ALERT.c.fingerprint, ALERT.c.starts_at], set_=set_
-    ).returning(ALERT.c.id, ALERT.c.fingerprint, ALERT.c.starts_at)
-
-
-# PostgreSQL: the same upsert with the rows as one JSON parameter
-# (:mod:`incidentbot.incidents.rowsets`), so the statement and its one parameter are the same
-# whatever the number of alerts: the driver neither parses a new multi-row ``VALUES`` at every
-# notification nor converts one array per column element by element.
-_PG_TIMES = (
-    "starts_at",
-    "ends_at",
-    "last_received_at",
-    "resolved_received_at",
-    "first_received_at",
-)
-_PG_UPSERT = text(
-    "INSERT INTO alert (delivery_id, fingerprint, starts_at, ends_at, status, alertname,"
-    " labels, annotations, generator_url, group_id, rule, severity, service, last_received_at,"
-    " resolved_received_at, first_received_at, received_count)"
-    " SELECT delivery_id, fingerprint, starts_at, ends_at, status, alertname, labels,"
-    " annotations, generator_url, group_id, rule, severity, service, last_received_at,"
-    " resolved_received_at, first_received_at, received_count"
-    " FROM ROWS FROM (json_to_recordset(CAST(:rows AS json)) AS (delivery_id integer,"
-    " fingerprint varchar, starts_at timestamptz, ends_at timestamptz, status varchar,"
-    " alertname varchar, labels json, annotations json, generator_url text, group_id integer,"
-    " rule varchar, severity varchar, service varchar, last_received_at timestamptz,"
-    " resolved_received_at timestamptz, first_received_at timestamptz, received_count integer))"
-    " WITH ORDINALITY AS r(delivery_id, fingerprint, starts_at, ends_at, status, alertname,"
-    " labels, annotations, generator_url, group_id, rule, severity, service, last_received_at,"
-    " resolved_received_at, first_received_at, received_count, n) ORDER BY r.n"
-    " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET status = excluded.status,"
-    " ends_at = excluded.ends_at, resolved_received_at = excluded.resolved_received_at,"
-    " rule = excluded.rule, severity = excluded.severity, service = excluded.service,"
-    " received_count = alert.received_count + excluded.received_count,"
-    " last_received_at = excluded.last_received_at"
-    " RETURNING id, fingerprint, starts_at"
-).columns(ALERT.c.id, ALERT.c.fingerprint, ALERT.c.starts_at)
-
-
-Item = tuple[dict[str, Any], int, bool]  # an instance's values, its copies, whether stored
-
-
-def _proposed(items: list[Item], now: datetime) -> list[dict[str, Any]]:
-    """The rows the upsert proposes. A stored instance keeps its labels, annotations, delivery
-    and first receipt (not in the update): its proposed row need only be one that could be
-    inserted, so its labels and annotations are not sent again."""
-    rows = []
-    for values, copies, existed in items:
-        row = {name: values[name] for name in _INSERTED_FROM_ROW}
-        if existed:
-            row["labels"] = row["annotations"] = _NOT_SENT
-        row["first_received_at"] = now
-        row["received_count"] = copies
-        rows.append(row)
-    return rows
-
-
-_NOT_SENT: dict[str, str] = {}
-
-
-def _write(session: Session, items: list[Item], now: datetime) -> dict[tuple[str, datetime], int]:
-    """One upsert for every instance; returns their ids by (fingerprint, startsAt)."""
-    if not items:
-        return {}
-    rows = _proposed(items, now)
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        params = {"rows": json_rows(rows, _PG_TIMES)}
-        written = session.execute(_PG_UPSERT, params).all()
-    else:
-        written = session.execute(_upsert(dialect), rows).all()
-    return {(fp, starts): id_ for id_, fp, starts in written}
 
 
 def attach(session: Session, rows: Iterable[AlertRow], incident_id: int) -> None:

@@ -313,7 +313,7 @@ def _save_group(session: Session, group: GroupRow) -> None:
 
 @cache
 def _group_upsert(dialect: str) -> Any:
-    """Built once per back end (see :func:`incidentbot.alerts.records._upsert`)."""
+    """Built once per back end (see :func:`incidentbot.alerts.upserts._sqlite_upsert`)."""
     stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(_GROUPS)
     return stmt.on_conflict_do_update(
         index_elements=[_GROUPS.c.key_hash],

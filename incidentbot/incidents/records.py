@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, text
+from sqlalchemy import and_, or_, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -19,11 +19,10 @@ from incidentbot import policy
 from incidentbot.config import Settings
 from incidentbot.durations import ensure_utc
 from incidentbot.errors import DomainError, NotFound
+from incidentbot.incidents import event_batches
 from incidentbot.incidents.models import Counter, Incident, RoleAssignment, TimelineEvent
-from incidentbot.incidents.rowsets import json_rows
 from incidentbot.ledger.redact import redact_strings, redact_text, rules_generation
 
-_INSERT_EVENT = insert(TimelineEvent.__table__)  # type: ignore[attr-defined]
 _REF = re.compile(r"^\s*#?(?:inc-?)?(\d+)\s*$", re.IGNORECASE)
 
 
@@ -214,29 +213,10 @@ def event_row(
 
 def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
     """Append events built by :func:`event_row` in one statement, in the order given (their
-    ids, which order events recorded at the same time, follow it). On PostgreSQL the rows go
-    as one JSON parameter (:mod:`incidentbot.incidents.rowsets`): one statement text, one
-    round trip, whatever their number; on SQLite one batched ``INSERT``."""
-    if not rows:
-        return
-    connection = session.connection()
-    if len(rows) > 1 and connection.dialect.name == "postgresql":
-        connection.execute(_PG_INSERT_EVENTS, {"rows": json_rows(rows, _EVENT_TIMES)})
-    else:
-        connection.execute(_INSERT_EVENT, rows)
-
-
-_EVENT_TIMES = ("occurred_at", "recorded_at")
-_PG_INSERT_EVENTS = text(
-    "INSERT INTO timeline_event (incident_id, occurred_at, recorded_at, kind, actor, summary,"
-    " data, source_key)"
-    " SELECT incident_id, occurred_at, recorded_at, kind, actor, summary, data, source_key"
-    " FROM ROWS FROM (json_to_recordset(CAST(:rows AS json)) AS (incident_id integer,"
-    " occurred_at timestamptz, recorded_at timestamptz, kind varchar, actor varchar,"
-    " summary text, data json, source_key varchar))"
-    " WITH ORDINALITY AS r(incident_id, occurred_at, recorded_at, kind, actor, summary, data,"
-    " source_key, n) ORDER BY r.n"  # r.n: the row's place in the array, which the ids follow
-)
+    ids, which order events recorded at the same time, follow it): see
+    :mod:`incidentbot.incidents.event_batches`."""
+    if rows:
+        event_batches.write(session.connection(), rows)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,138 @@
+"""Writing a notification's alert instances: one ``INSERT ... ON CONFLICT DO UPDATE`` for all
+of them, sent the cheapest way on each back end. On PostgreSQL the rows are one JSON parameter
+(:mod:`incidentbot.incidents.rowsets`: one statement text, converted once, prepared by the
+server). On SQLite a batched ``INSERT`` on untyped columns, its values made as the columns
+make them (each distinct time once: most rows share the delivery's time), where SQLAlchemy's
+per-row type processing of five times and two JSON values was most of the statement's cost.
+(Sending the rows as JSON to SQLite too was tried: SQLite's JSON functions run in the bot's
+process and cost as much as they save.)"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Table, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from incidentbot.alerts.models import AlertRecord
+from incidentbot.incidents.rowsets import json_rows, untyped, written_as
+
+ALERT: Table = AlertRecord.__table__  # type: ignore[attr-defined]
+
+_INSERTED_FROM_ROW = (
+    "delivery_id",
+    "fingerprint",
+    "starts_at",
+    "ends_at",
+    "status",
+    "alertname",
+    "labels",
+    "annotations",
+    "generator_url",
+    "group_id",
+    "rule",
+    "severity",
+    "service",
+    "last_received_at",
+    "resolved_received_at",
+)
+# What a notification changes on a stored instance: its count and last receipt, a resolve,
+# and the routing of an instance not attached yet (the write sends the stored routing back
+# for an attached one). Labels, first receipt and the delivery that brought it stay.
+_UPDATED = ("status", "ends_at", "resolved_received_at", "rule", "severity", "service")
+
+
+@cache
+def _sqlite_upsert() -> Any:
+    """Built once (SQLAlchemy then reuses its compiled form; building ``excluded`` again for
+    each notification costs more than the statement), on the untyped columns."""
+    table = _UNTYPED
+    stmt = sqlite_insert(table)
+    set_: dict[str, Any] = {name: stmt.excluded[name] for name in _UPDATED}
+    set_["received_count"] = table.c.received_count + stmt.excluded.received_count
+    set_["last_received_at"] = stmt.excluded.last_received_at
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.fingerprint, table.c.starts_at], set_=set_
+    ).returning(table.c.id, table.c.fingerprint, table.c.starts_at)
+
+
+_UNTYPED = untyped(ALERT)
+_TIMES = (
+    "starts_at",
+    "ends_at",
+    "last_received_at",
+    "resolved_received_at",
+    "first_received_at",
+)
+
+
+# PostgreSQL: the same upsert with the rows as one JSON parameter
+# (:mod:`incidentbot.incidents.rowsets`), so the statement and its one parameter are the same
+# whatever the number of alerts: the driver neither parses a new multi-row ``VALUES`` at every
+# notification nor converts one array per column element by element.
+_PG_UPSERT = text(
+    "INSERT INTO alert (delivery_id, fingerprint, starts_at, ends_at, status, alertname,"
+    " labels, annotations, generator_url, group_id, rule, severity, service, last_received_at,"
+    " resolved_received_at, first_received_at, received_count)"
+    " SELECT delivery_id, fingerprint, starts_at, ends_at, status, alertname, labels,"
+    " annotations, generator_url, group_id, rule, severity, service, last_received_at,"
+    " resolved_received_at, first_received_at, received_count"
+    " FROM ROWS FROM (json_to_recordset(CAST(:rows AS json)) AS (delivery_id integer,"
+    " fingerprint varchar, starts_at timestamptz, ends_at timestamptz, status varchar,"
+    " alertname varchar, labels json, annotations json, generator_url text, group_id integer,"
+    " rule varchar, severity varchar, service varchar, last_received_at timestamptz,"
+    " resolved_received_at timestamptz, first_received_at timestamptz, received_count integer))"
+    " WITH ORDINALITY AS r(delivery_id, fingerprint, starts_at, ends_at, status, alertname,"
+    " labels, annotations, generator_url, group_id, rule, severity, service, last_received_at,"
+    " resolved_received_at, first_received_at, received_count, n) ORDER BY r.n"
+    " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET status = excluded.status,"
+    " ends_at = excluded.ends_at, resolved_received_at = excluded.resolved_received_at,"
+    " rule = excluded.rule, severity = excluded.severity, service = excluded.service,"
+    " received_count = alert.received_count + excluded.received_count,"
+    " last_received_at = excluded.last_received_at"
+    " RETURNING id, fingerprint, starts_at"
+).columns(ALERT.c.id, ALERT.c.fingerprint, ALERT.c.starts_at)
+
+
+Item = tuple[dict[str, Any], int, bool]  # an instance's values, its copies, whether stored
+
+
+def _proposed(items: list[Item], now: datetime) -> list[dict[str, Any]]:
+    """The rows the upsert proposes. A stored instance keeps its labels, annotations, delivery
+    and first receipt (not in the update): its proposed row need only be one that could be
+    inserted, so its labels and annotations are not sent again."""
+    rows = []
+    for values, copies, existed in items:
+        row = {name: values[name] for name in _INSERTED_FROM_ROW}
+        if existed:
+            row["labels"] = row["annotations"] = _NOT_SENT
+        row["first_received_at"] = now
+        row["received_count"] = copies
+        rows.append(row)
+    return rows
+
+
+_NOT_SENT: dict[str, str] = {}
+
+
+def write(session: Session, items: list[Item], now: datetime) -> dict[tuple[str, datetime], int]:
+    """One upsert for every instance; returns their ids by (fingerprint, startsAt)."""
+    if not items:
+        return {}
+    rows = _proposed(items, now)
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        params = {"rows": json_rows(rows, _TIMES)}
+        written = session.execute(_PG_UPSERT, params).all()
+        return {(fp, starts): id_ for id_, fp, starts in written}
+    # SQLite: the instances' keys are matched back on the stored text of their start.
+    keys = [(row["fingerprint"], row["starts_at"]) for row in rows]
+    written_as(rows, ALERT, _TIMES, ("labels", "annotations"), dialect)
+    stored = {
+        (row["fingerprint"], row["starts_at"]): key for row, key in zip(rows, keys, strict=True)
+    }
+    written = session.execute(_sqlite_upsert(), rows).all()
+    return {stored[(fp, starts)]: id_ for id_, fp, starts in written}
