@@ -178,9 +178,10 @@ def record(
     items = [(item.values, item.copies, item.existed) for item in pending.values()]
     ids = upserts.write(session, items, now)
     rows: dict[tuple[str, datetime], AlertRow] = {}
+    generation = payload.masked_under
     for key, item in pending.items():
         values = {name: item.values[name] for name in _READ if name != "id"}
-        masked_under = payload.masked_under if item.masked else None
+        masked_under = generation if item.masked else None
         row = rows[key] = AlertRow(id=ids[key], masked_under=masked_under, **values)
         if item.resolves:
             out.resolved_now.add(row.id)

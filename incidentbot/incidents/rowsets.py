@@ -27,19 +27,24 @@ from sqlalchemy.types import NullType
 
 
 def json_rows(rows: Iterable[Mapping[str, Any]], timestamps: Sequence[str]) -> str:
-    """The rows as one JSON array, the ``timestamps`` columns as ISO 8601 in UTC."""
+    """The rows as one JSON array, the ``timestamps`` columns as ISO 8601 in UTC (each distinct
+    time made once: a batch's rows mostly share their times)."""
     out = []
+    made: dict[datetime, str] = {}
     for row in rows:
         item = dict(row)
         for name in timestamps:
-            item[name] = _utc(item[name])
+            value = item[name]
+            if value is not None:
+                text = made.get(value)
+                if text is None:
+                    text = made[value] = _utc(value)
+                item[name] = text
         out.append(item)
     return json.dumps(out)
 
 
-def _utc(value: datetime | None) -> str | None:
-    if value is None:
-        return None
+def _utc(value: datetime) -> str:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value.isoformat()} refused: give it a time zone")
     return value.astimezone(UTC).isoformat()
