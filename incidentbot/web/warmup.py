@@ -31,6 +31,7 @@ from sqlalchemy.orm import configure_mappers
 
 from incidentbot import db
 from incidentbot.config import Settings
+from incidentbot.web import warmup_steps
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def database_steps(engine: Engine, settings: Settings, url: str | None) -> list[
         ("mappers", mappers),
         ("connections", lambda: connections(engine, settings.workers + 2)),
         ("reads", lambda: reads(engine)),
-        ("declare", lambda: declare_rehearsal(engine, settings)),
+        ("declare", lambda: warmup_steps.declare_rehearsal(engine, settings)),
     ]
     if url is not None:
         steps.append(("http", lambda: http_stack(url)))
