@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
 
 from incidentbot import db, inbound
@@ -19,7 +20,7 @@ from incidentbot.ledger.actions import registry
 from incidentbot.ledger.models import Run
 from incidentbot.usecases import incidents as uc
 from incidentbot.usecases.core import Actor, Core
-from incidentbot.web import warmup
+from incidentbot.web import warmup, warmup_steps
 from incidentbot.web.warmup_steps import LeftTheRehearsal, declare_rehearsal
 
 ALICE = Actor("U_ALICE", "slack")
@@ -115,6 +116,39 @@ def test_postgresql_whose_search_path_would_reach_the_real_tables_is_not_rehears
         before = _state(engine)
         with pytest.raises(LeftTheRehearsal, match="do not shadow"):
             declare_rehearsal(engine, settings)
+        assert _state(engine) == before
+    finally:
+        engine.dispose()
+
+
+def test_a_statement_on_another_connection_during_the_rehearsal_is_refused(engine):
+    # What keeps the rehearsal off the real tables if a step it runs ever opened a
+    # transaction of its own (on PostgreSQL, its rows would land in the real tables).
+    before = _state(engine)
+    with engine.connect() as ours, warmup_steps._confined(engine, ours):
+        ours.execute(text("SELECT 1"))
+        with pytest.raises(LeftTheRehearsal), db.transaction(engine) as s:
+            s.add(Incident(number=99, title="not kept", severity="sev2", status="investigating"))
+    assert _state(engine) == before
+    with db.transaction(engine) as s:  # the guard is gone with the rehearsal
+        s.execute(text("SELECT 1"))
+
+
+def test_a_table_locked_by_a_migration_fails_the_rehearsal_without_waiting_for_it(
+    pg_cluster, pg_template, settings, monkeypatch
+):
+    name = f"warmup_lock_{os.getpid()}"
+    pg_cluster.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    engine = db.make_engine(pg_cluster.url(name))
+    monkeypatch.setattr(warmup_steps, "LOCK_TIMEOUT", "50ms")
+    try:
+        before = _state(engine)
+        with engine.connect() as migration:
+            migration.begin()
+            migration.execute(text("LOCK TABLE incident IN ACCESS EXCLUSIVE MODE"))
+            with pytest.raises(OperationalError, match="lock timeout"):
+                declare_rehearsal(engine, settings)
+            migration.rollback()
         assert _state(engine) == before
     finally:
         engine.dispose()

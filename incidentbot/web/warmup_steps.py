@@ -21,6 +21,9 @@ Either way, a statement the rehearsal tries to run on another connection is refu
 reach the real tables), and nothing is ever committed: ledger events and the group commit's
 callbacks are delivered only after a commit. A process that dies mid-rehearsal leaves nothing
 either (its transaction dies with it).
+
+On PostgreSQL it waits at most :data:`LOCK_TIMEOUT` for a table's lock (a migration run from
+another replica holds them): the step then fails, is logged, and the bot starts without it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 
 ACTOR = "incidentbot"
 TITLE = "warm-up"
+LOCK_TIMEOUT = "2s"
 
 
 # The sequences of the schema the bot's tables are in (their ids, the INC number).
@@ -92,6 +96,11 @@ def declare_rehearsal(engine: Engine, settings: Settings) -> None:
         conn.begin()
         try:
             if dialect == "postgresql":
+                # Copying a table's shape waits for its lock: a migration under way elsewhere
+                # fails the step (logged) rather than holding the start.
+                conn.execute(
+                    text("SELECT set_config('lock_timeout', :t, true)"), {"t": LOCK_TIMEOUT}
+                )
                 shadow(conn)
             with (
                 Session(bind=conn, join_transaction_mode="rollback_only") as s,
