@@ -126,8 +126,11 @@ def shadow(conn: Connection) -> None:
     no foreign keys, no triggers) for each of the bot's tables, and a temporary sequence for
     each sequence of their schema, in ``conn``'s open transaction; every ``id`` drawn from a
     temporary sequence. Raises unless every name now resolves to its shadow."""
+    from incidentbot.incidents.declaring import INCIDENT_SEQUENCE
+
     tables = sorted(SQLModel.metadata.tables)
-    sequences = list(conn.execute(_SEQUENCES, {"t": tables[0]}).scalars())
+    found = set(conn.execute(_SEQUENCES, {"t": "incident"}).scalars())
+    sequences = sorted(found | {INCIDENT_SEQUENCE})  # the INC number's, whatever was found
     names = tables + sequences
     # A DO block takes no parameters: the names reach it as a setting of this transaction.
     conn.execute(
