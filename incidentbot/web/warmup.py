@@ -71,30 +71,6 @@ def reads(engine: Engine) -> None:
         s.get(InboundRequest, "", with_for_update=True)
 
 
-def declare_rehearsal(engine: Engine, settings: Settings) -> None:
-    """On SQLite, a declare written and rolled back: the statements it runs (the incident,
-    its timeline and role, the ledger runs its effects queue) are compiled and the ORM has
-    flushed each of those classes once. Nothing is kept: the rollback undoes every row (SQLite
-    has no sequences), and ledger events are delivered only after a commit. Not on
-    PostgreSQL, where a rolled-back insert still takes a number from its sequence: run numbers
-    are shown to users, and they would skip one at every start."""
-    if engine.dialect.name != "sqlite":
-        return
-    from sqlmodel import Session
-
-    from incidentbot.incidents import service as svc
-    from incidentbot.usecases.incidents import declare_effects
-
-    with Session(engine, expire_on_commit=False) as s:
-        try:
-            actor = "incidentbot"
-            severity = settings.default_severity
-            inc = svc.declare(s, settings, title="warm-up", severity=severity, actor=actor)
-            declare_effects(s, settings, inc, actor)
-        finally:
-            s.rollback()
-
-
 def slack_identity(bolt: Any) -> None:
     """Bolt asks Slack who the bot is (``auth.test``) on its first request: ask it now."""
     from slack_bolt.middleware.authorization.single_team_authorization import (
