@@ -96,16 +96,22 @@ def with_button(slack, channel, run_id, action_id):
     return msgs if found else None
 
 
+def declared_with_bob_commanding(engine, slack) -> str:
+    """alice declares an incident and makes bob its commander; its channel."""
+    reply(slack.driver.slash_command("declare sev1 RPC down", user="alice"))
+    ch = channel_of(engine)
+    bob = slack.workspace.user("bob").id
+    reply(slack.driver.slash_command(f"assign commander <@{bob}>", user="alice", channel=ch))
+    return ch
+
+
 def test_run_with_commander_approval_every_step_on_the_timeline(engine, tmp_path, effects):
     folder = write_runbooks(tmp_path)
     with running_bot(engine, runbooks={"dirs": [str(folder)], "egress": LOOPBACK}) as (
         _bot,
         slack,
     ):
-        reply(slack.driver.slash_command("declare sev1 RPC down", user="alice"))
-        ch = channel_of(engine)
-        bob = slack.workspace.user("bob").id
-        reply(slack.driver.slash_command(f"assign commander <@{bob}>", user="alice", channel=ch))
+        ch = declared_with_bob_commanding(engine, slack)
         url = effects.url
         key = "0123456789abcdef0123456789abcdef"
         body = reply(
@@ -221,10 +227,7 @@ def test_a_retried_announcement_finds_the_message_an_earlier_attempt_posted(engi
         bot,
         slack,
     ):
-        reply(slack.driver.slash_command("declare sev1 RPC down", user="alice"))
-        ch = channel_of(engine)
-        bob = slack.workspace.user("bob").id
-        reply(slack.driver.slash_command(f"assign commander <@{bob}>", user="alice", channel=ch))
+        ch = declared_with_bob_commanding(engine, slack)
         body = reply(
             slack.driver.slash_command(
                 "run restart-node node=rpc-2 url=http://127.0.0.1:9/", user="alice", channel=ch
