@@ -70,6 +70,18 @@ def declared_text(sandbox, door: str, answer: httpx.Response, ref: str) -> str:
     return told[0]
 
 
+def idle_bot(engine, sandbox) -> Bot:
+    """The bot wired to ``sandbox``, its one worker polling once a minute: what a request
+    writes is counted before any run of it is worked."""
+    settings = Settings(
+        slack_bot_token=sandbox.bot_token,
+        slack_signing_secret=sandbox.signing_secret,
+        slack={"api_url": sandbox.base_url},
+        workers=1,
+    )
+    return Bot.build(settings, engine, poll=60)
+
+
 def stored(engine, table: str) -> int:
     """Rows committed in ``table``, read without waiting for a writer (SQLite's lock)."""
     with db.read(engine) as s:
@@ -120,13 +132,7 @@ def test_a_declare_killed_before_its_commit_is_declared_once_by_slacks_retry(
     assert count(engine, "inbound_request") == opening
     assert count(engine, "incident") == count(engine, "ledger_run") == 0
 
-    settings = Settings(
-        slack_bot_token=sandbox.bot_token,
-        slack_signing_secret=sandbox.signing_secret,
-        slack={"api_url": sandbox.base_url},
-        workers=1,
-    )
-    bot = Bot.build(settings, engine, poll=60)  # the runs are counted, not run
+    bot = idle_bot(engine, sandbox)  # the runs are counted, not run
     try:
         url = bot.start_http() + "/slack/events"
         retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
@@ -156,13 +162,7 @@ def test_a_declares_claim_commits_with_its_incident_and_a_retry_gets_its_answer(
     engine, slack_sandbox, door
 ):
     sandbox = slack_sandbox
-    settings = Settings(
-        slack_bot_token=sandbox.bot_token,
-        slack_signing_secret=sandbox.signing_secret,
-        slack={"api_url": sandbox.base_url},
-        workers=1,
-    )
-    bot = Bot.build(settings, engine, poll=60)
+    bot = idle_bot(engine, sandbox)
     seen: list[str] = []
 
     def statement(_conn, _cursor, sql: str, *_args) -> None:  # type: ignore[no-untyped-def]
@@ -203,13 +203,7 @@ def test_a_declare_with_a_bad_signature_is_refused_and_claims_nothing(engine, sl
     """A declare is claimed only inside its transaction: a forged one is refused at the edge
     before anything runs, and claims nothing that would make the real one look like a replay."""
     sandbox = slack_sandbox
-    settings = Settings(
-        slack_bot_token=sandbox.bot_token,
-        slack_signing_secret=sandbox.signing_secret,
-        slack={"api_url": sandbox.base_url},
-        workers=1,
-    )
-    bot = Bot.build(settings, engine, poll=60)
+    bot = idle_bot(engine, sandbox)
     try:
         url = sandbox.driver.bot_url = bot.start_http() + "/slack/events"
         request = sandbox.driver.slash_command_request(f"declare sev2 {TITLE}", user="alice")

@@ -69,17 +69,22 @@ def _shape(sql: str) -> str:
     return " ".join(words[:2]) if verb in ("BEGIN", "RELEASE") else verb
 
 
+def drive_once(engine: Engine) -> None:
+    """One worker claims the due run and drives it as far as it goes."""
+    worker = ledger.Worker(engine, name="cost", lease=30)
+    try:
+        assert worker.run_once()
+    finally:
+        worker.close()
+
+
 def per_step(engine: Engine, start: Callable[[int], int]) -> Counter[str]:
     """Statements per step: a run of LONG steps less a run of SHORT ones, over the difference."""
     counts = []
     for steps in (SHORT, LONG):
         rid = start(steps)
         with statements(engine) as seen:
-            worker = ledger.Worker(engine, name="cost", lease=30)
-            try:
-                assert worker.run_once()
-            finally:
-                worker.close()
+            drive_once(engine)
         with db.read(engine) as s:
             done = ledger.get_steps(s, rid)
         assert [st.status for st in done] == [STEP_SUCCEEDED] * steps
@@ -208,11 +213,7 @@ def test_claiming_a_pending_run_is_one_statement(engine):
 def test_a_one_step_run_is_claimed_run_and_ended_in_three_transactions(engine):
     rid = _noop_run(engine)
     with statements(engine) as seen:
-        worker = ledger.Worker(engine, name="cost", lease=30)
-        try:
-            assert worker.run_once()
-        finally:
-            worker.close()
+        drive_once(engine)
     # Claimed (the spec read with it); the step started (fence, step); the step's result and
     # the run's end (fence, run, step). On PostgreSQL each of the last two is one statement
     # (the end folded into the fence). No SELECT, no ORM load.

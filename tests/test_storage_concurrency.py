@@ -693,9 +693,10 @@ def test_claims_older_than_a_signature_lives_are_forgotten(engine, monkeypatch):
 # -- Slack's answers first ----------------------------------------------------------------------
 
 
-def test_work_that_can_wait_goes_after_the_slack_answers_being_sent():
-    order: list[str] = []
-    inside, release, seen = threading.Event(), threading.Event(), threading.Event()
+def answering(order: list[str]) -> tuple[threading.Thread, threading.Event]:
+    """A thread answering a Slack request until the returned event is set (then it appends
+    "answered" to ``order``); returns once the answer is under way."""
+    inside, release = threading.Event(), threading.Event()
 
     def answer() -> None:
         with priority.urgent():
@@ -703,14 +704,22 @@ def test_work_that_can_wait_goes_after_the_slack_answers_being_sent():
             assert release.wait(GATE)
             order.append("answered")
 
+    slack = threading.Thread(target=answer)
+    slack.start()
+    assert inside.wait(GATE)
+    return slack, release
+
+
+def test_work_that_can_wait_goes_after_the_slack_answers_being_sent():
+    order: list[str] = []
+    seen = threading.Event()
+
     def alerts() -> None:
         priority.after_urgent(GATE)
         order.append("alerts ingested")
 
     priority.after_urgent(GATE)  # nothing being answered: no wait at all
-    slack = threading.Thread(target=answer)
-    slack.start()
-    assert inside.wait(GATE)
+    slack, release = answering(order)
     storm = threading.Thread(target=alerts)
     storm.start()
     while priority.deferred() < 1:
@@ -730,13 +739,7 @@ def test_a_ledger_worker_claims_its_run_only_after_the_slack_answer_being_sent(e
             steps=[{"name": "noop", "action": "ledger.noop"}],
         ).id  # fmt: skip
     order: list[str] = []
-    inside, release, seen = threading.Event(), threading.Event(), threading.Event()
-
-    def answer() -> None:
-        with priority.urgent():
-            inside.set()
-            assert release.wait(GATE)
-            order.append("answered")
+    seen = threading.Event()
 
     def work() -> None:
         worker = ledger.Worker(engine, name="after-slack", lease=30)
@@ -746,9 +749,7 @@ def test_a_ledger_worker_claims_its_run_only_after_the_slack_answer_being_sent(e
         finally:
             worker.close()
 
-    slack = threading.Thread(target=answer)
-    slack.start()
-    assert inside.wait(GATE)
+    slack, release = answering(order)
     worker = threading.Thread(target=work)
     worker.start()
     for _ in range(int(GATE * 1000)):  # the worker waits for the answer (fails, not hangs)
