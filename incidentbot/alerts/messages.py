@@ -31,7 +31,7 @@ from sqlmodel import Session
 
 from incidentbot import db
 from incidentbot.alerts.declare import declared_here
-from incidentbot.alerts.models import FIRING, AlertDelivery, AlertGroup, AlertRecord
+from incidentbot.alerts.models import ALERT_TABLE, FIRING, AlertDelivery, AlertGroup
 from incidentbot.alerts.records import GroupRow
 from incidentbot.alerts.routing import Suggestion
 from incidentbot.alerts.snooze import snoozed_until
@@ -162,7 +162,7 @@ def _last_run(session: Session, incident: Incident, prefix: str) -> Any:
     return session.execute(stmt).first()
 
 
-_ALERTS = AlertRecord.__table__  # type: ignore[attr-defined]
+_ALERTS = ALERT_TABLE
 _DELIVERIES = AlertDelivery.__table__  # type: ignore[attr-defined]
 _EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
 _GROUPS = AlertGroup.__table__  # type: ignore[attr-defined]

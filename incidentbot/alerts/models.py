@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from incidentbot.db import UTCDateTime
@@ -99,3 +99,7 @@ class AlertRecord(SQLModel, table=True):
     resolved_received_at: datetime | None = _ts()
     # Why a matching alert has no incident (declare refused by policy), until it gets one.
     error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+# The alert table, for the Core statements of the ingest path (no ORM instance per alert).
+ALERT_TABLE: Table = AlertRecord.__table__  # type: ignore[attr-defined]

@@ -16,16 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, text, tuple_, update
+from sqlalchemy import select, text, tuple_, update
 from sqlmodel import Session
 
 from incidentbot.alerts import routing, upserts
-from incidentbot.alerts.models import FIRING, RESOLVED, AlertRecord
+from incidentbot.alerts.models import ALERT_TABLE, FIRING, RESOLVED
 from incidentbot.alerts.payload import Alert, Payload
 from incidentbot.config import Settings
 from incidentbot.incidents.rowsets import json_rows
 
-ALERT: Table = AlertRecord.__table__  # type: ignore[attr-defined]
+ALERT = ALERT_TABLE
 
 # What the rest of processing reads of an alert row (the columns of ``alert`` it needs).
 _READ = (

@@ -35,7 +35,13 @@ from sqlmodel import Session, select
 from incidentbot import db, policy
 from incidentbot.alerts import records
 from incidentbot.alerts.declare import OnAlerts, OnDeclare, Outcome, declare_group
-from incidentbot.alerts.models import FIRING, RESOLVED, AlertDelivery, AlertGroup, AlertRecord
+from incidentbot.alerts.models import (
+    ALERT_TABLE,
+    FIRING,
+    RESOLVED,
+    AlertDelivery,
+    AlertGroup,
+)
 from incidentbot.alerts.payload import Payload, parse
 from incidentbot.alerts.records import AlertRow, GroupRow, Routed
 from incidentbot.alerts.snooze import not_snoozed, snoozed_until
@@ -352,7 +358,7 @@ def _incident_holding(
 
 
 _INCIDENTS: Table = Incident.__table__  # type: ignore[attr-defined]
-_ALERTS: Table = AlertRecord.__table__  # type: ignore[attr-defined]
+_ALERTS = ALERT_TABLE
 
 
 @cache

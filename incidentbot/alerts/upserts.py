@@ -13,14 +13,14 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, text
+from sqlalchemy import text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from incidentbot.alerts.models import AlertRecord
+from incidentbot.alerts.models import ALERT_TABLE
 from incidentbot.incidents.rowsets import json_rows, untyped, written_as
 
-ALERT: Table = AlertRecord.__table__  # type: ignore[attr-defined]
+ALERT = ALERT_TABLE
 
 _INSERTED_FROM_ROW = (
     "delivery_id",
