@@ -267,28 +267,21 @@ def step_event(
     data: dict[str, Any],
 ) -> None:
     """Queue the transition's event, as :func:`incidentbot.ledger.events.event_for` would."""
-    emit(
-        session,
-        LedgerEvent(
-            kind=kind,
-            run_id=run_id,
-            run_kind=found["run_kind"],
-            run_status=RUNNING,
-            at=now,
-            incident_id=found["incident_id"],
-            target=found["target"],
-            step_index=found["index"],
-            step_name=found["name"],
-            attempt=found["attempt"],
-            data=data,
-        ),
-    )
+    step = {"step_index": found["index"], "step_name": found["name"], "attempt": found["attempt"]}
+    run_event(session, kind, run_id, RUNNING, now, found, **step, data=data)
 
 
 def run_event(
-    session: Session, kind: str, run_id: int, status: str, now: datetime, found: dict[str, Any]
+    session: Session,
+    kind: str,
+    run_id: int,
+    status: str,
+    now: datetime,
+    found: dict[str, Any],
+    **step: Any,
 ) -> None:
-    """Queue a run's event (no step), as :func:`incidentbot.ledger.events.event_for` would."""
+    """Queue a run's event, as :func:`incidentbot.ledger.events.event_for` would (``step``:
+    the step's fields of a step's event)."""
     emit(
         session,
         LedgerEvent(
@@ -299,6 +292,7 @@ def run_event(
             at=now,
             incident_id=found["incident_id"],
             target=found["target"],
+            **step,
         ),
     )
 
