@@ -49,11 +49,6 @@ def answering() -> bool:
     return getattr(_here, "depth", 0) > 0
 
 
-def busy() -> bool:
-    """Whether a Slack request is being answered now (without waiting)."""
-    return _urgent > 0
-
-
 def after_urgent(max_wait: float) -> None:
     """Return once no Slack request is being answered, or after ``max_wait`` seconds."""
     global _deferred

@@ -180,7 +180,7 @@ class Worker:
             and isinstance(outcome, Succeeded)
             and chainable(attempt, cached, self.actions)
             and not self.stop_event.is_set()
-            and not priority.busy()
+            and not priority.pending()
         ):
             try:
                 with transaction(self.engine) as s:
