@@ -262,3 +262,28 @@ def test_a_sandbox_bug_is_a_logged_500(
         bare_client(slack).auth_test()
     assert info.value.response.status_code == 500
     assert slack.requests()[-1].fault == "sandbox_error"
+
+
+def test_posts_to_a_response_url_take_faults_and_latency_only_by_their_name(
+    slack: SlackSandbox,
+) -> None:
+    ws = slack.workspace
+    url = slack.response_urls.create("actions", ws.user("alice").id, ws.channel("incidents").id)
+    slack.fail_next("*", "server_error")  # the Web API's, not hooks'
+    slack.set_latency(0.03)
+    assert slack.faults.latency_for("response_url") == 0.0
+    assert httpx.post(url, json={"text": "one"}).status_code == 200
+    slack.set_latency(0.2, ["response_url"])
+    assert slack.faults.latency_for("response_url") == 0.2
+    assert slack.faults.latency_for("chat.postEphemeral") == 0.0
+    slack.set_latency(0)
+
+    landed = threading.Event()
+    armed = slack.fail_next("response_url", "server_error", applied=True, after=landed.set)
+    lost = httpx.post(url, json={"text": "two"})  # posted, and the answer lost
+    assert (lost.status_code, lost.json()) == (500, {"ok": False, "error": "fatal_error"})
+    assert landed.is_set() and armed.remaining == 0
+    slack.fail_next("response_url", "ratelimited", retry_after=3)
+    limited = httpx.post(url, json={"text": "three"})
+    assert (limited.status_code, limited.headers["Retry-After"]) == (429, "3")
+    assert [e.text for e in slack.ephemeral("alice")] == ["one", "two"]

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from incidentbot.sandbox.slack.faults import Fault, FaultPlan, RateLimiter
+from incidentbot.sandbox.slack.faults import RESPONSE_URL, Fault, FaultPlan, RateLimiter
 from incidentbot.sandbox.slack.log import LoggedRequest, RequestLog
 from incidentbot.sandbox.slack.methods import HANDLERS, Args, load_all
 from incidentbot.sandbox.slack.models import SlackError, User
@@ -195,6 +195,30 @@ class WebApi:
             )
         )
         return JSONResponse(body, status_code=status, headers=headers)
+
+    async def response_url(self, post: Callable[[], tuple[int, dict[str, Any]]]) -> JSONResponse:
+        """A POST to a response_url, which ``post`` applies: with the latency and the faults
+        armed as :data:`RESPONSE_URL` (a ``timeout`` or ``server_error`` posts only when
+        ``applied``, and ``after`` runs once it took effect)."""
+        delay = self.faults.latency_for(RESPONSE_URL)
+        if delay:
+            await asyncio.sleep(delay)
+        fault = self.faults.take(RESPONSE_URL)
+        if fault is None:
+            status, body = post()
+            return JSONResponse(body, status_code=status)
+        if fault.kind == "ratelimited":
+            await _after(fault)
+            headers = {"Retry-After": str(fault.retry_after)}
+            return JSONResponse({"ok": False, "error": "ratelimited"}, 429, headers=headers)
+        answer: dict[str, Any] = {"ok": False, "error": "fatal_error"}
+        if fault.applied:
+            _status, answer = post()
+            await _after(fault)
+        if fault.kind == "server_error":
+            return JSONResponse({"ok": False, "error": "fatal_error"}, status_code=fault.status)
+        await self._hold(fault.hold_s)
+        return JSONResponse(answer if fault.applied else {"ok": False, "error": "timeout"})
 
     async def _fault(
         self, ws: Workspace, fault: Fault, name: str, caller: User | None, args: dict[str, Any]

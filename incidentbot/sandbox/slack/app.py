@@ -142,8 +142,7 @@ def build_app(sandbox: SlackSandbox) -> Starlette:
             body: Any = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
-        status, answer = sandbox.response_urls.post(rid, body)
-        return JSONResponse(answer, status_code=status)
+        return await web_api.response_url(lambda: sandbox.response_urls.post(rid, body))
 
     async def permalink(request: Request) -> Response:
         ws = sandbox.workspace

@@ -18,6 +18,9 @@ from typing import Literal
 FaultKind = Literal["ratelimited", "server_error", "timeout"]
 FAULT_KINDS: tuple[str, ...] = ("ratelimited", "server_error", "timeout")
 ANY_METHOD = "*"
+# The name that faults and latency take for posts to response_urls (hooks.slack.com, not the
+# Web API): they apply only when armed under this name, never through ``"*"``.
+RESPONSE_URL = "response_url"
 
 # Slack's documented tiers, in calls per minute, for the methods the sandbox serves.
 TIER_PER_MINUTE = {1: 1, 2: 20, 3: 50, 4: 100}
@@ -148,11 +151,12 @@ class FaultPlan:
 
     def take(self, method: str, channel: str | None = None) -> Fault | None:
         """The fault that applies to this call of ``method`` (consuming one of its uses)."""
+        names = (RESPONSE_URL,) if method == RESPONSE_URL else (method, ANY_METHOD)
         with self._lock:
             for fault in self.faults:
                 if fault.channel is not None and fault.channel != channel:
                     continue
-                if fault.method in (method, ANY_METHOD):
+                if fault.method in names:
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self.faults.remove(fault)
@@ -165,6 +169,8 @@ class FaultPlan:
 
     def latency_for(self, method: str) -> float:
         """Seconds to wait before answering ``method`` (for latency benchmarks)."""
+        if method == RESPONSE_URL and RESPONSE_URL not in (self.latency_methods or ()):
+            return 0.0
         if self.latency_methods is not None and method not in self.latency_methods:
             return 0.0
         return self.latency_s
