@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from incidentbot import db
 from incidentbot.bot import Bot
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
+from incidentbot.sandbox.slack.faults import Fault
 from incidentbot.sandbox.slack.server import SlackSandbox
 
 T = TypeVar("T")
@@ -54,6 +56,30 @@ def wait_for(probe: Callable[[], T | None], *, timeout: float = 20.0, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+@contextmanager
+def held_until_answered(
+    slack: SlackSandbox, method: str, bot: Bot | None = None
+) -> Iterator[Fault]:
+    """Slack takes the next call of ``method`` (``"response_url"``: a post to a response URL)
+    but answers the bot only once this block has ended. A command or click sent inside the
+    block is acknowledged only if its ack does not wait for that call (else the driver gives up
+    on it after :data:`PATIENT_ACK_S`); ``remaining == 0`` says the call was made. With ``bot``,
+    its Web API clients wait for Slack longer than the driver waits for the bot, so that an ack
+    that waited for the call cannot arrive once the bot gave up on it."""
+    answered = threading.Event()
+    armed = slack.fail_next(method, "timeout", hold_s=0, applied=True, after=answered.wait)
+    clients = [bot.chat.client, bot.bolt.client] if bot is not None else []
+    patience = [c.timeout for c in clients]
+    for client in clients:
+        client.timeout = int(2 * PATIENT_ACK_S)
+    try:
+        yield armed
+    finally:
+        answered.set()
+        for client, timeout in zip(clients, patience, strict=True):
+            client.timeout = timeout
 
 
 def incident(engine: Engine, ref: str = "INC-1"):  # type: ignore[no-untyped-def]

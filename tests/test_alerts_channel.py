@@ -23,7 +23,13 @@ from incidentbot.ledger.models import PENDING, Run
 from incidentbot.slack.runbook_commands import FORM_CALLBACK
 from tests.egress_support import LOOPBACK
 from tests.ledger_harness import EffectServer
-from tests.slack_harness import assert_spec_conformance, channel_of, running_bot, wait_for
+from tests.slack_harness import (
+    assert_spec_conformance,
+    channel_of,
+    held_until_answered,
+    running_bot,
+    wait_for,
+)
 from tests.test_alerts_support import (
     RULES,
     T0,
@@ -193,7 +199,7 @@ def test_the_run_button_opens_the_prefilled_form_and_runs_after_approval(engine,
         "alerts": {"rules": rules, "message_interval": 0},
         "runbooks": {"dirs": [str(folder)], "egress": LOOPBACK},
     }
-    with running_bot(engine, **settings) as (_bot, slack):
+    with running_bot(engine, **settings) as (bot, slack):
         url = slack.driver.bot_url.removesuffix("/slack/events") + "/webhooks/alertmanager"
         down = alert("RpcEndpointDown", node="rpc-2", chain="ethereum")
         sent = httpx.post(
@@ -208,7 +214,12 @@ def test_the_run_button_opens_the_prefilled_form_and_runs_after_approval(engine,
         )
         assert button["text"]["text"].startswith("Run restart-node node=rpc-2 url=")
 
-        slack.driver.block_action("alerts_run_0", user="alice", channel=ch, message_ts=message.ts)
+        # The click is answered first; the form opens after (its trigger is still fresh).
+        with held_until_answered(slack, "views.open", bot):
+            ack = slack.driver.block_action(
+                "alerts_run_0", user="alice", channel=ch, message_ts=message.ts
+            )
+        assert ack.ok, ack
         view = wait_for(lambda: _open_form(slack), what="the run form")
         shown = json.dumps(view.data["blocks"])
         assert "*Plan*" in shown and "rpc-2" in shown

@@ -27,7 +27,7 @@ from incidentbot.sandbox.pagerduty.server import PagerDutySandbox
 from incidentbot.sandbox.slack.server import SlackSandbox
 from incidentbot.slack.chat import SlackChat
 from incidentbot.slack.grammar import Command, Usage, parse
-from tests.slack_harness import running_bot, wait_for
+from tests.slack_harness import held_until_answered, running_bot, wait_for
 from tests.test_alerts_support import alert, notification
 
 # Monday 6 May 2024, five seconds after the weekly 09:00 handoff. The local PagerDuty's
@@ -410,7 +410,9 @@ def test_slash_handoff_posts_and_the_incoming_person_acknowledges(engine, tmp_pa
                 "handoff note Watch <the> eu-west nodes", user="carol", channel="oncall-rpc"
             )
             assert json.loads(ack.body)["text"] == "Noted for the next *rpc* handoff."
-            ack = slack.driver.slash_command("handoff rpc", user="carol", channel="incidents")
+            # Answered before the handoff is built, posted and confirmed to carol.
+            with held_until_answered(slack, "response_url", bot):
+                ack = slack.driver.slash_command("handoff rpc", user="carol", channel="incidents")
             assert "Preparing the *rpc* handoff for #oncall-rpc" in json.loads(ack.body)["text"]
             msg = wait_for(lambda: posted(slack), what="the handoff message")[0]
             original = copy.deepcopy({"blocks": msg.blocks, "text": msg.text})
@@ -424,10 +426,13 @@ def test_slash_handoff_posts_and_the_incoming_person_acknowledges(engine, tmp_pa
                 what="the confirmation to carol",
             )
 
-            # Someone else clicks: only they are told why nothing happened.
-            slack.driver.block_action(
-                "handoff_ack", user="alice", channel="oncall-rpc", message_ts=msg.ts
-            )
+            # Someone else clicks: only they are told why nothing happened (once the click is
+            # answered: the answer does not wait for Slack to take the explanation).
+            with held_until_answered(slack, "response_url", bot):
+                ack = slack.driver.block_action(
+                    "handoff_ack", user="alice", channel="oncall-rpc", message_ts=msg.ts
+                )
+            assert ack.ok, ack
             told = wait_for(
                 lambda: [e.text for e in slack.ephemeral("alice") if "Only the incoming" in e.text],
                 what="the explanation to alice",
@@ -438,10 +443,15 @@ def test_slash_handoff_posts_and_the_incoming_person_acknowledges(engine, tmp_pa
             ]
             assert msg.blocks[-1]["type"] == "actions"
 
-            # The incoming on-call clicks: the button becomes the acknowledgement.
-            slack.driver.block_action(
-                "handoff_ack", user="bob", channel="oncall-rpc", message_ts=msg.ts
-            )
+            # The incoming on-call clicks: recorded, answered, then the button becomes the
+            # acknowledgement.
+            with held_until_answered(slack, "chat.update", bot):
+                ack = slack.driver.block_action(
+                    "handoff_ack", user="bob", channel="oncall-rpc", message_ts=msg.ts
+                )
+                assert ack.ok, ack
+                with db.transaction(engine) as s:
+                    assert notes.acknowledgement(s, "rpc", HANDOFF) is not None
             wait_for(lambda: posted(slack)[0].blocks[-1]["type"] == "context", what="the update")
             done = posted(slack)[0]
             line = done.blocks[-1]["elements"][0]["text"]

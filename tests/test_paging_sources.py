@@ -14,7 +14,13 @@ from incidentbot import db
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.paging.links import RESOLVE_BUTTON
-from tests.slack_harness import channel_of, incident, timeline_kinds, wait_for
+from tests.slack_harness import (
+    channel_of,
+    held_until_answered,
+    incident,
+    timeline_kinds,
+    wait_for,
+)
 from tests.test_paging_e2e import pages, paging_bot, say
 
 
@@ -164,7 +170,7 @@ def test_linking_by_url_and_number_and_resolving_together(engine):
 
 
 def test_resolved_in_pagerduty_asks_in_the_channel_and_the_button_resolves(engine):
-    with paging_bot(engine, declaring=("validators",)) as (_bot, slack, pd):
+    with paging_bot(engine, declaring=("validators",)) as (bot, slack, pd):
         opened = pd.open_incident("validators", "Proposer missed 3 slots", by="bob")
         assert pd.wait_for_webhooks()
         wait_for(lambda: incidents(engine), what="the declared incident")
@@ -181,8 +187,13 @@ def test_resolved_in_pagerduty_asks_in_the_channel_and_the_button_resolves(engin
         assert "page.resolved" in timeline_kinds(engine)
         assert incident(engine).resolved_at is None
 
-        slack.driver.block_action(RESOLVE_BUTTON, user="alice", channel=ch, message_ts=asked[0].ts)
-        wait_for(lambda: incident(engine).resolved_at, what="our incident resolved")
+        # Resolved, then answered; the confirmation to the clicker follows the answer.
+        with held_until_answered(slack, "response_url", bot):
+            ack = slack.driver.block_action(
+                RESOLVE_BUTTON, user="alice", channel=ch, message_ts=asked[0].ts
+            )
+            assert ack.ok, ack
+            assert incident(engine).resolved_at is not None
         assert incident(engine).resolution_summary == "Resolved in PagerDuty"
         told = wait_for(
             lambda: [e.text for e in slack.ephemeral("alice") if "resolved *INC-1*" in e.text],

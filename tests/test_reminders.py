@@ -13,7 +13,14 @@ from incidentbot import db
 from incidentbot.incidents import service as svc
 from incidentbot.slack.reminder_commands import ReminderCommands
 from tests.clock_support import moving_clock, tick
-from tests.slack_harness import assert_spec_conformance, channel_of, running_bot, settled, wait_for
+from tests.slack_harness import (
+    assert_spec_conformance,
+    channel_of,
+    held_until_answered,
+    running_bot,
+    settled,
+    wait_for,
+)
 
 # Tuesday 7 May 2024, 14:00 UTC.
 T0 = datetime(2024, 5, 7, 14, 0, tzinfo=UTC)
@@ -71,8 +78,11 @@ def test_reminders_fire_on_cadence_snooze_dismiss_and_stop_after_an_update(engin
         assert len(reminders(slack, name)) == 1
 
         # Bob snoozes it for 15 minutes: the buttons become who snoozed it until when.
-        slack.driver.block_action("reminder_snooze_15", user="bob", channel=name,
-                                  message_ts=first.ts)  # fmt: skip
+        # Answered once recorded; the message shows it after.
+        with held_until_answered(slack, "chat.update", bot):
+            ack = slack.driver.block_action("reminder_snooze_15", user="bob", channel=name,
+                                            message_ts=first.ts)  # fmt: skip
+            assert ack.ok, ack
         wait_for(lambda: not buttons(reminders(slack, name)[0]), what="the snooze shown")
         snoozed_at = clock()
         assert outcome(reminders(slack, name)[0]).startswith(f":zzz: Snoozed by <@{bob}> for 15m")

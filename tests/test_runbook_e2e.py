@@ -15,7 +15,7 @@ from incidentbot.people.lookup import remember
 from incidentbot.runbooks.models import RunbookRun
 from tests.egress_support import LOOPBACK
 from tests.ledger_harness import EffectServer
-from tests.slack_harness import channel_of, running_bot, wait_for
+from tests.slack_harness import channel_of, held_until_answered, running_bot, wait_for
 
 RESTART = """
 name: restart-node
@@ -107,10 +107,8 @@ def declared_with_bob_commanding(engine, slack) -> str:
 
 def test_run_with_commander_approval_every_step_on_the_timeline(engine, tmp_path, effects):
     folder = write_runbooks(tmp_path)
-    with running_bot(engine, runbooks={"dirs": [str(folder)], "egress": LOOPBACK}) as (
-        _bot,
-        slack,
-    ):
+    runbooks = {"dirs": [str(folder)], "egress": LOOPBACK}
+    with running_bot(engine, runbooks=runbooks) as (bot, slack):
         ch = declared_with_bob_commanding(engine, slack)
         url = effects.url
         key = "0123456789abcdef0123456789abcdef"
@@ -130,13 +128,20 @@ def test_run_with_commander_approval_every_step_on_the_timeline(engine, tmp_path
         # A first attempt at posting the run message reads nothing back from Slack.
         assert slack.requests("conversations.history") == []
 
-        # alice asked for it: she may not approve it; carol is not the commander
-        slack.driver.block_action("runbook_approve", user="alice", channel=ch, message_ts=ts)
-        slack.driver.block_action("runbook_approve", user="carol", channel=ch, message_ts=ts)
+        # alice asked for it: she may not approve it; carol is not the commander. Each is
+        # answered without waiting for Slack to take the reply only they see.
+        for who in ("alice", "carol"):
+            with held_until_answered(slack, "response_url", bot):
+                ack = slack.driver.block_action("runbook_approve", user=who, channel=ch,
+                                                message_ts=ts)  # fmt: skip
+            assert ack.ok, ack
         assert status(engine, rid) == "parked"
-        told = [e.text for e in slack.ephemeral()]
-        assert any("someone else has to approve it" in t for t in told), told
-        assert any("Only the incident commander" in t for t in told), told
+
+        def told(who: str, what: str) -> list[str]:
+            return [e.text for e in slack.ephemeral(who) if what in e.text]
+
+        wait_for(lambda: told("alice", "someone else has to approve it"), what="alice told")
+        wait_for(lambda: told("carol", "Only the incident commander"), what="carol told")
 
         slack.driver.block_action("runbook_approve", user="bob", channel=ch, message_ts=ts)
         slack.driver.block_action("runbook_approve", user="bob", channel=ch, message_ts=ts)

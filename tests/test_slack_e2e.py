@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
@@ -15,6 +14,7 @@ from tests.conftest import count
 from tests.slack_harness import (
     assert_spec_conformance,
     channel_of,
+    held_until_answered,
     incident,
     running_bot,
     settled,
@@ -201,14 +201,10 @@ def test_the_declare_form_closes_without_waiting_for_its_confirmation(slack, eng
     [view] = wait_for(
         lambda: [v for v in slack.workspace.views.values() if v.is_open], what="the form"
     )
-    answered = threading.Event()
-    slack.fail_next("chat.postEphemeral", "timeout", hold_s=0, applied=True, after=answered.wait)
-    try:
+    with held_until_answered(slack, "chat.postEphemeral"):
         ack = slack.driver.view_submission(
             view.id, {"title": "Finality stalled", "severity": "SEV1", "commander": alice}
         )
-    finally:
-        answered.set()
     assert ack.ok and not ack.body.strip() and not view.is_open
     assert incident(engine).title == "Finality stalled"  # recorded before the answer
     told = wait_for(
@@ -219,7 +215,8 @@ def test_the_declare_form_closes_without_waiting_for_its_confirmation(slack, eng
 
 
 def test_bare_incident_opens_the_form_outside_and_the_help_inside(slack, engine):
-    ack = slack.driver.slash_command("", user="bob", channel="incidents")
+    with held_until_answered(slack, "views.open"):  # the answer does not wait for the form
+        ack = slack.driver.slash_command("", user="bob", channel="incidents")
     assert reply(ack)["text"] == "Opening the declare form…"
     [view] = wait_for(
         lambda: [v for v in slack.workspace.views.values() if v.is_open], what="the form"

@@ -28,7 +28,13 @@ from incidentbot.sandbox.slack.driver import Ack
 from incidentbot.sandbox.slack.server import SlackSandbox
 from incidentbot.sandbox.slack.spec import check_request_log, load_spec
 from tests.conftest import count
-from tests.slack_harness import PATIENT_ACK_S, channel_of, incident, wait_for
+from tests.slack_harness import (
+    PATIENT_ACK_S,
+    channel_of,
+    held_until_answered,
+    incident,
+    wait_for,
+)
 
 TITLE = "Validators missing attestations on holesky"
 CHANNEL = "inc-1-validators-missing-attestations-on-holesky"
@@ -130,8 +136,12 @@ def test_an_incident_runs_over_socket_mode(slack: SlackSandbox, engine: Engine) 
 
 
 def test_the_declare_form_over_socket_mode(slack: SlackSandbox, engine: Engine) -> None:
+    """The command's and the form's acks are sent on the socket before the bot calls Slack:
+    the form opens, and the confirmation is posted, after them."""
     alice = slack.workspace.user("alice").id
-    assert reply(slack.driver.slash_command("declare"))["text"] == "Opening the declare form…"
+    with held_until_answered(slack, "views.open"):
+        opening = slack.driver.slash_command("declare")
+    assert reply(opening)["text"] == "Opening the declare form…"
     view = wait_for(
         lambda: [v for v in slack.workspace.views.values() if v.is_open], what="the form"
     )[0]
@@ -141,9 +151,14 @@ def test_the_declare_form_over_socket_mode(slack: SlackSandbox, engine: Engine) 
     assert reply(bad)["response_action"] == "errors" and view.is_open
     assert count(engine, "incident") == 0
     inputs = {"commander": alice, "title": TITLE, "severity": "SEV1"}
-    good = slack.driver.view_submission(view.id, inputs)
+    with held_until_answered(slack, "chat.postEphemeral"):
+        good = slack.driver.view_submission(view.id, inputs)
     assert good.ok and good.body == "" and not view.is_open
     assert (incident(engine).title, incident(engine).severity) == (TITLE, "SEV1")
+    wait_for(
+        lambda: [e for e in slack.ephemeral("alice") if "declared *INC-1* (SEV1)" in e.text],
+        what="the confirmation",
+    )
     assert channel_of(engine) == CHANNEL
 
 

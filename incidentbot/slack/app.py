@@ -1,9 +1,11 @@
-"""Bolt wiring: the /incident command, the declare form, and the events we listen to.
+"""Bolt wiring: the /incident command, the buttons and the forms (the events we listen to are
+in :mod:`incidentbot.slack.events`).
 
-Listeners stay thin: they time the request, hand it to :class:`CommandHandler`, acknowledge
-with its reply, and only then make the calls that may wait (opening the form). Events are
-deduplicated by what they describe (a pinned message is recorded once), so Slack's retries
-change nothing.
+Listeners stay thin: they time the request, hand it to :class:`CommandHandler` or the button's
+handler (which records what the command or click means), acknowledge, and hand every Slack call
+they make to :mod:`incidentbot.slack.after_answer`: the reply through the response URL, the
+ephemeral confirmation, ``views.open`` and the clicked message updated are made once Slack has
+the answer, so the ack never waits for a round trip to Slack.
 """
 
 from __future__ import annotations
@@ -11,23 +13,19 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
-from sqlalchemy.exc import IntegrityError
 
-from incidentbot import db, priority
+from incidentbot.chat_text import mrkdwn
 from incidentbot.errors import DomainError
-from incidentbot.incidents import service as svc
 from incidentbot.metrics import Metrics
 from incidentbot.paging.links import RESOLVE_BUTTON as PAGERDUTY_RESOLVE
 from incidentbot.people.lookup import Sightings
-from incidentbot.slack import postmortem_views
+from incidentbot.slack import after_answer, events, postmortem_views
 from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.commands import CommandHandler
 from incidentbot.slack.handoff_commands import BUTTON as HANDOFF_BUTTON
@@ -44,7 +42,6 @@ from incidentbot.usecases.core import Core
 log = logging.getLogger(__name__)
 # The name Bolt gives its own loggers ("incidentbot-slack", "incidentbot-slack:on_command", ...).
 BOLT_APP_NAME = "incidentbot-slack"
-CONFIRM_AFTER_S = 1.0  # a form's confirmation waits for the answers being sent, at most this
 
 
 def build_bolt_app(
@@ -74,7 +71,7 @@ def build_bolt_app(
         request_verification_enabled=signing_secret is not None,
         # Answer Slack only once a listener has returned: an event is recorded before Slack
         # hears it was received, so a crash in between means Slack retries, not a lost pin.
-        # Listeners keep the slow part (opening a form) off the answer path themselves.
+        # Listeners make their Slack calls after the answer (after_answer.then).
         process_before_response=True,
         ignoring_self_events_enabled=True,
         people=people,
@@ -97,28 +94,22 @@ def build_bolt_app(
         metrics.ack.labels("command").observe(elapsed)
         metrics.commands.labels(sub if sub.isalpha() else "other").observe(elapsed)
         if reply.open_modal:
-            threading.Thread(
-                target=_open_form, args=(client, body, reply.modal_args), daemon=True
-            ).start()
-        if reply.follow_up is not None:
-            threading.Thread(
-                target=_follow_up, args=(reply.follow_up, respond, body), daemon=True
-            ).start()
+            args = reply.modal_args
+            after_answer.then("views.open", lambda: _open_form(client, body, args), at_once=True)
+        follow_up = reply.follow_up
+        if follow_up is not None:
+            after_answer.then(
+                "the rest of the command", lambda: _follow_up(follow_up, respond, body)
+            )
 
-    def _follow_up(work: Any, respond: Respond, body: dict[str, Any]) -> None:
+    def _follow_up(work: Callable[[], Reply], respond: Respond, body: dict[str, Any]) -> None:
         try:
-            out: Reply = work()
+            out = work()
         except Exception:
             log.exception("the rest of %r failed", (body.get("text") or "")[:40])
             out = Reply("That did not finish: an unexpected error (the bot's log has it).")
-        try:  # through the response URL: it reaches the user wherever they typed it
-            respond(
-                text=out.text,
-                response_type="in_channel" if out.in_channel else "ephemeral",
-                replace_original=False,
-            )
-        except Exception as exc:
-            log.info("could not tell %s how it ended: %s", body.get("user_id"), exc)
+        # Through the response URL: it reaches the user wherever they typed it.
+        _respond(respond, out.text, in_channel=out.in_channel)
 
     def _open_form(client: WebClient, body: dict[str, Any], args: dict[str, Any]) -> None:
         if args.get("view"):  # a form the subcommand built (e.g. a postmortem section)
@@ -162,7 +153,7 @@ def build_bolt_app(
             client.chat_postEphemeral(
                 channel=body["channel_id"],
                 user=body["user_id"],
-                text=f"The form could not open; use `{settings.slack.command} run {name} "
+                text=f"The form could not open; use `{settings.slack.command} run {mrkdwn(name)} "
                 "name=value …` instead.",
             )
 
@@ -170,7 +161,8 @@ def build_bolt_app(
     def on_suggested_run(
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
     ) -> None:
-        """A suggested runbook's Run button on an alerts message: the prefilled run form."""
+        """A suggested runbook's Run button on an alerts message: the prefilled run form, built
+        and opened once Slack has the answer (a click records nothing)."""
         ack()
         user = body["user"]["id"]
         channel = str((body.get("container") or {}).get("channel_id") or "")
@@ -181,21 +173,26 @@ def build_bolt_app(
             return
         if runbooks is None:
             return
-        try:
-            view = runbooks.suggested_form(user, name, params, channel)
-            client.views_open(trigger_id=body["trigger_id"], view=view)
-        except DomainError as exc:
-            tell(respond, user, f":no_entry: {exc}")
-        except Exception as exc:
-            log.warning("views.open failed for suggested runbook %s: %s", name, exc)
-            use = f"`{settings.slack.command} run {name}`"
-            tell(respond, user, f"The form did not open; use {use}.")
 
-    def tell(respond: Respond, user: str, message: str) -> None:
-        try:  # through the response URL: only the clicker sees it
-            respond(text=message, response_type="ephemeral", replace_original=False)
-        except Exception as exc:
-            log.info("could not tell %s: %s", user, exc)
+        def open_form() -> None:
+            try:
+                view = runbooks.suggested_form(user, name, params, channel)
+            except DomainError as exc:
+                _respond(respond, f":no_entry: {mrkdwn(str(exc))}")
+                return
+            try:
+                client.views_open(trigger_id=body["trigger_id"], view=view)
+            except Exception as exc:
+                log.warning("views.open failed for suggested runbook %s: %s", name, exc)
+                use = f"`{settings.slack.command} run {mrkdwn(name)}`"
+                _respond(respond, f"The form did not open; use {use}.")
+
+        after_answer.then("the suggested run form", open_form, at_once=True)
+
+    def tell(respond: Respond, what: str, message: str) -> None:
+        """``message`` to the clicker only (through the response URL: it reaches them even
+        outside the channel), once Slack has the answer."""
+        after_answer.then(what, lambda: _respond(respond, message))
 
     @app.action(re.compile(r"^runbook_"))
     def on_run_button(
@@ -211,13 +208,10 @@ def build_bolt_app(
         if runbooks is None:
             ack()
             return
-        message = runbooks.button(action["action_id"], run_id, user).text
+        message = runbooks.button(action["action_id"], run_id, user).text  # recorded
         ack()
         metrics.ack.labels("block_action").observe(time.perf_counter() - started)
-        try:  # through the response URL: it reaches the clicker even outside the channel
-            respond(text=message, response_type="ephemeral", replace_original=False)
-        except Exception as exc:
-            log.info("could not tell %s about run %s: %s", user, run_id, exc)
+        tell(respond, f"the reply about run {run_id}", message)
 
     def message_button(
         what: str, click: Callable[..., str | None] | None, *, with_action_id: bool = False
@@ -229,14 +223,13 @@ def build_bolt_app(
             ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
         ) -> None:
             started = time.perf_counter()
-            ack()
-            metrics.ack.labels("block_action").observe(time.perf_counter() - started)
             if click is None:
+                ack()
                 return
             user = body["user"]["id"]
             container = body.get("container") or {}
             extra = {"action_id": str(action.get("action_id") or "")} if with_action_id else {}
-            message = click(
+            message = click(  # recorded here; its Slack calls wait for the answer
                 user=user,
                 value=str(action.get("value") or ""),
                 channel_id=str(container.get("channel_id") or ""),
@@ -244,12 +237,10 @@ def build_bolt_app(
                 message=body.get("message"),
                 **extra,
             )
-            if message is None:
-                return
-            try:  # only the clicker sees why nothing changed
-                respond(text=message, response_type="ephemeral", replace_original=False)
-            except Exception as exc:
-                log.info("could not tell %s about the %s: %s", user, what, exc)
+            ack()
+            metrics.ack.labels("block_action").observe(time.perf_counter() - started)
+            if message is not None:  # only the clicker sees why nothing changed
+                tell(respond, f"the reply about the {what}", message)
 
         return listener
 
@@ -299,119 +290,26 @@ def build_bolt_app(
         metrics.ack.labels("view_submission").observe(time.perf_counter() - started)
         _confirm(client, view.get("private_metadata") or user, user, reply.text, "declare")
 
-    @app.event("reaction_added")
-    def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient) -> None:
-        if actions is not None and event.get("reaction") == settings.action_items.reaction:
-            _action_from_reaction(event, client)
-        if event.get("reaction") != settings.slack.pin_reaction:
-            return
-        item = event.get("item") or {}
-        if item.get("type") != "message":
-            return
-        channel, ts = item.get("channel", ""), item.get("ts", "")
-        with db.transaction(engine) as s:
-            incident = svc.get_by_channel(s, channel)
-        if incident is None:
-            return
-        message = _fetch_message(client, channel, ts)
-        if message is None:
-            log.info("pinned message %s/%s is gone; not recorded", channel, ts)
-            return
-        author = message.get("user") or message.get("bot_id") or "unknown"
-        at = datetime.fromtimestamp(float(ts), UTC)
-        try:
-            with db.transaction(engine) as s:
-                svc.add_note(
-                    s,
-                    settings,
-                    incident.ref,
-                    message.get("text") or "(no text)",
-                    actor=author,
-                    occurred_at=at,
-                    kind="timeline.pinned",
-                    source_key=f"pin:{channel}:{ts}",
-                )
-        except IntegrityError:
-            log.debug("message %s/%s already on the timeline", channel, ts)
-
-    def _action_from_reaction(event: dict[str, Any], client: WebClient) -> None:
-        """The reacted-to message becomes an action item, once; the reactor creates it."""
-        assert actions is not None
-        item = event.get("item") or {}
-        if item.get("type") != "message":
-            return
-        channel, ts = item.get("channel", ""), item.get("ts", "")
-        with db.transaction(engine) as s:
-            incident = svc.get_by_channel(s, channel)
-        if incident is None or actions.already_from(channel, ts):
-            return
-        message = _fetch_message(client, channel, ts)
-        if message is None:
-            log.info("message %s/%s is gone; no action item made", channel, ts)
-            return
-        reactor = event.get("user") or "unknown"
-        out = actions.from_reaction(
-            incident=incident,
-            channel=channel,
-            ts=ts,
-            text=message.get("text") or "",
-            author=message.get("user") or message.get("bot_id") or "unknown",
-            reactor=reactor,
-        )
-        if out is None:
-            return
-        try:
-            client.chat_postEphemeral(channel=channel, user=reactor, text=out.text)
-        except Exception as exc:
-            log.info("could not confirm the action item to %s: %s", reactor, exc)
-
-    @app.event("member_joined_channel")
-    def on_join(body: dict[str, Any], event: dict[str, Any]) -> None:
-        with db.transaction(engine) as s:
-            incident = svc.get_by_channel(s, event.get("channel", ""))
-        if incident is None:
-            return
-        user = event.get("user", "")
-        try:
-            with db.transaction(engine) as s:
-                svc.record(
-                    s,
-                    svc.get(s, incident.ref),
-                    "participant.joined",
-                    user,
-                    f"{user} joined the channel",
-                    now=datetime.now(UTC),
-                    data={"people": [user]},
-                    source_key=f"event:{body.get('event_id')}",
-                )
-        except IntegrityError:
-            log.debug("event %s already recorded", body.get("event_id"))
-
-    @app.event("message")
-    def on_message(body: dict[str, Any]) -> None:
-        """Messages are read only when pinned; acknowledging here keeps Bolt quiet."""
-
+    events.register(app, core, actions)
     return app
 
 
 def _confirm(client: WebClient, channel: str, user: str, text: str, what: str) -> None:
-    """Tell ``user`` (only them) how their form ended, once the form's answer is out: Bolt
-    answers Slack only when the listener returns, and a Slack call there would hold the ack
-    (as would a thread that calls Slack while the answer is being sent)."""
-
-    def post() -> None:
-        priority.after_urgent(CONFIRM_AFTER_S)
-        try:
-            client.chat_postEphemeral(channel=channel, user=user, text=text)
-        except Exception as exc:
-            log.info("could not confirm the %s to %s: %s", what, user, exc)
-
-    threading.Thread(target=post, name="form-confirmation", daemon=True).start()
+    """Tell ``user`` (only them) how their form ended, once the form's answer is out."""
+    after_answer.then(
+        f"the {what} confirmation",
+        lambda: client.chat_postEphemeral(channel=channel, user=user, text=text),
+    )
 
 
-def _fetch_message(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:
-    data = client.conversations_history(channel=channel, latest=ts, inclusive=True, limit=1)
-    for message in data.get("messages") or []:
-        if message.get("ts") == ts:
-            return dict(message)
-    return None
+def _respond(respond: Respond, text: str, *, in_channel: bool = False) -> None:
+    """A message through the request's response URL; a refusal raises (Bolt's ``respond``
+    only returns it), so that it is logged as a failure."""
+    sent = respond(
+        text=text,
+        response_type="in_channel" if in_channel else "ephemeral",
+        replace_original=False,
+    )
+    status = getattr(sent, "status_code", 200)
+    if status >= 300:
+        raise RuntimeError(f"the response URL answered {status}")

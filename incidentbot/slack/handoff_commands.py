@@ -28,6 +28,7 @@ from incidentbot.handoff import service as handoff
 from incidentbot.handoff.config import Rotation
 from incidentbot.handoff.models import HandoffPost
 from incidentbot.ports import Chat, ExternalError, Pager
+from incidentbot.slack import after_answer
 from incidentbot.slack.reply import Reply
 from incidentbot.usecases import handoff as uc
 from incidentbot.usecases.core import Actor, Core
@@ -317,11 +318,15 @@ class HandoffCommands:
             for b in (message or {}).get("blocks") or []
         ]
         text = str((message or {}).get("text") or f"On-call handoff: {rotation.name}")
-        try:
-            if blocks:
+
+        def show() -> None:
+            try:
                 self.chat.update(channel_id, message_ts, text, blocks)
-        except ExternalError as exc:
-            log.warning("could not show the %s acknowledgement: %s", rotation.name, exc)
+            except ExternalError as exc:
+                log.warning("could not show the %s acknowledgement: %s", rotation.name, exc)
+
+        if blocks:  # the button becomes the acknowledgement once Slack has the answer
+            after_answer.then(f"the {rotation.name} acknowledgement shown", show)
         if new:
             return None
         when = ack.at.astimezone(ZoneInfo(rotation.timezone)).strftime("%H:%M %Z")

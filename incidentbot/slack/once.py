@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from incidentbot import inbound, priority
 from incidentbot.people.lookup import Sightings
+from incidentbot.slack import after_answer
 from incidentbot.slack.modal import CALLBACK_ID as DECLARE_FORM
 from incidentbot.slack.seen import seen_users
 from incidentbot.typed_text import clean_tree
@@ -43,13 +44,14 @@ def request_key(body: dict[str, Any], headers: dict[str, Any]) -> str | None:
 
 
 def socket_mode_handler(app: App, app_token: str) -> Any:
-    """Bolt's Socket Mode handler, holding back the work that can wait (:mod:`priority`) until
-    each request's acknowledgement is sent on the WebSocket, not only until it is decided."""
+    """Bolt's Socket Mode handler, holding back the work that can wait (:mod:`priority`) and
+    the listeners' Slack calls (:mod:`after_answer`) until each request's acknowledgement is
+    sent on the WebSocket, not only until it is decided."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     class Handler(SocketModeHandler):
         def handle(self, client: Any, req: Any) -> None:
-            with priority.urgent():
+            with after_answer.answer(), priority.urgent():
                 super().handle(client, req)
 
     return Handler(app, app_token)
@@ -77,8 +79,9 @@ class OnceApp(App):
         self._answers.close()
 
     def dispatch(self, req: BoltRequest) -> BoltResponse:
-        # Slack is timing the answer: work that can wait (an alert storm) waits for it.
-        with priority.urgent():
+        # Slack is timing the answer: work that can wait (an alert storm) waits for it, and so
+        # do the listeners' Slack calls (until the door has written it, where a door says when).
+        with after_answer.answer(), priority.urgent():
             if self._people is None:
                 return self._dispatch(req)
             body = req.body if isinstance(req.body, dict) else {}

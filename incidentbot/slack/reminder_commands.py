@@ -22,6 +22,7 @@ from incidentbot.errors import DomainError
 from incidentbot.ports import Chat, ExternalError
 from incidentbot.reminders import blocks, state
 from incidentbot.reminders.models import KINDS, STATUS_UPDATE, Reminder
+from incidentbot.slack import after_answer
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,13 @@ class ReminderCommands:
         if not channel_id or not ts or message is None:
             return
         text = str(message.get("text") or line)
-        try:
-            self.chat.update(
-                channel_id, ts, text, blocks.outcome_blocks(message.get("blocks") or [], line)
-            )
-        except ExternalError as exc:
-            log.warning("could not show the reminder decision: %s", exc)
+        shown = blocks.outcome_blocks(message.get("blocks") or [], line)
+
+        def show() -> None:
+            try:
+                self.chat.update(channel_id, ts, text, shown)
+            except ExternalError as exc:
+                log.warning("could not show the reminder decision: %s", exc)
+
+        # The buttons become the decision once Slack has the answer.
+        after_answer.then("the reminder decision shown", show)

@@ -19,6 +19,8 @@ From the moment a request passed these checks until its answer is written to the
 work that can wait (the ledger's next step, an alert storm) waits (:func:`priority.urgent`):
 Bolt's dispatch runs in the thread pool, and the event loop that sends its answer needs the
 interpreter back from the threads that would otherwise start right when the dispatch returns.
+The Slack calls the listeners make about the request (a reply through its response URL, a form
+opened) start once the answer's last byte is written (:mod:`incidentbot.slack.after_answer`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from incidentbot import priority
+from incidentbot.slack import after_answer
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +205,9 @@ class SlackEndpoint:
             except Refused as exc:
                 refused = exc
             else:
-                with priority.urgent(this_thread=False):
+                # The listeners' Slack calls start once the answer is written (the thread pool
+                # runs the dispatch in a copy of this context, which holds where they go).
+                with after_answer.answer(), priority.urgent(this_thread=False):
                     answer = await run_in_threadpool(
                         self.bolt.dispatch, to_bolt_request(request, body)
                     )
