@@ -13,10 +13,12 @@ A claim whose request never finished (its process died mid-way) may be taken ove
 Slack's first retry of an event a minute later. Claims are forgotten after :data:`KEEP`.
 
 A request whose only effect is one transaction (a declare: it writes before anything calls
-Slack) is claimed *in* that transaction instead (:func:`deferred`, :func:`claim_here`): the
-claim and what the request changed commit together or not at all, so a crash between them can
-neither lose the request (a claim without its incident) nor run it twice (an incident without
-its claim); and the request costs one statement, not a transaction of its own.
+Slack) is claimed *in* that transaction instead (:func:`deferred`,
+:func:`claimed_transaction`): the claim and what the request changed commit together or not at
+all, so a crash between them can neither lose the request (a claim without its incident) nor
+run it twice (an incident without its claim); and the request costs one statement, not a
+transaction of its own. A request refused in that transaction is rolled back with its claim:
+no answer is stored for it, and a retry runs it again.
 """
 
 from __future__ import annotations
@@ -123,12 +125,15 @@ def claim(engine: Engine, key: str) -> Claim:
 @dataclass
 class Deferred:
     """A request to be claimed in the transaction that does its work (:func:`claim_here`).
-    ``claimed``: its claim went into that transaction; ``taken``: the key was claimed before
-    (a replay, a retry), and the transaction was abandoned."""
+    ``claimed``: its claim went into that transaction, which committed; ``taken``: the key was
+    claimed before (a replay, a retry), and the transaction was abandoned; ``undone``: its
+    claim was written, but the transaction did not commit (the request was refused or failed
+    in it), so nothing of it is stored and a retry runs it again."""
 
     key: str
     claimed: bool = False
     taken: bool = False
+    undone: bool = False
 
 
 class Taken(DomainError):
@@ -141,8 +146,9 @@ _deferred: ContextVar[Deferred | None] = ContextVar("inbound_deferred", default=
 @contextmanager
 def deferred(key: str) -> Iterator[Deferred]:
     """While this request runs, its claim waits for the transaction that does its work. The
-    door checks ``claimed`` and ``taken`` afterwards: neither means nothing was written (a
-    refusal, a form opened), and the door claims the key the usual way."""
+    door checks ``undone``, ``claimed`` and ``taken`` afterwards: none of them means the
+    request never reached that transaction (a refusal before it, a form opened), and the door
+    claims the key the usual way."""
     holder = Deferred(key[:MAX_KEY])
     token = _deferred.set(holder)
     try:
@@ -179,6 +185,24 @@ def claim_here(session: Session) -> None:
     holder.claimed = True
     if next(_claims) % PRUNE_EVERY == 0:
         conn.execute(delete(TABLE).where(TABLE.c.claimed_at < db_now(session) - KEEP))
+
+
+@contextmanager
+def claimed_transaction(engine: Engine) -> Iterator[Session]:
+    """:func:`db.transaction` with the deferred request being answered (if any) claimed first
+    in it (:func:`claim_here`). If the transaction does not commit (a refusal in it, a failure,
+    its group's commit failing), its claim went with it: the request is marked ``undone``, not
+    ``claimed``, and the door stores no answer for it, so a retry is run again rather than
+    answered with what the first attempt was told."""
+    holder = _deferred.get()
+    try:
+        with db.transaction(engine) as session:
+            claim_here(session)
+            yield session
+    except BaseException:
+        if holder is not None and holder.claimed:
+            holder.claimed, holder.undone = False, True
+        raise
 
 
 def _claim_new(engine: Engine, key: str) -> bool:

@@ -15,14 +15,16 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import event, text
 
-from incidentbot import db
+from incidentbot import db, inbound
 from incidentbot.bot import Bot
+from incidentbot.clock import set_clock
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.sandbox.slack.transport import SignedRequest, sign
@@ -225,3 +227,60 @@ def test_a_declare_with_a_bad_signature_is_refused_and_claims_nothing(engine, sl
         assert refused.json() == {"ok": False, "error": "invalid signature"}
     assert ok.status_code == 200 and "declared *INC-1* (SEV2)" in ok.json()["text"]
     assert count(engine, "incident") == count(engine, "inbound_request") == 1
+
+
+def test_a_declare_refused_in_its_transaction_is_tried_again_by_slacks_retry(
+    engine, slack_sandbox, monkeypatch
+):
+    """A declare refused after its claim was written (the form's impact time is ahead of the
+    bot's clock) is rolled back with its claim: nothing of it is stored, not even its answer,
+    so Slack's retry of the same submission runs again, and declares once the clock has
+    passed that time, instead of being told the first refusal again."""
+    sandbox = slack_sandbox
+    stores = threading.Event()  # the answers of the requests wait, as in a burst, in memory
+    store = inbound.finish_many
+
+    def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+        stores.wait(60)
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(inbound, "finish_many", held)
+    start = datetime.now(UTC).replace(microsecond=0)
+    impact = start + timedelta(minutes=10)
+    bot = idle_bot(engine, sandbox)
+    try:
+        set_clock(lambda: start)
+        sandbox.driver.bot_url = bot.start_http() + "/slack/events"
+        opened = sandbox.driver.slash_command("declare", user="alice")
+        assert json.loads(opened.body)["text"] == "Opening the declare form…", opened.body
+        [form] = wait_for(
+            lambda: [v for v in sandbox.workspace.views.values() if v.is_open], what="the form"
+        )
+        inputs = {
+            "title": TITLE,
+            "severity": "SEV2",
+            "commander": sandbox.workspace.user("alice").id,
+            "impact_started": int(impact.timestamp()),
+        }
+        request = sandbox.driver.view_submission_request(form.id, inputs)
+        first = httpx.post(sandbox.driver.bot_url, content=request.body,
+                           headers=signed(sandbox, request.body), timeout=30)  # fmt: skip
+        set_clock(lambda: start + timedelta(minutes=20))
+        retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+        again = httpx.post(sandbox.driver.bot_url, content=request.body,
+                           headers=signed(sandbox, request.body, **retry), timeout=30)  # fmt: skip
+        assert first.status_code == again.status_code == 200
+        refusal = json.loads(first.text)
+        text = declared_text(sandbox, "form", again, "INC-1")
+    finally:
+        set_clock(None)
+        stores.set()
+        bot.stop()
+    assert refusal["response_action"] == "errors", refusal
+    assert "in the future" in refusal["errors"]["impact_started"], refusal
+    assert f"declared *INC-1* (SEV2): {TITLE}" in text, text
+    assert count(engine, "incident") == 1
+    with db.read(engine) as s:
+        assert svc.get(s, "INC-1").impact_started_at == impact
+    # The command that opened the form and the declare that ran: the refusal claimed nothing.
+    assert count(engine, "inbound_request") == 2

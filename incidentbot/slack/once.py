@@ -104,6 +104,8 @@ class OnceApp(App):
             if _claimed_with_its_work(body):
                 with inbound.deferred(key) as holder:
                     resp = super().dispatch(req)
+                if holder.undone:  # refused or failed in its transaction: nothing is stored
+                    return resp
                 if not holder.taken:
                     if holder.claimed or inbound.claim(self._engine, key).outcome == "run":
                         self._store(key, resp)

@@ -178,9 +178,8 @@ def declare(
     paging.declare_pages(
         settings, policy.severity(settings, severity or settings.default_severity).name, service
     )
-    with db.transaction(core.engine) as s:
-        # A Slack request claimed in the declare's own transaction (see incidentbot.inbound).
-        inbound.claim_here(s)
+    # A Slack request claimed in the declare's own transaction (see incidentbot.inbound).
+    with inbound.claimed_transaction(core.engine) as s:
         inc = svc.declare(
             s,
             settings,
