@@ -189,20 +189,48 @@ def claim_here(session: Session) -> None:
 
 @contextmanager
 def claimed_transaction(engine: Engine) -> Iterator[Session]:
-    """:func:`db.transaction` with the deferred request being answered (if any) claimed first
-    in it (:func:`claim_here`). If the transaction does not commit (a refusal in it, a failure,
-    its group's commit failing), its claim went with it: the request is marked ``undone``, not
-    ``claimed``, and the door stores no answer for it, so a retry is run again rather than
-    answered with what the first attempt was told."""
+    """:func:`db.transaction` with the deferred request being answered (if any) claimed in it:
+    first (:func:`claim_here`), or on PostgreSQL in the caller's own first statement
+    (:func:`claim_key`), else at the end. If the transaction does not commit (a refusal in it,
+    a failure, its group's commit failing), its claim, if written, went with it: the request is
+    marked ``undone``, not ``claimed``, and the door stores no answer for it, so a retry is run
+    again rather than answered with what the first attempt was told."""
     holder = _deferred.get()
     try:
         with db.transaction(engine) as session:
-            claim_here(session)
+            if engine.dialect.name != "postgresql":
+                claim_here(session)
             yield session
+            claim_here(session)  # unless the caller's statement claimed it (claim_key)
     except BaseException:
-        if holder is not None and holder.claimed:
+        if holder is not None and not holder.taken:  # reached its transaction, then undone
             holder.claimed, holder.undone = False, True
         raise
+
+
+def claim_key(session: Session) -> str | None:
+    """On PostgreSQL, in a :func:`claimed_transaction`: the key of the request being answered,
+    not claimed yet, for the caller to claim in its own first statement (one round trip for the
+    claim and the work), then report with :func:`claimed_by_caller`. None: nothing to claim
+    (no request, or claimed already, as on SQLite)."""
+    holder = _deferred.get()
+    if holder is None or holder.claimed or session.get_bind().dialect.name != "postgresql":
+        return None
+    return holder.key
+
+
+def claimed_by_caller(session: Session, new: bool) -> None:
+    """The claim of :func:`claim_key` was written (``new``), or found taken: then the request
+    is a replay or a retry, and :class:`Taken` is raised (the caller wrote nothing)."""
+    holder = _deferred.get()
+    assert holder is not None and not holder.claimed
+    if not new:
+        holder.taken = True
+        raise Taken("this request was already received")
+    holder.claimed = True
+    if next(_claims) % PRUNE_EVERY == 0:
+        conn = session.connection()
+        conn.execute(delete(TABLE).where(TABLE.c.claimed_at < db_now(session) - KEEP))
 
 
 def _claim_new(engine: Engine, key: str) -> bool:

@@ -17,6 +17,7 @@ from incidentbot import policy
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
+from incidentbot.incidents import declare_statement
 from incidentbot.incidents.models import Counter, Incident, RoleAssignment
 from incidentbot.incidents.records import (
     _check_past,
@@ -84,8 +85,50 @@ def declare(
     """Open an incident with the next INC number. A repeated ``idempotency_key`` returns the
     incident it already opened instead of a second one. A ``private`` incident gets a private
     channel and stays out of the digest and public reports."""
+    incident = declare_claimed(
+        session,
+        settings,
+        None,
+        title=title,
+        severity=severity,
+        actor=actor,
+        description=description,
+        fields=fields,
+        commander=commander,
+        impact_started_at=impact_started_at,
+        detected_at=detected_at,
+        idempotency_key=idempotency_key,
+        private=private,
+        now=now,
+    )
+    assert incident is not None  # nothing to claim: never refused as a replay
+    return incident
+
+
+def declare_claimed(
+    session: Session,
+    settings: Settings,
+    claim: str | None,
+    *,
+    title: str,
+    severity: str,
+    actor: str,
+    description: str | None = None,
+    fields: dict[str, str] | None = None,
+    commander: str | None = None,
+    impact_started_at: datetime | None = None,
+    detected_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    private: bool = False,
+    now: datetime | None = None,
+) -> Incident | None:
+    """:func:`declare`, with the Slack request keyed ``claim`` (see :mod:`incidentbot.inbound`)
+    claimed in the same statement on PostgreSQL (:mod:`.declare_statement`). None: that key was
+    claimed before (a replay, a retry), and nothing was written. On SQLite ``claim`` must be
+    None: the request is claimed before, by its own statement in the same transaction."""
     now = now or utcnow()
-    if idempotency_key:
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if idempotency_key and not postgres:
         existing = session.connection().execute(_BY_KEY, {"key": idempotency_key}).first()
         if existing is not None:
             return session.get_one(Incident, existing[0])
@@ -98,7 +141,7 @@ def declare(
     detected = _check_past("detected", detected_at, now) if detected_at else None
 
     incident = Incident(
-        number=_next_number(session),
+        number=0,  # taken as it is written
         title=clean_title,
         description=redact_text(description or "").strip() or None,
         severity=sev.name,
@@ -114,28 +157,17 @@ def declare(
         impact_started_at=impact,
         detected_at=detected,
     )
-    # Written with three Core statements (the incident, its commander, its first events) and
-    # no unit-of-work flush; the incident then joins the session as if read, so later changes
-    # in this transaction are UPDATEs.
-    _insert_incident(session, incident)
     data: dict[str, Any] = {"title": clean_title, "severity": sev.name, "fields": clean_fields}
     if description:
         data["description"] = incident.description
-    events = [
-        event_row(
-            incident,
-            "incident.declared",
-            actor,
-            f"Declared {incident.ref} ({sev.name}): {clean_title}",
-            now=now,
-            data=data,
-        )
-    ]
+    # Its first events: the declared one's summary starts with its INC number (see below).
+    head, rest = "Declared INC-", f" ({sev.name}): {clean_title}"  # INC-: Incident.ref
+    events = [event_row(0, "incident.declared", actor, rest, now=now, data=data) | {"head": head}]
     for name, when in (("impact_started", impact), ("detected", detected)):
         if when is not None:
             events.append(
                 event_row(
-                    incident,
+                    0,
                     "milestone.set",
                     actor,
                     f"{name.replace('_', ' ').capitalize()} at {_stamp(when)}",
@@ -143,19 +175,10 @@ def declare(
                     data={"milestone": name, "at": when.isoformat(), "previous": None},
                 )
             )
-    session.connection().execute(
-        _INSERT_ROLE,
-        {
-            "incident_id": incident.id,
-            "role": "commander",
-            "user": commander,
-            "assigned_by": actor,
-            "started_at": now,
-        },
-    )
+    role = {"role": "commander", "user": commander, "assigned_by": actor, "started_at": now}
     events.append(
         event_row(
-            incident,
+            0,
             "role.assigned",
             actor,
             f"{commander} is commander",
@@ -163,12 +186,51 @@ def declare(
             data={"role": "commander", "user": commander, "previous": None},
         )
     )
+    if postgres:
+        return _write_in_one(session, incident, role, events, claim)
+    assert claim is None, "on SQLite the request is claimed by its own statement"
+    # Four Core statements (the number, the incident, its commander, its first events) and no
+    # unit-of-work flush; the incident then joins the session as if read, so later changes in
+    # this transaction are UPDATEs.
+    incident.number = _next_number(session)
+    _insert_incident(session, incident)
+    session.connection().execute(_INSERT_ROLE, role | {"incident_id": incident.id})
+    for row in events:
+        row["incident_id"] = incident.id
+        if row.pop("head", None) is not None:
+            row["summary"] = f"Declared {incident.ref}{row['summary']}"
     insert_events(session, events)
+    return incident
+
+
+def _write_in_one(
+    session: Session,
+    incident: Incident,
+    role: dict[str, Any],
+    events: list[dict[str, Any]],
+    claim: str | None,
+) -> Incident | None:
+    values = {name: getattr(incident, name) for name in declare_statement.COLUMNS}
+    for row in events:
+        row.pop("incident_id")
+        row.setdefault("head", None)
+    done = declare_statement.run(session.connection(), values, role, events, claim=claim)
+    if not done.claimed:
+        return None
+    if done.existing is not None:
+        return session.get_one(Incident, done.existing)
+    assert done.id is not None and done.number is not None
+    incident.id, incident.number = done.id, done.number
+    _joins(session, incident)
     return incident
 
 
 def _insert_incident(session: Session, incident: Incident) -> None:
     values = {name: getattr(incident, name) for name in _COLUMNS}
     incident.id = session.connection().execute(_INSERT_INCIDENT, values).scalar_one()
+    _joins(session, incident)
+
+
+def _joins(session: Session, incident: Incident) -> None:
     make_transient_to_detached(incident)
     session.add(incident)

@@ -18,7 +18,7 @@ from incidentbot import policy
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
-from incidentbot.incidents.declaring import MAX_TITLE, declare
+from incidentbot.incidents.declaring import MAX_TITLE, declare, declare_claimed
 from incidentbot.incidents.models import (
     SETTABLE_MILESTONES,
     Incident,
@@ -52,6 +52,7 @@ __all__ = [
     "assign_role",
     "close",
     "declare",
+    "declare_claimed",
     "get",
     "get_by_channel",
     "has_event",

@@ -180,9 +180,11 @@ def declare(
     )
     # A Slack request claimed in the declare's own transaction (see incidentbot.inbound).
     with inbound.claimed_transaction(core.engine) as s:
-        inc = svc.declare(
+        claim = inbound.claim_key(s)  # PostgreSQL: claimed in the declare's one statement
+        declared = svc.declare_claimed(
             s,
             settings,
+            claim,
             title=title,
             severity=severity or settings.default_severity,
             actor=actor.id,
@@ -194,6 +196,10 @@ def declare(
             idempotency_key=key,
             private=private,
         )
+        if claim is not None:
+            inbound.claimed_by_caller(s, declared is not None)
+        assert declared is not None
+        inc = declared
         if linked is not None:
             links.link_page(
                 s,

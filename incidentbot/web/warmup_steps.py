@@ -106,15 +106,19 @@ def declare_rehearsal(engine: Engine, settings: Settings) -> None:
                 Session(bind=conn, join_transaction_mode="rollback_only") as s,
                 inbound.deferred(key),
             ):
-                inbound.claim_here(s)
-                inc = svc.declare(
+                claim = inbound.claim_key(s)  # PostgreSQL: claimed in the declare's statement
+                if claim is None:
+                    inbound.claim_here(s)
+                inc = svc.declare_claimed(
                     s,
                     settings,
+                    claim,
                     title=TITLE,
                     severity=settings.default_severity,
                     actor=ACTOR,
                     idempotency_key=key,
                 )
+                assert inc is not None
                 declare_effects(s, settings, inc, ACTOR)
                 s.flush()
         finally:
