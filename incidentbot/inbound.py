@@ -188,17 +188,18 @@ def claim_here(session: Session) -> None:
 
 
 @contextmanager
-def claimed_transaction(engine: Engine) -> Iterator[Session]:
+def claimed_transaction(engine: Engine, *, by_caller: bool = False) -> Iterator[Session]:
     """:func:`db.transaction` with the deferred request being answered (if any) claimed in it:
-    first (:func:`claim_here`), or on PostgreSQL in the caller's own first statement
-    (:func:`claim_key`), else at the end. If the transaction does not commit (a refusal in it,
-    a failure, its group's commit failing), its claim, if written, went with it: the request is
-    marked ``undone``, not ``claimed``, and the door stores no answer for it, so a retry is run
-    again rather than answered with what the first attempt was told."""
+    first (:func:`claim_here`), or with ``by_caller`` on PostgreSQL in the caller's own first
+    statement (:func:`claim_key`; if it does not, at the end). If the transaction does not
+    commit (a refusal in it, a failure, its group's commit failing), its claim, if written, went
+    with it: the request is marked ``undone``, not ``claimed``, and the door stores no answer
+    for it, so a retry is run again rather than answered with what the first attempt was
+    told."""
     holder = _deferred.get()
     try:
         with db.transaction(engine) as session:
-            if engine.dialect.name != "postgresql":
+            if not by_caller or engine.dialect.name != "postgresql":
                 claim_here(session)
             yield session
             claim_here(session)  # unless the caller's statement claimed it (claim_key)

@@ -4,8 +4,8 @@ Both doors Slack uses end in ``App.dispatch``: the HTTP endpoint and Socket Mode
 people typed is cleaned of invisible control characters (:mod:`incidentbot.typed_text`), and a
 request is claimed by what makes it itself before it runs: a replay of captured bytes, or
 Slack's retry of a command, click or event (over HTTP or Socket Mode), gets the first answer.
-A declare (a slash command or the declare form) is claimed inside its own transaction
-(:func:`inbound.deferred`): one commit for both.
+A declare (a slash command or the declare form) or a note is claimed inside its own
+transaction (:func:`inbound.deferred`): one commit for both.
 The Slack users a request names are handed to the people directory
 (:class:`~incidentbot.people.lookup.Sightings`), which looks them up once the answer is out.
 """
@@ -131,11 +131,15 @@ class OnceApp(App):
             self._answers.add(key, inbound.Answer(resp.status, kind[0], body_text))
 
 
+# The subcommands that write everything in one transaction before anything calls Slack.
+_WRITE_FIRST = ("declare", "note")
+
+
 def _claimed_with_its_work(body: dict[str, Any]) -> bool:
-    """A declare, typed as a slash command or submitted from the declare form: it writes
-    everything in one transaction before anything calls Slack, so its claim goes into that
-    transaction (:func:`inbound.deferred`). A request that calls Slack before it writes is
-    claimed first: a replay of it would repeat the call."""
+    """A declare, typed as a slash command or submitted from the declare form, or a note:
+    each writes everything in one transaction before anything calls Slack, so its claim goes
+    into that transaction (:func:`inbound.deferred`). A request that calls Slack before it
+    writes is claimed first: a replay of it would repeat the call."""
     if body.get("type") == "view_submission":
         view = body.get("view")
         return isinstance(view, dict) and view.get("callback_id") == DECLARE_FORM
@@ -143,4 +147,4 @@ def _claimed_with_its_work(body: dict[str, Any]) -> bool:
     if not body.get("command") or not isinstance(text, str):
         return False
     words = text.split(None, 1)
-    return bool(words) and words[0].lower() == "declare"
+    return bool(words) and words[0].lower() in _WRITE_FIRST

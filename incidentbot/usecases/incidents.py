@@ -179,7 +179,7 @@ def declare(
         settings, policy.severity(settings, severity or settings.default_severity).name, service
     )
     # A Slack request claimed in the declare's own transaction (see incidentbot.inbound).
-    with inbound.claimed_transaction(core.engine) as s:
+    with inbound.claimed_transaction(core.engine, by_caller=True) as s:
         claim = inbound.claim_key(s)  # PostgreSQL: claimed in the declare's one statement
         declared = svc.declare_claimed(
             s,
@@ -273,7 +273,8 @@ def unassign(core: Core, actor: Actor, ref: str, role: str) -> Unassigned:
 
 
 def note(core: Core, actor: Actor, ref: str, text: str) -> Noted:
-    with db.transaction(core.engine) as s:
+    # Typed in Slack, claimed in the note's own transaction (see incidentbot.inbound).
+    with inbound.claimed_transaction(core.engine) as s:
         event = svc.add_note(s, core.settings, ref, text, actor=actor.id)
         s.flush()
         assert event.id is not None
