@@ -11,9 +11,12 @@ from __future__ import annotations
 import threading
 
 import httpx
+import pytest
 from sqlalchemy import event, text
 
-from incidentbot import db
+from incidentbot import db, inbound
+from incidentbot.usecases import incidents as uc
+from incidentbot.usecases.core import Actor, Core
 from tests.conftest import count
 from tests.test_declare_claim import TITLE, idle_bot, signed
 
@@ -62,6 +65,13 @@ def test_a_declare_typed_in_slack_makes_its_statements_and_no_more(engine, slack
             assert answer.status_code == 200 and "declared *INC-" in answer.json()["text"]
         event.remove(engine, "before_cursor_execute", statement)
         event.remove(engine, "commit", commit)
+        # Slack's retry of it gets its answer; it writes nothing and takes no INC number.
+        retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+        again = httpx.post(url, content=request.body,
+                           headers=signed(sandbox, request.body, **retry), timeout=30)  # fmt: skip
+        after = sandbox.driver.slash_command_request("declare sev2 Bridge relayer stuck")
+        following = httpx.post(url, content=after.body, headers=signed(sandbox, after.body),
+                               timeout=30)  # fmt: skip
     finally:
         bot.stop()
     [answering] = {thread for thread, sql in seen if "INSERT INTO incident " in sql}
@@ -93,4 +103,21 @@ def test_a_declare_typed_in_slack_makes_its_statements_and_no_more(engine, slack
         ("role.assigned", f"{user} is commander"),
     ]
     assert [tuple(r) for r in roles] == [("commander", user)]
-    assert count(engine, "inbound_request") == count(engine, "incident") == 2
+    assert again.text == answer.text
+    assert "declared *INC-3* (SEV2): Bridge relayer stuck" in following.json()["text"]
+    assert count(engine, "inbound_request") == count(engine, "incident") == 3
+
+
+def test_a_replayed_declare_writes_nothing_and_takes_no_number(engine, settings):
+    """The claim is checked in the declare's statement on PostgreSQL: a request claimed before
+    stops there, with no incident and no INC number taken (the next declare is INC-2)."""
+    core = Core(settings, engine, chat=False)
+    alice = Actor("U0ALICE", "slack")
+    with inbound.deferred("slack:trigger:T1") as first:
+        uc.declare(core, alice, title="Sequencer stalled", key="slack:command:T1")
+    with pytest.raises(inbound.Taken), inbound.deferred("slack:trigger:T1") as replay:
+        uc.declare(core, alice, title="Sequencer stalled", key="slack:command:T1")
+    nxt = uc.declare(core, alice, title="Bridge relayer stuck")
+    assert first.claimed and replay.taken and not replay.claimed
+    assert nxt.ref == "INC-2"
+    assert count(engine, "incident") == 2 and count(engine, "inbound_request") == 1
