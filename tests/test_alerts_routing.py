@@ -247,3 +247,20 @@ def test_rules_are_shown_as_written_and_read_back_the_same():
     assert shown["rules"][0]["runbook"]["params"] == {"node": "instance"}
     assert "with" in shown["rules"][0]["runbook"]
     assert AlertSettings.model_validate(shown) == rules
+
+
+def test_a_value_repeated_in_a_body_is_masked_by_where_it_is_each_time():
+    """The walk cleans and masks each distinct string once: the same value under a secret's
+    key and under a plain one is masked only under the first, in every alert that has it,
+    and a key with an invisible character is cleaned in every alert."""
+    alerts = [
+        alert("X", instance=f"n-{i}", password="hunter2-value", build="hunter2-value")
+        for i in range(3)
+    ]
+    for a in alerts:
+        a["labels"]["zone\u200b"] = "eu-1"
+    payload, stored = parse(notification(alerts))
+    for a, raw in zip(payload.alerts, stored["alerts"], strict=True):
+        assert (a.labels["password"], a.labels["build"]) == ("***", "hunter2-value")
+        assert raw["labels"]["password"] == "***" and a.labels["zone"] == "eu-1"
+        assert "zone\u200b" not in raw["labels"]

@@ -190,22 +190,55 @@ def _clean(text: str) -> str:
 
 def _clean_and_redact(value: Any) -> tuple[Any, Any]:
     """(``clean_tree(value)``, ``redact(clean_tree(value))``) in one walk."""
-    if isinstance(value, str):
-        # Printable ASCII (most label values) has nothing invisible to remove.
-        cleaned = value if value.isascii() and value.isprintable() else _clean(value)
-        return cleaned, redact_text(cleaned)
-    if isinstance(value, dict):
-        cleaned_dict: dict[Any, Any] = {}
-        redacted_dict: dict[str, Any] = {}
-        for key, item in value.items():
-            key = _clean(key) if isinstance(key, str) else key
-            cleaned_item, redacted_item = _clean_and_redact(item)
-            cleaned_dict[key] = cleaned_item
-            name = str(key)
-            secret = is_sensitive_key(name) and cleaned_item not in (None, "")
-            redacted_dict[name] = MASK if secret else redacted_item
-        return cleaned_dict, redacted_dict
-    if isinstance(value, list):
-        pairs = [_clean_and_redact(item) for item in value]
-        return [c for c, _ in pairs], [r for _, r in pairs]
-    return value, value
+    return _Walk().walk(value)
+
+
+class _Walk:
+    """One walk over a body. A notification repeats most of its strings (each alert's status,
+    ``alertname``, shared labels, times, URLs) and all of its keys: each distinct one is
+    cleaned and masked once per walk (a dictionary lookup for the copies after it, where
+    :func:`~incidentbot.ledger.redact.redact_text`'s own memory hashes each copy)."""
+
+    __slots__ = ("_keys", "_texts")
+
+    def __init__(self) -> None:
+        self._texts: dict[str, tuple[str, str]] = {}
+        self._keys: dict[str, tuple[str, bool]] = {}
+
+    def walk(self, value: Any) -> tuple[Any, Any]:
+        if isinstance(value, str):
+            return self._text(value)
+        if isinstance(value, dict):
+            cleaned_dict: dict[Any, Any] = {}
+            redacted_dict: dict[str, Any] = {}
+            for key, item in value.items():
+                if isinstance(key, str):
+                    key, sensitive = self._key(key)
+                    name = key
+                else:  # JSON keys are strings; a dict built in Python may have others
+                    name = str(key)
+                    sensitive = is_sensitive_key(name)
+                cleaned_item, redacted_item = self.walk(item)
+                cleaned_dict[key] = cleaned_item
+                secret = sensitive and cleaned_item not in (None, "")
+                redacted_dict[name] = MASK if secret else redacted_item
+            return cleaned_dict, redacted_dict
+        if isinstance(value, list):
+            pairs = [self.walk(item) for item in value]
+            return [c for c, _ in pairs], [r for _, r in pairs]
+        return value, value
+
+    def _text(self, value: str) -> tuple[str, str]:
+        known = self._texts.get(value)
+        if known is None:
+            # Printable ASCII (most label values) has nothing invisible to remove.
+            cleaned = value if value.isascii() and value.isprintable() else _clean(value)
+            known = self._texts[value] = (cleaned, redact_text(cleaned))
+        return known
+
+    def _key(self, key: str) -> tuple[str, bool]:
+        known = self._keys.get(key)
+        if known is None:
+            cleaned = key if key.isascii() and key.isprintable() else _clean(key)
+            known = self._keys[key] = (cleaned, is_sensitive_key(cleaned))
+        return known
