@@ -32,10 +32,11 @@ def _rpc(n: int) -> dict:
     )
 
 
-def _per_delivery(engine) -> Counter[str]:
+def _per_delivery(engine, alerts: str = "INSERT alert") -> Counter[str]:
     """A delivery's reads and writes besides its own: the group (one upsert), the alerts (one
-    read, one upsert), the group's incident; on PostgreSQL one statement takes the locks."""
-    found = Counter({"INSERT alert_group": 1, "SELECT alert": 1, "INSERT alert": 1})
+    read, one write: ``INSERT alert``, the upsert of what changed, or ``UPDATE alert``, the
+    count of a repeat), the group's incident; on PostgreSQL one statement takes the locks."""
+    found = Counter({"INSERT alert_group": 1, "SELECT alert": 1, alerts: 1})
     found["SELECT incident"] = 1
     if engine.dialect.name == "postgresql":
         found["SELECT unnest"] = 1
@@ -49,7 +50,9 @@ def test_a_repeat_and_a_resolve_write_their_delivery_once(engine, settings):
     with statements(engine) as seen:
         repeat = service.ingest(engine, settings, notification(alerts))
     assert (repeat.new, repeat.repeats, repeat.incident) == (0, 2, "INC-1")
-    assert Counter(seen) == _per_delivery(engine) + Counter({"INSERT alert_delivery": 1}), seen
+    # nothing but the count changed: the alerts are one UPDATE, not an upsert
+    expected = _per_delivery(engine, "UPDATE alert") + Counter({"INSERT alert_delivery": 1})
+    assert Counter(seen) == expected, seen
 
     ended = [resolved(a) for a in alerts]
     with statements(engine) as seen:
@@ -141,3 +144,44 @@ def test_an_alert_stored_through_the_orm_is_the_same_instance_to_the_upsert(engi
     with db.read(engine) as s:
         rows = s.exec(select(AlertRecord).where(AlertRecord.fingerprint == TWIN)).all()
     assert [r.received_count for r in rows] == [2]
+
+
+def test_repeats_are_counted_by_one_update_per_number_of_copies(engine, settings):
+    """A delivery that repeats stored alerts (one listed twice), brings a new one and resolves
+    another: the new and the resolved go through the upsert, the repeats are counted by an
+    ``UPDATE`` per number of copies, and every count and status is right."""
+    alerts = [_rpc(1), _rpc(2), _rpc(3)]
+    service.ingest(engine, settings, notification(alerts))
+    mixed = [alerts[0], alerts[0], alerts[1], resolved(alerts[2]), _rpc(4)]
+    with statements(engine) as seen:
+        out = service.ingest(engine, settings, notification(mixed))
+    assert (out.new, out.repeats, out.resolved, out.attached) == (1, 2, 1, 1), out
+    found = Counter(seen)
+    assert (found["UPDATE alert"], found["INSERT alert"]) == (2 + 1, 1), seen  # + the attach
+    with db.read(engine) as s:
+        stored = s.exec(select(AlertRecord).order_by(AlertRecord.starts_at)).all()
+    assert [(a.received_count, a.status) for a in stored] == [
+        (3, "firing"),
+        (2, "firing"),
+        (2, "resolved"),
+        (1, "firing"),
+    ]
+    assert len({a.last_received_at for a in stored[:2]}) == 1  # the repeat's receipt, both
+    assert stored[0].last_received_at > stored[0].first_received_at
+
+
+def test_an_unattached_repeat_follows_the_rules_in_force(engine, tmp_path):
+    """A stored alert that no incident holds is routed again by each delivery: a repeat under
+    a rule added since is no mere count, and the stored routing changes."""
+    lagging = alert("NodeLagging", instance="n-1", env="staging")  # matched by no rule
+    first = service.ingest(engine, settings_for(tmp_path), notification([lagging]))
+    assert (first.new, first.unmatched, first.declared) == (1, 1, False)
+    staging = {"name": "staging", "matchers": ['env="staging"'], "severity": "SEV4",
+               "service": "staging", "declare": False}  # fmt: skip
+    later = settings_for(tmp_path, rules=[staging])
+    out = service.ingest(engine, later, notification([lagging]))
+    assert (out.repeats, out.unmatched) == (1, 0), out
+    with db.read(engine) as s:
+        stored = s.exec(select(AlertRecord)).one()
+    assert (stored.rule, stored.severity, stored.service) == ("staging", "SEV4", "staging")
+    assert stored.received_count == 2

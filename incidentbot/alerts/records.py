@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text, tuple_, update
+from sqlalchemy import bindparam, select, text, tuple_, update
 from sqlmodel import Session
 
 from incidentbot.alerts import routing, upserts
@@ -114,6 +114,7 @@ class _Pending:
     values: dict[str, Any]
     copies: int
     existed: bool
+    stored: dict[str, Any] | None  # as read, if it existed
     resolves: bool  # this notification resolves it (it was firing, or is new, and a copy says so)
     # Its labels, annotations and URL are the ones this notification's payload masked: a new
     # instance, or a stored one whose stored values are those (masked the same way).
@@ -152,6 +153,7 @@ def record(
                 values=_values(alert, row, group_id, now),
                 copies=0,
                 existed=row is not None,
+                stored=row,
                 resolves=False,
                 masked=row is None or _as_sent(row, alert),
             )
@@ -175,7 +177,7 @@ def record(
         for item in pending.values():
             if not item.existed:
                 item.values["delivery_id"] = delivery_id
-    items = [(item.values, item.copies, item.existed) for item in pending.values()]
+    items = [(item.values, item.copies, _written(item)) for item in pending.values()]
     ids = upserts.write(session, items, now)
     rows: dict[tuple[str, datetime], AlertRow] = {}
     generation = payload.masked_under
@@ -192,6 +194,18 @@ def record(
     return out
 
 
+def _written(item: _Pending) -> bool | str:
+    """Whether the instance is stored, and if so whether this notification changes more than
+    its count and last receipt (:data:`upserts.REPEATED` if not)."""
+    stored = item.stored
+    if stored is None:
+        return False
+    values = item.values
+    if all(values[name] == stored[name] for name in upserts.UPDATED):
+        return upserts.REPEATED
+    return True
+
+
 def _existing(session: Session, payload: Payload) -> dict[tuple[str, datetime], dict[str, Any]]:
     """The payload's alert instances that are already stored, by (fingerprint, startsAt)."""
     if not payload.alerts:
@@ -202,18 +216,20 @@ def _existing(session: Session, payload: Payload) -> dict[tuple[str, datetime], 
         keys = [{"fingerprint": a.fingerprint, "starts_at": a.starts_at} for a in payload.alerts]
         result = session.execute(_PG_EXISTING, {"rows": json_rows(keys, ("starts_at",))})
     else:
-        fingerprints = {a.fingerprint for a in payload.alerts}
-        starts = {a.starts_at for a in payload.alerts}
-        stmt = select(*(ALERT.c[name] for name in _READ)).where(
-            ALERT.c.fingerprint.in_(fingerprints), ALERT.c.starts_at.in_(starts)
-        )
-        result = session.execute(stmt)
+        fingerprints = sorted({a.fingerprint for a in payload.alerts})
+        starts = sorted({a.starts_at for a in payload.alerts})
+        result = session.execute(_SQLITE_EXISTING, {"fps": fingerprints, "starts": starts})
     found = {}
     for row in result.mappings():
         found[(row["fingerprint"], row["starts_at"])] = dict(row)
     return found
 
 
+# Built once (not a new statement, and its cache key, for every notification).
+_SQLITE_EXISTING = select(*(ALERT.c[name] for name in _READ)).where(
+    ALERT.c.fingerprint.in_(bindparam("fps", expanding=True)),
+    ALERT.c.starts_at.in_(bindparam("starts", expanding=True)),
+)
 _PG_EXISTING = select(*(ALERT.c[name] for name in _READ)).where(
     tuple_(ALERT.c.fingerprint, ALERT.c.starts_at).in_(
         text(
