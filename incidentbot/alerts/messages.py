@@ -143,23 +143,28 @@ _RUNS = Run.__table__  # type: ignore[attr-defined]
 
 def _last_run(session: Session, incident: Incident, prefix: str) -> Any:
     """The group's latest message run on the incident (the columns :func:`queue` reads)."""
-    stmt = (
-        select(
-            _RUNS.c.id,
-            _RUNS.c.status,
-            _RUNS.c.idempotency_key,
-            _RUNS.c.started_at,
-            _RUNS.c.created_at,
-        )
-        .where(
-            _RUNS.c.kind == KIND,
-            _RUNS.c.incident_id == incident.id,
-            _RUNS.c.idempotency_key.startswith(prefix),
-        )
-        .order_by(_RUNS.c.id.desc())
-        .limit(1)
+    # The prefix ends with ":" and holds no LIKE wildcard (a ref, "alerts", an id).
+    params = {"incident_id": incident.id, "pattern": prefix + "%"}
+    return session.execute(_LAST_RUN, params).first()
+
+
+# Built once (a new statement and its cache key at each delivery cost more than running it).
+_LAST_RUN = (
+    select(
+        _RUNS.c.id,
+        _RUNS.c.status,
+        _RUNS.c.idempotency_key,
+        _RUNS.c.started_at,
+        _RUNS.c.created_at,
     )
-    return session.execute(stmt).first()
+    .where(
+        _RUNS.c.kind == KIND,
+        _RUNS.c.incident_id == bindparam("incident_id"),
+        _RUNS.c.idempotency_key.like(bindparam("pattern")),
+    )
+    .order_by(_RUNS.c.id.desc())
+    .limit(1)
+)
 
 
 _ALERTS = ALERT_TABLE

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, select
 
 from incidentbot.alerts.models import AlertGroup, AlertRecord
 from incidentbot.errors import DomainError, NotFound
@@ -54,16 +56,22 @@ def _memo(session: Session) -> dict[int, datetime | None]:
 def _last_end(session: Session, group_id: int) -> datetime | None:
     """The end of the group's latest snooze event: the group is picked out by the database
     (not by reading every snooze of every group), the newest first."""
-    data = session.exec(
-        select(TimelineEvent.data)
-        .where(
-            TimelineEvent.kind == KIND,
-            col(TimelineEvent.data)["group_id"].as_integer() == group_id,
-        )
-        .order_by(col(TimelineEvent.id).desc())
-        .limit(1)
-    ).first()
+    data = session.execute(_LAST_SNOOZE, {"group_id": group_id}).scalar()
     return datetime.fromisoformat(data["until"]) if data is not None else None
+
+
+_EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
+# Core, built once: asked by each delivery to a group on an incident and each update of the
+# group's message, where an ORM query built every time cost several times the statement.
+_LAST_SNOOZE = (
+    sa_select(_EVENTS.c.data)
+    .where(
+        _EVENTS.c.kind == KIND,
+        _EVENTS.c.data["group_id"].as_integer() == bindparam("group_id"),
+    )
+    .order_by(_EVENTS.c.id.desc())
+    .limit(1)
+)
 
 
 def group_label(group: AlertGroup) -> str:
