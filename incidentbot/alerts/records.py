@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, select, text, tuple_, update
@@ -298,4 +299,12 @@ def refused(session: Session, rows: Iterable[AlertRow], reason: str) -> None:
 
 def _update(session: Session, ids: list[int], **values: Any) -> None:
     if ids:
-        session.execute(update(ALERT).where(ALERT.c.id.in_(sorted(set(ids)))).values(**values))
+        stmt = _updates(tuple(sorted(values)))
+        session.execute(stmt, {"ids": sorted(set(ids)), **values})
+
+
+@cache
+def _updates(columns: tuple[str, ...]) -> Any:
+    """Built once per set of columns (not a new statement and cache key per delivery)."""
+    values = {name: bindparam(name, type_=ALERT.c[name].type) for name in columns}
+    return update(ALERT).where(ALERT.c.id.in_(bindparam("ids", expanding=True))).values(values)

@@ -115,7 +115,7 @@ def ingest(
                 delivery_id = s.execute(_INSERT_DELIVERY, {**delivery, **done}).scalar_one()
             else:
                 delivery_id = row.id
-                s.execute(_DELIVERIES.update().where(_DELIVERIES.c.id == delivery_id).values(done))
+                s.execute(_DELIVERY_DONE, {"delivery_id": delivery_id, **done})
             outcome.delivery_id = delivery_id
     except Exception as exc:
         message = redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0])[:1000]
@@ -134,6 +134,16 @@ def ingest(
 
 _DELIVERIES: Table = AlertDelivery.__table__  # type: ignore[attr-defined]
 _INSERT_DELIVERY = _DELIVERIES.insert().returning(_DELIVERIES.c.id)
+_DELIVERY_DONE = (
+    _DELIVERIES.update()
+    .where(_DELIVERIES.c.id == bindparam("delivery_id"))
+    .values(
+        {
+            name: bindparam(name, type_=_DELIVERIES.c[name].type)
+            for name in ("outcome", "failed", "processed_at")
+        }
+    )
+)
 
 
 class DeliveryRow:
@@ -275,10 +285,10 @@ def _lock(session: Session, keys: list[str]) -> None:
     ids = sorted({_lock_id(k) for k in keys})
     # One round trip; the function scan hands the ids over in array order (ascending), so
     # every transaction takes its locks in the same global order.
-    session.execute(
-        text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:ids AS bigint[])) AS k"),
-        {"ids": ids},
-    )
+    session.execute(_PG_LOCKS, {"ids": ids})
+
+
+_PG_LOCKS = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:ids AS bigint[])) AS k")
 
 
 def _lock_id(key: str) -> int:
@@ -309,12 +319,25 @@ def _group(session: Session, payload: Payload, key_hash: str, now: datetime) -> 
 def _save_group(session: Session, group: GroupRow) -> None:
     """The group's incident and declare count, if processing changed them."""
     if (group.incident_id, group.incidents_declared) != group._saved:
-        session.execute(
-            _GROUPS.update()
-            .where(_GROUPS.c.id == group.id)
-            .values(incident_id=group.incident_id, incidents_declared=group.incidents_declared)
-        )
+        params = {
+            "group_id": group.id,
+            "incident_id": group.incident_id,
+            "incidents_declared": group.incidents_declared,
+        }
+        session.execute(_SAVE_GROUP, params)
         group._saved = (group.incident_id, group.incidents_declared)
+
+
+_SAVE_GROUP = (
+    _GROUPS.update()
+    .where(_GROUPS.c.id == bindparam("group_id"))
+    .values(
+        {
+            name: bindparam(name, type_=_GROUPS.c[name].type)
+            for name in ("incident_id", "incidents_declared")
+        }
+    )
+)
 
 
 @cache
