@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import timedelta, timezone
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import select
 
 from incidentbot import db
@@ -35,12 +36,14 @@ def _rpc(n: int) -> dict:
 def _per_delivery(engine, alerts: str = "INSERT alert") -> Counter[str]:
     """A delivery's reads and writes besides its own: the group (one upsert), the alerts (one
     read, one write: ``INSERT alert``, the upsert of what changed, or ``UPDATE alert``, the
-    count of a repeat), the group's incident; on PostgreSQL one statement takes the locks."""
-    found = Counter({"INSERT alert_group": 1, "SELECT alert": 1, alerts: 1})
+    count of a repeat), the group's incident; on PostgreSQL the group's upsert takes the
+    delivery's locks first, in the same statement (``WITH locked AS (...) INSERT``)."""
+    found = Counter({_GROUP_UPSERT[engine.dialect.name]: 1, "SELECT alert": 1, alerts: 1})
     found["SELECT incident"] = 1
-    if engine.dialect.name == "postgresql":
-        found["SELECT unnest"] = 1
     return found + begins(engine, 1)
+
+
+_GROUP_UPSERT = {"sqlite": "INSERT alert_group", "postgresql": "WITH"}
 
 
 def test_a_repeat_and_a_resolve_write_their_delivery_once(engine, settings):
@@ -83,7 +86,7 @@ def test_a_new_group_declares_without_reading_snoozes_or_incident_rows(engine, s
     assert first.declared and (first.new, first.attached) == (3, 3)
     found = Counter(seen)
     alerts_side = {
-        "INSERT alert_group": 1,  # the upsert
+        _GROUP_UPSERT[engine.dialect.name]: 1,  # the upsert (and the locks)
         "SELECT alert": 1,  # the stored instances
         "INSERT alert_delivery": 1,  # named by the new alerts
         "INSERT alert": 1,  # their upsert
@@ -185,3 +188,32 @@ def test_an_unattached_repeat_follows_the_rules_in_force(engine, tmp_path):
         stored = s.exec(select(AlertRecord)).one()
     assert (stored.rule, stored.severity, stored.service) == ("staging", "SEV4", "staging")
     assert stored.received_count == 2
+
+
+def test_the_locks_and_the_group_are_one_statement(engine, settings):
+    """The group's upsert makes the group once and finds it again; on PostgreSQL it also takes
+    the delivery's advisory locks (its group and each alert), every one of them, held to the
+    end of the transaction (SQLite's write lock serialises writers there)."""
+    from incidentbot.alerts import groups, payload
+
+    parsed, _ = payload.parse(notification([_rpc(2), _rpc(1)]))
+    key_hash = service.group_hash(parsed.group_key)
+    keys = [f"group:{key_hash}", *sorted(f"alert:{a.fingerprint}" for a in parsed.alerts)]
+    postgres = engine.dialect.name == "postgresql"
+    held = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        " AND pid = pg_backend_pid() AND granted"
+    )
+    with db.transaction(engine) as s, statements(engine) as seen:
+        row = groups.lock_and_upsert(s, parsed, key_hash, keys, T0)
+        if postgres:
+            assert s.execute(held).scalar_one() == 3
+    sent = [x for x in seen if x.startswith(("INSERT", "UPDATE", "SELECT", "WITH"))]
+    assert sent[:1] == [_GROUP_UPSERT[engine.dialect.name]], seen  # one statement, then ours
+    assert len(sent) == (2 if postgres else 1), seen
+    assert (row.incident_id, row.incidents_declared) == (None, 0)
+    with db.transaction(engine) as s:
+        again = groups.lock_and_upsert(s, parsed, key_hash, keys, T0)
+        if postgres:
+            assert s.execute(held).scalar_one() == 3  # the last transaction's are gone
+    assert again.id == row.id and again.group_labels == parsed.group_labels

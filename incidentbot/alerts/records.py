@@ -85,7 +85,7 @@ Routed = tuple[AlertRow, Alert, routing.Route]
 
 @dataclass(slots=True, eq=False)
 class GroupRow:
-    """The group as processing uses it (no ORM instance); ``service._save_group`` writes what
+    """The group as processing uses it (no ORM instance); ``groups.save`` writes what
     processing changed (the incident it declared or joined)."""
 
     id: int

@@ -22,28 +22,24 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime
 from functools import cache
 from typing import Any
 
 from sqlalchemy import Table, bindparam, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from incidentbot import db, policy
-from incidentbot.alerts import records
+from incidentbot.alerts import groups, records
 from incidentbot.alerts.declare import OnAlerts, OnDeclare, Outcome, declare_group
 from incidentbot.alerts.models import (
     ALERT_TABLE,
     FIRING,
     RESOLVED,
     AlertDelivery,
-    AlertGroup,
 )
 from incidentbot.alerts.payload import Payload, parse
-from incidentbot.alerts.records import AlertRow, GroupRow, Routed
+from incidentbot.alerts.records import AlertRow, Routed
 from incidentbot.alerts.snooze import not_snoozed, snoozed_until
 from incidentbot.alerts.timeline import (
     attach,
@@ -187,13 +183,13 @@ def process(
     now = utcnow()
     key_hash = group_hash(payload.group_key)
     fingerprints = sorted({a.fingerprint for a in payload.alerts})
-    _lock(session, [f"group:{key_hash}"] + [f"alert:{fp}" for fp in fingerprints])
+    locks = [f"group:{key_hash}"] + [f"alert:{fp}" for fp in fingerprints]
     delivery_id = delivery if isinstance(delivery, int) else 0
     out = Outcome(
         delivery_id=delivery_id, alerts=len(payload.alerts), truncated=payload.truncated_alerts
     )
 
-    group = _group(session, payload, key_hash, now)
+    group = groups.lock_and_upsert(session, payload, key_hash, locks, now)
     if group.incident_id is None:  # never on an incident: it cannot have been snoozed
         not_snoozed(session, group.id)
     recorded = records.record(session, settings, payload, group.id, delivery, now)
@@ -256,7 +252,7 @@ def process(
         held = held or session.get(Incident, incident_id)
         if held is not None:
             record_resolved(session, resolved_rows, held, actor=actor, now=now)
-    _save_group(session, group)
+    groups.save(session, group)
     resolved_here = (
         any(row.id in resolved_now and row.incident_id == incident.id for row, _, _ in rows)
         if incident is not None
@@ -276,80 +272,6 @@ def _unique(rows: list[Routed]) -> list[Routed]:
             seen.add(item[0].id)
             out.append(item)
     return out
-
-
-def _lock(session: Session, keys: list[str]) -> None:
-    """Serialise deliveries that touch the same group or alert (see the module docstring)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return  # SQLite: this transaction already holds the write lock (BEGIN IMMEDIATE)
-    ids = sorted({_lock_id(k) for k in keys})
-    # One round trip; the function scan hands the ids over in array order (ascending), so
-    # every transaction takes its locks in the same global order.
-    session.execute(_PG_LOCKS, {"ids": ids})
-
-
-_PG_LOCKS = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:ids AS bigint[])) AS k")
-
-
-def _lock_id(key: str) -> int:
-    digest = hashlib.sha256(f"incidentbot.alerts:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-_GROUPS: Table = AlertGroup.__table__  # type: ignore[attr-defined]
-
-
-def _group(session: Session, payload: Payload, key_hash: str, now: datetime) -> GroupRow:
-    """The group, made or brought up to date in one statement (an upsert on its key)."""
-    params = {
-        "key_hash": key_hash,
-        "group_key": redact_text(payload.group_key),
-        "receiver": payload.receiver[:200],
-        "group_labels": payload.group_labels,
-        "status": payload.status,
-        "incidents_declared": 0,
-        "first_received_at": now,
-        "last_received_at": now,
-    }
-    stmt = _group_upsert(session.get_bind().dialect.name)
-    id_, labels, incident_id, declared = session.execute(stmt, params).one()
-    return GroupRow(id_, key_hash, labels, incident_id, declared, (incident_id, declared))
-
-
-def _save_group(session: Session, group: GroupRow) -> None:
-    """The group's incident and declare count, if processing changed them."""
-    if (group.incident_id, group.incidents_declared) != group._saved:
-        params = {
-            "group_id": group.id,
-            "incident_id": group.incident_id,
-            "incidents_declared": group.incidents_declared,
-        }
-        session.execute(_SAVE_GROUP, params)
-        group._saved = (group.incident_id, group.incidents_declared)
-
-
-_SAVE_GROUP = (
-    _GROUPS.update()
-    .where(_GROUPS.c.id == bindparam("group_id"))
-    .values(
-        {
-            name: bindparam(name, type_=_GROUPS.c[name].type)
-            for name in ("incident_id", "incidents_declared")
-        }
-    )
-)
-
-
-@cache
-def _group_upsert(dialect: str) -> Any:
-    """Built once per back end (see :func:`incidentbot.alerts.upserts._sqlite_upsert`)."""
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(_GROUPS)
-    return stmt.on_conflict_do_update(
-        index_elements=[_GROUPS.c.key_hash],
-        set_={"status": stmt.excluded.status, "last_received_at": stmt.excluded.last_received_at},
-    ).returning(
-        _GROUPS.c.id, _GROUPS.c.group_labels, _GROUPS.c.incident_id, _GROUPS.c.incidents_declared
-    )
 
 
 def _open_incident(
