@@ -128,3 +128,25 @@ def test_a_payload_not_built_by_the_walk_is_masked_on_the_timeline(engine, setti
     (event,) = _events(engine, "alert.firing")
     assert "hunter2" not in repr(event), event
     assert event["data"]["annotations"]["summary"] == f"PASSWORD={redaction.MASK}"
+
+
+def test_a_rule_added_as_the_entries_are_written_applies_to_their_data(
+    engine, settings, monkeypatch
+):
+    # The entries' short texts (fingerprint, times, rule) are masked once per batch before
+    # the batch is written; a rule added in between still applies to them.
+    marker = f"zq{uuid.uuid4().hex[:10]}"
+    fired = alert("RpcEndpointDown", instance="rpc-1:8545", chain="ethereum")
+    fired["fingerprint"] = marker
+    real_record_many = svc.record_many
+
+    def add_a_rule_then_write(*args: Any, **kw: Any) -> Any:
+        redaction.add_redactor(lambda s: s.replace(marker, redaction.MASK))
+        return real_record_many(*args, **kw)
+
+    monkeypatch.setattr(svc, "record_many", add_a_rule_then_write)
+    service.ingest(engine, settings, notification([fired]))
+    monkeypatch.setattr(svc, "record_many", real_record_many)
+    (event,) = _events(engine, "alert.firing")
+    assert event["data"]["fingerprint"] == redaction.MASK, event
+    assert event["data"]["rule"] == "rpc-down" and event["data"]["starts_at"].startswith("2024")

@@ -65,7 +65,28 @@ def _summary(prefix: str, row: AlertRow) -> Masked | str:
     return prefix + describe(row)
 
 
-def _data(row: AlertRow) -> dict[str, Any]:
+class _Masker:
+    """Masks an event batch's short texts (fingerprints, times, rule names: a batch repeats
+    most of them) once each, under the rules' generation read before the first: the batch's
+    writer keeps them as they are while those rules are in force, and masks them again if a
+    rule was added since (:class:`~incidentbot.incidents.records.Masked`)."""
+
+    __slots__ = ("_done", "generation")
+
+    def __init__(self) -> None:
+        self.generation = rules_generation()
+        self._done: dict[str, Masked] = {}
+
+    def __call__(self, value: str | None) -> Masked | None:
+        if value is None:
+            return None
+        known = self._done.get(value)
+        if known is None:
+            known = self._done[value] = Masked(redact_text(value), self.generation)
+        return known
+
+
+def _data(row: AlertRow, mask: _Masker) -> dict[str, Any]:
     def masked(value: Any) -> Any:
         # Labels, annotations and the URL of this notification's payload were masked by the
         # payload's walk: not again while the rules are the same.
@@ -75,15 +96,15 @@ def _data(row: AlertRow) -> dict[str, Any]:
 
     return {
         "alert_id": row.id,
-        "fingerprint": row.fingerprint,
-        "starts_at": row.starts_at.isoformat(),
-        "ends_at": row.ends_at.isoformat() if row.ends_at else None,
+        "fingerprint": mask(row.fingerprint),
+        "starts_at": mask(row.starts_at.isoformat()),
+        "ends_at": mask(row.ends_at.isoformat() if row.ends_at else None),
         "labels": masked(row.labels),
         "annotations": masked(row.annotations),
         "generator_url": masked(row.generator_url),
-        "rule": row.rule,
-        "severity": row.severity,
-        "service": row.service,
+        "rule": mask(row.rule),
+        "severity": mask(row.severity),
+        "service": mask(row.service),
         "group_id": row.group_id,
     }
 
@@ -104,11 +125,12 @@ def attach(
     records.attach(session, attached, incident.id)
     earliest: datetime | None = None
     events = []
+    mask = _Masker()
     for row in attached:
         started = min(row.starts_at, now)
         earliest = started if earliest is None else min(earliest, started)
         summary = _summary("Alert firing: ", row)
-        events.append((summary, started, _data(row), f"alert:{row.id}:firing"))
+        events.append((summary, started, _data(row, mask), f"alert:{row.id}:firing"))
     svc.record_many(session, incident, "alert.firing", actor, events, now=now)
     count = len(events)
     if earliest is not None:
@@ -127,11 +149,12 @@ def record_resolved(
     """The alerts' resolutions on ``incident``'s timeline (at ``endsAt``, never in the future).
     Called once per alert instance: when it resolves while attached, or when it is attached
     already resolved."""
+    mask = _Masker()
     events = [
         (
             _summary("Alert resolved: ", row),
             min(row.ends_at or row.resolved_received_at or now, now),
-            _data(row),
+            _data(row, mask),
             f"alert:{row.id}:resolved",
         )
         for row in rows
