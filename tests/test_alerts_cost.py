@@ -4,6 +4,7 @@ and the stored rows say what happened."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import timedelta, timezone
 
@@ -217,3 +218,22 @@ def test_the_locks_and_the_group_are_one_statement(engine, settings):
         if postgres:
             assert s.execute(held).scalar_one() == 3  # the last transaction's are gone
     assert again.id == row.id and again.group_labels == parsed.group_labels
+
+
+def test_stored_labels_are_compared_as_text_and_parsed_only_when_they_differ(engine, settings):
+    """A stored alert's labels are read as their JSON text and compared with the payload's:
+    stored in another spelling (compact, another key order), they are parsed, and the
+    resolve's timeline entry still shows them as values."""
+    service.ingest(engine, settings, notification([_rpc(1)]))
+    with engine.begin() as conn:  # the same labels, spelt another way
+        (labels,) = conn.exec_driver_sql("SELECT CAST(labels AS TEXT) FROM alert").one()
+        respelt = json.dumps(dict(reversed(json.loads(labels).items())), separators=(",", ":"))
+        conn.exec_driver_sql("UPDATE alert SET labels = CAST(%s AS json)" if
+                             engine.dialect.name == "postgresql" else
+                             "UPDATE alert SET labels = ?", (respelt,))  # fmt: skip
+    out = service.ingest(engine, settings, notification([resolved(_rpc(1))]))
+    assert out.resolved == 1
+    with db.read(engine) as s:
+        (entry,) = [e for e in svc.timeline(s, svc.get(s, "INC-1")) if e.kind == "alert.resolved"]
+    assert entry.data["labels"] == json.loads(labels)
+    assert "instance=rpc-1:8545" in entry.summary

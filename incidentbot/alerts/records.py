@@ -11,13 +11,14 @@ of them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, tuple_, update
+from sqlalchemy import Text, bindparam, cast, select, text, tuple_, update
 from sqlmodel import Session
 
 from incidentbot.alerts import routing, upserts
@@ -150,13 +151,14 @@ def record(
         item = pending.get(key)
         if item is None:
             row = existing.get(key)
+            sent = row is None or _as_sent(row, alert)  # (and the row's JSON values read)
             item = pending[key] = _Pending(
                 values=_values(alert, row, group_id, now),
                 copies=0,
                 existed=row is not None,
                 stored=row,
                 resolves=False,
-                masked=row is None or _as_sent(row, alert),
+                masked=sent,
             )
             if row is None:
                 out.new += 1
@@ -226,12 +228,17 @@ def _existing(session: Session, payload: Payload) -> dict[tuple[str, datetime], 
     return found
 
 
+# The stored labels and annotations as their JSON text (see :func:`_as_sent`).
+_AS_READ = [
+    cast(ALERT.c[name], Text).label(name) if name in ("labels", "annotations") else ALERT.c[name]
+    for name in _READ
+]
 # Built once (not a new statement, and its cache key, for every notification).
-_SQLITE_EXISTING = select(*(ALERT.c[name] for name in _READ)).where(
+_SQLITE_EXISTING = select(*_AS_READ).where(
     ALERT.c.fingerprint.in_(bindparam("fps", expanding=True)),
     ALERT.c.starts_at.in_(bindparam("starts", expanding=True)),
 )
-_PG_EXISTING = select(*(ALERT.c[name] for name in _READ)).where(
+_PG_EXISTING = select(*_AS_READ).where(
     tuple_(ALERT.c.fingerprint, ALERT.c.starts_at).in_(
         text(
             "SELECT fingerprint, starts_at FROM json_to_recordset(CAST(:rows AS json))"
@@ -243,12 +250,22 @@ _PG_EXISTING = select(*(ALERT.c[name] for name in _READ)).where(
 
 def _as_sent(row: dict[str, Any], alert: Alert) -> bool:
     """Whether a stored instance's labels, annotations and URL are the alert's as this payload
-    has them (masked by its walk): equal values need no masking again."""
-    return (
-        row["labels"] == alert.labels
-        and row["annotations"] == alert.annotations
-        and row["generator_url"] == (alert.generator_url or None)
-    )
+    has them (masked by its walk): equal values need no masking again.
+
+    The stored labels and annotations are read as the JSON text they are stored as (see
+    :func:`_existing`) and compared as text with the payload's own (both written by
+    ``json.dumps``: equal texts are equal values); only a text that differs is parsed. The row
+    gets them as values either way."""
+    same = True
+    for name, sent in (("labels", alert.labels), ("annotations", alert.annotations)):
+        stored = row[name]
+        if isinstance(stored, str):
+            if stored == json.dumps(sent):
+                row[name] = sent
+                continue
+            stored = row[name] = json.loads(stored)
+        same = same and stored == sent
+    return same and row["generator_url"] == (alert.generator_url or None)
 
 
 def _values(
