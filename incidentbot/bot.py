@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from slack_bolt import App
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
@@ -53,6 +52,7 @@ from incidentbot.slack.once import OnceApp
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.reminder_commands import ReminderCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
+from incidentbot.slack.web_client import PooledWebClient, SlackConnections, pool_size
 from incidentbot.usecases.core import Core
 from incidentbot.web import pagerduty_webhooks, run_page, warmup
 from incidentbot.web.app import create_app
@@ -132,7 +132,8 @@ class Bot:
         core = Core(settings, engine, pager=pager, catalog=lambda: holder["catalog"])
         bolt = build_bolt_app(
             core,
-            client=WebClient(**client_args),
+            # Bolt's calls (forms, ephemeral messages) share the ledger's kept-alive connections.
+            client=PooledWebClient(**client_args, connections=chat.connections),
             signing_secret=signing,
             metrics=metrics,
             runbooks=runbook_commands,
@@ -290,6 +291,9 @@ class Bot:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        connections = getattr(self.chat, "connections", None)
+        if connections is not None:
+            connections.close()  # the kept-alive connections to Slack
 
 
 @dataclass
@@ -313,7 +317,10 @@ class Effects:
         token: str,
         observer: Callable[..., None] | None = None,
     ) -> Effects:
-        chat = SlackChat(token, base_url=settings.slack.api_url, observer=observer)
+        connections = SlackConnections(pool_size(settings.workers))
+        chat = SlackChat(
+            token, base_url=settings.slack.api_url, observer=observer, connections=connections
+        )
         actions = ChatActions(chat, engine, settings, blocks)
         actions.install(action_registry)
         AlertMessages(

@@ -1,4 +1,5 @@
-"""The Slack implementation of the ``Chat`` port, on slack_sdk's WebClient.
+"""The Slack implementation of the ``Chat`` port, on slack_sdk's WebClient over kept-alive
+connections (:mod:`incidentbot.slack.web_client`).
 
 Every Slack failure becomes an :class:`~incidentbot.ports.ExternalError` that says whether a
 retry can help: 429 (with Retry-After), 5xx and network errors can; ``invalid_name_specials``
@@ -14,10 +15,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from incidentbot.ports import ChannelInfo, ExternalError, UserInfo
+from incidentbot.slack.web_client import PooledWebClient, SlackConnections
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,16 @@ class SlackChat:
         base_url: str | None = None,
         timeout: float = 10.0,
         observer: CallObserver | None = None,
+        connections: SlackConnections | None = None,
     ):
+        """``connections``: the pool to send over (shared with Bolt's client in ``serve``);
+        a pool of its own when not given."""
         kwargs: dict[str, Any] = {"token": token, "timeout": int(max(1, timeout))}
         if base_url:
             kwargs["base_url"] = base_url
-        self.client = WebClient(**kwargs)
-        self.client.retry_handlers = []  # the ledger retries, durably
+        # No retry handlers: the ledger retries, durably.
+        self.client = PooledWebClient(**kwargs, connections=connections)
+        self.connections = self.client.connections
         self._observer = observer
         self._bot_user_id: str | None = None
 

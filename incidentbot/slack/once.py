@@ -23,6 +23,7 @@ from incidentbot.people.lookup import Sightings
 from incidentbot.slack import after_answer
 from incidentbot.slack.modal import CALLBACK_ID as DECLARE_FORM
 from incidentbot.slack.seen import seen_users
+from incidentbot.slack.web_client import PooledWebClient
 from incidentbot.typed_text import clean_tree
 
 
@@ -73,6 +74,13 @@ class OnceApp(App):
             unasked = getattr(middleware, "auth_test_result", True) is None
             if isinstance(middleware, SingleTeamAuthorization) and unasked:
                 middleware.auth_test_result = self.client.auth_test()
+
+    def _init_context(self, req: BoltRequest) -> None:
+        super()._init_context(req)
+        # Bolt gives each request a WebClient of its own, a new connection for every call:
+        # the same client, on the app client's kept-alive connections.
+        if isinstance(self._client, PooledWebClient):
+            req.context["client"] = self._client.sibling(req.context.client)
 
     def close(self) -> None:
         """Store the answers still queued (see :class:`incidentbot.inbound.Finishes`)."""
