@@ -23,7 +23,7 @@ from incidentbot.people.lookup import Sightings
 from incidentbot.slack import after_answer
 from incidentbot.slack.modal import CALLBACK_ID as DECLARE_FORM
 from incidentbot.slack.seen import seen_users
-from incidentbot.slack.web_client import PooledWebClient
+from incidentbot.slack.web_client import PooledWebClient, share_connections
 from incidentbot.typed_text import clean_tree
 
 
@@ -77,10 +77,9 @@ class OnceApp(App):
 
     def _init_context(self, req: BoltRequest) -> None:
         super()._init_context(req)
-        # Bolt gives each request a WebClient of its own, a new connection for every call:
-        # the same client, on the app client's kept-alive connections.
+        # Bolt gives each request a WebClient and a respond() that open a connection per call.
         if isinstance(self._client, PooledWebClient):
-            req.context["client"] = self._client.sibling(req.context.client)
+            share_connections(req.context, self._client)
 
     def close(self) -> None:
         """Store the answers still queued (see :class:`incidentbot.inbound.Finishes`)."""

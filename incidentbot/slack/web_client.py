@@ -27,8 +27,12 @@ from urllib.error import URLError
 from urllib.request import Request
 
 import httpcore
+from slack_bolt.context import BoltContext
+from slack_bolt.context.respond import Respond
+from slack_bolt.context.respond.internals import _build_message
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackRequestError
+from slack_sdk.webhook import WebhookClient, WebhookResponse
 
 log = logging.getLogger(__name__)
 
@@ -199,42 +203,96 @@ class PooledWebClient(WebClient):
     def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
         # What urllib would return: {status, headers, body}, an HTTP error included (the SDK's
         # caller turns a status other than 200 or ``ok: false`` into SlackApiError).
-        if not url.lower().startswith("http"):
-            raise SlackRequestError(f"Invalid URL detected: {url}")
-        headers = [(k, str(v)) for k, v in req.header_items() if k.lower() != "content-length"]
-        try:
-            resp = self.connections.post(url, headers, req.data, float(self.timeout))  # type: ignore[arg-type]
-        except httpcore.TimeoutException as exc:
-            raise TimeoutError(f"no answer in {self.timeout}s ({type(exc).__name__})") from None
-        except httpcore.ConnectError as exc:
-            raise URLError(f"could not connect: {exc}") from None
-        except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
-            raise ConnectionResetError(f"connection lost: {type(exc).__name__}") from None
-        except (httpcore.ProxyError, httpcore.UnsupportedProtocol) as exc:
-            raise URLError(str(exc)) from None
-        response_headers: dict[str, str] = {}
-        for name, value in resp.headers:
-            response_headers[name.decode("latin-1")] = value.decode("latin-1")
-        if resp.status == 429:  # both spellings, as the SDK gives them
-            lower = {k.lower(): v for k, v in response_headers.items()}
-            if "retry-after" in lower:
-                response_headers["Retry-After"] = response_headers["retry-after"] = lower[
-                    "retry-after"
-                ]
-        content_type = email.message.Message()
-        content_type["content-type"] = _header(response_headers, "content-type")
-        if content_type.get_content_type() == "application/gzip":  # admin.analytics.getFile
-            return {"status": resp.status, "headers": response_headers, "body": resp.content}
-        charset = content_type.get_content_charset() or "utf-8"
-        body = resp.content.decode(charset)
-        return {"status": resp.status, "headers": response_headers, "body": body}
+        status, headers, content, kind = _exchange(self.connections, url, req, self.timeout)
+        if kind.get_content_type() == "application/gzip":  # admin.analytics.getFile
+            return {"status": status, "headers": headers, "body": content}
+        body = content.decode(kind.get_content_charset() or "utf-8")
+        return {"status": status, "headers": headers, "body": body}
 
 
-def _header(headers: dict[str, str], name: str) -> str:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return ""
+class PooledWebhookClient(WebhookClient):
+    """slack_sdk's client for response URLs, over :class:`SlackConnections` (no retries)."""
+
+    def __init__(self, *args: Any, connections: SlackConnections, **kwargs: Any):
+        kwargs.setdefault("retry_handlers", [])
+        super().__init__(*args, **kwargs)
+        self.connections = connections
+
+    def _perform_http_request_internal(self, url: str, req: Request) -> WebhookResponse:
+        status, headers, content, kind = _exchange(self.connections, url, req, self.timeout)
+        body = content.decode(kind.get_content_charset() or "utf-8")
+        return WebhookResponse(url=url, status_code=status, body=body, headers=headers)
+
+
+class PooledRespond(Respond):
+    """Bolt's ``respond()`` (a message through the request's response URL), over
+    :class:`SlackConnections`."""
+
+    def __init__(
+        self,
+        *,
+        response_url: str | None,
+        connections: SlackConnections,
+        proxy: str | None = None,
+        ssl: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(response_url=response_url, proxy=proxy, ssl=ssl)
+        self.connections = connections
+
+    def __call__(self, text: str | dict[str, Any] = "", *args: Any, **kwargs: Any) -> Any:
+        if self.response_url is None:
+            raise ValueError("respond is unsupported here as there is no response_url")
+        # Bolt's own message building, as its Respond does (same arguments, same order).
+        if isinstance(text, dict):
+            message = _build_message(**text)
+        else:
+            message = _build_message(text, *args, **kwargs)
+        client = PooledWebhookClient(
+            url=self.response_url, proxy=self.proxy, ssl=self.ssl, connections=self.connections
+        )
+        return client.send_dict(message)
+
+
+def share_connections(context: BoltContext, client: PooledWebClient) -> None:
+    """Give one Bolt request's listeners ``client``'s connections: Bolt makes them a plain
+    ``WebClient`` and ``respond()``, each opening a connection per call."""
+    own = client.sibling(context.client)
+    context["client"] = own
+    if context.response_url:
+        context["respond"] = PooledRespond(
+            response_url=context.response_url,
+            connections=own.connections,
+            proxy=own.proxy,
+            ssl=own.ssl,
+        )
+
+
+def _exchange(
+    connections: SlackConnections, url: str, req: Request, timeout: float
+) -> tuple[int, dict[str, str], bytes, email.message.Message]:
+    """Send the request urllib would have sent; its status, headers (a 429's Retry-After under
+    both spellings, as slack_sdk gives it), body and content type. Connection failures are
+    raised as urllib raises them (``OSError`` subclasses)."""
+    if not url.lower().startswith("http"):
+        raise SlackRequestError(f"Invalid URL detected: {url}")
+    headers = [(k, str(v)) for k, v in req.header_items() if k.lower() != "content-length"]
+    try:
+        resp = connections.post(url, headers, req.data, float(timeout))  # type: ignore[arg-type]
+    except httpcore.TimeoutException as exc:
+        raise TimeoutError(f"no answer in {timeout}s ({type(exc).__name__})") from None
+    except httpcore.ConnectError as exc:
+        raise URLError(f"could not connect: {exc}") from None
+    except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
+        raise ConnectionResetError(f"connection lost: {type(exc).__name__}") from None
+    except (httpcore.ProxyError, httpcore.UnsupportedProtocol) as exc:
+        raise URLError(str(exc)) from None
+    response_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in resp.headers}
+    lower = {k.lower(): v for k, v in response_headers.items()}
+    if resp.status == 429 and "retry-after" in lower:
+        response_headers["Retry-After"] = response_headers["retry-after"] = lower["retry-after"]
+    kind = email.message.Message()
+    kind["content-type"] = lower.get("content-type", "")
+    return resp.status, response_headers, resp.content, kind
 
 
 def pool_size(workers: int) -> int:
