@@ -47,12 +47,13 @@ from incidentbot.slack import alert_blocks, blocks, runbook_blocks
 from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.app import build_bolt_app
 from incidentbot.slack.chat import SlackChat
+from incidentbot.slack.connections import SlackConnections, pool_size
 from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.once import OnceApp
 from incidentbot.slack.postmortem_commands import PostmortemCommands
 from incidentbot.slack.reminder_commands import ReminderCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
-from incidentbot.slack.web_client import PooledWebClient, SlackConnections, pool_size
+from incidentbot.slack.web_client import PooledWebClient
 from incidentbot.usecases.core import Core
 from incidentbot.web import pagerduty_webhooks, run_page, warmup
 from incidentbot.web.app import create_app

@@ -14,7 +14,6 @@ import socket
 import struct
 from collections.abc import Iterator
 
-import httpcore
 import pytest
 from slack_sdk.web.base_client import BaseClient
 from sqlalchemy.engine import Engine
@@ -24,7 +23,8 @@ from incidentbot.config import Settings
 from incidentbot.ports import ExternalError
 from incidentbot.sandbox.slack import SlackSandbox
 from incidentbot.slack.chat import SlackChat
-from incidentbot.slack.web_client import PooledRespond, SlackConnections, _Backend, _Progress
+from incidentbot.slack.connections import SlackConnections, _Tracked
+from incidentbot.slack.web_client import PooledRespond
 from tests.slack_harness import PATIENT_ACK_S, wait_for
 from tests.tcp_proxy import TcpProxy
 
@@ -215,28 +215,30 @@ def test_follow_ups_through_response_urls_share_one_connection(
     connections.close()
 
 
-def test_a_write_to_a_reset_connection_is_known_to_have_sent_nothing() -> None:
+def test_a_request_to_a_reset_connection_is_known_to_have_sent_nothing() -> None:
     """What allows the one resend: a connection found reset at the first write sent nothing,
     while a write accepted by the operating system may have reached the server."""
-    progress = _Progress()
-    backend = _Backend(progress)
-    request = b"POST /api/chat.postMessage HTTP/1.1\r\nHost: slack\r\n\r\n"
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
-        reset = backend.connect_tcp("127.0.0.1", port)
+        reset = _Tracked("127.0.0.1", port, timeout=5)
+        reset.connect()
         peer, _ = listener.accept()
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         peer.close()  # reset, not closed in order
-        with pytest.raises(httpcore.WriteError):
-            reset.write(request)
-        assert progress.wrote is False
+        reset.request("POST", "/api/chat.postMessage", body=b"text=hi")
+        with pytest.raises(ConnectionError):
+            reset.getresponse()
+        assert reset.wrote is False
         reset.close()
 
-        closed = backend.connect_tcp("127.0.0.1", port)
+        closed = _Tracked("127.0.0.1", port, timeout=5)
+        closed.connect()
         peer, _ = listener.accept()
-        peer.close()  # closed in order: the first write is still accepted, and counts
-        closed.write(request)
-        assert progress.wrote is True
+        peer.close()  # closed in order: the request is still accepted, and counts
+        closed.request("POST", "/api/chat.postMessage", body=b"text=hi")
+        with pytest.raises(ConnectionError):  # the request went out: only then did it fail
+            closed.getresponse()
+        assert closed.wrote is True
         closed.close()
 
 

@@ -1,5 +1,5 @@
 """The Slack implementation of the ``Chat`` port, on slack_sdk's WebClient over kept-alive
-connections (:mod:`incidentbot.slack.web_client`).
+connections (:mod:`incidentbot.slack.connections`).
 
 Every Slack failure becomes an :class:`~incidentbot.ports.ExternalError` that says whether a
 retry can help: 429 (with Retry-After), 5xx and network errors can; ``invalid_name_specials``
@@ -18,7 +18,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from incidentbot.ports import ChannelInfo, ExternalError, UserInfo
-from incidentbot.slack.web_client import PooledWebClient, SlackConnections
+from incidentbot.slack.connections import SlackConnections
+from incidentbot.slack.web_client import PooledWebClient
 
 log = logging.getLogger(__name__)
 
