@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 from slack_sdk.web.base_client import BaseClient
+from slack_sdk.webhook import WebhookClient
 from sqlalchemy.engine import Engine
 
 from incidentbot.bot import Bot
@@ -186,6 +187,11 @@ def test_the_sdk_sends_through_the_method_the_pooled_client_replaces() -> None:
     assert list(inspect.signature(seam).parameters) == ["self", "url", "req"]
     caller = inspect.getsource(BaseClient._perform_urllib_http_request)
     assert "self._perform_urllib_http_request_internal(url, req)" in caller
+    webhook = WebhookClient._perform_http_request_internal  # respond()'s
+    assert list(inspect.signature(webhook).parameters) == ["self", "url", "req"]
+    assert "self._perform_http_request_internal(url, req)" in inspect.getsource(
+        WebhookClient._perform_http_request
+    )
 
 
 def test_follow_ups_through_response_urls_share_one_connection(
