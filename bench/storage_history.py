@@ -7,7 +7,9 @@ statuses against an empty database, and with 10,000 resolved incidents and one o
 oldest) against an empty database. In-process (the command handler the Slack
 listener calls), on SQLite and PostgreSQL (fsync on); the databases compared take turns, one
 command each, so that the machine's load falls on them alike; each measured note is counted
-stored.
+stored, and every `list` reply is checked for what it must show (nothing on the empty
+database; else the page's incidents, newest first, each with its title and channel link, as
+declared incidents have one, and the line for the next page when there is one).
 
 Run: bench/run storage_history
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,7 +41,8 @@ LIST_REPEATS = 50  # `list`s per round, per database (a read of a millisecond or
 
 
 def _seed(url: str, incidents: int, events_on_first: int) -> None:
-    """``incidents`` open incidents (INC-1 in channel C1 with ``events_on_first`` notes)."""
+    """``incidents`` open incidents, each in its channel (INC-n in Cn, as declared incidents
+    are), INC-1 with ``events_on_first`` notes."""
     engine = db.make_engine(url)
     db.upgrade(engine)
     try:
@@ -69,7 +73,7 @@ def _insert(engine: sa.Engine, incidents: int, events_on_first: int) -> None:
             {
                 "number": n, "title": f"seeded {n}", "severity": "SEV3", "status": "triage",
                 "fields": "{}", "commander": "U1", "declared_by": "U1",
-                "channel_id": "C1" if n == 1 else None, "at": now,
+                "channel_id": f"C{n}", "at": now,
             }
             for n in range(1, incidents + 1)
         ]  # fmt: skip
@@ -134,19 +138,25 @@ def _resolve_all_but_the_first(url: str) -> None:
 
 
 def _time_commands(
-    urls: list[str], texts: list[str], channel: str, repeats: int
+    urls: list[str],
+    texts: list[str],
+    channel: str,
+    repeats: int,
+    shown: list[Callable[[str], bool]] | None = None,
 ) -> list[dict[str, float]]:
     """Median ms per command text on each database over ``repeats`` (after one warm-up).
     The databases take turns, one command each, so that the machine's load (shared, and
-    swinging from second to second) falls on all of them alike and their ratios hold."""
+    swinging from second to second) falls on all of them alike and their ratios hold.
+    ``shown``: per database, what every reply must show (else the figures are not of it)."""
     engines = [db.make_engine(url) for url in urls]
     handlers = [CommandHandler(Core(Settings(), engine)) for engine in engines]
     times: list[dict[str, list[float]]] = [{t: [] for t in texts} for _ in urls]
+    checks = shown or [lambda _text: True for _ in urls]
     try:
         for text in texts:
             for k in range(repeats + 1):
                 arg = text.format(sev=("2", "3")[k % 2], k=k)
-                for handler, mine in zip(handlers, times, strict=True):
+                for handler, mine, check in zip(handlers, times, checks, strict=True):
                     t0 = time.perf_counter()
                     reply = handler.handle(
                         user_id="U1", channel_id=channel, text=arg, trigger_id="t"
@@ -155,6 +165,8 @@ def _time_commands(
                         mine[text].append(time.perf_counter() - t0)
                     if "Usage" in reply.text:
                         raise BenchFailed(f"`{arg}` was refused: {reply.text}")
+                    if not check(reply.text):
+                        raise BenchFailed(f"`{arg}` did not show what it should: {reply.text}")
         for url in urls:
             notes = count(url, "SELECT count(*) FROM timeline_event WHERE summary LIKE 'bench %'")
             if any("note" in t for t in texts) and notes != repeats + 1:
@@ -163,6 +175,27 @@ def _time_commands(
         for engine in engines:
             engine.dispose()
     return [{t: median(mine[t]) * 1000 for t in texts} for mine in times]
+
+
+def _page(newest: int, *, more: bool, statuses: int = 1) -> Callable[[str], bool]:
+    """What a `list` reply must show: a page of incidents (``PAGE``) from INC-``newest`` down,
+    each with its title and channel, in ``statuses`` statuses, and the line for the next page
+    if ``more``."""
+
+    def check(text: str) -> bool:
+        head, *shown = text.splitlines()
+        if more != (len(shown) == PAGE + 1 and shown[-1].startswith("… and more")):
+            return False
+        lines = shown[:PAGE]
+        numbers = range(newest, newest - PAGE, -1)
+        states = [line.split(" · ")[1] if " · " in line else "" for line in lines]
+        expected = [
+            f"• *INC-{n}* SEV3 · {state} · seeded {n} · <#C{n}>"
+            for n, state in zip(numbers, states, strict=True)
+        ]
+        return head == "*Open incidents*" and lines == expected and len(set(states)) == statuses
+
+    return check
 
 
 def _queue_only_chat_actions() -> None:
@@ -202,7 +235,14 @@ def history(fresh, rounds: int, size: int) -> list[Figure]:  # type: ignore[no-u
             urls.append(url)
         _spread_over_the_open_statuses(urls[3])
         _resolve_all_but_the_first(urls[4])
-        listed = _time_commands(urls, ["list"], "D1", LIST_REPEATS * rounds)
+        shown = [
+            lambda text: text == "No open incidents. :tada:",
+            _page(PAGE, more=False),
+            _page(size, more=True),
+            _page(size, more=True, statuses=4),
+            lambda text: text.splitlines()[1:] == ["• *INC-1* SEV3 · triage · seeded 1 · <#C1>"],
+        ]
+        listed = _time_commands(urls, ["list"], "D1", LIST_REPEATS * rounds, shown)
         timed = {n: found["list"] for n, found in zip((0, PAGE, size), listed[:3], strict=True)}
         for base, name in ((0, "empty database"), (PAGE, f"{PAGE} open incidents, one page")):
             figures.append(
