@@ -261,19 +261,30 @@ def test_list_reads_only_open_incidents_however_many_were_resolved(engine, setti
             for statement, parameters in seen
             if "FROM incident" in statement and "ORDER BY" in statement
         ]
-    assert plans and all("ix_incident_status_number" in plan for plan in plans), plans
+    assert plans and all("ix_incident_list" in plan for plan in plans), plans
     assert not any("uq_incident_number" in plan for plan in plans), plans
 
 
-def test_the_status_index_goes_and_comes_back_with_its_migration(engine):
+def test_the_list_index_goes_and_comes_back_with_its_migrations(engine):
+    """0023 widens the (status, number) index of 0022 into the list's covering index; going
+    back restores the narrow one, then none."""
+
     def indexes() -> set[str]:
         return {ix["name"] for ix in sa_inspect(engine).get_indexes("incident")}
 
-    assert "ix_incident_status_number" in indexes()
+    def columns(name: str) -> list[str]:
+        [ix] = [ix for ix in sa_inspect(engine).get_indexes("incident") if ix["name"] == name]
+        return list(ix["column_names"])
+
+    listed = ["status", "number", "severity", "title", "channel_id", "private"]
+    assert "ix_incident_status_number" not in indexes() and columns("ix_incident_list") == listed
+    db.downgrade(engine, "0022")
+    assert "ix_incident_list" not in indexes()
+    assert columns("ix_incident_status_number") == ["status", "number"]
     db.downgrade(engine, "0021")
-    assert "ix_incident_status_number" not in indexes()
+    assert not indexes() & {"ix_incident_list", "ix_incident_status_number"}
     db.upgrade(engine)
-    assert "ix_incident_status_number" in indexes()
+    assert "ix_incident_status_number" not in indexes() and columns("ix_incident_list") == listed
 
 
 def test_timeline_pages_back_through_ties_without_gaps(engine, settings):

@@ -2,8 +2,10 @@
 
 One statement whatever the history, and the same statement with or without incidents. Each
 configured status listed (not terminal, unless asked for) is a branch that reads at most a
-page of its incidents off ``ix_incident_status_number (status, number)``, newest first, and
-the branches are merged newest first. Each branch names its status, so the planner knows
+page of its incidents off ``ix_incident_list (status, number, …)``, newest first, and the
+branches are merged newest first. That index also holds the other columns a list line shows
+(severity, title, channel, private), so a line is read off its index entry, with no lookup
+of the incident's row (on SQLite a search of the table and the decoding of a wide record). Each branch names its status, so the planner knows
 which one it reads: PostgreSQL's statistics tell a status held by a few incidents (an index
 scan of that status) from one held by nearly all. An incident may also be in a status
 no longer configured (renamed or removed since): a last branch finds those statuses with a
@@ -184,9 +186,17 @@ def _statement(
             f"(SELECT {picked} FROM incident i WHERE {newest('i', status)})"  # noqa: S608
             for status in quoted
         ]
+        # A status the planner knows nothing of might be held by half the incidents: it
+        # would look for its newest by walking the number index back, past every incident
+        # if few are in it. Asked for the order of the list's index, (status, number), with
+        # the status as a range of one (an equality would make the status order moot), only
+        # that index gives it without a sort.
+        below = " AND i.number < :before" if keyset else ""
         branches.append(
             "(SELECT p.* FROM other CROSS JOIN LATERAL"  # noqa: S608
-            f" (SELECT {picked} FROM incident i WHERE {newest('i', 'other.status')}) p)"
+            f" (SELECT {picked} FROM incident i"
+            f" WHERE i.status >= other.status AND i.status <= other.status{below}"
+            f" ORDER BY i.status DESC, i.number DESC LIMIT {n}) p)"
         )
     else:
         branches = [
