@@ -91,12 +91,15 @@ def test_the_page_is_the_full_querys_rows_in_its_order_whatever_the_statuses(eng
 
 
 def test_slack_list_shows_an_incident_in_a_status_no_longer_configured(engine, settings):
-    _insert(engine, {1: "triage", 2: "paused", 3: "resolved"}, private={1})
+    """Each line as people read it: the title escaped, the channel linked, a private
+    incident's title and channel not shown."""
+    _insert(engine, {1: "triage", 2: "paused", 3: "investigating", 4: "resolved"}, private={1})
     reply = CommandHandler(Core(settings, engine)).handle(
         user_id="U1", channel_id="D1", text="list", trigger_id="t1"
     )
     assert reply.text.splitlines() == [
         "*Open incidents*",
+        "• *INC-3* SEV2 · investigating · &lt;!here&gt; node 3 &amp; peers · <#C3>",
         "• *INC-2* SEV2 · paused · &lt;!here&gt; node 2 &amp; peers",
         "• *INC-1* SEV2 · triage · :lock: _private_",
     ]
