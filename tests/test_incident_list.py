@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from incidentbot import db
 from incidentbot.incidents import service as svc
-from incidentbot.incidents.listing import list_page
+from incidentbot.incidents.listing import list_page, list_rows
 from incidentbot.policy_models import Status
 from incidentbot.slack.commands import CommandHandler
 from incidentbot.usecases.core import Core
@@ -76,6 +76,9 @@ def test_the_page_is_the_full_querys_rows_in_its_order_whatever_the_statuses(eng
                     expected = svc.list_incidents(
                         s, settings, limit=limit, before=before, include_terminal=include_terminal
                     )
+                    rows = list_rows(s, settings, limit=limit, before=before)
+                if not include_terminal:  # Slack's list: the same rows as the driver read them
+                    assert [(*r[:5], True if r[5] else None) for r in rows] == page
                 assert [(i.number, i.status, i.title, i.channel_id) for i in page] == [
                     (i.number, i.status, i.title, i.channel_id) for i in expected
                 ]

@@ -5,11 +5,12 @@ configured status listed (not terminal, unless asked for) is a branch that reads
 page of its incidents off ``ix_incident_list (status, number, …)``, newest first, and the
 branches are merged newest first. That index also holds the other columns a list line shows
 (severity, title, channel, private), so a line is read off its index entry, with no lookup
-of the incident's row (on SQLite a search of the table and the decoding of a wide record). Each branch names its status, so the planner knows
-which one it reads: PostgreSQL's statistics tell a status held by a few incidents (an index
-scan of that status) from one held by nearly all. An incident may also be in a status
-no longer configured (renamed or removed since): a last branch finds those statuses with a
-loose scan of ``ix_incident_status`` (one probe per status present) and reads the same way.
+of the incident's row (on SQLite a search of the table and the decoding of a wide record).
+Each branch names its status, so the planner knows which one it reads: PostgreSQL's
+statistics tell a status held by a few incidents (an index scan of that status) from one
+held by nearly all. An incident may also be in a status no longer configured (renamed or
+removed since): a last branch finds those statuses with a loose scan of
+``ix_incident_status`` (one probe per status present) and reads the same way.
 
 A single scan of the number index in search of open incidents would walk back past every
 resolved one older than the open ones; reading the statuses present first and the page
@@ -23,7 +24,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple, overload
 
-from sqlalchemy import Boolean, Integer, TextualSelect, text
+from sqlalchemy import Boolean, CursorResult, Integer, TextualSelect, text
 from sqlmodel import Session
 
 from incidentbot.config import Settings
@@ -104,21 +105,43 @@ def list_page(
     ``limit``, numbered below ``before`` if given (the next page: keyset pagination). The
     same rows, order and keyset as :func:`~incidentbot.incidents.records.list_incidents`, read
     as tuples of the columns a list shows. Nothing counts the incidents beyond the page."""
+    result = _execute(session, settings, limit, before, include_terminal, details)
+    if details:
+        return [Detailed(*row) for row in result.all()]
+    with result:
+        rows = result.cursor.fetchall()
+    return [_listed(Listed, row) if row[5] is None else _private(row) for row in rows]
+
+
+def list_rows(
+    session: Session, settings: Settings, *, limit: int, before: int | None = None
+) -> list[tuple[Any, ...]]:
+    """:func:`list_page`'s open incidents as the driver reads them: tuples of
+    :class:`Listed`'s fields in its order, for a renderer that reads them by position (Slack's
+    list), without a :class:`Listed` made per row. ``private`` is only truthy for a private
+    incident (SQLite gives 1), None for the others."""
+    with _execute(session, settings, limit, before, False, False) as result:
+        return result.cursor.fetchall()
+
+
+def _execute(
+    session: Session,
+    settings: Settings,
+    limit: int,
+    before: int | None,
+    include_terminal: bool,
+    details: bool,
+) -> CursorResult[Any]:
     configured = tuple(s.name for s in settings.statuses)
     listed = tuple(s.name for s in settings.statuses if include_terminal or not s.terminal)
     connection = session.connection()
     stmt = _statement(
         connection.dialect.name, listed, configured, int(limit), before is not None, details
     )
-    params = {} if before is None else {"before": before}
-    result = connection.execute(stmt, params)
-    if details:
-        return [Detailed(*row) for row in result.all()]
-    # The driver's own tuples: SQLAlchemy's rows cost a fifth of reading a page, and nothing
-    # in them needs converting but SQLite's 1 for a private incident (public ones are NULL).
-    with result:
-        rows = result.cursor.fetchall()
-    return [_listed(Listed, row) if row[5] is None else _private(row) for row in rows]
+    # A page is read as the driver's own tuples: SQLAlchemy's rows cost a fifth of reading
+    # it, and nothing in them needs converting but SQLite's 1 for a private incident (public
+    # ones are NULL).
+    return connection.execute(stmt, {} if before is None else {"before": before})
 
 
 _STATUS_NAME = re.compile(r"[a-z][a-z_]*")  # as the settings allow (policy_models.Status)

@@ -115,11 +115,12 @@ TIMELINE_LIMIT = 20  # events in one `timeline` reply (the latest)
 
 def list_open(call: Call, args: dict[str, Any]) -> Reply:
     with db.read(call.core.engine) as s:
-        incidents = listing.list_page(s, call.core.settings, limit=LIST_LIMIT + 1)
+        incidents = listing.list_rows(s, call.core.settings, limit=LIST_LIMIT + 1)
     if not incidents:
         return Reply("No open incidents. :tada:")
-    # A private incident shows who may not know of it only that it exists. (The fields
-    # unpacked, the ref written out: a line costs a third less than through the attributes.)
+    # A private incident shows who may not know of it only that it exists. (The rows as the
+    # driver reads them, their fields unpacked, the ref written out: a line costs a third less
+    # than through a Listed's attributes.)
     lines = [
         f"• *INC-{number}* {severity} · {status} · :lock: _private_"
         if private
@@ -129,7 +130,7 @@ def list_open(call: Call, args: dict[str, Any]) -> Reply:
         for number, severity, status, title, channel, private in incidents[:LIST_LIMIT]
     ]
     if len(incidents) > LIST_LIMIT:
-        older = incidents[LIST_LIMIT - 1].number
+        older = incidents[LIST_LIMIT - 1][0]
         lines.append(f"… and more: older ones with `incidentbot incident list --before {older}`")
     return Reply("*Open incidents*\n" + "\n".join(lines))
 
