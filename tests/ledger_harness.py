@@ -7,6 +7,8 @@
 - With ``LEDGER_HARNESS_PAUSE_AFTER=<n>`` (or ``all``) in its environment a worker stops dead
   after step n (or any step) of a run has committed: it blocks in a ledger subscriber, so a test
   can SIGKILL it at exactly that point. It prints ``PAUSED run=<id> step=<n>`` to stderr first.
+  With ``claim`` it stops once a claim has committed, before the run's first action
+  (``PAUSED run=<id> claimed``).
 - ``python -m tests.ledger_harness start ...`` starts runs from a separate process.
 """
 
@@ -191,7 +193,10 @@ def call_step(
 
 def _install_pause(after_step: str) -> None:
     def pause(ev: ledger.LedgerEvent) -> None:
-        if ev.kind != "step.succeeded" or ev.step_index is None:
+        if after_step == "claim" and ev.kind == "run.claimed":
+            print(f"PAUSED run={ev.run_id} claimed", file=sys.stderr, flush=True)
+            threading.Event().wait()  # until SIGKILL
+        if ev.kind != "step.succeeded" or ev.step_index is None or after_step == "claim":
             return
         number = ev.step_index + 1
         if after_step == "all" or int(after_step) == number:

@@ -81,9 +81,9 @@ def test_the_next_steps_prepare_reads_the_previous_output_in_the_shared_commit(e
         drive(engine, actions)
     finally:
         event.remove(engine, "commit", record)
-    # The claim, step 0's start, two shared commits, the last step's success with the run's end
-    # (two commits a step would be seven).
-    assert len(commits) == 5
+    # The claim with step 0's start, two shared commits, the last step's success with the
+    # run's end (two commits a step and the claim's own would be seven).
+    assert len(commits) == 4
 
     first = {"n": 0, "me": "started", "before": None}
     second = {"n": 1, "me": "started", "before": ["succeeded", first]}
@@ -192,3 +192,133 @@ def test_while_slack_is_answered_the_step_commits_alone_and_the_next_waits(engin
     worker.join(30)
     assert not worker.is_alive()
     assert steps_of(engine, rid)[1] == ("succeeded", 1, {"ran": True})
+
+
+# -- the claim and the first step's start in one commit ----------------------------------------
+
+
+def test_the_first_steps_prepare_reads_the_run_claimed_and_itself_started(engine, seen):
+    """The claim and the first step's start are one commit: the step's ``prepare`` reads,
+    inside it, the run held by this worker on a live lease and the step started; callbacks
+    and hooks see the claim before the start."""
+    actions = ledger.ActionRegistry()
+
+    def prepare(session, ctx: ledger.StepContext, _data: dict) -> dict:
+        run = session.execute(
+            select(_run.c.status, _run.c.owner, _run.c.lease_expires_at > _run.c.updated_at)
+            .where(_run.c.id == ctx.run_id)
+        ).one()  # fmt: skip
+        me = session.execute(
+            select(_step.c.status).where(_step.c.run_id == ctx.run_id, _step.c.idx == 0)
+        ).scalar_one()
+        return {"run": [run[0], run[1].startswith("chain:"), bool(run[2])], "me": me}
+
+    actions.register("test.first", lambda ctx, _d: dict(ctx.prepared), idempotent=True,
+                     prepare=prepare)  # fmt: skip
+    rid = start(engine, actions, [{"name": "a", "action": "test.first"}])
+    commits: list[object] = []
+    record = commits.append
+    event.listen(engine, "commit", record)
+    try:
+        drive(engine, actions)
+    finally:
+        event.remove(engine, "commit", record)
+    assert len(commits) == 2  # the claim with the start, the success with the run's end
+    assert steps_of(engine, rid) == [
+        ("succeeded", 1, {"run": ["running", True, True], "me": "started"})]  # fmt: skip
+    for who in ("hook", "event"):
+        order = [kind for w, kind, _ in seen if w == who]
+        assert order == ["run.created", "run.claimed", "step.started", "step.succeeded",
+                         "run.succeeded"], (who, seen)  # fmt: skip
+
+
+def test_a_database_error_in_the_first_start_leaves_the_run_claimed_alone(engine, caplog):
+    """The first step's ``prepare`` hits a database error once: the claim and the start are
+    rolled back together (nothing half-done), the run is claimed alone, its step starts in a
+    commit of its own and runs once."""
+    actions = ledger.ActionRegistry()
+    broken = {"times": 1}
+
+    def prepare(session, _ctx, _data: dict) -> None:
+        if broken["times"]:
+            broken["times"] -= 1
+            session.execute(text("SELECT * FROM no_such_table"))
+
+    ran: list[int] = []
+    actions.register("test.flaky", lambda ctx, _d: ran.append(ctx.attempt) or {},
+                     idempotent=True, prepare=prepare)  # fmt: skip
+    rid = start(engine, actions, [{"name": "a", "action": "test.flaky"}])
+    drive(engine, actions)
+    assert ran == [1] and broken["times"] == 0
+    assert steps_of(engine, rid) == [("succeeded", 1, {})]
+    assert "claiming it with the start of its first step failed; claiming it alone" in caplog.text
+    with db.read(engine) as s:
+        assert ledger.get_run(s, rid).status == "succeeded"
+
+
+def test_a_worker_told_to_stop_hands_a_claimed_run_back_with_its_step_pending(engine):
+    actions = ledger.ActionRegistry()
+    actions.register("test.next", lambda _c, _d: {"ran": True}, idempotent=True)
+    rid = start(engine, actions, [{"name": "a", "action": "test.next"}])
+    stop = threading.Event()
+    stop.set()
+    drive(engine, actions, stop=stop)
+    assert steps_of(engine, rid) == [("pending", 0, None)]
+    with db.read(engine) as s:
+        run = ledger.get_run(s, rid)
+    assert (run.status, run.owner) == ("pending", None)
+
+
+def test_a_run_cancelled_before_its_claim_starts_no_step_but_its_clean_up(engine):
+    """Cancelled while pending, with a clean-up step ahead: the claim starts nothing in its
+    commit; the first step is skipped (never run), the clean-up step runs."""
+    actions = ledger.ActionRegistry()
+    ran: list[str] = []
+    actions.register("test.work", lambda ctx, _d: ran.append(ctx.step_name) or {},
+                     idempotent=True)  # fmt: skip
+    steps = [{"name": "work", "action": "test.work"},
+             {"name": "tidy", "action": "test.work", "always": True}]  # fmt: skip
+    rid = start(engine, actions, steps)
+    with db.transaction(engine) as s:
+        ledger.cancel(s, rid, actor="cli:carol")
+    drive(engine, actions)
+    assert ran == ["tidy"]
+    assert [st[:2] for st in steps_of(engine, rid)] == [("skipped", 0), ("succeeded", 1)]
+    with db.read(engine) as s:
+        assert ledger.get_run(s, rid).status == "cancelled"
+
+
+def test_while_slack_is_answered_the_claim_commits_alone_and_the_step_waits(engine, monkeypatch):
+    """A Slack answer begins while the run is being claimed: the claim commits alone, and the
+    first step is not started until the answer is done (the worker yields to it)."""
+    monkeypatch.setattr(worker_module, "YIELD_TO_SLACK_S", 60.0)  # until the answer is done
+    actions = ledger.ActionRegistry()
+    actions.register("test.next", lambda _c, _d: {"ran": True}, idempotent=True)
+    rid = start(engine, actions, [{"name": "a", "action": "test.next"}])
+    answering, done = threading.Event(), threading.Event()
+
+    def answer() -> None:
+        with priority.urgent():
+            answering.set()
+            done.wait(60)
+
+    def on_claim(_conn, _cursor, sql: str, *_args) -> None:
+        if sql.lstrip().upper().startswith("UPDATE LEDGER_RUN") and not answering.is_set():
+            threading.Thread(target=answer, daemon=True).start()
+            assert answering.wait(30)
+
+    event.listen(engine, "before_cursor_execute", on_claim)
+    worker = threading.Thread(target=drive, args=(engine, actions), daemon=True)
+    worker.start()
+    try:
+        wait_until(lambda: priority.deferred() == 1, "the worker to wait for the answer")
+        assert steps_of(engine, rid) == [("pending", 0, None)]
+        with db.read(engine) as s:
+            run = ledger.get_run(s, rid)
+        assert (run.status, run.owner.startswith("chain:")) == ("running", True)
+    finally:
+        done.set()
+        event.remove(engine, "before_cursor_execute", on_claim)
+    worker.join(30)
+    assert not worker.is_alive()
+    assert steps_of(engine, rid) == [("succeeded", 1, {"ran": True})]

@@ -210,23 +210,42 @@ def test_claiming_a_pending_run_is_one_statement(engine):
         assert claim_next(s, "other-worker", 30) is None
 
 
-def test_a_one_step_run_is_claimed_run_and_ended_in_three_transactions(engine):
+def test_a_one_step_run_is_claimed_run_and_ended_in_two_transactions(engine):
     rid = _noop_run(engine)
     with statements(engine) as seen:
         drive_once(engine)
-    # Claimed (the spec read with it); the step started (fence, step); the step's result and
-    # the run's end (fence, run, step). On PostgreSQL each of the last two is one statement
-    # (the end folded into the fence). No SELECT, no ORM load.
+    # Claimed (the spec read with it) and its idempotent step started in the same commit
+    # (claim, step); the step's result and the run's end (fence, run, step): on PostgreSQL
+    # one statement (the end folded into the fence). No SELECT, no ORM load.
+    if engine.dialect.name == "postgresql":
+        expected = Counter({"UPDATE ledger_run": 1, "UPDATE ledger_step": 1, "WITH": 1})
+    else:
+        expected = Counter({"UPDATE ledger_run": 3, "UPDATE ledger_step": 2})
+    assert Counter(seen) == begins(engine, 2) + expected, seen
+    with db.read(engine) as s:
+        run, steps = ledger.get_run(s, rid), ledger.get_steps(s, rid)
+    assert (run.status, run.cursor, run.owner, run.lease_expires_at) == ("succeeded", 1, ANY, None)
+    assert run.finished_at is not None and run.finished_at == run.updated_at
+    assert [(st.status, st.attempts, st.output) for st in steps] == [(STEP_SUCCEEDED, 1, {})]
+    assert run.started_at is not None and run.started_at <= steps[0].started_at <= run.finished_at
+
+
+def test_a_run_whose_first_step_is_not_idempotent_is_claimed_in_a_commit_of_its_own(engine):
+    """The step could not be started in the claim's commit without leaving, after a crash
+    right after it, a step that may or may not have happened: the claim commits alone and the
+    step starts in a commit of its own (fence, step), three transactions in all."""
+    with db.transaction(engine) as s:
+        rid = ledger.start_run(s, kind="cost", key="once", actor="test", steps=[
+            {"name": "once", "action": "ledger.noop", "idempotent": False}]).id  # fmt: skip
+    with statements(engine) as seen:
+        drive_once(engine)
     if engine.dialect.name == "postgresql":
         expected = Counter({"UPDATE ledger_run": 1, "WITH": 2})
     else:
         expected = Counter({"UPDATE ledger_run": 4, "UPDATE ledger_step": 2})
     assert Counter(seen) == begins(engine, 3) + expected, seen
     with db.read(engine) as s:
-        run, steps = ledger.get_run(s, rid), ledger.get_steps(s, rid)
-    assert (run.status, run.cursor, run.owner, run.lease_expires_at) == ("succeeded", 1, ANY, None)
-    assert run.finished_at is not None and run.finished_at == run.updated_at
-    assert [(st.status, st.attempts, st.output) for st in steps] == [(STEP_SUCCEEDED, 1, {})]
+        assert ledger.get_run(s, rid).status == "succeeded"
 
 
 _CLAIM = re.compile(r"ORDER BY ledger_run\.id\s+LIMIT", re.IGNORECASE)

@@ -148,6 +148,34 @@ def test_kill_after_each_step_during_a_step_and_while_parked(engine, server, spa
     assert count(engine, "ledger_lock") == 0
 
 
+def test_kill_between_the_claim_and_the_first_action(engine, server, spawn):
+    """A worker dies right after claiming, before the run's first action. A run whose first
+    step is idempotent was claimed with that step started (one commit): the next worker runs
+    it again, its effect once. A run whose first step is not idempotent was claimed alone: its
+    step is still pending, and the next worker runs it as its first attempt, no person needed."""
+    with db.transaction(engine) as s:
+        again = ledger.start_run(s, kind="t", key="claim-1", actor="t", steps=[
+            call_step("announce", server.url, "C1", idempotent=True)]).id  # fmt: skip
+        once = ledger.start_run(s, kind="t", key="claim-2", target="rpc-3", actor="t", steps=[
+            call_step("restart geth", server.url, "C2")]).id  # fmt: skip
+    first = spawn("w1", pause_after="claim", threads=2)
+    wait_until(lambda: first.log().count("PAUSED") == 2, "both runs claimed")
+    first.kill()
+    expire_leases(engine, "w1/")
+    assert [(s.status, s.attempts) for s in steps_of(engine, again)[1]] == [("started", 1)]
+    assert [(s.status, s.attempts) for s in steps_of(engine, once)[1]] == [("pending", 0)]
+    assert server.requests() == {}  # no action began
+
+    spawn("w2")
+    for rid in (again, once):
+        wait_status(engine, rid, "succeeded", "needs_attention")
+    (run_a, [step_a]), (run_b, [step_b]) = steps_of(engine, again), steps_of(engine, once)
+    assert (run_a.status, run_a.takeovers, step_a.attempts) == ("succeeded", 1, 2)
+    assert (run_b.status, run_b.takeovers, step_b.attempts) == ("succeeded", 1, 1)
+    assert server.requests() == {"C1": 1, "C2": 1}
+    assert count(engine, "ledger_lock") == 0
+
+
 def test_kill_during_a_non_idempotent_step_stops_for_attention(engine, server, spawn):
     with db.transaction(engine) as s:
         rid = ledger.start_run(s, kind="failover", key="kill-2", target="haproxy", actor="t",

@@ -1,6 +1,7 @@
 """What a step attempt is and how it ended: read when the step is marked started
-(:class:`Attempt`, built by :func:`attempt_of`), handed back by the worker when the action
-returns (:data:`Outcome`)."""
+(:class:`Attempt`, built by :func:`attempt_of`, with its action's context and what its
+``prepare`` read: :func:`prepared_context`), handed back by the worker when the action returns
+(:data:`Outcome`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from incidentbot.ledger.actions import Decision, Verdict
+from sqlalchemy.exc import SQLAlchemyError
+
+from incidentbot.ledger.actions import ActionRegistry, Decision, StepContext, Verdict
 from incidentbot.ledger.redact import redact
 from incidentbot.ledger.spec import RetryPolicy, StepSpec
 
@@ -85,6 +88,43 @@ def attempt_of(
         is_rollback=spec.rollback_for is not None,
         cleanup_ahead=cleanup_after[index],
     )
+
+
+class PrepareFailed:
+    """What an action's ``prepare`` raised: the attempt fails with it, as with the action's."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def context_of(attempt: Attempt) -> StepContext:
+    """The context the attempt's action is called with."""
+    return StepContext(
+        run_id=attempt.run_id,
+        run_kind=attempt.run_kind,
+        step_index=attempt.index,
+        step_name=attempt.name,
+        attempt=attempt.attempt,
+        incident_id=attempt.incident_id,
+        target=attempt.target,
+        decision=attempt.decision,
+    )
+
+
+def prepared_context(session: Any, attempt: Attempt, actions: ActionRegistry) -> StepContext:
+    """The attempt's context, with what the action's ``prepare`` reads in the transaction
+    that marks the step started (a failure is kept, to fail the attempt as the action's
+    would; a database error is raised: the transaction may be unusable, nothing commits)."""
+    ctx = context_of(attempt)
+    info = actions.get(attempt.action)
+    if info is not None and info.prepare is not None:
+        try:
+            ctx.prepared = info.prepare(session, ctx, dict(attempt.input))
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:
+            ctx.prepared = PrepareFailed(exc)
+    return ctx
 
 
 # Per spec list (a run's, cached by its worker): the steps that have rollback steps, and for

@@ -1,4 +1,5 @@
-"""One commit between two steps: step N's success recorded and step N+1 marked started together.
+"""One commit between two steps: step N's success recorded and step N+1 marked started together;
+and one commit for a run's claim and its first step's start.
 
 A step is marked started and committed before its action runs, and its outcome is committed
 when the action returns: two commits a step. When step N succeeded, is not the run's last and
@@ -14,17 +15,40 @@ every case that is not plain (a park, a cancel, a retry, a failure, the run's en
 keeps the clean point between the two commits: it records the outcome alone
 (:func:`incidentbot.ledger.transitions.finish_step`) and begins the next step in a transaction
 of its own.
+
+The claim of a run is folded into its first step's start the same way (:func:`start_first`):
+the worker claims the run and, when the step at its cursor is idempotent and plain, marks it
+started in the claim's transaction, so a one-step run costs two commits instead of three. The
+claim holds the run as the fence would (owner and lease set in that transaction, the row
+locked on PostgreSQL), so the step's ``prepare`` reads and writes as in a start of its own. A
+crash after that commit finds the step ``started``, its action never begun: being idempotent,
+it is run again. Before a non-idempotent step (or a park, a cancelled run, a step left
+started by a worker that died) the claim commits alone, so a crash between the claim and the
+start leaves the step pending; so does it while the process answers Slack or the worker stops.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from incidentbot.db import transaction
 from incidentbot.ledger import fenced
-from incidentbot.ledger.actions import ActionRegistry
+from incidentbot.ledger.actions import ActionRegistry, StepContext
 from incidentbot.ledger.attempts import Attempt, Succeeded, attempt_of, recorded_output
+from incidentbot.ledger.leases import claim_next
+from incidentbot.ledger.models import Run
 from incidentbot.ledger.service import LeaseLost
-from incidentbot.ledger.spec import StepSpec
+from incidentbot.ledger.spec import StepSpec, steps_of
+
+log = logging.getLogger("incidentbot.ledger.worker")
+
+Started = tuple[Attempt, StepContext]  # a step marked started, with its action's context
 
 
 def chainable(attempt: Attempt, specs: list[StepSpec], actions: ActionRegistry) -> bool:
@@ -65,3 +89,64 @@ def advance_and_start_next(
         return None
     fenced.step_event(session, "step.started", run_id, now, following, {"owner": owner})
     return attempt_of(run_id, following, specs, None)
+
+
+def start_first(
+    session: Session, run: Run, specs: list[StepSpec], owner: str, actions: ActionRegistry
+) -> Attempt | None:
+    """In the transaction that claimed ``run`` (for ``owner``, not committed yet): mark the
+    step at its cursor started if it is idempotent and its case is plain (one conditional
+    ``UPDATE`` of the step, no read: the claim returned the run's row), at the claim's time.
+    Returns that step's attempt; None if none was started (nothing written: the claim commits
+    alone and the worker begins the step in a transaction of its own)."""
+    assert run.id is not None
+    found = fenced.start_plain(
+        session.connection(), run.id, run, specs, actions, idempotent_only=True
+    )
+    if found is None:
+        return None
+    fenced.step_event(session, "step.started", run.id, run.updated_at, found, {"owner": owner})
+    return attempt_of(run.id, found, specs, None)
+
+
+def claim_and_start(
+    engine: Engine,
+    owner: str,
+    lease: float,
+    actions: ActionRegistry,
+    prepare: Callable[[Any, Attempt], StepContext],
+    *,
+    only_run: int | None,
+    may_start: Callable[[], bool],
+) -> tuple[int, dict[int, list[StepSpec]], Started | None] | None:
+    """Claim the oldest due run (``only_run``: that one) and, if ``may_start()`` says so
+    (not while the process answers Slack or the worker stops), start its first step in the
+    same commit (:func:`start_first`), its ``prepare`` read in it. Returns the run's id, its
+    parsed spec and that step if one was started; None if no run was due."""
+    run_id: int | None = None
+    specs: dict[int, list[StepSpec]] = {}
+    try:
+        with transaction(engine) as s:
+            run = claim_next(s, owner, lease, run_id=only_run)
+            if run is None:
+                return None
+            run_id, first = run.id, None
+            with suppress(ValueError):  # written by a newer build: begin_step says so
+                specs[run_id] = steps_of(run.spec)
+            if run_id in specs and may_start():
+                attempt = start_first(s, run, specs[run_id], owner, actions)
+                if attempt is not None:
+                    first = attempt, prepare(s, attempt)
+    except Exception:
+        if run_id is None:
+            raise  # the claim itself failed: nothing to fall back on
+        # Nothing of it committed (or, if the commit's answer was lost, all of it: the run is
+        # then held on a live lease and taken over once that expires; its step, idempotent,
+        # is run again). The run is claimed alone; its step begins in a commit of its own.
+        log.warning("run %s: claiming it with the start of its first step failed; "
+                    "claiming it alone", run_id, exc_info=True)  # fmt: skip
+        with transaction(engine) as s:
+            if claim_next(s, owner, lease, run_id=run_id) is None:
+                return None
+        return run_id, specs, None
+    return run_id, specs, first

@@ -162,7 +162,7 @@ def fence_and_start(
     run = conn.execute(FENCE_READ[conn.dialect.name], params).first()
     if run is None:
         return None, None
-    return run.updated_at, _start_plain(conn, run_id, run, specs, actions, idempotent_only=False)
+    return run.updated_at, start_plain(conn, run_id, run, specs, actions, idempotent_only=False)
 
 
 def advance_and_start(
@@ -199,10 +199,10 @@ def advance_and_start(
         return None, None
     now: datetime = run.updated_at
     conn.execute(SUCCEED, {"b_run_id": run_id, "b_idx": index, "b_output": output, "at": now})
-    return now, _start_plain(conn, run_id, run, specs, actions, idempotent_only=True)
+    return now, start_plain(conn, run_id, run, specs, actions, idempotent_only=True)
 
 
-def _start_plain(
+def start_plain(
     conn: Connection,
     run_id: int,
     run: Any,
@@ -210,8 +210,9 @@ def _start_plain(
     actions: ActionRegistry,
     idempotent_only: bool,
 ) -> dict[str, Any] | None:
-    """After the fence that read ``run`` (SQLite): mark the step at its cursor started if the
-    case is plain; what the attempt needs, or None (nothing written)."""
+    """After the fence that read ``run`` (SQLite), or the claim that returned it (either back
+    end): mark the step at its cursor started if the case is plain; what the attempt needs, or
+    None (nothing written)."""
     now = run.updated_at
     spec = specs[run.cursor] if run.cursor < len(specs) else None
     if (

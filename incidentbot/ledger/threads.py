@@ -45,13 +45,6 @@ class Heartbeat(threading.Thread):
                 self.worker.lost.set()
 
 
-class PrepareFailed:
-    """What an action's ``prepare`` raised: the attempt fails with it, as with the action's."""
-
-    def __init__(self, error: Exception):
-        self.error = error
-
-
 class StepThread(threading.Thread):
     """One daemon thread that calls the worker's actions one after another.
 

@@ -18,22 +18,27 @@ import socket
 import threading
 import time
 import uuid
-from contextlib import suppress
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from incidentbot import priority
 from incidentbot.db import transaction
 from incidentbot.ledger import events
 from incidentbot.ledger.actions import ActionRegistry, StepContext, Verdict, classify, registry
-from incidentbot.ledger.attempts import Attempt, Failed, Outcome, Succeeded
-from incidentbot.ledger.chained import advance_and_start_next, chainable
-from incidentbot.ledger.leases import claim_next
+from incidentbot.ledger.attempts import (
+    Attempt,
+    Failed,
+    Outcome,
+    PrepareFailed,
+    Succeeded,
+    context_of,
+    prepared_context,
+)
+from incidentbot.ledger.chained import Started, advance_and_start_next, chainable, claim_and_start
 from incidentbot.ledger.service import LeaseLost
-from incidentbot.ledger.spec import StepSpec, steps_of
-from incidentbot.ledger.threads import Heartbeat, PrepareFailed, StepThread
+from incidentbot.ledger.spec import StepSpec
+from incidentbot.ledger.threads import Heartbeat, StepThread
 from incidentbot.ledger.transitions import begin_step, finish_step, release_held
 from incidentbot.ledger.wakeups import Wakeups
 from incidentbot.thread_stacks import where
@@ -107,27 +112,32 @@ class Worker:
     def run_once(self) -> bool:
         """Claim one due run and drive it as far as it goes now; False if none was due."""
         priority.after_urgent(YIELD_TO_SLACK_S)
-        with transaction(self.engine) as s:
-            run = claim_next(s, self.owner, self.lease, run_id=self.only_run)
-            run_id = run.id if run is not None else None
-            spec = run.spec if run is not None else None
-        if run_id is None:
+        claimed = claim_and_start(
+            self.engine, self.owner, self.lease, self.actions, self._prepare,
+            only_run=self.only_run,
+            may_start=lambda: not self.stop_event.is_set() and not priority.pending(),
+        )  # fmt: skip
+        if claimed is None:
             return False
-        specs: dict[int, list[StepSpec]] = {}
-        with suppress(ValueError):  # written by a newer build: begin_step reads it, says so
-            specs[run_id] = steps_of(spec or {})
-        self.drive(run_id, specs)  # the claim read the spec: the first step needs no read
+        run_id, specs, first = claimed
+        self.drive(run_id, specs, first)  # the claim read the spec: no step needs a read
         return True
 
-    def drive(self, run_id: int, specs: dict[int, list[StepSpec]] | None = None) -> None:
-        """Execute steps of a run this worker has claimed until it need not any more."""
+    def drive(
+        self,
+        run_id: int,
+        specs: dict[int, list[StepSpec]] | None = None,
+        first: Started | None = None,
+    ) -> None:
+        """Execute steps of a run this worker has claimed until it need not any more
+        (``first``: the step already started with the claim)."""
         self._ensure_heartbeat()
         self.seq += 1
         self.lost.clear()
         self.held = run_id
         specs = {} if specs is None else specs
         try:
-            step = self._begin(run_id, specs)
+            step = first if first is not None else self._begin(run_id, specs)
             while step is not None:
                 attempt, ctx = step
                 outcome = self.execute(attempt, ctx)
@@ -145,9 +155,7 @@ class Worker:
             self.held = None
             self.seq += 1
 
-    def _begin(
-        self, run_id: int, specs: dict[int, list[StepSpec]]
-    ) -> tuple[Attempt, StepContext] | None:
+    def _begin(self, run_id: int, specs: dict[int, list[StepSpec]]) -> Started | None:
         """Mark the run's next step started in a commit of its own (or hand the run back on
         shutdown); None when no step is to run now."""
         if self.stop_event.is_set():
@@ -169,7 +177,7 @@ class Worker:
         specs: dict[int, list[StepSpec]],
         attempt: Attempt,
         outcome: Outcome,
-    ) -> tuple[Attempt, StepContext] | None:
+    ) -> Started | None:
         """Record ``outcome`` and begin the next step: in one commit when the next step is a
         plain idempotent one (:mod:`incidentbot.ledger.chained`), else in two. Not while the
         worker is stopping, nor while this process answers Slack: then the outcome commits
@@ -210,38 +218,14 @@ class Worker:
 
     # -- one attempt ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _context(attempt: Attempt) -> StepContext:
-        return StepContext(
-            run_id=attempt.run_id,
-            run_kind=attempt.run_kind,
-            step_index=attempt.index,
-            step_name=attempt.name,
-            attempt=attempt.attempt,
-            incident_id=attempt.incident_id,
-            target=attempt.target,
-            decision=attempt.decision,
-        )
-
     def _prepare(self, session: Any, attempt: Attempt) -> StepContext:
-        """The attempt's context, with what the action's ``prepare`` reads in the transaction
-        that marks the step started (a failure is kept, to fail the attempt as the action)."""
-        ctx = self._context(attempt)
-        info = self.actions.get(attempt.action)
-        if info is not None and info.prepare is not None:
-            try:
-                ctx.prepared = info.prepare(session, ctx, dict(attempt.input))
-            except SQLAlchemyError:
-                raise  # the transaction may be unusable: nothing commits, nothing runs
-            except Exception as exc:
-                ctx.prepared = PrepareFailed(exc)
-        return ctx
+        return prepared_context(session, attempt, self.actions)
 
     def execute(self, attempt: Attempt, ctx: StepContext | None = None) -> Outcome | None:
         """Run the action in the step thread with the step timeout; None if the lease was lost
         meanwhile (the result must then not be recorded by this worker)."""
         info = self.actions.get(attempt.action)
-        ctx = ctx or self._context(attempt)
+        ctx = ctx or context_of(attempt)
         if info is None:  # unregistered between begin_step and now
             return Failed(Verdict("permanent", f"no action {attempt.action!r}"))
         if isinstance(ctx.prepared, PrepareFailed):
