@@ -193,16 +193,22 @@ class Bot:
         if self.scheduler is not None:
             self.scheduler.start()
 
-    def warm_up(self, *, check_slack: bool = False) -> dict[str, float]:
+    def warm_up(self, *, check_slack: bool = False, scheduler: bool = False) -> dict[str, float]:
         """Pay now what the first command would pay (:mod:`incidentbot.web.warmup`), Slack's
-        ``auth.test`` (with ``check_slack``: :meth:`check_slack`) beside the other steps."""
+        ``auth.test`` (with ``check_slack``: :meth:`check_slack`) beside the other steps.
+        With ``scheduler`` (``serve``, which then starts it), the scheduler's first tick's
+        setup too, beside them (:meth:`Scheduler.prepare`: the leader's connection and lock),
+        so that tick does not open them while the first command is answered."""
         steps = warmup.database_steps(self.engine, self.settings, self.url)
         slack: warmup.Step = (
             ("slack check", self.check_slack)
             if check_slack
             else ("slack identity", lambda: warmup.slack_identity(self.bolt))
         )
-        return warmup.run(steps, alongside=[slack], then=self.extra_warm_up)
+        alongside = [slack]
+        if scheduler and self.scheduler is not None:
+            alongside.append(("scheduler", self.scheduler.prepare))
+        return warmup.run(steps, alongside=alongside, then=self.extra_warm_up)
 
     def start_http(self, host: str = "127.0.0.1", port: int = 0, *, warm: bool = True) -> str:
         """Serve the web app in a background thread; return its base URL. With ``warm``,

@@ -61,7 +61,8 @@ def _serve(ctx: typer.Context) -> None:
     bot = Bot.build(settings, st.engine, remember_checks=True)
     # Listening from here on, /healthz answers 503 until the bot is warmed up and started.
     url = bot.start_http(settings.http.host, settings.http.port, warm=False)
-    bot.warm_up(check_slack=True)  # asks Slack who the bot is meanwhile
+    # Asks Slack who the bot is meanwhile, and readies the scheduler's first tick (it leads).
+    bot.warm_up(check_slack=True, scheduler=True)
     _say(f"Slack: {bot.slack_state}")
     bot.start_workers()
     bot.start_scheduler()

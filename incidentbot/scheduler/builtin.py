@@ -23,7 +23,8 @@ from incidentbot.config import Settings
 from incidentbot.handoff.config import Rotation
 from incidentbot.modules import import_modules
 from incidentbot.ports import Chat
-from incidentbot.scheduler.core import Scheduler, resolve_jobs
+from incidentbot.scheduler.core import Scheduler
+from incidentbot.scheduler.jobs import resolve_jobs
 from incidentbot.scheduler.registry import JobContext, RegisteredJob, registered
 
 DAILY_GRACE = 6 * 3600.0  # a daily digest missed during a morning outage still goes out

@@ -1,9 +1,8 @@
 """The scheduler: one leader across replicas, and each (job, slot) fired once.
 
-- **Timing** comes from APScheduler triggers: ``CronTrigger.from_crontab(expr, timezone=tz)``
-  for ``cron`` jobs, an ``IntervalTrigger`` anchored at a fixed epoch for ``every`` jobs (so all
-  replicas compute the same slots). The scheduler loop asks each trigger for its slots and sleeps
-  until the earliest one; tests call :meth:`Scheduler.tick` with a fake clock instead.
+- **Timing** comes from APScheduler triggers (:mod:`incidentbot.scheduler.jobs`). The scheduler
+  loop asks each job for its slots and sleeps until the earliest one; tests call
+  :meth:`Scheduler.tick` with a fake clock instead.
 - **Leadership.** On PostgreSQL the leader holds the session-level advisory lock
   ``pg_try_advisory_lock(LOCK_KEY)`` on a dedicated connection kept open; standbys retry every
   ``retry`` seconds. When the leader dies its connection drops and the lock is freed. Every read
@@ -13,6 +12,14 @@
   violation means the slot is already claimed and it is skipped.
 - **Catch-up.** Slots since the job's last recorded slot (or since ``now - grace``) that are still
   within grace run once each, in order; older ones are recorded ``skipped``.
+- **Start-up.** :meth:`Scheduler.prepare` does what the first tick would do before it fires
+  anything: it becomes the leader (opening the lock connection) and reads where every job's
+  slots stand, in one read. ``serve`` calls it beside its warm-up, before it says it is ready,
+  so the first tick, in the first milliseconds after, only fires what is due. On SQLite the
+  reads take no write turn (a read snapshot, :func:`incidentbot.db.read`).
+- **Slack first.** Before it claims a slot, a tick waits while this process answers a Slack
+  request (:func:`incidentbot.priority.after_urgent`, at most :data:`YIELD_TO_SLACK_S`): a
+  command that comes as a tick falls due is answered first; the job runs a moment later.
 """
 
 from __future__ import annotations
@@ -24,126 +31,38 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import NullPool
 from sqlmodel import create_engine
 
-from incidentbot import clock
-from incidentbot.errors import DomainError
+from incidentbot import clock, db, priority
 from incidentbot.ledger.redact import redact_text
-from incidentbot.scheduler.config import SchedulerSettings, check_cron, check_timezone
+from incidentbot.scheduler.jobs import DEFAULT_GRACE as DEFAULT_GRACE
+from incidentbot.scheduler.jobs import EPOCH as EPOCH
+from incidentbot.scheduler.jobs import Job as Job
+from incidentbot.scheduler.jobs import SchedulerError as SchedulerError
+from incidentbot.scheduler.jobs import make_trigger as make_trigger
+from incidentbot.scheduler.jobs import resolve_jobs as resolve_jobs
 from incidentbot.scheduler.models import FAILED, OK, SKIPPED, SchedulerRun
-from incidentbot.scheduler.registry import JobContext, JobFn, RegisteredJob, registered
+from incidentbot.scheduler.registry import JobContext
 
 log = logging.getLogger("incidentbot.scheduler")
 
 # pg_try_advisory_lock key of the scheduler leader ("incidentbot-scheduler" as an int64).
 LOCK_KEY = 0x1B5C_4ED0_0001
-DEFAULT_GRACE = 60.0
 # Slots further back than this are not even looked at (a long outage of a per-second job).
 SKIP_HORIZON = timedelta(days=1)
 # At most this many missed slots of one job are recorded as skipped at once (the newest).
 MAX_SKIPPED = 1000
-EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+# While this process answers Slack (3 s to answer), a slot's claim waits this long at most.
+YIELD_TO_SLACK_S = 1.0
 
 T = SchedulerRun.__table__  # type: ignore[attr-defined]
-
-
-class SchedulerError(DomainError):
-    """A schedule that cannot be used (an unknown job, a bad cron expression)."""
-
-
-@dataclass(frozen=True)
-class Job:
-    name: str
-    fn: JobFn | None
-    trigger: BaseTrigger | None
-    schedule: str  # "cron 0 9 * * MON (Europe/Berlin)", "every 5s", or why there is none
-    grace: float
-    enabled: bool
-    idempotent: bool = False
-
-    @property
-    def runnable(self) -> bool:
-        return self.enabled and self.fn is not None and self.trigger is not None
-
-    def next_slot(self, after: datetime) -> datetime | None:
-        """The first slot strictly after ``after`` (UTC)."""
-        assert self.trigger is not None
-        nxt = self.trigger.get_next_fire_time(after, after)
-        return None if nxt is None else nxt.astimezone(UTC)
-
-    def first_slot_from(self, start: datetime) -> datetime | None:
-        """The first slot at or after ``start`` (UTC)."""
-        assert self.trigger is not None
-        nxt = self.trigger.get_next_fire_time(None, start)
-        return None if nxt is None else nxt.astimezone(UTC)
-
-    def slots(self, start: datetime, until: datetime) -> Iterator[datetime]:
-        """Slots in [start, until], in order."""
-        slot = self.first_slot_from(start)
-        while slot is not None and slot <= until:
-            yield slot
-            slot = self.next_slot(slot)
-
-
-def make_trigger(cron: str | None, every: float | None, timezone: str) -> BaseTrigger:
-    if cron is not None:
-        return CronTrigger.from_crontab(check_cron(cron), timezone=check_timezone(timezone))
-    if every is not None:
-        return IntervalTrigger(seconds=every, start_date=EPOCH, timezone=UTC)
-    raise ValueError("no schedule: give cron or every")
-
-
-def resolve_jobs(
-    cfg: SchedulerSettings,
-    default_timezone: str = "UTC",
-    registry: dict[str, RegisteredJob] | None = None,
-    *,
-    strict: bool = True,
-) -> list[Job]:
-    """Registered jobs with their configured schedules. ``strict``: refuse unknown names."""
-    reg = registered() if registry is None else registry
-    entries = {entry.name: entry for entry in cfg.jobs}
-    unknown = sorted(set(entries) - set(reg))
-    if unknown and strict:
-        known = ", ".join(sorted(reg)) or "none"
-        raise SchedulerError(
-            f"scheduler.jobs: no job named {unknown[0]!r} is registered (registered: {known}); "
-            "import the module that defines it"
-        )
-    jobs = []
-    for name in sorted(set(reg) | set(entries)):
-        r, e = reg.get(name), entries.get(name)
-        cron, every = (r.cron, r.every) if r else (None, None)
-        if e is not None and (e.cron is not None or e.every is not None):
-            cron, every = e.cron, e.every
-        tz = (e.timezone if e else None) or (r.timezone if r else None) or default_timezone
-        grace = (e.grace if e else None) or (r.grace if r else None) or DEFAULT_GRACE
-        enabled = e.enabled if e is not None else bool(r and r.enabled)
-        trigger: BaseTrigger | None = None
-        if r is None:
-            schedule = "not registered"
-        elif cron is None and every is None:
-            schedule = "no schedule"
-        else:
-            try:
-                trigger = make_trigger(cron, every, tz)
-            except ValueError as exc:
-                raise SchedulerError(f"scheduler job {name!r}: {exc}") from None
-            schedule = f"cron {cron} ({tz})" if cron is not None else f"every {every:g}s"
-        jobs.append(Job(name, r.fn if r else None, trigger, schedule, float(grace), enabled,
-                        bool(r and r.idempotent)))  # fmt: skip
-    return jobs
 
 
 def _default_name() -> str:
@@ -207,6 +126,17 @@ class Scheduler:
         self._settle_interrupted()
         return True
 
+    def prepare(self) -> bool:
+        """The first tick's setup, before the bot says it is ready (see the module): lead if
+        nobody does, settle what a dead leader left, read each job's last slot. Returns
+        whether this scheduler leads; a database error is logged and left to the loop."""
+        try:
+            if self.try_lead():
+                self._load_cursors()
+        except DBAPIError as exc:
+            self._lose(exc.orig)
+        return self._leader
+
     def _connection(self) -> Connection:
         if self._conn is None:
             if self._lock_engine is None:
@@ -254,10 +184,20 @@ class Scheduler:
             with self.engine.begin() as conn:
                 yield conn
 
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """:meth:`_db` for reads: on SQLite a read snapshot, which takes no write turn."""
+        if self._postgres:
+            yield self._connection()
+        else:
+            with db.read(self.engine) as session:
+                yield session.connection()
+
     # -- rows ---------------------------------------------------------------------------------
 
     def _claim(self, job: str, slot: datetime, *, outcome: str | None = None,
                error: str | None = None) -> int | None:  # fmt: skip
+        priority.after_urgent(YIELD_TO_SLACK_S)  # a Slack answer in progress goes first
         now = self._now()
         values: dict[str, Any] = {"job": job, "slot": slot, "claimed_by": self.name}
         if outcome is None:
@@ -278,15 +218,27 @@ class Scheduler:
                 .values(finished_at=self._now(), outcome=outcome, error=error)
             )
 
-    def _last_slot(self, job: str) -> datetime | None:
-        with self._db() as conn:
-            value = conn.execute(select(func.max(T.c.slot)).where(T.c.job == job)).scalar()
-        return value  # UTCDateTime: aware UTC (or None: never recorded)
+    def _load_cursors(self) -> None:
+        """Each runnable job's last recorded slot (None: never recorded), for every job not
+        read yet, in one read."""
+        missing = [n for n, j in self.jobs.items() if j.runnable and n not in self._cursor]
+        if not missing:
+            return
+        with self._read() as conn:
+            last = dict(
+                conn.execute(  # UTCDateTime: aware UTC
+                    select(T.c.job, func.max(T.c.slot))
+                    .where(T.c.job.in_(missing))
+                    .group_by(T.c.job)
+                ).all()
+            )
+        for name in missing:
+            self._cursor[name] = last.get(name)
 
     def _settle_interrupted(self) -> None:
         """Runs another scheduler claimed and never finished (it died): redo or mark failed."""
         now = self._now()
-        with self._db() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(T.c.id, T.c.job, T.c.slot, T.c.claimed_by)
                 .where(T.c.outcome.is_(None), T.c.claimed_by != self.name)
@@ -354,7 +306,7 @@ class Scheduler:
         now = self._now()
         horizon = now - timedelta(seconds=job.grace)
         if job.name not in self._cursor:
-            self._cursor[job.name] = self._last_slot(job.name)
+            self._load_cursors()
         cursor = self._cursor[job.name]
         if cursor is None:
             start = horizon
