@@ -9,6 +9,12 @@ most 2 ms over one. Also counts what a step costs in statements and commits on b
 and in Python calls on SQLite (one counted run driven by one worker; the calls are those of the
 worker's thread). Every run is checked to have succeeded, every step to have run once.
 
+A run of one step (what most of a declare's and an alert's effects are) also pays its claim:
+the same worker drains a batch of one-step no-op runs without a target, started in one
+transaction; the time per run is compared with one bare write transaction, and with as many of
+them as a run makes commits (counted, with its statements). Each batch starts from the same
+state: its runs pending, every earlier run ended.
+
     bench/run ledger_overhead            # in the table of every benchmark
     python bench/ledger_overhead.py [--steps 100] [--rounds 3]
 """
@@ -138,6 +144,88 @@ def step_cost(engine: Engine, steps: int, profiled: bool) -> tuple[float, float,
     return statements / steps, commits / steps, calls
 
 
+def start_batch(engine: Engine, runs: int, key: str) -> list[int]:
+    """``runs`` one-step no-op runs without a target, started in one transaction."""
+    with db.transaction(engine) as s:
+        ids = [
+            ledger.start_run(s, kind="bench", key=f"{key}-{i}", actor="bench",
+                             steps=[{"name": "noop", "action": "ledger.noop"}]).id
+            for i in range(runs)
+        ]  # fmt: skip
+    assert all(rid is not None for rid in ids)
+    return [rid for rid in ids if rid is not None]
+
+
+def drain(engine: Engine, ids: list[int]) -> float:
+    """Seconds one worker takes to claim and drive each of ``ids`` (see :func:`checked`)."""
+    worker = ledger.Worker(engine, name="bench", lease=30)
+    try:
+        began = time.perf_counter()
+        for _ in ids:
+            if not worker.run_once():
+                raise BenchFailed("a one-step run was not due")
+        return time.perf_counter() - began
+    finally:
+        worker.close()
+
+
+def checked(engine: Engine, ids: list[int], elapsed: float) -> float:
+    """``elapsed``, once each of ``ids`` is checked to have run its step once."""
+    for rid in ids:
+        check(engine, rid)
+    return elapsed
+
+
+def run_cost(engine: Engine, runs: int) -> tuple[float, float]:
+    """(statements, commits) per one-step run of one counted batch, driving it only."""
+    seen = {"statements": 0, "commits": 0}
+
+    def count(*_a: object) -> None:
+        seen["statements"] += 1
+
+    def committed(*_a: object) -> None:
+        seen["commits"] += 1
+
+    ids = start_batch(engine, runs, "counted")
+    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "commit", committed)
+    try:
+        elapsed = drain(engine, ids)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine, "commit", committed)
+    checked(engine, ids, elapsed)
+    return seen["statements"] / runs, seen["commits"] / runs
+
+
+def measure_runs(engine: Engine, label: str, runs: int, rounds: int) -> list[Figure]:
+    warm = start_batch(engine, 5, "warm-up")
+    checked(engine, warm, drain(engine, warm))
+    bare, per_run = [], []
+    for i in range(rounds):  # interleaved, so that the machine's load hits both alike
+        bare.append(bare_write(engine, runs))
+        ids = start_batch(engine, runs, f"b{i}")
+        per_run.append(checked(engine, ids, drain(engine, ids)) / runs)
+    statements, commits = run_cost(engine, runs)
+    bare_ms, run_ms = statistics.median(bare) * 1000, statistics.median(per_run) * 1000
+    floor = round(commits, 2)
+    return [
+        Figure(
+            f"{label}: one-step run, claimed to ended ({runs} runs, median of {rounds})",
+            run_ms,
+            bare_ms,
+            baseline_name="one bare write transaction",
+            note=f"{statements:.1f} statements, {commits:.2f} commits per run",
+        ),
+        Figure(
+            f"{label}: one-step run against its floor",
+            run_ms,
+            floor * bare_ms,
+            baseline_name=f"{floor:g} bare write transactions (its commits)",
+        ),
+    ]
+
+
 def measure(label: str, url: str, steps: int, rounds: int) -> list[Figure]:
     engine = db.make_engine(url)
     db.upgrade(engine)
@@ -149,6 +237,7 @@ def measure(label: str, url: str, steps: int, rounds: int) -> list[Figure]:
             bare.append(bare_write(engine, steps))
             step.append(one_run(engine, steps, f"r{i}") / steps)
         statements, commits, calls = step_cost(engine, steps, profiled=label == "SQLite")
+        by_run = measure_runs(engine, label, steps, rounds)
     finally:
         engine.dispose()
     bare_ms, step_ms = statistics.median(bare) * 1000, statistics.median(step) * 1000
@@ -171,7 +260,7 @@ def measure(label: str, url: str, steps: int, rounds: int) -> list[Figure]:
             baseline_name=f"{floor:g} bare write transactions (its commits)",
         ),
     ]
-    return figures
+    return figures + by_run
 
 
 def figures(args: BenchArgs) -> list[Figure]:
