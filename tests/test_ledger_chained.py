@@ -289,8 +289,9 @@ def test_a_run_cancelled_before_its_claim_starts_no_step_but_its_clean_up(engine
 
 
 def test_while_slack_is_answered_the_claim_commits_alone_and_the_step_waits(engine, monkeypatch):
-    """A Slack answer begins while the run is being claimed: the claim commits alone, and the
-    first step is not started until the answer is done (the worker yields to it)."""
+    """A Slack answer begins just after the worker's yield, as it claims the run: the claim
+    commits alone, and the first step is not started until the answer is done (the worker
+    yields to it)."""
     monkeypatch.setattr(worker_module, "YIELD_TO_SLACK_S", 60.0)  # until the answer is done
     actions = ledger.ActionRegistry()
     actions.register("test.next", lambda _c, _d: {"ran": True}, idempotent=True)
@@ -302,12 +303,15 @@ def test_while_slack_is_answered_the_claim_commits_alone_and_the_step_waits(engi
             answering.set()
             done.wait(60)
 
-    def on_claim(_conn, _cursor, sql: str, *_args) -> None:
-        if sql.lstrip().upper().startswith("UPDATE LEDGER_RUN") and not answering.is_set():
+    yielded = priority.after_urgent
+
+    def then_answer(max_wait: float) -> None:
+        yielded(max_wait)
+        if not answering.is_set():  # the worker's yield before its claim: nothing pending
             threading.Thread(target=answer, daemon=True).start()
             assert answering.wait(30)
 
-    event.listen(engine, "before_cursor_execute", on_claim)
+    monkeypatch.setattr(priority, "after_urgent", then_answer)
     worker = threading.Thread(target=drive, args=(engine, actions), daemon=True)
     worker.start()
     try:
@@ -318,7 +322,6 @@ def test_while_slack_is_answered_the_claim_commits_alone_and_the_step_waits(engi
         assert (run.status, run.owner.startswith("chain:")) == ("running", True)
     finally:
         done.set()
-        event.remove(engine, "before_cursor_execute", on_claim)
     worker.join(30)
     assert not worker.is_alive()
     assert steps_of(engine, rid) == [("succeeded", 1, {"ran": True})]

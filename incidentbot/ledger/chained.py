@@ -18,7 +18,8 @@ of its own.
 
 The claim of a run is folded into its first step's start the same way (:func:`start_first`):
 the worker claims the run and, when the step at its cursor is idempotent and plain, marks it
-started in the claim's transaction, so a one-step run costs two commits instead of three. The
+started in the claim's transaction (on PostgreSQL in the claim's own statement), so a
+one-step run costs two commits instead of three. The
 claim holds the run as the fence would (owner and lease set in that transaction, the row
 locked on PostgreSQL), so the step's ``prepare`` reads and writes as in a start of its own. A
 crash after that commit finds the step ``started``, its action never begun: being idempotent,
@@ -41,7 +42,7 @@ from incidentbot.db import transaction
 from incidentbot.ledger import fenced
 from incidentbot.ledger.actions import ActionRegistry, StepContext
 from incidentbot.ledger.attempts import Attempt, Succeeded, attempt_of, recorded_output
-from incidentbot.ledger.leases import claim_next
+from incidentbot.ledger.leases import claim, claim_next
 from incidentbot.ledger.models import Run
 from incidentbot.ledger.service import LeaseLost
 from incidentbot.ledger.spec import StepSpec, steps_of
@@ -121,22 +122,31 @@ def claim_and_start(
 ) -> tuple[int, dict[int, list[StepSpec]], Started | None] | None:
     """Claim the oldest due run (``only_run``: that one) and, if ``may_start()`` says so
     (not while the process answers Slack or the worker stops), start its first step in the
-    same commit (:func:`start_first`), its ``prepare`` read in it. Returns the run's id, its
-    parsed spec and that step if one was started; None if no run was due."""
+    same commit (:func:`start_first`; on PostgreSQL in the claim's own statement, see
+    :func:`incidentbot.ledger.leases.claim`), its ``prepare`` read in it. Returns the run's
+    id, its parsed spec and that step if one was started; None if no run was due."""
     run_id: int | None = None
     specs: dict[int, list[StepSpec]] = {}
     try:
         with transaction(engine) as s:
-            run = claim_next(s, owner, lease, run_id=only_run)
+            start = may_start()
+            run, started, tried = claim(
+                s, owner, lease, run_id=only_run, start_with=actions if start else None
+            )
             if run is None:
                 return None
-            run_id, first = run.id, None
+            assert run.id is not None
+            run_id, first, attempt = run.id, None, None
             with suppress(ValueError):  # written by a newer build: begin_step says so
                 specs[run_id] = steps_of(run.spec)
-            if run_id in specs and may_start():
+            if started is not None and run_id in specs:  # in the claim's statement
+                attempt = attempt_of(run_id, started, specs[run_id], None)
+                fenced.step_event(s, "step.started", run_id, run.updated_at, started,
+                                  {"owner": owner})  # fmt: skip
+            elif start and not tried and run_id in specs:
                 attempt = start_first(s, run, specs[run_id], owner, actions)
-                if attempt is not None:
-                    first = attempt, prepare(s, attempt)
+            if attempt is not None:
+                first = attempt, prepare(s, attempt)
     except Exception:
         if run_id is None:
             raise  # the claim itself failed: nothing to fall back on

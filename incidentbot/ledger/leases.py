@@ -7,21 +7,27 @@ PostgreSQL) AND status = pending AND owner IS NULL RETURNING`` the row, with the
 read inside it (on PostgreSQL ``clock_timestamp()`` in the new values: read once the row is
 locked, as the general path reads the clock again after its select). When nothing is due, one
 more statement says so. Anything else (a lease to take over, a parked run past its deadline)
-takes the general path in the same transaction.
+takes the general path in the same transaction. The statements are built once, in
+:mod:`incidentbot.ledger.claim_sql`.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Interval, and_, bindparam, func, or_, update
+from sqlalchemy import (
+    and_,
+    or_,
+    update,
+)
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from incidentbot.db import db_now
-from incidentbot.ledger import fenced
+from incidentbot.ledger import claim_sql, fenced
+from incidentbot.ledger.actions import ActionRegistry
 from incidentbot.ledger.events import emit, event_for
 from incidentbot.ledger.models import (
     ENDED,
@@ -48,11 +54,40 @@ def claim_next(
     or running on a lease that expired (its worker died). PostgreSQL skips rows another
     worker is claiming at this instant; SQLite serialises claims with its write lock.
     ``run_id`` limits the claim to that one run."""
-    run = _claim_pending(session, owner, lease, run_id)
-    if run is not None:
-        return run
+    return claim(session, owner, lease, run_id=run_id).run
+
+
+class Claim(NamedTuple):
+    """What :func:`claim` took: the run (None: nothing was due); with ``start_with``, what the
+    attempt of the step it started needs (None: none), and whether it tried to start one."""
+
+    run: Run | None
+    started: dict[str, Any] | None = None
+    tried: bool = False
+
+
+def claim(
+    session: Session,
+    owner: str,
+    lease: float,
+    *,
+    run_id: int | None = None,
+    start_with: ActionRegistry | None = None,
+) -> Claim:
+    """:func:`claim_next`; with ``start_with`` on PostgreSQL, the plain claim (a pending run
+    no worker held) also marks the step at the run's cursor started, in the same statement,
+    when that step is idempotent and plain for these actions (as
+    :func:`incidentbot.ledger.chained.start_first` would): one round trip."""
+    if start_with is not None and session.connection().dialect.name == "postgresql":
+        run, started = _claim_pending_and_start(session, owner, lease, run_id, start_with)
+        if run is not None:
+            return Claim(run, started, tried=True)
+    else:
+        run = _claim_pending(session, owner, lease, run_id)
+        if run is not None:
+            return Claim(run)
     if not _other_due(session, run_id):
-        return None  # nothing due: two statements in all
+        return Claim(None)  # nothing due: two statements in all
     now = db_now(session)
     due = or_(
         and_(Run.status == PENDING, or_(col(Run.wake_at).is_(None), col(Run.wake_at) <= now)),
@@ -61,6 +96,11 @@ def claim_next(
     )
     if run_id is not None:
         due = and_(due, col(Run.id) == run_id)
+    return Claim(_claim_due(session, owner, lease, due))
+
+
+def _claim_due(session: Session, owner: str, lease: float, due: Any) -> Run | None:
+    """The general claim: the oldest run matching ``due``, whatever its state."""
     stmt = (
         select(Run)
         .where(due)
@@ -109,78 +149,10 @@ def claim_next(
 _run = Run.__table__  # type: ignore[attr-defined]
 
 
-def _due(dialect: str, one_run: bool) -> Any:
-    """Which runs are due, on the database clock read inside the statement."""
-    now = fenced.clock(dialect)
-    due = or_(
-        and_(_run.c.status == PENDING, or_(_run.c.wake_at.is_(None), _run.c.wake_at <= now)),
-        and_(_run.c.status == RUNNING, _run.c.lease_expires_at <= now),
-        and_(_run.c.status == PARKED, _run.c.wake_at <= now),
-    )
-    return and_(due, _run.c.id == bindparam("b_only")) if one_run else due
-
-
-def _claim_statement(dialect: str, one_run: bool) -> Any:
-    """The one-statement claim of the oldest due run when it is pending and unowned (see the
-    module docstring); no row otherwise."""
-    due = _due(dialect, one_run)
-    oldest = (
-        select(_run.c.id)
-        .where(due)
-        .order_by(_run.c.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    if dialect == "postgresql":  # evaluated for the row once it is locked
-        held = func.clock_timestamp()
-        expires = func.clock_timestamp() + bindparam("b_lease", type_=Interval())
-        # Each clock_timestamp() is read on its own: a start read after the update time
-        # would be later than it. The statement's time is never later.
-        first = func.statement_timestamp()
-    else:  # under the write lock: the statement's 'now' is the time
-        held = first = fenced.clock(dialect)
-        expires = fenced.clock(dialect, ahead=True)
-    return (
-        update(_run)
-        .where(_run.c.id == oldest, _run.c.status == PENDING, _run.c.owner.is_(None))
-        .values(
-            status=RUNNING,
-            owner=bindparam("b_owner"),
-            lease_expires_at=expires,
-            started_at=func.coalesce(_run.c.started_at, first),
-            updated_at=held,
-            wake_at=None,
-        )
-        .returning(*_run.c)
-    )
-
-
-_CLAIM = {
-    (dialect, one_run): _claim_statement(dialect, one_run)
-    for dialect in ("sqlite", "postgresql")
-    for one_run in (False, True)
-}
-
-
-# A due run that the one-statement claim does not take (a lease to take over, a parked run
-# past its deadline, a pending run that still names an owner): only then the general path.
-_OTHER_DUE = {
-    (dialect, one_run): select(_run.c.id)
-    .where(
-        _due(dialect, one_run),
-        or_(_run.c.status != PENDING, _run.c.owner.is_not(None)),
-    )
-    .limit(1)
-    for dialect in ("sqlite", "postgresql")
-    for one_run in (False, True)
-}
-
-
 def _other_due(session: Session, run_id: int | None) -> bool:
     conn = session.connection()
     params = {} if run_id is None else {"b_only": run_id}
-    stmt = _OTHER_DUE[(conn.dialect.name, run_id is not None)]
+    stmt = claim_sql.OTHER_DUE[(conn.dialect.name, run_id is not None)]
     return conn.execute(stmt, params).first() is not None
 
 
@@ -192,9 +164,42 @@ def _claim_pending(session: Session, owner: str, lease: float, run_id: int | Non
     params = {"b_owner": owner, **fenced.lease_params(dialect, lease)}
     if run_id is not None:
         params["b_only"] = run_id
-    row = conn.execute(_CLAIM[(dialect, run_id is not None)], params).mappings().first()
+    row = conn.execute(claim_sql.CLAIM[(dialect, run_id is not None)], params).mappings().first()
+    return None if row is None else _claimed(session, owner, row)
+
+
+def _claim_pending_and_start(
+    session: Session, owner: str, lease: float, run_id: int | None, actions: ActionRegistry
+) -> tuple[Run | None, dict[str, Any] | None]:
+    """PostgreSQL: :func:`_claim_pending` and the start of its step at the cursor in one
+    statement (:data:`incidentbot.ledger.claim_sql.CLAIM_AND_START`): the run (None: the
+    caller takes the general path) and what the started step's attempt needs (None: no step
+    was started)."""
+    conn = session.connection()
+    params = {"b_owner": owner, "b_actions": actions.names(), **fenced.lease_params(
+        "postgresql", lease)}  # fmt: skip
+    if run_id is not None:
+        params["b_only"] = run_id
+    row = conn.execute(claim_sql.CLAIM_AND_START[run_id is not None], params).mappings().first()
     if row is None:
-        return None
+        return None, None
+    run = _claimed(session, owner, {c.name: row[c.name] for c in _run.c})
+    if row["s_name"] is None:
+        return run, None
+    started = {
+        "run_kind": run.kind,
+        "incident_id": run.incident_id,
+        "target": run.target,
+        "index": run.cursor,
+        "name": row["s_name"],
+        "idempotent": row["s_idempotent"],
+        "attempt": row["s_attempts"],
+    }
+    return run, started
+
+
+def _claimed(session: Session, owner: str, row: Any) -> Run:
+    """The run a one-statement claim returned (``row``: its columns), in ``session``."""
     held = session.identity_map.get(session.identity_key(Run, row["id"]))
     if held is not None:  # already in this session: bring it up to date instead
         run = get_run(session, row["id"])
