@@ -10,6 +10,7 @@ tests wait on database state and log lines, never on the clock.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 
 import pytest
 
@@ -71,8 +72,12 @@ class Fleet:
             f"a worker to log {text!r}",
         )
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: str, check: Callable[[], None] | None = None) -> None:
+        """Kill ``name``; ``check`` what it left while its lease still keeps the others off
+        the run; then end that lease, so another worker takes the run over."""
         self.live.pop(name).kill()
+        if check is not None:
+            check()
         expire_leases(self.engine, f"{name}/")
         self._add()
 
@@ -103,17 +108,19 @@ def test_kill_after_each_step_during_a_step_and_while_parked(engine, server, spa
     fleet = Fleet(spawn, engine, rid)
     killed: list[str] = []
 
-    def kill_after(step: int) -> None:
+    def kill_after(step: int, check: Callable[[], None] | None = None) -> None:
         name = fleet.logged(f"PAUSED run={rid} step={step}")
         assert fleet.holder() == name  # it still holds the run: its heartbeat is alive
-        fleet.kill(name)
+        fleet.kill(name, check)
         killed.append(f"after {step}")
 
-    kill_after(1)
-    _, steps = steps_of(engine, rid)
-    assert [(st.status, st.attempts) for st in steps[:3]] == [
-        ("succeeded", 1), ("started", 1), ("pending", 0)]  # fmt: skip
-    assert server.requests()["A2"] == 0  # started in step 1's commit, never sent
+    def left_after_1() -> None:
+        _, steps = steps_of(engine, rid)
+        assert [(st.status, st.attempts) for st in steps[:3]] == [
+            ("succeeded", 1), ("started", 1), ("pending", 0)]  # fmt: skip
+        assert server.requests()["A2"] == 0  # started in step 1's commit, never sent
+
+    kill_after(1, left_after_1)
     # During step 2 (its second attempt): its effect reached the server, its result was never
     # recorded.
     wait_until(lambda: server.requests()["A2"] == 1, "step 2's effect")
