@@ -100,6 +100,28 @@ def test_a_prepared_scheduler_leads_and_its_first_tick_only_fires_what_is_due(en
         assert lock_holders(engine) == 0  # released with its connection
 
 
+def test_what_a_dead_leader_left_is_settled_by_the_first_tick_not_before_ready(engine):
+    """A run the previous leader never finished is run again (it may take as long as the
+    job), so ``prepare`` leaves it to the first tick, after ready."""
+    calls: list[tuple[str, int]] = []
+    fake = FakeClock(T0 + timedelta(seconds=1))
+    jobs = make_jobs(lambda ctx: calls.append((ctx.job, ctx.attempt)), every=60, grace=120,
+                     idempotent=True, name="safe")  # fmt: skip
+    dead = Scheduler(engine, jobs, name="dead", now=fake)
+    assert dead.try_lead() and dead._claim("safe", T0) is not None  # then the process died
+    dead._leader = False
+    dead.release()
+    sched = Scheduler(engine, jobs, name="b", now=fake)
+    try:
+        assert sched.prepare()
+        assert calls == []
+        sched.tick()
+    finally:
+        sched.release()
+    assert calls == [("safe", 2)]
+    assert [(r.slot, r.outcome, r.claimed_by) for r in rows(engine)] == [(T0, "ok", "b")]
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_tick_lets_a_slack_answer_in_progress_go_first(engine, monkeypatch):
     """A slot falls due while the process answers Slack: the tick claims nothing until the

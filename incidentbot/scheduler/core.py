@@ -12,14 +12,12 @@
   violation means the slot is already claimed and it is skipped.
 - **Catch-up.** Slots since the job's last recorded slot (or since ``now - grace``) that are still
   within grace run once each, in order; older ones are recorded ``skipped``.
-- **Start-up.** :meth:`Scheduler.prepare` does what the first tick would do before it fires
-  anything: it becomes the leader (opening the lock connection) and reads where every job's
-  slots stand, in one read. ``serve`` calls it beside its warm-up, before it says it is ready,
-  so the first tick, in the first milliseconds after, only fires what is due. On SQLite the
-  reads take no write turn (a read snapshot, :func:`incidentbot.db.read`).
-- **Slack first.** Before it claims a slot, a tick waits while this process answers a Slack
-  request (:func:`incidentbot.priority.after_urgent`, at most :data:`YIELD_TO_SLACK_S`): a
-  command that comes as a tick falls due is answered first; the job runs a moment later.
+- **Start-up.** :meth:`Scheduler.prepare` (``serve`` runs it beside its warm-up, before ready)
+  leads (opens the lock connection) and reads where every job's slots stand: the first tick
+  only settles what a dead leader left, if anything, and fires what is due. On SQLite reads
+  take no write turn (:func:`incidentbot.db.read`).
+- **Slack first.** A tick claims a slot once no Slack answer of this process is in progress
+  (:func:`incidentbot.priority.after_urgent`, waiting :data:`YIELD_TO_SLACK_S` at most).
 """
 
 from __future__ import annotations
@@ -92,6 +90,7 @@ class Scheduler:
         self._lock_engine: Engine | None = None
         self._conn: Connection | None = None
         self._leader = False
+        self._settled = False  # the runs a dead leader left, settled since this one leads
         self._cursor: dict[str, datetime | None] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -102,10 +101,19 @@ class Scheduler:
     def is_leader(self) -> bool:
         return self._leader
 
-    def try_lead(self) -> bool:
-        """Become the leader if nobody else is; on becoming it, settle interrupted runs."""
-        if self._leader:
-            return True
+    def try_lead(self, *, settle: bool = True) -> bool:
+        """Become the leader if nobody else is; once leading, settle the runs a dead leader
+        left (once per leadership: it may run a job again; ``settle=False`` leaves it to the
+        next call)."""
+        if not self._leader and not self._lead():
+            return False
+        if settle and not self._settled:
+            self._settle_interrupted()
+            self._settled = True
+        return True
+
+    def _lead(self) -> bool:
+        """Take the leader's lock if nobody holds it (PostgreSQL; on SQLite it is trivial)."""
         if self._postgres:
             try:
                 conn = self._connection()
@@ -120,19 +128,21 @@ class Scheduler:
                 return False
             if not got:
                 return False
-        self._leader = True
+        self._leader, self._settled = True, False
         self._cursor = {}
         log.info("scheduler %s is the leader", self.name)
-        self._settle_interrupted()
         return True
 
     def prepare(self) -> bool:
         """The first tick's setup, before the bot says it is ready (see the module): lead if
-        nobody does, settle what a dead leader left, read each job's last slot. Returns
-        whether this scheduler leads; a database error is logged and left to the loop."""
+        nobody does, read each job's last slot and whether a dead leader left runs unfinished
+        (the first tick settles them: that may run a job). Returns whether this scheduler
+        leads; a database error is logged and left to the loop."""
         try:
-            if self.try_lead():
+            if self.try_lead(settle=False):
                 self._load_cursors()
+                if not self._settled and not self._interrupted():
+                    self._settled = True  # nothing for the first tick to settle
         except DBAPIError as exc:
             self._lose(exc.orig)
         return self._leader
@@ -235,15 +245,21 @@ class Scheduler:
         for name in missing:
             self._cursor[name] = last.get(name)
 
-    def _settle_interrupted(self) -> None:
+    def _interrupted(self) -> list[Any]:
+        """Runs another scheduler claimed and never finished (it died)."""
+        with self._read() as conn:
+            return list(
+                conn.execute(
+                    select(T.c.id, T.c.job, T.c.slot, T.c.claimed_by)
+                    .where(T.c.outcome.is_(None), T.c.claimed_by != self.name)
+                    .order_by(T.c.slot)
+                ).all()
+            )
+
+    def _settle_interrupted(self, rows: list[Any] | None = None) -> None:
         """Runs another scheduler claimed and never finished (it died): redo or mark failed."""
         now = self._now()
-        with self._read() as conn:
-            rows = conn.execute(
-                select(T.c.id, T.c.job, T.c.slot, T.c.claimed_by)
-                .where(T.c.outcome.is_(None), T.c.claimed_by != self.name)
-                .order_by(T.c.slot)
-            ).all()
+        rows = self._interrupted() if rows is None else rows
         for row_id, name, slot, owner in rows:
             job = self.jobs.get(name)
             if (
@@ -296,6 +312,8 @@ class Scheduler:
         if self._postgres:  # notice a lost lock connection even when nothing is due
             with self._db() as conn:
                 conn.execute(text("SELECT 1"))
+        if not self._settled:  # leading since prepare(): what a dead leader left, first
+            self.try_lead()
         runs = 0
         for job in self.jobs.values():
             if job.runnable and not self._stop.is_set():
