@@ -325,3 +325,22 @@ def test_while_slack_is_answered_the_claim_commits_alone_and_the_step_waits(engi
     worker.join(30)
     assert not worker.is_alive()
     assert steps_of(engine, rid) == [("succeeded", 1, {"ran": True})]
+
+
+def test_a_run_this_build_cannot_read_is_claimed_without_starting_its_step(engine):
+    """A run written by a newer build (a step field this one does not know): the claim starts
+    nothing (on PostgreSQL its statement would have: that is undone), and the run is handed
+    back for a worker that reads it, its step still pending."""
+    actions = ledger.ActionRegistry()
+    actions.register("test.next", lambda _c, _d: {"ran": True}, idempotent=True)
+    rid = start(engine, actions, [{"name": "a", "action": "test.next"}])
+    with db.transaction(engine) as s:
+        spec = s.execute(select(_run.c.spec).where(_run.c.id == rid)).scalar_one()
+        spec["steps"][0]["new_in_a_later_build"] = True
+        s.execute(update(_run).where(_run.c.id == rid).values(spec=spec))
+    drive(engine, actions)
+    assert steps_of(engine, rid) == [("pending", 0, None)]
+    with db.read(engine) as s:
+        run = ledger.get_run(s, rid)
+    assert (run.status, run.owner) == ("pending", None)
+    assert "waiting for a worker that has it" in (run.error or "")

@@ -139,7 +139,9 @@ def claim_and_start(
             run_id, first, attempt = run.id, None, None
             with suppress(ValueError):  # written by a newer build: begin_step says so
                 specs[run_id] = steps_of(run.spec)
-            if started is not None and run_id in specs:  # in the claim's statement
+            if started is not None and run_id not in specs:  # one this build cannot read:
+                raise ValueError(f"run {run_id}: its spec cannot be read here")  # undone
+            if started is not None:  # in the claim's statement
                 attempt = attempt_of(run_id, started, specs[run_id], None)
                 fenced.step_event(s, "step.started", run_id, run.updated_at, started,
                                   {"owner": owner})  # fmt: skip
