@@ -18,7 +18,9 @@ Slack) is claimed *in* that transaction instead (:func:`deferred`,
 all, so a crash between them can neither lose the request (a claim without its incident) nor
 run it twice (an incident without its claim); and the request costs one statement, not a
 transaction of its own. A request refused in that transaction is rolled back with its claim:
-no answer is stored for it, and a retry runs it again.
+no answer is stored for it, and a retry runs it again. Such a claim is written finished (it
+commits only with the work): if the process dies between the commit and the answer, a retry
+gets an empty acknowledgement, and is never taken over and run twice.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def _insert_claim(dialect: str) -> Any:
     else:  # 'now' fixed for the statement, in the format datetimes are stored in
         now, new = func.strftime("%Y-%m-%d %H:%M:%f000", "now"), sqlite_insert(TABLE)
     return (
-        new.values(key=bindparam("key"), claimed_at=now)
+        new.values(key=bindparam("key"), claimed_at=now, finished_at=now)
         .on_conflict_do_nothing(index_elements=["key"])
         .returning(TABLE.c.key)
     )
@@ -174,7 +176,12 @@ def _insert_claim(dialect: str) -> Any:
 def claim_here(session: Session) -> None:
     """Claim the deferred request being answered (if any) in ``session``'s transaction: one
     ``INSERT ... ON CONFLICT DO NOTHING``, first, so a racing retry waits here rather than
-    after the work. Raises :class:`Taken` when the key was claimed before."""
+    after the work. Raises :class:`Taken` when the key was claimed before.
+
+    The claim is written finished (its answer not stored yet): it commits only with the work,
+    so once it is visible the request has run. A replay before the answer is stored gets an
+    empty acknowledgement, and one after a crash between the commit and the answer is never
+    taken over (:data:`TAKEOVER`) and run a second time."""
     holder = _deferred.get()
     if holder is None or holder.claimed:
         return
@@ -197,12 +204,15 @@ def claimed_transaction(engine: Engine, *, by_caller: bool = False) -> Iterator[
     for it, so a retry is run again rather than answered with what the first attempt was
     told."""
     holder = _deferred.get()
+    if holder is not None and holder.claimed:  # a later transaction of a claimed request
+        holder = None
     try:
         with db.transaction(engine) as session:
-            if not by_caller or engine.dialect.name != "postgresql":
+            if holder is not None and (not by_caller or engine.dialect.name != "postgresql"):
                 claim_here(session)
             yield session
-            claim_here(session)  # unless the caller's statement claimed it (claim_key)
+            if holder is not None:
+                claim_here(session)  # unless the caller's statement claimed it (claim_key)
     except BaseException:
         if holder is not None and not holder.taken:  # reached its transaction, then undone
             holder.claimed, holder.undone = False, True

@@ -39,8 +39,8 @@ COLUMNS = tuple(c.key for c in _INCIDENT.columns if c.key not in {"id", "number"
 _EVENT_TIMES = ("occurred_at", "recorded_at")
 
 _CLAIM = (
-    "claim AS (INSERT INTO inbound_request (key, claimed_at)"
-    " VALUES (CAST(:claim AS varchar), statement_timestamp())"
+    "claim AS (INSERT INTO inbound_request (key, claimed_at, finished_at)"
+    " VALUES (CAST(:claim AS varchar), statement_timestamp(), statement_timestamp())"
     " ON CONFLICT (key) DO NOTHING RETURNING key)"
 )
 _NO_CLAIM = "claim AS (SELECT CAST(NULL AS varchar) AS key)"

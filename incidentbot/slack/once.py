@@ -4,8 +4,9 @@ Both doors Slack uses end in ``App.dispatch``: the HTTP endpoint and Socket Mode
 people typed is cleaned of invisible control characters (:mod:`incidentbot.typed_text`), and a
 request is claimed by what makes it itself before it runs: a replay of captured bytes, or
 Slack's retry of a command, click or event (over HTTP or Socket Mode), gets the first answer.
-A declare (a slash command or the declare form) or a note is claimed inside its own
-transaction (:func:`inbound.deferred`): one commit for both.
+A declare (a slash command or the declare form) or a change typed in an incident's channel
+(a note, a severity, a status, a role, an update…) is claimed inside its own transaction
+(:func:`inbound.deferred`): one commit for both.
 The Slack users a request names are handed to the people directory
 (:class:`~incidentbot.people.lookup.Sightings`), which looks them up once the answer is out.
 """
@@ -21,6 +22,8 @@ from sqlalchemy.engine import Engine
 from incidentbot import inbound, priority
 from incidentbot.people.lookup import Sightings
 from incidentbot.slack import after_answer
+from incidentbot.slack.command_table import ALIASES
+from incidentbot.slack.grammar import normalize
 from incidentbot.slack.modal import CALLBACK_ID as DECLARE_FORM
 from incidentbot.slack.seen import seen_users
 from incidentbot.slack.web_client import PooledWebClient, share_connections
@@ -138,20 +141,42 @@ class OnceApp(App):
             self._answers.add(key, inbound.Answer(resp.status, kind[0], body_text))
 
 
-# The subcommands that write everything in one transaction before anything calls Slack.
-_WRITE_FIRST = ("declare", "note")
+# The subcommands whose first effect is their one transaction, before anything calls Slack or
+# PagerDuty (declare with a title, and each change typed in an incident's channel: their use
+# cases write in inbound.claimed_transaction). Not ``page link``: it asks PagerDuty first.
+_WRITE_FIRST = frozenset(
+    {
+        "declare",
+        "note",
+        "sev",
+        "status",
+        "field",
+        "assign",
+        "unassign",
+        "update",
+        "milestone",
+        "resolve",
+        "close",
+        "reopen",
+        "page",
+    }
+)
 
 
 def _claimed_with_its_work(body: dict[str, Any]) -> bool:
-    """A declare, typed as a slash command or submitted from the declare form, or a note:
-    each writes everything in one transaction before anything calls Slack, so its claim goes
-    into that transaction (:func:`inbound.deferred`). A request that calls Slack before it
-    writes is claimed first: a replay of it would repeat the call."""
+    """A declare, typed as a slash command or submitted from the declare form, or a change
+    typed in an incident's channel (:data:`_WRITE_FIRST`): each writes everything in one
+    transaction before anything calls Slack, so its claim goes into that transaction
+    (:func:`inbound.deferred`). A request that calls Slack (or PagerDuty) before it writes is
+    claimed first: a replay of it would repeat the call."""
     if body.get("type") == "view_submission":
         view = body.get("view")
         return isinstance(view, dict) and view.get("callback_id") == DECLARE_FORM
     text = body.get("text")
     if not body.get("command") or not isinstance(text, str):
         return False
-    words = text.split(None, 1)
-    return bool(words) and words[0].lower() in _WRITE_FIRST
+    words = normalize(text).lower().split(" ", 2)  # as the grammar reads it
+    name = ALIASES.get(words[0], words[0])
+    if name == "page" and words[1:2] == ["link"]:
+        return False
+    return name in _WRITE_FIRST

@@ -10,12 +10,13 @@ exactly as one made from Slack does. Results are data; each door renders them.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
-from incidentbot import db, inbound, policy
+from incidentbot import inbound, policy
 from incidentbot.config import Settings
 from incidentbot.incidents import effects
 from incidentbot.incidents import fields as incident_fields
@@ -225,6 +226,14 @@ def declare(
         )
 
 
+def _change(core: Core) -> AbstractContextManager[Session]:
+    """The transaction of a change to an incident. Typed in Slack, the request is claimed in
+    it (see :mod:`incidentbot.inbound`): the claim and the change commit together, and a
+    change refused in it leaves nothing claimed. From anywhere else it is a plain
+    transaction."""
+    return inbound.claimed_transaction(core.engine)
+
+
 def _refresh(core: Core, s: Session, ref: str, actor: Actor, reason: str) -> None:
     """Queue the header and digest refresh a change needs (with a chat)."""
     if core.chat:
@@ -232,7 +241,7 @@ def _refresh(core: Core, s: Session, ref: str, actor: Actor, reason: str) -> Non
 
 
 def set_severity(core: Core, actor: Actor, ref: str, severity: str) -> Changed:
-    with db.transaction(core.engine) as s:
+    with _change(core) as s:
         old = svc.get(s, ref).severity
         inc = svc.set_severity(s, core.settings, ref, severity, actor=actor.id)
         _refresh(core, s, inc.ref, actor, "sev")
@@ -240,7 +249,7 @@ def set_severity(core: Core, actor: Actor, ref: str, severity: str) -> Changed:
 
 
 def set_status(core: Core, actor: Actor, ref: str, status: str) -> Changed:
-    with db.transaction(core.engine) as s:
+    with _change(core) as s:
         old = svc.get(s, ref).status
         inc = svc.set_status(s, core.settings, ref, status, actor=actor.id)
         _refresh(core, s, inc.ref, actor, "status")
@@ -251,14 +260,14 @@ def set_field(core: Core, actor: Actor, ref: str, name: str, value: str | None) 
     """Set (``value``) or clear (None) an incident field after the declare, checked by the
     configured policy as at declare; the timeline says the old and the new value and the
     pinned header is refreshed."""
-    with db.transaction(core.engine) as s:
+    with _change(core) as s:
         out = incident_fields.set_field(s, core.settings, ref, name, value, actor=actor.id)
         _refresh(core, s, out.incident.ref, actor, "field")
         return FieldSet(out.incident.ref, out.name, out.label, out.old, out.new)
 
 
 def assign(core: Core, actor: Actor, ref: str, role: str, user: str) -> Assigned:
-    with db.transaction(core.engine) as s:
+    with _change(core) as s:
         inc = svc.assign_role(s, core.settings, ref, role, user, actor=actor.id)
         _refresh(core, s, inc.ref, actor, "assign")
     spec = policy.role(core.settings, role)
@@ -266,15 +275,14 @@ def assign(core: Core, actor: Actor, ref: str, role: str, user: str) -> Assigned
 
 
 def unassign(core: Core, actor: Actor, ref: str, role: str) -> Unassigned:
-    with db.transaction(core.engine) as s:
+    with _change(core) as s:
         inc = svc.unassign_role(s, core.settings, ref, role, actor=actor.id)
         _refresh(core, s, inc.ref, actor, "unassign")
     return Unassigned(inc.ref, policy.role(core.settings, role).name)
 
 
 def note(core: Core, actor: Actor, ref: str, text: str) -> Noted:
-    # Typed in Slack, claimed in the note's own transaction (see incidentbot.inbound).
-    with inbound.claimed_transaction(core.engine) as s:
+    with _change(core) as s:
         event = svc.add_note(s, core.settings, ref, text, actor=actor.id)
         s.flush()
         assert event.id is not None
@@ -284,7 +292,7 @@ def note(core: Core, actor: Actor, ref: str, text: str) -> Noted:
 def update(core: Core, actor: Actor, ref: str, text: str) -> UpdatePosted:
     """A status update: on the timeline now; posted in the channel and the digest channel by
     a durable run (with a chat)."""
-    with db.transaction(core.engine) as s:
+    with _change(core) as s:
         inc = svc.get(s, ref)
         if core.chat:
             event = effects.post_update(s, core.settings, inc, actor=actor.id, text=text)
@@ -303,7 +311,7 @@ def set_milestone(
 ) -> MilestoneSet:
     """Set impact start, detection, acknowledgement or mitigation, possibly in the past
     (``via``: where it was given, e.g. ``resolve``)."""
-    with db.transaction(core.engine) as s:
+    with _change(core) as s:
         inc = svc.get(s, ref)
         name = milestone.strip().lower().replace("-", "_").replace(" ", "_")
         previous = inc.milestone(name) if hasattr(inc, f"{name}_at") else None
@@ -316,7 +324,7 @@ def set_milestone(
 
 def resolve(core: Core, actor: Actor, ref: str, summary: str) -> Resolved:
     """Resolve, queue resolving the pages it opened, refresh the header and digest."""
-    with db.transaction(core.engine) as s:
+    with _change(core) as s:
         inc = svc.resolve(s, core.settings, ref, summary, actor=actor.id)
         pages = paging.resolve_pages(s, core.settings, inc, actor=actor.id)
         _refresh(core, s, inc.ref, actor, "resolve")
@@ -325,14 +333,14 @@ def resolve(core: Core, actor: Actor, ref: str, summary: str) -> Resolved:
 
 
 def close(core: Core, actor: Actor, ref: str) -> Closed:
-    with db.transaction(core.engine) as s:
+    with _change(core) as s:
         inc = svc.close(s, core.settings, ref, actor=actor.id)
         _refresh(core, s, inc.ref, actor, "close")
         return Closed(inc.ref)
 
 
 def reopen(core: Core, actor: Actor, ref: str, reason: str | None = None) -> Reopened:
-    with db.transaction(core.engine) as s:
+    with _change(core) as s:
         old = svc.get(s, ref).status
         inc = svc.reopen(s, core.settings, ref, actor=actor.id, reason=reason)
         _refresh(core, s, inc.ref, actor, "reopen")
@@ -343,7 +351,7 @@ def page(
     core: Core, actor: Actor, ref: str, service: str | None, message: str | None = None
 ) -> PageRequested:
     """Queue a page of ``service`` (the default service when None) for the incident."""
-    with db.transaction(core.engine) as s:
+    with _change(core) as s:
         inc = svc.get(s, ref)
         row, new = paging.request_page(
             s, core.settings, inc, service, actor=actor.id, message=message
