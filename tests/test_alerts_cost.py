@@ -54,8 +54,12 @@ def test_a_repeat_and_a_resolve_write_their_delivery_once(engine, settings):
     with statements(engine) as seen:
         repeat = service.ingest(engine, settings, notification(alerts))
     assert (repeat.new, repeat.repeats, repeat.incident) == (0, 2, "INC-1")
-    # nothing but the count changed: the alerts are one UPDATE, not an upsert
-    expected = _per_delivery(engine, "UPDATE alert") + Counter({"INSERT alert_delivery": 1})
+    # nothing but the count changed: the alerts are one UPDATE, not an upsert; on PostgreSQL
+    # that UPDATE is a WITH clause of the delivery's INSERT (one round trip for both)
+    if engine.dialect.name == "postgresql":
+        expected = Counter({"WITH": 2, "SELECT alert": 1, "SELECT incident": 1}) + begins(engine, 1)
+    else:
+        expected = _per_delivery(engine, "UPDATE alert") + Counter({"INSERT alert_delivery": 1})
     assert Counter(seen) == expected, seen
 
     ended = [resolved(a) for a in alerts]
@@ -96,8 +100,10 @@ def test_a_new_group_declares_without_reading_snoozes_or_incident_rows(engine, s
         "UPDATE alert_delivery": 1,  # the outcome
     }
     postgresql = engine.dialect.name == "postgresql"
-    if postgresql:  # the declare itself is one statement there, and it starts WITH too
-        alerts_side["WITH"] += 1
+    if postgresql:  # the declare itself is one statement there, and it starts WITH too; the
+        # group's incident is a WITH clause of the delivery's outcome: one statement for both
+        alerts_side["WITH"] += 2
+        alerts_side["UPDATE alert_group"] = alerts_side["UPDATE alert_delivery"] = 0
     assert {k: found[k] for k in alerts_side} == alerts_side, seen
     assert found["SELECT timeline_event"] == 0, seen  # no snooze lookup
     # the three alerts firing and the suggested runbooks: one batch each; the declare's events
@@ -165,7 +171,11 @@ def test_repeats_are_counted_by_one_update_per_number_of_copies(engine, settings
         out = service.ingest(engine, settings, notification(mixed))
     assert (out.new, out.repeats, out.resolved, out.attached) == (1, 2, 1, 1), out
     found = Counter(seen)
-    assert (found["UPDATE alert"], found["INSERT alert"]) == (2 + 1, 1), seen  # + the attach
+    if engine.dialect.name == "postgresql":  # the repeats are counted in the delivery's WITH
+        assert (found["UPDATE alert"], found["INSERT alert"]) == (0 + 1, 1), seen
+        assert found["UPDATE alert_delivery"] == 0 and found["WITH"] == 2, seen
+    else:
+        assert (found["UPDATE alert"], found["INSERT alert"]) == (2 + 1, 1), seen  # + attach
     with db.read(engine) as s:
         stored = s.exec(select(AlertRecord).order_by(AlertRecord.starts_at)).all()
     assert [(a.received_count, a.status) for a in stored] == [

@@ -130,11 +130,14 @@ def record(
     group_id: int,
     delivery: int | Callable[[], int],
     now: datetime,
+    counts: list[tuple[int, int]] | None = None,
 ) -> Recorded:
     """Insert new alert instances, count repeats, apply resolves: one read, one write.
 
     A resolved instance stays resolved (a late, out-of-order "firing" copy does not revive
-    it); routing follows the rules in force until an instance is attached to an incident."""
+    it); routing follows the rules in force until an instance is attached to an incident.
+    With ``counts``, the instances only repeated are listed there to be counted by the
+    delivery's statement (:func:`incidentbot.alerts.upserts.write`)."""
     existing = _existing(session, payload)
     pending: dict[tuple[str, datetime], _Pending] = {}
     routes: list[routing.Route] = []
@@ -181,7 +184,7 @@ def record(
             if not item.existed:
                 item.values["delivery_id"] = delivery_id
     items = [(item.values, item.copies, _written(item)) for item in pending.values()]
-    ids = upserts.write(session, items, now)
+    ids = upserts.write(session, items, now, counts)
     rows: dict[tuple[str, datetime], AlertRow] = {}
     generation = payload.masked_under
     for key, item in pending.items():

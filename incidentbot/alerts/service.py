@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from incidentbot import db, policy
-from incidentbot.alerts import groups, records
+from incidentbot.alerts import finish, groups, records
 from incidentbot.alerts.declare import OnAlerts, OnDeclare, Outcome, declare_group
 from incidentbot.alerts.models import (
     ALERT_TABLE,
@@ -107,7 +107,10 @@ def ingest(
                 "failed": outcome.error is not None,
                 "processed_at": utcnow(),
             }
-            if row.id is None:  # nothing needed it: written once, as processed
+            if row.deferred is not None:  # PostgreSQL: one statement with what processing left
+                written = {**delivery, **done} if row.id is None else done
+                delivery_id = finish.write(s, row.deferred, row.id, written)
+            elif row.id is None:  # nothing needed it: written once, as processed
                 delivery_id = s.execute(_INSERT_DELIVERY, {**delivery, **done}).scalar_one()
             else:
                 delivery_id = row.id
@@ -146,12 +149,15 @@ class DeliveryRow:
     """The delivery's row, inserted when processing first needs its id (a new alert names the
     delivery that brought it); a delivery that needs none (a repeat, a resolve) is inserted
     once, with its outcome, after processing: one statement instead of an insert and an
-    update. Either way in the notification's transaction."""
+    update. Either way in the notification's transaction. On PostgreSQL the repeats' count and
+    the group's save wait for that statement too (:mod:`incidentbot.alerts.finish`)."""
 
     def __init__(self, session: Session, values: dict[str, Any]):
         self.id: int | None = None
         self._session = session
         self._values = values
+        postgresql = session.get_bind().dialect.name == "postgresql"
+        self.deferred = finish.Deferred() if postgresql else None
 
     def __call__(self) -> int:
         if self.id is None:
@@ -189,10 +195,14 @@ def process(
         delivery_id=delivery_id, alerts=len(payload.alerts), truncated=payload.truncated_alerts
     )
 
+    deferred = delivery.deferred if isinstance(delivery, DeliveryRow) else None
     group = groups.lock_and_upsert(session, payload, key_hash, locks, now)
     if group.incident_id is None:  # never on an incident: it cannot have been snoozed
         not_snoozed(session, group.id)
-    recorded = records.record(session, settings, payload, group.id, delivery, now)
+    counts = None
+    if deferred is not None:
+        deferred.now, counts = now, deferred.counts
+    recorded = records.record(session, settings, payload, group.id, delivery, now, counts)
     rows, resolved_now = recorded.rows, recorded.resolved_now
     out.new, out.repeats, out.resolved = recorded.new, recorded.repeats, recorded.resolved
     out.unmatched = sum(1 for _, _, r in rows if not r.matched)
@@ -252,7 +262,10 @@ def process(
         held = held or session.get(Incident, incident_id)
         if held is not None:
             record_resolved(session, resolved_rows, held, actor=actor, now=now)
-    groups.save(session, group)
+    if deferred is not None:  # saved by the delivery's statement
+        deferred.group = group
+    else:
+        groups.save(session, group)
     resolved_here = (
         any(row.id in resolved_now and row.incident_id == incident.id for row, _, _ in rows)
         if incident is not None

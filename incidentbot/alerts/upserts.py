@@ -127,15 +127,25 @@ def _proposed(items: list[Item], now: datetime) -> list[dict[str, Any]]:
 _NOT_SENT: dict[str, str] = {}
 
 
-def write(session: Session, items: list[Item], now: datetime) -> dict[tuple[str, datetime], int]:
+def write(
+    session: Session,
+    items: list[Item],
+    now: datetime,
+    counts: list[tuple[int, int]] | None = None,
+) -> dict[tuple[str, datetime], int]:
     """One upsert for the new and changed instances, one ``UPDATE`` per number of copies for
-    the ones only repeated; returns their ids by (fingerprint, startsAt)."""
+    the ones only repeated; returns their ids by (fingerprint, startsAt). With ``counts`` the
+    repeats are not written here but listed there, as (id, copies), for the delivery's own
+    statement to count (:mod:`incidentbot.alerts.finish`)."""
     ids: dict[tuple[str, datetime], int] = {}
     repeated: dict[int, list[int]] = {}
     for values, copies, existed in items:
         if existed == REPEATED:
             ids[(values["fingerprint"], values["starts_at"])] = values["id"]
-            repeated.setdefault(copies, []).append(values["id"])
+            if counts is not None:
+                counts.append((values["id"], copies))
+            else:
+                repeated.setdefault(copies, []).append(values["id"])
     for copies, repeated_ids in repeated.items():
         _count(session, repeated_ids, copies, now)
     upserted = [item for item in items if item[2] != REPEATED]
