@@ -15,6 +15,7 @@ import pytest
 from incidentbot import db
 from incidentbot.alerts import payload as payload_module
 from incidentbot.alerts import service
+from incidentbot.incidents import records as incident_records
 from incidentbot.incidents import service as svc
 from tests.test_alerts_support import T0, alert, notification, resolved, settings_for
 
@@ -134,19 +135,20 @@ def test_a_rule_added_as_the_entries_are_written_applies_to_their_data(
     engine, settings, monkeypatch
 ):
     # The entries' short texts (fingerprint, times, rule) are masked once per batch before
-    # the batch is written; a rule added in between still applies to them.
+    # the batch's rows are made (written at once, or with the delivery on PostgreSQL); a rule
+    # added in between still applies to them.
     marker = f"zq{uuid.uuid4().hex[:10]}"
     fired = alert("RpcEndpointDown", instance="rpc-1:8545", chain="ethereum")
     fired["fingerprint"] = marker
-    real_record_many = svc.record_many
+    real_event_rows = incident_records.event_rows
 
-    def add_a_rule_then_write(*args: Any, **kw: Any) -> Any:
+    def add_a_rule_then_make(*args: Any, **kw: Any) -> Any:
         redaction.add_redactor(lambda s: s.replace(marker, redaction.MASK))
-        return real_record_many(*args, **kw)
+        return real_event_rows(*args, **kw)
 
-    monkeypatch.setattr(svc, "record_many", add_a_rule_then_write)
+    monkeypatch.setattr(incident_records, "event_rows", add_a_rule_then_make)
     service.ingest(engine, settings, notification([fired]))
-    monkeypatch.setattr(svc, "record_many", real_record_many)
+    monkeypatch.setattr(incident_records, "event_rows", real_event_rows)
     (event,) = _events(engine, "alert.firing")
     assert event["data"]["fingerprint"] == redaction.MASK, event
     assert event["data"]["rule"] == "rpc-down" and event["data"]["starts_at"].startswith("2024")

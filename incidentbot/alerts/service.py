@@ -247,9 +247,20 @@ def process(
     if incident is not None:
         out.incident = incident.ref
         fresh = _unique([(row, alert, r) for row, alert, r in rows if row.incident_id is None])
-        out.attached = attach(session, settings, incident, fresh, actor=actor, now=now)
+        out.attached = attach(
+            session, settings, incident, fresh, actor=actor, now=now, later=deferred
+        )
         attached_now = {row.id for row, _, _ in fresh}
-        suggest_runbooks(session, incident, fresh, actor=actor, now=now, declared_now=out.declared)
+        declared_now = out.declared
+        suggest_runbooks(
+            session,
+            incident,
+            fresh,
+            actor=actor,
+            now=now,
+            declared_now=declared_now,
+            later=deferred,
+        )
     # Exactly once per alert instance: when it resolves while attached, or when it is
     # attached already resolved (both can happen in one delivery, hence the set).
     ended: dict[int, list[AlertRow]] = {}
@@ -261,7 +272,7 @@ def process(
         held = incident if incident is not None and incident.id == incident_id else None
         held = held or session.get(Incident, incident_id)
         if held is not None:
-            record_resolved(session, resolved_rows, held, actor=actor, now=now)
+            record_resolved(session, resolved_rows, held, actor=actor, now=now, later=deferred)
     if deferred is not None:  # saved by the delivery's statement
         deferred.group = group
     else:

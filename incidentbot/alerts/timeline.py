@@ -19,10 +19,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from incidentbot.alerts import records, routing
+from incidentbot.alerts.finish import Deferred
 from incidentbot.alerts.models import RESOLVED, AlertRecord
 from incidentbot.alerts.payload import Payload
 from incidentbot.alerts.records import AlertRow, GroupRow, Routed
 from incidentbot.config import Settings
+from incidentbot.incidents import records as incident_records
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident, TimelineEvent
 from incidentbot.incidents.records import Masked
@@ -117,12 +119,18 @@ def attach(
     *,
     actor: str,
     now: datetime,
+    later: Deferred | None = None,
 ) -> int:
     """Attach unattached alerts to ``incident``: each goes on its timeline as firing, and the
-    impact-started and detected milestones move earlier if an alert started earlier."""
+    impact-started and detected milestones move earlier if an alert started earlier. With
+    ``later``, the attach and the timeline entries are written with the delivery
+    (:mod:`incidentbot.alerts.finish`)."""
     assert incident.id is not None
     attached = [row for row, _alert, _route in rows]
-    records.attach(session, attached, incident.id)
+    if later is not None:
+        later.attach(attached, incident.id)
+    else:
+        records.attach(session, attached, incident.id)
     earliest: datetime | None = None
     events = []
     mask = _Masker()
@@ -131,20 +139,45 @@ def attach(
         earliest = started if earliest is None else min(earliest, started)
         summary = _summary("Alert firing: ", row)
         events.append((summary, started, _data(row, mask), f"alert:{row.id}:firing"))
-    svc.record_many(session, incident, "alert.firing", actor, events, now=now)
+    _record_many(session, later, incident, "alert.firing", actor, events, now=now)
     count = len(events)
     if earliest is not None:
         for milestone in ("impact_started", "detected"):
             current = incident.milestone(milestone)
             if current is None or earliest < current:
+                if later is not None:  # the entries made so far go first, as they did
+                    later.flush(session)
                 svc.set_milestone(
                     session, settings, incident.ref, milestone, earliest, actor=actor, now=now
                 )
     return count
 
 
+def _record_many(
+    session: Session,
+    later: Deferred | None,
+    incident: Incident,
+    kind: str,
+    actor: str,
+    events: list[Any],
+    *,
+    now: datetime,
+) -> None:
+    """The entries written now, or masked now and written with the delivery (``later``)."""
+    if later is None:
+        svc.record_many(session, incident, kind, actor, events, now=now)
+    elif events:
+        later.events.extend(incident_records.event_rows(incident, kind, actor, events, now=now))
+
+
 def record_resolved(
-    session: Session, rows: list[AlertRow], incident: Incident, *, actor: str, now: datetime
+    session: Session,
+    rows: list[AlertRow],
+    incident: Incident,
+    *,
+    actor: str,
+    now: datetime,
+    later: Deferred | None = None,
 ) -> None:
     """The alerts' resolutions on ``incident``'s timeline (at ``endsAt``, never in the future).
     Called once per alert instance: when it resolves while attached, or when it is attached
@@ -160,7 +193,7 @@ def record_resolved(
         for row in rows
         if row.status == RESOLVED
     ]
-    svc.record_many(session, incident, "alert.resolved", actor, events, now=now)
+    _record_many(session, later, incident, "alert.resolved", actor, events, now=now)
 
 
 def group_attached(
@@ -193,6 +226,7 @@ def suggest_runbooks(
     actor: str,
     now: datetime,
     declared_now: bool = False,
+    later: Deferred | None = None,
 ) -> int:
     """One ``runbook.suggested`` event per distinct runbook and parameters on the incident
     (restart node rpc-1, restart node rpc-2, ...), however many alerts suggest it.
@@ -227,9 +261,11 @@ def suggest_runbooks(
         ]
 
     kind = "runbook.suggested"
-    if declared_now:  # one INSERT for them all
-        svc.record_many(session, incident, kind, actor, events(wanted), now=now)
+    if declared_now:  # one INSERT for them all (or with the delivery's, ``later``)
+        _record_many(session, later, incident, kind, actor, events(wanted), now=now)
         return len(wanted)
+    if later is not None:  # the entries made so far go first, as they did
+        later.flush(session)
     # Another group's delivery may add the same suggestion to this incident at the same
     # moment (its alerts share the incident): if the batch collides, the other one has
     # committed by then, so the second look finds what it wrote.

@@ -34,8 +34,14 @@ def write(connection: Connection, rows: list[dict[str, Any]]) -> None:
 _EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
 _INSERT_EVENT = insert(_EVENTS)
 _INSERT_UNTYPED = insert(untyped(_EVENTS))
-_EVENT_TIMES = ("occurred_at", "recorded_at")
-_PG_INSERT_EVENTS = text(
+EVENT_TIMES = ("occurred_at", "recorded_at")
+_EVENT_TIMES = EVENT_TIMES
+
+
+# The events as one JSON parameter ``:rows`` (made by
+# :func:`~incidentbot.incidents.rowsets.json_rows` with :data:`EVENT_TIMES`), in their order;
+# also usable as a ``WITH`` clause of another statement.
+PG_INSERT_EVENTS_SQL = (
     "INSERT INTO timeline_event (incident_id, occurred_at, recorded_at, kind, actor, summary,"
     " data, source_key)"
     " SELECT incident_id, occurred_at, recorded_at, kind, actor, summary, data, source_key"
@@ -45,3 +51,4 @@ _PG_INSERT_EVENTS = text(
     " WITH ORDINALITY AS r(incident_id, occurred_at, recorded_at, kind, actor, summary, data,"
     " source_key, n) ORDER BY r.n"  # r.n: the row's place in the array, which the ids follow
 )
+_PG_INSERT_EVENTS = text(PG_INSERT_EVENTS_SQL)

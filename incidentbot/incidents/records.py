@@ -261,23 +261,33 @@ def record_many(
     :class:`Masked` (masked by the caller, not masked twice)."""
     if not events:
         return
+    insert_events(session, event_rows(incident, kind, actor, events, now=now))
+
+
+def event_rows(
+    incident: Incident | int,
+    kind: str,
+    actor: str,
+    events: list[tuple[str | Masked, datetime, dict[str, Any], str | None]],
+    *,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The rows :func:`record_many` writes, masked, for a caller that writes them later with
+    other batches (:func:`insert_events`, or its own statement on PostgreSQL)."""
     incident_id = _id(incident)
-    insert_events(
-        session,
-        [
-            {
-                "incident_id": incident_id,
-                "occurred_at": occurred_at,
-                "recorded_at": now,
-                "kind": kind,
-                "actor": actor,
-                "summary": _masked(summary),
-                "data": _masked(data),
-                "source_key": source_key,
-            }
-            for summary, occurred_at, data, source_key in events
-        ],
-    )
+    return [
+        {
+            "incident_id": incident_id,
+            "occurred_at": occurred_at,
+            "recorded_at": now,
+            "kind": kind,
+            "actor": actor,
+            "summary": _masked(summary),
+            "data": _masked(data),
+            "source_key": source_key,
+        }
+        for summary, occurred_at, data, source_key in events
+    ]
 
 
 def _stamp(when: datetime) -> str:
