@@ -5,14 +5,16 @@ seconds for a webhook and retries what failed. Both run in one process, one Pyth
 time, so an alert storm that arrives with a burst of commands takes the CPU the answers need.
 While a Slack request is being answered (:func:`urgent`), work that can wait a little asks
 :func:`after_urgent` first: it goes on once no answer is pending, or after ``max_wait`` seconds
-at the latest, so a steady stream of commands never stops it. On SQLite the write queue puts
+at the latest, so a steady stream of commands never stops it; work in several phases asks
+at each boundary (:func:`yielding`: one bounded wait for them all). On SQLite the write queue puts
 the answering threads' writes first in the same way (:mod:`incidentbot.writer_queue`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _quiet = threading.Condition()
@@ -72,3 +74,24 @@ def deferred() -> int:
     """How many threads are waiting in :func:`after_urgent` now."""
     with _quiet:
         return _deferred
+
+
+def yielding(max_wait: float) -> Callable[[], None]:
+    """A wait to ask at each natural boundary of one piece of work that can wait (before its
+    transaction, between its phases; never inside a transaction or while holding a lock): each
+    call returns once no Slack request is being answered, and all the calls together wait at
+    most ``max_wait`` seconds, so a long piece of work that began before a burst of commands
+    still lets their answers go first, and a steady stream of commands never stops it."""
+    deadline: list[float | None] = [None]
+
+    def pause() -> None:
+        with _quiet:
+            if _urgent == 0:
+                return
+        now = time.monotonic()
+        if deadline[0] is None:
+            deadline[0] = now + max_wait
+        left = deadline[0] - now
+        after_urgent(max(left, 0.0))
+
+    return pause

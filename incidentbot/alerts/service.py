@@ -63,6 +63,10 @@ class IngestFailed(Exception):
         self.delivery_id = delivery_id
 
 
+def _go_on() -> None:
+    """No pause between phases."""
+
+
 def group_hash(group_key: str) -> str:
     return hashlib.sha256(group_key.encode()).hexdigest()[:32]
 
@@ -75,14 +79,20 @@ def ingest(
     on_declare: OnDeclare | None = None,
     on_alerts: OnAlerts | None = None,
     remote: str | None = None,
+    pause: Callable[[], None] | None = None,
 ) -> Outcome:
     """Validate, store, then process one decoded webhook body.
 
     Raises :class:`~incidentbot.alerts.payload.PayloadError` (nothing stored) for a body that is
     not an Alertmanager payload, and :class:`IngestFailed` (delivery stored, marked failed) when
-    processing fails.
+    processing fails. ``pause`` is asked at the boundaries between the ingest's phases (before
+    the payload's walk, before each transaction), never inside a transaction: the web route's
+    waits for the Slack answers being sent (:func:`incidentbot.priority.yielding`).
     """
+    pause = pause or _go_on
+    pause()
     payload, stored = parse(data)
+    pause()
     received = utcnow()
     delivery = {
         "received_at": received,
@@ -119,6 +129,7 @@ def ingest(
     except Exception as exc:
         message = redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0])[:1000]
         log.exception("alert delivery: processing failed")
+        pause()  # rolled back: nothing held
         failed_id = _store_failed(engine, delivery, message)
         raise IngestFailed(failed_id, message) from exc
     log.info(

@@ -108,15 +108,23 @@ def _decode_and_ingest(
     """Decode the body and hand it to the ingest, in a worker thread: a large body is decoded
     off the event loop that Slack's requests share, and then walked once (cleaned, validated
     and redacted by :func:`incidentbot.alerts.payload.parse`). It starts once the Slack answers
-    being sent are out (at most YIELD_TO_SLACK_S later): a storm that arrives with a burst of
-    commands does not take the CPU the acks need."""
-    priority.after_urgent(YIELD_TO_SLACK_S)
+    being sent are out, and asks again between its phases (the decode, the walk, the
+    transaction), all these waits together at most YIELD_TO_SLACK_S: a storm that arrives
+    with a burst of commands, or before it, does not take the CPU the acks need."""
+    pause = priority.yielding(YIELD_TO_SLACK_S)
+    pause()
     try:
         data: Any = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _NotJson(str(exc)) from None
     return service.ingest(
-        engine, settings, data, on_declare=on_declare, on_alerts=on_alerts, remote=remote
+        engine,
+        settings,
+        data,
+        on_declare=on_declare,
+        on_alerts=on_alerts,
+        remote=remote,
+        pause=pause,
     )
 
 
