@@ -6,6 +6,7 @@ masked (or to what was stored)."""
 from __future__ import annotations
 
 import importlib
+import json
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -136,9 +137,16 @@ def test_a_rule_added_as_the_entries_are_written_applies_to_their_data(
 ):
     # The entries' short texts (fingerprint, times, rule) are masked once per batch before
     # the batch's rows are made (written at once, or with the delivery on PostgreSQL); a rule
-    # added in between still applies to them.
+    # added in between still applies to them, and to the labels and annotations the
+    # payload's walk masked (the data, masked whole under one generation, is masked again)
     marker = f"zq{uuid.uuid4().hex[:10]}"
-    fired = alert("RpcEndpointDown", instance="rpc-1:8545", chain="ethereum")
+    fired = alert(
+        "RpcEndpointDown",
+        instance="rpc-1:8545",
+        chain="ethereum",
+        annotations={"summary": f"token {marker} leaked"},
+        build=marker,
+    )
     fired["fingerprint"] = marker
     real_event_rows = incident_records.event_rows
 
@@ -152,3 +160,6 @@ def test_a_rule_added_as_the_entries_are_written_applies_to_their_data(
     (event,) = _events(engine, "alert.firing")
     assert event["data"]["fingerprint"] == redaction.MASK, event
     assert event["data"]["rule"] == "rpc-down" and event["data"]["starts_at"].startswith("2024")
+    assert event["data"]["labels"]["build"] == redaction.MASK, event
+    assert event["data"]["annotations"]["summary"] == f"token {redaction.MASK} leaked", event
+    assert marker not in json.dumps(event), event

@@ -87,8 +87,41 @@ class _Masker:
             known = self._done[value] = Masked(redact_text(value), self.generation)
         return known
 
+    def text(self, value: str | None) -> str | None:
+        """The value masked, as :meth:`__call__` masks it, without its wrapper."""
+        if value is None:
+            return None
+        known = self._done.get(value)
+        if known is None:
+            known = self._done[value] = Masked(redact_text(value), self.generation)
+        return known.value
 
-def _data(row: AlertRow, mask: _Masker) -> dict[str, Any]:
+
+def _data(row: AlertRow, mask: _Masker) -> dict[str, Any] | Masked:
+    """The entry's data. When the alert's labels, annotations and URL are the ones this
+    notification's payload masked, under the rules the batch's short texts are masked under,
+    every text in it is masked under one generation: it goes whole, as one :class:`Masked`,
+    and the batch's writer does not walk it (it masks it all again if a rule was added
+    since). Otherwise each value says how it was masked."""
+    if row.masked_under is not None and row.masked_under == mask.generation:
+        text = mask.text
+        return Masked(
+            {
+                "alert_id": row.id,
+                "fingerprint": text(row.fingerprint),
+                "starts_at": text(row.starts_at.isoformat()),
+                "ends_at": text(row.ends_at.isoformat() if row.ends_at else None),
+                "labels": row.labels,
+                "annotations": row.annotations,
+                "generator_url": row.generator_url,
+                "rule": text(row.rule),
+                "severity": text(row.severity),
+                "service": text(row.service),
+                "group_id": row.group_id,
+            },
+            mask.generation,
+        )
+
     def masked(value: Any) -> Any:
         # Labels, annotations and the URL of this notification's payload were masked by the
         # payload's walk: not again while the rules are the same.

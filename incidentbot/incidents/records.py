@@ -251,14 +251,15 @@ def record_many(
     incident: Incident | int,
     kind: str,
     actor: str,
-    events: list[tuple[str | Masked, datetime, dict[str, Any], str | None]],
+    events: list[tuple[str | Masked, datetime, dict[str, Any] | Masked, str | None]],
     *,
     now: datetime,
 ) -> None:
     """Append many events of one kind at once, masked as :func:`record` masks them: one
     batched INSERT, no instance per event (an alert storm writes hundreds). Each event is
-    (summary, occurred_at, data, source_key); the summary and values inside the data may be
-    :class:`Masked` (masked by the caller, not masked twice)."""
+    (summary, occurred_at, data, source_key); the summary, the data as a whole or values
+    inside it may be :class:`Masked` (masked by the caller, not masked twice: data masked
+    whole under the rules in force is not walked at all)."""
     if not events:
         return
     insert_events(session, event_rows(incident, kind, actor, events, now=now))
@@ -268,7 +269,7 @@ def event_rows(
     incident: Incident | int,
     kind: str,
     actor: str,
-    events: list[tuple[str | Masked, datetime, dict[str, Any], str | None]],
+    events: list[tuple[str | Masked, datetime, dict[str, Any] | Masked, str | None]],
     *,
     now: datetime,
 ) -> list[dict[str, Any]]:
