@@ -5,7 +5,8 @@ back from the database: the count of the alerts it only repeated (``received_cou
 ``last_received_at``), the alerts it attaches to an incident (``incident_id``), the timeline
 entries of its alerts (firing, resolved, the runbooks suggested to an incident it declared),
 the group's incident and declare count when processing changed them, and the delivery's row
-with its outcome (inserted, or updated when a new alert needed its id first). On PostgreSQL
+with its outcome (inserted, or updated when new alerts needed its id first: their upsert
+then wrote it, :func:`incidentbot.alerts.upserts.write`). On PostgreSQL
 they are one statement: the others as data-modifying ``WITH`` clauses of the delivery's write,
 one round trip where there were up to six. The alerts' count and attach are one ``UPDATE``
 (a row is changed at most once per statement). The timeline entries keep the order they were
@@ -29,6 +30,7 @@ from sqlmodel import Session
 
 from incidentbot.alerts.models import ALERT_TABLE, AlertDelivery
 from incidentbot.alerts.records import AlertRow, GroupRow
+from incidentbot.alerts.upserts import DELIVERY_COLUMNS, INSERT_DELIVERY_SQL
 from incidentbot.incidents.event_batches import EVENT_TIMES, PG_INSERT_EVENTS_SQL
 from incidentbot.incidents.records import insert_events
 from incidentbot.incidents.rowsets import json_rows
@@ -131,10 +133,10 @@ def _statement(insert: bool, alerts: bool, saves: bool, events: bool) -> Any:
     if events:
         clauses.append(f"events AS ({PG_INSERT_EVENTS_SQL})")
     sql = ("WITH " + ", ".join(clauses) + " ") if clauses else ""
-    sql += _INSERT if insert else _DONE
+    sql += INSERT_DELIVERY_SQL if insert else _DONE
     touched = "(SELECT count(*) FROM touched)" if alerts else "0"
     sql += f" RETURNING id, {touched} AS touched"
-    types = [bindparam(name, type_=_DELIVERIES.c[name].type) for name in _INSERTED]
+    types = [bindparam(name, type_=_DELIVERIES.c[name].type) for name in DELIVERY_COLUMNS]
     if alerts:
         types.append(bindparam("now", type_=ALERT.c.last_received_at.type))
     return text(sql).bindparams(*[b for b in types if f":{b.key}" in sql])
@@ -150,26 +152,6 @@ _TOUCHED = (
     " FROM unnest(CAST(:alert_ids AS integer[]), CAST(:copies AS integer[]),"
     " CAST(:attach AS boolean[])) AS c(id, copies, attach) WHERE alert.id = c.id"
     " RETURNING alert.id)"
-)
-_INSERTED = (
-    "received_at",
-    "source",
-    "remote",
-    "receiver",
-    "group_key",
-    "status",
-    "alert_count",
-    "truncated_alerts",
-    "payload",
-    "processed_at",
-    "outcome",
-    "failed",
-)
-_INSERT = (
-    "INSERT INTO alert_delivery (received_at, source, remote, receiver, group_key, status,"
-    " alert_count, truncated_alerts, payload, processed_at, outcome, failed) VALUES"
-    " (:received_at, :source, :remote, :receiver, :group_key, :status, :alert_count,"
-    " :truncated_alerts, :payload, :processed_at, :outcome, :failed)"
 )
 _DONE = (
     "UPDATE alert_delivery SET outcome = :outcome, failed = :failed,"

@@ -131,13 +131,16 @@ def record(
     delivery: int | Callable[[], int],
     now: datetime,
     counts: list[tuple[int, int]] | None = None,
+    fold: dict[str, Any] | None = None,
 ) -> Recorded:
     """Insert new alert instances, count repeats, apply resolves: one read, one write.
 
     A resolved instance stays resolved (a late, out-of-order "firing" copy does not revive
     it); routing follows the rules in force until an instance is attached to an incident.
     With ``counts``, the instances only repeated are listed there to be counted by the
-    delivery's statement (:func:`incidentbot.alerts.upserts.write`)."""
+    delivery's statement (:func:`incidentbot.alerts.upserts.write`). With ``fold`` (the
+    delivery's row, not written yet: PostgreSQL), a notification with new instances writes
+    that row in the upsert's statement, and its id is set in ``fold``."""
     existing = _existing(session, payload)
     pending: dict[tuple[str, datetime], _Pending] = {}
     routes: list[routing.Route] = []
@@ -178,13 +181,19 @@ def record(
             values["rule"] = rule.name if rule else None
             values["severity"] = (rule.severity or settings.default_severity) if rule else None
             values["service"] = rule.service if rule else None
-    if any(not item.existed for item in pending.values()):
+    new = [item for item in pending.values() if not item.existed]
+    folded = fold if new and fold is not None and not isinstance(delivery, int) else None
+    if new and folded is None:
         delivery_id = delivery if isinstance(delivery, int) else delivery()
-        for item in pending.values():
-            if not item.existed:
-                item.values["delivery_id"] = delivery_id
+        for item in new:
+            item.values["delivery_id"] = delivery_id
+    for item in new if folded is not None else ():
+        item.values["delivery_id"] = None  # the row the upsert writes first
     items = [(item.values, item.copies, _written(item)) for item in pending.values()]
-    ids = upserts.write(session, items, now, counts)
+    ids = upserts.write(session, items, now, counts, folded)
+    if folded is not None:
+        for item in new:
+            item.values["delivery_id"] = folded["id"]
     rows: dict[tuple[str, datetime], AlertRow] = {}
     generation = payload.masked_under
     for key, item in pending.items():

@@ -170,6 +170,10 @@ class DeliveryRow:
         postgresql = session.get_bind().dialect.name == "postgresql"
         self.deferred = finish.Deferred() if postgresql else None
 
+    def unwritten(self) -> dict[str, Any] | None:
+        """The row's values while it is not written (for a statement that writes it)."""
+        return dict(self._values) if self.id is None else None
+
     def __call__(self) -> int:
         if self.id is None:
             self.id = int(self._session.execute(_INSERT_DELIVERY, self._values).scalar_one())
@@ -210,10 +214,14 @@ def process(
     group = groups.lock_and_upsert(session, payload, key_hash, locks, now)
     if group.incident_id is None:  # never on an incident: it cannot have been snoozed
         not_snoozed(session, group.id)
-    counts = None
+    counts = fold = None
     if deferred is not None:
-        deferred.now, counts = now, deferred.counts
-    recorded = records.record(session, settings, payload, group.id, delivery, now, counts)
+        assert isinstance(delivery, DeliveryRow)
+        deferred.now, counts, fold = now, deferred.counts, delivery.unwritten()
+    recorded = records.record(session, settings, payload, group.id, delivery, now, counts, fold)
+    if fold is not None and "id" in fold:  # written by the alerts' upsert
+        assert isinstance(delivery, DeliveryRow)
+        delivery.id = int(fold["id"])
     rows, resolved_now = recorded.rows, recorded.resolved_now
     out.new, out.repeats, out.resolved = recorded.new, recorded.repeats, recorded.resolved
     out.unmatched = sum(1 for _, _, r in rows if not r.matched)

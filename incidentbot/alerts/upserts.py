@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from incidentbot.alerts.models import ALERT_TABLE
+from incidentbot.alerts.models import ALERT_TABLE, AlertDelivery
 from incidentbot.incidents.rowsets import json_rows, untyped, written_as
 
 ALERT = ALERT_TABLE
@@ -79,7 +79,7 @@ _TIMES = (
 # (:mod:`incidentbot.incidents.rowsets`), so the statement and its one parameter are the same
 # whatever the number of alerts: the driver neither parses a new multi-row ``VALUES`` at every
 # notification nor converts one array per column element by element.
-_PG_UPSERT = text(
+_PG_UPSERT_SQL = (
     "INSERT INTO alert (delivery_id, fingerprint, starts_at, ends_at, status, alertname,"
     " labels, annotations, generator_url, group_id, rule, severity, service, last_received_at,"
     " resolved_received_at, first_received_at, received_count)"
@@ -100,7 +100,48 @@ _PG_UPSERT = text(
     " received_count = alert.received_count + excluded.received_count,"
     " last_received_at = excluded.last_received_at"
     " RETURNING id, fingerprint, starts_at"
-).columns(ALERT.c.id, ALERT.c.fingerprint, ALERT.c.starts_at)
+)
+_PG_UPSERT = text(_PG_UPSERT_SQL).columns(ALERT.c.id, ALERT.c.fingerprint, ALERT.c.starts_at)
+
+# The delivery's row (its columns as parameters of their own names).
+DELIVERY_COLUMNS = (
+    "received_at",
+    "source",
+    "remote",
+    "receiver",
+    "group_key",
+    "status",
+    "alert_count",
+    "truncated_alerts",
+    "payload",
+    "processed_at",
+    "outcome",
+    "failed",
+)
+INSERT_DELIVERY_SQL = (
+    "INSERT INTO alert_delivery (received_at, source, remote, receiver, group_key, status,"
+    " alert_count, truncated_alerts, payload, processed_at, outcome, failed) VALUES"
+    " (:received_at, :source, :remote, :receiver, :group_key, :status, :alert_count,"
+    " :truncated_alerts, :payload, :processed_at, :outcome, :failed)"
+)
+_DELIVERIES = AlertDelivery.__table__  # type: ignore[attr-defined]
+assert _PG_UPSERT_SQL.count(" SELECT delivery_id, fingerprint,") == 1
+# The same upsert writing the delivery's row first: a new instance (no delivery_id) names it.
+_PG_UPSERT_WITH_DELIVERY = (
+    text(
+        # constants only: no value is ever part of the text
+        "WITH d AS ("  # noqa: S608
+        + INSERT_DELIVERY_SQL
+        + " RETURNING id) "
+        + _PG_UPSERT_SQL.replace(
+            " SELECT delivery_id, fingerprint,",
+            " SELECT COALESCE(delivery_id, (SELECT id FROM d)), fingerprint,",
+        )
+        + ", (SELECT id FROM d)"
+    )
+    .bindparams(*[bindparam(n, type_=_DELIVERIES.c[n].type) for n in DELIVERY_COLUMNS])
+    .columns(ALERT.c.id, ALERT.c.fingerprint, ALERT.c.starts_at)
+)
 
 
 # An instance's values, its copies, and whether it is stored: True if the notification
@@ -132,11 +173,14 @@ def write(
     items: list[Item],
     now: datetime,
     counts: list[tuple[int, int]] | None = None,
+    delivery: dict[str, Any] | None = None,
 ) -> dict[tuple[str, datetime], int]:
     """One upsert for the new and changed instances, one ``UPDATE`` per number of copies for
     the ones only repeated; returns their ids by (fingerprint, startsAt). With ``counts`` the
     repeats are not written here but listed there, as (id, copies), for the delivery's own
-    statement to count (:mod:`incidentbot.alerts.finish`)."""
+    statement to count (:mod:`incidentbot.alerts.finish`). With ``delivery`` (PostgreSQL: the
+    delivery's row, not written yet), the upsert writes that row first, in the same statement,
+    and the new instances (``delivery_id`` None) name it; its id is set in ``delivery``."""
     ids: dict[tuple[str, datetime], int] = {}
     repeated: dict[int, list[int]] = {}
     for values, copies, existed in items:
@@ -150,7 +194,7 @@ def write(
         _count(session, repeated_ids, copies, now)
     upserted = [item for item in items if item[2] != REPEATED]
     if upserted:
-        ids.update(_upsert(session, upserted, now))
+        ids.update(_upsert(session, upserted, now, delivery))
     return ids
 
 
@@ -182,10 +226,20 @@ _PG_COUNT = (
 )
 
 
-def _upsert(session: Session, items: list[Item], now: datetime) -> dict[tuple[str, datetime], int]:
+def _upsert(
+    session: Session,
+    items: list[Item],
+    now: datetime,
+    delivery: dict[str, Any] | None = None,
+) -> dict[tuple[str, datetime], int]:
     rows = _proposed(items, now)
     dialect = session.get_bind().dialect
     if dialect.name == "postgresql":
+        if delivery is not None:
+            params = {**delivery, "rows": json_rows(rows, _TIMES)}
+            written = session.execute(_PG_UPSERT_WITH_DELIVERY, params).all()
+            delivery["id"] = written[0][3]
+            return {(fp, starts): id_ for id_, fp, starts, _ in written}
         params = {"rows": json_rows(rows, _TIMES)}
         written = session.execute(_PG_UPSERT, params).all()
         return {(fp, starts): id_ for id_, fp, starts in written}
