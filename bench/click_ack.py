@@ -77,17 +77,21 @@ class Clicks:
         if not driver.slash_command("declare sev2 RPC p99 above 2s", user="alice").ok:
             raise BenchFailed("the declare was not acknowledged")
         self.channel = _wait(
+            # a message in it: the header is posted once the bot has saved the channel, so
+            # a command typed there finds the incident
             lambda: [
-                c.name for c in slack.workspace.channels.values() if c.name.startswith("inc-1")
+                c.name
+                for c in slack.workspace.channels.values()
+                if c.name.startswith("inc-1") and c.messages
             ],
-            "the incident's channel",
+            "the incident's channel and its header",
         )[0]
         bob = slack.workspace.user("bob").id
         made = driver.slash_command(
             f"assign commander <@{bob}>", user="alice", channel=self.channel
         )
-        if not made.ok:
-            raise BenchFailed("bob was not made commander")
+        if not made.ok or "commander" not in made.body:
+            raise BenchFailed(f"bob was not made commander: {made.body[:300]}")
         self.approved: set[str] = set()
 
     def one(self, latency: float) -> float:
