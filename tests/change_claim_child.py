@@ -10,9 +10,8 @@ from __future__ import annotations
 import sys
 import threading
 
-from incidentbot.bot import Bot
-from incidentbot.config import Settings
 from incidentbot.slack.once import OnceApp
+from tests.declare_claim_child import serve_until_killed
 
 
 def main(url: str, api: str, token: str, secret: str) -> None:
@@ -26,18 +25,7 @@ def main(url: str, api: str, token: str, secret: str) -> None:
         return store(self, key, resp)
 
     OnceApp._store = held  # type: ignore[method-assign]
-    settings = Settings(
-        database_url=url,
-        slack_bot_token=token,
-        slack_signing_secret=secret,
-        slack={"api_url": api},
-        workers=1,
-    )
-    bot = Bot.build(settings, poll=60)  # no worker started: nothing runs the effects
-    url = bot.start_http() + "/slack/events"
-    serving.set()
-    print("url", url, flush=True)
-    sys.stdin.readline()
+    serve_until_killed(url, api, token, secret, serving)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,14 @@ def main(url: str, api: str, token: str, secret: str) -> None:
         return out
 
     uc.declare_effects = then_stop
+    serve_until_killed(url, api, token, secret, serving)
+
+
+def serve_until_killed(
+    url: str, api: str, token: str, secret: str, serving: threading.Event
+) -> None:
+    """Serve Slack over HTTP with no worker (nothing runs the effects), set ``serving``, print
+    ``url <bot url>``, and wait for the test to kill the process."""
     settings = Settings(
         database_url=url,
         slack_bot_token=token,
@@ -34,7 +42,7 @@ def main(url: str, api: str, token: str, secret: str) -> None:
         slack={"api_url": api},
         workers=1,
     )
-    bot = Bot.build(settings, poll=60)  # no worker started: nothing runs the effects
+    bot = Bot.build(settings, poll=60)
     url = bot.start_http() + "/slack/events"
     serving.set()
     print("url", url, flush=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -21,7 +20,7 @@ from incidentbot import db, inbound
 from incidentbot.bot import Bot
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
-from tests.test_declare_claim import ROOT, idle_bot, signed, stored
+from tests.test_declare_claim import ROOT, idle_bot, send_in_thread, signed, stored
 
 RETRY = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
 PAGERDUTY = {
@@ -224,17 +223,7 @@ def test_a_change_killed_before_its_answer_is_not_run_again_by_slacks_retry(
         sandbox.driver.bot_url = first_line[1]
         request = sandbox.driver.slash_command_request(typed, user="alice")
         before = kinds(engine).get(kind, 0)
-        failed: list[Exception] = []
-
-        def send() -> None:
-            try:
-                httpx.post(first_line[1], content=request.body,
-                           headers=signed(sandbox, request.body), timeout=60)  # fmt: skip
-            except httpx.HTTPError as exc:
-                failed.append(exc)
-
-        sender = threading.Thread(target=send)
-        sender.start()
+        sender, failed = send_in_thread(sandbox, first_line[1], request.body)
         assert child.stdout.readline().strip() == "answering"
         # Committed: the change and its claim, together.
         assert kinds(engine).get(kind, 0) == before + 1

@@ -45,6 +45,22 @@ def signed(sandbox, body: bytes, **extra: str) -> dict[str, str]:
     }
 
 
+def send_in_thread(sandbox, url: str, body: bytes) -> tuple[threading.Thread, list[Exception]]:
+    """POST ``body`` signed to ``url`` from a thread of its own (the bot holds its answer);
+    the list gets the error if the connection fails (the process was killed)."""
+    failed: list[Exception] = []
+
+    def send() -> None:
+        try:
+            httpx.post(url, content=body, headers=signed(sandbox, body), timeout=60)
+        except httpx.HTTPError as exc:
+            failed.append(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    return sender, failed
+
+
 def declare_request(sandbox, door: str) -> SignedRequest:
     """A declare of TITLE as alice: typed as a slash command, or submitted from the declare form
     (opened first with ``/incident declare``, through the bot the driver points at)."""
@@ -107,17 +123,7 @@ def test_a_declare_killed_before_its_commit_is_declared_once_by_slacks_retry(
         sandbox.driver.bot_url = first_line[1]
         request = declare_request(sandbox, door)
         opening = stored(engine, "inbound_request")  # the command that opened the form
-        failed: list[Exception] = []
-
-        def send() -> None:
-            try:
-                httpx.post(first_line[1], content=request.body,
-                           headers=signed(sandbox, request.body), timeout=60)  # fmt: skip
-            except httpx.HTTPError as exc:
-                failed.append(exc)
-
-        sender = threading.Thread(target=send)
-        sender.start()
+        sender, failed = send_in_thread(sandbox, first_line[1], request.body)
         assert child.stdout.readline().strip() == "inside"
         # Claimed and declared inside the transaction: none of it is visible yet.
         assert stored(engine, "inbound_request") == opening
