@@ -34,14 +34,10 @@ def register(app: App, core: Core, actions: ActionCommands | None) -> None:
             _action_from_reaction(event, client)
         if event.get("reaction") != settings.slack.pin_reaction:
             return
-        item = event.get("item") or {}
-        if item.get("type") != "message":
+        found = _reacted_in_incident(event)
+        if found is None:
             return
-        channel, ts = item.get("channel", ""), item.get("ts", "")
-        with db.transaction(engine) as s:
-            incident = svc.get_by_channel(s, channel)
-        if incident is None:
-            return
+        incident, channel, ts = found
         message = _fetch_message(client, channel, ts)
         if message is None:
             log.info("pinned message %s/%s is gone; not recorded", channel, ts)
@@ -63,16 +59,24 @@ def register(app: App, core: Core, actions: ActionCommands | None) -> None:
         except IntegrityError:
             log.debug("message %s/%s already on the timeline", channel, ts)
 
-    def _action_from_reaction(event: dict[str, Any], client: WebClient) -> None:
-        """The reacted-to message becomes an action item, once; the reactor creates it."""
-        assert actions is not None
+    def _reacted_in_incident(event: dict[str, Any]) -> tuple[Any, str, str] | None:
+        """The incident, channel and ts of a reaction to a message in an incident's channel."""
         item = event.get("item") or {}
         if item.get("type") != "message":
-            return
+            return None
         channel, ts = item.get("channel", ""), item.get("ts", "")
         with db.transaction(engine) as s:
             incident = svc.get_by_channel(s, channel)
-        if incident is None or actions.already_from(channel, ts):
+        return None if incident is None else (incident, channel, ts)
+
+    def _action_from_reaction(event: dict[str, Any], client: WebClient) -> None:
+        """The reacted-to message becomes an action item, once; the reactor creates it."""
+        assert actions is not None
+        found = _reacted_in_incident(event)
+        if found is None:
+            return
+        incident, channel, ts = found
+        if actions.already_from(channel, ts):
             return
         message = _fetch_message(client, channel, ts)
         if message is None:
