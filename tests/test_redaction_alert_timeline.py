@@ -163,3 +163,41 @@ def test_a_rule_added_as_the_entries_are_written_applies_to_their_data(
     assert event["data"]["labels"]["build"] == redaction.MASK, event
     assert event["data"]["annotations"]["summary"] == f"token {redaction.MASK} leaked", event
     assert marker not in json.dumps(event), event
+
+
+def test_a_suggested_runbook_is_masked_and_a_rule_added_as_it_is_written_applies(
+    engine, settings, monkeypatch
+):
+    # The suggestion's texts (its summary, the runbook's parameters from the alert's labels)
+    # are masked once per batch before its rows are made: a secret in a label is masked in
+    # both, and a rule added in between still applies to them.
+    marker = f"zq{uuid.uuid4().hex[:10]}"
+    leaky = alert(
+        "RpcEndpointDown",
+        instance=f"rpc-1:8545?pass={marker}&password=hunter2-Zk81",
+        chain="ethereum",
+        starts_at=T0 + timedelta(minutes=1),
+    )
+    real_event_rows = incident_records.event_rows
+
+    def add_a_rule_then_make(*args: Any, **kw: Any) -> Any:
+        redaction.add_redactor(lambda s: s.replace(marker, redaction.MASK))
+        return real_event_rows(*args, **kw)
+
+    monkeypatch.setattr(incident_records, "event_rows", add_a_rule_then_make)
+    service.ingest(engine, settings, notification([leaky, _rpc(2)]))
+    monkeypatch.setattr(incident_records, "event_rows", real_event_rows)
+    events = _events(engine, "runbook.suggested")
+    assert len(events) == 2, events
+    text = json.dumps(events)
+    assert marker not in text and "hunter2" not in text, events
+    node = events[0]["data"]["params"]["node"]
+    assert node.startswith("rpc-1:8545?pass=") and redaction.MASK in node, events
+    assert f"node={node}" in events[0]["summary"], events
+    data = events[0]["data"]
+    assert (data["runbook"], data["rule"]) == ("restart-node", "rpc-down"), events
+    # the other alert's suggestion says what it said
+    assert events[1]["data"]["params"] == {"node": "rpc-2:8545"}, events
+    assert events[1]["summary"] == (
+        "Suggested runbook restart-node with node=rpc-2:8545 (alert RpcEndpointDown, rule rpc-down)"
+    ), events

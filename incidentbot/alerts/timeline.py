@@ -276,18 +276,27 @@ def suggest_runbooks(
     if not wanted:
         return 0
 
+    # Masked here, as the batch's writer would mask them, each distinct text once (a storm
+    # suggests one runbook per alert: the runbook's and the rule's names repeat in every
+    # entry); the writer keeps them as they are while these rules are in force.
+    mask = _Masker()
+    text = mask.text
+
     def events(todo: dict[str, tuple[AlertRow, routing.Route, routing.Suggestion]]) -> list[Any]:
         return [
             (
-                f"{suggestion.describe()} (alert {row.alertname}, rule {r.rule_name})",
+                mask(f"{suggestion.describe()} (alert {row.alertname}, rule {r.rule_name})"),
                 now,
-                {
-                    "runbook": suggestion.runbook,
-                    "params": suggestion.params,
-                    "missing": suggestion.missing,
-                    "alert_id": row.id,
-                    "rule": r.rule_name,
-                },
+                Masked(
+                    {
+                        "runbook": text(suggestion.runbook),
+                        "params": {k: text(v) for k, v in suggestion.params.items()},
+                        "missing": [text(m) for m in suggestion.missing],
+                        "alert_id": row.id,
+                        "rule": text(r.rule_name),
+                    },
+                    mask.generation,
+                ),
                 key,
             )
             for key, (row, r, suggestion) in todo.items()

@@ -15,7 +15,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.engine import Connection
 
 from incidentbot.incidents.models import TimelineEvent
-from incidentbot.incidents.rowsets import json_rows, untyped, written_as
+from incidentbot.incidents.rowsets import json_rows, written_as
 
 
 def write(connection: Connection, rows: list[dict[str, Any]]) -> None:
@@ -26,14 +26,21 @@ def write(connection: Connection, rows: list[dict[str, Any]]) -> None:
     elif dialect.name == "sqlite":
         rows = [dict(row) for row in rows]
         written_as(rows, _EVENTS, _EVENT_TIMES, ("data",), dialect)
-        connection.execute(_INSERT_UNTYPED, rows)
+        # The driver's own ``executemany`` of one text (through SQLAlchemy's execution
+        # events, as every statement): no compiled statement's parameters made per row.
+        connection.exec_driver_sql(_SQLITE_INSERT_EVENTS, rows)
     else:
         connection.execute(_INSERT_EVENT, rows)
 
 
 _EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
 _INSERT_EVENT = insert(_EVENTS)
-_INSERT_UNTYPED = insert(untyped(_EVENTS))
+# The rows as written_as made them (times and JSON as stored), bound by name as they are.
+_SQLITE_INSERT_EVENTS = (
+    "INSERT INTO timeline_event (incident_id, occurred_at, recorded_at, kind, actor, summary,"
+    " data, source_key) VALUES (:incident_id, :occurred_at, :recorded_at, :kind, :actor,"
+    " :summary, :data, :source_key)"
+)
 EVENT_TIMES = ("occurred_at", "recorded_at")
 _EVENT_TIMES = EVENT_TIMES
 
