@@ -157,6 +157,42 @@ def test_without_a_chat_adapter_nothing_is_queued(engine, tmp_path):
         assert s.exec(select(Run).where(Run.kind == messages.KIND)).first() is None
 
 
+def test_a_change_joining_a_pending_update_is_read_by_it_even_if_claimed_meanwhile(
+    engine, tmp_path, backend
+):
+    """A delivery joins the group's pending message run instead of queuing another; a worker
+    claiming that run before the delivery commits would read the alerts without it, and no run
+    would ever show the change. The join holds the run until the delivery commits."""
+    if backend == "sqlite":
+        pytest.skip("SQLite's write lock keeps a claim from committing inside the delivery")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        alertmanager_token=TOKEN,
+        alerts={"rules": RULES, "message_interval": 0},
+    )
+    registry = ActionRegistry()
+    registry.register(messages.ACTION, lambda ctx, input: input, idempotent=True)
+    on_alerts = functools.partial(messages.queue, actions=registry)
+    service.ingest(engine, settings, notification([rpc(0)]), on_alerts=on_alerts)
+    with db.transaction(engine) as s:
+        (pending,) = s.exec(select(Run).where(Run.kind == messages.KIND))
+    claimed_inside: list[object] = []
+
+    def claim() -> object:
+        with db.transaction(engine) as s:
+            run = claim_next(s, "worker", 60, run_id=pending.id)
+            return None if run is None else run.id
+
+    with db.transaction(engine) as s:  # the delivery's transaction, open
+        incident = s.exec(select(Incident)).one()
+        (group,) = s.exec(select(AlertGroup))
+        assert messages.queue(s, settings, incident, group, actions=registry) == pending.id
+        with ThreadPoolExecutor(max_workers=1) as pool:  # a worker, meanwhile
+            claimed_inside.append(pool.submit(claim).result())
+    assert claimed_inside == [None]  # skipped while the delivery held it
+    assert claim() == pending.id  # and taken once the delivery committed
+
+
 def _group_id(engine) -> int:
     with db.transaction(engine) as s:
         (group,) = s.exec(select(AlertGroup))

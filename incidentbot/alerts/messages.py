@@ -108,9 +108,11 @@ def queue(
         return None
     prefix = _prefix(incident, group)
     last = None if declared_here(session, incident) else _last_run(session, incident, prefix)
-    if last is not None and last.status == PENDING:
+    if last is not None and last.status == PENDING and _still_pending(session, last.id):
         # Not started yet (or waiting to retry): it will read this change.
         return int(last.id)
+    if last is not None and last.status == PENDING:  # claimed meanwhile: read it again
+        last = _last_run(session, incident, prefix)
     n = 1 if last is None else int(last.idempotency_key.rsplit(":", 1)[1]) + 1
     interval = settings.alerts.message_interval
     wake = None
@@ -139,6 +141,18 @@ def queue(
 
 
 _RUNS = Run.__table__  # type: ignore[attr-defined]
+_LOCK_RUN = select(_RUNS.c.status).where(_RUNS.c.id == bindparam("id")).with_for_update()
+
+
+def _still_pending(session: Session, run_id: int) -> bool:
+    """Whether the pending run this change joins will read it. On PostgreSQL a worker could
+    claim it and read the alerts before this transaction commits, and the change would be
+    shown by no run: the row is locked until the commit (a claim skips a locked run) and its
+    status read again, as a claim committed since the first read left it. SQLite's write lock
+    already keeps a claim from committing inside this transaction."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return session.execute(_LOCK_RUN, {"id": run_id}).scalar() == PENDING
 
 
 def _last_run(session: Session, incident: Incident, prefix: str) -> Any:
