@@ -54,6 +54,10 @@ def told(slack, user) -> list[str]:
     return [e.text for e in slack.ephemeral(user)]
 
 
+def told_eventually(slack, user, text: str) -> None:
+    wait_for(lambda: any(text in t for t in told(slack, user)), what=f"{user} told {text!r}")
+
+
 def test_two_person_approval_needs_two_distinct_approvers(engine, tmp_path, effects):
     folder = write_runbooks(tmp_path, approval="two-person")
     access = [{"runbooks": ["restart-*"], "approvers": [seeded("carol")]}]
@@ -67,9 +71,10 @@ def test_two_person_approval_needs_two_distinct_approvers(engine, tmp_path, effe
         slack.driver.block_action("runbook_approve", user="bob", channel=ch, message_ts=ts)
         slack.driver.block_action("runbook_approve", user="dave", channel=ch, message_ts=ts)
         assert status(engine, rid) == "parked"
-        assert any("(1 of 2 approvals)" in t for t in told(slack, "bob"))
-        assert any("You already approved" in t for t in told(slack, "bob"))
-        assert any("may approve runs of restart-node" in t for t in told(slack, "dave"))
+        # the replies go out after each click's answer
+        told_eventually(slack, "bob", "(1 of 2 approvals)")
+        told_eventually(slack, "bob", "You already approved")
+        told_eventually(slack, "dave", "may approve runs of restart-node")
         assert effects.requests() == {}
         slack.driver.block_action("runbook_approve", user="carol", channel=ch, message_ts=ts)
         wait_for(lambda: status(engine, rid) == "succeeded", what="the run")
