@@ -8,18 +8,17 @@ import asyncio
 import json
 import logging
 import threading
-import time
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 import pytest
 
 from incidentbot import priority
-from incidentbot.sandbox.slack.transport import sign
 from incidentbot.slack import after_answer
 from incidentbot.slack.runbook_blocks import APPROVE
 from incidentbot.web.slack_edge import SlackEndpoint
 from tests.conftest import count
 from tests.slack_harness import running_bot, wait_for
+from tests.test_slack_edge import quiet_bolt, signed_help
 
 BOUND_S = 20.0  # how long a test waits for something that happens on its own
 
@@ -96,13 +95,8 @@ def test_a_form_opens_while_other_answers_are_pending_and_a_message_waits_for_th
 def test_over_http_a_listeners_calls_start_once_the_answers_last_byte_is_sent() -> None:
     """Bolt's dispatch runs in the thread pool; what its listener hands over starts after the
     event loop has written the answer."""
-    from slack_bolt import App
-    from slack_bolt.authorization import AuthorizeResult
-
     secret = "after-secret"
-    who = AuthorizeResult(enterprise_id=None, team_id="T1", bot_token="xoxb-after", bot_id="B1")
-    bolt = App(name="after-test", signing_secret=secret, authorize=lambda **_: who,
-               process_before_response=True)  # fmt: skip
+    bolt = quiet_bolt(secret)
     seen: list[str] = []
     replied = threading.Event()
 
@@ -115,20 +109,7 @@ def test_over_http_a_listeners_calls_start_once_the_answers_last_byte_is_sent() 
         after_answer.then("the reply", reply)
         ack(text="done")
 
-    body = urlencode({"command": "/incident", "text": "help", "team_id": "T1"}).encode()
-    stamp = str(int(time.time()))
-    headers = {
-        "content-type": "application/x-www-form-urlencoded",
-        "x-slack-request-timestamp": stamp,
-        "x-slack-signature": sign(secret, stamp, body),
-    }
-    scope = {
-        "type": "http", "method": "POST", "path": "/slack/events", "query_string": b"",
-        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-    }  # fmt: skip
-
-    async def receive():  # type: ignore[no-untyped-def]
-        return {"type": "http.request", "body": body, "more_body": False}
+    scope, receive = signed_help(secret)
 
     async def send(message):  # type: ignore[no-untyped-def]
         seen.append(message["type"])

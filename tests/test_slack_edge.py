@@ -203,33 +203,19 @@ def test_the_first_command_after_startup_asks_slack_nothing_before_its_answer(bo
     assert len(sandbox.requests("auth.test")) == before
 
 
-def test_work_that_can_wait_waits_until_the_answer_is_sent():
-    """The ledger's next step and an alert storm wait (incidentbot.priority) while a Slack
-    answer is prepared and until it is written: the event loop that writes it would otherwise
-    compete for the interpreter with them right when Bolt's dispatch returns."""
-    import asyncio
-
+def quiet_bolt(secret: str):  # type: ignore[no-untyped-def]
+    """A Bolt app that asks Slack nothing (a fixed authorization) and answers once its
+    listener returns, as the bot's does."""
     from slack_bolt import App
     from slack_bolt.authorization import AuthorizeResult
 
-    from incidentbot import priority
-    from incidentbot.web.slack_edge import SlackEndpoint
-
-    secret = "edge-secret"
     who = AuthorizeResult(enterprise_id=None, team_id="T1", bot_token="xoxb-edge", bot_id="B1")
-    bolt = App(
-        name="edge-test",
-        signing_secret=secret,
-        authorize=lambda **_: who,  # nothing asks Slack
-        process_before_response=True,
-    )
-    during: list[int] = []
+    return App(name="edge-test", signing_secret=secret, authorize=lambda **_: who,
+               process_before_response=True)  # fmt: skip
 
-    @bolt.command("/incident")
-    def answer(ack):  # type: ignore[no-untyped-def]
-        during.append(priority.pending())
-        ack(text="done")
 
+def signed_help(secret: str):  # type: ignore[no-untyped-def]
+    """A signed ``/incident help`` as an ASGI scope, and the ``receive`` that gives its body."""
     body = urlencode({"command": "/incident", "text": "help", "team_id": "T1"}).encode()
     stamp = str(int(time.time()))
     headers = {
@@ -241,10 +227,33 @@ def test_work_that_can_wait_waits_until_the_answer_is_sent():
         "type": "http", "method": "POST", "path": "/slack/events", "query_string": b"",
         "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
     }  # fmt: skip
-    sent: list[tuple[str, int]] = []
 
     async def receive():  # type: ignore[no-untyped-def]
         return {"type": "http.request", "body": body, "more_body": False}
+
+    return scope, receive
+
+
+def test_work_that_can_wait_waits_until_the_answer_is_sent():
+    """The ledger's next step and an alert storm wait (incidentbot.priority) while a Slack
+    answer is prepared and until it is written: the event loop that writes it would otherwise
+    compete for the interpreter with them right when Bolt's dispatch returns."""
+    import asyncio
+
+    from incidentbot import priority
+    from incidentbot.web.slack_edge import SlackEndpoint
+
+    secret = "edge-secret"
+    bolt = quiet_bolt(secret)
+    during: list[int] = []
+
+    @bolt.command("/incident")
+    def answer(ack):  # type: ignore[no-untyped-def]
+        during.append(priority.pending())
+        ack(text="done")
+
+    scope, receive = signed_help(secret)
+    sent: list[tuple[str, int]] = []
 
     async def send(message):  # type: ignore[no-untyped-def]
         sent.append((message["type"], priority.pending()))
