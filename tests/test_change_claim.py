@@ -6,9 +6,6 @@ refused in its transaction leaves nothing claimed, so a retry once it can be don
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import Counter
 from datetime import timedelta
 
@@ -20,7 +17,7 @@ from incidentbot import db, inbound
 from incidentbot.bot import Bot
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
-from tests.test_declare_claim import ROOT, idle_bot, send_in_thread, signed, stored
+from tests.test_declare_claim import held_bot, idle_bot, signed, stored
 
 RETRY = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
 PAGERDUTY = {
@@ -211,31 +208,14 @@ def test_a_change_killed_before_its_answer_is_not_run_again_by_slacks_retry(
     typed, kind = "update validators caught up", "status.update"
     sandbox = slack_sandbox
     open_incident(engine, sandbox)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.change_claim_child", database_url, sandbox.base_url,
-         sandbox.bot_token, sandbox.signing_secret],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-    )  # fmt: skip
-    try:
-        first_line = child.stdout.readline().split()
-        assert first_line[:1] == ["url"], first_line
-        sandbox.driver.bot_url = first_line[1]
+    with held_bot("tests.change_claim_child", database_url, sandbox) as held:
         request = sandbox.driver.slash_command_request(typed, user="alice")
         before = kinds(engine).get(kind, 0)
-        sender, failed = send_in_thread(sandbox, first_line[1], request.body)
-        assert child.stdout.readline().strip() == "answering"
+        held.send(request.body, until="answering")
         # Committed: the change and its claim, together.
         assert kinds(engine).get(kind, 0) == before + 1
         assert stored(engine, "inbound_request") == 1
-        child.kill()
-        child.wait(20)
-        sender.join(20)
-        assert failed, "the killed process answered"
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(20)
+        held.kill()
     after = written(engine)
     bot = idle_bot(engine, sandbox)
     try:

@@ -9,12 +9,14 @@ retry, served by a new process, declares it, once; a retry after that gets the f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,20 +47,55 @@ def signed(sandbox, body: bytes, **extra: str) -> dict[str, str]:
     }
 
 
-def send_in_thread(sandbox, url: str, body: bytes) -> tuple[threading.Thread, list[Exception]]:
-    """POST ``body`` signed to ``url`` from a thread of its own (the bot holds its answer);
-    the list gets the error if the connection fails (the process was killed)."""
-    failed: list[Exception] = []
+class HeldBot:
+    """A bot process (``python -m <module>``) that serves Slack and stops dead at a point its
+    module chooses, printing a marker there, until the test kills it."""
 
-    def send() -> None:
-        try:
-            httpx.post(url, content=body, headers=signed(sandbox, body), timeout=60)
-        except httpx.HTTPError as exc:
-            failed.append(exc)
+    def __init__(self, child: subprocess.Popen, sandbox) -> None:  # type: ignore[no-untyped-def]
+        self.child, self.sandbox = child, sandbox
+        first_line = child.stdout.readline().split() if child.stdout else []
+        assert first_line[:1] == ["url"], first_line
+        self.url = sandbox.driver.bot_url = first_line[1]
+        self.sender: threading.Thread | None = None
+        self.failed: list[Exception] = []
 
-    sender = threading.Thread(target=send)
-    sender.start()
-    return sender, failed
+    def send(self, body: bytes, *, until: str) -> None:
+        """POST ``body`` signed from a thread of its own; return once the bot prints ``until``."""
+
+        def post() -> None:
+            try:
+                httpx.post(self.url, content=body, headers=signed(self.sandbox, body), timeout=60)
+            except httpx.HTTPError as exc:
+                self.failed.append(exc)
+
+        self.sender = threading.Thread(target=post)
+        self.sender.start()
+        assert self.child.stdout is not None
+        assert self.child.stdout.readline().strip() == until
+
+    def kill(self) -> None:
+        """SIGKILL the process; the request it held must get no answer."""
+        self.child.kill()
+        self.child.wait(20)
+        assert self.sender is not None
+        self.sender.join(20)
+        assert self.failed, "the killed process answered"
+
+
+@contextlib.contextmanager
+def held_bot(module: str, database_url: str, sandbox) -> Iterator[HeldBot]:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", module, database_url, sandbox.base_url, sandbox.bot_token,
+         sandbox.signing_secret],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+    try:
+        yield HeldBot(child, sandbox)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(20)
 
 
 def declare_request(sandbox, door: str) -> SignedRequest:
@@ -111,31 +148,14 @@ def test_a_declare_killed_before_its_commit_is_declared_once_by_slacks_retry(
     engine, database_url, slack_sandbox, door
 ):
     sandbox = slack_sandbox
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.declare_claim_child", database_url, sandbox.base_url,
-         sandbox.bot_token, sandbox.signing_secret],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-    )  # fmt: skip
-    try:
-        first_line = child.stdout.readline().split()
-        assert first_line[:1] == ["url"], first_line
-        sandbox.driver.bot_url = first_line[1]
+    with held_bot("tests.declare_claim_child", database_url, sandbox) as held:
         request = declare_request(sandbox, door)
         opening = stored(engine, "inbound_request")  # the command that opened the form
-        sender, failed = send_in_thread(sandbox, first_line[1], request.body)
-        assert child.stdout.readline().strip() == "inside"
+        held.send(request.body, until="inside")
         # Claimed and declared inside the transaction: none of it is visible yet.
         assert stored(engine, "inbound_request") == opening
         assert stored(engine, "incident") == 0
-        child.kill()
-        child.wait(20)
-        sender.join(20)
-        assert failed, "the killed process answered"
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(20)
+        held.kill()
     # Nothing stored: neither a claim without its incident nor an incident without its claim.
     assert count(engine, "inbound_request") == opening
     assert count(engine, "incident") == count(engine, "ledger_run") == 0
