@@ -15,6 +15,7 @@ from incidentbot import db, ledger, priority
 from incidentbot.ledger import worker as worker_module
 from incidentbot.ledger.models import Run, Step
 from tests.ledger_harness import wait_until
+from tests.test_storage_concurrency import answering
 
 _step = Step.__table__  # type: ignore[attr-defined]
 _run = Run.__table__  # type: ignore[attr-defined]
@@ -164,18 +165,10 @@ def test_while_slack_is_answered_the_step_commits_alone_and_the_next_waits(engin
     step 2 is not started until the answer is done (the worker yields to it)."""
     monkeypatch.setattr(worker_module, "YIELD_TO_SLACK_S", 60.0)  # until the answer is done
     actions = ledger.ActionRegistry()
-    answering, done = threading.Event(), threading.Event()
-
-    def answer() -> None:
-        with priority.urgent():
-            answering.set()
-            done.wait(60)
-
-    helper = threading.Thread(target=answer, daemon=True)
+    held: list[tuple[threading.Thread, threading.Event]] = []  # a Slack answer, held open
 
     def first(_ctx, _data) -> dict:
-        helper.start()
-        assert answering.wait(30)
+        held.append(answering([]))
         return {}
 
     actions.register("test.first", first, idempotent=True)
@@ -188,7 +181,8 @@ def test_while_slack_is_answered_the_step_commits_alone_and_the_next_waits(engin
         wait_until(lambda: priority.deferred() == 1, "the worker to wait for the answer")
         assert steps_of(engine, rid) == [("succeeded", 1, {}), ("pending", 0, None)]
     finally:
-        done.set()
+        for _answer, release in held:
+            release.set()
     worker.join(30)
     assert not worker.is_alive()
     assert steps_of(engine, rid)[1] == ("succeeded", 1, {"ran": True})
@@ -296,20 +290,13 @@ def test_while_slack_is_answered_the_claim_commits_alone_and_the_step_waits(engi
     actions = ledger.ActionRegistry()
     actions.register("test.next", lambda _c, _d: {"ran": True}, idempotent=True)
     rid = start(engine, actions, [{"name": "a", "action": "test.next"}])
-    answering, done = threading.Event(), threading.Event()
-
-    def answer() -> None:
-        with priority.urgent():
-            answering.set()
-            done.wait(60)
-
+    held: list[tuple[threading.Thread, threading.Event]] = []  # a Slack answer, held open
     yielded = priority.after_urgent
 
     def then_answer(max_wait: float) -> None:
         yielded(max_wait)
-        if not answering.is_set():  # the worker's yield before its claim: nothing pending
-            threading.Thread(target=answer, daemon=True).start()
-            assert answering.wait(30)
+        if not held:  # the worker's yield before its claim: nothing pending
+            held.append(answering([]))
 
     monkeypatch.setattr(priority, "after_urgent", then_answer)
     worker = threading.Thread(target=drive, args=(engine, actions), daemon=True)
@@ -321,7 +308,8 @@ def test_while_slack_is_answered_the_claim_commits_alone_and_the_step_waits(engi
             run = ledger.get_run(s, rid)
         assert (run.status, run.owner.startswith("chain:")) == ("running", True)
     finally:
-        done.set()
+        for _answer, release in held:
+            release.set()
     worker.join(30)
     assert not worker.is_alive()
     assert steps_of(engine, rid) == [("succeeded", 1, {"ran": True})]

@@ -23,6 +23,7 @@ from incidentbot.scheduler import core
 from incidentbot.scheduler.core import LOCK_KEY, Scheduler
 from tests.ledger_harness import wait_until
 from tests.test_scheduler import T0, FakeClock, make_jobs, rows
+from tests.test_storage_concurrency import answering
 
 
 @contextmanager
@@ -132,16 +133,7 @@ def test_a_tick_lets_a_slack_answer_in_progress_go_first(engine, monkeypatch):
     sched = Scheduler(engine, make_jobs(lambda ctx: calls.append(ctx.slot), every=60, grace=30),
                       name="a", now=fake)  # fmt: skip
     assert sched.prepare()
-    answering, done = threading.Event(), threading.Event()
-
-    def answer() -> None:
-        with priority.urgent():
-            answering.set()
-            done.wait(60)
-
-    helper = threading.Thread(target=answer, daemon=True)
-    helper.start()
-    assert answering.wait(30)
+    answer, release = answering([])  # a Slack answer, held open
     made: list[int] = []
     ticker = threading.Thread(target=lambda: made.append(sched.tick()), daemon=True)
     try:
@@ -149,9 +141,9 @@ def test_a_tick_lets_a_slack_answer_in_progress_go_first(engine, monkeypatch):
         wait_until(lambda: priority.deferred() == 1, "the tick to wait for the answer")
         assert rows(engine) == [] and calls == []  # nothing claimed, nothing run
     finally:
-        done.set()
+        release.set()
         ticker.join(30)
-        helper.join(30)
+        answer.join(30)
         sched.release()
     assert made == [1] and calls == [T0]
     assert [(r.slot, r.outcome) for r in rows(engine)] == [(T0, "ok")]
