@@ -236,3 +236,22 @@ def test_a_service_with_a_routing_key_is_paged_through_the_events_api(engine):
             lambda: pd.incident(page.external_id)["status"] == "resolved",
             what="the PagerDuty incident resolved",
         )
+
+
+def test_a_closed_incident_pages_nobody_until_reopened(engine):
+    with paging_bot(engine) as (_bot, slack, pd):
+        say(slack, "declare sev3 Indexer lagging 200 blocks")
+        ch = channel_of(engine)
+        for step in ("resolve indexer caught up", "close"):
+            assert "INC-1" in say(slack, step, channel=ch)["text"]
+        settled(engine)
+        refused = say(slack, "page indexer still lagging?", channel=ch)["text"]
+        assert "INC-1 is closed: cannot page on-call; reopen it first" in refused
+        settled(engine)
+        assert pages(engine) == []
+        assert pd_incidents(pd) == []
+        assert "page.requested" not in timeline_kinds(engine)
+        assert "reopened" in say(slack, "reopen", channel=ch)["text"]
+        assert "is paging *indexer* on-call" in say(slack, "page indexer", channel=ch)["text"]
+        settled(engine)
+        assert len(pd_incidents(pd, "incidentbot-INC-1-indexer")) == 1

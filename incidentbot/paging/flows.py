@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from incidentbot import db
+from incidentbot import db, policy
 from incidentbot.chat_text import mrkdwn
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
@@ -99,8 +99,14 @@ def request_page(
 ) -> tuple[Page, bool]:
     """Queue a page of ``service`` (default service when None); returns (page, is_new).
 
-    A service already paged for this incident and not resolved is not paged again."""
+    A service already paged for this incident and not resolved is not paged again. An incident
+    in a terminal status (closed) pages nobody: waking on-call for it is a mistake, and
+    reopening it first says why they are woken."""
     name = _service(settings, service)
+    if incident.status in policy.terminal_statuses(settings):
+        raise DomainError(
+            f"{incident.ref} is {incident.status}: cannot page on-call; reopen it first"
+        )
     for page in pages_of(session, incident):
         if page.service == name and page.status in ACTIVE:
             return page, False
