@@ -1,20 +1,23 @@
 """What one declare typed in Slack costs the database while Slack waits for its answer.
 
 On PostgreSQL every statement is a round trip to a server that may share the bot's CPUs: the
-declare's claim, its incident, commander and first events are one statement, its two runs (the
-channel, the announcement) two more, then the commit. On SQLite, where a statement costs no
-round trip, they stay separate statements. A declare that grows a statement shows here.
+declare's claim, its incident, commander, first events and its two runs (the channel, the
+announcement) with their steps are one statement, then the commit. On SQLite, where a
+statement costs no round trip, they stay separate statements. A declare that grows a
+statement shows here.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 
 import httpx
 import pytest
 from sqlalchemy import event, text
 
-from incidentbot import db, inbound
+from incidentbot import db, inbound, ledger
+from incidentbot.errors import DomainError
 from incidentbot.usecases import incidents as uc
 from incidentbot.usecases.core import Actor, Core
 from tests.conftest import count
@@ -23,11 +26,7 @@ from tests.test_declare_claim import TITLE, idle_bot, signed
 # The declare's statements on the thread that answers it, after the first declare of the
 # process (which reads who the bot is and compiles the statements).
 EXPECTED = {
-    "postgresql": [
-        "WITH claim AS (INSERT INTO inbound_request",
-        "INSERT INTO ledger_run",
-        "INSERT INTO ledger_step",
-    ],
+    "postgresql": ["WITH claim AS (INSERT INTO inbound_request"],
     "sqlite": [
         "INSERT INTO inbound_request",
         "SELECT incident.id FROM incident",
@@ -46,6 +45,10 @@ def test_a_declare_typed_in_slack_makes_its_statements_and_no_more(engine, slack
     sandbox = slack_sandbox
     bot = idle_bot(engine, sandbox)  # its runs are queued, not worked
     seen: list[tuple[int, str]] = []
+    created: list[tuple[int, str]] = []  # the ledger's committed run.created events
+    unsubscribe = ledger.subscribe(
+        lambda ev: created.append((ev.run_id, ev.run_kind)) if ev.kind == "run.created" else None
+    )
 
     def statement(_conn, _cursor, sql: str, *_args) -> None:  # type: ignore[no-untyped-def]
         seen.append((threading.get_ident(), " ".join(sql.split())))
@@ -74,6 +77,7 @@ def test_a_declare_typed_in_slack_makes_its_statements_and_no_more(engine, slack
                                timeout=30)  # fmt: skip
     finally:
         bot.stop()
+        unsubscribe()
     [answering] = {thread for thread, sql in seen if "INSERT INTO incident " in sql}
     mine = [sql for thread, sql in seen if thread == answering and not sql.startswith(_FRAMING)]
     expected = EXPECTED[engine.dialect.name]
@@ -103,9 +107,44 @@ def test_a_declare_typed_in_slack_makes_its_statements_and_no_more(engine, slack
         ("role.assigned", f"{user} is commander"),
     ]
     assert [tuple(r) for r in roles] == [("commander", user)]
+    # Its two runs and their steps, as queued on either back end, each announced once
+    # committed (what wakes the workers).
+    with db.read(engine) as s:
+        runs = s.execute(
+            text(
+                "SELECT r.id, r.kind, r.idempotency_key, r.status, r.cursor, r.created_by,"
+                " r.takeovers, r.wake_at, r.created_at IS NOT NULL, r.spec FROM ledger_run r"
+                " JOIN incident i ON i.id = r.incident_id WHERE i.number = 2 ORDER BY r.id"
+            )
+        ).all()
+        steps = s.execute(
+            text(
+                "SELECT r.kind, t.idx, t.action, t.status, t.attempts, t.idempotent, t.input"
+                " FROM ledger_step t JOIN ledger_run r ON r.id = t.run_id"
+                " JOIN incident i ON i.id = r.incident_id WHERE i.number = 2 ORDER BY t.id"
+            )
+        ).all()
+    assert [tuple(r[1:9]) for r in runs] == [
+        ("incident.channel", "INC-2:channel", "pending", 0, user, 0, None, True),
+        ("incident.refresh", "INC-2:refresh:declared", "pending", 0, user, 0, None, True),
+    ]
+    spec = runs[0][9] if isinstance(runs[0][9], dict) else json.loads(runs[0][9])
+    assert [step["action"] for step in spec["steps"]] == ["chat.open_channel"]
+    assert [tuple(t[:6]) for t in steps] == [
+        ("incident.channel", 0, "chat.open_channel", "pending", 0, True),
+        ("incident.refresh", 0, "chat.digest", "pending", 0, True),
+    ]
+    inputs = [t[6] if isinstance(t[6], dict) else json.loads(t[6]) for t in steps]
+    assert inputs == [{"declarer": user, "furnish": True}, {"announce": True}]
+    ids = [r[0] for r in runs]
+    assert [c for c in created if c[0] in ids] == [
+        (ids[0], "incident.channel"),
+        (ids[1], "incident.refresh"),
+    ]
     assert again.text == answer.text
     assert "declared *INC-3* (SEV2): Bridge relayer stuck" in following.json()["text"]
     assert count(engine, "inbound_request") == count(engine, "incident") == 3
+    assert count(engine, "ledger_run") == 6  # the retry queued nothing
 
 
 def test_a_replayed_declare_writes_nothing_and_takes_no_number(engine, settings):
@@ -121,3 +160,20 @@ def test_a_replayed_declare_writes_nothing_and_takes_no_number(engine, settings)
     assert first.claimed and replay.taken and not replay.claimed
     assert nxt.ref == "INC-2"
     assert count(engine, "incident") == 2 and count(engine, "inbound_request") == 1
+
+
+def test_a_repeated_declare_finds_the_runs_its_first_queued(engine, settings):
+    """A declare repeating an idempotency key writes no incident, so its statement writes no
+    run: the runs the first one queued are found, none is queued twice; a refused declare
+    queues nothing."""
+    core = Core(settings, engine)  # with a chat: the channel and announcement are queued
+    alice = Actor("U0ALICE", "slack")
+    first = uc.declare(core, alice, title="Sequencer stalled", key="cli:declare:1")
+    again = uc.declare(core, alice, title="Sequencer stalled", key="cli:declare:1")
+    with pytest.raises(DomainError):
+        uc.declare(core, alice, title="   ")
+    assert again.incident_id == first.incident_id and again.ref == "INC-1"
+    with db.read(engine) as s:
+        keys = s.execute(text("SELECT idempotency_key FROM ledger_run ORDER BY id")).scalars()
+        assert list(keys) == ["INC-1:channel", "INC-1:refresh:declared"]
+    assert count(engine, "ledger_step") == 2 and count(engine, "incident") == 1

@@ -1,5 +1,5 @@
 """A declare's rows in one PostgreSQL statement: the Slack request's claim, the incident with the
-next INC number, its commander and its first timeline events.
+next INC number, its commander, its first timeline events and the runs it queues.
 
 Each statement is a round trip to a server that, on a small machine, shares its CPUs with the
 bot; a declare's answer waits for all of them. Here they are data-modifying ``WITH`` clauses of
@@ -11,7 +11,10 @@ one statement, which PostgreSQL runs as one (all or nothing, one snapshot):
 - ``inc``: the incident, numbered by ``nextval`` only if the claim is new and the key is not
   (a replay or a repeat takes no number, so leaves no gap);
 - ``role`` and ``events``: its commander and its events (one JSON parameter, in the order
-  given, see :mod:`incidentbot.incidents.rowsets`), for the incident just inserted, if any.
+  given, see :mod:`incidentbot.incidents.rowsets`), for the incident just inserted, if any;
+- ``ledger_runs`` and ``ledger_steps``: the runs the declare queues (its channel and its
+  announcement, keyed by the INC number) and their steps, for that incident, if any (the
+  ledger's clauses, :mod:`incidentbot.ledger.folded`).
 
 The declared event's summary names the INC number, known only in the statement: its rows carry
 the summary's ``head`` and the number goes between it and the rest. SQLite, where a statement
@@ -30,6 +33,7 @@ from sqlalchemy.engine import Connection
 
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.rowsets import json_rows
+from incidentbot.ledger import folded
 
 _INCIDENT = Incident.__table__  # type: ignore[attr-defined]
 # Every column but the id, the number (the sequence's) and those a new incident leaves empty.
@@ -44,17 +48,21 @@ _CLAIM = (
     " ON CONFLICT (key) DO NOTHING RETURNING key)"
 )
 _NO_CLAIM = "claim AS (SELECT CAST(NULL AS varchar) AS key)"
+# A run's key starts with the incident's ref (Incident.ref), known only in the statement.
+_RUN_KEY_PREFIX = "'INC-' || inc.number"
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """``claimed``: the claim was new (always True without one); ``existing``: the id of the
-    incident the idempotency key opened before; ``id`` and ``number``: the new incident's."""
+    incident the idempotency key opened before; ``id`` and ``number``: the new incident's;
+    ``runs``: the runs written (:data:`incidentbot.ledger.folded.RESULT`), if any were given."""
 
     claimed: bool
     existing: int | None
     id: int | None
     number: int | None
+    runs: Any = None
 
 
 def run(
@@ -64,22 +72,26 @@ def run(
     events: list[dict[str, Any]],
     *,
     claim: str | None,
+    runs: folded.Folded | None = None,
 ) -> Outcome:
     """Run the statement: ``values`` are the incident's :data:`COLUMNS`, ``role`` its
     commander's row and ``events`` its events (``incident_id`` left out; a row's ``head``, when
-    not None, goes before the INC number at the start of its summary)."""
+    not None, goes before the INC number at the start of its summary); ``runs``: the runs it
+    queues, their keys after the incident's ref."""
     params = dict(values)
     params["role_user"], params["role_by"] = role["user"], role["assigned_by"]
     params["role_at"] = role["started_at"]
     params["events"] = json_rows(events, _EVENT_TIMES)
     if claim is not None:
         params["claim"] = claim
-    row = connection.execute(_statement(claim is not None), params).one()
-    return Outcome(bool(row[0]), row[1], row[2], row[3])
+    if runs is not None:
+        params.update(folded.params(runs))
+    row = connection.execute(_statement(claim is not None, runs is not None), params).one()
+    return Outcome(bool(row[0]), row[1], row[2], row[3], row[4] if runs is not None else None)
 
 
 @cache
-def _statement(with_claim: bool) -> TextClause:
+def _statement(with_claim: bool, with_runs: bool) -> TextClause:
     dialect = postgresql.dialect()
     columns = [_INCIDENT.c[name] for name in COLUMNS]
     names = ", ".join(f'"{c.name}"' for c in columns)
@@ -105,8 +117,10 @@ def _statement(with_claim: bool) -> TextClause:
         " summary text, data json, source_key varchar))"
         " WITH ORDINALITY AS r(occurred_at, recorded_at, kind, actor, head, summary, data,"
         " source_key, n) ORDER BY r.n)"  # r.n: the row's place in the array; the ids follow it
-        " SELECT EXISTS (SELECT FROM claim), (SELECT id FROM existing),"
+        + (f", {folded.ctes('inc', _RUN_KEY_PREFIX)}" if with_runs else "")
+        + " SELECT EXISTS (SELECT FROM claim), (SELECT id FROM existing),"
         " (SELECT id FROM inc), (SELECT number FROM inc)"
+        + (f", {folded.RESULT}" if with_runs else "")
     )
     # The incident's values go through their columns' types (UTC times, JSON fields).
     return text(sql).bindparams(

@@ -26,6 +26,7 @@ from incidentbot.incidents.records import (
     event_row,
     insert_events,
 )
+from incidentbot.ledger import folded
 from incidentbot.ledger.redact import redact_text
 
 MAX_TITLE = 200
@@ -121,11 +122,16 @@ def declare_claimed(
     idempotency_key: str | None = None,
     private: bool = False,
     now: datetime | None = None,
+    runs: folded.Folded | None = None,
 ) -> Incident | None:
     """:func:`declare`, with the Slack request keyed ``claim`` (see :mod:`incidentbot.inbound`)
     claimed in the same statement on PostgreSQL (:mod:`.declare_statement`). None: that key was
     claimed before (a replay, a retry), and nothing was written. On SQLite ``claim`` must be
-    None: the request is claimed before, by its own statement in the same transaction."""
+    None: the request is claimed before, by its own statement in the same transaction.
+
+    ``runs``: on PostgreSQL, the runs the declare queues (keys after the incident's ref) are
+    written by that statement too, for a new incident only: ``runs.started`` says they were
+    (else, as on SQLite, the caller starts them, and finds those of a repeated declare)."""
     now = now or utcnow()
     postgres = session.get_bind().dialect.name == "postgresql"
     if idempotency_key and not postgres:
@@ -187,7 +193,7 @@ def declare_claimed(
         )
     )
     if postgres:
-        return _write_in_one(session, incident, role, events, claim)
+        return _write_in_one(session, incident, role, events, claim, runs)
     assert claim is None, "on SQLite the request is claimed by its own statement"
     # Four Core statements (the number, the incident, its commander, its first events) and no
     # unit-of-work flush; the incident then joins the session as if read, so later changes in
@@ -209,12 +215,14 @@ def _write_in_one(
     role: dict[str, Any],
     events: list[dict[str, Any]],
     claim: str | None,
+    runs: folded.Folded | None,
 ) -> Incident | None:
     values = {name: getattr(incident, name) for name in declare_statement.COLUMNS}
     for row in events:
         row.pop("incident_id")
         row.setdefault("head", None)
-    done = declare_statement.run(session.connection(), values, role, events, claim=claim)
+    conn = session.connection()
+    done = declare_statement.run(conn, values, role, events, claim=claim, runs=runs)
     if not done.claimed:
         return None
     if done.existing is not None:
@@ -222,6 +230,8 @@ def _write_in_one(
     assert done.id is not None and done.number is not None
     incident.id, incident.number = done.id, done.number
     _joins(session, incident)
+    if runs is not None:
+        folded.record(session, runs, done.runs, incident.ref, incident.id)
     return incident
 
 

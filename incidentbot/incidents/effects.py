@@ -14,6 +14,7 @@ from sqlmodel import Session
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
+from incidentbot.ledger import folded
 from incidentbot.ledger import service as ledger
 
 # Slack retries are the ledger's: quick first retries, capped, enough to outlast a short outage.
@@ -40,6 +41,23 @@ def start_declare_effects(session: Session, incident: Incident, *, declarer: str
     path, and a second step would put the ledger's commits between the two); runs queued
     before it had two, ``chat.furnish_channel`` second, and still run as they are.
     """
+    # Both runs in two statements (ledger.start_runs): a declare's acknowledgement waits on them.
+    ledger.start_runs(
+        session,
+        [(kind, incident.ref + suffix, steps) for kind, suffix, steps in _declare_runs(declarer)],
+        incident_id=incident.id,
+        actor=declarer,
+    )
+
+
+def declare_runs(declarer: str) -> folded.Folded:
+    """The runs of :func:`start_declare_effects`, for the declare's own statement to write on
+    PostgreSQL (``declare_claimed(runs=...)``): no statement of their own."""
+    return folded.fold(_declare_runs(declarer), actor=declarer)
+
+
+def _declare_runs(declarer: str) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(kind, key after the incident's ref, steps) of the declare's two runs."""
     channel = _step(
         "Create the incident channel, set its topic and purpose, invite, post the header",
         "chat.open_channel",
@@ -49,16 +67,10 @@ def start_declare_effects(session: Session, incident: Incident, *, declarer: str
     # A fixed key, so that a repeated declare finds the announcement it already queued. Its
     # first attempt posts without looking: nothing can have announced the incident before.
     announce = _refresh_steps(header=False, digest=True, announce=True)
-    # Both runs in two statements (ledger.start_runs): a declare's acknowledgement waits on them.
-    ledger.start_runs(
-        session,
-        [
-            ("incident.channel", f"{incident.ref}:channel", [channel]),
-            ("incident.refresh", f"{incident.ref}:refresh:declared", announce),
-        ],
-        incident_id=incident.id,
-        actor=declarer,
-    )
+    return [
+        ("incident.channel", ":channel", [channel]),
+        ("incident.refresh", ":refresh:declared", announce),
+    ]
 
 
 def refresh(

@@ -239,7 +239,20 @@ def start_runs(
     already names a run of the same kind is that run (a repeated declare); of another kind, an
     error. The caller gets no run back: the runs are the workers'."""
     actor = clean_text(actor, "the actor", 128)
-    checked = [
+    checked = checked_runs(runs, actions)
+    if incident_id is not None and describe(session, incident_id) is None:
+        raise NotFound(f"no incident with id {incident_id}")
+    started = untargeted.insert_many(session, checked, actor, incident_id)
+    runs_started(session, checked, started, actor=actor, incident_id=incident_id)
+
+
+def checked_runs(
+    runs: Sequence[tuple[str, str, Sequence[StepSpec | dict[str, Any]]]],
+    actions: ActionRegistry = registry,
+) -> list[tuple[str, str, list[StepSpec]]]:
+    """The runs ``(kind, key, steps)`` of :func:`start_runs`, checked: kind and key cleaned,
+    each step's action known and its input JSON."""
+    return [
         (
             clean_text(kind, "the run kind", 64),
             clean_text(key, "the idempotency key", 200),
@@ -247,9 +260,19 @@ def start_runs(
         )
         for kind, key, steps in runs
     ]
-    if incident_id is not None and describe(session, incident_id) is None:
-        raise NotFound(f"no incident with id {incident_id}")
-    started = untargeted.insert_many(session, checked, actor, incident_id)
+
+
+def runs_started(
+    session: Session,
+    checked: Sequence[tuple[str, str, list[StepSpec]]],
+    started: dict[str, tuple[int, datetime]],
+    *,
+    actor: str,
+    incident_id: int | None,
+) -> None:
+    """After the runs ``checked`` were inserted, those of ``started`` (key: id, creation time)
+    new: each announced (``run.created``: the workers are woken once the transaction commits);
+    each of the others must be a run of the same kind already started with its key."""
     for kind, key, _steps in checked:
         if key not in started:  # started before (or by a racing start that committed)
             existing = get_by_key(session, key)

@@ -180,6 +180,8 @@ def declare(
         settings, policy.severity(settings, severity or settings.default_severity).name, service
     )
     # A Slack request claimed in the declare's own transaction (see incidentbot.inbound).
+    # PostgreSQL: the channel and the announcement are written by the declare's statement too.
+    runs = effects.declare_runs(actor.id) if core.chat else None
     with inbound.claimed_transaction(core.engine, by_caller=True) as s:
         claim = inbound.claim_key(s)  # PostgreSQL: claimed in the declare's one statement
         declared = svc.declare_claimed(
@@ -196,6 +198,7 @@ def declare(
             detected_at=detected_at,
             idempotency_key=key,
             private=private,
+            runs=runs,
         )
         if claim is not None:
             inbound.claimed_by_caller(s, declared is not None)
@@ -211,7 +214,9 @@ def declare(
                 how="(it declared this incident)",
                 source_key=linked_source,
             )
-        paged = declare_effects(s, settings, inc, actor.id, chat=core.chat, service=service)
+        queued = runs is not None and runs.started is not None  # by the declare's statement
+        chat = core.chat and not queued
+        paged = declare_effects(s, settings, inc, actor.id, chat=chat, service=service)
         assert inc.id is not None
         return Declared(
             ref=inc.ref,
