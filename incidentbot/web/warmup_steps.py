@@ -88,6 +88,7 @@ def declare_rehearsal(engine: Engine, settings: Settings) -> None:
     if dialect not in ("sqlite", "postgresql"):
         return
     from incidentbot import inbound, models  # noqa: F401  (every table is mapped)
+    from incidentbot.incidents import effects
     from incidentbot.incidents import service as svc
     from incidentbot.usecases.incidents import declare_effects
 
@@ -117,9 +118,10 @@ def declare_rehearsal(engine: Engine, settings: Settings) -> None:
                     severity=settings.default_severity,
                     actor=ACTOR,
                     idempotency_key=key,
+                    runs=(runs := effects.declare_runs(ACTOR)),  # PostgreSQL: in the statement
                 )
                 assert inc is not None
-                declare_effects(s, settings, inc, ACTOR)
+                declare_effects(s, settings, inc, ACTOR, chat=runs.started is None)
                 s.flush()
         finally:
             conn.rollback()
