@@ -194,24 +194,31 @@ def claim_here(session: Session) -> None:
         conn.execute(delete(TABLE).where(TABLE.c.claimed_at < db_now(session) - KEEP))
 
 
+_PENDING = "inbound_pending_claim"
+
+
 @contextmanager
 def claimed_transaction(engine: Engine, *, by_caller: bool = False) -> Iterator[Session]:
     """:func:`db.transaction` with the deferred request being answered (if any) claimed in it:
-    first (:func:`claim_here`), or with ``by_caller`` on PostgreSQL in the caller's own first
-    statement (:func:`claim_key`; if it does not, at the end). If the transaction does not
-    commit (a refusal in it, a failure, its group's commit failing), its claim, if written, went
-    with it: the request is marked ``undone``, not ``claimed``, and the door stores no answer
-    for it, so a retry is run again rather than answered with what the first attempt was
-    told."""
+    first (:func:`claim_here`), or on PostgreSQL in the transaction's first statement: with
+    ``by_caller`` the caller's own (:func:`claim_key`), else the first read of the incident the
+    request changes (:func:`pending_claim`); if neither claims it, at the end. If the
+    transaction does not commit (a refusal in it, a failure, its group's commit failing), its
+    claim, if written, went with it: the request is marked ``undone``, not ``claimed``, and the
+    door stores no answer for it, so a retry is run again rather than answered with what the
+    first attempt was told."""
     holder = _deferred.get()
     if holder is not None and holder.claimed:  # a later transaction of a claimed request
         holder = None
     try:
         with db.transaction(engine) as session:
-            if holder is not None and (not by_caller or engine.dialect.name != "postgresql"):
+            if holder is not None and engine.dialect.name != "postgresql":
                 claim_here(session)
+            elif holder is not None and not by_caller:
+                session.info[_PENDING] = holder.key  # for the first statement (pending_claim)
             yield session
             if holder is not None:
+                session.info.pop(_PENDING, None)
                 claim_here(session)  # unless the caller's statement claimed it (claim_key)
     except BaseException:
         if holder is not None and not holder.taken:  # reached its transaction, then undone
@@ -230,9 +237,36 @@ def claim_key(session: Session) -> str | None:
     return holder.key
 
 
+def pending_claim(session: Session) -> str | None:
+    """On PostgreSQL, in a :func:`claimed_transaction` that has run no statement yet: the key of
+    the request, for the statement about to run to claim with :func:`claim_cte`, then report
+    with :func:`claimed_by_caller` (no round trip of its own, still the first write). Given
+    once: None after, and when there is nothing to claim."""
+    key = session.info.pop(_PENDING, None)
+    holder = _deferred.get()
+    if key is None or holder is None or holder.claimed or holder.key != key:
+        return None
+    return key
+
+
+@cache
+def claim_cte() -> Any:
+    """The claim of :func:`pending_claim` as a data-modifying ``WITH`` clause (PostgreSQL), its
+    key the parameter ``inbound_key``: one row if the claim is new, none if the key was
+    claimed before. Written finished, as :func:`claim_here` writes it."""
+    now = func.statement_timestamp()
+    return (
+        pg_insert(TABLE)
+        .values(key=bindparam("inbound_key"), claimed_at=now, finished_at=now)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(TABLE.c.key)
+        .cte("inbound_claim")
+    )
+
+
 def claimed_by_caller(session: Session, new: bool) -> None:
-    """The claim of :func:`claim_key` was written (``new``), or found taken: then the request
-    is a replay or a retry, and :class:`Taken` is raised (the caller wrote nothing)."""
+    """The claim of :func:`claim_key` or :func:`pending_claim` was written (``new``), or found
+    taken: then the request is a replay or a retry, and :class:`Taken` is raised."""
     holder = _deferred.get()
     assert holder is not None and not holder.claimed
     if not new:

@@ -10,13 +10,17 @@ from collections import Counter
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import event, text
 from sqlmodel import select
 
 from incidentbot import db, inbound
 from incidentbot.bot import Bot
 from incidentbot.config import Settings
+from incidentbot.errors import NotFound
 from incidentbot.incidents import service as svc
+from incidentbot.usecases import incidents as uc
+from incidentbot.usecases.core import Actor, Core
 from tests.test_declare_claim import held_bot, idle_bot, signed, stored
 
 RETRY = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
@@ -115,9 +119,17 @@ def test_each_change_is_claimed_with_it_and_a_retry_gets_its_answer(engine, slac
             # The retry changed nothing, not even the incident's last update.
             assert written(engine) == after, typed
             assert incident(engine).updated_at == state.updated_at, typed
-            # One claim, the first statement of the change's transaction.
+            # One claim, the first statement of the change's transaction (after the read of
+            # the channel's incident, which commits before it).
             assert len(claims) == 1 and claims[0] < changed[0], (typed, seen)
             assert "COMMIT" not in seen[claims[0] : changed[0]], (typed, seen)
+            before_claim = seen[seen.index("COMMIT") + 1 : claims[0]]
+            assert all(q.startswith(("BEGIN", "SAVEPOINT")) for q in before_claim), (typed, seen)
+            if engine.dialect.name == "postgresql":
+                # Not a round trip of its own: the statement that reads the incident claims it.
+                claim = seen[claims[0]]
+                assert claim.startswith("WITH INBOUND_CLAIM AS (INSERT INTO INBOUND_REQUEST ")
+                assert " FROM INCIDENT WHERE INCIDENT.NUMBER = " in claim, (typed, claim)
     finally:
         bot.stop()
     inc = incident(engine)
@@ -236,3 +248,36 @@ def test_a_change_killed_before_its_answer_is_not_run_again_by_slacks_retry(
     assert [(a.status_code, a.text) for a in answers] == [(200, ""), (200, "")]
     assert written(engine) == after  # not run again
     assert kinds(engine).get(kind, 0) == before + 1
+
+
+def test_a_change_claims_with_its_incidents_read_or_is_refused_with_nothing_claimed(
+    engine, settings
+):
+    """The read of the incident a change names claims its request (on PostgreSQL in the same
+    statement): a change to no incident is refused and leaves no claim, so its retry is run
+    again; a replayed change stops at its claim and changes nothing; a change read with its row
+    locked (a field) claims as well."""
+    core = Core(settings, engine, chat=False)
+    alice = Actor("U0ALICE", "slack")
+    with db.transaction(engine) as s:
+        svc.declare(s, settings, title="Sequencer stalled", severity="SEV2", actor="U1")
+    with pytest.raises(NotFound), inbound.deferred("slack:trigger:T1") as missing:
+        uc.set_severity(core, alice, "INC-9", "SEV1")
+    assert missing.undone and not missing.claimed and stored(engine, "inbound_request") == 0
+
+    with inbound.deferred("slack:trigger:T2") as first:
+        uc.set_severity(core, alice, "INC-1", "SEV1")
+    with pytest.raises(inbound.Taken), inbound.deferred("slack:trigger:T2") as replay:
+        uc.set_severity(core, alice, "INC-1", "SEV3")
+    assert first.claimed and replay.taken and not replay.claimed
+    with pytest.raises(NotFound), inbound.deferred("slack:trigger:T3") as locked_missing:
+        uc.set_field(core, alice, "INC-9", "chain", "ethereum")
+    with inbound.deferred("slack:trigger:T4") as locked:
+        uc.set_field(core, alice, "INC-1", "chain", "ethereum")
+    assert locked_missing.undone and locked.claimed
+    inc = incident(engine)
+    assert (inc.severity, inc.fields.get("chain")) == ("SEV1", "ethereum")
+    assert kinds(engine)["severity.changed"] == 1
+    with db.read(engine) as s:
+        keys = s.execute(text("SELECT key FROM inbound_request ORDER BY key")).scalars()
+        assert list(keys) == ["slack:trigger:T2", "slack:trigger:T4"]

@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, or_, text
+from sqlalchemy import and_, bindparam, or_, text, true
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from incidentbot import policy
+from incidentbot import inbound, policy
 from incidentbot.config import Settings
 from incidentbot.durations import ensure_utc
 from incidentbot.errors import DomainError, NotFound
@@ -39,6 +41,9 @@ def parse_ref(ref: str | int) -> int:
 
 def get(session: Session, ref: str | int, *, for_update: bool = False) -> Incident:
     number = parse_ref(ref)
+    claim = inbound.pending_claim(session)  # a change typed in Slack, on PostgreSQL
+    if claim is not None:
+        return _get_claiming(session, number, claim, for_update)
     stmt = select(Incident).where(Incident.number == number)
     if for_update:
         stmt = stmt.with_for_update()
@@ -46,6 +51,33 @@ def get(session: Session, ref: str | int, *, for_update: bool = False) -> Incide
     if incident is None:
         raise NotFound(f"no incident INC-{number}")
     return incident
+
+
+@cache
+def _claiming(for_update: bool) -> Any:
+    # The incident's row locked in a subquery: FOR UPDATE cannot apply to the nullable side of
+    # an outer join, and the claim's row must come back whether or not the incident exists.
+    found = select(Incident).where(col(Incident.number) == bindparam("number"))
+    if for_update:
+        found = found.with_for_update(of=Incident)
+    lateral = found.subquery("found").lateral()
+    claim = inbound.claim_cte()
+    # The claim's key too: a row whose one entity is missing would not come back as a row.
+    return select(aliased(Incident, lateral), claim.c.key).select_from(
+        claim.outerjoin(lateral, true())
+    )
+
+
+def _get_claiming(session: Session, number: int, claim: str, for_update: bool) -> Incident:
+    """The incident, read by the statement that claims the Slack request changing it (see
+    :func:`incidentbot.inbound.pending_claim`): one row if the claim is new (the incident, or
+    None), none if the request was claimed before (a replay, a retry: :class:`inbound.Taken`)."""
+    row = session.execute(_claiming(for_update), {"inbound_key": claim, "number": number}).first()
+    inbound.claimed_by_caller(session, row is not None)
+    assert row is not None
+    if row[0] is None:
+        raise NotFound(f"no incident INC-{number}")
+    return row[0]
 
 
 def get_by_channel(session: Session, channel_id: str) -> Incident | None:
