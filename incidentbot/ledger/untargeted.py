@@ -8,8 +8,9 @@ a racing start of the same key waits for the other to commit, then finds its row
 times from the database clock inside that ``INSERT`` (returned with its id), then its step rows
 in one ``executemany``. Runs with a target lock go the ORM way in :func:`service.start_run`.
 
-:func:`insert_many` starts several runs of one subject (a declare's channel and announcement)
-with the same two statements: SQLAlchemy sends the ``executemany`` of the run rows as one
+:func:`insert_many` starts several runs of one subject (a declare's channel and announcement;
+on PostgreSQL the declare's own statement writes those, see :mod:`.folded`) with the same two
+statements: SQLAlchemy sends the ``executemany`` of the run rows as one
 multi-row ``INSERT ... RETURNING``, then every run's steps in one ``executemany``; no ORM
 instance is built.
 """
