@@ -41,6 +41,15 @@ EXPECTED = {
 _FRAMING = ("BEGIN", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
 
 
+@pytest.fixture
+def chat_actions() -> None:
+    # Declares with a chat queue their runs here (no worker runs them): the actions must be
+    # known, as they are in a bot or the CLI.
+    for name in ("chat.open_channel", "chat.digest"):
+        if ledger.registry.get(name) is None:
+            ledger.registry.register(name, lambda *_a, **_k: None, idempotent=True)
+
+
 def test_a_declare_typed_in_slack_makes_its_statements_and_no_more(engine, slack_sandbox):
     sandbox = slack_sandbox
     bot = idle_bot(engine, sandbox)  # its runs are queued, not worked
@@ -162,7 +171,7 @@ def test_a_replayed_declare_writes_nothing_and_takes_no_number(engine, settings)
     assert count(engine, "incident") == 2 and count(engine, "inbound_request") == 1
 
 
-def test_a_repeated_declare_finds_the_runs_its_first_queued(engine, settings):
+def test_a_repeated_declare_finds_the_runs_its_first_queued(engine, settings, chat_actions):
     """A declare repeating an idempotency key writes no incident, so its statement writes no
     run: the runs the first one queued are found, none is queued twice; a refused declare
     queues nothing."""
@@ -177,3 +186,35 @@ def test_a_repeated_declare_finds_the_runs_its_first_queued(engine, settings):
         keys = s.execute(text("SELECT idempotency_key FROM ledger_run ORDER BY id")).scalars()
         assert list(keys) == ["INC-1:channel", "INC-1:refresh:declared"]
     assert count(engine, "ledger_step") == 2 and count(engine, "incident") == 1
+
+
+def test_a_declare_whose_run_key_is_taken_keeps_the_run_of_its_kind_or_is_refused(
+    engine, settings, chat_actions
+):
+    """A run already keyed as a new incident's channel (left from an earlier database whose
+    numbers were reused) is that run if it opens a channel; if it is another kind of run, the
+    declare is refused and writes nothing."""
+    from incidentbot.ledger import service as runs
+
+    core = Core(settings, engine)
+    alice = Actor("U0ALICE", "slack")
+    noop = [{"name": "wait", "action": "ledger.noop"}]
+    with db.transaction(engine) as s:
+        runs.start_run(s, kind="incident.channel", key="INC-1:channel", steps=noop, actor="old")
+        runs.start_run(s, kind="other.kind", key="INC-2:channel", steps=noop, actor="old")
+    first = uc.declare(core, alice, title="Sequencer stalled")
+    with pytest.raises(DomainError):
+        uc.declare(core, alice, title="Bridge relayer stuck")
+    assert first.ref == "INC-1" and count(engine, "incident") == 1
+    with db.read(engine) as s:
+        rows = s.execute(
+            text("SELECT idempotency_key, created_by FROM ledger_run ORDER BY idempotency_key")
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("INC-1:channel", "old"),
+        ("INC-1:refresh:declared", "U0ALICE"),
+        ("INC-2:channel", "old"),
+    ]
+    with db.read(engine) as s:
+        actions = s.execute(text("SELECT action FROM ledger_step ORDER BY action")).scalars()
+        assert list(actions) == ["chat.digest", "ledger.noop", "ledger.noop"]
