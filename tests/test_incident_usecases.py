@@ -14,6 +14,7 @@ from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
+from incidentbot.ledger import registry
 from incidentbot.slack.grammar import Command, Usage, help_text, parse
 from incidentbot.usecases import incidents as uc
 from incidentbot.usecases.core import Actor, Core
@@ -86,7 +87,15 @@ def test_without_slack_the_cli_records_only(cli, engine):
     assert code == 0 and "Nothing to follow: Slack is not configured here" in out
 
 
-def test_a_refused_change_changes_nothing_and_queues_nothing(engine):
+@pytest.fixture
+def chat_actions() -> None:
+    # The use cases queue runs here with no bot in the process: their actions must be known.
+    for name in ("chat.open_channel", "chat.header", "chat.digest", "pager.resolve"):
+        if registry.get(name) is None:
+            registry.register(name, lambda *_a, **_k: None, idempotent=True)
+
+
+def test_a_refused_change_changes_nothing_and_queues_nothing(engine, chat_actions):
     core = Core(Settings(pagerduty=PAGERDUTY), engine)
     out = uc.declare(core, ALICE, title="RPC down", severity="sev2")
     assert (out.ref, out.paged, out.channel_queued) == ("INC-1", None, True)  # no default service

@@ -239,17 +239,18 @@ def _change(core: Core) -> AbstractContextManager[Session]:
     return inbound.claimed_transaction(core.engine)
 
 
-def _refresh(core: Core, s: Session, ref: str, actor: Actor, reason: str) -> None:
-    """Queue the header and digest refresh a change needs (with a chat)."""
+def _refresh(core: Core, s: Session, inc: Incident, actor: Actor, reason: str) -> None:
+    """Queue the header and digest refresh a change needs (with a chat), for the incident the
+    change read and changed in ``s`` (not read again: one round trip fewer)."""
     if core.chat:
-        effects.refresh(s, svc.get(s, ref), actor=actor.id, reason=reason)
+        effects.refresh(s, inc, actor=actor.id, reason=reason)
 
 
 def set_severity(core: Core, actor: Actor, ref: str, severity: str) -> Changed:
     with _change(core) as s:
         old = svc.get(s, ref).severity
         inc = svc.set_severity(s, core.settings, ref, severity, actor=actor.id)
-        _refresh(core, s, inc.ref, actor, "sev")
+        _refresh(core, s, inc, actor, "sev")
         return Changed(inc.ref, "severity", old, inc.severity)
 
 
@@ -257,7 +258,7 @@ def set_status(core: Core, actor: Actor, ref: str, status: str) -> Changed:
     with _change(core) as s:
         old = svc.get(s, ref).status
         inc = svc.set_status(s, core.settings, ref, status, actor=actor.id)
-        _refresh(core, s, inc.ref, actor, "status")
+        _refresh(core, s, inc, actor, "status")
         return Changed(inc.ref, "status", old, inc.status)
 
 
@@ -267,14 +268,14 @@ def set_field(core: Core, actor: Actor, ref: str, name: str, value: str | None) 
     pinned header is refreshed."""
     with _change(core) as s:
         out = incident_fields.set_field(s, core.settings, ref, name, value, actor=actor.id)
-        _refresh(core, s, out.incident.ref, actor, "field")
+        _refresh(core, s, out.incident, actor, "field")
         return FieldSet(out.incident.ref, out.name, out.label, out.old, out.new)
 
 
 def assign(core: Core, actor: Actor, ref: str, role: str, user: str) -> Assigned:
     with _change(core) as s:
         inc = svc.assign_role(s, core.settings, ref, role, user, actor=actor.id)
-        _refresh(core, s, inc.ref, actor, "assign")
+        _refresh(core, s, inc, actor, "assign")
     spec = policy.role(core.settings, role)
     return Assigned(inc.ref, spec.name, spec.label, spec.description, user)
 
@@ -282,7 +283,7 @@ def assign(core: Core, actor: Actor, ref: str, role: str, user: str) -> Assigned
 def unassign(core: Core, actor: Actor, ref: str, role: str) -> Unassigned:
     with _change(core) as s:
         inc = svc.unassign_role(s, core.settings, ref, role, actor=actor.id)
-        _refresh(core, s, inc.ref, actor, "unassign")
+        _refresh(core, s, inc, actor, "unassign")
     return Unassigned(inc.ref, policy.role(core.settings, role).name)
 
 
@@ -321,7 +322,7 @@ def set_milestone(
         name = milestone.strip().lower().replace("-", "_").replace(" ", "_")
         previous = inc.milestone(name) if hasattr(inc, f"{name}_at") else None
         inc = svc.set_milestone(s, core.settings, ref, milestone, at, actor=actor.id, via=via)
-        _refresh(core, s, inc.ref, actor, "milestone")
+        _refresh(core, s, inc, actor, "milestone")
         when = inc.milestone(name)
         assert when is not None
         return MilestoneSet(inc.ref, name, when, previous)
@@ -332,7 +333,7 @@ def resolve(core: Core, actor: Actor, ref: str, summary: str) -> Resolved:
     with _change(core) as s:
         inc = svc.resolve(s, core.settings, ref, summary, actor=actor.id)
         pages = paging.resolve_pages(s, core.settings, inc, actor=actor.id)
-        _refresh(core, s, inc.ref, actor, "resolve")
+        _refresh(core, s, inc, actor, "resolve")
         duration = inc.resolved_at - inc.declared_at if inc.resolved_at else None
         return Resolved(inc.ref, inc.resolution_summary or summary, duration, pages)
 
@@ -340,7 +341,7 @@ def resolve(core: Core, actor: Actor, ref: str, summary: str) -> Resolved:
 def close(core: Core, actor: Actor, ref: str) -> Closed:
     with _change(core) as s:
         inc = svc.close(s, core.settings, ref, actor=actor.id)
-        _refresh(core, s, inc.ref, actor, "close")
+        _refresh(core, s, inc, actor, "close")
         return Closed(inc.ref)
 
 
@@ -348,7 +349,7 @@ def reopen(core: Core, actor: Actor, ref: str, reason: str | None = None) -> Reo
     with _change(core) as s:
         old = svc.get(s, ref).status
         inc = svc.reopen(s, core.settings, ref, actor=actor.id, reason=reason)
-        _refresh(core, s, inc.ref, actor, "reopen")
+        _refresh(core, s, inc, actor, "reopen")
         return Reopened(inc.ref, old, inc.status)
 
 
