@@ -9,12 +9,20 @@ notifications concurrently over HTTP, in three phases over the same alerts:
 2. repeats: the same notifications again (Alertmanager's repeat_interval, HA peers);
 3. resolves: every alert resolved.
 
-The baseline, in the same run and from the same client with the same bodies, is a JSON-parsing
-floor: a bare Starlette endpoint in its own process that parses each body and answers 200. The
-figure is the time per 1,000 alerts (the target, ≥ 2,000 alerts/s, is within 2× of a 4,000/s
-floor). A second figure per back end, with no target, is the CPU time the bot's process spent
-per 1,000 alerts against the floor process's: on a shared machine, wall-clock figures of two
-runs differ with the other load, CPU time much less.
+The figure is the time per 1,000 alerts over the three phases, held to the target as it is
+stated: ≥ 2,000 alerts/s, that is under 500 ms per 1,000 alerts, on each back end. The JSON
+floor, measured in the same run from the same client with the same bodies (a bare Starlette
+endpoint in its own process that parses each body and answers 200), is shown beside it for
+context: what the client and the machine allow at most.
+
+A second figure per back end, with no target, is the CPU time the bot's process spent per
+1,000 alerts against the floor process's (on a shared machine, wall-clock figures of two runs
+differ with the other load, CPU time much less). It is split in two: the request threads'
+own, decoding and ingesting the notifications (the bot's
+``incidentbot_alert_ingest_cpu_seconds_total``), and the rest of the process, mostly the
+ledger workers creating and furnishing the storm's incidents' channels and posting the groups'
+messages, which run while the alerts keep coming (the note says how many of the channels were
+done when the clock stopped) and the web server.
 
 Nothing is assumed from a 200: the stored alerts, their repeat counts, the resolved ones, the
 deliveries (none failed), the incidents (one per group) and the alerts' firing and resolved
@@ -38,8 +46,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import yaml
@@ -53,6 +61,7 @@ from bench.served import free_port, served_bot
 from incidentbot import db
 from incidentbot.alerts.models import RESOLVED, AlertDelivery, AlertRecord
 from incidentbot.incidents.models import Incident, TimelineEvent
+from incidentbot.ledger.models import SUCCEEDED, Run
 from tests.pgcluster import PgCluster, PgUnavailable
 from tests.test_alerts_support import alert, notification, resolved
 
@@ -212,21 +221,56 @@ def _check_stored(url: str, groups: int, per_group: int) -> None:
         )
 
 
-def ingest_rate(
-    url: str, groups: int, per_group: int, concurrency: int
-) -> tuple[float, float | None]:
-    """Alerts per second through `incidentbot serve` on ``url``, and the CPU seconds its
-    process used per 1,000 alerts meanwhile (None without /proc), after checking the store."""
+INGEST_CPU = "incidentbot_alert_ingest_cpu_seconds_total"
+
+
+def ingest_cpu(webhook: str) -> float:
+    """The request threads' CPU seconds on the notifications so far, from the bot's /metrics."""
+    base = webhook.removesuffix("/webhooks/alertmanager")
+    for line in httpx.get(f"{base}/metrics", timeout=30).text.splitlines():
+        if line.startswith(INGEST_CPU + " "):
+            return float(line.split()[1])
+    raise BenchFailed(f"/metrics has no {INGEST_CPU}")
+
+
+def channels_done(url: str) -> int:
+    """How many incident channels the ledger workers have created and furnished so far."""
+    engine = db.make_engine(url)
+    try:
+        with db.read(engine) as s:
+            done = select(func.count()).where(
+                Run.kind == "incident.channel", Run.status == SUCCEEDED
+            )
+            return int(s.exec(done).one())
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class Measured:
+    """One back end's run: alerts/s, and per 1,000 alerts the CPU seconds of the bot's process
+    and of its request threads' ingest (None without /proc), the channels done at the stop."""
+
+    rate: float
+    cpu: float | None
+    ingest_cpu: float
+    channels: int
+
+
+def ingest_rate(url: str, groups: int, per_group: int, concurrency: int) -> Measured:
+    """Alerts per second through `incidentbot serve` on ``url``, and the CPU its process used
+    meanwhile, after checking the store."""
     with tempfile.TemporaryDirectory() as tmp, served_alert_bot(url, tmp) as webhook:
         warm = notification([alert("Warmup", instance="w")], group="Warmup")
         asyncio.run(_send(webhook, [warm], 1))
         pid = _served_pid()
-        before = cpu_seconds(pid) if pid else None
+        before, ingest_before = cpu_seconds(pid) if pid else None, ingest_cpu(webhook)
         total, elapsed = _send_all(webhook, groups, per_group, concurrency)
-        after = cpu_seconds(pid) if pid else None
+        after, ingest_after = cpu_seconds(pid) if pid else None, ingest_cpu(webhook)
+        channels = channels_done(url)
     _check_stored(url, groups, per_group)
     cpu = (after - before) / total * 1000 if before is not None and after is not None else None
-    return total / elapsed, cpu
+    return Measured(total / elapsed, cpu, (ingest_after - ingest_before) / total * 1000, channels)
 
 
 def figures(args: BenchArgs) -> list[Figure]:
@@ -241,7 +285,7 @@ def figures(args: BenchArgs) -> list[Figure]:
     if floor_before is not None and floor_after is not None:
         floor_cpu = (floor_after - floor_before) / sent * 1000
     out = []
-    backends: list[tuple[str, Any]] = []
+    backends: list[tuple[str, Measured | str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         backends.append(
             ("SQLite", ingest_rate(f"sqlite:///{tmp}/b.db", groups, per_group, concurrency))
@@ -264,33 +308,40 @@ def figures(args: BenchArgs) -> list[Figure]:
         if isinstance(measured, str):
             print(f"alert ingest, {name}: {measured}")
             continue
-        rate, cpu = measured
         out.append(
             Figure(
                 f"Alertmanager ingest, {name} ({shape})",
-                1000 / rate * 1000,
+                1000 / measured.rate * 1000,
                 1000 / floor * 1000,
                 unit="ms/1k alerts",
-                target=2.0,
-                baseline_name="parsing the JSON only",
-                note=f"{rate:.0f} alerts/s against a floor of {floor:.0f}/s (target ≥ 2,000/s); "
-                "stored alerts, receipts, resolves, incidents and timeline entries counted, "
-                "0 failed",
+                under=1000 / TARGET_RATE * 1000,
+                baseline_name="parsing the JSON only, for context",
+                note=f"{measured.rate:.0f} alerts/s; target ≥ {TARGET_RATE:,} alerts/s "
+                f"(under {1000 / TARGET_RATE * 1000:.0f} ms/1k); the JSON floor "
+                f"{floor:.0f}/s; stored alerts, receipts, resolves, incidents and timeline "
+                "entries counted, 0 failed",
             )
         )
-        if cpu is not None and floor_cpu:
+        if measured.cpu is not None and floor_cpu:
+            rest = measured.cpu - measured.ingest_cpu
             out.append(
                 Figure(
                     f"Alertmanager ingest, {name}: CPU time of the bot's process ({shape})",
-                    cpu * 1000,
+                    measured.cpu * 1000,
                     floor_cpu * 1000,
                     unit="ms CPU/1k alerts",
                     baseline_name="CPU time of the JSON floor's process",
-                    note="no target: CPU time is what the machine's other load changes least; "
-                    "includes the ledger workers creating the incidents' channels meanwhile",
+                    note=f"no target; of it, the request threads' ingest "
+                    f"{measured.ingest_cpu * 1000:.0f} ms, the rest {rest * 1000:.0f} ms: "
+                    "mostly the ledger workers' channel work for the storm's incidents "
+                    f"({measured.channels} of {groups} channels done when the clock stopped) "
+                    "and the web server",
                 )
             )
     return out
+
+
+TARGET_RATE = 2000  # alerts/s, on each back end
 
 
 def run(name: str, url: str, args: argparse.Namespace) -> None:

@@ -53,6 +53,12 @@ class Metrics:
             ["method"],
             registry=self.registry,
         )
+        self.alert_ingest_cpu = Counter(
+            "incidentbot_alert_ingest_cpu_seconds",
+            "CPU time the request threads spent decoding and ingesting Alertmanager "
+            "notifications (the channel work their incidents queue runs in the ledger workers)",
+            registry=self.registry,
+        )
         self.registry.register(_DatabaseCollector(engine, settings))
 
     def observe_slack_call(self, method: str, outcome: str, _seconds: float) -> None:

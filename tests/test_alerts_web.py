@@ -13,7 +13,9 @@ from starlette.testclient import TestClient
 
 from incidentbot.alerts.models import AlertDelivery, AlertRecord
 from incidentbot.config import Settings
+from incidentbot.metrics import Metrics
 from incidentbot.web.alertmanager import MAX_BODY, PATH, alertmanager_route
+from incidentbot.web.app import create_app
 from tests.conftest import count
 from tests.test_alerts_support import TOKEN, alert, notification, settings_for
 
@@ -185,3 +187,24 @@ def test_a_lone_surrogate_in_an_alert_is_replaced_not_a_500(client, engine):
         stored = s.exec(select(AlertRecord)).one()
     assert stored.labels["instance"] == "rpc-9\ufffd"
     assert stored.annotations["summary"].endswith("fired \ufffd")
+
+
+def test_metrics_count_the_cpu_time_the_deliveries_took(engine, tmp_path):
+    """Operators (and the ingest benchmark) can tell the ingest's own CPU time from the rest
+    of the process's: the request threads count theirs in ``/metrics``. (No rule declares:
+    stored, not declared.)"""
+    settings = settings_for(tmp_path, rules=[])
+    app = create_app(bolt=None, engine=engine, metrics=Metrics(engine, settings), settings=settings)
+
+    def counted(c: TestClient) -> float:
+        lines = c.get("/metrics").text.splitlines()
+        [line] = [x for x in lines if x.startswith("incidentbot_alert_ingest_cpu_seconds_total ")]
+        return float(line.split()[1])
+
+    with TestClient(app) as c:
+        assert counted(c) == 0
+        alerts = [alert("RpcEndpointDown", instance=f"rpc-{n}:8545") for n in range(50)]
+        response = c.post(PATH, json=notification(alerts), headers=BEARER)
+        assert response.status_code == 200, response.text
+        assert (response.json()["new"], count(engine, "alert")) == (50, 50)
+        assert counted(c) > 0

@@ -16,6 +16,8 @@ import binascii
 import hmac
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -104,28 +106,35 @@ def _decode_and_ingest(
     on_declare: service.OnDeclare | None,
     on_alerts: service.OnAlerts | None,
     remote: str | None,
+    on_cpu: Callable[[float], None] | None = None,
 ) -> service.Outcome:
     """Decode the body and hand it to the ingest, in a worker thread: a large body is decoded
     off the event loop that Slack's requests share, and then walked once (cleaned, validated
     and redacted by :func:`incidentbot.alerts.payload.parse`). It starts once the Slack answers
     being sent are out, and asks again between its phases (the decode, the walk, the
     transaction), all these waits together at most YIELD_TO_SLACK_S: a storm that arrives
-    with a burst of commands, or before it, does not take the CPU the acks need."""
+    with a burst of commands, or before it, does not take the CPU the acks need.
+    ``on_cpu`` is given the CPU time this thread spent on it (the waits excluded)."""
     pause = priority.yielding(YIELD_TO_SLACK_S)
     pause()
+    began = time.thread_time()
     try:
-        data: Any = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _NotJson(str(exc)) from None
-    return service.ingest(
-        engine,
-        settings,
-        data,
-        on_declare=on_declare,
-        on_alerts=on_alerts,
-        remote=remote,
-        pause=pause,
-    )
+        try:
+            data: Any = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _NotJson(str(exc)) from None
+        return service.ingest(
+            engine,
+            settings,
+            data,
+            on_declare=on_declare,
+            on_alerts=on_alerts,
+            remote=remote,
+            pause=pause,
+        )
+    finally:
+        if on_cpu is not None:
+            on_cpu(time.thread_time() - began)
 
 
 def alertmanager_route(
@@ -137,6 +146,8 @@ def alertmanager_route(
     on_declare: service.OnDeclare | None = declare_effects,
     # The group's one message in the incident channel, updated as its alerts fire and resolve.
     on_alerts: service.OnAlerts | None = messages.queue,
+    # Told the CPU time each delivery took in its thread (the bot's metrics count it).
+    on_cpu: Callable[[float], None] | None = None,
 ) -> Route:
     """The Starlette route; ``on_declare`` runs in each declare's transaction."""
     slots = asyncio.Semaphore(CONCURRENCY)
@@ -174,6 +185,7 @@ def alertmanager_route(
                     on_declare=on_declare,
                     on_alerts=on_alerts,
                     remote=remote,
+                    on_cpu=on_cpu,
                 )
         except _NotJson as exc:
             return _error(400, f"the body is not valid JSON: {exc}")

@@ -55,7 +55,7 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     if settings is not None:
-        routes.append(alertmanager_route(engine, settings))
+        routes.append(alertmanager_route(engine, settings, on_cpu=metrics.alert_ingest_cpu.inc))
     routes.extend(extra_routes)
     return Starlette(routes=routes)
 
