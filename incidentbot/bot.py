@@ -55,7 +55,7 @@ from incidentbot.slack.reminder_commands import ReminderCommands
 from incidentbot.slack.runbook_commands import RunbookCommands
 from incidentbot.slack.web_client import PooledWebClient
 from incidentbot.usecases.core import Core
-from incidentbot.web import pagerduty_webhooks, run_page, warmup
+from incidentbot.web import alertmanager, pagerduty_webhooks, run_page, warmup
 from incidentbot.web.app import create_app
 
 if TYPE_CHECKING:  # imported only when configured: PagerDuty's client, Socket Mode's
@@ -112,7 +112,10 @@ class Bot:
         else:
             _secret(settings.slack_app_token, "INCIDENTBOT_SLACK_APP_TOKEN")
         if engine is None:
-            engine = db.make_engine(settings.effective_database_url, grouped=settings.group_commit)
+            # Alert deliveries, workers and their step threads, Slack: none connects per use.
+            pool = alertmanager.CONCURRENCY + 2 * settings.workers + 4
+            url, grouped = settings.effective_database_url, settings.group_commit
+            engine = db.make_engine(url, grouped=grouped, pool_size=pool)
         db.check_schema(engine)
         metrics = Metrics(engine, settings)
         fx = Effects.install(settings, engine, token=token, observer=metrics.observe_slack_call)

@@ -36,10 +36,12 @@ log = logging.getLogger(__name__)
 
 PATH = "/webhooks/alertmanager"
 MAX_BODY = 8 * 1024 * 1024
-# Deliveries processed at once. Declares serialise in the database anyway (the incident
-# number), so more threads only share the GIL with whichever one holds the lock; a few keep
-# a storm's throughput up and its tail latency down. The others wait without a thread.
-CONCURRENCY = 4
+# Deliveries processed at once; the others wait without a thread. A delivery spends much of
+# its time on database round trips and its commit, during which another can run: with 4, a
+# storm's senders waited while the process used half a core (on PostgreSQL above all, where
+# a declaring delivery makes a dozen round trips). The engine's pool holds this many besides
+# the ledger workers' connections (incidentbot.bot), so none is opened per delivery.
+CONCURRENCY = 8
 # How long a delivery waits for the Slack answers being sent (incidentbot.priority): well
 # inside Alertmanager's 10 s webhook timeout.
 YIELD_TO_SLACK_S = 2.0
