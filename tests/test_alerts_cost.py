@@ -38,9 +38,11 @@ def _per_delivery(engine, alerts: str = "INSERT alert") -> Counter[str]:
     """A delivery's reads and writes besides its own: the group (one upsert), the alerts (one
     read, one write: ``INSERT alert``, the upsert of what changed, or ``UPDATE alert``, the
     count of a repeat), the group's incident; on PostgreSQL the group's upsert takes the
-    delivery's locks first, in the same statement (``WITH locked AS (...) INSERT``)."""
+    delivery's locks first and reads the group's incident after, in the same statement
+    (``WITH locked AS (...), g AS (INSERT ...) SELECT ... incident``)."""
     found = Counter({_GROUP_UPSERT[engine.dialect.name]: 1, "SELECT alert": 1, alerts: 1})
-    found["SELECT incident"] = 1
+    if engine.dialect.name != "postgresql":
+        found["SELECT incident"] = 1
     return found + begins(engine, 1)
 
 
@@ -55,9 +57,10 @@ def test_a_repeat_and_a_resolve_write_their_delivery_once(engine, settings):
         repeat = service.ingest(engine, settings, notification(alerts))
     assert (repeat.new, repeat.repeats, repeat.incident) == (0, 2, "INC-1")
     # nothing but the count changed: the alerts are one UPDATE, not an upsert; on PostgreSQL
-    # that UPDATE is a WITH clause of the delivery's INSERT (one round trip for both)
+    # that UPDATE is a WITH clause of the delivery's INSERT (one round trip for both), and the
+    # group's statement read its incident: three statements and the commit
     if engine.dialect.name == "postgresql":
-        expected = Counter({"WITH": 2, "SELECT alert": 1, "SELECT incident": 1}) + begins(engine, 1)
+        expected = Counter({"WITH": 2, "SELECT alert": 1}) + begins(engine, 1)
     else:
         expected = _per_delivery(engine, "UPDATE alert") + Counter({"INSERT alert_delivery": 1})
     assert Counter(seen) == expected, seen

@@ -7,6 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import select
 
 from incidentbot import db
@@ -17,6 +18,7 @@ from incidentbot.errors import DomainError
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident, TimelineEvent
 from tests.conftest import count
+from tests.slack_harness import wait_for
 from tests.test_alerts_support import T0, alert, notification, resolved, settings_for
 
 
@@ -304,6 +306,56 @@ def test_concurrent_deliveries_of_one_group_declare_one_incident(engine, setting
     with db.transaction(engine) as s:
         keys = s.exec(select(TimelineEvent.source_key).where(TimelineEvent.kind == "alert.firing"))
         assert len(set(keys)) == 9
+
+
+def test_a_delivery_that_waited_for_the_group_joins_the_incident_declared_meanwhile(
+    engine, settings
+):
+    """On PostgreSQL the group's statement reads the group's incident too, in a snapshot taken
+    before it waits for the group's lock: a delivery that waited while another declared finds
+    that incident all the same (read once the lock is its), and declares no second one."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's write lock keeps the second delivery from starting meanwhile")
+    declared, release = threading.Event(), threading.Event()
+    outcomes: dict[str, service.Outcome] = {}
+
+    def hold(*_args) -> None:  # in the declare's transaction, before its commit
+        declared.set()
+        assert release.wait(30)
+
+    def first() -> None:
+        outcomes["first"] = service.ingest(
+            engine, settings, notification([rpc(1)]), on_declare=hold
+        )
+
+    def second() -> None:
+        # another alert of the group: only the group leads to the incident
+        outcomes["second"] = service.ingest(engine, settings, notification([rpc(2)]))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert declared.wait(30)
+    threads[1].start()
+
+    def waiting() -> bool:
+        with engine.connect() as c:
+            found = c.execute(
+                text(
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND wait_event = 'advisory' AND query LIKE 'WITH locked AS%'"
+                )
+            ).first()
+            return found is not None
+
+    wait_for(waiting, what="the second delivery to wait for the group's lock")
+    release.set()
+    for t in threads:
+        t.join()
+    assert outcomes["first"].declared and outcomes["first"].incident == "INC-1"
+    assert not outcomes["second"].declared and outcomes["second"].incident == "INC-1"
+    assert [i.ref for i in incidents(engine)] == ["INC-1"]
+    assert {r.incident_id for r in alerts(engine)} == {incidents(engine)[0].id}
+    assert kinds(engine).count("alert.firing") == 2
 
 
 def test_an_alert_listed_twice_in_one_notification_is_one_instance(engine, settings):

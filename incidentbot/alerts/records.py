@@ -95,6 +95,8 @@ class GroupRow:
     incident_id: int | None
     incidents_declared: int
     _saved: tuple[int | None, int] = (None, 0)
+    # Its incident's columns, when the statement that read the group read them too.
+    incident_row: dict[str, Any] | None = None
 
 
 @dataclass

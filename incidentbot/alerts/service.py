@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, select
 
 from incidentbot import db, policy
@@ -39,7 +40,7 @@ from incidentbot.alerts.models import (
     AlertDelivery,
 )
 from incidentbot.alerts.payload import Payload, parse
-from incidentbot.alerts.records import AlertRow, Routed
+from incidentbot.alerts.records import AlertRow, GroupRow, Routed
 from incidentbot.alerts.snooze import not_snoozed, snoozed_until
 from incidentbot.alerts.timeline import (
     attach,
@@ -227,7 +228,7 @@ def process(
     out.unmatched = sum(1 for _, _, r in rows if not r.matched)
     actor = settings.alerts.actor
 
-    incident = _open_incident(session, settings, group.incident_id)
+    incident = _open_incident(session, settings, group)
     if incident is None:
         incident = _incident_holding(session, settings, fingerprints)
         if incident is not None:
@@ -317,15 +318,24 @@ def _unique(rows: list[Routed]) -> list[Routed]:
     return out
 
 
-def _open_incident(
-    session: Session, settings: Settings, incident_id: int | None
-) -> Incident | None:
-    if incident_id is None:
+def _open_incident(session: Session, settings: Settings, group: GroupRow) -> Incident | None:
+    """The group's incident unless it has ended. Its row is read with Core, on PostgreSQL by
+    the group's own statement (:func:`groups.incident_row`), and made the session's instance
+    as it was read, without the ORM's query."""
+    if group.incident_id is None:
         return None
-    incident = session.get(Incident, incident_id)
-    if incident is None or incident.status in policy.terminal_statuses(settings):
+    held = session.identity_map.get(session.identity_key(Incident, group.incident_id))
+    if held is None:
+        values = groups.incident_row(session, group)
+        if values is None:
+            return None
+        held = Incident(**values)
+        make_transient_to_detached(held)  # as if loaded: no change pending
+        session.add(held)
+    assert isinstance(held, Incident)
+    if held.status in policy.terminal_statuses(settings):
         return None
-    return incident
+    return held
 
 
 def _incident_holding(
