@@ -301,3 +301,44 @@ def test_an_alert_repeated_and_attached_by_one_delivery_is_both(engine, settings
     assert stored["RpcEndpointDown"].received_count == 2
     assert kinds["alert.firing"] == 2 and kinds["alert.group_attached"] == 1, kinds
     assert [g for (g,) in group_incidents] == [incident_id, incident_id]
+
+
+def test_a_resolve_that_updates_the_groups_message_reads_its_snooze_with_the_group(
+    engine, settings
+):
+    """A resolve queues the update of the group's message unless the group is snoozed: on
+    PostgreSQL the group's statement read the group's latest snooze with its incident (no
+    statement of its own); SQLite reads it on its own (no round trip there). Snoozed, the
+    message is not queued, on both back ends."""
+    from incidentbot.alerts import messages, snooze
+    from incidentbot.clock import utcnow
+    from incidentbot.ledger.actions import ActionRegistry
+
+    actions = ActionRegistry()
+    actions.register(messages.ACTION, lambda _ctx, _input: {}, idempotent=True)
+
+    queued: list[int | None] = []
+
+    def on_alerts(s, st, incident, group):
+        queued.append(messages.queue(s, st, incident, group, actions=actions))
+
+    alerts = [_rpc(1), _rpc(2)]
+    first = service.ingest(engine, settings, notification(alerts), on_alerts=on_alerts)
+    assert first.declared
+    with statements(engine) as seen:
+        service.ingest(engine, settings, notification([resolved(alerts[0])]), on_alerts=on_alerts)
+    snooze_reads = Counter(seen)["SELECT timeline_event"]
+    assert snooze_reads == (0 if engine.dialect.name == "postgresql" else 1), seen
+    assert queued[-1] is not None and queued[-1] == queued[0]  # joins the pending update
+
+    with db.transaction(engine) as s:
+        incident = svc.get(s, "INC-1")
+        [group] = snooze.groups_of(s, incident)
+        snooze.snooze(s, incident, group.id, timedelta(hours=1), actor="U1", now=utcnow())
+    with statements(engine) as seen:
+        done = service.ingest(
+            engine, settings, notification([resolved(alerts[1])]), on_alerts=on_alerts
+        )
+    assert done.resolved == 1 and len(queued) == 3
+    assert queued[-1] is None  # snoozed: the message waits
+    assert Counter(seen)["SELECT timeline_event"] == snooze_reads, seen

@@ -6,7 +6,7 @@ group key and on each fingerprint, taken in one global order, so never a deadloc
 the transaction already holds the database's write lock (``BEGIN IMMEDIATE``). The group is
 made or brought up to date by one upsert on its key; on PostgreSQL the locks are taken by the
 same statement, before it touches the group's row (one round trip where it was two), and the
-same statement reads the group's incident too (:func:`incident_row`).
+same statement reads the group's incident and its latest snooze too (:func:`incident_row`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, bindparam, column, select, text
+from sqlalchemy import JSON, Table, bindparam, column, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
+from incidentbot.alerts import snooze
 from incidentbot.alerts.models import AlertGroup
 from incidentbot.alerts.payload import Payload
 from incidentbot.alerts.records import GroupRow
@@ -51,9 +52,10 @@ def lock_and_upsert(
         params["ids"] = sorted({lock_id(k) for k in locks})
         params["group_labels"] = json.dumps(params["group_labels"])
         row = session.execute(_PG_LOCK_AND_UPSERT, params).one()
-        id_, labels, incident_id, declared = row[:4]
-        if row[4] is not None:  # the incident's id: found in the statement's snapshot
-            incident = dict(zip(INCIDENT_COLUMNS, row[4:], strict=True))
+        id_, labels, incident_id, declared, snoozed = row[:5]
+        if row[5] is not None:  # the incident's id: found in the statement's snapshot
+            incident = dict(zip(INCIDENT_COLUMNS, row[5:], strict=True))
+            snooze.read_with(session, id_, snoozed)  # its snooze, read by the statement too
     else:  # SQLite: this transaction already holds the write lock
         id_, labels, incident_id, declared = session.execute(_sqlite_upsert(), params).one()
     group = GroupRow(id_, key_hash, labels, incident_id, declared, (incident_id, declared))
@@ -142,10 +144,14 @@ _PG_LOCK_AND_UPSERT = text(
     " ON CONFLICT (key_hash) DO UPDATE SET status = excluded.status,"
     " last_received_at = excluded.last_received_at"
     " RETURNING id, group_labels, incident_id, incidents_declared)"
-    " SELECT g.id, g.group_labels, g.incident_id, g.incidents_declared, "
+    " SELECT g.id, g.group_labels, g.incident_id, g.incidents_declared,"
+    " CASE WHEN i.id IS NOT NULL THEN ("
+    + snooze.LAST_SNOOZE_PG
+    + ") END, "
     + ", ".join(f"i.{name}" for name in INCIDENT_COLUMNS)
     + " FROM g LEFT JOIN incident AS i ON i.id = g.incident_id"
 ).columns(
     *_RETURNED,
+    column("snooze", JSON()),
     *[column(f"incident_{c.key}", c.type) for c in _INCIDENTS.columns],
 )

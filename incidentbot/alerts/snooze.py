@@ -41,6 +41,12 @@ def not_snoozed(session: Session, group_id: int) -> None:
     _memo(session)[group_id] = None
 
 
+def read_with(session: Session, group_id: int, data: dict | None) -> None:
+    """Note the group's latest snooze event's ``data`` (None: it has none), read by another
+    statement of the transaction (:mod:`incidentbot.alerts.groups`), so nothing reads it."""
+    _memo(session)[group_id] = _end(data)
+
+
 _MEMO = "incidentbot.alerts.snooze_ends"
 
 
@@ -56,8 +62,19 @@ def _memo(session: Session) -> dict[int, datetime | None]:
 def _last_end(session: Session, group_id: int) -> datetime | None:
     """The end of the group's latest snooze event: the group is picked out by the database
     (not by reading every snooze of every group), the newest first."""
-    data = session.execute(_LAST_SNOOZE, {"group_id": group_id}).scalar()
+    return _end(session.execute(_LAST_SNOOZE, {"group_id": group_id}).scalar())
+
+
+def _end(data: dict | None) -> datetime | None:
     return datetime.fromisoformat(data["until"]) if data is not None else None
+
+
+# The same, for PostgreSQL statements that read it with other things (group id: ``g.id``).
+LAST_SNOOZE_PG = (
+    "SELECT e.data FROM timeline_event AS e WHERE e.kind = 'alert.group_snoozed'"
+    " AND CAST(e.data ->> 'group_id' AS integer) = g.id ORDER BY e.id DESC LIMIT 1"
+)
+assert KIND == "alert.group_snoozed"
 
 
 _EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
