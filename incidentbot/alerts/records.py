@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, select, text, tuple_, update
+from sqlalchemy import Text, bindparam, cast, select, text, true, tuple_, update
 from sqlmodel import Session
 
 from incidentbot.alerts import routing, upserts
@@ -109,6 +109,9 @@ class Recorded:
     new: int = 0
     repeats: int = 0
     resolved: int = 0
+    # What the ``holding`` query read with the alerts (if it was given): an incident's id.
+    holding: int | None = None
+    holding_read: bool = False
 
 
 @dataclass
@@ -134,6 +137,7 @@ def record(
     now: datetime,
     counts: list[tuple[int, int]] | None = None,
     fold: dict[str, Any] | None = None,
+    holding: Any = None,
 ) -> Recorded:
     """Insert new alert instances, count repeats, apply resolves: one read, one write.
 
@@ -142,12 +146,14 @@ def record(
     With ``counts``, the instances only repeated are listed there to be counted by the
     delivery's statement (:func:`incidentbot.alerts.upserts.write`). With ``fold`` (the
     delivery's row, not written yet: PostgreSQL), a notification with new instances writes
-    that row in the upsert's statement, and its id is set in ``fold``."""
-    existing = _existing(session, payload)
+    that row in the upsert's statement, and its id is set in ``fold``. With ``holding`` (a
+    query of one id taking the payload's fingerprints as ``fps``), PostgreSQL reads its answer
+    with the stored instances, in their statement (see :func:`_existing`)."""
+    existing, held = _existing(session, payload, holding)
     pending: dict[tuple[str, datetime], _Pending] = {}
     routes: list[routing.Route] = []
     by_labels: dict[tuple[tuple[str, str], ...], routing.Route] = {}
-    out = Recorded(rows=[], resolved_now=set())
+    out = Recorded(rows=[], resolved_now=set(), holding=held[0], holding_read=held[1])
     for alert in payload.alerts:
         # The same label set routes the same way: a notification often repeats one.
         label_key = tuple(alert.labels.items())
@@ -223,23 +229,47 @@ def _written(item: _Pending) -> bool | str:
     return True
 
 
-def _existing(session: Session, payload: Payload) -> dict[tuple[str, datetime], dict[str, Any]]:
-    """The payload's alert instances that are already stored, by (fingerprint, startsAt)."""
+def _existing(
+    session: Session, payload: Payload, holding: Any = None
+) -> tuple[dict[tuple[str, datetime], dict[str, Any]], tuple[Any, bool]]:
+    """The payload's alert instances that are already stored, by (fingerprint, startsAt); and
+    on PostgreSQL, with ``holding``, what that query answers, read in the same statement (one
+    round trip where there were two): (its answer, True), else (None, False)."""
     if not payload.alerts:
-        return {}
+        return {}, (None, False)
+    fingerprints = sorted({a.fingerprint for a in payload.alerts})
+    held: tuple[Any, bool] = (None, False)
     if session.get_bind().dialect.name == "postgresql":
         # The keys as one JSON parameter: one statement text whatever their number (an
         # expanding ``IN`` is a new text, parsed again, for every count).
         keys = [{"fingerprint": a.fingerprint, "starts_at": a.starts_at} for a in payload.alerts]
-        result = session.execute(_PG_EXISTING, {"rows": json_rows(keys, ("starts_at",))})
+        params = {"rows": json_rows(keys, ("starts_at",))}
+        if holding is None:
+            rows = session.execute(_PG_EXISTING, params).mappings().all()
+        else:
+            params["fps"] = json.dumps(fingerprints)
+            rows = session.execute(_with_holding(holding), params).mappings().all()
+            held = (rows[0]["holding"] if rows else None, True)
     else:
-        fingerprints = sorted({a.fingerprint for a in payload.alerts})
         starts = sorted({a.starts_at for a in payload.alerts})
-        result = session.execute(_SQLITE_EXISTING, {"fps": fingerprints, "starts": starts})
+        params = {"fps": fingerprints, "starts": starts}
+        rows = session.execute(_SQLITE_EXISTING, params).mappings().all()
     found = {}
-    for row in result.mappings():
-        found[(row["fingerprint"], row["starts_at"])] = dict(row)
-    return found
+    for row in rows:
+        if row["id"] is not None:  # (with ``holding``: its row when nothing is stored)
+            values = {name: row[name] for name in _READ}
+            found[(values["fingerprint"], values["starts_at"])] = values
+    return found, held
+
+
+@cache
+def _with_holding(holding: Any) -> Any:
+    """The stored instances' read, each row with ``holding``'s answer (one row of NULLs and
+    the answer when none is stored). Built once per ``holding`` statement."""
+    stored = _PG_EXISTING.subquery("a")
+    answer = select(holding.scalar_subquery().label("holding")).subquery("h")
+    joined = answer.outerjoin(stored, true())
+    return select(*stored.c, answer.c.holding).select_from(joined)
 
 
 # The stored labels and annotations as their JSON text (see :func:`_as_sent`).

@@ -219,7 +219,15 @@ def process(
     if deferred is not None:
         assert isinstance(delivery, DeliveryRow)
         deferred.now, counts, fold = now, deferred.counts, delivery.unwritten()
-    recorded = records.record(session, settings, payload, group.id, delivery, now, counts, fold)
+    # A group on no incident asks which incident holds its alerts (below): on PostgreSQL
+    # read with the stored alerts, in their statement.
+    dialect = session.get_bind().dialect.name
+    holding = None
+    if group.incident_id is None and fingerprints and dialect == "postgresql":
+        holding = _holding(dialect, tuple(sorted(policy.terminal_statuses(settings))))
+    recorded = records.record(
+        session, settings, payload, group.id, delivery, now, counts, fold, holding
+    )
     if fold is not None and "id" in fold:  # written by the alerts' upsert
         assert isinstance(delivery, DeliveryRow)
         delivery.id = int(fold["id"])
@@ -230,7 +238,11 @@ def process(
 
     incident = _open_incident(session, settings, group)
     if incident is None:
-        incident = _incident_holding(session, settings, fingerprints)
+        if recorded.holding_read:
+            held = recorded.holding
+            incident = session.get(Incident, held) if held is not None else None
+        else:
+            incident = _incident_holding(session, settings, fingerprints)
         if incident is not None:
             group.incident_id = incident.id
             group_attached(session, incident, group, payload, actor=actor, now=now)
