@@ -250,6 +250,12 @@ def _reader(engine: Engine) -> Engine:
     return reader
 
 
+def reader(engine: Engine) -> Engine:
+    """The engine :func:`read` sessions run on, for a lone read statement on a connection of
+    its own (no session): on SQLite a deferred transaction, on PostgreSQL autocommit."""
+    return _reader(engine)
+
+
 @contextmanager
 def read(engine: Engine) -> Iterator[Session]:
     """A read-only unit of work: on SQLite one consistent snapshot and no write lock, so a

@@ -26,7 +26,7 @@ from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import TimelineEvent
 from incidentbot.ledger import events
-from incidentbot.ledger.leases import claim_next
+from incidentbot.ledger.leases import any_due, claim_next
 from incidentbot.ledger.models import RUNNING, STEP_SUCCEEDED
 from incidentbot.runbooks import engine as rb_engine
 from incidentbot.runbooks import planning, runtime
@@ -285,6 +285,72 @@ def test_a_new_run_wakes_one_idle_worker_of_the_pool_not_all_of_them(engine):
         unsubscribe()
         event.remove(engine, "before_cursor_execute", record)
     assert at_end == [threads + 1], claims
+
+
+def test_after_a_run_a_worker_with_no_wake_up_waiting_reads_before_claiming(engine):
+    """A claim that finds nothing still takes the write turn (and on SQLite a commit): once
+    its run has ended, a worker that no new run woke first reads whether anything is due,
+    and with nothing due writes nothing at all."""
+    seen: list[tuple[str, str]] = []
+    first_claim, looked = threading.Event(), threading.Event()
+    ended: list[int] = []
+
+    def record(_conn, _cursor, sql: str, *_args) -> None:
+        name = threading.current_thread().name
+        if not name.startswith("look/"):
+            return
+        seen.append((name, _shape(sql)))
+        if _CLAIM.search(sql) and sql.lstrip().upper().startswith(("UPDATE", "WITH")):
+            first_claim.set()
+        elif ended and _shape(sql) == "SELECT ledger_run":
+            looked.set()
+
+    def on_event(ev: events.LedgerEvent) -> None:
+        if ev.kind == "run.succeeded":
+            ended.append(len(seen))
+
+    event.listen(engine, "before_cursor_execute", record)
+    unsubscribe = events.subscribe(on_event)
+    pool = ledger.WorkerPool(engine, threads=1, poll=60, name="look").start()
+    try:
+        assert first_claim.wait(20)  # the claim at start, which found nothing
+        rid = _noop_run(engine)
+        assert looked.wait(20), seen
+    finally:
+        pool.stop()
+        unsubscribe()
+        event.remove(engine, "before_cursor_execute", record)
+    after = [shape for _name, shape in seen[ended[0] :]]
+    # On SQLite in a deferred transaction (a snapshot, no lock), ended without a commit.
+    begin = ["BEGIN"] if engine.dialect.name == "sqlite" else []
+    assert after == [*begin, "SELECT ledger_run"], after
+    with db.read(engine) as s:
+        assert ledger.get_run(s, rid).status == "succeeded"
+
+
+def test_whether_a_run_is_due_is_read_as_a_claim_would_find_it(engine):
+    """The read a worker makes before a claim likely to find nothing (see above) says "due"
+    exactly when a claim would take a run."""
+    assert not any_due(engine)
+    rid = _noop_run(engine)
+    assert any_due(engine) and any_due(engine, run_id=rid)
+    assert not any_due(engine, run_id=rid + 1)
+    with db.transaction(engine) as s:
+        assert claim_next(s, "holder", 30) is not None  # held on a live lease: not due
+    assert not any_due(engine)
+    with db.transaction(engine) as s:
+        now = db.db_now(s)
+        later = now + timedelta(hours=1)
+        ledger.start_run(s, kind="cost", key="later", actor="test", wake_at=later,
+                         steps=[{"name": "noop", "action": "ledger.noop"}])  # fmt: skip
+    assert not any_due(engine)  # waiting for its time
+    with db.transaction(engine) as s:
+        run = ledger.get_run(s, rid)
+        run.lease_expires_at = now - timedelta(seconds=1)  # its worker died
+        s.add(run)
+    assert any_due(engine, run_id=rid)
+    with db.transaction(engine) as s:
+        assert claim_next(s, "taker", 30) is not None  # which a claim takes over
 
 
 RUNBOOK = """

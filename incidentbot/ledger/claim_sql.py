@@ -162,3 +162,12 @@ OTHER_DUE = {
     for dialect in ("sqlite", "postgresql")
     for one_run in (False, True)
 }
+
+
+# Whether any run is due at all: read before a claim that is likely to find nothing (a worker's
+# poll, or its claim after a run when no wake-up was waiting), outside any write transaction.
+ANY_DUE = {
+    (dialect, one_run): select(_run.c.id).where(due(dialect, one_run)).limit(1)
+    for dialect in ("sqlite", "postgresql")
+    for one_run in (False, True)
+}

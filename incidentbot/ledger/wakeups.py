@@ -45,12 +45,16 @@ class Wakeups:
                 self._tokens -= 1
             return True
 
-    def take(self) -> None:
+    def take(self) -> bool:
         """A worker that was not waiting claimed a run: the wake-up given for it, if any, is
-        spent (the worker claims again after it, so a run is never left waiting on it)."""
+        spent (the worker claims again after it, so a run is never left waiting on it). True
+        if there was one: a run was started meanwhile, and the next claim is likely to find
+        one."""
         with self._cond:
             if self._tokens:
                 self._tokens -= 1
+                return True
+            return False
 
     def clear(self) -> None:
         """Nothing to do: :meth:`wait` takes its wake-up as it returns."""

@@ -36,6 +36,7 @@ from incidentbot.ledger.attempts import (
     prepared_context,
 )
 from incidentbot.ledger.chained import Started, advance_and_start_next, chainable, claim_and_start
+from incidentbot.ledger.leases import any_due
 from incidentbot.ledger.service import LeaseLost
 from incidentbot.ledger.spec import StepSpec
 from incidentbot.ledger.threads import Heartbeat, StepThread
@@ -91,26 +92,38 @@ class Worker:
     def run_forever(self) -> None:
         """Claim and drive runs until the stop event is set."""
         log.info("worker %s started (lease %.1fs)", self.owner, self.lease)
+        # Whether the next claim is likely to find nothing, so that a read says first whether
+        # anything is due: after a poll that no wake-up ended, or after a run when no wake-up
+        # was waiting (a claim that finds nothing still takes the write turn).
+        probe = False
         try:
             while not self.stop_event.is_set():
                 try:
-                    worked = self.run_once()
+                    worked = self.run_once(probe=probe)
                 except Exception:
                     # Typically the database is unreachable: any run this worker held is
                     # taken over once its lease expires; try again after a pause.
                     log.exception("worker %s: unexpected error; continuing", self.owner)
                     self.stop_event.wait(max(self.poll, 1.0))
                     continue
-                if worked and isinstance(self.wake_event, Wakeups):
-                    self.wake_event.take()
-                elif not worked and self.wake_event.wait(self.poll):
+                if worked:
+                    woken = isinstance(self.wake_event, Wakeups) and self.wake_event.take()
+                    probe = not woken
+                elif self.wake_event.wait(self.poll):
                     self.wake_event.clear()
+                    probe = False
+                else:
+                    probe = True
         finally:
             self.close()
             log.info("worker %s stopped", self.owner)
 
-    def run_once(self) -> bool:
-        """Claim one due run and drive it as far as it goes now; False if none was due."""
+    def run_once(self, *, probe: bool = False) -> bool:
+        """Claim one due run and drive it as far as it goes now; False if none was due. With
+        ``probe``, a read first says whether any run is due (:func:`leases.any_due`): a claim
+        likely to find nothing then costs a read instead of a write transaction."""
+        if probe and not any_due(self.engine, run_id=self.only_run):
+            return False
         priority.after_urgent(YIELD_TO_SLACK_S)
         claimed = claim_and_start(
             self.engine, self.owner, self.lease, self.actions, self._prepare,
