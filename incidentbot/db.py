@@ -23,14 +23,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, event, exc, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
 from incidentbot import group_commit, writer_queue
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +257,17 @@ def reader(engine: Engine) -> Engine:
     """The engine :func:`read` sessions run on, for a lone read statement on a connection of
     its own (no session): on SQLite a deferred transaction, on PostgreSQL autocommit."""
     return _reader(engine)
+
+
+def detached(cls: type[T], row: Any) -> T:
+    """A detached instance of the mapped class ``cls`` holding ``row`` (every column, as the
+    database returned them), built as the ORM builds a loaded object: without a session's
+    load, and without ``cls(**row)``, which validates and sets each column through its
+    instrumentation (several times the cost of a one-row statement)."""
+    obj: T = cls.__mapper__.class_manager.new_instance()  # type: ignore[attr-defined]
+    obj.__dict__.update(row)
+    make_transient_to_detached(obj)
+    return obj
 
 
 @contextmanager

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from sqlalchemy import bindparam, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
@@ -31,6 +33,7 @@ from incidentbot.incidents.announcements import AnnouncementPosts
 from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.naming import is_owned, purpose_of
+from incidentbot.incidents.records import event_row, insert_events
 from incidentbot.incidents.standby import FILL_ACTION
 from incidentbot.incidents.standby_channels import MAX_NAME_SUFFIX, Opening, StandbyChannels
 from incidentbot.installation import installation_id
@@ -45,6 +48,8 @@ from incidentbot.ports import ChannelInfo, Chat, ExternalError
 log = logging.getLogger(__name__)
 
 BOT_ACTOR = "incidentbot"
+_INCIDENT = Incident.__table__  # type: ignore[attr-defined]
+_READ_INCIDENT = sa_select(*_INCIDENT.c).where(_INCIDENT.c.id == bindparam("b_id"))
 
 # Renders messages for the chat platform: (incident, roles) -> (text, blocks), etc. Supplied by
 # the adapter (Slack Block Kit) so that this module stays platform-neutral.
@@ -149,15 +154,18 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
         Whether this attempt made the effect or found what an earlier, interrupted attempt made
         (a crash or a lost answer between Slack's side and ours), the entry is written exactly
         once: the column, read under the row lock, says whether it already was."""
+        row_is, saved = _INCIDENT.c.id == incident.id, _INCIDENT.c[column]
         with db.transaction(self.engine) as s:
-            row = s.get(Incident, incident.id, with_for_update=True)
-            assert row is not None
-            first = getattr(row, column) is None
-            if getattr(row, column) != value:
-                setattr(row, column, value)
-                s.add(row)
-            if first:
-                svc.record(s, row, kind, BOT_ACTOR, summary, now=utcnow(), data=data)
+            conn = s.connection()
+            # Set only where unset: the row's lock (PostgreSQL re-reads the row once a
+            # concurrent writer commits) or SQLite's write lock makes this the only first.
+            first = update(_INCIDENT).where(row_is, saved.is_(None)).values({column: value})
+            if conn.execute(first).rowcount == 1:
+                event = event_row(incident.id, kind, BOT_ACTOR, summary, now=utcnow(), data=data)
+                insert_events(s, [event])
+            else:
+                changed = update(_INCIDENT).where(row_is, saved != value).values({column: value})
+                conn.execute(changed)
 
     def _installation_id(self) -> str:
         if self._installation is None:
@@ -234,15 +242,10 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
             s.add(row)
             link_channel(s, row)  # pages opened before the channel get its link
             # In the same commit: a crash cannot leave a channel saved but not on the timeline.
-            svc.record(
-                s,
-                row,
-                "channel.created",
-                BOT_ACTOR,
-                f"Channel #{channel.name} created",
-                now=utcnow(),
-                data={"channel_id": channel.id, "channel": channel.name},
-            )
+            insert_events(s, [event_row(
+                row, "channel.created", BOT_ACTOR, f"Channel #{channel.name} created",
+                now=utcnow(), data={"channel_id": channel.id, "channel": channel.name},
+            )])  # fmt: skip
         opened: dict[str, Any] = {"channel_id": channel.id, "channel": channel.name}
         return opened | ({"adopted": True} if adopted else {}), row
 
@@ -319,16 +322,10 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
         with db.transaction(self.engine) as s:
             if svc.has_event(s, key):
                 return
-            svc.record(
-                s,
-                inc,
-                "responders.invited",
-                BOT_ACTOR,
-                "Invited " + ", ".join(users),
-                now=utcnow(),
-                data={"users": users},
-                source_key=key,
-            )
+            insert_events(s, [event_row(
+                inc, "responders.invited", BOT_ACTOR, "Invited " + ", ".join(users),
+                now=utcnow(), data={"users": users}, source_key=key,
+            )])  # fmt: skip
 
     def _topic(self, inc: Incident) -> str:
         sev = next((s for s in self.settings.severities if s.name == inc.severity), None)
@@ -350,7 +347,8 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
 
     def _post_header_locked(self, inc: Incident, reconcile: bool) -> str:
         with db.read(self.engine) as s:  # one snapshot: the incident, its roles and pages
-            inc = s.get(Incident, inc.id) or inc
+            row = s.connection().execute(_READ_INCIDENT, {"b_id": inc.id}).mappings().first()
+            inc = inc if row is None else db.detached(Incident, row)
             roles = svc.active_roles(s, inc)
             pages = [
                 f":pager: PagerDuty <{mrkdwn(p.url)}|#{p.number}> {p.service}: {p.status}"
@@ -388,8 +386,12 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
         return row
 
     def _read(self, incident_id: int | None) -> Incident | None:
-        with db.read(self.engine) as s:
-            return s.get(Incident, incident_id)
+        """The incident as stored now: one statement, no session (each declare's fan-out
+        reads it several times)."""
+        with db.reader(self.engine).connect() as conn:
+            row = conn.execute(_READ_INCIDENT, {"b_id": incident_id}).mappings().first()
+            conn.rollback()
+        return None if row is None else db.detached(Incident, row)
 
     def header(self, ctx: StepContext, _input: dict[str, Any]) -> dict[str, Any]:
         inc = self._incident(ctx)

@@ -23,10 +23,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
-from incidentbot.db import db_now, reader
+from incidentbot.db import db_now, detached, reader
 from incidentbot.ledger import claim_sql, fenced
 from incidentbot.ledger.actions import ActionRegistry
 from incidentbot.ledger.events import emit, event_for
@@ -217,23 +216,10 @@ def _claimed(session: Session, owner: str, row: Any) -> Run:
     if held is not None:  # already in this session: bring it up to date instead
         run = get_run(session, row["id"])
     else:
-        run = _loaded(row)
+        run = detached(Run, row)  # as loaded: not validated field by field
         session.add(run)  # persistent as updated, without reading it back
     data = {"owner": owner, "previous": None}
     emit(session, event_for(run, "run.claimed", run.updated_at, data=data))
-    return run
-
-
-_runs = Run.__mapper__.class_manager  # type: ignore[attr-defined]
-
-
-def _loaded(row: Any) -> Run:
-    """A detached :class:`Run` holding ``row`` (every column, as the database returned them),
-    built as the ORM builds a loaded object: ``Run(**row)`` would validate and set each column
-    through its instrumentation, several times the cost of the claim's statement."""
-    run: Run = _runs.new_instance()
-    run.__dict__.update(row)
-    make_transient_to_detached(run)
     return run
 
 
