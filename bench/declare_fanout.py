@@ -17,7 +17,15 @@ made before it and renames it). With standby channels, refilling the pool (a new
 and described) follows each take off the critical path: those calls are counted apart and left
 out of the critical path, which ends with the fan-out's last answer.
 
-Run: .venv/bin/python bench/declare_fanout.py [--latency 0.2] [--rounds 3]
+Also the CPU the fan-out costs the bot's process: declares sent one after another (no latency
+injected), each waited for until every run has ended, and the CPU time of the threads the
+worker pool runs in and of the threads they start (the channel is furnished by concurrent
+calls), those that ended meanwhile included. The baseline is the Slack client's own CPU for as
+many calls (the bot's kept-alive client, ``chat.postMessage`` to the same server, measured in
+the same run): what the fan-out would cost if the ledger, the database and the rendering were
+free. Each incident is checked as above, and every run to have succeeded.
+
+Run: .venv/bin/python bench/declare_fanout.py [--latency 0.2] [--rounds 3] [--cpu]
 or through ``bench/run``.
 """
 
@@ -26,8 +34,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
+from contextlib import suppress
 from pathlib import Path
 
 from sqlmodel import select
@@ -38,6 +48,8 @@ from bench.figures import BenchArgs, BenchFailed, Figure, median
 from incidentbot import db
 from incidentbot.incidents import service as svc
 from incidentbot.incidents import standby
+from incidentbot.ledger.models import SUCCEEDED, Run
+from incidentbot.slack.web_client import PooledWebClient
 from tests.slack_harness import running_bot, settled
 
 LATENCY = 0.2
@@ -152,12 +164,120 @@ def _figure(paths, trip, first, steady, refills, rounds, use_standby):  # type: 
     )
 
 
+class PoolThreads:
+    """CPU time of the threads whose names start with ``prefix`` (a worker pool's) and of every
+    thread they start, in turn; those that ended meanwhile included (their CPU time is read
+    as they end). Counts the threads started while it is entered."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.ended = 0.0
+        self.lock = threading.Lock()
+        self.alive: set[threading.Thread] = set()
+
+    def __enter__(self) -> PoolThreads:
+        counted = self
+        start, inner = threading.Thread.start, threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+        self._saved = start, inner
+
+        def started(thread: threading.Thread) -> None:
+            parent = threading.current_thread()
+            if thread.name.startswith(counted.prefix) or parent in counted.alive:
+                with counted.lock:
+                    counted.alive.add(thread)
+            start(thread)
+
+        def run(thread: threading.Thread) -> None:
+            try:
+                inner(thread)
+            finally:
+                with counted.lock:
+                    if thread in counted.alive:
+                        counted.alive.discard(thread)
+                        counted.ended += time.thread_time()
+
+        threading.Thread.start = started  # type: ignore[method-assign]
+        threading.Thread._bootstrap_inner = run  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        threading.Thread.start, threading.Thread._bootstrap_inner = self._saved  # type: ignore[attr-defined]
+
+    def cpu(self) -> float:
+        with self.lock:
+            total, alive = self.ended, list(self.alive)
+        for thread in alive:
+            # One that ended just now was counted as it ended (or, a race, not at all).
+            with suppress(OSError, ProcessLookupError):
+                total += time.clock_gettime(time.pthread_getcpuclockid(thread.ident or 0))
+        return total
+
+
+def _client_cpu_per_call(sandbox, calls: int = 40) -> float:  # type: ignore[no-untyped-def]
+    """CPU seconds per ``chat.postMessage`` of the bot's kind of client (kept-alive
+    connections) to the same server, in a thread of its own."""
+    client = PooledWebClient(token=sandbox.bot_token, base_url=sandbox.base_url)
+    channel = sandbox.driver.ws.channel("incidents").id
+    spent: list[float] = []
+
+    def send() -> None:
+        client.chat_postMessage(channel=channel, text="warm")
+        began = time.thread_time()
+        for i in range(calls):
+            client.chat_postMessage(channel=channel, text=f"message {i}")
+        spent.append(time.thread_time() - began)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    thread.join()
+    return spent[0] / calls
+
+
+def measure_cpu(declares: int) -> tuple[float, float, float]:
+    """(fan-out CPU per declare, the Slack client's CPU for its calls, Slack calls per
+    declare), in seconds, after one declare that warms the one-time lookups."""
+    with tempfile.TemporaryDirectory() as tmp, PoolThreads("bot/") as pool:
+        engine = db.make_engine(f"sqlite:///{tmp}/bench.db")
+        db.upgrade(engine)
+        with running_bot(engine) as (_bot, sandbox):
+            sandbox.driver.slash_command("declare sev2 warm-up", user="alice")
+            settled(engine)
+            before, sent = pool.cpu(), len(sandbox.requests())
+            for r in range(declares):
+                sandbox.driver.slash_command(f"declare sev2 node {r} lagging", user="alice")
+                settled(engine)
+            spent = pool.cpu() - before
+            calls = len(sandbox.requests()) - sent
+            for r in range(declares + 1):
+                _check(engine, sandbox, f"INC-{r + 1}", use_standby=False)
+            with db.read(engine) as s:
+                runs = s.exec(select(Run.status)).all()
+            if len(runs) != 2 * (declares + 1) or set(runs) != {SUCCEEDED}:
+                raise BenchFailed(f"not every run succeeded: {sorted(runs)}")
+            per_call = _client_cpu_per_call(sandbox)
+        engine.dispose()
+    return spent / declares, per_call * calls / declares, calls / declares
+
+
+def _cpu_figure(declares: int) -> Figure:
+    fanout, client, calls = measure_cpu(declares)
+    return Figure(
+        f"declare fan-out: CPU of the bot's process per declare (the ledger's workers and "
+        f"the threads they start; {declares} declares one after another, every run ended)",
+        fanout * 1000,
+        client * 1000,
+        baseline_name=f"the Slack client's own CPU for its {calls:g} calls",
+        note="no target: the part of the fan-out that is not the Slack client's own work",
+    )
+
+
 def figures(args: BenchArgs) -> list[Figure]:
     rounds = 2 if args.quick else max(3, args.rounds)
     out = []
     for use_standby in (False, True):
         measured = measure(LATENCY, rounds, use_standby=use_standby)
         out.append(_figure(*measured, rounds, use_standby))
+    out.append(_cpu_figure(8 if args.quick else 10 * rounds))
     return out
 
 
@@ -166,7 +286,13 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=LATENCY)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--standby", action="store_true", help="with standby channels")
+    parser.add_argument("--cpu", type=int, metavar="DECLARES", help="only the CPU per declare")
     args = parser.parse_args()
+    if args.cpu:
+        fanout, client, calls = measure_cpu(args.cpu)
+        print(f"fan-out CPU per declare: {fanout * 1000:.2f} ms; the Slack client's own CPU")
+        print(f"for its {calls:g} calls: {client * 1000:.2f} ms ({fanout / client:.2f}×)")
+        return
     paths, trip, first, steady, refills = measure(
         args.latency, args.rounds, use_standby=args.standby
     )
