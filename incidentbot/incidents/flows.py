@@ -19,8 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import bindparam, update
-from sqlalchemy import select as sa_select
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
@@ -33,7 +32,7 @@ from incidentbot.incidents.announcements import AnnouncementPosts
 from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.naming import is_owned, purpose_of
-from incidentbot.incidents.records import event_row, insert_events
+from incidentbot.incidents.records import event_row, has_event_on, incident_row, insert_events
 from incidentbot.incidents.standby import FILL_ACTION
 from incidentbot.incidents.standby_channels import MAX_NAME_SUFFIX, Opening, StandbyChannels
 from incidentbot.installation import installation_id
@@ -49,7 +48,6 @@ log = logging.getLogger(__name__)
 
 BOT_ACTOR = "incidentbot"
 _INCIDENT = Incident.__table__  # type: ignore[attr-defined]
-_READ_INCIDENT = sa_select(*_INCIDENT.c).where(_INCIDENT.c.id == bindparam("b_id"))
 
 # Renders messages for the chat platform: (incident, roles) -> (text, blocks), etc. Supplied by
 # the adapter (Slack Block Kit) so that this module stays platform-neutral.
@@ -320,7 +318,7 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
             return
         key = f"effect:{inc.id}:invited"  # unique: the entry cannot be written twice
         with db.transaction(self.engine) as s:
-            if svc.has_event(s, key):
+            if has_event_on(s.connection(), key):
                 return
             insert_events(s, [event_row(
                 inc, "responders.invited", BOT_ACTOR, "Invited " + ", ".join(users),
@@ -347,8 +345,7 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
 
     def _post_header_locked(self, inc: Incident, reconcile: bool) -> str:
         with db.read(self.engine) as s:  # one snapshot: the incident, its roles and pages
-            row = s.connection().execute(_READ_INCIDENT, {"b_id": inc.id}).mappings().first()
-            inc = inc if row is None else db.detached(Incident, row)
+            inc = incident_row(s.connection(), inc.id) or inc
             roles = svc.active_roles(s, inc)
             pages = [
                 f":pager: PagerDuty <{mrkdwn(p.url)}|#{p.number}> {p.service}: {p.status}"
@@ -389,9 +386,9 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
         """The incident as stored now: one statement, no session (each declare's fan-out
         reads it several times)."""
         with db.reader(self.engine).connect() as conn:
-            row = conn.execute(_READ_INCIDENT, {"b_id": incident_id}).mappings().first()
+            inc = incident_row(conn, incident_id)
             conn.rollback()
-        return None if row is None else db.detached(Incident, row)
+        return inc
 
     def header(self, ctx: StepContext, _input: dict[str, Any]) -> dict[str, Any]:
         inc = self._incident(ctx)

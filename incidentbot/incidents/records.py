@@ -13,12 +13,14 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, text, true
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from incidentbot import inbound, policy
 from incidentbot.config import Settings
+from incidentbot.db import detached
 from incidentbot.durations import ensure_utc
 from incidentbot.errors import DomainError, NotFound
 from incidentbot.incidents import event_batches
@@ -139,6 +141,24 @@ def latest(
     stmt = stmt.order_by(col(TimelineEvent.occurred_at).desc(), col(TimelineEvent.id).desc())
     rows = list(session.exec(stmt.limit(limit + 1)))
     return rows[:limit][::-1], len(rows) > limit
+
+
+_INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
+_BY_ID = select(*_INCIDENTS.c).where(_INCIDENTS.c.id == bindparam("b_id"))
+_EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
+_EVENT_BY_SOURCE = select(_EVENTS.c.id).where(_EVENTS.c.source_key == bindparam("b_key")).limit(1)
+
+
+def incident_row(connection: Connection, incident_id: int | None) -> Incident | None:
+    """The incident as stored, in one statement on ``connection`` (a session's, or one of its
+    own): detached, without the ORM's load, for the ledger's effects, which read it often."""
+    row = connection.execute(_BY_ID, {"b_id": incident_id}).mappings().first()
+    return None if row is None else detached(Incident, row)
+
+
+def has_event_on(connection: Connection, source_key: str) -> bool:
+    """:func:`has_event` in one statement on ``connection``, without the ORM."""
+    return connection.execute(_EVENT_BY_SOURCE, {"b_key": source_key}).first() is not None
 
 
 def has_event(session: Session, source_key: str) -> bool:

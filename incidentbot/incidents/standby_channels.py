@@ -20,6 +20,7 @@ from incidentbot.incidents import service as svc
 from incidentbot.incidents import standby
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.naming import MAX_PURPOSE, channel_name, owner_tag
+from incidentbot.incidents.records import incident_row
 from incidentbot.ledger.actions import PermanentError, StepContext
 from incidentbot.paging.flows import link_channel
 from incidentbot.ports import ChannelInfo, ExternalError
@@ -106,8 +107,8 @@ class StandbyChannels:
                         inc.channel_id, inc.channel_name = took[1], self._channel_name(inc)
                         session.add(inc)
                         taken = {"standby_id": took[0], "channel_id": took[1], "private": private}
-        if inc is None:
-            inc = session.get(Incident, ctx.incident_id)
+        if inc is None:  # one statement, not an ORM load: the step's one read of it
+            inc = incident_row(session.connection(), ctx.incident_id)
         return Opening(inc, taken)
 
     def _channel_name(self, inc: Incident, n: int = 1) -> str:
