@@ -88,6 +88,7 @@ def make_engine(
         # (An in-memory database is one per connection: never grouped.)
         if grouped is not False and sqlite_path(url) is not None:
             _groups[engine] = group_commit.GroupCommitter(queue)
+        _driver_savepoints(engine)
         return engine
     engine = create_engine(
         url,
@@ -101,9 +102,27 @@ def make_engine(
         pool_recycle=PG_RECYCLE_S,
     )
     _pg_liveness(engine)
+    _driver_savepoints(engine)
     if grouped:
         _groups[engine] = group_commit.GroupCommitter(writer_queue.WriterQueue(redacted(url)))
     return engine
+
+
+def _driver_savepoints(engine: Engine) -> None:
+    """``SAVEPOINT`` and ``RELEASE SAVEPOINT`` sent as driver text: SQLAlchemy compiles the
+    statement anew each time (its name changes, so it is never cached), and every grouped write
+    transaction (:mod:`~incidentbot.group_commit`) makes both."""
+    dialect = engine.dialect
+    quote = dialect.identifier_preparer.quote
+
+    def savepoint(connection: Any, name: str) -> None:
+        connection.exec_driver_sql(f"SAVEPOINT {quote(name)}")
+
+    def release(connection: Any, name: str) -> None:
+        connection.exec_driver_sql(f"RELEASE SAVEPOINT {quote(name)}")
+
+    dialect.do_savepoint = savepoint  # type: ignore[method-assign]
+    dialect.do_release_savepoint = release  # type: ignore[method-assign]
 
 
 PG_OVERFLOW = 50
