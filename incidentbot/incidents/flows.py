@@ -32,7 +32,13 @@ from incidentbot.incidents.announcements import AnnouncementPosts
 from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.naming import is_owned, purpose_of
-from incidentbot.incidents.records import event_row, has_event_on, incident_row, insert_events
+from incidentbot.incidents.records import (
+    event_row,
+    has_event_on,
+    incident_row,
+    insert_events,
+    pages_on,
+)
 from incidentbot.incidents.standby import FILL_ACTION
 from incidentbot.incidents.standby_channels import MAX_NAME_SUFFIX, Opening, StandbyChannels
 from incidentbot.installation import installation_id
@@ -41,7 +47,7 @@ from incidentbot.ledger.actions import ActionRegistry, PermanentError, Retryable
 from incidentbot.ledger.actions import registry as default_registry
 from incidentbot.ledger.events import LedgerEvent
 from incidentbot.ledger.redact import redact_text
-from incidentbot.paging.flows import link_channel, pages_of
+from incidentbot.paging.flows import link_channel
 from incidentbot.ports import ChannelInfo, Chat, ExternalError
 
 log = logging.getLogger(__name__)
@@ -238,7 +244,8 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
             assert row is not None
             row.channel_id, row.channel_name = channel.id, channel.name
             s.add(row)
-            link_channel(s, row)  # pages opened before the channel get its link
+            if pages_on(s.connection(), row.id):  # most declares have none: one Core read
+                link_channel(s, row)  # pages opened before the channel get its link
             # In the same commit: a crash cannot leave a channel saved but not on the timeline.
             insert_events(s, [event_row(
                 row, "channel.created", BOT_ACTOR, f"Channel #{channel.name} created",
@@ -356,7 +363,7 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
                 )
                 if p.number
                 else f":pager: {p.service}: {p.status}"
-                for p in pages_of(s, inc)
+                for p in pages_on(s.connection(), inc.id)
             ]
         installation = self._installation_id()
         text, blocks = self.render.header(inc, roles, extra_lines=pages, installation=installation)

@@ -26,6 +26,7 @@ from incidentbot.errors import DomainError, NotFound
 from incidentbot.incidents import event_batches
 from incidentbot.incidents.models import Counter, Incident, RoleAssignment, TimelineEvent
 from incidentbot.ledger.redact import redact_strings, redact_text, rules_generation
+from incidentbot.paging.models import Page
 
 _REF = re.compile(r"^\s*#?(?:inc-?)?(\d+)\s*$", re.IGNORECASE)
 
@@ -154,6 +155,17 @@ def incident_row(connection: Connection, incident_id: int | None) -> Incident | 
     own): detached, without the ORM's load, for the ledger's effects, which read it often."""
     row = connection.execute(_BY_ID, {"b_id": incident_id}).mappings().first()
     return None if row is None else detached(Incident, row)
+
+
+_PAGES = Page.__table__  # type: ignore[attr-defined]
+_PAGES_OF = select(*_PAGES.c).where(_PAGES.c.incident_id == bindparam("b_id")).order_by(_PAGES.c.id)
+
+
+def pages_on(connection: Connection, incident_id: int | None) -> list[Page]:
+    """The incident's pages, oldest first (as ``paging.flows.pages_of``), in one statement on
+    ``connection``: detached, without the ORM's load."""
+    rows = connection.execute(_PAGES_OF, {"b_id": incident_id}).mappings()
+    return [detached(Page, row) for row in rows]
 
 
 def has_event_on(connection: Connection, source_key: str) -> bool:
