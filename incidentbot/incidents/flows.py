@@ -33,6 +33,7 @@ from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.naming import is_owned, purpose_of
 from incidentbot.incidents.records import (
+    active_roles_on,
     event_row,
     has_event_on,
     incident_row,
@@ -353,7 +354,7 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
     def _post_header_locked(self, inc: Incident, reconcile: bool) -> str:
         with db.read(self.engine) as s:  # one snapshot: the incident, its roles and pages
             inc = incident_row(s.connection(), inc.id) or inc
-            roles = svc.active_roles(s, inc)
+            roles = active_roles_on(s.connection(), inc.id)
             pages = [
                 f":pager: PagerDuty <{mrkdwn(p.url)}|#{p.number}> {p.service}: {p.status}"
                 + (

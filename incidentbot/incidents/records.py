@@ -168,6 +168,20 @@ def pages_on(connection: Connection, incident_id: int | None) -> list[Page]:
     return [detached(Page, row) for row in rows]
 
 
+_ROLES = RoleAssignment.__table__  # type: ignore[attr-defined]
+_ACTIVE_ROLES = (
+    select(*_ROLES.c)
+    .where(_ROLES.c.incident_id == bindparam("b_id"), _ROLES.c.ended_at.is_(None))
+    .order_by(_ROLES.c.started_at, _ROLES.c.id)
+)
+
+
+def active_roles_on(connection: Connection, incident_id: int | None) -> list[RoleAssignment]:
+    """:func:`active_roles` in one statement on ``connection``: detached, no ORM load."""
+    rows = connection.execute(_ACTIVE_ROLES, {"b_id": incident_id}).mappings()
+    return [detached(RoleAssignment, row) for row in rows]
+
+
 def has_event_on(connection: Connection, source_key: str) -> bool:
     """:func:`has_event` in one statement on ``connection``, without the ORM."""
     return connection.execute(_EVENT_BY_SOURCE, {"b_key": source_key}).first() is not None

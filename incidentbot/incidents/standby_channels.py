@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from incidentbot import db
@@ -28,6 +29,13 @@ from incidentbot.ports import ChannelInfo, ExternalError
 log = logging.getLogger(__name__)
 
 MAX_NAME_SUFFIX = 20
+_STANDBY = standby.StandbyChannel.__table__  # type: ignore[attr-defined]
+# standby.held_by's question in one Core statement: the channel an incident took, not renamed.
+_HELD = (
+    select(_STANDBY.c.id, _STANDBY.c.channel_id, _STANDBY.c.private)
+    .where(_STANDBY.c.incident_id == bindparam("b_id"), _STANDBY.c.state == standby.TAKEN)
+    .limit(1)
+)
 MAX_STANDBY_NAMES = 5
 
 
@@ -91,13 +99,10 @@ class StandbyChannels:
         inc: Incident | None = None
         if input.get("furnish"):  # (a run queued in two steps by an older version creates)
             # One indexed read: a crash between the take and the rename leaves the spare taken.
-            held = standby.held_by(session, ctx.incident_id)
+            held = session.connection().execute(_HELD, {"b_id": ctx.incident_id}).first()
             if held is not None:
-                taken = {
-                    "standby_id": held.id,
-                    "channel_id": held.channel_id,
-                    "private": held.private,
-                }
+                taken = {"standby_id": held.id, "channel_id": held.channel_id,
+                         "private": held.private}  # fmt: skip
             elif self.settings.channels.standby:
                 inc = session.get(Incident, ctx.incident_id, with_for_update=True)
                 if inc is not None and not inc.channel_id:
