@@ -352,9 +352,10 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
             return self._post_header_locked(inc, reconcile)
 
     def _post_header_locked(self, inc: Incident, reconcile: bool) -> str:
-        with db.read(self.engine) as s:  # one snapshot: the incident, its roles and pages
-            inc = incident_row(s.connection(), inc.id) or inc
-            roles = active_roles_on(s.connection(), inc.id)
+        # One snapshot (on SQLite; as db.read on PostgreSQL): the incident, its roles and pages.
+        with db.reader(self.engine).connect() as conn:
+            inc = incident_row(conn, inc.id) or inc
+            roles = active_roles_on(conn, inc.id)
             pages = [
                 f":pager: PagerDuty <{mrkdwn(p.url)}|#{p.number}> {p.service}: {p.status}"
                 + (
@@ -364,8 +365,9 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
                 )
                 if p.number
                 else f":pager: {p.service}: {p.status}"
-                for p in pages_on(s.connection(), inc.id)
+                for p in pages_on(conn, inc.id)
             ]
+            conn.rollback()
         installation = self._installation_id()
         text, blocks = self.render.header(inc, roles, extra_lines=pages, installation=installation)
         assert inc.channel_id is not None
