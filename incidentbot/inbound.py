@@ -395,6 +395,9 @@ class Finishes:
                     return
             self._store()
 
+    def _write(self, batch: Sequence[tuple[str, Answer | None]]) -> None:
+        finish_many(self._engine, batch)
+
     def _store(self) -> None:
         with self._lock:
             if not self._queued:
@@ -402,7 +405,7 @@ class Finishes:
             self._storing, self._queued = self._queued, {}
             batch = list(self._storing.items())
         try:
-            finish_many(self._engine, batch)
+            self._write(batch)
         except Exception as exc:  # the claims stay unfinished: replays wait, then take over
             # Not the statement: its parameters are the answers people were sent.
             reason = getattr(exc, "orig", None) or type(exc).__name__

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from incidentbot import db
 from incidentbot.incidents import service as svc
@@ -174,6 +175,35 @@ def test_a_replayed_or_retried_command_runs_once(bot, engine):
     )
     posted = [m for m in sandbox.snapshot(channel).messages if "update sent once" in m.text]
     assert len(posted) == 1
+
+
+def test_a_replayed_read_gets_its_first_answer_though_it_was_never_claimed(bot, engine):
+    """A read (``list``) is not claimed before it runs: its answer is recorded once sent, and
+    a replay or a retry after that gets the first answer, not what is open now."""
+    _, sandbox = bot
+    form = "application/x-www-form-urlencoded"
+    body = sandbox.driver.slash_command_request("list", user="alice").body
+    first = post(sandbox, body, signed_headers(sandbox, body, form))
+    assert first.status_code == 200, first.text
+    assert "No open incidents" in first.text
+
+    def recorded() -> int:
+        with db.read(engine) as s:
+            return s.execute(
+                text("SELECT count(*) FROM inbound_request WHERE finished_at IS NOT NULL "
+                     "AND body LIKE '%No open incidents%'")
+            ).scalar_one()  # fmt: skip
+
+    wait_for(recorded, what="the list's answer recorded")
+    declare(sandbox)  # now something is open: running the replay again would show it
+    replay = post(sandbox, body, signed_headers(sandbox, body, form))
+    retry = post(sandbox, body, signed_headers(sandbox, body, form, **{
+        "X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}))  # fmt: skip
+    assert (replay.status_code, replay.text) == (first.status_code, first.text)
+    assert (retry.status_code, retry.text) == (first.status_code, first.text)
+    assert recorded() == 1
+    fresh = sandbox.driver.slash_command("list", user="alice")  # a new command runs
+    assert "INC-1" in fresh.body, fresh.body
 
 
 def test_invisible_controls_never_reach_storage_or_slack(bot, engine):

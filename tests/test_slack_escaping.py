@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from slack_sdk.models.blocks import Block
 
 from incidentbot.chat_text import mention, mrkdwn, mrkdwn_clipped, mrkdwn_keeping, mrkdwn_people
 from incidentbot.config import Settings
@@ -102,6 +103,35 @@ def test_incident_messages_show_typed_text_as_typed(text):
     # What people read, once Slack decodes the entities, is exactly what was typed.
     shown = html.unescape("\n".join(mrkdwn_texts(rendered)))
     assert text[:2000] in shown
+    for _, blks in rendered:
+        assert_valid_blocks(blks)
+
+
+def assert_valid_blocks(blks: list[dict[str, Any]]) -> None:
+    """Slack would take them: slack_sdk's models parse and validate each block, and render
+    it back unchanged (the answers' builders write plain dicts)."""
+    assert 0 < len(blks) <= 50
+    for block in blks:
+        model = Block.parse(block)
+        assert model is not None, block
+        model.validate_json()
+        assert model.to_dict() == block
+
+
+def test_a_long_timeline_and_summary_stay_within_slacks_limits():
+    long = "x" * 2990
+    inc = incident("y" * 400)
+    events = [event(f"{long} {i}") for i in range(60)]
+    text, blks = blocks.timeline(inc, events, limit=60)
+    assert_valid_blocks(blks)
+    assert text == "INC-7 timeline"
+    assert sum(b["type"] == "section" for b in blks) > 2  # split into several sections
+    roles = [
+        RoleAssignment(incident_id=1, role="scribe", user=BOB, assigned_by=ALICE, started_at=T0)
+        for _ in range(200)
+    ]
+    _, blks = blocks.summary(inc, roles, T0 + timedelta(days=3))
+    assert_valid_blocks(blks)
 
 
 @pytest.mark.parametrize("text", IDS)

@@ -1,5 +1,9 @@
 """Block Kit messages, built with slack_sdk's block models so an invalid block fails here.
 
+The two that answer a command (``summary``, ``timeline``) are built as plain dicts of the same
+shape instead, their texts clipped to Slack's limits: the models' validation cost a third of
+a ``timeline`` answer's rendering while Slack waited (the tests parse and validate them).
+
 Every builder returns ``(text, blocks)``: ``text`` is the notification fallback Slack shows in
 alerts and screen readers, ``blocks`` the JSON-ready list. Slack parses both for mentions and
 links, so every piece of typed or alert-sent text in them goes through ``mrkdwn`` (plain-text
@@ -17,7 +21,6 @@ from typing import Any
 from slack_sdk.models.blocks import (
     Block,
     ContextBlock,
-    DividerBlock,
     HeaderBlock,
     MarkdownTextObject,
     PlainTextObject,
@@ -195,15 +198,13 @@ def summary(
     if incident.impact_started_at:
         end = incident.resolved_at or now
         lines.append(f"*Impact so far*: {format_duration(end - incident.impact_started_at)}")
-    blocks: list[Block] = [
-        HeaderBlock(text=PlainTextObject(text=_clip(f"{incident.ref}: {incident.title}", 150))),
-        SectionBlock(text=MarkdownTextObject(text=_clip("\n".join(lines)))),
+    out = [
+        _header(_clip(f"{incident.ref}: {incident.title}", 150)),
+        _section(_clip("\n".join(lines))),
     ]
     if durations:
-        blocks.append(
-            ContextBlock(elements=[MarkdownTextObject(text=_clip("; ".join(durations), 1900))])
-        )
-    return f"{incident.ref} summary", _render(blocks)
+        out.append(_context(_clip("; ".join(durations), 1900)))
+    return f"{incident.ref} summary", out
 
 
 def timeline(
@@ -222,19 +223,29 @@ def timeline(
         + event_mrkdwn(e.summary, e.data)
         for e in recent
     ]
-    blocks: list[Block] = [
-        SectionBlock(text=MarkdownTextObject(text=f"*{incident.ref} timeline* ({shown}, UTC)")),
-        DividerBlock(),
-    ]
+    out = [_section(f"*{incident.ref} timeline* ({shown}, UTC)"), {"type": "divider"}]
     chunk: list[str] = []
     for line in lines:
-        if sum(len(x) + 1 for x in chunk) + len(line) > MAX_SECTION:
-            blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+        if chunk and sum(len(x) + 1 for x in chunk) + len(line) > MAX_SECTION:
+            out.append(_section("\n".join(chunk)))
             chunk = []
         chunk.append(_clip(line, MAX_SECTION))
     if chunk:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
-    return f"{incident.ref} timeline", _render(blocks[:50])
+        out.append(_section("\n".join(chunk)))
+    return f"{incident.ref} timeline", out[:50]
+
+
+# Plain dicts, as slack_sdk's models render them (the texts clipped by the caller).
+def _header(text: str) -> dict[str, Any]:
+    return {"text": {"text": text, "type": "plain_text"}, "type": "header"}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"text": {"text": text, "type": "mrkdwn"}, "type": "section"}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"elements": [{"text": text, "type": "mrkdwn"}], "type": "context"}
 
 
 def plain(text: str) -> tuple[str, list[dict[str, Any]]]:

@@ -241,17 +241,20 @@ def roles(call: Call, args: dict[str, Any]) -> Reply:
 
 
 def summary(call: Call, args: dict[str, Any]) -> Reply:
+    inc = call.incident  # read once, when the grammar asked whether this is its channel
+    assert inc is not None  # the grammar refuses channel-only commands elsewhere
     with db.read(call.core.engine) as s:
-        inc = svc.get(s, call.ref)
-        text, blks = blocks.summary(inc, svc.active_roles(s, inc), utcnow())
+        roles = svc.active_roles(s, inc)
+    text, blks = blocks.summary(inc, roles, utcnow())
     return Reply(text, blks)
 
 
 def timeline(call: Call, args: dict[str, Any]) -> Reply:
+    inc = call.incident
+    assert inc is not None
     with db.read(call.core.engine) as s:
-        inc = svc.get(s, call.ref)
         events, more = svc.latest(s, inc, TIMELINE_LIMIT)
-        text, blks = blocks.timeline(inc, events, more=more)
+    text, blks = blocks.timeline(inc, events, more=more)
     return Reply(text, blks)
 
 

@@ -6,7 +6,9 @@ request is claimed by what makes it itself before it runs: a replay of captured 
 Slack's retry of a command, click or event (over HTTP or Socket Mode), gets the first answer.
 A declare (a slash command or the declare form) or a change typed in an incident's channel
 (a note, a severity, a status, a role, an update…) is claimed inside its own transaction
-(:func:`inbound.deferred`): one commit for both.
+(:func:`inbound.deferred`): one commit for both. A command that only reads (``list``,
+``timeline``…) is not claimed: its key is looked up, and its answer recorded once sent
+(:mod:`incidentbot.inbound_reads`).
 The Slack users a request names are handed to the people directory
 (:class:`~incidentbot.people.lookup.Sightings`), which looks them up once the answer is out.
 """
@@ -19,7 +21,7 @@ from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.middleware.authorization import SingleTeamAuthorization
 from sqlalchemy.engine import Engine
 
-from incidentbot import inbound, priority
+from incidentbot import inbound, inbound_reads, priority
 from incidentbot.people.lookup import Sightings
 from incidentbot.slack import after_answer
 from incidentbot.slack.command_table import ALIASES
@@ -69,6 +71,7 @@ class OnceApp(App):
         self._engine = engine
         self._people = people
         self._answers = inbound.Finishes(engine)
+        self._reads = inbound_reads.Recordings(engine)
 
     def warm(self) -> None:
         """Ask Slack who the bot is now, not while the first request waits for its answer
@@ -87,6 +90,7 @@ class OnceApp(App):
     def close(self) -> None:
         """Store the answers still queued (see :class:`incidentbot.inbound.Finishes`)."""
         self._answers.close()
+        self._reads.close()
 
     def dispatch(self, req: BoltRequest) -> BoltResponse:
         # Slack is timing the answer: work that can wait (an alert storm) waits for it, and so
@@ -111,6 +115,16 @@ class OnceApp(App):
             return super().dispatch(req)
         queued, answer = self._answers.pending(key)  # answered here, not stored yet
         if not queued:
+            queued, answer = self._reads.pending(key)
+        if not queued:
+            if _only_reads(body):  # not claimed: looked up, run, recorded once sent
+                seen = inbound_reads.recorded(self._engine, key)
+                if seen is None:
+                    resp = super().dispatch(req)
+                    if resp.status < 500:
+                        self._reads.add(key, _answer(resp))
+                    return resp
+                return _replayed(seen.answer)
             if _claimed_with_its_work(body):
                 with inbound.deferred(key) as holder:
                     resp = super().dispatch(req)
@@ -127,18 +141,27 @@ class OnceApp(App):
                 self._store(key, resp)
                 return resp
             answer = claimed.answer
-        if answer is None:  # running elsewhere
-            return BoltResponse(status=200, body="")
-        headers = {"content-type": [answer.content_type]} if answer.content_type else {}
-        return BoltResponse(status=answer.status, body=answer.body, headers=headers)
+        return _replayed(answer)
 
     def _store(self, key: str, resp: BoltResponse) -> None:
         # A failure is not stored: Slack's retry of it may run again once the claim expires.
         # The answer is stored after it is sent, off Slack's clock.
         if resp.status < 500:
-            kind = resp.headers.get("content-type") or [None]
-            body_text = resp.body if isinstance(resp.body, str) else ""
-            self._answers.add(key, inbound.Answer(resp.status, kind[0], body_text))
+            self._answers.add(key, _answer(resp))
+
+
+def _answer(resp: BoltResponse) -> inbound.Answer:
+    kind = resp.headers.get("content-type") or [None]
+    body_text = resp.body if isinstance(resp.body, str) else ""
+    return inbound.Answer(resp.status, kind[0], body_text)
+
+
+def _replayed(answer: inbound.Answer | None) -> BoltResponse:
+    """The first answer again (``None``: it is running elsewhere, an empty acknowledgement)."""
+    if answer is None:
+        return BoltResponse(status=200, body="")
+    headers = {"content-type": [answer.content_type]} if answer.content_type else {}
+    return BoltResponse(status=answer.status, body=answer.body, headers=headers)
 
 
 # The subcommands whose first effect is their one transaction, before anything calls Slack or
@@ -161,6 +184,20 @@ _WRITE_FIRST = frozenset(
         "page",
     }
 )
+
+
+# The subcommands that only read and answer (no Slack call, no write): run again, they could
+# only show newer data (:mod:`incidentbot.inbound_reads`). Not a bare ``/incident``: outside an
+# incident's channel it opens the declare form.
+_READS = frozenset({"list", "timeline", "summary", "roles", "help"})
+
+
+def _only_reads(body: dict[str, Any]) -> bool:
+    text = body.get("text")
+    if not body.get("command") or not isinstance(text, str):
+        return False
+    words = normalize(text).lower().split(" ", 1)
+    return ALIASES.get(words[0], words[0]) in _READS
 
 
 def _claimed_with_its_work(body: dict[str, Any]) -> bool:

@@ -292,7 +292,7 @@ def note(core: Core, actor: Actor, ref: str, text: str) -> Noted:
         event = svc.add_note(s, core.settings, ref, text, actor=actor.id)
         s.flush()
         assert event.id is not None
-        return Noted(svc.get(s, ref).ref, event.id)
+        return Noted(f"INC-{svc.parse_ref(ref)}", event.id)  # add_note found it by that number
 
 
 def update(core: Core, actor: Actor, ref: str, text: str) -> UpdatePosted:
