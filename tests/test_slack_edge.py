@@ -114,6 +114,10 @@ def test_malformed_requests_are_4xx_and_change_nothing(bot, engine, caplog):
     payload = urlencode({"payload": "{not json"}).encode()
     assert_refused(post(sandbox, payload, signed_headers(sandbox, payload, form)), 400,
                    "the interaction payload is not valid JSON")  # fmt: skip
+    # A field given twice: the checked value and the one run could differ; Slack never does.
+    twice = body + b"&" + urlencode({"text": "declare sev1 sent twice"}).encode()
+    assert_refused(post(sandbox, twice, signed_headers(sandbox, twice, form)), 400,
+                   "a form field given twice")  # fmt: skip
     junk = b"a=1&b=2"
     assert_refused(post(sandbox, junk, signed_headers(sandbox, junk, form)), 400,
                    "not a Slack command or interaction")  # fmt: skip

@@ -10,7 +10,11 @@ checked here, cheaply and in this order, and refused with a 4xx and a short reas
 3. the signature: a numeric timestamp within five
    minutes and a ``v0=`` HMAC-SHA256 over ``v0:<timestamp>:<body>``: else 401;
 4. the body is UTF-8 and parses as what its content type says (a JSON object; a form with a
-   command, or an interaction ``payload`` that is a JSON object): else 400.
+   command, or an interaction ``payload`` that is a JSON object, no field given twice): else
+   400.
+
+Bolt gets that parse (:class:`CheckedRequest`), not a second one of the bytes, and does not
+check the signature again.
 
 Then each request runs once (:mod:`incidentbot.inbound`): a replay of the same signed bytes, or
 Slack's retry of a command, click or event, gets the first answer instead of running again.
@@ -35,8 +39,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from slack_bolt import App
-from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from slack_bolt import App, BoltRequest
+from slack_bolt.adapter.starlette.handler import to_starlette_response
+from slack_bolt.request.internals import build_context
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -145,6 +150,8 @@ def parse(kind: str, body: bytes) -> dict[str, Any]:
         fields = parse_qs(text, keep_blank_values=True, strict_parsing=True)
     except ValueError as exc:
         raise Refused(400, "the body is not a form") from exc
+    if any(len(v) > 1 for v in fields.values()):
+        raise Refused(400, "a form field given twice")
     form = {k: v[0] for k, v in fields.items()}
     if "payload" in form:
         try:
@@ -172,15 +179,29 @@ def _check_shape(data: dict[str, Any]) -> None:
             raise Refused(400, f"malformed {name!r}: Slack sends a list of objects")
 
 
-async def checked_body(request: Request, signing_secret: str) -> bytes:
-    """The raw body of a request that passed every check above (else :class:`Refused`)."""
+async def checked(request: Request, signing_secret: str) -> BoltRequest:
+    """A request that passed every check above (else :class:`Refused`), for Bolt: what was
+    checked is what runs, parsed once (:class:`CheckedRequest`)."""
     kind = media_type(request)
     if kind not in (FORM, JSON):
         raise Refused(415, "unsupported content type: Slack sends a form or JSON")
     body = await read_body(request)
     verify_signature(request.headers, body, signing_secret)
-    parse(kind, body)
-    return body
+    return CheckedRequest(body, parse(kind, body), request.headers)
+
+
+class CheckedRequest(BoltRequest):
+    """Bolt's request built from the edge's parse of the body, not from a second one: Bolt
+    would parse the bytes again (a form's repeated field read as its last value, where the
+    edge checked the first; a form body starting with ``{`` read as JSON). The signature was
+    verified here, once: Bolt's own check is off (:func:`incidentbot.slack.app.build_bolt_app`).
+    """
+
+    def __init__(self, raw: bytes, body: dict[str, Any], headers: Any) -> None:
+        super().__init__(body="", headers=headers)
+        self.raw_body = raw.decode("utf-8")  # valid: parse() decoded it
+        self.body = body
+        self.context = build_context(self.context, body)
 
 
 class SlackEndpoint:
@@ -201,16 +222,14 @@ class SlackEndpoint:
             refused = Refused(403, "this bot takes Slack requests over Socket Mode")
         else:
             try:
-                body = await checked_body(request, self.signing_secret)
+                bolt_request = await checked(request, self.signing_secret)
             except Refused as exc:
                 refused = exc
             else:
                 # The listeners' Slack calls start once the answer is written (the thread pool
                 # runs the dispatch in a copy of this context, which holds where they go).
                 with after_answer.answer(), priority.urgent(this_thread=False):
-                    answer = await run_in_threadpool(
-                        self.bolt.dispatch, to_bolt_request(request, body)
-                    )
+                    answer = await run_in_threadpool(self.bolt.dispatch, bolt_request)
                     await to_starlette_response(answer)(scope, receive, send)
                 return
         await refused.response()(scope, receive, send)
