@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, event, exc, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
@@ -302,6 +302,17 @@ def read(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """:func:`read` as a Core connection, without a session: for a statement or two on a
+    request's path (a session's begin and commit cost more than the indexed read itself)."""
+    with _reader(engine).connect() as conn:
+        try:
+            yield conn
+        finally:
+            conn.rollback()  # nothing written: ends the snapshot
 
 
 def db_now(session: Session) -> datetime:

@@ -22,13 +22,16 @@ from incidentbot import db
 from incidentbot.db import db_now
 from incidentbot.inbound import KEEP, MAX_KEY, MAX_STORED_BODY, TABLE, Answer, Claim, Finishes
 
+_RECORDED = select(TABLE.c.finished_at, TABLE.c.status, TABLE.c.content_type, TABLE.c.body).where(
+    TABLE.c.key == bindparam("key")
+)
+
 
 def recorded(engine: Engine, key: str) -> Claim | None:
     """What a request with ``key`` got before (``answered``), or ``running`` while one is
     claimed and unfinished; ``None``: the key is new, run it."""
-    stmt = select(TABLE.c.finished_at, TABLE.c.status, TABLE.c.content_type, TABLE.c.body)
-    with db.read(engine) as s:
-        row = s.connection().execute(stmt.where(TABLE.c.key == key[:MAX_KEY])).first()
+    with db.read_connection(engine) as conn:
+        row = conn.execute(_RECORDED, {"key": key[:MAX_KEY]}).first()
     if row is None:
         return None
     finished_at, status, content_type, body = row
