@@ -1,8 +1,9 @@
 """Block Kit messages, built with slack_sdk's block models so an invalid block fails here.
 
 The two that answer a command (``summary``, ``timeline``) are built as plain dicts of the same
-shape instead, their texts clipped to Slack's limits: the models' validation cost a third of
-a ``timeline`` answer's rendering while Slack waited (the tests parse and validate them).
+shape instead, their texts clipped to Slack's limits: the models' validation and rendering
+were half of a ``timeline`` answer's rendering while Slack waited (the tests parse and
+validate what these two build with the models).
 
 Every builder returns ``(text, blocks)``: ``text`` is the notification fallback Slack shows in
 alerts and screen readers, ``blocks`` the JSON-ready list. Slack parses both for mentions and
