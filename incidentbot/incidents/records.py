@@ -42,15 +42,32 @@ def parse_ref(ref: str | int) -> int:
     return int(match.group(1))
 
 
+# Built once: building an ORM select and its cache key cost more than running it (these run on
+# nearly every command's path).
+_BY_NUMBER = select(Incident).where(Incident.number == bindparam("number"))
+_BY_NUMBER_FOR_UPDATE = _BY_NUMBER.with_for_update()
+_BY_CHANNEL = select(Incident).where(Incident.channel_id == bindparam("channel"))
+_LATEST = (
+    select(TimelineEvent)
+    .where(TimelineEvent.incident_id == bindparam("incident"))
+    .order_by(col(TimelineEvent.occurred_at).desc(), col(TimelineEvent.id).desc())
+    .limit(bindparam("rows"))
+)
+_ACTIVE_ROLES = (
+    select(RoleAssignment)
+    .where(RoleAssignment.incident_id == bindparam("incident"))
+    .where(col(RoleAssignment.ended_at).is_(None))
+    .order_by(col(RoleAssignment.started_at), col(RoleAssignment.id))
+)
+
+
 def get(session: Session, ref: str | int, *, for_update: bool = False) -> Incident:
     number = parse_ref(ref)
     claim = inbound.pending_claim(session)  # a change typed in Slack, on PostgreSQL
     if claim is not None:
         return _get_claiming(session, number, claim, for_update)
-    stmt = select(Incident).where(Incident.number == number)
-    if for_update:
-        stmt = stmt.with_for_update()
-    incident = session.exec(stmt).first()
+    stmt = _BY_NUMBER_FOR_UPDATE if for_update else _BY_NUMBER
+    incident = session.exec(stmt, params={"number": number}).first()
     if incident is None:
         raise NotFound(f"no incident INC-{number}")
     return incident
@@ -84,7 +101,7 @@ def _get_claiming(session: Session, number: int, claim: str, for_update: bool) -
 
 
 def get_by_channel(session: Session, channel_id: str) -> Incident | None:
-    return session.exec(select(Incident).where(Incident.channel_id == channel_id)).first()
+    return session.exec(_BY_CHANNEL, params={"channel": channel_id}).first()
 
 
 def list_incidents(
@@ -130,15 +147,20 @@ def latest(
     """The ``limit`` latest events (oldest first) and whether older ones exist. ``before`` is
     the (occurred_at, id) of the oldest event already shown, to page further back. Reads at
     most ``limit + 1`` rows off the end of ``ix_timeline_incident_order``."""
-    stmt = select(TimelineEvent).where(TimelineEvent.incident_id == incident.id)
-    if before is not None:
-        at, event_id = before
-        stmt = stmt.where(
+    if before is None:
+        rows = list(session.exec(_LATEST, params={"incident": incident.id, "rows": limit + 1}))
+        return rows[:limit][::-1], len(rows) > limit
+    at, event_id = before
+    stmt = (
+        select(TimelineEvent)
+        .where(TimelineEvent.incident_id == incident.id)
+        .where(
             or_(
                 col(TimelineEvent.occurred_at) < at,
                 and_(col(TimelineEvent.occurred_at) == at, col(TimelineEvent.id) < event_id),
             )
         )
+    )
     stmt = stmt.order_by(col(TimelineEvent.occurred_at).desc(), col(TimelineEvent.id).desc())
     rows = list(session.exec(stmt.limit(limit + 1)))
     return rows[:limit][::-1], len(rows) > limit
@@ -194,13 +216,7 @@ def has_event(session: Session, source_key: str) -> bool:
 
 
 def active_roles(session: Session, incident: Incident) -> list[RoleAssignment]:
-    stmt = (
-        select(RoleAssignment)
-        .where(RoleAssignment.incident_id == incident.id)
-        .where(col(RoleAssignment.ended_at).is_(None))
-        .order_by(col(RoleAssignment.started_at), col(RoleAssignment.id))
-    )
-    return list(session.exec(stmt))
+    return list(session.exec(_ACTIVE_ROLES, params={"incident": incident.id}))
 
 
 # -- writing -----------------------------------------------------------------------------------
