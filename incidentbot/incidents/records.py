@@ -191,7 +191,7 @@ def pages_on(connection: Connection, incident_id: int | None) -> list[Page]:
 
 
 _ROLES = RoleAssignment.__table__  # type: ignore[attr-defined]
-_ACTIVE_ROLES = (
+_ACTIVE_ROLE_ROWS = (
     select(*_ROLES.c)
     .where(_ROLES.c.incident_id == bindparam("b_id"), _ROLES.c.ended_at.is_(None))
     .order_by(_ROLES.c.started_at, _ROLES.c.id)
@@ -200,7 +200,7 @@ _ACTIVE_ROLES = (
 
 def active_roles_on(connection: Connection, incident_id: int | None) -> list[RoleAssignment]:
     """:func:`active_roles` in one statement on ``connection``: detached, no ORM load."""
-    rows = connection.execute(_ACTIVE_ROLES, {"b_id": incident_id}).mappings()
+    rows = connection.execute(_ACTIVE_ROLE_ROWS, {"b_id": incident_id}).mappings()
     return [detached(RoleAssignment, row) for row in rows]
 
 
