@@ -23,12 +23,20 @@ from incidentbot.slack.commands import CommandHandler
 from incidentbot.usecases.core import Core
 
 
-def _insert(engine: Engine, statuses: dict[int, str], *, private: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+def _insert(
+    engine: Engine,
+    statuses: dict[int, str],
+    *,
+    private: set[int] = frozenset(),  # type: ignore[assignment]
+    titles: dict[int, str] | None = None,
+) -> None:
     """Incidents numbered as the keys, in those statuses (written as a database from before a
-    status was renamed would hold them: no use case sets a status the settings do not know)."""
+    status was renamed would hold them: no use case sets a status the settings do not know),
+    titled as ``titles`` says (else with markup to escape)."""
     now = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+    titled = titles or {}
     rows = [
-        {"number": n, "title": f"<!here> node {n} & peers", "status": status,
+        {"number": n, "title": titled.get(n, f"<!here> node {n} & peers"), "status": status,
          "channel_id": f"C{n}" if n % 2 else None, "private": True if n in private else None}
         for n, status in statuses.items()
     ]  # fmt: skip
@@ -105,6 +113,33 @@ def test_slack_list_shows_an_incident_in_a_status_no_longer_configured(engine, s
         "• *INC-3* SEV2 · investigating · &lt;!here&gt; node 3 &amp; peers · <#C3>",
         "• *INC-2* SEV2 · paused · &lt;!here&gt; node 2 &amp; peers",
         "• *INC-1* SEV2 · triage · :lock: _private_",
+    ]
+
+
+def test_slack_list_escapes_a_title_among_titles_that_need_nothing(engine, settings):
+    """A page of titles with nothing to escape shows them as typed (any script); one title
+    with markup on the page is escaped, and only it."""
+    titles = {1: "disk full on node-1", 2: "RPC latency café ☕ · 2s", 3: "sync stalled"}
+    _insert(engine, {1: "triage", 2: "investigating", 3: "triage"}, titles=titles)
+    handler = CommandHandler(Core(settings, engine))
+
+    def shown() -> list[str]:
+        said = handler.handle(user_id="U1", channel_id="D1", text="list", trigger_id="t")
+        return said.text.splitlines()
+
+    assert shown() == [
+        "*Open incidents*",
+        "• *INC-3* SEV2 · triage · sync stalled · <#C3>",
+        "• *INC-2* SEV2 · investigating · RPC latency café ☕ · 2s",
+        "• *INC-1* SEV2 · triage · disk full on node-1 · <#C1>",
+    ]
+    _insert(engine, {4: "monitoring"}, titles={4: "<@U9> & <!channel> <#C1|ops>"})
+    assert shown() == [
+        "*Open incidents*",
+        "• *INC-4* SEV2 · monitoring · &lt;@U9&gt; &amp; &lt;!channel&gt; &lt;#C1|ops&gt;",
+        "• *INC-3* SEV2 · triage · sync stalled · <#C3>",
+        "• *INC-2* SEV2 · investigating · RPC latency café ☕ · 2s",
+        "• *INC-1* SEV2 · triage · disk full on node-1 · <#C1>",
     ]
 
 

@@ -118,21 +118,34 @@ def list_open(call: Call, args: dict[str, Any]) -> Reply:
         incidents = listing.list_rows(s, call.core.settings, limit=LIST_LIMIT + 1)
     if not incidents:
         return Reply("No open incidents. :tada:")
-    # A private incident shows who may not know of it only that it exists. (The rows as the
-    # driver reads them, their fields unpacked, the ref written out: a line costs a third less
-    # than through a Listed's attributes.)
-    lines = [
-        f"• *INC-{number}* {severity} · {status} · :lock: _private_"
-        if private
-        else f"• *INC-{number}* {severity} · {status} · {mrkdwn(title)} · <#{channel}>"
-        if channel
-        else f"• *INC-{number}* {severity} · {status} · {mrkdwn(title)}"
-        for number, severity, status, title, channel, private in incidents[:LIST_LIMIT]
-    ]
+    lines = _list_lines(incidents[:LIST_LIMIT])
     if len(incidents) > LIST_LIMIT:
         older = incidents[LIST_LIMIT - 1][0]
-        lines.append(f"… and more: older ones with `incidentbot incident list --before {older}`")
-    return Reply("*Open incidents*\n" + "\n".join(lines))
+        lines += f"\n… and more: older ones with `incidentbot incident list --before {older}`"
+    return Reply("*Open incidents*\n" + lines)
+
+
+def _list_lines(page: list[tuple[Any, ...]]) -> str:
+    """One line per incident of ``page`` (rows of listing.list_rows), newest first. A private
+    incident shows who may not know of it only that it exists. Titles are escaped
+    (chat_text.mrkdwn); as most hold none of its characters, the page's titles are searched
+    for them once, and each escaped only if one does."""
+    joined = "".join([row[3] for row in page])
+    if "&" in joined or "<" in joined or ">" in joined:
+        page = [(*row[:3], mrkdwn(row[3]), *row[4:]) for row in page]
+    # The rows as the driver reads them, their fields unpacked, the ref written out, and the
+    # bullet (the one character outside Latin-1) only in the separator: each line is built
+    # of one-byte characters, and widened once, when the lines are joined.
+    return "• " + "\n• ".join(
+        [
+            f"*INC-{number}* {severity} · {status} · :lock: _private_"
+            if private
+            else f"*INC-{number}* {severity} · {status} · {title} · <#{channel}>"
+            if channel
+            else f"*INC-{number}* {severity} · {status} · {title}"
+            for number, severity, status, title, channel, private in page
+        ]
+    )
 
 
 def sev(call: Call, args: dict[str, Any]) -> Reply:
