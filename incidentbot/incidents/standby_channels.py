@@ -21,7 +21,7 @@ from incidentbot.incidents import service as svc
 from incidentbot.incidents import standby
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.naming import MAX_PURPOSE, channel_name, owner_tag
-from incidentbot.incidents.records import incident_row
+from incidentbot.incidents.row_reads import incident_row
 from incidentbot.ledger.actions import PermanentError, StepContext
 from incidentbot.paging.flows import link_channel
 from incidentbot.ports import ChannelInfo, ExternalError
