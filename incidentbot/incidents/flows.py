@@ -19,7 +19,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
@@ -29,17 +28,12 @@ from incidentbot.clock import utcnow
 from incidentbot.config import Settings
 from incidentbot.incidents import service as svc
 from incidentbot.incidents.announcements import AnnouncementPosts
+from incidentbot.incidents.effect_saves import BOT_ACTOR, EffectSaves
 from incidentbot.incidents.effects import EFFECTS
 from incidentbot.incidents.models import Incident
 from incidentbot.incidents.naming import is_owned, purpose_of
-from incidentbot.incidents.records import (
-    active_roles_on,
-    event_row,
-    has_event_on,
-    incident_row,
-    insert_events,
-    pages_on,
-)
+from incidentbot.incidents.records import event_row, insert_events
+from incidentbot.incidents.row_reads import active_roles_on, incident_row, pages_on
 from incidentbot.incidents.standby import FILL_ACTION
 from incidentbot.incidents.standby_channels import MAX_NAME_SUFFIX, Opening, StandbyChannels
 from incidentbot.installation import installation_id
@@ -53,15 +47,13 @@ from incidentbot.ports import ChannelInfo, Chat, ExternalError
 
 log = logging.getLogger(__name__)
 
-BOT_ACTOR = "incidentbot"
-_INCIDENT = Incident.__table__  # type: ignore[attr-defined]
 
 # Renders messages for the chat platform: (incident, roles) -> (text, blocks), etc. Supplied by
 # the adapter (Slack Block Kit) so that this module stays platform-neutral.
 Renderer = Any
 
 
-class ChatActions(AnnouncementPosts, StandbyChannels):
+class ChatActions(AnnouncementPosts, StandbyChannels, EffectSaves):
     """The ``chat.*`` ledger actions, bound to a Chat adapter, a database and a renderer."""
 
     def __init__(self, chat: Chat, engine: Engine, settings: Settings, render: Renderer):
@@ -143,34 +135,6 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
         if inc is None:
             raise PermanentError(f"incident id {ctx.incident_id} does not exist")
         return inc
-
-    def _record(self, incident: Incident, kind: str, summary: str, **data: Any) -> None:
-        with db.transaction(self.engine) as s:
-            svc.record(
-                s, s.get(Incident, incident.id), kind, BOT_ACTOR, summary, now=utcnow(), data=data
-            )
-
-    def _save_done(
-        self, incident: Incident, column: str, value: str, kind: str, summary: str, **data: Any
-    ) -> None:
-        """Record an effect as done (``column`` of the incident, e.g. the digest message's ts)
-        and its timeline entry in one transaction, the entry only the first time.
-
-        Whether this attempt made the effect or found what an earlier, interrupted attempt made
-        (a crash or a lost answer between Slack's side and ours), the entry is written exactly
-        once: the column, read under the row lock, says whether it already was."""
-        row_is, saved = _INCIDENT.c.id == incident.id, _INCIDENT.c[column]
-        with db.transaction(self.engine) as s:
-            conn = s.connection()
-            # Set only where unset: the row's lock (PostgreSQL re-reads the row once a
-            # concurrent writer commits) or SQLite's write lock makes this the only first.
-            first = update(_INCIDENT).where(row_is, saved.is_(None)).values({column: value})
-            if conn.execute(first).rowcount == 1:
-                event = event_row(incident.id, kind, BOT_ACTOR, summary, now=utcnow(), data=data)
-                insert_events(s, [event])
-            else:
-                changed = update(_INCIDENT).where(row_is, saved != value).values({column: value})
-                conn.execute(changed)
 
     def _installation_id(self) -> str:
         if self._installation is None:
@@ -315,23 +279,6 @@ class ChatActions(AnnouncementPosts, StandbyChannels):
             if isinstance(outcome, BaseException):
                 raise outcome
         return {"invited": outcomes["invited"] or [], "header_ts": outcomes["header"]}
-
-    def _record_invited(self, inc: Incident, asked: list[str], invited: list[str]) -> None:
-        """The responders' invitation, on the timeline once. A retry after a crash or a lost
-        answer finds them already in the channel (``invited`` is then empty): the entry names
-        the responders asked for, now members, unless an earlier attempt recorded it."""
-        bot = self._bot_id()
-        users = invited if invited else [u for u in asked if u != bot]
-        if not users:
-            return
-        key = f"effect:{inc.id}:invited"  # unique: the entry cannot be written twice
-        with db.transaction(self.engine) as s:
-            if has_event_on(s.connection(), key):
-                return
-            insert_events(s, [event_row(
-                inc, "responders.invited", BOT_ACTOR, "Invited " + ", ".join(users),
-                now=utcnow(), data={"users": users}, source_key=key,
-            )])  # fmt: skip
 
     def _topic(self, inc: Incident) -> str:
         sev = next((s for s in self.settings.severities if s.name == inc.severity), None)
