@@ -10,7 +10,8 @@ nothing runs twice.
 
 A claim whose request never finished (its process died mid-way) may be taken over after
 :data:`TAKEOVER` seconds: long after Slack stopped waiting for that answer, soon enough for
-Slack's first retry of an event a minute later. Claims are forgotten after :data:`KEEP`.
+Slack's first retry of an event a minute later. Claims are forgotten after :data:`KEEP`. The
+answers are stored by :mod:`incidentbot.inbound_answers`.
 
 A request whose only effect is one transaction (a declare: it writes before anything calls
 Slack) is claimed *in* that transaction instead (:func:`deferred`,
@@ -26,9 +27,7 @@ gets an empty acknowledgement, and is never taken over and run twice.
 from __future__ import annotations
 
 import itertools
-import logging
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Column, Text, bindparam, delete, func, update
+from sqlalchemy import Column, Text, bindparam, delete, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -46,8 +45,6 @@ from sqlmodel import Field, Session, SQLModel
 from incidentbot import db
 from incidentbot.db import UTCDateTime, db_now
 from incidentbot.errors import DomainError
-
-log = logging.getLogger(__name__)
 
 TAKEOVER = timedelta(seconds=60)
 KEEP = timedelta(minutes=10)  # longer than the 5 minutes a Slack signature is accepted
@@ -295,121 +292,3 @@ def _claim_new(engine: Engine, key: str) -> bool:
         if next(_claims) % PRUNE_EVERY == 0:
             conn.execute(delete(TABLE).where(TABLE.c.claimed_at < func.clock_timestamp() - KEEP))
     return True
-
-
-def finish(engine: Engine, key: str, answer: Answer | None) -> None:
-    """Store the answer the first request got (``None``: it failed; a replay gets an empty
-    acknowledgement rather than running again)."""
-    finish_many(engine, [(key, answer)])
-
-
-def finish_many(engine: Engine, answers: Sequence[tuple[str, Answer | None]]) -> None:
-    """Store several requests' answers in one transaction (a claim pruned meanwhile is
-    skipped: nothing to replay)."""
-    if not answers:
-        return
-    with db.transaction(engine) as s:
-        now = db_now(s)
-        rows = []
-        for key, answer in answers:
-            kept = answer if answer is not None and len(answer.body) <= MAX_STORED_BODY else None
-            rows.append(
-                {
-                    "k": key[:MAX_KEY],
-                    "at": now,
-                    "st": kept.status if kept else None,
-                    "ct": kept.content_type if kept else None,
-                    "bd": kept.body if kept else None,
-                }
-            )
-        s.connection().execute(
-            update(TABLE)
-            .where(TABLE.c.key == bindparam("k"))
-            .values(
-                finished_at=bindparam("at"),
-                status=bindparam("st"),
-                content_type=bindparam("ct"),
-                body=bindparam("bd"),
-            ),
-            rows,
-        )
-
-
-class Finishes:
-    """The answers of requests that ran, stored after they are sent, off the answer path.
-
-    Storing an answer is one more write while Slack waits; here it is queued instead, and a
-    thread of its own stores every queued answer in one transaction. Until it is stored, a
-    replay that reaches this process gets the answer from memory (:meth:`pending`); one that
-    reaches another replica meanwhile gets an empty acknowledgement, as while the first runs.
-    If the process dies first, the claim is taken over after :data:`TAKEOVER`, as it is when
-    a process dies while the request runs.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._lock = threading.Condition()
-        self._queued: dict[str, Answer | None] = {}
-        self._storing: dict[str, Answer | None] = {}
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def add(self, key: str, answer: Answer | None) -> None:
-        with self._lock:
-            if self._closed:
-                pass
-            elif self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="inbound-answers", daemon=True
-                )
-                self._thread.start()
-            self._queued[key] = answer
-            self._lock.notify()
-        if self._closed:  # stopping: store it here and now
-            self._store()
-
-    def pending(self, key: str) -> tuple[bool, Answer | None]:
-        """(True, the answer) while ``key``'s answer waits to be stored; else (False, None)."""
-        with self._lock:
-            for waiting in (self._queued, self._storing):
-                if key in waiting:
-                    return True, waiting[key]
-        return False, None
-
-    def close(self) -> None:
-        """Store what is queued and stop the thread (later answers are stored at once)."""
-        with self._lock:
-            self._closed = True
-            self._lock.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join(30)
-        self._store()
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._queued and not self._closed:
-                    self._lock.wait()
-                if self._closed and not self._queued:
-                    return
-            self._store()
-
-    def _write(self, batch: Sequence[tuple[str, Answer | None]]) -> None:
-        finish_many(self._engine, batch)
-
-    def _store(self) -> None:
-        with self._lock:
-            if not self._queued:
-                return
-            self._storing, self._queued = self._queued, {}
-            batch = list(self._storing.items())
-        try:
-            self._write(batch)
-        except Exception as exc:  # the claims stay unfinished: replays wait, then take over
-            # Not the statement: its parameters are the answers people were sent.
-            reason = getattr(exc, "orig", None) or type(exc).__name__
-            log.error("could not store the answers of %d requests: %s", len(batch), reason)
-        finally:
-            with self._lock:
-                self._storing = {}

@@ -20,7 +20,8 @@ from sqlalchemy.engine import Engine
 
 from incidentbot import db
 from incidentbot.db import db_now
-from incidentbot.inbound import KEEP, MAX_KEY, MAX_STORED_BODY, TABLE, Answer, Claim, Finishes
+from incidentbot.inbound import KEEP, MAX_KEY, MAX_STORED_BODY, TABLE, Answer, Claim
+from incidentbot.inbound_answers import Finishes
 
 _RECORDED = select(TABLE.c.finished_at, TABLE.c.status, TABLE.c.content_type, TABLE.c.body).where(
     TABLE.c.key == bindparam("key")
@@ -76,7 +77,7 @@ def record_many(engine: Engine, answers: Sequence[tuple[str, Answer | None]]) ->
 
 
 class Recordings(Finishes):
-    """:class:`~incidentbot.inbound.Finishes` for reads: their answers are recorded, not
+    """:class:`~incidentbot.inbound_answers.Finishes` for reads: their answers are recorded, not
     finished (no claim was written for them)."""
 
     def _write(self, batch: Sequence[tuple[str, Answer | None]]) -> None:

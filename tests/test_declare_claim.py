@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import event, text
 
-from incidentbot import db, inbound
+from incidentbot import db, inbound_answers
 from incidentbot.bot import Bot
 from incidentbot.clock import set_clock
 from incidentbot.config import Settings
@@ -264,13 +264,13 @@ def test_a_declare_refused_in_its_transaction_is_tried_again_by_slacks_retry(
     passed that time, instead of being told the first refusal again."""
     sandbox = slack_sandbox
     stores = threading.Event()  # the answers of the requests wait, as in a burst, in memory
-    store = inbound.finish_many
+    store = inbound_answers.finish_many
 
     def held(*args, **kwargs):  # type: ignore[no-untyped-def]
         stores.wait(60)
         return store(*args, **kwargs)
 
-    monkeypatch.setattr(inbound, "finish_many", held)
+    monkeypatch.setattr(inbound_answers, "finish_many", held)
     start = datetime.now(UTC).replace(microsecond=0)
     impact = start + timedelta(minutes=10)
     bot = idle_bot(engine, sandbox)

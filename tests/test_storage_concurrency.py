@@ -18,7 +18,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 from sqlmodel import col, select
 
-from incidentbot import db, group_commit, inbound, ledger, priority, writer_queue
+from incidentbot import db, group_commit, inbound, inbound_answers, ledger, priority, writer_queue
 from incidentbot.config import Settings
 from incidentbot.incidents import effects
 from incidentbot.incidents import service as svc
@@ -650,7 +650,7 @@ def test_a_process_that_dies_mid_group_has_stored_none_of_it(
 
 
 def test_an_answer_stored_after_it_was_sent_is_what_a_replay_gets(engine):
-    answers = inbound.Finishes(engine)
+    answers = inbound_answers.Finishes(engine)
     key, other = "slack:trigger:1.2.abc", "slack:trigger:1.2.def"
     answer = inbound.Answer(200, "application/json", '{"text": "Declared INC-1"}')
     assert inbound.claim(engine, key).outcome == "run"

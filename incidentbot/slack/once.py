@@ -21,7 +21,7 @@ from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.middleware.authorization import SingleTeamAuthorization
 from sqlalchemy.engine import Engine
 
-from incidentbot import inbound, inbound_reads, priority
+from incidentbot import inbound, inbound_answers, inbound_reads, priority
 from incidentbot.people.lookup import Sightings
 from incidentbot.slack import after_answer
 from incidentbot.slack.command_table import ALIASES
@@ -70,7 +70,7 @@ class OnceApp(App):
         super().__init__(*args, **kwargs)
         self._engine = engine
         self._people = people
-        self._answers = inbound.Finishes(engine)
+        self._answers = inbound_answers.Finishes(engine)
         self._reads = inbound_reads.Recordings(engine)
 
     def warm(self) -> None:
@@ -88,7 +88,7 @@ class OnceApp(App):
             share_connections(req.context, self._client)
 
     def close(self) -> None:
-        """Store the answers still queued (see :class:`incidentbot.inbound.Finishes`)."""
+        """Store the answers still queued (see :class:`incidentbot.inbound_answers.Finishes`)."""
         self._answers.close()
         self._reads.close()
 
