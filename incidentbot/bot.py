@@ -21,33 +21,22 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 
-from incidentbot import db, run_links
-from incidentbot.alerts.messages import AlertMessages
+from incidentbot import db
 from incidentbot.config import Settings
+from incidentbot.effect_wiring import Effects, refresh_header, required_secret
 from incidentbot.errors import DomainError
-from incidentbot.incidents.archive import ArchiveActions
-from incidentbot.incidents.effects import refresh
-from incidentbot.incidents.flows import ChatActions
-from incidentbot.ledger import events
-from incidentbot.ledger.actions import registry as action_registry
 from incidentbot.ledger.worker import WorkerPool
 from incidentbot.metrics import Metrics
-from incidentbot.paging.config import parse_routing_keys
-from incidentbot.paging.flows import PagerActions
-from incidentbot.paging.links import AskActions
 from incidentbot.people.lookup import Sightings
-from incidentbot.runbooks import runtime as runbook_runtime
 from incidentbot.runbooks.actions import registry as runbook_actions
 from incidentbot.runbooks.check_cache import CheckCache
 from incidentbot.runbooks.loader import Catalog, load_dirs
 from incidentbot.runbooks.messages import RunMessages
 from incidentbot.scheduler.builtin import Services, build_scheduler
 from incidentbot.scheduler.core import Scheduler
-from incidentbot.slack import alert_blocks, blocks, runbook_blocks
 from incidentbot.slack.action_commands import ActionCommands
 from incidentbot.slack.app import build_bolt_app
 from incidentbot.slack.chat import SlackChat
-from incidentbot.slack.connections import SlackConnections, pool_size
 from incidentbot.slack.handoff_commands import HandoffCommands
 from incidentbot.slack.once import OnceApp
 from incidentbot.slack.postmortem_commands import PostmortemCommands
@@ -105,12 +94,14 @@ class Bot:
     ) -> Bot:
         """Wire everything; refuses (DomainError) when a secret the mode needs is missing.
         ``remember_checks``: see :mod:`incidentbot.runbooks.check_cache` (``serve``)."""
-        token = _secret(settings.slack_bot_token, "INCIDENTBOT_SLACK_BOT_TOKEN")
+        token = required_secret(settings.slack_bot_token, "INCIDENTBOT_SLACK_BOT_TOKEN")
         signing = None
         if settings.slack.mode == "http":
-            signing = _secret(settings.slack_signing_secret, "INCIDENTBOT_SLACK_SIGNING_SECRET")
+            signing = required_secret(
+                settings.slack_signing_secret, "INCIDENTBOT_SLACK_SIGNING_SECRET"
+            )
         else:
-            _secret(settings.slack_app_token, "INCIDENTBOT_SLACK_APP_TOKEN")
+            required_secret(settings.slack_app_token, "INCIDENTBOT_SLACK_APP_TOKEN")
         if engine is None:
             # Alert deliveries, workers and their step threads, Slack: none connects per use.
             pool = alertmanager.CONCURRENCY + 2 * settings.workers + 4
@@ -168,7 +159,7 @@ class Bot:
             slack_state=lambda: bot.slack_state,
             ready=bot.ready,
             extra_routes=[
-                pagerduty_webhooks.route(engine, settings, on_change=_refresh_header, core=core),
+                pagerduty_webhooks.route(engine, settings, on_change=refresh_header, core=core),
                 run_page.route(engine, page_key, settings.people),
             ],
             settings=settings,
@@ -255,7 +246,7 @@ class Bot:
         """
         if self._socket is not None:
             raise RuntimeError("Socket Mode is already started")
-        app_token = _secret(self.settings.slack_app_token, "INCIDENTBOT_SLACK_APP_TOKEN")
+        app_token = required_secret(self.settings.slack_app_token, "INCIDENTBOT_SLACK_APP_TOKEN")
         from incidentbot.slack.once import socket_mode_handler
 
         handler = socket_mode_handler(self.bolt, app_token)
@@ -306,75 +297,6 @@ class Bot:
             connections.close()  # the kept-alive connections to Slack
 
 
-@dataclass
-class Effects:
-    """What carries out the durable effects the use cases queue: the Slack and PagerDuty
-    adapters, their ledger actions, the runbook runtime and the run messages. ``serve`` and
-    ``worker`` install the same, so an effect queued from any door runs in either."""
-
-    chat: SlackChat
-    pager: PagerDutyPager | None
-    run_messages: RunMessages
-    page_key: bytes
-    unsubscribe: Callable[[], None]
-
-    @classmethod
-    def install(
-        cls,
-        settings: Settings,
-        engine: Engine,
-        *,
-        token: str,
-        observer: Callable[..., None] | None = None,
-    ) -> Effects:
-        connections = SlackConnections(pool_size(settings.workers))
-        chat = SlackChat(
-            token, base_url=settings.slack.api_url, observer=observer, connections=connections
-        )
-        actions = ChatActions(chat, engine, settings, blocks)
-        actions.install(action_registry)
-        AlertMessages(
-            chat, engine, settings, alert_blocks.alert_group, alert_blocks.block_id
-        ).install(action_registry)
-        ArchiveActions(chat, engine, settings, blocks).install(action_registry)
-        pager, pager_actions = _paging(settings, engine, chat)
-        page_key = run_links.signing_key(token)
-        public = settings.http.public_url
-        run_messages = RunMessages(
-            engine,
-            chat,
-            runbook_blocks.run_message,
-            runbook_blocks.block_id,
-            link=(lambda rid: run_links.link(public, page_key, rid))
-            if public
-            else (lambda rid: None),
-        )
-        runbook_runtime.install(engine, settings, chat=chat, announce=run_messages.announce)
-        subscriptions = [
-            events.subscribe(actions.on_ledger_event),
-            events.subscribe(run_messages.on_ledger_event),
-        ]
-        if pager_actions is not None:
-            subscriptions.append(events.subscribe(pager_actions.on_ledger_event))
-
-        def unsubscribe() -> None:
-            for fn in subscriptions:
-                fn()
-
-        return cls(chat, pager, run_messages, page_key, unsubscribe)
-
-    @classmethod
-    def from_settings(cls, settings: Settings, engine: Engine) -> Effects | None:
-        """For ``incidentbot worker``: the effects when Slack is configured, else None."""
-        if settings.slack_bot_token is None:
-            return None
-        return cls.install(settings, engine, token=settings.slack_bot_token.get_secret_value())
-
-
-def _refresh_header(session: Any, incident: Any) -> None:
-    refresh(session, incident, actor="incidentbot", reason="page", digest=False)
-
-
 def _handoff_pager(settings: Settings, pager: Pager | None) -> Pager | None:
     """The pager handoffs ask who is on call (see ``pagerduty_adapter.pager_for``)."""
     if pager is not None or settings.pagerduty_api_token is None:
@@ -382,43 +304,3 @@ def _handoff_pager(settings: Settings, pager: Pager | None) -> Pager | None:
     from incidentbot.pagerduty_adapter import pager_for
 
     return pager_for(settings, pager)
-
-
-def _paging(
-    settings: Settings, engine: Engine, chat: SlackChat
-) -> tuple[PagerDutyPager | None, PagerActions | None]:
-    """The PagerDuty adapter and its actions, when paging is configured."""
-    pd = settings.pagerduty
-    if not pd.enabled:
-        return None, None
-    from incidentbot.pagerduty_adapter import PagerDutyPager
-
-    token = _secret(settings.pagerduty_api_token, "INCIDENTBOT_PAGERDUTY_API_TOKEN")
-    if not pd.from_email:
-        raise DomainError("pagerduty.from_email is not set: PagerDuty needs it to open incidents")
-    secret = settings.pagerduty_routing_keys
-    try:
-        routing_keys = parse_routing_keys(
-            secret.get_secret_value() if secret else None, pd.services
-        )
-    except ValueError as exc:
-        raise DomainError(str(exc)) from None
-    pager = PagerDutyPager(
-        token,
-        from_email=pd.from_email,
-        base_url=pd.api_url,
-        ca_file=pd.ca_file,
-        events_url=pd.events_url,
-    )
-    actions = PagerActions(
-        pager, engine, settings, chat=chat, on_change=_refresh_header, routing_keys=routing_keys
-    )
-    actions.install(action_registry)
-    AskActions(engine, chat).install(action_registry)
-    return pager, actions
-
-
-def _secret(value: Any, env: str) -> str:
-    if value is None or not value.get_secret_value():
-        raise DomainError(f"{env} is not set: the bot needs it to talk to Slack")
-    return str(value.get_secret_value())

@@ -224,7 +224,7 @@ def worker_cmd(
     engine = st.engine
     # The same effects as `serve` (channel, header, digest, pages, runbook steps and their run
     # messages) when Slack is configured; without Slack, runbook steps only.
-    from incidentbot.bot import Effects
+    from incidentbot.effect_wiring import Effects
 
     try:
         effects = Effects.from_settings(st.settings, engine)
