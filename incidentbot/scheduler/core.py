@@ -3,11 +3,11 @@
 - **Timing** comes from APScheduler triggers (:mod:`incidentbot.scheduler.jobs`). The scheduler
   loop asks each job for its slots and sleeps until the earliest one; tests call
   :meth:`Scheduler.tick` with a fake clock instead.
-- **Leadership.** On PostgreSQL the leader holds the session-level advisory lock
-  ``pg_try_advisory_lock(LOCK_KEY)`` on a dedicated connection kept open; standbys retry every
-  ``retry`` seconds. When the leader dies its connection drops and the lock is freed. Every read
-  and write of the leader goes through that same connection, so a leader that lost it cannot
-  claim anything. On SQLite (one process) the lock is trivial.
+- **Leadership** (:mod:`incidentbot.scheduler.leadership`). On PostgreSQL the leader holds the
+  session-level advisory lock ``pg_try_advisory_lock(LOCK_KEY)`` on a dedicated connection kept
+  open; standbys retry every ``retry`` seconds. When the leader dies its connection drops and the
+  lock is freed. Every read and write of the leader goes through that same connection, so a
+  leader that lost it cannot claim anything. On SQLite (one process) the lock is trivial.
 - **Claims.** A firing first inserts its ``scheduler_run`` row (unique job, slot); a unique
   violation means the slot is already claimed and it is skipped.
 - **Catch-up.** Slots since the job's last recorded slot (or since ``now - grace``) that are still
@@ -27,18 +27,15 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.pool import NullPool
-from sqlmodel import create_engine
 
-from incidentbot import clock, db, priority
+from incidentbot import clock, priority
 from incidentbot.ledger.redact import redact_text
 from incidentbot.scheduler.jobs import DEFAULT_GRACE as DEFAULT_GRACE
 from incidentbot.scheduler.jobs import EPOCH as EPOCH
@@ -46,13 +43,12 @@ from incidentbot.scheduler.jobs import Job as Job
 from incidentbot.scheduler.jobs import SchedulerError as SchedulerError
 from incidentbot.scheduler.jobs import make_trigger as make_trigger
 from incidentbot.scheduler.jobs import resolve_jobs as resolve_jobs
+from incidentbot.scheduler.leadership import LOCK_KEY, Leadership
 from incidentbot.scheduler.models import FAILED, OK, SKIPPED, SchedulerRun
 from incidentbot.scheduler.registry import JobContext
 
 log = logging.getLogger("incidentbot.scheduler")
 
-# pg_try_advisory_lock key of the scheduler leader ("incidentbot-scheduler" as an int64).
-LOCK_KEY = 0x1B5C_4ED0_0001
 # Slots further back than this are not even looked at (a long outage of a per-second job).
 SKIP_HORIZON = timedelta(days=1)
 # At most this many missed slots of one job are recorded as skipped at once (the newest).
@@ -67,7 +63,7 @@ def _default_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class Scheduler:
+class Scheduler(Leadership):
     """Runs ``jobs`` on one replica at a time. ``start()`` runs the loop in a thread."""
 
     def __init__(
@@ -95,43 +91,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # -- leadership ---------------------------------------------------------------------------
-
-    @property
-    def is_leader(self) -> bool:
-        return self._leader
-
-    def try_lead(self, *, settle: bool = True) -> bool:
-        """Become the leader if nobody else is; once leading, settle the runs a dead leader
-        left (once per leadership: it may run a job again; ``settle=False`` leaves it to the
-        next call)."""
-        if not self._leader and not self._lead():
-            return False
-        if settle and not self._settled:
-            self._settle_interrupted()
-            self._settled = True
-        return True
-
-    def _lead(self) -> bool:
-        """Take the leader's lock if nobody holds it (PostgreSQL; on SQLite it is trivial)."""
-        if self._postgres:
-            try:
-                conn = self._connection()
-                got = bool(
-                    conn.execute(
-                        text("SELECT pg_try_advisory_lock(:k)"), {"k": self.lock_key}
-                    ).scalar_one()
-                )
-            except DBAPIError as exc:
-                log.warning("scheduler %s: cannot reach the database: %s", self.name, exc.orig)
-                self._drop_connection()
-                return False
-            if not got:
-                return False
-        self._leader, self._settled = True, False
-        self._cursor = {}
-        log.info("scheduler %s is the leader", self.name)
-        return True
+    # -- start-up -------------------------------------------------------------------------------
 
     def prepare(self) -> bool:
         """The first tick's setup, before the bot says it is ready (see the module): lead if
@@ -146,62 +106,6 @@ class Scheduler:
         except DBAPIError as exc:
             self._lose(exc.orig)
         return self._leader
-
-    def _connection(self) -> Connection:
-        if self._conn is None:
-            if self._lock_engine is None:
-                # Its own engine without a pool: closing the connection really closes it, so a
-                # session holding the lock is never handed back to a pool.
-                self._lock_engine = create_engine(
-                    self.engine.url.render_as_string(hide_password=False), poolclass=NullPool
-                )
-            conn = self._lock_engine.connect()
-            self._conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            with suppress(Exception):  # it is broken already
-                self._conn.invalidate()
-                self._conn.close()
-            self._conn = None
-
-    def _lose(self, why: object) -> None:
-        if self._leader:
-            log.warning("scheduler %s is no longer the leader: %s", self.name, why)
-        self._leader = False
-        self._drop_connection()
-
-    def release(self) -> None:
-        """Give up leadership and close the lock connection."""
-        if self._postgres and self._conn is not None and self._leader:
-            with suppress(DBAPIError):
-                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.lock_key})
-        self._leader = False
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._lock_engine is not None:
-            self._lock_engine.dispose()
-            self._lock_engine = None
-
-    @contextmanager
-    def _db(self) -> Iterator[Connection]:
-        """The leader's connection (PostgreSQL: the one holding the lock), autocommitting."""
-        if self._postgres:
-            yield self._connection()
-        else:
-            with self.engine.begin() as conn:
-                yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        """:meth:`_db` for reads: on SQLite a read snapshot, which takes no write turn."""
-        if self._postgres:
-            yield self._connection()
-        else:
-            with db.read(self.engine) as session:
-                yield session.connection()
 
     # -- rows ---------------------------------------------------------------------------------
 
