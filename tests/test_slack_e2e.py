@@ -52,7 +52,6 @@ def test_declare_opens_a_furnished_channel_and_announces_it(slack, engine):
     assert snap.topic == "INC-1 · SEV2 Major · triage"
     # The purpose says which incident, and which installation owns the channel.
     assert snap.purpose == f"[INC-1] {TITLE} · incidentbot {installation_id(engine)}"
-    assert "alice" in snap.members
     assert len(snap.pinned) == 1 and "INC-1: " + TITLE in snap.pinned[0].text
     digest = wait_for(
         lambda: [m for m in slack.snapshot("incidents").messages if "#" + CHANNEL in m.text],
@@ -68,6 +67,7 @@ def test_declare_opens_a_furnished_channel_and_announces_it(slack, engine):
     }
     # The effects run concurrently: wait until every one of them is on the timeline.
     wait_for(lambda: expected <= set(timeline_kinds(engine)), what="every declare effect")
+    assert "alice" in slack.snapshot(CHANNEL).members  # invited beside the header, not before
     assert_spec_conformance(slack)
 
 
@@ -351,6 +351,8 @@ def test_configured_responders_and_groups_are_invited(engine):
     group = next(g.id for g in seeded.usergroups.values() if g.handle == "oncall-rpc")
     with running_bot(engine, responders={"users": [erin], "groups": [group]}) as (_bot, slack):
         declare(slack)
-        members = set(slack.snapshot(channel_of(engine)).members)
+        channel = channel_of(engine)  # the header is saved; the invitations run beside it
+        wait_for(lambda: "responders.invited" in timeline_kinds(engine), what="the invitations")
+        members = set(slack.snapshot(channel).members)
         assert {"alice", "erin", "bob", "carol"} <= members  # declarer, user, the group's two
         assert "dave" not in members
