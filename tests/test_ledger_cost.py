@@ -300,16 +300,23 @@ def test_after_a_run_a_worker_with_no_wake_up_waiting_reads_before_claiming(engi
         if not name.startswith("look/"):
             return
         seen.append((name, _shape(sql)))
-        if _CLAIM.search(sql) and sql.lstrip().upper().startswith(("UPDATE", "WITH")):
-            first_claim.set()
-        elif ended and _shape(sql) == "SELECT ledger_run":
+        if ended and _shape(sql) == "SELECT ledger_run":
             looked.set()
+
+    def claimed(_conn, _cursor, sql: str, *_args) -> None:
+        # Once the claim at start has run, not before: a run added while it is on its way
+        # would be found by it, and the wake-up the run sends would make a second claim.
+        name = threading.current_thread().name
+        claim = _CLAIM.search(sql) and sql.lstrip().upper().startswith(("UPDATE", "WITH"))
+        if name.startswith("look/") and claim:
+            first_claim.set()
 
     def on_event(ev: events.LedgerEvent) -> None:
         if ev.kind == "run.succeeded":
             ended.append(len(seen))
 
     event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "after_cursor_execute", claimed)
     unsubscribe = events.subscribe(on_event)
     pool = ledger.WorkerPool(engine, threads=1, poll=60, name="look").start()
     try:
@@ -320,6 +327,7 @@ def test_after_a_run_a_worker_with_no_wake_up_waiting_reads_before_claiming(engi
         pool.stop()
         unsubscribe()
         event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "after_cursor_execute", claimed)
     after = [shape for _name, shape in seen[ended[0] :]]
     # On SQLite in a deferred transaction (a snapshot, no lock), ended without a commit.
     begin = ["BEGIN"] if engine.dialect.name == "sqlite" else []
