@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
@@ -17,6 +19,26 @@ from incidentbot.db import db_now
 from incidentbot.inbound import MAX_KEY, MAX_STORED_BODY, TABLE, Answer
 
 log = logging.getLogger(__name__)
+
+
+def answer_rows(
+    answers: Sequence[tuple[str, Answer | None]], now: datetime
+) -> list[dict[str, Any]]:
+    """The parameters storing ``answers`` at ``now`` (``k`` key, ``at`` time, ``st`` status,
+    ``ct`` content type, ``bd`` body): an answer too long to keep is stored as none."""
+    rows = []
+    for key, answer in answers:
+        kept = answer if answer is not None and len(answer.body) <= MAX_STORED_BODY else None
+        rows.append(
+            {
+                "k": key[:MAX_KEY],
+                "at": now,
+                "st": kept.status if kept else None,
+                "ct": kept.content_type if kept else None,
+                "bd": kept.body if kept else None,
+            }
+        )
+    return rows
 
 
 def finish(engine: Engine, key: str, answer: Answer | None) -> None:
@@ -32,18 +54,7 @@ def finish_many(engine: Engine, answers: Sequence[tuple[str, Answer | None]]) ->
         return
     with db.transaction(engine) as s:
         now = db_now(s)
-        rows = []
-        for key, answer in answers:
-            kept = answer if answer is not None and len(answer.body) <= MAX_STORED_BODY else None
-            rows.append(
-                {
-                    "k": key[:MAX_KEY],
-                    "at": now,
-                    "st": kept.status if kept else None,
-                    "ct": kept.content_type if kept else None,
-                    "bd": kept.body if kept else None,
-                }
-            )
+        rows = answer_rows(answers, now)
         s.connection().execute(
             update(TABLE)
             .where(TABLE.c.key == bindparam("k"))

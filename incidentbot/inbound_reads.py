@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 
 from incidentbot import db
 from incidentbot.db import db_now
-from incidentbot.inbound import KEEP, MAX_KEY, MAX_STORED_BODY, TABLE, Answer, Claim
-from incidentbot.inbound_answers import Finishes
+from incidentbot.inbound import KEEP, MAX_KEY, TABLE, Answer, Claim
+from incidentbot.inbound_answers import Finishes, answer_rows
 
 _RECORDED = select(TABLE.c.finished_at, TABLE.c.status, TABLE.c.content_type, TABLE.c.body).where(
     TABLE.c.key == bindparam("key")
@@ -51,18 +51,7 @@ def record_many(engine: Engine, answers: Sequence[tuple[str, Answer | None]]) ->
     with db.transaction(engine) as s:
         now = db_now(s)
         conn = s.connection()
-        rows = []
-        for key, answer in answers:
-            kept = answer if answer is not None and len(answer.body) <= MAX_STORED_BODY else None
-            rows.append(
-                {
-                    "k": key[:MAX_KEY],
-                    "at": now,
-                    "st": kept.status if kept else None,
-                    "ct": kept.content_type if kept else None,
-                    "bd": kept.body if kept else None,
-                }
-            )
+        rows = answer_rows(answers, now)
         new = pg_insert(TABLE) if conn.dialect.name == "postgresql" else sqlite_insert(TABLE)
         stmt = new.values(
             key=bindparam("k"),
