@@ -10,12 +10,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Session
 
 from incidentbot import policy
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
+from incidentbot.db import detached
 from incidentbot.errors import DomainError
 from incidentbot.incidents import declare_statement
 from incidentbot.incidents.models import Counter, Incident, RoleAssignment
@@ -32,6 +33,7 @@ from incidentbot.ledger.redact import redact_text
 MAX_TITLE = 200
 
 _INCIDENT = Incident.__table__  # type: ignore[attr-defined]
+_MAPPER = Incident.__mapper__  # type: ignore[attr-defined]
 _COLUMNS = tuple(c.key for c in _INCIDENT.columns if c.key != "id")
 _INSERT_INCIDENT = insert(_INCIDENT).returning(_INCIDENT.c.id)
 _INSERT_ROLE = insert(RoleAssignment.__table__)  # type: ignore[attr-defined]
@@ -129,9 +131,10 @@ def declare_claimed(
     claimed before (a replay, a retry), and nothing was written. On SQLite ``claim`` must be
     None: the request is claimed before, by its own statement in the same transaction.
 
-    ``runs``: on PostgreSQL, the runs the declare queues (keys after the incident's ref) are
-    written by that statement too, for a new incident only: ``runs.started`` says they were
-    (else, as on SQLite, the caller starts them, and finds those of a repeated declare)."""
+    ``runs``: the runs the declare queues (keys after the incident's ref), written for a new
+    incident only, on PostgreSQL by that statement too, on SQLite by two statements of their
+    own (:func:`folded.start`): ``runs.started`` says they were (else the caller starts them,
+    and finds those of a repeated declare)."""
     now = now or utcnow()
     postgres = session.get_bind().dialect.name == "postgresql"
     if idempotency_key and not postgres:
@@ -146,7 +149,11 @@ def declare_claimed(
     impact = _check_past("impact_started", impact_started_at, now) if impact_started_at else None
     detected = _check_past("detected", detected_at, now) if detected_at else None
 
-    incident = Incident(
+    # The incident's columns, every one (a new incident leaves the later ones empty): it joins
+    # the session built from them as the ORM builds a loaded row (db.detached), not through
+    # the model's constructor, which sets each column through its instrumentation.
+    values: dict[str, Any] = dict.fromkeys(_COLUMNS)
+    values.update(
         number=0,  # taken as it is written
         title=clean_title,
         description=redact_text(description or "").strip() or None,
@@ -165,7 +172,7 @@ def declare_claimed(
     )
     data: dict[str, Any] = {"title": clean_title, "severity": sev.name, "fields": clean_fields}
     if description:
-        data["description"] = incident.description
+        data["description"] = values["description"]
     # Its first events: the declared one's summary starts with its INC number (see below).
     head, rest = "Declared INC-", f" ({sev.name}): {clean_title}"  # INC-: Incident.ref
     events = [event_row(0, "incident.declared", actor, rest, now=now, data=data) | {"head": head}]
@@ -193,54 +200,56 @@ def declare_claimed(
         )
     )
     if postgres:
-        return _write_in_one(session, incident, role, events, claim, runs)
+        return _write_in_one(session, values, role, events, claim, runs)
     assert claim is None, "on SQLite the request is claimed by its own statement"
     # Four Core statements (the number, the incident, its commander, its first events) and no
     # unit-of-work flush; the incident then joins the session as if read, so later changes in
-    # this transaction are UPDATEs.
-    incident.number = _next_number(session)
-    _insert_incident(session, incident)
-    session.connection().execute(_INSERT_ROLE, role | {"incident_id": incident.id})
+    # this transaction are UPDATEs. Then its runs, if given (two more, see folded.start).
+    values["number"] = _next_number(session)
+    conn = session.connection()
+    incident = _joined(session, values, conn.execute(_INSERT_INCIDENT, values).scalar_one())
+    conn.execute(_INSERT_ROLE, role | {"incident_id": incident.id})
     for row in events:
         row["incident_id"] = incident.id
         if row.pop("head", None) is not None:
             row["summary"] = f"Declared {incident.ref}{row['summary']}"
     insert_events(session, events)
+    if runs is not None:
+        folded.start(session, runs, incident.ref, incident.id)
     return incident
 
 
 def _write_in_one(
     session: Session,
-    incident: Incident,
+    values: dict[str, Any],
     role: dict[str, Any],
     events: list[dict[str, Any]],
     claim: str | None,
     runs: folded.Folded | None,
 ) -> Incident | None:
-    values = {name: getattr(incident, name) for name in declare_statement.COLUMNS}
     for row in events:
         row.pop("incident_id")
         row.setdefault("head", None)
     conn = session.connection()
-    done = declare_statement.run(conn, values, role, events, claim=claim, runs=runs)
+    written = {name: values[name] for name in declare_statement.COLUMNS}
+    done = declare_statement.run(conn, written, role, events, claim=claim, runs=runs)
     if not done.claimed:
         return None
     if done.existing is not None:
         return session.get_one(Incident, done.existing)
     assert done.id is not None and done.number is not None
-    incident.id, incident.number = done.id, done.number
-    _joins(session, incident)
+    values["number"] = done.number
+    incident = _joined(session, values, done.id)
     if runs is not None:
         folded.record(session, runs, done.runs, incident.ref, incident.id)
     return incident
 
 
-def _insert_incident(session: Session, incident: Incident) -> None:
-    values = {name: getattr(incident, name) for name in _COLUMNS}
-    incident.id = session.connection().execute(_INSERT_INCIDENT, values).scalar_one()
-    _joins(session, incident)
-
-
-def _joins(session: Session, incident: Incident) -> None:
-    make_transient_to_detached(incident)
+def _joined(session: Session, values: dict[str, Any], incident_id: int) -> Incident:
+    # As written: every column's value is in ``values`` (no attribute left to load).
+    values["id"] = incident_id
+    if not _MAPPER.configured:  # as the model's constructor would on its first call
+        configure_mappers()
+    incident = detached(Incident, values)
     session.add(incident)
+    return incident

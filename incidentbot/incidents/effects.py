@@ -51,8 +51,8 @@ def start_declare_effects(session: Session, incident: Incident, *, declarer: str
 
 
 def declare_runs(declarer: str) -> folded.Folded:
-    """The runs of :func:`start_declare_effects`, for the declare's own statement to write on
-    PostgreSQL (``declare_claimed(runs=...)``): no statement of their own."""
+    """The runs of :func:`start_declare_effects`, checked, for the declare to write with the
+    incident (``declare_claimed(runs=...)``; on PostgreSQL in its own statement)."""
     return folded.fold(_declare_runs(declarer), actor=declarer)
 
 

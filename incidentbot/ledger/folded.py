@@ -14,8 +14,9 @@ statement knows, an incident's number); :func:`params` their parameters (two JSO
 :func:`service.start_runs` does (the workers are woken once the transaction commits). No row of
 the subject, nothing is written (a refused or repeated declare).
 
-The rows are those :func:`untargeted.insert_many` writes, column for column; SQLite keeps that
-path (no round trip to save).
+The rows are those :func:`untargeted.insert_many` writes, column for column; on SQLite (no
+round trip to save) :func:`start` writes them with it, after the declare's own statements,
+without checking them a second time.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from sqlmodel import Session
 
 from incidentbot.errors import DomainError
+from incidentbot.ledger import untargeted
 from incidentbot.ledger.actions import ActionRegistry, registry
 from incidentbot.ledger.models import PENDING, STEP_PENDING
 from incidentbot.ledger.redact import redact
@@ -42,8 +44,9 @@ MAX_PREFIX = 40
 @dataclass
 class Folded:
     """Runs ``(kind, key suffix, steps)`` checked, to be written by another statement.
-    ``started``: their full keys' (id, creation time) once that statement wrote them; None
-    while it has not (or wrote none: its subject was not written)."""
+    ``started``: their full keys' (id, creation time) once that statement (on SQLite,
+    :func:`start`) wrote them; None while it has not (or wrote none: its subject was not
+    written)."""
 
     runs: list[tuple[str, str, list[StepSpec]]]
     actor: str
@@ -134,4 +137,14 @@ def record(session: Session, folded: Folded, result: Any, prefix: str, incident_
     }
     folded.started = started
     full = [(kind, prefix + suffix, steps) for kind, suffix, steps in folded.runs]
+    runs_started(session, full, started, actor=folded.actor, incident_id=incident_id)
+
+
+def start(session: Session, folded: Folded, prefix: str, incident_id: int) -> None:
+    """On SQLite, once the subject is written: the runs written by their own two statements
+    (:func:`untargeted.insert_many`) and announced, as :func:`service.start_runs` does for runs
+    :func:`fold` already checked."""
+    full = [(kind, prefix + suffix, steps) for kind, suffix, steps in folded.runs]
+    started = untargeted.insert_many(session, full, folded.actor, incident_id)
+    folded.started = started
     runs_started(session, full, started, actor=folded.actor, incident_id=incident_id)

@@ -180,7 +180,8 @@ def declare(
         settings, policy.severity(settings, severity or settings.default_severity).name, service
     )
     # A Slack request claimed in the declare's own transaction (see incidentbot.inbound).
-    # PostgreSQL: the channel and the announcement are written by the declare's statement too.
+    # The channel and the announcement, checked here once, are written with the incident
+    # (on PostgreSQL by the declare's one statement), unless the declare repeats one.
     runs = effects.declare_runs(actor.id) if core.chat else None
     with inbound.claimed_transaction(core.engine, by_caller=True) as s:
         claim = inbound.claim_key(s)  # PostgreSQL: claimed in the declare's one statement
@@ -214,7 +215,7 @@ def declare(
                 how="(it declared this incident)",
                 source_key=linked_source,
             )
-        queued = runs is not None and runs.started is not None  # by the declare's statement
+        queued = runs is not None and runs.started is not None  # with the incident
         chat = core.chat and not queued
         paged = declare_effects(s, settings, inc, actor.id, chat=chat, service=service)
         assert inc.id is not None
