@@ -39,19 +39,17 @@ _INSERT_INCIDENT = insert(_INCIDENT).returning(_INCIDENT.c.id)
 _INSERT_ROLE = insert(RoleAssignment.__table__)  # type: ignore[attr-defined]
 _BY_KEY = select(_INCIDENT.c.id).where(_INCIDENT.c.idempotency_key == bindparam("key"))
 INCIDENT_SEQUENCE = "incident_number"  # PostgreSQL (migration 0021)
+_TAKE_NUMBER = text("UPDATE counter SET value = value + 1 WHERE name = 'incident' RETURNING value")
 
 
 def _next_number(session: Session) -> int:
     # Taken after every check of the declare's input. On PostgreSQL from a sequence, which no
-    # transaction locks, so concurrent declares run side by side; a declare that then fails at
-    # the database (a lost connection, a crash, a racing duplicate key) leaves its number
-    # unused. On SQLite from the counter row, under the write lock every writer takes anyway:
-    # a failed declare gives its number back.
-    if session.get_bind().dialect.name == "postgresql":
-        return int(session.execute(text(f"SELECT nextval('{INCIDENT_SEQUENCE}')")).scalar_one())
-    value = session.execute(
-        text("UPDATE counter SET value = value + 1 WHERE name = 'incident' RETURNING value")
-    ).scalar_one_or_none()
+    # transaction locks, so concurrent declares run side by side, by the declare's one
+    # statement (declare_statement); a declare that then fails at the database (a lost
+    # connection, a crash, a racing duplicate key) leaves its number unused. On SQLite (here)
+    # from the counter row, under the write lock every writer takes anyway: a failed declare
+    # gives its number back.
+    value = session.connection().execute(_TAKE_NUMBER).scalar_one_or_none()
     if value is None:
         session.add(Counter(name="incident", value=1))
         session.flush()
