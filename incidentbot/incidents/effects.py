@@ -7,6 +7,7 @@ Each effect is a ledger run started in the same transaction as the change, so a 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from sqlmodel import Session
@@ -16,6 +17,7 @@ from incidentbot.incidents import service as svc
 from incidentbot.incidents.models import Incident
 from incidentbot.ledger import folded
 from incidentbot.ledger import service as ledger
+from incidentbot.ledger.actions import registry
 
 # Slack retries are the ledger's: quick first retries, capped, enough to outlast a short outage.
 CHAT_RETRY = {"max_attempts": 8, "backoff": 0.5, "max_backoff": 30.0}
@@ -53,6 +55,16 @@ def start_declare_effects(session: Session, incident: Incident, *, declarer: str
 def declare_runs(declarer: str) -> folded.Folded:
     """The runs of :func:`start_declare_effects`, checked, for the declare to write with the
     incident (``declare_claimed(runs=...)``; on PostgreSQL in its own statement)."""
+    # Checked once per declarer and registration of their actions (the check's only other
+    # input); a refusal is not kept, so it is made again the next time.
+    actions = tuple(registry.get(name) for name in _DECLARE_ACTIONS)
+    checked = _checked_declare_runs(declarer, actions)
+    return folded.Folded(checked.runs, checked.actor)
+
+
+@lru_cache(maxsize=1024)
+def _checked_declare_runs(declarer: str, _actions: tuple[object, ...]) -> folded.Folded:
+    # Shared by the declares that get it: read only (its steps are frozen).
     return folded.fold(_declare_runs(declarer), actor=declarer)
 
 
@@ -148,3 +160,9 @@ EFFECTS = {
     "incident.archive_warning": "warn that the incident channel will be archived",
     "incident.archive": "archive the incident channel",
 }
+
+
+# The actions the declare's runs name (whose registration their check reads).
+_DECLARE_ACTIONS = tuple(
+    step["action"] for _kind, _suffix, steps in _declare_runs("") for step in steps
+)

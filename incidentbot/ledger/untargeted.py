@@ -35,6 +35,7 @@ from incidentbot.ledger.spec import StepSpec, snapshot
 
 RUNS = Run.__table__  # type: ignore[attr-defined]
 STEPS = Step.__table__  # type: ignore[attr-defined]
+_INSERT_STEPS = STEPS.insert()  # built once: a new one each time costs its cache key
 
 
 @cache
@@ -109,7 +110,7 @@ def insert_many(
         for row in _step_rows(started[key][0], steps)
     ]
     if step_rows:
-        conn.execute(STEPS.insert(), step_rows)
+        conn.execute(_INSERT_STEPS, step_rows)
     return started
 
 
@@ -130,7 +131,7 @@ def insert(
     if row is None:
         return None
     run_id, now, wake = row
-    conn.execute(STEPS.insert(), _step_rows(run_id, steps))
+    conn.execute(_INSERT_STEPS, _step_rows(run_id, steps))
     run = Run(id=run_id, created_at=now, updated_at=now, wake_at=wake, **values)
     make_transient_to_detached(run)
     session.add(run)  # persistent as inserted, without reading it back
