@@ -29,7 +29,6 @@ EXPECTED = {
     "postgresql": ["WITH claim AS (INSERT INTO inbound_request"],
     "sqlite": [
         "INSERT INTO inbound_request",
-        "SELECT incident.id FROM incident",
         "UPDATE counter",
         "INSERT INTO incident",
         "INSERT INTO role_assignment",

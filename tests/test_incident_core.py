@@ -197,6 +197,9 @@ def test_idempotency_key_returns_the_same_incident(engine, settings):
     again = _declare(engine, settings, idempotency_key="slack:trigger:abc")
     assert first.number == again.number == 1
     assert count(engine, "incident") == 1
+    assert count(engine, "timeline_event") == 2  # declared, commander: not written again
+    # The repeat took no number: the next incident is INC-2.
+    assert _declare(engine, settings, idempotency_key="slack:trigger:def").number == 2
 
 
 def test_past_milestones_keep_their_offsets(engine, settings):

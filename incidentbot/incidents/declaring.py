@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import configure_mappers
 from sqlmodel import Session
 
@@ -35,11 +36,17 @@ MAX_TITLE = 200
 _INCIDENT = Incident.__table__  # type: ignore[attr-defined]
 _MAPPER = Incident.__mapper__  # type: ignore[attr-defined]
 _COLUMNS = tuple(c.key for c in _INCIDENT.columns if c.key != "id")
-_INSERT_INCIDENT = insert(_INCIDENT).returning(_INCIDENT.c.id)
+# SQLite: a key that opened an incident before inserts nothing (no read of the key first).
+_INSERT_INCIDENT = (
+    sqlite_insert(_INCIDENT)
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(_INCIDENT.c.id)
+)
 _INSERT_ROLE = insert(RoleAssignment.__table__)  # type: ignore[attr-defined]
 _BY_KEY = select(_INCIDENT.c.id).where(_INCIDENT.c.idempotency_key == bindparam("key"))
 INCIDENT_SEQUENCE = "incident_number"  # PostgreSQL (migration 0021)
 _TAKE_NUMBER = text("UPDATE counter SET value = value + 1 WHERE name = 'incident' RETURNING value")
+_GIVE_BACK = text("UPDATE counter SET value = value - 1 WHERE name = 'incident'")
 
 
 def _next_number(session: Session) -> int:
@@ -55,6 +62,11 @@ def _next_number(session: Session) -> int:
         session.flush()
         return 1
     return int(value)
+
+
+def _existing(session: Session, key: str | None) -> Incident | None:
+    found = session.connection().execute(_BY_KEY, {"key": key}).first()
+    return None if found is None else session.get_one(Incident, found[0])
 
 
 def _clean_title(title: str) -> str:
@@ -135,17 +147,23 @@ def declare_claimed(
     and finds those of a repeated declare)."""
     now = now or utcnow()
     postgres = session.get_bind().dialect.name == "postgresql"
-    if idempotency_key and not postgres:
-        existing = session.connection().execute(_BY_KEY, {"key": idempotency_key}).first()
-        if existing is not None:
-            return session.get_one(Incident, existing[0])
-    clean_title = _clean_title(title)
-    sev = policy.severity(settings, severity)
-    clean_fields = policy.check_fields(settings, fields or {}, declaring=True)
-    actor = _clean_actor(actor, "the declarer")
-    commander = _clean_actor(commander, "the commander") if commander else actor
-    impact = _check_past("impact_started", impact_started_at, now) if impact_started_at else None
-    detected = _check_past("detected", detected_at, now) if detected_at else None
+    try:
+        clean_title = _clean_title(title)
+        sev = policy.severity(settings, severity)
+        clean_fields = policy.check_fields(settings, fields or {}, declaring=True)
+        actor = _clean_actor(actor, "the declarer")
+        commander = _clean_actor(commander, "the commander") if commander else actor
+        impact = (
+            _check_past("impact_started", impact_started_at, now) if impact_started_at else None
+        )
+        detected = detected_at and _check_past("detected", detected_at, now)
+    except Exception:
+        # On SQLite a repeated key is the incident it opened, whatever the input now.
+        if idempotency_key and not postgres:
+            existing = _existing(session, idempotency_key)
+            if existing is not None:
+                return existing
+        raise
 
     # The incident's columns, every one (a new incident leaves the later ones empty): it joins
     # the session built from them as the ORM builds a loaded row (db.detached), not through
@@ -205,7 +223,13 @@ def declare_claimed(
     # this transaction are UPDATEs. Then its runs, if given (two more, see folded.start).
     values["number"] = _next_number(session)
     conn = session.connection()
-    incident = _joined(session, values, conn.execute(_INSERT_INCIDENT, values).scalar_one())
+    new_id = conn.execute(_INSERT_INCIDENT, values).scalar_one_or_none()
+    if new_id is None:  # its key opened an incident before: that one, its number given back
+        conn.execute(_GIVE_BACK)
+        existing = _existing(session, idempotency_key)
+        assert existing is not None
+        return existing
+    incident = _joined(session, values, new_id)
     conn.execute(_INSERT_ROLE, role | {"incident_id": incident.id})
     for row in events:
         row["incident_id"] = incident.id
