@@ -272,7 +272,10 @@ def runs_started(
 ) -> None:
     """After the runs ``checked`` were inserted, those of ``started`` (key: id, creation time)
     new: each announced (``run.created``: the workers are woken once the transaction commits);
-    each of the others must be a run of the same kind already started with its key."""
+    each of the others must be a run of the same kind already started with its key. One log
+    line for them all (a declare starts two: each line is a record through the log's filter
+    and handler on the thread that answers)."""
+    new: list[tuple[int, str, str]] = []
     for kind, key, _steps in checked:
         if key not in started:  # started before (or by a racing start that committed)
             existing = get_by_key(session, key)
@@ -292,7 +295,11 @@ def runs_started(
                 data={"actor": actor},
             ),
         )
-        log.info("run %s started: %s key=%s", run_id, kind, key)
+        new.append((run_id, kind, key))
+    if len(new) == 1:
+        log.info("run %s started: %s key=%s", *new[0])
+    elif new and log.isEnabledFor(logging.INFO):
+        log.info("runs started: %s", "; ".join(f"{i} {kind} key={key}" for i, kind, key in new))
 
 
 def clean_text(value: str, what: str, limit: int) -> str:
