@@ -156,7 +156,7 @@ def declare_claimed(
         impact = (
             _check_past("impact_started", impact_started_at, now) if impact_started_at else None
         )
-        detected = detected_at and _check_past("detected", detected_at, now)
+        detected = _check_past("detected", detected_at, now) if detected_at else None
     except Exception:
         # On SQLite a repeated key is the incident it opened, whatever the input now.
         if idempotency_key and not postgres:
