@@ -118,7 +118,7 @@ def declare_rehearsal(engine: Engine, settings: Settings) -> None:
                     severity=settings.default_severity,
                     actor=ACTOR,
                     idempotency_key=key,
-                    runs=(runs := effects.declare_runs(ACTOR)),  # PostgreSQL: in the statement
+                    runs=(runs := effects.declare_runs(ACTOR)),  # written with the incident
                 )
                 assert inc is not None
                 declare_effects(s, settings, inc, ACTOR, chat=runs.started is None)
