@@ -5,6 +5,7 @@ by the incident's commander, worked by ledger workers."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,12 @@ def test_no_healthy_backup_means_no_failover(lab: Lab, bot) -> None:  # noqa: F8
         lab.fault(node, "freeze")
     lab.fault("node-3", "stop")
     wait_for(lambda: lab.server("node-3").state == "DOWN", what="node-3 down")
+    # The runbook judges node-2 by its newest block's age against the clock (max_age 2s): run it
+    # once that block is older than that (with a second's margin: timestamps are whole seconds).
+    with RpcClient(lab.node_url("node-2")) as rpc:
+        newest = rpc.block("latest")
+    assert newest is not None
+    wait_for(lambda: time.time() - newest.timestamp > 3, what="node-2's newest block to age")
     run = run_runbook(bot, "failover-rpc-provider", max_age="2s")
     assert run.status == "failed"
     assert "no backup is healthy" in run.error
