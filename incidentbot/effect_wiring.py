@@ -23,8 +23,8 @@ from incidentbot.incidents.flows import ChatActions
 from incidentbot.ledger import events
 from incidentbot.ledger.actions import registry as action_registry
 from incidentbot.paging.config import parse_routing_keys
-from incidentbot.paging.flows import PagerActions
 from incidentbot.paging.links import AskActions
+from incidentbot.paging.pager_actions import PagerActions
 from incidentbot.runbooks import runtime as runbook_runtime
 from incidentbot.runbooks.messages import RunMessages
 from incidentbot.slack import alert_blocks, blocks, runbook_blocks

@@ -29,6 +29,7 @@ from incidentbot.incidents.models import ActionItem, Incident
 from incidentbot.ledger.worker import WorkerPool
 from incidentbot.paging import flows as paging
 from incidentbot.paging.models import Page
+from incidentbot.paging.pager_actions import mark_page
 from incidentbot.people import lookup as people
 from incidentbot.postmortems import lifecycle
 from incidentbot.runbooks import approvals, planning, run_context, runtime
@@ -341,7 +342,7 @@ def build_incident(
             source_key=f"page-triggered:{page_id}",
         )
     c.at("10:05:40")
-    paging.mark_page(
+    mark_page(
         engine, "Q1RPC4242", "acknowledged", "pagerduty", "Bob Lee", source_key="pd-webhook:ack-1"
     )
 

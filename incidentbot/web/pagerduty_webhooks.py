@@ -9,7 +9,7 @@ the responder's name (resolved, while ours is open, also asks in the channel whe
 ours); a redelivered event is recorded once.
 
 This is a door: it authenticates the delivery, reads PagerDuty's payload and hands the change to
-the paging core (:func:`incidentbot.paging.flows.mark_page`).
+the paging core (:func:`incidentbot.paging.pager_actions.mark_page`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from starlette.routing import Route
 from incidentbot.config import Settings
 from incidentbot.errors import DomainError
 from incidentbot.incidents.models import Incident
-from incidentbot.paging.flows import mark_page
+from incidentbot.paging.pager_actions import mark_page
 from incidentbot.ports import PageInfo
 from incidentbot.typed_text import clean_tree
 from incidentbot.usecases.core import Actor, Core
