@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from incidentbot import __version__, db
+from incidentbot.action_items import fields as item_fields
 from incidentbot.action_items import service as items
 from incidentbot.clock import utcnow
 from incidentbot.config import Settings
@@ -221,9 +222,9 @@ def prepare(
     assert item.id is not None and inc is not None
     if item.external_url:
         return Exported(item.id, inc.ref, item.external_url, created=False)
-    if item.status != items.OPEN:
+    if item.status != item_fields.OPEN:
         raise DomainError(
-            f"action item #{item.id} is {items.label(item.status)}: only open items are "
+            f"action item #{item.id} is {item_fields.label(item.status)}: only open items are "
             "exported; reopen it first"
         )
     _configured(settings)  # refuses here, before anything is said to be under way

@@ -14,7 +14,7 @@ from incidentbot.config import Settings
 from incidentbot.incidents.models import ActionItem, Incident
 from incidentbot.people import Directory
 
-OPEN = "open"  # the status an item has until done or won't do (service.OPEN)
+OPEN = "open"  # the status an item has until done or won't do (fields.OPEN)
 
 
 def is_overdue(item: ActionItem, today: date) -> bool:

@@ -12,13 +12,24 @@ that day has ended there.
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime
 from typing import Any
 
 from sqlmodel import Session, select
 
 from incidentbot.action_items.due import today as team_today
+from incidentbot.action_items.fields import (
+    DEFAULT_PRIORITY,
+    DONE,
+    MAX_REASON,
+    MAX_TEXT,
+    WONT_DO,
+    clean_owner,
+    clean_text,
+    label,
+    parse_id,
+    parse_priority,
+)
 from incidentbot.action_items.report import (
     OPEN,
     ItemView,
@@ -35,16 +46,6 @@ from incidentbot.config import Settings
 from incidentbot.errors import DomainError, NotFound
 from incidentbot.incidents import records
 from incidentbot.incidents.models import ActionItem, Incident
-from incidentbot.ledger.redact import redact_text
-
-PRIORITIES = ("low", "medium", "high", "urgent")
-DEFAULT_PRIORITY = "medium"  # the column's default: an item nobody ranked
-DONE, WONT_DO = "done", "wont_do"
-STATUSES = (OPEN, DONE, WONT_DO)
-MAX_TEXT = 2000
-MAX_REASON = 1000
-MAX_OWNER = 128
-_ID = re.compile(r"^\s*#?(\d{1,12})\s*$")
 
 __all__ = [
     "ItemView",
@@ -63,53 +64,6 @@ __all__ = [
     "view",
     "wont_do",
 ]
-
-
-def label(status: str) -> str:
-    """How a status reads to people: ``wont_do`` is "won't do"."""
-    return "won't do" if status == WONT_DO else status
-
-
-def parse_id(text: str | int) -> int:
-    """``12`` and ``#12`` both name action item 12."""
-    match = _ID.match(str(text))
-    if not match:
-        shown = str(text) if len(str(text)) <= 40 else str(text)[:40] + "…"
-        raise DomainError(f"'{shown}' is not an action item id: use its number, e.g. 12")
-    return int(match.group(1))
-
-
-def parse_priority(text: str) -> str:
-    value = str(text).strip().lower().removeprefix("priority:")
-    if value not in PRIORITIES:
-        shown = value if len(value) <= 40 else value[:40] + "…"
-        raise DomainError(f"unknown priority '{shown}': use {', '.join(PRIORITIES)}")
-    return value
-
-
-def parse_status(text: str) -> str:
-    value = str(text).strip().lower().replace("'", "").replace("-", "_").replace(" ", "_")
-    value = {"wontdo": WONT_DO}.get(value, value)
-    if value not in STATUSES:
-        raise DomainError(f"unknown status '{text}': use open, done or wont_do")
-    return value
-
-
-def _clean(text: str, what: str, limit: int) -> str:
-    """One line of what people typed, secrets masked (with the timeline's rules) before it
-    is stored, shown or exported."""
-    clean = redact_text(" ".join(str(text).split()))
-    if not clean:
-        raise DomainError(f"{what} is empty")
-    if len(clean) > limit:
-        raise DomainError(f"{what} is {len(clean)} characters long: at most {limit}")
-    return clean
-
-
-def _owner(owner: str | None) -> str | None:
-    if owner is None:
-        return None
-    return _clean(owner, "the owner", MAX_OWNER)
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -160,9 +114,9 @@ def add(
     kept with the timeline event (where the item came from)."""
     now = now or utcnow()
     inc = incident if isinstance(incident, Incident) else records.get(session, incident)
-    clean = _clean(text, "the action item's text", MAX_TEXT)
+    clean = clean_text(text, "the action item's text", MAX_TEXT)
     actor = records._clean_actor(actor, "the creator")
-    owner = _owner(owner)
+    owner = clean_owner(owner)
     prio = parse_priority(priority) if priority else DEFAULT_PRIORITY
     if due is not None and due < team_today(settings.timezone, now):
         raise DomainError(
@@ -218,7 +172,7 @@ def assign(
 ) -> ActionItem:
     now = now or utcnow()
     item = get(session, item_id, incident=incident, for_update=True)
-    owner_clean = _owner(owner)
+    owner_clean = clean_owner(owner)
     assert owner_clean is not None
     _require_open(item, "assign it")
     if item.owner == owner_clean:
@@ -279,7 +233,7 @@ def wont_do(
 ) -> ActionItem:
     now = now or utcnow()
     item = get(session, item_id, incident=incident, for_update=True)
-    clean = _clean(reason, "the reason", MAX_REASON)
+    clean = clean_text(reason, "the reason", MAX_REASON)
     if item.status == WONT_DO:
         raise DomainError(
             f"action item #{item.id} is already closed as won't do ({item.status_reason})"
@@ -363,7 +317,7 @@ def edit(
         old, new = item.priority, parse_priority(str(value))
         item.priority = new
     else:
-        old, new = item.text, _clean(str(value or ""), "the action item's text", MAX_TEXT)
+        old, new = item.text, clean_text(str(value or ""), "the action item's text", MAX_TEXT)
         item.text = new
     if old == new:
         shown = new if new is not None else "not set"

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from incidentbot import db
+from incidentbot.action_items import fields as item_fields
 from incidentbot.action_items import github
 from incidentbot.action_items import service as items
 from incidentbot.action_items.due import parse_due
@@ -75,7 +76,7 @@ def add(
     owner: str = typer.Option(None, "--owner", "-o", help="Who does it (a name or U… id)."),
     due: str = typer.Option(None, "--due", "-d", help="YYYY-MM-DD, +3d, +2w, today, tomorrow."),
     priority: str = typer.Option(
-        None, "--priority", "-p", help=f"{', '.join(items.PRIORITIES)} (default medium)."
+        None, "--priority", "-p", help=f"{', '.join(item_fields.PRIORITIES)} (default medium)."
     ),
     as_user: str = AS_OPTION,
 ) -> None:
@@ -105,8 +106,8 @@ def list_cmd(
 ) -> None:
     """List action items (open ones unless --status says otherwise), by incident."""
     st = state(ctx)
-    wanted = None if status.strip().lower() == "all" else items.parse_status(status)
-    if overdue and wanted not in (None, items.OPEN):
+    wanted = None if status.strip().lower() == "all" else item_fields.parse_status(status)
+    if overdue and wanted not in (None, item_fields.OPEN):
         raise CliError("--overdue lists open items only: leave out --status or use open")
     with db.transaction(st.engine) as s:
         views = items.list_items(
@@ -131,10 +132,10 @@ def list_cmd(
     )  # fmt: skip
     for v in views:
         i = v.item
-        state_text = items.label(i.status)
+        state_text = item_fields.label(i.status)
         if v.overdue:
             state_text = f"open, OVERDUE by {v.days_overdue}d"
-        elif i.status == items.WONT_DO and i.status_reason:
+        elif i.status == item_fields.WONT_DO and i.status_reason:
             state_text += f": {i.status_reason}"
         if i.external_url:
             state_text += f" ({i.external_url})"
@@ -157,7 +158,7 @@ def edit(
     due: str = typer.Option(
         None, "--due", "-d", help="YYYY-MM-DD, +3d, +2w, today, tomorrow; none clears it."
     ),
-    priority: str = typer.Option(None, "--priority", "-p", help=", ".join(items.PRIORITIES)),
+    priority: str = typer.Option(None, "--priority", "-p", help=", ".join(item_fields.PRIORITIES)),
     text: str = typer.Option(None, "--text", "-t", help="The item's new text."),
     incident: str = IN_INCIDENT,
     as_user: str = AS_OPTION,

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from incidentbot import db
+from incidentbot.action_items import fields as item_fields
 from incidentbot.action_items import github
 from incidentbot.action_items import service as items
 from incidentbot.chat_text import mention, mrkdwn, mrkdwn_people
@@ -158,7 +159,7 @@ class ActionCommands:
                 f"{inc.ref} has no action items yet: `/incident action add <text>` or react "
                 f"to a message with :{self.settings.action_items.reaction}:."
             )
-        open_ = [v for v in views if v.item.status == items.OPEN]
+        open_ = [v for v in views if v.item.status == item_fields.OPEN]
         late = sum(1 for v in open_ if v.overdue)
         head = f"*{inc.ref} action items* ({len(open_)} open" + (
             f", {late} overdue)" if late else ")"
@@ -167,7 +168,7 @@ class ActionCommands:
 
     def _mine(self, user: str) -> Reply:
         with db.transaction(self.engine) as s:
-            views = items.list_items(s, self.settings, owner=user, status=items.OPEN)
+            views = items.list_items(s, self.settings, owner=user, status=item_fields.OPEN)
         if not views:
             return Reply("You own no open action items. :tada:")
         late = sum(1 for v in views if v.overdue)
@@ -205,8 +206,8 @@ class ActionCommands:
         clean = " ".join(text.split())
         if not clean:
             return Reply("That message has no text, so it did not become an action item.")
-        if len(clean) > items.MAX_TEXT:
-            clean = clean[: items.MAX_TEXT - 1] + "…"
+        if len(clean) > item_fields.MAX_TEXT:
+            clean = clean[: item_fields.MAX_TEXT - 1] + "…"
         try:
             item = uc.add(self.core, Actor(reactor, "slack"), incident.ref, clean,
                           source_key=source_key(channel, ts),
@@ -264,14 +265,14 @@ def _lines(head: str, views: list[items.ItemView], *, with_incident: bool) -> st
         i = v.item
         where = f"{v.incident_ref} · " if with_incident else ""
         state = ""
-        if i.status == items.DONE:
+        if i.status == item_fields.DONE:
             state = " · done"
-        elif i.status == items.WONT_DO:
+        elif i.status == item_fields.WONT_DO:
             state = f" · won't do: {mrkdwn(i.status_reason)}"
         elif v.overdue:
             state = f" · :warning: *{v.overdue_text}*"
         issue = f" · <{i.external_url}|issue>" if i.external_url else ""
-        text = f"~{mrkdwn(i.text)}~" if i.status != items.OPEN else mrkdwn(i.text)
+        text = f"~{mrkdwn(i.text)}~" if i.status != item_fields.OPEN else mrkdwn(i.text)
         lines.append(f"• *#{i.id}* {where}{text} · {_details(i)}{state}{issue}")
     if len(views) > MAX_LINES:
         lines.append(f"… and {len(views) - MAX_LINES} more: `incidentbot actions list`")

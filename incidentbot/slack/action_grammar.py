@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from incidentbot.action_items import service as items
+from incidentbot.action_items import fields as item_fields
 from incidentbot.action_items.due import parse_due
 from incidentbot.errors import DomainError
 
@@ -55,7 +55,7 @@ ALIASES = {
 }
 # Work on one incident's items, so they run in its channel; `list` works anywhere.
 CHANNEL_ONLY = ("add", "edit", "done", "assign", "wontdo", "reopen", "export")
-MAX_TEXT = items.MAX_TEXT
+MAX_TEXT = item_fields.MAX_TEXT
 
 
 class ActionUsage(DomainError):
@@ -136,7 +136,7 @@ def _add(rest: str, timezone: str, now: datetime | None) -> dict[str, Any]:
         due = parse_due(options["due"], timezone=timezone, now=now)
     priority = None
     if "priority" in options:
-        priority = items.parse_priority(options["priority"])
+        priority = item_fields.parse_priority(options["priority"])
     return {
         "op": "add",
         "text": body,
@@ -154,7 +154,7 @@ def _edit(rest: str, timezone: str, now: datetime | None) -> dict[str, Any]:
     first, _, more = rest.partition(" ")
     if not first:
         raise DomainError("`action edit` needs an item id, like `action edit 3 due +3d`")
-    item_id = items.parse_id(first)
+    item_id = item_fields.parse_id(first)
     more = more.strip()
     word, _sep, value = more.partition(":") if re.match(r"^\w+:", more) else more.partition(" ")
     field = word.lower()
@@ -168,7 +168,7 @@ def _edit(rest: str, timezone: str, now: datetime | None) -> dict[str, Any]:
     if field == "due":
         new = None if value.lower() in _NO_DATE else parse_due(value, timezone=timezone, now=now)
     elif field == "priority":
-        new = items.parse_priority(value)
+        new = item_fields.parse_priority(value)
     else:
         if _MENTION.search(value):
             raise DomainError("the text cannot mention anyone: the owner is set with `assign`")
@@ -182,7 +182,7 @@ def _with_id(op: str, rest: str) -> dict[str, Any]:
     first, _, more = rest.partition(" ")
     if not first:
         raise DomainError(f"`action {op}` needs an item id, like `action {op} 3`")
-    item_id = items.parse_id(first)
+    item_id = item_fields.parse_id(first)
     more = more.strip()
     if op == "assign":
         owners = _MENTION.findall(more)
@@ -201,8 +201,10 @@ def _with_id(op: str, rest: str) -> dict[str, Any]:
         reason = _strip_quotes(more)
         if not reason:
             raise DomainError("`action wontdo` needs a reason: why it will not be done")
-        if len(reason) > items.MAX_REASON:
-            raise DomainError(f"the reason is {len(reason)} characters: at most {items.MAX_REASON}")
+        if len(reason) > item_fields.MAX_REASON:
+            raise DomainError(
+                f"the reason is {len(reason)} characters: at most {item_fields.MAX_REASON}"
+            )
         return {"op": op, "id": item_id, "reason": reason}
     if more:
         raise DomainError(f"`action {op}` takes only the item id")
