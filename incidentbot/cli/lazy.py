@@ -31,7 +31,9 @@ class Entry:
 COMMANDS: dict[str, Entry] = {
     "incident": Entry("incident", "app", "Declare and run incidents."),
     "timeline": Entry(
-        "incident", "timeline_cmd", "Show an incident's timeline: time, actor and what changed."
+        "incident_views",
+        "timeline_cmd",
+        "Show an incident's timeline: time, actor and what changed.",
     ),
     "db": Entry("db_cmd", "app", "Database: migrations, backup and restore."),
     "config": Entry("config_cmd", "app", "Configuration."),
