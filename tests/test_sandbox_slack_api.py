@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,18 +13,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from incidentbot.sandbox.slack import SlackSandbox
+from tests import slack_sandbox_fixtures
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SlackSandbox]:
-    with SlackSandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def slack(server: SlackSandbox) -> SlackSandbox:
-    server.reset()
-    return server
+server, slack = slack_sandbox_fixtures.server, slack_sandbox_fixtures.slack  # fixtures
 
 
 @pytest.fixture

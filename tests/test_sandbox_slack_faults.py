@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 from urllib.error import URLError
 
@@ -16,6 +15,9 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
 from incidentbot.sandbox.slack import SlackSandbox
 from incidentbot.sandbox.slack.methods import load_all
+from tests import slack_sandbox_fixtures
+
+server, slack = slack_sandbox_fixtures.server, slack_sandbox_fixtures.slack  # fixtures
 
 
 class FakeClock:
@@ -24,18 +26,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SlackSandbox]:
-    with SlackSandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def slack(server: SlackSandbox) -> SlackSandbox:
-    server.reset()
-    return server
 
 
 def bare_client(slack: SlackSandbox, **kw: Any) -> WebClient:

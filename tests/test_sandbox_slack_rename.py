@@ -4,26 +4,15 @@ the error codes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from incidentbot.sandbox.slack import SlackSandbox
 from incidentbot.sandbox.slack.spec import check_request_log, load_spec
+from tests import slack_sandbox_fixtures
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SlackSandbox]:
-    with SlackSandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def slack(server: SlackSandbox) -> SlackSandbox:
-    server.reset()
-    return server
+server, slack = slack_sandbox_fixtures.server, slack_sandbox_fixtures.slack  # fixtures
 
 
 @pytest.fixture

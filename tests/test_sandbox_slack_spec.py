@@ -27,6 +27,10 @@ from incidentbot.sandbox.slack.spec import (
     load_spec,
 )
 from incidentbot.sandbox.specs import VENDORED_DIR
+from tests import slack_sandbox_fixtures
+
+slack = slack_sandbox_fixtures.slack  # fixture: the module server below, reset
+
 
 ROOT = Path(__file__).resolve().parents[1]
 # The Slack server's own package, and the pieces every local server shares.
@@ -48,12 +52,6 @@ def spec() -> SlackWebSpec:
 def server() -> Iterator[SlackSandbox]:
     with SlackSandbox(bot_url="http://127.0.0.1:9/not-used") as sandbox:
         yield sandbox
-
-
-@pytest.fixture
-def slack(server: SlackSandbox) -> SlackSandbox:
-    server.reset()
-    return server
 
 
 def expect_error(call: Any, code: str) -> None:

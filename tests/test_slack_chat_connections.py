@@ -26,20 +26,11 @@ from incidentbot.sandbox.slack import SlackSandbox
 from incidentbot.slack.chat import SlackChat
 from incidentbot.slack.connections import SlackConnections, _Tracked
 from incidentbot.slack.web_client import PooledRespond
+from tests import slack_sandbox_fixtures
 from tests.slack_harness import PATIENT_ACK_S, wait_for
 from tests.tcp_proxy import TcpProxy
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SlackSandbox]:
-    with SlackSandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def slack(server: SlackSandbox) -> SlackSandbox:
-    server.reset()
-    return server
+server, slack = slack_sandbox_fixtures.server, slack_sandbox_fixtures.slack  # fixtures
 
 
 @pytest.fixture
