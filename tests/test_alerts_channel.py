@@ -106,17 +106,23 @@ def test_a_storm_posts_one_channel_message_updated_as_its_alerts_resolve(engine)
         assert_spec_conformance(slack)
 
 
-def test_updates_of_a_group_are_coalesced_and_at_most_one_per_interval(engine, tmp_path):
-    """Without workers: what the ingest queues. A change while the group's run has not started
-    joins it; after it started, the next run waits for the interval."""
+def _queueing(tmp_path, message_interval: int):  # type: ignore[no-untyped-def]
+    """Settings with the alert rules, and an ``on_alerts`` that queues the group's message runs
+    (their action a no-op: no workers run them here)."""
     settings = Settings(
         data_dir=tmp_path / "data",
         alertmanager_token=TOKEN,
-        alerts={"rules": RULES, "message_interval": 600},
+        alerts={"rules": RULES, "message_interval": message_interval},
     )
     registry = ActionRegistry()
     registry.register(messages.ACTION, lambda ctx, input: input, idempotent=True)
-    on_alerts = functools.partial(messages.queue, actions=registry)
+    return settings, functools.partial(messages.queue, actions=registry)
+
+
+def test_updates_of_a_group_are_coalesced_and_at_most_one_per_interval(engine, tmp_path):
+    """Without workers: what the ingest queues. A change while the group's run has not started
+    joins it; after it started, the next run waits for the interval."""
+    settings, on_alerts = _queueing(tmp_path, message_interval=600)
     alerts = [rpc(i) for i in range(3)]
 
     def deliver(body: dict) -> None:
@@ -165,14 +171,7 @@ def test_a_change_joining_a_pending_update_is_read_by_it_even_if_claimed_meanwhi
     would ever show the change. The join holds the run until the delivery commits."""
     if backend == "sqlite":
         pytest.skip("SQLite's write lock keeps a claim from committing inside the delivery")
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        alertmanager_token=TOKEN,
-        alerts={"rules": RULES, "message_interval": 0},
-    )
-    registry = ActionRegistry()
-    registry.register(messages.ACTION, lambda ctx, input: input, idempotent=True)
-    on_alerts = functools.partial(messages.queue, actions=registry)
+    settings, on_alerts = _queueing(tmp_path, message_interval=0)
     service.ingest(engine, settings, notification([rpc(0)]), on_alerts=on_alerts)
     with db.transaction(engine) as s:
         (pending,) = s.exec(select(Run).where(Run.kind == messages.KIND))
@@ -186,7 +185,7 @@ def test_a_change_joining_a_pending_update_is_read_by_it_even_if_claimed_meanwhi
     with db.transaction(engine) as s:  # the delivery's transaction, open
         incident = s.exec(select(Incident)).one()
         (group,) = s.exec(select(AlertGroup))
-        assert messages.queue(s, settings, incident, group, actions=registry) == pending.id
+        assert on_alerts(s, settings, incident, group) == pending.id
         with ThreadPoolExecutor(max_workers=1) as pool:  # a worker, meanwhile
             claimed_inside.append(pool.submit(claim).result())
     assert claimed_inside == [None]  # skipped while the delivery held it
